@@ -1,0 +1,101 @@
+// The collector interface: one implementation per data source (host, nginx, postgres, redis).
+// Each collector runs on its own thread (see collector_runner.h), so a slow or hung source never
+// delays the others. A Collector instance is used by one thread at a time; it need not lock.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/histogram.h"
+#include "vigil/v1/telemetry.pb.h"
+
+namespace vigil::agent {
+
+using Labels = std::map<std::string, std::string>;
+
+struct GaugePoint {
+  std::string name;
+  Labels labels;
+  double value = 0;
+};
+
+struct HistogramPoint {
+  std::string name;
+  Labels labels;
+  LogHistogram histogram;
+};
+
+// What one collection round produced.
+struct Collection {
+  absl::Time time;
+  std::vector<GaugePoint> gauges;
+  std::vector<HistogramPoint> histograms;
+
+  void Gauge(absl::string_view name, double value, Labels labels = {}) {
+    gauges.push_back({std::string(name), std::move(labels), value});
+  }
+  void Histogram(absl::string_view name, LogHistogram h, Labels labels = {}) {
+    histograms.push_back({std::string(name), std::move(labels), std::move(h)});
+  }
+};
+
+class Collector {
+ public:
+  virtual ~Collector() = default;
+
+  // The config key of this collector ("host", "nginx", ...).
+  virtual absl::string_view name() const = 0;
+
+  // One round: append this interval's values to `out`. Must not throw; must bound its own I/O
+  // with timeouts. A source that is down is reported through `<name>_up` = 0, not an error.
+  virtual void Collect(absl::Time now, Collection& out) = 0;
+
+  // Names of the diagnostic tables this collector can produce (e.g. "top_processes").
+  virtual std::vector<std::string> DiagnosticNames() const { return {}; }
+
+  // Produces the requested tables (a subset of DiagnosticNames()). A failure is reported in the
+  // table's `error` field. Called on the collector's own thread, between rounds.
+  virtual std::vector<v1::DiagnosticTable> Diagnose(absl::Time now,
+                                                    const std::vector<std::string>& names) {
+    return {};
+  }
+};
+
+// Builds a collector from its config node (`collectors.<name>` of the agent config).
+// `file` names the config file for error messages.
+using CollectorFactory =
+    std::function<absl::StatusOr<std::unique_ptr<Collector>>(const YAML::Node& config,
+                                                             absl::string_view file)>;
+
+// Name -> factory, filled by RegisterBuiltinCollectors (an explicit table: static
+// self-registration is dropped by the linker from static libraries).
+class CollectorRegistry {
+ public:
+  void Register(std::string name, CollectorFactory factory) {
+    factories_[std::move(name)] = std::move(factory);
+  }
+  const CollectorFactory* Find(absl::string_view name) const {
+    auto it = factories_.find(std::string(name));
+    return it == factories_.end() ? nullptr : &it->second;
+  }
+  std::vector<std::string> Names() const {
+    std::vector<std::string> names;
+    for (const auto& [name, unused] : factories_) names.push_back(name);
+    return names;
+  }
+
+ private:
+  std::map<std::string, CollectorFactory> factories_;
+};
+
+void RegisterBuiltinCollectors(CollectorRegistry& registry);
+
+}  // namespace vigil::agent

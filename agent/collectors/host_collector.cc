@@ -1,0 +1,164 @@
+#include "agent/collectors/host_collector.h"
+
+#include <dirent.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <optional>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/yaml_util.h"
+
+namespace vigil::agent {
+namespace {
+
+std::optional<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+HostCollector::HostCollector(HostCollectorOptions options) : options_(std::move(options)) {
+  page_size_ = sysconf(_SC_PAGESIZE);
+  ticks_per_second_ = sysconf(_SC_CLK_TCK);
+  // A baseline now, so the very first round already has a CPU delta.
+  if (auto text = ReadFile(options_.proc_root + "/stat")) {
+    if (auto cpu = ParseProcStat(*text); cpu.ok()) last_cpu_ = *cpu;
+  }
+}
+
+void HostCollector::Collect(absl::Time now, Collection& out) {
+  bool ok = true;
+  if (auto text = ReadFile(options_.proc_root + "/stat")) {
+    if (auto cpu = ParseProcStat(*text); cpu.ok()) {
+      if (last_cpu_) out.Gauge("host_cpu_usage_ratio", CpuUsageRatio(*last_cpu_, *cpu));
+      last_cpu_ = *cpu;
+    } else {
+      ok = false;
+    }
+  } else {
+    ok = false;
+  }
+  if (auto text = ReadFile(options_.proc_root + "/meminfo")) {
+    if (auto mem = ParseMeminfo(*text); mem.ok()) {
+      out.Gauge("host_memory_used_ratio", mem->UsedRatio());
+    } else {
+      ok = false;
+    }
+  } else {
+    ok = false;
+  }
+  if (auto text = ReadFile(options_.proc_root + "/loadavg")) {
+    if (auto load = ParseLoadavg1(*text); load.ok()) out.Gauge("host_load1", *load);
+  }
+  if (auto text = ReadFile(options_.proc_root + "/self/mounts")) {
+    std::set<std::string> seen_devices;  // bind mounts of one device count once
+    for (const MountEntry& m : ParseMounts(*text)) {
+      if (!IsRealFilesystem(m) || !seen_devices.insert(m.device).second) continue;
+      struct statvfs vfs;
+      if (statvfs(m.mount_point.c_str(), &vfs) != 0 || vfs.f_blocks == 0) continue;
+      // Like df: used / (used + available to unprivileged users).
+      double used = static_cast<double>(vfs.f_blocks - vfs.f_bfree);
+      double avail = static_cast<double>(vfs.f_bavail);
+      if (used + avail <= 0) continue;
+      out.Gauge("host_disk_used_ratio", used / (used + avail), {{"mount", m.mount_point}});
+    }
+  }
+  ScanProcesses(now);
+  out.Gauge("host_up", ok ? 1 : 0);
+}
+
+void HostCollector::ScanProcesses(absl::Time now) {
+  DIR* dir = opendir(options_.proc_root.c_str());
+  if (dir == nullptr) return;
+  double elapsed = last_scan_ == absl::InfinitePast() ? 0 : absl::ToDoubleSeconds(now - last_scan_);
+  std::map<int, uint64_t> ticks;
+  std::vector<ProcessSample> samples;
+  while (dirent* e = readdir(dir)) {
+    int pid;
+    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
+    auto text = ReadFile(absl::StrCat(options_.proc_root, "/", e->d_name, "/stat"));
+    if (!text) continue;  // the process exited between readdir and open
+    auto st = ParseProcPidStat(*text);
+    if (!st.ok()) continue;
+    uint64_t total = st->utime + st->stime;
+    ticks[pid] = total;
+    ProcessSample s{*st, 0};
+    auto prev = last_proc_ticks_.find(pid);
+    if (elapsed > 0 && prev != last_proc_ticks_.end() && total >= prev->second) {
+      s.cpu_ratio = static_cast<double>(total - prev->second) /
+                    static_cast<double>(ticks_per_second_) / elapsed;
+    }
+    samples.push_back(std::move(s));
+  }
+  closedir(dir);
+  last_proc_ticks_ = std::move(ticks);
+  last_scan_ = now;
+  processes_ = std::move(samples);
+}
+
+std::vector<std::string> HostCollector::DiagnosticNames() const {
+  return {"top_processes_cpu", "top_processes_memory"};
+}
+
+std::vector<v1::DiagnosticTable> HostCollector::Diagnose(absl::Time now,
+                                                         const std::vector<std::string>& names) {
+  std::vector<v1::DiagnosticTable> tables;
+  auto make = [&](absl::string_view name, auto less) {
+    std::vector<ProcessSample> sorted = processes_;
+    std::sort(sorted.begin(), sorted.end(), less);
+    v1::DiagnosticTable t;
+    t.set_name(std::string(name));
+    t.set_collected_unix_ms(absl::ToUnixMillis(now));
+    for (const char* c : {"pid", "command", "state", "cpu_percent", "rss_mb"}) t.add_columns(c);
+    for (size_t i = 0; i < sorted.size() && i < static_cast<size_t>(options_.top_processes); ++i) {
+      const ProcessSample& p = sorted[i];
+      auto* row = t.add_rows();
+      row->add_cells(absl::StrCat(p.stat.pid));
+      row->add_cells(p.stat.comm);
+      row->add_cells(std::string(1, p.stat.state));
+      row->add_cells(absl::StrFormat("%.1f", p.cpu_ratio * 100));
+      row->add_cells(absl::StrFormat(
+          "%.1f", static_cast<double>(p.stat.rss_pages * page_size_) / (1024.0 * 1024.0)));
+    }
+    tables.push_back(std::move(t));
+  };
+  for (const std::string& n : names) {
+    if (n == "top_processes_cpu") {
+      make(n, [](const ProcessSample& a, const ProcessSample& b) { return a.cpu_ratio > b.cpu_ratio; });
+    } else if (n == "top_processes_memory") {
+      make(n, [](const ProcessSample& a, const ProcessSample& b) {
+        return a.stat.rss_pages > b.stat.rss_pages;
+      });
+    }
+  }
+  return tables;
+}
+
+absl::StatusOr<std::unique_ptr<Collector>> NewHostCollector(const YAML::Node& config,
+                                                            absl::string_view file) {
+  HostCollectorOptions options;
+  if (absl::Status s = YamlCheckKeys(config, file, "collectors.host", {"proc_root", "top_processes"});
+      !s.ok()) {
+    return s;
+  }
+  auto root = YamlString(config, "proc_root", file, false, options.proc_root);
+  if (!root.ok()) return root.status();
+  options.proc_root = *root;
+  auto top = YamlDouble(config, "top_processes", file, options.top_processes);
+  if (!top.ok()) return top.status();
+  options.top_processes = static_cast<int>(*top);
+  return std::make_unique<HostCollector>(std::move(options));
+}
+
+}  // namespace vigil::agent

@@ -1,0 +1,10 @@
+#include "common/clock.h"
+
+namespace vigil {
+
+const Clock* RealClock::Get() {
+  static const RealClock* clock = new RealClock();
+  return clock;
+}
+
+}  // namespace vigil

@@ -1,0 +1,120 @@
+#include "common/histogram.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace vigil {
+namespace {
+const double kLogGamma = std::log(LogHistogram::kGamma);
+constexpr size_t kMaxBuckets = 1 << 16;
+}  // namespace
+
+int LogHistogram::BucketIndex(double value) {
+  return static_cast<int>(std::ceil(std::log(value) / kLogGamma));
+}
+
+double LogHistogram::BucketValue(int index) {
+  // The point of (gamma^(i-1), gamma^i] whose relative distance to both ends is kRelativeAccuracy.
+  return 2.0 * std::pow(kGamma, index) / (kGamma + 1.0);
+}
+
+void LogHistogram::Grow(int index) {
+  if (counts_.empty()) {
+    offset_ = index;
+    counts_.assign(1, 0);
+    return;
+  }
+  if (index < offset_) {
+    counts_.insert(counts_.begin(), static_cast<size_t>(offset_ - index), 0);
+    offset_ = index;
+  } else if (index >= offset_ + static_cast<int>(counts_.size())) {
+    counts_.resize(static_cast<size_t>(index - offset_) + 1, 0);
+  }
+}
+
+void LogHistogram::Add(double value, uint64_t n) {
+  if (!(value >= 0) || n == 0) return;  // drops NaN and negatives
+  count_ += n;
+  sum_ += value * static_cast<double>(n);
+  if (value <= kMinValue) {
+    zero_count_ += n;
+    return;
+  }
+  int index = BucketIndex(value);
+  if (counts_.empty() || index < offset_ || index >= offset_ + static_cast<int>(counts_.size())) {
+    Grow(index);
+  }
+  counts_[static_cast<size_t>(index - offset_)] += n;
+}
+
+void LogHistogram::Merge(const LogHistogram& other) {
+  if (other.count_ == 0) return;
+  count_ += other.count_;
+  sum_ += other.sum_;
+  zero_count_ += other.zero_count_;
+  if (other.counts_.empty()) return;
+  Grow(other.offset_);
+  Grow(other.offset_ + static_cast<int>(other.counts_.size()) - 1);
+  for (size_t i = 0; i < other.counts_.size(); ++i) {
+    counts_[static_cast<size_t>(other.offset_ - offset_) + i] += other.counts_[i];
+  }
+}
+
+void LogHistogram::Clear() {
+  counts_.clear();
+  offset_ = 0;
+  zero_count_ = count_ = 0;
+  sum_ = 0;
+}
+
+double LogHistogram::Quantile(double q) const {
+  if (count_ == 0) return 0;
+  q = std::clamp(q, 0.0, 1.0);
+  // Rank of the wanted observation, 0-based, as "nearest rank" on the sorted values.
+  uint64_t rank = static_cast<uint64_t>(std::ceil(q * static_cast<double>(count_)));
+  if (rank > 0) --rank;
+  if (rank < zero_count_) return 0;
+  uint64_t seen = zero_count_;
+  for (size_t i = 0; i < counts_.size(); ++i) {
+    seen += counts_[i];
+    if (seen > rank) return BucketValue(offset_ + static_cast<int>(i));
+  }
+  return BucketValue(offset_ + static_cast<int>(counts_.size()) - 1);
+}
+
+void LogHistogram::ToProto(v1::Histogram* out) const {
+  out->Clear();
+  // Trim empty buckets at both ends so the wire carries only the occupied range.
+  size_t begin = 0, end = counts_.size();
+  while (begin < end && counts_[begin] == 0) ++begin;
+  while (end > begin && counts_[end - 1] == 0) --end;
+  out->set_offset(offset_ + static_cast<int>(begin));
+  for (size_t i = begin; i < end; ++i) out->add_counts(counts_[i]);
+  out->set_zero_count(zero_count_);
+  out->set_sum(sum_);
+  out->set_count(count_);
+}
+
+void LogHistogram::FromProto(const v1::Histogram& in) {
+  Clear();
+  MergeProto(in);
+}
+
+void LogHistogram::MergeProto(const v1::Histogram& in) {
+  size_t n = std::min<size_t>(static_cast<size_t>(in.counts_size()), kMaxBuckets);
+  uint64_t bucket_total = in.zero_count();
+  if (n > 0) {
+    Grow(in.offset());
+    Grow(in.offset() + static_cast<int>(n) - 1);
+    for (size_t i = 0; i < n; ++i) {
+      counts_[static_cast<size_t>(in.offset() - offset_) + i] += in.counts(static_cast<int>(i));
+      bucket_total += in.counts(static_cast<int>(i));
+    }
+  }
+  zero_count_ += in.zero_count();
+  // Trust the buckets over the declared count, so a malformed message cannot skew quantiles.
+  count_ += bucket_total;
+  sum_ += in.sum();
+}
+
+}  // namespace vigil

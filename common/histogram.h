@@ -1,0 +1,51 @@
+// A mergeable log-scale histogram (DDSketch-style buckets) with relative error <= 1 %.
+// Agents fill it; the controller merges many of them and derives exact-to-the-bucket
+// percentiles fleet-wide. Not thread-safe: one owner at a time.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "vigil/v1/telemetry.pb.h"
+
+namespace vigil {
+
+class LogHistogram {
+ public:
+  // Relative accuracy of every quantile estimate, and the bucket growth factor it implies.
+  static constexpr double kRelativeAccuracy = 0.01;
+  static constexpr double kGamma = (1 + kRelativeAccuracy) / (1 - kRelativeAccuracy);
+  // Observations at or below this go to the zero bucket (1 microsecond for latencies).
+  static constexpr double kMinValue = 1e-6;
+
+  void Add(double value, uint64_t n = 1);
+  void Merge(const LogHistogram& other);
+  void Clear();
+
+  uint64_t count() const { return count_; }
+  double sum() const { return sum_; }
+  bool empty() const { return count_ == 0; }
+
+  // The q-quantile (0 <= q <= 1) within kRelativeAccuracy; 0 when empty.
+  double Quantile(double q) const;
+
+  void ToProto(v1::Histogram* out) const;
+  // Replaces the contents with `in`; counts arrays longer than 1 << 16 are truncated.
+  void FromProto(const v1::Histogram& in);
+  // Adds `in` without materialising a second histogram.
+  void MergeProto(const v1::Histogram& in);
+
+  static int BucketIndex(double value);
+  static double BucketValue(int index);
+
+ private:
+  void Grow(int index);
+
+  int offset_ = 0;                 // bucket index of counts_[0]
+  std::vector<uint64_t> counts_;
+  uint64_t zero_count_ = 0;
+  uint64_t count_ = 0;
+  double sum_ = 0;
+};
+
+}  // namespace vigil

@@ -1,0 +1,46 @@
+#include "common/metric_schema.h"
+
+#include <array>
+
+namespace vigil {
+namespace {
+
+constexpr std::array kMetrics = {
+    // host
+    MetricInfo{"host_cpu_usage_ratio", MetricKind::kGauge, "ratio", "CPU busy share over the interval, all cores"},
+    MetricInfo{"host_memory_used_ratio", MetricKind::kGauge, "ratio", "(MemTotal - MemAvailable) / MemTotal"},
+    MetricInfo{"host_disk_used_ratio", MetricKind::kGauge, "ratio", "Used share of a real filesystem, by mount"},
+    MetricInfo{"host_load1", MetricKind::kGauge, "", "1-minute load average"},
+    MetricInfo{"host_up", MetricKind::kGauge, "bool", "1 when the host collector read /proc successfully"},
+    // nginx
+    MetricInfo{"nginx_requests_per_second", MetricKind::kGauge, "1/s", "Requests logged per second"},
+    MetricInfo{"nginx_request_duration_seconds", MetricKind::kHistogram, "s", "Request time ($request_time)"},
+    MetricInfo{"nginx_error_ratio", MetricKind::kGauge, "ratio", "5xx responses / all responses"},
+    MetricInfo{"nginx_up", MetricKind::kGauge, "bool", "1 when the access log is readable"},
+    MetricInfo{"nginx_unparsed_lines", MetricKind::kGauge, "lines", "Lines in the interval that did not parse"},
+    // postgres
+    MetricInfo{"pg_active_connections", MetricKind::kGauge, "", "Client backends that are not idle"},
+    MetricInfo{"pg_connections_used_ratio", MetricKind::kGauge, "ratio", "Client connections / max_connections"},
+    MetricInfo{"pg_longest_query_seconds", MetricKind::kGauge, "s", "Age of the longest running active query"},
+    MetricInfo{"pg_blocked_queries", MetricKind::kGauge, "", "Backends waiting on a lock held by another"},
+    MetricInfo{"pg_up", MetricKind::kGauge, "bool", "1 when PostgreSQL answered"},
+    // redis
+    MetricInfo{"redis_ops_per_second", MetricKind::kGauge, "1/s", "instantaneous_ops_per_sec"},
+    MetricInfo{"redis_connected_clients", MetricKind::kGauge, "", "connected_clients"},
+    MetricInfo{"redis_keyspace_hit_ratio", MetricKind::kGauge, "ratio", "hits / (hits + misses) over the interval"},
+    MetricInfo{"redis_used_memory_bytes", MetricKind::kGauge, "bytes", "used_memory"},
+    MetricInfo{"redis_up", MetricKind::kGauge, "bool", "1 when Redis answered"},
+};
+
+}  // namespace
+
+std::span<const MetricInfo> AllMetrics() { return kMetrics; }
+
+const MetricInfo* FindMetric(absl::string_view name) {
+  for (const MetricInfo& m : kMetrics) {
+    if (m.name == name) return &m;
+  }
+  return nullptr;
+}
+
+}  // namespace vigil

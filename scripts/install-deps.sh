@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package Vigil needs to build, test and benchmark. Idempotent; run as root.
+set -euo pipefail
+if [ "$(id -u)" != 0 ]; then echo "install-deps: run as root (it calls apt-get)" >&2; exit 2; fi
+BUILD=(build-essential cmake ninja-build pkg-config ccache
+  protobuf-compiler libprotobuf-dev protobuf-compiler-grpc libgrpc++-dev libgrpc-dev
+  libabsl-dev libspdlog-dev libfmt-dev libsqlite3-dev libyaml-cpp-dev libcli11-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libssl-dev libpqxx-dev libhiredis-dev)
+# Real servers the integration tests start on loopback, and the tools they drive.
+SERVERS=(postgresql redis-server nginx-light logrotate supervisor sqlite3 procps python3 openssl)
+missing=()
+for p in "${BUILD[@]}" "${SERVERS[@]}" "$@"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Packaged services must not start on their default ports: tests start their own on loopback.
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
