@@ -1,0 +1,90 @@
+#include "agent/agent.h"
+
+#include <spdlog/spdlog.h>
+
+#include "absl/synchronization/mutex.h"
+#include "common/ids.h"
+
+namespace vigil::agent {
+
+v1::Hello MakeHello(const AgentConfig& config, absl::Duration interval,
+                    const std::vector<std::string>& collectors) {
+  v1::Hello hello;
+  hello.set_agent_id(config.id);
+  hello.set_hostname(Hostname());
+  hello.set_version(VIGIL_VERSION);
+  for (const auto& [k, v] : config.labels) (*hello.mutable_labels())[k] = v;
+  for (const std::string& c : collectors) hello.add_collectors(c);
+  hello.set_interval_ms(absl::ToInt64Milliseconds(interval));
+  hello.set_instance_id(RandomId(""));
+  return hello;
+}
+
+Agent::Agent(AgentConfig config, AgentOptions options, const Clock* clock)
+    : config_(std::move(config)), options_(std::move(options)), clock_(clock) {
+  std::vector<std::string> names;
+  for (const auto& c : config_.collectors) names.emplace_back(c->name());
+
+  StreamClientOptions stream_options;
+  stream_options.controller = options_.controller;
+  stream_options.credentials = options_.credentials;
+  stream_options.hello = MakeHello(config_, options_.interval, names);
+  stream_ = std::make_unique<StreamClient>(std::move(stream_options), clock_);
+  stream_->SetDiagnosticsHandler(
+      [this](const v1::CollectDiagnostics& request) { OnCollectDiagnostics(request); });
+
+  for (auto& collector : config_.collectors) {
+    runners_.push_back(std::make_unique<CollectorRunner>(
+        std::move(collector), options_.interval, clock_,
+        [this](Collection c) { stream_->PushTelemetry(std::move(c)); }));
+  }
+  config_.collectors.clear();
+}
+
+Agent::~Agent() { Stop(); }
+
+void Agent::Run() {
+  for (auto& runner : runners_) runner->Start();
+  stream_->Run();
+  for (auto& runner : runners_) runner->Stop();
+}
+
+void Agent::Stop() { stream_->Stop(); }
+
+void Agent::OnCollectDiagnostics(const v1::CollectDiagnostics& request) {
+  // Each runner answers on its own thread; the last one to answer sends the message.
+  struct Gather {
+    absl::Mutex mu;
+    int waiting ABSL_GUARDED_BY(mu) = 0;
+    v1::AgentMessage message ABSL_GUARDED_BY(mu);
+  };
+  auto gather = std::make_shared<Gather>();
+  std::vector<CollectorRunner*> asked;
+  for (auto& runner : runners_) {
+    bool wanted = request.names().empty();
+    for (const std::string& name : request.names()) {
+      for (const std::string& have : runner->diagnostic_names()) wanted = wanted || have == name;
+    }
+    if (wanted) asked.push_back(runner.get());
+  }
+  {
+    absl::MutexLock lock(&gather->mu);
+    gather->waiting = static_cast<int>(asked.size());
+    gather->message.mutable_diagnostics()->set_request_id(request.request_id());
+  }
+  if (asked.empty()) {
+    absl::MutexLock lock(&gather->mu);
+    stream_->Send(gather->message);
+    return;
+  }
+  std::vector<std::string> names(request.names().begin(), request.names().end());
+  for (CollectorRunner* runner : asked) {
+    runner->RequestDiagnostics(names, [this, gather](std::vector<v1::DiagnosticTable> tables) {
+      absl::MutexLock lock(&gather->mu);
+      for (auto& table : tables) *gather->message.mutable_diagnostics()->add_tables() = std::move(table);
+      if (--gather->waiting == 0) stream_->Send(gather->message);
+    });
+  }
+}
+
+}  // namespace vigil::agent

@@ -1,0 +1,46 @@
+// The agent process: collector runners feeding a stream client, diagnostics requests fanned out
+// to the collectors that can answer them. Thread-safe; Run blocks until Stop.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/agent_config.h"
+#include "agent/collector_runner.h"
+#include "agent/stream_client.h"
+#include "common/clock.h"
+
+namespace vigil::agent {
+
+struct AgentOptions {
+  std::string controller;  // host:port
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  absl::Duration interval = absl::Seconds(1);
+};
+
+class Agent {
+ public:
+  Agent(AgentConfig config, AgentOptions options, const Clock* clock);
+  ~Agent();
+
+  void Run();   // blocks until Stop()
+  void Stop();  // safe from a signal-watching thread
+
+  StreamClient& stream() { return *stream_; }
+
+ private:
+  void OnCollectDiagnostics(const v1::CollectDiagnostics& request);
+
+  AgentConfig config_;
+  AgentOptions options_;
+  const Clock* clock_;
+  std::unique_ptr<StreamClient> stream_;
+  std::vector<std::unique_ptr<CollectorRunner>> runners_;
+};
+
+// The Hello this agent sends on every stream.
+v1::Hello MakeHello(const AgentConfig& config, absl::Duration interval,
+                    const std::vector<std::string>& collectors);
+
+}  // namespace vigil::agent

@@ -1,0 +1,125 @@
+#include "agent/agent_config.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/ids.h"
+#include "common/status.h"
+#include "common/yaml_util.h"
+
+namespace vigil::agent {
+namespace {
+
+// Label values are strings on the wire; a YAML number or bool is accepted as its text.
+absl::Status ReadLabels(const YAML::Node& node, absl::string_view file, Labels& out) {
+  if (!node.IsDefined() || node.IsNull()) return absl::OkStatus();
+  if (!node.IsMap()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(YamlWhere(file, node), ": key 'labels' must be a map of strings"));
+  }
+  for (const auto& kv : node) {
+    const std::string key = kv.first.as<std::string>();
+    if (!kv.second.IsScalar()) {
+      return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, kv.second), ": label '", key,
+                                                     "' must be a string"));
+    }
+    if (key.empty() || key == "agent") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          YamlWhere(file, kv.first), ": label name '", key, "' is reserved or empty"));
+    }
+    out[key] = kv.second.as<std::string>();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file,
+                                  const CollectorRegistry& registry) {
+  AgentConfig config;
+  config.source = std::string(file);
+  if (!root.IsMap()) {
+    if (root.IsNull()) {
+      return absl::InvalidArgumentError(absl::StrCat(file, ": the config is empty"));
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat(YamlWhere(file, root), ": the config must be a map (id, labels, collectors)"));
+  }
+  RETURN_IF_ERROR(YamlCheckKeys(root, file, "the agent config",
+                                {"id", "labels", "controller", "interval", "collectors", "actions",
+                                 "service_manager"}));
+  ASSIGN_OR_RETURN(config.id, YamlString(root, "id", file, false, Hostname()));
+  if (config.id.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, root["id"]), ": key 'id' is empty"));
+  }
+  RETURN_IF_ERROR(ReadLabels(root["labels"], file, config.labels));
+  ASSIGN_OR_RETURN(config.controller, YamlString(root, "controller", file));
+  ASSIGN_OR_RETURN(config.interval, YamlDuration(root, "interval", file, config.interval));
+  if (config.interval < absl::Milliseconds(100)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(YamlWhere(file, root["interval"]), ": key 'interval' must be at least 100ms"));
+  }
+
+  const YAML::Node collectors = root["collectors"];
+  if (!collectors.IsDefined() || collectors.IsNull()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file, ": key 'collectors' is missing (at least `host: {}`)"));
+  }
+  if (!collectors.IsMap()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(YamlWhere(file, collectors), ": key 'collectors' must be a map"));
+  }
+  for (const auto& kv : collectors) {
+    const std::string name = kv.first.as<std::string>();
+    const CollectorFactory* factory = registry.Find(name);
+    if (factory == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          YamlWhere(file, kv.first), ": unknown collector '", name,
+          "' in collectors (known: ", absl::StrJoin(registry.Names(), ", "), ")"));
+    }
+    if (!kv.second.IsNull() && !kv.second.IsMap()) {
+      return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, kv.second), ": collectors.",
+                                                     name, " must be a map of options"));
+    }
+    auto collector = (*factory)(kv.second, file);
+    if (!collector.ok()) return collector.status();
+    config.collectors.push_back(std::move(*collector));
+  }
+  // Clones: assigning a missing (zombie) node to a Node throws in yaml-cpp.
+  if (const YAML::Node actions = root["actions"]; actions.IsDefined() && !actions.IsNull()) {
+    if (!actions.IsMap()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(YamlWhere(file, actions), ": key 'actions' must be a map"));
+    }
+    config.actions = YAML::Clone(actions);
+  }
+  if (const YAML::Node manager = root["service_manager"]; manager.IsDefined()) {
+    config.service_manager = YAML::Clone(manager);
+  }
+  return config;
+}
+
+}  // namespace
+
+absl::StatusOr<AgentConfig> ParseAgentConfig(absl::string_view text, absl::string_view name,
+                                             const CollectorRegistry& registry) {
+  ASSIGN_OR_RETURN(YAML::Node root, LoadYamlString(text, name));
+  try {
+    return Build(root, name, registry);
+  } catch (...) {
+    return StatusFromCurrentException(name);
+  }
+}
+
+absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path,
+                                            const CollectorRegistry& registry) {
+  ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(path));
+  try {
+    return Build(root, path, registry);
+  } catch (...) {
+    return StatusFromCurrentException(path);
+  }
+}
+
+absl::StatusOr<AgentConfig> DefaultAgentConfig(const CollectorRegistry& registry) {
+  return ParseAgentConfig("collectors: {host: {}}\n", "(built-in default config)", registry);
+}
+
+}  // namespace vigil::agent

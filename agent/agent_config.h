@@ -1,0 +1,41 @@
+// The agent's YAML config (see DESIGN.md, "Agent config"): identity, labels, collectors and
+// actions. Loading is strict: unknown keys and wrong types are refused with file, line and key.
+// Immutable once loaded; thread-safe to read.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "agent/collector.h"
+
+namespace vigil::agent {
+
+struct AgentConfig {
+  std::string source;  // the file it came from, for messages ("" = built-in default)
+  std::string id;      // default: the host name
+  Labels labels;
+  std::string controller;                       // host:port; the --controller flag wins
+  absl::Duration interval = absl::Seconds(1);   // the --interval flag wins
+  std::vector<std::unique_ptr<Collector>> collectors;
+  YAML::Node actions;                           // validated by the action registry
+  YAML::Node service_manager;
+};
+
+// Reads and validates `path`. Each collector is built by its factory in `registry`, so a bad
+// collector option is reported with its own line.
+absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path,
+                                            const CollectorRegistry& registry);
+// Parses config text; `name` stands for the file in messages.
+absl::StatusOr<AgentConfig> ParseAgentConfig(absl::string_view text, absl::string_view name,
+                                             const CollectorRegistry& registry);
+// The config used without --config: this host, the host collector only.
+absl::StatusOr<AgentConfig> DefaultAgentConfig(const CollectorRegistry& registry);
+
+}  // namespace vigil::agent

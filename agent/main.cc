@@ -1,0 +1,81 @@
+// vigil-agent: collects host and service telemetry and streams it to the controller.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <thread>
+
+#include "agent/agent.h"
+#include "agent/agent_config.h"
+#include "common/logging.h"
+#include "common/transport.h"
+#include "common/yaml_util.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"vigil-agent: streams host, PostgreSQL, Redis and nginx telemetry to vigil-controller"};
+  std::string controller, config_path, id, interval_text, log_level = "info";
+  vigil::TransportFlags tls;
+  app.add_option("--controller", controller, "controller address HOST:PORT (default: the config's, or 127.0.0.1:7443)");
+  app.add_option("--config", config_path, "agent config file (YAML)");
+  app.add_option("--id", id, "agent id (default: the config's id, or the host name)");
+  app.add_option("--interval", interval_text, "collection interval, e.g. 1s (default: the config's, or 1s)");
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
+  vigil::AddTransportFlags(app, tls);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  vigil::SetupLogging("vigil-agent", log_level);
+
+  vigil::agent::CollectorRegistry registry;
+  vigil::agent::RegisterBuiltinCollectors(registry);
+  auto config = config_path.empty() ? vigil::agent::DefaultAgentConfig(registry)
+                                    : vigil::agent::LoadAgentConfig(config_path, registry);
+  if (!config.ok()) {
+    spdlog::error("bad config: {}", config.status().message());
+    return 2;
+  }
+  if (!id.empty()) config->id = id;
+  vigil::agent::AgentOptions options;
+  options.controller = !controller.empty() ? controller
+                       : !config->controller.empty() ? config->controller
+                                                     : "127.0.0.1:7443";
+  options.interval = config->interval;
+  if (!interval_text.empty()) {
+    auto interval = vigil::ParseDurationText(interval_text);
+    if (!interval.ok() || *interval < absl::Milliseconds(100)) {
+      spdlog::error("--interval '{}': want a duration of at least 100ms such as 1s", interval_text);
+      return 2;
+    }
+    options.interval = *interval;
+  }
+  auto credentials = vigil::MakeClientCredentials(tls, options.controller);
+  if (!credentials.ok()) {
+    spdlog::error("{}", credentials.status().message());
+    return 2;
+  }
+  options.credentials = *credentials;
+
+  // Signals are taken by a thread of ours, so stopping is ordinary code, not a handler.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  const std::string agent_id = config->id;
+  const size_t collectors = config->collectors.size();
+  vigil::agent::Agent agent(std::move(*config), options, vigil::RealClock::Get());
+  std::thread watcher([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    spdlog::info("signal {}: stopping", sig);
+    agent.Stop();
+  });
+  watcher.detach();
+  spdlog::info("vigil-agent {} '{}' with {} collector(s) every {}, controller {}", VIGIL_VERSION,
+               agent_id, collectors, absl::FormatDuration(options.interval), options.controller);
+  agent.Run();
+  return 0;
+}

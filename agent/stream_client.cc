@@ -1,0 +1,270 @@
+#include "agent/stream_client.h"
+
+#include <spdlog/spdlog.h>
+
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status.h"
+
+namespace vigil::agent {
+namespace {
+
+using Stream = grpc::ClientReaderWriter<v1::AgentMessage, v1::ControllerMessage>;
+
+std::shared_ptr<grpc::Channel> MakeChannel(const StreamClientOptions& options) {
+  grpc::ChannelArguments args;
+  // Keepalive must match the controller's policy (it permits pings every 5 s without data),
+  // or the controller answers too_many_pings and drops the agent.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10'000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5'000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // Our own loop does the backing off; keep the channel's from adding long waits on top.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1'000);
+  args.SetMaxReceiveMessageSize(16 << 20);
+  auto credentials = options.credentials ? options.credentials : grpc::InsecureChannelCredentials();
+  return grpc::CreateCustomChannel(options.controller, credentials, args);
+}
+
+std::string Describe(const absl::Status& status) {
+  return absl::StrCat(absl::StatusCodeToString(status.code()), ": ", status.message());
+}
+
+}  // namespace
+
+StreamClient::StreamClient(StreamClientOptions options, const Clock* clock)
+    : options_(std::move(options)),
+      clock_(clock),
+      channel_(MakeChannel(options_)),
+      stub_(v1::AgentService::NewStub(channel_)),
+      spool_(options_.spool_max_entries) {}
+
+StreamClient::~StreamClient() { Stop(); }
+
+void StreamClient::PushTelemetry(Collection collection) {
+  absl::MutexLock lock(&mu_);
+  pending_.telemetry.push_back(std::move(collection));
+}
+
+void StreamClient::Send(v1::AgentMessage message) {
+  absl::MutexLock lock(&mu_);
+  if (pending_.messages.size() >= options_.max_queued_messages) pending_.messages.pop_front();
+  pending_.messages.push_back(std::move(message));
+}
+
+void StreamClient::Stop() {
+  absl::MutexLock lock(&mu_);
+  stopping_ = true;
+  if (active_context_ != nullptr) active_context_->TryCancel();
+}
+
+StreamClient::Pending StreamClient::WaitForWork(absl::Time deadline,
+                                                const std::atomic<bool>* broken,
+                                                bool take_messages) {
+  absl::MutexLock lock(&mu_);
+  auto ready = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return stopping_ || wake_ || !pending_.telemetry.empty() ||
+           (take_messages && !pending_.messages.empty()) || (broken != nullptr && broken->load());
+  };
+  while (!ready() && clock_->Now() < deadline) {
+    mu_.AwaitWithTimeout(absl::Condition(&ready),
+                         std::min(absl::Milliseconds(100), deadline - clock_->Now()));
+  }
+  wake_ = false;
+  Pending out;
+  out.telemetry.swap(pending_.telemetry);
+  // Before a Welcome, messages wait: they need a stream the controller accepted.
+  if (take_messages) out.messages.swap(pending_.messages);
+  return out;
+}
+
+void StreamClient::SendSpoolEntry(const TelemetrySpool::Entry& entry, Stream* stream, bool* ok) {
+  v1::AgentMessage message;
+  v1::TelemetryBatch* batch = message.mutable_telemetry();
+  batch->set_sequence(entry.sequence);
+  for (const Collection& collection : entry.collections) dictionary_.Encode(collection, batch);
+  *ok = *ok && stream->Write(message);
+}
+
+void StreamClient::NoteStreamEnded(const absl::Status& why) {
+  const bool was_connected = connected_.exchange(false);
+  ++failed_attempts_;
+  if (was_connected) down_since_ = clock_->Now();
+  const std::string text = Describe(why);
+  // One line per change of state, not one per retry.
+  if (was_connected) {
+    spdlog::warn("lost the stream to controller {}: {}; reconnecting with backoff",
+                 options_.controller, text);
+  } else if (text != last_error_) {
+    if (why.code() == absl::StatusCode::kAlreadyExists ||
+        why.code() == absl::StatusCode::kPermissionDenied ||
+        why.code() == absl::StatusCode::kUnauthenticated ||
+        why.code() == absl::StatusCode::kInvalidArgument) {
+      spdlog::error("controller {} refused agent '{}': {}; retrying with backoff",
+                    options_.controller, options_.hello.agent_id(), why.message());
+    } else {
+      spdlog::warn("cannot reach controller {}: {}; retrying with backoff", options_.controller,
+                   text);
+    }
+  }
+  last_error_ = text;
+}
+
+void StreamClient::Run() {
+  std::mt19937_64 rng(std::random_device{}());
+  absl::Duration backoff = options_.initial_backoff;
+  down_since_ = clock_->Now();
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) break;
+    }
+    const absl::Status ended = RunStream();
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) break;
+    }
+    if (connected_.load() || failed_attempts_ == 0) backoff = options_.initial_backoff;
+    NoteStreamEnded(ended);
+    // Full jitter in [backoff/2, backoff], so a fleet that lost its controller does not come
+    // back in lockstep.
+    std::uniform_real_distribution<double> jitter(0.5, 1.0);
+    const absl::Time until = clock_->Now() + backoff * jitter(rng);
+    while (clock_->Now() < until) {
+      Pending work = WaitForWork(until, nullptr, false);
+      if (!work.telemetry.empty()) spool_.Add(std::move(work.telemetry));
+      absl::MutexLock lock(&mu_);
+      if (stopping_) break;
+    }
+    backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+  connected_ = false;
+}
+
+absl::Status StreamClient::RunStream() {
+  grpc::ClientContext context;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::CancelledError("stopping");
+    active_context_ = &context;
+    wake_ = false;
+  }
+  std::unique_ptr<Stream> stream = stub_->Connect(&context);
+
+  std::atomic<bool> broken{false};
+  std::atomic<bool> welcomed{false};
+  std::atomic<uint64_t> welcome_last_sequence{0};
+  std::atomic<int64_t> heartbeat_timeout_ms{0};
+
+  v1::AgentMessage hello;
+  *hello.mutable_hello() = options_.hello;
+  bool ok = stream->Write(hello);
+
+  std::thread reader([&] {
+    v1::ControllerMessage message;
+    while (stream->Read(&message)) {
+      switch (message.body_case()) {
+        case v1::ControllerMessage::kWelcome:
+          welcome_last_sequence = message.welcome().last_sequence();
+          heartbeat_timeout_ms = message.welcome().heartbeat_timeout_ms();
+          welcomed = true;
+          break;
+        case v1::ControllerMessage::kAck: {
+          uint64_t seen = acked_.load();
+          while (seen < message.ack().sequence() &&
+                 !acked_.compare_exchange_weak(seen, message.ack().sequence())) {
+          }
+          break;
+        }
+        case v1::ControllerMessage::kCollectDiagnostics:
+          if (diagnostics_handler_) diagnostics_handler_(message.collect_diagnostics());
+          break;
+        case v1::ControllerMessage::kCommand:
+          if (command_handler_) command_handler_(message.command());
+          break;
+        default:
+          break;
+      }
+      absl::MutexLock lock(&mu_);
+      wake_ = true;
+    }
+    broken = true;
+    absl::MutexLock lock(&mu_);
+    wake_ = true;
+  });
+
+  // Wait for the Welcome: it tells what the controller already holds.
+  const absl::Time welcome_deadline = clock_->Now() + options_.welcome_timeout;
+  while (ok && !welcomed && !broken && clock_->Now() < welcome_deadline) {
+    Pending work = WaitForWork(welcome_deadline, &broken, false);
+    if (!work.telemetry.empty()) spool_.Add(std::move(work.telemetry));
+    absl::MutexLock lock(&mu_);
+    if (stopping_) break;
+  }
+
+  absl::Status ended = absl::UnavailableError("stream closed");
+  if (ok && welcomed && !broken) {
+    spool_.StartStream(welcome_last_sequence);
+    dictionary_.Reset();
+    connected_ = true;
+    if (failed_attempts_ > 0 || !last_error_.empty()) {
+      spdlog::info("connected to controller {} as '{}' after {} failed attempt(s), {} down",
+                   options_.controller, options_.hello.agent_id(), failed_attempts_,
+                   absl::FormatDuration(absl::Trunc(clock_->Now() - down_since_, absl::Milliseconds(100))));
+    } else {
+      spdlog::info("connected to controller {} as '{}'", options_.controller,
+                   options_.hello.agent_id());
+    }
+    failed_attempts_ = 0;
+    last_error_.clear();
+    absl::Duration heartbeat = options_.heartbeat;
+    if (heartbeat_timeout_ms > 0) {
+      heartbeat = std::min(heartbeat, absl::Milliseconds(heartbeat_timeout_ms.load()) / 3);
+    }
+    // Resend what the controller has not acknowledged, then stream.
+    for (const TelemetrySpool::Entry& entry : spool_.entries()) SendSpoolEntry(entry, stream.get(), &ok);
+    absl::Time last_write = clock_->Now();
+    while (ok && !broken) {
+      Pending work = WaitForWork(last_write + heartbeat, &broken, true);
+      {
+        absl::MutexLock lock(&mu_);
+        if (stopping_) break;
+      }
+      spool_.AckThrough(acked_.load());
+      if (!work.telemetry.empty()) {
+        SendSpoolEntry(spool_.Add(std::move(work.telemetry)), stream.get(), &ok);
+        last_write = clock_->Now();
+      }
+      for (const v1::AgentMessage& message : work.messages) {
+        ok = ok && stream->Write(message);
+        last_write = clock_->Now();
+      }
+      if (ok && clock_->Now() >= last_write + heartbeat) {
+        // Sequence 0: a heartbeat, nothing to store or acknowledge.
+        v1::AgentMessage beat;
+        beat.mutable_telemetry();
+        ok = stream->Write(beat);
+        last_write = clock_->Now();
+      }
+    }
+  } else if (ok && !welcomed && !broken) {
+    ended = absl::DeadlineExceededError("no Welcome from the controller in time");
+  }
+
+  if (!broken) context.TryCancel();
+  reader.join();
+  const grpc::Status status = stream->Finish();
+  {
+    absl::MutexLock lock(&mu_);
+    active_context_ = nullptr;
+  }
+  if (!status.ok()) ended = FromGrpcStatus(status);
+  return ended;
+}
+
+}  // namespace vigil::agent

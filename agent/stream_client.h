@@ -1,0 +1,105 @@
+// The agent's side of AgentService.Connect: one long-lived stream to the controller that carries
+// telemetry (spooled until acknowledged), diagnostics and command results up, and commands and
+// diagnostics requests down. Reconnects with exponential backoff and jitter, logging once per
+// change of state. Thread-safe: producers call Push*/Send from any thread; Run owns one thread
+// and starts a reader thread per stream.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "agent/collector.h"
+#include "agent/series_dictionary.h"
+#include "agent/telemetry_spool.h"
+#include "common/clock.h"
+#include "vigil/v1/agent_service.grpc.pb.h"
+
+namespace vigil::agent {
+
+struct StreamClientOptions {
+  std::string controller;  // host:port
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  v1::Hello hello;  // sent first on every stream
+  absl::Duration heartbeat = absl::Seconds(1);
+  absl::Duration welcome_timeout = absl::Seconds(10);
+  absl::Duration initial_backoff = absl::Milliseconds(200);
+  absl::Duration max_backoff = absl::Seconds(5);
+  size_t spool_max_entries = 3600;     // about an hour of 1 s rounds
+  size_t max_queued_messages = 1000;   // diagnostics and results waiting for a stream
+};
+
+class StreamClient {
+ public:
+  using DiagnosticsHandler = std::function<void(const v1::CollectDiagnostics&)>;
+  using CommandHandler = std::function<void(const v1::Command&)>;
+
+  StreamClient(StreamClientOptions options, const Clock* clock);
+  ~StreamClient();
+
+  // Handlers run on the stream's reader thread; they must not block for long.
+  void SetDiagnosticsHandler(DiagnosticsHandler handler) { diagnostics_handler_ = std::move(handler); }
+  void SetCommandHandler(CommandHandler handler) { command_handler_ = std::move(handler); }
+
+  // Queues one collection round; it is sent, and resent after a reconnect, until acknowledged.
+  void PushTelemetry(Collection collection);
+  // Queues a message (diagnostics, command result) for the current or next stream.
+  void Send(v1::AgentMessage message);
+
+  // Connects and keeps connecting until Stop(). Blocks.
+  void Run();
+  void Stop();
+
+  bool connected() const { return connected_.load(); }
+  // Highest sequence the controller acknowledged.
+  uint64_t acked_sequence() const { return acked_.load(); }
+
+ private:
+  struct Pending {
+    std::vector<Collection> telemetry;
+    std::deque<v1::AgentMessage> messages;
+  };
+  // One stream from connect to its end; returns why it ended.
+  absl::Status RunStream();
+  // Waits until there is something to send, `deadline`, a broken stream or Stop().
+  // Queued messages are taken only when `take_messages` (a welcomed stream).
+  Pending WaitForWork(absl::Time deadline, const std::atomic<bool>* broken, bool take_messages);
+  void SendSpoolEntry(const TelemetrySpool::Entry& entry,
+                      grpc::ClientReaderWriter<v1::AgentMessage, v1::ControllerMessage>* stream,
+                      bool* ok);
+  void NoteStreamEnded(const absl::Status& why);
+
+  const StreamClientOptions options_;
+  const Clock* clock_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::AgentService::Stub> stub_;
+  DiagnosticsHandler diagnostics_handler_;
+  CommandHandler command_handler_;
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool wake_ ABSL_GUARDED_BY(mu_) = false;  // the reader saw a Welcome, an Ack or the end
+  Pending pending_ ABSL_GUARDED_BY(mu_);
+  grpc::ClientContext* active_context_ ABSL_GUARDED_BY(mu_) = nullptr;
+
+  // Owned by the Run thread.
+  TelemetrySpool spool_;
+  SeriesDictionary dictionary_;
+  std::string last_error_;  // the last failure logged, so a retry loop logs it once
+  int failed_attempts_ = 0;
+  absl::Time down_since_ = absl::InfinitePast();
+
+  std::atomic<bool> connected_{false};
+  std::atomic<uint64_t> acked_{0};
+};
+
+}  // namespace vigil::agent

@@ -1,0 +1,109 @@
+#include "common/transport.h"
+
+#include <CLI/CLI.hpp>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace vigil {
+namespace {
+
+absl::StatusOr<std::string> ReadPem(absl::string_view flag, const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, "=", path, ": cannot read: ", std::strerror(errno)));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!absl::StrContains(text.str(), "-----BEGIN")) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, "=", path, ": not a PEM file"));
+  }
+  return text.str();
+}
+
+absl::Status CheckPlainText(const TransportFlags& flags, absl::string_view address) {
+  if (!flags.insecure) {
+    return absl::InvalidArgumentError(
+        "no transport security: give --tls-ca, --tls-cert and --tls-key (scripts/make-dev-certs.sh "
+        "makes a development set), or --insecure for plain text on loopback");
+  }
+  if (!IsLoopbackAddress(address)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--insecure is refused for ", address, ": plain text is allowed on loopback only"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void AddTransportFlags(CLI::App& app, TransportFlags& flags) {
+  app.add_flag("--insecure", flags.insecure, "plain text, no TLS (loopback addresses only)");
+  app.add_option("--tls-ca", flags.ca, "CA bundle (PEM) that signs the peer's certificate");
+  app.add_option("--tls-cert", flags.cert, "this side's certificate (PEM)");
+  app.add_option("--tls-key", flags.key, "this side's private key (PEM)");
+}
+
+bool IsLoopbackAddress(absl::string_view address) {
+  absl::string_view host = address;
+  if (absl::StartsWith(host, "[")) {
+    host = host.substr(1, host.find(']') == absl::string_view::npos ? host.size() - 1
+                                                                     : host.find(']') - 1);
+  } else if (std::count(host.begin(), host.end(), ':') == 1) {
+    host = host.substr(0, host.find(':'));
+  }
+  if (absl::StartsWith(host, "ipv4:")) host.remove_prefix(5);
+  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeClientCredentials(
+    const TransportFlags& flags, absl::string_view address) {
+  if (flags.ca.empty() && flags.cert.empty() && flags.key.empty()) {
+    if (absl::Status s = CheckPlainText(flags, address); !s.ok()) return s;
+    return grpc::InsecureChannelCredentials();
+  }
+  if (flags.ca.empty()) return absl::InvalidArgumentError("--tls-ca is required with TLS");
+  grpc::SslCredentialsOptions options;
+  auto ca = ReadPem("--tls-ca", flags.ca);
+  if (!ca.ok()) return ca.status();
+  options.pem_root_certs = *ca;
+  if (flags.cert.empty() != flags.key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (!flags.cert.empty()) {
+    auto cert = ReadPem("--tls-cert", flags.cert);
+    if (!cert.ok()) return cert.status();
+    auto key = ReadPem("--tls-key", flags.key);
+    if (!key.ok()) return key.status();
+    options.pem_cert_chain = *cert;
+    options.pem_private_key = *key;
+  }
+  return grpc::SslCredentials(options);
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const TransportFlags& flags, absl::string_view address) {
+  if (flags.ca.empty() && flags.cert.empty() && flags.key.empty()) {
+    if (absl::Status s = CheckPlainText(flags, address); !s.ok()) return s;
+    return grpc::InsecureServerCredentials();
+  }
+  if (flags.ca.empty() || flags.cert.empty() || flags.key.empty()) {
+    return absl::InvalidArgumentError("the controller needs all of --tls-ca, --tls-cert and --tls-key");
+  }
+  auto ca = ReadPem("--tls-ca", flags.ca);
+  if (!ca.ok()) return ca.status();
+  auto cert = ReadPem("--tls-cert", flags.cert);
+  if (!cert.ok()) return cert.status();
+  auto key = ReadPem("--tls-key", flags.key);
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions options(
+      GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  options.pem_root_certs = *ca;
+  options.pem_key_cert_pairs.push_back({*key, *cert});
+  return grpc::SslServerCredentials(options);
+}
+
+}  // namespace vigil

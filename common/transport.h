@@ -1,0 +1,42 @@
+// Transport security shared by the three binaries: the TLS flags and the credentials they make.
+// Plain text exists only for loopback development, behind --insecure. Stateless; thread-safe.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace CLI {
+class App;
+}
+
+namespace vigil {
+
+struct TransportFlags {
+  bool insecure = false;
+  std::string ca;    // PEM bundle that signs the peer's certificate
+  std::string cert;  // our certificate chain (PEM)
+  std::string key;   // our private key (PEM)
+};
+
+// Adds --insecure, --tls-ca, --tls-cert and --tls-key to a command line.
+void AddTransportFlags(CLI::App& app, TransportFlags& flags);
+
+// True for 127.0.0.0/8, ::1 and localhost, with or without a port.
+bool IsLoopbackAddress(absl::string_view address);
+
+// Channel credentials for talking to `address`: mutual TLS from the flags, or plain text when
+// --insecure and `address` is loopback. Errors name the flag or file at fault.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeClientCredentials(
+    const TransportFlags& flags, absl::string_view address);
+
+// Server credentials for listening on `address`, with the same rules; with TLS, clients must
+// present a certificate signed by --tls-ca.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const TransportFlags& flags, absl::string_view address);
+
+}  // namespace vigil

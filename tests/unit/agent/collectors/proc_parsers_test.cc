@@ -1,0 +1,124 @@
+// /proc parsing against fixture files copied from real kernels, plus odd and broken ones.
+#include "agent/collectors/proc_parsers.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "agent/collectors/host_collector.h"
+
+namespace vigil::agent {
+namespace {
+
+std::string Fixture(const std::string& name) {
+  const std::string path =
+      std::string(std::getenv("VIGIL_SOURCE_DIR")) + "/tests/unit/agent/fixtures/" + name;
+  std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << path;
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+TEST(ProcStat, ParsesAggregateCpuLine) {
+  auto cpu = ParseProcStat(Fixture("proc/stat"));
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  EXPECT_EQ(cpu->user, 10132153u);
+  EXPECT_EQ(cpu->idle, 46828483u);
+  EXPECT_EQ(cpu->softirq, 25195u);
+  EXPECT_EQ(cpu->Busy(), 10132153u + 290696u + 3084719u + 25195u);
+}
+
+TEST(ProcStat, CpuUsageFromDeltas) {
+  CpuTimes before{.user = 100, .idle = 900};
+  CpuTimes after{.user = 160, .system = 15, .idle = 1000, .iowait = 25};
+  // busy +75, total +200
+  EXPECT_DOUBLE_EQ(CpuUsageRatio(before, after), 75.0 / 200.0);
+  EXPECT_DOUBLE_EQ(CpuUsageRatio(after, after), 0.0);
+}
+
+TEST(ProcStat, RefusesMissingOrShortCpuLine) {
+  EXPECT_FALSE(ParseProcStat(Fixture("odd/stat_no_cpu")).ok());
+  EXPECT_FALSE(ParseProcStat(Fixture("odd/stat_short_cpu")).ok());
+  EXPECT_FALSE(ParseProcStat("").ok());
+}
+
+TEST(Meminfo, UsesMemAvailable) {
+  auto mem = ParseMeminfo(Fixture("proc/meminfo"));
+  ASSERT_TRUE(mem.ok()) << mem.status();
+  EXPECT_EQ(mem->total_kb, 16314112u);
+  EXPECT_EQ(mem->available_kb, 4078528u);
+  EXPECT_NEAR(mem->UsedRatio(), (16314112.0 - 4078528.0) / 16314112.0, 1e-12);
+}
+
+TEST(Meminfo, OldKernelFallsBackToFreePlusCaches) {
+  auto mem = ParseMeminfo(Fixture("odd/meminfo_no_available"));
+  ASSERT_TRUE(mem.ok()) << mem.status();
+  EXPECT_EQ(mem->available_kb, 100000u + 50000u + 250000u);
+  EXPECT_NEAR(mem->UsedRatio(), 0.6, 1e-12);
+}
+
+TEST(Meminfo, RefusesMissingTotal) { EXPECT_FALSE(ParseMeminfo(Fixture("odd/meminfo_no_total")).ok()); }
+
+TEST(Loadavg, ParsesFirstFieldAndRefusesGarbage) {
+  auto load = ParseLoadavg1(Fixture("proc/loadavg"));
+  ASSERT_TRUE(load.ok());
+  EXPECT_DOUBLE_EQ(*load, 0.52);
+  EXPECT_FALSE(ParseLoadavg1(Fixture("odd/loadavg_garbage")).ok());
+}
+
+TEST(Mounts, DecodesEscapesAndKeepsOnlyRealFilesystems) {
+  std::vector<MountEntry> mounts = ParseMounts(Fixture("proc/self/mounts"));
+  ASSERT_EQ(mounts.size(), 5u);
+  EXPECT_EQ(mounts[3].mount_point, "/mnt/my data");
+  std::vector<std::string> real;
+  for (const MountEntry& m : mounts) {
+    if (IsRealFilesystem(m)) real.push_back(m.mount_point);
+  }
+  EXPECT_EQ(real, (std::vector<std::string>{"/", "/mnt/my data"}));
+}
+
+TEST(PidStat, CommandNameWithSpacesAndParentheses) {
+  auto stat = ParseProcPidStat(Fixture("proc/4242/stat"));
+  ASSERT_TRUE(stat.ok()) << stat.status();
+  EXPECT_EQ(stat->pid, 4242);
+  EXPECT_EQ(stat->comm, "my (odd) proc name");
+  EXPECT_EQ(stat->state, 'R');
+  EXPECT_EQ(stat->utime, 900u);
+  EXPECT_EQ(stat->stime, 100u);
+  EXPECT_EQ(stat->rss_pages, 50000u);
+}
+
+TEST(PidStat, RefusesTruncatedLine) {
+  auto stat = ParseProcPidStat(Fixture("odd/pid_stat_truncated"));
+  ASSERT_FALSE(stat.ok());
+  EXPECT_NE(stat.status().message().find("too few fields"), std::string::npos);
+}
+
+TEST(HostCollector, ReadsAFixtureProcTree) {
+  HostCollectorOptions options;
+  options.proc_root = std::string(std::getenv("VIGIL_SOURCE_DIR")) + "/tests/unit/agent/fixtures/proc";
+  HostCollector collector(options);
+  Collection first;
+  collector.Collect(absl::Now(), first);
+  std::map<std::string, double> values;
+  for (const GaugePoint& g : first.gauges) values[g.name] = g.value;
+  EXPECT_NEAR(values.at("host_memory_used_ratio"), (16314112.0 - 4078528.0) / 16314112.0, 1e-9);
+  EXPECT_DOUBLE_EQ(values.at("host_load1"), 0.52);
+  EXPECT_EQ(values.at("host_up"), 1);
+  // The fixture's "/" is this machine's real root, measured with statvfs.
+  EXPECT_GT(values.count("host_disk_used_ratio"), 0u);
+  auto tables = collector.Diagnose(absl::Now(), collector.DiagnosticNames());
+  ASSERT_FALSE(tables.empty());
+  bool saw_odd_name = false;
+  for (const auto& table : tables) {
+    for (const auto& row : table.rows()) {
+      for (const auto& cell : row.cells()) saw_odd_name = saw_odd_name || cell == "my (odd) proc name";
+    }
+  }
+  EXPECT_TRUE(saw_odd_name);
+}
+
+}  // namespace
+}  // namespace vigil::agent
