@@ -63,7 +63,9 @@ void Agent::OnCollectDiagnostics(const v1::CollectDiagnostics& request) {
   for (auto& runner : runners_) {
     bool wanted = request.names().empty();
     for (const std::string& name : request.names()) {
-      for (const std::string& have : runner->diagnostic_names()) wanted = wanted || have == name;
+      for (const std::string& have : runner->diagnostic_names()) {
+        wanted = wanted || DiagnosticNameMatches(name, have);
+      }
     }
     if (wanted) asked.push_back(runner.get());
   }

@@ -69,6 +69,14 @@ class Collector {
   }
 };
 
+// A requested diagnostic name selects a table of that name or a family of them:
+// "top_processes" selects "top_processes_cpu" and "top_processes_memory".
+inline bool DiagnosticNameMatches(absl::string_view requested, absl::string_view table) {
+  return table == requested ||
+         (table.size() > requested.size() && table.substr(0, requested.size()) == requested &&
+          table[requested.size()] == '_');
+}
+
 // Builds a collector from its config node (`collectors.<name>` of the agent config).
 // `file` names the config file for error messages.
 using CollectorFactory =

@@ -55,14 +55,11 @@ void CollectorRunner::Loop() {
       requests.swap(requests_);
     }
     for (DiagnosticsRequest& request : requests) {
-      std::vector<std::string> names = request.names;
-      if (names.empty()) {
-        names = diagnostic_names_;
-      } else {
-        std::erase_if(names, [this](const std::string& n) {
-          return std::find(diagnostic_names_.begin(), diagnostic_names_.end(), n) ==
-                 diagnostic_names_.end();
-        });
+      std::vector<std::string> names;
+      for (const std::string& table : diagnostic_names_) {
+        bool wanted = request.names.empty();
+        for (const std::string& n : request.names) wanted = wanted || DiagnosticNameMatches(n, table);
+        if (wanted) names.push_back(table);
       }
       std::vector<v1::DiagnosticTable> tables;
       if (!names.empty()) tables = collector_->Diagnose(clock_->Now(), names);

@@ -96,11 +96,14 @@ void StreamClient::NoteStreamEnded(const absl::Status& why) {
   ++failed_attempts_;
   if (was_connected) down_since_ = clock_->Now();
   const std::string text = Describe(why);
+  // The same outage reads differently from one attempt to the next (refused, handshake shut
+  // down, ...): a new line only when the kind of failure changes.
+  const std::string kind(absl::StatusCodeToString(why.code()));
   // One line per change of state, not one per retry.
   if (was_connected) {
     spdlog::warn("lost the stream to controller {}: {}; reconnecting with backoff",
                  options_.controller, text);
-  } else if (text != last_error_) {
+  } else if (kind != last_error_) {
     if (why.code() == absl::StatusCode::kAlreadyExists ||
         why.code() == absl::StatusCode::kPermissionDenied ||
         why.code() == absl::StatusCode::kUnauthenticated ||
@@ -112,7 +115,7 @@ void StreamClient::NoteStreamEnded(const absl::Status& why) {
                    text);
     }
   }
-  last_error_ = text;
+  last_error_ = kind;
 }
 
 void StreamClient::Run() {

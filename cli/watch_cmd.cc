@@ -1,0 +1,163 @@
+#include "cli/watch_cmd.h"
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace vigil::cli {
+namespace {
+
+constexpr absl::Duration kFirstBackoff = absl::Milliseconds(250);
+constexpr absl::Duration kMaxBackoff = absl::Seconds(5);
+constexpr absl::Duration kPollSlice = absl::Milliseconds(100);
+constexpr absl::Duration kHealthyStream = absl::Seconds(2);
+
+struct WatchOptions {
+  std::string incident;
+  uint64_t after = 0;
+};
+
+bool Interrupted(CommandEnv& env) {
+  return env.interrupt() != nullptr && env.interrupt()->triggered();
+}
+
+// Sleeps for `d`; false when interrupted meanwhile.
+bool Sleep(CommandEnv& env, absl::Duration d) {
+  if (env.interrupt() == nullptr) {
+    absl::SleepFor(d);
+    return true;
+  }
+  return env.interrupt()->SleepFor(d);
+}
+
+// Waits until the channel is connected (READY) or has failed once (TRANSIENT_FAILURE), for at
+// most `timeout`; gRPC's own reconnect backoff paces the attempts. Returns the last state seen.
+grpc_connectivity_state Settle(CommandEnv& env, grpc::Channel& channel, absl::Duration timeout,
+                               bool stop_on_failure) {
+  absl::Time deadline = absl::Now() + timeout;
+  grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
+  while (state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_SHUTDOWN &&
+         !(stop_on_failure && state == GRPC_CHANNEL_TRANSIENT_FAILURE) && !Interrupted(env) &&
+         absl::Now() < deadline) {
+    channel.WaitForStateChange(state,
+                               absl::ToChronoTime(std::min(deadline, absl::Now() + kPollSlice)));
+    state = channel.GetState(/*try_to_connect=*/true);
+  }
+  return state;
+}
+
+// Errors that a reconnect cannot fix: say so and stop.
+bool IsPermanent(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::NOT_FOUND:
+    case grpc::StatusCode::PERMISSION_DENIED:
+    case grpc::StatusCode::UNAUTHENTICATED:
+    case grpc::StatusCode::UNIMPLEMENTED:
+    case grpc::StatusCode::FAILED_PRECONDITION:
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return true;
+    default:
+      return false;
+  }
+}
+
+int RunWatch(CommandEnv& env, const WatchOptions& options) {
+  ControllerClient* client = env.Client();
+  if (client == nullptr) return kExitFailed;
+  const std::string& where = client->options().controller;
+
+  // A controller that is not there at the start is an error, like for every other verb; once
+  // connected, losing it means reconnecting.
+  bool connected = Settle(env, client->channel(), client->options().timeout,
+                          /*stop_on_failure=*/true) == GRPC_CHANNEL_READY;
+  if (Interrupted(env)) return kExitOk;
+  // One outage is announced once: "lost" when a healthy stream breaks, "reconnected" when the
+  // channel is back. A stream is healthy once it delivered an event or stayed open a while.
+  bool lost = false;
+  bool announced_reconnect = false;
+  uint64_t last = options.after;
+  absl::Duration backoff = kFirstBackoff;
+
+  while (true) {
+    if (lost) {
+      while (!Interrupted(env) && Settle(env, client->channel(), absl::Seconds(1),
+                                         /*stop_on_failure=*/false) != GRPC_CHANNEL_READY) {
+      }
+      if (Interrupted(env)) return kExitOk;
+      if (!announced_reconnect) {
+        env.err() << "vigil: reconnected to controller at " << where << ", resuming after seq "
+                  << last << '\n';
+        env.err().flush();
+        announced_reconnect = true;
+      }
+    }
+
+    grpc::ClientContext context;
+    // Before the first connection, bound the wait like any other call; after it, a watch is
+    // open-ended.
+    client->Prepare(context, /*with_deadline=*/!connected);
+    v1::WatchRequest request;
+    request.set_after_seq(last);
+    request.set_incident_id(options.incident);
+    bool delivered = false;
+    absl::Time started = absl::Now();
+    grpc::Status status;
+    {
+      Interrupt::Scope scope(env.interrupt(), &context);
+      std::unique_ptr<grpc::ClientReaderInterface<v1::TimelineEvent>> reader =
+          client->stub().Watch(&context, request);
+      v1::TimelineEvent event;
+      while (reader->Read(&event)) {
+        delivered = true;
+        if (last > 0 && event.seq() <= last) continue;  // delivered again after a resume
+        last = event.seq();
+        env.out() << (env.json() ? ToJson(event, /*pretty=*/false) : FormatEventLine(event))
+                  << '\n';
+        env.out().flush();
+      }
+      status = reader->Finish();
+    }
+    if (Interrupted(env)) return kExitOk;
+    if (!connected || IsPermanent(status.error_code())) {
+      if (status.ok()) return kExitOk;
+      return env.Fail(client->DescribeError("Watch", status));
+    }
+    bool healthy = delivered || absl::Now() - started >= kHealthyStream;
+    if (healthy) {
+      lost = false;
+      announced_reconnect = false;
+      backoff = kFirstBackoff;
+    }
+    if (!lost) {
+      env.err() << "vigil: lost connection to controller at " << where << ": "
+                << (status.ok() ? "stream ended" : TransportReason(status.error_message()))
+                << "; reconnecting (Ctrl-C to stop)\n";
+      env.err().flush();
+      lost = true;
+    }
+    if (!healthy) {
+      // The stream failed before carrying anything: do not hammer the controller.
+      if (!Sleep(env, backoff)) return kExitOk;
+      backoff = std::min(backoff * 2, kMaxBackoff);
+    }
+  }
+}
+
+}  // namespace
+
+void AddWatchCommand(CLI::App& app, CommandEnv& env) {
+  auto options = std::make_shared<WatchOptions>();
+  CLI::App* watch = app.add_subcommand(
+      "watch", "Follow the timeline live; reconnects and resumes if the controller restarts");
+  watch->add_option("--incident", options->incident, "only this incident's events");
+  watch->add_option("--after", options->after, "start after this event sequence number");
+  watch->callback(
+      [&env, options] { env.SetAction([&env, options] { return RunWatch(env, *options); }); });
+}
+
+}  // namespace vigil::cli

@@ -1,0 +1,302 @@
+#include "controller/ingest/agent_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status.h"
+
+namespace vigil::controller {
+
+// One agent stream. Owns itself from Connect until OnDone; other threads hold it through
+// shared_ptr and may call Send, ReadNext and Close at any time, even after the stream ended.
+class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::ControllerMessage>,
+                          public std::enable_shared_from_this<AgentStream> {
+ public:
+  static constexpr size_t kMaxOutbox = 10'000;
+
+  AgentStream(AgentServiceImpl* service, grpc::CallbackServerContext* context, uint64_t session)
+      : service_(service), context_(context), peer_(context->peer()), session_(session) {}
+
+  void Begin() {
+    self_ = shared_from_this();
+    StartRead(&in_);
+  }
+
+  void Send(v1::ControllerMessage message) {
+    absl::MutexLock lock(&mu_);
+    if (done_ || finishing_) return;
+    if (outbox_.size() >= kMaxOutbox) {
+      // The agent stopped reading; better a reconnect than unbounded memory.
+      FinishLocked(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "agent is not reading"));
+      return;
+    }
+    outbox_.push_back(std::move(message));
+    if (!writing_) {
+      writing_ = true;
+      StartWrite(&outbox_.front());
+    }
+  }
+
+  void ReadNext() {
+    absl::MutexLock lock(&mu_);
+    if (done_ || finishing_) return;
+    StartRead(&in_);
+  }
+
+  void Close(const grpc::Status& status) {
+    absl::MutexLock lock(&mu_);
+    FinishLocked(status);
+  }
+
+  // Ends a stream that may be stuck in flow control.
+  void Cancel() {
+    absl::MutexLock lock(&mu_);
+    if (!done_) context_->TryCancel();
+  }
+
+  const std::string& peer() const { return peer_; }
+  uint64_t session() const { return session_; }
+
+  // Ingest-thread state.
+  std::string agent_id;
+  bool accepted = false;
+  std::vector<SeriesState*> dictionary;
+
+ private:
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Close(grpc::Status::OK);
+      return;
+    }
+    auto message = std::make_unique<v1::AgentMessage>();
+    message->Swap(&in_);
+    service_->Enqueue({shared_from_this(), std::move(message)});
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    outbox_.pop_front();
+    if (!ok) outbox_.clear();
+    if (!outbox_.empty() && !finishing_) {
+      StartWrite(&outbox_.front());
+      return;
+    }
+    writing_ = false;
+    if (finish_pending_) {
+      finish_pending_ = false;
+      Finish(finish_status_);
+    }
+  }
+
+  void OnCancel() override { Close(grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled")); }
+
+  void OnDone() override {
+    std::shared_ptr<AgentStream> self;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      self.swap(self_);
+    }
+    service_->Enqueue({self, nullptr});
+    // `self` may be the last reference: nothing may touch members after this point.
+  }
+
+  void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (done_ || finishing_) return;
+    finishing_ = true;
+    if (writing_) {
+      // One operation at a time: finish once the write in flight completes.
+      finish_pending_ = true;
+      finish_status_ = status;
+      return;
+    }
+    Finish(status);
+  }
+
+  AgentServiceImpl* const service_;
+  grpc::CallbackServerContext* const context_;
+  const std::string peer_;
+  const uint64_t session_;
+  v1::AgentMessage in_;  // touched by gRPC only between StartRead and OnReadDone
+
+  absl::Mutex mu_;
+  std::shared_ptr<AgentStream> self_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::ControllerMessage> outbox_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_pending_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+AgentServiceImpl::AgentServiceImpl(FleetState* fleet, const Clock* clock, Options options)
+    : fleet_(fleet), clock_(clock), options_(options) {}
+
+AgentServiceImpl::~AgentServiceImpl() { Shutdown(); }
+
+void AgentServiceImpl::Start() {
+  ingest_thread_ = std::thread([this] { IngestLoop(); });
+  watchdog_thread_ = std::thread([this] { WatchdogLoop(); });
+}
+
+void AgentServiceImpl::Shutdown() {
+  std::vector<std::shared_ptr<AgentStream>> streams;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    for (auto& [id, stream] : streams_) streams.push_back(stream);
+  }
+  for (auto& stream : streams) {
+    stream->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller shutting down"));
+  }
+  if (ingest_thread_.joinable()) ingest_thread_.join();
+  if (watchdog_thread_.joinable()) watchdog_thread_.join();
+}
+
+grpc::ServerBidiReactor<v1::AgentMessage, v1::ControllerMessage>* AgentServiceImpl::Connect(
+    grpc::CallbackServerContext* context) {
+  auto stream = std::make_shared<AgentStream>(this, context, next_session_++);
+  stream->Begin();
+  return stream.get();
+}
+
+bool AgentServiceImpl::SendTo(const std::string& agent_id, v1::ControllerMessage message) {
+  std::shared_ptr<AgentStream> stream;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = streams_.find(agent_id);
+    if (it == streams_.end()) return false;
+    stream = it->second;
+  }
+  stream->Send(std::move(message));
+  return true;
+}
+
+void AgentServiceImpl::Enqueue(Work work) {
+  absl::MutexLock lock(&mu_);
+  queue_.push_back(std::move(work));
+}
+
+void AgentServiceImpl::IngestLoop() {
+  while (true) {
+    std::deque<Work> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_ || !queue_.empty(); };
+      mu_.Await(absl::Condition(&ready));
+      if (stopping_ && queue_.empty()) return;
+      batch.swap(queue_);
+    }
+    for (Work& work : batch) Handle(work);
+  }
+}
+
+void AgentServiceImpl::Handle(Work& work) {
+  AgentStream& stream = *work.stream;
+  const absl::Time now = clock_->Now();
+  if (work.message == nullptr) {  // the stream is over
+    if (!stream.accepted) return;
+    fleet_->Disconnect(stream.agent_id, stream.session(), now);
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = streams_.find(stream.agent_id);
+      if (it != streams_.end() && it->second.get() == &stream) streams_.erase(it);
+    }
+    spdlog::info("agent '{}' disconnected ({})", stream.agent_id, stream.peer());
+    if (observer_) observer_->OnDisconnected(stream.agent_id, now);
+    return;
+  }
+  ++messages_;
+  v1::AgentMessage& message = *work.message;
+  if (!stream.accepted) {
+    if (message.body_case() != v1::AgentMessage::kHello) {
+      stream.Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                "the first message on a stream must be Hello"));
+      return;
+    }
+    const v1::Hello& hello = message.hello();
+    absl::StatusOr<uint64_t> last = fleet_->Connect(hello, stream.peer(), stream.session(), now);
+    if (!last.ok()) {
+      spdlog::warn("refused agent stream from {}: {}", stream.peer(), last.status().message());
+      stream.Close(ToGrpcStatus(last.status()));
+      return;
+    }
+    stream.agent_id = hello.agent_id();
+    stream.accepted = true;
+    {
+      absl::MutexLock lock(&mu_);
+      streams_[stream.agent_id] = work.stream;
+    }
+    spdlog::info("agent '{}' connected from {} (host {}, version {})", hello.agent_id(),
+                 stream.peer(), hello.hostname(), hello.version());
+    v1::ControllerMessage welcome;
+    welcome.mutable_welcome()->set_controller_version(VIGIL_VERSION);
+    welcome.mutable_welcome()->set_last_sequence(*last);
+    welcome.mutable_welcome()->set_server_time_unix_ms(absl::ToUnixMillis(now));
+    welcome.mutable_welcome()->set_heartbeat_timeout_ms(
+        absl::ToInt64Milliseconds(options_.silence_timeout));
+    stream.Send(std::move(welcome));
+    if (observer_) {
+      for (const v1::AgentInfo& info : fleet_->ListAgents()) {
+        if (info.agent_id() == stream.agent_id) observer_->OnConnected(info);
+      }
+    }
+    stream.ReadNext();
+    return;
+  }
+  switch (message.body_case()) {
+    case v1::AgentMessage::kTelemetry: {
+      const v1::TelemetryBatch& batch = message.telemetry();
+      const bool fresh = fleet_->Apply(stream.agent_id, batch, stream.dictionary, now);
+      if (batch.sequence() != 0) {
+        if (fresh && observer_) observer_->OnTelemetry(stream.agent_id, batch, stream.dictionary);
+        v1::ControllerMessage ack;
+        ack.mutable_ack()->set_sequence(batch.sequence());
+        stream.Send(std::move(ack));
+      }
+      break;
+    }
+    case v1::AgentMessage::kDiagnostics:
+      fleet_->Touch(stream.agent_id, now);
+      fleet_->SetDiagnostics(stream.agent_id, message.diagnostics());
+      if (observer_) observer_->OnDiagnostics(stream.agent_id, message.diagnostics());
+      break;
+    case v1::AgentMessage::kCommandResult:
+      fleet_->Touch(stream.agent_id, now);
+      if (observer_) observer_->OnCommandResult(stream.agent_id, message.command_result());
+      break;
+    default:
+      stream.Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                "unexpected message after Hello"));
+      return;
+  }
+  stream.ReadNext();
+}
+
+void AgentServiceImpl::WatchdogLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto stopping = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_; };
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping), absl::Milliseconds(250))) return;
+    }
+    const absl::Time now = clock_->Now();
+    for (const auto& [agent_id, session] : fleet_->SilentSince(now - options_.silence_timeout)) {
+      std::shared_ptr<AgentStream> stream;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = streams_.find(agent_id);
+        if (it != streams_.end() && it->second->session() == session) stream = it->second;
+      }
+      // Shown disconnected now, whatever the stream does next.
+      fleet_->Disconnect(agent_id, session, now);
+      spdlog::warn("agent '{}' silent for {}: marking it disconnected", agent_id,
+                   absl::FormatDuration(options_.silence_timeout));
+      if (stream) stream->Cancel();
+    }
+  }
+}
+
+}  // namespace vigil::controller

@@ -1,0 +1,89 @@
+// AgentService.Connect on gRPC's callback API: one reactor per agent stream, no thread per
+// agent. Reactors never block: every message goes to the ingest thread, which applies it to the
+// FleetState, tells the observer (rules, incidents), acknowledges it, and only then asks the
+// stream for the next message (one message in flight per agent is the flow control).
+// A watchdog ends streams that go silent. Thread-safe.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "controller/ingest/fleet_state.h"
+#include "vigil/v1/agent_service.grpc.pb.h"
+
+namespace vigil::controller {
+
+// What the rest of the controller hears from agents. Called on the ingest thread, in order.
+class IngestObserver {
+ public:
+  virtual ~IngestObserver() = default;
+  virtual void OnConnected(const v1::AgentInfo& agent) {}
+  virtual void OnDisconnected(const std::string& agent_id, absl::Time when) {}
+  virtual void OnTelemetry(const std::string& agent_id, const v1::TelemetryBatch& batch,
+                           const std::vector<SeriesState*>& dictionary) {}
+  virtual void OnDiagnostics(const std::string& agent_id, const v1::Diagnostics& diagnostics) {}
+  virtual void OnCommandResult(const std::string& agent_id, const v1::CommandResult& result) {}
+};
+
+class AgentStream;
+
+class AgentServiceImpl final : public v1::AgentService::CallbackService {
+ public:
+  struct Options {
+    absl::Duration silence_timeout = absl::Seconds(3);
+  };
+  AgentServiceImpl(FleetState* fleet, const Clock* clock, Options options);
+  ~AgentServiceImpl() override;
+
+  void SetObserver(IngestObserver* observer) { observer_ = observer; }
+  void Start();
+  // Ends every stream (agents reconnect elsewhere or later) and stops the threads.
+  void Shutdown();
+
+  // Sends a message to a connected agent; false when it has no stream.
+  bool SendTo(const std::string& agent_id, v1::ControllerMessage message);
+
+  uint64_t messages_received() const { return messages_.load(); }
+
+  grpc::ServerBidiReactor<v1::AgentMessage, v1::ControllerMessage>* Connect(
+      grpc::CallbackServerContext* context) override;
+
+ private:
+  friend class AgentStream;
+  struct Work {
+    std::shared_ptr<AgentStream> stream;
+    std::unique_ptr<v1::AgentMessage> message;  // null: the stream ended
+  };
+  void Enqueue(Work work);
+  void IngestLoop();
+  void Handle(Work& work);
+  void WatchdogLoop();
+
+  FleetState* fleet_;
+  const Clock* clock_;
+  const Options options_;
+  IngestObserver* observer_ = nullptr;
+  std::atomic<uint64_t> next_session_{1};
+  std::atomic<uint64_t> messages_{0};
+
+  absl::Mutex mu_;
+  std::deque<Work> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Streams by agent id, once their Hello was accepted.
+  std::unordered_map<std::string, std::shared_ptr<AgentStream>> streams_ ABSL_GUARDED_BY(mu_);
+  std::thread ingest_thread_;
+  std::thread watchdog_thread_;
+};
+
+}  // namespace vigil::controller

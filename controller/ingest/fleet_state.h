@@ -1,0 +1,105 @@
+// The controller's in-memory picture of the fleet: every agent it knows (connected or not), its
+// labels, and per series the latest value and a short rolling window (histograms are kept per
+// interval and merged on demand, so fleet-wide percentiles are exact to the bucket).
+// Thread-safe: the ingest thread writes, API threads read; one mutex per agent plus one for the map.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/histogram.h"
+#include "vigil/v1/agent_service.pb.h"
+#include "vigil/v1/control_service.pb.h"
+
+namespace vigil::controller {
+
+using Labels = std::map<std::string, std::string>;
+
+// One series of one agent. Guarded by its agent's mutex.
+struct SeriesState {
+  static constexpr int kWindowPoints = 32;
+  std::string name;
+  Labels labels;
+  bool is_histogram = false;
+  // Gauges: the last kWindowPoints values, a ring.
+  int64_t time_ms[kWindowPoints] = {};
+  double values[kWindowPoints] = {};
+  int count = 0;  // points in the ring (<= kWindowPoints)
+  int head = 0;   // index of the newest point
+  // Histograms: one per interval, oldest first, within the histogram window.
+  std::deque<std::pair<int64_t, LogHistogram>> histograms;
+
+  void AddValue(int64_t ms, double value);
+  double latest() const { return count == 0 ? 0 : values[head]; }
+  int64_t latest_ms() const { return count == 0 ? 0 : time_ms[head]; }
+};
+
+class FleetState {
+ public:
+  struct Options {
+    absl::Duration histogram_window = absl::Seconds(60);
+    size_t max_series_per_agent = 10'000;
+  };
+  explicit FleetState(Options options) : options_(options) {}
+  FleetState() : FleetState(Options{}) {}
+
+  // Loads the registry kept in the store: every agent starts disconnected.
+  void Restore(const std::vector<v1::AgentInfo>& agents);
+
+  // An agent said Hello on stream `session`. Refuses (AlreadyExists) an id that another stream
+  // holds, naming where that one comes from. Returns the highest sequence already stored.
+  absl::StatusOr<uint64_t> Connect(const v1::Hello& hello, const std::string& peer,
+                                   uint64_t session, absl::Time now);
+  // The stream `session` ended (a newer session of the same agent is left alone).
+  void Disconnect(const std::string& agent_id, uint64_t session, absl::Time now);
+  // Sessions silent since before `cutoff`: (agent id, session).
+  std::vector<std::pair<std::string, uint64_t>> SilentSince(absl::Time cutoff);
+  void Touch(const std::string& agent_id, absl::Time now);
+
+  // Applies a batch from `session`; `dictionary` is the stream's series-id table. Returns false
+  // when the batch was a duplicate (sequence already stored) and was skipped.
+  bool Apply(const std::string& agent_id, const v1::TelemetryBatch& batch,
+             std::vector<SeriesState*>& dictionary, absl::Time now);
+  void SetDiagnostics(const std::string& agent_id, const v1::Diagnostics& diagnostics);
+
+  // Snapshot for ListAgents, sorted by id, with the live columns filled in.
+  std::vector<v1::AgentInfo> ListAgents() const;
+  // NotFound for an unknown agent.
+  absl::StatusOr<v1::GetMetricsResponse> GetMetrics(const std::string& agent_id,
+                                                    absl::string_view name_prefix) const;
+  // Registry rows changed since the last call (for the store writer).
+  std::vector<v1::AgentInfo> TakeDirty();
+
+  size_t connected_count() const;
+  uint64_t samples_ingested() const;
+
+ private:
+  struct Agent {
+    mutable absl::Mutex mu;
+    v1::AgentInfo info ABSL_GUARDED_BY(mu);
+    uint64_t session ABSL_GUARDED_BY(mu) = 0;  // 0: not connected
+    int64_t last_message_ms ABSL_GUARDED_BY(mu) = 0;
+    std::unordered_map<std::string, std::unique_ptr<SeriesState>> series ABSL_GUARDED_BY(mu);
+    std::map<std::string, v1::DiagnosticTable> diagnostics ABSL_GUARDED_BY(mu);
+    bool dirty ABSL_GUARDED_BY(mu) = false;
+  };
+  Agent* Find(const std::string& agent_id) const;
+  Agent& FindOrAdd(const std::string& agent_id);
+  static void FillLive(const Agent& agent, v1::AgentInfo& info) ABSL_SHARED_LOCKS_REQUIRED(agent.mu);
+
+  const Options options_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::unique_ptr<Agent>> agents_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> samples_{0};
+};
+
+}  // namespace vigil::controller

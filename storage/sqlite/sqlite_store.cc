@@ -1,0 +1,574 @@
+#include "storage/sqlite/sqlite_store.h"
+
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <functional>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/status.h"
+#include "storage/timeline_hash.h"
+
+namespace vigil::storage {
+namespace {
+
+// Numbered migrations: index i brings the schema from version i to i + 1. Never edit a shipped
+// one; append.
+constexpr const char* kMigrations[] = {
+    // 1: the agent registry.
+    R"sql(
+CREATE TABLE agents (
+  agent_id TEXT PRIMARY KEY,
+  first_seen_unix_ms INTEGER NOT NULL,
+  last_seen_unix_ms INTEGER NOT NULL,
+  info BLOB NOT NULL);
+)sql",
+    // 2: incidents, alerts, the audit timeline, users and action proposals.
+    R"sql(
+CREATE TABLE incidents (
+  id TEXT PRIMARY KEY,
+  state INTEGER NOT NULL,
+  opened_unix_ms INTEGER NOT NULL,
+  body BLOB NOT NULL);
+CREATE INDEX incidents_by_state ON incidents(state, opened_unix_ms);
+CREATE TABLE alerts (
+  id TEXT PRIMARY KEY,
+  state INTEGER NOT NULL,
+  incident_id TEXT NOT NULL,
+  body BLOB NOT NULL);
+CREATE INDEX alerts_by_incident ON alerts(incident_id);
+CREATE TABLE timeline (
+  seq INTEGER PRIMARY KEY,
+  incident_id TEXT NOT NULL,
+  time_unix_ms INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  summary TEXT NOT NULL,
+  details_json TEXT NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL);
+CREATE INDEX timeline_by_incident ON timeline(incident_id, seq);
+CREATE TABLE chain_head (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  seq INTEGER NOT NULL,
+  hash TEXT NOT NULL);
+CREATE TABLE users (
+  name TEXT PRIMARY KEY,
+  role TEXT NOT NULL,
+  token_hash TEXT NOT NULL UNIQUE,
+  created_unix_ms INTEGER NOT NULL);
+CREATE TABLE proposals (
+  id TEXT PRIMARY KEY,
+  incident_id TEXT NOT NULL,
+  proposed_unix_ms INTEGER NOT NULL,
+  body BLOB NOT NULL);
+CREATE INDEX proposals_by_incident ON proposals(incident_id, proposed_unix_ms);
+)sql",
+};
+static_assert(std::size(kMigrations) == kSqliteSchemaVersion);
+
+// A prepared statement with typed binds; finalized on destruction.
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  absl::Status status() const {
+    if (rc_ == SQLITE_OK) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat("prepare: ", sqlite3_errmsg(db_)));
+  }
+  Statement& Bind(int i, absl::string_view text) {
+    sqlite3_bind_text(stmt_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Statement& BindBlob(int i, const std::string& bytes) {
+    sqlite3_bind_blob(stmt_, i, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Statement& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
+  // SQLITE_ROW: true; SQLITE_DONE: false; otherwise an error.
+  absl::StatusOr<bool> Step() {
+    if (rc_ != SQLITE_OK) return status();
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return absl::InternalError(sqlite3_errmsg(db_));
+  }
+  void Reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  absl::Status Run() {
+    absl::StatusOr<bool> row = Step();
+    return row.ok() ? absl::OkStatus() : row.status();
+  }
+  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+  std::string Text(int col) const {
+    const auto* p = sqlite3_column_text(stmt_, col);
+    return p == nullptr ? "" : std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(stmt_, col));
+  }
+  std::string Blob(int col) const {
+    const void* p = sqlite3_column_blob(stmt_, col);
+    return p == nullptr ? "" : std::string(static_cast<const char*>(p), sqlite3_column_bytes(stmt_, col));
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+absl::Status Exec(sqlite3* db, const char* sql) {
+  char* error = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &error) != SQLITE_OK) {
+    absl::Status s = absl::InternalError(error != nullptr ? error : sqlite3_errmsg(db));
+    sqlite3_free(error);
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+template <typename Message>
+absl::StatusOr<Message> ParseBlob(const std::string& bytes, absl::string_view what) {
+  Message m;
+  if (!m.ParseFromString(bytes)) {
+    return absl::DataLossError(absl::StrCat("stored ", what, " does not parse"));
+  }
+  return m;
+}
+
+std::string IncidentStateName(v1::IncidentState s) {
+  switch (s) {
+    case v1::OPEN: return "open";
+    case v1::ACKNOWLEDGED: return "acknowledged";
+    case v1::MITIGATED: return "mitigated";
+    case v1::INCIDENT_RESOLVED: return "resolved";
+    default: return "unspecified";
+  }
+}
+
+class SqliteStore final : public Store {
+ public:
+  explicit SqliteStore(std::string path) : path_(std::move(path)) {}
+  ~SqliteStore() override {
+    sqlite3_close_v2(reader_);
+    sqlite3_close_v2(writer_);
+  }
+
+  absl::Status Open() {
+    std::error_code ec;
+    const std::filesystem::path parent = std::filesystem::path(path_).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+    if (ec) return Fail("create folder", absl::InternalError(ec.message()));
+    RETURN_IF_ERROR(Connect(&writer_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
+    // A file that is not a database fails here, on the first read.
+    absl::StatusOr<int> version = UserVersion();
+    if (!version.ok()) return Fail("read schema version", version.status());
+    if (*version > kSqliteSchemaVersion) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path_, ": schema version ", *version, " is newer than this build's ", kSqliteSchemaVersion,
+          "; run a newer vigil-controller or restore a backup"));
+    }
+    if (absl::Status s = Exec(writer_, "PRAGMA journal_mode=WAL;"); !s.ok()) return Fail("enable WAL", s);
+    for (int v = *version; v < kSqliteSchemaVersion; ++v) {
+      // Each migration and its version bump commit together.
+      std::string sql = absl::StrCat("BEGIN IMMEDIATE;", kMigrations[v], "PRAGMA user_version=", v + 1,
+                                     ";COMMIT;");
+      if (absl::Status s = Exec(writer_, sql.c_str()); !s.ok()) {
+        Exec(writer_, "ROLLBACK;").IgnoreError();
+        return Fail(absl::StrCat("migrate schema to version ", v + 1), s);
+      }
+    }
+    RETURN_IF_ERROR(Connect(&reader_, SQLITE_OPEN_READONLY));
+    return absl::OkStatus();
+  }
+
+  absl::Status UpsertAgents(const std::vector<v1::AgentInfo>& agents) override {
+    return Write("save agents", [&]() -> absl::Status {
+      // first_seen_unix_ms is written once, by the insert: an update keeps the original.
+      Statement row(writer_,
+                    "INSERT INTO agents(agent_id, first_seen_unix_ms, last_seen_unix_ms, info) "
+                    "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(agent_id) DO UPDATE SET "
+                    "last_seen_unix_ms = excluded.last_seen_unix_ms, info = excluded.info");
+      RETURN_IF_ERROR(row.status());
+      for (v1::AgentInfo info : agents) {
+        // Live-only fields are not history.
+        info.clear_state();
+        info.clear_cpu_usage_ratio();
+        info.clear_memory_used_ratio();
+        info.clear_disk_used_ratio();
+        row.Reset();
+        RETURN_IF_ERROR(row.Bind(1, info.agent_id())
+                            .Bind(2, info.first_seen_unix_ms())
+                            .Bind(3, info.last_seen_unix_ms())
+                            .BindBlob(4, info.SerializeAsString())
+                            .Run());
+      }
+      return absl::OkStatus();
+    });
+  }
+
+  absl::StatusOr<std::vector<v1::AgentInfo>> ListAgents() override {
+    absl::MutexLock lock(&read_mu_);
+    Statement st(reader_, "SELECT first_seen_unix_ms, info FROM agents ORDER BY agent_id");
+    std::vector<v1::AgentInfo> out;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, Annotated("list agents", st.Step()));
+      if (!row) break;
+      ASSIGN_OR_RETURN(v1::AgentInfo info, ParseBlob<v1::AgentInfo>(st.Blob(1), "agent"));
+      info.set_first_seen_unix_ms(st.Int(0));  // the column is the authority
+      info.set_state(v1::DISCONNECTED);
+      out.push_back(std::move(info));
+    }
+    return out;
+  }
+
+  absl::Status SaveIncident(const v1::Incident& incident) override {
+    return Write("save incident", [&] { return SaveIncidentLocked(incident); });
+  }
+
+  absl::StatusOr<std::optional<v1::Incident>> GetIncident(absl::string_view id) override {
+    absl::MutexLock lock(&read_mu_);
+    Statement st(reader_, "SELECT body FROM incidents WHERE id = ?1");
+    st.Bind(1, id);
+    ASSIGN_OR_RETURN(bool row, Annotated("get incident", st.Step()));
+    if (!row) return std::optional<v1::Incident>();
+    ASSIGN_OR_RETURN(v1::Incident incident, ParseBlob<v1::Incident>(st.Blob(0), "incident"));
+    return std::optional<v1::Incident>(std::move(incident));
+  }
+
+  absl::StatusOr<std::vector<v1::Incident>> ListIncidents(absl::string_view state) override {
+    std::string sql = "SELECT body FROM incidents";
+    int wanted = -1;
+    if (state == "active") {
+      sql += absl::StrCat(" WHERE state != ", static_cast<int>(v1::INCIDENT_RESOLVED));
+    } else if (!state.empty() && state != "all") {
+      for (int s = v1::OPEN; s <= v1::INCIDENT_RESOLVED; ++s) {
+        if (IncidentStateName(static_cast<v1::IncidentState>(s)) == state) wanted = s;
+      }
+      if (wanted < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "unknown incident state '", state,
+            "' (use open, acknowledged, mitigated, resolved, active or all)"));
+      }
+      sql += absl::StrCat(" WHERE state = ", wanted);
+    }
+    sql += " ORDER BY opened_unix_ms DESC, id DESC";
+    absl::MutexLock lock(&read_mu_);
+    Statement st(reader_, sql.c_str());
+    std::vector<v1::Incident> out;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, Annotated("list incidents", st.Step()));
+      if (!row) break;
+      ASSIGN_OR_RETURN(v1::Incident incident, ParseBlob<v1::Incident>(st.Blob(0), "incident"));
+      out.push_back(std::move(incident));
+    }
+    return out;
+  }
+
+  absl::Status SaveAlert(const v1::Alert& alert) override {
+    return Write("save alert", [&]() -> absl::Status {
+      Statement st(writer_,
+                   "INSERT INTO alerts(id, state, incident_id, body) VALUES(?1, ?2, ?3, ?4) "
+                   "ON CONFLICT(id) DO UPDATE SET state = excluded.state, "
+                   "incident_id = excluded.incident_id, body = excluded.body");
+      return st.Bind(1, alert.id())
+          .Bind(2, static_cast<int64_t>(alert.state()))
+          .Bind(3, alert.incident_id())
+          .BindBlob(4, alert.SerializeAsString())
+          .Run();
+    });
+  }
+
+  absl::StatusOr<std::vector<v1::Alert>> ListAlerts(bool include_resolved) override {
+    std::string sql = "SELECT body FROM alerts";
+    if (!include_resolved) sql += absl::StrCat(" WHERE state != ", static_cast<int>(v1::RESOLVED));
+    return QueryAlerts(sql, "");
+  }
+
+  absl::StatusOr<std::vector<v1::Alert>> ListIncidentAlerts(absl::string_view incident_id) override {
+    return QueryAlerts("SELECT body FROM alerts WHERE incident_id = ?1", incident_id);
+  }
+
+  absl::StatusOr<v1::TimelineEvent> AppendEvent(v1::TimelineEvent event,
+                                                const v1::Incident* incident) override {
+    absl::Status status = Write("append timeline event", [&]() -> absl::Status {
+      Statement head(writer_, "SELECT seq, hash FROM timeline ORDER BY seq DESC LIMIT 1");
+      ASSIGN_OR_RETURN(bool has_head, head.Step());
+      event.set_seq(has_head ? static_cast<uint64_t>(head.Int(0)) + 1 : 1);
+      event.set_prev_hash(has_head ? head.Text(1) : std::string(kGenesisHash));
+      event.set_hash(TimelineEventHash(event));
+      Statement insert(writer_,
+                       "INSERT INTO timeline(seq, incident_id, time_unix_ms, kind, actor, summary, "
+                       "details_json, prev_hash, hash) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+      RETURN_IF_ERROR(insert.Bind(1, static_cast<int64_t>(event.seq()))
+                          .Bind(2, event.incident_id())
+                          .Bind(3, event.time_unix_ms())
+                          .Bind(4, event.kind())
+                          .Bind(5, event.actor())
+                          .Bind(6, event.summary())
+                          .Bind(7, event.details_json())
+                          .Bind(8, event.prev_hash())
+                          .Bind(9, event.hash())
+                          .Run());
+      Statement chain(writer_,
+                      "INSERT INTO chain_head(id, seq, hash) VALUES(1, ?1, ?2) "
+                      "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash");
+      RETURN_IF_ERROR(chain.Bind(1, static_cast<int64_t>(event.seq())).Bind(2, event.hash()).Run());
+      if (incident != nullptr) {
+        v1::Incident copy = *incident;
+        copy.set_last_event_seq(static_cast<int64_t>(event.seq()));
+        RETURN_IF_ERROR(SaveIncidentLocked(copy));
+      }
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    return event;
+  }
+
+  absl::StatusOr<std::vector<v1::TimelineEvent>> ListEvents(absl::string_view incident_id,
+                                                            uint64_t after_seq, int limit) override {
+    std::string sql =
+        "SELECT seq, incident_id, time_unix_ms, kind, actor, summary, details_json, prev_hash, hash "
+        "FROM timeline WHERE seq > ?1";
+    if (!incident_id.empty()) sql += " AND incident_id = ?2";
+    sql += " ORDER BY seq LIMIT ?3";
+    absl::MutexLock lock(&read_mu_);
+    Statement st(reader_, sql.c_str());
+    st.Bind(1, static_cast<int64_t>(after_seq)).Bind(3, static_cast<int64_t>(limit <= 0 ? -1 : limit));
+    if (!incident_id.empty()) st.Bind(2, incident_id);
+    std::vector<v1::TimelineEvent> out;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, Annotated("list timeline", st.Step()));
+      if (!row) break;
+      out.push_back(EventFromRow(st));
+    }
+    return out;
+  }
+
+  absl::StatusOr<v1::VerifyAuditResponse> VerifyChain() override {
+    v1::VerifyAuditResponse result;
+    result.set_ok(true);
+    absl::MutexLock lock(&read_mu_);
+    // One read transaction: a consistent snapshot even while events are appended.
+    RETURN_IF_ERROR(Annotated("verify", Exec(reader_, "BEGIN;")));
+    Statement st(reader_,
+                 "SELECT seq, incident_id, time_unix_ms, kind, actor, summary, details_json, "
+                 "prev_hash, hash FROM timeline ORDER BY seq");
+    uint64_t expected_seq = 1;
+    std::string expected_prev(kGenesisHash);
+    auto fail = [&](uint64_t seq, std::string problem) {
+      result.set_ok(false);
+      result.set_first_bad_seq(seq);
+      result.set_problem(std::move(problem));
+    };
+    while (result.ok()) {
+      absl::StatusOr<bool> row = st.Step();
+      if (!row.ok()) {
+        Exec(reader_, "ROLLBACK;").IgnoreError();
+        return Annotated("verify", row.status());
+      }
+      if (!*row) break;
+      v1::TimelineEvent event = EventFromRow(st);
+      result.set_events_checked(result.events_checked() + 1);
+      if (event.seq() != expected_seq) {
+        fail(expected_seq, absl::StrCat("event ", expected_seq,
+                                        event.seq() > expected_seq ? " was removed" : " is duplicated",
+                                        " (next stored event is ", event.seq(), ")"));
+      } else if (event.prev_hash() != expected_prev) {
+        fail(event.seq(), absl::StrCat("event ", event.seq(),
+                                       " does not follow event ", event.seq() - 1,
+                                       ": its prev_hash differs (events removed or reordered)"));
+      } else if (TimelineEventHash(event) != event.hash()) {
+        fail(event.seq(), absl::StrCat("event ", event.seq(), " (", event.kind(), ", incident ",
+                                       event.incident_id(),
+                                       ") was changed: its content no longer matches its hash"));
+      }
+      expected_prev = event.hash();
+      ++expected_seq;
+    }
+    if (result.ok()) {
+      // The head row catches a chain cut short at its end.
+      Statement head(reader_, "SELECT seq, hash FROM chain_head WHERE id = 1");
+      absl::StatusOr<bool> row = head.Step();
+      if (row.ok() && *row &&
+          (static_cast<uint64_t>(head.Int(0)) != expected_seq - 1 || head.Text(1) != expected_prev)) {
+        fail(expected_seq, absl::StrCat("the chain ends at event ", expected_seq - 1,
+                                        " but its recorded head is event ", head.Int(0),
+                                        ": events at the end were removed or changed"));
+      }
+    }
+    Exec(reader_, "COMMIT;").IgnoreError();
+    return result;
+  }
+
+  absl::Status AddUser(const UserRecord& user) override {
+    return Write("add user", [&]() -> absl::Status {
+      Statement exists(writer_, "SELECT 1 FROM users WHERE name = ?1");
+      exists.Bind(1, user.name);
+      ASSIGN_OR_RETURN(bool taken, exists.Step());
+      if (taken) return absl::AlreadyExistsError(absl::StrCat("user '", user.name, "' already exists"));
+      Statement st(writer_,
+                   "INSERT INTO users(name, role, token_hash, created_unix_ms) VALUES(?1, ?2, ?3, ?4)");
+      return st.Bind(1, user.name).Bind(2, user.role).Bind(3, user.token_hash).Bind(4, user.created_unix_ms).Run();
+    });
+  }
+
+  absl::StatusOr<std::optional<UserRecord>> FindUserByTokenHash(absl::string_view token_hash) override {
+    absl::MutexLock lock(&read_mu_);
+    Statement st(reader_, "SELECT name, role, token_hash, created_unix_ms FROM users WHERE token_hash = ?1");
+    st.Bind(1, token_hash);
+    ASSIGN_OR_RETURN(bool row, Annotated("find user", st.Step()));
+    if (!row) return std::optional<UserRecord>();
+    return std::optional<UserRecord>(UserRecord{st.Text(0), st.Text(1), st.Text(2), st.Int(3)});
+  }
+
+  absl::Status SaveProposal(const v1::ActionProposal& proposal) override {
+    return Write("save proposal", [&]() -> absl::Status {
+      Statement st(writer_,
+                   "INSERT INTO proposals(id, incident_id, proposed_unix_ms, body) VALUES(?1, ?2, ?3, ?4) "
+                   "ON CONFLICT(id) DO UPDATE SET body = excluded.body");
+      return st.Bind(1, proposal.id())
+          .Bind(2, proposal.incident_id())
+          .Bind(3, proposal.proposed_unix_ms())
+          .BindBlob(4, proposal.SerializeAsString())
+          .Run();
+    });
+  }
+
+  absl::StatusOr<std::optional<v1::ActionProposal>> GetProposal(absl::string_view id) override {
+    absl::MutexLock lock(&read_mu_);
+    Statement st(reader_, "SELECT body FROM proposals WHERE id = ?1");
+    st.Bind(1, id);
+    ASSIGN_OR_RETURN(bool row, Annotated("get proposal", st.Step()));
+    if (!row) return std::optional<v1::ActionProposal>();
+    ASSIGN_OR_RETURN(auto proposal, ParseBlob<v1::ActionProposal>(st.Blob(0), "proposal"));
+    return std::optional<v1::ActionProposal>(std::move(proposal));
+  }
+
+  absl::StatusOr<std::vector<v1::ActionProposal>> ListProposals(absl::string_view incident_id) override {
+    std::string sql = "SELECT body FROM proposals";
+    if (!incident_id.empty()) sql += " WHERE incident_id = ?1";
+    sql += " ORDER BY proposed_unix_ms DESC, id DESC";
+    absl::MutexLock lock(&read_mu_);
+    Statement st(reader_, sql.c_str());
+    if (!incident_id.empty()) st.Bind(1, incident_id);
+    std::vector<v1::ActionProposal> out;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, Annotated("list proposals", st.Step()));
+      if (!row) break;
+      ASSIGN_OR_RETURN(auto proposal, ParseBlob<v1::ActionProposal>(st.Blob(0), "proposal"));
+      out.push_back(std::move(proposal));
+    }
+    return out;
+  }
+
+ private:
+  absl::Status Connect(sqlite3** db, int flags) {
+    if (sqlite3_open_v2(path_.c_str(), db, flags | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+      return absl::UnavailableError(absl::StrCat(path_, ": cannot open: ", sqlite3_errmsg(*db)));
+    }
+    sqlite3_busy_timeout(*db, 5000);
+    if (absl::Status s = Exec(*db, "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;"); !s.ok()) {
+      return Fail("open the database", s);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<int> UserVersion() {
+    Statement st(writer_, "PRAGMA user_version");
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return absl::InternalError("no user_version");
+    return static_cast<int>(st.Int(0));
+  }
+
+  absl::Status Fail(absl::string_view what, const absl::Status& s) const {
+    return absl::Status(s.code(), absl::StrCat(path_, ": cannot ", what, ": ", s.message()));
+  }
+  template <typename T>
+  T Annotated(absl::string_view what, T value) const {
+    if constexpr (std::is_same_v<T, absl::Status>) {
+      return value.ok() ? value : Fail(what, value);
+    } else {
+      return value.ok() ? std::move(value) : T(Fail(what, value.status()));
+    }
+  }
+
+  // The one writer: a transaction per call.
+  absl::Status Write(absl::string_view what, const std::function<absl::Status()>& body) {
+    absl::MutexLock lock(&write_mu_);
+    if (absl::Status s = Exec(writer_, "BEGIN IMMEDIATE;"); !s.ok()) return Fail(what, s);
+    absl::Status s = body();
+    if (s.ok()) s = Exec(writer_, "COMMIT;");
+    if (!s.ok()) {
+      Exec(writer_, "ROLLBACK;").IgnoreError();
+      if (s.code() == absl::StatusCode::kAlreadyExists) return s;
+      return Fail(what, s);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status SaveIncidentLocked(const v1::Incident& incident) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    Statement st(writer_,
+                 "INSERT INTO incidents(id, state, opened_unix_ms, body) VALUES(?1, ?2, ?3, ?4) "
+                 "ON CONFLICT(id) DO UPDATE SET state = excluded.state, body = excluded.body");
+    return st.Bind(1, incident.id())
+        .Bind(2, static_cast<int64_t>(incident.state()))
+        .Bind(3, incident.opened_unix_ms())
+        .BindBlob(4, incident.SerializeAsString())
+        .Run();
+  }
+
+  absl::StatusOr<std::vector<v1::Alert>> QueryAlerts(const std::string& sql, absl::string_view arg) {
+    absl::MutexLock lock(&read_mu_);
+    Statement st(reader_, (sql + " ORDER BY id").c_str());
+    if (!arg.empty()) st.Bind(1, arg);
+    std::vector<v1::Alert> out;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, Annotated("list alerts", st.Step()));
+      if (!row) break;
+      ASSIGN_OR_RETURN(v1::Alert alert, ParseBlob<v1::Alert>(st.Blob(0), "alert"));
+      out.push_back(std::move(alert));
+    }
+    return out;
+  }
+
+  static v1::TimelineEvent EventFromRow(const Statement& st) {
+    v1::TimelineEvent e;
+    e.set_seq(static_cast<uint64_t>(st.Int(0)));
+    e.set_incident_id(st.Text(1));
+    e.set_time_unix_ms(st.Int(2));
+    e.set_kind(st.Text(3));
+    e.set_actor(st.Text(4));
+    e.set_summary(st.Text(5));
+    e.set_details_json(st.Text(6));
+    e.set_prev_hash(st.Text(7));
+    e.set_hash(st.Text(8));
+    return e;
+  }
+
+  const std::string path_;
+  absl::Mutex write_mu_;
+  sqlite3* writer_ ABSL_PT_GUARDED_BY(write_mu_) = nullptr;
+  absl::Mutex read_mu_;
+  sqlite3* reader_ ABSL_PT_GUARDED_BY(read_mu_) = nullptr;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
+  auto store = std::make_unique<SqliteStore>(path);
+  RETURN_IF_ERROR(store->Open());
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace vigil::storage

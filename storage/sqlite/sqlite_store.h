@@ -1,0 +1,21 @@
+// SqliteStore: the embedded default Store. WAL journal, one writer connection (every write is one
+// BEGIN IMMEDIATE transaction under a mutex) and a separate reader connection, so reads never
+// queue behind writes. Schema changes are numbered migrations tracked in PRAGMA user_version.
+// Thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "storage/store.h"
+
+namespace vigil::storage {
+
+// The schema version this build writes. A newer database is refused, an older one migrated.
+inline constexpr int kSqliteSchemaVersion = 2;
+
+// Opens (creating file and folder when missing) and migrates. Errors name the path.
+absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);
+
+}  // namespace vigil::storage

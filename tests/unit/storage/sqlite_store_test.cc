@@ -1,0 +1,310 @@
+// SqliteStore on real temp files: migrations, registry, incidents, the audit chain and tampering.
+#include "storage/sqlite/sqlite_store.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "storage/timeline_hash.h"
+
+namespace vigil::storage {
+namespace {
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  SqliteStoreTest() {
+    char dir[] = "/tmp/vigil-store-test-XXXXXX";
+    dir_ = mkdtemp(dir);
+    path_ = dir_ + "/sub/vigil.db";
+  }
+  ~SqliteStoreTest() override { std::filesystem::remove_all(dir_); }
+
+  std::unique_ptr<Store> Open() {
+    auto store = OpenSqliteStore(path_);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+  // Raw SQL on the file, the way an attacker or an old version would.
+  void Sql(const std::string& sql) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    char* error = nullptr;
+    EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error), SQLITE_OK) << (error ? error : "");
+    sqlite3_free(error);
+    sqlite3_close(db);
+  }
+  v1::TimelineEvent Event(const std::string& incident, const std::string& summary) {
+    v1::TimelineEvent e;
+    e.set_incident_id(incident);
+    e.set_time_unix_ms(1'700'000'000'000 + (++clock_));
+    e.set_kind("note");
+    e.set_actor("alice");
+    e.set_summary(summary);
+    e.set_details_json("{}");
+    return e;
+  }
+
+  std::string dir_, path_;
+  int clock_ = 0;
+};
+
+v1::AgentInfo Agent(const std::string& id, int64_t first, int64_t last) {
+  v1::AgentInfo a;
+  a.set_agent_id(id);
+  a.set_hostname("host-" + id);
+  a.set_first_seen_unix_ms(first);
+  a.set_last_seen_unix_ms(last);
+  a.set_state(v1::CONNECTED);
+  a.set_cpu_usage_ratio(0.5);
+  (*a.mutable_labels())["role"] = "api";
+  a.set_last_sequence(7);
+  return a;
+}
+
+TEST_F(SqliteStoreTest, MigratesAnEmptyFileToTheCurrentSchema) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  auto agents = store->ListAgents();
+  ASSERT_TRUE(agents.ok());
+  EXPECT_TRUE(agents->empty());
+  sqlite3* db = nullptr;
+  sqlite3_open(path_.c_str(), &db);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), kSqliteSchemaVersion);
+  sqlite3_finalize(st);
+  sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, nullptr);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "wal");
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+TEST_F(SqliteStoreTest, MigratesAVersionOneRegistryKeepingItsAgents) {
+  std::filesystem::create_directories(dir_ + "/sub");
+  v1::AgentInfo old = Agent("db-1", 1111, 2222);
+  std::string blob = old.SerializeAsString();
+  // The schema as version 1 shipped it, with one agent in it.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  sqlite3_exec(db,
+               "CREATE TABLE agents (agent_id TEXT PRIMARY KEY, first_seen_unix_ms INTEGER NOT NULL,"
+               " last_seen_unix_ms INTEGER NOT NULL, info BLOB NOT NULL); PRAGMA user_version=1;",
+               nullptr, nullptr, nullptr);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "INSERT INTO agents VALUES('db-1', 1111, 2222, ?1)", -1, &st, nullptr);
+  sqlite3_bind_blob(st, 1, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_DONE);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  auto agents = store->ListAgents();
+  ASSERT_TRUE(agents.ok());
+  ASSERT_EQ(agents->size(), 1u);
+  EXPECT_EQ((*agents)[0].first_seen_unix_ms(), 1111);
+  EXPECT_EQ((*agents)[0].labels().at("role"), "api");
+  // The tables of version 2 work.
+  EXPECT_TRUE(store->AppendEvent(Event("inc-1", "first")).ok());
+}
+
+TEST_F(SqliteStoreTest, RefusesANewerSchemaAndNonDatabases) {
+  std::filesystem::create_directories(dir_ + "/sub");
+  Sql("PRAGMA user_version=99;");
+  auto newer = OpenSqliteStore(path_);
+  ASSERT_FALSE(newer.ok());
+  EXPECT_TRUE(absl::StrContains(newer.status().message(), path_)) << newer.status();
+  EXPECT_TRUE(absl::StrContains(newer.status().message(), "99")) << newer.status();
+
+  const std::string junk = dir_ + "/junk.db";
+  std::ofstream(junk) << "this is not a database, it is a text file written by mistake\n"
+                      << std::string(4096, 'x');
+  auto not_db = OpenSqliteStore(junk);
+  ASSERT_FALSE(not_db.ok());
+  EXPECT_TRUE(absl::StrContains(not_db.status().message(), junk)) << not_db.status();
+}
+
+TEST_F(SqliteStoreTest, UpsertKeepsFirstSeenAndDropsLiveFields) {
+  {
+    auto store = Open();
+    ASSERT_TRUE(store->UpsertAgents({Agent("web-1", 1000, 1000), Agent("web-2", 1500, 1500)}).ok());
+    ASSERT_TRUE(store->UpsertAgents({Agent("web-1", 9999, 5000)}).ok());
+  }
+  auto store = Open();  // survives close and reopen
+  auto agents = store->ListAgents();
+  ASSERT_TRUE(agents.ok());
+  ASSERT_EQ(agents->size(), 2u);
+  EXPECT_EQ((*agents)[0].first_seen_unix_ms(), 1000);
+  EXPECT_EQ((*agents)[0].last_seen_unix_ms(), 5000);
+  EXPECT_EQ((*agents)[0].last_sequence(), 7u);
+  EXPECT_EQ((*agents)[0].state(), v1::DISCONNECTED);
+  EXPECT_EQ((*agents)[0].cpu_usage_ratio(), 0);
+}
+
+TEST_F(SqliteStoreTest, IncidentsByStateNewestFirstAlertsProposalsUsers) {
+  auto store = Open();
+  for (int i = 1; i <= 3; ++i) {
+    v1::Incident incident;
+    incident.set_id(absl::StrCat("inc-", i));
+    incident.set_opened_unix_ms(i * 1000);
+    incident.set_state(i == 2 ? v1::INCIDENT_RESOLVED : v1::OPEN);
+    ASSERT_TRUE(store->SaveIncident(incident).ok());
+  }
+  auto active = store->ListIncidents("active");
+  ASSERT_TRUE(active.ok());
+  ASSERT_EQ(active->size(), 2u);
+  EXPECT_EQ((*active)[0].id(), "inc-3");
+  EXPECT_EQ(store->ListIncidents("resolved")->size(), 1u);
+  EXPECT_EQ(store->ListIncidents("all")->size(), 3u);
+  EXPECT_FALSE(store->ListIncidents("sleeping").ok());
+  EXPECT_FALSE(store->GetIncident("inc-9")->has_value());
+
+  v1::Alert alert;
+  alert.set_id("a1");
+  alert.set_incident_id("inc-3");
+  alert.set_state(v1::FIRING);
+  ASSERT_TRUE(store->SaveAlert(alert).ok());
+  alert.set_state(v1::RESOLVED);
+  ASSERT_TRUE(store->SaveAlert(alert).ok());
+  EXPECT_EQ(store->ListAlerts(false)->size(), 0u);
+  EXPECT_EQ(store->ListAlerts(true)->size(), 1u);
+  EXPECT_EQ(store->ListIncidentAlerts("inc-3")->size(), 1u);
+
+  v1::ActionProposal proposal;
+  proposal.set_id("p1");
+  proposal.set_incident_id("inc-3");
+  proposal.set_action("reload_nginx");
+  ASSERT_TRUE(store->SaveProposal(proposal).ok());
+  EXPECT_EQ((*store->GetProposal("p1"))->action(), "reload_nginx");
+  EXPECT_EQ(store->ListProposals("inc-3")->size(), 1u);
+
+  ASSERT_TRUE(store->AddUser({"alice", "commander", "abc", 1}).ok());
+  EXPECT_EQ(store->AddUser({"alice", "viewer", "def", 2}).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ((*store->FindUserByTokenHash("abc"))->role, "commander");
+  EXPECT_FALSE(store->FindUserByTokenHash("zzz")->has_value());
+}
+
+TEST_F(SqliteStoreTest, ChainVerifiesAndListsByIncident) {
+  auto store = Open();
+  v1::Incident incident;
+  incident.set_id("inc-1");
+  for (int i = 0; i < 5; ++i) {
+    auto e = store->AppendEvent(Event(i % 2 ? "inc-1" : "inc-2", absl::StrCat("event ", i)), &incident);
+    ASSERT_TRUE(e.ok());
+    EXPECT_EQ(e->seq(), static_cast<uint64_t>(i + 1));
+    EXPECT_EQ(e->hash(), TimelineEventHash(*e));
+  }
+  EXPECT_EQ((*store->GetIncident("inc-1"))->last_event_seq(), 5);
+  EXPECT_EQ(store->ListEvents("inc-1", 0, 100)->size(), 2u);
+  auto after = store->ListEvents("", 3, 1);
+  ASSERT_EQ(after->size(), 1u);
+  EXPECT_EQ((*after)[0].seq(), 4u);
+  auto verdict = store->VerifyChain();
+  ASSERT_TRUE(verdict.ok());
+  EXPECT_TRUE(verdict->ok()) << verdict->problem();
+  EXPECT_EQ(verdict->events_checked(), 5u);
+}
+
+class TamperTest : public SqliteStoreTest {
+ protected:
+  void SetUp() override {
+    auto store = Open();
+    for (int i = 1; i <= 6; ++i) ASSERT_TRUE(store->AppendEvent(Event("inc-1", absl::StrCat("e", i))).ok());
+  }
+  v1::VerifyAuditResponse Verify() { return *Open()->VerifyChain(); }
+};
+
+TEST_F(TamperTest, EditedSummaryIsNamed) {
+  Sql("UPDATE timeline SET summary = 'nothing happened' WHERE seq = 3");
+  auto v = Verify();
+  EXPECT_FALSE(v.ok());
+  EXPECT_EQ(v.first_bad_seq(), 3u);
+  EXPECT_TRUE(absl::StrContains(v.problem(), "changed")) << v.problem();
+}
+
+TEST_F(TamperTest, RecomputedHashStillBreaksTheNextLink) {
+  // An editor who recomputes the edited row's own hash breaks the link to the next one.
+  v1::TimelineEvent e = Event("inc-1", "e3");
+  Sql("UPDATE timeline SET summary = 'forged' WHERE seq = 3");
+  auto rows = Open()->ListEvents("", 2, 1);
+  v1::TimelineEvent forged = (*rows)[0];
+  Sql(absl::StrCat("UPDATE timeline SET hash = '", TimelineEventHash(forged), "' WHERE seq = 3"));
+  auto v = Verify();
+  EXPECT_FALSE(v.ok());
+  EXPECT_EQ(v.first_bad_seq(), 4u);
+}
+
+TEST_F(TamperTest, DeletedMiddleRowIsNamed) {
+  Sql("DELETE FROM timeline WHERE seq = 4");
+  auto v = Verify();
+  EXPECT_FALSE(v.ok());
+  EXPECT_EQ(v.first_bad_seq(), 4u);
+  EXPECT_TRUE(absl::StrContains(v.problem(), "removed")) << v.problem();
+}
+
+TEST_F(TamperTest, DeletedLastRowIsNamed) {
+  Sql("DELETE FROM timeline WHERE seq = 6");
+  auto v = Verify();
+  EXPECT_FALSE(v.ok());
+  EXPECT_EQ(v.first_bad_seq(), 6u);
+}
+
+TEST_F(TamperTest, SwappedRowsAreNamed) {
+  Sql("UPDATE timeline SET seq = 100 WHERE seq = 2; UPDATE timeline SET seq = 2 WHERE seq = 5;"
+      "UPDATE timeline SET seq = 5 WHERE seq = 100;");
+  auto v = Verify();
+  EXPECT_FALSE(v.ok());
+  EXPECT_EQ(v.first_bad_seq(), 2u);
+}
+
+TEST_F(SqliteStoreTest, ConcurrentAppendsMakeOneValidChain) {
+  auto store = Open();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        v1::TimelineEvent e;
+        e.set_incident_id(absl::StrCat("inc-", t));
+        e.set_kind("note");
+        e.set_summary(absl::StrCat(t, "/", i));
+        ASSERT_TRUE(store->AppendEvent(e).ok());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  auto v = store->VerifyChain();
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->ok()) << v->problem();
+  EXPECT_EQ(v->events_checked(), 200u);
+}
+
+TEST(TimelineHash, FieldsAndBoundariesMatter) {
+  v1::TimelineEvent a;
+  a.set_seq(1);
+  a.set_prev_hash(std::string(kGenesisHash));
+  a.set_kind("ab");
+  a.set_actor("c");
+  v1::TimelineEvent b = a;
+  b.set_kind("a");
+  b.set_actor("bc");
+  EXPECT_NE(TimelineEventHash(a), TimelineEventHash(b));
+  EXPECT_EQ(TimelineEventHash(a), TimelineEventHash(a));
+  EXPECT_EQ(TimelineEventHash(a).size(), 64u);
+  v1::TimelineEvent c = a;
+  c.set_time_unix_ms(1);
+  EXPECT_NE(TimelineEventHash(a), TimelineEventHash(c));
+  c = a;
+  c.set_details_json("{}");
+  EXPECT_NE(TimelineEventHash(a), TimelineEventHash(c));
+}
+
+}  // namespace
+}  // namespace vigil::storage
