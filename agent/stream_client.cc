@@ -24,7 +24,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const StreamClientOptions& options) {
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   // Our own loop does the backing off; keep the channel's from adding long waits on top.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  // Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: gRPC uses it as the connect timeout.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1'000);
   args.SetMaxReceiveMessageSize(16 << 20);
   auto credentials = options.credentials ? options.credentials : grpc::InsecureChannelCredentials();

@@ -1,5 +1,5 @@
 // What every verb of the vigil CLI shares while one command line runs: the global flags, the
-// output streams, the clock, the interrupt, a lazily created controller client and the helpers
+// output streams, the clock, the interrupt, a lazily created controller client and the functions
 // that make a call and report its failure on one line. One per RunCli(); not thread-safe
 // (only Interrupt may be used from other threads).
 #pragma once

@@ -24,7 +24,9 @@ struct ControllerOptions {
   std::string listen = "127.0.0.1:7443";
   std::string db_path = "data/vigil.db";
   TransportFlags transport;
-  absl::Duration silence_timeout = absl::Seconds(3);
+  // With the watchdog's 250 ms tick, a silent agent is shown disconnected within 3 s of its
+    // last message; agents send at least every silence_timeout / 3.
+    absl::Duration silence_timeout = absl::Milliseconds(2500);
   absl::Duration registry_flush = absl::Seconds(1);
 };
 

@@ -41,7 +41,9 @@ class AgentStream;
 class AgentServiceImpl final : public v1::AgentService::CallbackService {
  public:
   struct Options {
-    absl::Duration silence_timeout = absl::Seconds(3);
+    // With the watchdog's 250 ms tick, a silent agent is shown disconnected within 3 s of its
+    // last message; agents send at least every silence_timeout / 3.
+    absl::Duration silence_timeout = absl::Milliseconds(2500);
   };
   AgentServiceImpl(FleetState* fleet, const Clock* clock, Options options);
   ~AgentServiceImpl() override;

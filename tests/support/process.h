@@ -1,0 +1,82 @@
+// Test support for integration tests with real processes on loopback: child processes, free
+// ports, temp dirs, polling. Not for production code. Subprocess is thread-compatible.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace vigil::testing {
+
+// A child process with stdout and stderr in a log file. Killed and reaped on destruction; the
+// child also dies with the test (PR_SET_PDEATHSIG), so nothing outlives a crashed test.
+class Subprocess {
+ public:
+  Subprocess(std::vector<std::string> argv, std::map<std::string, std::string> env = {},
+             std::string log_path = "");
+  ~Subprocess();
+  Subprocess(const Subprocess&) = delete;
+  Subprocess& operator=(const Subprocess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool Running();
+  void Signal(int sig);
+  void Kill();  // SIGKILL and reap
+  // SIGTERM, then SIGKILL after `timeout`; returns the exit code (128 + signal when signalled).
+  int Stop(absl::Duration timeout = absl::Seconds(5));
+  // Waits for exit; -1 on timeout.
+  int Wait(absl::Duration timeout);
+  std::string Output() const;
+  const std::string& log_path() const { return log_path_; }
+
+ private:
+  std::string log_path_;
+  pid_t pid_ = -1;
+  int exit_code_ = -1;
+  bool reaped_ = false;
+};
+
+// A port on 127.0.0.1 that was free a moment ago.
+uint16_t FreeLoopbackPort();
+
+// mkdtemp under /tmp, removed recursively unless VIGIL_KEEP_TEMP is set.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string File(absl::string_view name) const { return path_ + "/" + std::string(name); }
+
+ private:
+  std::string path_;
+};
+
+// Polls `condition` until true or `timeout`.
+bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout,
+               absl::Duration poll = absl::Milliseconds(50));
+
+// A built binary: "vigil-agent", "vigil-controller", "vigil", or a bench/test target path.
+std::string BinaryPath(absl::string_view name);
+std::string SourcePath(absl::string_view relative);
+std::string ReadFileOrEmpty(const std::string& path);
+void WriteFile(const std::string& path, absl::string_view content);
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+  std::string stdout_text;
+};
+// Runs argv to completion (killed after `timeout`).
+CommandResult RunCommand(const std::vector<std::string>& argv,
+                         absl::Duration timeout = absl::Seconds(30),
+                         std::map<std::string, std::string> env = {});
+
+}  // namespace vigil::testing
