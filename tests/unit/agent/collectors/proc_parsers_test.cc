@@ -11,9 +11,13 @@
 namespace vigil::agent {
 namespace {
 
+std::string FixtureDir() {
+  const char* dir = std::getenv("VIGIL_SOURCE_DIR");
+  return std::string(dir != nullptr ? dir : VIGIL_TEST_SOURCE_DIR) + "/tests/unit/agent/fixtures/";
+}
+
 std::string Fixture(const std::string& name) {
-  const std::string path =
-      std::string(std::getenv("VIGIL_SOURCE_DIR")) + "/tests/unit/agent/fixtures/" + name;
+  const std::string path = FixtureDir() + name;
   std::ifstream in(path);
   EXPECT_TRUE(in.good()) << path;
   std::stringstream text;
@@ -98,7 +102,7 @@ TEST(PidStat, RefusesTruncatedLine) {
 
 TEST(HostCollector, ReadsAFixtureProcTree) {
   HostCollectorOptions options;
-  options.proc_root = std::string(std::getenv("VIGIL_SOURCE_DIR")) + "/tests/unit/agent/fixtures/proc";
+  options.proc_root = FixtureDir() + "proc";
   HostCollector collector(options);
   Collection first;
   collector.Collect(absl::Now(), first);

@@ -1,0 +1,78 @@
+// PostgreSQL telemetry (libpqxx): connections, longest active query, blocked queries; active
+// queries and lock waits as diagnostics. The agent's own session is tagged (application_name
+// vigil-agent), time-limited and excluded, so it never becomes the slow query. A hung server
+// costs one query timeout: a watchdog shuts the socket down. Used by its collector thread only
+// (the watchdog thread touches only the socket).
+#pragma once
+
+#include <pqxx/connection>
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/collector.h"
+#include "agent/collectors/backoff.h"
+
+
+namespace vigil::agent {
+
+// One pass over pg_stat_activity, already reduced by SQL.
+struct PostgresStats {
+  double max_connections = 0;
+  double client_connections = 0;
+  double active = 0;
+  double longest_query_seconds = 0;
+  double blocked = 0;
+};
+
+struct PostgresCollectorOptions {
+  std::string dsn;
+  absl::Duration query_timeout = absl::Seconds(2);
+  int max_query_text = 200;
+  int max_rows = 20;
+};
+
+// The DSN the collector connects with: the user's plus application_name, connect_timeout and a
+// statement_timeout, in keyword or URI form.
+std::string AgentDsn(absl::string_view dsn, absl::Duration timeout);
+
+class PostgresCollector final : public Collector {
+ public:
+  explicit PostgresCollector(PostgresCollectorOptions options);
+  ~PostgresCollector() override;
+
+  absl::string_view name() const override { return "postgres"; }
+  void Collect(absl::Time now, Collection& out) override;
+  std::vector<std::string> DiagnosticNames() const override {
+    return {"pg_active_queries", "pg_lock_waits"};
+  }
+  std::vector<v1::DiagnosticTable> Diagnose(absl::Time now,
+                                            const std::vector<std::string>& names) override;
+
+ private:
+  // Runs `sql` with the watchdog armed; rows as strings.
+  absl::StatusOr<std::vector<std::vector<std::string>>> Query(absl::Time now, const std::string& sql);
+  void WatchdogLoop();
+
+  const PostgresCollectorOptions options_;
+  std::unique_ptr<pqxx::connection> connection_;
+  Backoff backoff_;
+  UpState up_;
+
+  std::mutex watchdog_mu_;
+  std::condition_variable watchdog_cv_;
+  int watched_fd_ = -1;                                   // guarded by watchdog_mu_
+  std::chrono::steady_clock::time_point deadline_;        // guarded by watchdog_mu_
+  bool stopping_ = false;                                 // guarded by watchdog_mu_
+  std::thread watchdog_;
+};
+
+absl::StatusOr<std::unique_ptr<Collector>> NewPostgresCollector(const YAML::Node& config,
+                                                                absl::string_view file);
+
+}  // namespace vigil::agent

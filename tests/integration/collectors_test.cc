@@ -1,0 +1,167 @@
+// The PostgreSQL and Redis collectors against real servers on loopback, with real faults.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "agent/collectors/postgres_collector.h"
+#include "agent/collectors/redis_collector.h"
+#include "tests/support/servers.h"
+
+namespace vigil::agent {
+namespace {
+
+using testing::WaitUntil;
+
+std::map<std::string, double> Round(Collector& collector) {
+  Collection c;
+  collector.Collect(absl::Now(), c);
+  std::map<std::string, double> values;
+  for (const auto& g : c.gauges) values[g.name] = g.value;
+  return values;
+}
+
+std::unique_ptr<Collector> Postgres(const testing::PostgresServer& server) {
+  PostgresCollectorOptions options;
+  options.dsn = server.Dsn("vigil");
+  options.query_timeout = absl::Seconds(1);
+  return std::make_unique<PostgresCollector>(options);
+}
+
+class PostgresCollectorTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(server_.ok()) << testing::ReadFileOrEmpty(dir_.File("postgres.log")); }
+  testing::TempDir dir_;
+  testing::PostgresServer server_{dir_.path()};
+};
+
+TEST_F(PostgresCollectorTest, IdleServerReportsUpAndNoLongQuery) {
+  auto collector = Postgres(server_);
+  auto v = Round(*collector);
+  EXPECT_EQ(v["pg_up"], 1);
+  EXPECT_EQ(v["pg_longest_query_seconds"], 0) << "the agent's own query is never the slow one";
+  EXPECT_EQ(v["pg_blocked_queries"], 0);
+  EXPECT_GT(v["pg_connections_used_ratio"], 0);
+  EXPECT_LT(v["pg_connections_used_ratio"], 0.2);
+}
+
+TEST_F(PostgresCollectorTest, PgSleepShowsAsTheLongestQuery) {
+  auto collector = Postgres(server_);
+  auto sleeper = server_.Background("SELECT pg_sleep(6)", "app");
+  ASSERT_TRUE(WaitUntil([&] { return Round(*collector)["pg_longest_query_seconds"] >= 2; }, absl::Seconds(10)));
+  auto v = Round(*collector);
+  EXPECT_GE(v["pg_active_connections"], 1);
+  auto tables = collector->Diagnose(absl::Now(), {"pg_active_queries"});
+  ASSERT_EQ(tables.size(), 1u);
+  bool found = false;
+  for (const auto& row : tables[0].rows()) found = found || absl::StrContains(row.cells(5), "pg_sleep");
+  EXPECT_TRUE(found) << tables[0].DebugString();
+}
+
+TEST_F(PostgresCollectorTest, RowLockWaitIsCountedWithTheRightPids) {
+  auto collector = Postgres(server_);
+  // The holder takes the row lock and sleeps inside its transaction; the waiter queues behind it.
+  auto holder = server_.Background(
+      "BEGIN; UPDATE accounts SET balance = balance - 1 WHERE id = 1; SELECT pg_sleep(8); COMMIT;", "app");
+  // psql sends the whole string as one query: once it is active, the UPDATE holds its lock.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return server_.Psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; UPDATE%'"
+                            " AND state = 'active'").stdout_text == "1\n";
+      },
+      absl::Seconds(5)));
+  auto waiter = server_.Background("UPDATE accounts SET balance = balance + 1 WHERE id = 1", "app");
+  ASSERT_TRUE(WaitUntil([&] { return Round(*collector)["pg_blocked_queries"] >= 1; }, absl::Seconds(5)));
+  const std::string holder_pid =
+      server_.Psql("SELECT pid FROM pg_stat_activity WHERE query LIKE 'BEGIN; UPDATE%'").stdout_text;
+  const std::string waiter_pid =
+      server_.Psql("SELECT pid FROM pg_stat_activity WHERE query LIKE 'UPDATE accounts SET balance = balance + 1%'").stdout_text;
+  auto tables = collector->Diagnose(absl::Now(), {"pg_lock_waits"});
+  ASSERT_EQ(tables.size(), 1u);
+  ASSERT_GE(tables[0].rows_size(), 1) << tables[0].DebugString();
+  EXPECT_EQ(tables[0].rows(0).cells(0) + "\n", waiter_pid);
+  EXPECT_EQ(tables[0].rows(0).cells(1) + "\n", holder_pid);
+}
+
+TEST_F(PostgresCollectorTest, StoppedAndRestartedServerGoesDownThenUp) {
+  auto collector = Postgres(server_);
+  EXPECT_EQ(Round(*collector)["pg_up"], 1);
+  server_.Stop();
+  EXPECT_EQ(Round(*collector)["pg_up"], 0);
+  server_.Start();
+  ASSERT_TRUE(server_.ok());
+  // The collector retries with backoff (1 s, then 2 s, ...).
+  EXPECT_TRUE(WaitUntil([&] { return Round(*collector)["pg_up"] == 1; }, absl::Seconds(10)));
+}
+
+TEST_F(PostgresCollectorTest, HungServerCostsOneTimeoutNotAStuckThread) {
+  auto collector = Postgres(server_);
+  EXPECT_EQ(Round(*collector)["pg_up"], 1);
+  server_.process().Signal(SIGSTOP);  // the postmaster and, through it, new work freeze
+  // Freeze the existing backend of the collector too.
+  testing::RunCommand({"pkill", "-STOP", "-u", "postgres", "postgres"});
+  const absl::Time start = absl::Now();
+  auto v = Round(*collector);
+  const absl::Duration took = absl::Now() - start;
+  testing::RunCommand({"pkill", "-CONT", "-u", "postgres", "postgres"});
+  server_.process().Signal(SIGCONT);
+  EXPECT_EQ(v["pg_up"], 0);
+  EXPECT_LT(took, absl::Seconds(3)) << "query timeout 1 s + the watchdog's 0.5 s";
+}
+
+class RedisCollectorTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(server_.ok()); }
+  std::unique_ptr<Collector> Make() {
+    RedisCollectorOptions options;
+    options.port = server_.port();
+    options.timeout = absl::Milliseconds(500);
+    return std::make_unique<RedisCollector>(options);
+  }
+  testing::TempDir dir_;
+  testing::RedisServer server_{dir_.path()};
+};
+
+TEST_F(RedisCollectorTest, HitRatioFollowsTheIntervalNotTheLifetime) {
+  auto collector = Make();
+  for (int i = 0; i < 20; ++i) server_.Cli({"set", absl::StrCat("k", i), "v"});
+  Round(*collector);  // baseline
+  for (int i = 0; i < 20; ++i) server_.Cli({"get", absl::StrCat("k", i)});
+  auto warm = Round(*collector);
+  EXPECT_DOUBLE_EQ(warm["redis_keyspace_hit_ratio"], 1.0);
+  EXPECT_GT(warm["redis_ops_per_second"], 0);
+  EXPECT_GE(warm["redis_connected_clients"], 1);
+  EXPECT_GT(warm["redis_used_memory_bytes"], 0);
+  // A cache full of misses: 30 misses, 10 hits in this interval (lifetime would still be > 50 %).
+  for (int i = 0; i < 30; ++i) server_.Cli({"get", absl::StrCat("missing", i)});
+  for (int i = 0; i < 10; ++i) server_.Cli({"get", absl::StrCat("k", i)});
+  auto cold = Round(*collector);
+  EXPECT_NEAR(cold["redis_keyspace_hit_ratio"], 0.25, 1e-9);
+  auto tables = collector->Diagnose(absl::Now(), {"redis_stats"});
+  ASSERT_EQ(tables.size(), 1u);
+  EXPECT_GT(tables[0].rows_size(), 3);
+}
+
+TEST_F(RedisCollectorTest, StoppedAndRestartedServerGoesDownThenUp) {
+  auto collector = Make();
+  EXPECT_EQ(Round(*collector)["redis_up"], 1);
+  server_.Stop();
+  EXPECT_EQ(Round(*collector)["redis_up"], 0);
+  server_.Start();
+  ASSERT_TRUE(server_.ok());
+  EXPECT_TRUE(WaitUntil([&] { return Round(*collector)["redis_up"] == 1; }, absl::Seconds(10)));
+}
+
+TEST_F(RedisCollectorTest, HungServerCostsOneTimeout) {
+  auto collector = Make();
+  EXPECT_EQ(Round(*collector)["redis_up"], 1);
+  server_.process().Signal(SIGSTOP);
+  const absl::Time start = absl::Now();
+  auto v = Round(*collector);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  server_.process().Signal(SIGCONT);
+  EXPECT_EQ(v["redis_up"], 0);
+}
+
+}  // namespace
+}  // namespace vigil::agent
