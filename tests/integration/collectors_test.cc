@@ -2,8 +2,12 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
+#include <sstream>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "agent/collectors/nginx_collector.h"
 #include "agent/collectors/postgres_collector.h"
 #include "agent/collectors/redis_collector.h"
 #include "tests/support/servers.h"
@@ -161,6 +165,86 @@ TEST_F(RedisCollectorTest, HungServerCostsOneTimeout) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(2));
   server_.process().Signal(SIGCONT);
   EXPECT_EQ(v["redis_up"], 0);
+}
+
+}  // namespace
+}  // namespace vigil::agent
+
+namespace vigil::agent {
+namespace {
+
+class NginxCollectorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(nginx_.ok()) << testing::ReadFileOrEmpty(dir_.File("nginx.log"));
+    upstream_.SetRoute("/fast", absl::Milliseconds(20), 200);
+    upstream_.SetRoute("/slow", absl::Milliseconds(400), 200);
+    upstream_.SetRoute("/fail", absl::Milliseconds(5), 503);
+  }
+  std::unique_ptr<Collector> Make() {
+    YAML::Node config = YAML::Load(absl::StrCat(
+        "{access_log: '", nginx_.access_log(), "', log_format: '", LogFormat::kTimedCombined,
+        " $upstream_response_time'}"));
+    auto c = NewNginxCollector(config, "agent.yaml");
+    EXPECT_TRUE(c.ok()) << c.status();
+    return std::move(*c);
+  }
+  testing::TempDir dir_;
+  testing::HttpUpstream upstream_;
+  testing::NginxServer nginx_{dir_.path(), upstream_.port()};
+};
+
+TEST_F(NginxCollectorTest, KnownLatencyMixGivesItsP95) {
+  auto collector = Make();
+  Collection baseline;
+  collector->Collect(absl::Now(), baseline);
+  // 90 % at 20 ms, 10 % at 400 ms: the p95 is a 400 ms request (plus nginx's own time).
+  std::vector<std::string> paths;
+  for (int i = 0; i < 400; ++i) paths.push_back(i % 10 == 0 ? "/slow" : "/fast");
+  auto statuses = testing::HttpLoad(nginx_.port(), paths, 8);
+  ASSERT_EQ(statuses[200], 400);
+  // nginx writes the log line after the response; give it a moment.
+  absl::SleepFor(absl::Milliseconds(200));
+  Collection c;
+  collector->Collect(absl::Now(), c);
+  ASSERT_EQ(c.histograms.size(), 1u);
+  const LogHistogram& h = c.histograms[0].histogram;
+  EXPECT_EQ(h.count(), 400u);
+  // The exact p95 of what nginx logged, from the log itself.
+  std::vector<double> times;
+  LogFormat format = *LogFormat::Compile(absl::StrCat(LogFormat::kTimedCombined, " $upstream_response_time"));
+  std::istringstream log(testing::ReadFileOrEmpty(nginx_.access_log()));
+  for (std::string line; std::getline(log, line);) {
+    AccessLogEntry e;
+    if (format.Parse(line, &e)) times.push_back(e.request_time);
+  }
+  ASSERT_EQ(times.size(), 400u);
+  std::sort(times.begin(), times.end());
+  const double exact = times[static_cast<size_t>(0.95 * (times.size() - 1))];
+  EXPECT_NEAR(h.Quantile(0.95), exact, exact * 0.02);
+  EXPECT_GE(h.Quantile(0.95), 0.39);
+  auto tables = collector->Diagnose(absl::Now(), {"nginx_slow_endpoints"});
+  ASSERT_GE(tables[0].rows_size(), 2);
+  EXPECT_EQ(tables[0].rows(0).cells(0), "/slow");
+}
+
+TEST_F(NginxCollectorTest, BurstOf5xxRaisesTheErrorRatio) {
+  auto collector = Make();
+  Collection baseline;
+  collector->Collect(absl::Now(), baseline);
+  std::vector<std::string> paths;
+  for (int i = 0; i < 200; ++i) paths.push_back(i % 4 == 0 ? "/fail" : "/fast");
+  auto statuses = testing::HttpLoad(nginx_.port(), paths, 4);
+  ASSERT_EQ(statuses[503], 50);
+  absl::SleepFor(absl::Milliseconds(200));
+  Collection c;
+  collector->Collect(absl::Now(), c);
+  std::map<std::string, double> g;
+  for (const auto& p : c.gauges) g[p.name] = p.value;
+  EXPECT_DOUBLE_EQ(g["nginx_error_ratio"], 0.25);
+  EXPECT_GT(g["nginx_requests_per_second"], 0);
+  EXPECT_EQ(g["nginx_up"], 1);
+  EXPECT_EQ(g["nginx_unparsed_lines"], 0);
 }
 
 }  // namespace
