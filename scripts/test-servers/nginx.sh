@@ -30,6 +30,8 @@ http {
     include $N/upstreams.conf;
     server {
         listen 127.0.0.1:$PORT;
+        location /stub_status { stub_status; access_log off; }
+        location /static { return 200 "ok\n"; }
         location / {
             proxy_pass http://app;
             proxy_http_version 1.1;
