@@ -102,12 +102,13 @@ TEST_F(PostgresCollectorTest, HungServerCostsOneTimeoutNotAStuckThread) {
   auto collector = Postgres(server_);
   EXPECT_EQ(Round(*collector)["pg_up"], 1);
   server_.process().Signal(SIGSTOP);  // the postmaster and, through it, new work freeze
-  // Freeze the existing backend of the collector too.
-  testing::RunCommand({"pkill", "-STOP", "-u", "postgres", "postgres"});
+  // Freeze this server's backends too (the collector's own among them), and only this server's.
+  const std::string postmaster = absl::StrCat(server_.process().pid());
+  testing::RunCommand({"pkill", "-STOP", "-P", postmaster});
   const absl::Time start = absl::Now();
   auto v = Round(*collector);
   const absl::Duration took = absl::Now() - start;
-  testing::RunCommand({"pkill", "-CONT", "-u", "postgres", "postgres"});
+  testing::RunCommand({"pkill", "-CONT", "-P", postmaster});
   server_.process().Signal(SIGCONT);
   EXPECT_EQ(v["pg_up"], 0);
   EXPECT_LT(took, absl::Seconds(3)) << "query timeout 1 s + the watchdog's 0.5 s";
