@@ -13,8 +13,12 @@ v1::Hello MakeHello(const AgentConfig& config, absl::Duration interval,
   hello.set_agent_id(config.id);
   hello.set_hostname(Hostname());
   hello.set_version(VIGIL_VERSION);
-  for (const auto& [k, v] : config.labels) (*hello.mutable_labels())[k] = v;
-  for (const std::string& c : collectors) hello.add_collectors(c);
+  for (const auto& [k, v] : config.labels) {
+    (*hello.mutable_labels())[k] = v;
+  }
+  for (const std::string& c : collectors) {
+    hello.add_collectors(c);
+  }
   hello.set_interval_ms(absl::ToInt64Milliseconds(interval));
   hello.set_instance_id(RandomId(""));
   return hello;
@@ -23,7 +27,9 @@ v1::Hello MakeHello(const AgentConfig& config, absl::Duration interval,
 Agent::Agent(AgentConfig config, AgentOptions options, const Clock* clock)
     : config_(std::move(config)), options_(std::move(options)), clock_(clock) {
   std::vector<std::string> names;
-  for (const auto& c : config_.collectors) names.emplace_back(c->name());
+  for (const auto& c : config_.collectors) {
+    names.emplace_back(c->name());
+  }
 
   StreamClientOptions stream_options;
   stream_options.controller = options_.controller;
@@ -44,9 +50,13 @@ Agent::Agent(AgentConfig config, AgentOptions options, const Clock* clock)
 Agent::~Agent() { Stop(); }
 
 void Agent::Run() {
-  for (auto& runner : runners_) runner->Start();
+  for (auto& runner : runners_) {
+    runner->Start();
+  }
   stream_->Run();
-  for (auto& runner : runners_) runner->Stop();
+  for (auto& runner : runners_) {
+    runner->Stop();
+  }
 }
 
 void Agent::Stop() { stream_->Stop(); }
@@ -67,7 +77,9 @@ void Agent::OnCollectDiagnostics(const v1::CollectDiagnostics& request) {
         wanted = wanted || DiagnosticNameMatches(name, have);
       }
     }
-    if (wanted) asked.push_back(runner.get());
+    if (wanted) {
+      asked.push_back(runner.get());
+    }
   }
   {
     absl::MutexLock lock(&gather->mu);
@@ -83,8 +95,12 @@ void Agent::OnCollectDiagnostics(const v1::CollectDiagnostics& request) {
   for (CollectorRunner* runner : asked) {
     runner->RequestDiagnostics(names, [this, gather](std::vector<v1::DiagnosticTable> tables) {
       absl::MutexLock lock(&gather->mu);
-      for (auto& table : tables) *gather->message.mutable_diagnostics()->add_tables() = std::move(table);
-      if (--gather->waiting == 0) stream_->Send(gather->message);
+      for (auto& table : tables) {
+        *gather->message.mutable_diagnostics()->add_tables() = std::move(table);
+      }
+      if (--gather->waiting == 0) {
+        stream_->Send(gather->message);
+      }
     });
   }
 }

@@ -11,7 +11,9 @@ namespace {
 
 // Label values are strings on the wire; a YAML number or bool is accepted as its text.
 absl::Status ReadLabels(const YAML::Node& node, absl::string_view file, Labels& out) {
-  if (!node.IsDefined() || node.IsNull()) return absl::OkStatus();
+  if (!node.IsDefined() || node.IsNull()) {
+    return absl::OkStatus();
+  }
   if (!node.IsMap()) {
     return absl::InvalidArgumentError(
         absl::StrCat(YamlWhere(file, node), ": key 'labels' must be a map of strings"));
@@ -19,12 +21,12 @@ absl::Status ReadLabels(const YAML::Node& node, absl::string_view file, Labels& 
   for (const auto& kv : node) {
     const std::string key = kv.first.as<std::string>();
     if (!kv.second.IsScalar()) {
-      return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, kv.second), ": label '", key,
-                                                     "' must be a string"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(YamlWhere(file, kv.second), ": label '", key, "' must be a string"));
     }
     if (key.empty() || key == "agent") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          YamlWhere(file, kv.first), ": label name '", key, "' is reserved or empty"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(YamlWhere(file, kv.first), ": label name '", key, "' is reserved or empty"));
     }
     out[key] = kv.second.as<std::string>();
   }
@@ -42,12 +44,13 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
     return absl::InvalidArgumentError(
         absl::StrCat(YamlWhere(file, root), ": the config must be a map (id, labels, collectors)"));
   }
-  RETURN_IF_ERROR(YamlCheckKeys(root, file, "the agent config",
-                                {"id", "labels", "controller", "interval", "collectors", "actions",
-                                 "service_manager"}));
+  RETURN_IF_ERROR(YamlCheckKeys(
+      root, file, "the agent config",
+      {"id", "labels", "controller", "interval", "collectors", "actions", "service_manager"}));
   ASSIGN_OR_RETURN(config.id, YamlString(root, "id", file, false, Hostname()));
   if (config.id.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, root["id"]), ": key 'id' is empty"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(YamlWhere(file, root["id"]), ": key 'id' is empty"));
   }
   RETURN_IF_ERROR(ReadLabels(root["labels"], file, config.labels));
   ASSIGN_OR_RETURN(config.controller, YamlString(root, "controller", file));
@@ -70,16 +73,18 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
     const std::string name = kv.first.as<std::string>();
     const CollectorFactory* factory = registry.Find(name);
     if (factory == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          YamlWhere(file, kv.first), ": unknown collector '", name,
-          "' in collectors (known: ", absl::StrJoin(registry.Names(), ", "), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(YamlWhere(file, kv.first), ": unknown collector '", name,
+                       "' in collectors (known: ", absl::StrJoin(registry.Names(), ", "), ")"));
     }
     if (!kv.second.IsNull() && !kv.second.IsMap()) {
       return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, kv.second), ": collectors.",
                                                      name, " must be a map of options"));
     }
     auto collector = (*factory)(kv.second, file);
-    if (!collector.ok()) return collector.status();
+    if (!collector.ok()) {
+      return collector.status();
+    }
     config.collectors.push_back(std::move(*collector));
   }
   // Clones: assigning a missing (zombie) node to a Node throws in yaml-cpp.

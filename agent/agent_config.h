@@ -21,10 +21,10 @@ struct AgentConfig {
   std::string source;  // the file it came from, for messages ("" = built-in default)
   std::string id;      // default: the host name
   Labels labels;
-  std::string controller;                       // host:port; the --controller flag wins
-  absl::Duration interval = absl::Seconds(1);   // the --interval flag wins
+  std::string controller;                      // host:port; the --controller flag wins
+  absl::Duration interval = absl::Seconds(1);  // the --interval flag wins
   std::vector<std::unique_ptr<Collector>> collectors;
-  YAML::Node actions;                           // validated by the action registry
+  YAML::Node actions;  // validated by the action registry
   YAML::Node service_manager;
 };
 

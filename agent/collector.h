@@ -9,10 +9,10 @@
 #include <map>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/histogram.h"
 #include "vigil/v1/telemetry.pb.h"
@@ -79,9 +79,8 @@ inline bool DiagnosticNameMatches(absl::string_view requested, absl::string_view
 
 // Builds a collector from its config node (`collectors.<name>` of the agent config).
 // `file` names the config file for error messages.
-using CollectorFactory =
-    std::function<absl::StatusOr<std::unique_ptr<Collector>>(const YAML::Node& config,
-                                                             absl::string_view file)>;
+using CollectorFactory = std::function<absl::StatusOr<std::unique_ptr<Collector>>(
+    const YAML::Node& config, absl::string_view file)>;
 
 // Name -> factory, filled by RegisterBuiltinCollectors (an explicit table: static
 // self-registration is dropped by the linker from static libraries).
@@ -96,7 +95,9 @@ class CollectorRegistry {
   }
   std::vector<std::string> Names() const {
     std::vector<std::string> names;
-    for (const auto& [name, unused] : factories_) names.push_back(name);
+    for (const auto& [name, unused] : factories_) {
+      names.push_back(name);
+    }
     return names;
   }
 

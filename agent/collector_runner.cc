@@ -19,14 +19,18 @@ CollectorRunner::CollectorRunner(std::unique_ptr<Collector> collector, absl::Dur
 
 CollectorRunner::~CollectorRunner() { Stop(); }
 
-void CollectorRunner::Start() { thread_ = std::thread([this] { Loop(); }); }
+void CollectorRunner::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
 
 void CollectorRunner::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable()) {
+    thread_.join();
+  }
 }
 
 void CollectorRunner::RequestDiagnostics(std::vector<std::string> names, DiagnosticsDone done) {
@@ -51,28 +55,40 @@ void CollectorRunner::Loop() {
         mu_.AwaitWithTimeout(absl::Condition(&wake),
                              std::min(absl::Milliseconds(50), next - clock_->Now()));
       }
-      if (stopping_) return;
+      if (stopping_) {
+        return;
+      }
       requests.swap(requests_);
     }
     for (DiagnosticsRequest& request : requests) {
       std::vector<std::string> names;
       for (const std::string& table : diagnostic_names_) {
         bool wanted = request.names.empty();
-        for (const std::string& n : request.names) wanted = wanted || DiagnosticNameMatches(n, table);
-        if (wanted) names.push_back(table);
+        for (const std::string& n : request.names) {
+          wanted = wanted || DiagnosticNameMatches(n, table);
+        }
+        if (wanted) {
+          names.push_back(table);
+        }
       }
       std::vector<v1::DiagnosticTable> tables;
-      if (!names.empty()) tables = collector_->Diagnose(clock_->Now(), names);
+      if (!names.empty()) {
+        tables = collector_->Diagnose(clock_->Now(), names);
+      }
       request.done(std::move(tables));
     }
     const absl::Time now = clock_->Now();
-    if (now < next) continue;
+    if (now < next) {
+      continue;
+    }
     Collection collection;
     collection.time = next;  // the aligned instant, not the jittered wake-up
     collector_->Collect(now, collection);
     sink_(std::move(collection));
     // A round that overran skips the missed slots instead of bursting to catch up.
-    while (next <= clock_->Now()) next += interval_;
+    while (next <= clock_->Now()) {
+      next += interval_;
+    }
   }
 }
 

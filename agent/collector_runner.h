@@ -23,8 +23,8 @@ class CollectorRunner {
   using DiagnosticsDone = std::function<void(std::vector<v1::DiagnosticTable>)>;
 
   // `sink` receives each round's values; it is called on the runner's thread.
-  CollectorRunner(std::unique_ptr<Collector> collector, absl::Duration interval,
-                  const Clock* clock, Sink sink);
+  CollectorRunner(std::unique_ptr<Collector> collector, absl::Duration interval, const Clock* clock,
+                  Sink sink);
   ~CollectorRunner();  // stops and joins
 
   void Start();

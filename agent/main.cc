@@ -1,7 +1,7 @@
 // vigil-agent: collects host and service telemetry and streams it to the controller.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <thread>
 
@@ -12,13 +12,16 @@
 #include "common/yaml_util.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"vigil-agent: streams host, PostgreSQL, Redis and nginx telemetry to vigil-controller"};
+  CLI::App app{
+      "vigil-agent: streams host, PostgreSQL, Redis and nginx telemetry to vigil-controller"};
   std::string controller, config_path, id, interval_text, log_level = "info";
   vigil::TransportFlags tls;
-  app.add_option("--controller", controller, "controller address HOST:PORT (default: the config's, or 127.0.0.1:7443)");
+  app.add_option("--controller", controller,
+                 "controller address HOST:PORT (default: the config's, or 127.0.0.1:7443)");
   app.add_option("--config", config_path, "agent config file (YAML)");
   app.add_option("--id", id, "agent id (default: the config's id, or the host name)");
-  app.add_option("--interval", interval_text, "collection interval, e.g. 1s (default: the config's, or 1s)");
+  app.add_option("--interval", interval_text,
+                 "collection interval, e.g. 1s (default: the config's, or 1s)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
   vigil::AddTransportFlags(app, tls);
   try {
@@ -36,9 +39,11 @@ int main(int argc, char** argv) {
     spdlog::error("bad config: {}", config.status().message());
     return 2;
   }
-  if (!id.empty()) config->id = id;
+  if (!id.empty()) {
+    config->id = id;
+  }
   vigil::agent::AgentOptions options;
-  options.controller = !controller.empty() ? controller
+  options.controller = !controller.empty()           ? controller
                        : !config->controller.empty() ? config->controller
                                                      : "127.0.0.1:7443";
   options.interval = config->interval;

@@ -18,7 +18,9 @@ uint32_t SeriesDictionary::IdFor(const std::string& name, const Labels& labels,
     v1::SeriesDefinition* def = batch->add_new_series();
     def->set_id(it->second);
     def->set_name(name);
-    for (const auto& [k, v] : labels) (*def->mutable_labels())[k] = v;
+    for (const auto& [k, v] : labels) {
+      (*def->mutable_labels())[k] = v;
+    }
   }
   return it->second;
 }

@@ -53,14 +53,18 @@ void StreamClient::PushTelemetry(Collection collection) {
 
 void StreamClient::Send(v1::AgentMessage message) {
   absl::MutexLock lock(&mu_);
-  if (pending_.messages.size() >= options_.max_queued_messages) pending_.messages.pop_front();
+  if (pending_.messages.size() >= options_.max_queued_messages) {
+    pending_.messages.pop_front();
+  }
   pending_.messages.push_back(std::move(message));
 }
 
 void StreamClient::Stop() {
   absl::MutexLock lock(&mu_);
   stopping_ = true;
-  if (active_context_ != nullptr) active_context_->TryCancel();
+  if (active_context_ != nullptr) {
+    active_context_->TryCancel();
+  }
 }
 
 StreamClient::Pending StreamClient::WaitForWork(absl::Time deadline,
@@ -79,7 +83,9 @@ StreamClient::Pending StreamClient::WaitForWork(absl::Time deadline,
   Pending out;
   out.telemetry.swap(pending_.telemetry);
   // Before a Welcome, messages wait: they need a stream the controller accepted.
-  if (take_messages) out.messages.swap(pending_.messages);
+  if (take_messages) {
+    out.messages.swap(pending_.messages);
+  }
   return out;
 }
 
@@ -87,14 +93,18 @@ void StreamClient::SendSpoolEntry(const TelemetrySpool::Entry& entry, Stream* st
   v1::AgentMessage message;
   v1::TelemetryBatch* batch = message.mutable_telemetry();
   batch->set_sequence(entry.sequence);
-  for (const Collection& collection : entry.collections) dictionary_.Encode(collection, batch);
+  for (const Collection& collection : entry.collections) {
+    dictionary_.Encode(collection, batch);
+  }
   *ok = *ok && stream->Write(message);
 }
 
 void StreamClient::NoteStreamEnded(const absl::Status& why) {
   const bool was_connected = connected_.exchange(false);
   ++failed_attempts_;
-  if (was_connected) down_since_ = clock_->Now();
+  if (was_connected) {
+    down_since_ = clock_->Now();
+  }
   const std::string text = Describe(why);
   // The same outage reads differently from one attempt to the next (refused, handshake shut
   // down, ...): a new line only when the kind of failure changes.
@@ -125,14 +135,20 @@ void StreamClient::Run() {
   while (true) {
     {
       absl::MutexLock lock(&mu_);
-      if (stopping_) break;
+      if (stopping_) {
+        break;
+      }
     }
     const absl::Status ended = RunStream();
     {
       absl::MutexLock lock(&mu_);
-      if (stopping_) break;
+      if (stopping_) {
+        break;
+      }
     }
-    if (connected_.load() || failed_attempts_ == 0) backoff = options_.initial_backoff;
+    if (connected_.load() || failed_attempts_ == 0) {
+      backoff = options_.initial_backoff;
+    }
     NoteStreamEnded(ended);
     // Full jitter in [backoff/2, backoff], so a fleet that lost its controller does not come
     // back in lockstep.
@@ -140,9 +156,13 @@ void StreamClient::Run() {
     const absl::Time until = clock_->Now() + backoff * jitter(rng);
     while (clock_->Now() < until) {
       Pending work = WaitForWork(until, nullptr, false);
-      if (!work.telemetry.empty()) spool_.Add(std::move(work.telemetry));
+      if (!work.telemetry.empty()) {
+        spool_.Add(std::move(work.telemetry));
+      }
       absl::MutexLock lock(&mu_);
-      if (stopping_) break;
+      if (stopping_) {
+        break;
+      }
     }
     backoff = std::min(backoff * 2, options_.max_backoff);
   }
@@ -153,7 +173,9 @@ absl::Status StreamClient::RunStream() {
   grpc::ClientContext context;
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_) return absl::CancelledError("stopping");
+    if (stopping_) {
+      return absl::CancelledError("stopping");
+    }
     active_context_ = &context;
     wake_ = false;
   }
@@ -185,10 +207,14 @@ absl::Status StreamClient::RunStream() {
           break;
         }
         case v1::ControllerMessage::kCollectDiagnostics:
-          if (diagnostics_handler_) diagnostics_handler_(message.collect_diagnostics());
+          if (diagnostics_handler_) {
+            diagnostics_handler_(message.collect_diagnostics());
+          }
           break;
         case v1::ControllerMessage::kCommand:
-          if (command_handler_) command_handler_(message.command());
+          if (command_handler_) {
+            command_handler_(message.command());
+          }
           break;
         default:
           break;
@@ -205,9 +231,13 @@ absl::Status StreamClient::RunStream() {
   const absl::Time welcome_deadline = clock_->Now() + options_.welcome_timeout;
   while (ok && !welcomed && !broken && clock_->Now() < welcome_deadline) {
     Pending work = WaitForWork(welcome_deadline, &broken, false);
-    if (!work.telemetry.empty()) spool_.Add(std::move(work.telemetry));
+    if (!work.telemetry.empty()) {
+      spool_.Add(std::move(work.telemetry));
+    }
     absl::MutexLock lock(&mu_);
-    if (stopping_) break;
+    if (stopping_) {
+      break;
+    }
   }
 
   absl::Status ended = absl::UnavailableError("stream closed");
@@ -216,9 +246,10 @@ absl::Status StreamClient::RunStream() {
     dictionary_.Reset();
     connected_ = true;
     if (failed_attempts_ > 0 || !last_error_.empty()) {
-      spdlog::info("connected to controller {} as '{}' after {} failed attempt(s), {} down",
-                   options_.controller, options_.hello.agent_id(), failed_attempts_,
-                   absl::FormatDuration(absl::Trunc(clock_->Now() - down_since_, absl::Milliseconds(100))));
+      spdlog::info(
+          "connected to controller {} as '{}' after {} failed attempt(s), {} down",
+          options_.controller, options_.hello.agent_id(), failed_attempts_,
+          absl::FormatDuration(absl::Trunc(clock_->Now() - down_since_, absl::Milliseconds(100))));
     } else {
       spdlog::info("connected to controller {} as '{}'", options_.controller,
                    options_.hello.agent_id());
@@ -230,13 +261,17 @@ absl::Status StreamClient::RunStream() {
       heartbeat = std::min(heartbeat, absl::Milliseconds(heartbeat_timeout_ms.load()) / 3);
     }
     // Resend what the controller has not acknowledged, then stream.
-    for (const TelemetrySpool::Entry& entry : spool_.entries()) SendSpoolEntry(entry, stream.get(), &ok);
+    for (const TelemetrySpool::Entry& entry : spool_.entries()) {
+      SendSpoolEntry(entry, stream.get(), &ok);
+    }
     absl::Time last_write = clock_->Now();
     while (ok && !broken) {
       Pending work = WaitForWork(last_write + heartbeat, &broken, true);
       {
         absl::MutexLock lock(&mu_);
-        if (stopping_) break;
+        if (stopping_) {
+          break;
+        }
       }
       spool_.AckThrough(acked_.load());
       if (!work.telemetry.empty()) {
@@ -259,14 +294,18 @@ absl::Status StreamClient::RunStream() {
     ended = absl::DeadlineExceededError("no Welcome from the controller in time");
   }
 
-  if (!broken) context.TryCancel();
+  if (!broken) {
+    context.TryCancel();
+  }
   reader.join();
   const grpc::Status status = stream->Finish();
   {
     absl::MutexLock lock(&mu_);
     active_context_ = nullptr;
   }
-  if (!status.ok()) ended = FromGrpcStatus(status);
+  if (!status.ok()) {
+    ended = FromGrpcStatus(status);
+  }
   return ended;
 }
 

@@ -34,8 +34,8 @@ struct StreamClientOptions {
   absl::Duration welcome_timeout = absl::Seconds(10);
   absl::Duration initial_backoff = absl::Milliseconds(200);
   absl::Duration max_backoff = absl::Seconds(5);
-  size_t spool_max_entries = 3600;     // about an hour of 1 s rounds
-  size_t max_queued_messages = 1000;   // diagnostics and results waiting for a stream
+  size_t spool_max_entries = 3600;    // about an hour of 1 s rounds
+  size_t max_queued_messages = 1000;  // diagnostics and results waiting for a stream
 };
 
 class StreamClient {
@@ -47,7 +47,9 @@ class StreamClient {
   ~StreamClient();
 
   // Handlers run on the stream's reader thread; they must not block for long.
-  void SetDiagnosticsHandler(DiagnosticsHandler handler) { diagnostics_handler_ = std::move(handler); }
+  void SetDiagnosticsHandler(DiagnosticsHandler handler) {
+    diagnostics_handler_ = std::move(handler);
+  }
   void SetCommandHandler(CommandHandler handler) { command_handler_ = std::move(handler); }
 
   // Queues one collection round; it is sent, and resent after a reconnect, until acknowledged.

@@ -11,7 +11,9 @@ const TelemetrySpool::Entry& TelemetrySpool::Add(std::vector<Collection> collect
   }
   Entry& entry = entries_.emplace_back();
   entry.collections = std::move(collections);
-  if (numbered_) entry.sequence = next_sequence_++;
+  if (numbered_) {
+    entry.sequence = next_sequence_++;
+  }
   return entry;
 }
 
@@ -20,7 +22,9 @@ void TelemetrySpool::StartStream(uint64_t controller_last_sequence) {
     // This process has not been welcomed before: continue after what the controller holds from
     // any earlier incarnation of this agent.
     next_sequence_ = std::max(next_sequence_, controller_last_sequence + 1);
-    for (Entry& entry : entries_) entry.sequence = next_sequence_++;
+    for (Entry& entry : entries_) {
+      entry.sequence = next_sequence_++;
+    }
     numbered_ = true;
     return;
   }

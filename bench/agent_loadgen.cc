@@ -202,7 +202,8 @@ ProcessUsage ReadUsage(pid_t pid) {
   return usage;
 }
 
-pid_t StartController(const std::string& binary, const std::string& address, const std::string& db) {
+pid_t StartController(const std::string& binary, const std::string& address,
+                      const std::string& db) {
   pid_t pid = fork();
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -260,10 +261,12 @@ int main(int argc, char** argv) {
   }
   std::vector<std::unique_ptr<SimulatedAgent>> sims;
   for (int i = 0; i < agents; ++i) {
-    sims.push_back(std::make_unique<SimulatedAgent>(stubs[i % channels].get(), i, series, snapshots));
+    sims.push_back(
+        std::make_unique<SimulatedAgent>(stubs[i % channels].get(), i, series, snapshots));
   }
   const absl::Time connect_deadline = absl::Now() + absl::Seconds(30);
-  while (g_welcomed.load() < agents && absl::Now() < connect_deadline) absl::SleepFor(absl::Milliseconds(50));
+  while (g_welcomed.load() < agents && absl::Now() < connect_deadline)
+    absl::SleepFor(absl::Milliseconds(50));
   printf("agents welcomed: %d/%d\n", g_welcomed.load(), agents);
 
   const absl::Duration interval = absl::Seconds(interval_s);
@@ -298,8 +301,10 @@ int main(int argc, char** argv) {
   printf("samples_sent_per_s=%.0f samples_acked_per_s=%.0f acked_ratio=%.4f\n", sent / elapsed,
          acked / elapsed, sent ? static_cast<double>(acked) / sent : 0);
   if (controller) {
-    printf("controller_cpu_share_of_one_core=%.4f controller_rss_mb=%.1f controller_peak_rss_mb=%.1f\n",
-           (after.cpu_seconds - before.cpu_seconds) / elapsed, after.rss_mb, after.peak_rss_mb);
+    printf(
+        "controller_cpu_share_of_one_core=%.4f controller_rss_mb=%.1f "
+        "controller_peak_rss_mb=%.1f\n",
+        (after.cpu_seconds - before.cpu_seconds) / elapsed, after.rss_mb, after.peak_rss_mb);
   }
   printf("stream_failures=%d\n", g_failed.load());
   for (auto& sim : sims) sim->Finish();

@@ -21,10 +21,10 @@ constexpr char kJsonFormat[] =
 std::vector<std::string> CombinedLines() {
   std::vector<std::string> lines;
   for (int i = 0; i < 1024; ++i) {
-    lines.push_back(absl::StrCat("10.0.", i % 256, ".7 - - [22/Nov/2026:10:00:", i % 60,
-                                 " +0000] \"GET /api/v1/items/", i % 50, "?page=", i,
-                                 " HTTP/1.1\" ", i % 20 == 0 ? 503 : 200, " ", 512 + i,
-                                 " \"https://example.com/\" \"Mozilla/5.0 (X11; Linux x86_64)\" 0.", 100 + i % 900));
+    lines.push_back(absl::StrCat(
+        "10.0.", i % 256, ".7 - - [22/Nov/2026:10:00:", i % 60, " +0000] \"GET /api/v1/items/",
+        i % 50, "?page=", i, " HTTP/1.1\" ", i % 20 == 0 ? 503 : 200, " ", 512 + i,
+        " \"https://example.com/\" \"Mozilla/5.0 (X11; Linux x86_64)\" 0.", 100 + i % 900));
   }
   return lines;
 }
@@ -32,16 +32,18 @@ std::vector<std::string> CombinedLines() {
 std::vector<std::string> JsonLines() {
   std::vector<std::string> lines;
   for (int i = 0; i < 1024; ++i) {
-    lines.push_back(absl::StrCat("{\"time\":\"2026-11-22T10:00:00+00:00\",\"remote_addr\":\"10.0.0.", i % 256,
-                                 "\",\"request\":\"GET /api/v1/items/", i % 50, "?page=", i,
-                                 " HTTP/1.1\",\"status\":", i % 20 == 0 ? 503 : 200, ",\"bytes\":", 512 + i,
-                                 ",\"request_time\":0.", 100 + i % 900, ",\"upstream_response_time\":\"0.",
-                                 100 + i % 900, "\",\"user_agent\":\"Mozilla/5.0 (X11; Linux x86_64)\"}"));
+    lines.push_back(
+        absl::StrCat("{\"time\":\"2026-11-22T10:00:00+00:00\",\"remote_addr\":\"10.0.0.", i % 256,
+                     "\",\"request\":\"GET /api/v1/items/", i % 50, "?page=", i,
+                     " HTTP/1.1\",\"status\":", i % 20 == 0 ? 503 : 200, ",\"bytes\":", 512 + i,
+                     ",\"request_time\":0.", 100 + i % 900, ",\"upstream_response_time\":\"0.",
+                     100 + i % 900, "\",\"user_agent\":\"Mozilla/5.0 (X11; Linux x86_64)\"}"));
   }
   return lines;
 }
 
-void Parse(benchmark::State& state, const std::string& format_text, const std::vector<std::string>& lines) {
+void Parse(benchmark::State& state, const std::string& format_text,
+           const std::vector<std::string>& lines) {
   LogFormat format = *LogFormat::Compile(format_text);
   AccessLogEntry entry;
   size_t i = 0, bytes = 0;
@@ -54,7 +56,8 @@ void Parse(benchmark::State& state, const std::string& format_text, const std::v
   state.SetBytesProcessed(bytes);
 }
 
-void Collect(benchmark::State& state, const std::string& format_text, const std::vector<std::string>& lines) {
+void Collect(benchmark::State& state, const std::string& format_text,
+             const std::vector<std::string>& lines) {
   NginxCollectorOptions options;
   options.access_log = "/nonexistent";
   NginxCollector collector(options, *LogFormat::Compile(format_text));
@@ -63,10 +66,14 @@ void Collect(benchmark::State& state, const std::string& format_text, const std:
   state.SetItemsProcessed(state.iterations());
 }
 
-void BM_ParseTimedCombined(benchmark::State& s) { Parse(s, std::string(LogFormat::kTimedCombined), CombinedLines()); }
+void BM_ParseTimedCombined(benchmark::State& s) {
+  Parse(s, std::string(LogFormat::kTimedCombined), CombinedLines());
+}
 void BM_ParseJson(benchmark::State& s) { Parse(s, kJsonFormat, JsonLines()); }
 // Parse + 5xx count + histogram + per-endpoint stats: what the collector does per line.
-void BM_ObserveTimedCombined(benchmark::State& s) { Collect(s, std::string(LogFormat::kTimedCombined), CombinedLines()); }
+void BM_ObserveTimedCombined(benchmark::State& s) {
+  Collect(s, std::string(LogFormat::kTimedCombined), CombinedLines());
+}
 void BM_ObserveJson(benchmark::State& s) { Collect(s, kJsonFormat, JsonLines()); }
 
 BENCHMARK(BM_ParseTimedCombined);

@@ -30,7 +30,8 @@ constexpr std::array kRedisFlushdb = {
     ParamSpec{"db", ParamType::kInteger, true, "", "database number"}};
 
 constexpr std::array kActions = {
-    ActionSpec{"restart_service", kRestartService, 1, "restart a service through the service manager"},
+    ActionSpec{"restart_service", kRestartService, 1,
+               "restart a service through the service manager"},
     ActionSpec{"reload_nginx", kNoParams, 1, "nginx -t, then reload only if it passes"},
     ActionSpec{"set_nginx_upstream", kSetNginxUpstream, 1,
                "edit a managed upstream file, validate, reload; roll back on failure"},
@@ -48,19 +49,27 @@ absl::Status CheckType(absl::string_view action, const ParamSpec& spec, const st
   };
   switch (spec.type) {
     case ParamType::kString:
-      if (value.empty()) return bad("a non-empty string");
+      if (value.empty()) {
+        return bad("a non-empty string");
+      }
       return absl::OkStatus();
     case ParamType::kInteger: {
       int64_t n = 0;
-      if (!absl::SimpleAtoi(value, &n) || n < 0) return bad("a non-negative integer");
+      if (!absl::SimpleAtoi(value, &n) || n < 0) {
+        return bad("a non-negative integer");
+      }
       return absl::OkStatus();
     }
     case ParamType::kDuration:
-      if (!ParseDurationText(value).ok()) return bad("a duration such as 30m or 7d");
+      if (!ParseDurationText(value).ok()) {
+        return bad("a duration such as 30m or 7d");
+      }
       return absl::OkStatus();
     case ParamType::kEnum:
       for (absl::string_view option : absl::StrSplit(spec.enum_values, '|')) {
-        if (option == value) return absl::OkStatus();
+        if (option == value) {
+          return absl::OkStatus();
+        }
       }
       return bad(absl::StrCat("one of ", spec.enum_values));
   }
@@ -73,7 +82,9 @@ std::span<const ActionSpec> AllActions() { return kActions; }
 
 const ActionSpec* FindAction(absl::string_view name) {
   for (const ActionSpec& a : kActions) {
-    if (a.name == name) return &a;
+    if (a.name == name) {
+      return &a;
+    }
   }
   return nullptr;
 }
@@ -83,23 +94,31 @@ absl::Status CheckActionParams(absl::string_view action,
   const ActionSpec* spec = FindAction(action);
   if (spec == nullptr) {
     std::vector<absl::string_view> names;
-    for (const ActionSpec& a : kActions) names.push_back(a.name);
-    return absl::InvalidArgumentError(absl::StrCat("unknown action '", action,
-                                                   "' (known: ", absl::StrJoin(names, ", "), ")"));
+    for (const ActionSpec& a : kActions) {
+      names.push_back(a.name);
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown action '", action, "' (known: ", absl::StrJoin(names, ", "), ")"));
   }
   for (const auto& [name, value] : params) {
     const ParamSpec* p = nullptr;
     for (const ParamSpec& candidate : spec->params) {
-      if (candidate.name == name) p = &candidate;
+      if (candidate.name == name) {
+        p = &candidate;
+      }
     }
     if (p == nullptr) {
       std::vector<absl::string_view> names;
-      for (const ParamSpec& candidate : spec->params) names.push_back(candidate.name);
+      for (const ParamSpec& candidate : spec->params) {
+        names.push_back(candidate.name);
+      }
       return absl::InvalidArgumentError(
-          absl::StrCat("action ", action, ": unknown parameter '", name, "' (takes: ",
-                       names.empty() ? "none" : absl::StrJoin(names, ", "), ")"));
+          absl::StrCat("action ", action, ": unknown parameter '", name,
+                       "' (takes: ", names.empty() ? "none" : absl::StrJoin(names, ", "), ")"));
     }
-    if (absl::Status s = CheckType(action, *p, value); !s.ok()) return s;
+    if (absl::Status s = CheckType(action, *p, value); !s.ok()) {
+      return s;
+    }
   }
   for (const ParamSpec& p : spec->params) {
     if (p.required && params.find(std::string(p.name)) == params.end()) {

@@ -1,7 +1,6 @@
 #include "common/transport.h"
 
 #include <CLI/CLI.hpp>
-
 #include <fstream>
 #include <sstream>
 
@@ -32,8 +31,8 @@ absl::Status CheckPlainText(const TransportFlags& flags, absl::string_view addre
         "makes a development set), or --insecure for plain text on loopback");
   }
   if (!IsLoopbackAddress(address)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--insecure is refused for ", address, ": plain text is allowed on loopback only"));
+    return absl::InvalidArgumentError(absl::StrCat("--insecure is refused for ", address,
+                                                   ": plain text is allowed on loopback only"));
   }
   return absl::OkStatus();
 }
@@ -50,34 +49,46 @@ void AddTransportFlags(CLI::App& app, TransportFlags& flags) {
 bool IsLoopbackAddress(absl::string_view address) {
   absl::string_view host = address;
   if (absl::StartsWith(host, "[")) {
-    host = host.substr(1, host.find(']') == absl::string_view::npos ? host.size() - 1
-                                                                     : host.find(']') - 1);
+    host = host.substr(
+        1, host.find(']') == absl::string_view::npos ? host.size() - 1 : host.find(']') - 1);
   } else if (std::count(host.begin(), host.end(), ':') == 1) {
     host = host.substr(0, host.find(':'));
   }
-  if (absl::StartsWith(host, "ipv4:")) host.remove_prefix(5);
+  if (absl::StartsWith(host, "ipv4:")) {
+    host.remove_prefix(5);
+  }
   return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeClientCredentials(
     const TransportFlags& flags, absl::string_view address) {
   if (flags.ca.empty() && flags.cert.empty() && flags.key.empty()) {
-    if (absl::Status s = CheckPlainText(flags, address); !s.ok()) return s;
+    if (absl::Status s = CheckPlainText(flags, address); !s.ok()) {
+      return s;
+    }
     return grpc::InsecureChannelCredentials();
   }
-  if (flags.ca.empty()) return absl::InvalidArgumentError("--tls-ca is required with TLS");
+  if (flags.ca.empty()) {
+    return absl::InvalidArgumentError("--tls-ca is required with TLS");
+  }
   grpc::SslCredentialsOptions options;
   auto ca = ReadPem("--tls-ca", flags.ca);
-  if (!ca.ok()) return ca.status();
+  if (!ca.ok()) {
+    return ca.status();
+  }
   options.pem_root_certs = *ca;
   if (flags.cert.empty() != flags.key.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }
   if (!flags.cert.empty()) {
     auto cert = ReadPem("--tls-cert", flags.cert);
-    if (!cert.ok()) return cert.status();
+    if (!cert.ok()) {
+      return cert.status();
+    }
     auto key = ReadPem("--tls-key", flags.key);
-    if (!key.ok()) return key.status();
+    if (!key.ok()) {
+      return key.status();
+    }
     options.pem_cert_chain = *cert;
     options.pem_private_key = *key;
   }
@@ -87,18 +98,27 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeClientCredentials(
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const TransportFlags& flags, absl::string_view address) {
   if (flags.ca.empty() && flags.cert.empty() && flags.key.empty()) {
-    if (absl::Status s = CheckPlainText(flags, address); !s.ok()) return s;
+    if (absl::Status s = CheckPlainText(flags, address); !s.ok()) {
+      return s;
+    }
     return grpc::InsecureServerCredentials();
   }
   if (flags.ca.empty() || flags.cert.empty() || flags.key.empty()) {
-    return absl::InvalidArgumentError("the controller needs all of --tls-ca, --tls-cert and --tls-key");
+    return absl::InvalidArgumentError(
+        "the controller needs all of --tls-ca, --tls-cert and --tls-key");
   }
   auto ca = ReadPem("--tls-ca", flags.ca);
-  if (!ca.ok()) return ca.status();
+  if (!ca.ok()) {
+    return ca.status();
+  }
   auto cert = ReadPem("--tls-cert", flags.cert);
-  if (!cert.ok()) return cert.status();
+  if (!cert.ok()) {
+    return cert.status();
+  }
   auto key = ReadPem("--tls-key", flags.key);
-  if (!key.ok()) return key.status();
+  if (!key.ok()) {
+    return key.status();
+  }
   grpc::SslServerCredentialsOptions options(
       GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   options.pem_root_certs = *ca;

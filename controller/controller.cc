@@ -36,8 +36,8 @@ absl::Status Controller::Start() {
   builder.SetMaxReceiveMessageSize(16 << 20);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen,
-                                               " (address in use, or not an address of this host)"));
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", options_.listen, " (address in use, or not an address of this host)"));
   }
   agent_service_->Start();
   registry_writer_ = std::thread([this] { RegistryWriterLoop(); });
@@ -50,13 +50,19 @@ absl::Status Controller::Start() {
 void Controller::Wait() { stop_.WaitForNotification(); }
 
 void Controller::Stop() {
-  if (!started_) return;
+  if (!started_) {
+    return;
+  }
   started_ = false;
-  if (!stop_.HasBeenNotified()) stop_.Notify();
+  if (!stop_.HasBeenNotified()) {
+    stop_.Notify();
+  }
   // A deadline, or Shutdown waits for agent streams that never end by themselves.
   server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
   agent_service_->Shutdown();
-  if (registry_writer_.joinable()) registry_writer_.join();
+  if (registry_writer_.joinable()) {
+    registry_writer_.join();
+  }
   server_->Wait();
 }
 
@@ -71,7 +77,9 @@ void Controller::RegistryWriterLoop() {
         spdlog::error("cannot save the agent registry ({} rows): {}", dirty.size(), s.message());
       }
     }
-    if (stopping) return;
+    if (stopping) {
+      return;
+    }
   }
 }
 

@@ -25,8 +25,8 @@ struct ControllerOptions {
   std::string db_path = "data/vigil.db";
   TransportFlags transport;
   // With the watchdog's 250 ms tick, a silent agent is shown disconnected within 3 s of its
-    // last message; agents send at least every silence_timeout / 3.
-    absl::Duration silence_timeout = absl::Milliseconds(2500);
+  // last message; agents send at least every silence_timeout / 3.
+  absl::Duration silence_timeout = absl::Milliseconds(2500);
   absl::Duration registry_flush = absl::Seconds(1);
 };
 

@@ -1,7 +1,7 @@
 // vigil-controller: holds agent streams, evaluates rules, keeps incidents and their timelines.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <thread>
 
@@ -10,7 +10,8 @@
 #include "controller/controller.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"vigil-controller: fleet telemetry, alert rules, incidents and approved remediation"};
+  CLI::App app{
+      "vigil-controller: fleet telemetry, alert rules, incidents and approved remediation"};
   vigil::controller::ControllerOptions options;
   std::string log_level = "info";
   app.add_option("--listen", options.listen, "gRPC address for agents and the CLI (HOST:PORT)");

@@ -42,7 +42,8 @@ class Store {
   virtual absl::StatusOr<std::vector<v1::Incident>> ListIncidents(absl::string_view state) = 0;
   virtual absl::Status SaveAlert(const v1::Alert& alert) = 0;  // upsert by id
   virtual absl::StatusOr<std::vector<v1::Alert>> ListAlerts(bool include_resolved) = 0;
-  virtual absl::StatusOr<std::vector<v1::Alert>> ListIncidentAlerts(absl::string_view incident_id) = 0;
+  virtual absl::StatusOr<std::vector<v1::Alert>> ListIncidentAlerts(
+      absl::string_view incident_id) = 0;
 
   // --- the timeline: one append-only SHA-256 chain across all incidents ---
   // Assigns seq, prev_hash and hash (see timeline_hash.h) and returns the stored event.

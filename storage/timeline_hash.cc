@@ -10,7 +10,9 @@ namespace vigil::storage {
 namespace {
 
 void AppendU64(std::string& out, uint64_t v) {
-  for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  for (int i = 7; i >= 0; --i) {
+    out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  }
 }
 
 // Length-prefixed, so "ab"+"c" and "a"+"bc" differ.

@@ -23,9 +23,9 @@ using ActionParams = std::map<std::string, std::string>;
 
 // What a child process did.
 struct ProcessResult {
-  int exit_code = -1;   // -1 when killed by a signal or not started
+  int exit_code = -1;  // -1 when killed by a signal or not started
   bool timed_out = false;
-  std::string output;   // stdout and stderr, interleaved, bounded (the tail is kept)
+  std::string output;  // stdout and stderr, interleaved, bounded (the tail is kept)
 };
 
 // Runs a program without a shell. Injected so unit tests need no real services.
@@ -69,7 +69,9 @@ using ActionFactory = std::function<absl::StatusOr<std::unique_ptr<Action>>(
 
 class ActionRegistry {
  public:
-  void Register(std::string name, ActionFactory factory) { factories_[std::move(name)] = std::move(factory); }
+  void Register(std::string name, ActionFactory factory) {
+    factories_[std::move(name)] = std::move(factory);
+  }
   const ActionFactory* Find(absl::string_view name) const {
     auto it = factories_.find(std::string(name));
     return it == factories_.end() ? nullptr : &it->second;

@@ -16,7 +16,8 @@ class Backoff {
  public:
   bool Ready(absl::Time now) const { return now >= next_; }
   void Failed(absl::Time now) {
-    delay_ = delay_ == absl::ZeroDuration() ? absl::Seconds(1) : std::min(delay_ * 2, absl::Seconds(30));
+    delay_ =
+        delay_ == absl::ZeroDuration() ? absl::Seconds(1) : std::min(delay_ * 2, absl::Seconds(30));
     next_ = now + delay_;
   }
   void Reset() {
@@ -34,11 +35,15 @@ class UpState {
  public:
   explicit UpState(std::string what) : what_(std::move(what)) {}
   void Up() {
-    if (state_ != kUp) spdlog::info("{} is up", what_);
+    if (state_ != kUp) {
+      spdlog::info("{} is up", what_);
+    }
     state_ = kUp;
   }
   void Down(absl::string_view why) {
-    if (state_ != kDown) spdlog::warn("{} is down: {}; retrying with backoff", what_, why);
+    if (state_ != kDown) {
+      spdlog::warn("{} is down: {}; retrying with backoff", what_, why);
+    }
     state_ = kDown;
   }
 

@@ -20,7 +20,9 @@ namespace {
 
 std::optional<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path);
-  if (!in) return std::nullopt;
+  if (!in) {
+    return std::nullopt;
+  }
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -33,7 +35,9 @@ HostCollector::HostCollector(HostCollectorOptions options) : options_(std::move(
   ticks_per_second_ = sysconf(_SC_CLK_TCK);
   // A baseline now, so the very first round already has a CPU delta.
   if (auto text = ReadFile(options_.proc_root + "/stat")) {
-    if (auto cpu = ParseProcStat(*text); cpu.ok()) last_cpu_ = *cpu;
+    if (auto cpu = ParseProcStat(*text); cpu.ok()) {
+      last_cpu_ = *cpu;
+    }
   }
 }
 
@@ -41,7 +45,9 @@ void HostCollector::Collect(absl::Time now, Collection& out) {
   bool ok = true;
   if (auto text = ReadFile(options_.proc_root + "/stat")) {
     if (auto cpu = ParseProcStat(*text); cpu.ok()) {
-      if (last_cpu_) out.Gauge("host_cpu_usage_ratio", CpuUsageRatio(*last_cpu_, *cpu));
+      if (last_cpu_) {
+        out.Gauge("host_cpu_usage_ratio", CpuUsageRatio(*last_cpu_, *cpu));
+      }
       last_cpu_ = *cpu;
     } else {
       ok = false;
@@ -59,18 +65,26 @@ void HostCollector::Collect(absl::Time now, Collection& out) {
     ok = false;
   }
   if (auto text = ReadFile(options_.proc_root + "/loadavg")) {
-    if (auto load = ParseLoadavg1(*text); load.ok()) out.Gauge("host_load1", *load);
+    if (auto load = ParseLoadavg1(*text); load.ok()) {
+      out.Gauge("host_load1", *load);
+    }
   }
   if (auto text = ReadFile(options_.proc_root + "/self/mounts")) {
     std::set<std::string> seen_devices;  // bind mounts of one device count once
     for (const MountEntry& m : ParseMounts(*text)) {
-      if (!IsRealFilesystem(m) || !seen_devices.insert(m.device).second) continue;
+      if (!IsRealFilesystem(m) || !seen_devices.insert(m.device).second) {
+        continue;
+      }
       struct statvfs vfs;
-      if (statvfs(m.mount_point.c_str(), &vfs) != 0 || vfs.f_blocks == 0) continue;
+      if (statvfs(m.mount_point.c_str(), &vfs) != 0 || vfs.f_blocks == 0) {
+        continue;
+      }
       // Like df: used / (used + available to unprivileged users).
       double used = static_cast<double>(vfs.f_blocks - vfs.f_bfree);
       double avail = static_cast<double>(vfs.f_bavail);
-      if (used + avail <= 0) continue;
+      if (used + avail <= 0) {
+        continue;
+      }
       out.Gauge("host_disk_used_ratio", used / (used + avail), {{"mount", m.mount_point}});
     }
   }
@@ -80,17 +94,25 @@ void HostCollector::Collect(absl::Time now, Collection& out) {
 
 void HostCollector::ScanProcesses(absl::Time now) {
   DIR* dir = opendir(options_.proc_root.c_str());
-  if (dir == nullptr) return;
+  if (dir == nullptr) {
+    return;
+  }
   double elapsed = last_scan_ == absl::InfinitePast() ? 0 : absl::ToDoubleSeconds(now - last_scan_);
   std::map<int, uint64_t> ticks;
   std::vector<ProcessSample> samples;
   while (dirent* e = readdir(dir)) {
     int pid;
-    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
+    if (!absl::SimpleAtoi(e->d_name, &pid)) {
+      continue;
+    }
     auto text = ReadFile(absl::StrCat(options_.proc_root, "/", e->d_name, "/stat"));
-    if (!text) continue;  // the process exited between readdir and open
+    if (!text) {
+      continue;  // the process exited between readdir and open
+    }
     auto st = ParseProcPidStat(*text);
-    if (!st.ok()) continue;
+    if (!st.ok()) {
+      continue;
+    }
     uint64_t total = st->utime + st->stime;
     ticks[pid] = total;
     ProcessSample s{*st, 0};
@@ -120,7 +142,9 @@ std::vector<v1::DiagnosticTable> HostCollector::Diagnose(absl::Time now,
     v1::DiagnosticTable t;
     t.set_name(std::string(name));
     t.set_collected_unix_ms(absl::ToUnixMillis(now));
-    for (const char* c : {"pid", "command", "state", "cpu_percent", "rss_mb"}) t.add_columns(c);
+    for (const char* c : {"pid", "command", "state", "cpu_percent", "rss_mb"}) {
+      t.add_columns(c);
+    }
     for (size_t i = 0; i < sorted.size() && i < static_cast<size_t>(options_.top_processes); ++i) {
       const ProcessSample& p = sorted[i];
       auto* row = t.add_rows();
@@ -135,7 +159,9 @@ std::vector<v1::DiagnosticTable> HostCollector::Diagnose(absl::Time now,
   };
   for (const std::string& n : names) {
     if (n == "top_processes_cpu") {
-      make(n, [](const ProcessSample& a, const ProcessSample& b) { return a.cpu_ratio > b.cpu_ratio; });
+      make(n, [](const ProcessSample& a, const ProcessSample& b) {
+        return a.cpu_ratio > b.cpu_ratio;
+      });
     } else if (n == "top_processes_memory") {
       make(n, [](const ProcessSample& a, const ProcessSample& b) {
         return a.stat.rss_pages > b.stat.rss_pages;
@@ -148,15 +174,20 @@ std::vector<v1::DiagnosticTable> HostCollector::Diagnose(absl::Time now,
 absl::StatusOr<std::unique_ptr<Collector>> NewHostCollector(const YAML::Node& config,
                                                             absl::string_view file) {
   HostCollectorOptions options;
-  if (absl::Status s = YamlCheckKeys(config, file, "collectors.host", {"proc_root", "top_processes"});
+  if (absl::Status s =
+          YamlCheckKeys(config, file, "collectors.host", {"proc_root", "top_processes"});
       !s.ok()) {
     return s;
   }
   auto root = YamlString(config, "proc_root", file, false, options.proc_root);
-  if (!root.ok()) return root.status();
+  if (!root.ok()) {
+    return root.status();
+  }
   options.proc_root = *root;
   auto top = YamlDouble(config, "top_processes", file, options.top_processes);
-  if (!top.ok()) return top.status();
+  if (!top.ok()) {
+    return top.status();
+  }
   options.top_processes = static_cast<int>(*top);
   return std::make_unique<HostCollector>(std::move(options));
 }

@@ -5,8 +5,8 @@
 #include <sys/types.h>
 
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "agent/collector.h"
@@ -40,7 +40,7 @@ class HostCollector final : public Collector {
   std::optional<CpuTimes> last_cpu_;
   std::map<int, uint64_t> last_proc_ticks_;  // pid -> utime+stime at the last scan
   absl::Time last_scan_ = absl::InfinitePast();
-  std::vector<ProcessSample> processes_;     // from the last scan
+  std::vector<ProcessSample> processes_;  // from the last scan
   long page_size_ = 4096;
   long ticks_per_second_ = 100;
 };

@@ -26,11 +26,17 @@ double ParseUpstreamTimes(absl::string_view s) {
   bool any = false;
   while (!s.empty()) {
     size_t i = 0;
-    while (i < s.size() && (s[i] == ' ' || s[i] == ',' || s[i] == ':')) ++i;
+    while (i < s.size() && (s[i] == ' ' || s[i] == ',' || s[i] == ':')) {
+      ++i;
+    }
     s.remove_prefix(i);
     size_t j = 0;
-    while (j < s.size() && s[j] != ' ' && s[j] != ',' && s[j] != ':') ++j;
-    if (j == 0) break;
+    while (j < s.size() && s[j] != ' ' && s[j] != ',' && s[j] != ':') {
+      ++j;
+    }
+    if (j == 0) {
+      break;
+    }
     const double v = ParseSeconds(s.substr(0, j));
     if (v >= 0) {
       total += v;
@@ -63,17 +69,21 @@ absl::StatusOr<LogFormat> LogFormat::Compile(absl::string_view format) {
       i = end + 1;
     } else {
       end = start;
-      while (end < format.size() && IsVarChar(format[end])) ++end;
+      while (end < format.size() && IsVarChar(format[end])) {
+        ++end;
+      }
       name = std::string(format.substr(start, end - start));
       i = end;
     }
     if (name.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("log_format: '$' without a variable name at offset ", start - 1));
+      return absl::InvalidArgumentError(
+          absl::StrCat("log_format: '$' without a variable name at offset ", start - 1));
     }
     if (!out.tokens_.empty() && literal.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "log_format: $", name, " follows another variable with nothing between them; the line "
-          "cannot be split"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("log_format: $", name,
+                       " follows another variable with nothing between them; the line "
+                       "cannot be split"));
     }
     Token token;
     token.literal = std::move(literal);
@@ -97,13 +107,17 @@ absl::StatusOr<LogFormat> LogFormat::Compile(absl::string_view format) {
     out.tokens_.push_back(std::move(token));
   }
   out.trailer_ = std::move(literal);
-  if (!has_status) return absl::InvalidArgumentError("log_format has no $status: errors cannot be counted");
+  if (!has_status) {
+    return absl::InvalidArgumentError("log_format has no $status: errors cannot be counted");
+  }
   if (!has_latency) {
     return absl::InvalidArgumentError(
-        "log_format has neither $request_time nor $upstream_response_time: latency cannot be measured");
+        "log_format has neither $request_time nor $upstream_response_time: latency cannot be "
+        "measured");
   }
   // JSON logs open with '{' and quote their keys.
-  out.json_ = !out.tokens_.empty() && absl::StartsWith(absl::StripLeadingAsciiWhitespace(out.tokens_[0].literal), "{");
+  out.json_ = !out.tokens_.empty() &&
+              absl::StartsWith(absl::StripLeadingAsciiWhitespace(out.tokens_[0].literal), "{");
   return out;
 }
 
@@ -112,7 +126,9 @@ bool LogFormat::Parse(absl::string_view line, AccessLogEntry* entry) const {
   size_t pos = 0;
   for (size_t t = 0; t < tokens_.size(); ++t) {
     const Token& token = tokens_[t];
-    if (line.substr(pos, token.literal.size()) != token.literal) return false;
+    if (line.substr(pos, token.literal.size()) != token.literal) {
+      return false;
+    }
     pos += token.literal.size();
     // The value runs to the next literal (or the trailer, or the end of the line).
     const std::string& next = t + 1 < tokens_.size() ? tokens_[t + 1].literal : trailer_;
@@ -122,17 +138,23 @@ bool LogFormat::Parse(absl::string_view line, AccessLogEntry* entry) const {
     } else {
       end = line.find(next, pos);
       // In JSON logs a quote inside a value is escaped: skip matches right after a backslash.
-      while (json_ && end != absl::string_view::npos && next[0] == '"' && end > pos && line[end - 1] == '\\') {
+      while (json_ && end != absl::string_view::npos && next[0] == '"' && end > pos &&
+             line[end - 1] == '\\') {
         end = line.find(next, end + 1);
       }
-      if (end == absl::string_view::npos) return false;
+      if (end == absl::string_view::npos) {
+        return false;
+      }
     }
     const absl::string_view value = line.substr(pos, end - pos);
     switch (token.field) {
       case Field::kStatus: {
         int status = 0;
         auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), status);
-        if (ec != std::errc() || ptr != value.data() + value.size() || status < 100 || status > 999) return false;
+        if (ec != std::errc() || ptr != value.data() + value.size() || status < 100 ||
+            status > 999) {
+          return false;
+        }
         entry->status = status;
         break;
       }
@@ -148,8 +170,11 @@ bool LogFormat::Parse(absl::string_view line, AccessLogEntry* entry) const {
         if (sp != absl::string_view::npos) {
           entry->method = value.substr(0, sp);
           absl::string_view target = value.substr(sp + 1);
-          target = target.substr(0, target.rfind(' ') == absl::string_view::npos ? target.size() : target.rfind(' '));
-          if (entry->path.empty()) entry->path = target.substr(0, target.find('?'));
+          target = target.substr(
+              0, target.rfind(' ') == absl::string_view::npos ? target.size() : target.rfind(' '));
+          if (entry->path.empty()) {
+            entry->path = target.substr(0, target.find('?'));
+          }
         }
         break;
       }
@@ -164,8 +189,12 @@ bool LogFormat::Parse(absl::string_view line, AccessLogEntry* entry) const {
     }
     pos = end;
   }
-  if (line.substr(pos) != trailer_) return false;
-  if (entry->status == 0) return false;
+  if (line.substr(pos) != trailer_) {
+    return false;
+  }
+  if (entry->status == 0) {
+    return false;
+  }
   if (entry->request_time < 0 && entry->upstream_response_time >= 0) {
     entry->request_time = entry->upstream_response_time;
   }

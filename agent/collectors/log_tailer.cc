@@ -17,13 +17,17 @@ LogTailer::LogTailer(std::string path, bool from_start, size_t max_line)
 LogTailer::~LogTailer() { Close(); }
 
 void LogTailer::Close() {
-  if (fd_ >= 0) close(fd_);
+  if (fd_ >= 0) {
+    close(fd_);
+  }
   fd_ = -1;
 }
 
 absl::Status LogTailer::Open(bool at_end) {
   int fd = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::UnavailableError(absl::StrCat(path_, ": ", std::strerror(errno)));
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat(path_, ": ", std::strerror(errno)));
+  }
   struct stat st;
   fstat(fd, &st);
   Close();
@@ -40,7 +44,9 @@ void LogTailer::Drain(const std::function<void(absl::string_view)>& line) {
   char buffer[64 * 1024];
   while (true) {
     ssize_t n = pread(fd_, buffer, sizeof(buffer), offset_);
-    if (n <= 0) return;
+    if (n <= 0) {
+      return;
+    }
     offset_ += n;
     absl::string_view chunk(buffer, static_cast<size_t>(n));
     while (!chunk.empty()) {
@@ -68,7 +74,9 @@ void LogTailer::Drain(const std::function<void(absl::string_view)>& line) {
         partial_.append(piece.data(), piece.size());
         full = partial_;
       }
-      if (!full.empty() && full.back() == '\r') full.remove_suffix(1);
+      if (!full.empty() && full.back() == '\r') {
+        full.remove_suffix(1);
+      }
       if (full.size() > max_line_) {
         ++overlong_;
       } else {
@@ -84,7 +92,9 @@ absl::Status LogTailer::Poll(const std::function<void(absl::string_view)>& line)
     // The first open starts at the end (old lines are history); a file that appears later, or
     // reappears after rotation, is new and read from its start.
     absl::Status s = Open(first_open_);
-    if (!s.ok()) return s;
+    if (!s.ok()) {
+      return s;
+    }
     first_open_ = false;
   }
   struct stat st;
@@ -101,7 +111,9 @@ absl::Status LogTailer::Poll(const std::function<void(absl::string_view)>& line)
   if (by_name.st_dev != dev_ || by_name.st_ino != ino_) {
     // rename-and-create: the old file is finished (drained above); follow the new one from 0.
     Drain(line);
-    if (absl::Status s = Open(false); !s.ok()) return s;
+    if (absl::Status s = Open(false); !s.ok()) {
+      return s;
+    }
     Drain(line);
   }
   return absl::OkStatus();

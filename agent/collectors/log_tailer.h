@@ -17,7 +17,7 @@ namespace vigil::agent {
 class LogTailer {
  public:
   // from_start: read what is already in the file (tests); otherwise start at its end.
-  LogTailer(std::string path, bool from_start = false, size_t max_line = 64 * 1024);
+  LogTailer(std::string path, bool from_start = false, size_t max_line = size_t{64} * 1024);
   ~LogTailer();
   LogTailer(const LogTailer&) = delete;
   LogTailer& operator=(const LogTailer&) = delete;

@@ -26,8 +26,9 @@ std::string AgentDsn(absl::string_view dsn, absl::Duration timeout) {
   const int64_t ms = absl::ToInt64Milliseconds(timeout);
   const int64_t connect_s = std::max<int64_t>(1, ms / 1000);
   if (absl::StartsWith(dsn, "postgres://") || absl::StartsWith(dsn, "postgresql://")) {
-    return absl::StrCat(dsn, absl::StrContains(dsn, "?") ? "&" : "?", "application_name=", kApplicationName,
-                        "&connect_timeout=", connect_s, "&options=-c%20statement_timeout%3D", ms);
+    return absl::StrCat(dsn, absl::StrContains(dsn, "?") ? "&" : "?",
+                        "application_name=", kApplicationName, "&connect_timeout=", connect_s,
+                        "&options=-c%20statement_timeout%3D", ms);
   }
   return absl::StrCat(dsn, " application_name=", kApplicationName, " connect_timeout=", connect_s,
                       " options='-c statement_timeout=", ms, "'");
@@ -67,16 +68,21 @@ void PostgresCollector::WatchdogLoop() {
   }
 }
 
-absl::StatusOr<std::vector<std::vector<std::string>>> PostgresCollector::Query(absl::Time now,
-                                                                              const std::string& sql) {
+absl::StatusOr<std::vector<std::vector<std::string>>> PostgresCollector::Query(
+    absl::Time now, const std::string& sql) {
   if (connection_ == nullptr) {
-    if (!backoff_.Ready(now)) return absl::UnavailableError("waiting to retry");
+    if (!backoff_.Ready(now)) {
+      return absl::UnavailableError("waiting to retry");
+    }
     try {
-      connection_ = std::make_unique<pqxx::connection>(AgentDsn(options_.dsn, options_.query_timeout));
+      connection_ =
+          std::make_unique<pqxx::connection>(AgentDsn(options_.dsn, options_.query_timeout));
     } catch (const std::exception& e) {
       backoff_.Failed(now);
       std::string why = e.what();
-      while (!why.empty() && why.back() == '\n') why.pop_back();
+      while (!why.empty() && why.back() == '\n') {
+        why.pop_back();
+      }
       return absl::UnavailableError(why);
     }
   }
@@ -94,12 +100,16 @@ absl::StatusOr<std::vector<std::vector<std::string>>> PostgresCollector::Query(a
     std::vector<std::vector<std::string>> out;
     for (const auto& row : result) {
       std::vector<std::string>& cells = out.emplace_back();
-      for (const auto& field : row) cells.push_back(field.is_null() ? "" : field.c_str());
+      for (const auto& field : row) {
+        cells.push_back(field.is_null() ? "" : field.c_str());
+      }
     }
     rows = std::move(out);
   } catch (const std::exception& e) {
     std::string why = e.what();
-    while (!why.empty() && why.back() == '\n') why.pop_back();
+    while (!why.empty() && why.back() == '\n') {
+      why.pop_back();
+    }
     rows = absl::UnavailableError(why);
   }
   {
@@ -125,15 +135,20 @@ void PostgresCollector::Collect(absl::Time now, Collection& out) {
       "SELECT current_setting('max_connections')::float8,"
       " count(*) FILTER (WHERE backend_type = 'client backend'),"
       " count(*) FILTER (WHERE backend_type = 'client backend' AND state IS DISTINCT FROM 'idle'"
-      "   AND pid <> pg_backend_pid() AND application_name <> '", kApplicationName, "'),"
+      "   AND pid <> pg_backend_pid() AND application_name <> '",
+      kApplicationName,
+      "'),"
       " coalesce(max(extract(epoch FROM clock_timestamp() - query_start)) FILTER ("
       "   WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
-      "   AND application_name <> '", kApplicationName, "'), 0),"
+      "   AND application_name <> '",
+      kApplicationName,
+      "'), 0),"
       " count(*) FILTER (WHERE cardinality(pg_blocking_pids(pid)) > 0)"
       " FROM pg_stat_activity");
   auto rows = Query(now, kSql);
   if (!rows.ok() || rows->size() != 1 || (*rows)[0].size() != 5) {
-    up_.Down(rows.ok() ? "unexpected answer to the pg_stat_activity query" : rows.status().message());
+    up_.Down(rows.ok() ? "unexpected answer to the pg_stat_activity query"
+                       : rows.status().message());
     out.Gauge("pg_up", 0);
     return;
   }
@@ -148,8 +163,8 @@ void PostgresCollector::Collect(absl::Time now, Collection& out) {
   out.Gauge("pg_blocked_queries", stats.blocked);
 }
 
-std::vector<v1::DiagnosticTable> PostgresCollector::Diagnose(absl::Time now,
-                                                             const std::vector<std::string>& names) {
+std::vector<v1::DiagnosticTable> PostgresCollector::Diagnose(
+    absl::Time now, const std::vector<std::string>& names) {
   const std::string cut = absl::StrCat(options_.max_query_text);
   const std::string limit = absl::StrCat(options_.max_rows);
   std::vector<v1::DiagnosticTable> tables;
@@ -159,22 +174,37 @@ std::vector<v1::DiagnosticTable> PostgresCollector::Diagnose(absl::Time now,
     table.set_collected_unix_ms(absl::ToUnixMillis(now));
     std::string sql;
     if (name == "pg_active_queries") {
-      for (const char* c : {"pid", "user", "duration_seconds", "state", "wait_event", "query"}) table.add_columns(c);
-      sql = absl::StrCat(
-          "SELECT pid, usename, round(extract(epoch FROM clock_timestamp() - query_start)::numeric, 3),"
-          " state, coalesce(wait_event_type || ':' || wait_event, ''), left(query, ", cut, ")"
-          " FROM pg_stat_activity WHERE state IS DISTINCT FROM 'idle' AND backend_type = 'client backend'"
-          " AND pid <> pg_backend_pid() AND application_name <> '", kApplicationName, "'"
-          " ORDER BY query_start LIMIT ", limit);
-    } else if (name == "pg_lock_waits") {
-      for (const char* c : {"blocked_pid", "blocking_pid", "waiting_seconds", "blocked_query", "blocking_query"}) {
+      for (const char* c : {"pid", "user", "duration_seconds", "state", "wait_event", "query"}) {
         table.add_columns(c);
       }
       sql = absl::StrCat(
-          "SELECT w.pid, b.pid, round(extract(epoch FROM clock_timestamp() - w.query_start)::numeric, 3),"
-          " left(w.query, ", cut, "), left(b.query, ", cut, ")"
-          " FROM pg_stat_activity w CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS blocker(pid)"
-          " JOIN pg_stat_activity b ON b.pid = blocker.pid ORDER BY w.query_start LIMIT ", limit);
+          "SELECT pid, usename, round(extract(epoch FROM clock_timestamp() - "
+          "query_start)::numeric, 3),"
+          " state, coalesce(wait_event_type || ':' || wait_event, ''), left(query, ",
+          cut,
+          ")"
+          " FROM pg_stat_activity WHERE state IS DISTINCT FROM 'idle' AND backend_type = 'client "
+          "backend'"
+          " AND pid <> pg_backend_pid() AND application_name <> '",
+          kApplicationName,
+          "'"
+          " ORDER BY query_start LIMIT ",
+          limit);
+    } else if (name == "pg_lock_waits") {
+      for (const char* c :
+           {"blocked_pid", "blocking_pid", "waiting_seconds", "blocked_query", "blocking_query"}) {
+        table.add_columns(c);
+      }
+      sql = absl::StrCat(
+          "SELECT w.pid, b.pid, round(extract(epoch FROM clock_timestamp() - "
+          "w.query_start)::numeric, 3),"
+          " left(w.query, ",
+          cut, "), left(b.query, ", cut,
+          ")"
+          " FROM pg_stat_activity w CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS "
+          "blocker(pid)"
+          " JOIN pg_stat_activity b ON b.pid = blocker.pid ORDER BY w.query_start LIMIT ",
+          limit);
     } else {
       continue;
     }
@@ -184,7 +214,9 @@ std::vector<v1::DiagnosticTable> PostgresCollector::Diagnose(absl::Time now,
     } else {
       for (const auto& row : *rows) {
         auto* out = table.add_rows();
-        for (const auto& cell : row) out->add_cells(cell);
+        for (const auto& cell : row) {
+          out->add_cells(cell);
+        }
       }
     }
     tables.push_back(std::move(table));
@@ -198,8 +230,10 @@ absl::StatusOr<std::unique_ptr<Collector>> NewPostgresCollector(const YAML::Node
                                 {"dsn", "query_timeout", "max_query_text"}));
   PostgresCollectorOptions options;
   ASSIGN_OR_RETURN(options.dsn, YamlString(config, "dsn", file, true));
-  ASSIGN_OR_RETURN(options.query_timeout, YamlDuration(config, "query_timeout", file, options.query_timeout));
-  ASSIGN_OR_RETURN(double max_text, YamlDouble(config, "max_query_text", file, options.max_query_text));
+  ASSIGN_OR_RETURN(options.query_timeout,
+                   YamlDuration(config, "query_timeout", file, options.query_timeout));
+  ASSIGN_OR_RETURN(double max_text,
+                   YamlDouble(config, "max_query_text", file, options.max_query_text));
   options.max_query_text = static_cast<int>(max_text);
   return std::make_unique<PostgresCollector>(std::move(options));
 }

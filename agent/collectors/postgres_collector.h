@@ -5,19 +5,17 @@
 // (the watchdog thread touches only the socket).
 #pragma once
 
-#include <pqxx/connection>
-
 #include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <pqxx/connection>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "agent/collector.h"
 #include "agent/collectors/backoff.h"
-
 
 namespace vigil::agent {
 
@@ -56,7 +54,8 @@ class PostgresCollector final : public Collector {
 
  private:
   // Runs `sql` with the watchdog armed; rows as strings.
-  absl::StatusOr<std::vector<std::vector<std::string>>> Query(absl::Time now, const std::string& sql);
+  absl::StatusOr<std::vector<std::vector<std::string>>> Query(absl::Time now,
+                                                              const std::string& sql);
   void WatchdogLoop();
 
   const PostgresCollectorOptions options_;
@@ -66,9 +65,9 @@ class PostgresCollector final : public Collector {
 
   std::mutex watchdog_mu_;
   std::condition_variable watchdog_cv_;
-  int watched_fd_ = -1;                                   // guarded by watchdog_mu_
-  std::chrono::steady_clock::time_point deadline_;        // guarded by watchdog_mu_
-  bool stopping_ = false;                                 // guarded by watchdog_mu_
+  int watched_fd_ = -1;                             // guarded by watchdog_mu_
+  std::chrono::steady_clock::time_point deadline_;  // guarded by watchdog_mu_
+  bool stopping_ = false;                           // guarded by watchdog_mu_
   std::thread watchdog_;
 };
 

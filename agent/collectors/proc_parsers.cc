@@ -19,9 +19,13 @@ std::vector<absl::string_view> Fields(absl::string_view line) {
 absl::StatusOr<CpuTimes> ParseProcStat(absl::string_view text) {
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     std::vector<absl::string_view> f = Fields(line);
-    if (f.empty() || f[0] != "cpu") continue;
+    if (f.empty() || f[0] != "cpu") {
+      continue;
+    }
     // user nice system idle [iowait irq softirq steal ...]: old kernels have only four.
-    if (f.size() < 5) return absl::InvalidArgumentError("/proc/stat: cpu line has too few fields");
+    if (f.size() < 5) {
+      return absl::InvalidArgumentError("/proc/stat: cpu line has too few fields");
+    }
     uint64_t v[8] = {};
     for (size_t i = 1; i < f.size() && i <= 8; ++i) {
       if (!absl::SimpleAtoi(f[i], &v[i - 1])) {
@@ -34,7 +38,9 @@ absl::StatusOr<CpuTimes> ParseProcStat(absl::string_view text) {
 }
 
 double CpuUsageRatio(const CpuTimes& before, const CpuTimes& after) {
-  if (after.Total() <= before.Total() || after.Busy() < before.Busy()) return 0;
+  if (after.Total() <= before.Total() || after.Busy() < before.Busy()) {
+    return 0;
+  }
   double busy = static_cast<double>(after.Busy() - before.Busy());
   double total = static_cast<double>(after.Total() - before.Total());
   return std::clamp(busy / total, 0.0, 1.0);
@@ -45,9 +51,13 @@ absl::StatusOr<MemInfo> ParseMeminfo(absl::string_view text) {
   bool has_total = false, has_available = false;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     std::vector<absl::string_view> f = Fields(line);
-    if (f.size() < 2) continue;
+    if (f.size() < 2) {
+      continue;
+    }
     uint64_t value;
-    if (!absl::SimpleAtoi(f[1], &value)) continue;
+    if (!absl::SimpleAtoi(f[1], &value)) {
+      continue;
+    }
     if (f[0] == "MemTotal:") {
       total = value;
       has_total = true;
@@ -62,8 +72,12 @@ absl::StatusOr<MemInfo> ParseMeminfo(absl::string_view text) {
       cached = value;
     }
   }
-  if (!has_total || total == 0) return absl::InvalidArgumentError("/proc/meminfo: no MemTotal");
-  if (!has_available) available = free + buffers + cached;
+  if (!has_total || total == 0) {
+    return absl::InvalidArgumentError("/proc/meminfo: no MemTotal");
+  }
+  if (!has_available) {
+    available = free + buffers + cached;
+  }
   return MemInfo{total, available};
 }
 
@@ -82,7 +96,8 @@ std::string DecodeMountField(absl::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '\\' && i + 3 < s.size()) {
       absl::string_view oct = s.substr(i + 1, 3);
-      if (oct.size() == 3 && std::all_of(oct.begin(), oct.end(), [](char c) { return c >= '0' && c <= '7'; })) {
+      if (oct.size() == 3 &&
+          std::all_of(oct.begin(), oct.end(), [](char c) { return c >= '0' && c <= '7'; })) {
         out.push_back(static_cast<char>((oct[0] - '0') * 64 + (oct[1] - '0') * 8 + (oct[2] - '0')));
         i += 3;
         continue;
@@ -98,18 +113,22 @@ std::vector<MountEntry> ParseMounts(absl::string_view text) {
   std::vector<MountEntry> out;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     std::vector<absl::string_view> f = Fields(line);
-    if (f.size() < 3) continue;
+    if (f.size() < 3) {
+      continue;
+    }
     out.push_back({DecodeMountField(f[0]), DecodeMountField(f[1]), std::string(f[2])});
   }
   return out;
 }
 
 bool IsRealFilesystem(const MountEntry& mount) {
-  static constexpr absl::string_view kReal[] = {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs",
-                                               "f2fs", "jfs", "reiserfs", "vfat", "exfat", "ntfs",
-                                               "ntfs3", "fuseblk", "nfs", "nfs4", "cifs", "overlay"};
+  static constexpr absl::string_view kReal[] = {
+      "ext2", "ext3",  "ext4", "xfs",   "btrfs",   "zfs", "f2fs", "jfs",  "reiserfs",
+      "vfat", "exfat", "ntfs", "ntfs3", "fuseblk", "nfs", "nfs4", "cifs", "overlay"};
   for (absl::string_view t : kReal) {
-    if (mount.fs_type == t) return mount.fs_type != "overlay" || mount.mount_point == "/";
+    if (mount.fs_type == t) {
+      return mount.fs_type != "overlay" || mount.mount_point == "/";
+    }
   }
   return false;
 }
@@ -128,7 +147,9 @@ absl::StatusOr<ProcStat> ParseProcPidStat(absl::string_view text) {
   st.comm = std::string(text.substr(open + 1, close - open - 1));
   std::vector<absl::string_view> f = Fields(text.substr(close + 1));
   // After comm: state(0) ppid(1) ... utime(11) stime(12) ... rss(21).
-  if (f.size() < 22) return absl::InvalidArgumentError("stat: too few fields after comm");
+  if (f.size() < 22) {
+    return absl::InvalidArgumentError("stat: too few fields after comm");
+  }
   st.state = f[0].empty() ? '?' : f[0][0];
   if (!absl::SimpleAtoi(f[11], &st.utime) || !absl::SimpleAtoi(f[12], &st.stime) ||
       !absl::SimpleAtoi(f[21], &st.rss_pages)) {

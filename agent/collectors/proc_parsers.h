@@ -4,10 +4,10 @@
 
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace vigil::agent {
 
@@ -25,8 +25,9 @@ struct MemInfo {
   uint64_t total_kb = 0;
   uint64_t available_kb = 0;
   double UsedRatio() const {
-    return total_kb == 0 ? 0 : static_cast<double>(total_kb - std::min(available_kb, total_kb)) /
-                                   static_cast<double>(total_kb);
+    return total_kb == 0 ? 0
+                         : static_cast<double>(total_kb - std::min(available_kb, total_kb)) /
+                               static_cast<double>(total_kb);
   }
 };
 // Uses MemAvailable; on kernels without it, MemFree + Buffers + Cached.

@@ -13,16 +13,23 @@ absl::StatusOr<RedisInfo> ParseRedisInfo(absl::string_view text) {
   RedisInfo info;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     line = absl::StripSuffix(line, "\r");
-    if (line.empty() || line[0] == '#') continue;
+    if (line.empty() || line[0] == '#') {
+      continue;
+    }
     const size_t colon = line.find(':');
-    if (colon == absl::string_view::npos) continue;
+    if (colon == absl::string_view::npos) {
+      continue;
+    }
     info.fields[std::string(line.substr(0, colon))] = std::string(line.substr(colon + 1));
   }
   auto number = [&](const char* key, uint64_t* out) -> absl::Status {
     auto it = info.fields.find(key);
-    if (it == info.fields.end()) return absl::InvalidArgumentError(absl::StrCat("INFO has no ", key));
+    if (it == info.fields.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("INFO has no ", key));
+    }
     if (!absl::SimpleAtoi(it->second, out)) {
-      return absl::InvalidArgumentError(absl::StrCat("INFO ", key, " is not a number: '", it->second, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("INFO ", key, " is not a number: '", it->second, "'"));
     }
     return absl::OkStatus();
   };
@@ -35,18 +42,23 @@ absl::StatusOr<RedisInfo> ParseRedisInfo(absl::string_view text) {
 }
 
 RedisCollector::RedisCollector(RedisCollectorOptions options)
-    : options_(std::move(options)), up_(absl::StrCat("redis at ", options_.host, ":", options_.port)) {}
+    : options_(std::move(options)),
+      up_(absl::StrCat("redis at ", options_.host, ":", options_.port)) {}
 
 RedisCollector::~RedisCollector() { Disconnect(); }
 
 void RedisCollector::Disconnect() {
-  if (context_ != nullptr) redisFree(context_);
+  if (context_ != nullptr) {
+    redisFree(context_);
+  }
   context_ = nullptr;
 }
 
 absl::StatusOr<RedisInfo> RedisCollector::FetchInfo(absl::Time now) {
   if (context_ == nullptr) {
-    if (!backoff_.Ready(now)) return absl::UnavailableError("waiting to retry");
+    if (!backoff_.Ready(now)) {
+      return absl::UnavailableError("waiting to retry");
+    }
     const timeval tv = absl::ToTimeval(options_.timeout);
     context_ = redisConnectWithTimeout(options_.host.c_str(), options_.port, tv);
     if (context_ == nullptr || context_->err) {
@@ -65,11 +77,12 @@ absl::StatusOr<RedisInfo> RedisCollector::FetchInfo(absl::Time now) {
     backoff_.Failed(now);
     return absl::UnavailableError(why);
   }
-  absl::StatusOr<RedisInfo> info = reply->type == REDIS_REPLY_STRING
-                                       ? ParseRedisInfo(absl::string_view(reply->str, reply->len))
-                                       : absl::InternalError(reply->type == REDIS_REPLY_ERROR
-                                                                 ? std::string(reply->str, reply->len)
-                                                                 : "unexpected INFO reply");
+  absl::StatusOr<RedisInfo> info =
+      reply->type == REDIS_REPLY_STRING
+          ? ParseRedisInfo(absl::string_view(reply->str, reply->len))
+          : absl::InternalError(reply->type == REDIS_REPLY_ERROR
+                                    ? std::string(reply->str, reply->len)
+                                    : "unexpected INFO reply");
   freeReplyObject(reply);
   if (!info.ok()) {
     Disconnect();
@@ -96,12 +109,15 @@ void RedisCollector::Collect(absl::Time now, Collection& out) {
     const double seconds = std::max(absl::ToDoubleSeconds(now - last_time_), 1e-3);
     // Our own INFO is one command per round; it is not the application's traffic.
     const uint64_t commands = info->total_commands_processed - last_->total_commands_processed;
-    out.Gauge("redis_ops_per_second", static_cast<double>(commands > 0 ? commands - 1 : 0) / seconds);
+    out.Gauge("redis_ops_per_second",
+              static_cast<double>(commands > 0 ? commands - 1 : 0) / seconds);
     const uint64_t hits = info->keyspace_hits - std::min(info->keyspace_hits, last_->keyspace_hits);
     const uint64_t misses =
         info->keyspace_misses - std::min(info->keyspace_misses, last_->keyspace_misses);
     // No lookups in the interval: nothing was missed, so the ratio stays where it was.
-    if (hits + misses > 0) last_hit_ratio_ = static_cast<double>(hits) / static_cast<double>(hits + misses);
+    if (hits + misses > 0) {
+      last_hit_ratio_ = static_cast<double>(hits) / static_cast<double>(hits + misses);
+    }
     out.Gauge("redis_keyspace_hit_ratio", last_hit_ratio_);
   }
   last_ = std::move(*info);
@@ -120,12 +136,15 @@ std::vector<v1::DiagnosticTable> RedisCollector::Diagnose(absl::Time now,
     table.set_error(std::string(info.status().message()));
     return {table};
   }
-  for (const char* key : {"redis_version", "uptime_in_seconds", "connected_clients", "blocked_clients",
-                          "used_memory_human", "maxmemory_human", "mem_fragmentation_ratio",
-                          "instantaneous_ops_per_sec", "keyspace_hits", "keyspace_misses",
-                          "evicted_keys", "expired_keys", "rejected_connections", "db0"}) {
+  for (const char* key :
+       {"redis_version", "uptime_in_seconds", "connected_clients", "blocked_clients",
+        "used_memory_human", "maxmemory_human", "mem_fragmentation_ratio",
+        "instantaneous_ops_per_sec", "keyspace_hits", "keyspace_misses", "evicted_keys",
+        "expired_keys", "rejected_connections", "db0"}) {
     auto it = info->fields.find(key);
-    if (it == info->fields.end()) continue;
+    if (it == info->fields.end()) {
+      continue;
+    }
     auto* row = table.add_rows();
     row->add_cells(key);
     row->add_cells(it->second);

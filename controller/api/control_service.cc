@@ -7,7 +7,9 @@ namespace vigil::controller {
 grpc::ServerUnaryReactor* ControlServiceImpl::ListAgents(grpc::CallbackServerContext* context,
                                                          const v1::ListAgentsRequest* request,
                                                          v1::ListAgentsResponse* response) {
-  for (v1::AgentInfo& info : fleet_->ListAgents()) *response->add_agents() = std::move(info);
+  for (v1::AgentInfo& info : fleet_->ListAgents()) {
+    *response->add_agents() = std::move(info);
+  }
   auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
@@ -23,7 +25,9 @@ grpc::ServerUnaryReactor* ControlServiceImpl::GetMetrics(grpc::CallbackServerCon
   }
   absl::StatusOr<v1::GetMetricsResponse> metrics =
       fleet_->GetMetrics(request->agent_id(), request->name_prefix());
-  if (metrics.ok()) *response = std::move(*metrics);
+  if (metrics.ok()) {
+    *response = std::move(*metrics);
+  }
   reactor->Finish(ToGrpcStatus(metrics.status()));
   return reactor;
 }

@@ -25,7 +25,9 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
 
   void Send(v1::ControllerMessage message) {
     absl::MutexLock lock(&mu_);
-    if (done_ || finishing_) return;
+    if (done_ || finishing_) {
+      return;
+    }
     if (outbox_.size() >= kMaxOutbox) {
       // The agent stopped reading; better a reconnect than unbounded memory.
       FinishLocked(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "agent is not reading"));
@@ -40,7 +42,9 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
 
   void ReadNext() {
     absl::MutexLock lock(&mu_);
-    if (done_ || finishing_) return;
+    if (done_ || finishing_) {
+      return;
+    }
     StartRead(&in_);
   }
 
@@ -52,7 +56,9 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
   // Ends a stream that may be stuck in flow control.
   void Cancel() {
     absl::MutexLock lock(&mu_);
-    if (!done_) context_->TryCancel();
+    if (!done_) {
+      context_->TryCancel();
+    }
   }
 
   const std::string& peer() const { return peer_; }
@@ -77,7 +83,9 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
   void OnWriteDone(bool ok) override {
     absl::MutexLock lock(&mu_);
     outbox_.pop_front();
-    if (!ok) outbox_.clear();
+    if (!ok) {
+      outbox_.clear();
+    }
     if (!outbox_.empty() && !finishing_) {
       StartWrite(&outbox_.front());
       return;
@@ -103,7 +111,9 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
   }
 
   void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (done_ || finishing_) return;
+    if (done_ || finishing_) {
+      return;
+    }
     finishing_ = true;
     if (writing_) {
       // One operation at a time: finish once the write in flight completes.
@@ -144,15 +154,23 @@ void AgentServiceImpl::Shutdown() {
   std::vector<std::shared_ptr<AgentStream>> streams;
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_) return;
+    if (stopping_) {
+      return;
+    }
     stopping_ = true;
-    for (auto& [id, stream] : streams_) streams.push_back(stream);
+    for (auto& [id, stream] : streams_) {
+      streams.push_back(stream);
+    }
   }
   for (auto& stream : streams) {
     stream->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller shutting down"));
   }
-  if (ingest_thread_.joinable()) ingest_thread_.join();
-  if (watchdog_thread_.joinable()) watchdog_thread_.join();
+  if (ingest_thread_.joinable()) {
+    ingest_thread_.join();
+  }
+  if (watchdog_thread_.joinable()) {
+    watchdog_thread_.join();
+  }
 }
 
 grpc::ServerBidiReactor<v1::AgentMessage, v1::ControllerMessage>* AgentServiceImpl::Connect(
@@ -167,7 +185,9 @@ bool AgentServiceImpl::SendTo(const std::string& agent_id, v1::ControllerMessage
   {
     absl::MutexLock lock(&mu_);
     auto it = streams_.find(agent_id);
-    if (it == streams_.end()) return false;
+    if (it == streams_.end()) {
+      return false;
+    }
     stream = it->second;
   }
   stream->Send(std::move(message));
@@ -184,12 +204,17 @@ void AgentServiceImpl::IngestLoop() {
     std::deque<Work> batch;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_ || !queue_.empty(); };
+      auto ready = [this]()
+                       ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_ || !queue_.empty(); };
       mu_.Await(absl::Condition(&ready));
-      if (stopping_ && queue_.empty()) return;
+      if (stopping_ && queue_.empty()) {
+        return;
+      }
       batch.swap(queue_);
     }
-    for (Work& work : batch) Handle(work);
+    for (Work& work : batch) {
+      Handle(work);
+    }
   }
 }
 
@@ -197,15 +222,21 @@ void AgentServiceImpl::Handle(Work& work) {
   AgentStream& stream = *work.stream;
   const absl::Time now = clock_->Now();
   if (work.message == nullptr) {  // the stream is over
-    if (!stream.accepted) return;
+    if (!stream.accepted) {
+      return;
+    }
     fleet_->Disconnect(stream.agent_id, stream.session(), now);
     {
       absl::MutexLock lock(&mu_);
       auto it = streams_.find(stream.agent_id);
-      if (it != streams_.end() && it->second.get() == &stream) streams_.erase(it);
+      if (it != streams_.end() && it->second.get() == &stream) {
+        streams_.erase(it);
+      }
     }
     spdlog::info("agent '{}' disconnected ({})", stream.agent_id, stream.peer());
-    if (observer_) observer_->OnDisconnected(stream.agent_id, now);
+    if (observer_) {
+      observer_->OnDisconnected(stream.agent_id, now);
+    }
     return;
   }
   ++messages_;
@@ -240,7 +271,9 @@ void AgentServiceImpl::Handle(Work& work) {
     stream.Send(std::move(welcome));
     if (observer_) {
       for (const v1::AgentInfo& info : fleet_->ListAgents()) {
-        if (info.agent_id() == stream.agent_id) observer_->OnConnected(info);
+        if (info.agent_id() == stream.agent_id) {
+          observer_->OnConnected(info);
+        }
       }
     }
     stream.ReadNext();
@@ -251,7 +284,9 @@ void AgentServiceImpl::Handle(Work& work) {
       const v1::TelemetryBatch& batch = message.telemetry();
       const bool fresh = fleet_->Apply(stream.agent_id, batch, stream.dictionary, now);
       if (batch.sequence() != 0) {
-        if (fresh && observer_) observer_->OnTelemetry(stream.agent_id, batch, stream.dictionary);
+        if (fresh && observer_) {
+          observer_->OnTelemetry(stream.agent_id, batch, stream.dictionary);
+        }
         v1::ControllerMessage ack;
         ack.mutable_ack()->set_sequence(batch.sequence());
         stream.Send(std::move(ack));
@@ -261,15 +296,19 @@ void AgentServiceImpl::Handle(Work& work) {
     case v1::AgentMessage::kDiagnostics:
       fleet_->Touch(stream.agent_id, now);
       fleet_->SetDiagnostics(stream.agent_id, message.diagnostics());
-      if (observer_) observer_->OnDiagnostics(stream.agent_id, message.diagnostics());
+      if (observer_) {
+        observer_->OnDiagnostics(stream.agent_id, message.diagnostics());
+      }
       break;
     case v1::AgentMessage::kCommandResult:
       fleet_->Touch(stream.agent_id, now);
-      if (observer_) observer_->OnCommandResult(stream.agent_id, message.command_result());
+      if (observer_) {
+        observer_->OnCommandResult(stream.agent_id, message.command_result());
+      }
       break;
     default:
-      stream.Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                "unexpected message after Hello"));
+      stream.Close(
+          grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "unexpected message after Hello"));
       return;
   }
   stream.ReadNext();
@@ -280,7 +319,9 @@ void AgentServiceImpl::WatchdogLoop() {
     {
       absl::MutexLock lock(&mu_);
       auto stopping = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_; };
-      if (mu_.AwaitWithTimeout(absl::Condition(&stopping), absl::Milliseconds(250))) return;
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping), absl::Milliseconds(250))) {
+        return;
+      }
     }
     const absl::Time now = clock_->Now();
     for (const auto& [agent_id, session] : fleet_->SilentSince(now - options_.silence_timeout)) {
@@ -288,13 +329,17 @@ void AgentServiceImpl::WatchdogLoop() {
       {
         absl::MutexLock lock(&mu_);
         auto it = streams_.find(agent_id);
-        if (it != streams_.end() && it->second->session() == session) stream = it->second;
+        if (it != streams_.end() && it->second->session() == session) {
+          stream = it->second;
+        }
       }
       // Shown disconnected now, whatever the stream does next.
       fleet_->Disconnect(agent_id, session, now);
       spdlog::warn("agent '{}' silent for {}: marking it disconnected", agent_id,
                    absl::FormatDuration(options_.silence_timeout));
-      if (stream) stream->Cancel();
+      if (stream) {
+        stream->Cancel();
+      }
     }
   }
 }

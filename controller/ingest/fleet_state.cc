@@ -11,7 +11,9 @@ namespace {
 std::string SeriesKey(const v1::SeriesDefinition& def) {
   std::string key = def.name();
   std::map<std::string, std::string> sorted(def.labels().begin(), def.labels().end());
-  for (const auto& [k, v] : sorted) absl::StrAppend(&key, "\0", k, "\0", v);
+  for (const auto& [k, v] : sorted) {
+    absl::StrAppend(&key, "\0", k, "\0", v);
+  }
   return key;
 }
 
@@ -37,7 +39,9 @@ FleetState::Agent* FleetState::Find(const std::string& agent_id) const {
 FleetState::Agent& FleetState::FindOrAdd(const std::string& agent_id) {
   absl::MutexLock lock(&mu_);
   std::unique_ptr<Agent>& slot = agents_[agent_id];
-  if (slot == nullptr) slot = std::make_unique<Agent>();
+  if (slot == nullptr) {
+    slot = std::make_unique<Agent>();
+  }
   return *slot;
 }
 
@@ -52,16 +56,18 @@ void FleetState::Restore(const std::vector<v1::AgentInfo>& agents) {
 
 absl::StatusOr<uint64_t> FleetState::Connect(const v1::Hello& hello, const std::string& peer,
                                              uint64_t session, absl::Time now) {
-  if (hello.agent_id().empty()) return absl::InvalidArgumentError("Hello without an agent_id");
+  if (hello.agent_id().empty()) {
+    return absl::InvalidArgumentError("Hello without an agent_id");
+  }
   Agent& agent = FindOrAdd(hello.agent_id());
   absl::MutexLock lock(&agent.mu);
   if (agent.session != 0) {
     // No silent takeover: the first stream keeps the id until it ends or goes silent.
     return absl::AlreadyExistsError(absl::StrCat(
         "agent id '", hello.agent_id(), "' is already connected from ", agent.info.peer(),
-        " (host ", agent.info.hostname(), ", last seen ", FormatTime(agent.info.last_seen_unix_ms()),
-        "); refusing the second connection from ", peer, " (host ", hello.hostname(),
-        "): give each agent a unique id"));
+        " (host ", agent.info.hostname(), ", last seen ",
+        FormatTime(agent.info.last_seen_unix_ms()), "); refusing the second connection from ", peer,
+        " (host ", hello.hostname(), "): give each agent a unique id"));
   }
   const int64_t now_ms = absl::ToUnixMillis(now);
   v1::AgentInfo& info = agent.info;
@@ -69,14 +75,22 @@ absl::StatusOr<uint64_t> FleetState::Connect(const v1::Hello& hello, const std::
   info.set_hostname(hello.hostname());
   info.set_version(hello.version());
   info.mutable_labels()->clear();
-  for (const auto& [k, v] : hello.labels()) (*info.mutable_labels())[k] = v;
+  for (const auto& [k, v] : hello.labels()) {
+    (*info.mutable_labels())[k] = v;
+  }
   info.clear_collectors();
-  for (const std::string& c : hello.collectors()) info.add_collectors(c);
+  for (const std::string& c : hello.collectors()) {
+    info.add_collectors(c);
+  }
   info.clear_actions();
-  for (const auto& a : hello.actions()) info.add_actions(a.name());
+  for (const auto& a : hello.actions()) {
+    info.add_actions(a.name());
+  }
   info.set_peer(peer);
   info.set_state(v1::CONNECTED);
-  if (info.first_seen_unix_ms() == 0) info.set_first_seen_unix_ms(now_ms);
+  if (info.first_seen_unix_ms() == 0) {
+    info.set_first_seen_unix_ms(now_ms);
+  }
   info.set_last_seen_unix_ms(now_ms);
   agent.session = session;
   agent.last_message_ms = now_ms;
@@ -86,9 +100,13 @@ absl::StatusOr<uint64_t> FleetState::Connect(const v1::Hello& hello, const std::
 
 void FleetState::Disconnect(const std::string& agent_id, uint64_t session, absl::Time now) {
   Agent* agent = Find(agent_id);
-  if (agent == nullptr) return;
+  if (agent == nullptr) {
+    return;
+  }
   absl::MutexLock lock(&agent->mu);
-  if (agent->session != session) return;
+  if (agent->session != session) {
+    return;
+  }
   agent->session = 0;
   agent->info.set_state(v1::DISCONNECTED);
   agent->dirty = true;
@@ -109,7 +127,9 @@ std::vector<std::pair<std::string, uint64_t>> FleetState::SilentSince(absl::Time
 
 void FleetState::Touch(const std::string& agent_id, absl::Time now) {
   Agent* agent = Find(agent_id);
-  if (agent == nullptr) return;
+  if (agent == nullptr) {
+    return;
+  }
   absl::MutexLock lock(&agent->mu);
   agent->last_message_ms = absl::ToUnixMillis(now);
   agent->info.set_last_seen_unix_ms(agent->last_message_ms);
@@ -118,7 +138,9 @@ void FleetState::Touch(const std::string& agent_id, absl::Time now) {
 bool FleetState::Apply(const std::string& agent_id, const v1::TelemetryBatch& batch,
                        std::vector<SeriesState*>& dictionary, absl::Time now) {
   Agent* agent = Find(agent_id);
-  if (agent == nullptr) return false;
+  if (agent == nullptr) {
+    return false;
+  }
   absl::MutexLock lock(&agent->mu);
   agent->last_message_ms = absl::ToUnixMillis(now);
   agent->info.set_last_seen_unix_ms(agent->last_message_ms);
@@ -134,11 +156,17 @@ bool FleetState::Apply(const std::string& agent_id, const v1::TelemetryBatch& ba
       slot->name = def.name();
       slot->labels = Labels(def.labels().begin(), def.labels().end());
     }
-    if (def.id() >= dictionary.size()) dictionary.resize(def.id() + 1, nullptr);
+    if (def.id() >= dictionary.size()) {
+      dictionary.resize(def.id() + 1, nullptr);
+    }
     dictionary[def.id()] = slot.get();
   }
-  if (batch.sequence() == 0) return true;  // a heartbeat
-  if (batch.sequence() <= agent->info.last_sequence()) return false;
+  if (batch.sequence() == 0) {
+    return true;  // a heartbeat
+  }
+  if (batch.sequence() <= agent->info.last_sequence()) {
+    return false;
+  }
   agent->info.set_last_sequence(batch.sequence());
   agent->dirty = true;
   const int64_t window_ms = absl::ToInt64Milliseconds(options_.histogram_window);
@@ -156,7 +184,9 @@ bool FleetState::Apply(const std::string& agent_id, const v1::TelemetryBatch& ba
     }
     for (const v1::HistogramPoint& point : snapshot.histograms()) {
       SeriesState* s = lookup(point.series_id());
-      if (s == nullptr) continue;
+      if (s == nullptr) {
+        continue;
+      }
       s->is_histogram = true;
       LogHistogram h;
       h.FromProto(point.histogram());
@@ -175,7 +205,9 @@ bool FleetState::Apply(const std::string& agent_id, const v1::TelemetryBatch& ba
 
 void FleetState::SetDiagnostics(const std::string& agent_id, const v1::Diagnostics& diagnostics) {
   Agent* agent = Find(agent_id);
-  if (agent == nullptr) return;
+  if (agent == nullptr) {
+    return;
+  }
   absl::MutexLock lock(&agent->mu);
   for (const v1::DiagnosticTable& table : diagnostics.tables()) {
     agent->diagnostics[table.name()] = table;
@@ -185,10 +217,18 @@ void FleetState::SetDiagnostics(const std::string& agent_id, const v1::Diagnosti
 void FleetState::FillLive(const Agent& agent, v1::AgentInfo& info) {
   double cpu = -1, memory = -1, disk = -1;
   for (const auto& [key, s] : agent.series) {
-    if (s->count == 0) continue;
-    if (s->name == "host_cpu_usage_ratio") cpu = s->latest();
-    if (s->name == "host_memory_used_ratio") memory = s->latest();
-    if (s->name == "host_disk_used_ratio") disk = std::max(disk, s->latest());
+    if (s->count == 0) {
+      continue;
+    }
+    if (s->name == "host_cpu_usage_ratio") {
+      cpu = s->latest();
+    }
+    if (s->name == "host_memory_used_ratio") {
+      memory = s->latest();
+    }
+    if (s->name == "host_disk_used_ratio") {
+      disk = std::max(disk, s->latest());
+    }
   }
   info.set_cpu_usage_ratio(cpu);
   info.set_memory_used_ratio(memory);
@@ -218,7 +258,9 @@ absl::StatusOr<v1::GetMetricsResponse> FleetState::GetMetrics(const std::string&
   absl::MutexLock lock(&agent->mu);
   std::vector<const SeriesState*> sorted;
   for (const auto& [key, s] : agent->series) {
-    if (absl::StartsWith(s->name, name_prefix) && s->count > 0) sorted.push_back(s.get());
+    if (absl::StartsWith(s->name, name_prefix) && s->count > 0) {
+      sorted.push_back(s.get());
+    }
   }
   std::sort(sorted.begin(), sorted.end(), [](const SeriesState* a, const SeriesState* b) {
     return std::tie(a->name, a->labels) < std::tie(b->name, b->labels);
@@ -226,26 +268,32 @@ absl::StatusOr<v1::GetMetricsResponse> FleetState::GetMetrics(const std::string&
   for (const SeriesState* s : sorted) {
     v1::MetricValue* m = response.add_metrics();
     m->set_name(s->name);
-    for (const auto& [k, v] : s->labels) (*m->mutable_labels())[k] = v;
+    for (const auto& [k, v] : s->labels) {
+      (*m->mutable_labels())[k] = v;
+    }
     m->set_time_unix_ms(s->latest_ms());
     m->set_value(s->latest());
     m->set_is_histogram(s->is_histogram);
-    const int oldest = (s->head - s->count + 1 + SeriesState::kWindowPoints) % SeriesState::kWindowPoints;
+    const int oldest =
+        (s->head - s->count + 1 + SeriesState::kWindowPoints) % SeriesState::kWindowPoints;
     m->set_window_ms(s->latest_ms() - s->time_ms[oldest]);
     m->set_window_count(s->count);
     if (s->is_histogram) {
       LogHistogram merged;
-      for (const auto& [ms, h] : s->histograms) merged.Merge(h);
+      for (const auto& [ms, h] : s->histograms) {
+        merged.Merge(h);
+      }
       m->set_p50(merged.Quantile(0.50));
       m->set_p95(merged.Quantile(0.95));
       m->set_p99(merged.Quantile(0.99));
       m->set_window_count(merged.count());
-      m->set_window_ms(s->histograms.empty()
-                           ? 0
-                           : s->histograms.back().first - s->histograms.front().first);
+      m->set_window_ms(
+          s->histograms.empty() ? 0 : s->histograms.back().first - s->histograms.front().first);
     }
   }
-  for (const auto& [name, table] : agent->diagnostics) *response.add_diagnostics() = table;
+  for (const auto& [name, table] : agent->diagnostics) {
+    *response.add_diagnostics() = table;
+  }
   return response;
 }
 
@@ -254,7 +302,9 @@ std::vector<v1::AgentInfo> FleetState::TakeDirty() {
   absl::MutexLock lock(&mu_);
   for (const auto& [id, agent] : agents_) {
     absl::MutexLock agent_lock(&agent->mu);
-    if (!agent->dirty) continue;
+    if (!agent->dirty) {
+      continue;
+    }
     agent->dirty = false;
     out.push_back(agent->info);
   }

@@ -1,7 +1,8 @@
 // The controller's in-memory picture of the fleet: every agent it knows (connected or not), its
 // labels, and per series the latest value and a short rolling window (histograms are kept per
 // interval and merged on demand, so fleet-wide percentiles are exact to the bucket).
-// Thread-safe: the ingest thread writes, API threads read; one mutex per agent plus one for the map.
+// Thread-safe: the ingest thread writes, API threads read; one mutex per agent plus one for the
+// map.
 #pragma once
 
 #include <cstdint>
@@ -94,7 +95,8 @@ class FleetState {
   };
   Agent* Find(const std::string& agent_id) const;
   Agent& FindOrAdd(const std::string& agent_id);
-  static void FillLive(const Agent& agent, v1::AgentInfo& info) ABSL_SHARED_LOCKS_REQUIRED(agent.mu);
+  static void FillLive(const Agent& agent, v1::AgentInfo& info)
+      ABSL_SHARED_LOCKS_REQUIRED(agent.mu);
 
   const Options options_;
   mutable absl::Mutex mu_;

@@ -80,7 +80,9 @@ class Statement {
   Statement& operator=(const Statement&) = delete;
 
   absl::Status status() const {
-    if (rc_ == SQLITE_OK) return absl::OkStatus();
+    if (rc_ == SQLITE_OK) {
+      return absl::OkStatus();
+    }
     return absl::InternalError(absl::StrCat("prepare: ", sqlite3_errmsg(db_)));
   }
   Statement& Bind(int i, absl::string_view text) {
@@ -97,10 +99,16 @@ class Statement {
   }
   // SQLITE_ROW: true; SQLITE_DONE: false; otherwise an error.
   absl::StatusOr<bool> Step() {
-    if (rc_ != SQLITE_OK) return status();
+    if (rc_ != SQLITE_OK) {
+      return status();
+    }
     int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
+    if (rc == SQLITE_ROW) {
+      return true;
+    }
+    if (rc == SQLITE_DONE) {
+      return false;
+    }
     return absl::InternalError(sqlite3_errmsg(db_));
   }
   void Reset() {
@@ -114,11 +122,15 @@ class Statement {
   int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
   std::string Text(int col) const {
     const auto* p = sqlite3_column_text(stmt_, col);
-    return p == nullptr ? "" : std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(stmt_, col));
+    return p == nullptr
+               ? ""
+               : std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(stmt_, col));
   }
   std::string Blob(int col) const {
     const void* p = sqlite3_column_blob(stmt_, col);
-    return p == nullptr ? "" : std::string(static_cast<const char*>(p), sqlite3_column_bytes(stmt_, col));
+    return p == nullptr
+               ? ""
+               : std::string(static_cast<const char*>(p), sqlite3_column_bytes(stmt_, col));
   }
 
  private:
@@ -148,11 +160,16 @@ absl::StatusOr<Message> ParseBlob(const std::string& bytes, absl::string_view wh
 
 std::string IncidentStateName(v1::IncidentState s) {
   switch (s) {
-    case v1::OPEN: return "open";
-    case v1::ACKNOWLEDGED: return "acknowledged";
-    case v1::MITIGATED: return "mitigated";
-    case v1::INCIDENT_RESOLVED: return "resolved";
-    default: return "unspecified";
+    case v1::OPEN:
+      return "open";
+    case v1::ACKNOWLEDGED:
+      return "acknowledged";
+    case v1::MITIGATED:
+      return "mitigated";
+    case v1::INCIDENT_RESOLVED:
+      return "resolved";
+    default:
+      return "unspecified";
   }
 }
 
@@ -167,22 +184,30 @@ class SqliteStore final : public Store {
   absl::Status Open() {
     std::error_code ec;
     const std::filesystem::path parent = std::filesystem::path(path_).parent_path();
-    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-    if (ec) return Fail("create folder", absl::InternalError(ec.message()));
+    if (!parent.empty()) {
+      std::filesystem::create_directories(parent, ec);
+    }
+    if (ec) {
+      return Fail("create folder", absl::InternalError(ec.message()));
+    }
     RETURN_IF_ERROR(Connect(&writer_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
     // A file that is not a database fails here, on the first read.
     absl::StatusOr<int> version = UserVersion();
-    if (!version.ok()) return Fail("read schema version", version.status());
-    if (*version > kSqliteSchemaVersion) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          path_, ": schema version ", *version, " is newer than this build's ", kSqliteSchemaVersion,
-          "; run a newer vigil-controller or restore a backup"));
+    if (!version.ok()) {
+      return Fail("read schema version", version.status());
     }
-    if (absl::Status s = Exec(writer_, "PRAGMA journal_mode=WAL;"); !s.ok()) return Fail("enable WAL", s);
+    if (*version > kSqliteSchemaVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path_, ": schema version ", *version, " is newer than this build's ",
+                       kSqliteSchemaVersion, "; run a newer vigil-controller or restore a backup"));
+    }
+    if (absl::Status s = Exec(writer_, "PRAGMA journal_mode=WAL;"); !s.ok()) {
+      return Fail("enable WAL", s);
+    }
     for (int v = *version; v < kSqliteSchemaVersion; ++v) {
       // Each migration and its version bump commit together.
-      std::string sql = absl::StrCat("BEGIN IMMEDIATE;", kMigrations[v], "PRAGMA user_version=", v + 1,
-                                     ";COMMIT;");
+      std::string sql = absl::StrCat("BEGIN IMMEDIATE;", kMigrations[v],
+                                     "PRAGMA user_version=", v + 1, ";COMMIT;");
       if (absl::Status s = Exec(writer_, sql.c_str()); !s.ok()) {
         Exec(writer_, "ROLLBACK;").IgnoreError();
         return Fail(absl::StrCat("migrate schema to version ", v + 1), s);
@@ -223,7 +248,9 @@ class SqliteStore final : public Store {
     std::vector<v1::AgentInfo> out;
     while (true) {
       ASSIGN_OR_RETURN(bool row, Annotated("list agents", st.Step()));
-      if (!row) break;
+      if (!row) {
+        break;
+      }
       ASSIGN_OR_RETURN(v1::AgentInfo info, ParseBlob<v1::AgentInfo>(st.Blob(1), "agent"));
       info.set_first_seen_unix_ms(st.Int(0));  // the column is the authority
       info.set_state(v1::DISCONNECTED);
@@ -241,7 +268,9 @@ class SqliteStore final : public Store {
     Statement st(reader_, "SELECT body FROM incidents WHERE id = ?1");
     st.Bind(1, id);
     ASSIGN_OR_RETURN(bool row, Annotated("get incident", st.Step()));
-    if (!row) return std::optional<v1::Incident>();
+    if (!row) {
+      return std::optional<v1::Incident>();
+    }
     ASSIGN_OR_RETURN(v1::Incident incident, ParseBlob<v1::Incident>(st.Blob(0), "incident"));
     return std::optional<v1::Incident>(std::move(incident));
   }
@@ -253,12 +282,14 @@ class SqliteStore final : public Store {
       sql += absl::StrCat(" WHERE state != ", static_cast<int>(v1::INCIDENT_RESOLVED));
     } else if (!state.empty() && state != "all") {
       for (int s = v1::OPEN; s <= v1::INCIDENT_RESOLVED; ++s) {
-        if (IncidentStateName(static_cast<v1::IncidentState>(s)) == state) wanted = s;
+        if (IncidentStateName(static_cast<v1::IncidentState>(s)) == state) {
+          wanted = s;
+        }
       }
       if (wanted < 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "unknown incident state '", state,
-            "' (use open, acknowledged, mitigated, resolved, active or all)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("unknown incident state '", state,
+                         "' (use open, acknowledged, mitigated, resolved, active or all)"));
       }
       sql += absl::StrCat(" WHERE state = ", wanted);
     }
@@ -268,7 +299,9 @@ class SqliteStore final : public Store {
     std::vector<v1::Incident> out;
     while (true) {
       ASSIGN_OR_RETURN(bool row, Annotated("list incidents", st.Step()));
-      if (!row) break;
+      if (!row) {
+        break;
+      }
       ASSIGN_OR_RETURN(v1::Incident incident, ParseBlob<v1::Incident>(st.Blob(0), "incident"));
       out.push_back(std::move(incident));
     }
@@ -291,11 +324,14 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<std::vector<v1::Alert>> ListAlerts(bool include_resolved) override {
     std::string sql = "SELECT body FROM alerts";
-    if (!include_resolved) sql += absl::StrCat(" WHERE state != ", static_cast<int>(v1::RESOLVED));
+    if (!include_resolved) {
+      sql += absl::StrCat(" WHERE state != ", static_cast<int>(v1::RESOLVED));
+    }
     return QueryAlerts(sql, "");
   }
 
-  absl::StatusOr<std::vector<v1::Alert>> ListIncidentAlerts(absl::string_view incident_id) override {
+  absl::StatusOr<std::vector<v1::Alert>> ListIncidentAlerts(
+      absl::string_view incident_id) override {
     return QueryAlerts("SELECT body FROM alerts WHERE incident_id = ?1", incident_id);
   }
 
@@ -331,25 +367,36 @@ class SqliteStore final : public Store {
       }
       return absl::OkStatus();
     });
-    if (!status.ok()) return status;
+    if (!status.ok()) {
+      return status;
+    }
     return event;
   }
 
   absl::StatusOr<std::vector<v1::TimelineEvent>> ListEvents(absl::string_view incident_id,
-                                                            uint64_t after_seq, int limit) override {
+                                                            uint64_t after_seq,
+                                                            int limit) override {
     std::string sql =
-        "SELECT seq, incident_id, time_unix_ms, kind, actor, summary, details_json, prev_hash, hash "
+        "SELECT seq, incident_id, time_unix_ms, kind, actor, summary, details_json, prev_hash, "
+        "hash "
         "FROM timeline WHERE seq > ?1";
-    if (!incident_id.empty()) sql += " AND incident_id = ?2";
+    if (!incident_id.empty()) {
+      sql += " AND incident_id = ?2";
+    }
     sql += " ORDER BY seq LIMIT ?3";
     absl::MutexLock lock(&read_mu_);
     Statement st(reader_, sql.c_str());
-    st.Bind(1, static_cast<int64_t>(after_seq)).Bind(3, static_cast<int64_t>(limit <= 0 ? -1 : limit));
-    if (!incident_id.empty()) st.Bind(2, incident_id);
+    st.Bind(1, static_cast<int64_t>(after_seq))
+        .Bind(3, static_cast<int64_t>(limit <= 0 ? -1 : limit));
+    if (!incident_id.empty()) {
+      st.Bind(2, incident_id);
+    }
     std::vector<v1::TimelineEvent> out;
     while (true) {
       ASSIGN_OR_RETURN(bool row, Annotated("list timeline", st.Step()));
-      if (!row) break;
+      if (!row) {
+        break;
+      }
       out.push_back(EventFromRow(st));
     }
     return out;
@@ -377,17 +424,20 @@ class SqliteStore final : public Store {
         Exec(reader_, "ROLLBACK;").IgnoreError();
         return Annotated("verify", row.status());
       }
-      if (!*row) break;
+      if (!*row) {
+        break;
+      }
       v1::TimelineEvent event = EventFromRow(st);
       result.set_events_checked(result.events_checked() + 1);
       if (event.seq() != expected_seq) {
-        fail(expected_seq, absl::StrCat("event ", expected_seq,
-                                        event.seq() > expected_seq ? " was removed" : " is duplicated",
-                                        " (next stored event is ", event.seq(), ")"));
+        fail(expected_seq,
+             absl::StrCat("event ", expected_seq,
+                          event.seq() > expected_seq ? " was removed" : " is duplicated",
+                          " (next stored event is ", event.seq(), ")"));
       } else if (event.prev_hash() != expected_prev) {
-        fail(event.seq(), absl::StrCat("event ", event.seq(),
-                                       " does not follow event ", event.seq() - 1,
-                                       ": its prev_hash differs (events removed or reordered)"));
+        fail(event.seq(),
+             absl::StrCat("event ", event.seq(), " does not follow event ", event.seq() - 1,
+                          ": its prev_hash differs (events removed or reordered)"));
       } else if (TimelineEventHash(event) != event.hash()) {
         fail(event.seq(), absl::StrCat("event ", event.seq(), " (", event.kind(), ", incident ",
                                        event.incident_id(),
@@ -401,7 +451,8 @@ class SqliteStore final : public Store {
       Statement head(reader_, "SELECT seq, hash FROM chain_head WHERE id = 1");
       absl::StatusOr<bool> row = head.Step();
       if (row.ok() && *row &&
-          (static_cast<uint64_t>(head.Int(0)) != expected_seq - 1 || head.Text(1) != expected_prev)) {
+          (static_cast<uint64_t>(head.Int(0)) != expected_seq - 1 ||
+           head.Text(1) != expected_prev)) {
         fail(expected_seq, absl::StrCat("the chain ends at event ", expected_seq - 1,
                                         " but its recorded head is event ", head.Int(0),
                                         ": events at the end were removed or changed"));
@@ -416,27 +467,39 @@ class SqliteStore final : public Store {
       Statement exists(writer_, "SELECT 1 FROM users WHERE name = ?1");
       exists.Bind(1, user.name);
       ASSIGN_OR_RETURN(bool taken, exists.Step());
-      if (taken) return absl::AlreadyExistsError(absl::StrCat("user '", user.name, "' already exists"));
-      Statement st(writer_,
-                   "INSERT INTO users(name, role, token_hash, created_unix_ms) VALUES(?1, ?2, ?3, ?4)");
-      return st.Bind(1, user.name).Bind(2, user.role).Bind(3, user.token_hash).Bind(4, user.created_unix_ms).Run();
+      if (taken) {
+        return absl::AlreadyExistsError(absl::StrCat("user '", user.name, "' already exists"));
+      }
+      Statement st(
+          writer_,
+          "INSERT INTO users(name, role, token_hash, created_unix_ms) VALUES(?1, ?2, ?3, ?4)");
+      return st.Bind(1, user.name)
+          .Bind(2, user.role)
+          .Bind(3, user.token_hash)
+          .Bind(4, user.created_unix_ms)
+          .Run();
     });
   }
 
-  absl::StatusOr<std::optional<UserRecord>> FindUserByTokenHash(absl::string_view token_hash) override {
+  absl::StatusOr<std::optional<UserRecord>> FindUserByTokenHash(
+      absl::string_view token_hash) override {
     absl::MutexLock lock(&read_mu_);
-    Statement st(reader_, "SELECT name, role, token_hash, created_unix_ms FROM users WHERE token_hash = ?1");
+    Statement st(reader_,
+                 "SELECT name, role, token_hash, created_unix_ms FROM users WHERE token_hash = ?1");
     st.Bind(1, token_hash);
     ASSIGN_OR_RETURN(bool row, Annotated("find user", st.Step()));
-    if (!row) return std::optional<UserRecord>();
+    if (!row) {
+      return std::optional<UserRecord>();
+    }
     return std::optional<UserRecord>(UserRecord{st.Text(0), st.Text(1), st.Text(2), st.Int(3)});
   }
 
   absl::Status SaveProposal(const v1::ActionProposal& proposal) override {
     return Write("save proposal", [&]() -> absl::Status {
-      Statement st(writer_,
-                   "INSERT INTO proposals(id, incident_id, proposed_unix_ms, body) VALUES(?1, ?2, ?3, ?4) "
-                   "ON CONFLICT(id) DO UPDATE SET body = excluded.body");
+      Statement st(
+          writer_,
+          "INSERT INTO proposals(id, incident_id, proposed_unix_ms, body) VALUES(?1, ?2, ?3, ?4) "
+          "ON CONFLICT(id) DO UPDATE SET body = excluded.body");
       return st.Bind(1, proposal.id())
           .Bind(2, proposal.incident_id())
           .Bind(3, proposal.proposed_unix_ms())
@@ -450,22 +513,31 @@ class SqliteStore final : public Store {
     Statement st(reader_, "SELECT body FROM proposals WHERE id = ?1");
     st.Bind(1, id);
     ASSIGN_OR_RETURN(bool row, Annotated("get proposal", st.Step()));
-    if (!row) return std::optional<v1::ActionProposal>();
+    if (!row) {
+      return std::optional<v1::ActionProposal>();
+    }
     ASSIGN_OR_RETURN(auto proposal, ParseBlob<v1::ActionProposal>(st.Blob(0), "proposal"));
     return std::optional<v1::ActionProposal>(std::move(proposal));
   }
 
-  absl::StatusOr<std::vector<v1::ActionProposal>> ListProposals(absl::string_view incident_id) override {
+  absl::StatusOr<std::vector<v1::ActionProposal>> ListProposals(
+      absl::string_view incident_id) override {
     std::string sql = "SELECT body FROM proposals";
-    if (!incident_id.empty()) sql += " WHERE incident_id = ?1";
+    if (!incident_id.empty()) {
+      sql += " WHERE incident_id = ?1";
+    }
     sql += " ORDER BY proposed_unix_ms DESC, id DESC";
     absl::MutexLock lock(&read_mu_);
     Statement st(reader_, sql.c_str());
-    if (!incident_id.empty()) st.Bind(1, incident_id);
+    if (!incident_id.empty()) {
+      st.Bind(1, incident_id);
+    }
     std::vector<v1::ActionProposal> out;
     while (true) {
       ASSIGN_OR_RETURN(bool row, Annotated("list proposals", st.Step()));
-      if (!row) break;
+      if (!row) {
+        break;
+      }
       ASSIGN_OR_RETURN(auto proposal, ParseBlob<v1::ActionProposal>(st.Blob(0), "proposal"));
       out.push_back(std::move(proposal));
     }
@@ -487,7 +559,9 @@ class SqliteStore final : public Store {
   absl::StatusOr<int> UserVersion() {
     Statement st(writer_, "PRAGMA user_version");
     ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row) return absl::InternalError("no user_version");
+    if (!row) {
+      return absl::InternalError("no user_version");
+    }
     return static_cast<int>(st.Int(0));
   }
 
@@ -506,18 +580,25 @@ class SqliteStore final : public Store {
   // The one writer: a transaction per call.
   absl::Status Write(absl::string_view what, const std::function<absl::Status()>& body) {
     absl::MutexLock lock(&write_mu_);
-    if (absl::Status s = Exec(writer_, "BEGIN IMMEDIATE;"); !s.ok()) return Fail(what, s);
+    if (absl::Status s = Exec(writer_, "BEGIN IMMEDIATE;"); !s.ok()) {
+      return Fail(what, s);
+    }
     absl::Status s = body();
-    if (s.ok()) s = Exec(writer_, "COMMIT;");
+    if (s.ok()) {
+      s = Exec(writer_, "COMMIT;");
+    }
     if (!s.ok()) {
       Exec(writer_, "ROLLBACK;").IgnoreError();
-      if (s.code() == absl::StatusCode::kAlreadyExists) return s;
+      if (s.code() == absl::StatusCode::kAlreadyExists) {
+        return s;
+      }
       return Fail(what, s);
     }
     return absl::OkStatus();
   }
 
-  absl::Status SaveIncidentLocked(const v1::Incident& incident) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+  absl::Status SaveIncidentLocked(const v1::Incident& incident)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
     Statement st(writer_,
                  "INSERT INTO incidents(id, state, opened_unix_ms, body) VALUES(?1, ?2, ?3, ?4) "
                  "ON CONFLICT(id) DO UPDATE SET state = excluded.state, body = excluded.body");
@@ -528,14 +609,19 @@ class SqliteStore final : public Store {
         .Run();
   }
 
-  absl::StatusOr<std::vector<v1::Alert>> QueryAlerts(const std::string& sql, absl::string_view arg) {
+  absl::StatusOr<std::vector<v1::Alert>> QueryAlerts(const std::string& sql,
+                                                     absl::string_view arg) {
     absl::MutexLock lock(&read_mu_);
     Statement st(reader_, (sql + " ORDER BY id").c_str());
-    if (!arg.empty()) st.Bind(1, arg);
+    if (!arg.empty()) {
+      st.Bind(1, arg);
+    }
     std::vector<v1::Alert> out;
     while (true) {
       ASSIGN_OR_RETURN(bool row, Annotated("list alerts", st.Step()));
-      if (!row) break;
+      if (!row) {
+        break;
+      }
       ASSIGN_OR_RETURN(v1::Alert alert, ParseBlob<v1::Alert>(st.Blob(0), "alert"));
       out.push_back(std::move(alert));
     }

@@ -34,7 +34,9 @@ std::unique_ptr<Collector> Postgres(const testing::PostgresServer& server) {
 
 class PostgresCollectorTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_TRUE(server_.ok()) << testing::ReadFileOrEmpty(dir_.File("postgres.log")); }
+  void SetUp() override {
+    ASSERT_TRUE(server_.ok()) << testing::ReadFileOrEmpty(dir_.File("postgres.log"));
+  }
   testing::TempDir dir_;
   testing::PostgresServer server_{dir_.path()};
 };
@@ -52,13 +54,15 @@ TEST_F(PostgresCollectorTest, IdleServerReportsUpAndNoLongQuery) {
 TEST_F(PostgresCollectorTest, PgSleepShowsAsTheLongestQuery) {
   auto collector = Postgres(server_);
   auto sleeper = server_.Background("SELECT pg_sleep(6)", "app");
-  ASSERT_TRUE(WaitUntil([&] { return Round(*collector)["pg_longest_query_seconds"] >= 2; }, absl::Seconds(10)));
+  ASSERT_TRUE(WaitUntil([&] { return Round(*collector)["pg_longest_query_seconds"] >= 2; },
+                        absl::Seconds(10)));
   auto v = Round(*collector);
   EXPECT_GE(v["pg_active_connections"], 1);
   auto tables = collector->Diagnose(absl::Now(), {"pg_active_queries"});
   ASSERT_EQ(tables.size(), 1u);
   bool found = false;
-  for (const auto& row : tables[0].rows()) found = found || absl::StrContains(row.cells(5), "pg_sleep");
+  for (const auto& row : tables[0].rows())
+    found = found || absl::StrContains(row.cells(5), "pg_sleep");
   EXPECT_TRUE(found) << tables[0].DebugString();
 }
 
@@ -66,20 +70,29 @@ TEST_F(PostgresCollectorTest, RowLockWaitIsCountedWithTheRightPids) {
   auto collector = Postgres(server_);
   // The holder takes the row lock and sleeps inside its transaction; the waiter queues behind it.
   auto holder = server_.Background(
-      "BEGIN; UPDATE accounts SET balance = balance - 1 WHERE id = 1; SELECT pg_sleep(8); COMMIT;", "app");
+      "BEGIN; UPDATE accounts SET balance = balance - 1 WHERE id = 1; SELECT pg_sleep(8); COMMIT;",
+      "app");
   // psql sends the whole string as one query: once it is active, the UPDATE holds its lock.
   ASSERT_TRUE(WaitUntil(
       [&] {
-        return server_.Psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; UPDATE%'"
-                            " AND state = 'active'").stdout_text == "1\n";
+        return server_
+                   .Psql(
+                       "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; UPDATE%'"
+                       " AND state = 'active'")
+                   .stdout_text == "1\n";
       },
       absl::Seconds(5)));
   auto waiter = server_.Background("UPDATE accounts SET balance = balance + 1 WHERE id = 1", "app");
-  ASSERT_TRUE(WaitUntil([&] { return Round(*collector)["pg_blocked_queries"] >= 1; }, absl::Seconds(5)));
+  ASSERT_TRUE(
+      WaitUntil([&] { return Round(*collector)["pg_blocked_queries"] >= 1; }, absl::Seconds(5)));
   const std::string holder_pid =
-      server_.Psql("SELECT pid FROM pg_stat_activity WHERE query LIKE 'BEGIN; UPDATE%'").stdout_text;
-  const std::string waiter_pid =
-      server_.Psql("SELECT pid FROM pg_stat_activity WHERE query LIKE 'UPDATE accounts SET balance = balance + 1%'").stdout_text;
+      server_.Psql("SELECT pid FROM pg_stat_activity WHERE query LIKE 'BEGIN; UPDATE%'")
+          .stdout_text;
+  const std::string waiter_pid = server_
+                                     .Psql(
+                                         "SELECT pid FROM pg_stat_activity WHERE query LIKE "
+                                         "'UPDATE accounts SET balance = balance + 1%'")
+                                     .stdout_text;
   auto tables = collector->Diagnose(absl::Now(), {"pg_lock_waits"});
   ASSERT_EQ(tables.size(), 1u);
   ASSERT_GE(tables[0].rows_size(), 1) << tables[0].DebugString();
@@ -183,9 +196,9 @@ class NginxCollectorTest : public ::testing::Test {
     upstream_.SetRoute("/fail", absl::Milliseconds(5), 503);
   }
   std::unique_ptr<Collector> Make() {
-    YAML::Node config = YAML::Load(absl::StrCat(
-        "{access_log: '", nginx_.access_log(), "', log_format: '", LogFormat::kTimedCombined,
-        " $upstream_response_time'}"));
+    YAML::Node config =
+        YAML::Load(absl::StrCat("{access_log: '", nginx_.access_log(), "', log_format: '",
+                                LogFormat::kTimedCombined, " $upstream_response_time'}"));
     auto c = NewNginxCollector(config, "agent.yaml");
     EXPECT_TRUE(c.ok()) << c.status();
     return std::move(*c);
@@ -213,7 +226,8 @@ TEST_F(NginxCollectorTest, KnownLatencyMixGivesItsP95) {
   EXPECT_EQ(h.count(), 400u);
   // The exact p95 of what nginx logged, from the log itself.
   std::vector<double> times;
-  LogFormat format = *LogFormat::Compile(absl::StrCat(LogFormat::kTimedCombined, " $upstream_response_time"));
+  LogFormat format =
+      *LogFormat::Compile(absl::StrCat(LogFormat::kTimedCombined, " $upstream_response_time"));
   std::istringstream log(testing::ReadFileOrEmpty(nginx_.access_log()));
   for (std::string line; std::getline(log, line);) {
     AccessLogEntry e;

@@ -37,7 +37,8 @@ class FleetTest : public ::testing::Test {
     controller_ = std::make_unique<Subprocess>(
         std::vector<std::string>{BinaryPath("vigil-controller"), "--listen=" + address_,
                                  "--db=" + dir_.File("data/vigil.db"), "--insecure"},
-        std::map<std::string, std::string>{}, dir_.File(absl::StrCat("controller-", ++controllers_, ".log")));
+        std::map<std::string, std::string>{},
+        dir_.File(absl::StrCat("controller-", ++controllers_, ".log")));
     ASSERT_TRUE(WaitUntil([&] { return Cli({"agents"}).exit_code == 0; }, absl::Seconds(10)))
         << controller_->Output();
   }
@@ -46,7 +47,8 @@ class FleetTest : public ::testing::Test {
     agents_.push_back(std::make_unique<Subprocess>(
         std::vector<std::string>{BinaryPath("vigil-agent"), "--controller=" + address_,
                                  "--config=" + dir_.File("agent.yaml"), "--id=" + id, "--insecure"},
-        std::map<std::string, std::string>{}, dir_.File(absl::StrCat("agent-", id, "-", agents_.size(), ".log"))));
+        std::map<std::string, std::string>{},
+        dir_.File(absl::StrCat("agent-", id, "-", agents_.size(), ".log"))));
     return *agents_.back();
   }
 
@@ -113,8 +115,8 @@ TEST_F(FleetTest, ThreeAgentsAppearConnectedWithHostMetrics) {
     names.insert(m.name());
     if (m.name() == "host_disk_used_ratio") EXPECT_FALSE(m.labels().at("mount").empty());
   }
-  for (const char* name : {"host_cpu_usage_ratio", "host_memory_used_ratio", "host_disk_used_ratio",
-                           "host_load1"}) {
+  for (const char* name :
+       {"host_cpu_usage_ratio", "host_memory_used_ratio", "host_disk_used_ratio", "host_load1"}) {
     EXPECT_TRUE(names.count(name)) << name;
   }
   // proto field names in JSON
@@ -125,7 +127,8 @@ TEST_F(FleetTest, KilledAgentIsShownDisconnectedWithinThreeSeconds) {
   StartController();
   Subprocess& victim = StartAgent("web-1");
   StartAgent("web-2");
-  ASSERT_TRUE(WaitUntil([&] { return Connected("web-1") && Connected("web-2"); }, absl::Seconds(15)));
+  ASSERT_TRUE(
+      WaitUntil([&] { return Connected("web-1") && Connected("web-2"); }, absl::Seconds(15)));
   victim.Kill();
   const absl::Time killed = absl::Now();
   ASSERT_TRUE(WaitUntil([&] { return !Connected("web-1"); }, absl::Seconds(3)))
@@ -151,14 +154,16 @@ TEST_F(FleetTest, SilentAgentIsShownDisconnectedWithinThreeSeconds) {
 TEST_F(FleetTest, ControllerRestartAgentsReturnAndFirstSeenIsKept) {
   StartController();
   for (const char* id : {"web-1", "web-2", "web-3"}) StartAgent(id);
-  ASSERT_TRUE(WaitUntil([&] { return Connected("web-1") && Connected("web-2") && Connected("web-3"); },
-                        absl::Seconds(15)));
+  ASSERT_TRUE(
+      WaitUntil([&] { return Connected("web-1") && Connected("web-2") && Connected("web-3"); },
+                absl::Seconds(15)));
   auto before = Agents();
   absl::SleepFor(absl::Seconds(1.5));  // the registry writer flushes every second
   ASSERT_EQ(controller_->Stop(), 0) << controller_->Output();
   StartController();
-  ASSERT_TRUE(WaitUntil([&] { return Connected("web-1") && Connected("web-2") && Connected("web-3"); },
-                        absl::Seconds(15)))
+  ASSERT_TRUE(
+      WaitUntil([&] { return Connected("web-1") && Connected("web-2") && Connected("web-3"); },
+                absl::Seconds(15)))
       << Cli({"agents"}).output;
   auto after = Agents();
   for (const char* id : {"web-1", "web-2", "web-3"}) {
@@ -168,7 +173,8 @@ TEST_F(FleetTest, ControllerRestartAgentsReturnAndFirstSeenIsKept) {
   // One line per change of state in the agent's log, not one per retry.
   const std::string log = agents_[0]->Output();
   int lost = 0;
-  for (absl::string_view line : absl::StrSplit(log, '\n')) lost += absl::StrContains(line, "controller");
+  for (absl::string_view line : absl::StrSplit(log, '\n'))
+    lost += absl::StrContains(line, "controller");
   EXPECT_LE(lost, 6) << log;
 }
 
@@ -178,8 +184,9 @@ TEST_F(FleetTest, DuplicateIdIsRefusedOnBothSides) {
   ASSERT_TRUE(WaitUntil([&] { return Connected("web-1"); }, absl::Seconds(15)));
   const std::string peer = Agents()["web-1"].peer();
   Subprocess& impostor = StartAgent("web-1");
-  ASSERT_TRUE(WaitUntil([&] { return absl::StrContains(impostor.Output(), "refused agent 'web-1'"); },
-                        absl::Seconds(10)))
+  ASSERT_TRUE(
+      WaitUntil([&] { return absl::StrContains(impostor.Output(), "refused agent 'web-1'"); },
+                absl::Seconds(10)))
       << impostor.Output();
   EXPECT_TRUE(absl::StrContains(impostor.Output(), "already connected")) << impostor.Output();
   EXPECT_TRUE(absl::StrContains(controller_->Output(), "refusing the second connection"))
@@ -200,8 +207,9 @@ TEST_F(FleetTest, GarbageOnTheGrpcPortDoesNotHurtTheController) {
     addr.sin_port = htons(port_);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    std::string junk = round % 2 ? "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-                                 : std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") + std::string(5000, '\xff');
+    std::string junk =
+        round % 2 ? "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                  : std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") + std::string(5000, '\xff');
     (void)!write(fd, junk.data(), junk.size());
     close(fd);
   }

@@ -41,19 +41,22 @@ TEST(ServiceMetrics, VigilMetricsShowsEveryCollector) {
   v1::GetMetricsResponse response;
   const bool complete = WaitUntil(
       [&] {
-        auto r = testing::RunCommand({BinaryPath("vigil"), "--controller=" + address, "metrics", "web-1", "-o", "json"});
+        auto r = testing::RunCommand(
+            {BinaryPath("vigil"), "--controller=" + address, "metrics", "web-1", "-o", "json"});
         response.Clear();
-        if (r.exit_code != 0 || !google::protobuf::util::JsonStringToMessage(r.stdout_text, &response).ok()) {
+        if (r.exit_code != 0 ||
+            !google::protobuf::util::JsonStringToMessage(r.stdout_text, &response).ok()) {
           return false;
         }
         std::set<std::string> names;
         for (const auto& m : response.metrics()) {
           if (!m.is_histogram() || m.window_count() > 0) names.insert(m.name());
         }
-        for (const char* want : {"host_cpu_usage_ratio", "nginx_requests_per_second", "nginx_request_duration_seconds",
-                                 "nginx_error_ratio", "pg_active_connections", "pg_connections_used_ratio",
-                                 "pg_longest_query_seconds", "pg_blocked_queries", "redis_ops_per_second",
-                                 "redis_keyspace_hit_ratio", "redis_connected_clients", "redis_used_memory_bytes"}) {
+        for (const char* want :
+             {"host_cpu_usage_ratio", "nginx_requests_per_second", "nginx_request_duration_seconds",
+              "nginx_error_ratio", "pg_active_connections", "pg_connections_used_ratio",
+              "pg_longest_query_seconds", "pg_blocked_queries", "redis_ops_per_second",
+              "redis_keyspace_hit_ratio", "redis_connected_clients", "redis_used_memory_bytes"}) {
           if (!names.count(want)) return false;
         }
         return true;
@@ -69,10 +72,13 @@ TEST(ServiceMetrics, VigilMetricsShowsEveryCollector) {
       EXPECT_LT(m.p95(), 1.0);
       EXPECT_GE(m.p99(), m.p95());
     }
-    if (m.name() == "pg_up" || m.name() == "redis_up" || m.name() == "nginx_up") EXPECT_EQ(m.value(), 1) << m.name();
+    if (m.name() == "pg_up" || m.name() == "redis_up" || m.name() == "nginx_up")
+      EXPECT_EQ(m.value(), 1) << m.name();
   }
-  auto table = testing::RunCommand({BinaryPath("vigil"), "--controller=" + address, "metrics", "web-1"});
-  EXPECT_NE(table.stdout_text.find("nginx_request_duration_seconds"), std::string::npos) << table.stdout_text;
+  auto table =
+      testing::RunCommand({BinaryPath("vigil"), "--controller=" + address, "metrics", "web-1"});
+  EXPECT_NE(table.stdout_text.find("nginx_request_duration_seconds"), std::string::npos)
+      << table.stdout_text;
 }
 
 }  // namespace

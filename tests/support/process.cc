@@ -24,18 +24,25 @@ namespace {
 pid_t Spawn(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
             const std::string& out_path, const std::string& err_path) {
   pid_t pid = fork();
-  if (pid != 0) return pid;
+  if (pid != 0) {
+    return pid;
+  }
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   setpgid(0, 0);
   int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  int err = err_path == out_path ? out : open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  int err =
+      err_path == out_path ? out : open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   int in = open("/dev/null", O_RDONLY);
   dup2(in, 0);
   dup2(out, 1);
   dup2(err, 2);
-  for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+  for (const auto& [k, v] : env) {
+    setenv(k.c_str(), v.c_str(), 1);
+  }
   std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  for (const std::string& a : argv) {
+    args.push_back(const_cast<char*>(a.c_str()));
+  }
   args.push_back(nullptr);
   execvp(args[0], args.data());
   fprintf(stderr, "cannot exec %s: %s\n", args[0], strerror(errno));
@@ -43,8 +50,12 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::map<std::string, st
 }
 
 int DecodeStatus(int status) {
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  if (WIFEXITED(status)) {
+    return WEXITSTATUS(status);
+  }
+  if (WIFSIGNALED(status)) {
+    return 128 + WTERMSIG(status);
+  }
   return -1;
 }
 
@@ -65,7 +76,9 @@ Subprocess::Subprocess(std::vector<std::string> argv, std::map<std::string, std:
 Subprocess::~Subprocess() { Kill(); }
 
 bool Subprocess::Running() {
-  if (reaped_) return false;
+  if (reaped_) {
+    return false;
+  }
   int status = 0;
   pid_t r = waitpid(pid_, &status, WNOHANG);
   if (r == pid_) {
@@ -77,11 +90,15 @@ bool Subprocess::Running() {
 }
 
 void Subprocess::Signal(int sig) {
-  if (!reaped_) kill(pid_, sig);
+  if (!reaped_) {
+    kill(pid_, sig);
+  }
 }
 
 void Subprocess::Kill() {
-  if (reaped_ || pid_ <= 0) return;
+  if (reaped_ || pid_ <= 0) {
+    return;
+  }
   kill(pid_, SIGKILL);
   Wait(absl::Seconds(10));
 }
@@ -89,14 +106,18 @@ void Subprocess::Kill() {
 int Subprocess::Wait(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   while (Running()) {
-    if (absl::Now() >= deadline) return -1;
+    if (absl::Now() >= deadline) {
+      return -1;
+    }
     absl::SleepFor(absl::Milliseconds(10));
   }
   return exit_code_;
 }
 
 int Subprocess::Stop(absl::Duration timeout) {
-  if (reaped_) return exit_code_;
+  if (reaped_) {
+    return exit_code_;
+  }
   kill(pid_, SIGCONT);
   kill(pid_, SIGTERM);
   int code = Wait(timeout);
@@ -135,11 +156,16 @@ TempDir::~TempDir() {
   }
 }
 
-bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout, absl::Duration poll) {
+bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout,
+               absl::Duration poll) {
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
-    if (condition()) return true;
-    if (absl::Now() >= deadline) return false;
+    if (condition()) {
+      return true;
+    }
+    if (absl::Now() >= deadline) {
+      return false;
+    }
     absl::SleepFor(poll);
   }
 }
@@ -147,22 +173,32 @@ bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout, a
 std::string BuildDir() {
   const char* dir = std::getenv("VIGIL_BUILD_DIR");
 #ifdef VIGIL_TEST_BUILD_DIR
-  if (dir == nullptr) dir = VIGIL_TEST_BUILD_DIR;
+  if (dir == nullptr) {
+    dir = VIGIL_TEST_BUILD_DIR;
+  }
 #endif
   return dir == nullptr ? "build" : dir;
 }
 
 std::string BinaryPath(absl::string_view name) {
-  if (name == "vigil-agent") return BuildDir() + "/agent/vigil-agent";
-  if (name == "vigil-controller") return BuildDir() + "/controller/vigil-controller";
-  if (name == "vigil") return BuildDir() + "/cli/vigil";
+  if (name == "vigil-agent") {
+    return BuildDir() + "/agent/vigil-agent";
+  }
+  if (name == "vigil-controller") {
+    return BuildDir() + "/controller/vigil-controller";
+  }
+  if (name == "vigil") {
+    return BuildDir() + "/cli/vigil";
+  }
   return absl::StrCat(BuildDir(), "/", name);
 }
 
 std::string SourcePath(absl::string_view relative) {
   const char* dir = std::getenv("VIGIL_SOURCE_DIR");
 #ifdef VIGIL_TEST_SOURCE_DIR
-  if (dir == nullptr) dir = VIGIL_TEST_SOURCE_DIR;
+  if (dir == nullptr) {
+    dir = VIGIL_TEST_SOURCE_DIR;
+  }
 #endif
   return absl::StrCat(dir == nullptr ? "." : dir, "/", relative);
 }

@@ -16,7 +16,9 @@
 namespace vigil::testing {
 namespace {
 
-std::string Script(absl::string_view name) { return SourcePath(absl::StrCat("scripts/test-servers/", name)); }
+std::string Script(absl::string_view name) {
+  return SourcePath(absl::StrCat("scripts/test-servers/", name));
+}
 
 int ConnectLoopback(uint16_t port, absl::Duration timeout) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -36,18 +38,25 @@ int ConnectLoopback(uint16_t port, absl::Duration timeout) {
 
 }  // namespace
 
-PostgresServer::PostgresServer(const std::string& dir) : dir_(dir), port_(FreeLoopbackPort()) { Start(); }
+PostgresServer::PostgresServer(const std::string& dir) : dir_(dir), port_(FreeLoopbackPort()) {
+  Start();
+}
 
 void PostgresServer::Start() {
   process_ = std::make_unique<Subprocess>(
       std::vector<std::string>{Script("postgres.sh"), dir_, absl::StrCat(port_)},
       std::map<std::string, std::string>{}, dir_ + "/postgres.log");
-  ok_ = WaitUntil([&] { return Psql("SELECT 1").exit_code == 0 && access((dir_ + "/pg/ready").c_str(), F_OK) == 0; },
-                  absl::Seconds(60), absl::Milliseconds(100));
+  ok_ = WaitUntil(
+      [&] {
+        return Psql("SELECT 1").exit_code == 0 && access((dir_ + "/pg/ready").c_str(), F_OK) == 0;
+      },
+      absl::Seconds(60), absl::Milliseconds(100));
 }
 
 void PostgresServer::Stop() {
-  if (process_) process_->Stop(absl::Seconds(10));
+  if (process_) {
+    process_->Stop(absl::Seconds(10));
+  }
 }
 
 std::string PostgresServer::Dsn(const std::string& user) const {
@@ -55,14 +64,16 @@ std::string PostgresServer::Dsn(const std::string& user) const {
 }
 
 CommandResult PostgresServer::Psql(const std::string& sql, const std::string& user) const {
-  return RunCommand({"psql", "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", absl::StrCat(port_), "-U", user,
-                     "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql},
+  return RunCommand({"psql", "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", absl::StrCat(port_),
+                     "-U", user, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql},
                     absl::Seconds(30));
 }
 
-std::unique_ptr<Subprocess> PostgresServer::Background(const std::string& sql, const std::string& user) const {
-  return std::make_unique<Subprocess>(std::vector<std::string>{
-      "psql", "-X", "-q", "-h", "127.0.0.1", "-p", absl::StrCat(port_), "-U", user, "-d", "postgres", "-c", sql});
+std::unique_ptr<Subprocess> PostgresServer::Background(const std::string& sql,
+                                                       const std::string& user) const {
+  return std::make_unique<Subprocess>(
+      std::vector<std::string>{"psql", "-X", "-q", "-h", "127.0.0.1", "-p", absl::StrCat(port_),
+                               "-U", user, "-d", "postgres", "-c", sql});
 }
 
 RedisServer::RedisServer(const std::string& dir) : dir_(dir), port_(FreeLoopbackPort()) { Start(); }
@@ -75,7 +86,9 @@ void RedisServer::Start() {
 }
 
 void RedisServer::Stop() {
-  if (process_) process_->Stop(absl::Seconds(10));
+  if (process_) {
+    process_->Stop(absl::Seconds(10));
+  }
 }
 
 CommandResult RedisServer::Cli(std::vector<std::string> args) const {
@@ -98,7 +111,9 @@ HttpUpstream::HttpUpstream() {
   acceptor_ = std::thread([this] {
     while (!stopping_) {
       int fd = accept(listen_fd_, nullptr, nullptr);
-      if (fd < 0) continue;
+      if (fd < 0) {
+        continue;
+      }
       std::lock_guard lock(mu_);
       workers_.emplace_back([this, fd] { Serve(fd); });
     }
@@ -111,7 +126,9 @@ HttpUpstream::~HttpUpstream() {
   close(listen_fd_);
   acceptor_.join();
   std::lock_guard lock(mu_);
-  for (auto& w : workers_) w.join();
+  for (auto& w : workers_) {
+    w.join();
+  }
 }
 
 void HttpUpstream::SetRoute(const std::string& path, absl::Duration delay, int status) {
@@ -128,9 +145,13 @@ void HttpUpstream::Serve(int fd) {
     size_t end = buffer.find("\r\n\r\n");
     if (end == std::string::npos) {
       ssize_t n = read(fd, chunk, sizeof(chunk));
-      if (n == 0) break;
+      if (n == 0) {
+        break;
+      }
       if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+          continue;
+        }
         break;
       }
       buffer.append(chunk, n);
@@ -146,36 +167,56 @@ void HttpUpstream::Serve(int fd) {
     {
       std::lock_guard lock(mu_);
       auto it = routes_.find(path);
-      if (it != routes_.end()) std::tie(delay, status) = it->second;
+      if (it != routes_.end()) {
+        std::tie(delay, status) = it->second;
+      }
     }
     absl::SleepFor(delay);
     std::string body = "ok\n";
     std::string response = absl::StrCat("HTTP/1.1 ", status, " X\r\nContent-Length: ", body.size(),
                                         "\r\nConnection: keep-alive\r\n\r\n", body);
-    if (write(fd, response.data(), response.size()) < 0) break;
+    if (write(fd, response.data(), response.size()) < 0) {
+      break;
+    }
   }
   close(fd);
 }
 
-NginxServer::NginxServer(const std::string& dir, uint16_t upstream_port, const std::string& log_format)
+NginxServer::NginxServer(const std::string& dir, uint16_t upstream_port,
+                         const std::string& log_format)
     : dir_(dir), port_(FreeLoopbackPort()) {
   std::map<std::string, std::string> env;
-  if (!log_format.empty()) env["LOG_FORMAT"] = log_format;
+  if (!log_format.empty()) {
+    env["LOG_FORMAT"] = log_format;
+  }
   process_ = std::make_unique<Subprocess>(
-      std::vector<std::string>{Script("nginx.sh"), dir_, absl::StrCat(port_), absl::StrCat(upstream_port)},
+      std::vector<std::string>{Script("nginx.sh"), dir_, absl::StrCat(port_),
+                               absl::StrCat(upstream_port)},
       env, dir_ + "/nginx.log");
-  ok_ = WaitUntil([&] { int fd = ConnectLoopback(port_, absl::Seconds(1)); if (fd >= 0) close(fd); return fd >= 0; },
-                  absl::Seconds(20));
+  ok_ = WaitUntil(
+      [&] {
+        int fd = ConnectLoopback(port_, absl::Seconds(1));
+        if (fd >= 0) {
+          close(fd);
+        }
+        return fd >= 0;
+      },
+      absl::Seconds(20));
 }
 
 void NginxServer::Stop() {
-  if (process_) process_->Stop(absl::Seconds(10));
+  if (process_) {
+    process_->Stop(absl::Seconds(10));
+  }
 }
 
 int HttpGet(uint16_t port, const std::string& path, absl::Duration timeout) {
   int fd = ConnectLoopback(port, timeout);
-  if (fd < 0) return -1;
-  std::string request = absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+  if (fd < 0) {
+    return -1;
+  }
+  std::string request =
+      absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
   if (write(fd, request.data(), request.size()) < 0) {
     close(fd);
     return -1;
@@ -183,10 +224,14 @@ int HttpGet(uint16_t port, const std::string& path, absl::Duration timeout) {
   std::string response;
   char chunk[4096];
   ssize_t n;
-  while ((n = read(fd, chunk, sizeof(chunk))) > 0) response.append(chunk, n);
+  while ((n = read(fd, chunk, sizeof(chunk))) > 0) {
+    response.append(chunk, n);
+  }
   close(fd);
   int status = -1;
-  if (response.size() > 12) absl::SimpleAtoi(response.substr(9, 3), &status);
+  if (response.size() > 12) {
+    absl::SimpleAtoi(response.substr(9, 3), &status);
+  }
   return status;
 }
 
@@ -204,7 +249,9 @@ std::map<int, int> HttpLoad(uint16_t port, const std::vector<std::string>& paths
       }
     });
   }
-  for (auto& t : threads) t.join();
+  for (auto& t : threads) {
+    t.join();
+  }
   return statuses;
 }
 

@@ -25,7 +25,8 @@ class PostgresServer {
   // psql -c SQL as `user`; stdout (unaligned, tuples only).
   CommandResult Psql(const std::string& sql, const std::string& user = "postgres") const;
   // A psql session kept open in the background, fed `sql` (for locks and long queries).
-  std::unique_ptr<Subprocess> Background(const std::string& sql, const std::string& user = "postgres") const;
+  std::unique_ptr<Subprocess> Background(const std::string& sql,
+                                         const std::string& user = "postgres") const;
   void Stop();
   void Start();
   Subprocess& process() { return *process_; }

@@ -53,9 +53,10 @@ TEST_F(AgentConfigTest, UnknownCollectorIsRefused) {
 TEST_F(AgentConfigTest, WrongTypesAreRefused) {
   EXPECT_TRUE(absl::StrContains(Error("labels: [a, b]\ncollectors: {host: {}}\n").message(),
                                 "agent.yaml:1"));
-  EXPECT_TRUE(absl::StrContains(Error("collectors: {host: {}}\ninterval: soon\n").message(),
-                                "interval"));
-  EXPECT_TRUE(absl::StrContains(Error("collectors: [host]\n").message(), "'collectors' must be a map"));
+  EXPECT_TRUE(
+      absl::StrContains(Error("collectors: {host: {}}\ninterval: soon\n").message(), "interval"));
+  EXPECT_TRUE(
+      absl::StrContains(Error("collectors: [host]\n").message(), "'collectors' must be a map"));
   EXPECT_TRUE(absl::StrContains(Error("collectors:\n  host: {top_processes: many}\n").message(),
                                 "top_processes"));
 }
@@ -67,7 +68,8 @@ TEST_F(AgentConfigTest, NotYamlOrEmptyOrMissing) {
   EXPECT_TRUE(absl::StrContains(Error("").message(), "empty"));
   EXPECT_TRUE(absl::StrContains(Error("id: x\n").message(), "'collectors' is missing"));
   auto missing = LoadAgentConfig("/nonexistent/agent.yaml", registry_);
-  EXPECT_TRUE(absl::StrContains(missing.status().message(), "/nonexistent/agent.yaml")) << missing.status();
+  EXPECT_TRUE(absl::StrContains(missing.status().message(), "/nonexistent/agent.yaml"))
+      << missing.status();
 }
 
 }  // namespace

@@ -35,7 +35,8 @@ class SqliteStoreTest : public ::testing::Test {
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
     char* error = nullptr;
-    EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error), SQLITE_OK) << (error ? error : "");
+    EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error), SQLITE_OK)
+        << (error ? error : "");
     sqlite3_free(error);
     sqlite3_close(db);
   }
@@ -94,10 +95,11 @@ TEST_F(SqliteStoreTest, MigratesAVersionOneRegistryKeepingItsAgents) {
   // The schema as version 1 shipped it, with one agent in it.
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-  sqlite3_exec(db,
-               "CREATE TABLE agents (agent_id TEXT PRIMARY KEY, first_seen_unix_ms INTEGER NOT NULL,"
-               " last_seen_unix_ms INTEGER NOT NULL, info BLOB NOT NULL); PRAGMA user_version=1;",
-               nullptr, nullptr, nullptr);
+  sqlite3_exec(
+      db,
+      "CREATE TABLE agents (agent_id TEXT PRIMARY KEY, first_seen_unix_ms INTEGER NOT NULL,"
+      " last_seen_unix_ms INTEGER NOT NULL, info BLOB NOT NULL); PRAGMA user_version=1;",
+      nullptr, nullptr, nullptr);
   sqlite3_stmt* st = nullptr;
   sqlite3_prepare_v2(db, "INSERT INTO agents VALUES('db-1', 1111, 2222, ?1)", -1, &st, nullptr);
   sqlite3_bind_blob(st, 1, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
@@ -197,7 +199,8 @@ TEST_F(SqliteStoreTest, ChainVerifiesAndListsByIncident) {
   v1::Incident incident;
   incident.set_id("inc-1");
   for (int i = 0; i < 5; ++i) {
-    auto e = store->AppendEvent(Event(i % 2 ? "inc-1" : "inc-2", absl::StrCat("event ", i)), &incident);
+    auto e =
+        store->AppendEvent(Event(i % 2 ? "inc-1" : "inc-2", absl::StrCat("event ", i)), &incident);
     ASSERT_TRUE(e.ok());
     EXPECT_EQ(e->seq(), static_cast<uint64_t>(i + 1));
     EXPECT_EQ(e->hash(), TimelineEventHash(*e));
@@ -217,7 +220,8 @@ class TamperTest : public SqliteStoreTest {
  protected:
   void SetUp() override {
     auto store = Open();
-    for (int i = 1; i <= 6; ++i) ASSERT_TRUE(store->AppendEvent(Event("inc-1", absl::StrCat("e", i))).ok());
+    for (int i = 1; i <= 6; ++i)
+      ASSERT_TRUE(store->AppendEvent(Event("inc-1", absl::StrCat("e", i))).ok());
   }
   v1::VerifyAuditResponse Verify() { return *Open()->VerifyChain(); }
 };

@@ -23,9 +23,10 @@ LogFormat Compile(absl::string_view format) {
 TEST(LogFormat, TimedCombined) {
   LogFormat f = Compile(LogFormat::kTimedCombined);
   AccessLogEntry e;
-  ASSERT_TRUE(f.Parse("127.0.0.1 - - [22/Nov/2026:10:00:00 +0000] \"GET /api/v1/search?q=a%20b HTTP/1.1\" "
-                      "200 512 \"-\" \"curl/7.88.1\" 0.250",
-                      &e));
+  ASSERT_TRUE(
+      f.Parse("127.0.0.1 - - [22/Nov/2026:10:00:00 +0000] \"GET /api/v1/search?q=a%20b HTTP/1.1\" "
+              "200 512 \"-\" \"curl/7.88.1\" 0.250",
+              &e));
   EXPECT_EQ(e.status, 200);
   EXPECT_DOUBLE_EQ(e.request_time, 0.25);
   EXPECT_EQ(e.method, "GET");
@@ -34,7 +35,8 @@ TEST(LogFormat, TimedCombined) {
 
 TEST(LogFormat, UpstreamTimesListsAndDashes) {
   LogFormat f = Compile(
-      "$remote_addr [$time_local] \"$request\" $status $request_time \"$upstream_response_time\" ${http_x_request_id}");
+      "$remote_addr [$time_local] \"$request\" $status $request_time \"$upstream_response_time\" "
+      "${http_x_request_id}");
   AccessLogEntry e;
   ASSERT_TRUE(f.Parse("10.0.0.1 [x] \"POST /pay HTTP/2.0\" 502 1.500 \"0.500, 1.000\" abc", &e));
   EXPECT_EQ(e.status, 502);
@@ -55,7 +57,9 @@ TEST(LogFormat, OddQuotingInsideFields) {
   LogFormat f = Compile(LogFormat::kTimedCombined);
   AccessLogEntry e;
   // nginx escapes a quote in a header as \x22; a request line may be garbage.
-  ASSERT_TRUE(f.Parse("1.2.3.4 - bob [t] \"\\x16\\x03\\x01\" 400 157 \"-\" \"Mozilla \\x22x\\x22 (X11)\" 0.000", &e));
+  ASSERT_TRUE(f.Parse(
+      "1.2.3.4 - bob [t] \"\\x16\\x03\\x01\" 400 157 \"-\" \"Mozilla \\x22x\\x22 (X11)\" 0.000",
+      &e));
   EXPECT_EQ(e.status, 400);
   EXPECT_TRUE(e.path.empty());
   ASSERT_TRUE(f.Parse("1.2.3.4 - - [t] \"GET /a b/c HTTP/1.1\" 404 0 \"-\" \"-\" 0.002", &e));
@@ -65,11 +69,13 @@ TEST(LogFormat, OddQuotingInsideFields) {
 TEST(LogFormat, JsonEscapeFormat) {
   LogFormat f = Compile(
       "{\"time\":\"$time_iso8601\",\"request\":\"$request\",\"status\":$status,"
-      "\"request_time\":$request_time,\"upstream\":\"$upstream_response_time\",\"ua\":\"$http_user_agent\"}");
+      "\"request_time\":$request_time,\"upstream\":\"$upstream_response_time\",\"ua\":\"$http_user_"
+      "agent\"}");
   AccessLogEntry e;
-  ASSERT_TRUE(f.Parse("{\"time\":\"2026-11-22T10:00:00+00:00\",\"request\":\"GET /x?y=1 HTTP/1.1\",\"status\":503,"
-                      "\"request_time\":2.004,\"upstream\":\"2.003\",\"ua\":\"say \\\"hi\\\",\\\"status\\\":1\"}",
-                      &e));
+  ASSERT_TRUE(f.Parse(
+      "{\"time\":\"2026-11-22T10:00:00+00:00\",\"request\":\"GET /x?y=1 HTTP/1.1\",\"status\":503,"
+      "\"request_time\":2.004,\"upstream\":\"2.003\",\"ua\":\"say \\\"hi\\\",\\\"status\\\":1\"}",
+      &e));
   EXPECT_EQ(e.status, 503);
   EXPECT_DOUBLE_EQ(e.request_time, 2.004);
   EXPECT_EQ(e.path, "/x");
@@ -99,9 +105,7 @@ class TailerTest : public ::testing::Test {
     log_ = dir_ + "/access.log";
   }
   ~TailerTest() override { std::filesystem::remove_all(dir_); }
-  void Append(const std::string& text) {
-    std::ofstream(log_, std::ios::app) << text;
-  }
+  void Append(const std::string& text) { std::ofstream(log_, std::ios::app) << text; }
   std::vector<std::string> Poll(LogTailer& t) {
     std::vector<std::string> lines;
     EXPECT_TRUE(t.Poll([&](absl::string_view l) { lines.emplace_back(l); }).ok());
@@ -182,7 +186,8 @@ TEST(NginxCollector, FiguresOfAKnownMix) {
   for (int i = 0; i < 1000; ++i) {
     const bool slow = i % 10 == 0;
     c.Observe(absl::StrCat("1.1.1.1 - - [t] \"GET ", slow ? "/slow?x=1" : "/fast", " HTTP/1.1\" ",
-                           slow && i % 20 == 0 ? 503 : 200, " 1 \"-\" \"-\" ", slow ? "2.000" : "0.100"));
+                           slow && i % 20 == 0 ? 503 : 200, " 1 \"-\" \"-\" ",
+                           slow ? "2.000" : "0.100"));
   }
   for (int i = 0; i < 7; ++i) c.Observe("not an access log line");
   Collection out;

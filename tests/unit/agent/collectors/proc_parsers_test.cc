@@ -63,7 +63,9 @@ TEST(Meminfo, OldKernelFallsBackToFreePlusCaches) {
   EXPECT_NEAR(mem->UsedRatio(), 0.6, 1e-12);
 }
 
-TEST(Meminfo, RefusesMissingTotal) { EXPECT_FALSE(ParseMeminfo(Fixture("odd/meminfo_no_total")).ok()); }
+TEST(Meminfo, RefusesMissingTotal) {
+  EXPECT_FALSE(ParseMeminfo(Fixture("odd/meminfo_no_total")).ok());
+}
 
 TEST(Loadavg, ParsesFirstFieldAndRefusesGarbage) {
   auto load = ParseLoadavg1(Fixture("proc/loadavg"));
@@ -118,7 +120,8 @@ TEST(HostCollector, ReadsAFixtureProcTree) {
   bool saw_odd_name = false;
   for (const auto& table : tables) {
     for (const auto& row : table.rows()) {
-      for (const auto& cell : row.cells()) saw_odd_name = saw_odd_name || cell == "my (odd) proc name";
+      for (const auto& cell : row.cells())
+        saw_odd_name = saw_odd_name || cell == "my (odd) proc name";
     }
   }
   EXPECT_TRUE(saw_odd_name);

@@ -9,9 +9,11 @@ namespace vigil::agent {
 namespace {
 
 constexpr char kInfo[] =
-    "# Server\r\nredis_version:7.0.11\r\nuptime_in_seconds:42\r\n\r\n# Clients\r\nconnected_clients:3\r\n"
+    "# Server\r\nredis_version:7.0.11\r\nuptime_in_seconds:42\r\n\r\n# "
+    "Clients\r\nconnected_clients:3\r\n"
     "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n"
-    "# Stats\r\ntotal_commands_processed:1234\r\ninstantaneous_ops_per_sec:5\r\nkeyspace_hits:90\r\n"
+    "# "
+    "Stats\r\ntotal_commands_processed:1234\r\ninstantaneous_ops_per_sec:5\r\nkeyspace_hits:90\r\n"
     "keyspace_misses:10\r\n# Keyspace\r\ndb0:keys=2,expires=0,avg_ttl=0\r\n";
 
 TEST(ParseRedisInfo, ReadsCountersAndKeepsEveryField) {
