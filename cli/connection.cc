@@ -10,23 +10,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "cli/output.h"
+#include "common/transport.h"
 
 namespace vigil::cli {
 namespace {
-
-absl::StatusOr<std::string> ReadPem(absl::string_view flag, const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, "=", path, ": cannot read: ", std::strerror(errno)));
-  }
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!absl::StrContains(text.str(), "-----BEGIN")) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, "=", path, ": not a PEM file"));
-  }
-  return text.str();
-}
 
 std::string CodeName(grpc::StatusCode code) {
   switch (code) {
@@ -80,14 +67,14 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
   }
   grpc::SslCredentialsOptions ssl;
   if (!options.tls_ca.empty()) {  // otherwise the system's roots
-    auto ca = ReadPem("--tls-ca", options.tls_ca);
+    auto ca = ReadPemFile("--tls-ca", options.tls_ca);
     if (!ca.ok()) return ca.status();
     ssl.pem_root_certs = *std::move(ca);
   }
   if (!options.tls_cert.empty()) {
-    auto cert = ReadPem("--tls-cert", options.tls_cert);
+    auto cert = ReadPemFile("--tls-cert", options.tls_cert);
     if (!cert.ok()) return cert.status();
-    auto key = ReadPem("--tls-key", options.tls_key);
+    auto key = ReadPemFile("--tls-key", options.tls_key);
     if (!key.ok()) return key.status();
     ssl.pem_cert_chain = *std::move(cert);
     ssl.pem_private_key = *std::move(key);

@@ -10,20 +10,6 @@
 namespace vigil {
 namespace {
 
-absl::StatusOr<std::string> ReadPem(absl::string_view flag, const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, "=", path, ": cannot read: ", std::strerror(errno)));
-  }
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!absl::StrContains(text.str(), "-----BEGIN")) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, "=", path, ": not a PEM file"));
-  }
-  return text.str();
-}
-
 absl::Status CheckPlainText(const TransportFlags& flags, absl::string_view address) {
   if (!flags.insecure) {
     return absl::InvalidArgumentError(
@@ -38,6 +24,20 @@ absl::Status CheckPlainText(const TransportFlags& flags, absl::string_view addre
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> ReadPemFile(absl::string_view flag, const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, "=", path, ": cannot read: ", std::strerror(errno)));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!absl::StrContains(text.str(), "-----BEGIN")) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, "=", path, ": not a PEM file"));
+  }
+  return text.str();
+}
 
 void AddTransportFlags(CLI::App& app, TransportFlags& flags) {
   app.add_flag("--insecure", flags.insecure, "plain text, no TLS (loopback addresses only)");
@@ -72,7 +72,7 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeClientCredentials(
     return absl::InvalidArgumentError("--tls-ca is required with TLS");
   }
   grpc::SslCredentialsOptions options;
-  auto ca = ReadPem("--tls-ca", flags.ca);
+  auto ca = ReadPemFile("--tls-ca", flags.ca);
   if (!ca.ok()) {
     return ca.status();
   }
@@ -81,11 +81,11 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeClientCredentials(
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }
   if (!flags.cert.empty()) {
-    auto cert = ReadPem("--tls-cert", flags.cert);
+    auto cert = ReadPemFile("--tls-cert", flags.cert);
     if (!cert.ok()) {
       return cert.status();
     }
-    auto key = ReadPem("--tls-key", flags.key);
+    auto key = ReadPemFile("--tls-key", flags.key);
     if (!key.ok()) {
       return key.status();
     }
@@ -107,15 +107,15 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     return absl::InvalidArgumentError(
         "the controller needs all of --tls-ca, --tls-cert and --tls-key");
   }
-  auto ca = ReadPem("--tls-ca", flags.ca);
+  auto ca = ReadPemFile("--tls-ca", flags.ca);
   if (!ca.ok()) {
     return ca.status();
   }
-  auto cert = ReadPem("--tls-cert", flags.cert);
+  auto cert = ReadPemFile("--tls-cert", flags.cert);
   if (!cert.ok()) {
     return cert.status();
   }
-  auto key = ReadPem("--tls-key", flags.key);
+  auto key = ReadPemFile("--tls-key", flags.key);
   if (!key.ok()) {
     return key.status();
   }

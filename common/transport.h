@@ -23,6 +23,9 @@ struct TransportFlags {
   std::string key;   // our private key (PEM)
 };
 
+// Reads a PEM file named by `flag`; errors name the flag, the path and why.
+absl::StatusOr<std::string> ReadPemFile(absl::string_view flag, const std::string& path);
+
 // Adds --insecure, --tls-ca, --tls-cert and --tls-key to a command line.
 void AddTransportFlags(CLI::App& app, TransportFlags& flags);
 
