@@ -12,6 +12,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/model_names.h"
 #include "vigil/v1/control_service.pb.h"
 #include "vigil/v1/incident.pb.h"
 
@@ -58,11 +59,6 @@ std::string JoinOrDash(const google::protobuf::RepeatedPtrField<std::string>& it
 std::string OneLine(absl::string_view text);
 
 // Lower-case names people read: "SEV2", "acknowledged", "firing", "approved", "connected".
-std::string SeverityName(v1::Severity severity);
-std::string IncidentStateName(v1::IncidentState state);
-std::string AlertStateName(v1::AlertState state);
-std::string ProposalStateName(v1::ProposalState state);
-std::string AgentStateName(v1::AgentState state);
 
 // One timeline event as one line: time, #seq, incident, kind, actor, summary.
 std::string FormatEventLine(const v1::TimelineEvent& event);

@@ -8,6 +8,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/model_names.h"
 #include "common/status.h"
 #include "storage/timeline_hash.h"
 
@@ -156,21 +157,6 @@ absl::StatusOr<Message> ParseBlob(const std::string& bytes, absl::string_view wh
     return absl::DataLossError(absl::StrCat("stored ", what, " does not parse"));
   }
   return m;
-}
-
-std::string IncidentStateName(v1::IncidentState s) {
-  switch (s) {
-    case v1::OPEN:
-      return "open";
-    case v1::ACKNOWLEDGED:
-      return "acknowledged";
-    case v1::MITIGATED:
-      return "mitigated";
-    case v1::INCIDENT_RESOLVED:
-      return "resolved";
-    default:
-      return "unspecified";
-  }
 }
 
 class SqliteStore final : public Store {
