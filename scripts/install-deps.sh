@@ -5,9 +5,10 @@ if [ "$(id -u)" != 0 ]; then echo "install-deps: run as root (it calls apt-get)"
 BUILD=(build-essential cmake ninja-build pkg-config ccache
   protobuf-compiler libprotobuf-dev protobuf-compiler-grpc libgrpc++-dev libgrpc-dev
   libabsl-dev libspdlog-dev libfmt-dev libsqlite3-dev libyaml-cpp-dev libcli11-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libssl-dev libpqxx-dev libhiredis-dev)
+  libgtest-dev libgmock-dev libbenchmark-dev libssl-dev libpqxx-dev libhiredis-dev libre2-dev)
 # Real servers the integration tests start on loopback, and the tools they drive.
-SERVERS=(postgresql redis-server nginx-light logrotate supervisor sqlite3 procps python3 openssl)
+SERVERS=(postgresql redis-server nginx-light logrotate supervisor sqlite3 procps python3 openssl
+  prometheus-alertmanager)
 missing=()
 for p in "${BUILD[@]}" "${SERVERS[@]}" "$@"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,600 @@
+#include "controller/rules/rule.h"
+
+#include <re2/re2.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/metric_schema.h"
+#include "common/yaml_util.h"
+
+namespace vigil::controller {
+namespace {
+
+// A cursor over an expression; every error names the column (1-based) it stopped at.
+class ExprParser {
+ public:
+  explicit ExprParser(absl::string_view text) : text_(text) {}
+
+  absl::StatusOr<Expression> Parse() {
+    Expression expr;
+    expr.text = std::string(absl::StripAsciiWhitespace(text_));
+    std::string word = PeekWord();
+    if (auto agg = AggregationOf(word); agg != Aggregation::kNone) {
+      Word();
+      expr.aggregation = agg;
+      if (PeekWord() == "by") {
+        Word();
+        if (absl::Status s = ParseBy(expr); !s.ok()) {
+          return s;
+        }
+      }
+      const bool parenthesized = Eat('(');
+      if (absl::Status s = ParseOperand(expr); !s.ok()) {
+        return s;
+      }
+      if (parenthesized && !Eat(')')) {
+        return Error("expected ')' to close the aggregation");
+      }
+      if (PeekWord() == "by") {
+        if (!expr.by.empty()) {
+          return Error("'by' is given twice");
+        }
+        Word();
+        if (absl::Status s = ParseBy(expr); !s.ok()) {
+          return s;
+        }
+      }
+    } else if (absl::Status s = ParseOperand(expr); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = ParseComparison(expr); !s.ok()) {
+      return s;
+    }
+    SkipSpace();
+    if (pos_ != text_.size()) {
+      return Error(absl::StrCat("unexpected '", text_.substr(pos_), "' after the threshold"));
+    }
+    return expr;
+  }
+
+ private:
+  static Aggregation AggregationOf(absl::string_view word) {
+    if (word == "sum") return Aggregation::kSum;
+    if (word == "avg") return Aggregation::kAvg;
+    if (word == "min") return Aggregation::kMin;
+    if (word == "max") return Aggregation::kMax;
+    if (word == "count") return Aggregation::kCount;
+    return Aggregation::kNone;
+  }
+
+  static bool IsWordChar(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
+
+  void SkipSpace() {
+    while (pos_ < text_.size() && std::isspace(static_cast<unsigned char>(text_[pos_]))) {
+      ++pos_;
+    }
+  }
+
+  std::string PeekWord() {
+    SkipSpace();
+    size_t end = pos_;
+    while (end < text_.size() && IsWordChar(text_[end])) {
+      ++end;
+    }
+    return std::string(text_.substr(pos_, end - pos_));
+  }
+
+  std::string Word() {
+    std::string word = PeekWord();
+    pos_ += word.size();
+    return word;
+  }
+
+  bool Eat(char c) {
+    SkipSpace();
+    if (pos_ < text_.size() && text_[pos_] == c) {
+      ++pos_;
+      return true;
+    }
+    return false;
+  }
+
+  absl::Status Error(absl::string_view what) const {
+    return absl::InvalidArgumentError(absl::StrCat(what, " (column ", pos_ + 1, ")"));
+  }
+
+  absl::Status ParseBy(Expression& expr) {
+    if (!Eat('(')) {
+      return Error("expected '(' after 'by'");
+    }
+    while (true) {
+      std::string label = Word();
+      if (label.empty()) {
+        return Error("expected a label name in 'by (...)'");
+      }
+      expr.by.push_back(label);
+      if (Eat(')')) {
+        return absl::OkStatus();
+      }
+      if (!Eat(',')) {
+        return Error("expected ',' or ')' in 'by (...)'");
+      }
+    }
+  }
+
+  absl::Status ParseOperand(Expression& expr) {
+    const size_t start = pos_;
+    std::string word = Word();
+    if (word.empty()) {
+      return Error("expected a metric name");
+    }
+    double quantile = 0;
+    if (word.size() == 3 && word[0] == 'p' && std::isdigit(static_cast<unsigned char>(word[1])) &&
+        std::isdigit(static_cast<unsigned char>(word[2])) && PeekChar() == '(') {
+      quantile = ((word[1] - '0') * 10 + (word[2] - '0')) / 100.0;
+      Eat('(');
+      word = Word();
+      if (word.empty()) {
+        return Error(absl::StrCat("expected a histogram metric inside ", word, "(...)"));
+      }
+    }
+    const MetricInfo* info = FindMetric(word);
+    if (info == nullptr) {
+      pos_ = start;
+      std::vector<std::string> names;
+      for (const MetricInfo& m : AllMetrics()) {
+        names.emplace_back(m.name);
+      }
+      return Error(
+          absl::StrCat("unknown metric '", word, "' (known: ", absl::StrJoin(names, ", "), ")"));
+    }
+    if (quantile > 0 && info->kind != MetricKind::kHistogram) {
+      return Error(absl::StrCat("'", word, "' is a gauge; quantiles apply to histograms only"));
+    }
+    if (quantile == 0 && info->kind == MetricKind::kHistogram) {
+      return Error(absl::StrCat("'", word, "' is a histogram: write p50/p90/p95/p99(", word, ")"));
+    }
+    expr.metric = word;
+    expr.quantile = quantile;
+    if (Eat('{')) {
+      if (absl::Status s = ParseMatchers(expr); !s.ok()) {
+        return s;
+      }
+    }
+    if (quantile > 0 && !Eat(')')) {
+      return Error("expected ')' to close the quantile");
+    }
+    return absl::OkStatus();
+  }
+
+  char PeekChar() {
+    SkipSpace();
+    return pos_ < text_.size() ? text_[pos_] : '\0';
+  }
+
+  absl::Status ParseMatchers(Expression& expr) {
+    if (Eat('}')) {
+      return absl::OkStatus();
+    }
+    while (true) {
+      LabelMatcher m;
+      m.label = Word();
+      if (m.label.empty()) {
+        return Error("expected a label name in '{...}'");
+      }
+      SkipSpace();
+      absl::string_view rest = text_.substr(pos_);
+      if (absl::StartsWith(rest, "=~")) {
+        m.op = LabelMatcher::Op::kRegex;
+        pos_ += 2;
+      } else if (absl::StartsWith(rest, "!~")) {
+        m.op = LabelMatcher::Op::kNotRegex;
+        pos_ += 2;
+      } else if (absl::StartsWith(rest, "!=")) {
+        m.op = LabelMatcher::Op::kNotEqual;
+        pos_ += 2;
+      } else if (absl::StartsWith(rest, "=")) {
+        m.op = LabelMatcher::Op::kEqual;
+        pos_ += 1;
+      } else {
+        return Error(absl::StrCat("expected =, !=, =~ or !~ after label '", m.label, "'"));
+      }
+      if (!Eat('"')) {
+        return Error(absl::StrCat("expected a quoted value for label '", m.label, "'"));
+      }
+      const size_t close = text_.find('"', pos_);
+      if (close == absl::string_view::npos) {
+        return Error("unterminated label value");
+      }
+      m.value = std::string(text_.substr(pos_, close - pos_));
+      pos_ = close + 1;
+      if (m.op == LabelMatcher::Op::kRegex || m.op == LabelMatcher::Op::kNotRegex) {
+        auto regex =
+            std::make_shared<re2::RE2>(absl::StrCat("^(?:", m.value, ")$"), re2::RE2::Quiet);
+        if (!regex->ok()) {
+          return Error(absl::StrCat("bad regular expression '", m.value, "': ", regex->error()));
+        }
+        m.regex = std::move(regex);
+      }
+      expr.matchers.push_back(std::move(m));
+      if (Eat('}')) {
+        return absl::OkStatus();
+      }
+      if (!Eat(',')) {
+        return Error("expected ',' or '}' in the label matchers");
+      }
+    }
+  }
+
+  absl::Status ParseComparison(Expression& expr) {
+    SkipSpace();
+    absl::string_view rest = text_.substr(pos_);
+    struct {
+      absl::string_view text;
+      Comparison op;
+    } const kOps[] = {{">=", Comparison::kGreaterEqual}, {"<=", Comparison::kLessEqual},
+                      {"==", Comparison::kEqual},        {"!=", Comparison::kNotEqual},
+                      {">", Comparison::kGreater},       {"<", Comparison::kLess}};
+    bool found = false;
+    for (const auto& candidate : kOps) {
+      if (absl::StartsWith(rest, candidate.text)) {
+        expr.op = candidate.op;
+        pos_ += candidate.text.size();
+        found = true;
+        break;
+      }
+    }
+    if (!found) {
+      return Error(absl::StrCat("expected a comparison (>, >=, <, <=, ==, !=), found '",
+                                rest.empty() ? "end of expression" : rest.substr(0, 8), "'"));
+    }
+    SkipSpace();
+    size_t end = pos_;
+    while (end < text_.size() && !std::isspace(static_cast<unsigned char>(text_[end]))) {
+      ++end;
+    }
+    absl::string_view number = text_.substr(pos_, end - pos_);
+    if (!absl::SimpleAtod(number, &expr.threshold) || !std::isfinite(expr.threshold)) {
+      return Error(absl::StrCat("threshold '", number, "' is not a number"));
+    }
+    pos_ = end;
+    return absl::OkStatus();
+  }
+
+  absl::string_view text_;
+  size_t pos_ = 0;
+};
+
+absl::StatusOr<v1::Severity> ParseSeverity(absl::string_view text) {
+  const std::string upper = absl::AsciiStrToUpper(text);
+  if (upper == "SEV1") return v1::SEV1;
+  if (upper == "SEV2") return v1::SEV2;
+  if (upper == "SEV3") return v1::SEV3;
+  if (upper == "SEV4") return v1::SEV4;
+  return absl::InvalidArgumentError(
+      absl::StrCat("severity '", text, "' is not one of SEV1, SEV2, SEV3, SEV4"));
+}
+
+// Parses one entry of `rules:`; errors are prefixed with the entry's position and name.
+absl::StatusOr<Rule> ParseRule(const YAML::Node& node, absl::string_view file) {
+  const std::string where = YamlWhere(file, node);
+  if (!node.IsMap()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": a rule must be a map"));
+  }
+  Rule rule;
+  rule.source = where;
+  auto name = YamlString(node, "alert", file, /*required=*/true);
+  if (!name.ok()) {
+    return name.status();
+  }
+  rule.name = *name;
+  auto fail = [&](const YAML::Node& at, absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, at.IsDefined() ? at : node),
+                                                   ": rule ", rule.name, ": ", what));
+  };
+  if (rule.name.empty() || !RE2::FullMatch(rule.name, "[A-Za-z_][A-Za-z0-9_]*")) {
+    return fail(node["alert"], absl::StrCat("alert name '", rule.name,
+                                            "' must be letters, digits and _ (like a metric)"));
+  }
+  if (absl::Status s = YamlCheckKeys(node, file, absl::StrCat("rule ", rule.name),
+                                     {"alert", "expr", "for", "window", "severity", "tiers",
+                                      "summary", "runbook", "diagnostics"});
+      !s.ok()) {
+    return s;
+  }
+  auto expr_text = YamlString(node, "expr", file, /*required=*/true);
+  if (!expr_text.ok()) {
+    return fail(node, expr_text.status().message());
+  }
+  auto expr = ParseExpression(*expr_text);
+  if (!expr.ok()) {
+    return fail(node["expr"], absl::StrCat("expr: ", expr.status().message()));
+  }
+  rule.expr = std::move(*expr);
+  auto for_duration = YamlDuration(node, "for", file, absl::ZeroDuration());
+  if (!for_duration.ok()) {
+    return fail(node["for"], for_duration.status().message());
+  }
+  rule.for_duration = *for_duration;
+  auto window = YamlDuration(node, "window", file, absl::Minutes(1));
+  if (!window.ok()) {
+    return fail(node["window"], window.status().message());
+  }
+  if (*window < absl::Seconds(1) || *window > absl::Minutes(5)) {
+    return fail(node["window"], "window must be between 1s and 5m");
+  }
+  rule.window = *window;
+  if (rule.for_duration < absl::ZeroDuration()) {
+    return fail(node["for"], "for must not be negative");
+  }
+  auto severity = YamlString(node, "severity", file, false, "SEV3");
+  if (!severity.ok()) {
+    return severity.status();
+  }
+  auto parsed_severity = ParseSeverity(*severity);
+  if (!parsed_severity.ok()) {
+    return fail(node["severity"], parsed_severity.status().message());
+  }
+  rule.severity = *parsed_severity;
+  if (const YAML::Node tiers = node["tiers"]; tiers.IsDefined()) {
+    if (!tiers.IsSequence()) {
+      return fail(tiers, "tiers must be a list of {threshold, severity}");
+    }
+    for (const YAML::Node& t : tiers) {
+      if (absl::Status s = YamlCheckKeys(t, file, "a tier", {"threshold", "severity"}); !s.ok()) {
+        return s;
+      }
+      auto threshold = YamlDouble(t, "threshold", file, NAN);
+      auto tier_severity = YamlString(t, "severity", file, /*required=*/true);
+      if (!threshold.ok() || std::isnan(*threshold)) {
+        return fail(t, "a tier needs a numeric threshold");
+      }
+      if (!tier_severity.ok()) {
+        return fail(t, "a tier needs a severity");
+      }
+      auto s = ParseSeverity(*tier_severity);
+      if (!s.ok()) {
+        return fail(t, s.status().message());
+      }
+      if (!Compare(*threshold, rule.expr.op, rule.expr.threshold)) {
+        return fail(t,
+                    absl::StrCat("tier threshold ", *threshold, " does not meet the rule's own (",
+                                 ComparisonText(rule.expr.op), " ", rule.expr.threshold, ")"));
+      }
+      rule.tiers.push_back({*threshold, *s});
+    }
+    // Most severe first, so the first tier a value meets is the one that counts.
+    std::sort(rule.tiers.begin(), rule.tiers.end(),
+              [](const SeverityTier& a, const SeverityTier& b) { return a.severity < b.severity; });
+  }
+  for (absl::string_view key : {"summary", "runbook"}) {
+    auto value = YamlString(node, key, file);
+    if (!value.ok()) {
+      return value.status();
+    }
+    (key == "summary" ? rule.summary : rule.runbook) = *value;
+  }
+  auto diagnostics = YamlStringList(node, "diagnostics", file);
+  if (!diagnostics.ok()) {
+    return diagnostics.status();
+  }
+  rule.diagnostics = std::move(*diagnostics);
+  if (rule.summary.empty()) {
+    rule.summary = absl::StrCat(rule.name, ": ", rule.expr.text);
+  }
+  return rule;
+}
+
+}  // namespace
+
+bool LabelMatcher::Matches(absl::string_view actual) const {
+  switch (op) {
+    case Op::kEqual:
+      return actual == value;
+    case Op::kNotEqual:
+      return actual != value;
+    case Op::kRegex:
+      return RE2::FullMatch(re2::StringPiece(actual.data(), actual.size()), *regex);
+    case Op::kNotRegex:
+      return !RE2::FullMatch(re2::StringPiece(actual.data(), actual.size()), *regex);
+  }
+  return false;
+}
+
+bool Compare(double value, Comparison op, double threshold) {
+  switch (op) {
+    case Comparison::kGreater:
+      return value > threshold;
+    case Comparison::kGreaterEqual:
+      return value >= threshold;
+    case Comparison::kLess:
+      return value < threshold;
+    case Comparison::kLessEqual:
+      return value <= threshold;
+    case Comparison::kEqual:
+      return value == threshold;
+    case Comparison::kNotEqual:
+      return value != threshold;
+  }
+  return false;
+}
+
+absl::string_view ComparisonText(Comparison op) {
+  switch (op) {
+    case Comparison::kGreater:
+      return ">";
+    case Comparison::kGreaterEqual:
+      return ">=";
+    case Comparison::kLess:
+      return "<";
+    case Comparison::kLessEqual:
+      return "<=";
+    case Comparison::kEqual:
+      return "==";
+    case Comparison::kNotEqual:
+      return "!=";
+  }
+  return "?";
+}
+
+absl::StatusOr<Expression> ParseExpression(absl::string_view text) {
+  return ExprParser(text).Parse();
+}
+
+v1::Severity Rule::SeverityFor(double value) const {
+  for (const SeverityTier& tier : tiers) {
+    if (Compare(value, expr.op, tier.threshold)) {
+      return tier.severity < severity ? tier.severity : severity;
+    }
+  }
+  return severity;
+}
+
+RuleFile ParseRules(absl::string_view text, absl::string_view name) {
+  RuleFile result;
+  absl::StatusOr<YAML::Node> root = LoadYamlString(text, name);
+  if (!root.ok()) {
+    result.errors.emplace_back(root.status().message());
+    return result;
+  }
+  if (absl::Status s = YamlCheckKeys(*root, name, "the rule file", {"rules"}); !s.ok()) {
+    result.errors.emplace_back(s.message());
+    return result;
+  }
+  const YAML::Node rules = (*root)["rules"];
+  if (!rules.IsDefined() || !rules.IsSequence()) {
+    result.errors.push_back(
+        absl::StrCat(YamlWhere(name, *root), ": the rule file needs a 'rules:' list"));
+    return result;
+  }
+  std::map<std::string, std::string> seen;  // name -> where
+  for (const YAML::Node& node : rules) {
+    absl::StatusOr<Rule> rule = ParseRule(node, name);
+    if (!rule.ok()) {
+      result.errors.emplace_back(rule.status().message());
+      continue;
+    }
+    auto [it, inserted] = seen.emplace(rule->name, rule->source);
+    if (!inserted) {
+      result.errors.push_back(absl::StrCat(rule->source, ": rule ", rule->name,
+                                           ": duplicate name (first defined at ", it->second, ")"));
+      continue;
+    }
+    result.rules.push_back(std::move(*rule));
+  }
+  return result;
+}
+
+RuleFile LoadRuleFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  if (!in || in.bad()) {
+    RuleFile result;
+    result.errors.push_back(absl::StrCat(path, ": cannot read: ", std::strerror(errno)));
+    return result;
+  }
+  return ParseRules(buffer.str(), path);
+}
+
+const std::string& DefaultRulesYaml() {
+  // From the runbooks. Thresholds are the runbooks'; `for:` keeps one slow scrape from paging.
+  static const std::string* const kRules = new std::string(R"yaml(rules:
+  - alert: HighAPILatency
+    expr: p95(nginx_request_duration_seconds) > 2
+    for: 5m
+    window: 1m
+    severity: SEV2
+    summary: API p95 latency above 2 s
+    runbook: high-api-latency
+    diagnostics: [nginx_slow_endpoints, top_processes, pg_active_queries, pg_lock_waits, redis_stats]
+  - alert: HighErrorRate
+    expr: nginx_error_ratio > 0.05
+    for: 5m
+    severity: SEV2
+    summary: More than 5 % of API responses are 5xx
+    runbook: high-error-rate
+    diagnostics: [nginx_slow_endpoints, top_processes, pg_active_queries]
+  - alert: HighMemoryUsage
+    expr: host_memory_used_ratio > 0.85
+    for: 5m
+    severity: SEV2
+    summary: Memory above 85 %
+    runbook: high-memory-usage
+    diagnostics: [top_processes]
+  - alert: DiskSpaceWarning
+    expr: host_disk_used_ratio > 0.80
+    for: 5m
+    severity: SEV3
+    tiers: [{threshold: 0.95, severity: SEV1}]
+    summary: Disk above 80 % (SEV1 above 95 %)
+    runbook: disk-space
+    diagnostics: [top_processes]
+  - alert: HighCPU
+    expr: host_cpu_usage_ratio > 0.90
+    for: 5m
+    severity: SEV3
+    summary: CPU above 90 %
+    runbook: high-cpu
+    diagnostics: [top_processes]
+  - alert: DBConnectionsExhausted
+    expr: pg_connections_used_ratio > 0.95
+    for: 1m
+    severity: SEV2
+    summary: PostgreSQL connections above 95 % of max_connections
+    runbook: db-connections
+    diagnostics: [pg_active_queries, pg_lock_waits]
+  - alert: SlowQueries
+    expr: pg_longest_query_seconds > 30
+    for: 1m
+    severity: SEV3
+    summary: A PostgreSQL query has been running for more than 30 s
+    runbook: slow-queries
+    diagnostics: [pg_active_queries, pg_lock_waits, top_processes]
+  - alert: BlockedQueries
+    expr: pg_blocked_queries > 0
+    for: 1m
+    severity: SEV3
+    summary: PostgreSQL queries waiting on locks
+    runbook: slow-queries
+    diagnostics: [pg_lock_waits, pg_active_queries]
+  - alert: LowCacheHitRatio
+    expr: redis_keyspace_hit_ratio < 0.8
+    for: 10m
+    severity: SEV3
+    summary: Redis keyspace hit ratio below 80 %
+    runbook: low-cache-hit-ratio
+    diagnostics: [redis_stats]
+  - alert: LowThroughput
+    expr: sum(nginx_requests_per_second) < 100
+    for: 5m
+    severity: SEV3
+    summary: Fleet-wide API throughput below 100 req/s
+    runbook: low-throughput
+    diagnostics: [nginx_slow_endpoints]
+)yaml");
+  return *kRules;
+}
+
+std::vector<Rule> DefaultRules() {
+  RuleFile file = ParseRules(DefaultRulesYaml(), "built-in rules");
+  // The defaults are tested; a broken default is a build defect, not a user error.
+  if (!file.errors.empty()) {
+    std::abort();
+  }
+  return std::move(file.rules);
+}
+
+}  // namespace vigil::controller

@@ -1,0 +1,93 @@
+// Alert rules: the YAML rule file, the expression language and the built-in defaults.
+//
+//   expr := [agg [by (label, ...)]] ( selector | pNN(selector) ) op number
+//   agg  := sum | avg | min | max | count        (across agents: fleet-wide rules)
+//   pNN  := p50 | p90 | p95 | p99                (of a histogram, over the rule's window)
+//   selector := metric [{label op "value", ...}] with = != =~ !~ on series or agent labels
+//
+// Parsing checks everything it can before the controller starts: unknown metrics, histogram
+// versus gauge, operators, durations, severities and duplicate names, each error with file and
+// line. Immutable once parsed; thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "vigil/v1/incident.pb.h"
+
+namespace re2 {
+class RE2;
+}
+
+namespace vigil::controller {
+
+struct LabelMatcher {
+  enum class Op { kEqual, kNotEqual, kRegex, kNotRegex };
+  std::string label;
+  Op op = Op::kEqual;
+  std::string value;
+  std::shared_ptr<const re2::RE2> regex;  // anchored; set for kRegex and kNotRegex
+
+  bool Matches(absl::string_view actual) const;  // a missing label reads ""
+};
+
+enum class Comparison { kGreater, kGreaterEqual, kLess, kLessEqual, kEqual, kNotEqual };
+bool Compare(double value, Comparison op, double threshold);
+absl::string_view ComparisonText(Comparison op);
+
+enum class Aggregation { kNone, kSum, kAvg, kMin, kMax, kCount };
+
+struct Expression {
+  Aggregation aggregation = Aggregation::kNone;
+  std::vector<std::string> by;  // grouping labels of an aggregation
+  double quantile = 0;          // > 0: a histogram quantile (0.95 for p95)
+  std::string metric;
+  std::vector<LabelMatcher> matchers;
+  Comparison op = Comparison::kGreater;
+  double threshold = 0;
+  std::string text;  // as written
+};
+
+// Parses one expression; errors say what is wrong and at which column.
+absl::StatusOr<Expression> ParseExpression(absl::string_view text);
+
+// A stricter severity for a value further past the threshold (DiskSpaceWarning: 0.95 -> SEV1).
+struct SeverityTier {
+  double threshold = 0;
+  v1::Severity severity = v1::SEV3;
+};
+
+struct Rule {
+  std::string name;
+  Expression expr;
+  absl::Duration for_duration = absl::ZeroDuration();
+  absl::Duration window = absl::Minutes(1);  // histogram quantiles look this far back
+  v1::Severity severity = v1::SEV3;
+  std::vector<SeverityTier> tiers;  // most severe first
+  std::string summary;
+  std::string runbook;
+  std::vector<std::string> diagnostics;  // tables to collect when it opens or joins an incident
+  std::string source;                    // "file:line", for messages
+
+  // The severity for a value that meets the condition.
+  v1::Severity SeverityFor(double value) const;
+};
+
+struct RuleFile {
+  std::vector<Rule> rules;
+  std::vector<std::string> errors;  // "file:line: rule NAME: problem", one per problem
+};
+
+// Parses a rule file's text; `name` is used in messages. Reports every problem it finds.
+RuleFile ParseRules(absl::string_view text, absl::string_view name);
+// Reads and parses a file; a missing file is one error naming it.
+RuleFile LoadRuleFile(const std::string& path);
+// The defaults taken from the runbooks (compiled in, so a controller without --rules alerts).
+const std::string& DefaultRulesYaml();
+std::vector<Rule> DefaultRules();
+
+}  // namespace vigil::controller

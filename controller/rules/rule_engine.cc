@@ -1,0 +1,383 @@
+#include "controller/rules/rule_engine.h"
+
+#include <algorithm>
+#include <limits>
+#include <unordered_set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/histogram.h"
+#include "common/ids.h"
+
+namespace vigil::controller {
+namespace {
+
+std::string InstanceKey(const Rule& rule, const std::string& agent_id, const Labels& labels) {
+  std::string key = absl::StrCat(rule.name, "\x1f", agent_id);
+  for (const auto& [k, v] : labels) {
+    absl::StrAppend(&key, "\x1f", k, "=", v);
+  }
+  return key;
+}
+
+// The value a series contributes: its latest gauge value, or a quantile of its histograms
+// over the rule's window. False when there is nothing to judge (no requests in the window).
+bool SeriesValue(const Rule& rule, const SeriesState& series, double* value) {
+  if (rule.expr.quantile == 0) {
+    if (series.count == 0) {
+      return false;
+    }
+    *value = series.latest();
+    return true;
+  }
+  if (series.histograms.empty()) {
+    return false;
+  }
+  const int64_t newest = series.histograms.back().first;
+  const int64_t cutoff = newest - absl::ToInt64Milliseconds(rule.window);
+  LogHistogram merged;
+  for (auto it = series.histograms.rbegin(); it != series.histograms.rend() && it->first > cutoff;
+       ++it) {
+    merged.Merge(it->second);
+  }
+  if (merged.empty()) {
+    return false;
+  }
+  *value = merged.Quantile(rule.expr.quantile);
+  return true;
+}
+
+}  // namespace
+
+RuleEngine::RuleEngine(std::vector<Rule> rules, const Clock* clock, AlertSink* sink,
+                       Options options)
+    : rules_(std::move(rules)), clock_(clock), sink_(sink), options_(options) {
+  contributions_.resize(rules_.size());
+  for (size_t i = 0; i < rules_.size(); ++i) {
+    const Rule& rule = rules_[i];
+    if (rule.expr.aggregation == Aggregation::kNone) {
+      per_agent_rules_[rule.expr.metric].push_back(&rule);
+    } else {
+      aggregate_rules_[rule.expr.metric].push_back(i);
+    }
+  }
+}
+
+const std::string* RuleEngine::Label(absl::string_view name, const Labels& series_labels,
+                                     const Labels& agent_labels) {
+  // Series labels first (mount, upstream), then the agent's own (role, service, env).
+  if (auto it = series_labels.find(std::string(name)); it != series_labels.end()) {
+    return &it->second;
+  }
+  if (auto it = agent_labels.find(std::string(name)); it != agent_labels.end()) {
+    return &it->second;
+  }
+  return nullptr;
+}
+
+bool RuleEngine::Matches(const Rule& rule, const SeriesState& series,
+                         const Labels& agent_labels) const {
+  static const std::string kEmpty;
+  for (const LabelMatcher& m : rule.expr.matchers) {
+    const std::string* actual = Label(m.label, series.labels, agent_labels);
+    if (!m.Matches(actual == nullptr ? kEmpty : *actual)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void RuleEngine::OnConnected(const std::string& agent_id, const Labels& agent_labels) {
+  absl::MutexLock lock(&mu_);
+  agent_labels_[agent_id] = agent_labels;
+}
+
+void RuleEngine::OnDisconnected(const std::string& agent_id) {
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  for (auto it = instances_.begin(); it != instances_.end();) {
+    auto current = it++;
+    Instance& instance = current->second;
+    if (instance.alert.agent_id() != agent_id) {
+      continue;
+    }
+    if (instance.alert.state() == v1::PENDING) {
+      Resolve(current, now);  // never fired: dropped, not stale
+    } else if (instance.alert.state() == v1::FIRING) {
+      MarkStale(instance, "its agent disconnected", now);
+    }
+  }
+  for (auto& per_rule : contributions_) {
+    for (auto it = per_rule.begin(); it != per_rule.end();) {
+      if (it->second.agent_id == agent_id) {
+        it = per_rule.erase(it);
+        aggregates_dirty_ = true;
+      } else {
+        ++it;
+      }
+    }
+  }
+}
+
+void RuleEngine::OnTelemetry(const std::string& agent_id, const v1::TelemetryBatch& batch,
+                             const std::vector<SeriesState*>& dictionary) {
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  static const Labels kNoLabels;
+  auto labels_it = agent_labels_.find(agent_id);
+  const Labels& agent_labels = labels_it == agent_labels_.end() ? kNoLabels : labels_it->second;
+
+  // Each series once per batch, however many snapshots carried it.
+  std::unordered_set<const SeriesState*> touched;
+  auto touch = [&](uint32_t id) {
+    if (id < dictionary.size() && dictionary[id] != nullptr) {
+      touched.insert(dictionary[id]);
+    }
+  };
+  for (const v1::Snapshot& snapshot : batch.snapshots()) {
+    for (uint32_t id : snapshot.series_ids()) {
+      touch(id);
+    }
+    for (const v1::HistogramPoint& point : snapshot.histograms()) {
+      touch(point.series_id());
+    }
+  }
+  for (const SeriesState* series : touched) {
+    if (auto it = per_agent_rules_.find(series->name); it != per_agent_rules_.end()) {
+      for (const Rule* rule : it->second) {
+        if (Matches(*rule, *series, agent_labels)) {
+          Evaluate(*rule, agent_id, *series, now);
+        }
+      }
+    }
+    if (auto it = aggregate_rules_.find(series->name); it != aggregate_rules_.end()) {
+      for (size_t index : it->second) {
+        const Rule& rule = rules_[index];
+        double value = 0;
+        if (!Matches(rule, *series, agent_labels) || !SeriesValue(rule, *series, &value)) {
+          continue;
+        }
+        Contribution& c = contributions_[index][series];
+        c.agent_id = agent_id;
+        c.value = value;
+        if (c.group_key.empty()) {
+          c.group_key = "\x1f";
+          for (const std::string& by : rule.expr.by) {
+            const std::string* v = Label(by, series->labels, agent_labels);
+            c.group_labels[by] = v == nullptr ? "" : *v;
+            absl::StrAppend(&c.group_key, by, "=", c.group_labels[by], "\x1f");
+          }
+        }
+        aggregates_dirty_ = true;
+      }
+    }
+  }
+  if (aggregates_dirty_ && now - last_aggregate_ >= options_.aggregate_every) {
+    EvaluateAggregates(now);
+  }
+}
+
+void RuleEngine::Evaluate(const Rule& rule, const std::string& agent_id, const SeriesState& series,
+                          absl::Time now) {
+  double value = 0;
+  if (!SeriesValue(rule, series, &value)) {
+    return;
+  }
+  ++evaluations_;
+  static const Labels kNoLabels;
+  auto labels_it = agent_labels_.find(agent_id);
+  Labels labels = labels_it == agent_labels_.end() ? kNoLabels : labels_it->second;
+  for (const auto& [k, v] : series.labels) {
+    labels[k] = v;
+  }
+  const std::string key = InstanceKey(rule, agent_id, series.labels);
+  Update(rule, key, agent_id, labels, value, Compare(value, rule.expr.op, rule.expr.threshold),
+         now);
+}
+
+void RuleEngine::EvaluateAggregates(absl::Time now) {
+  aggregates_dirty_ = false;
+  last_aggregate_ = now;
+  for (size_t index = 0; index < rules_.size(); ++index) {
+    const Rule& rule = rules_[index];
+    if (rule.expr.aggregation == Aggregation::kNone) {
+      continue;
+    }
+    struct Group {
+      Labels labels;
+      double sum = 0, min = std::numeric_limits<double>::infinity(),
+             max = -std::numeric_limits<double>::infinity();
+      size_t count = 0;
+    };
+    std::map<std::string, Group> groups;
+    for (const auto& [series, c] : contributions_[index]) {
+      Group& g = groups[c.group_key];
+      g.labels = c.group_labels;
+      g.sum += c.value;
+      g.min = std::min(g.min, c.value);
+      g.max = std::max(g.max, c.value);
+      ++g.count;
+    }
+    std::unordered_set<std::string> live_keys;
+    for (const auto& [group_key, g] : groups) {
+      double value = 0;
+      switch (rule.expr.aggregation) {
+        case Aggregation::kSum:
+          value = g.sum;
+          break;
+        case Aggregation::kAvg:
+          value = g.sum / static_cast<double>(g.count);
+          break;
+        case Aggregation::kMin:
+          value = g.min;
+          break;
+        case Aggregation::kMax:
+          value = g.max;
+          break;
+        case Aggregation::kCount:
+          value = static_cast<double>(g.count);
+          break;
+        case Aggregation::kNone:
+          break;
+      }
+      ++evaluations_;
+      const std::string key = InstanceKey(rule, "", g.labels);
+      live_keys.insert(key);
+      Update(rule, key, "", g.labels, value, Compare(value, rule.expr.op, rule.expr.threshold),
+             now);
+    }
+    // A group with no member left is judged on nothing: its alert resolves.
+    for (auto it = instances_.begin(); it != instances_.end();) {
+      auto current = it++;
+      if (current->second.rule == &rule && !live_keys.contains(current->first)) {
+        Resolve(current, now);
+      }
+    }
+  }
+}
+
+void RuleEngine::Update(const Rule& rule, const std::string& key, const std::string& agent_id,
+                        const Labels& labels, double value, bool met, absl::Time now) {
+  auto it = instances_.find(key);
+  if (!met) {
+    if (it != instances_.end()) {
+      it->second.alert.set_value(value);
+      Resolve(it, now);
+    }
+    return;
+  }
+  const int64_t now_ms = absl::ToUnixMillis(now);
+  const v1::Severity severity = rule.SeverityFor(value);
+  if (it == instances_.end()) {
+    Instance instance;
+    instance.rule = &rule;
+    instance.active_since = now;
+    v1::Alert& a = instance.alert;
+    a.set_id(RandomId("alert-"));
+    a.set_rule(rule.name);
+    a.set_agent_id(agent_id);
+    a.mutable_labels()->insert(labels.begin(), labels.end());
+    a.set_expr(rule.expr.text);
+    a.set_summary(rule.summary);
+    a.set_runbook(rule.runbook);
+    a.set_source("rules");
+    a.set_active_since_unix_ms(now_ms);
+    it = instances_.emplace(key, std::move(instance)).first;
+  }
+  Instance& instance = it->second;
+  instance.last_data = now;
+  v1::Alert& a = instance.alert;
+  a.set_value(value);
+  const v1::AlertState before = a.state();
+  const v1::Severity severity_before = a.severity();
+  a.set_severity(severity);
+  if (before == v1::PENDING || before == v1::ALERT_STATE_UNSPECIFIED) {
+    if (now - instance.active_since >= rule.for_duration) {
+      a.set_state(v1::FIRING);
+      a.set_fired_unix_ms(now_ms);
+      sink_->OnAlertChange(a, &rule);
+    } else if (before == v1::ALERT_STATE_UNSPECIFIED) {
+      a.set_state(v1::PENDING);
+      sink_->OnAlertChange(a, &rule);
+    }
+    return;
+  }
+  if (before == v1::STALE) {
+    a.mutable_labels()->erase("stale_reason");
+    a.set_state(v1::FIRING);
+    sink_->OnAlertChange(a, &rule);
+    return;
+  }
+  if (severity != severity_before) {
+    sink_->OnAlertChange(a, &rule);
+  }
+}
+
+void RuleEngine::MarkStale(Instance& instance, absl::string_view reason, absl::Time now) {
+  v1::Alert& a = instance.alert;
+  a.set_state(v1::STALE);
+  (*a.mutable_labels())["stale_reason"] = std::string(reason);
+  instance.last_data = now;  // stale since now: stale_resolve_after counts from here
+  sink_->OnAlertChange(a, instance.rule);
+}
+
+void RuleEngine::Resolve(std::unordered_map<std::string, Instance>::iterator it, absl::Time now) {
+  v1::Alert& a = it->second.alert;
+  a.set_state(v1::RESOLVED);
+  a.set_resolved_unix_ms(absl::ToUnixMillis(now));
+  sink_->OnAlertChange(a, it->second.rule);
+  instances_.erase(it);
+}
+
+void RuleEngine::Tick() {
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  if (aggregates_dirty_ || now - last_aggregate_ >= absl::Seconds(1)) {
+    EvaluateAggregates(now);
+  }
+  for (auto it = instances_.begin(); it != instances_.end();) {
+    auto current = it++;
+    Instance& instance = current->second;
+    const v1::AlertState state = instance.alert.state();
+    if (state == v1::FIRING && now - instance.last_data >= options_.no_data_stale_after) {
+      MarkStale(instance,
+                absl::StrCat("no data for ", absl::FormatDuration(options_.no_data_stale_after)),
+                now);
+    } else if (state == v1::PENDING && now - instance.last_data >= options_.no_data_stale_after) {
+      Resolve(current, now);
+    } else if (state == v1::STALE && now - instance.last_data >= options_.stale_resolve_after) {
+      (*instance.alert.mutable_labels())["resolved_reason"] = absl::StrCat(
+          "stale for ", absl::FormatDuration(options_.stale_resolve_after), " without data");
+      Resolve(current, now);
+    }
+  }
+}
+
+std::vector<v1::Alert> RuleEngine::ActiveAlerts() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::Alert> alerts;
+  alerts.reserve(instances_.size());
+  for (const auto& [key, instance] : instances_) {
+    alerts.push_back(instance.alert);
+  }
+  std::sort(alerts.begin(), alerts.end(), [](const v1::Alert& a, const v1::Alert& b) {
+    return a.active_since_unix_ms() < b.active_since_unix_ms();
+  });
+  return alerts;
+}
+
+uint64_t RuleEngine::evaluations() const {
+  absl::MutexLock lock(&mu_);
+  return evaluations_;
+}
+
+size_t RuleEngine::firing_count() const {
+  absl::MutexLock lock(&mu_);
+  size_t n = 0;
+  for (const auto& [key, instance] : instances_) {
+    n += instance.alert.state() == v1::FIRING ? 1 : 0;
+  }
+  return n;
+}
+
+}  // namespace vigil::controller

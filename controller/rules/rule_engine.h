@@ -1,0 +1,110 @@
+// Evaluates alert rules as telemetry arrives, so detection costs one collection interval.
+//
+// Per-agent rules are evaluated on the batch that carried their series. Fleet-wide rules
+// (sum/avg/min/max/count) keep each agent's latest contribution and are re-evaluated at most
+// every `aggregate_every`, and on Tick(). Alerts move pending -> firing -> resolved; an alert
+// whose agent disconnects, or whose series stops arriving, turns stale (never silently resolved)
+// and is resolved only when fresh data says so or after `stale_resolve_after`.
+//
+// Every change is reported to the AlertSink while the engine's lock is held: sinks must only
+// queue the change. Thread-safe; meant to be fed from the ingest thread and ticked by a timer.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "controller/ingest/fleet_state.h"
+#include "controller/rules/rule.h"
+#include "vigil/v1/incident.pb.h"
+
+namespace vigil::controller {
+
+class AlertSink {
+ public:
+  virtual ~AlertSink() = default;
+  // `alert.state` is the new state. RESOLVED with fired_unix_ms == 0 is a pending alert that
+  // never fired (dropped); STALE carries the reason in alert.labels["stale_reason"].
+  virtual void OnAlertChange(const v1::Alert& alert, const Rule* rule) = 0;
+};
+
+class RuleEngine {
+ public:
+  struct Options {
+    absl::Duration aggregate_every = absl::Milliseconds(200);
+    absl::Duration no_data_stale_after = absl::Seconds(30);
+    absl::Duration stale_resolve_after = absl::Hours(1);
+  };
+  RuleEngine(std::vector<Rule> rules, const Clock* clock, AlertSink* sink, Options options);
+  RuleEngine(std::vector<Rule> rules, const Clock* clock, AlertSink* sink)
+      : RuleEngine(std::move(rules), clock, sink, Options{}) {}
+
+  void OnConnected(const std::string& agent_id, const Labels& agent_labels);
+  void OnDisconnected(const std::string& agent_id);
+  // `dictionary` maps the batch's series ids to the FleetState's series, already updated.
+  void OnTelemetry(const std::string& agent_id, const v1::TelemetryBatch& batch,
+                   const std::vector<SeriesState*>& dictionary);
+  // Fleet-wide rules, and alerts that went without data.
+  void Tick();
+
+  const std::vector<Rule>& rules() const { return rules_; }
+  std::vector<v1::Alert> ActiveAlerts() const;  // pending, firing and stale
+  uint64_t evaluations() const;
+  size_t firing_count() const;
+
+ private:
+  struct Instance {
+    v1::Alert alert;
+    const Rule* rule = nullptr;
+    absl::Time active_since;
+    absl::Time last_data;
+  };
+  struct Contribution {  // one series' latest value for a fleet-wide rule
+    std::string agent_id;
+    std::string group_key;
+    Labels group_labels;
+    double value = 0;
+  };
+
+  void Evaluate(const Rule& rule, const std::string& agent_id, const SeriesState& series,
+                absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EvaluateAggregates(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves one alert instance on with a fresh value; `key` identifies it across evaluations.
+  void Update(const Rule& rule, const std::string& key, const std::string& agent_id,
+              const Labels& labels, double value, bool met, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MarkStale(Instance& instance, absl::string_view reason, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Resolve(std::unordered_map<std::string, Instance>::iterator it, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Matches(const Rule& rule, const SeriesState& series, const Labels& agent_labels) const;
+  static const std::string* Label(absl::string_view name, const Labels& series_labels,
+                                  const Labels& agent_labels);
+
+  const std::vector<Rule> rules_;
+  const Clock* clock_;
+  AlertSink* sink_;
+  const Options options_;
+  // Rules by metric name, split by kind, so a batch touches only the rules of its metrics.
+  std::unordered_map<std::string, std::vector<const Rule*>> per_agent_rules_;
+  std::unordered_map<std::string, std::vector<size_t>> aggregate_rules_;  // index into rules_
+
+  mutable absl::Mutex mu_;
+  std::unordered_map<std::string, Labels> agent_labels_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<std::string, Instance> instances_ ABSL_GUARDED_BY(mu_);
+  // Per fleet-wide rule (by index): contributions keyed by series.
+  std::vector<std::unordered_map<const SeriesState*, Contribution>> contributions_
+      ABSL_GUARDED_BY(mu_);
+  bool aggregates_dirty_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time last_aggregate_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  uint64_t evaluations_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace vigil::controller

@@ -1,0 +1,489 @@
+// Rule files, the expression language, and the engine with a simulated clock.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/histogram.h"
+#include "controller/rules/rule.h"
+#include "controller/rules/rule_engine.h"
+
+namespace vigil::controller {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+
+// ---- parsing ----
+
+TEST(RuleParse, DefaultRulesParse) {
+  RuleFile file = ParseRules(DefaultRulesYaml(), "defaults");
+  EXPECT_THAT(file.errors, SizeIs(0));
+  std::vector<std::string> names;
+  for (const Rule& r : file.rules) {
+    names.push_back(r.name);
+  }
+  EXPECT_THAT(names,
+              ::testing::IsSupersetOf({"HighAPILatency", "HighErrorRate", "HighMemoryUsage",
+                                       "DiskSpaceWarning", "HighCPU", "DBConnectionsExhausted",
+                                       "SlowQueries", "LowCacheHitRatio", "LowThroughput"}));
+  const Rule& latency = file.rules[0];
+  EXPECT_EQ(latency.expr.quantile, 0.95);
+  EXPECT_EQ(latency.for_duration, absl::Minutes(5));
+  EXPECT_EQ(latency.severity, v1::SEV2);
+}
+
+TEST(RuleParse, ExpressionForms) {
+  auto e = ParseExpression(
+      R"(max by (service) (p99(nginx_request_duration_seconds{role="api"})) >= 1.5)");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->aggregation, Aggregation::kMax);
+  EXPECT_THAT(e->by, ElementsAre("service"));
+  EXPECT_EQ(e->quantile, 0.99);
+  EXPECT_EQ(e->metric, "nginx_request_duration_seconds");
+  ASSERT_THAT(e->matchers, SizeIs(1));
+  EXPECT_EQ(e->matchers[0].label, "role");
+  EXPECT_EQ(e->op, Comparison::kGreaterEqual);
+  EXPECT_EQ(e->threshold, 1.5);
+
+  auto trailing_by = ParseExpression(R"(sum(nginx_requests_per_second) by (env) < 100)");
+  ASSERT_TRUE(trailing_by.ok()) << trailing_by.status();
+  EXPECT_EQ(trailing_by->aggregation, Aggregation::kSum);
+  EXPECT_THAT(trailing_by->by, ElementsAre("env"));
+
+  auto regex = ParseExpression(R"(host_disk_used_ratio{mount=~"/var.*",env!="dev"} > 0.8)");
+  ASSERT_TRUE(regex.ok()) << regex.status();
+  EXPECT_TRUE(regex->matchers[0].Matches("/var/lib"));
+  EXPECT_FALSE(regex->matchers[0].Matches("/"));
+  EXPECT_TRUE(regex->matchers[1].Matches("prod"));
+}
+
+TEST(RuleParse, ExpressionErrorsSayWhatAndWhere) {
+  EXPECT_THAT(ParseExpression("nginx_reqs > 1").status().message(),
+              HasSubstr("unknown metric 'nginx_reqs'"));
+  EXPECT_THAT(ParseExpression("host_cpu_usage_ratio >> 1").status().message(),
+              HasSubstr("threshold '>' is not a number"));
+  EXPECT_THAT(ParseExpression("host_cpu_usage_ratio ~ 1").status().message(),
+              HasSubstr("expected a comparison"));
+  EXPECT_THAT(ParseExpression("host_cpu_usage_ratio > lots").status().message(),
+              HasSubstr("threshold 'lots' is not a number"));
+  EXPECT_THAT(ParseExpression("nginx_request_duration_seconds > 2").status().message(),
+              HasSubstr("is a histogram"));
+  EXPECT_THAT(ParseExpression("p95(host_cpu_usage_ratio) > 2").status().message(),
+              HasSubstr("is a gauge"));
+  EXPECT_THAT(ParseExpression(R"(host_load1{role="api" > 2)").status().message(),
+              HasSubstr("column"));
+  EXPECT_THAT(ParseExpression(R"(host_load1{role=~"(("} > 2)").status().message(),
+              HasSubstr("bad regular expression"));
+}
+
+TEST(RuleParse, FileErrorsNameFileLineAndProblemEach) {
+  const char* kText = R"(rules:
+  - alert: A
+    expr: host_cpu_usage_ratio > 0.9
+  - alert: B
+    expr: no_such_metric > 1
+  - alert: C
+    expr: host_cpu_usage_ratio => 1
+  - alert: D
+    expr: host_cpu_usage_ratio > 1
+    for: 5 minutes
+  - alert: A
+    expr: host_load1 > 4
+  - alert: E
+    expr: host_load1 > 4
+    severity: SEV9
+  - alert: F
+    expr: host_load1 > 4
+    colour: red
+)";
+  RuleFile file = ParseRules(kText, "team.yaml");
+  ASSERT_THAT(file.errors, SizeIs(6));
+  EXPECT_THAT(file.errors[0], HasSubstr("team.yaml:5: rule B: expr: unknown metric"));
+  EXPECT_THAT(
+      file.errors[1],
+      HasSubstr(
+          "team.yaml:7: rule C: expr: expected a comparison (>, >=, <, <=, ==, !=), found '=> 1'"));
+  EXPECT_THAT(file.errors[2], HasSubstr("team.yaml:10: rule D:"));
+  EXPECT_THAT(file.errors[2], HasSubstr("5 minutes"));
+  EXPECT_THAT(file.errors[3], HasSubstr("team.yaml:11: rule A: duplicate name (first defined at "
+                                        "team.yaml:2)"));
+  EXPECT_THAT(file.errors[4], HasSubstr("team.yaml:15: rule E: severity 'SEV9'"));
+  EXPECT_THAT(file.errors[5], HasSubstr("team.yaml:18: unknown key 'colour' in rule F"));
+  EXPECT_THAT(file.rules, SizeIs(1));
+}
+
+TEST(RuleParse, FileLevelErrors) {
+  EXPECT_THAT(ParseRules("rules: [", "x.yaml").errors.at(0), HasSubstr("x.yaml:1"));
+  EXPECT_THAT(ParseRules("groups: []", "x.yaml").errors.at(0), HasSubstr("unknown key 'groups'"));
+  EXPECT_THAT(ParseRules("{}", "x.yaml").errors.at(0), HasSubstr("needs a 'rules:' list"));
+  EXPECT_THAT(LoadRuleFile("/nonexistent/rules.yaml").errors.at(0),
+              HasSubstr("/nonexistent/rules.yaml: cannot read"));
+}
+
+TEST(RuleParse, SeverityTiers) {
+  RuleFile file = ParseRules(R"(rules:
+  - alert: Disk
+    expr: host_disk_used_ratio > 0.80
+    severity: SEV3
+    tiers: [{threshold: 0.95, severity: SEV1}, {threshold: 0.9, severity: SEV2}]
+)",
+                             "t.yaml");
+  ASSERT_THAT(file.errors, SizeIs(0));
+  const Rule& r = file.rules[0];
+  EXPECT_EQ(r.SeverityFor(0.85), v1::SEV3);
+  EXPECT_EQ(r.SeverityFor(0.92), v1::SEV2);
+  EXPECT_EQ(r.SeverityFor(0.97), v1::SEV1);
+
+  RuleFile bad = ParseRules(R"(rules:
+  - alert: Disk
+    expr: host_disk_used_ratio > 0.80
+    tiers: [{threshold: 0.5, severity: SEV1}]
+)",
+                            "t.yaml");
+  ASSERT_THAT(bad.errors, SizeIs(1));
+  EXPECT_THAT(bad.errors[0], HasSubstr("does not meet the rule's own"));
+}
+
+// ---- the engine ----
+
+struct Change {
+  std::string rule;
+  std::string agent;
+  v1::AlertState state;
+  v1::Severity severity;
+  double value;
+};
+
+class RecordingSink : public AlertSink {
+ public:
+  void OnAlertChange(const v1::Alert& alert, const Rule* rule) override {
+    changes.push_back(
+        {alert.rule(), alert.agent_id(), alert.state(), alert.severity(), alert.value()});
+    last = alert;
+  }
+  std::vector<Change> changes;
+  v1::Alert last;
+};
+
+// One agent's series, fed to the engine the way the ingest thread does.
+class FakeAgent {
+ public:
+  FakeAgent(std::string id, RuleEngine* engine, SimulatedClock* clock)
+      : id_(std::move(id)), engine_(engine), clock_(clock) {}
+
+  void Gauge(const std::string& name, double value, Labels labels = {}) {
+    SeriesState& s = Series(name, labels);
+    s.AddValue(clock_->NowUnixMillis(), value);
+    v1::TelemetryBatch batch;
+    v1::Snapshot* snap = batch.add_snapshots();
+    snap->add_series_ids(Id(name, labels));
+    snap->add_values(value);
+    engine_->OnTelemetry(id_, batch, dictionary_);
+  }
+
+  void Latencies(const std::string& name, std::vector<double> seconds) {
+    SeriesState& s = Series(name, {});
+    s.is_histogram = true;
+    LogHistogram h;
+    for (double v : seconds) {
+      h.Add(v);
+    }
+    s.histograms.emplace_back(clock_->NowUnixMillis(), std::move(h));
+    v1::TelemetryBatch batch;
+    v1::Snapshot* snap = batch.add_snapshots();
+    snap->add_histograms()->set_series_id(Id(name, {}));
+    engine_->OnTelemetry(id_, batch, dictionary_);
+  }
+
+ private:
+  std::string Key(const std::string& name, const Labels& labels) {
+    std::string key = name;
+    for (const auto& [k, v] : labels) {
+      key += "," + k + "=" + v;
+    }
+    return key;
+  }
+  SeriesState& Series(const std::string& name, const Labels& labels) {
+    auto& slot = series_[Key(name, labels)];
+    if (slot == nullptr) {
+      slot = std::make_unique<SeriesState>();
+      slot->name = name;
+      slot->labels = labels;
+      ids_[Key(name, labels)] = static_cast<uint32_t>(dictionary_.size());
+      dictionary_.push_back(slot.get());
+    }
+    return *slot;
+  }
+  uint32_t Id(const std::string& name, const Labels& labels) { return ids_[Key(name, labels)]; }
+
+  std::string id_;
+  RuleEngine* engine_;
+  SimulatedClock* clock_;
+  std::map<std::string, std::unique_ptr<SeriesState>> series_;
+  std::map<std::string, uint32_t> ids_;
+  std::vector<SeriesState*> dictionary_;
+};
+
+std::vector<Rule> Rules(const std::string& yaml) {
+  RuleFile file = ParseRules(yaml, "test.yaml");
+  EXPECT_THAT(file.errors, SizeIs(0));
+  return file.rules;
+}
+
+TEST(RuleEngine, PendingThenFiringAfterForThenResolved) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: HighCPU
+    expr: host_cpu_usage_ratio > 0.9
+    for: 5m
+    severity: SEV3
+)"),
+                    &clock, &sink);
+  engine.OnConnected("web-1", {{"role", "api"}});
+  FakeAgent agent("web-1", &engine, &clock);
+  agent.Gauge("host_cpu_usage_ratio", 0.95);
+  ASSERT_THAT(sink.changes, SizeIs(1));
+  EXPECT_EQ(sink.changes[0].state, v1::PENDING);
+  EXPECT_EQ(sink.last.labels().at("role"), "api");  // agent labels travel with the alert
+
+  clock.Advance(absl::Minutes(4));
+  agent.Gauge("host_cpu_usage_ratio", 0.97);
+  EXPECT_THAT(sink.changes, SizeIs(1));  // still pending, nothing new to say
+  clock.Advance(absl::Minutes(1));
+  agent.Gauge("host_cpu_usage_ratio", 0.96);
+  ASSERT_THAT(sink.changes, SizeIs(2));
+  EXPECT_EQ(sink.changes[1].state, v1::FIRING);
+  EXPECT_EQ(sink.changes[1].value, 0.96);
+  EXPECT_EQ(engine.firing_count(), 1u);
+
+  clock.Advance(absl::Seconds(1));
+  agent.Gauge("host_cpu_usage_ratio", 0.3);
+  ASSERT_THAT(sink.changes, SizeIs(3));
+  EXPECT_EQ(sink.changes[2].state, v1::RESOLVED);
+  EXPECT_NE(sink.last.fired_unix_ms(), 0);
+  EXPECT_THAT(engine.ActiveAlerts(), SizeIs(0));
+}
+
+TEST(RuleEngine, PendingThatClearsIsDroppedNotFired) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: HighCPU
+    expr: host_cpu_usage_ratio > 0.9
+    for: 1m
+)"),
+                    &clock, &sink);
+  FakeAgent agent("web-1", &engine, &clock);
+  agent.Gauge("host_cpu_usage_ratio", 0.95);
+  clock.Advance(absl::Seconds(30));
+  agent.Gauge("host_cpu_usage_ratio", 0.5);
+  ASSERT_THAT(sink.changes, SizeIs(2));
+  EXPECT_EQ(sink.changes[1].state, v1::RESOLVED);
+  EXPECT_EQ(sink.last.fired_unix_ms(), 0);  // it never fired
+  // And the `for` clock starts again from zero.
+  agent.Gauge("host_cpu_usage_ratio", 0.95);
+  clock.Advance(absl::Seconds(59));
+  agent.Gauge("host_cpu_usage_ratio", 0.95);
+  EXPECT_EQ(engine.firing_count(), 0u);
+}
+
+TEST(RuleEngine, MatchersOnSeriesAndAgentLabels) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: ProdRootDisk
+    expr: host_disk_used_ratio{mount="/",env="prod"} > 0.8
+)"),
+                    &clock, &sink);
+  engine.OnConnected("prod-1", {{"env", "prod"}});
+  engine.OnConnected("dev-1", {{"env", "dev"}});
+  FakeAgent prod("prod-1", &engine, &clock);
+  FakeAgent dev("dev-1", &engine, &clock);
+  prod.Gauge("host_disk_used_ratio", 0.9, {{"mount", "/data"}});
+  dev.Gauge("host_disk_used_ratio", 0.9, {{"mount", "/"}});
+  EXPECT_THAT(sink.changes, SizeIs(0));
+  prod.Gauge("host_disk_used_ratio", 0.9, {{"mount", "/"}});
+  ASSERT_THAT(sink.changes, SizeIs(1));
+  EXPECT_EQ(sink.changes[0].agent, "prod-1");
+  EXPECT_EQ(sink.changes[0].state, v1::FIRING);  // for: 0s fires on the first sample
+  EXPECT_EQ(sink.last.labels().at("mount"), "/");
+}
+
+TEST(RuleEngine, SeverityTiersAndEscalation) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: DiskSpaceWarning
+    expr: host_disk_used_ratio > 0.80
+    severity: SEV3
+    tiers: [{threshold: 0.95, severity: SEV1}]
+)"),
+                    &clock, &sink);
+  FakeAgent agent("db-1", &engine, &clock);
+  agent.Gauge("host_disk_used_ratio", 0.85, {{"mount", "/"}});
+  agent.Gauge("host_disk_used_ratio", 0.96, {{"mount", "/"}});
+  ASSERT_THAT(sink.changes, SizeIs(2));
+  EXPECT_EQ(sink.changes[0].severity, v1::SEV3);
+  EXPECT_EQ(sink.changes[1].state, v1::FIRING);
+  EXPECT_EQ(sink.changes[1].severity, v1::SEV1);
+}
+
+TEST(RuleEngine, FleetWideSumAndGroups) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: LowThroughput
+    expr: sum by (service) (nginx_requests_per_second) < 100
+)"),
+                    &clock, &sink, RuleEngine::Options{.aggregate_every = absl::ZeroDuration()});
+  engine.OnConnected("a", {{"service", "rag"}});
+  engine.OnConnected("b", {{"service", "rag"}});
+  engine.OnConnected("c", {{"service", "auth"}});
+  FakeAgent a("a", &engine, &clock), b("b", &engine, &clock), c("c", &engine, &clock);
+  a.Gauge("nginx_requests_per_second", 60);
+  ASSERT_THAT(sink.changes, SizeIs(1));  // rag: 60 < 100
+  EXPECT_EQ(sink.changes[0].state, v1::FIRING);
+  EXPECT_EQ(sink.changes[0].agent, "");
+  EXPECT_EQ(sink.last.labels().at("service"), "rag");
+  b.Gauge("nginx_requests_per_second", 50);  // rag: 110
+  ASSERT_THAT(sink.changes, SizeIs(2));
+  EXPECT_EQ(sink.changes[1].state, v1::RESOLVED);
+  EXPECT_EQ(sink.changes[1].value, 110);
+  c.Gauge("nginx_requests_per_second", 500);  // auth alone: fine
+  EXPECT_THAT(sink.changes, SizeIs(2));
+  // b goes away: rag drops to 60 again.
+  engine.OnDisconnected("b");
+  engine.Tick();
+  ASSERT_THAT(sink.changes, SizeIs(3));
+  EXPECT_EQ(sink.changes[2].state, v1::FIRING);
+  EXPECT_EQ(sink.changes[2].value, 60);
+}
+
+TEST(RuleEngine, AvgMinMaxCount) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: AvgCPU
+    expr: avg(host_cpu_usage_ratio) > 0.5
+  - alert: MinCPU
+    expr: min(host_cpu_usage_ratio) > 0.15
+  - alert: MaxCPU
+    expr: max(host_cpu_usage_ratio) > 0.85
+  - alert: FewHosts
+    expr: count(host_cpu_usage_ratio) < 3
+)"),
+                    &clock, &sink, RuleEngine::Options{.aggregate_every = absl::ZeroDuration()});
+  FakeAgent a("a", &engine, &clock), b("b", &engine, &clock);
+  a.Gauge("host_cpu_usage_ratio", 0.2);
+  b.Gauge("host_cpu_usage_ratio", 0.9);
+  std::map<std::string, v1::AlertState> states;
+  std::map<std::string, double> values;
+  for (const v1::Alert& alert : engine.ActiveAlerts()) {
+    states[alert.rule()] = alert.state();
+    values[alert.rule()] = alert.value();
+  }
+  EXPECT_EQ(states["AvgCPU"], v1::FIRING);
+  EXPECT_DOUBLE_EQ(values["AvgCPU"], 0.55);
+  EXPECT_EQ(states["MinCPU"], v1::FIRING);
+  EXPECT_DOUBLE_EQ(values["MinCPU"], 0.2);
+  EXPECT_EQ(states["MaxCPU"], v1::FIRING);
+  EXPECT_EQ(states["FewHosts"], v1::FIRING);
+  EXPECT_DOUBLE_EQ(values["FewHosts"], 2);
+}
+
+TEST(RuleEngine, HistogramQuantileOverTheWindow) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: HighAPILatency
+    expr: p95(nginx_request_duration_seconds) > 2
+    window: 10s
+)"),
+                    &clock, &sink);
+  FakeAgent agent("api-1", &engine, &clock);
+  agent.Latencies("nginx_request_duration_seconds", std::vector<double>(100, 0.05));
+  clock.Advance(absl::Seconds(1));
+  // 10 slow of 200 in the window: p95 is still fast.
+  agent.Latencies("nginx_request_duration_seconds", [] {
+    std::vector<double> v(90, 0.05);
+    v.insert(v.end(), 10, 3.0);
+    return v;
+  }());
+  EXPECT_THAT(sink.changes, SizeIs(0));
+  clock.Advance(absl::Seconds(1));
+  agent.Latencies("nginx_request_duration_seconds", std::vector<double>(100, 3.0));
+  ASSERT_THAT(sink.changes, SizeIs(1));
+  EXPECT_EQ(sink.changes[0].state, v1::FIRING);
+  EXPECT_NEAR(sink.changes[0].value, 3.0, 0.05);
+  // Ten seconds of fast requests later the slow interval has left the window.
+  for (int i = 0; i < 11; ++i) {
+    clock.Advance(absl::Seconds(1));
+    agent.Latencies("nginx_request_duration_seconds", std::vector<double>(100, 0.05));
+  }
+  ASSERT_THAT(sink.changes, SizeIs(2));
+  EXPECT_EQ(sink.changes[1].state, v1::RESOLVED);
+}
+
+TEST(RuleEngine, DisconnectMakesFiringStaleNotResolved) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: SlowQueries
+    expr: pg_longest_query_seconds > 5
+)"),
+                    &clock, &sink, RuleEngine::Options{.stale_resolve_after = absl::Minutes(30)});
+  FakeAgent agent("db-1", &engine, &clock);
+  agent.Gauge("pg_longest_query_seconds", 12);
+  ASSERT_THAT(sink.changes, SizeIs(1));
+  engine.OnDisconnected("db-1");
+  ASSERT_THAT(sink.changes, SizeIs(2));
+  EXPECT_EQ(sink.changes[1].state, v1::STALE);
+  EXPECT_EQ(sink.last.labels().at("stale_reason"), "its agent disconnected");
+  EXPECT_EQ(sink.last.id(), engine.ActiveAlerts().at(0).id());
+
+  // Back, and still slow: the same alert fires again, not a new one.
+  const std::string id = sink.last.id();
+  agent.Gauge("pg_longest_query_seconds", 20);
+  ASSERT_THAT(sink.changes, SizeIs(3));
+  EXPECT_EQ(sink.changes[2].state, v1::FIRING);
+  EXPECT_EQ(sink.last.id(), id);
+  EXPECT_EQ(sink.last.labels().count("stale_reason"), 0u);
+
+  // Gone for good: stale, then resolved after stale_resolve_after, with the reason.
+  engine.OnDisconnected("db-1");
+  clock.Advance(absl::Minutes(29));
+  engine.Tick();
+  EXPECT_EQ(sink.changes.back().state, v1::STALE);
+  clock.Advance(absl::Minutes(1));
+  engine.Tick();
+  EXPECT_EQ(sink.changes.back().state, v1::RESOLVED);
+  EXPECT_THAT(sink.last.labels().at("resolved_reason"), HasSubstr("stale for 30m"));
+}
+
+TEST(RuleEngine, SeriesThatStopsArrivingGoesStale) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: BlockedQueries
+    expr: pg_blocked_queries > 0
+)"),
+                    &clock, &sink);
+  FakeAgent agent("db-1", &engine, &clock);
+  agent.Gauge("pg_blocked_queries", 2);
+  clock.Advance(absl::Seconds(29));
+  engine.Tick();
+  EXPECT_EQ(sink.changes.back().state, v1::FIRING);
+  clock.Advance(absl::Seconds(1));
+  engine.Tick();
+  EXPECT_EQ(sink.changes.back().state, v1::STALE);
+  EXPECT_THAT(sink.last.labels().at("stale_reason"), HasSubstr("no data for 30s"));
+}
+
+}  // namespace
+}  // namespace vigil::controller
