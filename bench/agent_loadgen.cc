@@ -208,7 +208,7 @@ pid_t StartController(const std::string& binary, const std::string& address,
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     execl(binary.c_str(), binary.c_str(), ("--listen=" + address).c_str(), ("--db=" + db).c_str(),
-          "--insecure", "--log-level=warn", static_cast<char*>(nullptr));
+          "--insecure", "--log-level=warn", "--http-listen=off", static_cast<char*>(nullptr));
     _exit(127);
   }
   return pid;

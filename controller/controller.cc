@@ -3,11 +3,51 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "common/status.h"
+#include "controller/http/alertmanager_webhook.h"
 #include "storage/sqlite/sqlite_store.h"
 
 namespace vigil::controller {
+
+// Fans what the ingest thread hears out to the rule engine and the incident manager; both only
+// queue or update memory, so the ingest thread never waits on disk.
+class Controller::Observer final : public IngestObserver {
+ public:
+  Observer(RuleEngine* rules, IncidentManager* incidents) : rules_(rules), incidents_(incidents) {}
+  void OnConnected(const v1::AgentInfo& agent) override {
+    rules_->OnConnected(agent.agent_id(), Labels(agent.labels().begin(), agent.labels().end()));
+  }
+  void OnDisconnected(const std::string& agent_id, absl::Time when) override {
+    rules_->OnDisconnected(agent_id);
+  }
+  void OnTelemetry(const std::string& agent_id, const v1::TelemetryBatch& batch,
+                   const std::vector<SeriesState*>& dictionary) override {
+    rules_->OnTelemetry(agent_id, batch, dictionary);
+  }
+  void OnDiagnostics(const std::string& agent_id, const v1::Diagnostics& diagnostics) override {
+    incidents_->OnDiagnostics(agent_id, diagnostics);
+  }
+
+ private:
+  RuleEngine* rules_;
+  IncidentManager* incidents_;
+};
+
+absl::StatusOr<std::vector<Rule>> LoadRules(const std::string& rules_path) {
+  if (rules_path.empty()) {
+    return DefaultRules();
+  }
+  RuleFile file = LoadRuleFile(rules_path);
+  if (!file.errors.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("rule file ", rules_path, " has ",
+                                                   file.errors.size(), " error(s):\n  ",
+                                                   absl::StrJoin(file.errors, "\n  ")));
+  }
+  return std::move(file.rules);
+}
 
 Controller::Controller(ControllerOptions options, const Clock* clock)
     : options_(std::move(options)), clock_(clock) {}
@@ -16,13 +56,43 @@ Controller::~Controller() { Stop(); }
 
 absl::Status Controller::Start() {
   ASSIGN_OR_RETURN(auto credentials, MakeServerCredentials(options_.transport, options_.listen));
+  ASSIGN_OR_RETURN(std::vector<Rule> rules, LoadRules(options_.rules_path));
+  const size_t rule_count = rules.size();
   ASSIGN_OR_RETURN(store_, storage::OpenSqliteStore(options_.db_path));
   ASSIGN_OR_RETURN(std::vector<v1::AgentInfo> registry, store_->ListAgents());
   fleet_.Restore(registry);
 
   agent_service_ = std::make_unique<AgentServiceImpl>(
       &fleet_, clock_, AgentServiceImpl::Options{.silence_timeout = options_.silence_timeout});
-  control_service_ = std::make_unique<ControlServiceImpl>(&fleet_, store_.get());
+  incidents_ = std::make_unique<IncidentManager>(
+      store_.get(), clock_,
+      [this](const std::string& agent_id, const v1::CollectDiagnostics& request) {
+        v1::ControllerMessage message;
+        *message.mutable_collect_diagnostics() = request;
+        return agent_service_->SendTo(agent_id, std::move(message));
+      },
+      options_.incidents);
+  RETURN_IF_ERROR(incidents_->Start());
+  rule_engine_ = std::make_unique<RuleEngine>(std::move(rules), clock_, incidents_.get(),
+                                              options_.rule_engine);
+  observer_ = std::make_unique<Observer>(rule_engine_.get(), incidents_.get());
+  agent_service_->SetObserver(observer_.get());
+  control_service_ = std::make_unique<ControlServiceImpl>(&fleet_, store_.get(), incidents_.get());
+
+  if (!options_.http_listen.empty()) {
+    http_ = std::make_unique<HttpServer>();
+    http_->Handle("GET", "/metrics", [this](const HttpRequest&) {
+      return HttpResponse{.status = 200,
+                          .content_type = "text/plain; version=0.0.4; charset=utf-8",
+                          .body = MetricsPage()};
+    });
+    http_->Handle("POST", "/api/v1/alertmanager",
+                  [this](const HttpRequest& request) { return AlertmanagerWebhook(request); });
+    if (absl::Status s = http_->Start(options_.http_listen); !s.ok()) {
+      incidents_->Stop();
+      return absl::Status(s.code(), absl::StrCat("--http-listen: ", s.message()));
+    }
+  }
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, credentials, &port_);
@@ -36,14 +106,25 @@ absl::Status Controller::Start() {
   builder.SetMaxReceiveMessageSize(16 << 20);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
+    if (http_ != nullptr) {
+      http_->Stop();
+    }
+    incidents_->Stop();
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on ", options_.listen, " (address in use, or not an address of this host)"));
   }
   agent_service_->Start();
-  registry_writer_ = std::thread([this] { RegistryWriterLoop(); });
+  started_at_ = clock_->Now();
+  housekeeping_ = std::thread([this] { HousekeepingLoop(); });
   started_ = true;
-  spdlog::info("vigil-controller {} listening on {} (port {}), store {} with {} known agent(s)",
-               VIGIL_VERSION, options_.listen, port_, options_.db_path, registry.size());
+  spdlog::info(
+      "vigil-controller {} listening on {} (port {}), HTTP {}, store {} with {} known agent(s), "
+      "{} rule(s) from {}, {} active incident(s)",
+      VIGIL_VERSION, options_.listen, port_,
+      http_ == nullptr ? "off" : absl::StrCat("port ", http_->port()), options_.db_path,
+      registry.size(), rule_count,
+      options_.rules_path.empty() ? "the built-in set" : options_.rules_path,
+      incidents_->active_incidents());
   return absl::OkStatus();
 }
 
@@ -57,20 +138,32 @@ void Controller::Stop() {
   if (!stop_.HasBeenNotified()) {
     stop_.Notify();
   }
+  if (http_ != nullptr) {
+    http_->Stop();
+  }
   // A deadline, or Shutdown waits for agent streams that never end by themselves.
   server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
   agent_service_->Shutdown();
-  if (registry_writer_.joinable()) {
-    registry_writer_.join();
+  if (housekeeping_.joinable()) {
+    housekeeping_.join();
   }
   server_->Wait();
+  incidents_->Stop();  // after the server: watchers and updates are gone; drains its queue
 }
 
-void Controller::RegistryWriterLoop() {
-  // The one writer of registry rows: batches every change of the last interval into one
-  // transaction, and flushes once more on the way out.
+void Controller::HousekeepingLoop() {
+  // Ticks the rules (fleet-wide aggregates, alerts gone without data), and is the one writer of
+  // registry rows: every change of the last second in one transaction, once more on the way out.
+  absl::Time next_flush = absl::Now() + options_.registry_flush;
   while (true) {
-    const bool stopping = stop_.WaitForNotificationWithTimeout(options_.registry_flush);
+    const bool stopping = stop_.WaitForNotificationWithTimeout(options_.rule_tick);
+    if (!stopping) {
+      rule_engine_->Tick();
+    }
+    if (!stopping && absl::Now() < next_flush) {
+      continue;
+    }
+    next_flush = absl::Now() + options_.registry_flush;
     std::vector<v1::AgentInfo> dirty = fleet_.TakeDirty();
     if (!dirty.empty()) {
       if (absl::Status s = store_->UpsertAgents(dirty); !s.ok()) {
@@ -81,6 +174,74 @@ void Controller::RegistryWriterLoop() {
       return;
     }
   }
+}
+
+std::string Controller::MetricsPage() {
+  std::string page;
+  auto metric = [&page](absl::string_view name, absl::string_view type, absl::string_view help,
+                        double value) {
+    absl::StrAppendFormat(&page, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type,
+                          name, value);
+  };
+  const std::vector<v1::AgentInfo> agents = fleet_.ListAgents();
+  size_t connected = 0;
+  for (const v1::AgentInfo& a : agents) {
+    connected += a.state() == v1::CONNECTED ? 1 : 0;
+  }
+  metric("vigil_agents_connected", "gauge", "Agents with a live stream.",
+         static_cast<double>(connected));
+  metric("vigil_agents_known", "gauge", "Agents in the registry, connected or not.",
+         static_cast<double>(agents.size()));
+  metric("vigil_samples_ingested_total", "counter", "Telemetry samples applied since start.",
+         static_cast<double>(fleet_.samples_ingested()));
+  metric("vigil_agent_messages_total", "counter", "Messages received from agents since start.",
+         static_cast<double>(agent_service_->messages_received()));
+  metric("vigil_rule_evaluations_total", "counter", "Rule evaluations since start.",
+         static_cast<double>(rule_engine_->evaluations()));
+  metric("vigil_rules_loaded", "gauge", "Alert rules in force.",
+         static_cast<double>(rule_engine_->rules().size()));
+  size_t firing = 0, pending = 0, stale = 0;
+  for (const v1::Alert& a : incidents_->ActiveAlerts()) {
+    firing += a.state() == v1::FIRING ? 1 : 0;
+    pending += a.state() == v1::PENDING ? 1 : 0;
+    stale += a.state() == v1::STALE ? 1 : 0;
+  }
+  absl::StrAppend(&page,
+                  "# HELP vigil_alerts Alerts by state (rules and Alertmanager).\n"
+                  "# TYPE vigil_alerts gauge\n");
+  absl::StrAppendFormat(&page, "vigil_alerts{state=\"firing\"} %d\n", firing);
+  absl::StrAppendFormat(&page, "vigil_alerts{state=\"pending\"} %d\n", pending);
+  absl::StrAppendFormat(&page, "vigil_alerts{state=\"stale\"} %d\n", stale);
+  metric("vigil_incidents_active", "gauge", "Incidents not yet resolved.",
+         static_cast<double>(incidents_->active_incidents()));
+  const LogHistogram latency = incidents_->append_latency();
+  absl::StrAppend(&page,
+                  "# HELP vigil_store_append_seconds Time to append one timeline event "
+                  "(durable on return).\n# TYPE vigil_store_append_seconds summary\n");
+  for (double q : {0.5, 0.9, 0.99}) {
+    absl::StrAppendFormat(&page, "vigil_store_append_seconds{quantile=\"%g\"} %.9g\n", q,
+                          latency.empty() ? 0.0 : latency.Quantile(q));
+  }
+  absl::StrAppendFormat(&page, "vigil_store_append_seconds_sum %.9g\n", latency.sum());
+  absl::StrAppendFormat(&page, "vigil_store_append_seconds_count %d\n", latency.count());
+  metric("vigil_uptime_seconds", "gauge", "Seconds since the controller started.",
+         absl::ToDoubleSeconds(clock_->Now() - started_at_));
+  return page;
+}
+
+HttpResponse Controller::AlertmanagerWebhook(const HttpRequest& request) {
+  absl::StatusOr<std::vector<v1::Alert>> alerts = ParseAlertmanagerWebhook(request.body);
+  if (!alerts.ok()) {
+    static RateLimitedLog limiter(3, absl::Minutes(1));
+    if (uint64_t suppressed = 0; limiter.Allow(absl::Now(), &suppressed)) {
+      spdlog::warn("Alertmanager webhook refused ({} more not logged): {}", suppressed,
+                   alerts.status().message());
+    }
+    return HttpResponse{.status = 400, .body = absl::StrCat(alerts.status().message(), "\n")};
+  }
+  const size_t n = alerts->size();
+  incidents_->OnExternalAlerts(std::move(*alerts));
+  return HttpResponse{.status = 200, .body = absl::StrCat("accepted ", n, " alert(s)\n")};
 }
 
 }  // namespace vigil::controller

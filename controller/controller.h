@@ -1,5 +1,7 @@
-// The controller process: opens the store, restores the agent registry, serves AgentService and
-// ControlService on one gRPC port, and persists registry changes from one writer thread.
+// The controller process: opens the store, restores the agent registry and the active incidents,
+// serves AgentService and ControlService on one gRPC port and /metrics plus the Alertmanager
+// webhook on an HTTP port. Telemetry flows ingest thread -> rule engine -> incident manager; one
+// housekeeping thread ticks the rules and persists registry changes.
 // Start/Stop from one thread; the services inside are thread-safe.
 #pragma once
 
@@ -14,8 +16,11 @@
 #include "common/clock.h"
 #include "common/transport.h"
 #include "controller/api/control_service.h"
+#include "controller/http/http_server.h"
+#include "controller/incidents/incident_manager.h"
 #include "controller/ingest/agent_service.h"
 #include "controller/ingest/fleet_state.h"
+#include "controller/rules/rule_engine.h"
 #include "storage/store.h"
 
 namespace vigil::controller {
@@ -23,12 +28,22 @@ namespace vigil::controller {
 struct ControllerOptions {
   std::string listen = "127.0.0.1:7443";
   std::string db_path = "data/vigil.db";
+  // Prometheus /metrics and the Alertmanager webhook; empty: no HTTP port.
+  std::string http_listen = "127.0.0.1:9464";
+  std::string rules_path;  // empty: the built-in rules
   TransportFlags transport;
   // With the watchdog's 250 ms tick, a silent agent is shown disconnected within 3 s of its
   // last message; agents send at least every silence_timeout / 3.
   absl::Duration silence_timeout = absl::Milliseconds(2500);
   absl::Duration registry_flush = absl::Seconds(1);
+  absl::Duration rule_tick = absl::Milliseconds(250);
+  IncidentManager::Options incidents;
+  RuleEngine::Options rule_engine;
 };
+
+// Loads the rules a controller would run with: the file's, or the built-in ones. The error lists
+// every problem, one per line, each with file and line.
+absl::StatusOr<std::vector<Rule>> LoadRules(const std::string& rules_path);
 
 class Controller {
  public:
@@ -42,21 +57,32 @@ class Controller {
   void Stop();
 
   int port() const { return port_; }
+  int http_port() const { return http_ != nullptr ? http_->port() : 0; }
+  IncidentManager& incidents() { return *incidents_; }
+  RuleEngine& rules() { return *rule_engine_; }
   FleetState& fleet() { return fleet_; }
   AgentServiceImpl& agent_service() { return *agent_service_; }
 
  private:
-  void RegistryWriterLoop();
+  class Observer;
+  void HousekeepingLoop();
+  std::string MetricsPage();
+  HttpResponse AlertmanagerWebhook(const HttpRequest& request);
 
   const ControllerOptions options_;
   const Clock* clock_;
   std::unique_ptr<storage::Store> store_;
   FleetState fleet_;
   std::unique_ptr<AgentServiceImpl> agent_service_;
+  std::unique_ptr<IncidentManager> incidents_;
+  std::unique_ptr<RuleEngine> rule_engine_;
+  std::unique_ptr<Observer> observer_;
+  std::unique_ptr<HttpServer> http_;
   std::unique_ptr<ControlServiceImpl> control_service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
-  std::thread registry_writer_;
+  std::thread housekeeping_;
+  absl::Time started_at_;
   absl::Notification stop_;
   bool started_ = false;
 };

@@ -3,11 +3,36 @@
 
 #include <CLI/CLI.hpp>
 #include <csignal>
+#include <iostream>
 #include <thread>
 
 #include "common/logging.h"
 #include "common/transport.h"
+#include "common/yaml_util.h"
 #include "controller/controller.h"
+#include "controller/rules/rule.h"
+
+namespace {
+
+// `vigil-controller check-rules FILE...`: like promtool, every problem with file and line.
+int CheckRules(const std::vector<std::string>& files) {
+  int errors = 0;
+  for (const std::string& file : files) {
+    vigil::controller::RuleFile parsed = vigil::controller::LoadRuleFile(file);
+    for (const std::string& e : parsed.errors) {
+      std::cerr << e << '\n';
+    }
+    errors += static_cast<int>(parsed.errors.size());
+    if (parsed.errors.empty()) {
+      std::cout << file << ": " << parsed.rules.size() << " rule(s), OK\n";
+    } else {
+      std::cerr << file << ": " << parsed.errors.size() << " error(s)\n";
+    }
+  }
+  return errors == 0 ? 0 : 1;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -16,12 +41,44 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   app.add_option("--listen", options.listen, "gRPC address for agents and the CLI (HOST:PORT)");
   app.add_option("--db", options.db_path, "SQLite database file (created with its folder)");
+  app.add_option("--http-listen", options.http_listen,
+                 "HTTP address for /metrics and the Alertmanager webhook; \"off\": none");
+  app.add_option("--rules", options.rules_path,
+                 "alert rule file (YAML); without it, the built-in rules")
+      ->check(CLI::ExistingFile);
+  std::string correlation_window = "10m";
+  app.add_option("--correlation-window", correlation_window,
+                 "how long an incident keeps taking related alerts after its last one (10m)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
   vigil::AddTransportFlags(app, options.transport);
+
+  std::vector<std::string> rule_files;
+  CLI::App* check = app.add_subcommand("check-rules", "validate rule files and exit");
+  check->add_option("FILE", rule_files, "rule files")->required();
+  bool print_defaults = false;
+  CLI::App* defaults =
+      app.add_subcommand("default-rules", "print the built-in rules (a starting point)");
+  defaults->callback([&] { print_defaults = true; });
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (check->parsed()) {
+    return CheckRules(rule_files);
+  }
+  if (print_defaults) {
+    std::cout << vigil::controller::DefaultRulesYaml();
+    return 0;
+  }
+  if (options.http_listen == "off") {
+    options.http_listen.clear();
+  }
+  if (auto window = vigil::ParseDurationText(correlation_window); window.ok()) {
+    options.incidents.correlation_window = *window;
+  } else {
+    std::cerr << "--correlation-window: " << window.status().message() << '\n';
+    return 2;
   }
   vigil::SetupLogging("vigil-controller", log_level);
 

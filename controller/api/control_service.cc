@@ -1,8 +1,161 @@
 #include "controller/api/control_service.h"
 
+#include <openssl/evp.h>
+
+#include <deque>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "common/ids.h"
 #include "common/status.h"
+#include "controller/incidents/incident_report.h"
 
 namespace vigil::controller {
+namespace {
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const absl::Status& status) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+std::string Sha256Hex(absl::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_Digest(data.data(), data.size(), digest, &size, EVP_sha256(), nullptr);
+  return HexEncode(absl::string_view(reinterpret_cast<const char*>(digest), size));
+}
+
+// One `vigil watch`: the events after its resume point from the store, then every new one as
+// the incident manager appends it. Live events that arrive during the backfill are held back
+// and sent after it, so the stream is always in seq order without gaps or repeats.
+class WatchReactor final : public grpc::ServerWriteReactor<v1::TimelineEvent> {
+ public:
+  static constexpr size_t kMaxQueued = 10'000;
+
+  WatchReactor(IncidentManager* incidents, storage::Store* store, const v1::WatchRequest& request)
+      : incidents_(incidents), incident_filter_(request.incident_id()) {
+    listener_ = incidents_->AddListener([this](const v1::TimelineEvent& e) { Live(e); });
+    if (request.after_seq() > 0) {
+      absl::StatusOr<std::vector<v1::TimelineEvent>> backlog =
+          store->ListEvents(incident_filter_, request.after_seq(), kMaxQueued);
+      if (!backlog.ok()) {
+        absl::MutexLock lock(&mu_);
+        FinishOnce(ToGrpcStatus(backlog.status()));
+        return;
+      }
+      absl::MutexLock lock(&mu_);
+      for (v1::TimelineEvent& e : *backlog) {
+        Queue(std::move(e));
+      }
+    }
+    absl::MutexLock lock(&mu_);
+    backfilling_ = false;
+    for (v1::TimelineEvent& e : held_) {
+      Queue(std::move(e));
+    }
+    held_.clear();
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the watcher went away"));
+      return;
+    }
+    queue_.pop_front();
+    WriteNext();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    FinishOnce(grpc::Status::OK);
+  }
+
+  void OnDone() override {
+    incidents_->RemoveListener(listener_);
+    delete this;
+  }
+
+ private:
+  void Live(const v1::TimelineEvent& e) {
+    absl::MutexLock lock(&mu_);
+    if (backfilling_) {
+      held_.push_back(e);
+      return;
+    }
+    Queue(e);
+  }
+
+  void Queue(v1::TimelineEvent e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || e.seq() <= last_seq_ ||
+        (!incident_filter_.empty() && e.incident_id() != incident_filter_)) {
+      return;
+    }
+    if (queue_.size() >= kMaxQueued) {
+      FinishOnce(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                              absl::StrCat("the watcher fell ", kMaxQueued,
+                                           " events behind; resume after seq ", last_sent_seq_)));
+      return;
+    }
+    last_seq_ = e.seq();
+    queue_.push_back(std::move(e));
+    WriteNext();
+  }
+
+  void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finished_ || queue_.empty()) {
+      return;
+    }
+    writing_ = true;
+    last_sent_seq_ = queue_.front().seq();
+    StartWrite(&queue_.front());
+  }
+
+  void FinishOnce(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!finished_) {
+      finished_ = true;
+      Finish(status);
+    }
+  }
+
+  IncidentManager* incidents_;
+  const std::string incident_filter_;
+  int listener_ = 0;
+  absl::Mutex mu_;
+  bool backfilling_ ABSL_GUARDED_BY(mu_) = true;
+  std::vector<v1::TimelineEvent> held_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::TimelineEvent> queue_ ABSL_GUARDED_BY(mu_);  // front is being written
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t last_sent_seq_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<ControlServiceImpl::Caller> ControlServiceImpl::Authenticate(
+    grpc::CallbackServerContext* context) {
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    return Caller{"anonymous", ""};
+  }
+  absl::string_view value(it->second.data(), it->second.size());
+  if (!absl::ConsumePrefix(&value, "Bearer ") || value.empty()) {
+    return absl::UnauthenticatedError("the authorization header must be 'Bearer TOKEN'");
+  }
+  ASSIGN_OR_RETURN(std::optional<storage::UserRecord> user,
+                   store_->FindUserByTokenHash(Sha256Hex(value)));
+  if (!user.has_value()) {
+    return absl::UnauthenticatedError("unknown token");
+  }
+  return Caller{user->name, user->role};
+}
 
 grpc::ServerUnaryReactor* ControlServiceImpl::ListAgents(grpc::CallbackServerContext* context,
                                                          const v1::ListAgentsRequest* request,
@@ -10,26 +163,132 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ListAgents(grpc::CallbackServerCon
   for (v1::AgentInfo& info : fleet_->ListAgents()) {
     *response->add_agents() = std::move(info);
   }
-  auto* reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  return Done(context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::GetMetrics(grpc::CallbackServerContext* context,
                                                          const v1::GetMetricsRequest* request,
                                                          v1::GetMetricsResponse* response) {
-  auto* reactor = context->DefaultReactor();
   if (request->agent_id().empty()) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "agent_id is required"));
-    return reactor;
+    return Done(context, absl::InvalidArgumentError("agent_id is required"));
   }
   absl::StatusOr<v1::GetMetricsResponse> metrics =
       fleet_->GetMetrics(request->agent_id(), request->name_prefix());
   if (metrics.ok()) {
     *response = std::move(*metrics);
   }
-  reactor->Finish(ToGrpcStatus(metrics.status()));
+  return Done(context, metrics.status());
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::ListAlerts(grpc::CallbackServerContext* context,
+                                                         const v1::ListAlertsRequest* request,
+                                                         v1::ListAlertsResponse* response) {
+  std::set<std::string> seen;
+  for (v1::Alert& alert : incidents_->ActiveAlerts()) {
+    seen.insert(alert.id());
+    *response->add_alerts() = std::move(alert);
+  }
+  if (request->include_resolved()) {
+    absl::StatusOr<std::vector<v1::Alert>> stored = store_->ListAlerts(true);
+    if (!stored.ok()) {
+      return Done(context, stored.status());
+    }
+    for (v1::Alert& alert : *stored) {
+      if (!seen.contains(alert.id())) {
+        *response->add_alerts() = std::move(alert);
+      }
+    }
+  }
+  return Done(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::ListIncidents(grpc::CallbackServerContext* context,
+                                                            const v1::ListIncidentsRequest* request,
+                                                            v1::ListIncidentsResponse* response) {
+  static const std::set<std::string> kStates = {
+      "", "all", "active", "open", "acknowledged", "mitigated", "resolved"};
+  if (!kStates.contains(request->state())) {
+    return Done(context,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "state '", request->state(),
+                    "' is not one of: all, active, open, acknowledged, mitigated, resolved")));
+  }
+  absl::StatusOr<std::vector<v1::Incident>> incidents = store_->ListIncidents(request->state());
+  if (!incidents.ok()) {
+    return Done(context, incidents.status());
+  }
+  for (v1::Incident& incident : *incidents) {
+    *response->add_incidents() = std::move(incident);
+  }
+  return Done(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::GetIncident(grpc::CallbackServerContext* context,
+                                                          const v1::GetIncidentRequest* request,
+                                                          v1::GetIncidentResponse* response) {
+  absl::StatusOr<v1::GetIncidentResponse> report = LoadIncident(*store_, request->incident_id());
+  if (report.ok()) {
+    *response = std::move(*report);
+  }
+  return Done(context, report.status());
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::UpdateIncident(
+    grpc::CallbackServerContext* context, const v1::UpdateIncidentRequest* request,
+    v1::Incident* response) {
+  absl::StatusOr<Caller> caller = Authenticate(context);
+  if (!caller.ok()) {
+    return Done(context, caller.status());
+  }
+  if (request->incident_id().empty()) {
+    return Done(context, absl::InvalidArgumentError("incident_id is required"));
+  }
+  auto* reactor = context->DefaultReactor();
+  incidents_->Update(*request, caller->name,
+                     [reactor, response](absl::StatusOr<v1::Incident> result) {
+                       if (result.ok()) {
+                         *response = std::move(*result);
+                       }
+                       reactor->Finish(ToGrpcStatus(result.status()));
+                     });
   return reactor;
+}
+
+grpc::ServerWriteReactor<v1::TimelineEvent>* ControlServiceImpl::Watch(
+    grpc::CallbackServerContext* context, const v1::WatchRequest* request) {
+  return new WatchReactor(incidents_, store_, *request);
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::VerifyAudit(grpc::CallbackServerContext* context,
+                                                          const v1::VerifyAuditRequest* request,
+                                                          v1::VerifyAuditResponse* response) {
+  absl::StatusOr<v1::VerifyAuditResponse> result = store_->VerifyChain();
+  if (result.ok()) {
+    *response = std::move(*result);
+  }
+  return Done(context, result.status());
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::ExportIncident(
+    grpc::CallbackServerContext* context, const v1::ExportIncidentRequest* request,
+    v1::ExportIncidentResponse* response) {
+  absl::StatusOr<std::string> content = controller::ExportIncident(
+      *store_, request->incident_id(), request->format().empty() ? "markdown" : request->format());
+  if (content.ok()) {
+    response->set_content(std::move(*content));
+  }
+  return Done(context, content.status());
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::WhoAmI(grpc::CallbackServerContext* context,
+                                                     const v1::WhoAmIRequest* request,
+                                                     v1::WhoAmIResponse* response) {
+  absl::StatusOr<Caller> caller = Authenticate(context);
+  if (caller.ok()) {
+    response->set_user(caller->name);
+    response->set_role(caller->role);
+  }
+  return Done(context, caller.status());
 }
 
 }  // namespace vigil::controller

@@ -1,10 +1,15 @@
 // ControlService: the API of people and their tools (the vigil CLI). Reads come from the
-// in-memory FleetState and the Store; nothing here blocks a gRPC thread on disk for long.
-// Thread-safe.
+// in-memory FleetState, the incident manager's live alerts and the Store's reader connection;
+// changes go to the IncidentManager's queue and the call completes when it is done, so no gRPC
+// thread ever waits on the store's writer. Thread-safe.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "controller/incidents/incident_manager.h"
 #include "controller/ingest/fleet_state.h"
 #include "storage/store.h"
 #include "vigil/v1/control_service.grpc.pb.h"
@@ -13,7 +18,8 @@ namespace vigil::controller {
 
 class ControlServiceImpl final : public v1::ControlService::CallbackService {
  public:
-  ControlServiceImpl(FleetState* fleet, storage::Store* store) : fleet_(fleet), store_(store) {}
+  ControlServiceImpl(FleetState* fleet, storage::Store* store, IncidentManager* incidents)
+      : fleet_(fleet), store_(store), incidents_(incidents) {}
 
   grpc::ServerUnaryReactor* ListAgents(grpc::CallbackServerContext* context,
                                        const v1::ListAgentsRequest* request,
@@ -21,10 +27,41 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
   grpc::ServerUnaryReactor* GetMetrics(grpc::CallbackServerContext* context,
                                        const v1::GetMetricsRequest* request,
                                        v1::GetMetricsResponse* response) override;
+  grpc::ServerUnaryReactor* ListAlerts(grpc::CallbackServerContext* context,
+                                       const v1::ListAlertsRequest* request,
+                                       v1::ListAlertsResponse* response) override;
+  grpc::ServerUnaryReactor* ListIncidents(grpc::CallbackServerContext* context,
+                                          const v1::ListIncidentsRequest* request,
+                                          v1::ListIncidentsResponse* response) override;
+  grpc::ServerUnaryReactor* GetIncident(grpc::CallbackServerContext* context,
+                                        const v1::GetIncidentRequest* request,
+                                        v1::GetIncidentResponse* response) override;
+  grpc::ServerUnaryReactor* UpdateIncident(grpc::CallbackServerContext* context,
+                                           const v1::UpdateIncidentRequest* request,
+                                           v1::Incident* response) override;
+  grpc::ServerWriteReactor<v1::TimelineEvent>* Watch(grpc::CallbackServerContext* context,
+                                                     const v1::WatchRequest* request) override;
+  grpc::ServerUnaryReactor* VerifyAudit(grpc::CallbackServerContext* context,
+                                        const v1::VerifyAuditRequest* request,
+                                        v1::VerifyAuditResponse* response) override;
+  grpc::ServerUnaryReactor* ExportIncident(grpc::CallbackServerContext* context,
+                                           const v1::ExportIncidentRequest* request,
+                                           v1::ExportIncidentResponse* response) override;
+  grpc::ServerUnaryReactor* WhoAmI(grpc::CallbackServerContext* context,
+                                   const v1::WhoAmIRequest* request,
+                                   v1::WhoAmIResponse* response) override;
 
  private:
+  struct Caller {
+    std::string name;
+    std::string role;
+  };
+  // The caller named by the bearer token; "anonymous" when none is given.
+  absl::StatusOr<Caller> Authenticate(grpc::CallbackServerContext* context);
+
   FleetState* fleet_;
   storage::Store* store_;
+  IncidentManager* incidents_;
 };
 
 }  // namespace vigil::controller

@@ -36,7 +36,8 @@ class FleetTest : public ::testing::Test {
   void StartController() {
     controller_ = std::make_unique<Subprocess>(
         std::vector<std::string>{BinaryPath("vigil-controller"), "--listen=" + address_,
-                                 "--db=" + dir_.File("data/vigil.db"), "--insecure"},
+                                 "--db=" + dir_.File("data/vigil.db"), "--insecure",
+                                 "--http-listen=off"},
         std::map<std::string, std::string>{},
         dir_.File(absl::StrCat("controller-", ++controllers_, ".log")));
     ASSERT_TRUE(WaitUntil([&] { return Cli({"agents"}).exit_code == 0; }, absl::Seconds(10)))

@@ -31,7 +31,7 @@ TEST(ServiceMetrics, VigilMetricsShowsEveryCollector) {
                                   "  postgres: {dsn: '", postgres.Dsn("vigil"), "'}\n",
                                   "  redis: {address: '127.0.0.1:", redis.port(), "'}\n"));
   testing::Subprocess controller({BinaryPath("vigil-controller"), "--listen=" + address,
-                                  "--db=" + dir.File("vigil.db"), "--insecure"});
+                                  "--db=" + dir.File("vigil.db"), "--insecure", "--http-listen=off"});
   testing::Subprocess agent({BinaryPath("vigil-agent"), "--controller=" + address,
                              "--config=" + dir.File("agent.yaml"), "--insecure"});
   std::atomic<bool> traffic{true};

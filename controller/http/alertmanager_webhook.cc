@@ -1,0 +1,260 @@
+// ParseAlertmanagerWebhook: the JSON goes through protobuf's parser into a google.protobuf.Struct
+// (no JSON library beyond what gRPC already brings), which is then walked field by field so that
+// every error can name the alert and the field at fault.
+#include "controller/http/alertmanager_webhook.h"
+
+#include <openssl/evp.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "common/ids.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace vigil::controller {
+namespace {
+
+using google::protobuf::Struct;
+using google::protobuf::Value;
+using Labels = std::map<std::string, std::string>;
+
+const Value* Field(const Struct& object, const std::string& name) {
+  auto it = object.fields().find(name);
+  return it == object.fields().end() ? nullptr : &it->second;
+}
+
+// The field's text; "" when it is missing or not a string.
+std::string StringField(const Struct& object, const std::string& name) {
+  const Value* value = Field(object, name);
+  return value != nullptr && value->kind_case() == Value::kStringValue ? value->string_value() : "";
+}
+
+// A string-to-string object such as "labels"; a missing or null one is empty.
+absl::StatusOr<Labels> StringMap(const Struct& alert, const std::string& name,
+                                 const std::string& where) {
+  Labels out;
+  const Value* value = Field(alert, name);
+  if (value == nullptr || value->kind_case() == Value::kNullValue) {
+    return out;
+  }
+  if (value->kind_case() != Value::kStructValue) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: \"%s\" is not an object", where, name));
+  }
+  for (const auto& [key, item] : value->struct_value().fields()) {
+    if (item.kind_case() != Value::kStringValue) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: %s.%s is not a string", where, name, key));
+    }
+    out[key] = item.string_value();
+  }
+  return out;
+}
+
+v1::Severity SeverityOf(const Labels& labels) {
+  auto it = labels.find("severity");
+  if (it == labels.end()) {
+    return v1::SEV3;
+  }
+  std::string severity = absl::AsciiStrToLower(it->second);
+  if (severity == "critical" || severity == "sev1" || severity == "page") {
+    return v1::SEV1;
+  }
+  if (severity == "error" || severity == "major" || severity == "sev2" || severity == "high") {
+    return v1::SEV2;
+  }
+  if (severity == "warning" || severity == "sev3" || severity == "medium") {
+    return v1::SEV3;
+  }
+  if (severity == "info" || severity == "sev4" || severity == "low" || severity == "none") {
+    return v1::SEV4;
+  }
+  return v1::SEV3;
+}
+
+// "db-1:9100" -> "db-1", "[::1]:9100" -> "::1", "http://web-1:8080/probe" -> "web-1".
+std::string HostOfInstance(std::string instance) {
+  size_t scheme = instance.find("://");
+  if (scheme != std::string::npos) {
+    instance = instance.substr(scheme + 3);
+    instance = instance.substr(0, instance.find('/'));
+  }
+  if (!instance.empty() && instance.front() == '[') {
+    size_t close = instance.find(']');
+    return close == std::string::npos ? instance : instance.substr(1, close - 1);
+  }
+  size_t colon = instance.find(':');
+  if (colon != std::string::npos && instance.find(':', colon + 1) == std::string::npos) {
+    return instance.substr(0, colon);
+  }
+  return instance;  // no port, or a bare IPv6 address
+}
+
+std::string AgentOf(const Labels& labels) {
+  auto agent = labels.find("vigil_agent");
+  if (agent != labels.end() && !agent->second.empty()) {
+    return agent->second;
+  }
+  auto instance = labels.find("instance");
+  return instance == labels.end() ? "" : HostOfInstance(instance->second);
+}
+
+std::string LabelsDigest(const Labels& labels) {
+  std::string canonical;
+  for (const auto& [key, value] : labels) {
+    canonical.append(key);
+    canonical.push_back('\0');
+    canonical.append(value);
+    canonical.push_back('\0');
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(canonical.data(), canonical.size(), digest, &length, EVP_sha256(), nullptr);
+  return HexEncode(absl::string_view(reinterpret_cast<const char*>(digest), length));
+}
+
+// Unix milliseconds of an RFC 3339 field; 0 for Go's zero time (Alertmanager's "unset") and for a
+// missing optional field.
+absl::StatusOr<int64_t> TimeField(const Struct& alert, const std::string& name, bool required,
+                                  const std::string& where) {
+  const Value* value = Field(alert, name);
+  if (value == nullptr || value->kind_case() == Value::kNullValue ||
+      (value->kind_case() == Value::kStringValue && value->string_value().empty())) {
+    if (required) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: no %s", where, name));
+    }
+    return 0;
+  }
+  if (value->kind_case() != Value::kStringValue) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %s is not a string", where, name));
+  }
+  absl::Time time;
+  std::string error;
+  if (!absl::ParseTime(absl::RFC3339_full, value->string_value(), &time, &error)) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %s \"%s\" is not an RFC 3339 time",
+                                                      where, name,
+                                                      absl::CHexEscape(value->string_value())));
+  }
+  if (time < absl::UnixEpoch()) {
+    return 0;
+  }
+  return absl::ToUnixMillis(time);
+}
+
+absl::StatusOr<v1::Alert> ParseAlert(const Value& entry, int number,
+                                     const std::string& notification_status) {
+  std::string where = absl::StrCat("alert ", number);
+  if (entry.kind_case() != Value::kStructValue) {
+    return absl::InvalidArgumentError(absl::StrCat(where, " is not an object"));
+  }
+  const Struct& object = entry.struct_value();
+  absl::StatusOr<Labels> labels = StringMap(object, "labels", where);
+  if (!labels.ok()) {
+    return labels.status();
+  }
+  auto alertname = labels->find("alertname");
+  if (alertname == labels->end() || alertname->second.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": no alertname label"));
+  }
+  absl::StrAppend(&where, " (", alertname->second, ")");
+  absl::StatusOr<Labels> annotations = StringMap(object, "annotations", where);
+  if (!annotations.ok()) {
+    return annotations.status();
+  }
+
+  v1::Alert alert;
+  alert.set_source("alertmanager");
+  alert.set_rule(alertname->second);
+  alert.set_severity(SeverityOf(*labels));
+  alert.set_agent_id(AgentOf(*labels));
+  std::string fingerprint = StringField(object, "fingerprint");
+  alert.set_id(absl::StrCat("am-", fingerprint.empty() ? LabelsDigest(*labels) : fingerprint));
+  alert.mutable_labels()->insert(labels->begin(), labels->end());
+
+  std::string status = StringField(object, "status");
+  if (status.empty()) {
+    status = notification_status;
+  }
+  if (status == "firing") {
+    alert.set_state(v1::FIRING);
+  } else if (status == "resolved") {
+    alert.set_state(v1::RESOLVED);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: status \"%s\" is neither \"firing\" nor \"resolved\"", where,
+                        absl::CHexEscape(status)));
+  }
+
+  auto summary = annotations->find("summary");
+  auto description = annotations->find("description");
+  if (summary != annotations->end() && !summary->second.empty()) {
+    alert.set_summary(summary->second);
+  } else if (description != annotations->end()) {
+    alert.set_summary(description->second);
+  }
+  auto runbook_url = annotations->find("runbook_url");
+  auto runbook = annotations->find("runbook");
+  if (runbook_url != annotations->end() && !runbook_url->second.empty()) {
+    alert.set_runbook(runbook_url->second);
+  } else if (runbook != annotations->end()) {
+    alert.set_runbook(runbook->second);
+  }
+
+  absl::StatusOr<int64_t> starts = TimeField(object, "startsAt", /*required=*/true, where);
+  if (!starts.ok()) {
+    return starts.status();
+  }
+  absl::StatusOr<int64_t> ends = TimeField(object, "endsAt", /*required=*/false, where);
+  if (!ends.ok()) {
+    return ends.status();
+  }
+  alert.set_active_since_unix_ms(*starts);
+  alert.set_fired_unix_ms(*starts);
+  // A firing alert's endsAt is only Alertmanager's guess of when it times out.
+  alert.set_resolved_unix_ms(alert.state() == v1::RESOLVED ? *ends : 0);
+  return alert;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<v1::Alert>> ParseAlertmanagerWebhook(absl::string_view json) {
+  Struct root;
+  auto parsed = google::protobuf::util::JsonStringToMessage(
+      google::protobuf::StringPiece(json.data(), json.size()), &root);
+  if (!parsed.ok()) {
+    // protobuf's message is "<what>\n<the text around it>\n<caret>": keep the first line.
+    absl::string_view detail(parsed.message().data(), parsed.message().size());
+    detail = absl::StripAsciiWhitespace(detail.substr(0, detail.find('\n')));
+    detail = absl::StripAsciiWhitespace(absl::StripPrefix(detail, ":"));
+    if (absl::StrContains(detail, "Root element must be a message")) {
+      detail = "the top level is not an object";
+    }
+    return absl::InvalidArgumentError(absl::StrCat("webhook body is not JSON: ", detail));
+  }
+  const Value* alerts = Field(root, "alerts");
+  if (alerts == nullptr || alerts->kind_case() != Value::kListValue) {
+    return absl::InvalidArgumentError("webhook body has no \"alerts\" list");
+  }
+  std::string notification_status = StringField(root, "status");
+  std::vector<v1::Alert> out;
+  out.reserve(alerts->list_value().values_size());
+  int number = 0;
+  for (const Value& entry : alerts->list_value().values()) {
+    absl::StatusOr<v1::Alert> alert = ParseAlert(entry, ++number, notification_status);
+    if (!alert.ok()) {
+      return alert.status();
+    }
+    out.push_back(*std::move(alert));
+  }
+  return out;
+}
+
+}  // namespace vigil::controller
