@@ -442,7 +442,9 @@ IncidentManager::Active* IncidentManager::Correlate(const v1::Alert& alert, std:
     std::string why;
     for (const auto& [alert_id, ref] : active.alerts) {
       const v1::Alert& other = ref.alert;
-      if (other.rule() == alert.rule()) {
+      if (HostOf(other) == HostOf(alert)) {
+        why = absl::StrCat(other.rule(), " is already firing on ", HostOf(other));
+      } else if (other.rule() == alert.rule()) {
         why = absl::StrCat(alert.rule(), " is already firing on ", HostOf(other));
       } else if (DependsOnAlert(other, alert)) {
         why = absl::StrCat(HostOf(other), " (", ComponentOf(other), ") depends on ",

@@ -1,0 +1,407 @@
+// Incidents end to end on loopback: five API agents and one database agent watch real nginx and
+// PostgreSQL; a slow upstream and a pg_sleep holding a lock become one incident with all six
+// hosts, the database as probable cause and diagnostics from the right agents. A real
+// Alertmanager posts to the webhook and its alert joins the same incident. `vigil watch`
+// survives a controller restart, and `vigil audit verify` catches an edited row.
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "agent/collectors/log_format.h"
+#include "tests/support/servers.h"
+#include "vigil/v1/control_service.pb.h"
+
+namespace vigil {
+namespace {
+
+using testing::BinaryPath;
+using testing::CommandResult;
+using testing::RunCommand;
+using testing::Subprocess;
+using testing::WaitUntil;
+
+constexpr char kRules[] = R"(rules:
+  - alert: HighAPILatency
+    expr: p95(nginx_request_duration_seconds) > 0.5
+    window: 3s
+    severity: SEV2
+    summary: API p95 latency above 0.5 s
+    runbook: high-api-latency
+    diagnostics: [nginx_slow_endpoints, top_processes]
+  - alert: SlowQueries
+    expr: pg_longest_query_seconds > 1
+    severity: SEV2
+    summary: A query has been running for more than 1 s
+    runbook: slow-queries
+    diagnostics: [pg_active_queries, pg_lock_waits]
+  - alert: BlockedQueries
+    expr: pg_blocked_queries > 0
+    severity: SEV3
+    diagnostics: [pg_lock_waits]
+)";
+
+template <typename Message>
+bool ParseJson(const std::string& json, Message* message) {
+  message->Clear();
+  return google::protobuf::util::JsonStringToMessage(json, message).ok();
+}
+
+// POSTs JSON with python3 (always installed with the test servers); true on a 2xx answer.
+bool PostJson(uint16_t port, const std::string& path, const std::string& body) {
+  CommandResult r = RunCommand(
+      {"python3", "-c",
+       "import sys, urllib.request\n"
+       "req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), "
+       "headers={'Content-Type': 'application/json'})\n"
+       "sys.exit(0 if urllib.request.urlopen(req, timeout=5).status // 100 == 2 else 1)\n",
+       absl::StrCat("http://127.0.0.1:", port, path), body});
+  return r.exit_code == 0;
+}
+
+// A real prometheus-alertmanager that sends every alert to the controller's webhook at once.
+class Alertmanager {
+ public:
+  Alertmanager(const testing::TempDir& dir, int webhook_port) : port_(testing::FreeLoopbackPort()) {
+    testing::WriteFile(
+        dir.File("alertmanager.yml"),
+        absl::StrCat("route: {receiver: vigil, group_by: [alertname], group_wait: 0s, "
+                     "group_interval: 1s, repeat_interval: 1h}\n"
+                     "receivers: [{name: vigil, webhook_configs: [{url: 'http://127.0.0.1:",
+                     webhook_port, "/api/v1/alertmanager', send_resolved: true}]}]\n"));
+    process_ = std::make_unique<Subprocess>(
+        std::vector<std::string>{
+            "prometheus-alertmanager", "--config.file=" + dir.File("alertmanager.yml"),
+            "--storage.path=" + dir.File("alertmanager"),
+            absl::StrCat("--web.listen-address=127.0.0.1:", port_), "--cluster.listen-address="},
+        std::map<std::string, std::string>{}, dir.File("alertmanager.log"));
+  }
+  // Alertmanager's own API, as Prometheus would call it.
+  bool Fire(const std::string& labels_json, const std::string& summary) {
+    return PostJson(port_, "/api/v2/alerts",
+                    absl::StrCat("[{\"labels\": ", labels_json,
+                                 ", \"annotations\": {\"summary\": \"", summary, "\"}}]"));
+  }
+  bool Ready() { return testing::HttpGet(port_, "/-/ready", absl::Seconds(2)) == 200; }
+  std::string Output() const { return process_->Output(); }
+
+ private:
+  uint16_t port_;
+  std::unique_ptr<Subprocess> process_;
+};
+
+// Clients requesting one path in a loop until stopped (or destroyed, when an assertion fails).
+class Traffic {
+ public:
+  Traffic(uint16_t port, std::string path, int clients) {
+    for (int c = 0; c < clients; ++c) {
+      threads_.emplace_back([this, port, path] {
+        while (running_) {
+          testing::HttpGet(port, path);
+        }
+      });
+    }
+  }
+  ~Traffic() { Stop(); }
+  void Stop() {
+    running_ = false;
+    for (std::thread& t : threads_) {
+      if (t.joinable()) {
+        t.join();
+      }
+    }
+  }
+
+ private:
+  std::atomic<bool> running_{true};
+  std::vector<std::thread> threads_;
+};
+
+class IncidentsTest : public ::testing::Test {
+ protected:
+  IncidentsTest()
+      : grpc_port_(testing::FreeLoopbackPort()),
+        http_port_(testing::FreeLoopbackPort()),
+        address_(absl::StrCat("127.0.0.1:", grpc_port_)) {
+    testing::WriteFile(dir_.File("rules.yaml"), kRules);
+  }
+
+  void StartController() {
+    controller_ = std::make_unique<Subprocess>(
+        std::vector<std::string>{BinaryPath("vigil-controller"), "--listen=" + address_,
+                                 "--db=" + db(), "--insecure",
+                                 absl::StrCat("--http-listen=127.0.0.1:", http_port_),
+                                 "--rules=" + dir_.File("rules.yaml")},
+        std::map<std::string, std::string>{},
+        dir_.File(absl::StrCat("controller-", ++controllers_, ".log")));
+    ASSERT_TRUE(WaitUntil([&] { return Cli({"agents"}).exit_code == 0; }, absl::Seconds(10)))
+        << controller_->Output();
+  }
+
+  std::unique_ptr<Subprocess> StartAgent(const std::string& id, const std::string& config) {
+    testing::WriteFile(dir_.File(id + ".yaml"), config);
+    return std::make_unique<Subprocess>(
+        std::vector<std::string>{BinaryPath("vigil-agent"), "--controller=" + address_,
+                                 "--config=" + dir_.File(id + ".yaml"), "--insecure",
+                                 "--interval=1s"},
+        std::map<std::string, std::string>{}, dir_.File(id + ".log"));
+  }
+
+  CommandResult Cli(std::vector<std::string> args) {
+    args.insert(args.begin(), {BinaryPath("vigil"), "--controller=" + address_});
+    return RunCommand(args);
+  }
+
+  std::vector<v1::Incident> Incidents() {
+    v1::ListIncidentsResponse r;
+    CommandResult c = Cli({"incidents", "--state=all", "-o", "json"});
+    if (c.exit_code != 0 || !ParseJson(c.stdout_text, &r)) {
+      return {};
+    }
+    return {r.incidents().begin(), r.incidents().end()};
+  }
+
+  v1::GetIncidentResponse Show(const std::string& id) {
+    v1::GetIncidentResponse r;
+    CommandResult c = Cli({"incident", "show", id, "-o", "json"});
+    EXPECT_EQ(c.exit_code, 0) << c.output;
+    EXPECT_TRUE(ParseJson(c.stdout_text, &r)) << c.stdout_text;
+    return r;
+  }
+
+  std::string db() const { return dir_.File("vigil.db"); }
+
+  testing::TempDir dir_;
+  const uint16_t grpc_port_;
+  const uint16_t http_port_;
+  const std::string address_;
+  std::unique_ptr<Subprocess> controller_;
+  int controllers_ = 0;
+};
+
+TEST_F(IncidentsTest, SlowApiAndLockedDatabaseBecomeOneIncidentWithTheDatabaseAsCause) {
+  testing::HttpUpstream upstream;
+  upstream.SetRoute("/api", absl::Milliseconds(10), 200);
+  testing::NginxServer nginx(dir_.path(), upstream.port());
+  testing::PostgresServer postgres(dir_.path());
+  ASSERT_TRUE(nginx.ok() && postgres.ok());
+  StartController();
+  Alertmanager alertmanager(dir_, http_port_);
+
+  std::vector<std::unique_ptr<Subprocess>> agents;
+  for (int i = 1; i <= 5; ++i) {
+    // All five tail the same nginx: what matters is five hosts seeing the same slow API.
+    agents.push_back(
+        StartAgent(absl::StrCat("api-", i),
+                   absl::StrCat("id: api-", i,
+                                "\nlabels: {role: api, service: rag-api, depends_on: postgres}\n"
+                                "collectors:\n  host: {}\n  nginx: {access_log: '",
+                                nginx.access_log(), "', log_format: '",
+                                agent::LogFormat::kTimedCombined, " $upstream_response_time'}\n")));
+  }
+  agents.push_back(
+      StartAgent("db-1", absl::StrCat("id: db-1\nlabels: {role: postgres, service: postgres}\n"
+                                      "collectors:\n  host: {}\n  postgres: {dsn: '",
+                                      postgres.Dsn("vigil"), "'}\n")));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        v1::ListAgentsResponse r;
+        CommandResult c = Cli({"agents", "-o", "json"});
+        int connected = 0;
+        if (c.exit_code == 0 && ParseJson(c.stdout_text, &r)) {
+          for (const auto& a : r.agents()) {
+            connected += a.state() == v1::CONNECTED;
+          }
+        }
+        return connected == 6;
+      },
+      absl::Seconds(15)));
+  ASSERT_TRUE(WaitUntil([&] { return alertmanager.Ready(); }, absl::Seconds(15)))
+      << alertmanager.Output();
+  Subprocess watch({BinaryPath("vigil"), "--controller=" + address_, "watch", "-o", "json"},
+                   std::map<std::string, std::string>{}, dir_.File("watch.log"));
+
+  // Healthy traffic first: no incident.
+  Traffic traffic(nginx.port(), "/api/search?q=1", 4);
+  absl::SleepFor(absl::Seconds(3));
+  EXPECT_TRUE(Incidents().empty());
+
+  // The faults: a transaction holding a row lock in pg_sleep, a query waiting on it, and the
+  // API's upstream turning slow.
+  auto holder = postgres.Background(
+      "BEGIN; UPDATE accounts SET balance = balance - 1 WHERE id = 1; SELECT pg_sleep(25); COMMIT;",
+      "app");
+  absl::SleepFor(absl::Milliseconds(300));
+  auto waiter =
+      postgres.Background("UPDATE accounts SET balance = balance + 1 WHERE id = 1", "app");
+  upstream.SetRoute("/api/search", absl::Milliseconds(1200), 200);
+
+  std::vector<v1::Incident> incidents;
+  const bool all_joined = WaitUntil(
+      [&] {
+        incidents = Incidents();
+        return incidents.size() == 1 && incidents[0].agents_size() == 6;
+      },
+      absl::Seconds(25), absl::Milliseconds(500));
+  ASSERT_TRUE(all_joined) << (incidents.empty() ? "no incident" : incidents[0].DebugString())
+                          << controller_->Output();
+  const std::string id = incidents[0].id();
+  std::set<std::string> hosts(incidents[0].agents().begin(), incidents[0].agents().end());
+  EXPECT_EQ(hosts, (std::set<std::string>{"api-1", "api-2", "api-3", "api-4", "api-5", "db-1"}));
+  EXPECT_EQ(incidents[0].severity(), v1::SEV2);
+  EXPECT_TRUE(absl::StartsWith(incidents[0].probable_cause(), "db-1/"))
+      << incidents[0].probable_cause() << ": " << incidents[0].probable_cause_reason();
+  EXPECT_TRUE(absl::StrContains(incidents[0].probable_cause_reason(), "depended on by 5"))
+      << incidents[0].probable_cause_reason();
+
+  // Alertmanager's alert on the database joins the same incident.
+  ASSERT_TRUE(alertmanager.Fire(
+      R"({"alertname": "PostgresReplicationLag", "service": "postgres", "instance": "db-1:9187", "severity": "warning"})",
+      "replica 30 s behind"));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        incidents = Incidents();
+        return incidents.size() == 1 &&
+               absl::StrContains(absl::StrJoin(incidents[0].alert_rules(), ","),
+                                 "PostgresReplicationLag");
+      },
+      absl::Seconds(15)))
+      << (incidents.empty() ? "" : incidents[0].DebugString()) << alertmanager.Output()
+      << controller_->Output();
+
+  // Diagnostics from the right agents: lock waits from the database, slow endpoints from the API.
+  v1::GetIncidentResponse shown;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        shown = Show(id);
+        bool db_locks = false;
+        bool api_endpoints = false;
+        for (const auto& e : shown.timeline()) {
+          if (e.kind() != "diagnostics") continue;
+          db_locks = db_locks || (e.actor() == "db-1" &&
+                                  absl::StrContains(e.summary(), "pg_lock_waits (1 rows)") &&
+                                  absl::StrContains(e.details_json(), "pg_sleep"));
+          api_endpoints = api_endpoints || (absl::StartsWith(e.actor(), "api-") &&
+                                            absl::StrContains(e.details_json(), "/api/search"));
+        }
+        return db_locks && api_endpoints;
+      },
+      absl::Seconds(15)))
+      << shown.DebugString();
+  for (const auto& e : shown.timeline()) {
+    if (e.kind() == "diagnostics") {
+      EXPECT_TRUE(e.actor() == "db-1" || absl::StartsWith(e.actor(), "api-")) << e.actor();
+      if (e.actor() == "db-1") {
+        EXPECT_FALSE(absl::StrContains(e.summary(), "nginx_slow_endpoints")) << e.summary();
+      }
+    }
+  }
+
+  // The commander's side: acknowledge, a note, the checklist, resolve; all on the timeline.
+  EXPECT_EQ(Cli({"incident", "ack", id}).exit_code, 0);
+  CommandResult again = Cli({"incident", "ack", id});
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(again.output, "acknowledged")) << again.output;
+  EXPECT_EQ(Cli({"incident", "note", id, "lock held by a stuck batch job"}).exit_code, 0);
+  CommandResult bad_item = Cli({"incident", "check", id, "coffee_made"});
+  EXPECT_EQ(bad_item.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(bad_item.output, "root_cause_identified")) << bad_item.output;
+  EXPECT_EQ(Cli({"incident", "check", id, "root_cause_identified"}).exit_code, 0);
+
+  traffic.Stop();
+  holder->Kill();
+  waiter->Kill();
+
+  shown = Show(id);
+  std::set<std::string> kinds;
+  for (const auto& e : shown.timeline()) {
+    kinds.insert(e.kind());
+  }
+  for (const char* kind : {"incident_opened", "alert_fired", "host_joined", "diagnostics",
+                           "acknowledged", "note", "checklist"}) {
+    EXPECT_TRUE(kinds.contains(kind)) << kind;
+  }
+  EXPECT_EQ(shown.incident().acknowledged_by(), "anonymous");
+  CommandResult table = Cli({"incident", "show", id});
+  EXPECT_TRUE(absl::StrContains(table.stdout_text, "db-1")) << table.stdout_text;
+
+  // The live stream saw the incident open.
+  ASSERT_TRUE(WaitUntil([&] { return absl::StrContains(watch.Output(), "\"kind\":\"note\""); },
+                        absl::Seconds(5)))
+      << watch.Output();
+  EXPECT_TRUE(absl::StrContains(watch.Output(), "\"kind\":\"incident_opened\""));
+
+  CommandResult verify = Cli({"audit", "verify"});
+  EXPECT_EQ(verify.exit_code, 0) << verify.stdout_text << verify.output;
+}
+
+TEST_F(IncidentsTest, WatchSurvivesRestartAndAuditNamesTheEditedEvent) {
+  StartController();
+  Alertmanager alertmanager(dir_, http_port_);
+  ASSERT_TRUE(WaitUntil([&] { return alertmanager.Ready(); }, absl::Seconds(15)))
+      << alertmanager.Output();
+  Subprocess watch({BinaryPath("vigil"), "--controller=" + address_, "watch", "-o", "json"},
+                   std::map<std::string, std::string>{}, dir_.File("watch.log"));
+  absl::SleepFor(absl::Milliseconds(500));
+
+  ASSERT_TRUE(alertmanager.Fire(
+      R"({"alertname": "DiskFull", "instance": "files-1:9100", "severity": "critical"})",
+      "disk 99 %"));
+  std::vector<v1::Incident> incidents;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        incidents = Incidents();
+        return incidents.size() == 1;
+      },
+      absl::Seconds(15)))
+      << alertmanager.Output() << controller_->Output();
+  const std::string id = incidents[0].id();
+  EXPECT_EQ(incidents[0].severity(), v1::SEV1);
+  EXPECT_EQ(incidents[0].probable_cause(), "files-1/DiskFull");
+  ASSERT_TRUE(
+      WaitUntil([&] { return absl::StrContains(watch.Output(), "\"kind\":\"incident_opened\""); },
+                absl::Seconds(5)))
+      << watch.Output();
+
+  // The controller goes away and comes back; the same watch carries on.
+  controller_->Stop();
+  StartController();
+  ASSERT_EQ(Cli({"incident", "note", id, "after the restart"}).exit_code, 0);
+  ASSERT_TRUE(WaitUntil([&] { return absl::StrContains(watch.Output(), "after the restart"); },
+                        absl::Seconds(15)))
+      << watch.Output();
+
+  // The report holds the whole story.
+  CommandResult markdown = Cli({"audit", "export", id, "--format=markdown"});
+  ASSERT_EQ(markdown.exit_code, 0) << markdown.output;
+  EXPECT_TRUE(absl::StrContains(markdown.stdout_text, "# " + id)) << markdown.stdout_text;
+  EXPECT_TRUE(absl::StrContains(markdown.stdout_text, "after the restart"));
+  EXPECT_TRUE(absl::StrContains(markdown.stdout_text, "The audit chain verifies"));
+  CommandResult json = Cli({"audit", "export", id, "--format=json"});
+  ASSERT_EQ(json.exit_code, 0) << json.output;
+  EXPECT_TRUE(absl::StrContains(json.stdout_text, "\"incident_opened\""));
+
+  CommandResult verify = Cli({"audit", "verify"});
+  ASSERT_EQ(verify.exit_code, 0) << verify.stdout_text << verify.output;
+
+  // Someone edits one row behind the controller's back.
+  CommandResult edit = RunCommand(
+      {"sqlite3", db(), "UPDATE timeline SET summary = 'nothing happened' WHERE seq = 2;"});
+  ASSERT_EQ(edit.exit_code, 0) << edit.output;
+  verify = Cli({"audit", "verify"});
+  EXPECT_EQ(verify.exit_code, 1) << verify.stdout_text;
+  EXPECT_TRUE(absl::StrContains(verify.output, "2")) << verify.stdout_text << verify.output;
+  v1::VerifyAuditResponse response;
+  CommandResult verify_json = Cli({"audit", "verify", "-o", "json"});
+  ASSERT_TRUE(ParseJson(verify_json.stdout_text, &response)) << verify_json.stdout_text;
+  EXPECT_FALSE(response.ok());
+  EXPECT_EQ(response.first_bad_seq(), 2u);
+}
+
+}  // namespace
+}  // namespace vigil
