@@ -336,8 +336,62 @@ TEST_F(IncidentsTest, SlowApiAndLockedDatabaseBecomeOneIncidentWithTheDatabaseAs
       << watch.Output();
   EXPECT_TRUE(absl::StrContains(watch.Output(), "\"kind\":\"incident_opened\""));
 
+  // Alerts as the CLI lists them, and the controller's own health for Prometheus.
+  CommandResult alerts = Cli({"alerts"});
+  EXPECT_EQ(alerts.exit_code, 0) << alerts.output;
+  EXPECT_TRUE(absl::StrContains(alerts.stdout_text, "HighAPILatency")) << alerts.stdout_text;
+  std::string metrics_page;
+  ASSERT_EQ(testing::HttpGet(http_port_, "/metrics", absl::Seconds(5), &metrics_page), 200);
+  EXPECT_TRUE(absl::StrContains(metrics_page, "vigil_agents_connected 6")) << metrics_page;
+  EXPECT_TRUE(absl::StrContains(metrics_page, "vigil_incidents_active 1")) << metrics_page;
+  EXPECT_TRUE(absl::StrContains(metrics_page, "vigil_store_append_seconds_count")) << metrics_page;
+
+  // The database's agent dies while its alerts fire: they turn stale on the timeline.
+  agents.back()->Kill();
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        const v1::GetIncidentResponse now = Show(id);
+        for (const auto& e : now.timeline()) {
+          if (e.kind() == "alert_stale" && absl::StrContains(e.summary(), "db-1") &&
+              absl::StrContains(e.summary(), "its agent disconnected")) {
+            return true;
+          }
+        }
+        return false;
+      },
+      absl::Seconds(10)));
+
   CommandResult verify = Cli({"audit", "verify"});
   EXPECT_EQ(verify.exit_code, 0) << verify.stdout_text << verify.output;
+}
+
+TEST_F(IncidentsTest, BadRuleFilesAreNamedByFileAndLine) {
+  testing::WriteFile(dir_.File("bad.yaml"), R"(rules:
+  - alert: Typo
+    expr: host_cpu_usage > 0.9
+  - alert: Typo
+    expr: host_load1 > 4
+    for: soon
+)");
+  CommandResult check =
+      RunCommand({BinaryPath("vigil-controller"), "check-rules", dir_.File("bad.yaml")});
+  EXPECT_EQ(check.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(check.output,
+                                "bad.yaml:3: rule Typo: expr: unknown metric 'host_cpu_usage'"))
+      << check.output;
+  EXPECT_TRUE(absl::StrContains(check.output, "bad.yaml:6: rule Typo:")) << check.output;
+  CommandResult good =
+      RunCommand({BinaryPath("vigil-controller"), "check-rules", dir_.File("rules.yaml")});
+  EXPECT_EQ(good.exit_code, 0) << good.output;
+  EXPECT_TRUE(absl::StrContains(good.output, "3 rule(s), OK")) << good.output;
+
+  // A controller given the bad file refuses to start, and says why.
+  CommandResult start =
+      RunCommand({BinaryPath("vigil-controller"), "--listen=" + address_, "--db=" + db(),
+                  "--insecure", "--http-listen=off", "--rules=" + dir_.File("bad.yaml")},
+                 absl::Seconds(10));
+  EXPECT_EQ(start.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(start.output, "unknown metric 'host_cpu_usage'")) << start.output;
 }
 
 TEST_F(IncidentsTest, WatchSurvivesRestartAndAuditNamesTheEditedEvent) {

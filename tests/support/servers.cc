@@ -210,7 +210,7 @@ void NginxServer::Stop() {
   }
 }
 
-int HttpGet(uint16_t port, const std::string& path, absl::Duration timeout) {
+int HttpGet(uint16_t port, const std::string& path, absl::Duration timeout, std::string* body) {
   int fd = ConnectLoopback(port, timeout);
   if (fd < 0) {
     return -1;
@@ -231,6 +231,10 @@ int HttpGet(uint16_t port, const std::string& path, absl::Duration timeout) {
   int status = -1;
   if (response.size() > 12) {
     absl::SimpleAtoi(response.substr(9, 3), &status);
+  }
+  if (body != nullptr) {
+    const size_t start = response.find("\r\n\r\n");
+    *body = start == std::string::npos ? "" : response.substr(start + 4);
   }
   return status;
 }

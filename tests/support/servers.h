@@ -92,7 +92,8 @@ class NginxServer {
 };
 
 // GET http://127.0.0.1:port/path; the status code, or -1 when the request failed.
-int HttpGet(uint16_t port, const std::string& path, absl::Duration timeout = absl::Seconds(10));
+int HttpGet(uint16_t port, const std::string& path, absl::Duration timeout = absl::Seconds(10),
+            std::string* body = nullptr);
 // `count` GETs over `concurrency` connections; returns how many got `status`... all statuses.
 std::map<int, int> HttpLoad(uint16_t port, const std::vector<std::string>& paths, int concurrency);
 
