@@ -552,7 +552,7 @@ void IncidentManager::RequestDiagnostics(Active& active, const std::string& agen
   }
   if (!send_diagnostics_(agent_id, request)) {
     (void)Append(active.incident.id(), "diagnostics", "controller",
-                 absl::StrCat("cannot ask ", agent_id, " for diagnostics: it is not connected"), "",
+                 absl::StrCat("cannot ask ", agent_id, " for diagnostics: no agent with that id is connected"), "",
                  &active.incident);
     return;
   }
