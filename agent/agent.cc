@@ -20,6 +20,12 @@ v1::Hello MakeHello(const AgentConfig& config, absl::Duration interval,
     hello.add_collectors(c);
   }
   hello.set_interval_ms(absl::ToInt64Milliseconds(interval));
+  // The actions the config allows; the agent refuses to start when one of them is invalid.
+  if (config.actions.IsMap()) {
+    for (const auto& kv : config.actions) {
+      hello.add_actions()->set_name(kv.first.as<std::string>());
+    }
+  }
   hello.set_instance_id(RandomId(""));
   return hello;
 }
@@ -47,7 +53,26 @@ Agent::Agent(AgentConfig config, AgentOptions options, const Clock* clock)
   config_.collectors.clear();
 }
 
-Agent::~Agent() { Stop(); }
+Agent::~Agent() {
+  Stop();
+  if (executor_ != nullptr) {
+    executor_->Stop();
+  }
+}
+
+absl::Status Agent::EnableCommands(std::vector<std::unique_ptr<Action>> actions) {
+  absl::StatusOr<std::unique_ptr<CommandExecutor>> executor = CommandExecutor::Create(
+      CommandExecutorOptions{.agent_id = config_.id,
+                             .journal_path = config_.journal_path,
+                             .controller_public_key_pem = config_.controller_public_key_pem},
+      std::move(actions), clock_, [this](v1::AgentMessage message) { stream_->Send(message); });
+  if (!executor.ok()) {
+    return executor.status();
+  }
+  executor_ = std::move(*executor);
+  stream_->SetCommandHandler([this](const v1::Command& command) { executor_->Submit(command); });
+  return absl::OkStatus();
+}
 
 void Agent::Run() {
   for (auto& runner : runners_) {

@@ -6,8 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "agent/actions/action.h"
 #include "agent/agent_config.h"
 #include "agent/collector_runner.h"
+#include "agent/command_executor.h"
 #include "agent/stream_client.h"
 #include "common/clock.h"
 
@@ -24,6 +26,10 @@ class Agent {
   Agent(AgentConfig config, AgentOptions options, const Clock* clock);
   ~Agent();
 
+  // Lets the controller's signed commands run `actions` (call before Run). Errors name the
+  // journal or the key.
+  absl::Status EnableCommands(std::vector<std::unique_ptr<Action>> actions);
+
   void Run();   // blocks until Stop()
   void Stop();  // safe from a signal-watching thread
 
@@ -37,6 +43,7 @@ class Agent {
   const Clock* clock_;
   std::unique_ptr<StreamClient> stream_;
   std::vector<std::unique_ptr<CollectorRunner>> runners_;
+  std::unique_ptr<CommandExecutor> executor_;
 };
 
 // The Hello this agent sends on every stream.

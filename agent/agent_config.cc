@@ -1,5 +1,10 @@
 #include "agent/agent_config.h"
 
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/ids.h"
@@ -44,9 +49,9 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
     return absl::InvalidArgumentError(
         absl::StrCat(YamlWhere(file, root), ": the config must be a map (id, labels, collectors)"));
   }
-  RETURN_IF_ERROR(YamlCheckKeys(
-      root, file, "the agent config",
-      {"id", "labels", "controller", "interval", "collectors", "actions", "service_manager"}));
+  RETURN_IF_ERROR(YamlCheckKeys(root, file, "the agent config",
+                                {"id", "labels", "controller", "interval", "collectors", "actions",
+                                 "service_manager", "controller_public_key", "journal"}));
   ASSIGN_OR_RETURN(config.id, YamlString(root, "id", file, false, Hostname()));
   if (config.id.empty()) {
     return absl::InvalidArgumentError(
@@ -87,17 +92,38 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
     }
     config.collectors.push_back(std::move(*collector));
   }
-  // Clones: assigning a missing (zombie) node to a Node throws in yaml-cpp.
+  // Only defined nodes are assigned: assigning a missing (zombie) node throws in yaml-cpp.
   if (const YAML::Node actions = root["actions"]; actions.IsDefined() && !actions.IsNull()) {
     if (!actions.IsMap()) {
       return absl::InvalidArgumentError(
           absl::StrCat(YamlWhere(file, actions), ": key 'actions' must be a map"));
     }
-    config.actions = YAML::Clone(actions);
+    config.actions = actions;  // not a clone: clones lose the line numbers errors cite
   }
   if (const YAML::Node manager = root["service_manager"]; manager.IsDefined()) {
-    config.service_manager = YAML::Clone(manager);
+    config.service_manager = manager;
   }
+  if (const YAML::Node pg = collectors["postgres"]; pg.IsDefined() && pg.IsMap()) {
+    ASSIGN_OR_RETURN(config.postgres_dsn, YamlString(pg, "dsn", file));
+  }
+  if (const YAML::Node redis = collectors["redis"]; redis.IsDefined() && redis.IsMap()) {
+    ASSIGN_OR_RETURN(config.redis_address, YamlString(redis, "address", file));
+  }
+  ASSIGN_OR_RETURN(std::string key_path, YamlString(root, "controller_public_key", file));
+  if (!key_path.empty()) {
+    std::ifstream in(key_path);
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    if (!in || buffer.str().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, root["controller_public_key"]),
+                                                     ": key 'controller_public_key': cannot read ",
+                                                     key_path, ": ", std::strerror(errno)));
+    }
+    config.controller_public_key_pem = buffer.str();
+  }
+  ASSIGN_OR_RETURN(config.journal_path,
+                   YamlString(root, "journal", file, false,
+                              absl::StrCat("/var/lib/vigil-agent/", config.id, ".journal")));
   return config;
 }
 

@@ -26,6 +26,14 @@ struct AgentConfig {
   std::vector<std::unique_ptr<Collector>> collectors;
   YAML::Node actions;  // validated by the action registry
   YAML::Node service_manager;
+  // Commands run only when signed by this key (PEM, read from the file `controller_public_key`
+  // names); empty: every command is refused.
+  std::string controller_public_key_pem;
+  // Ids of commands already run, one per line (default /var/lib/vigil-agent/ID.journal).
+  std::string journal_path;
+  // What the actions reuse from the collectors' config.
+  std::string postgres_dsn;
+  std::string redis_address;
 };
 
 // Reads and validates `path`. Each collector is built by its factory in `registry`, so a bad

@@ -61,6 +61,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.credentials = *credentials;
+  if (tls.ca.empty()) {
+    // Over mutual TLS the controller takes the id only if the certificate names it; here nothing
+    // is checked, so say so.
+    spdlog::warn("no TLS (--insecure): plain text to {}, for development on loopback only",
+                 options.controller);
+  }
 
   // Signals are taken by a thread of ours, so stopping is ordinary code, not a handler.
   sigset_t signals;
@@ -69,9 +75,30 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // Actions are checked now, so a bad action option stops the agent at start, not at 3 a.m.
+  vigil::agent::ActionRegistry action_registry;
+  vigil::agent::RegisterBuiltinActions(action_registry);
+  const std::unique_ptr<vigil::agent::CommandRunner> runner = vigil::agent::NewProcessRunner();
+  vigil::agent::ActionContext action_context{.runner = runner.get(),
+                                             .service_manager = config->service_manager,
+                                             .postgres_dsn = config->postgres_dsn,
+                                             .redis_address = config->redis_address};
+  auto actions =
+      vigil::agent::BuildActions(config->actions, action_registry, action_context,
+                                 config->source.empty() ? "the agent config" : config->source);
+  if (!actions.ok()) {
+    spdlog::error("bad config: {}", actions.status().message());
+    return 2;
+  }
+  const size_t action_count = actions->size();
+
   const std::string agent_id = config->id;
   const size_t collectors = config->collectors.size();
   vigil::agent::Agent agent(std::move(*config), options, vigil::RealClock::Get());
+  if (absl::Status s = agent.EnableCommands(std::move(*actions)); !s.ok()) {
+    spdlog::error("cannot run commands: {}", s.message());
+    return 2;
+  }
   std::thread watcher([&] {
     int sig = 0;
     sigwait(&signals, &sig);
@@ -79,8 +106,9 @@ int main(int argc, char** argv) {
     agent.Stop();
   });
   watcher.detach();
-  spdlog::info("vigil-agent {} '{}' with {} collector(s) every {}, controller {}", VIGIL_VERSION,
-               agent_id, collectors, absl::FormatDuration(options.interval), options.controller);
+  spdlog::info("vigil-agent {} '{}' with {} collector(s) every {} and {} action(s), controller {}",
+               VIGIL_VERSION, agent_id, collectors, absl::FormatDuration(options.interval),
+               action_count, options.controller);
   agent.Run();
   return 0;
 }

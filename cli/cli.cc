@@ -11,7 +11,9 @@
 #include "cli/audit_cmd.h"
 #include "cli/command_env.h"
 #include "cli/incidents_cmd.h"
+#include "cli/output.h"
 #include "cli/watch_cmd.h"
+#include "common/transport.h"
 
 namespace vigil::cli {
 namespace {
@@ -64,9 +66,15 @@ int Run(std::vector<std::string> args, std::ostream& out, std::ostream& err,
                                            : "'" + text + "' is not a duration such as 10s";
       })
       ->capture_default_str();
-  app.add_option("--tls-ca", env.connection.tls_ca, "CA bundle (PEM) that signs the controller");
-  app.add_option("--tls-cert", env.connection.tls_cert, "client certificate (PEM), for mTLS");
-  app.add_option("--tls-key", env.connection.tls_key, "client private key (PEM), for mTLS");
+  // The same --insecure and --tls-* flags as the agent and the controller; the environment
+  // (VIGIL_TLS_*, VIGIL_INSECURE) is applied after parsing, where flags can win over it as a set.
+  AddTransportFlags(app, env.connection.transport);
+  app.get_option("--tls-ca")
+      ->description("CA bundle (PEM) that signs the controller [VIGIL_TLS_CA]");
+  app.get_option("--tls-cert")->description("client certificate (PEM) [VIGIL_TLS_CERT]");
+  app.get_option("--tls-key")->description("client private key (PEM) [VIGIL_TLS_KEY]");
+  app.get_option("--insecure")
+      ->description("plain text, no TLS: loopback controllers only [VIGIL_INSECURE=1]");
 
   AddAgentsCommands(app, env);
   AddIncidentsCommands(app, env);
@@ -92,6 +100,22 @@ int Run(std::vector<std::string> args, std::ostream& out, std::ostream& err,
   env.format = output == "json" ? OutputFormat::kJson : OutputFormat::kTable;
   ParseTimeout(timeout, &env.connection.timeout);
   if (!env.action()) return env.UsageError("a command is required", SelectedCommand(app));
+  const bool insecure_flag = app.get_option("--insecure")->count() > 0;
+  const bool tls_flag = app.get_option("--tls-ca")->count() > 0 ||
+                        app.get_option("--tls-cert")->count() > 0 ||
+                        app.get_option("--tls-key")->count() > 0;
+  if (insecure_flag && tls_flag) {
+    return env.UsageError("--insecure and --tls-ca/--tls-cert/--tls-key exclude each other",
+                          SelectedCommand(app));
+  }
+  ApplyTransportEnvironment(env.connection.transport, insecure_flag, tls_flag);
+  // Every verb talks to the controller: a connection that cannot be secured is bad usage (2),
+  // said before anything is sent, not a failed request (1).
+  if (absl::Status transport = CheckTransport(env.connection); !transport.ok()) {
+    err << "vigil: " << OneLine(transport.message()) << '\n';
+    err.flush();
+    return kExitUsage;
+  }
   int status = env.action()();
   out.flush();
   err.flush();

@@ -1,16 +1,15 @@
 #include "cli/connection.h"
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <sstream>
+#include <grpc/support/log.h>
+
+#include <cstdlib>
+#include <mutex>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "cli/output.h"
-#include "common/transport.h"
 
 namespace vigil::cli {
 namespace {
@@ -54,38 +53,56 @@ std::string CodeName(grpc::StatusCode code) {
   }
 }
 
+// gRPC core prints some failures itself on stderr (a refused TLS handshake, with the OpenSSL
+// error), which would break the CLI's one-line errors; the status that reaches DescribeError
+// says what failed. GRPC_VERBOSITY or GRPC_TRACE in the environment keep gRPC's own logging.
+void QuietGrpcLogging() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (std::getenv("GRPC_VERBOSITY") == nullptr && std::getenv("GRPC_TRACE") == nullptr) {
+      gpr_set_log_function([](gpr_log_func_args*) {});
+    }
+  });
+}
+
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
-    const ConnectionOptions& options) {
-  if (options.tls_ca.empty() && options.tls_cert.empty() && options.tls_key.empty()) {
-    // The controller serves plain text on loopback for now; mTLS comes with the --tls-* flags.
-    return grpc::InsecureChannelCredentials();
+void ApplyTransportEnvironment(TransportFlags& transport, bool insecure_flag, bool tls_flag) {
+  auto from_env = [](const char* name, std::string& value) {
+    const char* text = std::getenv(name);
+    if (value.empty() && text != nullptr) {
+      value = text;
+    }
+  };
+  if (!insecure_flag) {
+    from_env("VIGIL_TLS_CA", transport.ca);
+    from_env("VIGIL_TLS_CERT", transport.cert);
+    from_env("VIGIL_TLS_KEY", transport.key);
   }
-  if (options.tls_cert.empty() != options.tls_key.empty()) {
-    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  if (!tls_flag && !transport.insecure) {
+    const char* text = std::getenv("VIGIL_INSECURE");
+    const std::string value = absl::AsciiStrToLower(text == nullptr ? "" : text);
+    transport.insecure = value == "1" || value == "true" || value == "yes";
   }
-  grpc::SslCredentialsOptions ssl;
-  if (!options.tls_ca.empty()) {  // otherwise the system's roots
-    auto ca = ReadPemFile("--tls-ca", options.tls_ca);
-    if (!ca.ok()) return ca.status();
-    ssl.pem_root_certs = *std::move(ca);
+}
+
+absl::Status CheckTransport(const ConnectionOptions& options) {
+  const TransportFlags& transport = options.transport;
+  if (transport.ca.empty() && transport.cert.empty() && transport.key.empty() &&
+      !transport.insecure) {
+    return absl::InvalidArgumentError(
+        "no transport security: pass --tls-ca, --tls-cert and --tls-key (or set VIGIL_TLS_CA, "
+        "VIGIL_TLS_CERT and VIGIL_TLS_KEY; scripts/dev-ca.sh makes a development set), or "
+        "--insecure for a controller on loopback");
   }
-  if (!options.tls_cert.empty()) {
-    auto cert = ReadPemFile("--tls-cert", options.tls_cert);
-    if (!cert.ok()) return cert.status();
-    auto key = ReadPemFile("--tls-key", options.tls_key);
-    if (!key.ok()) return key.status();
-    ssl.pem_cert_chain = *std::move(cert);
-    ssl.pem_private_key = *std::move(key);
-  }
-  return grpc::SslCredentials(ssl);
+  return MakeClientCredentials(transport, options.controller).status();
 }
 
 absl::StatusOr<std::unique_ptr<ControllerClient>> ControllerClient::Create(
     const ConnectionOptions& options) {
-  auto credentials = MakeChannelCredentials(options);
+  auto credentials = MakeClientCredentials(options.transport, options.controller);
   if (!credentials.ok()) return credentials.status();
+  QuietGrpcLogging();
   grpc::ChannelArguments args;
   // Reconnect quickly after a controller restart (gRPC's default backoff grows to 120 s).
   // Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: that one is the connect timeout.
@@ -147,9 +164,23 @@ std::string ControllerClient::DescribeError(absl::string_view method,
   const std::string& where = options_.controller;
   std::string message = OneLine(status.error_message());
   switch (status.error_code()) {
-    case grpc::StatusCode::UNAVAILABLE:
-      return absl::StrCat("cannot reach controller at ", where, ": ", TransportReason(message),
-                          " (is vigil-controller running? set --controller or VIGIL_CONTROLLER)");
+    case grpc::StatusCode::UNAVAILABLE: {
+      const std::string reason = TransportReason(message);
+      // A controller that refuses our certificate (or our plain text) closes the connection
+      // during or right after the handshake; with TLS 1.3 the client sees only the close.
+      const bool maybe_refused = reason == "TLS handshake failed" || reason == "connection closed";
+      const char* hint = "is vigil-controller running? set --controller or VIGIL_CONTROLLER";
+      if (maybe_refused && options_.transport.ca.empty()) {
+        hint =
+            "the controller may require TLS: pass --tls-ca, --tls-cert and --tls-key instead "
+            "of --insecure";
+      } else if (maybe_refused) {
+        hint =
+            "check the TLS files: --tls-ca must sign the controller's certificate, and "
+            "--tls-cert/--tls-key must be a client certificate of the controller's CA";
+      }
+      return absl::StrCat("cannot reach controller at ", where, ": ", reason, " (", hint, ")");
+    }
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       return absl::StrCat("controller at ", where, " did not answer ", method, " within ",
                           absl::FormatDuration(options_.timeout), " (see --timeout)");

@@ -1,6 +1,7 @@
-// The CLI's connection to the controller: the flags that describe it, the channel credentials
-// (the one place that decides transport security), per-call metadata and deadline, and the
-// translation of a failed call into the one-line message people read.
+// The CLI's connection to the controller: the flags that describe it, the check that transport
+// security is set up (the credentials themselves come from common/transport, shared with the
+// agent and the controller, so all three follow the same rules), per-call metadata and deadline,
+// and the translation of a failed call into the one-line message people read.
 // ControllerClient is thread-safe after construction (gRPC stubs are).
 #pragma once
 
@@ -12,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/transport.h"
 #include "vigil/v1/control_service.grpc.pb.h"
 
 namespace vigil::cli {
@@ -22,19 +24,22 @@ struct ConnectionOptions {
   std::string controller = kDefaultController;  // HOST:PORT
   std::string token;                            // sent as "authorization: Bearer <token>"
   absl::Duration timeout = absl::Seconds(10);   // deadline of every unary call
-  std::string tls_ca;                           // PEM files; all empty: plain text
-  std::string tls_cert;
-  std::string tls_key;
+  TransportFlags transport;                     // mTLS files, or --insecure (loopback only)
 };
 
-// TLS (grpc::SslCredentials) when any --tls-* flag is given, plain text otherwise.
-// Errors name the flag or file at fault.
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
-    const ConnectionOptions& options);
+// Fills what the command line left unset from VIGIL_TLS_CA, VIGIL_TLS_CERT, VIGIL_TLS_KEY and
+// VIGIL_INSECURE (1, true or yes). Flags win: `insecure_flag` (--insecure was given) ignores the
+// VIGIL_TLS_* files, and `tls_flag` (a --tls-* flag was given) ignores VIGIL_INSECURE.
+void ApplyTransportEnvironment(TransportFlags& transport, bool insecure_flag, bool tls_flag);
+
+// OK when the connection can be made as configured: mutual TLS files that can be read, or
+// --insecure towards a loopback controller. Otherwise the one-line reason, e.g. that neither
+// TLS files nor --insecure were given; the CLI exits 2 (bad usage) with it.
+absl::Status CheckTransport(const ConnectionOptions& options);
 
 class ControllerClient {
  public:
-  // Builds the channel and stub; does not connect yet. Fails only on bad TLS flags.
+  // Builds the channel and stub; does not connect yet. Fails only on bad transport flags.
   static absl::StatusOr<std::unique_ptr<ControllerClient>> Create(const ConnectionOptions& options);
 
   v1::ControlService::StubInterface& stub() { return *stub_; }

@@ -1,11 +1,17 @@
 #include "common/transport.h"
 
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
 
 namespace vigil {
 namespace {
@@ -13,8 +19,8 @@ namespace {
 absl::Status CheckPlainText(const TransportFlags& flags, absl::string_view address) {
   if (!flags.insecure) {
     return absl::InvalidArgumentError(
-        "no transport security: give --tls-ca, --tls-cert and --tls-key (scripts/make-dev-certs.sh "
-        "makes a development set), or --insecure for plain text on loopback");
+        "no transport security: give --tls-ca, --tls-cert and --tls-key (scripts/dev-ca.sh makes "
+        "a development set), or --insecure for plain text on loopback");
   }
   if (!IsLoopbackAddress(address)) {
     return absl::InvalidArgumentError(absl::StrCat("--insecure is refused for ", address,
@@ -101,6 +107,11 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     if (absl::Status s = CheckPlainText(flags, address); !s.ok()) {
       return s;
     }
+    // Said loudly once at startup: nobody is authenticated, and an agent's id is taken on trust.
+    spdlog::warn(
+        "plain text on {} (--insecure): no TLS, clients are not authenticated and agent ids are "
+        "not checked against certificates; for development on loopback only",
+        address);
     return grpc::InsecureServerCredentials();
   }
   if (flags.ca.empty() || flags.cert.empty() || flags.key.empty()) {
@@ -123,6 +134,10 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
       GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   options.pem_root_certs = *ca;
   options.pem_key_cert_pairs.push_back({*key, *cert});
+  spdlog::info(
+      "mutual TLS on {}: clients need a certificate signed by {}; agent ids must match "
+      "their certificates",
+      address, flags.ca);
   return grpc::SslServerCredentials(options);
 }
 

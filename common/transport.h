@@ -38,7 +38,8 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeClientCredentials(
     const TransportFlags& flags, absl::string_view address);
 
 // Server credentials for listening on `address`, with the same rules; with TLS, clients must
-// present a certificate signed by --tls-ca.
+// present a certificate signed by --tls-ca (the controller then holds agents to the names in it).
+// Plain text is logged as a warning, so a log always shows whether peers were authenticated.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const TransportFlags& flags, absl::string_view address);
 

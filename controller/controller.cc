@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "common/logging.h"
 #include "common/status.h"
 #include "controller/http/alertmanager_webhook.h"
@@ -16,7 +17,8 @@ namespace vigil::controller {
 // queue or update memory, so the ingest thread never waits on disk.
 class Controller::Observer final : public IngestObserver {
  public:
-  Observer(RuleEngine* rules, IncidentManager* incidents) : rules_(rules), incidents_(incidents) {}
+  Observer(RuleEngine* rules, IncidentManager* incidents, RemediationManager* remediation)
+      : rules_(rules), incidents_(incidents), remediation_(remediation) {}
   void OnConnected(const v1::AgentInfo& agent) override {
     rules_->OnConnected(agent.agent_id(), Labels(agent.labels().begin(), agent.labels().end()));
   }
@@ -30,10 +32,14 @@ class Controller::Observer final : public IngestObserver {
   void OnDiagnostics(const std::string& agent_id, const v1::Diagnostics& diagnostics) override {
     incidents_->OnDiagnostics(agent_id, diagnostics);
   }
+  void OnCommandResult(const std::string& agent_id, const v1::CommandResult& result) override {
+    remediation_->OnCommandResult(agent_id, result);
+  }
 
  private:
   RuleEngine* rules_;
   IncidentManager* incidents_;
+  RemediationManager* remediation_;
 };
 
 absl::StatusOr<std::vector<Rule>> LoadRules(const std::string& rules_path) {
@@ -58,7 +64,19 @@ absl::Status Controller::Start() {
   ASSIGN_OR_RETURN(auto credentials, MakeServerCredentials(options_.transport, options_.listen));
   ASSIGN_OR_RETURN(std::vector<Rule> rules, LoadRules(options_.rules_path));
   const size_t rule_count = rules.size();
+  ASSIGN_OR_RETURN(Policy policy, LoadPolicy(options_.policy_path));
+  std::string key_path = options_.signing_key_path;
+  if (key_path.empty()) {
+    const size_t slash = options_.db_path.rfind('/');
+    key_path = absl::StrCat(slash == std::string::npos ? "." : options_.db_path.substr(0, slash),
+                            "/controller-signing.key");
+  }
+  signing_public_path_ =
+      absl::StrCat(absl::StripSuffix(absl::string_view(key_path), ".key"), ".pub");
   ASSIGN_OR_RETURN(store_, storage::OpenSqliteStore(options_.db_path));
+  // After the store: it creates the database's folder, where the key goes by default.
+  ASSIGN_OR_RETURN(std::unique_ptr<CommandSigner> signer,
+                   CommandSigner::LoadOrCreate(key_path, signing_public_path_));
   ASSIGN_OR_RETURN(std::vector<v1::AgentInfo> registry, store_->ListAgents());
   fleet_.Restore(registry);
 
@@ -73,11 +91,21 @@ absl::Status Controller::Start() {
       },
       options_.incidents);
   RETURN_IF_ERROR(incidents_->Start());
+  remediation_ = std::make_unique<RemediationManager>(
+      store_.get(), incidents_.get(), clock_, std::move(policy), std::move(signer),
+      [this](const std::string& agent_id, v1::Command command) {
+        v1::ControllerMessage message;
+        *message.mutable_command() = std::move(command);
+        return agent_service_->SendTo(agent_id, std::move(message));
+      },
+      [this](const std::string& agent_id) { return fleet_.AgentActions(agent_id); });
+  RETURN_IF_ERROR(remediation_->Start());
   rule_engine_ = std::make_unique<RuleEngine>(std::move(rules), clock_, incidents_.get(),
                                               options_.rule_engine);
-  observer_ = std::make_unique<Observer>(rule_engine_.get(), incidents_.get());
+  observer_ = std::make_unique<Observer>(rule_engine_.get(), incidents_.get(), remediation_.get());
   agent_service_->SetObserver(observer_.get());
-  control_service_ = std::make_unique<ControlServiceImpl>(&fleet_, store_.get(), incidents_.get());
+  control_service_ = std::make_unique<ControlServiceImpl>(&fleet_, store_.get(), incidents_.get(),
+                                                          remediation_.get());
 
   if (!options_.http_listen.empty()) {
     http_ = std::make_unique<HttpServer>();
@@ -159,6 +187,7 @@ void Controller::HousekeepingLoop() {
     const bool stopping = stop_.WaitForNotificationWithTimeout(options_.rule_tick);
     if (!stopping) {
       rule_engine_->Tick();
+      remediation_->Tick();
     }
     if (!stopping && absl::Now() < next_flush) {
       continue;

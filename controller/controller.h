@@ -20,6 +20,7 @@
 #include "controller/incidents/incident_manager.h"
 #include "controller/ingest/agent_service.h"
 #include "controller/ingest/fleet_state.h"
+#include "controller/remediation/remediation_manager.h"
 #include "controller/rules/rule_engine.h"
 #include "storage/store.h"
 
@@ -30,7 +31,11 @@ struct ControllerOptions {
   std::string db_path = "data/vigil.db";
   // Prometheus /metrics and the Alertmanager webhook; empty: no HTTP port.
   std::string http_listen = "127.0.0.1:9464";
-  std::string rules_path;  // empty: the built-in rules
+  std::string rules_path;   // empty: the built-in rules
+  std::string policy_path;  // empty: the default approval policy
+  // Ed25519 key that signs commands; created on first start. Empty: next to the database
+  // (controller-signing.key, and its public half in controller-signing.pub for the agents).
+  std::string signing_key_path;
   TransportFlags transport;
   // With the watchdog's 250 ms tick, a silent agent is shown disconnected within 3 s of its
   // last message; agents send at least every silence_timeout / 3.
@@ -59,6 +64,7 @@ class Controller {
   int port() const { return port_; }
   int http_port() const { return http_ != nullptr ? http_->port() : 0; }
   IncidentManager& incidents() { return *incidents_; }
+  const std::string& signing_public_key_path() const { return signing_public_path_; }
   RuleEngine& rules() { return *rule_engine_; }
   FleetState& fleet() { return fleet_; }
   AgentServiceImpl& agent_service() { return *agent_service_; }
@@ -75,6 +81,8 @@ class Controller {
   FleetState fleet_;
   std::unique_ptr<AgentServiceImpl> agent_service_;
   std::unique_ptr<IncidentManager> incidents_;
+  std::unique_ptr<RemediationManager> remediation_;
+  std::string signing_public_path_;
   std::unique_ptr<RuleEngine> rule_engine_;
   std::unique_ptr<Observer> observer_;
   std::unique_ptr<HttpServer> http_;

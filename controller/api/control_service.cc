@@ -1,7 +1,5 @@
 #include "controller/api/control_service.h"
 
-#include <openssl/evp.h>
-
 #include <deque>
 #include <set>
 
@@ -20,13 +18,6 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const absl:
   auto* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
-}
-
-std::string Sha256Hex(absl::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  EVP_Digest(data.data(), data.size(), digest, &size, EVP_sha256(), nullptr);
-  return HexEncode(absl::string_view(reinterpret_cast<const char*>(digest), size));
 }
 
 // One `vigil watch`: the events after its resume point from the store, then every new one as
@@ -136,30 +127,34 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::TimelineEvent> {
   uint64_t last_sent_seq_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// A watch refused before it started (no token, or not allowed).
+class RefusedWatch final : public grpc::ServerWriteReactor<v1::TimelineEvent> {
+ public:
+  explicit RefusedWatch(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
 }  // namespace
 
-absl::StatusOr<ControlServiceImpl::Caller> ControlServiceImpl::Authenticate(
-    grpc::CallbackServerContext* context) {
+absl::StatusOr<Caller> ControlServiceImpl::Authorize(grpc::CallbackServerContext* context,
+                                                     Role needed, absl::string_view what) {
   const auto& metadata = context->client_metadata();
   auto it = metadata.find("authorization");
-  if (it == metadata.end()) {
-    return Caller{"anonymous", ""};
-  }
-  absl::string_view value(it->second.data(), it->second.size());
-  if (!absl::ConsumePrefix(&value, "Bearer ") || value.empty()) {
-    return absl::UnauthenticatedError("the authorization header must be 'Bearer TOKEN'");
-  }
-  ASSIGN_OR_RETURN(std::optional<storage::UserRecord> user,
-                   store_->FindUserByTokenHash(Sha256Hex(value)));
-  if (!user.has_value()) {
-    return absl::UnauthenticatedError("unknown token");
-  }
-  return Caller{user->name, user->role};
+  const absl::string_view header = it == metadata.end()
+                                       ? absl::string_view()
+                                       : absl::string_view(it->second.data(), it->second.size());
+  ASSIGN_OR_RETURN(Caller caller, auth_.Authenticate(header));
+  RETURN_IF_ERROR(Authenticator::Require(caller, needed, what));
+  return caller;
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::ListAgents(grpc::CallbackServerContext* context,
                                                          const v1::ListAgentsRequest* request,
                                                          v1::ListAgentsResponse* response) {
+  if (absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "listing agents");
+      !caller.ok()) {
+    return Done(context, caller.status());
+  }
   for (v1::AgentInfo& info : fleet_->ListAgents()) {
     *response->add_agents() = std::move(info);
   }
@@ -169,6 +164,10 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ListAgents(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* ControlServiceImpl::GetMetrics(grpc::CallbackServerContext* context,
                                                          const v1::GetMetricsRequest* request,
                                                          v1::GetMetricsResponse* response) {
+  if (absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "reading metrics");
+      !caller.ok()) {
+    return Done(context, caller.status());
+  }
   if (request->agent_id().empty()) {
     return Done(context, absl::InvalidArgumentError("agent_id is required"));
   }
@@ -183,6 +182,10 @@ grpc::ServerUnaryReactor* ControlServiceImpl::GetMetrics(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* ControlServiceImpl::ListAlerts(grpc::CallbackServerContext* context,
                                                          const v1::ListAlertsRequest* request,
                                                          v1::ListAlertsResponse* response) {
+  if (absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "listing alerts");
+      !caller.ok()) {
+    return Done(context, caller.status());
+  }
   std::set<std::string> seen;
   for (v1::Alert& alert : incidents_->ActiveAlerts()) {
     seen.insert(alert.id());
@@ -205,6 +208,10 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ListAlerts(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* ControlServiceImpl::ListIncidents(grpc::CallbackServerContext* context,
                                                             const v1::ListIncidentsRequest* request,
                                                             v1::ListIncidentsResponse* response) {
+  if (absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "listing incidents");
+      !caller.ok()) {
+    return Done(context, caller.status());
+  }
   static const std::set<std::string> kStates = {
       "", "all", "active", "open", "acknowledged", "mitigated", "resolved"};
   if (!kStates.contains(request->state())) {
@@ -226,6 +233,10 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ListIncidents(grpc::CallbackServer
 grpc::ServerUnaryReactor* ControlServiceImpl::GetIncident(grpc::CallbackServerContext* context,
                                                           const v1::GetIncidentRequest* request,
                                                           v1::GetIncidentResponse* response) {
+  if (absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "reading an incident");
+      !caller.ok()) {
+    return Done(context, caller.status());
+  }
   absl::StatusOr<v1::GetIncidentResponse> report = LoadIncident(*store_, request->incident_id());
   if (report.ok()) {
     *response = std::move(*report);
@@ -236,7 +247,12 @@ grpc::ServerUnaryReactor* ControlServiceImpl::GetIncident(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* ControlServiceImpl::UpdateIncident(
     grpc::CallbackServerContext* context, const v1::UpdateIncidentRequest* request,
     v1::Incident* response) {
-  absl::StatusOr<Caller> caller = Authenticate(context);
+  using Op = v1::UpdateIncidentRequest;
+  const bool responder_may = request->operation() == Op::ACKNOWLEDGE ||
+                             request->operation() == Op::NOTE || request->operation() == Op::CHECK;
+  absl::StatusOr<Caller> caller =
+      Authorize(context, responder_may ? Role::kResponder : Role::kCommander,
+                absl::StrCat(Op::Operation_Name(request->operation()), " on an incident"));
   if (!caller.ok()) {
     return Done(context, caller.status());
   }
@@ -256,12 +272,78 @@ grpc::ServerUnaryReactor* ControlServiceImpl::UpdateIncident(
 
 grpc::ServerWriteReactor<v1::TimelineEvent>* ControlServiceImpl::Watch(
     grpc::CallbackServerContext* context, const v1::WatchRequest* request) {
+  if (absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "watching the timeline");
+      !caller.ok()) {
+    return new RefusedWatch(ToGrpcStatus(caller.status()));
+  }
   return new WatchReactor(incidents_, store_, *request);
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::ProposeAction(grpc::CallbackServerContext* context,
+                                                            const v1::ProposeActionRequest* request,
+                                                            v1::ActionProposal* response) {
+  absl::StatusOr<Caller> caller = Authorize(context, Role::kCommander, "proposing an action");
+  if (!caller.ok()) {
+    return Done(context, caller.status());
+  }
+  auto* reactor = context->DefaultReactor();
+  remediation_->Propose(*request, *caller,
+                        [reactor, response](absl::StatusOr<v1::ActionProposal> result) {
+                          if (result.ok()) {
+                            *response = std::move(*result);
+                          }
+                          reactor->Finish(ToGrpcStatus(result.status()));
+                        });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::ReviewAction(grpc::CallbackServerContext* context,
+                                                           const v1::ReviewActionRequest* request,
+                                                           v1::ActionProposal* response) {
+  // Which roles may review which action is the policy's call; responders never may.
+  absl::StatusOr<Caller> caller =
+      Authorize(context, Role::kCommander,
+                request->approve() ? "approving an action" : "rejecting an action");
+  if (!caller.ok()) {
+    return Done(context, caller.status());
+  }
+  auto* reactor = context->DefaultReactor();
+  remediation_->Review(*request, *caller,
+                       [reactor, response](absl::StatusOr<v1::ActionProposal> result) {
+                         if (result.ok()) {
+                           *response = std::move(*result);
+                         }
+                         reactor->Finish(ToGrpcStatus(result.status()));
+                       });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::ListActions(grpc::CallbackServerContext* context,
+                                                          const v1::ListActionsRequest* request,
+                                                          v1::ListActionsResponse* response) {
+  if (absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "listing actions");
+      !caller.ok()) {
+    return Done(context, caller.status());
+  }
+  absl::StatusOr<std::vector<v1::ActionProposal>> actions =
+      store_->ListProposals(request->incident_id());
+  if (!actions.ok()) {
+    return Done(context, actions.status());
+  }
+  for (v1::ActionProposal& p : *actions) {
+    *response->add_actions() = std::move(p);
+  }
+  return Done(context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::VerifyAudit(grpc::CallbackServerContext* context,
                                                           const v1::VerifyAuditRequest* request,
                                                           v1::VerifyAuditResponse* response) {
+  if (absl::StatusOr<Caller> caller =
+          Authorize(context, Role::kViewer, "verifying the audit chain");
+      !caller.ok()) {
+    return Done(context, caller.status());
+  }
   absl::StatusOr<v1::VerifyAuditResponse> result = store_->VerifyChain();
   if (result.ok()) {
     *response = std::move(*result);
@@ -272,6 +354,10 @@ grpc::ServerUnaryReactor* ControlServiceImpl::VerifyAudit(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* ControlServiceImpl::ExportIncident(
     grpc::CallbackServerContext* context, const v1::ExportIncidentRequest* request,
     v1::ExportIncidentResponse* response) {
+  if (absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "exporting an incident");
+      !caller.ok()) {
+    return Done(context, caller.status());
+  }
   absl::StatusOr<std::string> content = controller::ExportIncident(
       *store_, request->incident_id(), request->format().empty() ? "markdown" : request->format());
   if (content.ok()) {
@@ -283,10 +369,10 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ExportIncident(
 grpc::ServerUnaryReactor* ControlServiceImpl::WhoAmI(grpc::CallbackServerContext* context,
                                                      const v1::WhoAmIRequest* request,
                                                      v1::WhoAmIResponse* response) {
-  absl::StatusOr<Caller> caller = Authenticate(context);
+  absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "who am I");
   if (caller.ok()) {
     response->set_user(caller->name);
-    response->set_role(caller->role);
+    response->set_role(std::string(RoleName(caller->role)));
   }
   return Done(context, caller.status());
 }

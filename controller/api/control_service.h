@@ -9,8 +9,10 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "controller/auth/auth.h"
 #include "controller/incidents/incident_manager.h"
 #include "controller/ingest/fleet_state.h"
+#include "controller/remediation/remediation_manager.h"
 #include "storage/store.h"
 #include "vigil/v1/control_service.grpc.pb.h"
 
@@ -18,8 +20,13 @@ namespace vigil::controller {
 
 class ControlServiceImpl final : public v1::ControlService::CallbackService {
  public:
-  ControlServiceImpl(FleetState* fleet, storage::Store* store, IncidentManager* incidents)
-      : fleet_(fleet), store_(store), incidents_(incidents) {}
+  ControlServiceImpl(FleetState* fleet, storage::Store* store, IncidentManager* incidents,
+                     RemediationManager* remediation)
+      : fleet_(fleet),
+        store_(store),
+        incidents_(incidents),
+        remediation_(remediation),
+        auth_(store) {}
 
   grpc::ServerUnaryReactor* ListAgents(grpc::CallbackServerContext* context,
                                        const v1::ListAgentsRequest* request,
@@ -39,6 +46,15 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
   grpc::ServerUnaryReactor* UpdateIncident(grpc::CallbackServerContext* context,
                                            const v1::UpdateIncidentRequest* request,
                                            v1::Incident* response) override;
+  grpc::ServerUnaryReactor* ProposeAction(grpc::CallbackServerContext* context,
+                                          const v1::ProposeActionRequest* request,
+                                          v1::ActionProposal* response) override;
+  grpc::ServerUnaryReactor* ReviewAction(grpc::CallbackServerContext* context,
+                                         const v1::ReviewActionRequest* request,
+                                         v1::ActionProposal* response) override;
+  grpc::ServerUnaryReactor* ListActions(grpc::CallbackServerContext* context,
+                                        const v1::ListActionsRequest* request,
+                                        v1::ListActionsResponse* response) override;
   grpc::ServerWriteReactor<v1::TimelineEvent>* Watch(grpc::CallbackServerContext* context,
                                                      const v1::WatchRequest* request) override;
   grpc::ServerUnaryReactor* VerifyAudit(grpc::CallbackServerContext* context,
@@ -52,16 +68,15 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
                                    v1::WhoAmIResponse* response) override;
 
  private:
-  struct Caller {
-    std::string name;
-    std::string role;
-  };
-  // The caller named by the bearer token; "anonymous" when none is given.
-  absl::StatusOr<Caller> Authenticate(grpc::CallbackServerContext* context);
+  // The caller named by the bearer token, if their role allows `what`.
+  absl::StatusOr<Caller> Authorize(grpc::CallbackServerContext* context, Role needed,
+                                   absl::string_view what);
 
   FleetState* fleet_;
   storage::Store* store_;
   IncidentManager* incidents_;
+  RemediationManager* remediation_;
+  Authenticator auth_;
 };
 
 }  // namespace vigil::controller

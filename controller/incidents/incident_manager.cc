@@ -262,6 +262,26 @@ void IncidentManager::Update(v1::UpdateIncidentRequest request, std::string acto
   });
 }
 
+void IncidentManager::Post(std::function<void()> work) { Enqueue(std::move(work)); }
+
+absl::Status IncidentManager::Record(const std::string& incident_id, absl::string_view kind,
+                                     absl::string_view actor, std::string summary,
+                                     std::string details_json) {
+  if (auto active = active_.find(incident_id); active != active_.end()) {
+    active->second.last_activity = clock_->Now();
+    return Append(incident_id, kind, actor, std::move(summary), std::move(details_json),
+                  &active->second.incident);
+  }
+  absl::StatusOr<std::optional<v1::Incident>> loaded = store_->GetIncident(incident_id);
+  if (!loaded.ok()) {
+    return loaded.status();
+  }
+  if (!loaded->has_value()) {
+    return absl::NotFoundError(absl::StrCat("no incident '", incident_id, "'"));
+  }
+  return Append(incident_id, kind, actor, std::move(summary), std::move(details_json), &**loaded);
+}
+
 int IncidentManager::AddListener(Listener listener) {
   absl::MutexLock lock(&mu_);
   const int id = next_listener_++;
@@ -552,8 +572,9 @@ void IncidentManager::RequestDiagnostics(Active& active, const std::string& agen
   }
   if (!send_diagnostics_(agent_id, request)) {
     (void)Append(active.incident.id(), "diagnostics", "controller",
-                 absl::StrCat("cannot ask ", agent_id, " for diagnostics: no agent with that id is connected"), "",
-                 &active.incident);
+                 absl::StrCat("cannot ask ", agent_id,
+                              " for diagnostics: no agent with that id is connected"),
+                 "", &active.incident);
     return;
   }
   diagnostics_requests_[request.request_id()] = {active.incident.id(), agent_id};

@@ -66,6 +66,13 @@ class IncidentManager final : public AlertSink {
   // A person's change (ack, note, mitigate, resolve, check, severity). `done` runs on the worker.
   void Update(v1::UpdateIncidentRequest request, std::string actor, UpdateDone done);
 
+  // Runs `work` on the worker thread, after everything queued before it. Remediation shares the
+  // worker so the timeline is written by one thread, in order.
+  void Post(std::function<void()> work);
+  // Appends an event to an incident's timeline. Only on the worker thread (inside Post).
+  absl::Status Record(const std::string& incident_id, absl::string_view kind,
+                      absl::string_view actor, std::string summary, std::string details_json);
+
   // Called on the worker thread with every appended event, in seq order; must not block.
   int AddListener(Listener listener);
   void RemoveListener(int id);

@@ -1,12 +1,85 @@
 #include "controller/ingest/agent_service.h"
 
+#include <grpc/grpc_security_constants.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <set>
+
+#include "absl/base/const_init.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "common/status.h"
 
 namespace vigil::controller {
+namespace {
+
+// What an agent's TLS client certificate vouches for: its DNS subjectAltNames and its common
+// name. `tls` is false on plain text (--insecure, loopback only), where nothing is vouched for.
+struct PeerIdentity {
+  bool tls = false;
+  std::vector<std::string> names;
+};
+
+PeerIdentity IdentityOf(const grpc::CallbackServerContext& context) {
+  PeerIdentity identity;
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth == nullptr) {
+    return identity;
+  }
+  for (const grpc::string_ref& type :
+       auth->FindPropertyValues(GRPC_TRANSPORT_SECURITY_TYPE_PROPERTY_NAME)) {
+    identity.tls = identity.tls || type == GRPC_SSL_TRANSPORT_SECURITY_TYPE ||
+                   type == GRPC_TLS_TRANSPORT_SECURITY_TYPE;
+  }
+  // "peer_dns" holds the DNS entries of the subjectAltName only (not IP, URI or e-mail ones).
+  // Only those name an agent: people's certificates carry a common name but no DNS name, so a
+  // user's certificate cannot pass for an agent's.
+  for (const char* property : {GRPC_PEER_DNS_PROPERTY_NAME}) {
+    for (const grpc::string_ref& name : auth->FindPropertyValues(property)) {
+      std::string text(name.data(), name.size());
+      if (std::find(identity.names.begin(), identity.names.end(), text) == identity.names.end()) {
+        identity.names.push_back(std::move(text));
+      }
+    }
+  }
+  return identity;
+}
+
+// An agent over TLS is who its certificate says: the id in its Hello must be one of the names
+// the certificate carries, or any agent holding a certificate of the fleet's CA could speak for
+// any other.
+absl::Status CheckIdentity(const PeerIdentity& identity, const std::string& peer,
+                           const std::string& agent_id) {
+  if (!identity.tls ||
+      std::find(identity.names.begin(), identity.names.end(), agent_id) != identity.names.end()) {
+    return absl::OkStatus();
+  }
+  std::vector<std::string> quoted;
+  for (const std::string& name : identity.names) {
+    quoted.push_back(absl::StrCat("'", name, "'"));
+  }
+  return absl::PermissionDeniedError(
+      absl::StrCat("certificate of peer ", peer, " names ",
+                   quoted.empty() ? "no DNS name (agent certificates carry their id as one)"
+                                  : absl::StrJoin(quoted, ", "),
+                   ", but the agent says it is '", agent_id, "'"));
+}
+
+// True the first time `key` is seen in this process: a refused agent retries with backoff, and
+// the controller says why once instead of every few seconds. Bounded; thread-safe.
+bool FirstTime(const std::string& key) {
+  static absl::Mutex mu(absl::kConstInit);
+  static std::set<std::string>* seen = new std::set<std::string>();
+  absl::MutexLock lock(&mu);
+  if (seen->size() >= 10'000) {
+    seen->clear();
+  }
+  return seen->insert(key).second;
+}
+
+}  // namespace
 
 // One agent stream. Owns itself from Connect until OnDone; other threads hold it through
 // shared_ptr and may call Send, ReadNext and Close at any time, even after the stream ended.
@@ -16,7 +89,11 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
   static constexpr size_t kMaxOutbox = 10'000;
 
   AgentStream(AgentServiceImpl* service, grpc::CallbackServerContext* context, uint64_t session)
-      : service_(service), context_(context), peer_(context->peer()), session_(session) {}
+      : service_(service),
+        context_(context),
+        peer_(context->peer()),
+        identity_(IdentityOf(*context)),
+        session_(session) {}
 
   void Begin() {
     self_ = shared_from_this();
@@ -62,6 +139,8 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
   }
 
   const std::string& peer() const { return peer_; }
+  // Read when the stream starts, while the context is certainly alive.
+  const PeerIdentity& identity() const { return identity_; }
   uint64_t session() const { return session_; }
 
   // Ingest-thread state.
@@ -127,6 +206,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
   AgentServiceImpl* const service_;
   grpc::CallbackServerContext* const context_;
   const std::string peer_;
+  const PeerIdentity identity_;
   const uint64_t session_;
   v1::AgentMessage in_;  // touched by gRPC only between StartRead and OnReadDone
 
@@ -248,6 +328,17 @@ void AgentServiceImpl::Handle(Work& work) {
       return;
     }
     const v1::Hello& hello = message.hello();
+    if (absl::Status identity = CheckIdentity(stream.identity(), stream.peer(), hello.agent_id());
+        !identity.ok()) {
+      if (FirstTime(
+              absl::StrCat(absl::StrJoin(stream.identity().names, ","), "|", hello.agent_id()))) {
+        spdlog::warn("refused agent stream: {}", identity.message());
+      } else {
+        spdlog::debug("refused agent stream again: {}", identity.message());
+      }
+      stream.Close(ToGrpcStatus(identity));
+      return;
+    }
     absl::StatusOr<uint64_t> last = fleet_->Connect(hello, stream.peer(), stream.session(), now);
     if (!last.ok()) {
       spdlog::warn("refused agent stream from {}: {}", stream.peer(), last.status().message());

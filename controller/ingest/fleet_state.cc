@@ -203,6 +203,16 @@ bool FleetState::Apply(const std::string& agent_id, const v1::TelemetryBatch& ba
   return true;
 }
 
+std::optional<std::vector<std::string>> FleetState::AgentActions(
+    const std::string& agent_id) const {
+  Agent* agent = Find(agent_id);
+  if (agent == nullptr) {
+    return std::nullopt;
+  }
+  absl::MutexLock lock(&agent->mu);
+  return std::vector<std::string>(agent->info.actions().begin(), agent->info.actions().end());
+}
+
 void FleetState::SetDiagnostics(const std::string& agent_id, const v1::Diagnostics& diagnostics) {
   Agent* agent = Find(agent_id);
   if (agent == nullptr) {

@@ -9,6 +9,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -79,6 +80,9 @@ class FleetState {
                                                     absl::string_view name_prefix) const;
   // Registry rows changed since the last call (for the store writer).
   std::vector<v1::AgentInfo> TakeDirty();
+
+  // The actions an agent said it offers (its Hello); nullopt for an agent never seen.
+  std::optional<std::vector<std::string>> AgentActions(const std::string& agent_id) const;
 
   size_t connected_count() const;
   uint64_t samples_ingested() const;

@@ -71,11 +71,21 @@ class ExprParser {
 
  private:
   static Aggregation AggregationOf(absl::string_view word) {
-    if (word == "sum") return Aggregation::kSum;
-    if (word == "avg") return Aggregation::kAvg;
-    if (word == "min") return Aggregation::kMin;
-    if (word == "max") return Aggregation::kMax;
-    if (word == "count") return Aggregation::kCount;
+    if (word == "sum") {
+      return Aggregation::kSum;
+    }
+    if (word == "avg") {
+      return Aggregation::kAvg;
+    }
+    if (word == "min") {
+      return Aggregation::kMin;
+    }
+    if (word == "max") {
+      return Aggregation::kMax;
+    }
+    if (word == "count") {
+      return Aggregation::kCount;
+    }
     return Aggregation::kNone;
   }
 
@@ -279,10 +289,18 @@ class ExprParser {
 
 absl::StatusOr<v1::Severity> ParseSeverity(absl::string_view text) {
   const std::string upper = absl::AsciiStrToUpper(text);
-  if (upper == "SEV1") return v1::SEV1;
-  if (upper == "SEV2") return v1::SEV2;
-  if (upper == "SEV3") return v1::SEV3;
-  if (upper == "SEV4") return v1::SEV4;
+  if (upper == "SEV1") {
+    return v1::SEV1;
+  }
+  if (upper == "SEV2") {
+    return v1::SEV2;
+  }
+  if (upper == "SEV3") {
+    return v1::SEV3;
+  }
+  if (upper == "SEV4") {
+    return v1::SEV4;
+  }
   return absl::InvalidArgumentError(
       absl::StrCat("severity '", text, "' is not one of SEV1, SEV2, SEV3, SEV4"));
 }

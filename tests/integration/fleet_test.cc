@@ -34,6 +34,9 @@ class FleetTest : public ::testing::Test {
   }
 
   void StartController() {
+    if (token_.empty()) {
+      token_ = testing::AddVigilUser(dir_.File("data/vigil.db"), "tester", "viewer");
+    }
     controller_ = std::make_unique<Subprocess>(
         std::vector<std::string>{BinaryPath("vigil-controller"), "--listen=" + address_,
                                  "--db=" + dir_.File("data/vigil.db"), "--insecure",
@@ -54,7 +57,10 @@ class FleetTest : public ::testing::Test {
   }
 
   CommandResult Cli(std::vector<std::string> args) {
-    args.insert(args.begin(), {BinaryPath("vigil"), "--controller=" + address_});
+    args.insert(args.begin(), {BinaryPath("vigil"), "--controller=" + address_, "--insecure"});
+    if (!token_.empty()) {
+      args.insert(args.begin() + 1, "--token=" + token_);
+    }
     return RunCommand(args, absl::Seconds(15));
   }
 
@@ -78,6 +84,7 @@ class FleetTest : public ::testing::Test {
   const std::string address_;
   int controllers_ = 0;
   std::unique_ptr<Subprocess> controller_;
+  std::string token_;
   std::vector<std::unique_ptr<Subprocess>> agents_;
 };
 

@@ -132,6 +132,9 @@ class IncidentsTest : public ::testing::Test {
   }
 
   void StartController() {
+    if (token_.empty()) {
+      token_ = testing::AddVigilUser(db(), "tester", "admin");
+    }
     controller_ = std::make_unique<Subprocess>(
         std::vector<std::string>{BinaryPath("vigil-controller"), "--listen=" + address_,
                                  "--db=" + db(), "--insecure",
@@ -153,7 +156,8 @@ class IncidentsTest : public ::testing::Test {
   }
 
   CommandResult Cli(std::vector<std::string> args) {
-    args.insert(args.begin(), {BinaryPath("vigil"), "--controller=" + address_});
+    args.insert(args.begin(), {BinaryPath("vigil"), "--controller=" + address_, "--insecure",
+                               "--token=" + token_});
     return RunCommand(args);
   }
 
@@ -181,6 +185,7 @@ class IncidentsTest : public ::testing::Test {
   const uint16_t http_port_;
   const std::string address_;
   std::unique_ptr<Subprocess> controller_;
+  std::string token_;
   int controllers_ = 0;
 };
 
@@ -223,7 +228,8 @@ TEST_F(IncidentsTest, SlowApiAndLockedDatabaseBecomeOneIncidentWithTheDatabaseAs
       absl::Seconds(15)));
   ASSERT_TRUE(WaitUntil([&] { return alertmanager.Ready(); }, absl::Seconds(15)))
       << alertmanager.Output();
-  Subprocess watch({BinaryPath("vigil"), "--controller=" + address_, "watch", "-o", "json"},
+  Subprocess watch({BinaryPath("vigil"), "--controller=" + address_, "--insecure",
+                    "--token=" + token_, "watch", "-o", "json"},
                    std::map<std::string, std::string>{}, dir_.File("watch.log"));
 
   // Healthy traffic first: no incident.
@@ -326,7 +332,7 @@ TEST_F(IncidentsTest, SlowApiAndLockedDatabaseBecomeOneIncidentWithTheDatabaseAs
                            "acknowledged", "note", "checklist"}) {
     EXPECT_TRUE(kinds.contains(kind)) << kind;
   }
-  EXPECT_EQ(shown.incident().acknowledged_by(), "anonymous");
+  EXPECT_EQ(shown.incident().acknowledged_by(), "tester");
   CommandResult table = Cli({"incident", "show", id});
   EXPECT_TRUE(absl::StrContains(table.stdout_text, "db-1")) << table.stdout_text;
 
@@ -399,7 +405,8 @@ TEST_F(IncidentsTest, WatchSurvivesRestartAndAuditNamesTheEditedEvent) {
   Alertmanager alertmanager(dir_, http_port_);
   ASSERT_TRUE(WaitUntil([&] { return alertmanager.Ready(); }, absl::Seconds(15)))
       << alertmanager.Output();
-  Subprocess watch({BinaryPath("vigil"), "--controller=" + address_, "watch", "-o", "json"},
+  Subprocess watch({BinaryPath("vigil"), "--controller=" + address_, "--insecure",
+                    "--token=" + token_, "watch", "-o", "json"},
                    std::map<std::string, std::string>{}, dir_.File("watch.log"));
   absl::SleepFor(absl::Milliseconds(500));
 

@@ -30,8 +30,10 @@ TEST(ServiceMetrics, VigilMetricsShowsEveryCollector) {
                                   agent::LogFormat::kTimedCombined, " $upstream_response_time'}\n",
                                   "  postgres: {dsn: '", postgres.Dsn("vigil"), "'}\n",
                                   "  redis: {address: '127.0.0.1:", redis.port(), "'}\n"));
+  const std::string token = testing::AddVigilUser(dir.File("vigil.db"), "tester", "viewer");
   testing::Subprocess controller({BinaryPath("vigil-controller"), "--listen=" + address,
-                                  "--db=" + dir.File("vigil.db"), "--insecure", "--http-listen=off"});
+                                  "--db=" + dir.File("vigil.db"), "--insecure",
+                                  "--http-listen=off"});
   testing::Subprocess agent({BinaryPath("vigil-agent"), "--controller=" + address,
                              "--config=" + dir.File("agent.yaml"), "--insecure"});
   std::atomic<bool> traffic{true};
@@ -41,8 +43,8 @@ TEST(ServiceMetrics, VigilMetricsShowsEveryCollector) {
   v1::GetMetricsResponse response;
   const bool complete = WaitUntil(
       [&] {
-        auto r = testing::RunCommand(
-            {BinaryPath("vigil"), "--controller=" + address, "metrics", "web-1", "-o", "json"});
+        auto r = testing::RunCommand({BinaryPath("vigil"), "--controller=" + address, "--insecure",
+                                      "--token=" + token, "metrics", "web-1", "-o", "json"});
         response.Clear();
         if (r.exit_code != 0 ||
             !google::protobuf::util::JsonStringToMessage(r.stdout_text, &response).ok()) {
@@ -75,8 +77,8 @@ TEST(ServiceMetrics, VigilMetricsShowsEveryCollector) {
     if (m.name() == "pg_up" || m.name() == "redis_up" || m.name() == "nginx_up")
       EXPECT_EQ(m.value(), 1) << m.name();
   }
-  auto table =
-      testing::RunCommand({BinaryPath("vigil"), "--controller=" + address, "metrics", "web-1"});
+  auto table = testing::RunCommand({BinaryPath("vigil"), "--controller=" + address, "--insecure",
+                                    "--token=" + token, "metrics", "web-1"});
   EXPECT_NE(table.stdout_text.find("nginx_request_duration_seconds"), std::string::npos)
       << table.stdout_text;
 }

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -240,6 +241,21 @@ CommandResult RunCommand(const std::vector<std::string>& argv, absl::Duration ti
   unlink(out_name);
   unlink(err_name);
   return result;
+}
+
+std::string AddVigilUser(const std::string& db_path, const std::string& name,
+                         const std::string& role) {
+  CommandResult r = RunCommand(
+      {BinaryPath("vigil-controller"), "users", "add", name, "--role", role, "--db", db_path});
+  if (r.exit_code != 0) {
+    ADD_FAILURE() << "cannot add user " << name << ": " << r.output;
+    return "";
+  }
+  std::string token = r.stdout_text;
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) {
+    token.pop_back();
+  }
+  return token;
 }
 
 }  // namespace vigil::testing

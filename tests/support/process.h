@@ -79,4 +79,9 @@ CommandResult RunCommand(const std::vector<std::string>& argv,
                          absl::Duration timeout = absl::Seconds(30),
                          std::map<std::string, std::string> env = {});
 
+// Adds a user to a controller's database with `vigil-controller users add` and returns the
+// token it printed (empty, with a test failure, when it could not).
+std::string AddVigilUser(const std::string& db_path, const std::string& name,
+                         const std::string& role);
+
 }  // namespace vigil::testing

@@ -160,14 +160,21 @@ v1::ActionProposal SampleProposal() {
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    unsetenv("VIGIL_TOKEN");
-    unsetenv("VIGIL_CONTROLLER");
+    for (const char* name : {"VIGIL_TOKEN", "VIGIL_CONTROLLER", "VIGIL_INSECURE", "VIGIL_TLS_CA",
+                             "VIGIL_TLS_CERT", "VIGIL_TLS_KEY"}) {
+      unsetenv(name);
+    }
     ASSERT_TRUE(controller_.ok());
   }
+  void TearDown() override {
+    for (const char* name : {"VIGIL_INSECURE", "VIGIL_TLS_CA", "VIGIL_TLS_CERT", "VIGIL_TLS_KEY"}) {
+      unsetenv(name);
+    }
+  }
 
-  // Runs `vigil --controller=<fake> args...`.
+  // Runs `vigil --controller=<fake> --insecure args...` (the fake serves plain text on loopback).
   int Run(std::vector<std::string> args) {
-    args.insert(args.begin(), "--controller=" + controller_.address());
+    args.insert(args.begin(), {"--controller=" + controller_.address(), "--insecure"});
     return RunRaw(std::move(args));
   }
   int RunRaw(const std::vector<std::string>& args) {
@@ -250,7 +257,7 @@ TEST_F(CliTest, TokenAndControllerComeFromTheEnvironment) {
   }());
   setenv("VIGIL_TOKEN", "from-env", 1);
   setenv("VIGIL_CONTROLLER", controller_.address().c_str(), 1);
-  ASSERT_EQ(RunRaw({"whoami"}), 0) << err_.str();
+  ASSERT_EQ(RunRaw({"--insecure", "whoami"}), 0) << err_.str();
   EXPECT_EQ(fake().LastAuthorization(), "Bearer from-env");
   EXPECT_THAT(out_.str(), HasSubstr("alice (commander)"));
 }
@@ -288,11 +295,61 @@ TEST_F(CliTest, HelpExitsZero) {
 
 TEST_F(CliTest, UnreachableControllerFailsWithOneLine) {
   const std::string address = "127.0.0.1:" + std::to_string(ClosedPort());
-  EXPECT_EQ(RunRaw({"--controller=" + address, "agents"}), 1);
+  EXPECT_EQ(RunRaw({"--controller=" + address, "--insecure", "agents"}), 1);
   EXPECT_EQ(err_.str(), "vigil: cannot reach controller at " + address +
                             ": connection refused (is vigil-controller running? set "
                             "--controller or VIGIL_CONTROLLER)\n");
   EXPECT_EQ(out_.str(), "");
+}
+
+TEST_F(CliTest, WithoutTlsOrInsecureIsAUsageErrorOnOneLine) {
+  EXPECT_EQ(RunRaw({"--controller=" + controller_.address(), "agents"}), 2);
+  EXPECT_EQ(Lines(err_.str()).size(), 1u) << err_.str();
+  EXPECT_THAT(err_.str(),
+              AllOf(StartsWith("vigil: no transport security"), HasSubstr("--tls-ca"),
+                    HasSubstr("--tls-cert"), HasSubstr("--tls-key"), HasSubstr("VIGIL_TLS_CA"),
+                    HasSubstr("--insecure"), HasSubstr("loopback")));
+  EXPECT_EQ(out_.str(), "");
+  EXPECT_EQ(fake().TotalCalls(), 0);
+}
+
+TEST_F(CliTest, InsecureComesFromTheEnvironment) {
+  fake().SetResponse("ListAgents", SampleAgents());
+  setenv("VIGIL_INSECURE", "1", 1);
+  EXPECT_EQ(RunRaw({"--controller=" + controller_.address(), "agents"}), 0) << err_.str();
+  setenv("VIGIL_INSECURE", "0", 1);
+  EXPECT_EQ(RunRaw({"--controller=" + controller_.address(), "agents"}), 2) << err_.str();
+  EXPECT_EQ(fake().TotalCalls(), 1);
+}
+
+TEST_F(CliTest, InsecureIsRefusedForAControllerOffLoopback) {
+  EXPECT_EQ(RunRaw({"--controller=192.0.2.1:7443", "--insecure", "agents"}), 2);
+  EXPECT_EQ(err_.str(),
+            "vigil: --insecure is refused for 192.0.2.1:7443: plain text is allowed "
+            "on loopback only\n");
+}
+
+TEST_F(CliTest, TlsFilesComeFromTheEnvironmentAndFlagsWin) {
+  fake().SetResponse("ListAgents", SampleAgents());
+  setenv("VIGIL_TLS_CA", "/nonexistent/ca.pem", 1);
+  setenv("VIGIL_TLS_CERT", "/nonexistent/user.pem", 1);
+  setenv("VIGIL_TLS_KEY", "/nonexistent/user.key", 1);
+  setenv("VIGIL_INSECURE", "1", 1);  // the TLS files are more specific
+  EXPECT_EQ(RunRaw({"--controller=" + controller_.address(), "agents"}), 2);
+  EXPECT_THAT(err_.str(), StartsWith("vigil: --tls-ca=/nonexistent/ca.pem: cannot read"));
+  // A --tls-* flag replaces its variable only.
+  EXPECT_EQ(
+      RunRaw({"--controller=" + controller_.address(), "--tls-ca=/elsewhere/ca.pem", "agents"}), 2);
+  EXPECT_THAT(err_.str(), StartsWith("vigil: --tls-ca=/elsewhere/ca.pem: cannot read"));
+  // --insecure on the command line sets all the VIGIL_TLS_* aside.
+  EXPECT_EQ(Run({"agents"}), 0) << err_.str();
+  EXPECT_EQ(fake().TotalCalls(), 1);
+}
+
+TEST_F(CliTest, InsecureAndTlsFlagsTogetherAreAUsageError) {
+  EXPECT_EQ(Run({"--tls-ca=/tmp/ca.pem", "agents"}), 2);
+  EXPECT_THAT(err_.str(), AllOf(StartsWith("vigil: --insecure and --tls-ca"), HasSubstr("--help")));
+  EXPECT_EQ(fake().TotalCalls(), 0);
 }
 
 TEST_F(CliTest, NotFoundPrintsTheControllersMessage) {
@@ -691,8 +748,8 @@ TEST_P(WatchRestartTest, ResumesFromTheLastSeqAfterTheControllerRestarts) {
   const int port = first->port();
   first->service().SetEvents({events.begin(), events.begin() + 3});
 
-  WatchRun watch(
-      {"--controller=127.0.0.1:" + std::to_string(port), "watch", "--incident", "inc-1"});
+  WatchRun watch({"--controller=127.0.0.1:" + std::to_string(port), "--insecure", "watch",
+                  "--incident", "inc-1"});
   ASSERT_TRUE(WaitFor([&] { return Lines(watch.out()).size() == 3; })) << watch.err();
   EXPECT_EQ(first->service().LastRequest<v1::WatchRequest>("Watch").after_seq(), 0u);
   EXPECT_EQ(first->service().LastRequest<v1::WatchRequest>("Watch").incident_id(), "inc-1");
@@ -730,7 +787,8 @@ TEST(WatchTest, JsonPrintsOneObjectPerLineFromAfter) {
   ASSERT_TRUE(controller.ok());
   controller.service().SetEvents(
       {Event(1, "note", "a"), Event(2, "note", "b"), Event(3, "note", "c")});
-  WatchRun watch({"--controller=" + controller.address(), "-o", "json", "watch", "--after", "1"});
+  WatchRun watch({"--controller=" + controller.address(), "--insecure", "-o", "json", "watch",
+                  "--after", "1"});
   ASSERT_TRUE(WaitFor([&] { return Lines(watch.out()).size() == 2; })) << watch.err();
   EXPECT_EQ(watch.Stop(), 0);
   EXPECT_EQ(controller.service().LastRequest<v1::WatchRequest>("Watch").after_seq(), 1u);
@@ -746,7 +804,7 @@ TEST(WatchTest, JsonPrintsOneObjectPerLineFromAfter) {
 TEST(WatchTest, MissingControllerFailsAtStart) {
   const std::string address = "127.0.0.1:" + std::to_string(ClosedPort());
   std::ostringstream out, err;
-  EXPECT_EQ(RunCli({"--controller=" + address, "watch"}, out, err), 1);
+  EXPECT_EQ(RunCli({"--controller=" + address, "--insecure", "watch"}, out, err), 1);
   EXPECT_THAT(err.str(),
               StartsWith("vigil: cannot reach controller at " + address + ": connection refused"));
   EXPECT_EQ(Lines(err.str()).size(), 1u);
@@ -757,7 +815,7 @@ TEST(WatchTest, UnimplementedWatchFailsCleanly) {
   ASSERT_TRUE(controller.ok());
   controller.service().SetError("Watch", grpc::Status(grpc::StatusCode::UNIMPLEMENTED, ""));
   std::ostringstream out, err;
-  EXPECT_EQ(RunCli({"--controller=" + controller.address(), "watch"}, out, err), 1);
+  EXPECT_EQ(RunCli({"--controller=" + controller.address(), "--insecure", "watch"}, out, err), 1);
   EXPECT_THAT(err.str(), HasSubstr("does not implement Watch"));
   EXPECT_EQ(Lines(err.str()).size(), 1u);
 }

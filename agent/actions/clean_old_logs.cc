@@ -1,0 +1,206 @@
+#include "agent/actions/clean_old_logs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "agent/actions/action_util.h"
+#include "common/action_schema.h"
+#include "common/status.h"
+#include "common/yaml_util.h"
+#include "spdlog/spdlog.h"
+
+namespace vigil::agent {
+namespace {
+
+constexpr char kName[] = "clean_old_logs";
+constexpr char kDefaultPattern[] = "*.log.*";
+
+absl::StatusOr<std::string> RealPath(const std::string& path) {
+  char* real = realpath(path.c_str(), nullptr);
+  if (real == nullptr) {
+    return absl::NotFoundError(absl::StrCat(path, ": ", std::strerror(errno)));
+  }
+  std::string out(real);
+  free(real);
+  return out;
+}
+
+bool Inside(absl::string_view path, absl::string_view dir) {
+  return path == dir || dir == "/" ||
+         (absl::StartsWith(path, dir) && path.size() > dir.size() && path[dir.size()] == '/');
+}
+
+class CleanOldLogs final : public Action {
+ public:
+  CleanOldLogs(std::vector<std::string> dirs, absl::Duration min_age)
+      : dirs_(std::move(dirs)), min_age_(min_age) {}
+
+  absl::string_view name() const override { return kName; }
+
+  absl::Status Check(const ActionParams& params) const override {
+    RETURN_IF_ERROR(CheckActionParams(kName, params));
+    const std::string pattern = Pattern(params);
+    if (absl::StrContains(pattern, "/")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kName, ": pattern '", pattern, "' must be a file name glob (no '/')"));
+    }
+    ASSIGN_OR_RETURN(absl::Duration older_than, ParseDurationText(params.at("older_than")));
+    if (older_than < min_age_) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(kName, ": older_than ", params.at("older_than"), " is below the limit ",
+                       absl::FormatDuration(min_age_), " (min_age)"));
+    }
+    return CheckDir(params.at("dir")).status();
+  }
+
+  ActionResult Run(const ActionParams& params, absl::Duration timeout) override {
+    if (absl::Status s = Check(params); !s.ok()) {
+      return Failure(std::string(s.message()));
+    }
+    StepRunner steps(kName, nullptr, timeout);
+    const std::string pattern = Pattern(params);
+    const absl::Duration older_than = *ParseDurationText(params.at("older_than"));
+    absl::StatusOr<std::string> dir = CheckDir(params.at("dir"));
+    if (!dir.ok()) {
+      return Failure(std::string(dir.status().message()));
+    }
+    const int fd = open(dir->c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+      return Failure(absl::StrCat(kName, ": cannot open ", *dir, ": ", std::strerror(errno)));
+    }
+    // The directory really opened, wherever a symlink swapped in since the check points.
+    absl::StatusOr<std::string> opened = RealPath(absl::StrCat("/proc/self/fd/", fd));
+    if (!opened.ok() || !Allowed(*opened)) {
+      close(fd);
+      return Failure(absl::StrCat(kName, ": ", *dir, " changed while being opened: refused"));
+    }
+    DIR* listing = fdopendir(dup(fd));
+    if (listing == nullptr) {
+      close(fd);
+      return Failure(absl::StrCat(kName, ": cannot list ", *dir, ": ", std::strerror(errno)));
+    }
+    const absl::Time cutoff = absl::Now() - older_than;
+    int removed = 0;
+    int failed = 0;
+    uint64_t bytes = 0;
+    std::string first_error;
+    bool timed_out = false;
+    while (const dirent* entry = readdir(listing)) {
+      const std::string name = entry->d_name;
+      if (name == "." || name == ".." || fnmatch(pattern.c_str(), name.c_str(), FNM_PERIOD) != 0) {
+        continue;
+      }
+      if (steps.remaining() <= absl::ZeroDuration()) {
+        timed_out = true;
+        break;
+      }
+      struct stat st;
+      if (fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
+          absl::TimeFromTimespec(st.st_mtim) >= cutoff) {
+        continue;
+      }
+      if (unlinkat(fd, name.c_str(), 0) != 0) {
+        if (failed++ == 0) {
+          first_error = absl::StrCat(name, ": ", std::strerror(errno));
+        }
+        continue;
+      }
+      ++removed;
+      bytes += st.st_size;
+      steps.Note(absl::StrCat("removed ", name, " (", st.st_size, " bytes)"));
+    }
+    closedir(listing);
+    close(fd);
+    steps.Note(absl::StrCat("removed ", removed, " files, ", bytes, " bytes, from ", *dir,
+                            " (pattern '", pattern, "', older than ", params.at("older_than"),
+                            ")"));
+    spdlog::info("{}: removed {} files, {} bytes, from {}", kName, removed, bytes, *dir);
+    if (timed_out) {
+      steps.Fail(absl::StrCat(TimedOutAfter(timeout), " after removing ", removed, " files"),
+                 kExitKilled);
+    } else if (failed > 0) {
+      steps.Fail(absl::StrCat("could not remove ", failed, " files (", first_error, ")"));
+    }
+    return steps.Finish();
+  }
+
+ private:
+  static std::string Pattern(const ActionParams& params) {
+    auto it = params.find("pattern");
+    return it == params.end() ? kDefaultPattern : it->second;
+  }
+
+  bool Allowed(absl::string_view real_dir) const {
+    for (const std::string& allowed : dirs_) {
+      absl::StatusOr<std::string> real_allowed = RealPath(allowed);
+      if (real_allowed.ok() && Inside(real_dir, *real_allowed)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // The real path of `dir` when it is an existing directory inside an allowed one.
+  absl::StatusOr<std::string> CheckDir(const std::string& dir) const {
+    const std::string allowed = absl::StrJoin(dirs_, ", ");
+    if (!absl::StartsWith(dir, "/")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kName, ": dir '", dir, "' must be an absolute path"));
+    }
+    absl::StatusOr<std::string> real = RealPath(dir);
+    if (!real.ok()) {
+      return absl::NotFoundError(absl::StrCat(kName, ": dir '", dir, "' cannot be resolved (",
+                                              real.status().message(), ")"));
+    }
+    if (!Allowed(*real)) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(kName, ": dir '", dir, "' is not inside an allowed directory",
+                       *real == dir ? "" : absl::StrCat(" (it resolves to ", *real, ")"),
+                       " (allowed: ", allowed, ")"));
+    }
+    struct stat st;
+    if (stat(real->c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kName, ": dir '", dir, "' is not a directory"));
+    }
+    return real;
+  }
+
+  std::vector<std::string> dirs_;
+  absl::Duration min_age_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Action>> NewCleanOldLogsAction(const YAML::Node& options,
+                                                              const ActionContext& context,
+                                                              absl::string_view file) {
+  ActionOptions o(options, file, kName);
+  RETURN_IF_ERROR(o.CheckKeys({"dirs", "min_age"}));
+  ASSIGN_OR_RETURN(std::vector<std::string> dirs, o.List("dirs", /*required=*/true));
+  for (const std::string& dir : dirs) {
+    if (!absl::StartsWith(dir, "/")) {
+      return o.Error("dirs", absl::StrCat("'", dir, "' must be an absolute path"));
+    }
+    if (dir == "/") {
+      return o.Error("dirs", "'/' is not a log directory");
+    }
+  }
+  ASSIGN_OR_RETURN(absl::Duration min_age, o.Duration("min_age", absl::Hours(1)));
+  return std::make_unique<CleanOldLogs>(std::move(dirs), min_age);
+}
+
+}  // namespace vigil::agent

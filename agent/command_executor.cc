@@ -1,0 +1,218 @@
+#include "agent/command_executor.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/logging.h"
+
+namespace vigil::agent {
+
+absl::StatusOr<std::unique_ptr<CommandExecutor>> CommandExecutor::Create(
+    CommandExecutorOptions options, std::vector<std::unique_ptr<Action>> actions,
+    const Clock* clock, Sender send) {
+  std::unique_ptr<CommandVerifier> verifier;
+  if (!options.controller_public_key_pem.empty()) {
+    absl::StatusOr<std::unique_ptr<CommandVerifier>> v =
+        CommandVerifier::FromPem(options.controller_public_key_pem);
+    if (!v.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("controller_public_key: ", v.status().message()));
+    }
+    verifier = std::move(*v);
+  }
+  std::set<std::string> journal;
+  if (!options.journal_path.empty()) {
+    std::error_code ec;
+    const std::filesystem::path parent = std::filesystem::path(options.journal_path).parent_path();
+    if (!parent.empty()) {
+      std::filesystem::create_directories(parent, ec);
+    }
+    std::ifstream in(options.journal_path);
+    if (!in && errno != ENOENT) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "cannot read the command journal ", options.journal_path, ": ", std::strerror(errno)));
+    }
+    std::string line;
+    while (std::getline(in, line)) {
+      if (!line.empty()) {
+        journal.insert(line);
+      }
+    }
+  }
+  return std::unique_ptr<CommandExecutor>(
+      new CommandExecutor(std::move(options), std::move(actions), std::move(verifier),
+                          std::move(journal), clock, std::move(send)));
+}
+
+CommandExecutor::CommandExecutor(CommandExecutorOptions options,
+                                 std::vector<std::unique_ptr<Action>> actions,
+                                 std::unique_ptr<CommandVerifier> verifier,
+                                 std::set<std::string> journal, const Clock* clock, Sender send)
+    : options_(std::move(options)),
+      actions_(std::move(actions)),
+      verifier_(std::move(verifier)),
+      journal_(std::move(journal)),
+      clock_(clock),
+      send_(std::move(send)) {
+  worker_ = std::thread([this] { WorkerLoop(); });
+}
+
+CommandExecutor::~CommandExecutor() { Stop(); }
+
+void CommandExecutor::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (worker_.joinable()) {
+    worker_.join();
+  }
+}
+
+std::vector<std::string> CommandExecutor::action_names() const {
+  std::vector<std::string> names;
+  for (const auto& action : actions_) {
+    names.emplace_back(action->name());
+  }
+  return names;
+}
+
+void CommandExecutor::Submit(const v1::Command& command) {
+  absl::MutexLock lock(&mu_);
+  queue_.push_back(command);
+}
+
+void CommandExecutor::WorkerLoop() {
+  while (true) {
+    v1::Command command;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](CommandExecutor* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+            return self->stopping_ || !self->queue_.empty();
+          },
+          this));
+      if (stopping_) {
+        return;  // queued commands are not run: the controller times them out
+      }
+      command = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    Handle(command);
+  }
+}
+
+std::string CommandExecutor::Refusal(const v1::Command& command, Action** action) {
+  if (verifier_ == nullptr) {
+    return "this agent has no controller_public_key in its config, so it runs no commands";
+  }
+  if (absl::Status s = verifier_->Verify(command); !s.ok()) {
+    return std::string(s.message());
+  }
+  if (command.agent_id() != options_.agent_id) {
+    return absl::StrCat("the command is for agent '", command.agent_id(), "', this is '",
+                        options_.agent_id, "'");
+  }
+  if (journal_.contains(command.id())) {
+    return absl::StrCat("command ", command.id(), " was already run here (replayed)");
+  }
+  const int64_t now = clock_->NowUnixMillis();
+  if (now > command.expires_unix_ms()) {
+    return absl::StrCat("the command expired ", (now - command.expires_unix_ms()) / 1000.0,
+                        " s ago (check the clocks of agent and controller)");
+  }
+  for (const auto& a : actions_) {
+    if (a->name() == command.action()) {
+      *action = a.get();
+    }
+  }
+  if (*action == nullptr) {
+    std::vector<std::string> names = action_names();
+    return absl::StrCat("action ", command.action(), " is not allowed by this agent's config",
+                        " (allowed: ", names.empty() ? "none" : absl::StrJoin(names, ", "), ")");
+  }
+  const ActionParams params(command.params().begin(), command.params().end());
+  if (absl::Status s = (*action)->Check(params); !s.ok()) {
+    return std::string(s.message());
+  }
+  return "";
+}
+
+absl::Status CommandExecutor::Journal(const std::string& id) {
+  journal_.insert(id);
+  if (options_.journal_path.empty()) {
+    return absl::OkStatus();
+  }
+  const int fd =
+      open(options_.journal_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot open the command journal ",
+                                               options_.journal_path, ": ", std::strerror(errno)));
+  }
+  const std::string line = id + "\n";
+  const bool ok =
+      write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && fsync(fd) == 0;
+  const int error = errno;
+  close(fd);
+  if (!ok) {
+    return absl::UnavailableError(absl::StrCat("cannot write the command journal ",
+                                               options_.journal_path, ": ", std::strerror(error)));
+  }
+  return absl::OkStatus();
+}
+
+void CommandExecutor::Report(const v1::Command& command, v1::CommandResult::Phase phase,
+                             int exit_code, std::string output, int64_t duration_ms,
+                             std::string reason) {
+  v1::AgentMessage message;
+  v1::CommandResult* result = message.mutable_command_result();
+  result->set_command_id(command.id());
+  result->set_phase(phase);
+  result->set_exit_code(exit_code);
+  result->set_output_tail(std::move(output));
+  result->set_duration_ms(duration_ms);
+  result->set_reason(std::move(reason));
+  result->set_time_unix_ms(clock_->NowUnixMillis());
+  send_(std::move(message));
+}
+
+void CommandExecutor::Handle(const v1::Command& command) {
+  Action* action = nullptr;
+  const std::string refusal = Refusal(command, &action);
+  if (!refusal.empty()) {
+    spdlog::warn("refused command {} ({}): {}", command.id(), command.action(), refusal);
+    Report(command, v1::CommandResult::REFUSED, -1, "", 0, refusal);
+    return;
+  }
+  // Journaled before it runs: after a crash mid-run, a replay is refused rather than run twice.
+  if (absl::Status s = Journal(command.id()); !s.ok()) {
+    Report(command, v1::CommandResult::REFUSED, -1, "", 0, std::string(s.message()));
+    return;
+  }
+  Report(command, v1::CommandResult::STARTED, 0, "", 0, "");
+  absl::Duration timeout = absl::Milliseconds(command.timeout_ms());
+  if (timeout <= absl::ZeroDuration() || timeout > options_.max_timeout) {
+    timeout = options_.max_timeout;
+  }
+  const absl::Time start = clock_->Now();
+  spdlog::info("running command {}: {} for incident {}", command.id(), command.action(),
+               command.incident_id());
+  const ActionParams params(command.params().begin(), command.params().end());
+  ActionResult result = action->Run(params, timeout);
+  const int64_t duration_ms = absl::ToInt64Milliseconds(clock_->Now() - start);
+  spdlog::info("command {} finished: exit {} in {} ms{}{}", command.id(), result.exit_code,
+               duration_ms, result.reason.empty() ? "" : ": ", result.reason);
+  Report(command, v1::CommandResult::FINISHED, result.exit_code, std::move(result.output_tail),
+         duration_ms, std::move(result.reason));
+}
+
+}  // namespace vigil::agent

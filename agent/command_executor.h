@@ -1,0 +1,76 @@
+// Runs the commands the controller sends, only when they deserve it: signed by the controller's
+// key (from the agent config), meant for this agent, not run before (a persistent journal of
+// command ids, written before anything runs, so not even a crash and a replay run one twice),
+// not expired, and allowed by this agent's own action list and limits. A refusal is reported
+// with its reason and nothing runs. Accepted commands run one at a time on the executor's thread:
+// STARTED, then FINISHED with exit status, duration and the tail of the output.
+// Thread-safe: Submit from the stream's reader thread; it never blocks on a running action.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "agent/actions/action.h"
+#include "common/clock.h"
+#include "common/command_signing.h"
+#include "vigil/v1/agent_service.pb.h"
+
+namespace vigil::agent {
+
+struct CommandExecutorOptions {
+  std::string agent_id;
+  std::string journal_path;
+  std::string controller_public_key_pem;  // empty: every command is refused, with that reason
+  absl::Duration max_timeout = absl::Minutes(10);
+};
+
+class CommandExecutor {
+ public:
+  using Sender = std::function<void(v1::AgentMessage message)>;
+
+  // Reads the journal (creating it and its folder when missing). Errors name the file.
+  static absl::StatusOr<std::unique_ptr<CommandExecutor>> Create(
+      CommandExecutorOptions options, std::vector<std::unique_ptr<Action>> actions,
+      const Clock* clock, Sender send);
+  ~CommandExecutor();
+
+  void Submit(const v1::Command& command);
+  void Stop();  // finishes the running action first
+
+  // The names of the actions this agent offers, for its Hello.
+  std::vector<std::string> action_names() const;
+
+ private:
+  CommandExecutor(CommandExecutorOptions options, std::vector<std::unique_ptr<Action>> actions,
+                  std::unique_ptr<CommandVerifier> verifier, std::set<std::string> journal,
+                  const Clock* clock, Sender send);
+  void WorkerLoop();
+  void Handle(const v1::Command& command);
+  // Why `command` must not run; empty when it may.
+  std::string Refusal(const v1::Command& command, Action** action);
+  absl::Status Journal(const std::string& id);
+  void Report(const v1::Command& command, v1::CommandResult::Phase phase, int exit_code,
+              std::string output, int64_t duration_ms, std::string reason);
+
+  const CommandExecutorOptions options_;
+  std::vector<std::unique_ptr<Action>> actions_;
+  std::unique_ptr<CommandVerifier> verifier_;
+  std::set<std::string> journal_;  // worker thread only
+  const Clock* clock_;
+  Sender send_;
+
+  absl::Mutex mu_;
+  std::deque<v1::Command> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread worker_;
+};
+
+}  // namespace vigil::agent

@@ -1,0 +1,115 @@
+#include "controller/auth/auth.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/ids.h"
+#include "re2/re2.h"
+
+namespace vigil::controller {
+
+absl::StatusOr<Role> ParseRole(absl::string_view name) {
+  if (name == "viewer") {
+    return Role::kViewer;
+  }
+  if (name == "responder") {
+    return Role::kResponder;
+  }
+  if (name == "commander") {
+    return Role::kCommander;
+  }
+  if (name == "admin") {
+    return Role::kAdmin;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("role '", name, "' is not one of: viewer, responder, commander, admin"));
+}
+
+absl::string_view RoleName(Role role) {
+  switch (role) {
+    case Role::kViewer:
+      return "viewer";
+    case Role::kResponder:
+      return "responder";
+    case Role::kCommander:
+      return "commander";
+    case Role::kAdmin:
+      return "admin";
+  }
+  return "?";
+}
+
+std::string NewToken() {
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
+    std::abort();  // no entropy: never hand out a guessable token
+  }
+  return absl::StrCat("vgt_",
+                      HexEncode(absl::string_view(reinterpret_cast<char*>(bytes), sizeof(bytes))));
+}
+
+std::string TokenHash(absl::string_view token) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_Digest(token.data(), token.size(), digest, &size, EVP_sha256(), nullptr);
+  return HexEncode(absl::string_view(reinterpret_cast<const char*>(digest), size));
+}
+
+absl::StatusOr<Caller> Authenticator::Authenticate(absl::string_view authorization) const {
+  if (authorization.empty()) {
+    return absl::UnauthenticatedError(
+        "no token: pass --token or set VIGIL_TOKEN (an admin makes one with "
+        "'vigil-controller users add NAME --role ROLE')");
+  }
+  absl::string_view token = authorization;
+  if (!absl::ConsumePrefix(&token, "Bearer ") || token.empty()) {
+    return absl::UnauthenticatedError("the authorization header must be 'Bearer TOKEN'");
+  }
+  absl::StatusOr<std::optional<storage::UserRecord>> user =
+      store_->FindUserByTokenHash(TokenHash(token));
+  if (!user.ok()) {
+    return user.status();
+  }
+  if (!user->has_value()) {
+    return absl::UnauthenticatedError("unknown token");
+  }
+  absl::StatusOr<Role> role = ParseRole((*user)->role);
+  if (!role.ok()) {
+    return absl::InternalError(
+        absl::StrCat("user ", (*user)->name, " has a bad role in the store"));
+  }
+  return Caller{(*user)->name, *role};
+}
+
+absl::Status Authenticator::Require(const Caller& caller, Role needed, absl::string_view what) {
+  if (caller.role >= needed) {
+    return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError(absl::StrCat(caller.name, " is a ", RoleName(caller.role),
+                                                  "; ", what, " needs the ", RoleName(needed),
+                                                  " role or above"));
+}
+
+absl::StatusOr<std::string> AddUser(storage::Store& store, absl::string_view name,
+                                    absl::string_view role, int64_t now_unix_ms) {
+  if (!RE2::FullMatch(re2::StringPiece(name.data(), name.size()),
+                      "[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("user name '", name, "' must be 1-64 letters, digits, '.', '_', '@' or '-'"));
+  }
+  absl::StatusOr<Role> parsed = ParseRole(role);
+  if (!parsed.ok()) {
+    return parsed.status();
+  }
+  const std::string token = NewToken();
+  storage::UserRecord record{std::string(name), std::string(role), TokenHash(token), now_unix_ms};
+  if (absl::Status s = store.AddUser(record); !s.ok()) {
+    return s;
+  }
+  return token;
+}
+
+}  // namespace vigil::controller

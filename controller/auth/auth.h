@@ -1,0 +1,49 @@
+// People and roles: bearer tokens (only their SHA-256 is stored) and what each role may do.
+// viewer < responder < commander < admin; each role may do everything the ones below it may.
+//   viewer     read: agents, metrics, alerts, incidents, actions, watch, audit verify/export
+//   responder  + acknowledge, note, checklist
+//   commander  + mitigate, resolve, set severity, propose, approve and reject actions
+//   admin      + manage users
+// Stateless helpers plus an Authenticator over the Store; thread-safe.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "storage/store.h"
+
+namespace vigil::controller {
+
+enum class Role { kViewer = 0, kResponder = 1, kCommander = 2, kAdmin = 3 };
+
+absl::StatusOr<Role> ParseRole(absl::string_view name);
+absl::string_view RoleName(Role role);
+
+// A new random bearer token ("vgt_" + 64 hex digits) and the hash stored for it.
+std::string NewToken();
+std::string TokenHash(absl::string_view token);
+
+struct Caller {
+  std::string name;
+  Role role = Role::kViewer;
+};
+
+class Authenticator {
+ public:
+  explicit Authenticator(storage::Store* store) : store_(store) {}
+  // `authorization` is the request's header value ("Bearer TOKEN"); empty when absent.
+  // Unauthenticated: no token, malformed header, unknown token.
+  absl::StatusOr<Caller> Authenticate(absl::string_view authorization) const;
+  // PermissionDenied naming the caller, their role, the role needed and what for.
+  static absl::Status Require(const Caller& caller, Role needed, absl::string_view what);
+
+ private:
+  storage::Store* store_;
+};
+
+// `vigil-controller users add`: validates the name and role, stores the user, returns the token.
+absl::StatusOr<std::string> AddUser(storage::Store& store, absl::string_view name,
+                                    absl::string_view role, int64_t now_unix_ms);
+
+}  // namespace vigil::controller

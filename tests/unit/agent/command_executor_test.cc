@@ -1,0 +1,218 @@
+// The agent's command executor: only signed, unexpired, allow-listed commands for this agent
+// that it has never run run, and the journal survives a restart.
+#include "agent/command_executor.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "tests/support/process.h"
+
+namespace vigil::agent {
+namespace {
+
+using ::testing::HasSubstr;
+
+// An action that records its runs and allows only units starting with "azalscore".
+class FakeRestart : public Action {
+ public:
+  explicit FakeRestart(int* runs) : runs_(runs) {}
+  absl::string_view name() const override { return "restart_service"; }
+  absl::Status Check(const ActionParams& params) const override {
+    auto it = params.find("unit");
+    if (it == params.end() || it->second.rfind("azalscore", 0) != 0) {
+      return absl::PermissionDeniedError(absl::StrCat("restart_service: unit '",
+                                                      it == params.end() ? "" : it->second,
+                                                      "' is not allowed (allowed: azalscore@*)"));
+    }
+    return absl::OkStatus();
+  }
+  ActionResult Run(const ActionParams& params, absl::Duration timeout) override {
+    ++*runs_;
+    return ActionResult{.exit_code = 0, .output_tail = "restarted " + params.at("unit")};
+  }
+
+ private:
+  int* runs_;
+};
+
+class CommandExecutorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto signer = CommandSigner::LoadOrCreate(dir_.File("c.key"), dir_.File("c.pub"));
+    ASSERT_TRUE(signer.ok());
+    signer_ = std::move(*signer);
+    auto other = CommandSigner::LoadOrCreate(dir_.File("x.key"), dir_.File("x.pub"));
+    ASSERT_TRUE(other.ok());
+    other_ = std::move(*other);
+    Start();
+  }
+
+  void Start() {
+    std::vector<std::unique_ptr<Action>> actions;
+    actions.push_back(std::make_unique<FakeRestart>(&runs_));
+    auto executor = CommandExecutor::Create(
+        CommandExecutorOptions{.agent_id = "web-1",
+                               .journal_path = dir_.File("state/web-1.journal"),
+                               .controller_public_key_pem = signer_->public_key_pem()},
+        std::move(actions), &clock_, [this](v1::AgentMessage m) {
+          absl::MutexLock lock(&mu_);
+          results_.push_back(m.command_result());
+        });
+    ASSERT_TRUE(executor.ok()) << executor.status();
+    executor_ = std::move(*executor);
+  }
+
+  v1::Command Make(const std::string& id, const std::string& unit = "azalscore@2") {
+    v1::Command c;
+    c.set_id(id);
+    c.set_agent_id("web-1");
+    c.set_action("restart_service");
+    (*c.mutable_params())["unit"] = unit;
+    c.set_expires_unix_ms(clock_.NowUnixMillis() + 60'000);
+    c.set_timeout_ms(5'000);
+    EXPECT_TRUE(signer_->Sign(c).ok());
+    return c;
+  }
+
+  // Submits and waits for the final result (FINISHED or REFUSED).
+  v1::CommandResult Run(const v1::Command& c) {
+    executor_->Submit(c);
+    v1::CommandResult last;
+    EXPECT_TRUE(testing::WaitUntil(
+        [&] {
+          absl::MutexLock lock(&mu_);
+          for (const auto& r : results_) {
+            if (r.command_id() == c.id() && r.phase() != v1::CommandResult::STARTED) {
+              last = r;
+              return true;
+            }
+          }
+          return false;
+        },
+        absl::Seconds(5)));
+    return last;
+  }
+
+  testing::TempDir dir_;
+  SimulatedClock clock_;
+  std::unique_ptr<CommandSigner> signer_;
+  std::unique_ptr<CommandSigner> other_;
+  std::unique_ptr<CommandExecutor> executor_;
+  int runs_ = 0;
+  absl::Mutex mu_;
+  std::vector<v1::CommandResult> results_;
+};
+
+TEST_F(CommandExecutorTest, SignedCommandRunsAndReportsStartedThenFinished) {
+  v1::CommandResult r = Run(Make("cmd-1"));
+  EXPECT_EQ(r.phase(), v1::CommandResult::FINISHED);
+  EXPECT_EQ(r.exit_code(), 0);
+  EXPECT_EQ(r.output_tail(), "restarted azalscore@2");
+  EXPECT_EQ(runs_, 1);
+  absl::MutexLock lock(&mu_);
+  ASSERT_EQ(results_.size(), 2u);
+  EXPECT_EQ(results_[0].phase(), v1::CommandResult::STARTED);
+}
+
+TEST_F(CommandExecutorTest, WrongSignatureIsRefused) {
+  v1::Command c = Make("cmd-2");
+  ASSERT_TRUE(other_->Sign(c).ok());
+  v1::CommandResult r = Run(c);
+  EXPECT_EQ(r.phase(), v1::CommandResult::REFUSED);
+  EXPECT_THAT(r.reason(), HasSubstr("bad signature"));
+  EXPECT_EQ(runs_, 0);
+}
+
+TEST_F(CommandExecutorTest, ChangedParameterBreaksTheSignature) {
+  v1::Command c = Make("cmd-3");
+  (*c.mutable_params())["unit"] = "azalscore@9";
+  EXPECT_THAT(Run(c).reason(), HasSubstr("bad signature"));
+  EXPECT_EQ(runs_, 0);
+}
+
+TEST_F(CommandExecutorTest, ExpiredIsRefused) {
+  v1::Command c = Make("cmd-4");
+  clock_.Advance(absl::Seconds(61));
+  v1::CommandResult r = Run(c);
+  EXPECT_EQ(r.phase(), v1::CommandResult::REFUSED);
+  EXPECT_THAT(r.reason(), HasSubstr("expired"));
+  EXPECT_EQ(runs_, 0);
+}
+
+TEST_F(CommandExecutorTest, ReplayedIdIsRefusedEvenAfterARestart) {
+  v1::Command c = Make("cmd-5");
+  EXPECT_EQ(Run(c).phase(), v1::CommandResult::FINISHED);
+  {
+    absl::MutexLock lock(&mu_);
+    results_.clear();
+  }
+  EXPECT_THAT(Run(c).reason(), HasSubstr("already run"));
+  executor_->Stop();
+  executor_.reset();
+  Start();  // a new process reads the journal
+  {
+    absl::MutexLock lock(&mu_);
+    results_.clear();
+  }
+  v1::CommandResult r = Run(c);
+  EXPECT_EQ(r.phase(), v1::CommandResult::REFUSED);
+  EXPECT_THAT(r.reason(), HasSubstr("already run"));
+  EXPECT_EQ(runs_, 1);
+}
+
+TEST_F(CommandExecutorTest, UnitOutsideTheAllowListIsRefused) {
+  v1::CommandResult r = Run(Make("cmd-6", "sshd"));
+  EXPECT_EQ(r.phase(), v1::CommandResult::REFUSED);
+  EXPECT_THAT(r.reason(), HasSubstr("unit 'sshd' is not allowed"));
+  EXPECT_EQ(runs_, 0);
+}
+
+TEST_F(CommandExecutorTest, ActionNotInTheConfigAndOtherAgentsCommandsAreRefused) {
+  v1::Command c = Make("cmd-7");
+  c.set_action("redis_flushdb");
+  ASSERT_TRUE(signer_->Sign(c).ok());
+  EXPECT_THAT(Run(c).reason(), HasSubstr("not allowed by this agent's config"));
+  v1::Command d = Make("cmd-8");
+  d.set_agent_id("web-2");
+  ASSERT_TRUE(signer_->Sign(d).ok());
+  EXPECT_THAT(Run(d).reason(), HasSubstr("for agent 'web-2', this is 'web-1'"));
+  EXPECT_EQ(runs_, 0);
+}
+
+TEST(CommandExecutor, WithoutAControllerKeyEverythingIsRefused) {
+  testing::TempDir dir;
+  SimulatedClock clock;
+  std::vector<v1::CommandResult> results;
+  absl::Mutex mu;
+  auto executor = CommandExecutor::Create(
+      CommandExecutorOptions{.agent_id = "web-1", .journal_path = dir.File("j")}, {}, &clock,
+      [&](v1::AgentMessage m) {
+        absl::MutexLock lock(&mu);
+        results.push_back(m.command_result());
+      });
+  ASSERT_TRUE(executor.ok());
+  v1::Command c;
+  c.set_id("cmd-1");
+  (*executor)->Submit(c);
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        absl::MutexLock lock(&mu);
+        return !results.empty();
+      },
+      absl::Seconds(5)));
+  EXPECT_THAT(results[0].reason(), HasSubstr("no controller_public_key"));
+}
+
+TEST(CommandExecutor, BadKeyIsAConfigError) {
+  SimulatedClock clock;
+  auto executor = CommandExecutor::Create(
+      CommandExecutorOptions{.agent_id = "a", .controller_public_key_pem = "garbage"}, {}, &clock,
+      [](v1::AgentMessage) {});
+  ASSERT_FALSE(executor.ok());
+  EXPECT_THAT(std::string(executor.status().message()), HasSubstr("controller_public_key"));
+}
+
+}  // namespace
+}  // namespace vigil::agent
