@@ -247,5 +247,133 @@ TEST_F(RemediationTest, TwoPersonApprovalTerminatesTheBlockingBackend) {
   EXPECT_EQ(Cli(rita, {"incident", "ack", incident}).exit_code, 0);
 }
 
+// A worker under a real supervisord, restarted through the whole flow by agents whose service
+// manager is supervisorctl. A rollout in waves of one stops at the first agent that refuses.
+TEST_F(RemediationTest, RolloutInWavesStopsAtTheFirstFailureThenRestartsUnderSupervisord) {
+  testing::WriteFile(dir_.File("rules.yaml"), R"(rules:
+  - alert: AlwaysOn
+    expr: host_load1 >= 0
+    severity: SEV4
+)");
+  const std::string conf = dir_.File("supervisord.conf");
+  const std::string socket = dir_.File("supervisor.sock");
+  testing::WriteFile(
+      conf, absl::StrCat("[unix_http_server]\nfile=", socket,
+                         "\n\n[supervisord]\nnodaemon=true\nlogfile=", dir_.File("supervisord.log"),
+                         "\npidfile=", dir_.File("supervisord.pid"), "\nchildlogdir=", dir_.path(),
+                         "\n\n[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = "
+                         "supervisor.rpcinterface:make_main_rpcinterface\n\n"
+                         "[supervisorctl]\nserverurl=unix://",
+                         socket, "\n\n[program:worker]\ncommand=sleep 1000\nstartsecs=1\n"));
+  Subprocess supervisord({"supervisord", "-n", "-c", conf}, std::map<std::string, std::string>{},
+                         dir_.File("supervisord.out"));
+  auto worker_pid = [&] {
+    int pid = 0;
+    CommandResult r = RunCommand({"supervisorctl", "-c", conf, "pid", "worker"});
+    return absl::SimpleAtoi(absl::StripAsciiWhitespace(r.stdout_text), &pid) ? pid : 0;
+  };
+  ASSERT_TRUE(WaitUntil([&] { return worker_pid() > 0; }, absl::Seconds(30)))
+      << testing::ReadFileOrEmpty(dir_.File("supervisord.log"));
+
+  admin_ = AddUser("root", "admin");
+  const std::string alice = AddUser("alice", "commander");
+  const std::string bob = AddUser("bob", "commander");
+  StartController();
+  std::vector<std::unique_ptr<Subprocess>> agents;
+  for (const auto& [id, units] : std::vector<std::pair<std::string, std::string>>{
+           {"w-1", "[worker]"}, {"w-2", "[worker]"}, {"w-3", "[\"azalscore@*\"]"}}) {
+    testing::WriteFile(dir_.File(id + ".yaml"),
+                       absl::StrCat("id: ", id,
+                                    "\nlabels: {role: worker}\ncollectors:\n  host: {}\n"
+                                    "actions:\n  restart_service: {units: ",
+                                    units, "}\nservice_manager: {restart: \"supervisorctl -c ",
+                                    conf, " restart {unit}\"}\ncontroller_public_key: ",
+                                    dir_.File("controller-signing.pub"),
+                                    "\njournal: ", dir_.File(id + ".journal"), "\n"));
+    agents.push_back(std::make_unique<Subprocess>(
+        std::vector<std::string>{BinaryPath("vigil-agent"), "--controller=" + address_,
+                                 "--config=" + dir_.File(id + ".yaml"), "--insecure"},
+        std::map<std::string, std::string>{}, dir_.File(id + ".log")));
+  }
+  std::string incident;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        v1::ListIncidentsResponse r;
+        if (!ParseJson(Cli(alice, {"incidents", "-o", "json"}).stdout_text, &r) ||
+            r.incidents().empty() || r.incidents(0).agents_size() < 3) {
+          return false;
+        }
+        incident = r.incidents(0).id();
+        return true;
+      },
+      absl::Seconds(20)))
+      << controller_->Output();
+
+  auto run = [&](std::vector<std::string> targets) {
+    std::vector<std::string> args = {
+        "action",      "propose", incident, "--action", "restart_service", "--param", "unit=worker",
+        "--wave-size", "1",       "-o",     "json"};
+    for (const std::string& t : targets) {
+      args.insert(args.end(), {"--agent", t});
+    }
+    v1::ActionProposal p;
+    CommandResult proposed = Cli(alice, args);
+    EXPECT_TRUE(ParseJson(proposed.stdout_text, &p)) << proposed.output;
+    EXPECT_EQ(p.approvals_required(), 1);
+    EXPECT_EQ(Cli(bob, {"action", "approve", p.id()}).exit_code, 0);
+    v1::ListActionsResponse listed;
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          ParseJson(Cli(alice, {"actions", "--incident", incident, "-o", "json"}).stdout_text,
+                    &listed);
+          for (const auto& a : listed.actions()) {
+            if (a.id() == p.id()) {
+              p = a;
+            }
+          }
+          return p.state() == v1::SUCCEEDED || p.state() == v1::FAILED;
+        },
+        absl::Seconds(30)));
+    return p;
+  };
+
+  // w-3 does not allow the unit: the first wave fails and the others never receive anything.
+  const int before = worker_pid();
+  v1::ActionProposal stopped = run({"w-3", "w-1", "w-2"});
+  EXPECT_EQ(stopped.state(), v1::FAILED);
+  ASSERT_EQ(stopped.runs_size(), 3);
+  EXPECT_EQ(stopped.runs(0).state(), "refused");
+  EXPECT_TRUE(absl::StrContains(stopped.runs(0).reason(), "unit 'worker' is not allowed"))
+      << stopped.runs(0).reason();
+  EXPECT_EQ(stopped.runs(1).state(), "skipped");
+  EXPECT_EQ(stopped.runs(2).state(), "skipped");
+  EXPECT_TRUE(absl::StrContains(stopped.reason(), "stopped at wave 1")) << stopped.reason();
+  EXPECT_EQ(worker_pid(), before);
+
+  // The two that allow it, one wave each: the worker is restarted, twice.
+  v1::ActionProposal done = run({"w-1", "w-2"});
+  EXPECT_EQ(done.state(), v1::SUCCEEDED) << done.DebugString();
+  ASSERT_EQ(done.runs_size(), 2);
+  EXPECT_EQ(done.runs(0).wave(), 0);
+  EXPECT_EQ(done.runs(1).wave(), 1);
+  EXPECT_EQ(done.runs(1).exit_code(), 0);
+  ASSERT_TRUE(WaitUntil([&] { return worker_pid() > 0; }, absl::Seconds(10)));
+  EXPECT_NE(worker_pid(), before);
+
+  v1::GetIncidentResponse shown;
+  ASSERT_TRUE(
+      ParseJson(Cli(alice, {"incident", "show", incident, "-o", "json"}).stdout_text, &shown));
+  int waves = 0;
+  bool refused = false;
+  for (const auto& e : shown.timeline()) {
+    waves += e.kind() == "action_dispatched" && absl::StrContains(e.summary(), "/2:");
+    refused = refused || (e.kind() == "action_refused" && e.actor() == "w-3");
+  }
+  EXPECT_EQ(waves, 2);
+  EXPECT_TRUE(refused);
+  EXPECT_EQ(Cli(alice, {"audit", "verify"}).exit_code, 0);
+  supervisord.Stop(absl::Seconds(15));
+}
+
 }  // namespace
 }  // namespace vigil
