@@ -51,19 +51,31 @@ std::vector<std::string> DependsOn(const v1::Alert& alert) {
   return out;
 }
 
-// True when `dependency` names the component `alert` is about (by service, role or host).
-bool Provides(const v1::Alert& alert, const std::string& dependency) {
-  return dependency == Label(alert, "service") || dependency == Label(alert, "role") ||
-         (!alert.agent_id().empty() && dependency == alert.agent_id());
-}
-
-bool DependsOnAlert(const v1::Alert& dependent, const v1::Alert& dependency) {
-  for (const std::string& d : DependsOn(dependent)) {
-    if (Provides(dependency, d)) {
-      return true;
+// The names other components' depends_on may use for this one: service, role and host.
+std::vector<std::string> ProvidedNames(const v1::Alert& alert) {
+  std::vector<std::string> names;
+  for (std::string name : {Label(alert, "service"), Label(alert, "role"), alert.agent_id()}) {
+    if (!name.empty() && std::find(names.begin(), names.end(), name) == names.end()) {
+      names.push_back(std::move(name));
     }
   }
-  return false;
+  return names;
+}
+
+// A few names of a set, for one line: "a, b, c and 997 more".
+std::string NameSome(const std::set<std::string>& names, size_t shown = 5) {
+  std::vector<std::string> some;
+  for (const std::string& n : names) {
+    if (some.size() == shown) {
+      break;
+    }
+    some.push_back(n);
+  }
+  std::string text = absl::StrJoin(some, ", ");
+  if (names.size() > shown) {
+    absl::StrAppend(&text, " and ", names.size() - shown, " more");
+  }
+  return text;
 }
 
 std::string FormatValue(double v) {
@@ -174,6 +186,7 @@ absl::Status IncidentManager::Start() {
                                ToJson(alert), &active.incident));
       }
       active.alerts[alert.id()] = AlertRef{alert, {}};
+      Index(active, alert);
       if (alert.state() != v1::RESOLVED) {
         absl::MutexLock lock(&mu_);
         alerts_[alert.id()] = alert;
@@ -452,29 +465,44 @@ void IncidentManager::HandleFiring(const v1::Alert& alert, std::vector<std::stri
   Open(alert, std::move(diagnostics));
 }
 
+void IncidentManager::Index(Active& active, const v1::Alert& alert) {
+  const std::string host = HostOf(alert);
+  active.hosts.insert(host);
+  active.host_of_rule.emplace(alert.rule(), host);
+  for (const std::string& name : ProvidedNames(alert)) {
+    active.provider_host.emplace(name, host);
+  }
+  for (const std::string& dependency : DependsOn(alert)) {
+    active.dependents[dependency].insert(host);
+  }
+}
+
 IncidentManager::Active* IncidentManager::Correlate(const v1::Alert& alert, std::string* reason) {
   const absl::Time now = clock_->Now();
+  const std::string host = HostOf(alert);
+  const std::vector<std::string> provides = ProvidedNames(alert);
+  const std::vector<std::string> depends = DependsOn(alert);
   Active* best = nullptr;
   for (auto& [id, active] : active_) {
     if (now - active.last_activity > options_.correlation_window) {
       continue;
     }
     std::string why;
-    for (const auto& [alert_id, ref] : active.alerts) {
-      const v1::Alert& other = ref.alert;
-      if (HostOf(other) == HostOf(alert)) {
-        why = absl::StrCat(other.rule(), " is already firing on ", HostOf(other));
-      } else if (other.rule() == alert.rule()) {
-        why = absl::StrCat(alert.rule(), " is already firing on ", HostOf(other));
-      } else if (DependsOnAlert(other, alert)) {
-        why = absl::StrCat(HostOf(other), " (", ComponentOf(other), ") depends on ",
-                           ComponentOf(alert));
-      } else if (DependsOnAlert(alert, other)) {
-        why = absl::StrCat(ComponentOf(alert), " depends on ", ComponentOf(other), " (",
-                           HostOf(other), ")");
+    if (active.hosts.contains(host)) {
+      why = absl::StrCat(host, " is already on this incident");
+    } else if (auto rule = active.host_of_rule.find(alert.rule());
+               rule != active.host_of_rule.end()) {
+      why = absl::StrCat(alert.rule(), " is already firing on ", rule->second);
+    }
+    for (size_t i = 0; why.empty() && i < provides.size(); ++i) {
+      if (auto it = active.dependents.find(provides[i]);
+          it != active.dependents.end() && !it->second.empty()) {
+        why = absl::StrCat(*it->second.begin(), " depends on ", provides[i]);
       }
-      if (!why.empty()) {
-        break;
+    }
+    for (size_t i = 0; why.empty() && i < depends.size(); ++i) {
+      if (auto it = active.provider_host.find(depends[i]); it != active.provider_host.end()) {
+        why = absl::StrCat(ComponentOf(alert), " depends on ", depends[i], " (", it->second, ")");
       }
     }
     // The most recently active incident wins when several would take it.
@@ -513,6 +541,7 @@ void IncidentManager::Open(const v1::Alert& fired, std::vector<std::string> diag
   incident.set_probable_cause(absl::StrCat(HostOf(alert), "/", alert.rule()));
   incident.set_probable_cause_reason("the first alert of the incident");
   active.alerts[alert.id()] = AlertRef{alert, diagnostics};
+  Index(active, alert);
   incident_of_alert_[alert.id()] = id;
   incident_of_key_[AlertKey(alert)] = id;
   {
@@ -543,6 +572,7 @@ void IncidentManager::Join(Active& active, const v1::Alert& fired,
   AddUnique(incident.mutable_services(), ComponentOf(alert));
   AddUnique(incident.mutable_alert_rules(), alert.rule());
   active.alerts[alert.id()] = AlertRef{alert, diagnostics};
+  Index(active, alert);
   incident_of_alert_[alert.id()] = incident.id();
   incident_of_key_[AlertKey(alert)] = incident.id();
   (void)store_->SaveAlert(alert);
@@ -627,42 +657,36 @@ void IncidentManager::Reassess(Active& active) {
                  "", &incident);
   }
   // Probable cause: the earliest alert on the component most hosts here depend on.
-  struct Candidate {
-    const v1::Alert* alert = nullptr;
-    std::set<std::string> dependents;
-  };
-  std::vector<Candidate> candidates;
+  const v1::Alert* best = nullptr;
+  std::set<std::string> best_dependents;
   for (const auto& [id, ref] : active.alerts) {
-    Candidate c{&ref.alert, {}};
-    for (const auto& [other_id, other] : active.alerts) {
-      if (HostOf(other.alert) != HostOf(ref.alert) && DependsOnAlert(other.alert, ref.alert)) {
-        c.dependents.insert(HostOf(other.alert));
+    std::set<std::string> dependents;
+    for (const std::string& name : ProvidedNames(ref.alert)) {
+      if (auto it = active.dependents.find(name); it != active.dependents.end()) {
+        dependents.insert(it->second.begin(), it->second.end());
       }
     }
-    candidates.push_back(std::move(c));
-  }
-  const Candidate* best = nullptr;
-  for (const Candidate& c : candidates) {
-    if (best == nullptr || c.dependents.size() > best->dependents.size() ||
-        (c.dependents.size() == best->dependents.size() &&
-         c.alert->fired_unix_ms() < best->alert->fired_unix_ms())) {
-      best = &c;
+    dependents.erase(HostOf(ref.alert));
+    if (best == nullptr || dependents.size() > best_dependents.size() ||
+        (dependents.size() == best_dependents.size() &&
+         ref.alert.fired_unix_ms() < best->fired_unix_ms())) {
+      best = &ref.alert;
+      best_dependents = std::move(dependents);
     }
   }
   if (best == nullptr) {
     return;
   }
-  const std::string cause = absl::StrCat(HostOf(*best->alert), "/", best->alert->rule());
+  const std::string cause = absl::StrCat(HostOf(*best), "/", best->rule());
   std::string reason;
-  if (best->dependents.empty()) {
-    reason = absl::StrCat("the earliest alert (", TimeOfDay(best->alert->fired_unix_ms()),
+  if (best_dependents.empty()) {
+    reason = absl::StrCat("the earliest alert (", TimeOfDay(best->fired_unix_ms()),
                           " UTC); no component here depends on another");
   } else {
-    reason = absl::StrCat(ComponentOf(*best->alert), " on ", HostOf(*best->alert),
-                          " is depended on by ", best->dependents.size(), " of the ",
-                          incident.agents_size(), " hosts on this incident (",
-                          absl::StrJoin(best->dependents, ", "), "); ", best->alert->rule(),
-                          " fired there at ", TimeOfDay(best->alert->fired_unix_ms()), " UTC");
+    reason = absl::StrCat(
+        ComponentOf(*best), " on ", HostOf(*best), " is depended on by ", best_dependents.size(),
+        " of the ", incident.agents_size(), " hosts on this incident (", NameSome(best_dependents),
+        "); ", best->rule(), " fired there at ", TimeOfDay(best->fired_unix_ms()), " UTC");
   }
   if (cause != incident.probable_cause() || reason != incident.probable_cause_reason()) {
     const bool changed = cause != incident.probable_cause();

@@ -94,7 +94,14 @@ class IncidentManager final : public AlertSink {
     v1::Incident incident;
     std::map<std::string, AlertRef> alerts;  // by alert id
     absl::Time last_activity;
+    // Indexes over `alerts`, so correlating an alert and naming the cause cost per alert what
+    // they cost per incident (a fleet-wide event brings a thousand alerts in a second).
+    std::set<std::string> hosts;
+    std::map<std::string, std::string> host_of_rule;   // rule -> first host it fired on
+    std::map<std::string, std::string> provider_host;  // service/role/agent -> a host that is it
+    std::map<std::string, std::set<std::string>> dependents;  // name -> hosts that depend on it
   };
+  static void Index(Active& active, const v1::Alert& alert);
   struct DiagnosticsRequest {
     std::string incident_id;
     std::string agent_id;

@@ -403,8 +403,9 @@ void RemediationManager::DoResult(const std::string& agent_id, const v1::Command
   switch (result.phase()) {
     case v1::CommandResult::STARTED:
       run.set_state("started");
+      // The timeline says it now; the stored proposal catches up when the wave ends, so a wave
+      // of a hundred costs one proposal write, not two hundred.
       Record(p, "action_started", agent_id, absl::StrCat(p.action(), " started on ", agent_id));
-      Save(p);
       return;
     case v1::CommandResult::FINISHED:
       run.set_state("finished");
@@ -428,8 +429,7 @@ void RemediationManager::DoResult(const std::string& agent_id, const v1::Command
       return;
   }
   runs_by_command_.erase(ref);
-  Save(p);
-  Advance(p, wave);
+  Advance(p, wave);  // saves when the wave is over
   Sweep();
 }
 
@@ -475,7 +475,6 @@ void RemediationManager::DoTick() {
     run.set_reason("no result from the agent in time");
     Record(p, "action_finished", "controller",
            absl::StrCat(p.action(), " on ", run.agent_id(), ": no result from the agent in time"));
-    Save(p);
     Advance(p, run.wave());
   }
   Sweep();
