@@ -1,0 +1,236 @@
+// The approval policy file, and proposals with a simulated clock: expiry, reviews, waves and
+// results, against a SQLite store in a temporary folder and a fake command sender.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "common/clock.h"
+#include "controller/remediation/policy.h"
+#include "controller/remediation/remediation_manager.h"
+#include "storage/sqlite/sqlite_store.h"
+#include "tests/support/process.h"
+
+namespace vigil::controller {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(Policy, DefaultsKeepTwoApproversForDangerousActions) {
+  auto policy = LoadPolicy("");
+  ASSERT_TRUE(policy.ok());
+  EXPECT_EQ(policy->For("pg_terminate_backend").approvals, 2);
+  EXPECT_EQ(policy->For("redis_flushdb").approvals, 2);
+  EXPECT_EQ(policy->For("restart_service").approvals, 1);
+  EXPECT_TRUE(policy->For("restart_service").roles.contains(Role::kCommander));
+  EXPECT_FALSE(policy->For("restart_service").roles.contains(Role::kResponder));
+}
+
+TEST(Policy, FileOverridesAndErrorsNameFileAndLine) {
+  testing::TempDir dir;
+  testing::WriteFile(dir.File("p.yaml"), R"(proposal_ttl: 5m
+wave_size: 10
+default: {approvals: 1, roles: [commander, admin]}
+actions:
+  restart_service: {approvals: 2, roles: [admin], timeout: 120s}
+)");
+  auto policy = LoadPolicy(dir.File("p.yaml"));
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  EXPECT_EQ(policy->proposal_ttl, absl::Minutes(5));
+  EXPECT_EQ(policy->wave_size, 10);
+  EXPECT_EQ(policy->For("restart_service").approvals, 2);
+  EXPECT_EQ(policy->For("restart_service").roles, std::set<Role>{Role::kAdmin});
+  EXPECT_EQ(policy->For("restart_service").timeout, absl::Seconds(120));
+
+  for (const auto& [text, want] : std::vector<std::pair<std::string, std::string>>{
+           {"actions:\n  drop_table: {}\n", "p.yaml:2: unknown action 'drop_table'"},
+           {"actions:\n  logrotate: {approvals: 0}\n", "approvals must be 1 to 10"},
+           {"actions:\n  logrotate: {roles: [viewer]}\n", "viewers cannot approve"},
+           {"actions:\n  logrotate: {roles: [boss]}\n", "role 'boss'"},
+           {"wave_size: 0\n", "wave_size must be at least 1"},
+           {"colour: red\n", "unknown key 'colour'"},
+       }) {
+    testing::WriteFile(dir.File("p.yaml"), text);
+    auto bad = LoadPolicy(dir.File("p.yaml"));
+    ASSERT_FALSE(bad.ok()) << text;
+    EXPECT_THAT(std::string(bad.status().message()), HasSubstr(want)) << text;
+  }
+}
+
+class RemediationManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = storage::OpenSqliteStore(dir_.File("vigil.db"));
+    ASSERT_TRUE(store.ok());
+    store_ = std::move(*store);
+    incidents_ = std::make_unique<IncidentManager>(
+        store_.get(), &clock_,
+        [](const std::string&, const v1::CollectDiagnostics&) { return true; },
+        IncidentManager::Options{});
+    ASSERT_TRUE(incidents_->Start().ok());
+    auto signer = CommandSigner::LoadOrCreate(dir_.File("k.key"), dir_.File("k.pub"));
+    ASSERT_TRUE(signer.ok());
+    Policy policy;
+    policy.proposal_ttl = absl::Minutes(15);
+    remediation_ = std::make_unique<RemediationManager>(
+        store_.get(), incidents_.get(), &clock_, policy, std::move(*signer),
+        [this](const std::string& agent, v1::Command command) {
+          if (agent == "offline") {
+            return false;
+          }
+          sent_.push_back(command);
+          return true;
+        },
+        [](const std::string& agent) -> std::optional<std::vector<std::string>> {
+          if (agent == "nobody") {
+            return std::nullopt;
+          }
+          return std::vector<std::string>{"restart_service", "pg_terminate_backend"};
+        });
+    ASSERT_TRUE(remediation_->Start().ok());
+    // An incident to act on.
+    v1::Alert alert;
+    alert.set_id("a1");
+    alert.set_rule("HighCPU");
+    alert.set_agent_id("w-1");
+    alert.set_state(v1::FIRING);
+    alert.set_source("rules");
+    alert.set_fired_unix_ms(1);
+    incidents_->OnAlertChange(alert, nullptr);
+    incidents_->Flush();
+  }
+  void TearDown() override { incidents_->Stop(); }
+
+  absl::StatusOr<v1::ActionProposal> Propose(std::vector<std::string> agents,
+                                             const std::string& action, int wave_size = 0) {
+    v1::ProposeActionRequest request;
+    request.set_incident_id("INC-0001");
+    request.set_action(action);
+    static const std::map<std::string, std::pair<std::string, std::string>> kParams = {
+        {"restart_service", {"unit", "worker"}},
+        {"pg_terminate_backend", {"pid", "42"}},
+        {"redis_flushdb", {"db", "0"}}};
+    const auto& [key, value] = kParams.at(action);
+    (*request.mutable_params())[key] = value;
+    for (const auto& a : agents) {
+      request.add_agents(a);
+    }
+    request.set_wave_size(wave_size);
+    absl::StatusOr<v1::ActionProposal> result = absl::UnknownError("not called");
+    remediation_->Propose(request, Caller{"alice", Role::kCommander},
+                          [&](absl::StatusOr<v1::ActionProposal> r) { result = r; });
+    incidents_->Flush();
+    return result;
+  }
+  absl::StatusOr<v1::ActionProposal> Review(const std::string& id, const std::string& who,
+                                            Role role = Role::kCommander, bool approve = true) {
+    v1::ReviewActionRequest request;
+    request.set_proposal_id(id);
+    request.set_approve(approve);
+    absl::StatusOr<v1::ActionProposal> result = absl::UnknownError("not called");
+    remediation_->Review(request, Caller{who, role},
+                         [&](absl::StatusOr<v1::ActionProposal> r) { result = r; });
+    incidents_->Flush();
+    return result;
+  }
+  void Answer(const v1::Command& command, v1::CommandResult::Phase phase, int exit_code = 0) {
+    v1::CommandResult result;
+    result.set_command_id(command.id());
+    result.set_phase(phase);
+    result.set_exit_code(exit_code);
+    remediation_->OnCommandResult(command.agent_id(), result);
+    incidents_->Flush();
+  }
+  v1::ActionProposal Stored(const std::string& id) { return **store_->GetProposal(id); }
+
+  testing::TempDir dir_;
+  SimulatedClock clock_;
+  std::unique_ptr<storage::Store> store_;
+  std::unique_ptr<IncidentManager> incidents_;
+  std::unique_ptr<RemediationManager> remediation_;
+  std::vector<v1::Command> sent_;
+};
+
+TEST_F(RemediationManagerTest, ProposalsAreCheckedWhenMade) {
+  EXPECT_THAT(std::string(Propose({"nobody"}, "restart_service").status().message()),
+              HasSubstr("no agent 'nobody'"));
+  EXPECT_THAT(std::string(Propose({"w-1"}, "redis_flushdb").status().message()),
+              HasSubstr("w-1 does not offer redis_flushdb"));
+  EXPECT_THAT(std::string(Propose({"w-1", "w-1"}, "restart_service").status().message()),
+              HasSubstr("named twice"));
+  EXPECT_THAT(std::string(Propose({}, "restart_service").status().message()),
+              HasSubstr("at least one agent"));
+}
+
+TEST_F(RemediationManagerTest, UnapprovedProposalExpires) {
+  auto p = Propose({"w-1"}, "pg_terminate_backend");
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_TRUE(Review(p->id(), "bob").ok());
+  clock_.Advance(absl::Minutes(15));
+  remediation_->Tick();
+  incidents_->Flush();
+  EXPECT_EQ(Stored(p->id()).state(), v1::EXPIRED);
+  EXPECT_THAT(std::string(Review(p->id(), "carol").status().message()), HasSubstr("expired"));
+  EXPECT_TRUE(sent_.empty());
+}
+
+TEST_F(RemediationManagerTest, RolesProposerAndDuplicatesAreRefused) {
+  auto p = Propose({"w-1"}, "pg_terminate_backend");
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(absl::IsPermissionDenied(Review(p->id(), "alice").status()));
+  EXPECT_TRUE(absl::IsPermissionDenied(Review(p->id(), "rita", Role::kResponder).status()));
+  ASSERT_TRUE(Review(p->id(), "bob").ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(Review(p->id(), "bob").status()));
+  EXPECT_TRUE(sent_.empty());
+  auto approved = Review(p->id(), "carol");
+  ASSERT_TRUE(approved.ok());
+  EXPECT_EQ(approved->state(), v1::DISPATCHING);
+  ASSERT_EQ(sent_.size(), 1u);
+  EXPECT_EQ(sent_[0].signature().size(), 64u);
+  EXPECT_EQ(sent_[0].params().at("pid"), "42");
+}
+
+TEST_F(RemediationManagerTest, WavesAdvanceOnSuccessAndStopAtFailure) {
+  auto p = Propose({"w-1", "w-2", "w-3", "w-4"}, "restart_service", 2);
+  ASSERT_TRUE(p.ok());
+  ASSERT_TRUE(Review(p->id(), "bob").ok());
+  ASSERT_EQ(sent_.size(), 2u);  // the first wave only
+  Answer(sent_[0], v1::CommandResult::STARTED);
+  Answer(sent_[0], v1::CommandResult::FINISHED);
+  EXPECT_EQ(sent_.size(), 2u);  // w-2 still running
+  Answer(sent_[1], v1::CommandResult::FINISHED);
+  ASSERT_EQ(sent_.size(), 4u);  // second wave
+  Answer(sent_[2], v1::CommandResult::FINISHED, 1);
+  Answer(sent_[3], v1::CommandResult::FINISHED);
+  v1::ActionProposal done = Stored(p->id());
+  EXPECT_EQ(done.state(), v1::FAILED);
+  EXPECT_THAT(done.reason(), HasSubstr("stopped at wave 2: failed on w-3"));
+
+  auto q = Propose({"w-1", "w-2", "w-3"}, "restart_service", 1);
+  ASSERT_TRUE(q.ok());
+  ASSERT_TRUE(Review(q->id(), "bob").ok());
+  Answer(sent_[4], v1::CommandResult::REFUSED);
+  v1::ActionProposal stopped = Stored(q->id());
+  EXPECT_EQ(stopped.state(), v1::FAILED);
+  EXPECT_EQ(stopped.runs(1).state(), "skipped");
+  EXPECT_EQ(sent_.size(), 5u);  // nothing sent to the skipped ones
+}
+
+TEST_F(RemediationManagerTest, OfflineAgentAndSilentAgentFailTheRollout) {
+  auto p = Propose({"offline"}, "restart_service");
+  ASSERT_TRUE(p.ok());
+  ASSERT_TRUE(Review(p->id(), "bob").ok());
+  EXPECT_EQ(Stored(p->id()).state(), v1::FAILED);
+  EXPECT_THAT(Stored(p->id()).runs(0).reason(), HasSubstr("not connected"));
+
+  auto q = Propose({"w-1"}, "restart_service");
+  ASSERT_TRUE(q.ok());
+  ASSERT_TRUE(Review(q->id(), "bob").ok());
+  clock_.Advance(absl::Minutes(3));  // timeout 60s + command lifetime 60s
+  remediation_->Tick();
+  incidents_->Flush();
+  EXPECT_EQ(Stored(q->id()).state(), v1::FAILED);
+  EXPECT_THAT(Stored(q->id()).runs(0).reason(), HasSubstr("no result"));
+  EXPECT_TRUE(store_->VerifyChain()->ok());
+}
+
+}  // namespace
+}  // namespace vigil::controller
