@@ -20,6 +20,18 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const absl:
   return reactor;
 }
 
+// Finishes a unary call when the worker that owns the change is done with it.
+template <typename Response>
+std::function<void(absl::StatusOr<Response>)> FinishWhenDone(grpc::ServerUnaryReactor* reactor,
+                                                             Response* response) {
+  return [reactor, response](absl::StatusOr<Response> result) {
+    if (result.ok()) {
+      *response = std::move(*result);
+    }
+    reactor->Finish(ToGrpcStatus(result.status()));
+  };
+}
+
 // One `vigil watch`: the events after its resume point from the store, then every new one as
 // the incident manager appends it. Live events that arrive during the backfill are held back
 // and sent after it, so the stream is always in seq order without gaps or repeats.
@@ -260,13 +272,7 @@ grpc::ServerUnaryReactor* ControlServiceImpl::UpdateIncident(
     return Done(context, absl::InvalidArgumentError("incident_id is required"));
   }
   auto* reactor = context->DefaultReactor();
-  incidents_->Update(*request, caller->name,
-                     [reactor, response](absl::StatusOr<v1::Incident> result) {
-                       if (result.ok()) {
-                         *response = std::move(*result);
-                       }
-                       reactor->Finish(ToGrpcStatus(result.status()));
-                     });
+  incidents_->Update(*request, caller->name, FinishWhenDone(reactor, response));
   return reactor;
 }
 
@@ -287,13 +293,7 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ProposeAction(grpc::CallbackServer
     return Done(context, caller.status());
   }
   auto* reactor = context->DefaultReactor();
-  remediation_->Propose(*request, *caller,
-                        [reactor, response](absl::StatusOr<v1::ActionProposal> result) {
-                          if (result.ok()) {
-                            *response = std::move(*result);
-                          }
-                          reactor->Finish(ToGrpcStatus(result.status()));
-                        });
+  remediation_->Propose(*request, *caller, FinishWhenDone(reactor, response));
   return reactor;
 }
 
@@ -308,13 +308,7 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ReviewAction(grpc::CallbackServerC
     return Done(context, caller.status());
   }
   auto* reactor = context->DefaultReactor();
-  remediation_->Review(*request, *caller,
-                       [reactor, response](absl::StatusOr<v1::ActionProposal> result) {
-                         if (result.ok()) {
-                           *response = std::move(*result);
-                         }
-                         reactor->Finish(ToGrpcStatus(result.status()));
-                       });
+  remediation_->Review(*request, *caller, FinishWhenDone(reactor, response));
   return reactor;
 }
 
