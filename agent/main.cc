@@ -5,6 +5,7 @@
 #include <csignal>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "agent/agent.h"
 #include "agent/agent_config.h"
 #include "common/logging.h"
@@ -40,6 +41,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!id.empty()) {
+    // The default journal is named after the id: follow the --id override.
+    if (config->journal_path == absl::StrCat("/var/lib/vigil-agent/", config->id, ".journal")) {
+      config->journal_path = absl::StrCat("/var/lib/vigil-agent/", id, ".journal");
+    }
     config->id = id;
   }
   vigil::agent::AgentOptions options;
