@@ -123,7 +123,7 @@ void RemediationManager::Save(const v1::ActionProposal& proposal) {
 }
 
 void RemediationManager::Record(const v1::ActionProposal& proposal, absl::string_view kind,
-                                absl::string_view actor, std::string summary,
+                                absl::string_view actor, absl::string_view summary,
                                 std::string details_json) {
   (void)incidents_->Record(proposal.incident_id(), kind, actor,
                            absl::StrCat(proposal.id(), ": ", summary), std::move(details_json));

@@ -76,7 +76,7 @@ class RemediationManager {
   void Sweep();
   void Save(const v1::ActionProposal& proposal);
   void Record(const v1::ActionProposal& proposal, absl::string_view kind, absl::string_view actor,
-              std::string summary, std::string details_json = "");
+              absl::string_view summary, std::string details_json = "");
   std::string Describe(const v1::ActionProposal& proposal) const;
 
   storage::Store* store_;
