@@ -77,6 +77,8 @@ class HttpUpstream {
 class NginxServer {
  public:
   NginxServer(const std::string& dir, uint16_t upstream_port, const std::string& log_format = "");
+  // Stops nginx with SIGTERM: a SIGKILLed master leaves its workers running, orphaned.
+  ~NginxServer() { Stop(); }
   bool ok() const { return ok_; }
   uint16_t port() const { return port_; }
   std::string access_log() const { return dir_ + "/nginx/access.log"; }
