@@ -68,8 +68,15 @@ absl::StatusOr<Caller> Authenticator::Authenticate(absl::string_view authorizati
   if (!absl::ConsumePrefix(&token, "Bearer ") || token.empty()) {
     return absl::UnauthenticatedError("the authorization header must be 'Bearer TOKEN'");
   }
-  absl::StatusOr<std::optional<storage::UserRecord>> user =
-      store_->FindUserByTokenHash(TokenHash(token));
+  const std::string hash = TokenHash(token);
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = cache_.find(hash); it != cache_.end() && now - it->second.second < cache_for_) {
+      return it->second.first;
+    }
+  }
+  absl::StatusOr<std::optional<storage::UserRecord>> user = store_->FindUserByTokenHash(hash);
   if (!user.ok()) {
     return user.status();
   }
@@ -81,7 +88,13 @@ absl::StatusOr<Caller> Authenticator::Authenticate(absl::string_view authorizati
     return absl::InternalError(
         absl::StrCat("user ", (*user)->name, " has a bad role in the store"));
   }
-  return Caller{(*user)->name, *role};
+  Caller caller{(*user)->name, *role};
+  absl::MutexLock lock(&mu_);
+  if (cache_.size() >= 10'000) {
+    cache_.clear();  // bounded: unknown tokens are never cached, known ones are few
+  }
+  cache_[hash] = {caller, now};
+  return caller;
 }
 
 absl::Status Authenticator::Require(const Caller& caller, Role needed, absl::string_view what) {

@@ -7,10 +7,15 @@
 // Stateless helpers plus an Authenticator over the Store; thread-safe.
 #pragma once
 
+#include <map>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "storage/store.h"
 
 namespace vigil::controller {
@@ -29,9 +34,12 @@ struct Caller {
   Role role = Role::kViewer;
 };
 
+// Remembers tokens it has seen for a short while, so an API call costs a map lookup rather than a
+// store read on a gRPC thread; a user added later is found on first use. Thread-safe.
 class Authenticator {
  public:
-  explicit Authenticator(storage::Store* store) : store_(store) {}
+  explicit Authenticator(storage::Store* store, absl::Duration cache_for = absl::Seconds(30))
+      : store_(store), cache_for_(cache_for) {}
   // `authorization` is the request's header value ("Bearer TOKEN"); empty when absent.
   // Unauthenticated: no token, malformed header, unknown token.
   absl::StatusOr<Caller> Authenticate(absl::string_view authorization) const;
@@ -40,6 +48,10 @@ class Authenticator {
 
  private:
   storage::Store* store_;
+  const absl::Duration cache_for_;
+  mutable absl::Mutex mu_;
+  // token hash -> (caller, when it was read from the store)
+  mutable std::map<std::string, std::pair<Caller, absl::Time>> cache_ ABSL_GUARDED_BY(mu_);
 };
 
 // `vigil-controller users add`: validates the name and role, stores the user, returns the token.
