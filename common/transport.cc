@@ -107,10 +107,10 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     if (absl::Status s = CheckPlainText(flags, address); !s.ok()) {
       return s;
     }
-    // Said loudly once at startup: nobody is authenticated, and an agent's id is taken on trust.
+    // Said loudly once at startup: tokens travel in clear, and an agent's id is taken on trust.
     spdlog::warn(
-        "plain text on {} (--insecure): no TLS, clients are not authenticated and agent ids are "
-        "not checked against certificates; for development on loopback only",
+        "plain text on {} (--insecure): no TLS, tokens travel in clear and agent ids are not "
+        "checked against certificates; for development on loopback only",
         address);
     return grpc::InsecureServerCredentials();
   }
