@@ -607,7 +607,12 @@ void IncidentManager::RequestDiagnostics(Active& active, const std::string& agen
                  "", &active.incident);
     return;
   }
-  diagnostics_requests_[request.request_id()] = {active.incident.id(), agent_id};
+  const absl::Time now = clock_->Now();
+  // Agents that disconnect never answer: forget their requests rather than keep them forever.
+  std::erase_if(diagnostics_requests_, [now](const auto& entry) {
+    return now - entry.second.asked > kDiagnosticsPatience;
+  });
+  diagnostics_requests_[request.request_id()] = {active.incident.id(), agent_id, now};
 }
 
 void IncidentManager::HandleDiagnostics(const std::string& agent_id,

@@ -105,7 +105,10 @@ class IncidentManager final : public AlertSink {
   struct DiagnosticsRequest {
     std::string incident_id;
     std::string agent_id;
+    absl::Time asked;
   };
+  // Answers come within seconds; requests whose agent went away are forgotten after this.
+  static constexpr absl::Duration kDiagnosticsPatience = absl::Minutes(10);
 
   void Enqueue(std::function<void()> work);
   void WorkerLoop();

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "agent/collectors/log_format.h"
+#include "tests/support/proto_json.h"
 #include "tests/support/servers.h"
 #include "vigil/v1/control_service.pb.h"
 
@@ -22,6 +23,7 @@ namespace {
 
 using testing::BinaryPath;
 using testing::CommandResult;
+using testing::ParseJson;
 using testing::RunCommand;
 using testing::Subprocess;
 using testing::WaitUntil;
@@ -45,12 +47,6 @@ constexpr char kRules[] = R"(rules:
     severity: SEV3
     diagnostics: [pg_lock_waits]
 )";
-
-template <typename Message>
-bool ParseJson(const std::string& json, Message* message) {
-  message->Clear();
-  return google::protobuf::util::JsonStringToMessage(json, message).ok();
-}
 
 // POSTs JSON with python3 (always installed with the test servers); true on a 2xx answer.
 bool PostJson(uint16_t port, const std::string& path, const std::string& body) {

@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "tests/support/proto_json.h"
 #include "tests/support/servers.h"
 #include "vigil/v1/control_service.pb.h"
 
@@ -20,15 +21,10 @@ namespace {
 
 using testing::BinaryPath;
 using testing::CommandResult;
+using testing::ParseJson;
 using testing::RunCommand;
 using testing::Subprocess;
 using testing::WaitUntil;
-
-template <typename Message>
-bool ParseJson(const std::string& json, Message* message) {
-  message->Clear();
-  return google::protobuf::util::JsonStringToMessage(json, message).ok();
-}
 
 class RemediationTest : public ::testing::Test {
  protected:

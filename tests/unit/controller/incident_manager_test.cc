@@ -190,6 +190,18 @@ TEST_F(IncidentManagerTest, DiagnosticsLandOnTheTimelineOnlyFromTheAskedAgent) {
   EXPECT_THAT(events[1].details_json(), HasSubstr("pg_sleep"));
 }
 
+TEST_F(IncidentManagerTest, RequestsNobodyAnsweredAreForgotten) {
+  Fire(MakeAlert("d1", "SlowQueries", "db-1", kDb), {"pg_active_queries"});
+  ASSERT_THAT(requests_, SizeIs(1));
+  clock_.Advance(absl::Minutes(11));
+  Fire(MakeAlert("b1", "HighCPU", "batch-1", kBatch), {"top_processes"});  // prunes
+  v1::Diagnostics late;
+  late.set_request_id(requests_[0].second.request_id());
+  manager_->OnDiagnostics("db-1", late);
+  manager_->Flush();
+  EXPECT_THAT(Kinds("INC-0001"), ElementsAre("incident_opened"));
+}
+
 TEST_F(IncidentManagerTest, UnreachableAgentIsNotedNotIgnored) {
   Fire(MakeAlert("g1", "HighCPU", "gone-1", kBatch), {"top_processes"});
   auto events = *store_->ListEvents("INC-0001", 0, 100);
