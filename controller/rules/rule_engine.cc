@@ -186,13 +186,10 @@ void RuleEngine::Evaluate(const Rule& rule, const std::string& agent_id, const S
   ++evaluations_;
   static const Labels kNoLabels;
   auto labels_it = agent_labels_.find(agent_id);
-  Labels labels = labels_it == agent_labels_.end() ? kNoLabels : labels_it->second;
-  for (const auto& [k, v] : series.labels) {
-    labels[k] = v;
-  }
+  const Labels& agent_labels = labels_it == agent_labels_.end() ? kNoLabels : labels_it->second;
   const std::string key = InstanceKey(rule, agent_id, series.labels);
-  Update(rule, key, agent_id, labels, value, Compare(value, rule.expr.op, rule.expr.threshold),
-         now);
+  Update(rule, key, agent_id, series.labels, agent_labels, value,
+         Compare(value, rule.expr.op, rule.expr.threshold), now);
 }
 
 void RuleEngine::EvaluateAggregates(absl::Time now) {
@@ -212,7 +209,9 @@ void RuleEngine::EvaluateAggregates(absl::Time now) {
     std::map<std::string, Group> groups;
     for (const auto& [series, c] : contributions_[index]) {
       Group& g = groups[c.group_key];
-      g.labels = c.group_labels;
+      if (g.count == 0) {
+        g.labels = c.group_labels;
+      }
       g.sum += c.value;
       g.min = std::min(g.min, c.value);
       g.max = std::max(g.max, c.value);
@@ -243,8 +242,9 @@ void RuleEngine::EvaluateAggregates(absl::Time now) {
       ++evaluations_;
       const std::string key = InstanceKey(rule, "", g.labels);
       live_keys.insert(key);
-      Update(rule, key, "", g.labels, value, Compare(value, rule.expr.op, rule.expr.threshold),
-             now);
+      static const Labels kNoLabels;
+      Update(rule, key, "", g.labels, kNoLabels, value,
+             Compare(value, rule.expr.op, rule.expr.threshold), now);
     }
     // A group with no member left is judged on nothing: its alert resolves.
     for (auto it = instances_.begin(); it != instances_.end();) {
@@ -257,7 +257,8 @@ void RuleEngine::EvaluateAggregates(absl::Time now) {
 }
 
 void RuleEngine::Update(const Rule& rule, const std::string& key, const std::string& agent_id,
-                        const Labels& labels, double value, bool met, absl::Time now) {
+                        const Labels& labels, const Labels& more_labels, double value, bool met,
+                        absl::Time now) {
   auto it = instances_.find(key);
   if (!met) {
     if (it != instances_.end()) {
@@ -276,7 +277,9 @@ void RuleEngine::Update(const Rule& rule, const std::string& key, const std::str
     a.set_id(RandomId("alert-"));
     a.set_rule(rule.name);
     a.set_agent_id(agent_id);
+    // Labels are copied once, when the alert is born; `labels` win over `more_labels`.
     a.mutable_labels()->insert(labels.begin(), labels.end());
+    a.mutable_labels()->insert(more_labels.begin(), more_labels.end());
     a.set_expr(rule.expr.text);
     a.set_summary(rule.summary);
     a.set_runbook(rule.runbook);

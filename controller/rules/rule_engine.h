@@ -77,9 +77,10 @@ class RuleEngine {
                 absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EvaluateAggregates(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves one alert instance on with a fresh value; `key` identifies it across evaluations.
+  // A new alert carries `labels` (the series' or group's) and then `more_labels` (the agent's).
   void Update(const Rule& rule, const std::string& key, const std::string& agent_id,
-              const Labels& labels, double value, bool met, absl::Time now)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+              const Labels& labels, const Labels& more_labels, double value, bool met,
+              absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MarkStale(Instance& instance, absl::string_view reason, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Resolve(std::unordered_map<std::string, Instance>::iterator it, absl::Time now)
