@@ -3,14 +3,18 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
+
 namespace vigil {
 namespace {
 const double kLogGamma = std::log(LogHistogram::kGamma);
-constexpr size_t kMaxBuckets = 1 << 16;
 }  // namespace
 
 int LogHistogram::BucketIndex(double value) {
-  return static_cast<int>(std::ceil(std::log(value) / kLogGamma));
+  const double index = std::ceil(std::log(value) / kLogGamma);
+  // Clamped before the cast: log(+Inf) or a denormal would otherwise overflow the int.
+  return static_cast<int>(
+      std::clamp(index, static_cast<double>(kMinIndex), static_cast<double>(kMaxIndex)));
 }
 
 double LogHistogram::BucketValue(int index) {
@@ -33,7 +37,7 @@ void LogHistogram::Grow(int index) {
 }
 
 void LogHistogram::Add(double value, uint64_t n) {
-  if (!(value >= 0) || n == 0) return;  // drops NaN and negatives
+  if (!(value >= 0) || std::isinf(value) || n == 0) return;  // drops NaN, infinities, negatives
   count_ += n;
   sum_ += value * static_cast<double>(n);
   if (value <= kMinValue) {
@@ -95,13 +99,43 @@ void LogHistogram::ToProto(v1::Histogram* out) const {
   out->set_count(count_);
 }
 
-void LogHistogram::FromProto(const v1::Histogram& in) {
-  Clear();
-  MergeProto(in);
+absl::Status LogHistogram::CheckProto(const v1::Histogram& in, absl::string_view field) {
+  const int64_t first = in.offset();
+  const int64_t last = first + in.counts_size() - 1;
+  if (in.counts_size() > 0 && (first < kMinIndex || last > kMaxIndex)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": buckets ", first, "..", last,
+                                                   " lie outside the schema's range ", kMinIndex,
+                                                   "..", kMaxIndex));
+  }
+  uint64_t total = in.zero_count();
+  if (total > kMaxCount) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".zero_count ", total, " exceeds ", kMaxCount));
+  }
+  for (int i = 0; i < in.counts_size(); ++i) {
+    if (in.counts(i) > kMaxCount - total) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".counts: more than ", kMaxCount, " observations in one histogram"));
+    }
+    total += in.counts(i);
+  }
+  if (!std::isfinite(in.sum()) || in.sum() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".sum ", in.sum(), " is not a finite non-negative number"));
+  }
+  return absl::OkStatus();
 }
 
-void LogHistogram::MergeProto(const v1::Histogram& in) {
-  size_t n = std::min<size_t>(static_cast<size_t>(in.counts_size()), kMaxBuckets);
+bool LogHistogram::FromProto(const v1::Histogram& in) {
+  Clear();
+  return MergeProto(in);
+}
+
+bool LogHistogram::MergeProto(const v1::Histogram& in) {
+  if (!CheckProto(in).ok()) {
+    return false;
+  }
+  const size_t n = static_cast<size_t>(in.counts_size());
   uint64_t bucket_total = in.zero_count();
   if (n > 0) {
     Grow(in.offset());
@@ -115,6 +149,7 @@ void LogHistogram::MergeProto(const v1::Histogram& in) {
   // Trust the buckets over the declared count, so a malformed message cannot skew quantiles.
   count_ += bucket_total;
   sum_ += in.sum();
+  return true;
 }
 
 }  // namespace vigil

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "vigil/v1/telemetry.pb.h"
 
 namespace vigil {
@@ -17,6 +18,12 @@ class LogHistogram {
   static constexpr double kGamma = (1 + kRelativeAccuracy) / (1 - kRelativeAccuracy);
   // Observations at or below this go to the zero bucket (1 microsecond for latencies).
   static constexpr double kMinValue = 1e-6;
+  // The schema's bucket range: indexes outside it are never produced (Add clamps to it; gamma^2048
+  // is about 6e17) and never accepted from the wire, so no offset arithmetic can overflow.
+  static constexpr int kMinIndex = -2048;
+  static constexpr int kMaxIndex = 2048;
+  // Observations one histogram may carry, so that merging 2^24 of them cannot overflow.
+  static constexpr uint64_t kMaxCount = uint64_t{1} << 40;
 
   void Add(double value, uint64_t n = 1);
   void Merge(const LogHistogram& other);
@@ -30,10 +37,16 @@ class LogHistogram {
   double Quantile(double q) const;
 
   void ToProto(v1::Histogram* out) const;
-  // Replaces the contents with `in`; counts arrays longer than 1 << 16 are truncated.
-  void FromProto(const v1::Histogram& in);
-  // Adds `in` without materialising a second histogram.
-  void MergeProto(const v1::Histogram& in);
+  // InvalidArgument, prefixed with `field`, unless `in` stays inside the schema: buckets within
+  // [kMinIndex, kMaxIndex], at most kMaxCount observations, a finite non-negative sum.
+  static absl::Status CheckProto(const v1::Histogram& in, absl::string_view field = "histogram");
+  // Replaces the contents with `in`; false (and empty) when CheckProto refuses it.
+  bool FromProto(const v1::Histogram& in);
+  // Adds `in` without materialising a second histogram; false (and unchanged) when CheckProto
+  // refuses it.
+  bool MergeProto(const v1::Histogram& in);
+  // Memory the buckets hold, for budgets.
+  size_t bucket_bytes() const { return counts_.capacity() * sizeof(uint64_t); }
 
   static int BucketIndex(double value);
   static double BucketValue(int index);
@@ -41,7 +54,7 @@ class LogHistogram {
  private:
   void Grow(int index);
 
-  int offset_ = 0;                 // bucket index of counts_[0]
+  int offset_ = 0;  // bucket index of counts_[0]
   std::vector<uint64_t> counts_;
   uint64_t zero_count_ = 0;
   uint64_t count_ = 0;
