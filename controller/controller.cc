@@ -35,6 +35,7 @@ class Controller::Observer final : public IngestObserver {
   void OnCommandResult(const std::string& agent_id, const v1::CommandResult& result) override {
     remediation_->OnCommandResult(agent_id, result);
   }
+  void OnEvicting(const std::string& agent_id) override { rules_->ForgetAgent(agent_id); }
 
  private:
   RuleEngine* rules_;
@@ -56,7 +57,9 @@ absl::StatusOr<std::vector<Rule>> LoadRules(const std::string& rules_path) {
 }
 
 Controller::Controller(ControllerOptions options, const Clock* clock)
-    : options_(std::move(options)), clock_(clock) {}
+    : options_(std::move(options)),
+      clock_(clock),
+      fleet_(FleetState::Options{.limits = options_.ingest_limits}) {}
 
 Controller::~Controller() { Stop(); }
 
@@ -81,7 +84,10 @@ absl::Status Controller::Start() {
   fleet_.Restore(registry);
 
   agent_service_ = std::make_unique<AgentServiceImpl>(
-      &fleet_, clock_, AgentServiceImpl::Options{.silence_timeout = options_.silence_timeout});
+      &fleet_, clock_,
+      AgentServiceImpl::Options{.silence_timeout = options_.silence_timeout,
+                                .limits = options_.ingest_limits,
+                                .evict_after = options_.evict_after});
   incidents_ = std::make_unique<IncidentManager>(
       store_.get(), clock_,
       [this](const std::string& agent_id, const v1::CollectDiagnostics& request) {
@@ -225,6 +231,30 @@ std::string Controller::MetricsPage() {
          static_cast<double>(fleet_.samples_ingested()));
   metric("vigil_agent_messages_total", "counter", "Messages received from agents since start.",
          static_cast<double>(agent_service_->messages_received()));
+  const FleetState::DropCounts dropped = fleet_.dropped();
+  absl::StrAppend(&page,
+                  "# HELP vigil_ingest_samples_dropped_total Samples dropped without refusing "
+                  "their batch, by reason.\n# TYPE vigil_ingest_samples_dropped_total counter\n");
+  absl::StrAppendFormat(&page, "vigil_ingest_samples_dropped_total{reason=\"non_finite\"} %d\n",
+                        dropped.non_finite);
+  absl::StrAppendFormat(&page, "vigil_ingest_samples_dropped_total{reason=\"out_of_order\"} %d\n",
+                        dropped.out_of_order);
+  const AgentServiceImpl::Refusals refused = agent_service_->refusals();
+  absl::StrAppend(&page,
+                  "# HELP vigil_ingest_streams_refused_total Agent streams ended for breaking the "
+                  "wire contract, by what they sent.\n"
+                  "# TYPE vigil_ingest_streams_refused_total counter\n");
+  for (const auto& [reason, n] : {std::pair<const char*, uint64_t>{"hello", refused.hello},
+                                  {"telemetry", refused.telemetry},
+                                  {"memory_budget", refused.memory_budget},
+                                  {"diagnostics", refused.diagnostics},
+                                  {"command_result", refused.command_result}}) {
+    absl::StrAppendFormat(&page, "vigil_ingest_streams_refused_total{reason=\"%s\"} %d\n", reason,
+                          n);
+  }
+  metric("vigil_agents_evicted_total", "counter",
+         "Gone agents whose series were freed since start.",
+         static_cast<double>(agent_service_->agents_evicted()));
   metric("vigil_rule_evaluations_total", "counter", "Rule evaluations since start.",
          static_cast<double>(rule_engine_->evaluations()));
   metric("vigil_rules_loaded", "gauge", "Alert rules in force.",

@@ -41,6 +41,9 @@ struct ControllerOptions {
   // last message; agents send at least every silence_timeout / 3.
   absl::Duration silence_timeout = absl::Milliseconds(2500);
   absl::Duration registry_flush = absl::Seconds(1);
+  // What agents may send (sizes, counts, telemetry time) and how long a gone agent's series stay.
+  IngestLimits ingest_limits;
+  absl::Duration evict_after = absl::Hours(1);
   absl::Duration rule_tick = absl::Milliseconds(250);
   IncidentManager::Options incidents;
   RuleEngine::Options rule_engine;

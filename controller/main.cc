@@ -5,6 +5,7 @@
 #include <csignal>
 #include <iostream>
 #include <thread>
+#include <tuple>
 
 #include "common/logging.h"
 #include "common/transport.h"
@@ -79,6 +80,14 @@ int main(int argc, char** argv) {
   app.add_option("--signing-key", options.signing_key_path,
                  "Ed25519 key that signs commands (created when missing; default: next to --db)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
+  // Telemetry time and memory (the contract in DESIGN.md): durations like 30s, 24h.
+  std::string max_skew = "30s", max_age = "24h", evict_after = "1h";
+  app.add_option("--telemetry-max-skew", max_skew,
+                 "refuse telemetry stamped further ahead of this clock (30s)");
+  app.add_option("--telemetry-max-age", max_age,
+                 "refuse telemetry older than this; replays after an outage are younger (24h)");
+  app.add_option("--evict-after", evict_after,
+                 "free the series of agents disconnected this long (1h)");
   vigil::AddTransportFlags(app, options.transport);
 
   std::vector<std::string> rule_files;
@@ -114,11 +123,18 @@ int main(int argc, char** argv) {
   if (options.http_listen == "off") {
     options.http_listen.clear();
   }
-  if (auto window = vigil::ParseDurationText(correlation_window); window.ok()) {
-    options.incidents.correlation_window = *window;
-  } else {
-    std::cerr << "--correlation-window: " << window.status().message() << '\n';
-    return 2;
+  for (const auto& [flag, text, out] :
+       {std::tuple<const char*, const std::string&, absl::Duration*>{
+            "--correlation-window", correlation_window, &options.incidents.correlation_window},
+        {"--telemetry-max-skew", max_skew, &options.ingest_limits.max_future_skew},
+        {"--telemetry-max-age", max_age, &options.ingest_limits.max_age},
+        {"--evict-after", evict_after, &options.evict_after}}) {
+    absl::StatusOr<absl::Duration> parsed = vigil::ParseDurationText(text);
+    if (!parsed.ok()) {
+      std::cerr << flag << ": " << parsed.status().message() << '\n';
+      return 2;
+    }
+    *out = *parsed;
   }
   vigil::SetupLogging("vigil-controller", log_level);
 

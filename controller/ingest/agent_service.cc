@@ -11,6 +11,8 @@
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "common/status.h"
+#include "common/wire_metadata.h"
+#include "controller/ingest/telemetry_validator.h"
 
 namespace vigil::controller {
 namespace {
@@ -127,6 +129,19 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
 
   void Close(const grpc::Status& status) {
     absl::MutexLock lock(&mu_);
+    FinishLocked(status);
+  }
+
+  // Ends the stream refusing the batch `sequence`: the agent reads it from the trailing metadata
+  // and drops that batch instead of resending it forever.
+  void CloseRefusing(const grpc::Status& status, uint64_t sequence) {
+    absl::MutexLock lock(&mu_);
+    if (done_ || finishing_) {
+      return;
+    }
+    if (sequence != 0) {
+      context_->AddTrailingMetadata(std::string(kRefusedSequenceKey), absl::StrCat(sequence));
+    }
     FinishLocked(status);
   }
 
@@ -299,8 +314,12 @@ void AgentServiceImpl::IngestLoop() {
 }
 
 void AgentServiceImpl::Handle(Work& work) {
-  AgentStream& stream = *work.stream;
   const absl::Time now = clock_->Now();
+  if (work.stream == nullptr) {  // housekeeping
+    EvictGone(now);
+    return;
+  }
+  AgentStream& stream = *work.stream;
   if (work.message == nullptr) {  // the stream is over
     if (!stream.accepted) {
       return;
@@ -328,6 +347,10 @@ void AgentServiceImpl::Handle(Work& work) {
       return;
     }
     const v1::Hello& hello = message.hello();
+    if (absl::Status valid = ValidateHello(hello, options_.limits); !valid.ok()) {
+      Refuse(stream, valid, refused_hello_);
+      return;
+    }
     if (absl::Status identity = CheckIdentity(stream.identity(), stream.peer(), hello.agent_id());
         !identity.ok()) {
       if (FirstTime(
@@ -373,7 +396,18 @@ void AgentServiceImpl::Handle(Work& work) {
   switch (message.body_case()) {
     case v1::AgentMessage::kTelemetry: {
       const v1::TelemetryBatch& batch = message.telemetry();
-      const bool fresh = fleet_->Apply(stream.agent_id, batch, stream.dictionary, now);
+      const StreamView view{.dictionary_size = stream.dictionary.size(),
+                            .last_sequence = fleet_->LastSequence(stream.agent_id)};
+      if (absl::Status valid = ValidateBatch(batch, view, options_.limits, now); !valid.ok()) {
+        Refuse(stream, valid, refused_telemetry_, batch.sequence());
+        return;
+      }
+      absl::StatusOr<bool> applied = fleet_->Apply(stream.agent_id, batch, stream.dictionary, now);
+      if (!applied.ok()) {
+        Refuse(stream, applied.status(), refused_budget_, batch.sequence());
+        return;
+      }
+      const bool fresh = *applied;
       if (batch.sequence() != 0) {
         if (fresh && observer_) {
           observer_->OnTelemetry(stream.agent_id, batch, stream.dictionary);
@@ -385,6 +419,11 @@ void AgentServiceImpl::Handle(Work& work) {
       break;
     }
     case v1::AgentMessage::kDiagnostics:
+      if (absl::Status valid = ValidateDiagnostics(message.diagnostics(), options_.limits);
+          !valid.ok()) {
+        Refuse(stream, valid, refused_diagnostics_);
+        return;
+      }
       fleet_->Touch(stream.agent_id, now);
       fleet_->SetDiagnostics(stream.agent_id, message.diagnostics());
       if (observer_) {
@@ -392,6 +431,11 @@ void AgentServiceImpl::Handle(Work& work) {
       }
       break;
     case v1::AgentMessage::kCommandResult:
+      if (absl::Status valid = ValidateCommandResult(message.command_result(), options_.limits);
+          !valid.ok()) {
+        Refuse(stream, valid, refused_results_);
+        return;
+      }
       fleet_->Touch(stream.agent_id, now);
       if (observer_) {
         observer_->OnCommandResult(stream.agent_id, message.command_result());
@@ -405,7 +449,51 @@ void AgentServiceImpl::Handle(Work& work) {
   stream.ReadNext();
 }
 
+void AgentServiceImpl::Refuse(AgentStream& stream, const absl::Status& status,
+                              std::atomic<uint64_t>& counter, uint64_t sequence) {
+  ++counter;
+  const std::string who = stream.accepted
+                              ? absl::StrCat("agent '", stream.agent_id, "' (", stream.peer(), ")")
+                              : absl::StrCat("peer ", stream.peer());
+  // One log line per agent and field would still let a fleet of broken agents flood the log.
+  static RateLimitedLog limiter(10, absl::Minutes(1));
+  if (uint64_t suppressed = 0; limiter.Allow(absl::Now(), &suppressed)) {
+    spdlog::warn("refused {}: {}; ending its stream ({} similar refusals not logged)", who,
+                 status.message(), suppressed);
+  }
+  const grpc::StatusCode code = absl::IsResourceExhausted(status)
+                                    ? grpc::StatusCode::RESOURCE_EXHAUSTED
+                                    : grpc::StatusCode::INVALID_ARGUMENT;
+  stream.CloseRefusing(
+      grpc::Status(code, absl::StrCat("controller refused ", who, ": ", status.message())),
+      sequence);
+}
+
+AgentServiceImpl::Refusals AgentServiceImpl::refusals() const {
+  return Refusals{.hello = refused_hello_.load(),
+                  .telemetry = refused_telemetry_.load(),
+                  .memory_budget = refused_budget_.load(),
+                  .diagnostics = refused_diagnostics_.load(),
+                  .command_result = refused_results_.load()};
+}
+
+void AgentServiceImpl::EvictGone(absl::Time now) {
+  const absl::Time cutoff = now - options_.evict_after;
+  for (const std::string& agent_id : fleet_->GoneSince(cutoff)) {
+    // The rule engine lets go of the series first: it keys fleet-wide contributions by them.
+    if (observer_) {
+      observer_->OnEvicting(agent_id);
+    }
+    if (fleet_->Evict(agent_id, cutoff)) {
+      ++evicted_;
+      spdlog::info("agent '{}' gone for more than {}: its series are freed", agent_id,
+                   absl::FormatDuration(options_.evict_after));
+    }
+  }
+}
+
 void AgentServiceImpl::WatchdogLoop() {
+  absl::Time next_eviction = absl::InfinitePast();
   while (true) {
     {
       absl::MutexLock lock(&mu_);
@@ -415,6 +503,11 @@ void AgentServiceImpl::WatchdogLoop() {
       }
     }
     const absl::Time now = clock_->Now();
+    if (now >= next_eviction) {
+      // On the ingest thread: it alone adds series and hands out pointers to them.
+      next_eviction = now + absl::Seconds(10);
+      Enqueue({nullptr, nullptr});
+    }
     for (const auto& [agent_id, session] : fleet_->SilentSince(now - options_.silence_timeout)) {
       std::shared_ptr<AgentStream> stream;
       {

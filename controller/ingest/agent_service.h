@@ -34,6 +34,8 @@ class IngestObserver {
                            const std::vector<SeriesState*>& dictionary) {}
   virtual void OnDiagnostics(const std::string& agent_id, const v1::Diagnostics& diagnostics) {}
   virtual void OnCommandResult(const std::string& agent_id, const v1::CommandResult& result) {}
+  // The agent's series are about to be freed (it is gone): drop every pointer to them.
+  virtual void OnEvicting(const std::string& agent_id) {}
 };
 
 class AgentStream;
@@ -44,6 +46,17 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
     // With the watchdog's 250 ms tick, a silent agent is shown disconnected within 3 s of its
     // last message; agents send at least every silence_timeout / 3.
     absl::Duration silence_timeout = absl::Milliseconds(2500);
+    IngestLimits limits;
+    // Series and diagnostics of agents disconnected this long are freed (the registry stays).
+    absl::Duration evict_after = absl::Hours(1);
+  };
+  // Streams ended for breaking the wire contract, by what they sent (for /metrics).
+  struct Refusals {
+    uint64_t hello = 0;
+    uint64_t telemetry = 0;
+    uint64_t memory_budget = 0;
+    uint64_t diagnostics = 0;
+    uint64_t command_result = 0;
   };
   AgentServiceImpl(FleetState* fleet, const Clock* clock, Options options);
   ~AgentServiceImpl() override;
@@ -57,6 +70,8 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
   bool SendTo(const std::string& agent_id, v1::ControllerMessage message);
 
   uint64_t messages_received() const { return messages_.load(); }
+  Refusals refusals() const;
+  uint64_t agents_evicted() const { return evicted_.load(); }
 
   grpc::ServerBidiReactor<v1::AgentMessage, v1::ControllerMessage>* Connect(
       grpc::CallbackServerContext* context) override;
@@ -66,11 +81,16 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
   struct Work {
     std::shared_ptr<AgentStream> stream;
     std::unique_ptr<v1::AgentMessage> message;  // null: the stream ended
-  };
+  };  // both null: housekeeping (eviction) to run on the ingest thread
   void Enqueue(Work work);
   void IngestLoop();
   void Handle(Work& work);
   void WatchdogLoop();
+  void EvictGone(absl::Time now);
+  // Ends `stream` for a contract violation: logged (rate-limited) and counted. `sequence` is the
+  // refused batch's, sent back as trailing metadata so the agent drops it rather than resend it.
+  void Refuse(AgentStream& stream, const absl::Status& status, std::atomic<uint64_t>& counter,
+              uint64_t sequence = 0);
 
   FleetState* fleet_;
   const Clock* clock_;
@@ -78,6 +98,12 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
   IngestObserver* observer_ = nullptr;
   std::atomic<uint64_t> next_session_{1};
   std::atomic<uint64_t> messages_{0};
+  std::atomic<uint64_t> refused_hello_{0};
+  std::atomic<uint64_t> refused_telemetry_{0};
+  std::atomic<uint64_t> refused_budget_{0};
+  std::atomic<uint64_t> refused_diagnostics_{0};
+  std::atomic<uint64_t> refused_results_{0};
+  std::atomic<uint64_t> evicted_{0};
 
   absl::Mutex mu_;
   std::deque<Work> queue_ ABSL_GUARDED_BY(mu_);

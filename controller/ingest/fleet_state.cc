@@ -1,21 +1,43 @@
 #include "controller/ingest/fleet_state.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
 
 namespace vigil::controller {
 namespace {
 
+// Length-prefixed, so no choice of names and labels can make two series share a key
+// ({ab: c} and {a: bc} once did, when the separator was lost).
 std::string SeriesKey(const v1::SeriesDefinition& def) {
-  std::string key = def.name();
+  std::string key;
+  auto append = [&key](absl::string_view part) { absl::StrAppend(&key, part.size(), ":", part); };
+  append(def.name());
   std::map<std::string, std::string> sorted(def.labels().begin(), def.labels().end());
   for (const auto& [k, v] : sorted) {
-    absl::StrAppend(&key, "\0", k, "\0", v);
+    append(k);
+    append(v);
   }
   return key;
 }
+
+// What a series costs the controller beyond its histograms: the state, its key in the map, the
+// name and labels, and the hash node.
+size_t SeriesBytes(const v1::SeriesDefinition& def, size_t key_bytes) {
+  size_t bytes = sizeof(SeriesState) + key_bytes + def.name().size() + 64;
+  for (const auto& [k, v] : def.labels()) {
+    bytes += k.size() + v.size() + 96;  // two strings and a map node
+  }
+  return bytes;
+}
+
+// A histogram kept in a series' window: its buckets and the deque slot.
+size_t HistogramBytes(const LogHistogram& h) { return h.bucket_bytes() + 64; }
 
 std::string FormatTime(int64_t ms) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(ms), absl::UTCTimeZone());
@@ -23,11 +45,15 @@ std::string FormatTime(int64_t ms) {
 
 }  // namespace
 
-void SeriesState::AddValue(int64_t ms, double value) {
+bool SeriesState::AddValue(int64_t ms, double value) {
+  if (count > 0 && ms < time_ms[head]) {
+    return false;
+  }
   head = count == 0 ? 0 : (head + 1) % kWindowPoints;
   time_ms[head] = ms;
   values[head] = value;
   count = std::min(count + 1, kWindowPoints);
+  return true;
 }
 
 FleetState::Agent* FleetState::Find(const std::string& agent_id) const {
@@ -135,29 +161,56 @@ void FleetState::Touch(const std::string& agent_id, absl::Time now) {
   agent->info.set_last_seen_unix_ms(agent->last_message_ms);
 }
 
-bool FleetState::Apply(const std::string& agent_id, const v1::TelemetryBatch& batch,
-                       std::vector<SeriesState*>& dictionary, absl::Time now) {
+absl::StatusOr<bool> FleetState::Apply(const std::string& agent_id, const v1::TelemetryBatch& batch,
+                                       std::vector<SeriesState*>& dictionary, absl::Time now) {
   Agent* agent = Find(agent_id);
   if (agent == nullptr) {
     return false;
   }
   absl::MutexLock lock(&agent->mu);
+  // Budget first, so a refused batch changes nothing: the series it would add, and the
+  // histograms it would keep (pruning is not counted on: a replay may keep a whole window).
+  std::vector<std::string> keys;
+  keys.reserve(batch.new_series_size());
+  size_t new_series = 0;
+  size_t added_bytes = 0;
+  for (const v1::SeriesDefinition& def : batch.new_series()) {
+    keys.push_back(SeriesKey(def));
+    if (!agent->series.contains(keys.back())) {
+      ++new_series;
+      added_bytes += SeriesBytes(def, keys.back().size());
+    }
+  }
+  for (const v1::Snapshot& snapshot : batch.snapshots()) {
+    for (const v1::HistogramPoint& point : snapshot.histograms()) {
+      added_bytes += static_cast<size_t>(point.histogram().counts_size()) * sizeof(uint64_t) + 64;
+    }
+  }
+  if (agent->series.size() + new_series > options_.max_series_per_agent) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "telemetry.new_series: the agent would hold ", agent->series.size() + new_series,
+        " series, more than the ", options_.max_series_per_agent, " allowed per agent"));
+  }
+  if (agent->bytes + added_bytes > options_.limits.max_agent_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "telemetry: the agent's series would take about ", agent->bytes + added_bytes,
+        " bytes of controller memory, more than its budget of ", options_.limits.max_agent_bytes));
+  }
   agent->last_message_ms = absl::ToUnixMillis(now);
   agent->info.set_last_seen_unix_ms(agent->last_message_ms);
   // Definitions are per stream: they must be learnt even from a batch that is a duplicate.
-  for (const v1::SeriesDefinition& def : batch.new_series()) {
-    std::unique_ptr<SeriesState>& slot = agent->series[SeriesKey(def)];
+  for (int i = 0; i < batch.new_series_size(); ++i) {
+    const v1::SeriesDefinition& def = batch.new_series(i);
+    std::unique_ptr<SeriesState>& slot = agent->series[keys[i]];
     if (slot == nullptr) {
-      if (agent->series.size() > options_.max_series_per_agent) {
-        agent->series.erase(SeriesKey(def));
-        continue;  // a runaway label set must not eat the controller's memory
-      }
       slot = std::make_unique<SeriesState>();
       slot->name = def.name();
       slot->labels = Labels(def.labels().begin(), def.labels().end());
+      agent->bytes += SeriesBytes(def, keys[i].size());
     }
+    // ValidateBatch keeps ids dense and below the stream cap: this grows by one at most.
     if (def.id() >= dictionary.size()) {
-      dictionary.resize(def.id() + 1, nullptr);
+      dictionary.resize(static_cast<size_t>(def.id()) + 1, nullptr);
     }
     dictionary[def.id()] = slot.get();
   }
@@ -170,15 +223,24 @@ bool FleetState::Apply(const std::string& agent_id, const v1::TelemetryBatch& ba
   agent->info.set_last_sequence(batch.sequence());
   agent->dirty = true;
   const int64_t window_ms = absl::ToInt64Milliseconds(options_.histogram_window);
-  uint64_t samples = 0;
+  uint64_t samples = 0, non_finite = 0, out_of_order = 0;
   auto lookup = [&dictionary](uint32_t id) -> SeriesState* {
     return id < dictionary.size() ? dictionary[id] : nullptr;
   };
   for (const v1::Snapshot& snapshot : batch.snapshots()) {
+    const int64_t ms = snapshot.time_unix_ms();
     const int n = std::min(snapshot.series_ids_size(), snapshot.values_size());
     for (int i = 0; i < n; ++i) {
-      if (SeriesState* s = lookup(snapshot.series_ids(i))) {
-        s->AddValue(snapshot.time_unix_ms(), snapshot.values(i));
+      SeriesState* s = lookup(snapshot.series_ids(i));
+      if (s == nullptr) {
+        continue;
+      }
+      const double value = snapshot.values(i);
+      if (!std::isfinite(value)) {
+        ++non_finite;
+      } else if (!s->AddValue(ms, value)) {
+        ++out_of_order;
+      } else {
         ++samples;
       }
     }
@@ -187,20 +249,76 @@ bool FleetState::Apply(const std::string& agent_id, const v1::TelemetryBatch& ba
       if (s == nullptr) {
         continue;
       }
-      s->is_histogram = true;
       LogHistogram h;
-      h.FromProto(point.histogram());
-      s->AddValue(snapshot.time_unix_ms(), static_cast<double>(h.count()));
-      s->histograms.emplace_back(snapshot.time_unix_ms(), std::move(h));
-      while (!s->histograms.empty() &&
-             s->histograms.front().first <= snapshot.time_unix_ms() - window_ms) {
+      if (!h.FromProto(point.histogram())) {
+        continue;  // ValidateBatch refuses these; kept safe for direct callers
+      }
+      if (!s->AddValue(ms, static_cast<double>(h.count()))) {
+        ++out_of_order;
+        continue;
+      }
+      s->is_histogram = true;
+      agent->bytes += HistogramBytes(h);
+      s->histograms.emplace_back(ms, std::move(h));
+      while (!s->histograms.empty() && s->histograms.front().first <= ms - window_ms) {
+        agent->bytes -= std::min(agent->bytes, HistogramBytes(s->histograms.front().second));
         s->histograms.pop_front();
       }
       ++samples;
     }
   }
   samples_ += samples;
+  if (non_finite + out_of_order > 0) {
+    dropped_non_finite_ += non_finite;
+    dropped_out_of_order_ += out_of_order;
+    static RateLimitedLog limiter(5, absl::Minutes(1));
+    if (uint64_t suppressed = 0; limiter.Allow(absl::Now(), &suppressed)) {
+      spdlog::warn(
+          "agent '{}': dropped {} NaN or infinite and {} out-of-order sample(s) of batch {} "
+          "({} similar messages not logged)",
+          agent_id, non_finite, out_of_order, batch.sequence(), suppressed);
+    }
+  }
   return true;
+}
+
+uint64_t FleetState::LastSequence(const std::string& agent_id) const {
+  Agent* agent = Find(agent_id);
+  if (agent == nullptr) {
+    return 0;
+  }
+  absl::MutexLock lock(&agent->mu);
+  return agent->info.last_sequence();
+}
+
+std::vector<std::string> FleetState::GoneSince(absl::Time cutoff) const {
+  const int64_t cutoff_ms = absl::ToUnixMillis(cutoff);
+  std::vector<std::string> gone;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, agent] : agents_) {
+    absl::MutexLock agent_lock(&agent->mu);
+    if (agent->session == 0 && agent->last_message_ms < cutoff_ms &&
+        (!agent->series.empty() || !agent->diagnostics.empty())) {
+      gone.push_back(id);
+    }
+  }
+  return gone;
+}
+
+bool FleetState::Evict(const std::string& agent_id, absl::Time cutoff) {
+  Agent* agent = Find(agent_id);
+  if (agent == nullptr) {
+    return false;
+  }
+  absl::MutexLock lock(&agent->mu);
+  if (agent->session != 0 || agent->last_message_ms >= absl::ToUnixMillis(cutoff)) {
+    return false;
+  }
+  const bool had = !agent->series.empty() || !agent->diagnostics.empty();
+  agent->series.clear();
+  agent->diagnostics.clear();
+  agent->bytes = 0;
+  return had;
 }
 
 std::optional<std::vector<std::string>> FleetState::AgentActions(
@@ -220,6 +338,12 @@ void FleetState::SetDiagnostics(const std::string& agent_id, const v1::Diagnosti
   }
   absl::MutexLock lock(&agent->mu);
   for (const v1::DiagnosticTable& table : diagnostics.tables()) {
+    // Tables are kept by name, latest wins; a bounded set of names, so repeated answers with
+    // ever new names cannot grow the controller.
+    if (agent->diagnostics.size() >= options_.limits.max_diagnostic_tables &&
+        !agent->diagnostics.contains(table.name())) {
+      continue;
+    }
     agent->diagnostics[table.name()] = table;
   }
 }
@@ -332,5 +456,19 @@ size_t FleetState::connected_count() const {
 }
 
 uint64_t FleetState::samples_ingested() const { return samples_.load(); }
+
+FleetState::DropCounts FleetState::dropped() const {
+  return DropCounts{.non_finite = dropped_non_finite_.load(),
+                    .out_of_order = dropped_out_of_order_.load()};
+}
+
+size_t FleetState::AgentBytesForTest(const std::string& agent_id) const {
+  Agent* agent = Find(agent_id);
+  if (agent == nullptr) {
+    return 0;
+  }
+  absl::MutexLock lock(&agent->mu);
+  return agent->bytes;
+}
 
 }  // namespace vigil::controller

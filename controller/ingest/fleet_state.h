@@ -5,6 +5,7 @@
 // map.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -19,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/histogram.h"
+#include "controller/ingest/telemetry_validator.h"
 #include "vigil/v1/agent_service.pb.h"
 #include "vigil/v1/control_service.pb.h"
 
@@ -40,7 +42,9 @@ struct SeriesState {
   // Histograms: one per interval, oldest first, within the histogram window.
   std::deque<std::pair<int64_t, LogHistogram>> histograms;
 
-  void AddValue(int64_t ms, double value);
+  // Appends a point; false (nothing changed) when `ms` is older than the newest point, so the
+  // window stays in time order.
+  bool AddValue(int64_t ms, double value);
   double latest() const { return count == 0 ? 0 : values[head]; }
   int64_t latest_ms() const { return count == 0 ? 0 : time_ms[head]; }
 };
@@ -49,7 +53,14 @@ class FleetState {
  public:
   struct Options {
     absl::Duration histogram_window = absl::Seconds(60);
+    // Series one agent may hold across all its streams; beyond, its stream is refused.
     size_t max_series_per_agent = 10'000;
+    IngestLimits limits;
+  };
+  // Samples dropped without refusing the batch, by reason (for /metrics).
+  struct DropCounts {
+    uint64_t non_finite = 0;    // NaN or an infinity
+    uint64_t out_of_order = 0;  // older than the series' newest point
   };
   explicit FleetState(Options options) : options_(options) {}
   FleetState() : FleetState(Options{}) {}
@@ -67,10 +78,14 @@ class FleetState {
   std::vector<std::pair<std::string, uint64_t>> SilentSince(absl::Time cutoff);
   void Touch(const std::string& agent_id, absl::Time now);
 
-  // Applies a batch from `session`; `dictionary` is the stream's series-id table. Returns false
-  // when the batch was a duplicate (sequence already stored) and was skipped.
-  bool Apply(const std::string& agent_id, const v1::TelemetryBatch& batch,
-             std::vector<SeriesState*>& dictionary, absl::Time now);
+  // Applies a batch that passed ValidateBatch; `dictionary` is the stream's series-id table.
+  // Returns false when the batch was a duplicate (sequence already stored) and was skipped.
+  // ResourceExhausted, with nothing changed, when the batch would take the agent past its
+  // series cap or memory budget. NaN, infinities and out-of-order points are dropped and counted.
+  absl::StatusOr<bool> Apply(const std::string& agent_id, const v1::TelemetryBatch& batch,
+                             std::vector<SeriesState*>& dictionary, absl::Time now);
+  // Highest sequence stored for the agent; 0 for an unknown one.
+  uint64_t LastSequence(const std::string& agent_id) const;
   void SetDiagnostics(const std::string& agent_id, const v1::Diagnostics& diagnostics);
 
   // Snapshot for ListAgents, sorted by id, with the live columns filled in.
@@ -78,6 +93,13 @@ class FleetState {
   // NotFound for an unknown agent.
   absl::StatusOr<v1::GetMetricsResponse> GetMetrics(const std::string& agent_id,
                                                     absl::string_view name_prefix) const;
+  // Agents disconnected since before `cutoff` that still hold series: their ids. Frees nothing.
+  std::vector<std::string> GoneSince(absl::Time cutoff) const;
+  // Frees the series and diagnostics of `agent_id` if it is still disconnected since before
+  // `cutoff`; the registry row stays. True when something was freed. Must not race Apply for the
+  // same agent (call both from the ingest thread): streams hold pointers into the series.
+  bool Evict(const std::string& agent_id, absl::Time cutoff);
+
   // Registry rows changed since the last call (for the store writer).
   std::vector<v1::AgentInfo> TakeDirty();
 
@@ -86,6 +108,9 @@ class FleetState {
 
   size_t connected_count() const;
   uint64_t samples_ingested() const;
+  DropCounts dropped() const;
+  // Estimated bytes the agent's series hold (0 for an unknown agent).
+  size_t AgentBytesForTest(const std::string& agent_id) const;
 
  private:
   struct Agent {
@@ -95,6 +120,7 @@ class FleetState {
     int64_t last_message_ms ABSL_GUARDED_BY(mu) = 0;
     std::unordered_map<std::string, std::unique_ptr<SeriesState>> series ABSL_GUARDED_BY(mu);
     std::map<std::string, v1::DiagnosticTable> diagnostics ABSL_GUARDED_BY(mu);
+    size_t bytes ABSL_GUARDED_BY(mu) = 0;  // estimate of what `series` holds, for the budget
     bool dirty ABSL_GUARDED_BY(mu) = false;
   };
   Agent* Find(const std::string& agent_id) const;
@@ -106,6 +132,8 @@ class FleetState {
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Agent>> agents_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> samples_{0};
+  std::atomic<uint64_t> dropped_non_finite_{0};
+  std::atomic<uint64_t> dropped_out_of_order_{0};
 };
 
 }  // namespace vigil::controller

@@ -22,9 +22,13 @@ std::string InstanceKey(const Rule& rule, const std::string& agent_id, const Lab
 
 // The value a series contributes: its latest gauge value, or a quantile of its histograms
 // over the rule's window. False when there is nothing to judge (no requests in the window).
-bool SeriesValue(const Rule& rule, const SeriesState& series, double* value) {
+// The series' value for `rule` at `now`: the latest point, or the quantile of the histograms in
+// the rule's window. Points older than the window never count, so a replay of old telemetry after
+// an outage fills the charts without firing alerts about the past.
+bool SeriesValue(const Rule& rule, const SeriesState& series, absl::Time now, double* value) {
+  const int64_t cutoff = absl::ToUnixMillis(now) - absl::ToInt64Milliseconds(rule.window);
   if (rule.expr.quantile == 0) {
-    if (series.count == 0) {
+    if (series.count == 0 || series.latest_ms() <= cutoff) {
       return false;
     }
     *value = series.latest();
@@ -33,8 +37,6 @@ bool SeriesValue(const Rule& rule, const SeriesState& series, double* value) {
   if (series.histograms.empty()) {
     return false;
   }
-  const int64_t newest = series.histograms.back().first;
-  const int64_t cutoff = newest - absl::ToInt64Milliseconds(rule.window);
   LogHistogram merged;
   for (auto it = series.histograms.rbegin(); it != series.histograms.rend() && it->first > cutoff;
        ++it) {
@@ -107,6 +109,15 @@ void RuleEngine::OnDisconnected(const std::string& agent_id) {
       MarkStale(instance, "its agent disconnected", now);
     }
   }
+  ForgetContributionsLocked(agent_id);
+}
+
+void RuleEngine::ForgetAgent(const std::string& agent_id) {
+  absl::MutexLock lock(&mu_);
+  ForgetContributionsLocked(agent_id);
+}
+
+void RuleEngine::ForgetContributionsLocked(const std::string& agent_id) {
   for (auto& per_rule : contributions_) {
     for (auto it = per_rule.begin(); it != per_rule.end();) {
       if (it->second.agent_id == agent_id) {
@@ -154,7 +165,7 @@ void RuleEngine::OnTelemetry(const std::string& agent_id, const v1::TelemetryBat
       for (size_t index : it->second) {
         const Rule& rule = rules_[index];
         double value = 0;
-        if (!Matches(rule, *series, agent_labels) || !SeriesValue(rule, *series, &value)) {
+        if (!Matches(rule, *series, agent_labels) || !SeriesValue(rule, *series, now, &value)) {
           continue;
         }
         Contribution& c = contributions_[index][series];
@@ -180,7 +191,7 @@ void RuleEngine::OnTelemetry(const std::string& agent_id, const v1::TelemetryBat
 void RuleEngine::Evaluate(const Rule& rule, const std::string& agent_id, const SeriesState& series,
                           absl::Time now) {
   double value = 0;
-  if (!SeriesValue(rule, series, &value)) {
+  if (!SeriesValue(rule, series, now, &value)) {
     return;
   }
   ++evaluations_;

@@ -48,6 +48,8 @@ class RuleEngine {
 
   void OnConnected(const std::string& agent_id, const Labels& agent_labels);
   void OnDisconnected(const std::string& agent_id);
+  // The agent's series are about to be freed: forget every pointer to them.
+  void ForgetAgent(const std::string& agent_id);
   // `dictionary` maps the batch's series ids to the FleetState's series, already updated.
   void OnTelemetry(const std::string& agent_id, const v1::TelemetryBatch& batch,
                    const std::vector<SeriesState*>& dictionary);
@@ -81,6 +83,7 @@ class RuleEngine {
   void Update(const Rule& rule, const std::string& key, const std::string& agent_id,
               const Labels& labels, const Labels& more_labels, double value, bool met,
               absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ForgetContributionsLocked(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MarkStale(Instance& instance, absl::string_view reason, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Resolve(std::unordered_map<std::string, Instance>::iterator it, absl::Time now)

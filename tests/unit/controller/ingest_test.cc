@@ -1,0 +1,295 @@
+// Edge validation of agent messages and the fleet state's defences: every field an agent
+// controls is bounded before it sizes, indexes or changes anything.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "common/histogram.h"
+#include "controller/ingest/fleet_state.h"
+#include "controller/ingest/telemetry_validator.h"
+
+namespace vigil::controller {
+namespace {
+
+using ::testing::HasSubstr;
+
+const absl::Time kNow = absl::FromUnixSeconds(1'800'000'000);
+const int64_t kNowMs = absl::ToUnixMillis(kNow);
+
+v1::Hello MakeHello(const std::string& id) {
+  v1::Hello hello;
+  hello.set_agent_id(id);
+  hello.set_hostname(id);
+  hello.set_version("test");
+  (*hello.mutable_labels())["role"] = "api";
+  return hello;
+}
+
+v1::TelemetryBatch Batch(uint64_t sequence) {
+  v1::TelemetryBatch batch;
+  batch.set_sequence(sequence);
+  return batch;
+}
+
+void Define(v1::TelemetryBatch& batch, uint32_t id, const std::string& name,
+            std::map<std::string, std::string> labels = {}) {
+  v1::SeriesDefinition* def = batch.add_new_series();
+  def->set_id(id);
+  def->set_name(name);
+  for (const auto& [k, v] : labels) {
+    (*def->mutable_labels())[k] = v;
+  }
+}
+
+v1::Snapshot* Snap(v1::TelemetryBatch& batch, int64_t ms = kNowMs) {
+  v1::Snapshot* s = batch.add_snapshots();
+  s->set_time_unix_ms(ms);
+  return s;
+}
+
+void Gauge(v1::Snapshot* s, uint32_t id, double value) {
+  s->add_series_ids(id);
+  s->add_values(value);
+}
+
+absl::Status Check(const v1::TelemetryBatch& batch, size_t dictionary = 0, uint64_t last = 0) {
+  return ValidateBatch(batch, StreamView{.dictionary_size = dictionary, .last_sequence = last},
+                       IngestLimits{}, kNow);
+}
+
+TEST(ValidateBatchTest, AcceptsAnOrdinaryBatch) {
+  v1::TelemetryBatch batch = Batch(1);
+  Define(batch, 0, "host_cpu_usage_ratio");
+  Define(batch, 1, "host_disk_used_ratio", {{"mount", "/"}});
+  Gauge(Snap(batch), 0, 0.5);
+  EXPECT_TRUE(Check(batch).ok()) << Check(batch);
+}
+
+TEST(ValidateBatchTest, RefusesDictionaryIdsThatWrapOrSkip) {
+  v1::TelemetryBatch wrap = Batch(1);
+  Define(wrap, 0xFFFFFFFFu, "host_load1");
+  absl::Status s = Check(wrap);
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_THAT(s.message(), HasSubstr("new_series[0].id: 4294967295"));
+  EXPECT_THAT(s.message(), HasSubstr("cap"));
+
+  v1::TelemetryBatch skip = Batch(1);
+  Define(skip, 5'000, "host_load1");
+  EXPECT_THAT(Check(skip, 3).message(), HasSubstr("ids must be dense, the next one is 3"));
+
+  // Redefining an id already known on the stream is fine; so is the next one.
+  v1::TelemetryBatch again = Batch(1);
+  Define(again, 2, "host_load1");
+  Define(again, 3, "host_cpu_usage_ratio");
+  EXPECT_TRUE(Check(again, 3).ok());
+}
+
+TEST(ValidateBatchTest, RefusesUndefinedIdsAndMismatchedColumns) {
+  v1::TelemetryBatch batch = Batch(1);
+  Gauge(Snap(batch), 7, 1);
+  EXPECT_THAT(Check(batch, 2).message(), HasSubstr("series_ids[0]: 7 was never defined"));
+
+  v1::TelemetryBatch ragged = Batch(1);
+  Snap(ragged)->add_series_ids(0);
+  EXPECT_THAT(Check(ragged, 1).message(), HasSubstr("1 series ids but 0 values"));
+}
+
+TEST(ValidateBatchTest, BoundsNamesAndLabels) {
+  v1::TelemetryBatch big = Batch(1);
+  Define(big, 0, "host_load1", {{"mount", std::string(256 * 1024, 'x')}});
+  EXPECT_THAT(Check(big).message(), HasSubstr("262144 bytes, more than the 512 allowed"));
+
+  v1::TelemetryBatch bad_name = Batch(1);
+  Define(bad_name, 0, "host load\n1");
+  EXPECT_THAT(Check(bad_name).message(), HasSubstr("outside [a-zA-Z0-9_:]"));
+
+  v1::TelemetryBatch bad_key = Batch(1);
+  Define(bad_key, 0, "host_load1", {{"a\x1b[2J", "v"}});
+  EXPECT_THAT(Check(bad_key).message(), HasSubstr("label key"));
+}
+
+TEST(ValidateBatchTest, TelemetryTimeHasASkewAndAnAge) {
+  v1::TelemetryBatch future = Batch(1);
+  Define(future, 0, "host_load1");
+  Gauge(Snap(future, kNowMs + absl::ToInt64Milliseconds(absl::Hours(24))), 0, 1);
+  EXPECT_THAT(Check(future).message(), HasSubstr("ahead of the controller's clock"));
+
+  v1::TelemetryBatch slightly_ahead = Batch(1);
+  Define(slightly_ahead, 0, "host_load1");
+  Gauge(Snap(slightly_ahead, kNowMs + 5'000), 0, 1);
+  EXPECT_TRUE(Check(slightly_ahead).ok());
+
+  // A replay after an outage is normal; a week-old one is not.
+  v1::TelemetryBatch replay = Batch(1);
+  Define(replay, 0, "host_load1");
+  Gauge(Snap(replay, kNowMs - absl::ToInt64Milliseconds(absl::Hours(2))), 0, 1);
+  EXPECT_TRUE(Check(replay).ok());
+  v1::TelemetryBatch ancient = Batch(1);
+  Define(ancient, 0, "host_load1");
+  Gauge(Snap(ancient, kNowMs - absl::ToInt64Milliseconds(absl::Hours(24 * 7))), 0, 1);
+  EXPECT_THAT(Check(ancient).message(), HasSubstr("older than"));
+}
+
+TEST(ValidateBatchTest, SequenceJumpsAreBounded) {
+  EXPECT_THAT(Check(Batch(std::numeric_limits<uint64_t>::max())).message(),
+              HasSubstr("telemetry.sequence"));
+  EXPECT_THAT(Check(Batch(std::numeric_limits<uint64_t>::max()), 0, 41).message(),
+              HasSubstr("past the last stored sequence 41"));
+  EXPECT_TRUE(Check(Batch(42), 0, 41).ok());
+  EXPECT_TRUE(Check(Batch(30), 0, 41).ok());  // a duplicate: skipped later, not refused
+  EXPECT_TRUE(Check(Batch(0), 0, 41).ok());   // a heartbeat
+}
+
+TEST(ValidateBatchTest, HistogramsStayInsideTheSchema) {
+  for (int offset : {std::numeric_limits<int>::max() - 1, std::numeric_limits<int>::min(), 5'000}) {
+    v1::TelemetryBatch batch = Batch(1);
+    Define(batch, 0, "nginx_request_duration_seconds");
+    v1::HistogramPoint* point = Snap(batch)->add_histograms();
+    point->set_series_id(0);
+    point->mutable_histogram()->set_offset(offset);
+    point->mutable_histogram()->add_counts(1);
+    point->mutable_histogram()->add_counts(1);
+    EXPECT_THAT(Check(batch).message(), HasSubstr("outside the schema's range")) << offset;
+  }
+  v1::TelemetryBatch overflow = Batch(1);
+  Define(overflow, 0, "nginx_request_duration_seconds");
+  v1::HistogramPoint* point = Snap(overflow)->add_histograms();
+  point->mutable_histogram()->add_counts(std::numeric_limits<uint64_t>::max());
+  point->mutable_histogram()->add_counts(std::numeric_limits<uint64_t>::max());
+  EXPECT_THAT(Check(overflow).message(), HasSubstr("observations"));
+
+  v1::TelemetryBatch nan_sum = Batch(1);
+  Define(nan_sum, 0, "nginx_request_duration_seconds");
+  Snap(nan_sum)->add_histograms()->mutable_histogram()->set_sum(std::nan(""));
+  EXPECT_THAT(Check(nan_sum).message(), HasSubstr(".sum"));
+}
+
+TEST(ValidateHelloTest, BoundsIdentityAndLabels) {
+  EXPECT_TRUE(ValidateHello(MakeHello("web-1"), IngestLimits{}).ok());
+  EXPECT_THAT(ValidateHello(MakeHello(""), IngestLimits{}).message(), HasSubstr("agent_id"));
+  EXPECT_THAT(ValidateHello(MakeHello("web-1\x1b[31m"), IngestLimits{}).message(),
+              HasSubstr("outside [a-zA-Z0-9._-]"));
+  v1::Hello labels = MakeHello("web-1");
+  for (int i = 0; i < 100; ++i) {
+    (*labels.mutable_labels())[absl::StrCat("l", i)] = "v";
+  }
+  EXPECT_THAT(ValidateHello(labels, IngestLimits{}).message(), HasSubstr("101 labels"));
+}
+
+TEST(ValidateDiagnosticsTest, BoundsTablesRowsAndCells) {
+  v1::Diagnostics d;
+  v1::DiagnosticTable* t = d.add_tables();
+  t->set_name("top_processes");
+  for (int i = 0; i < 2'000; ++i) {
+    t->add_rows()->add_cells("x");
+  }
+  EXPECT_THAT(ValidateDiagnostics(d, IngestLimits{}).message(), HasSubstr("2000 rows"));
+  v1::CommandResult r;
+  r.set_output_tail(std::string(1 << 20, 'x'));
+  EXPECT_THAT(ValidateCommandResult(r, IngestLimits{}).message(), HasSubstr("output_tail"));
+}
+
+class FleetStateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(fleet_.Connect(MakeHello("web-1"), "ipv4:127.0.0.1:1", 1, kNow).ok());
+  }
+  absl::StatusOr<bool> Apply(const v1::TelemetryBatch& batch) {
+    return fleet_.Apply("web-1", batch, dictionary_, kNow);
+  }
+  FleetState fleet_;
+  std::vector<SeriesState*> dictionary_;
+};
+
+TEST_F(FleetStateTest, LabelsThatConcatenateAlikeAreTwoSeries) {
+  v1::TelemetryBatch batch = Batch(1);
+  Define(batch, 0, "host_disk_used_ratio", {{"ab", "c"}});
+  Define(batch, 1, "host_disk_used_ratio", {{"a", "bc"}});
+  v1::Snapshot* s = Snap(batch);
+  Gauge(s, 0, 0.1);
+  Gauge(s, 1, 0.9);
+  ASSERT_TRUE(Apply(batch).ok());
+  ASSERT_EQ(dictionary_.size(), 2u);
+  EXPECT_NE(dictionary_[0], dictionary_[1]);
+  absl::StatusOr<v1::GetMetricsResponse> metrics = fleet_.GetMetrics("web-1", "");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_EQ(metrics->metrics_size(), 2);
+}
+
+TEST_F(FleetStateTest, NonFiniteAndOutOfOrderValuesAreDroppedAndCounted) {
+  v1::TelemetryBatch batch = Batch(1);
+  Define(batch, 0, "host_load1");
+  v1::Snapshot* s = Snap(batch);
+  Gauge(s, 0, 2.0);
+  Gauge(Snap(batch), 0, std::nan(""));
+  Gauge(Snap(batch), 0, std::numeric_limits<double>::infinity());
+  Gauge(Snap(batch, kNowMs - 10'000), 0, 7.0);  // older than the newest point
+  ASSERT_TRUE(Apply(batch).ok());
+  EXPECT_EQ(fleet_.dropped().non_finite, 2u);
+  EXPECT_EQ(fleet_.dropped().out_of_order, 1u);
+  EXPECT_EQ(dictionary_[0]->latest(), 2.0);
+  EXPECT_EQ(dictionary_[0]->count, 1);
+}
+
+TEST_F(FleetStateTest, MemoryBudgetRefusesAndChangesNothing) {
+  FleetState small(FleetState::Options{.limits = IngestLimits{.max_agent_bytes = 64 << 10}});
+  ASSERT_TRUE(small.Connect(MakeHello("web-1"), "peer", 1, kNow).ok());
+  std::vector<SeriesState*> dictionary;
+  uint32_t id = 0;
+  absl::Status refused;
+  for (int round = 1; round < 100 && refused.ok(); ++round) {
+    v1::TelemetryBatch batch = Batch(round);
+    for (int i = 0; i < 10; ++i, ++id) {
+      Define(batch, id, "host_disk_used_ratio",
+             {{"mount", std::string(400, 'a' + i) + absl::StrCat(id)}});
+    }
+    absl::StatusOr<bool> applied = small.Apply("web-1", batch, dictionary, kNow);
+    if (!applied.ok()) {
+      refused = applied.status();
+      id -= 10;
+    }
+  }
+  EXPECT_TRUE(absl::IsResourceExhausted(refused)) << refused;
+  EXPECT_THAT(refused.message(), HasSubstr("budget"));
+  EXPECT_LE(small.AgentBytesForTest("web-1"), size_t{64 << 10});
+  EXPECT_EQ(dictionary.size(), id) << "a refused batch added definitions";
+}
+
+TEST_F(FleetStateTest, GoneAgentsAreEvictedAndLiveOnesKept) {
+  v1::TelemetryBatch batch = Batch(1);
+  Define(batch, 0, "host_load1");
+  Gauge(Snap(batch), 0, 1);
+  ASSERT_TRUE(Apply(batch).ok());
+  EXPECT_GT(fleet_.AgentBytesForTest("web-1"), 0u);
+  EXPECT_TRUE(fleet_.GoneSince(kNow + absl::Hours(2)).empty()) << "still connected";
+  fleet_.Disconnect("web-1", 1, kNow);
+  EXPECT_TRUE(fleet_.GoneSince(kNow - absl::Minutes(1)).empty()) << "not gone long enough";
+  ASSERT_THAT(fleet_.GoneSince(kNow + absl::Hours(2)), ::testing::ElementsAre("web-1"));
+  EXPECT_TRUE(fleet_.Evict("web-1", kNow + absl::Hours(2)));
+  EXPECT_EQ(fleet_.AgentBytesForTest("web-1"), 0u);
+  EXPECT_EQ(fleet_.GetMetrics("web-1", "")->metrics_size(), 0);
+  EXPECT_EQ(fleet_.ListAgents().size(), 1u) << "the registry row stays";
+}
+
+TEST(HistogramBoundsTest, AddClampsAndFromProtoRefusesOutOfRange) {
+  LogHistogram h;
+  h.Add(1e300);
+  h.Add(1e-300);
+  h.Add(std::numeric_limits<double>::infinity());
+  v1::Histogram proto;
+  h.ToProto(&proto);
+  EXPECT_TRUE(LogHistogram::CheckProto(proto).ok()) << LogHistogram::CheckProto(proto);
+  EXPECT_EQ(h.count(), 2u);
+  v1::Histogram hostile;
+  hostile.set_offset(std::numeric_limits<int>::max());
+  hostile.add_counts(1);
+  LogHistogram back;
+  EXPECT_FALSE(back.FromProto(hostile));
+  EXPECT_TRUE(back.empty());
+}
+
+}  // namespace
+}  // namespace vigil::controller
