@@ -5,9 +5,11 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status.h"
+#include "common/wire_metadata.h"
 
 namespace vigil::agent {
 namespace {
@@ -169,6 +171,22 @@ void StreamClient::Run() {
   connected_ = false;
 }
 
+void StreamClient::DropRefusedBatch(const grpc::ClientContext& context,
+                                    const grpc::Status& status) {
+  const auto& trailers = context.GetServerTrailingMetadata();
+  auto it = trailers.find(grpc::string_ref(kRefusedSequenceKey.data(), kRefusedSequenceKey.size()));
+  uint64_t sequence = 0;
+  if (it == trailers.end() ||
+      !absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()), &sequence)) {
+    return;
+  }
+  // Resending a batch the controller judged invalid would only be refused again, forever.
+  if (spool_.Refuse(sequence)) {
+    spdlog::error("controller refused telemetry batch {} and it is dropped ({} refused so far): {}",
+                  sequence, spool_.refused(), status.error_message());
+  }
+}
+
 absl::Status StreamClient::RunStream() {
   grpc::ClientContext context;
   {
@@ -305,6 +323,7 @@ absl::Status StreamClient::RunStream() {
   }
   if (!status.ok()) {
     ended = FromGrpcStatus(status);
+    DropRefusedBatch(context, status);
   }
   return ended;
 }

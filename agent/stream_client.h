@@ -72,6 +72,8 @@ class StreamClient {
   };
   // One stream from connect to its end; returns why it ended.
   absl::Status RunStream();
+  // After a stream ended: drops the batch the controller refused, if it named one.
+  void DropRefusedBatch(const grpc::ClientContext& context, const grpc::Status& status);
   // Waits until there is something to send, `deadline`, a broken stream or Stop().
   // Queued messages are taken only when `take_messages` (a welcomed stream).
   Pending WaitForWork(absl::Time deadline, const std::atomic<bool>* broken, bool take_messages);

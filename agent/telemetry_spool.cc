@@ -39,4 +39,15 @@ void TelemetrySpool::AckThrough(uint64_t sequence) {
   }
 }
 
+bool TelemetrySpool::Refuse(uint64_t sequence) {
+  for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+    if (it->sequence == sequence && sequence != 0) {
+      entries_.erase(it);
+      ++refused_;
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace vigil::agent

@@ -32,9 +32,14 @@ class TelemetrySpool {
   // The controller stored every entry up to `sequence`.
   void AckThrough(uint64_t sequence);
 
+  // The controller refused the entry `sequence` as invalid: it is dropped and counted, never
+  // resent. False when no such entry is queued.
+  bool Refuse(uint64_t sequence);
+
   const std::deque<Entry>& entries() const { return entries_; }
   bool numbered() const { return numbered_; }
   uint64_t dropped() const { return dropped_; }
+  uint64_t refused() const { return refused_; }
   uint64_t next_sequence() const { return next_sequence_; }
 
  private:
@@ -43,6 +48,7 @@ class TelemetrySpool {
   bool numbered_ = false;
   uint64_t next_sequence_ = 1;
   uint64_t dropped_ = 0;  // entries lost to the bound while the controller was away
+  uint64_t refused_ = 0;  // entries the controller refused
 };
 
 }  // namespace vigil::agent
