@@ -262,6 +262,16 @@ TEST_F(CliTest, TokenAndControllerComeFromTheEnvironment) {
   EXPECT_THAT(out_.str(), HasSubstr("alice (commander)"));
 }
 
+TEST_F(CliTest, InsecureIsRefusedForNamesThatOnlyLookLocal) {
+  for (const std::string address :
+       {"127.attacker.example:7443", "127.0.0.1.nip.io:7443", "localhost.evil:7443"}) {
+    EXPECT_EQ(RunRaw({"--controller=" + address, "--insecure", "agents"}), 2) << address;
+    EXPECT_EQ(err_.str(), "vigil: --insecure is refused for " + address +
+                              ": plain text is allowed on loopback only\n");
+  }
+  EXPECT_EQ(fake().TotalCalls(), 0);
+}
+
 TEST_F(CliTest, NoTokenSendsNoAuthorization) {
   fake().SetResponse("ListAgents", SampleAgents());
   ASSERT_EQ(Run({"agents"}), 0);
