@@ -129,7 +129,7 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
   try {
     return Run(args, out, err, context);
   } catch (const std::exception& e) {
-    err << "vigil: internal error: " << e.what() << '\n';
+    err << "vigil: internal error: " << OneLine(e.what()) << '\n';
   } catch (...) {
     err << "vigil: internal error\n";
   }

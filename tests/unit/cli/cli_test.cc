@@ -867,7 +867,7 @@ TEST(OutputTest, TableAlignsOnTheWidestCellWithoutTrailingBlanks) {
   EXPECT_EQ(out.str(),
             "> A           LONG HEADER   C\n"
             "> wide cell   x\n"
-            "> é           multi line\n");
+            "> é           multi\\nline\n");
 }
 
 }  // namespace
