@@ -49,7 +49,7 @@ int Run(std::vector<std::string> args, std::ostream& out, std::ostream& err,
   CLI::App app("vigil: the incident commander's command line for a Vigil fleet", "vigil");
   app.require_subcommand(1);
   app.fallthrough();  // global flags may also follow the verb
-  app.set_version_flag("--version", VIGIL_VERSION);
+  app.set_version_flag("--version", "vigil " VIGIL_VERSION, "print the version and exit");
   std::string output = "table";
   std::string timeout = "10s";
   app.add_option("--controller", env.connection.controller, "controller address HOST:PORT")

@@ -299,6 +299,15 @@ TEST_F(CliTest, TokenFromTheEnvironmentIsCheckedAndNamed) {
   unsetenv("VIGIL_TOKEN");
 }
 
+TEST_F(CliTest, VersionNeedsNothingElse) {
+  EXPECT_EQ(RunRaw({"--version"}), 0);
+  EXPECT_EQ(out_.str(), "vigil " VIGIL_VERSION "\n");
+  EXPECT_EQ(err_.str(), "");
+  EXPECT_EQ(Run({"--version"}), 0);
+  EXPECT_EQ(out_.str(), "vigil " VIGIL_VERSION "\n");
+  EXPECT_EQ(fake().TotalCalls(), 0);
+}
+
 TEST_F(CliTest, InsecureIsRefusedForNamesThatOnlyLookLocal) {
   for (const std::string address :
        {"127.attacker.example:7443", "127.0.0.1.nip.io:7443", "localhost.evil:7443"}) {
