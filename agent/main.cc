@@ -15,6 +15,7 @@
 int main(int argc, char** argv) {
   CLI::App app{
       "vigil-agent: streams host, PostgreSQL, Redis and nginx telemetry to vigil-controller"};
+  app.set_version_flag("--version", "vigil-agent " VIGIL_VERSION, "print the version and exit");
   std::string controller, config_path, id, interval_text, log_level = "info";
   vigil::TransportFlags tls;
   app.add_option("--controller", controller,

@@ -116,8 +116,8 @@ void PrintActionsTable(const google::protobuf::RepeatedPtrField<v1::ActionPropos
 }
 
 void PrintActionDetail(const v1::ActionProposal& action, absl::Time now, std::ostream& out) {
-  out << "Action " << action.id() << ": " << action.action() << " on "
-      << absl::StrJoin(action.agents(), ", ") << '\n';
+  out << "Action " << OneLine(action.id()) << ": " << OneLine(action.action()) << " on "
+      << OneLine(absl::StrJoin(action.agents(), ", ")) << '\n';
   Table summary({"", ""});
   summary.AddRow({"Incident:", action.incident_id().empty() ? "-" : action.incident_id()});
   summary.AddRow({"State:", ProposalStateName(action.state())});

@@ -45,8 +45,9 @@ int RunWhoAmI(CommandEnv& env) {
     return kExitFailed;
   }
   if (env.json()) return env.PrintJson(response);
-  env.out() << response.user() << " (" << (response.role().empty() ? "-" : response.role())
-            << ") at " << env.connection.controller << '\n';
+  env.out() << OneLine(response.user()) << " ("
+            << (response.role().empty() ? "-" : OneLine(response.role())) << ") at "
+            << OneLine(env.connection.controller) << '\n';
   return kExitOk;
 }
 
@@ -80,8 +81,8 @@ void PrintMetrics(const v1::GetMetricsResponse& response, absl::Time now, std::o
   table.Print(out);
   for (const v1::DiagnosticTable& diagnostic : response.diagnostics()) {
     out << '\n'
-        << diagnostic.name() << " (collected " << FormatAgo(diagnostic.collected_unix_ms(), now)
-        << ")\n";
+        << OneLine(diagnostic.name()) << " (collected "
+        << FormatAgo(diagnostic.collected_unix_ms(), now) << ")\n";
     if (!diagnostic.error().empty()) {
       out << "  error: " << OneLine(diagnostic.error()) << '\n';
       continue;

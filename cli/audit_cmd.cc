@@ -62,11 +62,13 @@ int RunExport(CommandEnv& env, const ExportOptions& options) {
   }
   if (env.json()) return env.PrintJson(response);
   if (options.out.empty()) {
-    env.out() << response.content();
-    if (!response.content().empty() && response.content().back() != '\n') env.out() << '\n';
+    // A report is several lines; its other control characters are shown, not obeyed.
+    const std::string content = EscapeForTerminal(response.content(), /*keep_newlines=*/true);
+    env.out() << content;
+    if (!content.empty() && content.back() != '\n') env.out() << '\n';
   } else {
-    env.out() << "exported incident " << options.incident << " (" << options.format << ", "
-              << response.content().size() << " bytes) to " << options.out << '\n';
+    env.out() << "exported incident " << OneLine(options.incident) << " (" << options.format << ", "
+              << response.content().size() << " bytes) to " << OneLine(options.out) << '\n';
   }
   env.out().flush();
   return kExitOk;

@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cstdlib>
 #include <exception>
 
 #include "absl/strings/str_cat.h"
@@ -48,14 +49,15 @@ int Run(std::vector<std::string> args, std::ostream& out, std::ostream& err,
   CLI::App app("vigil: the incident commander's command line for a Vigil fleet", "vigil");
   app.require_subcommand(1);
   app.fallthrough();  // global flags may also follow the verb
-  app.set_version_flag("--version", VIGIL_VERSION);
+  app.set_version_flag("--version", "vigil " VIGIL_VERSION, "print the version and exit");
   std::string output = "table";
   std::string timeout = "10s";
   app.add_option("--controller", env.connection.controller, "controller address HOST:PORT")
       ->envname("VIGIL_CONTROLLER")
       ->capture_default_str();
-  app.add_option("--token", env.connection.token, "API token, sent as a bearer token")
-      ->envname("VIGIL_TOKEN");
+  // VIGIL_TOKEN is read after parsing, so that an error can say where a bad token came from.
+  app.add_option("--token", env.connection.token,
+                 "API token, sent as a bearer token [VIGIL_TOKEN]");
   app.add_option("-o,--output", output, "table (for people) or json (for scripts)")
       ->check(CLI::IsMember({"table", "json"}))
       ->capture_default_str();
@@ -109,6 +111,18 @@ int Run(std::vector<std::string> args, std::ostream& out, std::ostream& err,
                           SelectedCommand(app));
   }
   ApplyTransportEnvironment(env.connection.transport, insecure_flag, tls_flag);
+  std::string token_source = "--token";
+  if (app.get_option("--token")->count() == 0) {
+    const char* token = std::getenv("VIGIL_TOKEN");
+    env.connection.token = token == nullptr ? "" : token;
+    token_source = "VIGIL_TOKEN";
+  }
+  // gRPC aborts the process on a metadata value it cannot send; say so as bad usage instead.
+  if (absl::Status token = CheckToken(env.connection.token, token_source); !token.ok()) {
+    err << "vigil: " << OneLine(token.message()) << '\n';
+    err.flush();
+    return kExitUsage;
+  }
   // Every verb talks to the controller: a connection that cannot be secured is bad usage (2),
   // said before anything is sent, not a failed request (1).
   if (absl::Status transport = CheckTransport(env.connection); !transport.ok()) {
@@ -129,7 +143,7 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
   try {
     return Run(args, out, err, context);
   } catch (const std::exception& e) {
-    err << "vigil: internal error: " << e.what() << '\n';
+    err << "vigil: internal error: " << OneLine(e.what()) << '\n';
   } catch (...) {
     err << "vigil: internal error\n";
   }

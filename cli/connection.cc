@@ -86,6 +86,19 @@ void ApplyTransportEnvironment(TransportFlags& transport, bool insecure_flag, bo
   }
 }
 
+absl::Status CheckToken(absl::string_view token, absl::string_view source) {
+  for (size_t i = 0; i < token.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(token[i]);
+    if (c < 0x20 || c > 0x7E) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, " holds ", c < 0x20 || c == 0x7F ? "a control character" : "a non-ASCII byte",
+          " (", EscapeForTerminal(token.substr(i, 1)), " at byte ", i + 1,
+          "): a token is one line of printable ASCII"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckTransport(const ConnectionOptions& options) {
   const TransportFlags& transport = options.transport;
   if (transport.ca.empty() && transport.cert.empty() && transport.key.empty() &&

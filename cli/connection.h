@@ -27,6 +27,11 @@ struct ConnectionOptions {
   TransportFlags transport;                     // mTLS files, or --insecure (loopback only)
 };
 
+// OK when `token` can travel as gRPC metadata: printable ASCII (0x20 to 0x7E) only. Otherwise
+// the one-line reason naming `source` (the flag or variable it came from) and the offending byte,
+// never the token; the CLI exits 2 with it rather than letting gRPC abort on the call.
+absl::Status CheckToken(absl::string_view token, absl::string_view source);
+
 // Fills what the command line left unset from VIGIL_TLS_CA, VIGIL_TLS_CERT, VIGIL_TLS_KEY and
 // VIGIL_INSECURE (1, true or yes). Flags win: `insecure_flag` (--insecure was given) ignores the
 // VIGIL_TLS_* files, and `tls_flag` (a --tls-* flag was given) ignores VIGIL_INSECURE.

@@ -107,7 +107,7 @@ int RunUpdate(CommandEnv& env, Operation operation, absl::string_view verb,
     return kExitFailed;
   }
   if (env.json()) return env.PrintJson(incident);
-  env.out() << "incident " << incident.id() << " " << verb << ": now "
+  env.out() << "incident " << OneLine(incident.id()) << " " << verb << ": now "
             << IncidentStateName(incident.state()) << ", " << SeverityName(incident.severity())
             << '\n';
   return kExitOk;
@@ -164,7 +164,7 @@ void PrintIncidentsTable(const v1::ListIncidentsResponse& response, absl::Time n
 void PrintIncidentDetail(const v1::GetIncidentResponse& response, absl::Time now,
                          std::ostream& out) {
   const v1::Incident& incident = response.incident();
-  out << "Incident " << incident.id() << ": " << OneLine(incident.title()) << '\n';
+  out << "Incident " << OneLine(incident.id()) << ": " << OneLine(incident.title()) << '\n';
   Table summary({"", ""});
   summary.AddRow({"Severity:", SeverityName(incident.severity())});
   summary.AddRow({"State:", IncidentStateName(incident.state())});
@@ -191,9 +191,9 @@ void PrintIncidentDetail(const v1::GetIncidentResponse& response, absl::Time now
   out << "\nChecklist:\n";
   if (incident.checklist().empty()) out << "  (none)\n";
   for (const v1::ChecklistItem& item : incident.checklist()) {
-    out << "  [" << (item.done() ? "x" : " ") << "] " << item.name();
+    out << "  [" << (item.done() ? "x" : " ") << "] " << OneLine(item.name());
     if (item.done()) {
-      out << "  (" << (item.done_by().empty() ? "-" : item.done_by()) << ", "
+      out << "  (" << (item.done_by().empty() ? "-" : OneLine(item.done_by())) << ", "
           << FormatTimestamp(item.done_unix_ms()) << ")";
     }
     out << '\n';

@@ -23,9 +23,91 @@ size_t DisplayWidth(absl::string_view text) {
   return width;
 }
 
+// The length of the well-formed UTF-8 sequence at the start of `text` (RFC 3629: no overlong
+// forms, no surrogates, nothing above U+10FFFF) and its code point; 0 when malformed.
+size_t DecodeUtf8(absl::string_view text, char32_t* code_point) {
+  const auto byte = [&text](size_t i) { return static_cast<unsigned char>(text[i]); };
+  const unsigned char lead = byte(0);
+  size_t length = 0;
+  unsigned char low = 0x80;  // bounds of the second byte
+  unsigned char high = 0xBF;
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    length = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    length = 3;
+    if (lead == 0xE0) low = 0xA0;   // overlong
+    if (lead == 0xED) high = 0x9F;  // surrogates
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    length = 4;
+    if (lead == 0xF0) low = 0x90;   // overlong
+    if (lead == 0xF4) high = 0x8F;  // above U+10FFFF
+  } else {
+    return 0;
+  }
+  if (text.size() < length || byte(1) < low || byte(1) > high) return 0;
+  char32_t value = lead & (0xFF >> (length + 1));
+  for (size_t i = 1; i < length; ++i) {
+    if ((byte(i) & 0xC0) != 0x80) return 0;
+    value = (value << 6) | (byte(i) & 0x3F);
+  }
+  *code_point = value;
+  return length;
+}
+
+// Code points above ASCII that a terminal acts on or that reorder what is shown: C1 controls,
+// the line and paragraph separators, and the bidirectional embeddings, overrides and isolates.
+bool IsHiddenControl(char32_t c) {
+  return (c >= 0x80 && c <= 0x9F) || c == 0x2028 || c == 0x2029 || (c >= 0x202A && c <= 0x202E) ||
+         (c >= 0x2066 && c <= 0x2069);
+}
+
 }  // namespace
 
-Table::Table(std::vector<std::string> headers) : headers_(std::move(headers)) {}
+std::string EscapeForTerminal(absl::string_view text, bool keep_newlines) {
+  std::string escaped;
+  escaped.reserve(text.size());
+  size_t i = 0;
+  while (i < text.size()) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7F) {
+      escaped.push_back(static_cast<char>(c));
+      ++i;
+      continue;
+    }
+    if (c < 0x80) {  // C0 control or DEL
+      if (keep_newlines && (c == '\n' || c == '\t')) {
+        escaped.push_back(static_cast<char>(c));
+      } else if (c == '\n') {
+        escaped += "\\n";
+      } else if (c == '\r') {
+        escaped += "\\r";
+      } else if (c == '\t') {
+        escaped += "\\t";
+      } else {
+        absl::StrAppendFormat(&escaped, "\\x%02x", static_cast<unsigned>(c));
+      }
+      ++i;
+      continue;
+    }
+    char32_t code_point = 0;
+    const size_t length = DecodeUtf8(text.substr(i), &code_point);
+    if (length == 0) {  // not UTF-8: the byte alone, and resynchronise on the next one
+      absl::StrAppendFormat(&escaped, "\\x%02x", static_cast<unsigned>(c));
+      ++i;
+    } else if (IsHiddenControl(code_point)) {
+      absl::StrAppendFormat(&escaped, "\\u%04x", static_cast<uint32_t>(code_point));
+      i += length;
+    } else {
+      escaped.append(text.data() + i, length);
+      i += length;
+    }
+  }
+  return escaped;
+}
+
+Table::Table(std::vector<std::string> headers) : headers_(std::move(headers)) {
+  for (std::string& header : headers_) header = OneLine(header);
+}
 
 void Table::AddRow(std::vector<std::string> cells) {
   cells.resize(headers_.size());
@@ -116,18 +198,14 @@ std::string JoinOrDash(const google::protobuf::RepeatedPtrField<std::string>& it
 }
 
 std::string OneLine(absl::string_view text) {
-  std::string line(absl::StripAsciiWhitespace(text));
-  for (char& c : line) {
-    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
-  }
-  return line;
+  return EscapeForTerminal(absl::StripAsciiWhitespace(text));
 }
 
 std::string FormatEventLine(const v1::TimelineEvent& event) {
-  return absl::StrCat(FormatTimestamp(event.time_unix_ms()), "  #", event.seq(), "  ",
-                      event.incident_id().empty() ? "-" : event.incident_id(), "  ", event.kind(),
-                      "  ", event.actor().empty() ? "-" : event.actor(), "  ",
-                      OneLine(event.summary()));
+  return absl::StrCat(
+      FormatTimestamp(event.time_unix_ms()), "  #", event.seq(), "  ",
+      event.incident_id().empty() ? "-" : OneLine(event.incident_id()), "  ", OneLine(event.kind()),
+      "  ", event.actor().empty() ? "-" : OneLine(event.actor()), "  ", OneLine(event.summary()));
 }
 
 }  // namespace vigil::cli

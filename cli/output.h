@@ -21,7 +21,8 @@ namespace vigil::cli {
 enum class OutputFormat { kTable, kJson };
 
 // A text table: a header row and data rows, printed with columns aligned on the widest cell,
-// three spaces between columns and no trailing blanks. Newlines inside cells become spaces.
+// three spaces between columns and no trailing blanks. Every header and cell goes through
+// OneLine(), so a field from the controller can neither break a row nor drive the terminal.
 class Table {
  public:
   explicit Table(std::vector<std::string> headers);
@@ -55,12 +56,21 @@ std::string FormatDurationMs(int64_t ms);
 std::string FormatLabels(const google::protobuf::Map<std::string, std::string>& labels);
 // Items joined by ","; "-" when empty.
 std::string JoinOrDash(const google::protobuf::RepeatedPtrField<std::string>& items);
-// `text` on one line: newlines and tabs become spaces, surrounding blanks trimmed.
+// `text` made safe to print on a terminal: control characters (C0 including ESC, CR, LF and
+// TAB; DEL; C1, U+0080 to U+009F), the bidirectional overrides and isolates, the line and
+// paragraph separators, and bytes that are not UTF-8 are shown as visible escapes: "\n", "\r",
+// "\t", "\x1b", "\u009b", "\u202e", "\xff". Everything else, backslashes included, passes
+// unchanged, so escaping twice changes nothing. With `keep_newlines`, LF and TAB pass too (for a
+// multi-line document such as an exported report). Every string from the controller is printed
+// through this (mostly through OneLine() and Table).
+std::string EscapeForTerminal(absl::string_view text, bool keep_newlines = false);
+// `text` as one line for a terminal: surrounding blanks trimmed, then EscapeForTerminal().
 std::string OneLine(absl::string_view text);
 
 // Lower-case names people read: "SEV2", "acknowledged", "firing", "approved", "connected".
 
-// One timeline event as one line: time, #seq, incident, kind, actor, summary.
+// One timeline event as one line: time, #seq, incident, kind, actor, summary; every field
+// escaped, so an event can never print as two lines.
 std::string FormatEventLine(const v1::TimelineEvent& event);
 
 }  // namespace vigil::cli

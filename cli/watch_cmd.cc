@@ -69,7 +69,7 @@ bool IsPermanent(grpc::StatusCode code) {
 int RunWatch(CommandEnv& env, const WatchOptions& options) {
   ControllerClient* client = env.Client();
   if (client == nullptr) return kExitFailed;
-  const std::string& where = client->options().controller;
+  const std::string where = OneLine(client->options().controller);
 
   // A controller that is not there at the start is an error, like for every other verb; once
   // connected, losing it means reconnecting.

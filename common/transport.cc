@@ -1,5 +1,7 @@
 #include "common/transport.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -10,7 +12,9 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/logging.h"
 
 namespace vigil {
@@ -27,6 +31,24 @@ absl::Status CheckPlainText(const TransportFlags& flags, absl::string_view addre
                                                    ": plain text is allowed on loopback only"));
   }
   return absl::OkStatus();
+}
+
+// A decimal port number, 0 to 65535.
+bool IsPort(absl::string_view text) {
+  int port = 0;
+  return !text.empty() && text.size() <= 5 &&
+         std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+         absl::SimpleAtoi(text, &port) && port <= 65535;
+}
+
+// inet_pton() of `text` (not NUL-terminated) into `out`.
+bool ParsesAs(int family, absl::string_view text, void* out) {
+  if (text.empty() || text.size() >= INET6_ADDRSTRLEN ||
+      text.find('\0') != absl::string_view::npos) {
+    return false;
+  }
+  const std::string terminated(text);
+  return inet_pton(family, terminated.c_str(), out) == 1;
 }
 
 }  // namespace
@@ -53,17 +75,29 @@ void AddTransportFlags(CLI::App& app, TransportFlags& flags) {
 }
 
 bool IsLoopbackAddress(absl::string_view address) {
-  absl::string_view host = address;
-  if (absl::StartsWith(host, "[")) {
-    host = host.substr(
-        1, host.find(']') == absl::string_view::npos ? host.size() - 1 : host.find(']') - 1);
-  } else if (std::count(host.begin(), host.end(), ':') == 1) {
-    host = host.substr(0, host.find(':'));
+  absl::string_view rest = address;
+  // gRPC's target schemes for one literal address or a name for the local resolver. Any other
+  // scheme (unix:, a dns:// with an authority that would answer for us) is not loopback.
+  for (absl::string_view scheme : {"ipv4:", "ipv6:", "dns:///"}) {
+    if (absl::ConsumePrefix(&rest, scheme)) break;
   }
-  if (absl::StartsWith(host, "ipv4:")) {
-    host.remove_prefix(5);
+  if (absl::ConsumePrefix(&rest, "[")) {  // [v6] or [v6]:port
+    const size_t close = rest.find(']');
+    if (close == absl::string_view::npos) return false;
+    absl::string_view after = rest.substr(close + 1);
+    if (!after.empty() && !(absl::ConsumePrefix(&after, ":") && IsPort(after))) return false;
+    in6_addr v6{};
+    return ParsesAs(AF_INET6, rest.substr(0, close), &v6) && IN6_IS_ADDR_LOOPBACK(&v6);
   }
-  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+  if (in6_addr v6{}; ParsesAs(AF_INET6, rest, &v6)) {  // a bare IPv6 address has no port
+    return IN6_IS_ADDR_LOOPBACK(&v6);
+  }
+  const size_t colon = rest.find(':');
+  const absl::string_view host = rest.substr(0, colon);
+  if (colon != absl::string_view::npos && !IsPort(rest.substr(colon + 1))) return false;
+  if (absl::EqualsIgnoreCase(host, "localhost")) return true;
+  in_addr v4{};
+  return ParsesAs(AF_INET, host, &v4) && (ntohl(v4.s_addr) >> 24) == 127;
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeClientCredentials(

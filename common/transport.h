@@ -29,7 +29,12 @@ absl::StatusOr<std::string> ReadPemFile(absl::string_view flag, const std::strin
 // Adds --insecure, --tls-ca, --tls-cert and --tls-key to a command line.
 void AddTransportFlags(CLI::App& app, TransportFlags& flags);
 
-// True for 127.0.0.0/8, ::1 and localhost, with or without a port.
+// True when `address` names loopback, decided by parsing it, never by its prefix: a literal IPv4
+// address in 127.0.0.0/8 (dotted quad, as inet_pton reads it), the IPv6 address ::1 (bare, or in
+// brackets), or the name localhost; with or without a decimal ":PORT"; optionally behind gRPC's
+// "ipv4:", "ipv6:" or "dns:///" scheme. Everything else is false: other names, even
+// "127.0.0.1.nip.io" or "localhost.evil", lists of addresses, Unix sockets, short or hexadecimal
+// IPv4 forms ("127.1", "0x7f.1").
 bool IsLoopbackAddress(absl::string_view address);
 
 // Channel credentials for talking to `address`: mutual TLS from the flags, or plain text when

@@ -61,6 +61,8 @@ int AddUserCommand(const std::string& db_path, const std::string& name, const st
 int main(int argc, char** argv) {
   CLI::App app{
       "vigil-controller: fleet telemetry, alert rules, incidents and approved remediation"};
+  app.set_version_flag("--version", "vigil-controller " VIGIL_VERSION,
+                       "print the version and exit");
   vigil::controller::ControllerOptions options;
   std::string log_level = "info";
   app.add_option("--listen", options.listen, "gRPC address for agents and the CLI (HOST:PORT)");

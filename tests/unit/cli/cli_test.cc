@@ -262,6 +262,62 @@ TEST_F(CliTest, TokenAndControllerComeFromTheEnvironment) {
   EXPECT_THAT(out_.str(), HasSubstr("alice (commander)"));
 }
 
+TEST_F(CliTest, TokenWithALineBreakIsAUsageErrorNamingTheFlag) {
+  fake().SetResponse("ListAgents", SampleAgents());
+  const std::vector<std::string> tokens = {"s3cret\r\nx-injected: 1",
+                                           "s3cret\n",
+                                           "s3\x01"
+                                           "cret",
+                                           std::string("s3\0cret", 7),
+                                           "s3cr\x7f",
+                                           "s3cr\xc3\xa9t"};
+  for (const std::string& token : tokens) {
+    EXPECT_EQ(Run({"--token=" + token, "agents"}), 2) << token;
+    ASSERT_EQ(Lines(err_.str()).size(), 1u) << err_.str();
+    EXPECT_THAT(err_.str(), AllOf(StartsWith("vigil: --token holds a "),
+                                  HasSubstr("a token is one line of printable ASCII")));
+    EXPECT_THAT(err_.str(), Not(HasSubstr("s3")));  // the token itself is never printed
+  }
+  EXPECT_EQ(Run({"--token=s3cret\r\n", "agents"}), 2);
+  EXPECT_EQ(err_.str(),
+            "vigil: --token holds a control character (\\r at byte 7): a token is one line of "
+            "printable ASCII\n");
+  EXPECT_EQ(fake().TotalCalls(), 0);
+}
+
+TEST_F(CliTest, TokenFromTheEnvironmentIsCheckedAndNamed) {
+  fake().SetResponse("ListAgents", SampleAgents());
+  setenv("VIGIL_TOKEN", "from-env\n", 1);
+  EXPECT_EQ(Run({"agents"}), 2);
+  EXPECT_EQ(err_.str(),
+            "vigil: VIGIL_TOKEN holds a control character (\\n at byte 9): a token is one line "
+            "of printable ASCII\n");
+  EXPECT_EQ(fake().TotalCalls(), 0);
+  // The flag wins over the variable, as for every other setting.
+  EXPECT_EQ(Run({"--token=good", "agents"}), 0) << err_.str();
+  EXPECT_EQ(fake().LastAuthorization(), "Bearer good");
+  unsetenv("VIGIL_TOKEN");
+}
+
+TEST_F(CliTest, VersionNeedsNothingElse) {
+  EXPECT_EQ(RunRaw({"--version"}), 0);
+  EXPECT_EQ(out_.str(), "vigil " VIGIL_VERSION "\n");
+  EXPECT_EQ(err_.str(), "");
+  EXPECT_EQ(Run({"--version"}), 0);
+  EXPECT_EQ(out_.str(), "vigil " VIGIL_VERSION "\n");
+  EXPECT_EQ(fake().TotalCalls(), 0);
+}
+
+TEST_F(CliTest, InsecureIsRefusedForNamesThatOnlyLookLocal) {
+  for (const std::string address :
+       {"127.attacker.example:7443", "127.0.0.1.nip.io:7443", "localhost.evil:7443"}) {
+    EXPECT_EQ(RunRaw({"--controller=" + address, "--insecure", "agents"}), 2) << address;
+    EXPECT_EQ(err_.str(), "vigil: --insecure is refused for " + address +
+                              ": plain text is allowed on loopback only\n");
+  }
+  EXPECT_EQ(fake().TotalCalls(), 0);
+}
+
 TEST_F(CliTest, NoTokenSendsNoAuthorization) {
   fake().SetResponse("ListAgents", SampleAgents());
   ASSERT_EQ(Run({"agents"}), 0);
@@ -857,7 +913,7 @@ TEST(OutputTest, TableAlignsOnTheWidestCellWithoutTrailingBlanks) {
   EXPECT_EQ(out.str(),
             "> A           LONG HEADER   C\n"
             "> wide cell   x\n"
-            "> é           multi line\n");
+            "> é           multi\\nline\n");
 }
 
 }  // namespace
