@@ -126,6 +126,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);  // reload rules and policy
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   vigil::controller::Controller controller(options, vigil::RealClock::Get());
@@ -133,11 +134,20 @@ int main(int argc, char** argv) {
     spdlog::error("cannot start: {}", s.message());
     return 1;
   }
+  // Signals are taken by this thread (sigwait), so reloading and stopping are ordinary code.
   std::thread watcher([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    spdlog::info("signal {}: stopping", sig);
-    controller.Stop();
+    while (true) {
+      int sig = 0;
+      sigwait(&signals, &sig);
+      if (sig == SIGHUP) {
+        spdlog::info("SIGHUP: reloading rules and policy");
+        controller.Reload().IgnoreError();  // logged and counted by Reload
+        continue;
+      }
+      spdlog::info("signal {}: stopping", sig);
+      controller.Stop();
+      return;
+    }
   });
   controller.Wait();
   watcher.join();
