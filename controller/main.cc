@@ -1,5 +1,6 @@
 // vigil-controller: holds agent streams, evaluates rules, keeps incidents and their timelines.
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -58,6 +59,10 @@ int AddUserCommand(const std::string& db_path, const std::string& name, const st
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Everything the controller writes (database, keys, the data folder) is its own alone. The
+  // store and the key code set their files' modes themselves too: SQLite gives its -wal and
+  // -shm files the database's mode, whatever the umask.
+  umask(077);
   CLI::App app{
       "vigil-controller: fleet telemetry, alert rules, incidents and approved remediation"};
   vigil::controller::ControllerOptions options;
