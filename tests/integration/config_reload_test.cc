@@ -104,6 +104,32 @@ TEST_F(ConfigReloadTest, SighupTakesANewRuleFileAndRefusesABrokenOne) {
   EXPECT_TRUE(MetricsSay("vigil_rules_loaded 2"));
   EXPECT_TRUE(MetricsSay("vigil_alerts{state=\"firing\"} 1"));
   EXPECT_TRUE(MetricsSay("vigil_agents_connected 1"));
+
+  // Fixed, with another rule changed: the firing alert is kept, and keeps firing on new data.
+  testing::WriteFile(dir_.File("rules.yaml"), R"(rules:
+  - alert: NeverLoad
+    expr: host_load1 < -2
+  - alert: AnyLoad
+    expr: host_load1 >= 0
+)");
+  controller_->Signal(SIGHUP);
+  ASSERT_TRUE(WaitUntil([&] { return MetricsSay("vigil_config_reloads_total{result=\"ok\"} 2"); },
+                        absl::Seconds(10)))
+      << controller_->Output();
+  EXPECT_TRUE(absl::StrContains(controller_->Output(), "changed: NeverLoad; 1 alert(s) kept"))
+      << controller_->Output();
+  EXPECT_TRUE(MetricsSay("vigil_alerts{state=\"firing\"} 1"));
+
+  // The firing rule removed: its alert resolves.
+  testing::WriteFile(dir_.File("rules.yaml"),
+                     "rules:\n  - alert: NeverLoad\n    expr: host_load1 < -2\n");
+  controller_->Signal(SIGHUP);
+  ASSERT_TRUE(
+      WaitUntil([&] { return MetricsSay("vigil_alerts{state=\"firing\"} 0"); }, absl::Seconds(10)))
+      << controller_->Output();
+  EXPECT_TRUE(absl::StrContains(controller_->Output(), "removed: AnyLoad"));
+  EXPECT_TRUE(MetricsSay("vigil_rules_loaded 1"));
+  EXPECT_TRUE(controller_->Running());
   EXPECT_EQ(controller_->Stop(), 0);
 }
 
