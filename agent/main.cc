@@ -1,5 +1,6 @@
 // vigil-agent: collects host and service telemetry and streams it to the controller.
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -13,6 +14,9 @@
 #include "common/yaml_util.h"
 
 int main(int argc, char** argv) {
+  // The state folder and the command journal are the agent's alone. (Commands it runs inherit
+  // this mask; services are started by their manager, which sets its own.)
+  umask(077);
   CLI::App app{
       "vigil-agent: streams host, PostgreSQL, Redis and nginx telemetry to vigil-controller"};
   app.set_version_flag("--version", "vigil-agent " VIGIL_VERSION, "print the version and exit");

@@ -1,9 +1,11 @@
 #include "common/command_signing.h"
 
+#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,12 +46,19 @@ std::string PublicPem(EVP_PKEY* key) {
 
 absl::Status WriteFileMode(const std::string& path, absl::string_view content, mode_t mode) {
   const std::string tmp = path + ".tmp";
-  FILE* f = fopen(tmp.c_str(), "wx");
+  // Created with its final mode (never readable by others, not even while empty: a descriptor
+  // opened in that moment would read the key later), then set exactly, whatever the umask.
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+  FILE* f = fd < 0 ? nullptr : fdopen(fd, "w");
   if (f == nullptr) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
+    const std::string why = std::strerror(errno);
+    if (fd >= 0) {
+      close(fd);
+      unlink(tmp.c_str());
+    }
+    return absl::PermissionDeniedError(absl::StrCat("cannot create ", tmp, ": ", why));
   }
-  chmod(tmp.c_str(), mode);
+  fchmod(fd, mode);
   const bool ok = fwrite(content.data(), 1, content.size(), f) == content.size() &&
                   fflush(f) == 0 && fsync(fileno(f)) == 0;
   fclose(f);
@@ -98,6 +107,16 @@ absl::StatusOr<std::unique_ptr<CommandSigner>> CommandSigner::LoadOrCreate(
     const std::string& key_path, const std::string& public_path) {
   std::ifstream in(key_path);
   if (in) {
+    // A key others can read is tightened (one from an older version, or copied by hand).
+    if (struct stat st; stat(key_path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+      if (chmod(key_path.c_str(), st.st_mode & 0700) == 0) {
+        spdlog::warn("{} was readable by others (mode {:o}); now {:o}", key_path, st.st_mode & 0777,
+                     st.st_mode & 0700);
+      } else {
+        spdlog::warn("{} is readable by others (mode {:o}) and cannot be restricted: {}", key_path,
+                     st.st_mode & 0777, std::strerror(errno));
+      }
+    }
     std::stringstream buffer;
     buffer << in.rdbuf();
     absl::StatusOr<std::unique_ptr<CommandSigner>> signer = FromPem(buffer.str());

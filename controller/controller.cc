@@ -185,6 +185,58 @@ void Controller::Stop() {
   incidents_->Stop();  // after the server: watchers and updates are gone; drains its queue
 }
 
+absl::Status Controller::Reload() {
+  if (options_.rules_path.empty() && options_.policy_path.empty()) {
+    ++reloads_ok_;
+    spdlog::info(
+        "configuration reload: no --rules or --policy to re-read; the built-in rules and policy "
+        "stay in force");
+    return absl::OkStatus();
+  }
+  // Both files are read and checked before either is applied.
+  std::vector<std::string> errors;
+  RuleFile rule_file;
+  if (!options_.rules_path.empty()) {
+    rule_file = LoadRuleFile(options_.rules_path);
+    errors = rule_file.errors;
+  }
+  absl::StatusOr<Policy> policy = LoadPolicy(options_.policy_path);
+  if (!policy.ok()) {
+    errors.emplace_back(policy.status().message());
+  }
+  if (!errors.empty()) {
+    ++reloads_failed_;
+    spdlog::error("configuration reload refused ({} error(s)); the rules and policy in force stay:",
+                  errors.size());
+    for (const std::string& e : errors) {
+      spdlog::error("  {}", e);
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("configuration reload refused; the rules and policy in force stay:\n  ",
+                     absl::StrJoin(errors, "\n  ")));
+  }
+  std::string rules_summary = "the built-in rules stay";
+  if (!options_.rules_path.empty()) {
+    const size_t count = rule_file.rules.size();
+    const RuleEngine::Replacement r = rule_engine_->ReplaceRules(std::move(rule_file.rules));
+    auto names = [](const std::vector<std::string>& v) {
+      return v.empty() ? std::string("none") : absl::StrJoin(v, ", ");
+    };
+    rules_summary =
+        absl::StrCat(count, " rule(s) from ", options_.rules_path, " (added: ", names(r.added),
+                     "; removed: ", names(r.removed), "; changed: ", names(r.changed), "; ",
+                     r.alerts_kept, " alert(s) kept, ", r.alerts_resolved, " resolved)");
+  }
+  std::string policy_summary = "the default policy stays";
+  if (!options_.policy_path.empty()) {
+    remediation_->SetPolicy(*std::move(policy));
+    policy_summary = absl::StrCat("policy from ", options_.policy_path);
+  }
+  ++reloads_ok_;
+  spdlog::info("configuration reloaded: {}; {}", rules_summary, policy_summary);
+  return absl::OkStatus();
+}
+
 void Controller::HousekeepingLoop() {
   // Ticks the rules (fleet-wide aggregates, alerts gone without data), and is the one writer of
   // registry rows: every change of the last second in one transaction, once more on the way out.
@@ -258,7 +310,14 @@ std::string Controller::MetricsPage() {
   metric("vigil_rule_evaluations_total", "counter", "Rule evaluations since start.",
          static_cast<double>(rule_engine_->evaluations()));
   metric("vigil_rules_loaded", "gauge", "Alert rules in force.",
-         static_cast<double>(rule_engine_->rules().size()));
+         static_cast<double>(rule_engine_->rule_count()));
+  absl::StrAppend(&page,
+                  "# HELP vigil_config_reloads_total Reloads of rules and policy (SIGHUP) by "
+                  "result.\n# TYPE vigil_config_reloads_total counter\n");
+  absl::StrAppendFormat(&page, "vigil_config_reloads_total{result=\"ok\"} %d\n",
+                        reloads_ok_.load());
+  absl::StrAppendFormat(&page, "vigil_config_reloads_total{result=\"failed\"} %d\n",
+                        reloads_failed_.load());
   size_t firing = 0, pending = 0, stale = 0;
   for (const v1::Alert& a : incidents_->ActiveAlerts()) {
     firing += a.state() == v1::FIRING ? 1 : 0;

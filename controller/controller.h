@@ -2,11 +2,12 @@
 // serves AgentService and ControlService on one gRPC port and /metrics plus the Alertmanager
 // webhook on an HTTP port. Telemetry flows ingest thread -> rule engine -> incident manager; one
 // housekeeping thread ticks the rules and persists registry changes.
-// Start/Stop from one thread; the services inside are thread-safe.
+// Start/Stop/Reload from one thread; the services inside are thread-safe.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -63,6 +64,12 @@ class Controller {
   // Blocks until Stop() is called from another thread.
   void Wait();
   void Stop();
+  // Re-reads --rules and --policy (on SIGHUP). Both files are validated first and swapped in
+  // only when both are valid; otherwise nothing changes and the error lists every problem with
+  // file and line. Without either flag there is nothing to re-read: the built-in sets stay, and
+  // that counts as a successful reload. Logged and counted (vigil_config_reloads_total).
+  // Call after Start() and before Stop(), from one thread at a time.
+  absl::Status Reload();
 
   int port() const { return port_; }
   int http_port() const { return http_ != nullptr ? http_->port() : 0; }
@@ -96,6 +103,8 @@ class Controller {
   absl::Time started_at_;
   absl::Notification stop_;
   bool started_ = false;
+  std::atomic<uint64_t> reloads_ok_{0};
+  std::atomic<uint64_t> reloads_failed_{0};
 };
 
 }  // namespace vigil::controller

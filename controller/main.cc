@@ -1,5 +1,6 @@
 // vigil-controller: holds agent streams, evaluates rules, keeps incidents and their timelines.
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -59,6 +60,10 @@ int AddUserCommand(const std::string& db_path, const std::string& name, const st
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Everything the controller writes (database, keys, the data folder) is its own alone. The
+  // store and the key code set their files' modes themselves too: SQLite gives its -wal and
+  // -shm files the database's mode, whatever the umask.
+  umask(077);
   CLI::App app{
       "vigil-controller: fleet telemetry, alert rules, incidents and approved remediation"};
   app.set_version_flag("--version", "vigil-controller " VIGIL_VERSION,
@@ -144,6 +149,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);  // reload rules and policy
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   vigil::controller::Controller controller(options, vigil::RealClock::Get());
@@ -151,11 +157,20 @@ int main(int argc, char** argv) {
     spdlog::error("cannot start: {}", s.message());
     return 1;
   }
+  // Signals are taken by this thread (sigwait), so reloading and stopping are ordinary code.
   std::thread watcher([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    spdlog::info("signal {}: stopping", sig);
-    controller.Stop();
+    while (true) {
+      int sig = 0;
+      sigwait(&signals, &sig);
+      if (sig == SIGHUP) {
+        spdlog::info("SIGHUP: reloading rules and policy");
+        controller.Reload().IgnoreError();  // logged and counted by Reload
+        continue;
+      }
+      spdlog::info("signal {}: stopping", sig);
+      controller.Stop();
+      return;
+    }
   });
   controller.Wait();
   watcher.join();

@@ -109,6 +109,10 @@ void RemediationManager::Tick() {
   incidents_->Post([this] { DoTick(); });
 }
 
+void RemediationManager::SetPolicy(Policy policy) {
+  incidents_->Post([this, policy = std::move(policy)]() mutable { policy_ = std::move(policy); });
+}
+
 std::string RemediationManager::Describe(const v1::ActionProposal& p) const {
   std::string params = Params(p);
   return absl::StrCat(

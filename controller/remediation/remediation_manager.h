@@ -53,7 +53,11 @@ class RemediationManager {
   // Expires proposals and runs that never answered.
   void Tick();
 
-  const Policy& policy() const { return policy_; }
+  // Swaps in a new approval policy, already validated. It is applied on the worker thread, so
+  // every proposal and review sees either the old policy or the new one, whole. Open proposals
+  // keep the approval count and expiry they were made with; who may review them, the command
+  // lifetime and the run timeout follow the new policy.
+  void SetPolicy(Policy policy);
 
  private:
   struct RunRef {
@@ -82,7 +86,7 @@ class RemediationManager {
   storage::Store* store_;
   IncidentManager* incidents_;
   const Clock* clock_;
-  const Policy policy_;
+  Policy policy_;  // worker thread
   std::unique_ptr<CommandSigner> signer_;
   CommandSender send_;
   AgentActions agent_actions_;

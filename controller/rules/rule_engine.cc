@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 #include <unordered_set>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -49,20 +50,137 @@ bool SeriesValue(const Rule& rule, const SeriesState& series, absl::Time now, do
   return true;
 }
 
+// Same definition: what evaluation and the alerts it makes depend on (not where it was written).
+bool SameDefinition(const Rule& a, const Rule& b) {
+  if (a.tiers.size() != b.tiers.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < a.tiers.size(); ++i) {
+    if (a.tiers[i].threshold != b.tiers[i].threshold ||
+        a.tiers[i].severity != b.tiers[i].severity) {
+      return false;
+    }
+  }
+  return a.expr.text == b.expr.text && a.window == b.window && a.for_duration == b.for_duration &&
+         a.severity == b.severity && a.summary == b.summary && a.runbook == b.runbook &&
+         a.diagnostics == b.diagnostics;
+}
+
+bool FleetWide(const Rule& rule) { return rule.expr.aggregation != Aggregation::kNone; }
+
 }  // namespace
 
 RuleEngine::RuleEngine(std::vector<Rule> rules, const Clock* clock, AlertSink* sink,
                        Options options)
-    : rules_(std::move(rules)), clock_(clock), sink_(sink), options_(options) {
+    : clock_(clock), sink_(sink), options_(options) {
+  absl::MutexLock lock(&mu_);
+  rules_ = std::move(rules);
   contributions_.resize(rules_.size());
+  refilling_until_.assign(rules_.size(), absl::InfinitePast());
+  IndexRules();
+}
+
+void RuleEngine::IndexRules() {
+  per_agent_rules_.clear();
+  aggregate_rules_.clear();
   for (size_t i = 0; i < rules_.size(); ++i) {
     const Rule& rule = rules_[i];
-    if (rule.expr.aggregation == Aggregation::kNone) {
+    if (!FleetWide(rule)) {
       per_agent_rules_[rule.expr.metric].push_back(&rule);
     } else {
       aggregate_rules_[rule.expr.metric].push_back(i);
     }
   }
+}
+
+RuleEngine::Replacement RuleEngine::ReplaceRules(std::vector<Rule> rules) {
+  const absl::Time now = clock_->Now();
+  Replacement result;
+  absl::MutexLock lock(&mu_);
+  std::unordered_map<std::string, size_t> old_index;
+  for (size_t i = 0; i < rules_.size(); ++i) {
+    old_index[rules_[i].name] = i;
+  }
+  std::unordered_map<std::string, size_t> new_index;
+  for (size_t i = 0; i < rules.size(); ++i) {
+    new_index[rules[i].name] = i;
+    auto old = old_index.find(rules[i].name);
+    if (old == old_index.end()) {
+      result.added.push_back(rules[i].name);
+    } else if (!SameDefinition(rules_[old->second], rules[i])) {
+      result.changed.push_back(rules[i].name);
+    }
+  }
+  for (const Rule& rule : rules_) {
+    if (!new_index.contains(rule.name)) {
+      result.removed.push_back(rule.name);
+    }
+  }
+
+  // Alerts of rules that go away resolve while their old rule is still alive for the sink.
+  for (auto it = instances_.begin(); it != instances_.end();) {
+    auto current = it++;
+    const Rule& old_rule = *current->second.rule;
+    auto found = new_index.find(old_rule.name);
+    std::string reason;
+    if (found == new_index.end()) {
+      reason = absl::StrCat("rule ", old_rule.name, " removed by a configuration reload");
+    } else if (FleetWide(rules[found->second]) != FleetWide(old_rule)) {
+      reason =
+          absl::StrCat("rule ", old_rule.name, " changed from ",
+                       FleetWide(old_rule) ? "fleet-wide to per-agent" : "per-agent to fleet-wide",
+                       " by a configuration reload");
+    } else {
+      continue;
+    }
+    (*current->second.alert.mutable_labels())["resolved_reason"] = reason;
+    Resolve(current, now);
+    ++result.alerts_resolved;
+  }
+
+  // Contributions follow their rule to its new index when its inputs did not change.
+  std::vector<std::unordered_map<const SeriesState*, Contribution>> contributions(rules.size());
+  std::vector<absl::Time> refilling_until(rules.size(), absl::InfinitePast());
+  for (size_t i = 0; i < rules.size(); ++i) {
+    auto old = old_index.find(rules[i].name);
+    if (old == old_index.end() || !FleetWide(rules[i])) {
+      continue;
+    }
+    const Rule& old_rule = rules_[old->second];
+    if (old_rule.expr.text == rules[i].expr.text && old_rule.window == rules[i].window) {
+      contributions[i] = std::move(contributions_[old->second]);
+      refilling_until[i] = refilling_until_[old->second];
+    } else {
+      refilling_until[i] = now + options_.no_data_stale_after;
+    }
+  }
+
+  // The old rules stay alive until every alert points at its new rule.
+  const std::vector<Rule> old_rules = std::exchange(rules_, std::move(rules));
+  contributions_ = std::move(contributions);
+  refilling_until_ = std::move(refilling_until);
+  IndexRules();
+  for (auto& [key, instance] : instances_) {
+    const Rule& rule = rules_[new_index.at(instance.rule->name)];
+    instance.rule = &rule;
+    // What the alert shows follows the rule; the sink hears it with the alert's next change.
+    instance.alert.set_expr(rule.expr.text);
+    instance.alert.set_summary(rule.summary);
+    instance.alert.set_runbook(rule.runbook);
+    ++result.alerts_kept;
+  }
+  aggregates_dirty_ = true;  // new thresholds apply on the next tick, not the next batch
+  return result;
+}
+
+std::vector<Rule> RuleEngine::rules() const {
+  absl::MutexLock lock(&mu_);
+  return rules_;
+}
+
+size_t RuleEngine::rule_count() const {
+  absl::MutexLock lock(&mu_);
+  return rules_.size();
 }
 
 const std::string* RuleEngine::Label(absl::string_view name, const Labels& series_labels,
@@ -257,7 +375,11 @@ void RuleEngine::EvaluateAggregates(absl::Time now) {
       Update(rule, key, "", g.labels, kNoLabels, value,
              Compare(value, rule.expr.op, rule.expr.threshold), now);
     }
-    // A group with no member left is judged on nothing: its alert resolves.
+    // A group with no member left is judged on nothing: its alert resolves (unless the rule was
+    // just changed by a reload and its contributions are still coming back).
+    if (now < refilling_until_[index]) {
+      continue;
+    }
     for (auto it = instances_.begin(); it != instances_.end();) {
       auto current = it++;
       if (current->second.rule == &rule && !live_keys.contains(current->first)) {

@@ -6,6 +6,9 @@
 // whose agent disconnects, or whose series stops arriving, turns stale (never silently resolved)
 // and is resolved only when fresh data says so or after `stale_resolve_after`.
 //
+// ReplaceRules() swaps the whole rule set at once (a configuration reload): an evaluation sees
+// either the old rules or the new ones, never a mix. Alerts carry over by rule name; see there.
+//
 // Every change is reported to the AlertSink while the engine's lock is held: sinks must only
 // queue the change. Thread-safe; meant to be fed from the ingest thread and ticked by a timer.
 #pragma once
@@ -56,7 +59,27 @@ class RuleEngine {
   // Fleet-wide rules, and alerts that went without data.
   void Tick();
 
-  const std::vector<Rule>& rules() const { return rules_; }
+  // What ReplaceRules() did, by rule name, for the log.
+  struct Replacement {
+    std::vector<std::string> added, removed, changed;  // `changed`: same name, new definition
+    size_t alerts_kept = 0;      // of rules still present: same id, same state
+    size_t alerts_resolved = 0;  // of removed rules (or rules that changed kind)
+  };
+  // Swaps in a new rule set, already validated, atomically with respect to evaluation.
+  // - A rule whose name is still present keeps its alerts (pending, firing or stale) with their
+  //   ids, states and `for` clocks; the next evaluation judges them by the new definition. An
+  //   alert the new definition no longer evaluates (a matcher now excludes its series) turns
+  //   stale after `no_data_stale_after` and resolves later, like any alert without data.
+  // - A fleet-wide rule whose expression and window are unchanged keeps its agents'
+  //   contributions; a changed one starts afresh from the next batches, and for
+  //   `no_data_stale_after` its groups without members are not resolved (they are refilling).
+  // - Alerts of a removed rule, or of a rule that changed between per-agent and fleet-wide,
+  //   resolve now, with labels["resolved_reason"] saying so.
+  Replacement ReplaceRules(std::vector<Rule> rules);
+
+  // A copy: a reload may replace the rules at any time.
+  std::vector<Rule> rules() const;
+  size_t rule_count() const;
   std::vector<v1::Alert> ActiveAlerts() const;  // pending, firing and stale
   uint64_t evaluations() const;
   size_t firing_count() const;
@@ -88,24 +111,30 @@ class RuleEngine {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Resolve(std::unordered_map<std::string, Instance>::iterator it, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Rebuilds the by-metric indexes from rules_.
+  void IndexRules() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Matches(const Rule& rule, const SeriesState& series, const Labels& agent_labels) const;
   static const std::string* Label(absl::string_view name, const Labels& series_labels,
                                   const Labels& agent_labels);
 
-  const std::vector<Rule> rules_;
   const Clock* clock_;
   AlertSink* sink_;
   const Options options_;
-  // Rules by metric name, split by kind, so a batch touches only the rules of its metrics.
-  std::unordered_map<std::string, std::vector<const Rule*>> per_agent_rules_;
-  std::unordered_map<std::string, std::vector<size_t>> aggregate_rules_;  // index into rules_
 
   mutable absl::Mutex mu_;
+  std::vector<Rule> rules_ ABSL_GUARDED_BY(mu_);
+  // Rules by metric name, split by kind, so a batch touches only the rules of its metrics.
+  std::unordered_map<std::string, std::vector<const Rule*>> per_agent_rules_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<std::string, std::vector<size_t>> aggregate_rules_
+      ABSL_GUARDED_BY(mu_);  // index into rules_
   std::unordered_map<std::string, Labels> agent_labels_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<std::string, Instance> instances_ ABSL_GUARDED_BY(mu_);
   // Per fleet-wide rule (by index): contributions keyed by series.
   std::vector<std::unordered_map<const SeriesState*, Contribution>> contributions_
       ABSL_GUARDED_BY(mu_);
+  // Per rule (by index): until when a fleet-wide rule changed by a reload is refilling its
+  // contributions, so its groups without members are not resolved yet.
+  std::vector<absl::Time> refilling_until_ ABSL_GUARDED_BY(mu_);
   bool aggregates_dirty_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_aggregate_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   uint64_t evaluations_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,7 +1,13 @@
 #include "storage/sqlite/sqlite_store.h"
 
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 
@@ -176,6 +182,7 @@ class SqliteStore final : public Store {
     if (ec) {
       return Fail("create folder", absl::InternalError(ec.message()));
     }
+    RETURN_IF_ERROR(OwnerOnly());
     RETURN_IF_ERROR(Connect(&writer_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
     // A file that is not a database fails here, on the first read.
     absl::StatusOr<int> version = UserVersion();
@@ -538,6 +545,35 @@ class SqliteStore final : public Store {
     sqlite3_busy_timeout(*db, 5000);
     if (absl::Status s = Exec(*db, "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;"); !s.ok()) {
       return Fail("open the database", s);
+    }
+    return absl::OkStatus();
+  }
+
+  // The database holds tokens' hashes, timelines and query texts: owner only. SQLite creates a
+  // new database with 0644 less the umask, and its -wal and -shm files with the database's own
+  // mode, so the database is created here, 0600, before SQLite opens it; files left readable by
+  // an older version are tightened, and the log says so.
+  absl::Status OwnerOnly() {
+    const int fd = open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd >= 0) {
+      close(fd);
+      return absl::OkStatus();
+    }
+    if (errno != EEXIST) {
+      return Fail("create the database", absl::PermissionDeniedError(std::strerror(errno)));
+    }
+    for (const std::string& file : {path_, path_ + "-wal", path_ + "-shm"}) {
+      struct stat st;
+      if (lstat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077) == 0) {
+        continue;
+      }
+      if (chmod(file.c_str(), st.st_mode & 0700) != 0) {
+        spdlog::warn("{} is readable by others (mode {:o}) and cannot be restricted: {}", file,
+                     st.st_mode & 0777, std::strerror(errno));
+      } else {
+        spdlog::warn("{} was readable by others (mode {:o}); now {:o}", file, st.st_mode & 0777,
+                     st.st_mode & 0700);
+      }
     }
     return absl::OkStatus();
   }

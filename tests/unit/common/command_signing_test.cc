@@ -68,9 +68,21 @@ TEST(CommandSigning, KeyIsCreatedOncePrivateAndReused) {
   struct stat st {};
   ASSERT_EQ(stat(dir.File("k.pem").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(stat(dir.File("k.pub").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0644u);  // the agents read it
   auto second = CommandSigner::LoadOrCreate(dir.File("k.pem"), dir.File("k.pub"));
   ASSERT_TRUE(second.ok());
   EXPECT_EQ((*first)->public_key_pem(), (*second)->public_key_pem());
+}
+
+TEST(CommandSigning, KeyReadableByOthersIsTightenedOnLoad) {
+  testing::TempDir dir;
+  ASSERT_TRUE(CommandSigner::LoadOrCreate(dir.File("k.pem"), dir.File("k.pub")).ok());
+  ASSERT_EQ(chmod(dir.File("k.pem").c_str(), 0644), 0);
+  ASSERT_TRUE(CommandSigner::LoadOrCreate(dir.File("k.pem"), dir.File("k.pub")).ok());
+  struct stat st {};
+  ASSERT_EQ(stat(dir.File("k.pem").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
 }
 
 TEST(CommandSigning, BadKeysAreRefusedWithTheFileName) {

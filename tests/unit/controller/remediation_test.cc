@@ -232,5 +232,27 @@ TEST_F(RemediationManagerTest, OfflineAgentAndSilentAgentFailTheRollout) {
   EXPECT_TRUE(store_->VerifyChain()->ok());
 }
 
+TEST_F(RemediationManagerTest, NewPolicyAppliesToNewProposalsOnly) {
+  auto before = Propose({"w-1"}, "restart_service");
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->approvals_required(), 1);
+  testing::WriteFile(dir_.File("p.yaml"),
+                     "actions:\n  restart_service: {approvals: 2, roles: [admin]}\n");
+  auto policy = LoadPolicy(dir_.File("p.yaml"));
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  remediation_->SetPolicy(*policy);
+
+  auto after = Propose({"w-1"}, "restart_service");
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->approvals_required(), 2);
+  // Who may review follows the new policy, for old and new proposals alike.
+  EXPECT_THAT(std::string(Review(before->id(), "bob", Role::kCommander).status().message()),
+              HasSubstr("needs admin"));
+  auto approved = Review(before->id(), "bob", Role::kAdmin);
+  ASSERT_TRUE(approved.ok()) << approved.status();
+  EXPECT_EQ(approved->state(), v1::DISPATCHING);  // its one approval, as when it was made
+  EXPECT_EQ(sent_.size(), 1u);
+}
+
 }  // namespace
 }  // namespace vigil::controller

@@ -485,5 +485,179 @@ TEST(RuleEngine, SeriesThatStopsArrivingGoesStale) {
   EXPECT_THAT(sink.last.labels().at("stale_reason"), HasSubstr("no data for 30s"));
 }
 
+// ---- reloading the rules ----
+
+TEST(RuleEngineReload, UnchangedRulesKeepTheirAlertsRemovedOnesResolveWithAReason) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: SlowQueries
+    expr: pg_longest_query_seconds > 5
+  - alert: HighCPU
+    expr: host_cpu_usage_ratio > 0.9
+    for: 1m
+  - alert: HighLoad
+    expr: host_load1 > 4
+)"),
+                    &clock, &sink);
+  FakeAgent agent("db-1", &engine, &clock);
+  agent.Gauge("pg_longest_query_seconds", 12);  // firing
+  agent.Gauge("host_cpu_usage_ratio", 0.95);    // pending, 1m to go
+  agent.Gauge("host_load1", 9);                 // firing, but its rule goes away
+  ASSERT_THAT(sink.changes, SizeIs(3));
+  std::map<std::string, std::string> ids;
+  for (const v1::Alert& a : engine.ActiveAlerts()) {
+    ids[a.rule()] = a.id();
+  }
+
+  RuleEngine::Replacement r = engine.ReplaceRules(Rules(R"(rules:
+  - alert: SlowQueries
+    expr: pg_longest_query_seconds > 5
+  - alert: HighCPU
+    expr: host_cpu_usage_ratio > 0.9
+    for: 1m
+  - alert: BlockedQueries
+    expr: pg_blocked_queries > 0
+)"));
+  EXPECT_THAT(r.added, ElementsAre("BlockedQueries"));
+  EXPECT_THAT(r.removed, ElementsAre("HighLoad"));
+  EXPECT_THAT(r.changed, SizeIs(0));
+  EXPECT_EQ(r.alerts_kept, 2u);
+  EXPECT_EQ(r.alerts_resolved, 1u);
+  ASSERT_THAT(sink.changes, SizeIs(4));  // only HighLoad's resolution: the others say nothing
+  EXPECT_EQ(sink.changes[3].rule, "HighLoad");
+  EXPECT_EQ(sink.changes[3].state, v1::RESOLVED);
+  EXPECT_EQ(sink.last.labels().at("resolved_reason"),
+            "rule HighLoad removed by a configuration reload");
+  EXPECT_EQ(engine.rule_count(), 3u);
+
+  // The firing alert is the same alert, still firing; fresh data above the threshold says
+  // nothing new, and below it resolves that same alert.
+  agent.Gauge("pg_longest_query_seconds", 13);
+  EXPECT_THAT(sink.changes, SizeIs(4));
+  EXPECT_EQ(engine.firing_count(), 1u);
+  // The pending one keeps its `for` clock: it fires one minute after it began, not after the
+  // reload.
+  clock.Advance(absl::Minutes(1));
+  agent.Gauge("host_cpu_usage_ratio", 0.95);
+  ASSERT_THAT(sink.changes, SizeIs(5));
+  EXPECT_EQ(sink.changes[4].state, v1::FIRING);
+  EXPECT_EQ(sink.last.id(), ids["HighCPU"]);
+  agent.Gauge("pg_longest_query_seconds", 1);
+  ASSERT_THAT(sink.changes, SizeIs(6));
+  EXPECT_EQ(sink.changes[5].state, v1::RESOLVED);
+  EXPECT_EQ(sink.last.id(), ids["SlowQueries"]);
+  // The removed rule no longer evaluates; the added one does.
+  agent.Gauge("host_load1", 9);
+  agent.Gauge("pg_blocked_queries", 3);
+  ASSERT_THAT(sink.changes, SizeIs(7));
+  EXPECT_EQ(sink.changes[6].rule, "BlockedQueries");
+}
+
+TEST(RuleEngineReload, ChangedRuleKeepsItsAlertAndJudgesByTheNewDefinition) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: Disk
+    expr: host_disk_used_ratio > 0.8
+    severity: SEV3
+    summary: old words
+)"),
+                    &clock, &sink);
+  FakeAgent agent("web-1", &engine, &clock);
+  agent.Gauge("host_disk_used_ratio", 0.85);
+  ASSERT_THAT(sink.changes, SizeIs(1));
+  const std::string id = sink.last.id();
+
+  RuleEngine::Replacement r = engine.ReplaceRules(Rules(R"(rules:
+  - alert: Disk
+    expr: host_disk_used_ratio > 0.9
+    severity: SEV2
+    summary: new words
+)"));
+  EXPECT_THAT(r.changed, ElementsAre("Disk"));
+  EXPECT_EQ(r.alerts_kept, 1u);
+  EXPECT_THAT(sink.changes, SizeIs(1));
+  EXPECT_EQ(engine.ActiveAlerts().at(0).summary(), "new words");
+  EXPECT_EQ(engine.ActiveAlerts().at(0).expr(), "host_disk_used_ratio > 0.9");
+
+  agent.Gauge("host_disk_used_ratio", 0.95);  // new severity, same alert
+  ASSERT_THAT(sink.changes, SizeIs(2));
+  EXPECT_EQ(sink.changes[1].severity, v1::SEV2);
+  EXPECT_EQ(sink.last.id(), id);
+  agent.Gauge("host_disk_used_ratio", 0.85);  // fine by the new threshold
+  ASSERT_THAT(sink.changes, SizeIs(3));
+  EXPECT_EQ(sink.changes[2].state, v1::RESOLVED);
+  EXPECT_EQ(sink.last.id(), id);
+}
+
+TEST(RuleEngineReload, FleetWideRulesKeepOrRefillTheirContributions) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  const RuleEngine::Options options{.aggregate_every = absl::ZeroDuration(),
+                                    .no_data_stale_after = absl::Seconds(30)};
+  RuleEngine engine(Rules(R"(rules:
+  - alert: LowThroughput
+    expr: sum(nginx_requests_per_second) < 100
+  - alert: FewAgents
+    expr: count(host_load1) < 5
+)"),
+                    &clock, &sink, options);
+  FakeAgent a("a", &engine, &clock), b("b", &engine, &clock);
+  a.Gauge("nginx_requests_per_second", 40);
+  b.Gauge("nginx_requests_per_second", 30);
+  a.Gauge("host_load1", 1);
+  ASSERT_EQ(engine.firing_count(), 2u);
+  const size_t before = sink.changes.size();
+
+  // LowThroughput unchanged (moved to another place in the file): it keeps both agents' values;
+  // FewAgents changed: it refills from the next batches and is not resolved meanwhile.
+  engine.ReplaceRules(Rules(R"(rules:
+  - alert: FewAgents
+    expr: count(host_load1) < 3
+  - alert: LowThroughput
+    expr: sum(nginx_requests_per_second) < 100
+)"));
+  engine.Tick();
+  EXPECT_EQ(sink.changes.size(), before);
+  EXPECT_EQ(engine.firing_count(), 2u);
+  // One new value from a: the sum still counts b's 30 (carried over).
+  a.Gauge("nginx_requests_per_second", 50);
+  EXPECT_EQ(engine.firing_count(), 2u);
+  for (const v1::Alert& alert : engine.ActiveAlerts()) {
+    if (alert.rule() == "LowThroughput") {
+      EXPECT_EQ(alert.value(), 80);
+    }
+  }
+  // Nothing comes back for FewAgents: after the refill time its group resolves.
+  clock.Advance(absl::Seconds(30));
+  b.Gauge("nginx_requests_per_second", 30);
+  engine.Tick();
+  ASSERT_EQ(sink.changes.back().rule, "FewAgents");
+  EXPECT_EQ(sink.changes.back().state, v1::RESOLVED);
+}
+
+TEST(RuleEngineReload, RuleThatChangesKindResolvesItsAlerts) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: Load
+    expr: host_load1 > 4
+)"),
+                    &clock, &sink);
+  FakeAgent agent("web-1", &engine, &clock);
+  agent.Gauge("host_load1", 9);
+  ASSERT_EQ(engine.firing_count(), 1u);
+  RuleEngine::Replacement r = engine.ReplaceRules(Rules(R"(rules:
+  - alert: Load
+    expr: max(host_load1) > 4
+)"));
+  EXPECT_EQ(r.alerts_resolved, 1u);
+  EXPECT_EQ(sink.changes.back().state, v1::RESOLVED);
+  EXPECT_EQ(sink.last.labels().at("resolved_reason"),
+            "rule Load changed from per-agent to fleet-wide by a configuration reload");
+  EXPECT_THAT(engine.ActiveAlerts(), SizeIs(0));
+}
+
 }  // namespace
 }  // namespace vigil::controller

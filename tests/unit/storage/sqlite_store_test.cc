@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -308,6 +309,45 @@ TEST(TimelineHash, FieldsAndBoundariesMatter) {
   c = a;
   c.set_details_json("{}");
   EXPECT_NE(TimelineEventHash(a), TimelineEventHash(c));
+}
+
+mode_t ModeOf(const std::string& path) {
+  struct stat st;
+  EXPECT_EQ(stat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 0777;
+}
+
+// Restores the process umask when the test ends.
+class Umask {
+ public:
+  explicit Umask(mode_t mask) : old_(umask(mask)) {}
+  ~Umask() { umask(old_); }
+
+ private:
+  mode_t old_;
+};
+
+TEST_F(SqliteStoreTest, DatabaseWalAndShmAreOwnerOnlyWhateverTheUmask) {
+  Umask permissive(022);
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->AppendEvent(Event("inc-1", "password=hunter2")).ok());
+  for (const std::string& file : {path_, path_ + "-wal", path_ + "-shm"}) {
+    ASSERT_TRUE(std::filesystem::exists(file)) << file;
+    EXPECT_EQ(ModeOf(file) & 077, 0u) << file << " mode " << std::oct << ModeOf(file);
+  }
+}
+
+TEST_F(SqliteStoreTest, ReadableDatabaseFromAnOlderVersionIsTightened) {
+  Umask permissive(022);
+  std::filesystem::create_directories(dir_ + "/sub");
+  Sql("CREATE TABLE t(x);");  // made by sqlite3 itself: 0644
+  ASSERT_NE(ModeOf(path_) & 044, 0u);
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(ModeOf(path_), 0600u);
+  ASSERT_TRUE(store->AppendEvent(Event("inc-1", "first")).ok());
+  EXPECT_EQ(ModeOf(path_ + "-wal") & 077, 0u);
 }
 
 }  // namespace

@@ -1,0 +1,133 @@
+// The controller in-process on loopback port 0: reloading rules and policy (what SIGHUP does).
+#include "controller/controller.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "tests/support/process.h"
+#include "tests/support/servers.h"
+
+namespace vigil::controller {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr char kTwoRules[] = R"(rules:
+  - alert: HighLoad
+    expr: host_load1 > 4
+  - alert: HighCPU
+    expr: host_cpu_usage_ratio > 0.9
+)";
+
+class ControllerReloadTest : public ::testing::Test {
+ protected:
+  void Start(bool with_files) {
+    ControllerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.http_listen = "127.0.0.1:0";
+    options.db_path = dir_.File("data/vigil.db");
+    options.transport.insecure = true;
+    if (with_files) {
+      testing::WriteFile(dir_.File("rules.yaml"), kTwoRules);
+      testing::WriteFile(dir_.File("policy.yaml"), "wave_size: 5\n");
+      options.rules_path = dir_.File("rules.yaml");
+      options.policy_path = dir_.File("policy.yaml");
+    }
+    controller_ = std::make_unique<Controller>(options, RealClock::Get());
+    ASSERT_TRUE(controller_->Start().ok());
+  }
+  void TearDown() override {
+    if (controller_ != nullptr) {
+      controller_->Stop();
+    }
+  }
+
+  std::vector<std::string> RuleNames() {
+    std::vector<std::string> names;
+    for (const Rule& r : controller_->rules().rules()) {
+      names.push_back(r.name);
+    }
+    return names;
+  }
+  std::string Metrics() {
+    std::string body;
+    EXPECT_EQ(testing::HttpGet(controller_->http_port(), "/metrics", absl::Seconds(5), &body), 200);
+    return body;
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<Controller> controller_;
+};
+
+TEST_F(ControllerReloadTest, GoodFilesAreSwappedInAndCounted) {
+  Start(true);
+  EXPECT_THAT(RuleNames(), ElementsAre("HighLoad", "HighCPU"));
+  testing::WriteFile(dir_.File("rules.yaml"), R"(rules:
+  - alert: HighLoad
+    expr: host_load1 > 8
+  - alert: SlowQueries
+    expr: pg_longest_query_seconds > 5
+)");
+  ASSERT_TRUE(controller_->Reload().ok());
+  EXPECT_THAT(RuleNames(), ElementsAre("HighLoad", "SlowQueries"));
+  EXPECT_EQ(controller_->rules().rules()[0].expr.threshold, 8);
+  const std::string metrics = Metrics();
+  EXPECT_THAT(metrics, HasSubstr("vigil_config_reloads_total{result=\"ok\"} 1\n"));
+  EXPECT_THAT(metrics, HasSubstr("vigil_config_reloads_total{result=\"failed\"} 0\n"));
+  EXPECT_THAT(metrics, HasSubstr("vigil_rules_loaded 2\n"));
+}
+
+TEST_F(ControllerReloadTest, ABadFileOfEitherKindChangesNothing) {
+  Start(true);
+  // Rules with two problems, a good policy: every problem named with file and line.
+  testing::WriteFile(dir_.File("rules.yaml"), R"(rules:
+  - alert: HighLoad
+    expr: host_load1 >> 4
+  - alert: Typo
+    expr: host_lod1 > 4
+)");
+  absl::Status bad_rules = controller_->Reload();
+  ASSERT_FALSE(bad_rules.ok());
+  EXPECT_THAT(std::string(bad_rules.message()), HasSubstr(dir_.File("rules.yaml") + ":3: "));
+  EXPECT_THAT(std::string(bad_rules.message()),
+              HasSubstr(dir_.File("rules.yaml") + ":5: rule Typo: expr: unknown metric"));
+  EXPECT_THAT(RuleNames(), ElementsAre("HighLoad", "HighCPU"));
+
+  // Good rules, a bad policy: the rules are not taken either.
+  testing::WriteFile(dir_.File("rules.yaml"),
+                     "rules:\n  - alert: Other\n    expr: host_load1 > 1\n");
+  testing::WriteFile(dir_.File("policy.yaml"), "wave_size: 0\n");
+  absl::Status bad_policy = controller_->Reload();
+  ASSERT_FALSE(bad_policy.ok());
+  EXPECT_THAT(std::string(bad_policy.message()),
+              HasSubstr(dir_.File("policy.yaml") + ":1: wave_size must be at least 1"));
+  EXPECT_THAT(RuleNames(), ElementsAre("HighLoad", "HighCPU"));
+
+  // A file that went away is an error too.
+  std::remove(dir_.File("policy.yaml").c_str());
+  EXPECT_THAT(std::string(controller_->Reload().message()), HasSubstr("policy.yaml"));
+  EXPECT_THAT(RuleNames(), ElementsAre("HighLoad", "HighCPU"));
+  EXPECT_THAT(Metrics(), HasSubstr("vigil_config_reloads_total{result=\"failed\"} 3\n"));
+
+  // Fixed: both are taken.
+  testing::WriteFile(dir_.File("policy.yaml"), "wave_size: 2\n");
+  ASSERT_TRUE(controller_->Reload().ok());
+  EXPECT_THAT(RuleNames(), ElementsAre("Other"));
+}
+
+TEST_F(ControllerReloadTest, WithoutFilesReloadKeepsTheBuiltInRules) {
+  Start(false);
+  const std::vector<std::string> before = RuleNames();
+  ASSERT_FALSE(before.empty());
+  EXPECT_TRUE(controller_->Reload().ok());
+  EXPECT_EQ(RuleNames(), before);
+  EXPECT_THAT(Metrics(), HasSubstr("vigil_config_reloads_total{result=\"ok\"} 1\n"));
+}
+
+}  // namespace
+}  // namespace vigil::controller
