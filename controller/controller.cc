@@ -108,14 +108,15 @@ absl::Status Controller::Start() {
                                                           remediation_.get());
 
   if (!options_.http_listen.empty()) {
-    http_ = std::make_unique<HttpServer>();
-    http_->Handle("GET", "/metrics", [this](const HttpRequest&) {
-      return HttpResponse{.status = 200,
-                          .content_type = "text/plain; version=0.0.4; charset=utf-8",
-                          .body = MetricsPage()};
+    http_ = std::make_unique<http::HttpServer>();
+    http_->Handle("GET", "/metrics", [this](const http::HttpRequest&) {
+      return http::HttpResponse{.status = 200,
+                                .content_type = "text/plain; version=0.0.4; charset=utf-8",
+                                .body = MetricsPage()};
     });
-    http_->Handle("POST", "/api/v1/alertmanager",
-                  [this](const HttpRequest& request) { return AlertmanagerWebhook(request); });
+    http_->Handle("POST", "/api/v1/alertmanager", [this](const http::HttpRequest& request) {
+      return AlertmanagerWebhook(request);
+    });
     if (absl::Status s = http_->Start(options_.http_listen); !s.ok()) {
       incidents_->Stop();
       return absl::Status(s.code(), absl::StrCat("--http-listen: ", s.message()));
@@ -258,7 +259,7 @@ std::string Controller::MetricsPage() {
   return page;
 }
 
-HttpResponse Controller::AlertmanagerWebhook(const HttpRequest& request) {
+http::HttpResponse Controller::AlertmanagerWebhook(const http::HttpRequest& request) {
   absl::StatusOr<std::vector<v1::Alert>> alerts = ParseAlertmanagerWebhook(request.body);
   if (!alerts.ok()) {
     static RateLimitedLog limiter(3, absl::Minutes(1));
@@ -266,11 +267,11 @@ HttpResponse Controller::AlertmanagerWebhook(const HttpRequest& request) {
       spdlog::warn("Alertmanager webhook refused ({} more not logged): {}", suppressed,
                    alerts.status().message());
     }
-    return HttpResponse{.status = 400, .body = absl::StrCat(alerts.status().message(), "\n")};
+    return http::HttpResponse{.status = 400, .body = absl::StrCat(alerts.status().message(), "\n")};
   }
   const size_t n = alerts->size();
   incidents_->OnExternalAlerts(std::move(*alerts));
-  return HttpResponse{.status = 200, .body = absl::StrCat("accepted ", n, " alert(s)\n")};
+  return http::HttpResponse{.status = 200, .body = absl::StrCat("accepted ", n, " alert(s)\n")};
 }
 
 }  // namespace vigil::controller

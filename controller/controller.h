@@ -14,9 +14,9 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
 #include "common/clock.h"
+#include "common/http/http_server.h"
 #include "common/transport.h"
 #include "controller/api/control_service.h"
-#include "controller/http/http_server.h"
 #include "controller/incidents/incident_manager.h"
 #include "controller/ingest/agent_service.h"
 #include "controller/ingest/fleet_state.h"
@@ -73,7 +73,7 @@ class Controller {
   class Observer;
   void HousekeepingLoop();
   std::string MetricsPage();
-  HttpResponse AlertmanagerWebhook(const HttpRequest& request);
+  http::HttpResponse AlertmanagerWebhook(const http::HttpRequest& request);
 
   const ControllerOptions options_;
   const Clock* clock_;
@@ -85,7 +85,7 @@ class Controller {
   std::string signing_public_path_;
   std::unique_ptr<RuleEngine> rule_engine_;
   std::unique_ptr<Observer> observer_;
-  std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<http::HttpServer> http_;
   std::unique_ptr<ControlServiceImpl> control_service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
