@@ -10,7 +10,9 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "agent/collectors/log_format.h"
@@ -60,16 +62,37 @@ bool PostJson(uint16_t port, const std::string& path, const std::string& body) {
   return r.exit_code == 0;
 }
 
-// A real prometheus-alertmanager that sends every alert to the controller's webhook at once.
+// POSTs to the controller's webhook with python3; the HTTP status (0 when nothing answered).
+int PostWebhook(uint16_t port, const std::string& body, const std::string& token) {
+  CommandResult r = RunCommand(
+      {"python3", "-c",
+       "import sys, urllib.request, urllib.error\n"
+       "headers = {'Content-Type': 'application/json'}\n"
+       "if sys.argv[3]: headers['Authorization'] = 'Bearer ' + sys.argv[3]\n"
+       "req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), headers=headers)\n"
+       "try:\n"
+       "    print(urllib.request.urlopen(req, timeout=5).status)\n"
+       "except urllib.error.HTTPError as e:\n"
+       "    print(e.code)\n",
+       absl::StrCat("http://127.0.0.1:", port, "/api/v1/alertmanager"), body, token});
+  int status = 0;
+  return absl::SimpleAtoi(absl::StripAsciiWhitespace(r.stdout_text), &status) ? status : 0;
+}
+
+// A real prometheus-alertmanager that sends every alert to the controller's webhook at once,
+// with a responder's token as the receiver's credentials.
 class Alertmanager {
  public:
-  Alertmanager(const testing::TempDir& dir, int webhook_port) : port_(testing::FreeLoopbackPort()) {
+  Alertmanager(const testing::TempDir& dir, int webhook_port, const std::string& token)
+      : port_(testing::FreeLoopbackPort()) {
     testing::WriteFile(
         dir.File("alertmanager.yml"),
         absl::StrCat("route: {receiver: vigil, group_by: [alertname], group_wait: 0s, "
                      "group_interval: 1s, repeat_interval: 1h}\n"
                      "receivers: [{name: vigil, webhook_configs: [{url: 'http://127.0.0.1:",
-                     webhook_port, "/api/v1/alertmanager', send_resolved: true}]}]\n"));
+                     webhook_port, "/api/v1/alertmanager', send_resolved: true, ",
+                     "http_config: {authorization: {type: Bearer, credentials: '", token,
+                     "'}}}]}]\n"));
     process_ = std::make_unique<Subprocess>(
         std::vector<std::string>{
             "prometheus-alertmanager", "--config.file=" + dir.File("alertmanager.yml"),
@@ -130,6 +153,7 @@ class IncidentsTest : public ::testing::Test {
   void StartController() {
     if (token_.empty()) {
       token_ = testing::AddVigilUser(db(), "tester", "admin");
+      webhook_token_ = testing::AddVigilUser(db(), "alertmanager", "responder");
     }
     controller_ = std::make_unique<Subprocess>(
         std::vector<std::string>{BinaryPath("vigil-controller"), "--listen=" + address_,
@@ -182,6 +206,7 @@ class IncidentsTest : public ::testing::Test {
   const std::string address_;
   std::unique_ptr<Subprocess> controller_;
   std::string token_;
+  std::string webhook_token_;  // a responder's, for Alertmanager
   int controllers_ = 0;
 };
 
@@ -192,7 +217,7 @@ TEST_F(IncidentsTest, SlowApiAndLockedDatabaseBecomeOneIncidentWithTheDatabaseAs
   testing::PostgresServer postgres(dir_.path());
   ASSERT_TRUE(nginx.ok() && postgres.ok());
   StartController();
-  Alertmanager alertmanager(dir_, http_port_);
+  Alertmanager alertmanager(dir_, http_port_, webhook_token_);
 
   std::vector<std::unique_ptr<Subprocess>> agents;
   for (int i = 1; i <= 5; ++i) {
@@ -367,6 +392,37 @@ TEST_F(IncidentsTest, SlowApiAndLockedDatabaseBecomeOneIncidentWithTheDatabaseAs
   EXPECT_EQ(verify.exit_code, 0) << verify.stdout_text << verify.output;
 }
 
+TEST_F(IncidentsTest, WebhookWantsAResponderAndBoundsWhatItTakes) {
+  StartController();
+  const std::string viewer = testing::AddVigilUser(db(), "victor", "viewer");
+  const std::string alert = absl::StrCat(
+      R"({"version":"4","status":"firing","alerts":[{"status":"firing",)",
+      R"("labels":{"alertname":"Forged","severity":"critical","instance":"db-1:9100"},)",
+      R"("startsAt":"2024-03-01T00:00:00Z"}]})");
+  EXPECT_EQ(PostWebhook(http_port_, alert, ""), 401);
+  EXPECT_EQ(PostWebhook(http_port_, alert, "vgt_not_a_token"), 401);
+  EXPECT_EQ(PostWebhook(http_port_, alert, viewer), 403);
+  // 100,000 nested arrays are refused at once, and the controller goes on.
+  absl::Time start = absl::Now();
+  EXPECT_EQ(PostWebhook(http_port_, std::string(100000, '['), webhook_token_), 400);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_TRUE(Incidents().empty());
+  std::string metrics;
+  EXPECT_EQ(testing::HttpGet(http_port_, "/metrics", absl::Seconds(5), &metrics), 200);
+  EXPECT_NE(metrics.find("vigil_webhook_requests_refused_total{reason=\"unauthorized\"} 2"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("vigil_webhook_requests_refused_total{reason=\"bad_request\"} 1"),
+            std::string::npos)
+      << metrics;
+
+  // The same notification with a responder's token opens the incident.
+  EXPECT_EQ(PostWebhook(http_port_, alert, webhook_token_), 200);
+  ASSERT_TRUE(WaitUntil([&] { return !Incidents().empty(); }, absl::Seconds(5)))
+      << controller_->Output();
+  EXPECT_EQ(Incidents()[0].severity(), v1::SEV1);
+}
+
 TEST_F(IncidentsTest, BadRuleFilesAreNamedByFileAndLine) {
   testing::WriteFile(dir_.File("bad.yaml"), R"(rules:
   - alert: Typo
@@ -398,7 +454,7 @@ TEST_F(IncidentsTest, BadRuleFilesAreNamedByFileAndLine) {
 
 TEST_F(IncidentsTest, WatchSurvivesRestartAndAuditNamesTheEditedEvent) {
   StartController();
-  Alertmanager alertmanager(dir_, http_port_);
+  Alertmanager alertmanager(dir_, http_port_, webhook_token_);
   ASSERT_TRUE(WaitUntil([&] { return alertmanager.Ready(); }, absl::Seconds(15)))
       << alertmanager.Output();
   Subprocess watch({BinaryPath("vigil"), "--controller=" + address_, "--insecure",
