@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "agent/collectors/log_format.h"
+#include "common/http/http_client.h"
 #include "tests/support/proto_json.h"
 #include "tests/support/servers.h"
 #include "vigil/v1/control_service.pb.h"
@@ -155,12 +156,15 @@ class IncidentsTest : public ::testing::Test {
       token_ = testing::AddVigilUser(db(), "tester", "admin");
       webhook_token_ = testing::AddVigilUser(db(), "alertmanager", "responder");
     }
+    std::vector<std::string> argv = {BinaryPath("vigil-controller"),
+                                     "--listen=" + address_,
+                                     "--db=" + db(),
+                                     "--insecure",
+                                     absl::StrCat("--http-listen=127.0.0.1:", http_port_),
+                                     "--rules=" + dir_.File("rules.yaml")};
+    argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());
     controller_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{BinaryPath("vigil-controller"), "--listen=" + address_,
-                                 "--db=" + db(), "--insecure",
-                                 absl::StrCat("--http-listen=127.0.0.1:", http_port_),
-                                 "--rules=" + dir_.File("rules.yaml")},
-        std::map<std::string, std::string>{},
+        argv, std::map<std::string, std::string>{},
         dir_.File(absl::StrCat("controller-", ++controllers_, ".log")));
     ASSERT_TRUE(WaitUntil([&] { return Cli({"agents"}).exit_code == 0; }, absl::Seconds(10)))
         << controller_->Output();
@@ -206,7 +210,8 @@ class IncidentsTest : public ::testing::Test {
   const std::string address_;
   std::unique_ptr<Subprocess> controller_;
   std::string token_;
-  std::string webhook_token_;  // a responder's, for Alertmanager
+  std::string webhook_token_;             // a responder's, for Alertmanager
+  std::vector<std::string> extra_flags_;  // for the controller
   int controllers_ = 0;
 };
 
@@ -421,6 +426,49 @@ TEST_F(IncidentsTest, WebhookWantsAResponderAndBoundsWhatItTakes) {
   ASSERT_TRUE(WaitUntil([&] { return !Incidents().empty(); }, absl::Seconds(5)))
       << controller_->Output();
   EXPECT_EQ(Incidents()[0].severity(), v1::SEV1);
+}
+
+TEST_F(IncidentsTest, WebhookOverTlsTakesAClientCertificateOfAResponder) {
+  const std::string tls = dir_.File("tls");
+  CommandResult ca = RunCommand({testing::SourcePath("scripts/dev-ca.sh"), tls, "--user",
+                                 "alertmanager", "--user", "victor"});
+  ASSERT_EQ(ca.exit_code, 0) << ca.output;
+  extra_flags_ = {"--http-tls-cert=" + tls + "/controller.pem",
+                  "--http-tls-key=" + tls + "/controller.key", "--http-tls-ca=" + tls + "/ca.pem"};
+  StartController();  // adds the responder "alertmanager"
+  testing::AddVigilUser(db(), "victor", "viewer");
+  const std::string url = absl::StrCat("https://127.0.0.1:", http_port_, "/api/v1/alertmanager");
+  const std::string alert = absl::StrCat(
+      R"({"version":"4","status":"firing","alerts":[{"status":"firing",)",
+      R"("labels":{"alertname":"ReplicaLag","severity":"warning","instance":"db-2:9187"},)",
+      R"("startsAt":"2024-03-01T00:00:00Z"}]})");
+  http::HttpClientOptions options;
+  options.tls_ca_file = tls + "/ca.pem";
+
+  absl::StatusOr<http::HttpClientResponse> r =
+      http::HttpPost(url, alert, "application/json", options);
+  ASSERT_TRUE(r.ok()) << r.status() << controller_->Output();
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(r->headers["www-authenticate"].rfind("Bearer", 0), 0u);
+  options.tls_cert_file = tls + "/user-victor.pem";
+  options.tls_key_file = tls + "/user-victor.key";
+  r = http::HttpPost(url, alert, "application/json", options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 403);
+  EXPECT_TRUE(Incidents().empty());
+
+  options.tls_cert_file = tls + "/user-alertmanager.pem";
+  options.tls_key_file = tls + "/user-alertmanager.key";
+  r = http::HttpPost(url, alert, "application/json", options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 200) << r->body;
+  ASSERT_TRUE(WaitUntil([&] { return !Incidents().empty(); }, absl::Seconds(5)))
+      << controller_->Output();
+  // /metrics is served over TLS too; plain HTTP on the port gets no answer.
+  r = http::HttpGet(absl::StrCat("https://127.0.0.1:", http_port_, "/metrics"), options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(testing::HttpGet(http_port_, "/metrics", absl::Seconds(2)), -1);
 }
 
 TEST_F(IncidentsTest, BadRuleFilesAreNamedByFileAndLine) {
