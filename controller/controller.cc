@@ -129,7 +129,8 @@ absl::Status Controller::Start() {
                   [this](const http::HttpRequest& request) { return webhook_->Handle(request); });
     if (absl::Status s = http_->Start(options_.http_listen); !s.ok()) {
       incidents_->Stop();
-      return absl::Status(s.code(), absl::StrCat("--http-listen: ", s.message()));
+      // The message names the address or the TLS file at fault.
+      return absl::Status(s.code(), absl::StrCat("HTTP port: ", s.message()));
     }
   }
 

@@ -74,10 +74,10 @@ int main(int argc, char** argv) {
                  "is a user name (e.g. Alertmanager with --role responder)");
   app.add_option("--webhook-max-alerts", options.webhook.max_alerts_per_request,
                  "alerts taken in one Alertmanager notification; more: 413 (1000)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(size_t{1}, size_t{1'000'000}));
   app.add_option("--webhook-max-alerts-per-minute", options.webhook.max_alerts_per_minute,
                  "alerts taken from Alertmanager per minute; more: 503 with Retry-After (10000)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(size_t{1}, size_t{100'000'000}));
   app.add_option("--rules", options.rules_path,
                  "alert rule file (YAML); without it, the built-in rules")
       ->check(CLI::ExistingFile);
