@@ -3,8 +3,12 @@
 // hosts, the database as probable cause and diagnostics from the right agents. A real
 // Alertmanager posts to the webhook and its alert joins the same incident. `vigil watch`
 // survives a controller restart, and `vigil audit verify` catches an edited row.
+#include <arpa/inet.h>
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <set>
@@ -426,6 +430,32 @@ TEST_F(IncidentsTest, WebhookWantsAResponderAndBoundsWhatItTakes) {
   ASSERT_TRUE(WaitUntil([&] { return !Incidents().empty(); }, absl::Seconds(5)))
       << controller_->Output();
   EXPECT_EQ(Incidents()[0].severity(), v1::SEV1);
+
+  // 300 clients that never finish a request, and one trickling a large body, do not starve
+  // /metrics nor hold up SIGTERM.
+  std::vector<int> clients;
+  for (int i = 0; i < 300; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(http_port_);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << i;
+    const std::string start =
+        i == 0 ? "POST /api/v1/alertmanager HTTP/1.1\r\nContent-Length: 4000000\r\n\r\n[[["
+               : "GET /metrics HTTP/1.1\r\nX-Slow: ";
+    ASSERT_GT(send(fd, start.data(), start.size(), MSG_NOSIGNAL), 0);
+    clients.push_back(fd);
+  }
+  metrics.clear();
+  EXPECT_EQ(testing::HttpGet(http_port_, "/metrics", absl::Seconds(2), &metrics), 200);
+  EXPECT_NE(metrics.find("vigil_http_connections_accepted_total"), std::string::npos) << metrics;
+  absl::Time stop_start = absl::Now();
+  EXPECT_EQ(controller_->Stop(absl::Seconds(10)), 0) << controller_->Output();
+  EXPECT_LT(absl::Now() - stop_start, absl::Seconds(5));
+  for (int fd : clients) {
+    close(fd);
+  }
 }
 
 TEST_F(IncidentsTest, WebhookOverTlsTakesAClientCertificateOfAResponder) {
