@@ -113,18 +113,30 @@ absl::Status Controller::Start() {
   control_service_ = std::make_unique<ControlServiceImpl>(&fleet_, store_.get(), incidents_.get(),
                                                           remediation_.get());
 
+  webhook_auth_ = std::make_unique<Authenticator>(store_.get());
+  webhook_ = std::make_unique<AlertmanagerReceiver>(
+      options_.webhook,
+      [this](const http::HttpRequest& request) { return AuthorizeWebhook(request); },
+      [this](std::vector<v1::Alert> alerts) { incidents_->OnExternalAlerts(std::move(alerts)); },
+      clock_);
   if (!options_.http_listen.empty()) {
-    http_ = std::make_unique<HttpServer>();
-    http_->Handle("GET", "/metrics", [this](const HttpRequest&) {
-      return HttpResponse{.status = 200,
-                          .content_type = "text/plain; version=0.0.4; charset=utf-8",
-                          .body = MetricsPage()};
+    http::HttpServer::Options http_options;
+    http_options.tls_cert_file = options_.http_tls_cert;
+    http_options.tls_key_file = options_.http_tls_key;
+    http_options.tls_ca_file = options_.http_tls_ca;
+    http_ = std::make_unique<http::HttpServer>(http_options);
+    http_->Handle("GET", "/metrics", [this](const http::HttpRequest&) {
+      http::HttpResponse response;
+      response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      response.body = MetricsPage();
+      return response;
     });
     http_->Handle("POST", "/api/v1/alertmanager",
-                  [this](const HttpRequest& request) { return AlertmanagerWebhook(request); });
+                  [this](const http::HttpRequest& request) { return webhook_->Handle(request); });
     if (absl::Status s = http_->Start(options_.http_listen); !s.ok()) {
       incidents_->Stop();
-      return absl::Status(s.code(), absl::StrCat("--http-listen: ", s.message()));
+      // The message names the address or the TLS file at fault.
+      return absl::Status(s.code(), absl::StrCat("HTTP port: ", s.message()));
     }
   }
 
@@ -344,22 +356,42 @@ std::string Controller::MetricsPage() {
   absl::StrAppendFormat(&page, "vigil_store_append_seconds_count %d\n", latency.count());
   metric("vigil_uptime_seconds", "gauge", "Seconds since the controller started.",
          absl::ToDoubleSeconds(clock_->Now() - started_at_));
+  webhook_->AppendMetrics(&page);
+  if (http_ != nullptr) {
+    const http::HttpServer::Stats http = http_->stats();
+    metric("vigil_http_connections_accepted_total", "counter",
+           "Connections accepted on the HTTP port.",
+           static_cast<double>(http.connections_accepted));
+    metric("vigil_http_connections_evicted_total", "counter",
+           "Idle HTTP connections closed to make room at the connection cap.",
+           static_cast<double>(http.connections_evicted));
+    metric("vigil_http_connections_refused_total", "counter",
+           "HTTP connections answered 503 at the cap with nothing idle to close.",
+           static_cast<double>(http.connections_refused));
+    metric("vigil_http_timeouts_total", "counter",
+           "HTTP connections that missed a request or response deadline.",
+           static_cast<double>(http.timeouts));
+    metric("vigil_http_tls_handshake_failures_total", "counter",
+           "TLS handshakes on the HTTP port that failed.",
+           static_cast<double>(http.tls_handshake_failures));
+  }
   return page;
 }
 
-HttpResponse Controller::AlertmanagerWebhook(const HttpRequest& request) {
-  absl::StatusOr<std::vector<v1::Alert>> alerts = ParseAlertmanagerWebhook(request.body);
-  if (!alerts.ok()) {
-    static RateLimitedLog limiter(3, absl::Minutes(1));
-    if (uint64_t suppressed = 0; limiter.Allow(absl::Now(), &suppressed)) {
-      spdlog::warn("Alertmanager webhook refused ({} more not logged): {}", suppressed,
-                   alerts.status().message());
-    }
-    return HttpResponse{.status = 400, .body = absl::StrCat(alerts.status().message(), "\n")};
+absl::Status Controller::AuthorizeWebhook(const http::HttpRequest& request) {
+  constexpr absl::string_view kWhat = "posting Alertmanager alerts";
+  if (const std::string& header = request.Header("authorization"); !header.empty()) {
+    ASSIGN_OR_RETURN(Caller caller, webhook_auth_->Authenticate(header));
+    return Authenticator::Require(caller, Role::kResponder, kWhat);
   }
-  const size_t n = alerts->size();
-  incidents_->OnExternalAlerts(std::move(*alerts));
-  return HttpResponse{.status = 200, .body = absl::StrCat("accepted ", n, " alert(s)\n")};
+  if (!request.client_cn.empty()) {
+    ASSIGN_OR_RETURN(Caller caller, webhook_auth_->AuthenticateCertificate(request.client_cn));
+    return Authenticator::Require(caller, Role::kResponder, kWhat);
+  }
+  return absl::UnauthenticatedError(
+      "the webhook wants credentials: 'Authorization: Bearer TOKEN' with a responder's token "
+      "(vigil-controller users add alertmanager --role responder)"
+      " or a client certificate whose CN is such a user");
 }
 
 }  // namespace vigil::controller

@@ -15,9 +15,11 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
 #include "common/clock.h"
+#include "common/http/http_server.h"
 #include "common/transport.h"
 #include "controller/api/control_service.h"
-#include "controller/http/http_server.h"
+#include "controller/auth/auth.h"
+#include "controller/http/alertmanager_webhook.h"
 #include "controller/incidents/incident_manager.h"
 #include "controller/ingest/agent_service.h"
 #include "controller/ingest/fleet_state.h"
@@ -32,6 +34,12 @@ struct ControllerOptions {
   std::string db_path = "data/vigil.db";
   // Prometheus /metrics and the Alertmanager webhook; empty: no HTTP port.
   std::string http_listen = "127.0.0.1:9464";
+  // TLS on the HTTP port: certificate and key (both or neither); with a CA, client certificates
+  // are verified and their CN may stand for a user (e.g. Alertmanager as a responder).
+  std::string http_tls_cert;
+  std::string http_tls_key;
+  std::string http_tls_ca;
+  AlertmanagerReceiver::Limits webhook;
   std::string rules_path;   // empty: the built-in rules
   std::string policy_path;  // empty: the default approval policy
   // Ed25519 key that signs commands; created on first start. Empty: next to the database
@@ -83,7 +91,6 @@ class Controller {
   class Observer;
   void HousekeepingLoop();
   std::string MetricsPage();
-  HttpResponse AlertmanagerWebhook(const HttpRequest& request);
 
   const ControllerOptions options_;
   const Clock* clock_;
@@ -95,7 +102,11 @@ class Controller {
   std::string signing_public_path_;
   std::unique_ptr<RuleEngine> rule_engine_;
   std::unique_ptr<Observer> observer_;
-  std::unique_ptr<HttpServer> http_;
+  absl::Status AuthorizeWebhook(const http::HttpRequest& request);
+
+  std::unique_ptr<Authenticator> webhook_auth_;
+  std::unique_ptr<AlertmanagerReceiver> webhook_;
+  std::unique_ptr<http::HttpServer> http_;
   std::unique_ptr<ControlServiceImpl> control_service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -74,6 +74,18 @@ int main(int argc, char** argv) {
   app.add_option("--db", options.db_path, "SQLite database file (created with its folder)");
   app.add_option("--http-listen", options.http_listen,
                  "HTTP address for /metrics and the Alertmanager webhook; \"off\": none");
+  app.add_option("--http-tls-cert", options.http_tls_cert,
+                 "TLS certificate chain (PEM) for the HTTP port; with --http-tls-key");
+  app.add_option("--http-tls-key", options.http_tls_key, "TLS key (PEM) for the HTTP port");
+  app.add_option("--http-tls-ca", options.http_tls_ca,
+                 "CA (PEM) for client certificates on the HTTP port; a verified certificate's CN "
+                 "is a user name (e.g. Alertmanager with --role responder)");
+  app.add_option("--webhook-max-alerts", options.webhook.max_alerts_per_request,
+                 "alerts taken in one Alertmanager notification; more: 413 (1000)")
+      ->check(CLI::Range(size_t{1}, size_t{1'000'000}));
+  app.add_option("--webhook-max-alerts-per-minute", options.webhook.max_alerts_per_minute,
+                 "alerts taken from Alertmanager per minute; more: 503 with Retry-After (10000)")
+      ->check(CLI::Range(size_t{1}, size_t{100'000'000}));
   app.add_option("--rules", options.rules_path,
                  "alert rule file (YAML); without it, the built-in rules")
       ->check(CLI::ExistingFile);

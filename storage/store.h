@@ -62,6 +62,11 @@ class Store {
   virtual absl::Status AddUser(const UserRecord& user) = 0;  // AlreadyExists on a taken name
   virtual absl::StatusOr<std::optional<UserRecord>> FindUserByTokenHash(
       absl::string_view token_hash) = 0;
+  // The user a verified client certificate names (its CN). Not pure, so that fakes need not
+  // implement it: Unimplemented by default.
+  virtual absl::StatusOr<std::optional<UserRecord>> FindUserByName(absl::string_view name) {
+    return absl::UnimplementedError("this store cannot look users up by name");
+  }
 
   // --- action proposals ---
   virtual absl::Status SaveProposal(const v1::ActionProposal& proposal) = 0;  // upsert by id

@@ -97,6 +97,41 @@ absl::StatusOr<Caller> Authenticator::Authenticate(absl::string_view authorizati
   return caller;
 }
 
+absl::StatusOr<Caller> Authenticator::AuthenticateCertificate(absl::string_view common_name) const {
+  if (common_name.empty()) {
+    return absl::UnauthenticatedError("no client certificate");
+  }
+  // Cached beside the token hashes; "cn:" cannot begin a hex digest.
+  const std::string key = absl::StrCat("cn:", common_name);
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = cache_.find(key); it != cache_.end() && now - it->second.second < cache_for_) {
+      return it->second.first;
+    }
+  }
+  absl::StatusOr<std::optional<storage::UserRecord>> user = store_->FindUserByName(common_name);
+  if (!user.ok()) {
+    return user.status();
+  }
+  if (!user->has_value()) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("client certificate CN '", common_name, "' is not a user"));
+  }
+  absl::StatusOr<Role> role = ParseRole((*user)->role);
+  if (!role.ok()) {
+    return absl::InternalError(
+        absl::StrCat("user ", (*user)->name, " has a bad role in the store"));
+  }
+  Caller caller{(*user)->name, *role};
+  absl::MutexLock lock(&mu_);
+  if (cache_.size() >= 10'000) {
+    cache_.clear();
+  }
+  cache_[key] = {caller, now};
+  return caller;
+}
+
 absl::Status Authenticator::Require(const Caller& caller, Role needed, absl::string_view what) {
   if (caller.role >= needed) {
     return absl::OkStatus();

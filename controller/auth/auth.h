@@ -43,6 +43,9 @@ class Authenticator {
   // `authorization` is the request's header value ("Bearer TOKEN"); empty when absent.
   // Unauthenticated: no token, malformed header, unknown token.
   absl::StatusOr<Caller> Authenticate(absl::string_view authorization) const;
+  // The user named by a client certificate's common name that the TLS layer verified (never call
+  // it with a name the peer merely claims). Unauthenticated when no user has that name.
+  absl::StatusOr<Caller> AuthenticateCertificate(absl::string_view common_name) const;
   // PermissionDenied naming the caller, their role, the role needed and what for.
   static absl::Status Require(const Caller& caller, Role needed, absl::string_view what);
 

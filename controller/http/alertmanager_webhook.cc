@@ -1,13 +1,17 @@
 // ParseAlertmanagerWebhook: the JSON goes through protobuf's parser into a google.protobuf.Struct
 // (no JSON library beyond what gRPC already brings), which is then walked field by field so that
-// every error can name the alert and the field at fault.
+// every error can name the alert and the field at fault. AlertmanagerReceiver: the checks before
+// and after it, cheapest first.
 #include "controller/http/alertmanager_webhook.h"
 
 #include <openssl/evp.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -19,6 +23,7 @@
 #include "common/ids.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "spdlog/spdlog.h"
 
 namespace vigil::controller {
 namespace {
@@ -225,7 +230,8 @@ absl::StatusOr<v1::Alert> ParseAlert(const Value& entry, int number,
 
 }  // namespace
 
-absl::StatusOr<std::vector<v1::Alert>> ParseAlertmanagerWebhook(absl::string_view json) {
+absl::StatusOr<std::vector<v1::Alert>> ParseAlertmanagerWebhook(absl::string_view json,
+                                                                size_t max_alerts) {
   Struct root;
   auto parsed = google::protobuf::util::JsonStringToMessage(
       google::protobuf::StringPiece(json.data(), json.size()), &root);
@@ -243,6 +249,11 @@ absl::StatusOr<std::vector<v1::Alert>> ParseAlertmanagerWebhook(absl::string_vie
   if (alerts == nullptr || alerts->kind_case() != Value::kListValue) {
     return absl::InvalidArgumentError("webhook body has no \"alerts\" list");
   }
+  const size_t count = static_cast<size_t>(alerts->list_value().values_size());
+  if (count > max_alerts) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "webhook body has %d alerts; at most %d are taken in one notification", count, max_alerts));
+  }
   std::string notification_status = StringField(root, "status");
   std::vector<v1::Alert> out;
   out.reserve(alerts->list_value().values_size());
@@ -255,6 +266,161 @@ absl::StatusOr<std::vector<v1::Alert>> ParseAlertmanagerWebhook(absl::string_vie
     out.push_back(*std::move(alert));
   }
   return out;
+}
+
+absl::Status CheckJsonDepth(absl::string_view json, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < json.size(); ++i) {
+    const char c = json[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // whatever is escaped cannot end the string
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "webhook body nests arrays and objects deeper than %d (depth %d at byte %d)", max_depth,
+            depth, i));
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::string_view AlertmanagerReceiver::RefusalName(Refusal reason) {
+  switch (reason) {
+    case Refusal::kUnauthorized:
+      return "unauthorized";
+    case Refusal::kForbidden:
+      return "forbidden";
+    case Refusal::kTooLarge:
+      return "too_large";
+    case Refusal::kRateLimited:
+      return "rate_limited";
+    case Refusal::kBadRequest:
+      return "bad_request";
+  }
+  return "unknown";
+}
+
+AlertmanagerReceiver::AlertmanagerReceiver(Limits limits, Authorize authorize, Sink sink,
+                                           const Clock* clock)
+    : limits_(limits),
+      authorize_(std::move(authorize)),
+      sink_(std::move(sink)),
+      clock_(clock),
+      tokens_(static_cast<double>(limits.max_alerts_per_minute)),
+      refilled_at_(clock->Now()) {}
+
+uint64_t AlertmanagerReceiver::refused(Refusal reason) const {
+  return refused_[static_cast<size_t>(reason)].load();
+}
+
+http::HttpResponse AlertmanagerReceiver::Refuse(Refusal reason, int status,
+                                                absl::string_view message,
+                                                const http::HttpRequest& request) {
+  refused_[static_cast<size_t>(reason)].fetch_add(1);
+  if (uint64_t suppressed = 0; log_limit_.Allow(absl::Now(), &suppressed)) {
+    spdlog::warn("Alertmanager webhook: refused a request from {} with {} ({} more not logged): {}",
+                 request.peer.empty() ? "?" : request.peer, status, suppressed,
+                 absl::CHexEscape(message));
+  }
+  return http::TextResponse(status, message);
+}
+
+bool AlertmanagerReceiver::TakeBudget(size_t n, absl::Duration* retry_after) {
+  const double per_second = static_cast<double>(limits_.max_alerts_per_minute) / 60.0;
+  const double capacity = static_cast<double>(limits_.max_alerts_per_minute);
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_->Now();
+  if (now > refilled_at_) {
+    tokens_ = std::min(capacity, tokens_ + absl::ToDoubleSeconds(now - refilled_at_) * per_second);
+    refilled_at_ = now;
+  }
+  const double want = static_cast<double>(n);
+  if (want <= tokens_) {
+    tokens_ -= want;
+    return true;
+  }
+  const double seconds = per_second > 0 ? std::ceil((want - tokens_) / per_second) : 60.0;
+  *retry_after = absl::Seconds(std::clamp(seconds, 1.0, 60.0));
+  return false;
+}
+
+http::HttpResponse AlertmanagerReceiver::Handle(const http::HttpRequest& request) {
+  if (absl::Status allowed = authorize_(request); !allowed.ok()) {
+    if (absl::IsUnauthenticated(allowed)) {
+      http::HttpResponse response = Refuse(Refusal::kUnauthorized, 401, allowed.message(), request);
+      response.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"vigil\"");
+      return response;
+    }
+    if (absl::IsPermissionDenied(allowed)) {
+      return Refuse(Refusal::kForbidden, 403, allowed.message(), request);
+    }
+    spdlog::error("Alertmanager webhook: cannot check credentials: {}", allowed.message());
+    return http::TextResponse(503, "cannot check credentials now; try again");
+  }
+  if (request.body.size() > limits_.max_body_bytes) {
+    return Refuse(Refusal::kTooLarge, 413,
+                  absl::StrFormat("webhook body has %d bytes; at most %d are taken",
+                                  request.body.size(), limits_.max_body_bytes),
+                  request);
+  }
+  if (absl::Status depth = CheckJsonDepth(request.body, limits_.max_json_depth); !depth.ok()) {
+    return Refuse(Refusal::kBadRequest, 400, depth.message(), request);
+  }
+  absl::StatusOr<std::vector<v1::Alert>> alerts =
+      ParseAlertmanagerWebhook(request.body, limits_.max_alerts_per_request);
+  if (!alerts.ok()) {
+    if (absl::IsResourceExhausted(alerts.status())) {
+      // Always logged: a notification this large loses alerts, and somebody should know.
+      refused_[static_cast<size_t>(Refusal::kTooLarge)].fetch_add(1);
+      spdlog::error(
+          "Alertmanager webhook: refused a notification from {}: {} (lower the "
+          "receiver's max_alerts or raise --webhook-max-alerts)",
+          request.peer.empty() ? "?" : request.peer, alerts.status().message());
+      return http::TextResponse(413, alerts.status().message());
+    }
+    return Refuse(Refusal::kBadRequest, 400, alerts.status().message(), request);
+  }
+  absl::Duration retry_after;
+  if (!TakeBudget(alerts->size(), &retry_after)) {
+    http::HttpResponse response =
+        Refuse(Refusal::kRateLimited, 503,
+               absl::StrFormat("more than %d alerts a minute; retry in %d s",
+                               limits_.max_alerts_per_minute, absl::ToInt64Seconds(retry_after)),
+               request);
+    response.headers.emplace_back("Retry-After", absl::StrCat(absl::ToInt64Seconds(retry_after)));
+    return response;
+  }
+  const size_t n = alerts->size();
+  alerts_accepted_.fetch_add(n);
+  sink_(std::move(*alerts));
+  return http::TextResponse(200, absl::StrCat("accepted ", n, " alert(s)"));
+}
+
+void AlertmanagerReceiver::AppendMetrics(std::string* page) const {
+  absl::StrAppend(page,
+                  "# HELP vigil_webhook_requests_refused_total Alertmanager webhook requests "
+                  "refused, by reason.\n# TYPE vigil_webhook_requests_refused_total counter\n");
+  for (int i = 0; i < kRefusalKinds; ++i) {
+    absl::StrAppendFormat(page, "vigil_webhook_requests_refused_total{reason=\"%s\"} %d\n",
+                          RefusalName(static_cast<Refusal>(i)), refused_[i].load());
+  }
+  absl::StrAppendFormat(page,
+                        "# HELP vigil_webhook_alerts_accepted_total Alerts taken from "
+                        "Alertmanager.\n# TYPE vigil_webhook_alerts_accepted_total counter\n"
+                        "vigil_webhook_alerts_accepted_total %d\n",
+                        alerts_accepted_.load());
 }
 
 }  // namespace vigil::controller

@@ -487,6 +487,18 @@ class SqliteStore final : public Store {
     return std::optional<UserRecord>(UserRecord{st.Text(0), st.Text(1), st.Text(2), st.Int(3)});
   }
 
+  absl::StatusOr<std::optional<UserRecord>> FindUserByName(absl::string_view name) override {
+    absl::MutexLock lock(&read_mu_);
+    Statement st(reader_,
+                 "SELECT name, role, token_hash, created_unix_ms FROM users WHERE name = ?1");
+    st.Bind(1, name);
+    ASSIGN_OR_RETURN(bool row, Annotated("find user", st.Step()));
+    if (!row) {
+      return std::optional<UserRecord>();
+    }
+    return std::optional<UserRecord>(UserRecord{st.Text(0), st.Text(1), st.Text(2), st.Int(3)});
+  }
+
   absl::Status SaveProposal(const v1::ActionProposal& proposal) override {
     return Write("save proposal", [&]() -> absl::Status {
       Statement st(

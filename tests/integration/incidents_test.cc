@@ -3,17 +3,24 @@
 // hosts, the database as probable cause and diagnostics from the right agents. A real
 // Alertmanager posts to the webhook and its alert joins the same incident. `vigil watch`
 // survives a controller restart, and `vigil audit verify` catches an edited row.
+#include <arpa/inet.h>
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <set>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "agent/collectors/log_format.h"
+#include "common/http/http_client.h"
 #include "tests/support/proto_json.h"
 #include "tests/support/servers.h"
 #include "vigil/v1/control_service.pb.h"
@@ -60,16 +67,37 @@ bool PostJson(uint16_t port, const std::string& path, const std::string& body) {
   return r.exit_code == 0;
 }
 
-// A real prometheus-alertmanager that sends every alert to the controller's webhook at once.
+// POSTs to the controller's webhook with python3; the HTTP status (0 when nothing answered).
+int PostWebhook(uint16_t port, const std::string& body, const std::string& token) {
+  CommandResult r = RunCommand(
+      {"python3", "-c",
+       "import sys, urllib.request, urllib.error\n"
+       "headers = {'Content-Type': 'application/json'}\n"
+       "if sys.argv[3]: headers['Authorization'] = 'Bearer ' + sys.argv[3]\n"
+       "req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), headers=headers)\n"
+       "try:\n"
+       "    print(urllib.request.urlopen(req, timeout=5).status)\n"
+       "except urllib.error.HTTPError as e:\n"
+       "    print(e.code)\n",
+       absl::StrCat("http://127.0.0.1:", port, "/api/v1/alertmanager"), body, token});
+  int status = 0;
+  return absl::SimpleAtoi(absl::StripAsciiWhitespace(r.stdout_text), &status) ? status : 0;
+}
+
+// A real prometheus-alertmanager that sends every alert to the controller's webhook at once,
+// with a responder's token as the receiver's credentials.
 class Alertmanager {
  public:
-  Alertmanager(const testing::TempDir& dir, int webhook_port) : port_(testing::FreeLoopbackPort()) {
+  Alertmanager(const testing::TempDir& dir, int webhook_port, const std::string& token)
+      : port_(testing::FreeLoopbackPort()) {
     testing::WriteFile(
         dir.File("alertmanager.yml"),
         absl::StrCat("route: {receiver: vigil, group_by: [alertname], group_wait: 0s, "
                      "group_interval: 1s, repeat_interval: 1h}\n"
                      "receivers: [{name: vigil, webhook_configs: [{url: 'http://127.0.0.1:",
-                     webhook_port, "/api/v1/alertmanager', send_resolved: true}]}]\n"));
+                     webhook_port, "/api/v1/alertmanager', send_resolved: true, ",
+                     "http_config: {authorization: {type: Bearer, credentials: '", token,
+                     "'}}}]}]\n"));
     process_ = std::make_unique<Subprocess>(
         std::vector<std::string>{
             "prometheus-alertmanager", "--config.file=" + dir.File("alertmanager.yml"),
@@ -130,13 +158,17 @@ class IncidentsTest : public ::testing::Test {
   void StartController() {
     if (token_.empty()) {
       token_ = testing::AddVigilUser(db(), "tester", "admin");
+      webhook_token_ = testing::AddVigilUser(db(), "alertmanager", "responder");
     }
+    std::vector<std::string> argv = {BinaryPath("vigil-controller"),
+                                     "--listen=" + address_,
+                                     "--db=" + db(),
+                                     "--insecure",
+                                     absl::StrCat("--http-listen=127.0.0.1:", http_port_),
+                                     "--rules=" + dir_.File("rules.yaml")};
+    argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());
     controller_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{BinaryPath("vigil-controller"), "--listen=" + address_,
-                                 "--db=" + db(), "--insecure",
-                                 absl::StrCat("--http-listen=127.0.0.1:", http_port_),
-                                 "--rules=" + dir_.File("rules.yaml")},
-        std::map<std::string, std::string>{},
+        argv, std::map<std::string, std::string>{},
         dir_.File(absl::StrCat("controller-", ++controllers_, ".log")));
     ASSERT_TRUE(WaitUntil([&] { return Cli({"agents"}).exit_code == 0; }, absl::Seconds(10)))
         << controller_->Output();
@@ -182,6 +214,8 @@ class IncidentsTest : public ::testing::Test {
   const std::string address_;
   std::unique_ptr<Subprocess> controller_;
   std::string token_;
+  std::string webhook_token_;             // a responder's, for Alertmanager
+  std::vector<std::string> extra_flags_;  // for the controller
   int controllers_ = 0;
 };
 
@@ -192,7 +226,7 @@ TEST_F(IncidentsTest, SlowApiAndLockedDatabaseBecomeOneIncidentWithTheDatabaseAs
   testing::PostgresServer postgres(dir_.path());
   ASSERT_TRUE(nginx.ok() && postgres.ok());
   StartController();
-  Alertmanager alertmanager(dir_, http_port_);
+  Alertmanager alertmanager(dir_, http_port_, webhook_token_);
 
   std::vector<std::unique_ptr<Subprocess>> agents;
   for (int i = 1; i <= 5; ++i) {
@@ -367,6 +401,106 @@ TEST_F(IncidentsTest, SlowApiAndLockedDatabaseBecomeOneIncidentWithTheDatabaseAs
   EXPECT_EQ(verify.exit_code, 0) << verify.stdout_text << verify.output;
 }
 
+TEST_F(IncidentsTest, WebhookWantsAResponderAndBoundsWhatItTakes) {
+  StartController();
+  const std::string viewer = testing::AddVigilUser(db(), "victor", "viewer");
+  const std::string alert = absl::StrCat(
+      R"({"version":"4","status":"firing","alerts":[{"status":"firing",)",
+      R"("labels":{"alertname":"Forged","severity":"critical","instance":"db-1:9100"},)",
+      R"("startsAt":"2024-03-01T00:00:00Z"}]})");
+  EXPECT_EQ(PostWebhook(http_port_, alert, ""), 401);
+  EXPECT_EQ(PostWebhook(http_port_, alert, "vgt_not_a_token"), 401);
+  EXPECT_EQ(PostWebhook(http_port_, alert, viewer), 403);
+  // 100,000 nested arrays are refused at once, and the controller goes on.
+  absl::Time start = absl::Now();
+  EXPECT_EQ(PostWebhook(http_port_, std::string(100000, '['), webhook_token_), 400);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_TRUE(Incidents().empty());
+  std::string metrics;
+  EXPECT_EQ(testing::HttpGet(http_port_, "/metrics", absl::Seconds(5), &metrics), 200);
+  EXPECT_NE(metrics.find("vigil_webhook_requests_refused_total{reason=\"unauthorized\"} 2"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("vigil_webhook_requests_refused_total{reason=\"bad_request\"} 1"),
+            std::string::npos)
+      << metrics;
+
+  // The same notification with a responder's token opens the incident.
+  EXPECT_EQ(PostWebhook(http_port_, alert, webhook_token_), 200);
+  ASSERT_TRUE(WaitUntil([&] { return !Incidents().empty(); }, absl::Seconds(5)))
+      << controller_->Output();
+  EXPECT_EQ(Incidents()[0].severity(), v1::SEV1);
+
+  // 300 clients that never finish a request, and one trickling a large body, do not starve
+  // /metrics nor hold up SIGTERM.
+  std::vector<int> clients;
+  for (int i = 0; i < 300; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(http_port_);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << i;
+    const std::string start =
+        i == 0 ? "POST /api/v1/alertmanager HTTP/1.1\r\nContent-Length: 4000000\r\n\r\n[[["
+               : "GET /metrics HTTP/1.1\r\nX-Slow: ";
+    ASSERT_GT(send(fd, start.data(), start.size(), MSG_NOSIGNAL), 0);
+    clients.push_back(fd);
+  }
+  metrics.clear();
+  EXPECT_EQ(testing::HttpGet(http_port_, "/metrics", absl::Seconds(2), &metrics), 200);
+  EXPECT_NE(metrics.find("vigil_http_connections_accepted_total"), std::string::npos) << metrics;
+  absl::Time stop_start = absl::Now();
+  EXPECT_EQ(controller_->Stop(absl::Seconds(10)), 0) << controller_->Output();
+  EXPECT_LT(absl::Now() - stop_start, absl::Seconds(5));
+  for (int fd : clients) {
+    close(fd);
+  }
+}
+
+TEST_F(IncidentsTest, WebhookOverTlsTakesAClientCertificateOfAResponder) {
+  const std::string tls = dir_.File("tls");
+  CommandResult ca = RunCommand({testing::SourcePath("scripts/dev-ca.sh"), tls, "--user",
+                                 "alertmanager", "--user", "victor"});
+  ASSERT_EQ(ca.exit_code, 0) << ca.output;
+  extra_flags_ = {"--http-tls-cert=" + tls + "/controller.pem",
+                  "--http-tls-key=" + tls + "/controller.key", "--http-tls-ca=" + tls + "/ca.pem"};
+  StartController();  // adds the responder "alertmanager"
+  testing::AddVigilUser(db(), "victor", "viewer");
+  const std::string url = absl::StrCat("https://127.0.0.1:", http_port_, "/api/v1/alertmanager");
+  const std::string alert = absl::StrCat(
+      R"({"version":"4","status":"firing","alerts":[{"status":"firing",)",
+      R"("labels":{"alertname":"ReplicaLag","severity":"warning","instance":"db-2:9187"},)",
+      R"("startsAt":"2024-03-01T00:00:00Z"}]})");
+  http::HttpClientOptions options;
+  options.tls_ca_file = tls + "/ca.pem";
+
+  absl::StatusOr<http::HttpClientResponse> r =
+      http::HttpPost(url, alert, "application/json", options);
+  ASSERT_TRUE(r.ok()) << r.status() << controller_->Output();
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(r->headers["www-authenticate"].rfind("Bearer", 0), 0u);
+  options.tls_cert_file = tls + "/user-victor.pem";
+  options.tls_key_file = tls + "/user-victor.key";
+  r = http::HttpPost(url, alert, "application/json", options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 403);
+  EXPECT_TRUE(Incidents().empty());
+
+  options.tls_cert_file = tls + "/user-alertmanager.pem";
+  options.tls_key_file = tls + "/user-alertmanager.key";
+  r = http::HttpPost(url, alert, "application/json", options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 200) << r->body;
+  ASSERT_TRUE(WaitUntil([&] { return !Incidents().empty(); }, absl::Seconds(5)))
+      << controller_->Output();
+  // /metrics is served over TLS too; plain HTTP on the port gets no answer.
+  r = http::HttpGet(absl::StrCat("https://127.0.0.1:", http_port_, "/metrics"), options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(testing::HttpGet(http_port_, "/metrics", absl::Seconds(2)), -1);
+}
+
 TEST_F(IncidentsTest, BadRuleFilesAreNamedByFileAndLine) {
   testing::WriteFile(dir_.File("bad.yaml"), R"(rules:
   - alert: Typo
@@ -398,7 +532,7 @@ TEST_F(IncidentsTest, BadRuleFilesAreNamedByFileAndLine) {
 
 TEST_F(IncidentsTest, WatchSurvivesRestartAndAuditNamesTheEditedEvent) {
   StartController();
-  Alertmanager alertmanager(dir_, http_port_);
+  Alertmanager alertmanager(dir_, http_port_, webhook_token_);
   ASSERT_TRUE(WaitUntil([&] { return alertmanager.Ready(); }, absl::Seconds(15)))
       << alertmanager.Output();
   Subprocess watch({BinaryPath("vigil"), "--controller=" + address_, "--insecure",

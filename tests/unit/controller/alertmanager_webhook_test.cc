@@ -1,5 +1,6 @@
 // ParseAlertmanagerWebhook on a real Alertmanager v4 notification and on the edge cases of its
-// mapping (severity names, instance -> agent, Go's zero time) and of every error it reports.
+// mapping (severity names, instance -> agent, Go's zero time) and of every error it reports;
+// CheckJsonDepth; AlertmanagerReceiver's credentials, caps and refusal counters.
 #include "controller/http/alertmanager_webhook.h"
 
 #include <gmock/gmock.h>
@@ -11,7 +12,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "common/clock.h"
 
 namespace vigil::controller {
 namespace {
@@ -272,6 +275,168 @@ TEST(AlertmanagerWebhookTest, OtherShapeErrorsSayWhatAndWhere) {
                   OneAlert(R"("alertname":"A")"),
                   {{R"("status":"firing","labels")", R"("status":"pending","labels")"}})),
               HasSubstr("alert 1 (A): status \"pending\""));
+}
+
+TEST(AlertmanagerWebhookTest, TooManyAlertsIsResourceExhaustedBeforeConverting) {
+  // Three alerts, the third malformed: the count is refused before any alert is looked at.
+  std::string json =
+      R"({"alerts":[{"status":"firing","labels":{"alertname":"A"},"startsAt":"2024-03-01T00:00:00Z"},)"
+      R"({"status":"firing","labels":{"alertname":"B"},"startsAt":"2024-03-01T00:00:00Z"},42]})";
+  absl::StatusOr<std::vector<v1::Alert>> alerts = ParseAlertmanagerWebhook(json, 2);
+  ASSERT_FALSE(alerts.ok());
+  EXPECT_EQ(alerts.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(alerts.status().message()), HasSubstr("3 alerts"));
+  EXPECT_EQ(ErrorOf(json), "alert 3 is not an object");  // without the cap
+}
+
+TEST(CheckJsonDepthTest, CountsArraysAndObjectsOutsideStrings) {
+  EXPECT_TRUE(CheckJsonDepth(R"({"a":[[{"b":1}]]})", 4).ok());
+  absl::Status status = CheckJsonDepth(R"({"a":[[{"b":1}]]})", 3);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("deeper than 3 (depth 4 at byte 7)"));
+  // Brackets in strings, escaped quotes included, do not count.
+  EXPECT_TRUE(CheckJsonDepth(R"({"a":"[[[[\"[[[["})", 1).ok());
+  // 100,000 nested arrays: refused at once, without recursion.
+  std::string deep(100000, '[');
+  status = CheckJsonDepth(deep, 32);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("deeper than 32 (depth 33"));
+}
+
+// A notification with `n` firing alerts.
+std::string Notification(int n) {
+  std::vector<std::string> alerts;
+  for (int i = 0; i < n; ++i) {
+    alerts.push_back(absl::StrCat(R"({"status":"firing","labels":{"alertname":"A","i":")", i,
+                                  R"("},"startsAt":"2024-03-01T00:00:00Z"})"));
+  }
+  return absl::StrCat(R"({"status":"firing","alerts":[)", absl::StrJoin(alerts, ","), "]}");
+}
+
+class AlertmanagerReceiverTest : public ::testing::Test {
+ protected:
+  void Make(AlertmanagerReceiver::Limits limits) {
+    receiver_ = std::make_unique<AlertmanagerReceiver>(
+        limits,
+        [this](const http::HttpRequest& request) -> absl::Status {
+          const std::string& auth = request.Header("authorization");
+          if (auth == "Bearer responder") {
+            return absl::OkStatus();
+          }
+          if (auth == "Bearer viewer") {
+            return absl::PermissionDeniedError("v is a viewer");
+          }
+          if (auth == "Bearer broken") {
+            return absl::UnavailableError("store down");
+          }
+          return absl::UnauthenticatedError("no token");
+        },
+        [this](std::vector<v1::Alert> alerts) { received_ += alerts.size(); }, &clock_);
+  }
+  http::HttpResponse Post(const std::string& body, const std::string& token = "responder") {
+    http::HttpRequest request;
+    request.method = "POST";
+    request.path = "/api/v1/alertmanager";
+    if (!token.empty()) {
+      request.headers["authorization"] = "Bearer " + token;
+    }
+    request.body = body;
+    return receiver_->Handle(request);
+  }
+  static std::string HeaderOf(const http::HttpResponse& response, const std::string& name) {
+    for (const auto& [key, value] : response.headers) {
+      if (key == name) {
+        return value;
+      }
+    }
+    return "";
+  }
+
+  SimulatedClock clock_;
+  std::unique_ptr<AlertmanagerReceiver> receiver_;
+  size_t received_ = 0;
+};
+
+using Refusal = AlertmanagerReceiver::Refusal;
+
+TEST_F(AlertmanagerReceiverTest, CredentialsComeFirst) {
+  Make({});
+  http::HttpResponse response = Post(Notification(1), "");
+  EXPECT_EQ(response.status, 401);
+  EXPECT_THAT(HeaderOf(response, "WWW-Authenticate"), StartsWith("Bearer"));
+  EXPECT_EQ(Post("not even json", "").status, 401);  // not parsed for a stranger
+  EXPECT_EQ(Post(Notification(1), "viewer").status, 403);
+  EXPECT_EQ(Post(Notification(1), "broken").status, 503);
+  EXPECT_EQ(received_, 0u);
+  EXPECT_EQ(receiver_->refused(Refusal::kUnauthorized), 2u);
+  EXPECT_EQ(receiver_->refused(Refusal::kForbidden), 1u);
+  response = Post(Notification(2));
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(response.body, "accepted 2 alert(s)\n");
+  EXPECT_EQ(received_, 2u);
+  EXPECT_EQ(receiver_->alerts_accepted(), 2u);
+}
+
+TEST_F(AlertmanagerReceiverTest, BodySizeDepthAndShape) {
+  AlertmanagerReceiver::Limits limits;
+  limits.max_body_bytes = 1000;
+  Make(limits);
+  http::HttpResponse response = Post(std::string(1001, ' '));
+  EXPECT_EQ(response.status, 413);
+  EXPECT_THAT(response.body, HasSubstr("1001 bytes"));
+  response = Post(absl::StrCat(R"({"alerts":)", std::string(40, '['), std::string(40, ']'), "}"));
+  EXPECT_EQ(response.status, 400);
+  EXPECT_THAT(response.body, HasSubstr("deeper than 32"));
+  EXPECT_EQ(Post("{nope").status, 400);
+  EXPECT_EQ(receiver_->refused(Refusal::kTooLarge), 1u);
+  EXPECT_EQ(receiver_->refused(Refusal::kBadRequest), 2u);
+  EXPECT_EQ(received_, 0u);
+}
+
+TEST_F(AlertmanagerReceiverTest, AlertsPerRequestCapIs413) {
+  AlertmanagerReceiver::Limits limits;
+  limits.max_alerts_per_request = 5;
+  Make(limits);
+  EXPECT_EQ(Post(Notification(5)).status, 200);
+  http::HttpResponse response = Post(Notification(6));
+  EXPECT_EQ(response.status, 413);
+  EXPECT_THAT(response.body, HasSubstr("6 alerts"));
+  EXPECT_EQ(received_, 5u);
+  EXPECT_EQ(receiver_->refused(Refusal::kTooLarge), 1u);
+}
+
+TEST_F(AlertmanagerReceiverTest, AlertsPerMinuteCapIs503WithRetryAfterAndRefills) {
+  AlertmanagerReceiver::Limits limits;
+  limits.max_alerts_per_minute = 60;  // one a second
+  Make(limits);
+  EXPECT_EQ(Post(Notification(50)).status, 200);
+  http::HttpResponse response = Post(Notification(20));
+  EXPECT_EQ(response.status, 503);
+  EXPECT_EQ(HeaderOf(response, "Retry-After"), "10");  // 10 alerts short, one a second
+  EXPECT_EQ(received_, 50u);
+  EXPECT_EQ(receiver_->refused(Refusal::kRateLimited), 1u);
+  EXPECT_EQ(Post(Notification(10)).status, 200);  // what is left still fits
+  clock_.Advance(absl::Seconds(19));
+  EXPECT_EQ(Post(Notification(20)).status, 503);
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(Post(Notification(20)).status, 200);
+  EXPECT_EQ(received_, 80u);
+  // The bucket holds at most a minute's worth however long it rests.
+  clock_.Advance(absl::Hours(1));
+  EXPECT_EQ(Post(Notification(60)).status, 200);
+  EXPECT_EQ(Post(Notification(1)).status, 503);
+}
+
+TEST_F(AlertmanagerReceiverTest, MetricsNameEveryReason) {
+  Make({});
+  Post(Notification(1), "");
+  Post(Notification(3));
+  std::string page;
+  receiver_->AppendMetrics(&page);
+  EXPECT_THAT(page, HasSubstr("vigil_webhook_requests_refused_total{reason=\"unauthorized\"} 1\n"));
+  EXPECT_THAT(page, HasSubstr("vigil_webhook_requests_refused_total{reason=\"too_large\"} 0\n"));
+  EXPECT_THAT(page, HasSubstr("vigil_webhook_requests_refused_total{reason=\"rate_limited\"} 0\n"));
+  EXPECT_THAT(page, HasSubstr("vigil_webhook_requests_refused_total{reason=\"bad_request\"} 0\n"));
+  EXPECT_THAT(page, HasSubstr("vigil_webhook_alerts_accepted_total 3\n"));
 }
 
 }  // namespace

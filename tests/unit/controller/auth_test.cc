@@ -41,6 +41,22 @@ TEST(Auth, TokensAuthenticateTheirUserAndOnlyHashesAreStored) {
   EXPECT_EQ(auth.Authenticate("Bearer " + *later)->name, "bob");
 }
 
+TEST(Auth, VerifiedCertificateNamesAUser) {
+  testing::TempDir dir;
+  auto store = storage::OpenSqliteStore(dir.File("vigil.db"));
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE(AddUser(**store, "alertmanager", "responder", 1).ok());
+  Authenticator auth(store->get());
+  auto caller = auth.AuthenticateCertificate("alertmanager");
+  ASSERT_TRUE(caller.ok()) << caller.status();
+  EXPECT_EQ(caller->name, "alertmanager");
+  EXPECT_EQ(caller->role, Role::kResponder);
+  EXPECT_TRUE(auth.AuthenticateCertificate("alertmanager").ok());  // from the cache
+  EXPECT_THAT(std::string(auth.AuthenticateCertificate("mallory").status().message()),
+              HasSubstr("CN 'mallory' is not a user"));
+  EXPECT_TRUE(absl::IsUnauthenticated(auth.AuthenticateCertificate("").status()));
+}
+
 TEST(Auth, BadUsersAreRefused) {
   testing::TempDir dir;
   auto store = storage::OpenSqliteStore(dir.File("vigil.db"));
