@@ -75,7 +75,9 @@ double LogHistogram::Quantile(double q) const {
   if (count_ == 0) return 0;
   q = std::clamp(q, 0.0, 1.0);
   // Rank of the wanted observation, 0-based, as "nearest rank" on the sorted values.
-  uint64_t rank = static_cast<uint64_t>(std::ceil(q * static_cast<double>(count_)));
+  // Clamped in double before the cast: near 2^64 observations q * count rounds past the range.
+  const double wanted = std::ceil(q * static_cast<double>(count_));
+  uint64_t rank = wanted >= static_cast<double>(count_) ? count_ : static_cast<uint64_t>(wanted);
   if (rank > 0) --rank;
   if (rank < zero_count_) return 0;
   uint64_t seen = zero_count_;

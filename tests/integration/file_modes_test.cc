@@ -43,7 +43,8 @@ TEST(FileModes, ControllerAndAgentFilesAreOwnerOnly) {
   ASSERT_TRUE(WaitUntil(
       [&] {
         return Exists(data + "/vigil.db-wal") && Exists(data + "/vigil.db-shm") &&
-               Exists(data + "/controller-signing.key");
+               Exists(data + "/controller-signing.key") &&
+               Exists(data + "/controller-signing.pub");
       },
       absl::Seconds(15)))
       << controller.Output();
