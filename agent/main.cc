@@ -24,6 +24,10 @@ int main(int argc, char** argv) {
   app.add_option("--interval", interval_text,
                  "collection interval, e.g. 1s (default: the config's, or 1s)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
+  bool init_journal = false;
+  app.add_flag("--init-journal", init_journal,
+               "start a new command journal where the old one is missing (after a restore "
+               "or a deliberate reset); without it a missing journal stops the agent");
   vigil::AddTransportFlags(app, tls);
   try {
     app.parse(argc, argv);
@@ -52,6 +56,7 @@ int main(int argc, char** argv) {
                        : !config->controller.empty() ? config->controller
                                                      : "127.0.0.1:7443";
   options.interval = config->interval;
+  options.init_journal = init_journal;
   if (!interval_text.empty()) {
     auto interval = vigil::ParseDurationText(interval_text);
     if (!interval.ok() || *interval < absl::Milliseconds(100)) {
