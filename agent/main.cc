@@ -1,16 +1,34 @@
 // vigil-agent: collects host and service telemetry and streams it to the controller.
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
 #include "agent/agent_config.h"
+#include "agent/tls_files.h"
 #include "common/logging.h"
 #include "common/transport.h"
 #include "common/yaml_util.h"
+
+namespace {
+
+int g_signal_pipe[2] = {-1, -1};
+
+extern "C" void OnSignal(int sig) {
+  const int saved = errno;
+  const unsigned char byte = static_cast<unsigned char>(sig);
+  (void)!write(g_signal_pipe[1], &byte, 1);
+  errno = saved;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -33,6 +51,21 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
+  }
+  // Signals are taken by a thread of ours, so stopping and reloading are ordinary code: the
+  // handler only writes the signal's number to a pipe. (A blocked mask and sigwait are not
+  // enough: gRPC starts threads of its own with every signal unblocked, and SIGHUP landing on
+  // one of them would end the process.)
+  if (pipe2(g_signal_pipe, O_CLOEXEC) != 0) {
+    std::perror("vigil-agent: pipe2");
+    return 1;
+  }
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    sigaction(sig, &action, nullptr);
   }
   vigil::SetupLogging("vigil-agent", log_level);
 
@@ -78,13 +111,6 @@ int main(int argc, char** argv) {
                  options.controller);
   }
 
-  // Signals are taken by a thread of ours, so stopping is ordinary code, not a handler.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
   // Actions are checked now, so a bad action option stops the agent at start, not at 3 a.m.
   vigil::agent::ActionRegistry action_registry;
   vigil::agent::RegisterBuiltinActions(action_registry);
@@ -110,10 +136,38 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::thread watcher([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    spdlog::info("signal {}: stopping", sig);
-    agent.Stop();
+    while (true) {
+      unsigned char received = 0;
+      const ssize_t n = read(g_signal_pipe[0], &received, 1);
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      const int sig = n == 1 ? received : SIGTERM;
+      if (sig != SIGHUP) {
+        spdlog::info("signal {}: stopping", sig);
+        agent.Stop();
+        return;
+      }
+      // Certificates are renewed in place: read the files again and reconnect with them. Files
+      // that cannot be read keep the credentials in use.
+      if (tls.ca.empty()) {
+        spdlog::info("SIGHUP: no certificate files to reload (--insecure)");
+        continue;
+      }
+      absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> reloaded =
+          absl::FailedPreconditionError("not read");
+      if (absl::Status checked = vigil::agent::CheckTlsFiles(tls); !checked.ok()) {
+        reloaded = checked;
+      } else {
+        reloaded = vigil::MakeClientCredentials(tls, options.controller);
+      }
+      if (!reloaded.ok()) {
+        spdlog::error("SIGHUP: keeping the certificates in use: {}", reloaded.status().message());
+        continue;
+      }
+      spdlog::info("SIGHUP: reloaded {}, {} and {}; reconnecting", tls.ca, tls.cert, tls.key);
+      agent.stream().ReloadCredentials(*reloaded);
+    }
   });
   watcher.detach();
   spdlog::info("vigil-agent {} '{}' with {} collector(s) every {} and {} action(s), controller {}",
