@@ -23,7 +23,9 @@ v1::Hello MakeHello(const AgentConfig& config, absl::Duration interval,
   // The actions the config allows; the agent refuses to start when one of them is invalid.
   if (config.actions.IsMap()) {
     for (const auto& kv : config.actions) {
-      hello.add_actions()->set_name(kv.first.as<std::string>());
+      if (kv.first.IsScalar()) {  // BuildActions refused any other key
+        hello.add_actions()->set_name(kv.first.Scalar());
+      }
     }
   }
   hello.set_instance_id(RandomId(""));
@@ -64,7 +66,9 @@ absl::Status Agent::EnableCommands(std::vector<std::unique_ptr<Action>> actions)
   absl::StatusOr<std::unique_ptr<CommandExecutor>> executor = CommandExecutor::Create(
       CommandExecutorOptions{.agent_id = config_.id,
                              .journal_path = config_.journal_path,
-                             .controller_public_key_pem = config_.controller_public_key_pem},
+                             .init_journal = options_.init_journal,
+                             .controller_public_key_pem = config_.controller_public_key_pem,
+                             .max_lifetime = config_.max_command_lifetime},
       std::move(actions), clock_, [this](v1::AgentMessage message) { stream_->Send(message); });
   if (!executor.ok()) {
     return executor.status();

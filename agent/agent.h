@@ -19,6 +19,7 @@ struct AgentOptions {
   std::string controller;  // host:port
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   absl::Duration interval = absl::Seconds(1);
+  bool init_journal = false;  // --init-journal: start a new command journal where one is missing
 };
 
 class Agent {

@@ -1,10 +1,5 @@
 #include "agent/agent_config.h"
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/ids.h"
@@ -24,7 +19,7 @@ absl::Status ReadLabels(const YAML::Node& node, absl::string_view file, Labels& 
         absl::StrCat(YamlWhere(file, node), ": key 'labels' must be a map of strings"));
   }
   for (const auto& kv : node) {
-    const std::string key = kv.first.as<std::string>();
+    ASSIGN_OR_RETURN(const std::string key, YamlKey(kv.first, file, "labels"));
     if (!kv.second.IsScalar()) {
       return absl::InvalidArgumentError(
           absl::StrCat(YamlWhere(file, kv.second), ": label '", key, "' must be a string"));
@@ -33,7 +28,7 @@ absl::Status ReadLabels(const YAML::Node& node, absl::string_view file, Labels& 
       return absl::InvalidArgumentError(
           absl::StrCat(YamlWhere(file, kv.first), ": label name '", key, "' is reserved or empty"));
     }
-    out[key] = kv.second.as<std::string>();
+    out[key] = kv.second.Scalar();
   }
   return absl::OkStatus();
 }
@@ -49,9 +44,10 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
     return absl::InvalidArgumentError(
         absl::StrCat(YamlWhere(file, root), ": the config must be a map (id, labels, collectors)"));
   }
-  RETURN_IF_ERROR(YamlCheckKeys(root, file, "the agent config",
-                                {"id", "labels", "controller", "interval", "collectors", "actions",
-                                 "service_manager", "controller_public_key", "journal"}));
+  RETURN_IF_ERROR(YamlCheckKeys(
+      root, file, "the agent config",
+      {"id", "labels", "controller", "interval", "collectors", "actions", "service_manager",
+       "controller_public_key", "journal", "max_command_lifetime"}));
   ASSIGN_OR_RETURN(config.id, YamlString(root, "id", file, false, Hostname()));
   if (config.id.empty()) {
     return absl::InvalidArgumentError(
@@ -75,7 +71,7 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
         absl::StrCat(YamlWhere(file, collectors), ": key 'collectors' must be a map"));
   }
   for (const auto& kv : collectors) {
-    const std::string name = kv.first.as<std::string>();
+    ASSIGN_OR_RETURN(const std::string name, YamlKey(kv.first, file, "collectors"));
     const CollectorFactory* factory = registry.Find(name);
     if (factory == nullptr) {
       return absl::InvalidArgumentError(
@@ -111,19 +107,28 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
   }
   ASSIGN_OR_RETURN(std::string key_path, YamlString(root, "controller_public_key", file));
   if (!key_path.empty()) {
-    std::ifstream in(key_path);
-    std::stringstream buffer;
-    buffer << in.rdbuf();
-    if (!in || buffer.str().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, root["controller_public_key"]),
-                                                     ": key 'controller_public_key': cannot read ",
-                                                     key_path, ": ", std::strerror(errno)));
+    absl::StatusOr<std::string> pem = ReadConfigFile(key_path);
+    if (pem.ok() && pem->empty()) {
+      pem = absl::InvalidArgumentError(absl::StrCat(key_path, ": the file is empty"));
     }
-    config.controller_public_key_pem = buffer.str();
+    if (!pem.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(YamlWhere(file, root["controller_public_key"]),
+                       ": key 'controller_public_key': ", pem.status().message()));
+    }
+    config.controller_public_key_pem = std::move(*pem);
   }
   ASSIGN_OR_RETURN(config.journal_path,
                    YamlString(root, "journal", file, false,
                               absl::StrCat("/var/lib/vigil-agent/", config.id, ".journal")));
+  ASSIGN_OR_RETURN(config.max_command_lifetime,
+                   YamlDuration(root, "max_command_lifetime", file, config.max_command_lifetime));
+  if (config.max_command_lifetime < absl::Seconds(1) ||
+      config.max_command_lifetime > absl::Hours(24)) {
+    return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, root["max_command_lifetime"]),
+                                                   ": key 'max_command_lifetime' must be between "
+                                                   "1s and 24h"));
+  }
   return config;
 }
 
@@ -135,18 +140,14 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(absl::string_view text, absl::strin
   try {
     return Build(root, name, registry);
   } catch (...) {
-    return StatusFromCurrentException(name);
+    return YamlExceptionStatus(name);
   }
 }
 
 absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path,
                                             const CollectorRegistry& registry) {
-  ASSIGN_OR_RETURN(YAML::Node root, LoadYamlFile(path));
-  try {
-    return Build(root, path, registry);
-  } catch (...) {
-    return StatusFromCurrentException(path);
-  }
+  ASSIGN_OR_RETURN(const std::string text, ReadConfigFile(path));
+  return ParseAgentConfig(text, path, registry);
 }
 
 absl::StatusOr<AgentConfig> DefaultAgentConfig(const CollectorRegistry& registry) {

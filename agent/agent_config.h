@@ -29,8 +29,10 @@ struct AgentConfig {
   // Commands run only when signed by this key (PEM, read from the file `controller_public_key`
   // names); empty: every command is refused.
   std::string controller_public_key_pem;
-  // Ids of commands already run, one per line (default /var/lib/vigil-agent/ID.journal).
+  // Ids of commands already run (default /var/lib/vigil-agent/ID.journal).
   std::string journal_path;
+  // Commands that would stay valid longer than this (expiry minus now) are refused.
+  absl::Duration max_command_lifetime = absl::Minutes(15);
   // What the actions reuse from the collectors' config.
   std::string postgres_dsn;
   std::string redis_address;
@@ -40,7 +42,8 @@ struct AgentConfig {
 // collector option is reported with its own line.
 absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path,
                                             const CollectorRegistry& registry);
-// Parses config text; `name` stands for the file in messages.
+// Parses config text; `name` stands for the file in messages. Pure apart from the collector
+// factories and the `controller_public_key` file it names; never throws.
 absl::StatusOr<AgentConfig> ParseAgentConfig(absl::string_view text, absl::string_view name,
                                              const CollectorRegistry& registry);
 // The config used without --config: this host, the host collector only.

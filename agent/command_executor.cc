@@ -1,18 +1,13 @@
 #include "agent/command_executor.h"
 
-#include <fcntl.h>
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
+#include <cstdint>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
+#include "common/redact.h"
 
 namespace vigil::agent {
 
@@ -29,24 +24,14 @@ absl::StatusOr<std::unique_ptr<CommandExecutor>> CommandExecutor::Create(
     }
     verifier = std::move(*v);
   }
-  std::set<std::string> journal;
+  std::unique_ptr<CommandJournal> journal;
   if (!options.journal_path.empty()) {
-    std::error_code ec;
-    const std::filesystem::path parent = std::filesystem::path(options.journal_path).parent_path();
-    if (!parent.empty()) {
-      std::filesystem::create_directories(parent, ec);
+    absl::StatusOr<std::unique_ptr<CommandJournal>> opened =
+        CommandJournal::Open(options.journal_path, options.init_journal);
+    if (!opened.ok()) {
+      return opened.status();
     }
-    std::ifstream in(options.journal_path);
-    if (!in && errno != ENOENT) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "cannot read the command journal ", options.journal_path, ": ", std::strerror(errno)));
-    }
-    std::string line;
-    while (std::getline(in, line)) {
-      if (!line.empty()) {
-        journal.insert(line);
-      }
-    }
+    journal = std::move(*opened);
   }
   return std::unique_ptr<CommandExecutor>(
       new CommandExecutor(std::move(options), std::move(actions), std::move(verifier),
@@ -56,7 +41,8 @@ absl::StatusOr<std::unique_ptr<CommandExecutor>> CommandExecutor::Create(
 CommandExecutor::CommandExecutor(CommandExecutorOptions options,
                                  std::vector<std::unique_ptr<Action>> actions,
                                  std::unique_ptr<CommandVerifier> verifier,
-                                 std::set<std::string> journal, const Clock* clock, Sender send)
+                                 std::unique_ptr<CommandJournal> journal, const Clock* clock,
+                                 Sender send)
     : options_(std::move(options)),
       actions_(std::move(actions)),
       verifier_(std::move(verifier)),
@@ -122,13 +108,29 @@ std::string CommandExecutor::Refusal(const v1::Command& command, Action** action
     return absl::StrCat("the command is for agent '", command.agent_id(), "', this is '",
                         options_.agent_id, "'");
   }
-  if (journal_.contains(command.id())) {
+  if (!IsValidCommandId(command.id())) {
+    return absl::StrCat("command id '", Redact(command.id().substr(0, 40)),
+                        "' is not an id (want 1 to ", kMaxCommandIdBytes,
+                        " characters of A-Z a-z 0-9 . _ : -)");
+  }
+  if (journal_ != nullptr ? journal_->Contains(command.id()) : ran_.contains(command.id())) {
     return absl::StrCat("command ", command.id(), " was already run here (replayed)");
   }
   const int64_t now = clock_->NowUnixMillis();
   if (now > command.expires_unix_ms()) {
     return absl::StrCat("the command expired ", (now - command.expires_unix_ms()) / 1000.0,
                         " s ago (check the clocks of agent and controller)");
+  }
+  const int64_t max_lifetime_ms = absl::ToInt64Milliseconds(options_.max_lifetime);
+  // Subtraction in unsigned arithmetic: expires_unix_ms comes from the wire and may be anything.
+  if (static_cast<uint64_t>(command.expires_unix_ms()) - static_cast<uint64_t>(now) >
+      static_cast<uint64_t>(max_lifetime_ms)) {
+    return absl::StrCat("the command would stay valid for ",
+                        (command.expires_unix_ms() - now) / 1000,
+                        " s, longer than this agent's "
+                        "max_command_lifetime of ",
+                        absl::FormatDuration(options_.max_lifetime),
+                        " (check the controller's command_ttl and the clocks)");
   }
   for (const auto& a : actions_) {
     if (a->name() == command.action()) {
@@ -148,26 +150,11 @@ std::string CommandExecutor::Refusal(const v1::Command& command, Action** action
 }
 
 absl::Status CommandExecutor::Journal(const std::string& id) {
-  journal_.insert(id);
-  if (options_.journal_path.empty()) {
+  if (journal_ == nullptr) {
+    ran_.insert(id);
     return absl::OkStatus();
   }
-  const int fd =
-      open(options_.journal_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat("cannot open the command journal ",
-                                               options_.journal_path, ": ", std::strerror(errno)));
-  }
-  const std::string line = id + "\n";
-  const bool ok =
-      write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && fsync(fd) == 0;
-  const int error = errno;
-  close(fd);
-  if (!ok) {
-    return absl::UnavailableError(absl::StrCat("cannot write the command journal ",
-                                               options_.journal_path, ": ", std::strerror(error)));
-  }
-  return absl::OkStatus();
+  return journal_->Append(id);
 }
 
 void CommandExecutor::Report(const v1::Command& command, v1::CommandResult::Phase phase,
@@ -178,9 +165,10 @@ void CommandExecutor::Report(const v1::Command& command, v1::CommandResult::Phas
   result->set_command_id(command.id());
   result->set_phase(phase);
   result->set_exit_code(exit_code);
-  result->set_output_tail(std::move(output));
+  // Output and reasons may quote command lines, query texts or config: mask their secrets.
+  result->set_output_tail(Redact(output));
   result->set_duration_ms(duration_ms);
-  result->set_reason(std::move(reason));
+  result->set_reason(Redact(reason));
   result->set_time_unix_ms(clock_->NowUnixMillis());
   send_(std::move(message));
 }
@@ -189,7 +177,8 @@ void CommandExecutor::Handle(const v1::Command& command) {
   Action* action = nullptr;
   const std::string refusal = Refusal(command, &action);
   if (!refusal.empty()) {
-    spdlog::warn("refused command {} ({}): {}", command.id(), command.action(), refusal);
+    spdlog::warn("refused command {} ({}): {}", Redact(command.id().substr(0, 40)),
+                 Redact(command.action().substr(0, 40)), Redact(refusal));
     Report(command, v1::CommandResult::REFUSED, -1, "", 0, refusal);
     return;
   }
@@ -210,7 +199,7 @@ void CommandExecutor::Handle(const v1::Command& command) {
   ActionResult result = action->Run(params, timeout);
   const int64_t duration_ms = absl::ToInt64Milliseconds(clock_->Now() - start);
   spdlog::info("command {} finished: exit {} in {} ms{}{}", command.id(), result.exit_code,
-               duration_ms, result.reason.empty() ? "" : ": ", result.reason);
+               duration_ms, result.reason.empty() ? "" : ": ", Redact(result.reason));
   Report(command, v1::CommandResult::FINISHED, result.exit_code, std::move(result.output_tail),
          duration_ms, std::move(result.reason));
 }

@@ -1,10 +1,11 @@
 // Runs the commands the controller sends, only when they deserve it: signed by the controller's
 // key (from the agent config), meant for this agent, not run before (a persistent journal of
 // command ids, written before anything runs, so not even a crash and a replay run one twice),
-// not expired, and allowed by this agent's own action list and limits. A refusal is reported
-// with its reason and nothing runs. Accepted commands run one at a time on the executor's thread:
-// STARTED, then FINISHED with exit status, duration and the tail of the output.
-// Thread-safe: Submit from the stream's reader thread; it never blocks on a running action.
+// not expired, not valid for longer than the lifetime cap, and allowed by this agent's own action
+// list and limits. A refusal is reported with its reason and nothing runs. Output tails and
+// reasons are sent with their secrets masked (common/redact.h). Accepted commands run one at a time
+// on the executor's thread: STARTED, then FINISHED with exit status, duration and the tail of the
+// output. Thread-safe: Submit from the stream's reader thread; it never blocks on a running action.
 #pragma once
 
 #include <deque>
@@ -19,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/actions/action.h"
+#include "agent/command_journal.h"
 #include "common/clock.h"
 #include "common/command_signing.h"
 #include "vigil/v1/agent_service.pb.h"
@@ -27,16 +29,20 @@ namespace vigil::agent {
 
 struct CommandExecutorOptions {
   std::string agent_id;
-  std::string journal_path;
+  std::string journal_path;               // empty: ids are kept in memory only (tests)
+  bool init_journal = false;              // --init-journal: a missing journal may be started anew
   std::string controller_public_key_pem;  // empty: every command is refused, with that reason
   absl::Duration max_timeout = absl::Minutes(10);
+  // A command whose expiry is further away than this is refused: a captured command must not
+  // stay replayable for long.
+  absl::Duration max_lifetime = absl::Minutes(15);
 };
 
 class CommandExecutor {
  public:
   using Sender = std::function<void(v1::AgentMessage message)>;
 
-  // Reads the journal (creating it and its folder when missing). Errors name the file.
+  // Opens the journal (see CommandJournal::Open: it fails closed). Errors name the file.
   static absl::StatusOr<std::unique_ptr<CommandExecutor>> Create(
       CommandExecutorOptions options, std::vector<std::unique_ptr<Action>> actions,
       const Clock* clock, Sender send);
@@ -50,8 +56,8 @@ class CommandExecutor {
 
  private:
   CommandExecutor(CommandExecutorOptions options, std::vector<std::unique_ptr<Action>> actions,
-                  std::unique_ptr<CommandVerifier> verifier, std::set<std::string> journal,
-                  const Clock* clock, Sender send);
+                  std::unique_ptr<CommandVerifier> verifier,
+                  std::unique_ptr<CommandJournal> journal, const Clock* clock, Sender send);
   void WorkerLoop();
   void Handle(const v1::Command& command);
   // Why `command` must not run; empty when it may.
@@ -63,7 +69,8 @@ class CommandExecutor {
   const CommandExecutorOptions options_;
   std::vector<std::unique_ptr<Action>> actions_;
   std::unique_ptr<CommandVerifier> verifier_;
-  std::set<std::string> journal_;  // worker thread only
+  std::unique_ptr<CommandJournal> journal_;  // worker thread only; null without a path
+  std::set<std::string> ran_;                // worker thread only, without a journal
   const Clock* clock_;
   Sender send_;
 

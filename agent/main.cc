@@ -1,17 +1,35 @@
 // vigil-agent: collects host and service telemetry and streams it to the controller.
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
 #include "agent/agent_config.h"
+#include "agent/tls_files.h"
 #include "common/logging.h"
 #include "common/transport.h"
 #include "common/yaml_util.h"
+
+namespace {
+
+int g_signal_pipe[2] = {-1, -1};
+
+extern "C" void OnSignal(int sig) {
+  const int saved = errno;
+  const unsigned char byte = static_cast<unsigned char>(sig);
+  (void)!write(g_signal_pipe[1], &byte, 1);
+  errno = saved;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   // The state folder and the command journal are the agent's alone. (Commands it runs inherit
@@ -29,11 +47,30 @@ int main(int argc, char** argv) {
   app.add_option("--interval", interval_text,
                  "collection interval, e.g. 1s (default: the config's, or 1s)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
+  bool init_journal = false;
+  app.add_flag("--init-journal", init_journal,
+               "start a new command journal where the old one is missing (after a restore "
+               "or a deliberate reset); without it a missing journal stops the agent");
   vigil::AddTransportFlags(app, tls);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
+  }
+  // Signals are taken by a thread of ours, so stopping and reloading are ordinary code: the
+  // handler only writes the signal's number to a pipe. (A blocked mask and sigwait are not
+  // enough: gRPC starts threads of its own with every signal unblocked, and SIGHUP landing on
+  // one of them would end the process.)
+  if (pipe2(g_signal_pipe, O_CLOEXEC) != 0) {
+    std::perror("vigil-agent: pipe2");
+    return 1;
+  }
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    sigaction(sig, &action, nullptr);
   }
   vigil::SetupLogging("vigil-agent", log_level);
 
@@ -57,6 +94,7 @@ int main(int argc, char** argv) {
                        : !config->controller.empty() ? config->controller
                                                      : "127.0.0.1:7443";
   options.interval = config->interval;
+  options.init_journal = init_journal;
   if (!interval_text.empty()) {
     auto interval = vigil::ParseDurationText(interval_text);
     if (!interval.ok() || *interval < absl::Milliseconds(100)) {
@@ -77,13 +115,6 @@ int main(int argc, char** argv) {
     spdlog::warn("no TLS (--insecure): plain text to {}, for development on loopback only",
                  options.controller);
   }
-
-  // Signals are taken by a thread of ours, so stopping is ordinary code, not a handler.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   // Actions are checked now, so a bad action option stops the agent at start, not at 3 a.m.
   vigil::agent::ActionRegistry action_registry;
@@ -110,10 +141,38 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::thread watcher([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    spdlog::info("signal {}: stopping", sig);
-    agent.Stop();
+    while (true) {
+      unsigned char received = 0;
+      const ssize_t n = read(g_signal_pipe[0], &received, 1);
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      const int sig = n == 1 ? received : SIGTERM;
+      if (sig != SIGHUP) {
+        spdlog::info("signal {}: stopping", sig);
+        agent.Stop();
+        return;
+      }
+      // Certificates are renewed in place: read the files again and reconnect with them. Files
+      // that cannot be read keep the credentials in use.
+      if (tls.ca.empty()) {
+        spdlog::info("SIGHUP: no certificate files to reload (--insecure)");
+        continue;
+      }
+      absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> reloaded =
+          absl::FailedPreconditionError("not read");
+      if (absl::Status checked = vigil::agent::CheckTlsFiles(tls); !checked.ok()) {
+        reloaded = checked;
+      } else {
+        reloaded = vigil::MakeClientCredentials(tls, options.controller);
+      }
+      if (!reloaded.ok()) {
+        spdlog::error("SIGHUP: keeping the certificates in use: {}", reloaded.status().message());
+        continue;
+      }
+      spdlog::info("SIGHUP: reloaded {}, {} and {}; reconnecting", tls.ca, tls.cert, tls.key);
+      agent.stream().ReloadCredentials(*reloaded);
+    }
   });
   watcher.detach();
   spdlog::info("vigil-agent {} '{}' with {} collector(s) every {} and {} action(s), controller {}",

@@ -16,7 +16,8 @@ namespace {
 
 using Stream = grpc::ClientReaderWriter<v1::AgentMessage, v1::ControllerMessage>;
 
-std::shared_ptr<grpc::Channel> MakeChannel(const StreamClientOptions& options) {
+std::shared_ptr<grpc::Channel> MakeChannel(
+    const std::string& controller, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
   grpc::ChannelArguments args;
   // Keepalive must match the controller's policy (it permits pings every 5 s without data),
   // or the controller answers too_many_pings and drops the agent.
@@ -29,8 +30,8 @@ std::shared_ptr<grpc::Channel> MakeChannel(const StreamClientOptions& options) {
   // Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: gRPC uses it as the connect timeout.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1'000);
   args.SetMaxReceiveMessageSize(16 << 20);
-  auto credentials = options.credentials ? options.credentials : grpc::InsecureChannelCredentials();
-  return grpc::CreateCustomChannel(options.controller, credentials, args);
+  return grpc::CreateCustomChannel(
+      controller, credentials ? credentials : grpc::InsecureChannelCredentials(), args);
 }
 
 std::string Describe(const absl::Status& status) {
@@ -42,7 +43,7 @@ std::string Describe(const absl::Status& status) {
 StreamClient::StreamClient(StreamClientOptions options, const Clock* clock)
     : options_(std::move(options)),
       clock_(clock),
-      channel_(MakeChannel(options_)),
+      channel_(MakeChannel(options_.controller, options_.credentials)),
       stub_(v1::AgentService::NewStub(channel_)),
       spool_(options_.spool_max_entries) {}
 
@@ -59,6 +60,14 @@ void StreamClient::Send(v1::AgentMessage message) {
     pending_.messages.pop_front();
   }
   pending_.messages.push_back(std::move(message));
+}
+
+void StreamClient::ReloadCredentials(std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  absl::MutexLock lock(&mu_);
+  new_credentials_ = std::move(credentials);
+  if (active_context_ != nullptr) {
+    active_context_->TryCancel();  // the Run thread reconnects with them
+  }
 }
 
 void StreamClient::Stop() {
@@ -151,6 +160,14 @@ void StreamClient::Run() {
     if (connected_.load() || failed_attempts_ == 0) {
       backoff = options_.initial_backoff;
     }
+    {
+      absl::MutexLock lock(&mu_);
+      if (new_credentials_ != nullptr) {
+        // Ended to take new certificates: not a failure, reconnect now.
+        connected_ = false;
+        continue;
+      }
+    }
     NoteStreamEnded(ended);
     // Full jitter in [backoff/2, backoff], so a fleet that lost its controller does not come
     // back in lockstep.
@@ -189,6 +206,21 @@ void StreamClient::DropRefusedBatch(const grpc::ClientContext& context,
 
 absl::Status StreamClient::RunStream() {
   grpc::ClientContext context;
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) {
+      return absl::CancelledError("stopping");
+    }
+    credentials = std::move(new_credentials_);
+    new_credentials_ = nullptr;
+  }
+  if (credentials != nullptr) {
+    // A new channel: the old one keeps its TLS session, and so the old certificates.
+    channel_ = MakeChannel(options_.controller, credentials);
+    stub_ = v1::AgentService::NewStub(channel_);
+    spdlog::info("connecting to controller {} with the reloaded certificates", options_.controller);
+  }
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) {

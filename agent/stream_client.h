@@ -57,6 +57,10 @@ class StreamClient {
   // Queues a message (diagnostics, command result) for the current or next stream.
   void Send(v1::AgentMessage message);
 
+  // Ends the current stream and connects again with `credentials` (certificate files reread on
+  // SIGHUP). Any thread.
+  void ReloadCredentials(std::shared_ptr<grpc::ChannelCredentials> credentials);
+
   // Connects and keeps connecting until Stop(). Blocks.
   void Run();
   void Stop();
@@ -94,8 +98,9 @@ class StreamClient {
   bool wake_ ABSL_GUARDED_BY(mu_) = false;  // the reader saw a Welcome, an Ack or the end
   Pending pending_ ABSL_GUARDED_BY(mu_);
   grpc::ClientContext* active_context_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::shared_ptr<grpc::ChannelCredentials> new_credentials_ ABSL_GUARDED_BY(mu_);
 
-  // Owned by the Run thread.
+  // Owned by the Run thread (channel_ and stub_ too, once Run started).
   TelemetrySpool spool_;
   SeriesDictionary dictionary_;
   std::string last_error_;  // the last failure logged, so a retry loop logs it once

@@ -47,7 +47,7 @@ absl::StatusOr<std::vector<std::unique_ptr<Action>>> Build(const YAML::Node& act
         absl::StrCat(YamlWhere(file, actions), ": key 'actions' must be a map"));
   }
   for (const auto& kv : actions) {
-    const std::string name = kv.first.as<std::string>();
+    ASSIGN_OR_RETURN(const std::string name, YamlKey(kv.first, file, "actions"));
     const ActionFactory* factory = registry.Find(name);
     if (factory == nullptr) {
       std::vector<absl::string_view> known;
@@ -85,7 +85,7 @@ absl::StatusOr<std::vector<std::unique_ptr<Action>>> BuildActions(const YAML::No
   try {
     return Build(actions, registry, context, file);
   } catch (...) {
-    return StatusFromCurrentException(file);
+    return YamlExceptionStatus(file);
   }
 }
 

@@ -16,6 +16,8 @@
 #include "absl/strings/strip.h"
 #include "agent/actions/action_util.h"
 #include "common/action_schema.h"
+#include "common/own_backends.h"
+#include "common/redact.h"
 #include "common/status.h"
 #include "common/yaml_util.h"
 #include "spdlog/spdlog.h"
@@ -24,8 +26,6 @@ namespace vigil::agent {
 namespace {
 
 constexpr char kApplicationName[] = "vigil-agent-action";
-// Sessions of the agent itself: the collector's (vigil-agent) and the actions' own.
-constexpr char kAgentApplicationPrefix[] = "vigil-agent";
 
 enum class BackendSignal { kTerminate, kCancel };
 
@@ -98,10 +98,16 @@ class PgBackend final : public Action {
     try {
       pqxx::connection connection(ActionPostgresDsn(dsn_, timeout));
       SocketWatchdog watchdog(connection.sock(), deadline);
+      int own_pid = 0;
       try {
+        own_pid = pqxx::nontransaction(connection).exec("SELECT pg_backend_pid()")[0][0].as<int>();
+        OwnBackends::Get().Add(own_pid);
         SignalBackend(connection, pid, steps);
       } catch (const std::exception& e) {
         steps.Fail(watchdog.fired() ? TimedOutAfter(timeout) : OneLine(e.what()));
+      }
+      if (own_pid != 0) {
+        OwnBackends::Get().Remove(own_pid);
       }
     } catch (const std::exception& e) {
       steps.Fail(absl::StrCat("cannot connect to PostgreSQL: ", OneLine(e.what())));
@@ -129,17 +135,17 @@ class PgBackend final : public Action {
       return;
     }
     const pqxx::row row = rows[0];
-    const bool own = row[0].as<bool>();
+    // The agent's own connections are known by pid: an application_name proves nothing.
+    const bool own = row[0].as<bool>() || OwnBackends::Get().Contains(pid);
     const std::string application = row[1].c_str();
     const bool superuser = row[2].as<bool>();
     const std::string user = row[3].c_str();
     const std::string type = row[4].c_str();
     steps.Note(absl::StrCat("backend ", pid, ": ", type, ", user '", user, "', application '",
                             application, "', state '", row[5].c_str(),
-                            "', query: ", OneLine(row[6].c_str())));
-    if (own || absl::StartsWith(application, kAgentApplicationPrefix)) {
-      steps.Fail(absl::StrCat("pid ", pid, " is the agent's own backend (application '",
-                              application, "'): refused"));
+                            "', query: ", Redact(OneLine(row[6].c_str()))));
+    if (own) {
+      steps.Fail(absl::StrCat("pid ", pid, " is one of the agent's own connections: refused"));
       return;
     }
     if (type != "client backend") {

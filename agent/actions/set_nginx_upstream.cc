@@ -162,11 +162,12 @@ int ServersLeftUp(const UpstreamBlock& block, absl::string_view except) {
 class SetNginxUpstream final : public Action {
  public:
   SetNginxUpstream(CommandRunner* runner, std::string upstreams_file, NginxCommands nginx,
-                   std::vector<std::string> upstreams)
+                   std::vector<std::string> upstreams, std::vector<std::string> unix_sockets)
       : runner_(runner),
         file_(std::move(upstreams_file)),
         nginx_(std::move(nginx)),
-        upstreams_(std::move(upstreams)) {}
+        upstreams_(std::move(upstreams)),
+        unix_sockets_(std::move(unix_sockets)) {}
 
   absl::string_view name() const override { return kName; }
 
@@ -182,6 +183,18 @@ class SetNginxUpstream final : public Action {
       return absl::InvalidArgumentError(
           absl::StrCat(kName, ": server '", server,
                        "' is not a valid address (host:port, [v6]:port or unix:/path)"));
+    }
+    // A unix: server sends traffic to any local socket (a database's, the agent's): only the
+    // paths the config lists.
+    if (absl::StartsWithIgnoreCase(server, "unix:")) {
+      const std::string path = server.substr(5);
+      if (std::find(unix_sockets_.begin(), unix_sockets_.end(), path) == unix_sockets_.end()) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            kName, ": server '", server, "' is a unix socket not listed in the action's config (",
+            unix_sockets_.empty() ? "no unix_sockets are allowed"
+                                  : absl::StrCat("allowed: ", absl::StrJoin(unix_sockets_, ", ")),
+            ")"));
+      }
     }
     if (!upstreams_.empty() &&
         std::find(upstreams_.begin(), upstreams_.end(), upstream) == upstreams_.end()) {
@@ -261,6 +274,7 @@ class SetNginxUpstream final : public Action {
   std::string file_;
   NginxCommands nginx_;
   std::vector<std::string> upstreams_;
+  std::vector<std::string> unix_sockets_;  // the unix: paths a server may name
 };
 
 }  // namespace
@@ -347,7 +361,7 @@ absl::StatusOr<std::unique_ptr<Action>> NewSetNginxUpstreamAction(const YAML::No
                                                                   const ActionContext& context,
                                                                   absl::string_view file) {
   ActionOptions o(options, file, kName);
-  RETURN_IF_ERROR(o.CheckKeys({"upstreams_file", "config", "nginx", "upstreams"}));
+  RETURN_IF_ERROR(o.CheckKeys({"upstreams_file", "config", "nginx", "upstreams", "unix_sockets"}));
   ASSIGN_OR_RETURN(NginxCommands nginx, ReadNginxCommands(o));
   ASSIGN_OR_RETURN(std::string upstreams_file,
                    o.Path("upstreams_file", "/etc/nginx/conf.d/upstreams.conf"));
@@ -361,8 +375,17 @@ absl::StatusOr<std::unique_ptr<Action>> NewSetNginxUpstreamAction(const YAML::No
       return o.Error("upstreams", absl::StrCat("'", name, "' is not a valid upstream name"));
     }
   }
+  ASSIGN_OR_RETURN(std::vector<std::string> unix_sockets,
+                   o.List("unix_sockets", /*required=*/false));
+  for (const std::string& path : unix_sockets) {
+    if (path.empty() || path[0] != '/' || absl::StrContains(path, "/../") ||
+        absl::EndsWith(path, "/..") || !ValidServer(absl::StrCat("unix:", path))) {
+      return o.Error("unix_sockets", absl::StrCat("'", path, "' is not an absolute socket path"));
+    }
+  }
   return std::make_unique<SetNginxUpstream>(context.runner, std::move(upstreams_file),
-                                            std::move(nginx), std::move(upstreams));
+                                            std::move(nginx), std::move(upstreams),
+                                            std::move(unix_sockets));
 }
 
 }  // namespace vigil::agent

@@ -9,6 +9,7 @@
 //       config: /etc/nginx/nginx.conf                      # optional, this default; includes it
 //       nginx: /usr/sbin/nginx                             # optional, this default
 //       upstreams: [api_backend]    # optional: the upstreams that may be edited (default: all)
+//       unix_sockets: [/run/api.sock]  # optional: the only unix: servers allowed (default: none)
 //
 // The managed file (the format scripts/test-servers/nginx.sh writes too):
 //

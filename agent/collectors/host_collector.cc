@@ -184,7 +184,7 @@ absl::StatusOr<std::unique_ptr<Collector>> NewHostCollector(const YAML::Node& co
     return root.status();
   }
   options.proc_root = *root;
-  auto top = YamlDouble(config, "top_processes", file, options.top_processes);
+  auto top = YamlInt(config, "top_processes", file, options.top_processes, 0, 1000);
   if (!top.ok()) {
     return top.status();
   }

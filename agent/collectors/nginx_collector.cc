@@ -123,7 +123,8 @@ absl::StatusOr<std::unique_ptr<Collector>> NewNginxCollector(const YAML::Node& c
   ASSIGN_OR_RETURN(options.access_log, YamlString(config, "access_log", file, true));
   ASSIGN_OR_RETURN(options.log_format,
                    YamlString(config, "log_format", file, false, options.log_format));
-  ASSIGN_OR_RETURN(double slow, YamlDouble(config, "slow_endpoints", file, options.slow_endpoints));
+  ASSIGN_OR_RETURN(int64_t slow,
+                   YamlInt(config, "slow_endpoints", file, options.slow_endpoints, 0, 1000));
   options.slow_endpoints = static_cast<int>(slow);
   absl::StatusOr<LogFormat> format = LogFormat::Compile(options.log_format);
   if (!format.ok()) {

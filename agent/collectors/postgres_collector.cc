@@ -7,6 +7,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/own_backends.h"
+#include "common/redact.h"
 #include "common/status.h"
 #include "common/yaml_util.h"
 
@@ -46,6 +48,14 @@ PostgresCollector::~PostgresCollector() {
   }
   watchdog_cv_.notify_all();
   watchdog_.join();
+  Disconnect();
+}
+
+void PostgresCollector::Disconnect() {
+  if (backend_pid_ != 0) {
+    OwnBackends::Get().Remove(backend_pid_);
+    backend_pid_ = 0;
+  }
   try {
     connection_.reset();
   } catch (...) {
@@ -77,7 +87,12 @@ absl::StatusOr<std::vector<std::vector<std::string>>> PostgresCollector::Query(
     try {
       connection_ =
           std::make_unique<pqxx::connection>(AgentDsn(options_.dsn, options_.query_timeout));
+      // Known by pid, so actions never signal it and figures leave it out.
+      pqxx::nontransaction tx(*connection_);
+      backend_pid_ = tx.exec("SELECT pg_backend_pid()")[0][0].as<int>();
+      OwnBackends::Get().Add(backend_pid_);
     } catch (const std::exception& e) {
+      Disconnect();
       backoff_.Failed(now);
       std::string why = e.what();
       while (!why.empty() && why.back() == '\n') {
@@ -118,10 +133,7 @@ absl::StatusOr<std::vector<std::vector<std::string>>> PostgresCollector::Query(
   }
   watchdog_cv_.notify_all();
   if (!rows.ok()) {
-    try {
-      connection_.reset();
-    } catch (...) {
-    }
+    Disconnect();
     backoff_.Failed(now);
   } else {
     backoff_.Reset();
@@ -130,22 +142,23 @@ absl::StatusOr<std::vector<std::vector<std::string>>> PostgresCollector::Query(
 }
 
 void PostgresCollector::Collect(absl::Time now, Collection& out) {
-  // One round trip. The agent's own backend and sessions are left out of every figure.
-  static const std::string kSql = absl::StrCat(
+  // One round trip. The agent's own backends (known by pid) are left out of every figure.
+  const std::string own = OwnBackends::Get().SqlArray();
+  const std::string sql = absl::StrCat(
       "SELECT current_setting('max_connections')::float8,"
       " count(*) FILTER (WHERE backend_type = 'client backend'),"
       " count(*) FILTER (WHERE backend_type = 'client backend' AND state IS DISTINCT FROM 'idle'"
-      "   AND pid <> pg_backend_pid() AND application_name <> '",
-      kApplicationName,
-      "'),"
+      "   AND pid <> pg_backend_pid() AND pid <> ALL(",
+      own,
+      "::int[])),"
       " coalesce(max(extract(epoch FROM clock_timestamp() - query_start)) FILTER ("
       "   WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
-      "   AND application_name <> '",
-      kApplicationName,
-      "'), 0),"
+      "   AND pid <> ALL(",
+      own,
+      "::int[])), 0),"
       " count(*) FILTER (WHERE cardinality(pg_blocking_pids(pid)) > 0)"
       " FROM pg_stat_activity");
-  auto rows = Query(now, kSql);
+  auto rows = Query(now, sql);
   if (!rows.ok() || rows->size() != 1 || (*rows)[0].size() != 5) {
     up_.Down(rows.ok() ? "unexpected answer to the pg_stat_activity query"
                        : rows.status().message());
@@ -185,9 +198,9 @@ std::vector<v1::DiagnosticTable> PostgresCollector::Diagnose(
           ")"
           " FROM pg_stat_activity WHERE state IS DISTINCT FROM 'idle' AND backend_type = 'client "
           "backend'"
-          " AND pid <> pg_backend_pid() AND application_name <> '",
-          kApplicationName,
-          "'"
+          " AND pid <> pg_backend_pid() AND pid <> ALL(",
+          OwnBackends::Get().SqlArray(),
+          "::int[])"
           " ORDER BY query_start LIMIT ",
           limit);
     } else if (name == "pg_lock_waits") {
@@ -215,7 +228,7 @@ std::vector<v1::DiagnosticTable> PostgresCollector::Diagnose(
       for (const auto& row : *rows) {
         auto* out = table.add_rows();
         for (const auto& cell : row) {
-          out->add_cells(cell);
+          out->add_cells(Redact(cell));  // query texts carry passwords (ALTER ROLE ... PASSWORD)
         }
       }
     }
@@ -232,8 +245,8 @@ absl::StatusOr<std::unique_ptr<Collector>> NewPostgresCollector(const YAML::Node
   ASSIGN_OR_RETURN(options.dsn, YamlString(config, "dsn", file, true));
   ASSIGN_OR_RETURN(options.query_timeout,
                    YamlDuration(config, "query_timeout", file, options.query_timeout));
-  ASSIGN_OR_RETURN(double max_text,
-                   YamlDouble(config, "max_query_text", file, options.max_query_text));
+  ASSIGN_OR_RETURN(int64_t max_text,
+                   YamlInt(config, "max_query_text", file, options.max_query_text, 1, 1 << 20));
   options.max_query_text = static_cast<int>(max_text);
   return std::make_unique<PostgresCollector>(std::move(options));
 }

@@ -57,9 +57,12 @@ class PostgresCollector final : public Collector {
   absl::StatusOr<std::vector<std::vector<std::string>>> Query(absl::Time now,
                                                               const std::string& sql);
   void WatchdogLoop();
+  // Closes the connection and forgets its backend pid.
+  void Disconnect();
 
   const PostgresCollectorOptions options_;
   std::unique_ptr<pqxx::connection> connection_;
+  int backend_pid_ = 0;  // of connection_, registered in OwnBackends
   Backoff backoff_;
   UpState up_;
 

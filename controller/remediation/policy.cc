@@ -68,14 +68,17 @@ ActionPolicy Policy::For(const std::string& action) const {
   return policy;
 }
 
-absl::StatusOr<Policy> LoadPolicy(const std::string& path) {
+namespace {
+
+absl::StatusOr<Policy> ParsePolicyOrThrow(absl::string_view text, const std::string& path) {
   Policy policy;
-  if (path.empty()) {
-    return policy;
-  }
-  absl::StatusOr<YAML::Node> root = LoadYamlFile(path);
+  absl::StatusOr<YAML::Node> root = LoadYamlString(text, path);
   if (!root.ok()) {
     return root.status();
+  }
+  if (root->IsNull()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": the policy file is empty (no --policy gives the defaults)"));
   }
   if (absl::Status s =
           YamlCheckKeys(*root, path, "the policy",
@@ -93,9 +96,9 @@ absl::StatusOr<Policy> LoadPolicy(const std::string& path) {
   }
   policy.proposal_ttl = *proposal_ttl;
   policy.command_ttl = *command_ttl;
-  if (*wave_size < 1) {
+  if (*wave_size < 1 || *wave_size > 100000) {
     return absl::InvalidArgumentError(
-        absl::StrCat(YamlWhere(path, (*root)["wave_size"]), ": wave_size must be at least 1"));
+        absl::StrCat(YamlWhere(path, (*root)["wave_size"]), ": wave_size must be 1 to 100000"));
   }
   policy.wave_size = static_cast<int>(*wave_size);
   if ((*root)["default"].IsDefined()) {
@@ -111,7 +114,11 @@ absl::StatusOr<Policy> LoadPolicy(const std::string& path) {
           YamlWhere(path, actions), ": actions must be a map of action name to policy"));
     }
     for (const auto& kv : actions) {
-      const std::string name = kv.first.as<std::string>();
+      absl::StatusOr<std::string> key = YamlKey(kv.first, path, "actions");
+      if (!key.ok()) {
+        return key.status();
+      }
+      const std::string& name = *key;
       if (FindAction(name) == nullptr) {
         return absl::InvalidArgumentError(
             absl::StrCat(YamlWhere(path, kv.first), ": unknown action '", name, "'"));
@@ -126,6 +133,28 @@ absl::StatusOr<Policy> LoadPolicy(const std::string& path) {
     }
   }
   return policy;
+}
+
+}  // namespace
+
+absl::StatusOr<Policy> ParsePolicy(absl::string_view text, absl::string_view name) {
+  const std::string file(name);
+  try {
+    return ParsePolicyOrThrow(text, file);
+  } catch (...) {
+    return YamlExceptionStatus(file);
+  }
+}
+
+absl::StatusOr<Policy> LoadPolicy(const std::string& path) {
+  if (path.empty()) {
+    return Policy();
+  }
+  absl::StatusOr<std::string> text = ReadConfigFile(path);
+  if (!text.ok()) {
+    return text.status();
+  }
+  return ParsePolicy(*text, path);
 }
 
 }  // namespace vigil::controller

@@ -7,9 +7,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <map>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -480,7 +478,9 @@ v1::Severity Rule::SeverityFor(double value) const {
   return severity;
 }
 
-RuleFile ParseRules(absl::string_view text, absl::string_view name) {
+namespace {
+
+RuleFile ParseRulesOrThrow(absl::string_view text, absl::string_view name) {
   RuleFile result;
   absl::StatusOr<YAML::Node> root = LoadYamlString(text, name);
   if (!root.ok()) {
@@ -499,7 +499,12 @@ RuleFile ParseRules(absl::string_view text, absl::string_view name) {
   }
   std::map<std::string, std::string> seen;  // name -> where
   for (const YAML::Node& node : rules) {
-    absl::StatusOr<Rule> rule = ParseRule(node, name);
+    absl::StatusOr<Rule> rule = absl::InternalError("not parsed");
+    try {
+      rule = ParseRule(node, name);
+    } catch (...) {
+      rule = YamlExceptionStatus(name);
+    }
     if (!rule.ok()) {
       result.errors.emplace_back(rule.status().message());
       continue;
@@ -515,16 +520,26 @@ RuleFile ParseRules(absl::string_view text, absl::string_view name) {
   return result;
 }
 
-RuleFile LoadRuleFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  if (!in || in.bad()) {
+}  // namespace
+
+RuleFile ParseRules(absl::string_view text, absl::string_view name) {
+  try {
+    return ParseRulesOrThrow(text, name);
+  } catch (...) {
     RuleFile result;
-    result.errors.push_back(absl::StrCat(path, ": cannot read: ", std::strerror(errno)));
+    result.errors.emplace_back(YamlExceptionStatus(name).message());
     return result;
   }
-  return ParseRules(buffer.str(), path);
+}
+
+RuleFile LoadRuleFile(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadConfigFile(path);
+  if (!text.ok()) {
+    RuleFile result;
+    result.errors.emplace_back(text.status().message());
+    return result;
+  }
+  return ParseRules(*text, path);
 }
 
 const std::string& DefaultRulesYaml() {

@@ -83,6 +83,7 @@ struct RuleFile {
 };
 
 // Parses a rule file's text; `name` is used in messages. Reports every problem it finds.
+// Pure and exception-free: any text yields a RuleFile (hostile text yields errors).
 RuleFile ParseRules(absl::string_view text, absl::string_view name);
 // Reads and parses a file; a missing file is one error naming it.
 RuleFile LoadRuleFile(const std::string& path);

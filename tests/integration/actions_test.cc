@@ -19,6 +19,8 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "agent/actions/action.h"
+#include "agent/collectors/postgres_collector.h"
+#include "common/own_backends.h"
 #include "common/yaml_util.h"
 #include "tests/support/servers.h"
 
@@ -407,13 +409,30 @@ TEST_F(PostgresActionsTest, RefusesSuperuserOwnAndUnknownBackends) {
   EXPECT_THAT(r.reason, HasSubstr("superuser"));
   EXPECT_TRUE(Exists(su_pid));
 
-  // The agent's own session (the collector's, tagged vigil-agent).
-  pqxx::connection agent(server_.Dsn("vigil") + " application_name=vigil-agent");
-  r = action->Run({{"pid", absl::StrCat(agent.backendpid())}}, absl::Seconds(10));
+  // The agent's own session: the collector's connection, known by the pid it recorded.
+  auto collector =
+      NewPostgresCollector(YAML::Load("{dsn: '" + server_.Dsn("vigil") + "'}"), "agent.yaml");
+  ASSERT_TRUE(collector.ok()) << collector.status();
+  Collection collection;
+  (*collector)->Collect(absl::Now(), collection);
+  const int collector_pid = ParsePid(
+      server_.Psql("SELECT pid FROM pg_stat_activity WHERE application_name = 'vigil-agent'")
+          .stdout_text);
+  ASSERT_GT(collector_pid, 0);
+  EXPECT_TRUE(OwnBackends::Get().Contains(collector_pid));
+  r = action->Run({{"pid", absl::StrCat(collector_pid)}}, absl::Seconds(10));
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.reason, HasSubstr("the agent's own backend"));
-  pqxx::nontransaction still_alive(agent);
-  EXPECT_EQ(still_alive.exec("SELECT 1")[0][0].as<int>(), 1);
+  EXPECT_THAT(r.reason, HasSubstr("one of the agent's own connections"));
+  EXPECT_TRUE(Exists(collector_pid));
+
+  // A session that merely claims to be the agent is an ordinary backend.
+  pqxx::connection impostor(server_.Dsn("app") + " application_name=vigil-agent");
+  const int impostor_pid = impostor.backendpid();
+  r = action->Run({{"pid", absl::StrCat(impostor_pid)}}, absl::Seconds(10));
+  EXPECT_EQ(r.exit_code, 0) << r.reason << "\n" << r.output_tail;
+  EXPECT_TRUE(WaitUntil([&] { return !Exists(impostor_pid); }, absl::Seconds(10)));
+  collector->reset();  // closes its connection and forgets its pid
+  EXPECT_FALSE(OwnBackends::Get().Contains(collector_pid));
 
   // A background process of the server is not a client backend.
   const int checkpointer =

@@ -543,6 +543,35 @@ TEST_F(SetNginxUpstreamTest, RefusalsRunNothing) {
   EXPECT_EQ(Read(file_), kUpstreams);
 }
 
+TEST_F(SetNginxUpstreamTest, UnixSocketsOnlyWhenListed) {
+  ActionResult r = Set("unix:/run/postgresql/.s.PGSQL.5432", "add");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.reason, HasSubstr("is a unix socket not listed in the action's config (no "
+                                  "unix_sockets are allowed)"));
+  EXPECT_EQ(
+      action_
+          ->Check({{"upstream", "api_backend"}, {"server", "UNIX:/run/x.sock"}, {"state", "add"}})
+          .code(),
+      absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(runner_.calls.empty());
+  EXPECT_EQ(Read(file_), kUpstreams);
+
+  auto listed = One(absl::StrCat("actions:\n  set_nginx_upstream:\n    upstreams_file: ", file_,
+                                 "\n    config: /srv/nginx.conf\n    nginx: nginx\n"
+                                 "    unix_sockets: [/run/api.sock]\n"));
+  ASSERT_NE(listed, nullptr);
+  EXPECT_TRUE(
+      listed
+          ->Check({{"upstream", "api_backend"}, {"server", "unix:/run/api.sock"}, {"state", "add"}})
+          .ok());
+  absl::Status other = listed->Check(
+      {{"upstream", "api_backend"}, {"server", "unix:/run/other.sock"}, {"state", "add"}});
+  EXPECT_EQ(other.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(other.message(), HasSubstr("allowed: /run/api.sock"));
+  EXPECT_THAT(Error("actions:\n  set_nginx_upstream: {unix_sockets: [run/api.sock]}\n").message(),
+              HasSubstr("not an absolute socket path"));
+}
+
 // --- logrotate ----------------------------------------------------------------------------------
 
 TEST_F(ActionsTest, LogrotateForcesAnAllowedConfig) {

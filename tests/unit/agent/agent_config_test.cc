@@ -3,6 +3,10 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "agent/actions/action.h"
+#include "tests/support/hostile_yaml.h"
+#include "tests/support/process.h"
 
 namespace vigil::agent {
 namespace {
@@ -70,6 +74,75 @@ TEST_F(AgentConfigTest, NotYamlOrEmptyOrMissing) {
   auto missing = LoadAgentConfig("/nonexistent/agent.yaml", registry_);
   EXPECT_TRUE(absl::StrContains(missing.status().message(), "/nonexistent/agent.yaml"))
       << missing.status();
+}
+
+// Every hostile text is an InvalidArgument error naming the file (and its line when there is
+// one), wherever in the config it sits; none throws.
+TEST_F(AgentConfigTest, HostileFilesGiveFileLineErrors) {
+  for (const std::string key : {"collectors", "labels", "actions"}) {
+    for (const testing::HostileYaml& c : testing::HostileYamlCases(key)) {
+      SCOPED_TRACE(c.name);
+      if (key != "collectors" && !c.has_line) {
+        continue;  // an empty text after a valid config is a valid config
+      }
+      const std::string text =
+          key == "collectors" ? c.text : absl::StrCat("collectors: {host: {}}\n", c.text);
+      absl::StatusOr<AgentConfig> config = ParseAgentConfig(text, "agent.yaml", registry_);
+      if (key == "actions" && config.ok()) {
+        // Actions are checked by BuildActions, which the agent runs at start.
+        ActionRegistry actions;
+        RegisterBuiltinActions(actions);
+        ActionContext context;
+        auto built = BuildActions(config->actions, actions, context, "agent.yaml");
+        ASSERT_FALSE(built.ok());
+        EXPECT_TRUE(
+            testing::OpensWithFileLine(std::string(built.status().message()), "agent.yaml", true))
+            << built.status();
+        continue;
+      }
+      ASSERT_FALSE(config.ok());
+      EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << config.status();
+      EXPECT_TRUE(testing::OpensWithFileLine(std::string(config.status().message()), "agent.yaml",
+                                             c.has_line))
+          << config.status();
+    }
+  }
+}
+
+TEST_F(AgentConfigTest, NonScalarKeysAreNamed) {
+  absl::Status s = Error("collectors:\n  host: {}\n  ? [a, b]\n  : {}\n");
+  EXPECT_TRUE(
+      absl::StrContains(s.message(), "agent.yaml:3: a key in collectors must be a plain name"))
+      << s;
+  s = Error("collectors: {host: {}}\nlabels:\n  ? {x: 1}\n  : y\n");
+  EXPECT_TRUE(absl::StrContains(s.message(), "agent.yaml:3: a key in labels")) << s;
+}
+
+TEST_F(AgentConfigTest, HugeNumbersAreRefused) {
+  absl::Status s = Error("collectors:\n  host: {top_processes: 1e300}\n");
+  EXPECT_TRUE(absl::StrContains(s.message(), "agent.yaml:2: key 'top_processes' must be a whole"))
+      << s;
+  s = Error("collectors: {host: {}}\ninterval: 99999999999999999999h\n");
+  EXPECT_TRUE(absl::StrContains(s.message(), "agent.yaml:2: key 'interval'")) << s;
+}
+
+TEST_F(AgentConfigTest, ADirectoryIsNotAConfig) {
+  testing::TempDir dir;
+  auto config = LoadAgentConfig(dir.path(), registry_);
+  ASSERT_FALSE(config.ok());
+  EXPECT_TRUE(absl::StrContains(config.status().message(), "is a directory")) << config.status();
+}
+
+TEST_F(AgentConfigTest, MaxCommandLifetime) {
+  auto config = ParseAgentConfig("collectors: {host: {}}\n", "agent.yaml", registry_);
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->max_command_lifetime, absl::Minutes(15));
+  config = ParseAgentConfig("collectors: {host: {}}\nmax_command_lifetime: 2m\n", "agent.yaml",
+                            registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->max_command_lifetime, absl::Minutes(2));
+  absl::Status s = Error("collectors: {host: {}}\nmax_command_lifetime: 0s\n");
+  EXPECT_TRUE(absl::StrContains(s.message(), "agent.yaml:2: key 'max_command_lifetime'")) << s;
 }
 
 }  // namespace

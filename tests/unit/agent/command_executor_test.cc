@@ -4,6 +4,9 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdint>
 
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
@@ -160,6 +163,64 @@ TEST_F(CommandExecutorTest, ReplayedIdIsRefusedEvenAfterARestart) {
   EXPECT_EQ(r.phase(), v1::CommandResult::REFUSED);
   EXPECT_THAT(r.reason(), HasSubstr("already run"));
   EXPECT_EQ(runs_, 1);
+}
+
+TEST_F(CommandExecutorTest, LifetimeAboveTheCapIsRefused) {
+  v1::Command c = Make("cmd-long");
+  c.set_expires_unix_ms(clock_.NowUnixMillis() + 16 * 60'000);
+  ASSERT_TRUE(signer_->Sign(c).ok());
+  v1::CommandResult r = Run(c);
+  EXPECT_EQ(r.phase(), v1::CommandResult::REFUSED);
+  EXPECT_THAT(r.reason(), HasSubstr("would stay valid for 960 s, longer than this agent's "
+                                    "max_command_lifetime of 15m"));
+  // The far future, where a naive subtraction would overflow.
+  v1::Command far = Make("cmd-far");
+  far.set_expires_unix_ms(INT64_MAX);
+  ASSERT_TRUE(signer_->Sign(far).ok());
+  EXPECT_THAT(Run(far).reason(), HasSubstr("max_command_lifetime"));
+  // Just inside the cap runs.
+  v1::Command inside = Make("cmd-inside");
+  inside.set_expires_unix_ms(clock_.NowUnixMillis() + 15 * 60'000);
+  ASSERT_TRUE(signer_->Sign(inside).ok());
+  EXPECT_EQ(Run(inside).phase(), v1::CommandResult::FINISHED);
+  EXPECT_EQ(runs_, 1);
+}
+
+TEST_F(CommandExecutorTest, IdsThatCannotBeJournaledAreRefused) {
+  v1::Command c = Make("cmd-1\n2 cmd-2 00000000");
+  v1::CommandResult r = Run(c);
+  EXPECT_EQ(r.phase(), v1::CommandResult::REFUSED);
+  EXPECT_THAT(r.reason(), HasSubstr("is not an id"));
+  EXPECT_EQ(runs_, 0);
+}
+
+TEST_F(CommandExecutorTest, SecretsInOutputAreMasked) {
+  v1::Command c = Make("cmd-secret", "azalscore@x password=hunter2");
+  v1::CommandResult r = Run(c);
+  EXPECT_EQ(r.phase(), v1::CommandResult::FINISHED);
+  EXPECT_EQ(r.output_tail(), "restarted azalscore@x password=***");
+}
+
+TEST_F(CommandExecutorTest, DeletedJournalStopsTheExecutorUntilInit) {
+  EXPECT_EQ(Run(Make("cmd-j")).phase(), v1::CommandResult::FINISHED);
+  executor_->Stop();
+  executor_.reset();
+  ASSERT_EQ(unlink(dir_.File("state/web-1.journal").c_str()), 0);
+  std::vector<std::unique_ptr<Action>> actions;
+  auto refused = CommandExecutor::Create(
+      CommandExecutorOptions{.agent_id = "web-1",
+                             .journal_path = dir_.File("state/web-1.journal"),
+                             .controller_public_key_pem = signer_->public_key_pem()},
+      std::move(actions), &clock_, [](v1::AgentMessage) {});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("is missing"));
+  auto fresh = CommandExecutor::Create(
+      CommandExecutorOptions{.agent_id = "web-1",
+                             .journal_path = dir_.File("state/web-1.journal"),
+                             .init_journal = true,
+                             .controller_public_key_pem = signer_->public_key_pem()},
+      {}, &clock_, [](v1::AgentMessage) {});
+  EXPECT_TRUE(fresh.ok()) << fresh.status();
 }
 
 TEST_F(CommandExecutorTest, UnitOutsideTheAllowListIsRefused) {

@@ -7,6 +7,7 @@
 #include "controller/remediation/policy.h"
 #include "controller/remediation/remediation_manager.h"
 #include "storage/sqlite/sqlite_store.h"
+#include "tests/support/hostile_yaml.h"
 #include "tests/support/process.h"
 
 namespace vigil::controller {
@@ -45,7 +46,8 @@ actions:
            {"actions:\n  logrotate: {approvals: 0}\n", "approvals must be 1 to 10"},
            {"actions:\n  logrotate: {roles: [viewer]}\n", "viewers cannot approve"},
            {"actions:\n  logrotate: {roles: [boss]}\n", "role 'boss'"},
-           {"wave_size: 0\n", "wave_size must be at least 1"},
+           {"wave_size: 0\n", "wave_size must be 1 to 100000"},
+           {"wave_size: 1e300\n", "p.yaml:1: wave_size must be 1 to 100000"},
            {"colour: red\n", "unknown key 'colour'"},
        }) {
     testing::WriteFile(dir.File("p.yaml"), text);
@@ -53,6 +55,29 @@ actions:
     ASSERT_FALSE(bad.ok()) << text;
     EXPECT_THAT(std::string(bad.status().message()), HasSubstr(want)) << text;
   }
+}
+
+// Hostile policy files are InvalidArgument errors naming the file and line; none throws.
+TEST(Policy, HostileFilesGiveFileLineErrors) {
+  for (const char* key : {"actions", "default"}) {
+    for (const testing::HostileYaml& c : testing::HostileYamlCases(key)) {
+      SCOPED_TRACE(std::string(key) + ": " + c.name);
+      auto policy = ParsePolicy(c.text, "p.yaml");
+      ASSERT_FALSE(policy.ok());
+      EXPECT_EQ(policy.status().code(), absl::StatusCode::kInvalidArgument) << policy.status();
+      EXPECT_TRUE(
+          testing::OpensWithFileLine(std::string(policy.status().message()), "p.yaml", c.has_line))
+          << policy.status();
+    }
+  }
+  auto nested = ParsePolicy("actions:\n  logrotate:\n    ? [a]\n    : 1\n", "p.yaml");
+  ASSERT_FALSE(nested.ok());
+  EXPECT_THAT(std::string(nested.status().message()),
+              HasSubstr("p.yaml:3: a key in actions.logrotate must be a plain name"));
+  testing::TempDir dir;
+  auto directory = LoadPolicy(dir.path());
+  ASSERT_FALSE(directory.ok());
+  EXPECT_THAT(std::string(directory.status().message()), HasSubstr("is a directory"));
 }
 
 class RemediationManagerTest : public ::testing::Test {

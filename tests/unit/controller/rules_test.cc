@@ -6,10 +6,13 @@
 #include <memory>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/histogram.h"
 #include "controller/rules/rule.h"
 #include "controller/rules/rule_engine.h"
+#include "tests/support/hostile_yaml.h"
+#include "tests/support/process.h"
 
 namespace vigil::controller {
 namespace {
@@ -115,6 +118,47 @@ TEST(RuleParse, FileErrorsNameFileLineAndProblemEach) {
   EXPECT_THAT(file.errors[4], HasSubstr("team.yaml:15: rule E: severity 'SEV9'"));
   EXPECT_THAT(file.errors[5], HasSubstr("team.yaml:18: unknown key 'colour' in rule F"));
   EXPECT_THAT(file.rules, SizeIs(1));
+}
+
+// Hostile rule files give errors naming the file and line; none throws or crashes.
+TEST(RuleParse, HostileFilesGiveFileLineErrors) {
+  for (const char* key : {"rules", "x"}) {
+    for (const testing::HostileYaml& c : testing::HostileYamlCases(key)) {
+      SCOPED_TRACE(absl::StrCat(key, ": ", c.name));
+      RuleFile file = ParseRules(c.text, "r.yaml");
+      EXPECT_THAT(file.rules, SizeIs(0));
+      ASSERT_THAT(file.errors, SizeIs(::testing::Ge(1)));
+      for (const std::string& error : file.errors) {
+        EXPECT_TRUE(testing::OpensWithFileLine(error, "r.yaml", c.has_line)) << error;
+      }
+    }
+  }
+  // Inside one rule: the other rules still load.
+  RuleFile file = ParseRules(R"(rules:
+  - alert: Good
+    expr: host_load1 > 4
+  - alert: Bad
+    ? [a, b]
+    : 1
+  - &loop
+    alert: Loop
+    expr: host_load1 > 4
+    tiers: [*loop]
+  - alert: Huge
+    expr: host_load1 > 4
+    window: 99999999999999999999h
+    tiers: [{threshold: 1e999999, severity: SEV1}]
+)",
+                             "r.yaml");
+  EXPECT_THAT(file.rules, SizeIs(1));
+  ASSERT_THAT(file.errors, SizeIs(3));
+  EXPECT_THAT(file.errors[0], HasSubstr("r.yaml:5: a key in rule Bad must be a plain name"));
+  EXPECT_THAT(file.errors[1], HasSubstr("r.yaml:8: unknown key 'alert' in a tier"));
+  EXPECT_THAT(file.errors[2], HasSubstr("r.yaml:13: rule Huge:"));
+  testing::TempDir dir;
+  RuleFile directory = LoadRuleFile(dir.path());
+  ASSERT_THAT(directory.errors, SizeIs(1));
+  EXPECT_THAT(directory.errors[0], HasSubstr("is a directory"));
 }
 
 TEST(RuleParse, FileLevelErrors) {
