@@ -68,12 +68,12 @@ ActionPolicy Policy::For(const std::string& action) const {
   return policy;
 }
 
-absl::StatusOr<Policy> LoadPolicy(const std::string& path) {
+namespace {
+
+// The policy in `root`, a parsed file; `path` names it in messages.
+absl::StatusOr<Policy> PolicyFromYaml(const absl::StatusOr<YAML::Node>& root,
+                                      const std::string& path) {
   Policy policy;
-  if (path.empty()) {
-    return policy;
-  }
-  absl::StatusOr<YAML::Node> root = LoadYamlFile(path);
   if (!root.ok()) {
     return root.status();
   }
@@ -126,6 +126,19 @@ absl::StatusOr<Policy> LoadPolicy(const std::string& path) {
     }
   }
   return policy;
+}
+
+}  // namespace
+
+absl::StatusOr<Policy> ParsePolicy(absl::string_view text, absl::string_view name) {
+  return PolicyFromYaml(LoadYamlString(text, name), std::string(name));
+}
+
+absl::StatusOr<Policy> LoadPolicy(const std::string& path) {
+  if (path.empty()) {
+    return Policy();
+  }
+  return PolicyFromYaml(LoadYamlFile(path), path);
 }
 
 }  // namespace vigil::controller

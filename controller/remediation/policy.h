@@ -19,6 +19,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "controller/auth/auth.h"
 
@@ -43,5 +44,7 @@ struct Policy {
 
 // Errors name file, line and key. An empty path yields the defaults.
 absl::StatusOr<Policy> LoadPolicy(const std::string& path);
+// Parses policy text; `name` stands for the file in messages.
+absl::StatusOr<Policy> ParsePolicy(absl::string_view text, absl::string_view name);
 
 }  // namespace vigil::controller

@@ -55,6 +55,16 @@ actions:
   }
 }
 
+TEST(Policy, ParsesTextWithTheGivenNameInErrors) {
+  auto policy = ParsePolicy("wave_size: 5\nactions:\n  logrotate: {approvals: 3}\n", "inline.yaml");
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  EXPECT_EQ(policy->wave_size, 5);
+  EXPECT_EQ(policy->For("logrotate").approvals, 3);
+  auto bad = ParsePolicy("proposal_ttl: 5m\nwave_size: 0\n", "inline.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("inline.yaml:2: wave_size"));
+}
+
 class RemediationManagerTest : public ::testing::Test {
  protected:
   void SetUp() override {
