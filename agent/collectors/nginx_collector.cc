@@ -124,6 +124,11 @@ absl::StatusOr<std::unique_ptr<Collector>> NewNginxCollector(const YAML::Node& c
   ASSIGN_OR_RETURN(options.log_format,
                    YamlString(config, "log_format", file, false, options.log_format));
   ASSIGN_OR_RETURN(double slow, YamlDouble(config, "slow_endpoints", file, options.slow_endpoints));
+  if (!(slow >= 0 && slow <= 1000)) {  // also refuses .nan, before the conversion to int
+    return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, config["slow_endpoints"]),
+                                                   ": collectors.nginx.slow_endpoints must be 0 to "
+                                                   "1000"));
+  }
   options.slow_endpoints = static_cast<int>(slow);
   absl::StatusOr<LogFormat> format = LogFormat::Compile(options.log_format);
   if (!format.ok()) {

@@ -234,6 +234,11 @@ absl::StatusOr<std::unique_ptr<Collector>> NewPostgresCollector(const YAML::Node
                    YamlDuration(config, "query_timeout", file, options.query_timeout));
   ASSIGN_OR_RETURN(double max_text,
                    YamlDouble(config, "max_query_text", file, options.max_query_text));
+  if (!(max_text >= 0 && max_text <= 1'000'000)) {  // also refuses .nan, before the conversion
+    return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, config["max_query_text"]),
+                                                   ": collectors.postgres.max_query_text must be "
+                                                   "0 to 1000000"));
+  }
   options.max_query_text = static_cast<int>(max_text);
   return std::make_unique<PostgresCollector>(std::move(options));
 }

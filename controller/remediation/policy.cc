@@ -93,9 +93,11 @@ absl::StatusOr<Policy> PolicyFromYaml(const absl::StatusOr<YAML::Node>& root,
   }
   policy.proposal_ttl = *proposal_ttl;
   policy.command_ttl = *command_ttl;
-  if (*wave_size < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(YamlWhere(path, (*root)["wave_size"]), ": wave_size must be at least 1"));
+  // Checked before the conversion to int: 1e300 or .nan must not reach it.
+  if (!(*wave_size >= 1 && *wave_size <= 1'000'000)) {
+    return absl::InvalidArgumentError(absl::StrCat(YamlWhere(path, (*root)["wave_size"]),
+                                                   ": wave_size must be at least 1 (and at most "
+                                                   "1000000)"));
   }
   policy.wave_size = static_cast<int>(*wave_size);
   if ((*root)["default"].IsDefined()) {

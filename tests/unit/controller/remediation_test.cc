@@ -63,6 +63,12 @@ TEST(Policy, ParsesTextWithTheGivenNameInErrors) {
   auto bad = ParsePolicy("proposal_ttl: 5m\nwave_size: 0\n", "inline.yaml");
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("inline.yaml:2: wave_size"));
+  // Found by fuzzing: out of int's range, or NaN, was converted to int (undefined behaviour).
+  for (const char* text : {"wave_size: 1e300\n", "wave_size: -1e300\n", "wave_size: 1000001\n"}) {
+    auto huge = ParsePolicy(text, "inline.yaml");
+    ASSERT_FALSE(huge.ok()) << text;
+    EXPECT_THAT(std::string(huge.status().message()), HasSubstr("wave_size must be at least 1"));
+  }
 }
 
 class RemediationManagerTest : public ::testing::Test {
