@@ -6,11 +6,13 @@ BUILD=(build-essential cmake ninja-build pkg-config ccache
   protobuf-compiler libprotobuf-dev protobuf-compiler-grpc libgrpc++-dev libgrpc-dev
   libabsl-dev libspdlog-dev libfmt-dev libsqlite3-dev libyaml-cpp-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev libssl-dev libpqxx-dev libhiredis-dev libre2-dev)
+# The fuzzing build (scripts/fuzz.sh): clang with its libFuzzer and sanitizer runtimes.
+FUZZ=(clang libclang-rt-14-dev)
 # Real servers the integration tests start on loopback, and the tools they drive.
 SERVERS=(postgresql redis-server nginx-light logrotate supervisor sqlite3 procps python3 openssl
   prometheus-alertmanager)
 missing=()
-for p in "${BUILD[@]}" "${SERVERS[@]}" "$@"; do
+for p in "${BUILD[@]}" "${FUZZ[@]}" "${SERVERS[@]}" "$@"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

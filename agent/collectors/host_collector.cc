@@ -188,6 +188,11 @@ absl::StatusOr<std::unique_ptr<Collector>> NewHostCollector(const YAML::Node& co
   if (!top.ok()) {
     return top.status();
   }
+  if (!(*top >= 0 && *top <= 1000)) {  // also refuses .nan, before the conversion to int
+    return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, config["top_processes"]),
+                                                   ": collectors.host.top_processes must be 0 to "
+                                                   "1000"));
+  }
   options.top_processes = static_cast<int>(*top);
   return std::make_unique<HostCollector>(std::move(options));
 }

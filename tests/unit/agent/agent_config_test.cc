@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/actions/action.h"
@@ -63,6 +67,22 @@ TEST_F(AgentConfigTest, WrongTypesAreRefused) {
       absl::StrContains(Error("collectors: [host]\n").message(), "'collectors' must be a map"));
   EXPECT_TRUE(absl::StrContains(Error("collectors:\n  host: {top_processes: many}\n").message(),
                                 "top_processes"));
+}
+
+// Found by fuzzing: a number out of int's range (or NaN) was converted to int, which is undefined.
+TEST_F(AgentConfigTest, CountsOutOfRangeAreRefusedNotConverted) {
+  for (const auto& [text, want] : std::vector<std::pair<std::string, std::string>>{
+           {"collectors:\n  host: {top_processes: 1e300}\n",
+            "agent.yaml:2: collectors.host.top_processes must be 0 to 1000"},
+           {"collectors:\n  nginx: {access_log: /x, slow_endpoints: 1e300}\n",
+            "agent.yaml:2: collectors.nginx.slow_endpoints must be 0 to 1000"},
+           {"collectors:\n  postgres: {dsn: x, max_query_text: -1e300}\n",
+            "agent.yaml:2: collectors.postgres.max_query_text must be 0 to 1000000"},
+       }) {
+    absl::Status s = Error(text);
+    EXPECT_TRUE(absl::StrContains(s.message(), want)) << text << " -> " << s;
+  }
+  EXPECT_TRUE(Error("collectors:\n  host: {top_processes: 1000}\n").ok());
 }
 
 TEST_F(AgentConfigTest, NotYamlOrEmptyOrMissing) {

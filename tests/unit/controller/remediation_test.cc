@@ -80,6 +80,22 @@ TEST(Policy, HostileFilesGiveFileLineErrors) {
   EXPECT_THAT(std::string(directory.status().message()), HasSubstr("is a directory"));
 }
 
+TEST(Policy, ParsesTextWithTheGivenNameInErrors) {
+  auto policy = ParsePolicy("wave_size: 5\nactions:\n  logrotate: {approvals: 3}\n", "inline.yaml");
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  EXPECT_EQ(policy->wave_size, 5);
+  EXPECT_EQ(policy->For("logrotate").approvals, 3);
+  auto bad = ParsePolicy("proposal_ttl: 5m\nwave_size: 0\n", "inline.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("inline.yaml:2: wave_size"));
+  // Found by fuzzing: out of int's range, or NaN, was converted to int (undefined behaviour).
+  for (const char* text : {"wave_size: 1e300\n", "wave_size: -1e300\n", "wave_size: 1000001\n"}) {
+    auto huge = ParsePolicy(text, "inline.yaml");
+    ASSERT_FALSE(huge.ok()) << text;
+    EXPECT_THAT(std::string(huge.status().message()), HasSubstr("wave_size must be 1 to 100000"));
+  }
+}
+
 class RemediationManagerTest : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -1,0 +1,41 @@
+// Fuzzes the rule file and the expression language (controller/rules/rule.h): the input is parsed
+// as a rule file and as one expression. Every parsed rule is exercised a little (its matchers and
+// severity tiers), and a rule file either yields rules or says why not.
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+#include "absl/strings/string_view.h"
+#include "controller/rules/rule.h"
+#include "tests/fuzz/fuzz_check.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const absl::string_view text(reinterpret_cast<const char*>(data), size);
+
+  vigil::controller::RuleFile file = vigil::controller::ParseRules(text, "fuzz.yaml");
+  for (const std::string& error : file.errors) {
+    FUZZ_CHECK(!error.empty());
+  }
+  for (const vigil::controller::Rule& rule : file.rules) {
+    FUZZ_CHECK(!rule.name.empty());
+    FUZZ_CHECK(!rule.expr.metric.empty());
+    for (double v : {0.0, rule.expr.threshold, std::numeric_limits<double>::infinity()}) {
+      (void)rule.SeverityFor(v);
+    }
+    for (const vigil::controller::LabelMatcher& m : rule.expr.matchers) {
+      (void)m.Matches("");
+      (void)m.Matches(m.value);
+    }
+  }
+
+  auto expr = vigil::controller::ParseExpression(text);
+  if (expr.ok()) {
+    FUZZ_CHECK(!expr->metric.empty());
+    for (const vigil::controller::LabelMatcher& m : expr->matchers) {
+      (void)m.Matches("api");
+    }
+  } else {
+    FUZZ_CHECK(!expr.status().message().empty());
+  }
+  return 0;
+}

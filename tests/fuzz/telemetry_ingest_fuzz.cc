@@ -1,0 +1,90 @@
+// Fuzzes the ingest path (controller/ingest/fleet_state.h) as one agent stream would drive it.
+// The input is a sequence of length-delimited vigil.v1.AgentMessage: a Hello connects the stream
+// (a default Hello is used when the first message is not one, and a later Hello starts a new
+// stream with a fresh dictionary), each TelemetryBatch is applied with the stream's series
+// dictionary, Diagnostics are stored. The fleet is then read as the API would.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "controller/ingest/fleet_state.h"
+#include "tests/fuzz/delimited.h"
+#include "tests/fuzz/fuzz_check.h"
+#include "vigil/v1/agent_service.pb.h"
+
+namespace {
+
+using vigil::controller::FleetState;
+using vigil::controller::SeriesState;
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  FleetState::Options options;
+  options.max_series_per_agent = 1000;
+  FleetState fleet(options);
+  absl::Time now = absl::FromUnixSeconds(1'795'000'000);  // late 2026
+  uint64_t session = 0;
+  std::string agent_id;
+  std::vector<SeriesState*> dictionary;
+
+  auto connect = [&](const vigil::v1::Hello& hello) {
+    if (session != 0) {
+      fleet.Disconnect(agent_id, session, now);
+    }
+    ++session;
+    dictionary.clear();
+    if (fleet.Connect(hello, "ipv4:127.0.0.1:40000", session, now).ok()) {
+      agent_id = hello.agent_id();
+    } else {
+      agent_id.clear();
+    }
+  };
+
+  bool first = true;
+  vigil::fuzz::ForEachDelimited(data, size, 256, [&](const uint8_t* bytes, size_t n) {
+    vigil::v1::AgentMessage message;
+    if (!message.ParseFromArray(bytes, static_cast<int>(n))) {
+      return;
+    }
+    now += absl::Seconds(1);
+    if (first && !message.has_hello()) {
+      vigil::v1::Hello hello;
+      hello.set_agent_id("fuzz-1");
+      hello.set_hostname("fuzz-1.example");
+      connect(hello);
+    }
+    first = false;
+    switch (message.body_case()) {
+      case vigil::v1::AgentMessage::kHello:
+        connect(message.hello());
+        break;
+      case vigil::v1::AgentMessage::kTelemetry:
+        if (!agent_id.empty()) {
+          fleet.Apply(agent_id, message.telemetry(), dictionary, now);
+        }
+        break;
+      case vigil::v1::AgentMessage::kDiagnostics:
+        if (!agent_id.empty()) {
+          fleet.SetDiagnostics(agent_id, message.diagnostics());
+        }
+        break;
+      default:
+        if (!agent_id.empty()) {
+          fleet.Touch(agent_id, now);
+        }
+        break;
+    }
+  });
+
+  for (const vigil::v1::AgentInfo& info : fleet.ListAgents()) {
+    auto metrics = fleet.GetMetrics(info.agent_id(), "");
+    FUZZ_CHECK(metrics.ok());
+    (void)fleet.GetMetrics(info.agent_id(), "nginx_");
+  }
+  (void)fleet.TakeDirty();
+  (void)fleet.SilentSince(now);
+  return 0;
+}
