@@ -201,6 +201,9 @@ absl::StatusOr<bool> FleetState::Apply(const std::string& agent_id, const v1::Te
   // Definitions are per stream: they must be learnt even from a batch that is a duplicate.
   for (int i = 0; i < batch.new_series_size(); ++i) {
     const v1::SeriesDefinition& def = batch.new_series(i);
+    if (def.id() >= options_.limits.max_series_per_stream) {
+      continue;  // ValidateBatch refuses these; kept safe for direct callers
+    }
     std::unique_ptr<SeriesState>& slot = agent->series[keys[i]];
     if (slot == nullptr) {
       slot = std::make_unique<SeriesState>();

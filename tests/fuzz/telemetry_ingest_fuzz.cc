@@ -24,6 +24,7 @@ using vigil::controller::SeriesState;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FleetState::Options options;
   options.max_series_per_agent = 1000;
+  const vigil::controller::IngestLimits& limits = options.limits;
   FleetState fleet(options);
   absl::Time now = absl::FromUnixSeconds(1'795'000'000);  // late 2026
   uint64_t session = 0;
@@ -36,7 +37,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     ++session;
     dictionary.clear();
-    if (fleet.Connect(hello, "ipv4:127.0.0.1:40000", session, now).ok()) {
+    // As the agent service does: nothing reaches the fleet state unvalidated.
+    if (vigil::controller::ValidateHello(hello, limits).ok() &&
+        fleet.Connect(hello, "ipv4:127.0.0.1:40000", session, now).ok()) {
       agent_id = hello.agent_id();
     } else {
       agent_id.clear();
@@ -63,11 +66,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       case vigil::v1::AgentMessage::kTelemetry:
         if (!agent_id.empty()) {
-          fleet.Apply(agent_id, message.telemetry(), dictionary, now);
+          const vigil::controller::StreamView view{
+              .dictionary_size = dictionary.size(), .last_sequence = fleet.LastSequence(agent_id)};
+          if (vigil::controller::ValidateBatch(message.telemetry(), view, limits, now).ok()) {
+            (void)fleet.Apply(agent_id, message.telemetry(), dictionary, now);
+            FUZZ_CHECK(dictionary.size() <= limits.max_series_per_stream);
+            FUZZ_CHECK(fleet.AgentBytesForTest(agent_id) <= limits.max_agent_bytes);
+          }
         }
         break;
       case vigil::v1::AgentMessage::kDiagnostics:
-        if (!agent_id.empty()) {
+        if (!agent_id.empty() &&
+            vigil::controller::ValidateDiagnostics(message.diagnostics(), limits).ok()) {
           fleet.SetDiagnostics(agent_id, message.diagnostics());
         }
         break;
