@@ -73,11 +73,11 @@ TEST_F(AgentConfigTest, WrongTypesAreRefused) {
 TEST_F(AgentConfigTest, CountsOutOfRangeAreRefusedNotConverted) {
   for (const auto& [text, want] : std::vector<std::pair<std::string, std::string>>{
            {"collectors:\n  host: {top_processes: 1e300}\n",
-            "agent.yaml:2: collectors.host.top_processes must be 0 to 1000"},
+            "agent.yaml:2: key 'top_processes' must be a whole number from 0 to 1000"},
            {"collectors:\n  nginx: {access_log: /x, slow_endpoints: 1e300}\n",
-            "agent.yaml:2: collectors.nginx.slow_endpoints must be 0 to 1000"},
+            "agent.yaml:2: key 'slow_endpoints' must be a whole number from 0 to 1000"},
            {"collectors:\n  postgres: {dsn: x, max_query_text: -1e300}\n",
-            "agent.yaml:2: collectors.postgres.max_query_text must be 0 to 1000000"},
+            "agent.yaml:2: key 'max_query_text' must be a whole number from 1 to 1048576"},
        }) {
     absl::Status s = Error(text);
     EXPECT_TRUE(absl::StrContains(s.message(), want)) << text << " -> " << s;

@@ -105,7 +105,7 @@ TEST_F(ControllerReloadTest, ABadFileOfEitherKindChangesNothing) {
   absl::Status bad_policy = controller_->Reload();
   ASSERT_FALSE(bad_policy.ok());
   EXPECT_THAT(std::string(bad_policy.message()),
-              HasSubstr(dir_.File("policy.yaml") + ":1: wave_size must be at least 1"));
+              HasSubstr(dir_.File("policy.yaml") + ":1: wave_size must be 1 to 100000"));
   EXPECT_THAT(RuleNames(), ElementsAre("HighLoad", "HighCPU"));
 
   // A file that went away is an error too.
