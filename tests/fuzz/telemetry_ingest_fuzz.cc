@@ -66,8 +66,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       case vigil::v1::AgentMessage::kTelemetry:
         if (!agent_id.empty()) {
-          const vigil::controller::StreamView view{
-              .dictionary_size = dictionary.size(), .last_sequence = fleet.LastSequence(agent_id)};
+          const vigil::controller::StreamView view{.dictionary_size = dictionary.size(),
+                                                   .last_sequence = fleet.LastSequence(agent_id)};
           if (vigil::controller::ValidateBatch(message.telemetry(), view, limits, now).ok()) {
             (void)fleet.Apply(agent_id, message.telemetry(), dictionary, now);
             FUZZ_CHECK(dictionary.size() <= limits.max_series_per_stream);
