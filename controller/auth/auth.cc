@@ -69,19 +69,27 @@ absl::StatusOr<Caller> Authenticator::Authenticate(absl::string_view authorizati
     return absl::UnauthenticatedError("the authorization header must be 'Bearer TOKEN'");
   }
   const std::string hash = TokenHash(token);
+  return Cached(
+      hash, [&] { return store_->FindUserByTokenHash(hash); }, "unknown token");
+}
+
+absl::StatusOr<Caller> Authenticator::Cached(
+    const std::string& key,
+    const std::function<absl::StatusOr<std::optional<storage::UserRecord>>()>& find,
+    absl::string_view unknown) const {
   const absl::Time now = absl::Now();
   {
     absl::MutexLock lock(&mu_);
-    if (auto it = cache_.find(hash); it != cache_.end() && now - it->second.second < cache_for_) {
+    if (auto it = cache_.find(key); it != cache_.end() && now - it->second.second < cache_for_) {
       return it->second.first;
     }
   }
-  absl::StatusOr<std::optional<storage::UserRecord>> user = store_->FindUserByTokenHash(hash);
+  absl::StatusOr<std::optional<storage::UserRecord>> user = find();
   if (!user.ok()) {
     return user.status();
   }
   if (!user->has_value()) {
-    return absl::UnauthenticatedError("unknown token");
+    return absl::UnauthenticatedError(unknown);
   }
   absl::StatusOr<Role> role = ParseRole((*user)->role);
   if (!role.ok()) {
@@ -91,9 +99,9 @@ absl::StatusOr<Caller> Authenticator::Authenticate(absl::string_view authorizati
   Caller caller{(*user)->name, *role};
   absl::MutexLock lock(&mu_);
   if (cache_.size() >= 10'000) {
-    cache_.clear();  // bounded: unknown tokens are never cached, known ones are few
+    cache_.clear();  // bounded: unknown callers are never cached, known ones are few
   }
-  cache_[hash] = {caller, now};
+  cache_[key] = {caller, now};
   return caller;
 }
 
@@ -103,33 +111,9 @@ absl::StatusOr<Caller> Authenticator::AuthenticateCertificate(absl::string_view 
   }
   // Cached beside the token hashes; "cn:" cannot begin a hex digest.
   const std::string key = absl::StrCat("cn:", common_name);
-  const absl::Time now = absl::Now();
-  {
-    absl::MutexLock lock(&mu_);
-    if (auto it = cache_.find(key); it != cache_.end() && now - it->second.second < cache_for_) {
-      return it->second.first;
-    }
-  }
-  absl::StatusOr<std::optional<storage::UserRecord>> user = store_->FindUserByName(common_name);
-  if (!user.ok()) {
-    return user.status();
-  }
-  if (!user->has_value()) {
-    return absl::UnauthenticatedError(
-        absl::StrCat("client certificate CN '", common_name, "' is not a user"));
-  }
-  absl::StatusOr<Role> role = ParseRole((*user)->role);
-  if (!role.ok()) {
-    return absl::InternalError(
-        absl::StrCat("user ", (*user)->name, " has a bad role in the store"));
-  }
-  Caller caller{(*user)->name, *role};
-  absl::MutexLock lock(&mu_);
-  if (cache_.size() >= 10'000) {
-    cache_.clear();
-  }
-  cache_[key] = {caller, now};
-  return caller;
+  return Cached(
+      key, [&] { return store_->FindUserByName(common_name); },
+      absl::StrCat("client certificate CN '", common_name, "' is not a user"));
 }
 
 absl::Status Authenticator::Require(const Caller& caller, Role needed, absl::string_view what) {

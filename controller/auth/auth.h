@@ -7,7 +7,9 @@
 // Stateless helpers plus an Authenticator over the Store; thread-safe.
 #pragma once
 
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -50,6 +52,12 @@ class Authenticator {
   static absl::Status Require(const Caller& caller, Role needed, absl::string_view what);
 
  private:
+  // The caller cached under `key`, else looked up with `find` and cached; Unauthenticated with
+  // `unknown` when `find` finds nobody.
+  absl::StatusOr<Caller> Cached(
+      const std::string& key,
+      const std::function<absl::StatusOr<std::optional<storage::UserRecord>>()>& find,
+      absl::string_view unknown) const;
   storage::Store* store_;
   const absl::Duration cache_for_;
   mutable absl::Mutex mu_;

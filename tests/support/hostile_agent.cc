@@ -20,12 +20,13 @@ HostileAgent::~HostileAgent() {
   }
 }
 
-bool HostileAgent::AwaitWelcome(absl::Duration timeout) {
-  // Reads block; a helper thread bounds the wait and cancels on timeout.
-  auto read = std::async(std::launch::async, [this] {
+bool HostileAgent::ReadUntil(const std::function<bool(const v1::ControllerMessage&)>& wanted,
+                             absl::Duration timeout) {
+  // Reads block; a helper thread bounds the wait and cancels the stream on timeout.
+  auto read = std::async(std::launch::async, [this, &wanted] {
     v1::ControllerMessage message;
     while (stream_->Read(&message)) {
-      if (message.has_welcome()) {
+      if (wanted(message)) {
         return true;
       }
     }
@@ -38,6 +39,10 @@ bool HostileAgent::AwaitWelcome(absl::Duration timeout) {
     return false;
   }
   return read.get();
+}
+
+bool HostileAgent::AwaitWelcome(absl::Duration timeout) {
+  return ReadUntil([](const v1::ControllerMessage& m) { return m.has_welcome(); }, timeout);
 }
 
 bool HostileAgent::Send(const v1::AgentMessage& message) {
@@ -51,22 +56,11 @@ bool HostileAgent::SendBatch(const v1::TelemetryBatch& batch) {
 }
 
 bool HostileAgent::AwaitAck(uint64_t sequence, absl::Duration timeout) {
-  auto read = std::async(std::launch::async, [this, sequence] {
-    v1::ControllerMessage message;
-    while (stream_->Read(&message)) {
-      if (message.has_ack() && message.ack().sequence() >= sequence) {
-        return true;
-      }
-    }
-    ended_ = true;
-    return false;
-  });
-  if (read.wait_for(absl::ToChronoMilliseconds(timeout)) != std::future_status::ready) {
-    context_.TryCancel();
-    read.wait();
-    return false;
-  }
-  return read.get();
+  return ReadUntil(
+      [sequence](const v1::ControllerMessage& m) {
+        return m.has_ack() && m.ack().sequence() >= sequence;
+      },
+      timeout);
 }
 
 grpc::Status HostileAgent::Finish(absl::Duration timeout) {

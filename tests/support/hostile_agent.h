@@ -6,6 +6,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -34,6 +35,9 @@ class HostileAgent {
   std::string Trailer(const std::string& key) const;
 
  private:
+  // Reads until `wanted` accepts a message (true), the stream ends or `timeout` passes (false).
+  bool ReadUntil(const std::function<bool(const v1::ControllerMessage&)>& wanted,
+                 absl::Duration timeout);
   std::unique_ptr<v1::AgentService::Stub> stub_;
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::ControllerMessage>> stream_;
