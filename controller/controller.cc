@@ -77,6 +77,8 @@ absl::Status Controller::Start() {
   signing_public_path_ =
       absl::StrCat(absl::StripSuffix(absl::string_view(key_path), ".key"), ".pub");
   ASSIGN_OR_RETURN(store_, storage::OpenSqliteStore(options_.db_path));
+  // Before anything is written: two controllers on one database would hand out the same ids.
+  ASSIGN_OR_RETURN(db_lock_, storage::DatabaseLock::Acquire(options_.db_path));
   // After the store: it creates the database's folder, where the key goes by default.
   ASSIGN_OR_RETURN(std::unique_ptr<CommandSigner> signer,
                    CommandSigner::LoadOrCreate(key_path, signing_public_path_));

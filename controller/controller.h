@@ -25,6 +25,7 @@
 #include "controller/ingest/fleet_state.h"
 #include "controller/remediation/remediation_manager.h"
 #include "controller/rules/rule_engine.h"
+#include "storage/db_lock.h"
 #include "storage/store.h"
 
 namespace vigil::controller {
@@ -94,6 +95,7 @@ class Controller {
 
   const ControllerOptions options_;
   const Clock* clock_;
+  std::unique_ptr<storage::DatabaseLock> db_lock_;  // held from Start until destruction
   std::unique_ptr<storage::Store> store_;
   FleetState fleet_;
   std::unique_ptr<AgentServiceImpl> agent_service_;

@@ -186,6 +186,22 @@ TEST_F(FleetTest, ControllerRestartAgentsReturnAndFirstSeenIsKept) {
   EXPECT_LE(lost, 6) << log;
 }
 
+TEST_F(FleetTest, SecondControllerOnTheSameDatabaseRefusesToStart) {
+  StartController();
+  const int other_port = testing::FreeLoopbackPort();
+  CommandResult second =
+      RunCommand({BinaryPath("vigil-controller"), absl::StrCat("--listen=127.0.0.1:", other_port),
+                  "--db=" + dir_.File("data/vigil.db"), "--insecure", "--http-listen=off"},
+                 absl::Seconds(15));
+  EXPECT_EQ(second.exit_code, 1) << second.output;
+  EXPECT_TRUE(absl::StrContains(second.output, dir_.File("data/vigil.db")) &&
+              absl::StrContains(second.output, absl::StrCat("pid ", controller_->pid())))
+      << second.output;
+  // Short-lived tools still work beside the running server, and it keeps serving.
+  EXPECT_FALSE(testing::AddVigilUser(dir_.File("data/vigil.db"), "another", "viewer").empty());
+  EXPECT_EQ(Cli({"agents"}).exit_code, 0);
+}
+
 TEST_F(FleetTest, DuplicateIdIsRefusedOnBothSides) {
   StartController();
   StartAgent("web-1");
