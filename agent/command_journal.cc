@@ -375,8 +375,14 @@ absl::Status CommandJournal::Append(const std::string& id) {
   const bool ok = sized && WriteAll(fd, line) && fsync(fd) == 0;
   const int error = errno;
   if (!ok && sized) {
-    // Take a partial line back, so the next append does not continue it.
-    (void)!ftruncate(fd, before.st_size);
+    // Take a partial line back, so the next append does not continue it. If even that fails, the
+    // journal fails closed at the next start (a garbled line), and the log says why now.
+    if (ftruncate(fd, before.st_size) != 0) {
+      spdlog::error(
+          "cannot take back a partial entry of the command journal {}: {}; the agent "
+          "will refuse to start on it until it is repaired",
+          path_, Errno(errno));
+    }
   }
   close(fd);
   if (!ok) {

@@ -25,6 +25,8 @@ int g_signal_pipe[2] = {-1, -1};
 extern "C" void OnSignal(int sig) {
   const int saved = errno;
   const unsigned char byte = static_cast<unsigned char>(sig);
+  // Nothing may be logged from a signal handler. A full pipe means signals are already waiting
+  // for the watcher, which is all this write is for.
   (void)!write(g_signal_pipe[1], &byte, 1);
   errno = saved;
 }

@@ -7,6 +7,8 @@
 //       --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -70,7 +72,11 @@ Fleet& TheFleet() {
       v1::Hello hello;
       hello.set_agent_id(f->ids.back());
       f->state.Connect(hello, "bench", static_cast<uint64_t>(a + 1), now);
-      (void)f->state.Apply(f->ids.back(), f->definitions, f->dictionaries[a], now);
+      if (!f->state.Apply(f->ids.back(), f->definitions, f->dictionaries[a], now).ok()) {
+        std::fprintf(stderr, "ingest_bench: the definitions of %s were refused\n",
+                     f->ids.back().c_str());
+        std::exit(1);
+      }
     }
     return f;
   }();
