@@ -117,14 +117,30 @@ class HostileAgentTest : public ::testing::Test {
   // Sends `batch` on a fresh stream of agent `id` and returns how the controller ended it.
   grpc::Status SendAndFinish(const std::string& id, const v1::TelemetryBatch& batch,
                              std::string* refused_sequence = nullptr) {
-    HostileAgent agent(address_, Hello(id));
-    EXPECT_TRUE(agent.AwaitWelcome()) << id;
-    agent.SendBatch(batch);
-    grpc::Status status = agent.Finish();
+    std::unique_ptr<HostileAgent> agent = Open(id);
+    EXPECT_NE(agent, nullptr) << id << " was never welcomed";
+    if (agent == nullptr) {
+      return grpc::Status(grpc::StatusCode::UNKNOWN, "not welcomed");
+    }
+    agent->SendBatch(batch);
+    grpc::Status status = agent->Finish();
     if (refused_sequence != nullptr) {
-      *refused_sequence = agent.Trailer(std::string(kRefusedSequenceKey));
+      *refused_sequence = agent->Trailer(std::string(kRefusedSequenceKey));
     }
     return status;
+  }
+
+  // A welcomed stream for `id`. The controller learns that the id's previous stream ended a
+  // moment after the client does, so a reconnect may first be refused as a duplicate: retried.
+  std::unique_ptr<HostileAgent> Open(const std::string& id) {
+    std::unique_ptr<HostileAgent> agent;
+    const bool welcomed = WaitUntil(
+        [&] {
+          agent = std::make_unique<HostileAgent>(address_, Hello(id));
+          return agent->AwaitWelcome();
+        },
+        absl::Seconds(10), absl::Milliseconds(100));
+    return welcomed ? std::move(agent) : nullptr;
   }
 
   std::string Metrics() {
@@ -204,8 +220,9 @@ TEST_F(HostileAgentTest, EveryCraftedBatchEndsOnlyItsOwnStreamWithTheFieldNamed)
   EXPECT_TRUE(
       absl::StrContains(Metrics(), "vigil_ingest_streams_refused_total{reason=\"telemetry\"}"));
   // A refused sequence was never stored: the next honest batch 1 from the same id is acked.
-  HostileAgent again(address_, Hello("hostile-1"));
-  ASSERT_TRUE(again.AwaitWelcome());
+  std::unique_ptr<HostileAgent> again_agent = Open("hostile-1");
+  ASSERT_NE(again_agent, nullptr);
+  HostileAgent& again = *again_agent;
   v1::TelemetryBatch fine = Define(1, 0, "host_load1");
   v1::Snapshot* s = fine.add_snapshots();
   s->set_time_unix_ms(NowMs());
