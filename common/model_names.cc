@@ -63,6 +63,8 @@ std::string ProposalStateName(v1::ProposalState state) {
       return "succeeded";
     case v1::FAILED:
       return "failed";
+    case v1::OUTCOME_UNKNOWN:
+      return "outcome-unknown";
     default:
       return "-";
   }
