@@ -2,10 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/notification.h"
 #include "common/logging.h"
 #include "common/status.h"
 #include "controller/http/alertmanager_webhook.h"
@@ -21,6 +24,7 @@ class Controller::Observer final : public IngestObserver {
       : rules_(rules), incidents_(incidents), remediation_(remediation) {}
   void OnConnected(const v1::AgentInfo& agent) override {
     rules_->OnConnected(agent.agent_id(), Labels(agent.labels().begin(), agent.labels().end()));
+    remediation_->OnAgentConnected(agent.agent_id());
   }
   void OnDisconnected(const std::string& agent_id, absl::Time when) override {
     rules_->OnDisconnected(agent_id);
@@ -32,8 +36,9 @@ class Controller::Observer final : public IngestObserver {
   void OnDiagnostics(const std::string& agent_id, const v1::Diagnostics& diagnostics) override {
     incidents_->OnDiagnostics(agent_id, diagnostics);
   }
-  void OnCommandResult(const std::string& agent_id, const v1::CommandResult& result) override {
-    remediation_->OnCommandResult(agent_id, result);
+  void OnCommandResult(const std::string& agent_id, const v1::CommandResult& result,
+                       std::function<void()> acknowledge) override {
+    remediation_->OnCommandResult(agent_id, result, std::move(acknowledge));
   }
   void OnEvicting(const std::string& agent_id) override { rules_->ForgetAgent(agent_id); }
 
@@ -76,9 +81,12 @@ absl::Status Controller::Start() {
   }
   signing_public_path_ =
       absl::StrCat(absl::StripSuffix(absl::string_view(key_path), ".key"), ".pub");
+  RETURN_IF_ERROR(CheckDatabaseEvidence(options_.db_path, key_path, options_.init));
   ASSIGN_OR_RETURN(store_, storage::OpenSqliteStore(options_.db_path));
   // Before anything is written: two controllers on one database would hand out the same ids.
   ASSIGN_OR_RETURN(db_lock_, storage::DatabaseLock::Acquire(options_.db_path));
+  // A damaged file is refused now, with the page SQLite names, not found out on a later read.
+  RETURN_IF_ERROR(store_->CheckIntegrity());
   // After the store: it creates the database's folder, where the key goes by default.
   ASSIGN_OR_RETURN(std::unique_ptr<CommandSigner> signer,
                    CommandSigner::LoadOrCreate(key_path, signing_public_path_));
@@ -90,8 +98,9 @@ absl::Status Controller::Start() {
       AgentServiceImpl::Options{.silence_timeout = options_.silence_timeout,
                                 .limits = options_.ingest_limits,
                                 .evict_after = options_.evict_after});
+  writer_ = std::make_unique<TimelineWriter>(store_.get(), clock_);
   incidents_ = std::make_unique<IncidentManager>(
-      store_.get(), clock_,
+      writer_.get(), clock_,
       [this](const std::string& agent_id, const v1::CollectDiagnostics& request) {
         v1::ControllerMessage message;
         *message.mutable_collect_diagnostics() = request;
@@ -100,14 +109,16 @@ absl::Status Controller::Start() {
       options_.incidents);
   RETURN_IF_ERROR(incidents_->Start());
   remediation_ = std::make_unique<RemediationManager>(
-      store_.get(), incidents_.get(), clock_, std::move(policy), std::move(signer),
+      writer_.get(), incidents_.get(), clock_, std::move(policy), std::move(signer),
       [this](const std::string& agent_id, v1::Command command) {
         v1::ControllerMessage message;
         *message.mutable_command() = std::move(command);
         return agent_service_->SendTo(agent_id, std::move(message));
       },
-      [this](const std::string& agent_id) { return fleet_.AgentActions(agent_id); });
+      [this](const std::string& agent_id) { return fleet_.AgentActions(agent_id); },
+      options_.remediation);
   RETURN_IF_ERROR(remediation_->Start());
+  writer_->Start();
   rule_engine_ = std::make_unique<RuleEngine>(std::move(rules), clock_, incidents_.get(),
                                               options_.rule_engine);
   observer_ = std::make_unique<Observer>(rule_engine_.get(), incidents_.get(), remediation_.get());
@@ -119,7 +130,7 @@ absl::Status Controller::Start() {
   webhook_ = std::make_unique<AlertmanagerReceiver>(
       options_.webhook,
       [this](const http::HttpRequest& request) { return AuthorizeWebhook(request); },
-      [this](std::vector<v1::Alert> alerts) { incidents_->OnExternalAlerts(std::move(alerts)); },
+      [this](std::vector<v1::Alert> alerts) { return StoreExternalAlerts(std::move(alerts)); },
       clock_);
   if (!options_.http_listen.empty()) {
     http::HttpServer::Options http_options;
@@ -136,7 +147,7 @@ absl::Status Controller::Start() {
     http_->Handle("POST", "/api/v1/alertmanager",
                   [this](const http::HttpRequest& request) { return webhook_->Handle(request); });
     if (absl::Status s = http_->Start(options_.http_listen); !s.ok()) {
-      incidents_->Stop();
+      writer_->Stop();
       // The message names the address or the TLS file at fault.
       return absl::Status(s.code(), absl::StrCat("HTTP port: ", s.message()));
     }
@@ -157,7 +168,7 @@ absl::Status Controller::Start() {
     if (http_ != nullptr) {
       http_->Stop();
     }
-    incidents_->Stop();
+    writer_->Stop();
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on ", options_.listen, " (address in use, or not an address of this host)"));
   }
@@ -196,7 +207,7 @@ void Controller::Stop() {
     housekeeping_.join();
   }
   server_->Wait();
-  incidents_->Stop();  // after the server: watchers and updates are gone; drains its queue
+  writer_->Stop();  // after the server: watchers and updates are gone; drains its queue
 }
 
 absl::Status Controller::Reload() {
@@ -255,11 +266,16 @@ void Controller::HousekeepingLoop() {
   // Ticks the rules (fleet-wide aggregates, alerts gone without data), and is the one writer of
   // registry rows: every change of the last second in one transaction, once more on the way out.
   absl::Time next_flush = absl::Now() + options_.registry_flush;
+  absl::Time next_second = absl::Now();
   while (true) {
     const bool stopping = stop_.WaitForNotificationWithTimeout(options_.rule_tick);
     if (!stopping) {
       rule_engine_->Tick();
-      remediation_->Tick();
+      if (absl::Now() >= next_second) {
+        next_second = absl::Now() + absl::Seconds(1);
+        remediation_->Tick();
+        incidents_->Tick();
+      }
     }
     if (!stopping && absl::Now() < next_flush) {
       continue;
@@ -346,16 +362,38 @@ std::string Controller::MetricsPage() {
   absl::StrAppendFormat(&page, "vigil_alerts{state=\"stale\"} %d\n", stale);
   metric("vigil_incidents_active", "gauge", "Incidents not yet resolved.",
          static_cast<double>(incidents_->active_incidents()));
-  const LogHistogram latency = incidents_->append_latency();
+  const TimelineWriter::Stats writes = writer_->stats();
   absl::StrAppend(&page,
-                  "# HELP vigil_store_append_seconds Time to append one timeline event "
-                  "(durable on return).\n# TYPE vigil_store_append_seconds summary\n");
+                  "# HELP vigil_store_commit_seconds Time to commit one group of timeline "
+                  "writes (durable on return).\n# TYPE vigil_store_commit_seconds summary\n");
   for (double q : {0.5, 0.9, 0.99}) {
-    absl::StrAppendFormat(&page, "vigil_store_append_seconds{quantile=\"%g\"} %.9g\n", q,
-                          latency.empty() ? 0.0 : latency.Quantile(q));
+    absl::StrAppendFormat(&page, "vigil_store_commit_seconds{quantile=\"%g\"} %.9g\n", q,
+                          writes.commit_seconds.empty() ? 0.0 : writes.commit_seconds.Quantile(q));
   }
-  absl::StrAppendFormat(&page, "vigil_store_append_seconds_sum %.9g\n", latency.sum());
-  absl::StrAppendFormat(&page, "vigil_store_append_seconds_count %d\n", latency.count());
+  absl::StrAppendFormat(&page, "vigil_store_commit_seconds_sum %.9g\n", writes.commit_seconds.sum());
+  absl::StrAppendFormat(&page, "vigil_store_commit_seconds_count %d\n",
+                        writes.commit_seconds.count());
+  metric("vigil_timeline_events_total", "counter", "Timeline events stored since start.",
+         static_cast<double>(writes.events));
+  metric("vigil_store_commits_total", "counter",
+         "Store transactions of the timeline writer (one per group of changes).",
+         static_cast<double>(writes.commits));
+  absl::StrAppend(&page,
+                  "# HELP vigil_store_write_failures_total Store transactions that failed and "
+                  "changed nothing, by cause.\n# TYPE vigil_store_write_failures_total counter\n");
+  for (const char* cause : {"resource_exhausted", "unavailable", "data_loss", "internal"}) {
+    auto it = writes.failures_by_cause.find(cause);
+    absl::StrAppendFormat(&page, "vigil_store_write_failures_total{cause=\"%s\"} %d\n", cause,
+                          it == writes.failures_by_cause.end() ? 0 : it->second);
+  }
+  metric("vigil_store_writable", "gauge", "1 while the last store write succeeded, 0 while failing.",
+         writer_->failing() ? 0 : 1);
+  metric("vigil_alerts_waiting_for_store", "gauge",
+         "Rule alerts kept in order until the store takes writes again.",
+         static_cast<double>(incidents_->alert_backlog()));
+  metric("vigil_alerts_dropped_total", "counter",
+         "Rule alerts dropped from a full backlog while the store refused writes.",
+         static_cast<double>(incidents_->alerts_dropped()));
   metric("vigil_uptime_seconds", "gauge", "Seconds since the controller started.",
          absl::ToDoubleSeconds(clock_->Now() - started_at_));
   webhook_->AppendMetrics(&page);
@@ -378,6 +416,50 @@ std::string Controller::MetricsPage() {
            static_cast<double>(http.tls_handshake_failures));
   }
   return page;
+}
+
+absl::Status Controller::StoreExternalAlerts(std::vector<v1::Alert> alerts) {
+  // The webhook answers only once the alerts are on disk (or could not be): Alertmanager resends
+  // on anything but 2xx.
+  auto stored = std::make_shared<absl::Notification>();
+  auto result = std::make_shared<absl::Status>();
+  incidents_->OnExternalAlerts(std::move(alerts), [stored, result](absl::Status status) {
+    *result = std::move(status);
+    stored->Notify();
+  });
+  if (!stored->WaitForNotificationWithTimeout(absl::Seconds(10))) {
+    return absl::UnavailableError("the store did not answer within 10 s");
+  }
+  return *result;
+}
+
+absl::Status CheckDatabaseEvidence(const std::string& db_path, const std::string& key_path,
+                                   bool init) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(db_path, ec)) {
+    return absl::OkStatus();
+  }
+  std::vector<std::string> evidence;
+  for (const std::string& file :
+       {db_path + "-wal", db_path + "-shm", db_path + ".lock", key_path}) {
+    if (fs::exists(file, ec)) {
+      evidence.push_back(file);
+    }
+  }
+  if (!evidence.empty() && !init) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "database ", db_path, " is missing, but ", absl::StrJoin(evidence, ", "),
+        " show(s) one existed: its incidents and audit trail would be lost. Restore it from a "
+        "backup, or pass --init to start a new, empty database on purpose"));
+  }
+  if (!evidence.empty()) {
+    spdlog::warn("creating a new, empty database at {} (--init; {} left from an earlier one)",
+                 db_path, absl::StrJoin(evidence, ", "));
+  } else {
+    spdlog::info("creating a new database at {}", db_path);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Controller::AuthorizeWebhook(const http::HttpRequest& request) {

@@ -21,6 +21,7 @@
 #include "controller/auth/auth.h"
 #include "controller/http/alertmanager_webhook.h"
 #include "controller/incidents/incident_manager.h"
+#include "controller/timeline/timeline_writer.h"
 #include "controller/ingest/agent_service.h"
 #include "controller/ingest/fleet_state.h"
 #include "controller/remediation/remediation_manager.h"
@@ -56,8 +57,17 @@ struct ControllerOptions {
   absl::Duration evict_after = absl::Hours(1);
   absl::Duration rule_tick = absl::Milliseconds(250);
   IncidentManager::Options incidents;
+  RemediationManager::Options remediation;
   RuleEngine::Options rule_engine;
+  // A missing database where evidence shows one existed (its signing key, WAL or lock file) is
+  // refused unless this is set (--init): silently starting empty would lose every timeline.
+  bool init = false;
 };
+
+// Refuses to create `db_path` anew when files beside it show a database existed (its WAL, its
+// lock file, the signing key at `key_path`), unless `init`; logs when a database is created.
+absl::Status CheckDatabaseEvidence(const std::string& db_path, const std::string& key_path,
+                                   bool init);
 
 // Loads the rules a controller would run with: the file's, or the built-in ones. The error lists
 // every problem, one per line, each with file and line.
@@ -83,6 +93,7 @@ class Controller {
   int port() const { return port_; }
   int http_port() const { return http_ != nullptr ? http_->port() : 0; }
   IncidentManager& incidents() { return *incidents_; }
+  TimelineWriter& timeline_writer() { return *writer_; }
   const std::string& signing_public_key_path() const { return signing_public_path_; }
   RuleEngine& rules() { return *rule_engine_; }
   FleetState& fleet() { return fleet_; }
@@ -99,12 +110,14 @@ class Controller {
   std::unique_ptr<storage::Store> store_;
   FleetState fleet_;
   std::unique_ptr<AgentServiceImpl> agent_service_;
+  std::unique_ptr<TimelineWriter> writer_;
   std::unique_ptr<IncidentManager> incidents_;
   std::unique_ptr<RemediationManager> remediation_;
   std::string signing_public_path_;
   std::unique_ptr<RuleEngine> rule_engine_;
   std::unique_ptr<Observer> observer_;
   absl::Status AuthorizeWebhook(const http::HttpRequest& request);
+  absl::Status StoreExternalAlerts(std::vector<v1::Alert> alerts);
 
   std::unique_ptr<Authenticator> webhook_auth_;
   std::unique_ptr<AlertmanagerReceiver> webhook_;

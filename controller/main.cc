@@ -100,7 +100,12 @@ int main(int argc, char** argv) {
                  "Ed25519 key that signs commands (created when missing; default: next to --db)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
   // Telemetry time and memory (the contract in DESIGN.md): durations like 30s, 24h.
-  std::string max_skew = "30s", max_age = "24h", evict_after = "1h";
+  std::string max_skew = "30s", max_age = "24h", evict_after = "1h", result_patience = "1h";
+  app.add_flag("--init", options.init,
+               "start a new, empty database even though files beside --db show one existed");
+  app.add_option("--result-patience", result_patience,
+                 "how long past its deadline a command may stay without a result before its "
+                 "outcome is declared unknown (1h)");
   app.add_option("--telemetry-max-skew", max_skew,
                  "refuse telemetry stamped further ahead of this clock (30s)");
   app.add_option("--telemetry-max-age", max_age,
@@ -147,7 +152,8 @@ int main(int argc, char** argv) {
             "--correlation-window", correlation_window, &options.incidents.correlation_window},
         {"--telemetry-max-skew", max_skew, &options.ingest_limits.max_future_skew},
         {"--telemetry-max-age", max_age, &options.ingest_limits.max_age},
-        {"--evict-after", evict_after, &options.evict_after}}) {
+        {"--evict-after", evict_after, &options.evict_after},
+        {"--result-patience", result_patience, &options.remediation.result_patience}}) {
     absl::StatusOr<absl::Duration> parsed = vigil::ParseDurationText(text);
     if (!parsed.ok()) {
       std::cerr << flag << ": " << parsed.status().message() << '\n';

@@ -1,13 +1,19 @@
 // The controller's durable state: agent registry, incidents, alerts, the hash-chained timeline,
 // users and action proposals. Records are the wire messages of vigil.v1 so nothing is mapped
 // twice. Implementations: sqlite/sqlite_store.h (embedded default), postgres/ (scale-out).
-// Every method is thread-safe. Writes are durable when the call returns OK.
+// Every method is thread-safe. Writes are durable when the call returns OK; a write that fails
+// changes nothing.
+//
+// Incidents, alerts, proposals and timeline events are written through Commit: one WriteBatch,
+// one transaction, so an incident never disagrees with its timeline and a group of changes lands
+// whole or not at all.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -24,6 +30,47 @@ struct UserRecord {
   int64_t created_unix_ms = 0;
 };
 
+// Writes applied in order, in one transaction.
+class WriteBatch {
+ public:
+  struct SaveIncident {
+    v1::Incident incident;
+  };
+  struct SaveAlert {
+    v1::Alert alert;
+  };
+  struct SaveProposal {
+    v1::ActionProposal proposal;
+  };
+  // Appends `event` to the chain (seq, prev_hash and hash are assigned then). With an incident,
+  // the incident is saved too, its last_event_seq set to the event's seq.
+  struct AppendEvent {
+    v1::TimelineEvent event;
+    std::optional<v1::Incident> incident;
+  };
+  using Op = std::variant<SaveIncident, SaveAlert, SaveProposal, AppendEvent>;
+
+  void Save(const v1::Incident& incident) { ops_.push_back(SaveIncident{incident}); }
+  void Save(const v1::Alert& alert) { ops_.push_back(SaveAlert{alert}); }
+  void Save(const v1::ActionProposal& proposal) { ops_.push_back(SaveProposal{proposal}); }
+  void Append(v1::TimelineEvent event, const v1::Incident* incident = nullptr) {
+    ops_.push_back(AppendEvent{std::move(event), incident != nullptr
+                                                     ? std::optional<v1::Incident>(*incident)
+                                                     : std::nullopt});
+  }
+
+  const std::vector<Op>& ops() const { return ops_; }
+  bool empty() const { return ops_.empty(); }
+  size_t size() const { return ops_.size(); }
+  size_t events() const;
+  // Drops the ops after the first `size` (a unit of work that failed takes its writes back).
+  void Truncate(size_t size) { ops_.resize(std::min(size, ops_.size())); }
+  void Clear() { ops_.clear(); }
+
+ private:
+  std::vector<Op> ops_;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -34,23 +81,36 @@ class Store {
   virtual absl::Status UpsertAgents(const std::vector<v1::AgentInfo>& agents) = 0;
   virtual absl::StatusOr<std::vector<v1::AgentInfo>> ListAgents() = 0;
 
+  // --- writes of incidents, alerts, proposals and the timeline ---
+  // Applies `batch` in one transaction and returns the appended events as stored (seq, hashes),
+  // in order. On error nothing is written; the status says why (RESOURCE_EXHAUSTED for a full
+  // disk, UNAVAILABLE for a busy or unreachable database, DATA_LOSS for a damaged one).
+  virtual absl::StatusOr<std::vector<v1::TimelineEvent>> Commit(const WriteBatch& batch) = 0;
+  // One-write conveniences over Commit.
+  absl::Status SaveIncident(const v1::Incident& incident);  // upsert by id
+  absl::Status SaveAlert(const v1::Alert& alert);           // upsert by id
+  absl::Status SaveProposal(const v1::ActionProposal& proposal);  // upsert by id
+  absl::StatusOr<v1::TimelineEvent> AppendEvent(v1::TimelineEvent event,
+                                                const v1::Incident* incident = nullptr);
+
+  // Housekeeping after a failed write: gives back what the store can (SQLite checkpoints and
+  // truncates its WAL, so a full disk frees the log's space as soon as the data fits). Cheap
+  // enough to call every second while writes fail.
+  virtual absl::Status Maintain() { return absl::OkStatus(); }
+  // A quick consistency check of the database (at start): DATA_LOSS naming what is damaged.
+  virtual absl::Status CheckIntegrity() { return absl::OkStatus(); }
+
   // --- incidents and alerts ---
-  virtual absl::Status SaveIncident(const v1::Incident& incident) = 0;  // upsert by id
   virtual absl::StatusOr<std::optional<v1::Incident>> GetIncident(absl::string_view id) = 0;
   // state: "" or "all" for every incident, "active" for not resolved, or one state name
   // (open, acknowledged, mitigated, resolved). Newest first.
   virtual absl::StatusOr<std::vector<v1::Incident>> ListIncidents(absl::string_view state) = 0;
-  virtual absl::Status SaveAlert(const v1::Alert& alert) = 0;  // upsert by id
   virtual absl::StatusOr<std::vector<v1::Alert>> ListAlerts(bool include_resolved) = 0;
   virtual absl::StatusOr<std::vector<v1::Alert>> ListIncidentAlerts(
       absl::string_view incident_id) = 0;
 
   // --- the timeline: one append-only SHA-256 chain across all incidents ---
-  // Assigns seq, prev_hash and hash (see timeline_hash.h) and returns the stored event.
-  // When `incident` is given it is saved in the same transaction, so an incident never
-  // disagrees with its timeline.
-  virtual absl::StatusOr<v1::TimelineEvent> AppendEvent(v1::TimelineEvent event,
-                                                        const v1::Incident* incident = nullptr) = 0;
+  // (Appended through Commit: each event's seq, prev_hash and hash follow timeline_hash.h.)
   // Events with seq > after_seq, oldest first; incident_id "" means every incident.
   virtual absl::StatusOr<std::vector<v1::TimelineEvent>> ListEvents(absl::string_view incident_id,
                                                                     uint64_t after_seq,
@@ -69,7 +129,6 @@ class Store {
   }
 
   // --- action proposals ---
-  virtual absl::Status SaveProposal(const v1::ActionProposal& proposal) = 0;  // upsert by id
   virtual absl::StatusOr<std::optional<v1::ActionProposal>> GetProposal(absl::string_view id) = 0;
   // incident_id "" lists all. Newest first.
   virtual absl::StatusOr<std::vector<v1::ActionProposal>> ListProposals(

@@ -403,8 +403,13 @@ http::HttpResponse AlertmanagerReceiver::Handle(const http::HttpRequest& request
     return response;
   }
   const size_t n = alerts->size();
+  if (absl::Status stored = sink_(std::move(*alerts)); !stored.ok()) {
+    store_failures_.fetch_add(1);
+    return http::TextResponse(
+        503, absl::StrCat("the alerts are not recorded: ", stored.message(),
+                          "; nothing was changed, send them again"));
+  }
   alerts_accepted_.fetch_add(n);
-  sink_(std::move(*alerts));
   return http::TextResponse(200, absl::StrCat("accepted ", n, " alert(s)"));
 }
 
@@ -416,6 +421,12 @@ void AlertmanagerReceiver::AppendMetrics(std::string* page) const {
     absl::StrAppendFormat(page, "vigil_webhook_requests_refused_total{reason=\"%s\"} %d\n",
                           RefusalName(static_cast<Refusal>(i)), refused_[i].load());
   }
+  absl::StrAppendFormat(page,
+                        "# HELP vigil_webhook_store_failures_total Notifications answered 503 "
+                        "because the alerts could not be stored.\n"
+                        "# TYPE vigil_webhook_store_failures_total counter\n"
+                        "vigil_webhook_store_failures_total %d\n",
+                        store_failures_.load());
   absl::StrAppendFormat(page,
                         "# HELP vigil_webhook_alerts_accepted_total Alerts taken from "
                         "Alertmanager.\n# TYPE vigil_webhook_alerts_accepted_total counter\n"

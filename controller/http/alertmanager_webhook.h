@@ -65,8 +65,9 @@ class AlertmanagerReceiver {
   // OK when the request may post alerts; Unauthenticated -> 401, PermissionDenied -> 403, any
   // other error -> 503 (e.g. the store cannot be read).
   using Authorize = std::function<absl::Status(const http::HttpRequest&)>;
-  // Receives the alerts of an accepted notification.
-  using Sink = std::function<void(std::vector<v1::Alert>)>;
+  // Receives the alerts of an accepted notification and returns once they are stored. An error
+  // answers 503 with its message: Alertmanager sends the notification again.
+  using Sink = std::function<absl::Status(std::vector<v1::Alert>)>;
 
   enum class Refusal { kUnauthorized, kForbidden, kTooLarge, kRateLimited, kBadRequest };
   static constexpr int kRefusalKinds = 5;
@@ -93,6 +94,7 @@ class AlertmanagerReceiver {
   const Clock* clock_;
   std::array<std::atomic<uint64_t>, kRefusalKinds> refused_{};
   std::atomic<uint64_t> alerts_accepted_{0};
+  std::atomic<uint64_t> store_failures_{0};
   RateLimitedLog log_limit_{5, absl::Minutes(1)};
 
   absl::Mutex mu_;

@@ -1,14 +1,13 @@
-// Turns alerts into incidents and keeps each incident's hash-chained timeline.
+// The lifecycle of incidents: alerts open and join them (controller/incidents/correlator.h
+// decides where), people acknowledge, annotate, mitigate and resolve them, agents' diagnostics
+// land on them; every step is an event on the hash-chained timeline.
 //
-// A firing alert joins an active incident when it is the same alert firing again (flapping),
-// when the incident already has that alert on other hosts, or when a dependency links it to a
-// component of the incident (`depends_on` labels, either way), within the correlation window;
-// otherwise it opens a new one. The probable cause is the earliest alert on the component that
-// most hosts of the incident depend on. When an incident opens or a host joins, the agents are
-// asked for the runbook's diagnostics, which land on the timeline.
-//
-// All decisions and store writes happen on one worker thread, in order: the callers (ingest
-// thread, HTTP webhook, API) only queue work and never wait on disk. Thread-safe.
+// All of it runs on the controller's TimelineWriter thread, in order. Each change is made inside
+// a Transaction: the incident, its alerts and its timeline event are written together, and the
+// in-memory state and anything that leaves the process (diagnostics requests, the published
+// alert list, log lines) follow only once that write is stored. A write that fails changes
+// nothing: people get the store's error; alerts from the rule engine wait in order and are
+// tried again each Tick until the store takes them. Public methods only queue work. Thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -16,9 +15,7 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -26,8 +23,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
-#include "common/histogram.h"
+#include "controller/incidents/correlator.h"
 #include "controller/rules/rule_engine.h"
+#include "controller/timeline/timeline_writer.h"
 #include "storage/store.h"
 #include "vigil/v1/agent_service.pb.h"
 #include "vigil/v1/control_service.pb.h"
@@ -41,123 +39,115 @@ class IncidentManager final : public AlertSink {
  public:
   struct Options {
     absl::Duration correlation_window = absl::Minutes(10);
+    // Rule-engine alerts kept, in order, while the store refuses writes; beyond, the oldest go
+    // (counted and logged).
+    size_t max_alert_backlog = 100'000;
   };
   // Sends a diagnostics request to an agent; false when the agent is not connected.
   using DiagnosticsSender =
       std::function<bool(const std::string& agent_id, const v1::CollectDiagnostics& request)>;
-  using Listener = std::function<void(const v1::TimelineEvent& event)>;
   using UpdateDone = std::function<void(absl::StatusOr<v1::Incident>)>;
+  using StoredDone = std::function<void(absl::Status)>;
 
-  IncidentManager(storage::Store* store, const Clock* clock, DiagnosticsSender send_diagnostics,
+  IncidentManager(TimelineWriter* writer, const Clock* clock, DiagnosticsSender send_diagnostics,
                   Options options);
-  ~IncidentManager() override;
 
-  // Reloads active incidents from the store (their firing alerts turn stale: nobody has judged
-  // them since) and starts the worker.
+  // Loads active incidents from the store (their firing rule alerts turn stale: nobody has
+  // judged them since) and the next incident number. Before the writer starts.
   absl::Status Start();
-  void Stop();  // drains the queue first
 
   // AlertSink (from the rule engine): queued.
   void OnAlertChange(const v1::Alert& alert, const Rule* rule) override;
-  // Alerts from Alertmanager's webhook: queued, handled like the engine's.
-  void OnExternalAlerts(std::vector<v1::Alert> alerts);
+  // Alerts from Alertmanager's webhook, handled like the engine's. `stored` (optional) learns
+  // whether they are on disk: OK only once every one of them is.
+  void OnExternalAlerts(std::vector<v1::Alert> alerts, StoredDone stored = nullptr);
   // A diagnostics answer from an agent: queued.
   void OnDiagnostics(const std::string& agent_id, const v1::Diagnostics& diagnostics);
-  // A person's change (ack, note, mitigate, resolve, check, severity). `done` runs on the worker.
+  // A person's change (ack, note, mitigate, resolve, check, severity). `done` runs on the writer
+  // thread once the change is stored (or refused, or failed to store).
   void Update(v1::UpdateIncidentRequest request, std::string actor, UpdateDone done);
+  // Retries rule-engine alerts the store refused. Call about once a second.
+  void Tick();
 
-  // Runs `work` on the worker thread, after everything queued before it. Remediation shares the
-  // worker so the timeline is written by one thread, in order.
-  void Post(std::function<void()> work);
-  // Appends an event to an incident's timeline. Only on the worker thread (inside Post).
-  absl::Status Record(const std::string& incident_id, absl::string_view kind,
+  // Appends an event to an incident's timeline within `txn` (the incident saved with it). On the
+  // writer thread only. NOT_FOUND for an unknown incident.
+  absl::Status Record(Transaction& txn, const std::string& incident_id, absl::string_view kind,
                       absl::string_view actor, std::string summary, std::string details_json);
 
-  // Called on the worker thread with every appended event, in seq order; must not block.
-  int AddListener(Listener listener);
-  void RemoveListener(int id);
+  // Called on the writer thread with every stored event, in seq order; must not block.
+  int AddListener(TimelineWriter::Listener listener) { return writer_->AddListener(listener); }
+  void RemoveListener(int id) { writer_->RemoveListener(id); }
 
-  // Pending, firing and stale alerts, oldest first.
+  // Pending, firing and stale alerts, oldest first (as stored).
   std::vector<v1::Alert> ActiveAlerts() const;
   size_t active_incidents() const;
-  // Time spent in Store::AppendEvent, seconds.
-  LogHistogram append_latency() const;
+  // Rule-engine alerts waiting for the store, and those dropped from that backlog.
+  size_t alert_backlog() const;
+  uint64_t alerts_dropped() const;
   // Blocks until everything queued before the call has been handled (tests, shutdown).
-  void Flush();
+  void Flush() { writer_->Flush(); }
 
  private:
-  struct AlertRef {
-    v1::Alert alert;
-    std::vector<std::string> diagnostics;
-  };
-  struct Active {
-    v1::Incident incident;
-    std::map<std::string, AlertRef> alerts;  // by alert id
-    absl::Time last_activity;
-    // Indexes over `alerts`, so correlating an alert and naming the cause cost per alert what
-    // they cost per incident (a fleet-wide event brings a thousand alerts in a second).
-    std::set<std::string> hosts;
-    std::map<std::string, std::string> host_of_rule;   // rule -> first host it fired on
-    std::map<std::string, std::string> provider_host;  // service/role/agent -> a host that is it
-    std::map<std::string, std::set<std::string>> dependents;  // name -> hosts that depend on it
-  };
-  static void Index(Active& active, const v1::Alert& alert);
   struct DiagnosticsRequest {
     std::string incident_id;
     std::string agent_id;
     absl::Time asked;
   };
+  struct QueuedAlert {
+    v1::Alert alert;
+    std::vector<std::string> diagnostics;
+  };
   // Answers come within seconds; requests whose agent went away are forgotten after this.
   static constexpr absl::Duration kDiagnosticsPatience = absl::Minutes(10);
 
-  void Enqueue(std::function<void()> work);
-  void WorkerLoop();
-
-  // --- on the worker thread ---
-  void HandleAlert(const v1::Alert& alert, std::vector<std::string> diagnostics);
-  void HandleFiring(const v1::Alert& alert, std::vector<std::string> diagnostics);
-  void HandleDiagnostics(const std::string& agent_id, const v1::Diagnostics& diagnostics);
-  absl::StatusOr<v1::Incident> HandleUpdate(const v1::UpdateIncidentRequest& request,
+  // --- on the writer thread, inside a transaction ---
+  absl::Status HandleAlert(Transaction& txn, const v1::Alert& alert,
+                           const std::vector<std::string>& diagnostics);
+  void HandleFiring(Transaction& txn, const v1::Alert& alert,
+                    const std::vector<std::string>& diagnostics);
+  absl::Status HandleDiagnostics(Transaction& txn, const std::string& agent_id,
+                                 const v1::Diagnostics& diagnostics);
+  absl::StatusOr<v1::Incident> HandleUpdate(Transaction& txn,
+                                            const v1::UpdateIncidentRequest& request,
                                             const std::string& actor);
-  // The incident an alert should join, with the reason; nullptr when none.
-  Active* Correlate(const v1::Alert& alert, std::string* reason);
-  void Open(const v1::Alert& alert, std::vector<std::string> diagnostics);
-  void Join(Active& active, const v1::Alert& alert, std::vector<std::string> diagnostics,
-            absl::string_view reason);
-  void RequestDiagnostics(Active& active, const std::string& agent_id,
-                          const std::vector<std::string>& names);
+  void Open(Transaction& txn, const v1::Alert& alert,
+            const std::vector<std::string>& diagnostics);
+  void Join(Transaction& txn, ActiveIncident& active, const v1::Alert& alert,
+            const std::vector<std::string>& diagnostics, absl::string_view reason);
+  void RequestDiagnostics(Transaction& txn, const std::string& incident_id,
+                          const std::string& agent_id, const std::vector<std::string>& names);
   // Recomputes severity and probable cause; appends events for what changed.
-  void Reassess(Active& active);
-  absl::Status Append(const std::string& incident_id, absl::string_view kind,
-                      absl::string_view actor, std::string summary, std::string details_json,
-                      const v1::Incident* incident);
-  std::string NextIncidentId();
-  void PublishAlert(const v1::Alert& alert) ABSL_LOCKS_EXCLUDED(mu_);
+  void Reassess(Transaction& txn, ActiveIncident& active);
+  // The active incident `id`, its prior state preserved for rollback.
+  ActiveIncident& Edit(Transaction& txn, const std::string& id);
+  void Append(Transaction& txn, ActiveIncident& active, absl::string_view kind,
+              absl::string_view actor, std::string summary, std::string details_json = "");
+  void SaveAlert(Transaction& txn, const v1::Alert& alert);
+  // Rule-engine alerts: straight to the writer, or behind the backlog while it is not empty.
+  void QueueAlert(QueuedAlert queued);
+  void SubmitBacklog();
 
-  storage::Store* store_;
-  const Clock* clock_;
+  TimelineWriter* const writer_;
+  storage::Store* const store_;
+  const Clock* const clock_;
   DiagnosticsSender send_diagnostics_;
   const Options options_;
 
-  // Worker-thread state.
-  std::map<std::string, Active> active_;                  // by incident id
+  // Writer-thread state.
+  std::map<std::string, ActiveIncident> active_;          // by incident id
   std::map<std::string, std::string> incident_of_alert_;  // alert id -> incident id
   std::map<std::string, std::string> incident_of_key_;    // alert key -> last incident id
   std::map<std::string, DiagnosticsRequest> diagnostics_requests_;
   uint64_t next_incident_number_ = 1;
+  std::deque<QueuedAlert> backlog_;  // rule-engine alerts the store refused, in order
+  bool backlog_in_flight_ = false;
+  uint64_t backlog_dropped_ = 0;
 
   mutable absl::Mutex mu_;
-  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, v1::Alert> alerts_ ABSL_GUARDED_BY(mu_);  // active alerts by id
   size_t active_count_ ABSL_GUARDED_BY(mu_) = 0;
-  std::map<int, Listener> listeners_ ABSL_GUARDED_BY(mu_);
-  int next_listener_ ABSL_GUARDED_BY(mu_) = 1;
-  LogHistogram append_latency_ ABSL_GUARDED_BY(mu_);
-  std::thread worker_;
+  size_t backlog_size_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t backlog_dropped_total_ ABSL_GUARDED_BY(mu_) = 0;
 };
-
-// The identity of an alert across episodes: rule, agent and its labels (not its state).
-std::string AlertKey(const v1::Alert& alert);
 
 }  // namespace vigil::controller

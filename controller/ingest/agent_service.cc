@@ -382,6 +382,7 @@ void AgentServiceImpl::Handle(Work& work) {
     welcome.mutable_welcome()->set_server_time_unix_ms(absl::ToUnixMillis(now));
     welcome.mutable_welcome()->set_heartbeat_timeout_ms(
         absl::ToInt64Milliseconds(options_.silence_timeout));
+    welcome.mutable_welcome()->set_acks_results(true);
     stream.Send(std::move(welcome));
     if (observer_) {
       for (const v1::AgentInfo& info : fleet_->ListAgents()) {
@@ -438,7 +439,16 @@ void AgentServiceImpl::Handle(Work& work) {
       }
       fleet_->Touch(stream.agent_id, now);
       if (observer_) {
-        observer_->OnCommandResult(stream.agent_id, message.command_result());
+        std::function<void()> acknowledge;
+        if (const uint64_t sequence = message.command_result().sequence(); sequence != 0) {
+          acknowledge = [this, agent_id = stream.agent_id, sequence] {
+            v1::ControllerMessage ack;
+            ack.mutable_ack()->add_result_sequences(sequence);
+            SendTo(agent_id, std::move(ack));
+          };
+        }
+        observer_->OnCommandResult(stream.agent_id, message.command_result(),
+                                   std::move(acknowledge));
       }
       break;
     default:

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -33,7 +34,10 @@ class IngestObserver {
   virtual void OnTelemetry(const std::string& agent_id, const v1::TelemetryBatch& batch,
                            const std::vector<SeriesState*>& dictionary) {}
   virtual void OnDiagnostics(const std::string& agent_id, const v1::Diagnostics& diagnostics) {}
-  virtual void OnCommandResult(const std::string& agent_id, const v1::CommandResult& result) {}
+  // `acknowledge` tells the agent the result is stored, so it stops resending it; call it only
+  // then (it is safe from any thread, and a no-op once the agent is gone).
+  virtual void OnCommandResult(const std::string& agent_id, const v1::CommandResult& result,
+                               std::function<void()> acknowledge) {}
   // The agent's series are about to be freed (it is gone): drop every pointer to them.
   virtual void OnEvicting(const std::string& agent_id) {}
 };

@@ -12,12 +12,16 @@
 #include "common/ids.h"
 #include "common/logging.h"
 #include "common/model_names.h"
+#include "common/status.h"
 
 namespace vigil::controller {
 namespace {
 
+// A run that will change no more: finished, refused, skipped, or with an unknown outcome (which
+// a late result may still settle).
 bool Terminal(const v1::ActionRun& run) {
-  return run.state() == "finished" || run.state() == "refused" || run.state() == "skipped";
+  return run.state() == "finished" || run.state() == "refused" || run.state() == "skipped" ||
+         run.state() == "unknown";
 }
 
 bool Succeeded(const v1::ActionRun& run) {
@@ -49,68 +53,183 @@ int WaveCount(const v1::ActionProposal& p) {
   return waves;
 }
 
+std::string Names(const std::vector<std::string>& names) {
+  return names.size() <= 10 ? absl::StrJoin(names, ", ") : absl::StrCat(names.size(), " agents");
+}
+
 }  // namespace
 
-RemediationManager::RemediationManager(storage::Store* store, IncidentManager* incidents,
+RemediationManager::RemediationManager(TimelineWriter* writer, IncidentManager* incidents,
                                        const Clock* clock, Policy policy,
                                        std::unique_ptr<CommandSigner> signer, CommandSender send,
-                                       AgentActions agent_actions)
-    : store_(store),
+                                       AgentActions agent_actions, Options options)
+    : writer_(writer),
+      store_(writer->store()),
       incidents_(incidents),
       clock_(clock),
       policy_(std::move(policy)),
       signer_(std::move(signer)),
       send_(std::move(send)),
-      agent_actions_(std::move(agent_actions)) {}
+      agent_actions_(std::move(agent_actions)),
+      options_(options) {}
 
 absl::Status RemediationManager::Start() {
-  absl::StatusOr<std::vector<v1::ActionProposal>> all = store_->ListProposals("");
-  if (!all.ok()) {
-    return all.status();
-  }
-  for (v1::ActionProposal& p : *all) {
-    if (p.state() == v1::PROPOSED) {
-      open_[p.id()] = p;
-    } else if (p.state() == v1::APPROVED || p.state() == v1::DISPATCHING) {
-      // Commands may have run, but their results went to a controller that is gone: say so
-      // rather than send anything again.
-      v1::ActionProposal copy = p;
-      incidents_->Post([this, copy]() mutable {
-        for (v1::ActionRun& run : *copy.mutable_runs()) {
-          if (!Terminal(run)) {
-            run.set_state("skipped");
-            run.set_reason("the controller restarted during the rollout; result unknown");
+  ASSIGN_OR_RETURN(std::vector<v1::ActionProposal> all, store_->ListProposals(""));
+  return writer_->RunNow([&](Transaction& txn) -> absl::Status {
+    for (v1::ActionProposal& p : all) {
+      switch (p.state()) {
+        case v1::PROPOSED:
+          txn.PreserveKey(open_, p.id());
+          open_[p.id()] = p;
+          break;
+        case v1::OUTCOME_UNKNOWN:
+          txn.PreserveKey(unknown_, p.id());
+          unknown_[p.id()] = p;
+          Index(txn, p);
+          break;
+        case v1::APPROVED:
+        case v1::DISPATCHING: {
+          // The rollout was under way. Its commands are stored: they go out again, same ids,
+          // as their agents connect; agents never run an id twice.
+          std::vector<std::string> in_flight;
+          std::vector<std::string> lost;
+          for (v1::ActionRun& run : *p.mutable_runs()) {
+            if (run.state() != "dispatched" && run.state() != "started") {
+              continue;
+            }
+            if (run.signed_command().empty()) {
+              // Stored by an earlier version, which saved commands only after sending them.
+              run.set_state("unknown");
+              run.set_reason("the controller restarted during the rollout and has no copy of "
+                             "the command sent; check the host");
+              lost.push_back(run.agent_id());
+            } else {
+              in_flight.push_back(run.agent_id());
+            }
           }
+          txn.PreserveKey(open_, p.id());
+          open_[p.id()] = p;
+          Index(txn, p);
+          v1::ActionProposal& open = open_[p.id()];
+          txn.writes().Save(open);
+          RETURN_IF_ERROR(Record(
+              txn, open, "action_resumed", "controller",
+              absl::StrCat(
+                  "the controller restarted during the rollout of ", Describe(open), "; ",
+                  in_flight.empty()
+                      ? "no command was in flight"
+                      : absl::StrCat(in_flight.size(), " command(s) in flight (", Names(in_flight),
+                                     ") are sent again with the same ids when their agents "
+                                     "connect, and run at most once"),
+                  lost.empty()
+                      ? ""
+                      : absl::StrCat("; the outcome on ", Names(lost), " is unknown"))));
+          if (!lost.empty()) {
+            for (int i = 0; i < open.runs_size(); ++i) {
+              if (open.runs(i).state() == "unknown") {
+                RETURN_IF_ERROR(Advance(txn, open, open.runs(i).wave()));
+                break;
+              }
+            }
+          }
+          break;
         }
-        Finish(copy, false, "the controller restarted during the rollout; check the hosts");
-      });
+        default:
+          break;
+      }
     }
-  }
-  return absl::OkStatus();
+    std::erase_if(open_, [](const auto& entry) {
+      return entry.second.state() != v1::PROPOSED && entry.second.state() != v1::DISPATCHING;
+    });
+    return absl::OkStatus();
+  });
 }
 
 void RemediationManager::Propose(v1::ProposeActionRequest request, Caller caller,
                                  ProposalDone done) {
-  incidents_->Post([this, request = std::move(request), caller = std::move(caller),
-                    done = std::move(done)] { done(DoPropose(request, caller)); });
+  auto result = std::make_shared<absl::StatusOr<v1::ActionProposal>>();
+  writer_->Submit(
+      [this, request = std::move(request), caller = std::move(caller), result](Transaction& txn) {
+        *result = DoPropose(txn, request, caller);
+        return result->status();
+      },
+      [result, done = std::move(done)](const absl::Status& status) {
+        done(status.ok() ? *result : absl::StatusOr<v1::ActionProposal>(status));
+      });
 }
 
 void RemediationManager::Review(v1::ReviewActionRequest request, Caller caller, ProposalDone done) {
-  incidents_->Post([this, request = std::move(request), caller = std::move(caller),
-                    done = std::move(done)] { done(DoReview(request, caller)); });
+  auto result = std::make_shared<absl::StatusOr<v1::ActionProposal>>();
+  writer_->Submit(
+      [this, request = std::move(request), caller = std::move(caller), result](Transaction& txn) {
+        *result = DoReview(txn, request, caller);
+        return result->status();
+      },
+      [result, done = std::move(done)](const absl::Status& status) {
+        done(status.ok() ? *result : absl::StatusOr<v1::ActionProposal>(status));
+      });
 }
 
 void RemediationManager::OnCommandResult(const std::string& agent_id,
-                                         const v1::CommandResult& result) {
-  incidents_->Post([this, agent_id, result] { DoResult(agent_id, result); });
+                                         const v1::CommandResult& result,
+                                         std::function<void()> acknowledge) {
+  writer_->Submit(
+      [this, agent_id, result](Transaction& txn) { return DoResult(txn, agent_id, result); },
+      [agent_id, command_id = result.command_id(),
+       acknowledge = std::move(acknowledge)](const absl::Status& status) {
+        if (!status.ok()) {
+          // Not acknowledged: the agent sends it again after it reconnects.
+          spdlog::error("result of command {} from {} is not stored yet: {}", command_id, agent_id,
+                        status.message());
+          return;
+        }
+        if (acknowledge) {
+          acknowledge();
+        }
+      });
+}
+
+void RemediationManager::OnAgentConnected(const std::string& agent_id) {
+  writer_->Submit([this, agent_id](Transaction& txn) {
+    const int64_t now_ms = absl::ToUnixMillis(txn.now());
+    for (const auto& [command_id, ref] : runs_by_command_) {
+      auto it = open_.find(ref.proposal_id);
+      if (it == open_.end()) {
+        continue;
+      }
+      const v1::ActionRun& run = it->second.runs(ref.index);
+      // Only commands the agent may not have: once it said STARTED it holds the id, and its
+      // results come on their own.
+      if (run.agent_id() != agent_id || run.state() != "dispatched" ||
+          run.signed_command().empty()) {
+        continue;
+      }
+      v1::Command command;
+      if (!command.ParseFromString(run.signed_command()) ||
+          command.expires_unix_ms() <= now_ms) {
+        continue;  // expired: the agent would refuse it; its results, if any, still come
+      }
+      txn.AfterCommit([this, agent_id, command] {
+        if (send_(agent_id, command)) {
+          spdlog::info("command {} sent again to {} (same id: it runs at most once)", command.id(),
+                       agent_id);
+        }
+      });
+    }
+    return absl::OkStatus();
+  });
 }
 
 void RemediationManager::Tick() {
-  incidents_->Post([this] { DoTick(); });
+  writer_->Submit([this](Transaction& txn) { return DoTick(txn); });
 }
 
 void RemediationManager::SetPolicy(Policy policy) {
-  incidents_->Post([this, policy = std::move(policy)]() mutable { policy_ = std::move(policy); });
+  writer_->Submit([this, policy = std::move(policy)](Transaction& txn) mutable {
+    txn.Preserve(policy_);
+    policy_ = std::move(policy);
+    return absl::OkStatus();
+  });
 }
 
 std::string RemediationManager::Describe(const v1::ActionProposal& p) const {
@@ -120,21 +239,44 @@ std::string RemediationManager::Describe(const v1::ActionProposal& p) const {
       p.agents_size() == 1 ? p.agents(0) : absl::StrCat(p.agents_size(), " agents"));
 }
 
-void RemediationManager::Save(const v1::ActionProposal& proposal) {
-  if (absl::Status s = store_->SaveProposal(proposal); !s.ok()) {
-    spdlog::error("cannot save action proposal {}: {}", proposal.id(), s.message());
+absl::Status RemediationManager::Record(Transaction& txn, const v1::ActionProposal& proposal,
+                                        absl::string_view kind, absl::string_view actor,
+                                        absl::string_view summary, std::string details_json) {
+  return incidents_->Record(txn, proposal.incident_id(), kind, actor,
+                            absl::StrCat(proposal.id(), ": ", summary), std::move(details_json));
+}
+
+v1::ActionProposal* RemediationManager::Edit(Transaction& txn, const std::string& id) {
+  if (auto it = open_.find(id); it != open_.end()) {
+    txn.PreserveKey(open_, id);
+    return &it->second;
+  }
+  if (auto it = unknown_.find(id); it != unknown_.end()) {
+    txn.PreserveKey(unknown_, id);
+    return &it->second;
+  }
+  return nullptr;
+}
+
+void RemediationManager::Index(Transaction& txn, const v1::ActionProposal& p) {
+  for (int i = 0; i < p.runs_size(); ++i) {
+    const v1::ActionRun& run = p.runs(i);
+    if (!run.command_id().empty() &&
+        (run.state() == "dispatched" || run.state() == "started" || run.state() == "unknown")) {
+      txn.PreserveKey(runs_by_command_, run.command_id());
+      runs_by_command_[run.command_id()] = RunRef{p.id(), i};
+    }
   }
 }
 
-void RemediationManager::Record(const v1::ActionProposal& proposal, absl::string_view kind,
-                                absl::string_view actor, absl::string_view summary,
-                                std::string details_json) {
-  (void)incidents_->Record(proposal.incident_id(), kind, actor,
-                           absl::StrCat(proposal.id(), ": ", summary), std::move(details_json));
+absl::Time RemediationManager::Deadline(const v1::ActionProposal& p,
+                                        const v1::ActionRun& run) const {
+  return absl::FromUnixMillis(run.sent_unix_ms()) + policy_.For(p.action()).timeout +
+         policy_.command_ttl;
 }
 
 absl::StatusOr<v1::ActionProposal> RemediationManager::DoPropose(
-    const v1::ProposeActionRequest& request, const Caller& caller) {
+    Transaction& txn, const v1::ProposeActionRequest& request, const Caller& caller) {
   absl::StatusOr<std::optional<v1::Incident>> incident = store_->GetIncident(request.incident_id());
   if (!incident.ok()) {
     return incident.status();
@@ -190,29 +332,31 @@ absl::StatusOr<v1::ActionProposal> RemediationManager::DoPropose(
   }
   p.set_proposed_by(caller.name);
   p.set_state(v1::PROPOSED);
-  p.set_proposed_unix_ms(clock_->NowUnixMillis());
-  p.set_expires_unix_ms(absl::ToUnixMillis(clock_->Now() + policy_.proposal_ttl));
+  p.set_proposed_unix_ms(absl::ToUnixMillis(txn.now()));
+  p.set_expires_unix_ms(absl::ToUnixMillis(txn.now() + policy_.proposal_ttl));
   p.set_approvals_required(action_policy.approvals);
   p.set_wave_size(request.wave_size() > 0 ? request.wave_size() : policy_.wave_size);
   p.set_reason(request.reason());
-  Save(p);
+  txn.PreserveKey(open_, p.id());
   open_[p.id()] = p;
+  txn.writes().Save(p);
   std::vector<std::string> roles;
   for (Role r : action_policy.roles) {
     roles.emplace_back(RoleName(r));
   }
-  Record(p, "action_proposed", caller.name,
-         absl::StrCat(Describe(p), " proposed by ", caller.name, "; needs ", p.approvals_required(),
-                      " approval(s) from ", absl::StrJoin(roles, "/"), ", not the proposer",
-                      p.reason().empty() ? "" : absl::StrCat(" (", p.reason(), ")")),
-         Json(p));
+  RETURN_IF_ERROR(Record(
+      txn, p, "action_proposed", caller.name,
+      absl::StrCat(Describe(p), " proposed by ", caller.name, "; needs ", p.approvals_required(),
+                   " approval(s) from ", absl::StrJoin(roles, "/"), ", not the proposer",
+                   p.reason().empty() ? "" : absl::StrCat(" (", p.reason(), ")")),
+      Json(p)));
   return p;
 }
 
 absl::StatusOr<v1::ActionProposal> RemediationManager::DoReview(
-    const v1::ReviewActionRequest& request, const Caller& caller) {
+    Transaction& txn, const v1::ReviewActionRequest& request, const Caller& caller) {
   auto it = open_.find(request.proposal_id());
-  if (it == open_.end()) {
+  if (it == open_.end() || it->second.state() != v1::PROPOSED) {
     absl::StatusOr<std::optional<v1::ActionProposal>> stored =
         store_->GetProposal(request.proposal_id());
     if (!stored.ok()) {
@@ -225,48 +369,51 @@ absl::StatusOr<v1::ActionProposal> RemediationManager::DoReview(
                                                       ProposalStateName((*stored)->state()),
                                                       ": it can no longer be reviewed"));
   }
-  v1::ActionProposal& p = it->second;
-  const ActionPolicy action_policy = policy_.For(p.action());
+  const v1::ActionProposal& current = it->second;
+  const ActionPolicy action_policy = policy_.For(current.action());
   if (!action_policy.roles.contains(caller.role)) {
     std::vector<std::string> roles;
     for (Role r : action_policy.roles) {
       roles.emplace_back(RoleName(r));
     }
     return absl::PermissionDeniedError(absl::StrCat(caller.name, " is a ", RoleName(caller.role),
-                                                    "; reviewing ", p.action(), " needs ",
+                                                    "; reviewing ", current.action(), " needs ",
                                                     absl::StrJoin(roles, " or ")));
   }
-  if (caller.name == p.proposed_by()) {
+  if (caller.name == current.proposed_by()) {
     return absl::PermissionDeniedError(
-        absl::StrCat(caller.name, " proposed ", p.id(), ": someone else must ",
+        absl::StrCat(caller.name, " proposed ", current.id(), ": someone else must ",
                      request.approve() ? "approve" : "reject", " it"));
   }
-  if (std::find(p.approved_by().begin(), p.approved_by().end(), caller.name) !=
-      p.approved_by().end()) {
+  if (std::find(current.approved_by().begin(), current.approved_by().end(), caller.name) !=
+      current.approved_by().end()) {
     return absl::FailedPreconditionError(
-        absl::StrCat(caller.name, " already approved ", p.id(), "; it needs another person"));
+        absl::StrCat(caller.name, " already approved ", current.id(), "; it needs another person"));
   }
+  v1::ActionProposal& p = *Edit(txn, request.proposal_id());
   const std::string comment =
       request.comment().empty() ? "" : absl::StrCat(": ", request.comment());
   if (!request.approve()) {
     p.set_state(v1::REJECTED);
     p.set_rejected_by(caller.name);
-    Save(p);
-    Record(p, "action_rejected", caller.name,
-           absl::StrCat(Describe(p), " rejected by ", caller.name, comment));
+    txn.writes().Save(p);
+    RETURN_IF_ERROR(Record(txn, p, "action_rejected", caller.name,
+                           absl::StrCat(Describe(p), " rejected by ", caller.name, comment)));
     v1::ActionProposal result = p;
-    open_.erase(it);
+    open_.erase(request.proposal_id());
     return result;
   }
   p.add_approved_by(caller.name);
-  Record(p, "action_approved", caller.name,
-         absl::StrCat(Describe(p), " approved by ", caller.name, " (", p.approved_by_size(), " of ",
-                      p.approvals_required(), ")", comment));
+  RETURN_IF_ERROR(Record(txn, p, "action_approved", caller.name,
+                         absl::StrCat(Describe(p), " approved by ", caller.name, " (",
+                                      p.approved_by_size(), " of ", p.approvals_required(), ")",
+                                      comment)));
   if (p.approved_by_size() < p.approvals_required()) {
-    Save(p);
+    txn.writes().Save(p);
     return p;
   }
-  // Approved: plan the waves and send the first.
+  // Approved: plan the waves; the first wave's signed commands are stored with the approval and
+  // sent once it is on disk.
   p.set_state(v1::DISPATCHING);
   for (int i = 0; i < p.agents_size(); ++i) {
     v1::ActionRun* run = p.add_runs();
@@ -274,16 +421,50 @@ absl::StatusOr<v1::ActionProposal> RemediationManager::DoReview(
     run->set_state("pending");
     run->set_wave(i / std::max(1, p.wave_size()));
   }
-  StartWave(p, 0);
+  RETURN_IF_ERROR(StartWave(txn, p, 0));
+  txn.writes().Save(p);
   v1::ActionProposal result = p;
-  Sweep();
+  if (p.state() != v1::DISPATCHING) {
+    open_.erase(request.proposal_id());
+  }
   return result;
 }
 
-void RemediationManager::StartWave(v1::ActionProposal& p, int wave) {
+void RemediationManager::SendAfterCommit(Transaction& txn, const v1::ActionProposal& p,
+                                         int index) {
+  const v1::ActionRun& run = p.runs(index);
+  v1::Command command;
+  command.ParseFromString(run.signed_command());
+  txn.AfterCommit([this, proposal_id = p.id(), index, agent_id = run.agent_id(), command] {
+    if (send_(agent_id, command)) {
+      return;
+    }
+    // Not connected now. Nothing was sent, so the run is refused, unless the agent connected
+    // in the meantime and OnAgentConnected sent it (then it is "started" or waits for it).
+    writer_->Submit([this, proposal_id, index, agent_id, command](Transaction& txn) {
+      v1::ActionProposal* p = Edit(txn, proposal_id);
+      if (p == nullptr || p->runs(index).command_id() != command.id() ||
+          p->runs(index).state() != "dispatched" || send_(agent_id, command)) {
+        return absl::OkStatus();
+      }
+      v1::ActionRun& run = *p->mutable_runs(index);
+      run.set_state("refused");
+      run.set_reason("the agent is not connected");
+      txn.PreserveKey(runs_by_command_, command.id());
+      runs_by_command_.erase(command.id());
+      RETURN_IF_ERROR(Record(txn, *p, "action_refused", "controller",
+                             absl::StrCat("cannot send ", p->action(), " to ", agent_id,
+                                          ": the agent is not connected")));
+      RETURN_IF_ERROR(Advance(txn, *p, run.wave()));
+      txn.writes().Save(*p);
+      return absl::OkStatus();
+    });
+  });
+}
+
+absl::Status RemediationManager::StartWave(Transaction& txn, v1::ActionProposal& p, int wave) {
   const ActionPolicy action_policy = policy_.For(p.action());
-  const absl::Time now = clock_->Now();
-  std::vector<std::string> sent;
+  std::vector<std::string> signed_for;
   for (int i = 0; i < p.runs_size(); ++i) {
     v1::ActionRun& run = *p.mutable_runs(i);
     if (run.wave() != wave) {
@@ -294,7 +475,7 @@ void RemediationManager::StartWave(v1::ActionProposal& p, int wave) {
     command.set_agent_id(run.agent_id());
     command.set_action(p.action());
     command.mutable_params()->insert(p.params().begin(), p.params().end());
-    command.set_expires_unix_ms(absl::ToUnixMillis(now + policy_.command_ttl));
+    command.set_expires_unix_ms(absl::ToUnixMillis(txn.now() + policy_.command_ttl));
     command.set_incident_id(p.incident_id());
     command.set_timeout_ms(absl::ToInt64Milliseconds(action_policy.timeout));
     run.set_command_id(command.id());
@@ -303,30 +484,26 @@ void RemediationManager::StartWave(v1::ActionProposal& p, int wave) {
       run.set_reason(std::string(s.message()));
       continue;
     }
-    if (!send_(run.agent_id(), command)) {
-      run.set_state("refused");
-      run.set_reason("the agent is not connected");
-      Record(p, "action_refused", "controller",
-             absl::StrCat("cannot send ", p.action(), " to ", run.agent_id(),
-                          ": the agent is not connected"));
-      continue;
-    }
+    run.set_signed_command(command.SerializeAsString());
+    run.set_sent_unix_ms(absl::ToUnixMillis(txn.now()));
     run.set_state("dispatched");
-    runs_by_command_[command.id()] = RunRef{p.id(), i, now};
-    sent.push_back(run.agent_id());
+    txn.PreserveKey(runs_by_command_, command.id());
+    runs_by_command_[command.id()] = RunRef{p.id(), i};
+    SendAfterCommit(txn, p, i);
+    signed_for.push_back(run.agent_id());
   }
-  if (!sent.empty()) {
-    Record(p, "action_dispatched", "controller",
-           absl::StrCat("wave ", wave + 1, "/", WaveCount(p), ": signed ", p.action(), " sent to ",
-                        sent.size() <= 10 ? absl::StrJoin(sent, ", ")
-                                          : absl::StrCat(sent.size(), " agents")));
+  if (!signed_for.empty()) {
+    RETURN_IF_ERROR(Record(txn, p, "action_dispatched", "controller",
+                           absl::StrCat("wave ", wave + 1, "/", WaveCount(p), ": signed ",
+                                        p.action(), " for ", Names(signed_for),
+                                        "; stored, then sent")));
   }
-  Save(p);
-  Advance(p, wave);
+  return Advance(txn, p, wave);
 }
 
-void RemediationManager::Advance(v1::ActionProposal& p, int wave) {
+absl::Status RemediationManager::Advance(Transaction& txn, v1::ActionProposal& p, int wave) {
   bool done = true;
+  bool unknown = false;
   std::vector<std::string> failed;
   for (const v1::ActionRun& run : p.runs()) {
     if (run.wave() != wave) {
@@ -335,110 +512,156 @@ void RemediationManager::Advance(v1::ActionProposal& p, int wave) {
     done = done && Terminal(run);
     if (Terminal(run) && !Succeeded(run)) {
       failed.push_back(run.agent_id());
+      unknown = unknown || run.state() == "unknown";
     }
   }
-  if (!done) {
-    return;
+  if (!done || p.state() != v1::DISPATCHING) {
+    return absl::OkStatus();
   }
   if (!failed.empty()) {
     int skipped = 0;
     for (v1::ActionRun& run : *p.mutable_runs()) {
       if (run.wave() > wave) {
         run.set_state("skipped");
-        run.set_reason(absl::StrCat("wave ", wave + 1, " failed"));
+        run.set_reason(absl::StrCat("wave ", wave + 1, " did not succeed"));
         ++skipped;
       }
     }
-    Finish(p, false,
-           absl::StrCat("stopped at wave ", wave + 1, ": failed on ", absl::StrJoin(failed, ", "),
-                        skipped > 0 ? absl::StrCat("; ", skipped, " agent(s) skipped") : ""));
-    return;
+    return Finish(txn, p, unknown ? v1::OUTCOME_UNKNOWN : v1::FAILED,
+                  absl::StrCat("stopped at wave ", wave + 1, ": ",
+                               unknown ? "outcome unknown or failed on " : "failed on ",
+                               Names(failed),
+                               skipped > 0 ? absl::StrCat("; ", skipped, " agent(s) skipped")
+                                           : ""));
   }
   if (wave + 1 < WaveCount(p)) {
-    StartWave(p, wave + 1);
-    return;
+    return StartWave(txn, p, wave + 1);
   }
-  Finish(p, true, absl::StrCat("succeeded on all ", p.runs_size(), " agent(s)"));
+  return Finish(txn, p, v1::SUCCEEDED,
+                absl::StrCat("succeeded on all ", p.runs_size(), " agent(s)"));
 }
 
-void RemediationManager::Finish(v1::ActionProposal& p, bool succeeded, const std::string& why) {
-  p.set_state(succeeded ? v1::SUCCEEDED : v1::FAILED);
-  if (!succeeded) {
+absl::Status RemediationManager::Finish(Transaction& txn, v1::ActionProposal& p,
+                                        v1::ProposalState state, const std::string& why) {
+  p.set_state(state);
+  if (state != v1::SUCCEEDED) {
     p.set_reason(why);
   }
-  Save(p);
-  Record(p, succeeded ? "action_succeeded" : "action_failed", "controller",
-         absl::StrCat(Describe(p), ": ", why));
-  if (!succeeded) {
-    spdlog::warn("action {} ({}) failed: {}", p.id(), Describe(p), why);
+  const absl::string_view kind = state == v1::SUCCEEDED  ? "action_succeeded"
+                                 : state == v1::FAILED   ? "action_failed"
+                                                         : "action_outcome_unknown";
+  RETURN_IF_ERROR(Record(txn, p, kind, "controller", absl::StrCat(Describe(p), ": ", why)));
+  if (state == v1::OUTCOME_UNKNOWN) {
+    // Kept where a late result can still find it.
+    txn.PreserveKey(unknown_, p.id());
+    unknown_[p.id()] = p;
   }
+  if (state != v1::SUCCEEDED) {
+    txn.AfterCommit([id = p.id(), what = Describe(p), why, state] {
+      spdlog::warn("action {} ({}) {}: {}", id, what, ProposalStateName(state), why);
+    });
+  }
+  return absl::OkStatus();
 }
 
-void RemediationManager::Sweep() {
-  // Finished proposals leave the open set here, never while a reference to them is live.
-  for (auto it = open_.begin(); it != open_.end();) {
-    const v1::ProposalState state = it->second.state();
-    if (state == v1::PROPOSED || state == v1::DISPATCHING) {
-      ++it;
-    } else {
-      it = open_.erase(it);
-    }
-  }
-}
-
-void RemediationManager::DoResult(const std::string& agent_id, const v1::CommandResult& result) {
+absl::Status RemediationManager::DoResult(Transaction& txn, const std::string& agent_id,
+                                          const v1::CommandResult& result) {
   auto ref = runs_by_command_.find(result.command_id());
   if (ref == runs_by_command_.end()) {
-    return;  // late or unknown (e.g. after a timeout): nothing waits for it
+    return absl::OkStatus();  // settled already (a resend), or not ours: nothing waits for it
   }
-  auto it = open_.find(ref->second.proposal_id);
-  if (it == open_.end()) {
-    runs_by_command_.erase(ref);
-    return;
+  const RunRef run_ref = ref->second;
+  v1::ActionProposal* p = Edit(txn, run_ref.proposal_id);
+  if (p == nullptr) {
+    txn.PreserveKey(runs_by_command_, result.command_id());
+    runs_by_command_.erase(result.command_id());
+    return absl::OkStatus();
   }
-  v1::ActionProposal& p = it->second;
-  v1::ActionRun& run = *p.mutable_runs(ref->second.index);
+  v1::ActionRun& run = *p->mutable_runs(run_ref.index);
   if (run.agent_id() != agent_id) {
-    spdlog::warn("agent {} answered for command {} of agent {}; ignored", agent_id,
-                 result.command_id(), run.agent_id());
-    return;
+    txn.AfterCommit([agent_id, command = result.command_id(), owner = run.agent_id()] {
+      spdlog::warn("agent {} answered for command {} of agent {}; ignored", agent_id, command,
+                   owner);
+    });
+    return absl::OkStatus();
   }
-  const int wave = run.wave();
+  const bool late = run.state() == "unknown";
+  const std::string prefix = late ? "late result: " : "";
   switch (result.phase()) {
+    case v1::CommandResult::DUPLICATE:
+      // A command sent again after a restart that the agent had already taken: it did not run
+      // again; the first run's results come (or came) on their own.
+      return absl::OkStatus();
     case v1::CommandResult::STARTED:
-      run.set_state("started");
-      // The timeline says it now; the stored proposal catches up when the wave ends, so a wave
-      // of a hundred costs one proposal write, not two hundred.
-      Record(p, "action_started", agent_id, absl::StrCat(p.action(), " started on ", agent_id));
-      return;
+      if (run.state() != "dispatched" && !late) {
+        return absl::OkStatus();  // a resend of what is stored already
+      }
+      if (!late) {
+        run.set_state("started");
+      }
+      txn.writes().Save(*p);
+      return Record(txn, *p, "action_started", agent_id,
+                    absl::StrCat(prefix, p->action(), " started on ", agent_id));
     case v1::CommandResult::FINISHED:
       run.set_state("finished");
       run.set_exit_code(result.exit_code());
       run.set_output_tail(result.output_tail());
       run.set_duration_ms(result.duration_ms());
       run.set_reason(result.reason());
-      Record(p, "action_finished", agent_id,
-             absl::StrCat(p.action(), " on ", agent_id, " finished: exit ", result.exit_code(),
-                          " in ", result.duration_ms(), " ms",
-                          result.reason().empty() ? "" : absl::StrCat(" (", result.reason(), ")")),
-             Json(result));
+      RETURN_IF_ERROR(Record(
+          txn, *p, "action_finished", agent_id,
+          absl::StrCat(prefix, p->action(), " on ", agent_id, " finished: exit ",
+                       result.exit_code(), " in ", result.duration_ms(), " ms",
+                       result.reason().empty() ? "" : absl::StrCat(" (", result.reason(), ")")),
+          Json(result)));
       break;
     case v1::CommandResult::REFUSED:
       run.set_state("refused");
       run.set_reason(result.reason());
-      Record(p, "action_refused", agent_id,
-             absl::StrCat(agent_id, " refused ", p.action(), ": ", result.reason()), Json(result));
+      RETURN_IF_ERROR(Record(
+          txn, *p, "action_refused", agent_id,
+          absl::StrCat(prefix, agent_id, " refused ", p->action(), ": ", result.reason()),
+          Json(result)));
       break;
     default:
-      return;
+      return absl::OkStatus();
   }
-  runs_by_command_.erase(ref);
-  Advance(p, wave);  // saves when the wave is over
-  Sweep();
+  txn.PreserveKey(runs_by_command_, result.command_id());
+  runs_by_command_.erase(result.command_id());
+  if (late) {
+    // The rollout ended without this answer; the proposal says what is now known.
+    bool still_unknown = false;
+    bool all_succeeded = true;
+    for (const v1::ActionRun& r : p->runs()) {
+      still_unknown = still_unknown || r.state() == "unknown";
+      all_succeeded = all_succeeded && Succeeded(r);
+    }
+    if (!still_unknown) {
+      p->set_state(all_succeeded ? v1::SUCCEEDED : v1::FAILED);
+      RETURN_IF_ERROR(Record(txn, *p, all_succeeded ? "action_succeeded" : "action_failed",
+                             "controller",
+                             absl::StrCat(Describe(*p), ": every outcome is known now (",
+                                          all_succeeded ? "all succeeded" : "not all succeeded",
+                                          ")")));
+      txn.PreserveKey(unknown_, p->id());
+      v1::ActionProposal settled = *p;
+      unknown_.erase(settled.id());
+      txn.writes().Save(settled);
+      return absl::OkStatus();
+    }
+    txn.writes().Save(*p);
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(Advance(txn, *p, run.wave()));
+  txn.writes().Save(*p);
+  if (p->state() != v1::DISPATCHING) {
+    open_.erase(std::string(p->id()));  // preserved by Edit
+  }
+  return absl::OkStatus();
 }
 
-void RemediationManager::DoTick() {
-  const absl::Time now = clock_->Now();
+absl::Status RemediationManager::DoTick(Transaction& txn) {
+  const absl::Time now = txn.now();
   std::vector<std::string> expired;
   for (auto& [id, p] : open_) {
     if (p.state() == v1::PROPOSED && absl::ToUnixMillis(now) >= p.expires_unix_ms()) {
@@ -446,42 +669,60 @@ void RemediationManager::DoTick() {
     }
   }
   for (const std::string& id : expired) {
-    v1::ActionProposal& p = open_[id];
+    v1::ActionProposal& p = *Edit(txn, id);
     p.set_state(v1::EXPIRED);
-    Save(p);
-    Record(p, "action_expired", "controller",
-           absl::StrCat(Describe(p), " expired with ", p.approved_by_size(), " of ",
-                        p.approvals_required(), " approval(s)"));
+    txn.writes().Save(p);
+    RETURN_IF_ERROR(Record(txn, p, "action_expired", "controller",
+                           absl::StrCat(Describe(p), " expired with ", p.approved_by_size(),
+                                        " of ", p.approvals_required(), " approval(s)")));
     open_.erase(id);
   }
-  // Runs that never answered: failed after their timeout and the command's lifetime.
+  // Runs past their deadline: first "no result yet" (the agent may be cut off and report
+  // later), then, past patience, an unknown outcome.
   std::vector<std::pair<std::string, RunRef>> overdue;
   for (const auto& [command_id, ref] : runs_by_command_) {
     auto it = open_.find(ref.proposal_id);
     if (it == open_.end()) {
       continue;
     }
-    const absl::Duration limit = policy_.For(it->second.action()).timeout + policy_.command_ttl;
-    if (now - ref.sent > limit) {
+    const v1::ActionRun& run = it->second.runs(ref.index);
+    if ((run.state() == "dispatched" || run.state() == "started") &&
+        now > Deadline(it->second, run)) {
       overdue.emplace_back(command_id, ref);
     }
   }
   for (const auto& [command_id, ref] : overdue) {
-    runs_by_command_.erase(command_id);
-    auto it = open_.find(ref.proposal_id);
-    if (it == open_.end()) {
+    v1::ActionProposal* p = Edit(txn, ref.proposal_id);
+    if (p == nullptr || p->state() != v1::DISPATCHING) {
       continue;
     }
-    v1::ActionProposal& p = it->second;
-    v1::ActionRun& run = *p.mutable_runs(ref.index);
-    run.set_state("finished");
-    run.set_exit_code(-1);
-    run.set_reason("no result from the agent in time");
-    Record(p, "action_finished", "controller",
-           absl::StrCat(p.action(), " on ", run.agent_id(), ": no result from the agent in time"));
-    Advance(p, run.wave());
+    v1::ActionRun& run = *p->mutable_runs(ref.index);
+    const absl::Time deadline = Deadline(*p, run);
+    if (now > deadline + options_.result_patience) {
+      run.set_state("unknown");
+      run.set_reason(absl::StrCat("no result from the agent within ",
+                                  absl::FormatDuration(now - absl::FromUnixMillis(run.sent_unix_ms())),
+                                  "; whether it ran is unknown"));
+      RETURN_IF_ERROR(Record(txn, *p, "action_unknown", "controller",
+                             absl::StrCat(p->action(), " on ", run.agent_id(), ": ",
+                                          run.reason())));
+      RETURN_IF_ERROR(Advance(txn, *p, run.wave()));
+      txn.writes().Save(*p);
+      if (p->state() != v1::DISPATCHING) {
+        open_.erase(std::string(p->id()));
+      }
+    } else if (run.reason().empty()) {
+      run.set_reason("no result yet");
+      RETURN_IF_ERROR(Record(
+          txn, *p, "action_waiting", "controller",
+          absl::StrCat(p->action(), " on ", run.agent_id(), ": no result yet (",
+                       run.state() == "started" ? "it started" : "sent",
+                       "; the agent resends results when it is back); waiting up to ",
+                       absl::FormatDuration(options_.result_patience), " more")));
+      txn.writes().Save(*p);
+    }
   }
-  Sweep();
+  return absl::OkStatus();
 }
 
 }  // namespace vigil::controller

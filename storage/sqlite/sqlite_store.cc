@@ -13,6 +13,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/model_names.h"
 #include "common/status.h"
@@ -76,6 +77,36 @@ CREATE INDEX proposals_by_incident ON proposals(incident_id, proposed_unix_ms);
 };
 static_assert(std::size(kMigrations) == kSqliteSchemaVersion);
 
+// A status for SQLite result `rc` on `db`, with a code callers can act on: a full disk is
+// RESOURCE_EXHAUSTED (it passes once space returns), a busy or unreachable file UNAVAILABLE, a
+// damaged one DATA_LOSS.
+absl::Status SqliteError(sqlite3* db, int rc) {
+  const std::string message = sqlite3_errmsg(db);
+  const int system_errno = sqlite3_system_errno(db);
+  switch (rc & 0xff) {
+    case SQLITE_FULL:
+      return absl::ResourceExhaustedError(message);
+    case SQLITE_IOERR:
+      if (system_errno == ENOSPC || system_errno == EDQUOT) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat(message, ": ", std::strerror(system_errno)));
+      }
+      return absl::UnavailableError(
+          system_errno != 0 ? absl::StrCat(message, ": ", std::strerror(system_errno)) : message);
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+      return absl::UnavailableError(message);
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return absl::DataLossError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
 // A prepared statement with typed binds; finalized on destruction.
 class Statement {
  public:
@@ -116,7 +147,7 @@ class Statement {
     if (rc == SQLITE_DONE) {
       return false;
     }
-    return absl::InternalError(sqlite3_errmsg(db_));
+    return SqliteError(db_, rc);
   }
   void Reset() {
     sqlite3_reset(stmt_);
@@ -148,8 +179,11 @@ class Statement {
 
 absl::Status Exec(sqlite3* db, const char* sql) {
   char* error = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &error) != SQLITE_OK) {
-    absl::Status s = absl::InternalError(error != nullptr ? error : sqlite3_errmsg(db));
+  if (const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &error); rc != SQLITE_OK) {
+    absl::Status s = SqliteError(db, rc);
+    if (error != nullptr && s.message() != error) {
+      s = absl::Status(s.code(), error);
+    }
     sqlite3_free(error);
     return s;
   }
@@ -206,6 +240,14 @@ class SqliteStore final : public Store {
         return Fail(absl::StrCat("migrate schema to version ", v + 1), s);
       }
     }
+    // FULL: a commit is on disk when it returns, power loss included (one fsync per commit; the
+    // controller's timeline writer commits in groups). The WAL shrinks back to 4 MiB after each
+    // checkpoint, so it cannot keep a full disk full.
+    if (absl::Status s =
+            Exec(writer_, "PRAGMA synchronous=FULL; PRAGMA journal_size_limit=4194304;");
+        !s.ok()) {
+      return Fail("set durability", s);
+    }
     RETURN_IF_ERROR(Connect(&reader_, SQLITE_OPEN_READONLY));
     return absl::OkStatus();
   }
@@ -250,10 +292,6 @@ class SqliteStore final : public Store {
       out.push_back(std::move(info));
     }
     return out;
-  }
-
-  absl::Status SaveIncident(const v1::Incident& incident) override {
-    return Write("save incident", [&] { return SaveIncidentLocked(incident); });
   }
 
   absl::StatusOr<std::optional<v1::Incident>> GetIncident(absl::string_view id) override {
@@ -301,20 +339,6 @@ class SqliteStore final : public Store {
     return out;
   }
 
-  absl::Status SaveAlert(const v1::Alert& alert) override {
-    return Write("save alert", [&]() -> absl::Status {
-      Statement st(writer_,
-                   "INSERT INTO alerts(id, state, incident_id, body) VALUES(?1, ?2, ?3, ?4) "
-                   "ON CONFLICT(id) DO UPDATE SET state = excluded.state, "
-                   "incident_id = excluded.incident_id, body = excluded.body");
-      return st.Bind(1, alert.id())
-          .Bind(2, static_cast<int64_t>(alert.state()))
-          .Bind(3, alert.incident_id())
-          .BindBlob(4, alert.SerializeAsString())
-          .Run();
-    });
-  }
-
   absl::StatusOr<std::vector<v1::Alert>> ListAlerts(bool include_resolved) override {
     std::string sql = "SELECT body FROM alerts";
     if (!include_resolved) {
@@ -328,42 +352,108 @@ class SqliteStore final : public Store {
     return QueryAlerts("SELECT body FROM alerts WHERE incident_id = ?1", incident_id);
   }
 
-  absl::StatusOr<v1::TimelineEvent> AppendEvent(v1::TimelineEvent event,
-                                                const v1::Incident* incident) override {
-    absl::Status status = Write("append timeline event", [&]() -> absl::Status {
-      Statement head(writer_, "SELECT seq, hash FROM timeline ORDER BY seq DESC LIMIT 1");
-      ASSIGN_OR_RETURN(bool has_head, head.Step());
-      event.set_seq(has_head ? static_cast<uint64_t>(head.Int(0)) + 1 : 1);
-      event.set_prev_hash(has_head ? head.Text(1) : std::string(kGenesisHash));
-      event.set_hash(TimelineEventHash(event));
+  absl::StatusOr<std::vector<v1::TimelineEvent>> Commit(const WriteBatch& batch) override {
+    std::vector<v1::TimelineEvent> stored;
+    if (batch.empty()) {
+      return stored;
+    }
+    stored.reserve(batch.events());
+    absl::Status status = Write("write the timeline", [&]() -> absl::Status {
+      uint64_t seq = 0;
+      std::string hash(kGenesisHash);
+      if (batch.events() > 0) {
+        Statement head(writer_, "SELECT seq, hash FROM timeline ORDER BY seq DESC LIMIT 1");
+        ASSIGN_OR_RETURN(bool has_head, head.Step());
+        if (has_head) {
+          seq = static_cast<uint64_t>(head.Int(0));
+          hash = head.Text(1);
+        }
+      }
       Statement insert(writer_,
                        "INSERT INTO timeline(seq, incident_id, time_unix_ms, kind, actor, summary, "
                        "details_json, prev_hash, hash) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
-      RETURN_IF_ERROR(insert.Bind(1, static_cast<int64_t>(event.seq()))
-                          .Bind(2, event.incident_id())
-                          .Bind(3, event.time_unix_ms())
-                          .Bind(4, event.kind())
-                          .Bind(5, event.actor())
-                          .Bind(6, event.summary())
-                          .Bind(7, event.details_json())
-                          .Bind(8, event.prev_hash())
-                          .Bind(9, event.hash())
-                          .Run());
-      Statement chain(writer_,
-                      "INSERT INTO chain_head(id, seq, hash) VALUES(1, ?1, ?2) "
-                      "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash");
-      RETURN_IF_ERROR(chain.Bind(1, static_cast<int64_t>(event.seq())).Bind(2, event.hash()).Run());
-      if (incident != nullptr) {
-        v1::Incident copy = *incident;
-        copy.set_last_event_seq(static_cast<int64_t>(event.seq()));
-        RETURN_IF_ERROR(SaveIncidentLocked(copy));
+      for (const WriteBatch::Op& op : batch.ops()) {
+        if (const auto* save = std::get_if<WriteBatch::SaveIncident>(&op)) {
+          RETURN_IF_ERROR(SaveIncidentLocked(save->incident));
+        } else if (const auto* alert = std::get_if<WriteBatch::SaveAlert>(&op)) {
+          RETURN_IF_ERROR(SaveAlertLocked(alert->alert));
+        } else if (const auto* proposal = std::get_if<WriteBatch::SaveProposal>(&op)) {
+          RETURN_IF_ERROR(SaveProposalLocked(proposal->proposal));
+        } else if (const auto* append = std::get_if<WriteBatch::AppendEvent>(&op)) {
+          v1::TimelineEvent event = append->event;
+          event.set_seq(++seq);
+          event.set_prev_hash(hash);
+          event.set_hash(TimelineEventHash(event));
+          hash = event.hash();
+          insert.Reset();
+          RETURN_IF_ERROR(insert.Bind(1, static_cast<int64_t>(event.seq()))
+                              .Bind(2, event.incident_id())
+                              .Bind(3, event.time_unix_ms())
+                              .Bind(4, event.kind())
+                              .Bind(5, event.actor())
+                              .Bind(6, event.summary())
+                              .Bind(7, event.details_json())
+                              .Bind(8, event.prev_hash())
+                              .Bind(9, event.hash())
+                              .Run());
+          if (append->incident.has_value()) {
+            v1::Incident copy = *append->incident;
+            copy.set_last_event_seq(static_cast<int64_t>(event.seq()));
+            RETURN_IF_ERROR(SaveIncidentLocked(copy));
+          }
+          stored.push_back(std::move(event));
+        }
+      }
+      if (!stored.empty()) {
+        Statement chain(writer_,
+                        "INSERT INTO chain_head(id, seq, hash) VALUES(1, ?1, ?2) "
+                        "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash");
+        RETURN_IF_ERROR(chain.Bind(1, static_cast<int64_t>(seq)).Bind(2, hash).Run());
       }
       return absl::OkStatus();
     });
     if (!status.ok()) {
       return status;
     }
-    return event;
+    return stored;
+  }
+
+  absl::Status Maintain() override {
+    absl::MutexLock lock(&write_mu_);
+    // TRUNCATE: the WAL's pages go into the database and the log file shrinks to nothing, which
+    // is what gives a full disk its space back.
+    int logged = 0;
+    int checkpointed = 0;
+    const int rc = sqlite3_wal_checkpoint_v2(writer_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &logged,
+                                             &checkpointed);
+    if (rc != SQLITE_OK) {
+      return Fail("checkpoint the WAL", SqliteError(writer_, rc));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckIntegrity() override {
+    absl::MutexLock lock(&read_mu_);
+    Statement st(reader_, "PRAGMA quick_check(20)");
+    std::vector<std::string> problems;
+    while (true) {
+      absl::StatusOr<bool> row = st.Step();
+      if (!row.ok()) {
+        return Fail("check the database", absl::DataLossError(row.status().message()));
+      }
+      if (!*row) {
+        break;
+      }
+      if (std::string line = st.Text(0); line != "ok") {
+        problems.push_back(std::move(line));
+      }
+    }
+    if (!problems.empty()) {
+      return absl::DataLossError(absl::StrCat(
+          path_, " is damaged (SQLite quick_check: ", absl::StrJoin(problems, "; "),
+          "); restore it from a backup, or move it aside and start anew with --init"));
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<std::vector<v1::TimelineEvent>> ListEvents(absl::string_view incident_id,
@@ -499,20 +589,6 @@ class SqliteStore final : public Store {
     return std::optional<UserRecord>(UserRecord{st.Text(0), st.Text(1), st.Text(2), st.Int(3)});
   }
 
-  absl::Status SaveProposal(const v1::ActionProposal& proposal) override {
-    return Write("save proposal", [&]() -> absl::Status {
-      Statement st(
-          writer_,
-          "INSERT INTO proposals(id, incident_id, proposed_unix_ms, body) VALUES(?1, ?2, ?3, ?4) "
-          "ON CONFLICT(id) DO UPDATE SET body = excluded.body");
-      return st.Bind(1, proposal.id())
-          .Bind(2, proposal.incident_id())
-          .Bind(3, proposal.proposed_unix_ms())
-          .BindBlob(4, proposal.SerializeAsString())
-          .Run();
-    });
-  }
-
   absl::StatusOr<std::optional<v1::ActionProposal>> GetProposal(absl::string_view id) override {
     absl::MutexLock lock(&read_mu_);
     Statement st(reader_, "SELECT body FROM proposals WHERE id = ?1");
@@ -640,6 +716,30 @@ class SqliteStore final : public Store {
         .Bind(2, static_cast<int64_t>(incident.state()))
         .Bind(3, incident.opened_unix_ms())
         .BindBlob(4, incident.SerializeAsString())
+        .Run();
+  }
+
+  absl::Status SaveAlertLocked(const v1::Alert& alert) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    Statement st(writer_,
+                 "INSERT INTO alerts(id, state, incident_id, body) VALUES(?1, ?2, ?3, ?4) "
+                 "ON CONFLICT(id) DO UPDATE SET state = excluded.state, "
+                 "incident_id = excluded.incident_id, body = excluded.body");
+    return st.Bind(1, alert.id())
+        .Bind(2, static_cast<int64_t>(alert.state()))
+        .Bind(3, alert.incident_id())
+        .BindBlob(4, alert.SerializeAsString())
+        .Run();
+  }
+
+  absl::Status SaveProposalLocked(const v1::ActionProposal& proposal)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    Statement st(writer_,
+                 "INSERT INTO proposals(id, incident_id, proposed_unix_ms, body) "
+                 "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(id) DO UPDATE SET body = excluded.body");
+    return st.Bind(1, proposal.id())
+        .Bind(2, proposal.incident_id())
+        .Bind(3, proposal.proposed_unix_ms())
+        .BindBlob(4, proposal.SerializeAsString())
         .Run();
   }
 

@@ -330,7 +330,14 @@ class AlertmanagerReceiverTest : public ::testing::Test {
           }
           return absl::UnauthenticatedError("no token");
         },
-        [this](std::vector<v1::Alert> alerts) { received_ += alerts.size(); }, &clock_);
+        [this](std::vector<v1::Alert> alerts) {
+          if (!store_error_.ok()) {
+            return store_error_;
+          }
+          received_ += alerts.size();
+          return absl::OkStatus();
+        },
+        &clock_);
   }
   http::HttpResponse Post(const std::string& body, const std::string& token = "responder") {
     http::HttpRequest request;
@@ -354,6 +361,7 @@ class AlertmanagerReceiverTest : public ::testing::Test {
   SimulatedClock clock_;
   std::unique_ptr<AlertmanagerReceiver> receiver_;
   size_t received_ = 0;
+  absl::Status store_error_;  // what the sink answers; OK: stored
 };
 
 using Refusal = AlertmanagerReceiver::Refusal;
@@ -373,6 +381,22 @@ TEST_F(AlertmanagerReceiverTest, CredentialsComeFirst) {
   EXPECT_EQ(response.status, 200);
   EXPECT_EQ(response.body, "accepted 2 alert(s)\n");
   EXPECT_EQ(received_, 2u);
+  EXPECT_EQ(receiver_->alerts_accepted(), 2u);
+}
+
+TEST_F(AlertmanagerReceiverTest, AlertsTheStoreRefusesAreAnswered503SoAlertmanagerResends) {
+  Make({});
+  store_error_ = absl::ResourceExhaustedError("vigil.db: database or disk is full");
+  http::HttpResponse response = Post(Notification(2));
+  EXPECT_EQ(response.status, 503);
+  EXPECT_THAT(response.body, HasSubstr("database or disk is full"));
+  EXPECT_THAT(response.body, HasSubstr("send them again"));
+  EXPECT_EQ(receiver_->alerts_accepted(), 0u);
+  std::string page;
+  receiver_->AppendMetrics(&page);
+  EXPECT_THAT(page, HasSubstr("vigil_webhook_store_failures_total 1"));
+  store_error_ = absl::OkStatus();
+  EXPECT_EQ(Post(Notification(2)).status, 200);
   EXPECT_EQ(receiver_->alerts_accepted(), 2u);
 }
 

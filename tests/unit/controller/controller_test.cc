@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "tests/support/process.h"
 #include "tests/support/servers.h"
@@ -127,6 +129,34 @@ TEST_F(ControllerReloadTest, WithoutFilesReloadKeepsTheBuiltInRules) {
   EXPECT_TRUE(controller_->Reload().ok());
   EXPECT_EQ(RuleNames(), before);
   EXPECT_THAT(Metrics(), HasSubstr("vigil_config_reloads_total{result=\"ok\"} 1\n"));
+}
+
+}  // namespace
+}  // namespace vigil::controller
+
+namespace vigil::controller {
+namespace {
+
+TEST(DatabaseEvidence, AMissingDatabaseThatExistedIsRefusedUnlessInit) {
+  testing::TempDir dir;
+  const std::string db = dir.File("vigil.db");
+  const std::string key = dir.File("controller-signing.key");
+  // A first install: nothing here, nothing to lose.
+  EXPECT_TRUE(CheckDatabaseEvidence(db, key, false).ok());
+  // The signing key (or the WAL, or the lock file) says a database lived here.
+  testing::WriteFile(key, "key");
+  absl::Status refused = CheckDatabaseEvidence(db, key, false);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(refused.message(), db)) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), key)) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "--init")) << refused;
+  EXPECT_TRUE(CheckDatabaseEvidence(db, key, true).ok());
+  std::filesystem::remove(key);
+  testing::WriteFile(db + "-wal", "");
+  EXPECT_FALSE(CheckDatabaseEvidence(db, key, false).ok());
+  // The database itself is there: nothing to check.
+  testing::WriteFile(db, "");
+  EXPECT_TRUE(CheckDatabaseEvidence(db, key, false).ok());
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "common/clock.h"
 #include "controller/incidents/incident_report.h"
 #include "storage/sqlite/sqlite_store.h"
+#include "tests/support/fault_store.h"
 #include "tests/support/process.h"
 
 namespace vigil::controller {
@@ -20,6 +21,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::SizeIs;
+using ::testing::IsEmpty;
 using ::testing::UnorderedElementsAre;
 
 v1::Alert MakeAlert(const std::string& id, const std::string& rule, const std::string& agent,
@@ -52,20 +54,25 @@ class IncidentManagerTest : public ::testing::Test {
     auto store = storage::OpenSqliteStore(dir_.File("vigil.db"));
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
+    faults_ = std::make_unique<testing::FaultInjectingStore>(store_.get());
+    writer_ = std::make_unique<TimelineWriter>(faults_.get(), &clock_);
     manager_ = std::make_unique<IncidentManager>(
-        store_.get(), &clock_,
+        writer_.get(), &clock_,
         [this](const std::string& agent, const v1::CollectDiagnostics& request) {
           requests_.push_back({agent, request});
           return agent != "gone-1";
         },
         IncidentManager::Options{.correlation_window = absl::Minutes(10)});
     ASSERT_TRUE(manager_->Start().ok());
+    writer_->Start();
   }
   void Close() {
-    if (manager_ != nullptr) {
-      manager_->Stop();
+    if (writer_ != nullptr) {
+      writer_->Stop();
     }
     manager_.reset();
+    writer_.reset();
+    faults_.reset();
     store_.reset();
   }
 
@@ -73,6 +80,8 @@ class IncidentManagerTest : public ::testing::Test {
     Rule rule;
     rule.diagnostics = std::move(diagnostics);
     manager_->OnAlertChange(alert, &rule);
+    manager_->Flush();
+    // Diagnostics requests go out after the commit; an unreachable agent is noted just after.
     manager_->Flush();
   }
   void Change(v1::Alert alert, v1::AlertState state) {
@@ -113,6 +122,8 @@ class IncidentManagerTest : public ::testing::Test {
   testing::TempDir dir_;
   SimulatedClock clock_;
   std::unique_ptr<storage::Store> store_;
+  std::unique_ptr<testing::FaultInjectingStore> faults_;
+  std::unique_ptr<TimelineWriter> writer_;
   std::unique_ptr<IncidentManager> manager_;
   std::vector<std::pair<std::string, v1::CollectDiagnostics>> requests_;
 };
@@ -305,6 +316,92 @@ TEST_F(IncidentManagerTest, ExportHasEveryEventAndTheAuditResult) {
   EXPECT_THAT(ExportIncident(*store_, "INC-0001", "pdf").status().message(),
               HasSubstr("'pdf' is not one of: markdown, json"));
   EXPECT_TRUE(absl::IsNotFound(ExportIncident(*store_, "INC-9", "json").status()));
+}
+
+}  // namespace
+}  // namespace vigil::controller
+
+namespace vigil::controller {
+namespace {
+
+TEST_F(IncidentManagerTest, AFailedWriteChangesNothingAndPeopleAreTold) {
+  Fire(MakeAlert("a1", "HighCPU", "batch-1", kBatch));
+  faults_->FailWrites();
+  auto acked = Update("INC-0001", v1::UpdateIncidentRequest::ACKNOWLEDGE, "alice");
+  EXPECT_EQ(acked.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(acked.status().message()), HasSubstr("disk is full"));
+  faults_->Heal();
+  // Nothing changed in memory: the incident can still be acknowledged, and the stored incident
+  // and its timeline agree.
+  acked = Update("INC-0001", v1::UpdateIncidentRequest::ACKNOWLEDGE, "alice");
+  ASSERT_TRUE(acked.ok()) << acked.status();
+  EXPECT_EQ(Incidents()[0].state(), v1::ACKNOWLEDGED);
+  EXPECT_THAT(Kinds("INC-0001"), ElementsAre("incident_opened", "acknowledged"));
+  EXPECT_TRUE(store_->VerifyChain()->ok());
+}
+
+TEST_F(IncidentManagerTest, AlertsWaitInOrderWhileTheDiskIsFullAndIdsAreNeverReused) {
+  faults_->FailWrites();
+  Fire(MakeAlert("a1", "HighCPU", "batch-1", kBatch));
+  Fire(MakeAlert("b1", "DiskFull", "db-1", kDb));
+  Change(MakeAlert("a1", "HighCPU", "batch-1", kBatch), v1::RESOLVED);
+  EXPECT_THAT(Incidents(), IsEmpty());
+  EXPECT_EQ(manager_->active_incidents(), 0u);
+  EXPECT_EQ(manager_->alert_backlog(), 3u);
+  EXPECT_THAT(manager_->ActiveAlerts(), IsEmpty());  // nothing shown that is not stored
+  manager_->Tick();  // still full: they keep waiting
+  manager_->Flush();
+  manager_->Flush();
+  EXPECT_EQ(manager_->alert_backlog(), 3u);
+
+  faults_->Heal();
+  manager_->Tick();
+  manager_->Flush();
+  manager_->Flush();
+  EXPECT_EQ(manager_->alert_backlog(), 0u);
+  // In order: a1 opened INC-0001, b1 INC-0002, then a1 resolved on INC-0001.
+  std::vector<v1::Incident> incidents = Incidents();
+  ASSERT_THAT(incidents, SizeIs(2));
+  EXPECT_THAT(Kinds("INC-0001"), ElementsAre("incident_opened", "alert_resolved"));
+  EXPECT_THAT(Kinds("INC-0002"), ElementsAre("incident_opened"));
+  EXPECT_TRUE(store_->VerifyChain()->ok());
+}
+
+TEST_F(IncidentManagerTest, ExternalAlertsSayWhetherTheyAreStored) {
+  v1::Alert alert = MakeAlert("am-1", "NodeDown", "", kBatch);
+  alert.set_source("alertmanager");
+  absl::Status stored = absl::UnknownError("not called");
+  faults_->FailWrites();
+  manager_->OnExternalAlerts({alert}, [&](absl::Status s) { stored = s; });
+  manager_->Flush();
+  EXPECT_EQ(stored.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(Incidents(), IsEmpty());
+  faults_->Heal();
+  manager_->OnExternalAlerts({alert}, [&](absl::Status s) { stored = s; });
+  manager_->Flush();
+  EXPECT_TRUE(stored.ok()) << stored;
+  ASSERT_THAT(Incidents(), SizeIs(1));
+  EXPECT_EQ(Incidents()[0].id(), "INC-0001");
+}
+
+TEST_F(IncidentManagerTest, PendingAlertsAreStoredSoTheirTimersOutliveARestart) {
+  v1::Alert pending = MakeAlert("p1", "HighCPU", "batch-1", kBatch);
+  pending.set_state(v1::PENDING);
+  pending.set_fired_unix_ms(0);
+  pending.set_active_since_unix_ms(1'700'000'000'000);
+  manager_->OnAlertChange(pending, nullptr);
+  manager_->Flush();
+  auto stored = *store_->ListAlerts(false);
+  ASSERT_THAT(stored, SizeIs(1));
+  EXPECT_EQ(stored[0].state(), v1::PENDING);
+  Close();
+  Open();
+  ASSERT_THAT(manager_->ActiveAlerts(), SizeIs(1));
+  EXPECT_EQ(manager_->ActiveAlerts()[0].state(), v1::PENDING);
+  // It cleared before firing: stored as resolved, never on a timeline.
+  Change(pending, v1::RESOLVED);
+  EXPECT_THAT(*store_->ListAlerts(false), IsEmpty());
+  EXPECT_THAT(Incidents(), IsEmpty());
 }
 
 }  // namespace

@@ -3,10 +3,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "common/clock.h"
 #include "controller/remediation/policy.h"
 #include "controller/remediation/remediation_manager.h"
 #include "storage/sqlite/sqlite_store.h"
+#include "tests/support/fault_store.h"
 #include "tests/support/hostile_yaml.h"
 #include "tests/support/process.h"
 
@@ -102,8 +105,10 @@ class RemediationManagerTest : public ::testing::Test {
     auto store = storage::OpenSqliteStore(dir_.File("vigil.db"));
     ASSERT_TRUE(store.ok());
     store_ = std::move(*store);
+    faults_ = std::make_unique<testing::FaultInjectingStore>(store_.get());
+    writer_ = std::make_unique<TimelineWriter>(faults_.get(), &clock_);
     incidents_ = std::make_unique<IncidentManager>(
-        store_.get(), &clock_,
+        writer_.get(), &clock_,
         [](const std::string&, const v1::CollectDiagnostics&) { return true; },
         IncidentManager::Options{});
     ASSERT_TRUE(incidents_->Start().ok());
@@ -112,7 +117,7 @@ class RemediationManagerTest : public ::testing::Test {
     Policy policy;
     policy.proposal_ttl = absl::Minutes(15);
     remediation_ = std::make_unique<RemediationManager>(
-        store_.get(), incidents_.get(), &clock_, policy, std::move(*signer),
+        writer_.get(), incidents_.get(), &clock_, policy, std::move(*signer),
         [this](const std::string& agent, v1::Command command) {
           if (agent == "offline") {
             return false;
@@ -127,6 +132,7 @@ class RemediationManagerTest : public ::testing::Test {
           return std::vector<std::string>{"restart_service", "pg_terminate_backend"};
         });
     ASSERT_TRUE(remediation_->Start().ok());
+    writer_->Start();
     // An incident to act on.
     v1::Alert alert;
     alert.set_id("a1");
@@ -138,7 +144,7 @@ class RemediationManagerTest : public ::testing::Test {
     incidents_->OnAlertChange(alert, nullptr);
     incidents_->Flush();
   }
-  void TearDown() override { incidents_->Stop(); }
+  void TearDown() override { writer_->Stop(); }
 
   absl::StatusOr<v1::ActionProposal> Propose(std::vector<std::string> agents,
                                              const std::string& action, int wave_size = 0) {
@@ -177,7 +183,7 @@ class RemediationManagerTest : public ::testing::Test {
     result.set_command_id(command.id());
     result.set_phase(phase);
     result.set_exit_code(exit_code);
-    remediation_->OnCommandResult(command.agent_id(), result);
+    remediation_->OnCommandResult(command.agent_id(), result, [this] { ++acknowledged_; });
     incidents_->Flush();
   }
   v1::ActionProposal Stored(const std::string& id) { return **store_->GetProposal(id); }
@@ -185,9 +191,12 @@ class RemediationManagerTest : public ::testing::Test {
   testing::TempDir dir_;
   SimulatedClock clock_;
   std::unique_ptr<storage::Store> store_;
+  std::unique_ptr<testing::FaultInjectingStore> faults_;
+  std::unique_ptr<TimelineWriter> writer_;
   std::unique_ptr<IncidentManager> incidents_;
   std::unique_ptr<RemediationManager> remediation_;
   std::vector<v1::Command> sent_;
+  int acknowledged_ = 0;
 };
 
 TEST_F(RemediationManagerTest, ProposalsAreCheckedWhenMade) {
@@ -259,17 +268,30 @@ TEST_F(RemediationManagerTest, OfflineAgentAndSilentAgentFailTheRollout) {
   auto p = Propose({"offline"}, "restart_service");
   ASSERT_TRUE(p.ok());
   ASSERT_TRUE(Review(p->id(), "bob").ok());
+  // The command is stored first, then sent; that the agent is away is known just after.
+  incidents_->Flush();
   EXPECT_EQ(Stored(p->id()).state(), v1::FAILED);
   EXPECT_THAT(Stored(p->id()).runs(0).reason(), HasSubstr("not connected"));
 
   auto q = Propose({"w-1"}, "restart_service");
   ASSERT_TRUE(q.ok());
   ASSERT_TRUE(Review(q->id(), "bob").ok());
-  clock_.Advance(absl::Minutes(3));  // timeout 60s + command lifetime 60s
+  // A silent agent is "no result yet" past the deadline (timeout 60s + command lifetime 60s),
+  // never a failure; only past the patience (1h) is its outcome unknown.
+  clock_.Advance(absl::Minutes(3));
   remediation_->Tick();
   incidents_->Flush();
-  EXPECT_EQ(Stored(q->id()).state(), v1::FAILED);
-  EXPECT_THAT(Stored(q->id()).runs(0).reason(), HasSubstr("no result"));
+  EXPECT_EQ(Stored(q->id()).state(), v1::DISPATCHING);
+  EXPECT_EQ(Stored(q->id()).runs(0).reason(), "no result yet");
+  clock_.Advance(absl::Hours(1));
+  remediation_->Tick();
+  incidents_->Flush();
+  EXPECT_EQ(Stored(q->id()).state(), v1::OUTCOME_UNKNOWN);
+  EXPECT_THAT(Stored(q->id()).runs(0).reason(), HasSubstr("whether it ran is unknown"));
+  // A late result still lands, and settles the outcome.
+  Answer(sent_.back(), v1::CommandResult::FINISHED, 0);
+  EXPECT_EQ(Stored(q->id()).state(), v1::SUCCEEDED);
+  EXPECT_EQ(Stored(q->id()).runs(0).state(), "finished");
   EXPECT_TRUE(store_->VerifyChain()->ok());
 }
 
@@ -293,6 +315,113 @@ TEST_F(RemediationManagerTest, NewPolicyAppliesToNewProposalsOnly) {
   ASSERT_TRUE(approved.ok()) << approved.status();
   EXPECT_EQ(approved->state(), v1::DISPATCHING);  // its one approval, as when it was made
   EXPECT_EQ(sent_.size(), 1u);
+}
+
+}  // namespace
+}  // namespace vigil::controller
+
+namespace vigil::controller {
+namespace {
+
+TEST_F(RemediationManagerTest, NothingIsSentUnlessTheApprovalAndItsCommandsAreStored) {
+  auto p = Propose({"w-1"}, "restart_service");
+  ASSERT_TRUE(p.ok());
+  faults_->FailWrites();
+  auto approved = Review(p->id(), "bob");
+  EXPECT_EQ(approved.status().code(), absl::StatusCode::kResourceExhausted);
+  incidents_->Flush();
+  EXPECT_THAT(sent_, ::testing::IsEmpty());
+  EXPECT_EQ(Stored(p->id()).state(), v1::PROPOSED);
+  faults_->Heal();
+  // Nothing changed in memory either: bob may approve now, and it runs once.
+  approved = Review(p->id(), "bob");
+  ASSERT_TRUE(approved.ok()) << approved.status();
+  incidents_->Flush();
+  ASSERT_EQ(sent_.size(), 1u);
+  v1::ActionProposal stored = Stored(p->id());
+  EXPECT_EQ(stored.state(), v1::DISPATCHING);
+  EXPECT_EQ(stored.runs(0).command_id(), sent_[0].id());
+  v1::Command kept;
+  ASSERT_TRUE(kept.ParseFromString(stored.runs(0).signed_command()));
+  EXPECT_EQ(kept.id(), sent_[0].id());
+  EXPECT_EQ(kept.signature(), sent_[0].signature());
+}
+
+TEST_F(RemediationManagerTest, AResultIsAcknowledgedOnlyOnceStored) {
+  auto p = Propose({"w-1"}, "restart_service");
+  ASSERT_TRUE(p.ok());
+  ASSERT_TRUE(Review(p->id(), "bob").ok());
+  ASSERT_EQ(sent_.size(), 1u);
+  faults_->FailWrites();
+  Answer(sent_[0], v1::CommandResult::FINISHED, 0);
+  EXPECT_EQ(acknowledged_, 0);  // the agent keeps it and sends it again
+  EXPECT_EQ(Stored(p->id()).state(), v1::DISPATCHING);
+  faults_->Heal();
+  Answer(sent_[0], v1::CommandResult::FINISHED, 0);
+  EXPECT_EQ(acknowledged_, 1);
+  EXPECT_EQ(Stored(p->id()).state(), v1::SUCCEEDED);
+  // A resend of a result already stored is acknowledged and changes nothing.
+  Answer(sent_[0], v1::CommandResult::FINISHED, 0);
+  EXPECT_EQ(acknowledged_, 2);
+  auto events = *store_->ListEvents("INC-0001", 0, 100);
+  EXPECT_EQ(std::count_if(events.begin(), events.end(),
+                          [](const auto& e) { return e.kind() == "action_finished"; }),
+            1);
+}
+
+TEST_F(RemediationManagerTest, ARestartResumesTheRolloutWithTheSameCommandIds) {
+  auto p = Propose({"w-1", "w-2"}, "restart_service", 1);
+  ASSERT_TRUE(p.ok());
+  ASSERT_TRUE(Review(p->id(), "bob").ok());
+  ASSERT_EQ(sent_.size(), 1u);
+  const v1::Command first = sent_[0];
+
+  // The controller dies: a new one starts on the same database.
+  writer_->Stop();
+  remediation_.reset();
+  incidents_.reset();
+  writer_ = std::make_unique<TimelineWriter>(faults_.get(), &clock_);
+  incidents_ = std::make_unique<IncidentManager>(
+      writer_.get(), &clock_, [](const std::string&, const v1::CollectDiagnostics&) { return true; },
+      IncidentManager::Options{});
+  ASSERT_TRUE(incidents_->Start().ok());
+  auto signer = CommandSigner::LoadOrCreate(dir_.File("k.key"), dir_.File("k.pub"));
+  ASSERT_TRUE(signer.ok());
+  sent_.clear();
+  remediation_ = std::make_unique<RemediationManager>(
+      writer_.get(), incidents_.get(), &clock_, Policy(), std::move(*signer),
+      [this](const std::string&, v1::Command command) {
+        sent_.push_back(command);
+        return true;
+      },
+      [](const std::string&) -> std::optional<std::vector<std::string>> {
+        return std::vector<std::string>{"restart_service"};
+      });
+  ASSERT_TRUE(remediation_->Start().ok());
+  writer_->Start();
+  EXPECT_EQ(Stored(p->id()).state(), v1::DISPATCHING);  // never back to proposed
+
+  // The agent comes back: the very same signed command goes out again.
+  remediation_->OnAgentConnected("w-1");
+  incidents_->Flush();
+  ASSERT_EQ(sent_.size(), 1u);
+  EXPECT_EQ(sent_[0].id(), first.id());
+  EXPECT_EQ(sent_[0].signature(), first.signature());
+  // It had run it: DUPLICATE, then its journaled result; the rollout goes on to wave 2.
+  Answer(first, v1::CommandResult::DUPLICATE);
+  EXPECT_EQ(Stored(p->id()).state(), v1::DISPATCHING);
+  Answer(first, v1::CommandResult::FINISHED, 0);
+  ASSERT_EQ(sent_.size(), 2u);
+  EXPECT_EQ(sent_[1].agent_id(), "w-2");
+  Answer(sent_[1], v1::CommandResult::FINISHED, 0);
+  EXPECT_EQ(Stored(p->id()).state(), v1::SUCCEEDED);
+  auto events = *store_->ListEvents("INC-0001", 0, 100);
+  std::vector<std::string> kinds;
+  for (const auto& e : events) {
+    kinds.push_back(e.kind());
+  }
+  EXPECT_THAT(kinds, ::testing::Contains("action_resumed"));
+  EXPECT_TRUE(store_->VerifyChain()->ok());
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "storage/timeline_hash.h"
@@ -348,6 +349,61 @@ TEST_F(SqliteStoreTest, ReadableDatabaseFromAnOlderVersionIsTightened) {
   EXPECT_EQ(ModeOf(path_), 0600u);
   ASSERT_TRUE(store->AppendEvent(Event("inc-1", "first")).ok());
   EXPECT_EQ(ModeOf(path_ + "-wal") & 077, 0u);
+}
+
+}  // namespace
+}  // namespace vigil::storage
+
+namespace vigil::storage {
+namespace {
+
+TEST_F(SqliteStoreTest, ABatchLandsWholeWithItsEventsInOrder) {
+  auto store = Open();
+  WriteBatch batch;
+  v1::Incident incident;
+  incident.set_id("INC-0001");
+  incident.set_state(v1::OPEN);
+  v1::Alert alert;
+  alert.set_id("a1");
+  alert.set_incident_id("INC-0001");
+  batch.Save(alert);
+  batch.Append(Event("INC-0001", "one"), &incident);
+  batch.Append(Event("INC-0001", "two"), &incident);
+  auto stored = store->Commit(batch);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ASSERT_EQ(stored->size(), 2u);
+  EXPECT_EQ((*stored)[0].seq(), 1u);
+  EXPECT_EQ((*stored)[1].seq(), 2u);
+  EXPECT_EQ((*stored)[1].prev_hash(), (*stored)[0].hash());
+  EXPECT_EQ((*store->GetIncident("INC-0001"))->last_event_seq(), 2);
+  EXPECT_EQ(store->ListIncidentAlerts("INC-0001")->size(), 1u);
+  EXPECT_TRUE(store->VerifyChain()->ok());
+}
+
+TEST_F(SqliteStoreTest, ADamagedFileIsRefusedAtTheIntegrityCheck) {
+  {
+    auto store = Open();
+    for (int i = 0; i < 400; ++i) {
+      ASSERT_TRUE(store->AppendEvent(Event("INC-0001", std::string(200, 'x'))).ok());
+    }
+    ASSERT_TRUE(store->Maintain().ok());  // everything in the main file
+    EXPECT_TRUE(store->CheckIntegrity().ok());
+  }
+  // Garbage over a page in the middle of the file, as a bad disk or a stray write would leave.
+  const auto size = std::filesystem::file_size(path_);
+  ASSERT_GT(size, 16u * 4096);
+  {
+    std::fstream file(path_, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(static_cast<std::streamoff>(8 * 4096));  // page 9, header and cells
+    const std::string garbage(2000, '\x5a');
+    file.write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
+  }
+  auto store = OpenSqliteStore(path_);
+  absl::Status checked = store.ok() ? (*store)->CheckIntegrity() : store.status();
+  EXPECT_FALSE(checked.ok());
+  EXPECT_EQ(checked.code(), absl::StatusCode::kDataLoss) << checked;
+  EXPECT_TRUE(absl::StrContains(checked.message(), path_)) << checked;
+  EXPECT_TRUE(absl::StrContains(absl::AsciiStrToLower(checked.message()), "page")) << checked;
 }
 
 }  // namespace

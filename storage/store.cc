@@ -1,0 +1,42 @@
+#include "storage/store.h"
+
+namespace vigil::storage {
+
+size_t WriteBatch::events() const {
+  size_t n = 0;
+  for (const Op& op : ops_) {
+    n += std::holds_alternative<AppendEvent>(op) ? 1 : 0;
+  }
+  return n;
+}
+
+absl::Status Store::SaveIncident(const v1::Incident& incident) {
+  WriteBatch batch;
+  batch.Save(incident);
+  return Commit(batch).status();
+}
+
+absl::Status Store::SaveAlert(const v1::Alert& alert) {
+  WriteBatch batch;
+  batch.Save(alert);
+  return Commit(batch).status();
+}
+
+absl::Status Store::SaveProposal(const v1::ActionProposal& proposal) {
+  WriteBatch batch;
+  batch.Save(proposal);
+  return Commit(batch).status();
+}
+
+absl::StatusOr<v1::TimelineEvent> Store::AppendEvent(v1::TimelineEvent event,
+                                                     const v1::Incident* incident) {
+  WriteBatch batch;
+  batch.Append(std::move(event), incident);
+  absl::StatusOr<std::vector<v1::TimelineEvent>> stored = Commit(batch);
+  if (!stored.ok()) {
+    return stored.status();
+  }
+  return std::move(stored->front());
+}
+
+}  // namespace vigil::storage

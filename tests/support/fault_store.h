@@ -1,0 +1,128 @@
+// A Store that forwards to a real one and fails writes on command: the fault injection of unit
+// tests (a full disk, a database gone away). Reads pass through. Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "storage/store.h"
+
+namespace vigil::testing {
+
+class FaultInjectingStore final : public storage::Store {
+ public:
+  explicit FaultInjectingStore(storage::Store* real) : real_(real) {}
+
+  // Every Commit fails with `error` until Heal().
+  void FailWrites(absl::Status error = absl::ResourceExhaustedError(
+                      "database or disk is full (injected)")) {
+    absl::MutexLock lock(&mu_);
+    error_ = std::move(error);
+    fail_after_ = 0;
+    fail_count_ = 0;
+  }
+  // The next `n` commits succeed, then every one fails with `error`.
+  void FailAfter(int n, absl::Status error = absl::ResourceExhaustedError(
+                            "database or disk is full (injected)")) {
+    absl::MutexLock lock(&mu_);
+    error_ = std::move(error);
+    fail_after_ = n;
+    fail_count_ = 0;
+  }
+  // The next `n` commits fail with `error`, then writes work again.
+  void FailNext(int n, absl::Status error = absl::UnavailableError("database is locked (injected)")) {
+    absl::MutexLock lock(&mu_);
+    error_ = std::move(error);
+    fail_after_ = 0;
+    fail_count_ = n;
+  }
+  void Heal() {
+    absl::MutexLock lock(&mu_);
+    error_.reset();
+  }
+  uint64_t commits() const { return commits_.load(); }
+  uint64_t failed_commits() const { return failed_.load(); }
+  uint64_t maintenance_calls() const { return maintain_.load(); }
+
+  absl::StatusOr<std::vector<v1::TimelineEvent>> Commit(const storage::WriteBatch& batch) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (error_.has_value()) {
+        if (fail_after_ > 0) {
+          --fail_after_;
+        } else {
+          ++failed_;
+          absl::Status error = *error_;
+          if (fail_count_ > 0 && --fail_count_ == 0) {
+            error_.reset();
+          }
+          return error;
+        }
+      }
+    }
+    ++commits_;
+    return real_->Commit(batch);
+  }
+  absl::Status Maintain() override {
+    ++maintain_;
+    return real_->Maintain();
+  }
+  absl::Status CheckIntegrity() override { return real_->CheckIntegrity(); }
+
+  absl::Status UpsertAgents(const std::vector<v1::AgentInfo>& agents) override {
+    return real_->UpsertAgents(agents);
+  }
+  absl::StatusOr<std::vector<v1::AgentInfo>> ListAgents() override { return real_->ListAgents(); }
+  absl::StatusOr<std::optional<v1::Incident>> GetIncident(absl::string_view id) override {
+    return real_->GetIncident(id);
+  }
+  absl::StatusOr<std::vector<v1::Incident>> ListIncidents(absl::string_view state) override {
+    return real_->ListIncidents(state);
+  }
+  absl::StatusOr<std::vector<v1::Alert>> ListAlerts(bool include_resolved) override {
+    return real_->ListAlerts(include_resolved);
+  }
+  absl::StatusOr<std::vector<v1::Alert>> ListIncidentAlerts(
+      absl::string_view incident_id) override {
+    return real_->ListIncidentAlerts(incident_id);
+  }
+  absl::StatusOr<std::vector<v1::TimelineEvent>> ListEvents(absl::string_view incident_id,
+                                                            uint64_t after_seq,
+                                                            int limit) override {
+    return real_->ListEvents(incident_id, after_seq, limit);
+  }
+  absl::StatusOr<v1::VerifyAuditResponse> VerifyChain() override { return real_->VerifyChain(); }
+  absl::Status AddUser(const storage::UserRecord& user) override { return real_->AddUser(user); }
+  absl::StatusOr<std::optional<storage::UserRecord>> FindUserByTokenHash(
+      absl::string_view token_hash) override {
+    return real_->FindUserByTokenHash(token_hash);
+  }
+  absl::StatusOr<std::optional<storage::UserRecord>> FindUserByName(
+      absl::string_view name) override {
+    return real_->FindUserByName(name);
+  }
+  absl::StatusOr<std::optional<v1::ActionProposal>> GetProposal(absl::string_view id) override {
+    return real_->GetProposal(id);
+  }
+  absl::StatusOr<std::vector<v1::ActionProposal>> ListProposals(
+      absl::string_view incident_id) override {
+    return real_->ListProposals(incident_id);
+  }
+
+ private:
+  storage::Store* const real_;
+  absl::Mutex mu_;
+  std::optional<absl::Status> error_ ABSL_GUARDED_BY(mu_);
+  int fail_after_ ABSL_GUARDED_BY(mu_) = 0;
+  int fail_count_ ABSL_GUARDED_BY(mu_) = 0;  // > 0: heal after this many failures
+  std::atomic<uint64_t> commits_{0};
+  std::atomic<uint64_t> failed_{0};
+  std::atomic<uint64_t> maintain_{0};
+};
+
+}  // namespace vigil::testing
