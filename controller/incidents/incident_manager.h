@@ -75,7 +75,9 @@ class IncidentManager final : public AlertSink {
                       absl::string_view actor, std::string summary, std::string details_json);
 
   // Called on the writer thread with every stored event, in seq order; must not block.
-  int AddListener(TimelineWriter::Listener listener) { return writer_->AddListener(listener); }
+  int AddListener(TimelineWriter::Listener listener) {
+    return writer_->AddListener(std::move(listener));
+  }
   void RemoveListener(int id) { writer_->RemoveListener(id); }
 
   // Pending, firing and stale alerts, oldest first (as stored).

@@ -270,14 +270,14 @@ TEST_F(IncidentsTest, SlowApiAndLockedDatabaseBecomeOneIncidentWithTheDatabaseAs
   // The faults: a transaction holding a row lock in pg_sleep, a query waiting on it, and the
   // API's upstream turning slow.
   auto holder = postgres.Background(
-      "BEGIN; UPDATE accounts SET balance = balance - 1 WHERE id = 1; SELECT pg_sleep(25); COMMIT;",
+      "BEGIN; UPDATE accounts SET balance = balance - 1 WHERE id = 1; SELECT pg_sleep(45); COMMIT;",
       "app");
   // The waiter must queue behind the lock, so wait until the holder sleeps (psql may take a
   // while to start on a loaded machine).
   ASSERT_TRUE(WaitUntil(
       [&] {
         return absl::StrContains(
-            postgres.Psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(25)%' "
+            postgres.Psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(45)%' "
                           "AND state = 'active' AND pid <> pg_backend_pid()")
                 .output,
             "1");
@@ -400,7 +400,7 @@ TEST_F(IncidentsTest, SlowApiAndLockedDatabaseBecomeOneIncidentWithTheDatabaseAs
   ASSERT_EQ(testing::HttpGet(http_port_, "/metrics", absl::Seconds(5), &metrics_page), 200);
   EXPECT_TRUE(absl::StrContains(metrics_page, "vigil_agents_connected 6")) << metrics_page;
   EXPECT_TRUE(absl::StrContains(metrics_page, "vigil_incidents_active 1")) << metrics_page;
-  EXPECT_TRUE(absl::StrContains(metrics_page, "vigil_store_append_seconds_count")) << metrics_page;
+  EXPECT_TRUE(absl::StrContains(metrics_page, "vigil_store_commit_seconds_count")) << metrics_page;
 
   // The database's agent dies while its alerts fire: they turn stale on the timeline.
   agents.back()->Kill();
