@@ -118,8 +118,9 @@ absl::Status Controller::Start() {
       "rule alerts restored: {} pending (timer kept), {} pending (timer restarts, outage longer "
       "than `for` + {}), {} firing or stale; {} older copies superseded, {} of rules no longer "
       "loaded resolved",
-      restored.pending_kept, restored.pending_restarted, restored.firing, restored.superseded,
-      restored.orphaned, absl::FormatDuration(options_.rule_engine.for_outage_grace));
+      restored.pending_kept, restored.pending_restarted,
+      absl::FormatDuration(options_.rule_engine.for_outage_grace), restored.firing,
+      restored.superseded, restored.orphaned);
   observer_ = std::make_unique<Observer>(rule_engine_.get(), incidents_.get(), remediation_.get());
   agent_service_->SetObserver(observer_.get());
   control_service_ = std::make_unique<ControlServiceImpl>(&fleet_, store_.get(), incidents_.get(),
