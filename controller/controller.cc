@@ -121,6 +121,17 @@ absl::Status Controller::Start() {
   writer_->Start();
   rule_engine_ = std::make_unique<RuleEngine>(std::move(rules), clock_, incidents_.get(),
                                               options_.rule_engine);
+  // Before any telemetry: pending `for` timers and firing alerts carry on as the same alerts.
+  ASSIGN_OR_RETURN(std::vector<v1::Alert> stored_alerts, store_->ListAlerts(false));
+  const RuleEngine::Restoration restored =
+      rule_engine_->Restore(std::move(stored_alerts), clock_->Now());
+  spdlog::info(
+      "rule alerts restored: {} pending (timer kept), {} pending (timer restarts, outage longer "
+      "than `for` + {}), {} firing or stale; {} older copies superseded, {} of rules no longer "
+      "loaded resolved",
+      restored.pending_kept, restored.pending_restarted,
+      absl::FormatDuration(options_.rule_engine.for_outage_grace), restored.firing,
+      restored.superseded, restored.orphaned);
   observer_ = std::make_unique<Observer>(rule_engine_.get(), incidents_.get(), remediation_.get());
   agent_service_->SetObserver(observer_.get());
   control_service_ = std::make_unique<ControlServiceImpl>(&fleet_, store_.get(), incidents_.get(),

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <tuple>
 #include <unordered_set>
 #include <utility>
 
@@ -21,8 +22,6 @@ std::string InstanceKey(const Rule& rule, const std::string& agent_id, const Lab
   return key;
 }
 
-// The value a series contributes: its latest gauge value, or a quantile of its histograms
-// over the rule's window. False when there is nothing to judge (no requests in the window).
 // The series' value for `rule` at `now`: the latest point, or the quantile of the histograms in
 // the rule's window. Points older than the window never count, so a replay of old telemetry after
 // an outage fills the charts without firing alerts about the past.
@@ -67,6 +66,31 @@ bool SameDefinition(const Rule& a, const Rule& b) {
 }
 
 bool FleetWide(const Rule& rule) { return rule.expr.aggregation != Aggregation::kNone; }
+
+// When the series' value was measured: its newest point or histogram, never after `now`.
+absl::Time SeriesTime(const Rule& rule, const SeriesState& series, absl::Time now) {
+  int64_t ms = 0;
+  if (rule.expr.quantile == 0) {
+    ms = series.latest_ms();
+  } else if (!series.histograms.empty()) {
+    ms = series.histograms.back().first;
+  }
+  return std::min(absl::FromUnixMillis(ms), now);
+}
+
+// Labels the engine adds to an alert after its birth; never part of what identifies it.
+bool EngineLabel(const std::string& name) {
+  return name == "stale_reason" || name == "resolved_reason";
+}
+
+// Which of two stored copies of one alert is the newer (the later run made it).
+bool Newer(const v1::Alert& a, const v1::Alert& b) {
+  auto rank = [](const v1::Alert& x) {
+    return std::make_tuple(x.active_since_unix_ms(), x.fired_unix_ms(), x.evaluated_unix_ms(),
+                           x.id());
+  };
+  return rank(a) > rank(b);
+}
 
 }  // namespace
 
@@ -208,8 +232,164 @@ bool RuleEngine::Matches(const Rule& rule, const SeriesState& series,
 }
 
 void RuleEngine::OnConnected(const std::string& agent_id, const Labels& agent_labels) {
+  const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
   agent_labels_[agent_id] = agent_labels;
+  RekeyProvisionalLocked(agent_id, agent_labels, now);
+}
+
+RuleEngine::Restoration RuleEngine::Restore(std::vector<v1::Alert> alerts, absl::Time now) {
+  Restoration result;
+  absl::MutexLock lock(&mu_);
+  std::unordered_map<std::string, size_t> rule_index;
+  for (size_t i = 0; i < rules_.size(); ++i) {
+    rule_index[rules_[i].name] = i;
+  }
+  for (v1::Alert& alert : alerts) {
+    const v1::AlertState state = alert.state();
+    if (alert.source() != "rules" ||
+        (state != v1::PENDING && state != v1::FIRING && state != v1::STALE)) {
+      continue;
+    }
+    auto found = rule_index.find(alert.rule());
+    const Rule* rule = found == rule_index.end() ? nullptr : &rules_[found->second];
+    std::string gone;
+    if (rule == nullptr) {
+      gone = absl::StrCat("rule ", alert.rule(),
+                          " is no longer loaded (the controller restarted "
+                          "without it)");
+    } else if (FleetWide(*rule) != alert.agent_id().empty()) {
+      gone = absl::StrCat(
+          "rule ", alert.rule(), " changed ",
+          FleetWide(*rule) ? "from per-agent to fleet-wide" : "from fleet-wide to per-agent",
+          " while the controller was down");
+    }
+    if (!gone.empty()) {
+      (*alert.mutable_labels())["resolved_reason"] = gone;
+      alert.set_state(v1::RESOLVED);
+      alert.set_resolved_unix_ms(absl::ToUnixMillis(now));
+      sink_->OnAlertChange(alert, rule);
+      ++result.orphaned;
+      continue;
+    }
+
+    Instance instance;
+    instance.rule = rule;
+    instance.active_since = absl::FromUnixMillis(alert.active_since_unix_ms());
+    instance.last_data = now;  // no data since the restart: the stale clocks start here
+    std::string key;
+    auto label = [&alert](const std::string& name) {
+      auto it = alert.labels().find(name);
+      return it == alert.labels().end() ? std::string() : it->second;
+    };
+    if (alert.evaluated_unix_ms() > 0 || FleetWide(*rule)) {
+      // A record of this version names its key labels; a fleet-wide alert's are its groups'.
+      Labels key_labels;
+      if (alert.evaluated_unix_ms() > 0) {
+        for (const std::string& name : alert.key_labels()) {
+          key_labels[name] = label(name);
+        }
+      } else {
+        for (const std::string& name : rule->expr.by) {
+          key_labels[name] = label(name);
+          alert.add_key_labels(name);
+        }
+      }
+      key = InstanceKey(*rule, alert.agent_id(), key_labels);
+    } else {
+      // An older record: its labels mix the series' and the agent's, told apart on connect.
+      Labels all;
+      for (const auto& [k, v] : alert.labels()) {
+        if (!EngineLabel(k)) {
+          all[k] = v;
+        }
+      }
+      instance.provisional = true;
+      key = absl::StrCat("\x1e", InstanceKey(*rule, alert.agent_id(), all));
+    }
+
+    if (state == v1::PENDING) {
+      const int64_t judged_ms =
+          alert.evaluated_unix_ms() > 0 ? alert.evaluated_unix_ms() : alert.active_since_unix_ms();
+      if (now - absl::FromUnixMillis(judged_ms) > rule->for_duration + options_.for_outage_grace) {
+        instance.restart_timer = true;
+      }
+    } else if (state == v1::FIRING) {
+      // Nobody has judged it since the last run stopped: stale until data says otherwise.
+      alert.set_state(v1::STALE);
+      (*alert.mutable_labels())["stale_reason"] = "the controller restarted";
+    }
+    if (FleetWide(*rule)) {
+      // Its groups' members come back one by one: give them time before judging empty groups.
+      refilling_until_[found->second] =
+          std::max(refilling_until_[found->second], now + options_.no_data_stale_after);
+    }
+    instance.alert = std::move(alert);
+    const size_t before = instances_.size();
+    AdoptLocked(std::move(key), std::move(instance), now);
+    result.superseded += before + 1 - instances_.size();
+  }
+  for (const auto& [key, instance] : instances_) {
+    if (instance.alert.state() != v1::PENDING) {
+      ++result.firing;
+    } else if (instance.restart_timer) {
+      ++result.pending_restarted;
+    } else {
+      ++result.pending_kept;
+    }
+  }
+  return result;
+}
+
+void RuleEngine::AdoptLocked(std::string key, Instance instance, absl::Time now) {
+  auto existing = instances_.find(key);
+  if (existing == instances_.end()) {
+    instances_.emplace(std::move(key), std::move(instance));
+    return;
+  }
+  if (Newer(existing->second.alert, instance.alert)) {
+    Supersede(instance, existing->second.alert.id(), now);
+    return;
+  }
+  Supersede(existing->second, instance.alert.id(), now);
+  existing->second = std::move(instance);
+}
+
+void RuleEngine::Supersede(Instance& loser, const std::string& kept_id, absl::Time now) {
+  v1::Alert& a = loser.alert;
+  (*a.mutable_labels())["resolved_reason"] = absl::StrCat("superseded by ", kept_id);
+  a.set_state(v1::RESOLVED);
+  a.set_resolved_unix_ms(absl::ToUnixMillis(now));
+  sink_->OnAlertChange(a, loser.rule);
+}
+
+void RuleEngine::RekeyProvisionalLocked(const std::string& agent_id, const Labels& agent_labels,
+                                        absl::Time now) {
+  std::vector<std::string> keys;
+  for (const auto& [key, instance] : instances_) {
+    if (instance.provisional && instance.alert.agent_id() == agent_id) {
+      keys.push_back(key);
+    }
+  }
+  for (const std::string& old_key : keys) {
+    Instance instance = std::move(instances_.extract(old_key).mapped());
+    // The series' labels are those the agent does not carry itself (series labels win on a
+    // clash when an alert is born, so one with the agent's very value cannot be told apart).
+    Labels series_labels;
+    for (const auto& [k, v] : instance.alert.labels()) {
+      auto agent = agent_labels.find(k);
+      if (EngineLabel(k) || (agent != agent_labels.end() && agent->second == v)) {
+        continue;
+      }
+      series_labels[k] = v;
+    }
+    instance.provisional = false;
+    instance.alert.clear_key_labels();
+    for (const auto& [k, v] : series_labels) {
+      instance.alert.add_key_labels(k);
+    }
+    AdoptLocked(InstanceKey(*instance.rule, agent_id, series_labels), std::move(instance), now);
+  }
 }
 
 void RuleEngine::OnDisconnected(const std::string& agent_id) {
@@ -318,7 +498,7 @@ void RuleEngine::Evaluate(const Rule& rule, const std::string& agent_id, const S
   const Labels& agent_labels = labels_it == agent_labels_.end() ? kNoLabels : labels_it->second;
   const std::string key = InstanceKey(rule, agent_id, series.labels);
   Update(rule, key, agent_id, series.labels, agent_labels, value,
-         Compare(value, rule.expr.op, rule.expr.threshold), now);
+         Compare(value, rule.expr.op, rule.expr.threshold), SeriesTime(rule, series, now), now);
 }
 
 void RuleEngine::EvaluateAggregates(absl::Time now) {
@@ -373,7 +553,7 @@ void RuleEngine::EvaluateAggregates(absl::Time now) {
       live_keys.insert(key);
       static const Labels kNoLabels;
       Update(rule, key, "", g.labels, kNoLabels, value,
-             Compare(value, rule.expr.op, rule.expr.threshold), now);
+             Compare(value, rule.expr.op, rule.expr.threshold), now, now);
     }
     // A group with no member left is judged on nothing: its alert resolves (unless the rule was
     // just changed by a reload and its contributions are still coming back).
@@ -391,21 +571,22 @@ void RuleEngine::EvaluateAggregates(absl::Time now) {
 
 void RuleEngine::Update(const Rule& rule, const std::string& key, const std::string& agent_id,
                         const Labels& labels, const Labels& more_labels, double value, bool met,
-                        absl::Time now) {
+                        absl::Time at, absl::Time now) {
   auto it = instances_.find(key);
+  const int64_t at_ms = absl::ToUnixMillis(at);
   if (!met) {
     if (it != instances_.end()) {
       it->second.alert.set_value(value);
-      Resolve(it, now);
+      it->second.alert.set_evaluated_unix_ms(at_ms);
+      Resolve(it, at);
     }
     return;
   }
-  const int64_t now_ms = absl::ToUnixMillis(now);
   const v1::Severity severity = rule.SeverityFor(value);
   if (it == instances_.end()) {
     Instance instance;
     instance.rule = &rule;
-    instance.active_since = now;
+    instance.active_since = at;
     v1::Alert& a = instance.alert;
     a.set_id(RandomId("alert-"));
     a.set_rule(rule.name);
@@ -413,27 +594,41 @@ void RuleEngine::Update(const Rule& rule, const std::string& key, const std::str
     // Labels are copied once, when the alert is born; `labels` win over `more_labels`.
     a.mutable_labels()->insert(labels.begin(), labels.end());
     a.mutable_labels()->insert(more_labels.begin(), more_labels.end());
+    for (const auto& [name, v] : labels) {
+      a.add_key_labels(name);  // so a restarted controller keys it the same way
+    }
     a.set_expr(rule.expr.text);
     a.set_summary(rule.summary);
     a.set_runbook(rule.runbook);
     a.set_source("rules");
-    a.set_active_since_unix_ms(now_ms);
+    a.set_active_since_unix_ms(at_ms);
     it = instances_.emplace(key, std::move(instance)).first;
   }
   Instance& instance = it->second;
   instance.last_data = now;
   v1::Alert& a = instance.alert;
   a.set_value(value);
+  a.set_evaluated_unix_ms(at_ms);
   const v1::AlertState before = a.state();
   const v1::Severity severity_before = a.severity();
   a.set_severity(severity);
+  if (before == v1::PENDING && instance.restart_timer) {
+    // Restored after an outage longer than `for` allows: the wait starts again now.
+    instance.restart_timer = false;
+    instance.active_since = at;
+    a.set_active_since_unix_ms(at_ms);
+    instance.last_reported = absl::InfinitePast();
+  }
   if (before == v1::PENDING || before == v1::ALERT_STATE_UNSPECIFIED) {
-    if (now - instance.active_since >= rule.for_duration) {
+    if (at - instance.active_since >= rule.for_duration) {
       a.set_state(v1::FIRING);
-      a.set_fired_unix_ms(now_ms);
+      a.set_fired_unix_ms(at_ms);
+      instance.last_reported = at;
       sink_->OnAlertChange(a, &rule);
-    } else if (before == v1::ALERT_STATE_UNSPECIFIED) {
+    } else if (before == v1::ALERT_STATE_UNSPECIFIED ||
+               at - instance.last_reported >= options_.pending_checkpoint_every) {
       a.set_state(v1::PENDING);
+      instance.last_reported = at;
       sink_->OnAlertChange(a, &rule);
     }
     return;

@@ -6,6 +6,12 @@
 // whose agent disconnects, or whose series stops arriving, turns stale (never silently resolved)
 // and is resolved only when fresh data says so or after `stale_resolve_after`.
 //
+// `for` is measured in telemetry time: from the sample that first met the condition to the sample
+// being judged (never later than the controller's clock), so a delayed or replayed batch fires on
+// the schedule its samples say, and a restart does not move the clock.
+//
+// Restore() takes back, at start, the alerts a previous run left in the store (see there).
+//
 // ReplaceRules() swaps the whole rule set at once (a configuration reload): an evaluation sees
 // either the old rules or the new ones, never a mix. Alerts carry over by rule name; see there.
 //
@@ -34,7 +40,10 @@ class AlertSink {
  public:
   virtual ~AlertSink() = default;
   // `alert.state` is the new state. RESOLVED with fired_unix_ms == 0 is a pending alert that
-  // never fired (dropped); STALE carries the reason in alert.labels["stale_reason"].
+  // never fired (dropped); STALE carries the reason in alert.labels["stale_reason"]. A PENDING
+  // alert is also reported again, unchanged but for value and evaluated_unix_ms, at most every
+  // Options::pending_checkpoint_every: stored, that tells a restarted controller how long its
+  // `for` timer went unwatched.
   virtual void OnAlertChange(const v1::Alert& alert, const Rule* rule) = 0;
 };
 
@@ -44,6 +53,10 @@ class RuleEngine {
     absl::Duration aggregate_every = absl::Milliseconds(200);
     absl::Duration no_data_stale_after = absl::Seconds(30);
     absl::Duration stale_resolve_after = absl::Hours(1);
+    absl::Duration pending_checkpoint_every = absl::Seconds(10);
+    // A restored pending alert keeps its `for` start across an outage up to its rule's `for`
+    // plus this (Prometheus' for-outage tolerance).
+    absl::Duration for_outage_grace = absl::Minutes(1);
   };
   RuleEngine(std::vector<Rule> rules, const Clock* clock, AlertSink* sink, Options options);
   RuleEngine(std::vector<Rule> rules, const Clock* clock, AlertSink* sink)
@@ -58,6 +71,32 @@ class RuleEngine {
                    const std::vector<SeriesState*>& dictionary);
   // Fleet-wide rules, and alerts that went without data.
   void Tick();
+
+  // What Restore() did, for the log.
+  struct Restoration {
+    size_t pending_kept = 0;       // `for` timer kept (outage within for + for_outage_grace)
+    size_t pending_restarted = 0;  // timer starts again with the next sample that meets it
+    size_t firing = 0;             // firing or stale: stale until data judges them again
+    size_t superseded = 0;         // older copies of the same alert, resolved
+    size_t orphaned = 0;           // of rules gone (or changed kind), resolved
+  };
+  // Takes back the alerts a previous run stored (source "rules"; PENDING, FIRING or STALE; any
+  // others are ignored) as the engine's own, with the same ids, keyed like the alerts it makes.
+  // Call once at start, before any telemetry; `now` is when this run started.
+  // - PENDING keeps its `for` start when `now` - evaluated_unix_ms is within the rule's `for` plus
+  //   for_outage_grace; otherwise its timer restarts with the next sample that meets the
+  //   condition. Either way a sample that does not meet it ends the alert quietly (RESOLVED,
+  //   never fired), and no data for no_data_stale_after ends it too.
+  // - FIRING turns stale ("the controller restarted") without a report (the incident manager
+  //   says so itself); the next sample that meets the condition reports FIRING for the same id,
+  //   one that does not reports RESOLVED. Without data they follow the stale rules from `now`.
+  // - Several copies of one alert (left by earlier versions' restarts): the newest stays, the
+  //   others are reported RESOLVED with labels["resolved_reason"] = "superseded by <id>".
+  // - Alerts of a rule no longer loaded, or that changed between per-agent and fleet-wide,
+  //   are reported RESOLVED with the reason.
+  // Records from before key_labels existed are matched to their series when their agent
+  // connects (its labels are then told apart from the series' own).
+  Restoration Restore(std::vector<v1::Alert> alerts, absl::Time now);
 
   // What ReplaceRules() did, by rule name, for the log.
   struct Replacement {
@@ -88,8 +127,12 @@ class RuleEngine {
   struct Instance {
     v1::Alert alert;
     const Rule* rule = nullptr;
-    absl::Time active_since;
-    absl::Time last_data;
+    absl::Time active_since;  // telemetry time for per-agent rules
+    absl::Time last_data;     // controller time: staleness is judged on the controller's clock
+    absl::Time last_reported = absl::InfinitePast();  // telemetry time of the last report
+    bool restart_timer = false;  // restored after too long an outage: `for` starts afresh
+    // Restored from a record without key_labels: keyed provisionally until its agent connects.
+    bool provisional = false;
   };
   struct Contribution {  // one series' latest value for a fleet-wide rule
     std::string agent_id;
@@ -103,9 +146,20 @@ class RuleEngine {
   void EvaluateAggregates(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves one alert instance on with a fresh value; `key` identifies it across evaluations.
   // A new alert carries `labels` (the series' or group's) and then `more_labels` (the agent's).
+  // `at` is when the value was measured (telemetry time; `now` for fleet-wide rules).
   void Update(const Rule& rule, const std::string& key, const std::string& agent_id,
               const Labels& labels, const Labels& more_labels, double value, bool met,
-              absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+              absl::Time at, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gives restored alerts of `agent_id` without key_labels their real keys, now that the
+  // agent's labels tell which of their labels are the series'.
+  void RekeyProvisionalLocked(const std::string& agent_id, const Labels& agent_labels,
+                              absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reports `loser` resolved as an older copy of the alert `kept_id`; the caller drops it.
+  void Supersede(Instance& loser, const std::string& kept_id, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Puts `instance` under `key`; when another copy is already there the older one is superseded.
+  void AdoptLocked(std::string key, Instance instance, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ForgetContributionsLocked(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MarkStale(Instance& instance, absl::string_view reason, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -7,9 +7,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "storage/sqlite/sqlite_store.h"
 #include "tests/support/process.h"
 #include "tests/support/servers.h"
 
@@ -129,6 +131,57 @@ TEST_F(ControllerReloadTest, WithoutFilesReloadKeepsTheBuiltInRules) {
   EXPECT_TRUE(controller_->Reload().ok());
   EXPECT_EQ(RuleNames(), before);
   EXPECT_THAT(Metrics(), HasSubstr("vigil_config_reloads_total{result=\"ok\"} 1\n"));
+}
+
+// What a previous run left in the store is the rule engine's own before any telemetry arrives.
+TEST(ControllerRestoreTest, StoredRuleAlertsAreTakenBackAtStart) {
+  testing::TempDir dir;
+  const std::string db = dir.File("data/vigil.db");
+  testing::WriteFile(dir.File("rules.yaml"), kTwoRules);
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  auto alert = [&](const std::string& id, const std::string& rule, v1::AlertState state,
+                   int64_t active_since_ms) {
+    v1::Alert a;
+    a.set_id(id);
+    a.set_rule(rule);
+    a.set_agent_id("web-1");
+    a.set_source("rules");
+    a.set_state(state);
+    a.set_active_since_unix_ms(active_since_ms);
+    a.set_evaluated_unix_ms(now_ms - 2'000);
+    (*a.mutable_labels())["role"] = "api";
+    return a;
+  };
+  {
+    absl::StatusOr<std::unique_ptr<storage::Store>> store = storage::OpenSqliteStore(db);
+    ASSERT_TRUE(store.ok()) << store.status();
+    for (const v1::Alert& a : {alert("alert-pending", "HighLoad", v1::PENDING, now_ms - 15'000),
+                               alert("alert-firing", "HighCPU", v1::FIRING, now_ms - 90'000),
+                               alert("alert-older-copy", "HighCPU", v1::STALE, now_ms - 300'000),
+                               alert("alert-gone", "NoSuchRule", v1::FIRING, now_ms - 90'000)}) {
+      ASSERT_TRUE((*store)->SaveAlert(a).ok());
+    }
+  }
+  ControllerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.http_listen = "";
+  options.db_path = db;
+  options.transport.insecure = true;
+  options.rules_path = dir.File("rules.yaml");
+  Controller controller(options, RealClock::Get());
+  ASSERT_TRUE(controller.Start().ok());
+  std::map<std::string, v1::Alert> active;
+  for (const v1::Alert& a : controller.rules().ActiveAlerts()) {
+    active[a.id()] = a;
+  }
+  controller.Stop();
+  ASSERT_EQ(active.size(), 2u);
+  ASSERT_TRUE(active.contains("alert-pending"));
+  EXPECT_EQ(active["alert-pending"].state(), v1::PENDING);
+  EXPECT_EQ(active["alert-pending"].active_since_unix_ms(), now_ms - 15'000);
+  ASSERT_TRUE(active.contains("alert-firing"));
+  EXPECT_EQ(active["alert-firing"].state(), v1::STALE);
+  EXPECT_EQ(active["alert-firing"].labels().at("stale_reason"), "the controller restarted");
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -221,8 +222,12 @@ class FakeAgent {
       : id_(std::move(id)), engine_(engine), clock_(clock) {}
 
   void Gauge(const std::string& name, double value, Labels labels = {}) {
+    GaugeAt(clock_->Now(), name, value, std::move(labels));
+  }
+  // A sample measured at `at`, delivered now (late, as after an outage).
+  void GaugeAt(absl::Time at, const std::string& name, double value, Labels labels = {}) {
     SeriesState& s = Series(name, labels);
-    s.AddValue(clock_->NowUnixMillis(), value);
+    s.AddValue(absl::ToUnixMillis(at), value);
     v1::TelemetryBatch batch;
     v1::Snapshot* snap = batch.add_snapshots();
     snap->add_series_ids(Id(name, labels));
@@ -296,20 +301,28 @@ TEST(RuleEngine, PendingThenFiringAfterForThenResolved) {
   EXPECT_EQ(sink.changes[0].state, v1::PENDING);
   EXPECT_EQ(sink.last.labels().at("role"), "api");  // agent labels travel with the alert
 
+  const std::string id = sink.last.id();
   clock.Advance(absl::Minutes(4));
   agent.Gauge("host_cpu_usage_ratio", 0.97);
-  EXPECT_THAT(sink.changes, SizeIs(1));  // still pending, nothing new to say
-  clock.Advance(absl::Minutes(1));
-  agent.Gauge("host_cpu_usage_ratio", 0.96);
+  // Still pending: only a checkpoint of the same alert, saying when it was last judged.
   ASSERT_THAT(sink.changes, SizeIs(2));
-  EXPECT_EQ(sink.changes[1].state, v1::FIRING);
-  EXPECT_EQ(sink.changes[1].value, 0.96);
+  EXPECT_EQ(sink.changes[1].state, v1::PENDING);
+  EXPECT_EQ(sink.last.id(), id);
+  EXPECT_EQ(sink.last.evaluated_unix_ms(), clock.NowUnixMillis());
+  clock.Advance(absl::Seconds(5));
+  agent.Gauge("host_cpu_usage_ratio", 0.97);
+  EXPECT_THAT(sink.changes, SizeIs(2));  // checkpoints are at most every 10 s
+  clock.Advance(absl::Seconds(55));
+  agent.Gauge("host_cpu_usage_ratio", 0.96);
+  ASSERT_THAT(sink.changes, SizeIs(3));
+  EXPECT_EQ(sink.changes[2].state, v1::FIRING);
+  EXPECT_EQ(sink.changes[2].value, 0.96);
   EXPECT_EQ(engine.firing_count(), 1u);
 
   clock.Advance(absl::Seconds(1));
   agent.Gauge("host_cpu_usage_ratio", 0.3);
-  ASSERT_THAT(sink.changes, SizeIs(3));
-  EXPECT_EQ(sink.changes[2].state, v1::RESOLVED);
+  ASSERT_THAT(sink.changes, SizeIs(4));
+  EXPECT_EQ(sink.changes[3].state, v1::RESOLVED);
   EXPECT_NE(sink.last.fired_unix_ms(), 0);
   EXPECT_THAT(engine.ActiveAlerts(), SizeIs(0));
 }
@@ -701,6 +714,370 @@ TEST(RuleEngineReload, RuleThatChangesKindResolvesItsAlerts) {
   EXPECT_EQ(sink.last.labels().at("resolved_reason"),
             "rule Load changed from per-agent to fleet-wide by a configuration reload");
   EXPECT_THAT(engine.ActiveAlerts(), SizeIs(0));
+}
+
+// ---- telemetry time and restarts ----
+
+TEST(RuleEngine, ForIsMeasuredInTelemetryTime) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: HighLoad
+    expr: host_load1 > 4
+    for: 20s
+)"),
+                    &clock, &sink);
+  FakeAgent agent("web-1", &engine, &clock);
+  const absl::Time start = clock.Now();
+  agent.Gauge("host_load1", 9);
+  ASSERT_THAT(sink.changes, SizeIs(1));
+  // Batches held up for 7 s arrive together: their samples, not their arrival, move the timer.
+  clock.Advance(absl::Seconds(26));
+  agent.GaugeAt(start + absl::Seconds(19), "host_load1", 9);
+  EXPECT_EQ(engine.firing_count(), 0u);
+  agent.GaugeAt(start + absl::Seconds(20), "host_load1", 9);
+  ASSERT_EQ(engine.firing_count(), 1u);
+  EXPECT_EQ(sink.last.fired_unix_ms(), absl::ToUnixMillis(start + absl::Seconds(20)));
+  EXPECT_EQ(sink.last.active_since_unix_ms(), absl::ToUnixMillis(start));
+}
+
+// Keeps what an incident manager would store: the latest record of each alert by id.
+class StoreSink : public AlertSink {
+ public:
+  void OnAlertChange(const v1::Alert& alert, const Rule* rule) override {
+    records[alert.id()] = alert;
+    changes.push_back(alert);
+  }
+  // What Store::ListAlerts(false) would give a restarted controller.
+  std::vector<v1::Alert> Unresolved() const {
+    std::vector<v1::Alert> out;
+    for (const auto& [id, alert] : records) {
+      if (alert.state() != v1::RESOLVED) {
+        out.push_back(alert);
+      }
+    }
+    return out;
+  }
+  std::map<std::string, v1::Alert> records;
+  std::vector<v1::Alert> changes;
+};
+
+constexpr char kHighLoadFor20s[] = R"(rules:
+  - alert: HighLoad
+    expr: host_load1 > 4
+    for: 20s
+)";
+
+// A controller run: an engine fed by one agent, holding load high from `from` to `to` seconds
+// after `start`, one sample a second.
+void HoldHighLoad(RuleEngine& engine, SimulatedClock& clock, absl::Time start, int from, int to) {
+  engine.OnConnected("web-1", {{"role", "api"}});
+  FakeAgent agent("web-1", &engine, &clock);
+  for (int s = from; s <= to; ++s) {
+    clock.Set(start + absl::Seconds(s));
+    agent.Gauge("host_load1", 9);
+  }
+}
+
+TEST(RuleEngineRestore, PendingTimerKeepsItsStartAcrossAShortOutage) {
+  SimulatedClock clock;
+  StoreSink store;
+  const absl::Time start = clock.Now();
+  std::string id;
+  {
+    RuleEngine first(Rules(kHighLoadFor20s), &clock, &store);
+    HoldHighLoad(first, clock, start, 0, 15);  // pending for 15 s, then the controller dies
+    ASSERT_THAT(first.ActiveAlerts(), SizeIs(1));
+    id = first.ActiveAlerts()[0].id();
+  }
+  ASSERT_THAT(store.Unresolved(), SizeIs(1));
+  EXPECT_EQ(store.Unresolved()[0].state(), v1::PENDING);
+
+  clock.Set(start + absl::Seconds(18));  // down for 3 s
+  StoreSink after;
+  RuleEngine second(Rules(kHighLoadFor20s), &clock, &after);
+  RuleEngine::Restoration r = second.Restore(store.Unresolved(), clock.Now());
+  EXPECT_EQ(r.pending_kept, 1u);
+  EXPECT_THAT(after.changes, SizeIs(0));
+  HoldHighLoad(second, clock, start, 18, 19);
+  EXPECT_EQ(second.firing_count(), 0u);
+  HoldHighLoad(second, clock, start, 20, 20);
+  ASSERT_EQ(second.firing_count(), 1u);
+  const v1::Alert& fired = after.changes.back();
+  EXPECT_EQ(fired.state(), v1::FIRING);
+  EXPECT_EQ(fired.id(), id);
+  EXPECT_EQ(fired.fired_unix_ms(), absl::ToUnixMillis(start + absl::Seconds(20)));
+  EXPECT_EQ(fired.active_since_unix_ms(), absl::ToUnixMillis(start));
+  EXPECT_EQ(fired.labels().at("role"), "api");
+}
+
+TEST(RuleEngineRestore, OutageLongerThanForPlusAMinuteRestartsTheTimer) {
+  SimulatedClock clock;
+  StoreSink store;
+  const absl::Time start = clock.Now();
+  {
+    RuleEngine first(Rules(kHighLoadFor20s), &clock, &store);
+    HoldHighLoad(first, clock, start, 0, 15);
+  }
+  // The last record says it was judged at 10 s (a checkpoint); 20 s + 1 m later is the limit.
+  ASSERT_THAT(store.Unresolved(), SizeIs(1));
+  EXPECT_EQ(store.Unresolved()[0].evaluated_unix_ms(),
+            absl::ToUnixMillis(start + absl::Seconds(10)));
+
+  {  // Within the tolerance, and still high on return: it fires at once, on the old start.
+    clock.Set(start + absl::Seconds(89));
+    StoreSink after;
+    RuleEngine second(Rules(kHighLoadFor20s), &clock, &after);
+    EXPECT_EQ(second.Restore(store.Unresolved(), clock.Now()).pending_kept, 1u);
+    HoldHighLoad(second, clock, start, 90, 90);
+    EXPECT_EQ(second.firing_count(), 1u);
+  }
+  {  // Beyond it: the same alert waits its 20 s again from the first sample after the restart.
+    clock.Set(start + absl::Seconds(91));
+    StoreSink after;
+    RuleEngine second(Rules(kHighLoadFor20s), &clock, &after);
+    EXPECT_EQ(second.Restore(store.Unresolved(), clock.Now()).pending_restarted, 1u);
+    HoldHighLoad(second, clock, start, 92, 111);
+    EXPECT_EQ(second.firing_count(), 0u);
+    ASSERT_THAT(after.changes, SizeIs(2));  // the new start, and a checkpoint
+    EXPECT_EQ(after.changes[0].state(), v1::PENDING);
+    EXPECT_EQ(after.changes[0].id(), store.Unresolved()[0].id());
+    EXPECT_EQ(after.changes[0].active_since_unix_ms(),
+              absl::ToUnixMillis(start + absl::Seconds(92)));
+    HoldHighLoad(second, clock, start, 112, 112);
+    ASSERT_EQ(second.firing_count(), 1u);
+    EXPECT_EQ(after.changes.back().fired_unix_ms(), absl::ToUnixMillis(start + absl::Seconds(112)));
+  }
+  {  // Within the tolerance but no longer high on return: the pending alert quietly ends.
+    clock.Set(start + absl::Seconds(30));
+    StoreSink after;
+    RuleEngine second(Rules(kHighLoadFor20s), &clock, &after);
+    second.Restore(store.Unresolved(), clock.Now());
+    second.OnConnected("web-1", {{"role", "api"}});
+    FakeAgent agent("web-1", &second, &clock);
+    agent.Gauge("host_load1", 1);
+    ASSERT_THAT(after.changes, SizeIs(1));
+    EXPECT_EQ(after.changes[0].state(), v1::RESOLVED);
+    EXPECT_EQ(after.changes[0].fired_unix_ms(), 0);
+    EXPECT_THAT(second.ActiveAlerts(), SizeIs(0));
+  }
+}
+
+TEST(RuleEngineRestore, FiringAlertComesBackAsTheSameAlert) {
+  SimulatedClock clock;
+  StoreSink store;
+  const absl::Time start = clock.Now();
+  {
+    RuleEngine first(Rules(kHighLoadFor20s), &clock, &store);
+    HoldHighLoad(first, clock, start, 0, 25);
+    ASSERT_EQ(first.firing_count(), 1u);
+  }
+  const v1::Alert stored = store.Unresolved().at(0);
+  ASSERT_EQ(stored.state(), v1::FIRING);
+
+  {  // Still high: FIRING again for the same id, its first firing time kept.
+    clock.Set(start + absl::Seconds(30));
+    StoreSink after;
+    RuleEngine second(Rules(kHighLoadFor20s), &clock, &after);
+    EXPECT_EQ(second.Restore(store.Unresolved(), clock.Now()).firing, 1u);
+    EXPECT_THAT(after.changes, SizeIs(0));
+    ASSERT_THAT(second.ActiveAlerts(), SizeIs(1));
+    EXPECT_EQ(second.ActiveAlerts()[0].state(), v1::STALE);
+    EXPECT_EQ(second.ActiveAlerts()[0].labels().at("stale_reason"), "the controller restarted");
+    HoldHighLoad(second, clock, start, 31, 31);
+    ASSERT_THAT(after.changes, SizeIs(1));
+    EXPECT_EQ(after.changes[0].state(), v1::FIRING);
+    EXPECT_EQ(after.changes[0].id(), stored.id());
+    EXPECT_EQ(after.changes[0].fired_unix_ms(), stored.fired_unix_ms());
+    EXPECT_EQ(after.changes[0].labels().count("stale_reason"), 0u);
+  }
+  {  // Back to normal: RESOLVED for the same id.
+    clock.Set(start + absl::Seconds(30));
+    StoreSink after;
+    RuleEngine second(Rules(kHighLoadFor20s), &clock, &after);
+    second.Restore(store.Unresolved(), clock.Now());
+    second.OnConnected("web-1", {{"role", "api"}});
+    FakeAgent agent("web-1", &second, &clock);
+    agent.Gauge("host_load1", 1);
+    ASSERT_THAT(after.changes, SizeIs(1));
+    EXPECT_EQ(after.changes[0].state(), v1::RESOLVED);
+    EXPECT_EQ(after.changes[0].id(), stored.id());
+    EXPECT_THAT(second.ActiveAlerts(), SizeIs(0));
+  }
+  {  // Its agent never comes back: stale, then resolved after stale_resolve_after.
+    clock.Set(start + absl::Seconds(30));
+    StoreSink after;
+    RuleEngine second(Rules(kHighLoadFor20s), &clock, &after,
+                      RuleEngine::Options{.stale_resolve_after = absl::Minutes(10)});
+    second.Restore(store.Unresolved(), clock.Now());
+    clock.Advance(absl::Minutes(9));
+    second.Tick();
+    EXPECT_THAT(after.changes, SizeIs(0));
+    clock.Advance(absl::Minutes(1));
+    second.Tick();
+    ASSERT_THAT(after.changes, SizeIs(1));
+    EXPECT_EQ(after.changes[0].state(), v1::RESOLVED);
+    EXPECT_EQ(after.changes[0].id(), stored.id());
+    EXPECT_THAT(after.changes[0].labels().at("resolved_reason"), HasSubstr("stale for 10m"));
+  }
+}
+
+// Records as an earlier version left them: no key_labels, no evaluated_unix_ms, one stale copy
+// per restart.
+v1::Alert OldCopy(const std::string& id, int64_t active_since_ms, v1::AlertState state) {
+  v1::Alert a;
+  a.set_id(id);
+  a.set_rule("RootDisk");
+  a.set_agent_id("db-1");
+  a.set_source("rules");
+  a.set_state(state);
+  a.set_active_since_unix_ms(active_since_ms);
+  a.set_fired_unix_ms(active_since_ms);
+  (*a.mutable_labels())["mount"] = "/";
+  (*a.mutable_labels())["role"] = "db";
+  if (state == v1::STALE) {
+    (*a.mutable_labels())["stale_reason"] = "the controller restarted";
+  }
+  return a;
+}
+
+TEST(RuleEngineRestore, CopiesOfOneAlertCollapseIntoTheNewest) {
+  SimulatedClock clock;
+  const int64_t t = clock.NowUnixMillis();
+  constexpr char kRules[] = R"(rules:
+  - alert: RootDisk
+    expr: host_disk_used_ratio > 0.8
+  - alert: HighLoad
+    expr: host_load1 > 4
+)";
+  std::vector<v1::Alert> stored = {OldCopy("alert-a", t - 30'000, v1::STALE),
+                                   OldCopy("alert-c", t - 10'000, v1::FIRING),
+                                   OldCopy("alert-b", t - 20'000, v1::STALE)};
+  // The same alert on another mount is another alert.
+  stored.push_back(OldCopy("alert-other", t - 40'000, v1::STALE));
+  (*stored.back().mutable_labels())["mount"] = "/data";
+  // A rule that is gone.
+  stored.push_back(OldCopy("alert-gone", t - 40'000, v1::FIRING));
+  stored.back().set_rule("NoSuchRule");
+  // Alertmanager's alerts and resolved ones are not the engine's.
+  stored.push_back(OldCopy("alert-am", t, v1::FIRING));
+  stored.back().set_source("alertmanager");
+
+  StoreSink sink;
+  RuleEngine engine(Rules(kRules), &clock, &sink);
+  RuleEngine::Restoration r = engine.Restore(stored, clock.Now());
+  EXPECT_EQ(r.superseded, 2u);
+  EXPECT_EQ(r.orphaned, 1u);
+  EXPECT_EQ(r.firing, 2u);
+  std::map<std::string, std::string> reasons;
+  for (const v1::Alert& change : sink.changes) {
+    EXPECT_EQ(change.state(), v1::RESOLVED) << change.id();
+    reasons[change.id()] = change.labels().at("resolved_reason");
+  }
+  EXPECT_EQ(reasons, (std::map<std::string, std::string>{
+                         {"alert-a", "superseded by alert-c"},
+                         {"alert-b", "superseded by alert-c"},
+                         {"alert-gone",
+                          "rule NoSuchRule is no longer loaded (the controller "
+                          "restarted without it)"}}));
+
+  // Data returns: the survivor fires again under its own id, and it is the only one.
+  sink.changes.clear();
+  engine.OnConnected("db-1", {{"role", "db"}});
+  FakeAgent agent("db-1", &engine, &clock);
+  agent.Gauge("host_disk_used_ratio", 0.9, {{"mount", "/"}});
+  ASSERT_THAT(sink.changes, SizeIs(1));
+  EXPECT_EQ(sink.changes[0].id(), "alert-c");
+  EXPECT_EQ(sink.changes[0].state(), v1::FIRING);
+  EXPECT_THAT(sink.changes[0].key_labels(), ElementsAre("mount"));
+  std::vector<std::string> active;
+  for (const v1::Alert& alert : engine.ActiveAlerts()) {
+    active.push_back(alert.id());
+  }
+  EXPECT_THAT(active, ::testing::UnorderedElementsAre("alert-c", "alert-other"));
+}
+
+TEST(RuleEngineRestore, OldCopyAndNewRecordOfOneAlertCollapseWhenTheAgentConnects) {
+  SimulatedClock clock;
+  const int64_t t = clock.NowUnixMillis();
+  v1::Alert current = OldCopy("alert-new", t - 5'000, v1::FIRING);
+  current.set_evaluated_unix_ms(t - 1'000);
+  current.add_key_labels("mount");
+  StoreSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: RootDisk
+    expr: host_disk_used_ratio > 0.8
+)"),
+                    &clock, &sink);
+  engine.Restore({OldCopy("alert-old", t - 60'000, v1::STALE), current}, clock.Now());
+  EXPECT_THAT(sink.changes, SizeIs(0));  // told apart only by the agent's labels
+  engine.OnConnected("db-1", {{"role", "db"}});
+  ASSERT_THAT(sink.changes, SizeIs(1));
+  EXPECT_EQ(sink.changes[0].id(), "alert-old");
+  EXPECT_EQ(sink.changes[0].labels().at("resolved_reason"), "superseded by alert-new");
+  ASSERT_THAT(engine.ActiveAlerts(), SizeIs(1));
+  EXPECT_EQ(engine.ActiveAlerts()[0].id(), "alert-new");
+}
+
+TEST(RuleEngineRestore, FleetWideAlertWaitsForItsMembersAndFiresAgain) {
+  SimulatedClock clock;
+  StoreSink store;
+  constexpr char kRules[] = R"(rules:
+  - alert: LowThroughput
+    expr: sum by (service) (nginx_requests_per_second) < 100
+)";
+  const RuleEngine::Options options{.aggregate_every = absl::ZeroDuration()};
+  {
+    RuleEngine first(Rules(kRules), &clock, &store, options);
+    first.OnConnected("a", {{"service", "rag"}});
+    FakeAgent a("a", &first, &clock);
+    a.Gauge("nginx_requests_per_second", 60);
+    ASSERT_EQ(first.firing_count(), 1u);
+  }
+  const v1::Alert stored = store.Unresolved().at(0);
+  EXPECT_THAT(stored.key_labels(), ElementsAre("service"));
+
+  clock.Advance(absl::Seconds(5));
+  StoreSink after;
+  RuleEngine second(Rules(kRules), &clock, &after, options);
+  second.Restore(store.Unresolved(), clock.Now());
+  clock.Advance(absl::Seconds(1));
+  second.Tick();  // no member yet: not judged on nothing
+  EXPECT_THAT(after.changes, SizeIs(0));
+  second.OnConnected("a", {{"service", "rag"}});
+  FakeAgent a("a", &second, &clock);
+  a.Gauge("nginx_requests_per_second", 70);
+  ASSERT_THAT(after.changes, SizeIs(1));
+  EXPECT_EQ(after.changes[0].state(), v1::FIRING);
+  EXPECT_EQ(after.changes[0].id(), stored.id());
+}
+
+TEST(RuleEngineRestore, RepeatedRestartsKeepOneAlertThatFiresOnSchedule) {
+  // A restart every 8 s, each a few seconds down: the 20 s timer still ends at 20 s.
+  SimulatedClock clock;
+  StoreSink store;
+  const absl::Time start = clock.Now();
+  int second = 0;
+  for (int run = 0; run < 6; ++run) {
+    RuleEngine engine(Rules(kHighLoadFor20s), &clock, &store);
+    clock.Set(start + absl::Seconds(second));
+    engine.Restore(store.Unresolved(), clock.Now());
+    HoldHighLoad(engine, clock, start, second, second + 5);
+    second += 8;  // down for 2 s
+  }
+  std::set<std::string> ids;
+  int64_t fired = 0;
+  for (const v1::Alert& change : store.changes) {
+    ids.insert(change.id());
+    if (change.state() == v1::FIRING && fired == 0) {
+      fired = change.fired_unix_ms();
+    }
+  }
+  EXPECT_THAT(ids, SizeIs(1));
+  // The third run's sample at 20 s: 20 s after the first, not 20 s after any restart.
+  EXPECT_EQ(fired, absl::ToUnixMillis(start + absl::Seconds(20)));
+  ASSERT_THAT(store.Unresolved(), SizeIs(1));
+  EXPECT_EQ(store.Unresolved()[0].state(), v1::FIRING);
 }
 
 }  // namespace
