@@ -112,8 +112,8 @@ absl::Status Controller::Start() {
                                               options_.rule_engine);
   observer_ = std::make_unique<Observer>(rule_engine_.get(), incidents_.get(), remediation_.get());
   agent_service_->SetObserver(observer_.get());
-  control_service_ = std::make_unique<ControlServiceImpl>(&fleet_, store_.get(), incidents_.get(),
-                                                          remediation_.get());
+  control_service_ = std::make_unique<ControlServiceImpl>(
+      &fleet_, store_.get(), incidents_.get(), remediation_.get(), options_.watch);
 
   webhook_auth_ = std::make_unique<Authenticator>(store_.get());
   webhook_ = std::make_unique<AlertmanagerReceiver>(
@@ -356,6 +356,15 @@ std::string Controller::MetricsPage() {
   }
   absl::StrAppendFormat(&page, "vigil_store_append_seconds_sum %.9g\n", latency.sum());
   absl::StrAppendFormat(&page, "vigil_store_append_seconds_count %d\n", latency.count());
+  const WatchHub::Stats watch = control_service_->watch_stats();
+  metric("vigil_watch_streams_open", "gauge", "Open `vigil watch` streams.",
+         static_cast<double>(watch.open));
+  metric("vigil_watch_streams_behind_total", "counter",
+         "Watch streams ended since start because the watcher fell behind (told where to resume).",
+         static_cast<double>(watch.ended_behind));
+  metric("vigil_watch_buffered_bytes", "gauge",
+         "Bytes of timeline events waiting to be sent to watchers, all streams.",
+         static_cast<double>(watch.buffered_bytes));
   metric("vigil_uptime_seconds", "gauge", "Seconds since the controller started.",
          absl::ToDoubleSeconds(clock_->Now() - started_at_));
   webhook_->AppendMetrics(&page);

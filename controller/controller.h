@@ -57,6 +57,7 @@ struct ControllerOptions {
   absl::Duration rule_tick = absl::Milliseconds(250);
   IncidentManager::Options incidents;
   RuleEngine::Options rule_engine;
+  WatchHub::Options watch;  // `vigil watch` streams: backfill page size, memory caps
 };
 
 // Loads the rules a controller would run with: the file's, or the built-in ones. The error lists
