@@ -212,9 +212,13 @@ int RunWatch(CommandEnv& env, const WatchOptions& options) {
 void AddWatchCommand(CLI::App& app, CommandEnv& env) {
   auto options = std::make_shared<WatchOptions>();
   CLI::App* watch = app.add_subcommand(
-      "watch", "Follow the timeline live; reconnects and resumes if the controller restarts");
+      "watch",
+      "Follow the timeline, each event once and in order; resumes after a controller restart or "
+      "when the controller says this watch fell behind");
   watch->add_option("--incident", options->incident, "only this incident's events");
-  watch->add_option("--after", options->after, "start after this event sequence number");
+  watch->add_option("--after", options->after,
+                    "every event after this sequence number first (0: the whole timeline); "
+                    "without it, only new events");
   watch->callback([&env, options, watch] {
     options->after_given = watch->count("--after") > 0;
     env.SetAction([&env, options] { return RunWatch(env, *options); });
