@@ -102,6 +102,11 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
     last_sent_ = out_.front().seq();
     const size_t bytes = Footprint(out_.front());
     out_bytes_ -= bytes;
+    if (page_events_ > 0) {
+      --page_events_;
+    } else {
+      live_bytes_ -= bytes;
+    }
     hub_->Release(bytes);
     out_.pop_front();
     if (behind_) {
@@ -166,7 +171,9 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
         hub_->store_->ListEvents(filter_, from, limit);
     absl::MutexLock lock(&mu_);
     reading_ = false;
-    if (finished_) {
+    // Live events may have reached the pages while this one was read (the hand-over is done,
+    // and they hold everything this page has).
+    if (finished_ || behind_ || phase_ != Phase::kBackfill) {
       return;
     }
     if (!page.ok()) {
@@ -184,6 +191,7 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
       return;
     }
     out_bytes_ += bytes;
+    page_events_ += page->size();  // out_ holds only page events during the backfill
     for (v1::TimelineEvent& e : *page) {
       last_queued_ = e.seq();
       out_.push_back(std::move(e));
@@ -207,10 +215,11 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
       if (e.seq() <= last_queued_) {
         return;
       }
-      if (!Reserve(out_bytes_, bytes)) {
+      if (!Reserve(bytes)) {
         return;
       }
       out_bytes_ += bytes;
+      live_bytes_ += bytes;
       last_queued_ = e.seq();
       out_.push_back(e);
       WriteNext();
@@ -219,10 +228,11 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
     if (!held_.empty() && e.seq() <= held_.back().seq()) {
       return;
     }
-    if (!Reserve(held_bytes_, bytes)) {
+    if (!Reserve(bytes)) {
       return;
     }
     held_bytes_ += bytes;
+    live_bytes_ += bytes;
     held_.push_back(e);
     if (phase_ == Phase::kBackfill) {
       Continue();
@@ -255,6 +265,7 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
         const size_t bytes = Footprint(e);
         held_bytes_ -= bytes;
         if (e.seq() <= last_queued_) {
+          live_bytes_ -= bytes;
           hub_->Release(bytes);  // the store pages sent it already
           continue;
         }
@@ -273,10 +284,11 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
     }
   }
 
-  // Counts a live event against this watcher's cap (`mine`: what it already holds) and the
-  // total; on overflow the watcher has fallen behind.
-  bool Reserve(size_t mine, size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (mine + bytes > hub_->options_.max_watcher_bytes) {
+  // Counts a live event against this watcher's cap and the total; on overflow the watcher has
+  // fallen behind. Backfill pages are not held against the watcher (at most one page and a
+  // half wait at a time) but count in the total.
+  bool Reserve(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (live_bytes_ + bytes > hub_->options_.max_watcher_bytes) {
       FallBehind(absl::StrCat("more than ", hub_->options_.max_watcher_bytes,
                               " bytes of events were waiting for it"));
       return false;
@@ -291,6 +303,7 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
 
   // Stops buffering and frees what waits; the stream ends once the write in flight is done.
   void FallBehind(std::string why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    hub_->ended_behind_.fetch_add(1);
     behind_ = true;
     behind_why_ = std::move(why);
     DropBuffers();
@@ -303,7 +316,6 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
     if (finished_) {
       return;
     }
-    hub_->ended_behind_.fetch_add(1);
     spdlog::warn("watch{}: the watcher fell behind ({}); ended after seq {}",
                  filter_.empty() ? "" : absl::StrCat(" of ", filter_), behind_why_, last_sent_);
     context_->AddTrailingMetadata(std::string(kResumeAfterSeqKey), std::to_string(last_sent_));
@@ -324,6 +336,9 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
     }
     hub_->Release(out_bytes_ - keep + held_bytes_);
     out_bytes_ = keep;
+    const bool front_from_page = page_events_ > 0;
+    page_events_ = keep > 0 && front_from_page ? 1 : 0;
+    live_bytes_ = keep > 0 && !front_from_page ? keep : 0;
     held_.clear();
     held_bytes_ = 0;
   }
@@ -361,6 +376,8 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
   uint64_t last_sent_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<v1::TimelineEvent> out_ ABSL_GUARDED_BY(mu_);  // front is being written
   size_t out_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t page_events_ ABSL_GUARDED_BY(mu_) = 0;  // the first ones of out_ came from the store
+  size_t live_bytes_ ABSL_GUARDED_BY(mu_) = 0;   // live events waiting: held_ and out_'s rest
   std::deque<v1::TimelineEvent> held_ ABSL_GUARDED_BY(mu_);  // live events during the backfill
   size_t held_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
@@ -396,6 +413,10 @@ WatchHub::Stats WatchHub::stats() const {
   return Stats{.open = open_.load(),
                .ended_behind = ended_behind_.load(),
                .buffered_bytes = buffered_bytes_.load()};
+}
+
+void WatchHub::PauseReaderForTest(absl::Notification* resume) {
+  Post([resume] { resume->WaitForNotification(); });
 }
 
 void WatchHub::Post(std::function<void()> task) {

@@ -19,6 +19,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "storage/store.h"
 #include "vigil/v1/control_service.pb.h"
 
@@ -57,6 +58,9 @@ class WatchHub {
                                                     const v1::WatchRequest& request,
                                                     bool live_only);
   Stats stats() const;
+
+  // Holds the reader thread, once the reads queued so far are done, until `resume` is notified.
+  void PauseReaderForTest(absl::Notification* resume);
 
  private:
   class Stream;

@@ -307,6 +307,32 @@ TEST_F(WatchHubTest, LiveOnlyStartsAtTheHeadAndSaysWhere) {
   reader->Finish();
 }
 
+TEST_F(WatchHubTest, APageReadDuringTheHandOverAddsNothingTwice) {
+  Fill(3'000);
+  Serve(WatchHub::Options{});
+  // The first page is read only after live events have already taken over.
+  absl::Notification resume;
+  hub_->PauseReaderForTest(&resume);
+  grpc::ClientContext context;
+  v1::WatchRequest request;
+  request.set_after_seq(3'000);
+  auto reader = stub_->Watch(&context, request);
+  reader->WaitForInitialMetadata();
+  Fill(3);
+  v1::TimelineEvent event;
+  for (uint64_t seq = 3'001; seq <= 3'003; ++seq) {
+    ASSERT_TRUE(reader->Read(&event));
+    EXPECT_EQ(event.seq(), seq);
+  }
+  resume.Notify();  // the page after 3,000 comes back holding 3,001..3,003
+  absl::SleepFor(absl::Milliseconds(100));
+  Fill(1);
+  ASSERT_TRUE(reader->Read(&event));
+  EXPECT_EQ(event.seq(), 3'004u);
+  context.TryCancel();
+  reader->Finish();
+}
+
 TEST_F(WatchHubTest, TimelineHeadIsTheLastSeq) {
   EXPECT_EQ(TimelineHead(*store_).value(), 0u);
   Fill(1);
