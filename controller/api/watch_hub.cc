@@ -15,6 +15,8 @@ namespace vigil::controller {
 namespace {
 
 constexpr uint64_t kEverything = std::numeric_limits<uint64_t>::max();
+// Sequences are SQL integers: anything above this would wrap to a negative resume point.
+constexpr uint64_t kMaxSeq = std::numeric_limits<int64_t>::max();
 // Longer ids than this are not ids; refused before they reach a query.
 constexpr size_t kMaxIncidentIdBytes = 256;
 
@@ -34,7 +36,7 @@ absl::StatusOr<uint64_t> TimelineHead(storage::Store& store) {
   uint64_t hi = 0;
   uint64_t step = 1024;
   while (true) {
-    const uint64_t probe = lo + step;
+    const uint64_t probe = step >= kMaxSeq - lo ? kMaxSeq : lo + step;
     ASSIGN_OR_RETURN(std::vector<v1::TimelineEvent> after, store.ListEvents("", probe, 1));
     if (after.empty()) {
       hi = probe;
@@ -78,6 +80,14 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
                                 absl::StrCat("incident_id is ", filter_.size(),
                                              " bytes; an incident id has at most ",
                                              kMaxIncidentIdBytes)));
+      return;
+    }
+    if (!live_only_ && start_ > kMaxSeq) {
+      absl::MutexLock lock(&mu_);
+      FinishLocked(grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          absl::StrCat("after_seq ", start_, " is beyond any event sequence (at most ", kMaxSeq,
+                       ")")));
       return;
     }
     // Before any store read: every event appended from here on reaches OnLive.

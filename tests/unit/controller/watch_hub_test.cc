@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -352,6 +353,20 @@ TEST_F(WatchHubTest, OverlongIncidentIdIsRefused) {
   grpc::Status status = reader->Finish();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("incident_id is 300 bytes"));
+}
+
+TEST_F(WatchHubTest, ResumePointBeyondAnySequenceIsRefused) {
+  Fill(3);
+  Serve(WatchHub::Options{});
+  grpc::ClientContext context;
+  v1::WatchRequest request;
+  request.set_after_seq(std::numeric_limits<uint64_t>::max());
+  auto reader = stub_->Watch(&context, request);
+  v1::TimelineEvent event;
+  EXPECT_FALSE(reader->Read(&event)) << "a wrapped resume point would replay from the start";
+  grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("after_seq 18446744073709551615 is beyond"));
 }
 
 }  // namespace
