@@ -2,11 +2,15 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/wire_metadata.h"
 
 namespace vigil::cli {
 namespace {
@@ -19,7 +23,20 @@ constexpr absl::Duration kHealthyStream = absl::Seconds(2);
 struct WatchOptions {
   std::string incident;
   uint64_t after = 0;
+  bool after_given = false;  // without --after: only what happens from now on
 };
+
+// A seq the controller named in metadata (`key`), if it sent a valid one.
+std::optional<uint64_t> SeqFromMetadata(
+    const std::multimap<grpc::string_ref, grpc::string_ref>& metadata, absl::string_view key) {
+  auto it = metadata.find(grpc::string_ref(key.data(), key.size()));
+  uint64_t seq = 0;
+  if (it == metadata.end() ||
+      !absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()), &seq)) {
+    return std::nullopt;
+  }
+  return seq;
+}
 
 bool Interrupted(CommandEnv& env) {
   return env.interrupt() != nullptr && env.interrupt()->triggered();
@@ -80,7 +97,10 @@ int RunWatch(CommandEnv& env, const WatchOptions& options) {
   // channel is back. A stream is healthy once it delivered an event or stayed open a while.
   bool lost = false;
   bool announced_reconnect = false;
+  // Events are printed in seq order, each once: `last` is the resume point of the next stream.
+  // Without --after it is unknown until the controller names where the first stream started.
   uint64_t last = options.after;
+  bool positioned = options.after_given;
   absl::Duration backoff = kFirstBackoff;
 
   while (true) {
@@ -90,8 +110,10 @@ int RunWatch(CommandEnv& env, const WatchOptions& options) {
       }
       if (Interrupted(env)) return kExitOk;
       if (!announced_reconnect) {
-        env.err() << "vigil: reconnected to controller at " << where << ", resuming after seq "
-                  << last << '\n';
+        env.err() << "vigil: reconnected to controller at " << where << ", "
+                  << (positioned ? absl::StrCat("resuming after seq ", last)
+                                 : std::string("following new events"))
+                  << '\n';
         env.err().flush();
         announced_reconnect = true;
       }
@@ -104,6 +126,9 @@ int RunWatch(CommandEnv& env, const WatchOptions& options) {
     v1::WatchRequest request;
     request.set_after_seq(last);
     request.set_incident_id(options.incident);
+    if (!positioned) {
+      context.AddMetadata(std::string(kWatchLiveOnlyKey), "1");
+    }
     bool delivered = false;
     absl::Time started = absl::Now();
     grpc::Status status;
@@ -114,8 +139,9 @@ int RunWatch(CommandEnv& env, const WatchOptions& options) {
       v1::TimelineEvent event;
       while (reader->Read(&event)) {
         delivered = true;
-        if (last > 0 && event.seq() <= last) continue;  // delivered again after a resume
+        if (positioned && event.seq() <= last) continue;  // delivered again after a resume
         last = event.seq();
+        positioned = true;
         env.out() << (env.json() ? ToJson(event, /*pretty=*/false) : FormatEventLine(event))
                   << '\n';
         env.out().flush();
@@ -123,6 +149,39 @@ int RunWatch(CommandEnv& env, const WatchOptions& options) {
       status = reader->Finish();
     }
     if (Interrupted(env)) return kExitOk;
+    if (!positioned) {
+      // Nothing printed yet: the next stream starts where this one did, so the outage in
+      // between is not skipped.
+      if (std::optional<uint64_t> start =
+              SeqFromMetadata(context.GetServerInitialMetadata(), kWatchStartSeqKey)) {
+        last = *start;
+        positioned = true;
+      }
+    }
+    if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      if (std::optional<uint64_t> resume =
+              SeqFromMetadata(context.GetServerTrailingMetadata(), kResumeAfterSeqKey)) {
+        // The controller ended the stream because this watcher fell behind, having sent
+        // everything up to `resume`. Go on from what was printed (the same seq once every
+        // sent event arrived), so nothing is skipped or printed twice.
+        if (!positioned) {
+          last = *resume;
+          positioned = true;
+        }
+        connected = true;
+        env.err() << "vigil: fell behind the controller's timeline (stream ended after seq "
+                  << *resume << "); resuming after seq " << last << '\n';
+        env.err().flush();
+        if (delivered) {
+          backoff = kFirstBackoff;
+        } else {
+          // Ended again before anything arrived: the controller is short of memory; wait.
+          if (!Sleep(env, backoff)) return kExitOk;
+          backoff = std::min(backoff * 2, kMaxBackoff);
+        }
+        continue;
+      }
+    }
     if (!connected || IsPermanent(status.error_code())) {
       if (status.ok()) return kExitOk;
       return env.Fail(client->DescribeError("Watch", status));
@@ -153,11 +212,17 @@ int RunWatch(CommandEnv& env, const WatchOptions& options) {
 void AddWatchCommand(CLI::App& app, CommandEnv& env) {
   auto options = std::make_shared<WatchOptions>();
   CLI::App* watch = app.add_subcommand(
-      "watch", "Follow the timeline live; reconnects and resumes if the controller restarts");
+      "watch",
+      "Follow the timeline, each event once and in order; resumes after a controller restart or "
+      "when the controller says this watch fell behind");
   watch->add_option("--incident", options->incident, "only this incident's events");
-  watch->add_option("--after", options->after, "start after this event sequence number");
-  watch->callback(
-      [&env, options] { env.SetAction([&env, options] { return RunWatch(env, *options); }); });
+  watch->add_option("--after", options->after,
+                    "every event after this sequence number first (0: the whole timeline); "
+                    "without it, only new events");
+  watch->callback([&env, options, watch] {
+    options->after_given = watch->count("--after") > 0;
+    env.SetAction([&env, options] { return RunWatch(env, *options); });
+  });
 }
 
 }  // namespace vigil::cli

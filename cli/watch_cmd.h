@@ -1,5 +1,7 @@
-// `vigil watch [--incident ID] [--after SEQ]`: follows the timeline live, one event per line,
-// and survives controller restarts by reconnecting and resuming after the last event printed.
+// `vigil watch [--incident ID] [--after SEQ]`: follows the timeline, one event per line, each
+// once and in seq order: from now on, or every event after SEQ (0: all) and then live ones. It
+// survives controller restarts by reconnecting and resuming after the last event printed, and
+// resumes by itself when the controller ends the stream because it fell behind.
 // Stateless functions; thread-compatible (Ctrl-C arrives through the env's Interrupt).
 #pragma once
 

@@ -134,8 +134,8 @@ absl::Status Controller::Start() {
       restored.superseded, restored.orphaned);
   observer_ = std::make_unique<Observer>(rule_engine_.get(), incidents_.get(), remediation_.get());
   agent_service_->SetObserver(observer_.get());
-  control_service_ = std::make_unique<ControlServiceImpl>(&fleet_, store_.get(), incidents_.get(),
-                                                          remediation_.get());
+  control_service_ = std::make_unique<ControlServiceImpl>(
+      &fleet_, store_.get(), incidents_.get(), remediation_.get(), options_.watch);
 
   webhook_auth_ = std::make_unique<Authenticator>(store_.get());
   webhook_ = std::make_unique<AlertmanagerReceiver>(
@@ -381,6 +381,7 @@ std::string Controller::MetricsPage() {
     absl::StrAppendFormat(&page, "vigil_store_commit_seconds{quantile=\"%g\"} %.9g\n", q,
                           writes.commit_seconds.empty() ? 0.0 : writes.commit_seconds.Quantile(q));
   }
+<<<<<<< HEAD
   absl::StrAppendFormat(&page, "vigil_store_commit_seconds_sum %.9g\n", writes.commit_seconds.sum());
   absl::StrAppendFormat(&page, "vigil_store_commit_seconds_count %d\n",
                         writes.commit_seconds.count());
@@ -405,6 +406,19 @@ std::string Controller::MetricsPage() {
   metric("vigil_alerts_dropped_total", "counter",
          "Rule alerts dropped from a full backlog while the store refused writes.",
          static_cast<double>(incidents_->alerts_dropped()));
+=======
+  absl::StrAppendFormat(&page, "vigil_store_append_seconds_sum %.9g\n", latency.sum());
+  absl::StrAppendFormat(&page, "vigil_store_append_seconds_count %d\n", latency.count());
+  const WatchHub::Stats watch = control_service_->watch_stats();
+  metric("vigil_watch_streams_open", "gauge", "Open `vigil watch` streams.",
+         static_cast<double>(watch.open));
+  metric("vigil_watch_streams_behind_total", "counter",
+         "Watch streams ended since start because the watcher fell behind (told where to resume).",
+         static_cast<double>(watch.ended_behind));
+  metric("vigil_watch_buffered_bytes", "gauge",
+         "Bytes of timeline events waiting to be sent to watchers, all streams.",
+         static_cast<double>(watch.buffered_bytes));
+>>>>>>> wip-watch
   metric("vigil_uptime_seconds", "gauge", "Seconds since the controller started.",
          absl::ToDoubleSeconds(clock_->Now() - started_at_));
   webhook_->AppendMetrics(&page);

@@ -1,14 +1,13 @@
 #include "controller/api/control_service.h"
 
-#include <deque>
 #include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "absl/synchronization/mutex.h"
 #include "common/ids.h"
 #include "common/status.h"
+#include "common/wire_metadata.h"
 #include "controller/incidents/incident_report.h"
 
 namespace vigil::controller {
@@ -32,113 +31,6 @@ std::function<void(absl::StatusOr<Response>)> FinishWhenDone(grpc::ServerUnaryRe
   };
 }
 
-// One `vigil watch`: the events after its resume point from the store, then every new one as
-// the incident manager appends it. Live events that arrive during the backfill are held back
-// and sent after it, so the stream is always in seq order without gaps or repeats.
-class WatchReactor final : public grpc::ServerWriteReactor<v1::TimelineEvent> {
- public:
-  static constexpr size_t kMaxQueued = 10'000;
-
-  WatchReactor(IncidentManager* incidents, storage::Store* store, const v1::WatchRequest& request)
-      : incidents_(incidents), incident_filter_(request.incident_id()) {
-    listener_ = incidents_->AddListener([this](const v1::TimelineEvent& e) { Live(e); });
-    if (request.after_seq() > 0) {
-      absl::StatusOr<std::vector<v1::TimelineEvent>> backlog =
-          store->ListEvents(incident_filter_, request.after_seq(), kMaxQueued);
-      if (!backlog.ok()) {
-        absl::MutexLock lock(&mu_);
-        FinishOnce(ToGrpcStatus(backlog.status()));
-        return;
-      }
-      absl::MutexLock lock(&mu_);
-      for (v1::TimelineEvent& e : *backlog) {
-        Queue(std::move(e));
-      }
-    }
-    absl::MutexLock lock(&mu_);
-    backfilling_ = false;
-    for (v1::TimelineEvent& e : held_) {
-      Queue(std::move(e));
-    }
-    held_.clear();
-  }
-
-  void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    writing_ = false;
-    if (!ok) {
-      FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the watcher went away"));
-      return;
-    }
-    queue_.pop_front();
-    WriteNext();
-  }
-
-  void OnCancel() override {
-    absl::MutexLock lock(&mu_);
-    FinishOnce(grpc::Status::OK);
-  }
-
-  void OnDone() override {
-    incidents_->RemoveListener(listener_);
-    delete this;
-  }
-
- private:
-  void Live(const v1::TimelineEvent& e) {
-    absl::MutexLock lock(&mu_);
-    if (backfilling_) {
-      held_.push_back(e);
-      return;
-    }
-    Queue(e);
-  }
-
-  void Queue(v1::TimelineEvent e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finished_ || e.seq() <= last_seq_ ||
-        (!incident_filter_.empty() && e.incident_id() != incident_filter_)) {
-      return;
-    }
-    if (queue_.size() >= kMaxQueued) {
-      FinishOnce(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                              absl::StrCat("the watcher fell ", kMaxQueued,
-                                           " events behind; resume after seq ", last_sent_seq_)));
-      return;
-    }
-    last_seq_ = e.seq();
-    queue_.push_back(std::move(e));
-    WriteNext();
-  }
-
-  void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (writing_ || finished_ || queue_.empty()) {
-      return;
-    }
-    writing_ = true;
-    last_sent_seq_ = queue_.front().seq();
-    StartWrite(&queue_.front());
-  }
-
-  void FinishOnce(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!finished_) {
-      finished_ = true;
-      Finish(status);
-    }
-  }
-
-  IncidentManager* incidents_;
-  const std::string incident_filter_;
-  int listener_ = 0;
-  absl::Mutex mu_;
-  bool backfilling_ ABSL_GUARDED_BY(mu_) = true;
-  std::vector<v1::TimelineEvent> held_ ABSL_GUARDED_BY(mu_);
-  std::deque<v1::TimelineEvent> queue_ ABSL_GUARDED_BY(mu_);  // front is being written
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  uint64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t last_sent_seq_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
 // A watch refused before it started (no token, or not allowed).
 class RefusedWatch final : public grpc::ServerWriteReactor<v1::TimelineEvent> {
  public:
@@ -147,6 +39,22 @@ class RefusedWatch final : public grpc::ServerWriteReactor<v1::TimelineEvent> {
 };
 
 }  // namespace
+
+ControlServiceImpl::ControlServiceImpl(FleetState* fleet, storage::Store* store,
+                                       IncidentManager* incidents,
+                                       RemediationManager* remediation, WatchHub::Options watch)
+    : fleet_(fleet),
+      store_(store),
+      incidents_(incidents),
+      remediation_(remediation),
+      auth_(store),
+      watch_(store,
+             WatchHub::Feed{
+                 .subscribe = [incidents](WatchHub::Listener listener) {
+                   return incidents->AddListener(std::move(listener));
+                 },
+                 .unsubscribe = [incidents](int id) { incidents->RemoveListener(id); }},
+             watch) {}
 
 absl::StatusOr<Caller> ControlServiceImpl::Authorize(grpc::CallbackServerContext* context,
                                                      Role needed, absl::string_view what) {
@@ -282,7 +190,10 @@ grpc::ServerWriteReactor<v1::TimelineEvent>* ControlServiceImpl::Watch(
       !caller.ok()) {
     return new RefusedWatch(ToGrpcStatus(caller.status()));
   }
-  return new WatchReactor(incidents_, store_, *request);
+  const auto& metadata = context->client_metadata();
+  auto live = metadata.find(std::string(kWatchLiveOnlyKey));
+  const bool live_only = live != metadata.end() && live->second == "1";
+  return watch_.Open(context, *request, live_only);
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::ProposeAction(grpc::CallbackServerContext* context,

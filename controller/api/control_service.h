@@ -1,7 +1,8 @@
 // ControlService: the API of people and their tools (the vigil CLI). Reads come from the
 // in-memory FleetState, the incident manager's live alerts and the Store's reader connection;
 // changes go to the IncidentManager's queue and the call completes when it is done, so no gRPC
-// thread ever waits on the store's writer. Thread-safe.
+// thread ever waits on the store's writer. Watch streams are served by a WatchHub (paged
+// backlog, then live events; memory capped). Thread-safe.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -9,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "controller/api/watch_hub.h"
 #include "controller/auth/auth.h"
 #include "controller/incidents/incident_manager.h"
 #include "controller/ingest/fleet_state.h"
@@ -21,12 +23,10 @@ namespace vigil::controller {
 class ControlServiceImpl final : public v1::ControlService::CallbackService {
  public:
   ControlServiceImpl(FleetState* fleet, storage::Store* store, IncidentManager* incidents,
-                     RemediationManager* remediation)
-      : fleet_(fleet),
-        store_(store),
-        incidents_(incidents),
-        remediation_(remediation),
-        auth_(store) {}
+                     RemediationManager* remediation, WatchHub::Options watch = {});
+
+  // Watch streams open, ended for falling behind, and bytes they hold (for /metrics).
+  WatchHub::Stats watch_stats() const { return watch_.stats(); }
 
   grpc::ServerUnaryReactor* ListAgents(grpc::CallbackServerContext* context,
                                        const v1::ListAgentsRequest* request,
@@ -77,6 +77,7 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
   IncidentManager* incidents_;
   RemediationManager* remediation_;
   Authenticator auth_;
+  WatchHub watch_;
 };
 
 }  // namespace vigil::controller

@@ -1,6 +1,7 @@
 // The built binaries' command lines where a process, not a function, is the unit: --version on
 // all three, plain text refused for names that only look like loopback, and a token that gRPC
-// could not send ending as bad usage rather than an abort.
+// could not send ending as bad usage rather than an abort; `vigil watch --after 0` over a timeline
+// longer than one backfill page.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -8,7 +9,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "storage/sqlite/sqlite_store.h"
 #include "tests/support/process.h"
+#include "tests/support/proto_json.h"
+#include "tests/support/servers.h"
 
 namespace vigil {
 namespace {
@@ -79,6 +84,72 @@ TEST(CommandLineTest, TokenWithCrLfIsBadUsageNotAnAbort) {
   EXPECT_EQ(variable.exit_code, 2) << variable.output;
   EXPECT_TRUE(absl::StartsWith(variable.output, "vigil: VIGIL_TOKEN holds a control character"))
       << variable.output;
+}
+
+TEST(CommandLineTest, WatchAfterZeroPrintsEveryStoredEventBeyondTenThousand) {
+  testing::TempDir dir;
+  const std::string db = dir.File("vigil.db");
+  constexpr uint64_t kStored = 12'500;  // the old backfill stopped at 10,000
+  {
+    absl::StatusOr<std::unique_ptr<storage::Store>> store = storage::OpenSqliteStore(db);
+    ASSERT_TRUE(store.ok()) << store.status();
+    for (uint64_t i = 1; i <= kStored; ++i) {
+      v1::TimelineEvent event;
+      event.set_incident_id(i % 2 == 0 ? "INC-0001" : "INC-0002");
+      event.set_kind("note");
+      event.set_actor("tester");
+      event.set_summary(absl::StrCat("note ", i));
+      absl::StatusOr<v1::TimelineEvent> stored = (*store)->AppendEvent(event);
+      ASSERT_TRUE(stored.ok()) << stored.status();
+    }
+  }
+  const std::string token = testing::AddVigilUser(db, "watcher", "viewer");
+  const std::string address = absl::StrCat("127.0.0.1:", testing::FreeLoopbackPort());
+  const uint16_t http_port = testing::FreeLoopbackPort();
+  testing::Subprocess controller(
+      {BinaryPath("vigil-controller"), "--listen=" + address, "--db=" + db, "--insecure",
+       absl::StrCat("--http-listen=127.0.0.1:", http_port)},
+      kCleanEnvironment, dir.File("controller.log"));
+  const std::vector<std::string> cli = {BinaryPath("vigil"), "--controller=" + address,
+                                        "--insecure", "--token=" + token};
+  auto with = [&cli](std::vector<std::string> args) {
+    args.insert(args.begin(), cli.begin(), cli.end());
+    return args;
+  };
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] { return RunCommand(with({"agents"}), absl::Seconds(5), kCleanEnvironment).exit_code == 0; },
+      absl::Seconds(15)))
+      << controller.Output();
+
+  testing::Subprocess watch(with({"-o", "json", "watch", "--after", "0"}), kCleanEnvironment,
+                            dir.File("watch.log"));
+  // stdout and stderr share the log: events are the JSON lines, notes start with "vigil:".
+  auto events = [&watch] {
+    std::vector<v1::TimelineEvent> out;
+    for (absl::string_view line : absl::StrSplit(watch.Output(), '\n')) {
+      v1::TimelineEvent event;
+      if (absl::StartsWith(line, "{") && testing::ParseJson(std::string(line), &event)) {
+        out.push_back(event);
+      }
+    }
+    return out;
+  };
+  ASSERT_TRUE(testing::WaitUntil([&] { return events().size() >= kStored; }, absl::Seconds(60)))
+      << events().size() << " events; " << watch.Output().substr(0, 2000);
+
+  std::string metrics;
+  ASSERT_EQ(testing::HttpGet(http_port, "/metrics", absl::Seconds(10), &metrics), 200);
+  EXPECT_TRUE(absl::StrContains(metrics, "vigil_watch_streams_open 1\n")) << metrics;
+  EXPECT_TRUE(absl::StrContains(metrics, "vigil_watch_streams_behind_total 0\n")) << metrics;
+
+  std::vector<v1::TimelineEvent> got = events();
+  ASSERT_EQ(got.size(), kStored) << "each stored event once";
+  for (uint64_t i = 0; i < kStored; ++i) {
+    ASSERT_EQ(got[i].seq(), i + 1);
+    ASSERT_EQ(got[i].summary(), absl::StrCat("note ", i + 1));
+  }
+  EXPECT_FALSE(absl::StrContains(watch.Output(), "vigil:")) << watch.Output().substr(0, 2000);
+  EXPECT_TRUE(watch.Running());
 }
 
 }  // namespace

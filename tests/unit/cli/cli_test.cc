@@ -857,6 +857,62 @@ TEST(WatchTest, JsonPrintsOneObjectPerLineFromAfter) {
   EXPECT_EQ(watch.err(), "");
 }
 
+TEST(WatchTest, ResumesWhereTheControllerSaysWhenItFellBehind) {
+  FakeController controller;
+  ASSERT_TRUE(controller.ok());
+  std::vector<v1::TimelineEvent> events;
+  for (uint64_t seq = 1; seq <= 10; ++seq) {
+    events.push_back(Event(seq, "note", "event " + std::to_string(seq)));
+  }
+  controller.service().SetEvents(events);
+  controller.service().SetWatchBehindAfter(4);
+  WatchRun watch({"--controller=" + controller.address(), "--insecure", "watch", "--after", "0"});
+  ASSERT_TRUE(WaitFor([&] { return Lines(watch.out()).size() == 10; })) << watch.err();
+  EXPECT_EQ(watch.Stop(), 0);
+  std::vector<std::string> lines = Lines(watch.out());
+  ASSERT_EQ(lines.size(), 10u) << "each event once";
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_THAT(lines[i], HasSubstr("  #" + std::to_string(i + 1) + "  inc-1  note"));
+  }
+  EXPECT_EQ(controller.service().Calls("Watch"), 2);
+  EXPECT_EQ(controller.service().LastRequest<v1::WatchRequest>("Watch").after_seq(), 4u);
+  EXPECT_THAT(controller.service().LiveOnlyWatches(), ElementsAre(false, false));
+  EXPECT_EQ(watch.err(),
+            "vigil: fell behind the controller's timeline (stream ended after seq 4); resuming "
+            "after seq 4\n");
+}
+
+TEST(WatchTest, LiveWatchThatPrintedNothingResumesFromWhereItStarted) {
+  auto first = std::make_unique<FakeController>();
+  ASSERT_TRUE(first->ok());
+  const int port = first->port();
+  first->service().SetEvents({Event(1, "note", "old"), Event(2, "note", "old")});
+  first->service().SetLiveStart(2);
+  WatchRun watch({"--controller=127.0.0.1:" + std::to_string(port), "--insecure", "watch"});
+  ASSERT_TRUE(WaitFor([&] { return first->service().Calls("Watch") == 1; })) << watch.err();
+  absl::SleepFor(absl::Milliseconds(300));  // the start seq reaches the CLI
+  EXPECT_THAT(first->service().LiveOnlyWatches(), ElementsAre(true));
+  first->Stop();
+  first.reset();
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(watch.err(), "lost connection"); }));
+
+  // Two events happened during the outage; the controller's head has moved past them.
+  FakeController second(port);
+  ASSERT_TRUE(second.ok());
+  second.service().SetEvents({Event(1, "note", "old"), Event(2, "note", "old"),
+                              Event(3, "note", "during"), Event(4, "note", "during")});
+  second.service().SetLiveStart(4);
+  ASSERT_TRUE(WaitFor([&] { return Lines(watch.out()).size() == 2; })) << watch.err();
+  EXPECT_EQ(watch.Stop(), 0);
+  EXPECT_EQ(second.service().LastRequest<v1::WatchRequest>("Watch").after_seq(), 2u);
+  EXPECT_THAT(second.service().LiveOnlyWatches(), ElementsAre(false));
+  std::vector<std::string> lines = Lines(watch.out());
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_THAT(lines[0], HasSubstr("  #3  "));
+  EXPECT_THAT(lines[1], HasSubstr("  #4  "));
+  EXPECT_THAT(watch.err(), HasSubstr("resuming after seq 2"));
+}
+
 TEST(WatchTest, MissingControllerFailsAtStart) {
   const std::string address = "127.0.0.1:" + std::to_string(ClosedPort());
   std::ostringstream out, err;

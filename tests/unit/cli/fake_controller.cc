@@ -2,7 +2,9 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/wire_metadata.h"
 
 namespace vigil::cli::testing {
 
@@ -25,6 +27,21 @@ void FakeControlService::SetDelay(absl::Duration delay) {
 void FakeControlService::SetEvents(std::vector<v1::TimelineEvent> events) {
   absl::MutexLock lock(&mu_);
   events_ = std::move(events);
+}
+
+void FakeControlService::SetWatchBehindAfter(int n) {
+  absl::MutexLock lock(&mu_);
+  behind_after_ = n;
+}
+
+void FakeControlService::SetLiveStart(uint64_t seq) {
+  absl::MutexLock lock(&mu_);
+  live_start_ = seq;
+}
+
+std::vector<bool> FakeControlService::LiveOnlyWatches() const {
+  absl::MutexLock lock(&mu_);
+  return live_only_;
 }
 
 int FakeControlService::Calls(const std::string& method) const {
@@ -147,19 +164,38 @@ grpc::Status FakeControlService::Watch(grpc::ServerContext* context,
                                        const v1::WatchRequest* request,
                                        grpc::ServerWriter<v1::TimelineEvent>* writer) {
   std::vector<v1::TimelineEvent> events;
+  uint64_t start = request->after_seq();
+  int behind_after = -1;
   {
     absl::MutexLock lock(&mu_);
     Record("Watch", context, *request);
     auto it = answers_.find("Watch");
     if (it != answers_.end() && !it->second.status.ok()) return it->second.status;
     events = events_;
+    auto live = context->client_metadata().find(std::string(kWatchLiveOnlyKey));
+    const bool live_only = live != context->client_metadata().end() && live->second == "1";
+    live_only_.push_back(live_only);
+    if (live_only) start = live_start_;
+    behind_after = behind_after_;
+    behind_after_ = -1;
   }
+  context->AddInitialMetadata(std::string(kWatchStartSeqKey), std::to_string(start));
+  writer->SendInitialMetadata();
+  int written = 0;
+  uint64_t last = start;
   for (const v1::TimelineEvent& event : events) {
-    if (event.seq() <= request->after_seq()) continue;
+    if (event.seq() <= start) continue;
     if (!request->incident_id().empty() && event.incident_id() != request->incident_id()) {
       continue;
     }
+    if (written == behind_after) {
+      context->AddTrailingMetadata(std::string(kResumeAfterSeqKey), std::to_string(last));
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("the watcher fell behind; resume after seq ", last));
+    }
     if (!writer->Write(event)) return grpc::Status::CANCELLED;
+    ++written;
+    last = event.seq();
     absl::MutexLock lock(&mu_);
     ++events_written_;
   }

@@ -28,6 +28,14 @@ class FakeControlService final : public v1::ControlService::Service {
   // Watch streams the events with seq > after_seq (and of the incident, when asked), then
   // stays open until the client goes or the server stops.
   void SetEvents(std::vector<v1::TimelineEvent> events);
+  // The next Watch stream ends after `n` events, as for a watcher that fell behind:
+  // RESOURCE_EXHAUSTED with the last seq sent in trailing metadata.
+  void SetWatchBehindAfter(int n);
+  // A live-only Watch (request metadata) starts after `seq` rather than after_seq. Every stream
+  // names its start in initial metadata.
+  void SetLiveStart(uint64_t seq);
+  // Whether each Watch so far asked for live events only, in order.
+  std::vector<bool> LiveOnlyWatches() const;
 
   // The last request of `method` (default-constructed if none), and how many there were.
   template <typename Request>
@@ -95,6 +103,9 @@ class FakeControlService final : public v1::ControlService::Service {
   absl::Duration delay_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   std::vector<v1::TimelineEvent> events_ ABSL_GUARDED_BY(mu_);
   int events_written_ ABSL_GUARDED_BY(mu_) = 0;
+  int behind_after_ ABSL_GUARDED_BY(mu_) = -1;
+  uint64_t live_start_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<bool> live_only_ ABSL_GUARDED_BY(mu_);
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
 };
 
