@@ -381,7 +381,6 @@ std::string Controller::MetricsPage() {
     absl::StrAppendFormat(&page, "vigil_store_commit_seconds{quantile=\"%g\"} %.9g\n", q,
                           writes.commit_seconds.empty() ? 0.0 : writes.commit_seconds.Quantile(q));
   }
-<<<<<<< HEAD
   absl::StrAppendFormat(&page, "vigil_store_commit_seconds_sum %.9g\n", writes.commit_seconds.sum());
   absl::StrAppendFormat(&page, "vigil_store_commit_seconds_count %d\n",
                         writes.commit_seconds.count());
@@ -406,9 +405,6 @@ std::string Controller::MetricsPage() {
   metric("vigil_alerts_dropped_total", "counter",
          "Rule alerts dropped from a full backlog while the store refused writes.",
          static_cast<double>(incidents_->alerts_dropped()));
-=======
-  absl::StrAppendFormat(&page, "vigil_store_append_seconds_sum %.9g\n", latency.sum());
-  absl::StrAppendFormat(&page, "vigil_store_append_seconds_count %d\n", latency.count());
   const WatchHub::Stats watch = control_service_->watch_stats();
   metric("vigil_watch_streams_open", "gauge", "Open `vigil watch` streams.",
          static_cast<double>(watch.open));
@@ -418,7 +414,6 @@ std::string Controller::MetricsPage() {
   metric("vigil_watch_buffered_bytes", "gauge",
          "Bytes of timeline events waiting to be sent to watchers, all streams.",
          static_cast<double>(watch.buffered_bytes));
->>>>>>> wip-watch
   metric("vigil_uptime_seconds", "gauge", "Seconds since the controller started.",
          absl::ToDoubleSeconds(clock_->Now() - started_at_));
   webhook_->AppendMetrics(&page);

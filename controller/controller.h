@@ -59,13 +59,10 @@ struct ControllerOptions {
   IncidentManager::Options incidents;
   RemediationManager::Options remediation;
   RuleEngine::Options rule_engine;
-<<<<<<< HEAD
+  WatchHub::Options watch;  // `vigil watch` streams: backfill page size, memory caps
   // A missing database where evidence shows one existed (its signing key, WAL or lock file) is
   // refused unless this is set (--init): silently starting empty would lose every timeline.
   bool init = false;
-=======
-  WatchHub::Options watch;  // `vigil watch` streams: backfill page size, memory caps
->>>>>>> wip-watch
 };
 
 // Refuses to create `db_path` anew when files beside it show a database existed (its WAL, its
