@@ -305,6 +305,19 @@ std::string Controller::MetricsPage() {
                         dropped.non_finite);
   absl::StrAppendFormat(&page, "vigil_ingest_samples_dropped_total{reason=\"out_of_order\"} %d\n",
                         dropped.out_of_order);
+  const FleetState::LostCounts lost = fleet_.lost();
+  absl::StrAppend(&page,
+                  "# HELP vigil_telemetry_batches_lost_total Telemetry batches the controller will "
+                  "never have, by reason: dropped or corrupt as agents reported, or missing from "
+                  "the sequence with no report.\n"
+                  "# TYPE vigil_telemetry_batches_lost_total counter\n");
+  for (const auto& [reason, n] : {std::pair<const char*, uint64_t>{"agent_dropped",
+                                                                   lost.agent_dropped},
+                                  {"corrupt", lost.corrupt},
+                                  {"sequence_gap", lost.sequence_gap}}) {
+    absl::StrAppendFormat(&page, "vigil_telemetry_batches_lost_total{reason=\"%s\"} %d\n", reason,
+                          n);
+  }
   const AgentServiceImpl::Refusals refused = agent_service_->refusals();
   absl::StrAppend(&page,
                   "# HELP vigil_ingest_streams_refused_total Agent streams ended for breaking the "
