@@ -1,11 +1,17 @@
 #include "agent/telemetry_spool.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "agent/series_dictionary.h"
@@ -78,6 +84,12 @@ TelemetrySpool::TelemetrySpool(uint64_t max_bytes)
 TelemetrySpool::TelemetrySpool(TelemetrySpoolOptions options, std::unique_ptr<RecordFile> file)
     : options_(std::move(options)), file_(std::move(file)) {}
 
+TelemetrySpool::~TelemetrySpool() {
+  if (lock_fd_ >= 0) {
+    close(lock_fd_);
+  }
+}
+
 absl::StatusOr<std::unique_ptr<TelemetrySpool>> TelemetrySpool::Open(
     TelemetrySpoolOptions options) {
   if (options.dir.empty()) {
@@ -89,6 +101,30 @@ absl::StatusOr<std::unique_ptr<TelemetrySpool>> TelemetrySpool::Open(
     return absl::UnavailableError(
         absl::StrCat("cannot create the spool folder ", options.dir, ": ", ec.message()));
   }
+  // One agent per spool: two writing one file would garble it.
+  const std::string lock_path = absl::StrCat(options.dir, "/LOCK");
+  const int lock_fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot open ", lock_path, ": ", strerror(errno)));
+  }
+  if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    char holder[32] = {};
+    const ssize_t n = pread(lock_fd, holder, sizeof(holder) - 1, 0);
+    close(lock_fd);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the spool folder ", options.dir, " is in use by another agent (pid ",
+        n > 0 ? absl::StripAsciiWhitespace(absl::string_view(holder, static_cast<size_t>(n)))
+              : "unknown",
+        ")"));
+  }
+  const std::string pid = absl::StrCat(getpid(), "\n");
+  if (ftruncate(lock_fd, 0) != 0 || pwrite(lock_fd, pid.data(), pid.size(), 0) < 0) {
+    spdlog::debug("cannot write the pid into {}", lock_path);
+  }
+  auto unlock = [lock_fd](absl::Status status) {
+    close(lock_fd);
+    return status;
+  };
   const std::string path = absl::StrCat(options.dir, "/telemetry.spool");
   RecordFileOptions file_options;
   file_options.magic = std::string(kSpoolMagic);
@@ -105,15 +141,16 @@ absl::StatusOr<std::unique_ptr<TelemetrySpool>> TelemetrySpool::Open(
     spdlog::error("telemetry spool {}: {}; moved aside to {} and starting empty", path,
                   file.status().message(), aside);
     if (std::rename(path.c_str(), aside.c_str()) != 0) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot move the unreadable spool ", path, " aside to ", aside));
+      return unlock(absl::UnavailableError(
+          absl::StrCat("cannot move the unreadable spool ", path, " aside to ", aside)));
     }
     file = RecordFile::Open(path, file_options, &scan);
   }
   if (!file.ok()) {
-    return file.status();
+    return unlock(file.status());
   }
   std::unique_ptr<TelemetrySpool> spool(new TelemetrySpool(std::move(options), std::move(*file)));
+  spool->lock_fd_ = lock_fd;
   bool compact = spool->Replay(scan);
   spool->totals_.replayed = spool->entries_.size();
   spool->totals_.collected = spool->entries_.size();

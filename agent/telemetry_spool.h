@@ -74,13 +74,18 @@ class TelemetrySpool {
     uint64_t refused = 0;
   };
 
-  // Opens (or creates) the spool in options.dir and replays what it holds, in order. Errors name
-  // the folder or file: a folder that cannot be made, a file that cannot be written. A file that
+  // Opens (or creates) the spool in options.dir and replays what it holds, in order. The folder
+  // is locked (flock on dir/LOCK) for as long as the spool lives. Errors name the folder or file:
+  // a folder that cannot be made, one another process holds (FailedPrecondition, with its pid),
+  // a file that cannot be written. A file that
   // cannot be read as a spool is moved aside (FILE.bad-UNIXTIME) with an error logged, and the
   // spool starts empty: telemetry is not worth stopping the agent for.
   static absl::StatusOr<std::unique_ptr<TelemetrySpool>> Open(TelemetrySpoolOptions options);
   // A spool in memory only.
   explicit TelemetrySpool(uint64_t max_bytes);
+  ~TelemetrySpool();
+  TelemetrySpool(const TelemetrySpool&) = delete;
+  TelemetrySpool& operator=(const TelemetrySpool&) = delete;
 
   // Queues one round (what the collectors produced since the last call) and writes it to disk;
   // returns it. Drops the oldest entries the bound has no room for.
@@ -140,6 +145,7 @@ class TelemetrySpool {
 
   const TelemetrySpoolOptions options_;
   std::unique_ptr<RecordFile> file_;  // null: in memory only
+  int lock_fd_ = -1;                  // holds the folder's flock
   std::deque<Entry> entries_;
   std::vector<Report> reports_;
   uint64_t bytes_ = 0;  // of entries_

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -265,6 +267,18 @@ TEST(TelemetrySpool, AnUnreadableFileIsMovedAsideAndTheSpoolStartsEmpty) {
     aside = aside || entry.path().filename().string().rfind("telemetry.spool.bad-", 0) == 0;
   }
   EXPECT_TRUE(aside);
+}
+
+TEST(TelemetrySpool, OneSpoolFolderServesOneAgent) {
+  TempDir dir;
+  auto first = OpenSpool(dir.path());
+  auto second = TelemetrySpool::Open(TelemetrySpoolOptions{.dir = dir.path()});
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.status().message().find(absl::StrCat("in use by another agent (pid ", getpid())),
+            std::string::npos)
+      << second.status();
+  first.reset();
+  EXPECT_TRUE(TelemetrySpool::Open(TelemetrySpoolOptions{.dir = dir.path()}).ok());
 }
 
 TEST(TelemetrySpool, RoundsTooOldForTheControllerAreDroppedBeforeAStream) {
