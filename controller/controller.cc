@@ -196,6 +196,14 @@ void Controller::Stop() {
     housekeeping_.join();
   }
   server_->Wait();
+  // Streams could still deliver (and be acknowledged) batches after the housekeeping thread's
+  // last flush: save their sequences too, or a restart would see a gap that is not one.
+  std::vector<v1::AgentInfo> dirty = fleet_.TakeDirty();
+  if (!dirty.empty()) {
+    if (absl::Status s = store_->UpsertAgents(dirty); !s.ok()) {
+      spdlog::error("cannot save the agent registry ({} rows): {}", dirty.size(), s.message());
+    }
+  }
   incidents_->Stop();  // after the server: watchers and updates are gone; drains its queue
 }
 
