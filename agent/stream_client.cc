@@ -378,7 +378,7 @@ absl::Status StreamClient::RunStream() {
 
   absl::Status ended = absl::UnavailableError("stream closed");
   if (ok && welcomed && !broken) {
-    spool_->StartStream(welcome_last_sequence);
+    spool_->StartStream(welcome_last_sequence, clock_->Now());
     dictionary_.Reset();
     connected_ = true;
     if (failed_attempts_ > 0 || !last_error_.empty()) {
