@@ -43,6 +43,8 @@ Agent::Agent(AgentConfig config, AgentOptions options, const Clock* clock)
   stream_options.controller = options_.controller;
   stream_options.credentials = options_.credentials;
   stream_options.hello = MakeHello(config_, options_.interval, names);
+  stream_options.spool_dir = config_.spool_dir;
+  stream_options.spool_max_bytes = config_.spool_max_bytes;
   stream_ = std::make_unique<StreamClient>(std::move(stream_options), clock_);
   stream_->SetDiagnosticsHandler(
       [this](const v1::CollectDiagnostics& request) { OnCollectDiagnostics(request); });

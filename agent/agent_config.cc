@@ -1,5 +1,7 @@
 #include "agent/agent_config.h"
 
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/ids.h"
@@ -47,7 +49,8 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
   RETURN_IF_ERROR(YamlCheckKeys(
       root, file, "the agent config",
       {"id", "labels", "controller", "interval", "collectors", "actions", "service_manager",
-       "controller_public_key", "journal", "max_command_lifetime"}));
+       "controller_public_key", "journal", "max_command_lifetime", "spool_dir",
+       "spool_max_bytes"}));
   ASSIGN_OR_RETURN(config.id, YamlString(root, "id", file, false, Hostname()));
   if (config.id.empty()) {
     return absl::InvalidArgumentError(
@@ -121,6 +124,18 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
   ASSIGN_OR_RETURN(config.journal_path,
                    YamlString(root, "journal", file, false,
                               absl::StrCat("/var/lib/vigil-agent/", config.id, ".journal")));
+  ASSIGN_OR_RETURN(config.spool_dir,
+                   YamlString(root, "spool_dir", file, false,
+                              DefaultSpoolDir(config.journal_path, config.id)));
+  if (config.spool_dir.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(YamlWhere(file, root["spool_dir"]), ": key 'spool_dir' is empty"));
+  }
+  // At least a few rounds; at most what a disk should give to telemetry in waiting.
+  ASSIGN_OR_RETURN(const int64_t spool_max_bytes,
+                   YamlInt(root, "spool_max_bytes", file,
+                           static_cast<int64_t>(config.spool_max_bytes), 1024, int64_t{1} << 36));
+  config.spool_max_bytes = static_cast<uint64_t>(spool_max_bytes);
   ASSIGN_OR_RETURN(config.max_command_lifetime,
                    YamlDuration(root, "max_command_lifetime", file, config.max_command_lifetime));
   if (config.max_command_lifetime < absl::Seconds(1) ||
@@ -148,6 +163,11 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path,
                                             const CollectorRegistry& registry) {
   ASSIGN_OR_RETURN(const std::string text, ReadConfigFile(path));
   return ParseAgentConfig(text, path, registry);
+}
+
+std::string DefaultSpoolDir(const std::string& journal_path, const std::string& id) {
+  const std::string parent = std::filesystem::path(journal_path).parent_path().string();
+  return absl::StrCat(parent.empty() ? "." : parent, "/", id, ".spool");
 }
 
 absl::StatusOr<AgentConfig> DefaultAgentConfig(const CollectorRegistry& registry) {

@@ -31,6 +31,11 @@ struct AgentConfig {
   std::string controller_public_key_pem;
   // Ids of commands already run (default /var/lib/vigil-agent/ID.journal).
   std::string journal_path;
+  // The telemetry spool's folder (default: ID.spool beside the journal, so
+  // /var/lib/vigil-agent/ID.spool) and its bound in bytes; beyond it the oldest rounds are
+  // dropped and reported.
+  std::string spool_dir;
+  uint64_t spool_max_bytes = uint64_t{64} << 20;
   // Commands that would stay valid longer than this (expiry minus now) are refused.
   absl::Duration max_command_lifetime = absl::Minutes(15);
   // What the actions reuse from the collectors' config.
@@ -46,6 +51,9 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path,
 // factories and the `controller_public_key` file it names; never throws.
 absl::StatusOr<AgentConfig> ParseAgentConfig(absl::string_view text, absl::string_view name,
                                              const CollectorRegistry& registry);
+// The default spool folder: ID.spool in the journal's folder.
+std::string DefaultSpoolDir(const std::string& journal_path, const std::string& id);
+
 // The config used without --config: this host, the host collector only.
 absl::StatusOr<AgentConfig> DefaultAgentConfig(const CollectorRegistry& registry);
 

@@ -86,8 +86,12 @@ int main(int argc, char** argv) {
   }
   if (!id.empty()) {
     // The default journal is named after the id: follow the --id override.
+    const std::string old_spool = vigil::agent::DefaultSpoolDir(config->journal_path, config->id);
     if (config->journal_path == absl::StrCat("/var/lib/vigil-agent/", config->id, ".journal")) {
       config->journal_path = absl::StrCat("/var/lib/vigil-agent/", id, ".journal");
+    }
+    if (config->spool_dir == old_spool) {
+      config->spool_dir = vigil::agent::DefaultSpoolDir(config->journal_path, id);
     }
     config->id = id;
   }

@@ -18,6 +18,11 @@ class SeriesDictionary {
   // batch->new_series.
   void Encode(const Collection& collection, v1::TelemetryBatch* batch);
 
+  // Appends the snapshots of `contained` (a batch that declares all of its own series, as the
+  // spool stores them) to `out`, renumbered with this stream's ids and declaring series first
+  // used here. Values of series `contained` does not declare are left out.
+  void Translate(const v1::TelemetryBatch& contained, v1::TelemetryBatch* out);
+
   // Forgets every declaration (the next stream declares again).
   void Reset() {
     ids_.clear();

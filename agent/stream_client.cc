@@ -25,10 +25,13 @@ std::shared_ptr<grpc::Channel> MakeChannel(
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5'000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  // Our own loop does the backing off; keep the channel's from adding long waits on top.
+  // The channel's own reconnect attempts are what bring a stream back after a controller
+  // restart (the client waits on them): keep them frequent, so the fleet is back within 2 s.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  // Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: gRPC uses it as the connect timeout.
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1'000);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
+  // gRPC takes this as the connect timeout (20 s by default): a connect lost in a partition
+  // must not hold the channel in CONNECTING that long.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 2'000);
   args.SetMaxReceiveMessageSize(16 << 20);
   return grpc::CreateCustomChannel(
       controller, credentials ? credentials : grpc::InsecureChannelCredentials(), args);
@@ -45,7 +48,19 @@ StreamClient::StreamClient(StreamClientOptions options, const Clock* clock)
       clock_(clock),
       channel_(MakeChannel(options_.controller, options_.credentials)),
       stub_(v1::AgentService::NewStub(channel_)),
-      spool_(options_.spool_max_entries) {}
+      credentials_(options_.credentials) {
+  absl::StatusOr<std::unique_ptr<TelemetrySpool>> spool = TelemetrySpool::Open(
+      TelemetrySpoolOptions{.dir = options_.spool_dir,
+                            .max_bytes = options_.spool_max_bytes,
+                            .agent_id = options_.hello.agent_id()});
+  if (spool.ok()) {
+    spool_ = std::move(*spool);
+  } else {
+    spdlog::error("{}; telemetry is spooled in memory only and lost if the agent restarts",
+                  spool.status().message());
+    spool_ = std::make_unique<TelemetrySpool>(options_.spool_max_bytes);
+  }
+}
 
 StreamClient::~StreamClient() { Stop(); }
 
@@ -101,13 +116,60 @@ StreamClient::Pending StreamClient::WaitForWork(absl::Time deadline,
 }
 
 void StreamClient::SendSpoolEntry(const TelemetrySpool::Entry& entry, Stream* stream, bool* ok) {
+  if (!*ok) {
+    return;
+  }
+  v1::TelemetryBatch contained;
+  if (!contained.ParseFromString(entry.batch)) {
+    // Verified by its checksum, so written so by this agent: send the number (and any drop
+    // reports) with no values rather than leave a hole.
+    spdlog::warn("telemetry spool: round {} does not parse; sent without values", entry.sequence);
+    contained.Clear();
+  }
   v1::AgentMessage message;
   v1::TelemetryBatch* batch = message.mutable_telemetry();
-  batch->set_sequence(entry.sequence);
-  for (const Collection& collection : entry.collections) {
-    dictionary_.Encode(collection, batch);
+  spool_->AttachReports(entry, batch);
+  dictionary_.Translate(contained, batch);
+  *ok = stream->Write(message);
+  if (*ok) {
+    sent_.fetch_add(1);
   }
-  *ok = *ok && stream->Write(message);
+}
+
+void StreamClient::SpoolPending(Pending& work) {
+  if (!work.telemetry.empty()) {
+    spool_->Add(work.telemetry);
+    work.telemetry.clear();
+  }
+}
+
+bool StreamClient::WaitForChannel(absl::Time until) {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) {
+        return false;
+      }
+    }
+    const absl::Time now = clock_->Now();
+    if (now >= until) {
+      return false;
+    }
+    // Short slices: telemetry keeps going to the spool meanwhile.
+    const absl::Time slice = std::min(until, now + absl::Milliseconds(100));
+    if (channel_->WaitForConnected(absl::ToChronoTime(slice))) {
+      return true;
+    }
+    Pending work = WaitForWork(now, nullptr, false);
+    SpoolPending(work);
+  }
+}
+
+std::string StreamClient::TotalsLine() const {
+  return absl::StrCat("telemetry totals: collected=", spool_->totals().collected,
+                      " sent=", sent_.load(), " acknowledged_through=", acked_.load(),
+                      " dropped=", spool_->dropped(), " refused=", spool_->refused(),
+                      " spooled=", spool_->entries().size());
 }
 
 void StreamClient::NoteStreamEnded(const absl::Status& why) {
@@ -143,6 +205,7 @@ void StreamClient::Run() {
   std::mt19937_64 rng(std::random_device{}());
   absl::Duration backoff = options_.initial_backoff;
   down_since_ = clock_->Now();
+  absl::Time fresh_channel_at = clock_->Now();
   while (true) {
     {
       absl::MutexLock lock(&mu_);
@@ -169,23 +232,47 @@ void StreamClient::Run() {
       }
     }
     NoteStreamEnded(ended);
-    // Full jitter in [backoff/2, backoff], so a fleet that lost its controller does not come
-    // back in lockstep.
-    std::uniform_real_distribution<double> jitter(0.5, 1.0);
-    const absl::Time until = clock_->Now() + backoff * jitter(rng);
-    while (clock_->Now() < until) {
-      Pending work = WaitForWork(until, nullptr, false);
-      if (!work.telemetry.empty()) {
-        spool_.Add(std::move(work.telemetry));
+    const grpc_connectivity_state state = channel_->GetState(true);
+    if (state == GRPC_CHANNEL_READY) {
+      // Connected, yet the stream failed (refused, or a controller going down): full jitter
+      // in [0, backoff], so a fleet does not come back in lockstep.
+      std::uniform_real_distribution<double> jitter(0.0, 1.0);
+      const absl::Time until = clock_->Now() + backoff * jitter(rng);
+      while (clock_->Now() < until) {
+        Pending work = WaitForWork(until, nullptr, false);
+        SpoolPending(work);
+        absl::MutexLock lock(&mu_);
+        if (stopping_) {
+          break;
+        }
       }
-      absl::MutexLock lock(&mu_);
-      if (stopping_) {
-        break;
+      backoff = std::min(backoff * 2, options_.max_backoff);
+      continue;
+    }
+    // Not connected: the channel's own (jittered, at most 0.5 s) reconnect attempts pace us;
+    // a stream starts the moment one succeeds.
+    if (!WaitForChannel(clock_->Now() + options_.max_backoff)) {
+      const absl::Time now = clock_->Now();
+      if (now - down_since_ >= options_.fresh_channel_after &&
+          now - fresh_channel_at >= options_.fresh_channel_after) {
+        // Whatever state the old channel is stuck in, a new one starts from scratch.
+        channel_ = MakeChannel(options_.controller, credentials_);
+        stub_ = v1::AgentService::NewStub(channel_);
+        fresh_channel_at = now;
+        spdlog::debug("replaced the channel to controller {} after {} down", options_.controller,
+                      absl::FormatDuration(now - down_since_));
       }
     }
-    backoff = std::min(backoff * 2, options_.max_backoff);
   }
   connected_ = false;
+  // What was collected but not yet spooled goes to disk, for the next start.
+  Pending rest;
+  {
+    absl::MutexLock lock(&mu_);
+    rest.telemetry.swap(pending_.telemetry);
+  }
+  SpoolPending(rest);
+  spdlog::info("{}", TotalsLine());
 }
 
 void StreamClient::DropRefusedBatch(const grpc::ClientContext& context,
@@ -198,9 +285,9 @@ void StreamClient::DropRefusedBatch(const grpc::ClientContext& context,
     return;
   }
   // Resending a batch the controller judged invalid would only be refused again, forever.
-  if (spool_.Refuse(sequence)) {
+  if (spool_->Refuse(sequence)) {
     spdlog::error("controller refused telemetry batch {} and it is dropped ({} refused so far): {}",
-                  sequence, spool_.refused(), status.error_message());
+                  sequence, spool_->refused(), status.error_message());
   }
 }
 
@@ -219,6 +306,7 @@ absl::Status StreamClient::RunStream() {
     // A new channel: the old one keeps its TLS session, and so the old certificates.
     channel_ = MakeChannel(options_.controller, credentials);
     stub_ = v1::AgentService::NewStub(channel_);
+    credentials_ = credentials;
     spdlog::info("connecting to controller {} with the reloaded certificates", options_.controller);
   }
   {
@@ -281,9 +369,7 @@ absl::Status StreamClient::RunStream() {
   const absl::Time welcome_deadline = clock_->Now() + options_.welcome_timeout;
   while (ok && !welcomed && !broken && clock_->Now() < welcome_deadline) {
     Pending work = WaitForWork(welcome_deadline, &broken, false);
-    if (!work.telemetry.empty()) {
-      spool_.Add(std::move(work.telemetry));
-    }
+    SpoolPending(work);
     absl::MutexLock lock(&mu_);
     if (stopping_) {
       break;
@@ -292,7 +378,7 @@ absl::Status StreamClient::RunStream() {
 
   absl::Status ended = absl::UnavailableError("stream closed");
   if (ok && welcomed && !broken) {
-    spool_.StartStream(welcome_last_sequence);
+    spool_->StartStream(welcome_last_sequence, clock_->Now());
     dictionary_.Reset();
     connected_ = true;
     if (failed_attempts_ > 0 || !last_error_.empty()) {
@@ -311,7 +397,7 @@ absl::Status StreamClient::RunStream() {
       heartbeat = std::min(heartbeat, absl::Milliseconds(heartbeat_timeout_ms.load()) / 3);
     }
     // Resend what the controller has not acknowledged, then stream.
-    for (const TelemetrySpool::Entry& entry : spool_.entries()) {
+    for (const TelemetrySpool::Entry& entry : spool_->entries()) {
       SendSpoolEntry(entry, stream.get(), &ok);
     }
     absl::Time last_write = clock_->Now();
@@ -323,9 +409,9 @@ absl::Status StreamClient::RunStream() {
           break;
         }
       }
-      spool_.AckThrough(acked_.load());
+      spool_->AckThrough(acked_.load());
       if (!work.telemetry.empty()) {
-        SendSpoolEntry(spool_.Add(std::move(work.telemetry)), stream.get(), &ok);
+        SendSpoolEntry(spool_->Add(work.telemetry), stream.get(), &ok);
         last_write = clock_->Now();
       }
       for (const v1::AgentMessage& message : work.messages) {

@@ -1,7 +1,9 @@
 // The agent's side of AgentService.Connect: one long-lived stream to the controller that carries
 // telemetry (spooled until acknowledged), diagnostics and command results up, and commands and
-// diagnostics requests down. Reconnects with exponential backoff and jitter, logging once per
-// change of state. Thread-safe: producers call Push*/Send from any thread; Run owns one thread
+// diagnostics requests down. Telemetry goes through a TelemetrySpool on disk, so it survives a
+// restart of the agent. Reconnects with a bounded, fully jittered backoff (at most a second
+// between attempts, and waits on the channel so a stream starts the moment the controller
+// answers), logging once per change of state. Thread-safe: producers call Push*/Send from any thread; Run owns one thread
 // and starts a reader thread per stream.
 #pragma once
 
@@ -32,9 +34,14 @@ struct StreamClientOptions {
   v1::Hello hello;  // sent first on every stream
   absl::Duration heartbeat = absl::Seconds(1);
   absl::Duration welcome_timeout = absl::Seconds(10);
-  absl::Duration initial_backoff = absl::Milliseconds(200);
-  absl::Duration max_backoff = absl::Seconds(5);
-  size_t spool_max_entries = 3600;    // about an hour of 1 s rounds
+  // Between attempts: a uniform wait in [0, backoff], backoff doubling from initial to max.
+  // Kept short so that a fleet is streaming again within 2 s of its controller answering.
+  absl::Duration initial_backoff = absl::Milliseconds(100);
+  absl::Duration max_backoff = absl::Seconds(1);
+  // A channel still failing after this long is replaced by a fresh one (no stuck subchannel).
+  absl::Duration fresh_channel_after = absl::Seconds(5);
+  std::string spool_dir;                          // "" = in memory only
+  uint64_t spool_max_bytes = uint64_t{64} << 20;  // the spool's bound on disk and in memory
   size_t max_queued_messages = 1000;  // diagnostics and results waiting for a stream
 };
 
@@ -68,6 +75,11 @@ class StreamClient {
   bool connected() const { return connected_.load(); }
   // Highest sequence the controller acknowledged.
   uint64_t acked_sequence() const { return acked_.load(); }
+  // Telemetry batches written to streams (resends included).
+  uint64_t sent_batches() const { return sent_.load(); }
+  // "telemetry totals: collected=N sent=N acknowledged_through=SEQ dropped=N refused=N
+  // spooled=N", logged when Run returns. Call from the Run thread or after Run returned.
+  std::string TotalsLine() const;
 
  private:
   struct Pending {
@@ -85,11 +97,17 @@ class StreamClient {
                       grpc::ClientReaderWriter<v1::AgentMessage, v1::ControllerMessage>* stream,
                       bool* ok);
   void NoteStreamEnded(const absl::Status& why);
+  // Spools telemetry that arrived while no stream could take it.
+  void SpoolPending(Pending& work);
+  // Waits up to `until` for the channel to connect, spooling telemetry meanwhile; true when it
+  // is ready (a stream can start at once).
+  bool WaitForChannel(absl::Time until);
 
   const StreamClientOptions options_;
   const Clock* clock_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::AgentService::Stub> stub_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;  // the ones channel_ uses
   DiagnosticsHandler diagnostics_handler_;
   CommandHandler command_handler_;
 
@@ -101,7 +119,7 @@ class StreamClient {
   std::shared_ptr<grpc::ChannelCredentials> new_credentials_ ABSL_GUARDED_BY(mu_);
 
   // Owned by the Run thread (channel_ and stub_ too, once Run started).
-  TelemetrySpool spool_;
+  std::unique_ptr<TelemetrySpool> spool_;
   SeriesDictionary dictionary_;
   std::string last_error_;  // the last failure logged, so a retry loop logs it once
   int failed_attempts_ = 0;
@@ -109,6 +127,7 @@ class StreamClient {
 
   std::atomic<bool> connected_{false};
   std::atomic<uint64_t> acked_{0};
+  std::atomic<uint64_t> sent_{0};
 };
 
 }  // namespace vigil::agent

@@ -54,14 +54,15 @@ int RunWhoAmI(CommandEnv& env) {
 }  // namespace
 
 void PrintAgentsTable(const v1::ListAgentsResponse& response, absl::Time now, std::ostream& out) {
-  Table table({"ID", "HOST", "ROLE", "STATE", "LAST SEEN", "CPU", "MEM", "DISK"});
+  // LOST: telemetry batches the controller will never have (dropped by the agent or missing).
+  Table table({"ID", "HOST", "ROLE", "STATE", "LAST SEEN", "CPU", "MEM", "DISK", "LOST"});
   for (const v1::AgentInfo& agent : response.agents()) {
     auto role = agent.labels().find("role");
     table.AddRow({agent.agent_id(), agent.hostname().empty() ? "-" : agent.hostname(),
                   role == agent.labels().end() || role->second.empty() ? "-" : role->second,
                   AgentStateName(agent.state()), FormatAgo(agent.last_seen_unix_ms(), now),
                   FormatPercent(agent.cpu_usage_ratio()), FormatPercent(agent.memory_used_ratio()),
-                  FormatPercent(agent.disk_used_ratio())});
+                  FormatPercent(agent.disk_used_ratio()), absl::StrCat(agent.lost_batches())});
   }
   table.Print(out);
 }

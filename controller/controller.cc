@@ -218,6 +218,14 @@ void Controller::Stop() {
     housekeeping_.join();
   }
   server_->Wait();
+  // Streams could still deliver (and be acknowledged) batches after the housekeeping thread's
+  // last flush: save their sequences too, or a restart would see a gap that is not one.
+  std::vector<v1::AgentInfo> dirty = fleet_.TakeDirty();
+  if (!dirty.empty()) {
+    if (absl::Status s = store_->UpsertAgents(dirty); !s.ok()) {
+      spdlog::error("cannot save the agent registry ({} rows): {}", dirty.size(), s.message());
+    }
+  }
   writer_->Stop();  // after the server: watchers and updates are gone; drains its queue
 }
 
@@ -332,6 +340,19 @@ std::string Controller::MetricsPage() {
                         dropped.non_finite);
   absl::StrAppendFormat(&page, "vigil_ingest_samples_dropped_total{reason=\"out_of_order\"} %d\n",
                         dropped.out_of_order);
+  const FleetState::LostCounts lost = fleet_.lost();
+  absl::StrAppend(&page,
+                  "# HELP vigil_telemetry_batches_lost_total Telemetry batches the controller will "
+                  "never have, by reason: dropped or corrupt as agents reported, or missing from "
+                  "the sequence with no report.\n"
+                  "# TYPE vigil_telemetry_batches_lost_total counter\n");
+  for (const auto& [reason, n] : {std::pair<const char*, uint64_t>{"agent_dropped",
+                                                                   lost.agent_dropped},
+                                  {"corrupt", lost.corrupt},
+                                  {"sequence_gap", lost.sequence_gap}}) {
+    absl::StrAppendFormat(&page, "vigil_telemetry_batches_lost_total{reason=\"%s\"} %d\n", reason,
+                          n);
+  }
   const AgentServiceImpl::Refusals refused = agent_service_->refusals();
   absl::StrAppend(&page,
                   "# HELP vigil_ingest_streams_refused_total Agent streams ended for breaking the "

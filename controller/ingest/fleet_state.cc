@@ -223,6 +223,30 @@ absl::StatusOr<bool> FleetState::Apply(const std::string& agent_id, const v1::Te
   if (batch.sequence() <= agent->info.last_sequence()) {
     return false;
   }
+  const LostCounts lost = CountLostBatches(batch, agent->info.last_sequence());
+  if (const uint64_t total = lost.agent_dropped + lost.corrupt + lost.sequence_gap; total > 0) {
+    agent->info.set_lost_batches(agent->info.lost_batches() + total);
+    lost_agent_dropped_ += lost.agent_dropped;
+    lost_corrupt_ += lost.corrupt;
+    lost_sequence_gap_ += lost.sequence_gap;
+    static RateLimitedLog limiter(10, absl::Minutes(1));
+    if (uint64_t suppressed = 0; limiter.Allow(absl::Now(), &suppressed)) {
+      std::string ranges;
+      for (const v1::DroppedRange& r : batch.dropped()) {
+        absl::StrAppend(&ranges, ranges.empty() ? "" : ", ", r.reason(), " ",
+                        r.first_sequence() == 0
+                            ? absl::StrCat(r.batches(), " unnumbered")
+                            : absl::StrCat(r.first_sequence(), "..", r.last_sequence()));
+      }
+      spdlog::warn(
+          "agent '{}': {} telemetry batch(es) lost before batch {} (last stored {}): {} dropped "
+          "by the agent, {} corrupt on its disk, {} missing with no report{}{} ({} in all for "
+          "this agent; {} similar messages not logged)",
+          agent_id, total, batch.sequence(), agent->info.last_sequence(), lost.agent_dropped,
+          lost.corrupt, lost.sequence_gap, ranges.empty() ? "" : "; reported: ", ranges,
+          agent->info.lost_batches(), suppressed);
+    }
+  }
   agent->info.set_last_sequence(batch.sequence());
   agent->dirty = true;
   const int64_t window_ms = absl::ToInt64Milliseconds(options_.histogram_window);
@@ -283,6 +307,59 @@ absl::StatusOr<bool> FleetState::Apply(const std::string& agent_id, const v1::Te
     }
   }
   return true;
+}
+
+FleetState::LostCounts CountLostBatches(const v1::TelemetryBatch& batch, uint64_t last_sequence) {
+  FleetState::LostCounts lost;
+  const uint64_t seq = batch.sequence();
+  if (seq == 0) {
+    return lost;
+  }
+  // Reported numbered ranges, clipped to the hole (last_sequence, seq), merged so that
+  // overlapping reports count once.
+  std::vector<std::pair<uint64_t, uint64_t>> covered;  // [first, last], with its reason's slot
+  std::vector<bool> corrupt;
+  for (const v1::DroppedRange& r : batch.dropped()) {
+    const bool is_corrupt = r.reason() == "corrupt";
+    if (r.first_sequence() == 0) {
+      (is_corrupt ? lost.corrupt : lost.agent_dropped) += r.batches();
+      continue;
+    }
+    const uint64_t lo = std::max(r.first_sequence(), last_sequence + 1);
+    const uint64_t hi = std::min(r.last_sequence(), seq - 1);
+    if (lo <= hi) {
+      covered.emplace_back(lo, hi);
+      corrupt.push_back(is_corrupt);
+    }
+  }
+  std::vector<size_t> order(covered.size());
+  for (size_t i = 0; i < order.size(); ++i) {
+    order[i] = i;
+  }
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return covered[a].first < covered[b].first; });
+  uint64_t next = 0;  // first sequence not yet counted
+  uint64_t reported = 0;
+  for (size_t i : order) {
+    const uint64_t lo = std::max(covered[i].first, next);
+    const uint64_t hi = covered[i].second;
+    if (lo > hi) {
+      continue;
+    }
+    (corrupt[i] ? lost.corrupt : lost.agent_dropped) += hi - lo + 1;
+    reported += hi - lo + 1;
+    next = hi + 1;
+  }
+  if (last_sequence != 0 && seq > last_sequence + 1) {
+    lost.sequence_gap = (seq - last_sequence - 1) - reported;
+  }
+  return lost;
+}
+
+FleetState::LostCounts FleetState::lost() const {
+  return LostCounts{.agent_dropped = lost_agent_dropped_.load(),
+                    .corrupt = lost_corrupt_.load(),
+                    .sequence_gap = lost_sequence_gap_.load()};
 }
 
 uint64_t FleetState::LastSequence(const std::string& agent_id) const {

@@ -57,6 +57,14 @@ class FleetState {
     size_t max_series_per_agent = 10'000;
     IngestLimits limits;
   };
+  // Telemetry batches the controller will never have, by reason (for /metrics): reported by
+  // the agent as dropped (spool full, too old) or corrupt, or missing from the sequence with no
+  // report covering them.
+  struct LostCounts {
+    uint64_t agent_dropped = 0;
+    uint64_t corrupt = 0;
+    uint64_t sequence_gap = 0;
+  };
   // Samples dropped without refusing the batch, by reason (for /metrics).
   struct DropCounts {
     uint64_t non_finite = 0;    // NaN or an infinity
@@ -84,6 +92,8 @@ class FleetState {
   // series cap or memory budget. NaN, infinities and out-of-order points are dropped and counted.
   absl::StatusOr<bool> Apply(const std::string& agent_id, const v1::TelemetryBatch& batch,
                              std::vector<SeriesState*>& dictionary, absl::Time now);
+  // Lost batches counted by Apply since the start (AgentInfo.lost_batches holds each agent's).
+  LostCounts lost() const;
   // Highest sequence stored for the agent; 0 for an unknown one.
   uint64_t LastSequence(const std::string& agent_id) const;
   void SetDiagnostics(const std::string& agent_id, const v1::Diagnostics& diagnostics);
@@ -134,6 +144,16 @@ class FleetState {
   std::atomic<uint64_t> samples_{0};
   std::atomic<uint64_t> dropped_non_finite_{0};
   std::atomic<uint64_t> dropped_out_of_order_{0};
+  std::atomic<uint64_t> lost_agent_dropped_{0};
+  std::atomic<uint64_t> lost_corrupt_{0};
+  std::atomic<uint64_t> lost_sequence_gap_{0};
 };
+
+// What a batch says about batches lost before it, given the highest sequence stored before it.
+// Numbered ranges count only the part in (last_sequence, batch.sequence) (a batch the controller
+// has is not lost, whatever the agent thinks); unnumbered ones count their `batches`. The rest of
+// a jump past last_sequence + 1 is a gap nobody reported. Nothing is a gap for an agent with no
+// stored sequence (last_sequence 0): a new controller, or a new agent. Pure.
+FleetState::LostCounts CountLostBatches(const v1::TelemetryBatch& batch, uint64_t last_sequence);
 
 }  // namespace vigil::controller

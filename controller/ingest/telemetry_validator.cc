@@ -155,6 +155,58 @@ absl::Status ValidateHello(const v1::Hello& hello, const IngestLimits& limits) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateDroppedRanges(const v1::TelemetryBatch& batch, const IngestLimits& limits) {
+  if (batch.dropped_size() == 0) {
+    return absl::OkStatus();
+  }
+  if (static_cast<size_t>(batch.dropped_size()) > limits.max_dropped_ranges) {
+    return Invalid("telemetry.dropped", absl::StrCat(batch.dropped_size(), " ranges, more than the ",
+                                                     limits.max_dropped_ranges, " allowed"));
+  }
+  if (batch.sequence() == 0) {
+    return Invalid("telemetry.dropped", "reported on a heartbeat (sequence 0)");
+  }
+  for (int i = 0; i < batch.dropped_size(); ++i) {
+    const v1::DroppedRange& r = batch.dropped(i);
+    const std::string field = absl::StrCat("telemetry.dropped[", i, "]");
+    const std::string& reason = r.reason();
+    if (reason.empty() || reason.size() > 32 ||
+        !std::all_of(reason.begin(), reason.end(), [](char c) {
+          return (c >= 'a' && c <= 'z') || c == '_';
+        })) {
+      return Invalid(absl::StrCat(field, ".reason"),
+                     "must be 1 to 32 of [a-z_] (spool_full, corrupt, expired)");
+    }
+    if (r.batches() == 0 || r.batches() > limits.max_sequence_jump) {
+      return Invalid(absl::StrCat(field, ".batches"),
+                     absl::StrCat(r.batches(), " is not in 1..", limits.max_sequence_jump));
+    }
+    if (r.first_sequence() == 0) {
+      if (r.last_sequence() != 0) {
+        return Invalid(absl::StrCat(field, ".last_sequence"),
+                       "must be 0 when first_sequence is 0 (rounds never numbered)");
+      }
+    } else {
+      // A range lies before the batch that reports it, and counts no more than it spans.
+      if (r.last_sequence() < r.first_sequence() || r.last_sequence() >= batch.sequence()) {
+        return Invalid(absl::StrCat(field, ".last_sequence"),
+                       absl::StrCat(r.first_sequence(), "..", r.last_sequence(),
+                                    " is not a range before the batch's sequence ",
+                                    batch.sequence()));
+      }
+      if (r.batches() > r.last_sequence() - r.first_sequence() + 1) {
+        return Invalid(absl::StrCat(field, ".batches"),
+                       absl::StrCat(r.batches(), " is more than the range ", r.first_sequence(),
+                                    "..", r.last_sequence(), " holds"));
+      }
+    }
+    if (r.first_time_unix_ms() < 0 || r.last_time_unix_ms() < 0) {
+      return Invalid(absl::StrCat(field, ".first_time_unix_ms"), "is negative");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateBatch(const v1::TelemetryBatch& batch, const StreamView& stream,
                            const IngestLimits& limits, absl::Time now) {
   // Sequence: 0 is a heartbeat; otherwise bounded past what is stored.
@@ -165,6 +217,9 @@ absl::Status ValidateBatch(const v1::TelemetryBatch& batch, const StreamView& st
     return Invalid("telemetry.sequence",
                    absl::StrCat(seq, " jumps more than ", limits.max_sequence_jump,
                                 " past the last stored sequence ", stream.last_sequence));
+  }
+  if (auto s = ValidateDroppedRanges(batch, limits); !s.ok()) {
+    return s;
   }
   // Definitions: dense ids, so the dictionary grows by one entry per definition at most.
   size_t size = stream.dictionary_size;

@@ -32,6 +32,8 @@ struct IngestLimits {
   // A batch's sequence may run at most this far past the highest one stored (a spool replays
   // last + 1, last + 2, ...); a first batch must be below kMaxFirstSequence.
   uint64_t max_sequence_jump = 10'000'000;
+  // Dropped ranges one batch may report (the agent merges beyond its own cap of 32).
+  size_t max_dropped_ranges = 64;
   // Diagnostics and command results.
   size_t max_diagnostic_tables = 64;
   size_t max_diagnostic_rows = 1'000;
@@ -57,6 +59,10 @@ struct StreamView {
 // A TelemetryBatch against the stream's dictionary and the agent's last sequence, at `now`.
 absl::Status ValidateBatch(const v1::TelemetryBatch& batch, const StreamView& stream,
                            const IngestLimits& limits, absl::Time now);
+
+// TelemetryBatch.dropped alone: a bounded count of ranges on a numbered batch, each before that
+// batch, counting no more than it spans, with a reason of [a-z_].
+absl::Status ValidateDroppedRanges(const v1::TelemetryBatch& batch, const IngestLimits& limits);
 
 absl::Status ValidateDiagnostics(const v1::Diagnostics& diagnostics, const IngestLimits& limits);
 absl::Status ValidateCommandResult(const v1::CommandResult& result, const IngestLimits& limits);

@@ -153,6 +153,30 @@ TEST_F(AgentConfigTest, ADirectoryIsNotAConfig) {
   EXPECT_TRUE(absl::StrContains(config.status().message(), "is a directory")) << config.status();
 }
 
+TEST_F(AgentConfigTest, SpoolFolderAndBound) {
+  auto config = ParseAgentConfig("id: web-1\ncollectors: {host: {}}\n", "agent.yaml", registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->spool_dir, "/var/lib/vigil-agent/web-1.spool");
+  EXPECT_EQ(config->spool_max_bytes, uint64_t{64} << 20);
+  config = ParseAgentConfig(
+      "id: web-1\ncollectors: {host: {}}\njournal: /srv/a/j\nspool_max_bytes: 2048\n",
+      "agent.yaml", registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->spool_dir, "/srv/a/web-1.spool");  // beside the journal
+  EXPECT_EQ(config->spool_max_bytes, 2048u);
+  config = ParseAgentConfig("collectors: {host: {}}\nspool_dir: /tmp/s\n", "agent.yaml",
+                            registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->spool_dir, "/tmp/s");
+  for (const char* bad : {"12", "-1", "1.5", "lots", "[1]", "99999999999999999999"}) {
+    absl::Status s = Error(absl::StrCat("collectors: {host: {}}\nspool_max_bytes: ", bad, "\n"));
+    EXPECT_TRUE(absl::StrContains(s.message(), "agent.yaml:2: key 'spool_max_bytes'"))
+        << bad << ": " << s;
+  }
+  absl::Status empty = Error("collectors: {host: {}}\nspool_dir: ''\n");
+  EXPECT_TRUE(absl::StrContains(empty.message(), "agent.yaml:2: key 'spool_dir' is empty")) << empty;
+}
+
 TEST_F(AgentConfigTest, MaxCommandLifetime) {
   auto config = ParseAgentConfig("collectors: {host: {}}\n", "agent.yaml", registry_);
   ASSERT_TRUE(config.ok());

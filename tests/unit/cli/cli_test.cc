@@ -211,6 +211,7 @@ v1::ListAgentsResponse SampleAgents() {
   db->set_cpu_usage_ratio(-1);
   db->set_memory_used_ratio(-1);
   db->set_disk_used_ratio(0.97);
+  db->set_lost_batches(12);
   return response;
 }
 
@@ -220,9 +221,10 @@ TEST_F(CliTest, AgentsTableHasTheContractColumns) {
   EXPECT_EQ(err_.str(), "");
   std::vector<std::string> lines = Lines(out_.str());
   ASSERT_EQ(lines.size(), 3u) << out_.str();
-  EXPECT_EQ(lines[0], "ID      HOST         ROLE   STATE          LAST SEEN   CPU   MEM   DISK");
-  EXPECT_EQ(lines[1], "web-1   web-1.prod   api    connected      2s ago      42%   62%   -");
-  EXPECT_EQ(lines[2], "db-1    db-1.prod    -      disconnected   10m ago     -     -     97%");
+  EXPECT_EQ(lines[0],
+            "ID      HOST         ROLE   STATE          LAST SEEN   CPU   MEM   DISK   LOST");
+  EXPECT_EQ(lines[1], "web-1   web-1.prod   api    connected      2s ago      42%   62%   -      0");
+  EXPECT_EQ(lines[2], "db-1    db-1.prod    -      disconnected   10m ago     -     -     97%    12");
 }
 
 TEST_F(CliTest, JsonOutputUsesProtoFieldNames) {

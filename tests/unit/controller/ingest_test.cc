@@ -143,6 +143,95 @@ TEST(ValidateBatchTest, SequenceJumpsAreBounded) {
   EXPECT_TRUE(Check(Batch(0), 0, 41).ok());   // a heartbeat
 }
 
+v1::DroppedRange* Drop(v1::TelemetryBatch& batch, uint64_t first, uint64_t last, uint64_t n,
+                       const std::string& reason = "spool_full") {
+  v1::DroppedRange* r = batch.add_dropped();
+  r->set_first_sequence(first);
+  r->set_last_sequence(last);
+  r->set_batches(n);
+  r->set_reason(reason);
+  return r;
+}
+
+TEST(ValidateBatchTest, DroppedRangesAreBounded) {
+  v1::TelemetryBatch ok = Batch(50);
+  Drop(ok, 10, 49, 40);
+  Drop(ok, 0, 0, 7, "expired");
+  Drop(ok, 3, 3, 1, "corrupt");
+  EXPECT_TRUE(Check(ok, 0, 9).ok()) << Check(ok, 0, 9);
+
+  v1::TelemetryBatch after = Batch(50);
+  Drop(after, 10, 50, 41);  // reaches the batch itself
+  EXPECT_THAT(Check(after).message(), HasSubstr("telemetry.dropped[0].last_sequence"));
+  v1::TelemetryBatch reversed = Batch(50);
+  Drop(reversed, 20, 10, 1);
+  EXPECT_THAT(Check(reversed).message(), HasSubstr("telemetry.dropped[0].last_sequence"));
+  v1::TelemetryBatch too_many = Batch(50);
+  Drop(too_many, 10, 12, 4);
+  EXPECT_THAT(Check(too_many).message(), HasSubstr("telemetry.dropped[0].batches"));
+  v1::TelemetryBatch none = Batch(50);
+  Drop(none, 0, 0, 0);
+  EXPECT_THAT(Check(none).message(), HasSubstr("telemetry.dropped[0].batches"));
+  v1::TelemetryBatch huge = Batch(50);
+  Drop(huge, 0, 0, std::numeric_limits<uint64_t>::max());
+  EXPECT_THAT(Check(huge).message(), HasSubstr("telemetry.dropped[0].batches"));
+  v1::TelemetryBatch half = Batch(50);
+  Drop(half, 0, 5, 1);
+  EXPECT_THAT(Check(half).message(), HasSubstr("must be 0 when first_sequence is 0"));
+  for (const std::string& reason : std::vector<std::string>{"", "Spool_Full", "spool full", std::string(33, 'a'),
+                                   std::string("a\0b", 3)}) {
+    v1::TelemetryBatch bad = Batch(50);
+    Drop(bad, 1, 1, 1, reason);
+    EXPECT_THAT(Check(bad).message(), HasSubstr("telemetry.dropped[0].reason")) << reason;
+  }
+  v1::TelemetryBatch beat = Batch(0);
+  Drop(beat, 0, 0, 1);
+  EXPECT_THAT(Check(beat).message(), HasSubstr("heartbeat"));
+  v1::TelemetryBatch crowd = Batch(1000);
+  for (int i = 0; i < 65; ++i) {
+    Drop(crowd, i + 1, i + 1, 1);
+  }
+  EXPECT_THAT(Check(crowd).message(), HasSubstr("65 ranges"));
+  v1::TelemetryBatch negative = Batch(50);
+  Drop(negative, 1, 1, 1)->set_first_time_unix_ms(-5);
+  EXPECT_THAT(Check(negative).message(), HasSubstr("telemetry.dropped[0]"));
+}
+
+TEST(CountLostBatchesTest, ReportedRangesAndSelfDetectedGaps) {
+  // An ordinary next batch: nothing lost.
+  FleetState::LostCounts lost = CountLostBatches(Batch(11), 10);
+  EXPECT_EQ(lost.agent_dropped + lost.corrupt + lost.sequence_gap, 0u);
+  // A jump with no report: the controller notices by itself.
+  lost = CountLostBatches(Batch(15), 10);
+  EXPECT_EQ(lost.sequence_gap, 4u);
+  EXPECT_EQ(lost.agent_dropped, 0u);
+  // A jump fully covered by reports counts once, under the reported reasons.
+  v1::TelemetryBatch covered = Batch(21);
+  Drop(covered, 11, 17, 7);
+  Drop(covered, 18, 20, 3, "corrupt");
+  lost = CountLostBatches(covered, 10);
+  EXPECT_EQ(lost.agent_dropped, 7u);
+  EXPECT_EQ(lost.corrupt, 3u);
+  EXPECT_EQ(lost.sequence_gap, 0u);
+  // Reported batches the controller already has are not lost; overlaps count once; the rest of
+  // the jump is a gap.
+  v1::TelemetryBatch partial = Batch(30);
+  Drop(partial, 5, 22, 18);
+  Drop(partial, 20, 24, 5);
+  lost = CountLostBatches(partial, 20);  // 21..29 missing; 21..24 reported
+  EXPECT_EQ(lost.agent_dropped, 4u);
+  EXPECT_EQ(lost.sequence_gap, 5u);
+  // Rounds dropped before they were numbered count as reported.
+  v1::TelemetryBatch unnumbered = Batch(11);
+  Drop(unnumbered, 0, 0, 9, "spool_full");
+  lost = CountLostBatches(unnumbered, 10);
+  EXPECT_EQ(lost.agent_dropped, 9u);
+  EXPECT_EQ(lost.sequence_gap, 0u);
+  // A first batch from an agent the controller never stored: no gap to speak of.
+  lost = CountLostBatches(Batch(500), 0);
+  EXPECT_EQ(lost.sequence_gap, 0u);
+}
+
 TEST(ValidateBatchTest, HistogramsStayInsideTheSchema) {
   for (int offset : {std::numeric_limits<int>::max() - 1, std::numeric_limits<int>::min(), 5'000}) {
     v1::TelemetryBatch batch = Batch(1);
@@ -232,6 +321,29 @@ TEST_F(FleetStateTest, NonFiniteAndOutOfOrderValuesAreDroppedAndCounted) {
   EXPECT_EQ(fleet_.dropped().out_of_order, 1u);
   EXPECT_EQ(dictionary_[0]->latest(), 2.0);
   EXPECT_EQ(dictionary_[0]->count, 1);
+}
+
+TEST_F(FleetStateTest, LostBatchesAccumulateOnTheAgentAndTheCounters) {
+  ASSERT_TRUE(Apply(Batch(1)).ok());
+  ASSERT_TRUE(Apply(Batch(4)).ok());  // 2 and 3 never came
+  v1::TelemetryBatch reported = Batch(10);
+  Drop(reported, 5, 8, 4);            // 9 neither
+  ASSERT_TRUE(Apply(reported).ok());
+  EXPECT_EQ(Apply(reported).value(), false);  // a resend of the same batch counts nothing
+  EXPECT_EQ(fleet_.lost().sequence_gap, 3u);
+  EXPECT_EQ(fleet_.lost().agent_dropped, 4u);
+  EXPECT_EQ(fleet_.lost().corrupt, 0u);
+  const std::vector<v1::AgentInfo> agents = fleet_.ListAgents();
+  ASSERT_EQ(agents.size(), 1u);
+  EXPECT_EQ(agents[0].lost_batches(), 7u);
+  EXPECT_EQ(agents[0].last_sequence(), 10u);
+  // The registry row carries it to the store and back after a restart.
+  std::vector<v1::AgentInfo> dirty = fleet_.TakeDirty();
+  ASSERT_FALSE(dirty.empty());
+  EXPECT_EQ(dirty.back().lost_batches(), 7u);
+  FleetState restarted;
+  restarted.Restore(dirty);
+  EXPECT_EQ(restarted.ListAgents()[0].lost_batches(), 7u);
 }
 
 TEST_F(FleetStateTest, MemoryBudgetRefusesAndChangesNothing) {
