@@ -22,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/crc32.h"
 
 namespace vigil::agent {
 
@@ -32,8 +33,8 @@ inline constexpr size_t kMaxCommandIdBytes = 128;
 // Whether `id` may be a command id (and so a journal entry).
 bool IsValidCommandId(absl::string_view id);
 
-// CRC-32 (IEEE, as zlib) of `data`.
-uint32_t Crc32(absl::string_view data);
+// CRC-32 (IEEE, as zlib) of `data`; lives in common/ for every checksummed file.
+using ::vigil::Crc32;
 
 // The v2 line for entry `seq`, newline included.
 std::string JournalEntryLine(uint64_t seq, absl::string_view id);
