@@ -5,6 +5,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -31,6 +32,10 @@ struct AgentConfig {
   std::string controller_public_key_pem;
   // Ids of commands already run (default /var/lib/vigil-agent/ID.journal).
   std::string journal_path;
+  // Command results until the controller acknowledges them, and the bytes they may take.
+  // Empty: beside the command journal (see ResultJournalPath).
+  std::string result_journal_path;
+  uint64_t result_journal_max_bytes = 4 << 20;
   // Commands that would stay valid longer than this (expiry minus now) are refused.
   absl::Duration max_command_lifetime = absl::Minutes(15);
   // What the actions reuse from the collectors' config.
@@ -46,6 +51,9 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path,
 // factories and the `controller_public_key` file it names; never throws.
 absl::StatusOr<AgentConfig> ParseAgentConfig(absl::string_view text, absl::string_view name,
                                              const CollectorRegistry& registry);
+// Where the result journal is: `result_journal`, or beside the command journal
+// (/var/lib/vigil-agent/ID.journal -> /var/lib/vigil-agent/ID.results).
+std::string ResultJournalPath(const AgentConfig& config);
 // The config used without --config: this host, the host collector only.
 absl::StatusOr<AgentConfig> DefaultAgentConfig(const CollectorRegistry& registry);
 

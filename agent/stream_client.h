@@ -1,7 +1,10 @@
 // The agent's side of AgentService.Connect: one long-lived stream to the controller that carries
 // telemetry (spooled until acknowledged), diagnostics and command results up, and commands and
-// diagnostics requests down. Reconnects with exponential backoff and jitter, logging once per
-// change of state. Thread-safe: producers call Push*/Send from any thread; Run owns one thread
+// diagnostics requests down. Command results come from the result journal: after each Welcome
+// the unacknowledged ones are resent in sequence order, then new ones follow as they are
+// recorded; a controller that acknowledges results (Welcome.acks_results) removes them with
+// Ack.result_sequences, to any other each is sent once. Reconnects with exponential backoff and
+// jitter, logging once per change of state. Thread-safe: producers call Push*/Send from any thread; Run owns one thread
 // and starts a reader thread per stream.
 #pragma once
 
@@ -19,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/collector.h"
+#include "agent/result_journal.h"
 #include "agent/series_dictionary.h"
 #include "agent/telemetry_spool.h"
 #include "common/clock.h"
@@ -51,6 +55,10 @@ class StreamClient {
     diagnostics_handler_ = std::move(handler);
   }
   void SetCommandHandler(CommandHandler handler) { command_handler_ = std::move(handler); }
+  // Sends the command results recorded in `results` (not owned; outlives the client). Before Run.
+  void SetResultJournal(ResultJournal* results) { results_ = results; }
+  // A result was recorded in the result journal: send it. Any thread.
+  void ResultRecorded();
 
   // Queues one collection round; it is sent, and resent after a reconnect, until acknowledged.
   void PushTelemetry(Collection collection);
@@ -85,6 +93,10 @@ class StreamClient {
                       grpc::ClientReaderWriter<v1::AgentMessage, v1::ControllerMessage>* stream,
                       bool* ok);
   void NoteStreamEnded(const absl::Status& why);
+  // Writes the journal's results above `*cursor` and moves it on; true when it wrote any. To a
+  // controller that does not acknowledge results, each is dropped from the journal once written.
+  bool SendResults(grpc::ClientReaderWriter<v1::AgentMessage, v1::ControllerMessage>* stream,
+                   bool acks_results, uint64_t* cursor, bool* ok);
 
   const StreamClientOptions options_;
   const Clock* clock_;
@@ -92,6 +104,7 @@ class StreamClient {
   std::unique_ptr<v1::AgentService::Stub> stub_;
   DiagnosticsHandler diagnostics_handler_;
   CommandHandler command_handler_;
+  ResultJournal* results_ = nullptr;
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
