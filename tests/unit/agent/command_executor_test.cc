@@ -4,9 +4,12 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
@@ -52,10 +55,11 @@ class CommandExecutorTest : public ::testing::Test {
     Start();
   }
 
-  void Start() {
+  void Start(const std::string& results_path = "") {
     std::vector<std::unique_ptr<Action>> actions;
     actions.push_back(std::make_unique<FakeRestart>(&runs_));
-    auto journal = ResultJournal::Open({.path = dir_.File("state/web-1.results")});
+    auto journal = ResultJournal::Open(
+        {.path = results_path.empty() ? dir_.File("state/web-1.results") : results_path});
     ASSERT_TRUE(journal.ok()) << journal.status();
     result_journal_ = std::move(*journal);
     auto executor = CommandExecutor::Create(
@@ -229,6 +233,60 @@ TEST_F(CommandExecutorTest, ResentIdIsAnsweredDuplicateAndRunsNothingEvenAfterAR
   EXPECT_EQ(refused.phase(), v1::CommandResult::REFUSED);
   EXPECT_THAT(refused.reason(), HasSubstr("bad signature"));
   EXPECT_EQ(runs_, 1);
+}
+
+// Needs root (a tmpfs of its own); skipped otherwise.
+TEST_F(CommandExecutorTest, ACommandWhoseStartCannotBeJournaledDoesNotRun) {
+  const std::string mount_point = dir_.File("small");
+  std::filesystem::create_directories(mount_point);
+  if (geteuid() != 0 || mount("tmpfs", mount_point.c_str(), "tmpfs", 0, "size=64k") != 0) {
+    GTEST_SKIP() << "needs root to mount a small tmpfs";
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
+  } unmount{mount_point};
+  executor_->Stop();
+  executor_.reset();
+  Start(mount_point + "/web-1.results");
+  // Fill the disk, then the journal's last page, so that the next result cannot be written.
+  {
+    std::ofstream filler(mount_point + "/filler", std::ios::binary);
+    const std::string block(4096, 'f');
+    for (int i = 0; i < 64 && filler.good(); ++i) {
+      filler.write(block.data(), block.size());
+      filler.flush();
+    }
+  }
+  for (int i = 0; i < 1000; ++i) {
+    v1::CommandResult padding;
+    padding.set_command_id(absl::StrCat("pad-", i));
+    padding.set_output_tail(std::string(200, 'p'));
+    if (!result_journal_->Record(padding).ok()) {
+      break;
+    }
+  }
+  ASSERT_GT(result_journal_->stats().write_errors, 0u);
+
+  v1::CommandResult r = Run(Make("cmd-full"));
+  EXPECT_EQ(r.phase(), v1::CommandResult::REFUSED);
+  EXPECT_THAT(r.reason(), HasSubstr("not run: cannot journal its result"));
+  EXPECT_EQ(runs_, 0);
+
+  // Space comes back: the journal catches up by itself and commands run again.
+  ASSERT_EQ(unlink((mount_point + "/filler").c_str()), 0);
+  EXPECT_EQ(Run(Make("cmd-after")).phase(), v1::CommandResult::FINISHED);
+  EXPECT_EQ(runs_, 1);
+  const uint64_t pending = result_journal_->stats().pending;
+  executor_->Stop();
+  executor_.reset();
+  result_journal_.reset();
+  auto reopened = ResultJournal::Open({.path = mount_point + "/web-1.results"});
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  // What was kept in memory while the disk was full reached the file once it could.
+  EXPECT_EQ((*reopened)->stats().pending, pending);
+  reopened->reset();
+  Start();
 }
 
 TEST_F(CommandExecutorTest, LifetimeAboveTheCapIsRefused) {
