@@ -201,6 +201,11 @@ absl::Status CommandExecutor::Report(const v1::Command& command, v1::CommandResu
   result->set_time_unix_ms(clock_->NowUnixMillis());
   // On disk before anyone sees it: from here it is resent until the controller acknowledges it.
   absl::Status journaled = results_->Record(*result);
+  if (!journaled.ok() && phase == v1::CommandResult::STARTED) {
+    // The command will not run: the STARTED is taken back, and the refusal that follows says why.
+    results_->Acknowledge({result->sequence()});
+    return journaled;
+  }
   send_(std::move(message));
   return journaled;
 }

@@ -74,8 +74,9 @@ class CommandExecutor {
   // Why `command` must not run, with `*phase` set to REFUSED or DUPLICATE; empty when it may.
   std::string Refusal(const v1::Command& command, Action** action, v1::CommandResult::Phase* phase);
   absl::Status Journal(const std::string& id);
-  // Journals the result and hands it to the sender (even when journaling failed: the error is
-  // returned, and the result is still pending in memory).
+  // Journals the result and hands it to the sender, even when journaling failed (the error is
+  // returned, and the result is still pending in memory) except for a STARTED, which is then
+  // taken back: the command does not run.
   absl::Status Report(const v1::Command& command, v1::CommandResult::Phase phase, int exit_code,
                       std::string output, int64_t duration_ms, std::string reason);
 

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -217,7 +218,8 @@ absl::Status ResultJournal::Record(v1::CommandResult& result) {
         "result journal {} is full ({} of {} bytes): dropped the unacknowledged result {} "
         "(command {}, {}) to make room; {} dropped so far",
         options_.path.empty() ? "(in memory)" : options_.path, pending_bytes_, options_.max_bytes,
-        oldest, old.command_id(), v1::CommandResult::Phase_Name(old.phase()), dropped_);
+        oldest, absl::CHexEscape(old.command_id().substr(0, 64)),
+        v1::CommandResult::Phase_Name(old.phase()), dropped_);
     EraseLocked(oldest);
     dropped.push_back(oldest);
   }
@@ -251,7 +253,7 @@ absl::Status ResultJournal::Record(v1::CommandResult& result) {
     ++write_errors_;
     rewrite_due_ = true;  // so that a later change rewrites the file, and the sequence, whole
     spdlog::error("result {} (command {}) is kept in memory only: {}", result.sequence(),
-                  result.command_id(), s.message());
+                  absl::CHexEscape(result.command_id().substr(0, 64)), s.message());
     return absl::UnavailableError(absl::StrCat("the result journal: ", s.message()));
   }
   return absl::OkStatus();

@@ -272,6 +272,12 @@ TEST_F(CommandExecutorTest, ACommandWhoseStartCannotBeJournaledDoesNotRun) {
   EXPECT_EQ(r.phase(), v1::CommandResult::REFUSED);
   EXPECT_THAT(r.reason(), HasSubstr("not run: cannot journal its result"));
   EXPECT_EQ(runs_, 0);
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& sent : results_) {
+      EXPECT_NE(sent.phase(), v1::CommandResult::STARTED) << "a STARTED for a command not run";
+    }
+  }
 
   // Space comes back: the journal catches up by itself and commands run again.
   ASSERT_EQ(unlink((mount_point + "/filler").c_str()), 0);
