@@ -65,13 +65,24 @@ Agent::~Agent() {
 }
 
 absl::Status Agent::EnableCommands(std::vector<std::unique_ptr<Action>> actions) {
+  absl::StatusOr<std::unique_ptr<ResultJournal>> results =
+      ResultJournal::Open(ResultJournalOptions{.path = ResultJournalPath(config_),
+                                               .max_bytes = config_.result_journal_max_bytes});
+  if (!results.ok()) {
+    return results.status();
+  }
+  results_ = std::move(*results);
+  stream_->SetResultJournal(results_.get());
   absl::StatusOr<std::unique_ptr<CommandExecutor>> executor = CommandExecutor::Create(
       CommandExecutorOptions{.agent_id = config_.id,
                              .journal_path = config_.journal_path,
                              .init_journal = options_.init_journal,
                              .controller_public_key_pem = config_.controller_public_key_pem,
-                             .max_lifetime = config_.max_command_lifetime},
-      std::move(actions), clock_, [this](v1::AgentMessage message) { stream_->Send(message); });
+                             .max_lifetime = config_.max_command_lifetime,
+                             .results = results_.get()},
+      std::move(actions), clock_,
+      // The result is in the journal already; the stream takes it from there.
+      [this](v1::AgentMessage) { stream_->ResultRecorded(); });
   if (!executor.ok()) {
     return executor.status();
   }

@@ -10,6 +10,7 @@
 #include "agent/agent_config.h"
 #include "agent/collector_runner.h"
 #include "agent/command_executor.h"
+#include "agent/result_journal.h"
 #include "agent/stream_client.h"
 #include "common/clock.h"
 
@@ -27,8 +28,8 @@ class Agent {
   Agent(AgentConfig config, AgentOptions options, const Clock* clock);
   ~Agent();
 
-  // Lets the controller's signed commands run `actions` (call before Run). Errors name the
-  // journal or the key.
+  // Lets the controller's signed commands run `actions` (call before Run), and opens the result
+  // journal whose unacknowledged results are resent. Errors name the journal or the key.
   absl::Status EnableCommands(std::vector<std::unique_ptr<Action>> actions);
 
   void Run();   // blocks until Stop()
@@ -42,6 +43,7 @@ class Agent {
   AgentConfig config_;
   AgentOptions options_;
   const Clock* clock_;
+  std::unique_ptr<ResultJournal> results_;  // before stream_ and executor_: they use it
   std::unique_ptr<StreamClient> stream_;
   std::vector<std::unique_ptr<CollectorRunner>> runners_;
   std::unique_ptr<CommandExecutor> executor_;

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/ids.h"
@@ -50,7 +51,7 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
       root, file, "the agent config",
       {"id", "labels", "controller", "interval", "collectors", "actions", "service_manager",
        "controller_public_key", "journal", "max_command_lifetime", "spool_dir",
-       "spool_max_bytes"}));
+       "spool_max_bytes", "result_journal", "result_journal_max_bytes"}));
   ASSIGN_OR_RETURN(config.id, YamlString(root, "id", file, false, Hostname()));
   if (config.id.empty()) {
     return absl::InvalidArgumentError(
@@ -136,6 +137,16 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
                    YamlInt(root, "spool_max_bytes", file,
                            static_cast<int64_t>(config.spool_max_bytes), 1024, int64_t{1} << 36));
   config.spool_max_bytes = static_cast<uint64_t>(spool_max_bytes);
+  ASSIGN_OR_RETURN(config.result_journal_path, YamlString(root, "result_journal", file));
+  if (!config.result_journal_path.empty() && config.result_journal_path == config.journal_path) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file, ": keys 'journal' and 'result_journal' name the same file ", config.journal_path));
+  }
+  ASSIGN_OR_RETURN(const int64_t result_bytes,
+                   YamlInt(root, "result_journal_max_bytes", file,
+                           static_cast<int64_t>(config.result_journal_max_bytes), int64_t{64} << 10,
+                           int64_t{1} << 30));
+  config.result_journal_max_bytes = static_cast<uint64_t>(result_bytes);
   ASSIGN_OR_RETURN(config.max_command_lifetime,
                    YamlDuration(root, "max_command_lifetime", file, config.max_command_lifetime));
   if (config.max_command_lifetime < absl::Seconds(1) ||
@@ -148,6 +159,22 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
 }
 
 }  // namespace
+
+std::string ResultJournalPath(const AgentConfig& config) {
+  if (!config.result_journal_path.empty()) {
+    return config.result_journal_path;
+  }
+  // Not "JOURNAL.results": a file named JOURNAL.* is the command journal's evidence that it
+  // existed, and would make a first start look like a lost journal.
+  const absl::string_view journal = config.journal_path;
+  if (journal.empty()) {
+    return "";  // no command journal, no result journal: both in memory
+  }
+  if (absl::EndsWith(journal, ".journal")) {
+    return absl::StrCat(journal.substr(0, journal.size() - 8), ".results");
+  }
+  return absl::StrCat(journal, "-results");
+}
 
 absl::StatusOr<AgentConfig> ParseAgentConfig(absl::string_view text, absl::string_view name,
                                              const CollectorRegistry& registry) {

@@ -5,6 +5,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -36,6 +37,10 @@ struct AgentConfig {
   // dropped and reported.
   std::string spool_dir;
   uint64_t spool_max_bytes = uint64_t{64} << 20;
+  // Command results until the controller acknowledges them, and the bytes they may take.
+  // Empty: beside the command journal (see ResultJournalPath).
+  std::string result_journal_path;
+  uint64_t result_journal_max_bytes = 4 << 20;
   // Commands that would stay valid longer than this (expiry minus now) are refused.
   absl::Duration max_command_lifetime = absl::Minutes(15);
   // What the actions reuse from the collectors' config.
@@ -54,6 +59,9 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(absl::string_view text, absl::strin
 // The default spool folder: ID.spool in the journal's folder.
 std::string DefaultSpoolDir(const std::string& journal_path, const std::string& id);
 
+// Where the result journal is: `result_journal`, or beside the command journal
+// (/var/lib/vigil-agent/ID.journal -> /var/lib/vigil-agent/ID.results).
+std::string ResultJournalPath(const AgentConfig& config);
 // The config used without --config: this host, the host collector only.
 absl::StatusOr<AgentConfig> DefaultAgentConfig(const CollectorRegistry& registry);
 

@@ -3,9 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdint>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "common/logging.h"
 #include "common/redact.h"
 
@@ -33,20 +35,31 @@ absl::StatusOr<std::unique_ptr<CommandExecutor>> CommandExecutor::Create(
     }
     journal = std::move(*opened);
   }
-  return std::unique_ptr<CommandExecutor>(
-      new CommandExecutor(std::move(options), std::move(actions), std::move(verifier),
-                          std::move(journal), clock, std::move(send)));
+  std::unique_ptr<ResultJournal> owned_results;
+  if (options.results == nullptr) {
+    absl::StatusOr<std::unique_ptr<ResultJournal>> opened = ResultJournal::Open({});
+    if (!opened.ok()) {
+      return opened.status();
+    }
+    owned_results = std::move(*opened);
+  }
+  return std::unique_ptr<CommandExecutor>(new CommandExecutor(
+      std::move(options), std::move(actions), std::move(verifier), std::move(journal),
+      std::move(owned_results), clock, std::move(send)));
 }
 
 CommandExecutor::CommandExecutor(CommandExecutorOptions options,
                                  std::vector<std::unique_ptr<Action>> actions,
                                  std::unique_ptr<CommandVerifier> verifier,
-                                 std::unique_ptr<CommandJournal> journal, const Clock* clock,
+                                 std::unique_ptr<CommandJournal> journal,
+                                 std::unique_ptr<ResultJournal> owned_results, const Clock* clock,
                                  Sender send)
     : options_(std::move(options)),
       actions_(std::move(actions)),
       verifier_(std::move(verifier)),
       journal_(std::move(journal)),
+      owned_results_(std::move(owned_results)),
+      results_(options_.results != nullptr ? options_.results : owned_results_.get()),
       clock_(clock),
       send_(std::move(send)) {
   worker_ = std::thread([this] { WorkerLoop(); });
@@ -97,7 +110,9 @@ void CommandExecutor::WorkerLoop() {
   }
 }
 
-std::string CommandExecutor::Refusal(const v1::Command& command, Action** action) {
+std::string CommandExecutor::Refusal(const v1::Command& command, Action** action,
+                                     v1::CommandResult::Phase* phase) {
+  *phase = v1::CommandResult::REFUSED;
   if (verifier_ == nullptr) {
     return "this agent has no controller_public_key in its config, so it runs no commands";
   }
@@ -114,7 +129,21 @@ std::string CommandExecutor::Refusal(const v1::Command& command, Action** action
                         " characters of A-Z a-z 0-9 . _ : -)");
   }
   if (journal_ != nullptr ? journal_->Contains(command.id()) : ran_.contains(command.id())) {
-    return absl::StrCat("command ", command.id(), " was already run here (replayed)");
+    // Signed and ours: a resend (a controller restart resumes with the same ids), not an attack.
+    *phase = v1::CommandResult::DUPLICATE;
+    std::optional<int64_t> at = results_->FirstSeen(command.id());
+    if (!at.has_value()) {
+      if (auto it = accepted_at_.find(command.id()); it != accepted_at_.end()) {
+        at = it->second;
+      }
+    }
+    const std::string when =
+        at.has_value() ? absl::StrCat("at ", absl::FormatTime(absl::RFC3339_sec,
+                                                               absl::FromUnixMillis(*at),
+                                                               absl::UTCTimeZone()))
+                       : "before (the time is no longer known here)";
+    return absl::StrCat("command ", command.id(), " was already accepted ", when,
+                        "; its results are resent on their own");
   }
   const int64_t now = clock_->NowUnixMillis();
   if (now > command.expires_unix_ms()) {
@@ -157,9 +186,9 @@ absl::Status CommandExecutor::Journal(const std::string& id) {
   return journal_->Append(id);
 }
 
-void CommandExecutor::Report(const v1::Command& command, v1::CommandResult::Phase phase,
-                             int exit_code, std::string output, int64_t duration_ms,
-                             std::string reason) {
+absl::Status CommandExecutor::Report(const v1::Command& command, v1::CommandResult::Phase phase,
+                                     int exit_code, std::string output, int64_t duration_ms,
+                                     std::string reason) {
   v1::AgentMessage message;
   v1::CommandResult* result = message.mutable_command_result();
   result->set_command_id(command.id());
@@ -170,24 +199,47 @@ void CommandExecutor::Report(const v1::Command& command, v1::CommandResult::Phas
   result->set_duration_ms(duration_ms);
   result->set_reason(Redact(reason));
   result->set_time_unix_ms(clock_->NowUnixMillis());
+  // On disk before anyone sees it: from here it is resent until the controller acknowledges it.
+  absl::Status journaled = results_->Record(*result);
+  if (!journaled.ok() && phase == v1::CommandResult::STARTED) {
+    // The command will not run: the STARTED is taken back, and the refusal that follows says why.
+    results_->Acknowledge({result->sequence()});
+    return journaled;
+  }
   send_(std::move(message));
+  return journaled;
 }
 
 void CommandExecutor::Handle(const v1::Command& command) {
   Action* action = nullptr;
-  const std::string refusal = Refusal(command, &action);
+  v1::CommandResult::Phase phase = v1::CommandResult::REFUSED;
+  const std::string refusal = Refusal(command, &action, &phase);
   if (!refusal.empty()) {
-    spdlog::warn("refused command {} ({}): {}", Redact(command.id().substr(0, 40)),
-                 Redact(command.action().substr(0, 40)), Redact(refusal));
-    Report(command, v1::CommandResult::REFUSED, -1, "", 0, refusal);
+    if (phase == v1::CommandResult::DUPLICATE) {
+      spdlog::info("command {} ({}) again: {}", command.id(), Redact(command.action().substr(0, 40)),
+                   refusal);
+    } else {
+      spdlog::warn("refused command {} ({}): {}", Redact(command.id().substr(0, 40)),
+                   Redact(command.action().substr(0, 40)), Redact(refusal));
+    }
+    (void)Report(command, phase, -1, "", 0, refusal);  // a failed journal write is logged there
     return;
   }
-  // Journaled before it runs: after a crash mid-run, a replay is refused rather than run twice.
+  // Journaled before it runs: after a crash mid-run, a replay is answered DUPLICATE rather than
+  // run twice.
   if (absl::Status s = Journal(command.id()); !s.ok()) {
-    Report(command, v1::CommandResult::REFUSED, -1, "", 0, std::string(s.message()));
+    (void)Report(command, v1::CommandResult::REFUSED, -1, "", 0, std::string(s.message()));
     return;
   }
-  Report(command, v1::CommandResult::STARTED, 0, "", 0, "");
+  accepted_at_[command.id()] = clock_->NowUnixMillis();
+  // STARTED is durable before the action starts: if it cannot be, the outcome could not be
+  // reported after a crash either, so the command does not run.
+  if (absl::Status s = Report(command, v1::CommandResult::STARTED, 0, "", 0, ""); !s.ok()) {
+    spdlog::error("command {} not run: {}", command.id(), s.message());
+    (void)Report(command, v1::CommandResult::REFUSED, -1, "", 0,
+                 absl::StrCat("not run: cannot journal its result: ", s.message()));
+    return;
+  }
   absl::Duration timeout = absl::Milliseconds(command.timeout_ms());
   if (timeout <= absl::ZeroDuration() || timeout > options_.max_timeout) {
     timeout = options_.max_timeout;
@@ -200,8 +252,8 @@ void CommandExecutor::Handle(const v1::Command& command) {
   const int64_t duration_ms = absl::ToInt64Milliseconds(clock_->Now() - start);
   spdlog::info("command {} finished: exit {} in {} ms{}{}", command.id(), result.exit_code,
                duration_ms, result.reason.empty() ? "" : ": ", Redact(result.reason));
-  Report(command, v1::CommandResult::FINISHED, result.exit_code, std::move(result.output_tail),
-         duration_ms, std::move(result.reason));
+  (void)Report(command, v1::CommandResult::FINISHED, result.exit_code,
+               std::move(result.output_tail), duration_ms, std::move(result.reason));
 }
 
 }  // namespace vigil::agent

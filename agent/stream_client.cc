@@ -77,6 +77,11 @@ void StreamClient::Send(v1::AgentMessage message) {
   pending_.messages.push_back(std::move(message));
 }
 
+void StreamClient::ResultRecorded() {
+  absl::MutexLock lock(&mu_);
+  wake_ = true;
+}
+
 void StreamClient::ReloadCredentials(std::shared_ptr<grpc::ChannelCredentials> credentials) {
   absl::MutexLock lock(&mu_);
   new_credentials_ = std::move(credentials);
@@ -170,6 +175,34 @@ std::string StreamClient::TotalsLine() const {
                       " sent=", sent_.load(), " acknowledged_through=", acked_.load(),
                       " dropped=", spool_->dropped(), " refused=", spool_->refused(),
                       " spooled=", spool_->entries().size());
+}
+
+bool StreamClient::SendResults(Stream* stream, bool acks_results, uint64_t* cursor, bool* ok) {
+  if (results_ == nullptr) {
+    return false;
+  }
+  bool wrote = false;
+  while (*ok) {
+    const std::vector<v1::CommandResult> batch = results_->PendingAfter(*cursor, 64);
+    if (batch.empty()) {
+      break;
+    }
+    for (const v1::CommandResult& result : batch) {
+      v1::AgentMessage message;
+      *message.mutable_command_result() = result;
+      *ok = stream->Write(message);
+      if (!*ok) {
+        return wrote;  // still pending: the next stream sends it again
+      }
+      wrote = true;
+      *cursor = result.sequence();
+      if (!acks_results) {
+        // An older controller never acknowledges results: sent once, as it always was.
+        results_->Acknowledge({result.sequence()});
+      }
+    }
+  }
+  return wrote;
 }
 
 void StreamClient::NoteStreamEnded(const absl::Status& why) {
@@ -322,6 +355,7 @@ absl::Status StreamClient::RunStream() {
   std::atomic<bool> broken{false};
   std::atomic<bool> welcomed{false};
   std::atomic<uint64_t> welcome_last_sequence{0};
+  std::atomic<bool> acks_results{false};
   std::atomic<int64_t> heartbeat_timeout_ms{0};
 
   v1::AgentMessage hello;
@@ -335,12 +369,16 @@ absl::Status StreamClient::RunStream() {
         case v1::ControllerMessage::kWelcome:
           welcome_last_sequence = message.welcome().last_sequence();
           heartbeat_timeout_ms = message.welcome().heartbeat_timeout_ms();
+          acks_results = message.welcome().acks_results();
           welcomed = true;
           break;
         case v1::ControllerMessage::kAck: {
           uint64_t seen = acked_.load();
           while (seen < message.ack().sequence() &&
                  !acked_.compare_exchange_weak(seen, message.ack().sequence())) {
+          }
+          if (results_ != nullptr && message.ack().result_sequences_size() > 0) {
+            results_->Acknowledge(message.ack().result_sequences());
           }
           break;
         }
@@ -400,6 +438,9 @@ absl::Status StreamClient::RunStream() {
     for (const TelemetrySpool::Entry& entry : spool_->entries()) {
       SendSpoolEntry(entry, stream.get(), &ok);
     }
+    // Every result still unacknowledged, oldest first, before any new one.
+    uint64_t result_cursor = 0;
+    SendResults(stream.get(), acks_results, &result_cursor, &ok);
     absl::Time last_write = clock_->Now();
     while (ok && !broken) {
       Pending work = WaitForWork(last_write + heartbeat, &broken, true);
@@ -416,6 +457,9 @@ absl::Status StreamClient::RunStream() {
       }
       for (const v1::AgentMessage& message : work.messages) {
         ok = ok && stream->Write(message);
+        last_write = clock_->Now();
+      }
+      if (SendResults(stream.get(), acks_results, &result_cursor, &ok)) {
         last_write = clock_->Now();
       }
       if (ok && clock_->Now() >= last_write + heartbeat) {

@@ -1,10 +1,14 @@
 // The agent's side of AgentService.Connect: one long-lived stream to the controller that carries
 // telemetry (spooled until acknowledged), diagnostics and command results up, and commands and
 // diagnostics requests down. Telemetry goes through a TelemetrySpool on disk, so it survives a
-// restart of the agent. Reconnects with a bounded, fully jittered backoff (at most a second
-// between attempts, and waits on the channel so a stream starts the moment the controller
-// answers), logging once per change of state. Thread-safe: producers call Push*/Send from any thread; Run owns one thread
-// and starts a reader thread per stream.
+// restart of the agent. Command results come from the result journal: after each Welcome
+// the unacknowledged ones are resent in sequence order, then new ones follow as they are
+// recorded; a controller that acknowledges results (Welcome.acks_results) removes them with
+// Ack.result_sequences, to any other each is sent once. Reconnects with a bounded, fully
+// jittered backoff (at most a second between attempts, and waits on the channel so a stream
+// starts the moment the controller answers), logging once per change of state. Thread-safe:
+// producers call Push*/Send from any thread; Run owns one thread and starts a reader thread per
+// stream.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -21,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/collector.h"
+#include "agent/result_journal.h"
 #include "agent/series_dictionary.h"
 #include "agent/telemetry_spool.h"
 #include "common/clock.h"
@@ -58,6 +63,10 @@ class StreamClient {
     diagnostics_handler_ = std::move(handler);
   }
   void SetCommandHandler(CommandHandler handler) { command_handler_ = std::move(handler); }
+  // Sends the command results recorded in `results` (not owned; outlives the client). Before Run.
+  void SetResultJournal(ResultJournal* results) { results_ = results; }
+  // A result was recorded in the result journal: send it. Any thread.
+  void ResultRecorded();
 
   // Queues one collection round; it is sent, and resent after a reconnect, until acknowledged.
   void PushTelemetry(Collection collection);
@@ -102,6 +111,10 @@ class StreamClient {
   // Waits up to `until` for the channel to connect, spooling telemetry meanwhile; true when it
   // is ready (a stream can start at once).
   bool WaitForChannel(absl::Time until);
+  // Writes the journal's results above `*cursor` and moves it on; true when it wrote any. To a
+  // controller that does not acknowledge results, each is dropped from the journal once written.
+  bool SendResults(grpc::ClientReaderWriter<v1::AgentMessage, v1::ControllerMessage>* stream,
+                   bool acks_results, uint64_t* cursor, bool* ok);
 
   const StreamClientOptions options_;
   const Clock* clock_;
@@ -110,6 +123,7 @@ class StreamClient {
   std::shared_ptr<grpc::ChannelCredentials> credentials_;  // the ones channel_ uses
   DiagnosticsHandler diagnostics_handler_;
   CommandHandler command_handler_;
+  ResultJournal* results_ = nullptr;
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -189,5 +189,28 @@ TEST_F(AgentConfigTest, MaxCommandLifetime) {
   EXPECT_TRUE(absl::StrContains(s.message(), "agent.yaml:2: key 'max_command_lifetime'")) << s;
 }
 
+TEST_F(AgentConfigTest, ResultJournalSitsBesideTheCommandJournalUnlessNamed) {
+  auto config = ParseAgentConfig("id: web-1\ncollectors: {host: {}}\n", "agent.yaml", registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(ResultJournalPath(*config), "/var/lib/vigil-agent/web-1.results");
+  EXPECT_EQ(config->result_journal_max_bytes, 4u << 20);
+  config = ParseAgentConfig("collectors: {host: {}}\njournal: /state/j\n", "agent.yaml",
+                            registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  // Not /state/j.results: a file named JOURNAL.* is evidence of an earlier command journal.
+  EXPECT_EQ(ResultJournalPath(*config), "/state/j-results");
+  config = ParseAgentConfig(
+      "collectors: {host: {}}\nresult_journal: /x/r\nresult_journal_max_bytes: 65536\n",
+      "agent.yaml", registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(ResultJournalPath(*config), "/x/r");
+  EXPECT_EQ(config->result_journal_max_bytes, 65536u);
+  absl::Status s = Error("collectors: {host: {}}\nresult_journal_max_bytes: 1000\n");
+  EXPECT_TRUE(absl::StrContains(s.message(), "agent.yaml:2")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "result_journal_max_bytes")) << s;
+  s = Error("collectors: {host: {}}\njournal: /x/j\nresult_journal: /x/j\n");
+  EXPECT_TRUE(absl::StrContains(s.message(), "name the same file /x/j")) << s;
+}
+
 }  // namespace
 }  // namespace vigil::agent

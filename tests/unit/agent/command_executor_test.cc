@@ -4,9 +4,12 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
@@ -52,15 +55,26 @@ class CommandExecutorTest : public ::testing::Test {
     Start();
   }
 
-  void Start() {
+  void Start(const std::string& results_path = "") {
     std::vector<std::unique_ptr<Action>> actions;
     actions.push_back(std::make_unique<FakeRestart>(&runs_));
+    auto journal = ResultJournal::Open(
+        {.path = results_path.empty() ? dir_.File("state/web-1.results") : results_path});
+    ASSERT_TRUE(journal.ok()) << journal.status();
+    result_journal_ = std::move(*journal);
     auto executor = CommandExecutor::Create(
         CommandExecutorOptions{.agent_id = "web-1",
                                .journal_path = dir_.File("state/web-1.journal"),
-                               .controller_public_key_pem = signer_->public_key_pem()},
+                               .controller_public_key_pem = signer_->public_key_pem(),
+                               .results = result_journal_.get()},
         std::move(actions), &clock_, [this](v1::AgentMessage m) {
+          // Journaled first, with its sequence: only then may the stream see it.
+          const uint64_t seq = m.command_result().sequence();
+          const auto pending = result_journal_->PendingAfter(seq - 1, 1);
           absl::MutexLock lock(&mu_);
+          if (seq == 0 || pending.empty() || pending[0].sequence() != seq) {
+            ++sent_before_journaled_;
+          }
           results_.push_back(m.command_result());
         });
     ASSERT_TRUE(executor.ok()) << executor.status();
@@ -81,12 +95,18 @@ class CommandExecutorTest : public ::testing::Test {
 
   // Submits and waits for the final result (FINISHED or REFUSED).
   v1::CommandResult Run(const v1::Command& c) {
+    size_t before = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      before = results_.size();
+    }
     executor_->Submit(c);
     v1::CommandResult last;
     EXPECT_TRUE(testing::WaitUntil(
         [&] {
           absl::MutexLock lock(&mu_);
-          for (const auto& r : results_) {
+          for (size_t i = before; i < results_.size(); ++i) {
+            const v1::CommandResult& r = results_[i];
             if (r.command_id() == c.id() && r.phase() != v1::CommandResult::STARTED) {
               last = r;
               return true;
@@ -98,14 +118,30 @@ class CommandExecutorTest : public ::testing::Test {
     return last;
   }
 
+  void Restart() {
+    executor_->Stop();
+    executor_.reset();
+    result_journal_.reset();
+    Start();  // a new process reads both journals
+    absl::MutexLock lock(&mu_);
+    results_.clear();
+  }
+
+  void TearDown() override {
+    absl::MutexLock lock(&mu_);
+    EXPECT_EQ(sent_before_journaled_, 0);
+  }
+
   testing::TempDir dir_;
   SimulatedClock clock_;
+  std::unique_ptr<ResultJournal> result_journal_;  // outlives executor_ (declared first)
   std::unique_ptr<CommandSigner> signer_;
   std::unique_ptr<CommandSigner> other_;
   std::unique_ptr<CommandExecutor> executor_;
   int runs_ = 0;
   absl::Mutex mu_;
   std::vector<v1::CommandResult> results_;
+  int sent_before_journaled_ = 0;
 };
 
 TEST_F(CommandExecutorTest, SignedCommandRunsAndReportsStartedThenFinished) {
@@ -144,25 +180,119 @@ TEST_F(CommandExecutorTest, ExpiredIsRefused) {
   EXPECT_EQ(runs_, 0);
 }
 
-TEST_F(CommandExecutorTest, ReplayedIdIsRefusedEvenAfterARestart) {
+TEST_F(CommandExecutorTest, ResultsCarryIncreasingSequencesAndWaitInTheJournal) {
+  EXPECT_EQ(Run(Make("cmd-s1")).phase(), v1::CommandResult::FINISHED);
+  EXPECT_EQ(Run(Make("cmd-s2", "sshd")).phase(), v1::CommandResult::REFUSED);
+  {
+    absl::MutexLock lock(&mu_);
+    ASSERT_EQ(results_.size(), 3u);
+    EXPECT_EQ(results_[0].sequence(), 1u);
+    EXPECT_EQ(results_[1].sequence(), 2u);
+    EXPECT_EQ(results_[2].sequence(), 3u);
+  }
+  EXPECT_EQ(result_journal_->stats().pending, 3u);
+  Restart();
+  // Still unacknowledged after a restart, and the numbering goes on.
+  EXPECT_EQ(result_journal_->stats().pending, 3u);
+  v1::CommandResult r = Run(Make("cmd-s3"));
+  EXPECT_EQ(r.sequence(), 5u);  // 4 was its STARTED
+}
+
+TEST_F(CommandExecutorTest, ResentIdIsAnsweredDuplicateAndRunsNothingEvenAfterARestart) {
   v1::Command c = Make("cmd-5");
   EXPECT_EQ(Run(c).phase(), v1::CommandResult::FINISHED);
   {
     absl::MutexLock lock(&mu_);
     results_.clear();
   }
-  EXPECT_THAT(Run(c).reason(), HasSubstr("already run"));
-  executor_->Stop();
-  executor_.reset();
-  Start();  // a new process reads the journal
+  v1::CommandResult again = Run(c);
+  EXPECT_EQ(again.phase(), v1::CommandResult::DUPLICATE);
+  EXPECT_THAT(again.reason(), HasSubstr("already accepted at 2023-11-14T22:13:20+00:00; its "
+                                        "results are resent on their own"));
+  EXPECT_EQ(again.sequence(), 3u);
   {
     absl::MutexLock lock(&mu_);
-    results_.clear();
+    EXPECT_EQ(results_.size(), 1u);  // no STARTED: nothing ran
   }
-  v1::CommandResult r = Run(c);
-  EXPECT_EQ(r.phase(), v1::CommandResult::REFUSED);
-  EXPECT_THAT(r.reason(), HasSubstr("already run"));
+  // A new process knows the time from the results still waiting for their acknowledgement.
+  Restart();
+  v1::CommandResult after_restart = Run(c);
+  EXPECT_EQ(after_restart.phase(), v1::CommandResult::DUPLICATE);
+  EXPECT_THAT(after_restart.reason(), HasSubstr("already accepted at 2023-11-14T22:13:20"));
+  // Once every result is acknowledged, the id alone still keeps the command from running.
+  result_journal_->Acknowledge({1, 2, 3, 4});
+  Restart();
+  v1::CommandResult acked = Run(c);
+  EXPECT_EQ(acked.phase(), v1::CommandResult::DUPLICATE);
+  EXPECT_THAT(acked.reason(), HasSubstr("already accepted before (the time is no longer known"));
   EXPECT_EQ(runs_, 1);
+  // A resend that is not properly signed is still refused as such.
+  v1::Command forged = c;
+  ASSERT_TRUE(other_->Sign(forged).ok());
+  v1::CommandResult refused = Run(forged);
+  EXPECT_EQ(refused.phase(), v1::CommandResult::REFUSED);
+  EXPECT_THAT(refused.reason(), HasSubstr("bad signature"));
+  EXPECT_EQ(runs_, 1);
+}
+
+// Needs root (a tmpfs of its own); skipped otherwise.
+TEST_F(CommandExecutorTest, ACommandWhoseStartCannotBeJournaledDoesNotRun) {
+  const std::string mount_point = dir_.File("small");
+  std::filesystem::create_directories(mount_point);
+  if (geteuid() != 0 || mount("tmpfs", mount_point.c_str(), "tmpfs", 0, "size=64k") != 0) {
+    GTEST_SKIP() << "needs root to mount a small tmpfs";
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
+  } unmount{mount_point};
+  executor_->Stop();
+  executor_.reset();
+  Start(mount_point + "/web-1.results");
+  // Fill the disk, then the journal's last page, so that the next result cannot be written.
+  {
+    std::ofstream filler(mount_point + "/filler", std::ios::binary);
+    const std::string block(4096, 'f');
+    for (int i = 0; i < 64 && filler.good(); ++i) {
+      filler.write(block.data(), block.size());
+      filler.flush();
+    }
+  }
+  for (int i = 0; i < 1000; ++i) {
+    v1::CommandResult padding;
+    padding.set_command_id(absl::StrCat("pad-", i));
+    padding.set_output_tail(std::string(200, 'p'));
+    if (!result_journal_->Record(padding).ok()) {
+      break;
+    }
+  }
+  ASSERT_GT(result_journal_->stats().write_errors, 0u);
+
+  v1::CommandResult r = Run(Make("cmd-full"));
+  EXPECT_EQ(r.phase(), v1::CommandResult::REFUSED);
+  EXPECT_THAT(r.reason(), HasSubstr("not run: cannot journal its result"));
+  EXPECT_EQ(runs_, 0);
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& sent : results_) {
+      EXPECT_NE(sent.phase(), v1::CommandResult::STARTED) << "a STARTED for a command not run";
+    }
+  }
+
+  // Space comes back: the journal catches up by itself and commands run again.
+  ASSERT_EQ(unlink((mount_point + "/filler").c_str()), 0);
+  EXPECT_EQ(Run(Make("cmd-after")).phase(), v1::CommandResult::FINISHED);
+  EXPECT_EQ(runs_, 1);
+  const uint64_t pending = result_journal_->stats().pending;
+  executor_->Stop();
+  executor_.reset();
+  result_journal_.reset();
+  auto reopened = ResultJournal::Open({.path = mount_point + "/web-1.results"});
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  // What was kept in memory while the disk was full reached the file once it could.
+  EXPECT_EQ((*reopened)->stats().pending, pending);
+  reopened->reset();
+  Start();
 }
 
 TEST_F(CommandExecutorTest, LifetimeAboveTheCapIsRefused) {
