@@ -270,9 +270,15 @@ ControllerFaultThread::ControllerFaultThread(ChaosController& controller, std::s
           }
         }
         done_ = true;
+        while (!stopping_) {
+          absl::SleepFor(absl::Milliseconds(20));
+        }
       }) {}
 
-ControllerFaultThread::~ControllerFaultThread() { thread_.join(); }
+ControllerFaultThread::~ControllerFaultThread() {
+  stopping_ = true;
+  thread_.join();
+}
 
 TmpfsMount::TmpfsMount(const std::string& dir, const std::string& size) : dir_(dir) {
   std::error_code ec;

@@ -120,7 +120,9 @@ std::vector<Fault> DrawFaults(ChaosRng& rng, int min_faults, int max_faults, int
                               absl::Duration max_gap, bool freezes);
 
 // Runs controller faults (kKillController: SIGKILL, wait, restart; kFreezeController: SIGSTOP,
-// wait, SIGCONT) on a thread of its own while the test drives traffic. Joined on destruction.
+// wait, SIGCONT) on a thread of its own while the test drives traffic. A controller it restarts
+// is its child, and a child dies with the thread that forked it (PR_SET_PDEATHSIG): the thread
+// stays alive, idle, until destruction, so keep this object as long as the controller is used.
 class ControllerFaultThread {
  public:
   ControllerFaultThread(ChaosController& controller, std::string token, std::vector<Fault> faults);
@@ -133,6 +135,7 @@ class ControllerFaultThread {
   std::atomic<bool> done_{false};
   std::atomic<bool> failed_{false};
   std::atomic<int> kills_{0};
+  std::atomic<bool> stopping_{false};
   std::thread thread_;
 };
 

@@ -67,19 +67,24 @@ TEST_F(ChaosTest, AgentsStreamAgainWithinTwoSecondsOfARestart) {
     // Start() returns as soon as the API answers: the clock starts there.
     ASSERT_TRUE(controller.Start(token)) << controller.Output();
     const absl::Time answering = absl::Now();
-    const bool back = testing::WaitUntil([&] { return streaming_since(base, &missing); },
-                                         absl::Seconds(20), absl::Milliseconds(50));
+    const bool in_time = testing::WaitUntil([&] { return streaming_since(base, &missing); },
+                                            kWithin, absl::Milliseconds(50));
+    const int missing_in_time = missing;
+    const bool back = in_time || testing::WaitUntil(
+                                     [&] { return streaming_since(base, &missing); },
+                                     absl::Seconds(20) - kWithin, absl::Milliseconds(50));
     const absl::Duration took = absl::Now() - answering;
     printf("chaos: restart %d: fleet of %d back in %s%s\n", r + 1, kAgents,
            absl::FormatDuration(took).c_str(),
            back ? "" : absl::StrCat(" (", missing, " still not streaming after 20 s)").c_str());
     returns.push_back(back ? took : absl::Seconds(20));
     Report("fleet_return_ms", absl::ToDoubleMilliseconds(returns.back()));
-    EXPECT_LE(took, kWithin) << "restart " << r + 1 << ": " << missing
-                             << " of " << kAgents << " agents were not streaming again "
-                             << absl::FormatDuration(kWithin) << " after the controller answered"
-                             << (back ? absl::StrCat(" (all back after ", absl::FormatDuration(took), ")")
-                                      : " (nor after 20 s)");
+    EXPECT_TRUE(in_time) << "restart " << r + 1 << ": " << missing_in_time << " of " << kAgents
+                         << " agents were not streaming again " << absl::FormatDuration(kWithin)
+                         << " after the controller answered ("
+                         << (back ? absl::StrCat("all back after ", absl::FormatDuration(took))
+                                  : absl::StrCat(missing, " still not after 20 s"))
+                         << ")";
   }
   Report("kills", restarts);
 }

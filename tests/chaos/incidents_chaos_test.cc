@@ -66,8 +66,8 @@ TEST_F(ChaosTest, IncidentsUnderKillsKeepEveryAcknowledgedEvent) {
 
   const std::vector<Fault> faults = DrawFaults(rng_, 3, 6, 0, absl::Seconds(4), false);
   int alerts = 0;
+  ControllerFaultThread chaos(controller, admin, faults);
   {
-    ControllerFaultThread chaos(controller, admin, faults);
     while (!chaos.done()) {
       const int op = rng_.Int(0, 9);
       if (op < 5 || identity.empty()) {
