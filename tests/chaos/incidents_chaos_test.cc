@@ -121,13 +121,16 @@ TEST_F(ChaosTest, IncidentsUnderKillsKeepEveryAcknowledgedEvent) {
     }
     shown[id] = response;
   }
-  // Alerts: an alert_fired event carrying the alert's chaos_id label.
+  // Alerts: an event carrying the alert's chaos_id label.
   int alerts_found = 0;
   for (const std::string& chaos_id : acked_alerts) {
     bool found = false;
     for (const auto& [id, incident] : shown) {
       for (const v1::TimelineEvent& e : incident.timeline()) {
-        found = found || (e.kind() == "alert_fired" && absl::StrContains(e.details_json(), chaos_id));
+        // The alert that opens an incident is recorded as incident_opened, later ones as
+        // alert_fired; both carry the alert (with its labels) in details_json.
+        found = found || ((e.kind() == "alert_fired" || e.kind() == "incident_opened") &&
+                          absl::StrContains(e.details_json(), chaos_id));
       }
     }
     if (!found) {
