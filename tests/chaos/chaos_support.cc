@@ -234,7 +234,7 @@ std::vector<Fault> DrawFaults(ChaosRng& rng, int min_faults, int max_faults, int
     f.kind = static_cast<Fault::Kind>(kind);
     f.agent = agents > 0 ? rng.Int(0, agents - 1) : 0;
     f.down = f.kind == Fault::kKillAgentDuringOutage
-                 ? rng.Between(absl::Milliseconds(3000), absl::Milliseconds(4500))
+                 ? rng.Between(absl::Milliseconds(3500), absl::Milliseconds(5000))
                  : rng.Between(absl::Milliseconds(200), absl::Milliseconds(3000));
     faults.push_back(f);
   }
@@ -244,7 +244,7 @@ std::vector<Fault> DrawFaults(ChaosRng& rng, int min_faults, int max_faults, int
                    [](const Fault& f) { return f.kind == Fault::kKillAgentDuringOutage; })) {
     Fault& f = faults[rng.Int(0, static_cast<int>(faults.size()) - 1)];
     f.kind = Fault::kKillAgentDuringOutage;
-    f.down = rng.Between(absl::Milliseconds(3000), absl::Milliseconds(4500));
+    f.down = rng.Between(absl::Milliseconds(3500), absl::Milliseconds(5000));
   }
   return faults;
 }

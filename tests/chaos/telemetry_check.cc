@@ -120,11 +120,11 @@ TelemetryVerdict TelemetryWatch::StopAndCheck(std::vector<AgentSlot>& agents) {
   for (AgentSlot& slot : agents) {
     const absl::Duration lifetime = absl::Now() - slot.started;
     const int code = slot.process ? slot.process->Stop(absl::Seconds(10)) : -1;
-    // A floor for what each incarnation collected: the measured rate, less 5 % for a slower
+    // A floor for what each incarnation collected: the measured rate, less 8 % for a slower
     // moment and two batches for start-up, over its lifetime. (A looser floor hides the loss
     // it is here to find: 3 s of spooled batches is 15 at 200 ms.)
     auto floor_of = [&](absl::Duration d) -> uint64_t {
-      const double n = std::floor(rate_ * 0.95 * absl::ToDoubleSeconds(d)) - 2;
+      const double n = std::floor(rate_ * 0.92 * absl::ToDoubleSeconds(d)) - 2;
       return n > 0 ? static_cast<uint64_t>(n) : 0;
     };
     uint64_t floor = 0;
