@@ -10,7 +10,7 @@ BUILD=(build-essential cmake ninja-build pkg-config ccache
 FUZZ=(clang libclang-rt-14-dev)
 # Real servers the integration tests start on loopback, and the tools they drive.
 SERVERS=(postgresql redis-server nginx-light logrotate supervisor sqlite3 procps python3 openssl
-  prometheus-alertmanager)
+  prometheus-alertmanager iproute2 nftables)
 missing=()
 for p in "${BUILD[@]}" "${FUZZ[@]}" "${SERVERS[@]}" "$@"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
