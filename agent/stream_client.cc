@@ -174,7 +174,8 @@ std::string StreamClient::TotalsLine() const {
   return absl::StrCat("telemetry totals: collected=", spool_->totals().collected,
                       " sent=", sent_.load(), " acknowledged_through=", acked_.load(),
                       " dropped=", spool_->dropped(), " refused=", spool_->refused(),
-                      " spooled=", spool_->entries().size());
+                      " spooled=", spool_->entries().size(),
+                      " replayed=", spool_->totals().replayed);
 }
 
 bool StreamClient::SendResults(Stream* stream, bool acks_results, uint64_t* cursor, bool* ok) {

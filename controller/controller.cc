@@ -64,7 +64,8 @@ absl::StatusOr<std::vector<Rule>> LoadRules(const std::string& rules_path) {
 Controller::Controller(ControllerOptions options, const Clock* clock)
     : options_(std::move(options)),
       clock_(clock),
-      fleet_(FleetState::Options{.limits = options_.ingest_limits}) {}
+      fleet_(FleetState::Options{.limits = options_.ingest_limits,
+                                 .acknowledge_when_stored = true}) {}
 
 Controller::~Controller() { Stop(); }
 
@@ -220,12 +221,7 @@ void Controller::Stop() {
   server_->Wait();
   // Streams could still deliver (and be acknowledged) batches after the housekeeping thread's
   // last flush: save their sequences too, or a restart would see a gap that is not one.
-  std::vector<v1::AgentInfo> dirty = fleet_.TakeDirty();
-  if (!dirty.empty()) {
-    if (absl::Status s = store_->UpsertAgents(dirty); !s.ok()) {
-      spdlog::error("cannot save the agent registry ({} rows): {}", dirty.size(), s.message());
-    }
-  }
+  FlushRegistry();
   writer_->Stop();  // after the server: watchers and updates are gone; drains its queue
 }
 
@@ -300,15 +296,33 @@ void Controller::HousekeepingLoop() {
       continue;
     }
     next_flush = absl::Now() + options_.registry_flush;
-    std::vector<v1::AgentInfo> dirty = fleet_.TakeDirty();
-    if (!dirty.empty()) {
-      if (absl::Status s = store_->UpsertAgents(dirty); !s.ok()) {
-        spdlog::error("cannot save the agent registry ({} rows): {}", dirty.size(), s.message());
-      }
-    }
+    FlushRegistry();
     if (stopping) {
       return;
     }
+  }
+}
+
+void Controller::FlushRegistry() {
+  std::vector<v1::AgentInfo> dirty = fleet_.TakeDirty();
+  if (dirty.empty()) {
+    return;
+  }
+  if (absl::Status s = store_->UpsertAgents(dirty); !s.ok()) {
+    fleet_.MarkDirty(dirty);  // tried again with the next flush; nothing is acknowledged
+    static RateLimitedLog log(5, absl::Minutes(1));
+    if (uint64_t suppressed = 0; log.Allow(absl::Now(), &suppressed)) {
+      spdlog::error("cannot save the agent registry ({} rows): {}; telemetry stays "
+                    "unacknowledged until it is saved ({} similar failures not logged)",
+                    dirty.size(), s.message(), suppressed);
+    }
+    return;
+  }
+  // Telemetry up to the stored sequences may leave the agents' spools now.
+  for (const auto& [agent_id, sequence] : fleet_.MarkStored(dirty)) {
+    v1::ControllerMessage ack;
+    ack.mutable_ack()->set_sequence(sequence);
+    agent_service_->SendTo(agent_id, std::move(ack));
   }
 }
 

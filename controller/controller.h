@@ -103,6 +103,8 @@ class Controller {
  private:
   class Observer;
   void HousekeepingLoop();
+  // Saves the registry rows that changed and acknowledges the telemetry they cover.
+  void FlushRegistry();
   std::string MetricsPage();
 
   const ControllerOptions options_;

@@ -413,9 +413,11 @@ void AgentServiceImpl::Handle(Work& work) {
         if (fresh && observer_) {
           observer_->OnTelemetry(stream.agent_id, batch, stream.dictionary);
         }
-        v1::ControllerMessage ack;
-        ack.mutable_ack()->set_sequence(batch.sequence());
-        stream.Send(std::move(ack));
+        if (!fleet_->acknowledge_when_stored()) {
+          v1::ControllerMessage ack;
+          ack.mutable_ack()->set_sequence(batch.sequence());
+          stream.Send(std::move(ack));
+        }
       }
       break;
     }

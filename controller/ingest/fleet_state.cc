@@ -77,6 +77,7 @@ void FleetState::Restore(const std::vector<v1::AgentInfo>& agents) {
     absl::MutexLock lock(&agent.mu);
     agent.info = stored;
     agent.info.set_state(v1::DISCONNECTED);
+    agent.stored_sequence = stored.last_sequence();
   }
 }
 
@@ -121,7 +122,7 @@ absl::StatusOr<uint64_t> FleetState::Connect(const v1::Hello& hello, const std::
   agent.session = session;
   agent.last_message_ms = now_ms;
   agent.dirty = true;
-  return info.last_sequence();
+  return options_.acknowledge_when_stored ? agent.stored_sequence : info.last_sequence();
 }
 
 void FleetState::Disconnect(const std::string& agent_id, uint64_t session, absl::Time now) {
@@ -457,6 +458,9 @@ std::vector<v1::AgentInfo> FleetState::ListAgents() const {
     absl::MutexLock agent_lock(&agent->mu);
     out.push_back(agent->info);
     FillLive(*agent, out.back());
+    if (options_.acknowledge_when_stored) {
+      out.back().set_last_sequence(agent->stored_sequence);
+    }
   }
   return out;
 }
@@ -523,6 +527,32 @@ std::vector<v1::AgentInfo> FleetState::TakeDirty() {
     out.push_back(agent->info);
   }
   return out;
+}
+
+std::vector<std::pair<std::string, uint64_t>> FleetState::MarkStored(
+    const std::vector<v1::AgentInfo>& rows) {
+  std::vector<std::pair<std::string, uint64_t>> acks;
+  for (const v1::AgentInfo& row : rows) {
+    Agent* agent = Find(row.agent_id());
+    if (agent == nullptr) {
+      continue;
+    }
+    absl::MutexLock lock(&agent->mu);
+    if (row.last_sequence() > agent->stored_sequence) {
+      agent->stored_sequence = row.last_sequence();
+      acks.emplace_back(row.agent_id(), row.last_sequence());
+    }
+  }
+  return acks;
+}
+
+void FleetState::MarkDirty(const std::vector<v1::AgentInfo>& rows) {
+  for (const v1::AgentInfo& row : rows) {
+    if (Agent* agent = Find(row.agent_id()); agent != nullptr) {
+      absl::MutexLock lock(&agent->mu);
+      agent->dirty = true;
+    }
+  }
 }
 
 size_t FleetState::connected_count() const {

@@ -56,6 +56,10 @@ class FleetState {
     // Series one agent may hold across all its streams; beyond, its stream is refused.
     size_t max_series_per_agent = 10'000;
     IngestLimits limits;
+    // Telemetry is acknowledged only once the registry row naming its sequence is stored
+    // (MarkStored), so a controller killed in between asks the agent for it again instead of
+    // having forgotten it. Welcome and ListAgents then say the stored sequence.
+    bool acknowledge_when_stored = false;
   };
   // Telemetry batches the controller will never have, by reason (for /metrics): reported by
   // the agent as dropped (spool full, too old) or corrupt, or missing from the sequence with no
@@ -112,11 +116,16 @@ class FleetState {
 
   // Registry rows changed since the last call (for the store writer).
   std::vector<v1::AgentInfo> TakeDirty();
+  // The rows TakeDirty gave are stored: returns (agent, sequence) pairs now safe to acknowledge.
+  std::vector<std::pair<std::string, uint64_t>> MarkStored(const std::vector<v1::AgentInfo>& rows);
+  // Storing them failed: they are dirty again, to be tried with the next flush.
+  void MarkDirty(const std::vector<v1::AgentInfo>& rows);
 
   // The actions an agent said it offers (its Hello); nullopt for an agent never seen.
   std::optional<std::vector<std::string>> AgentActions(const std::string& agent_id) const;
 
   size_t connected_count() const;
+  bool acknowledge_when_stored() const { return options_.acknowledge_when_stored; }
   uint64_t samples_ingested() const;
   DropCounts dropped() const;
   // Estimated bytes the agent's series hold (0 for an unknown agent).
@@ -132,6 +141,7 @@ class FleetState {
     std::map<std::string, v1::DiagnosticTable> diagnostics ABSL_GUARDED_BY(mu);
     size_t bytes ABSL_GUARDED_BY(mu) = 0;  // estimate of what `series` holds, for the budget
     bool dirty ABSL_GUARDED_BY(mu) = false;
+    uint64_t stored_sequence ABSL_GUARDED_BY(mu) = 0;  // in the stored registry row
   };
   Agent* Find(const std::string& agent_id) const;
   Agent& FindOrAdd(const std::string& agent_id);

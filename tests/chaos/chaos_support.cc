@@ -200,7 +200,8 @@ std::optional<TelemetryTotals> ParseTelemetryTotals(const std::string& log) {
                          .acknowledged_through = fields["acknowledged_through"],
                          .dropped = fields["dropped"],
                          .refused = fields["refused"],
-                         .spooled = fields["spooled"]};
+                         .spooled = fields["spooled"],
+                         .replayed = fields.count("replayed") ? fields["replayed"] : 0};
 }
 
 std::string Fault::Describe() const {

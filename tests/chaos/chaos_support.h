@@ -100,6 +100,7 @@ struct TelemetryTotals {
   uint64_t dropped = 0;
   uint64_t refused = 0;
   uint64_t spooled = 0;
+  uint64_t replayed = 0;  // of `collected`, read back from an earlier incarnation's spool
 };
 // The last such line in `log`; nullopt when there is none or it does not parse.
 std::optional<TelemetryTotals> ParseTelemetryTotals(const std::string& log);

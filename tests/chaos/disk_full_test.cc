@@ -102,11 +102,15 @@ TEST_F(ChaosTest, DiskFullFailsWritesClosedAndRecoversWithoutARestart) {
   EXPECT_NE(note.exit_code, 0) << "a note was acknowledged with the disk full: " << note.output;
   EXPECT_TRUE(note.exit_code == 0 || NamesTheCause(note.output))
       << "the error does not name the cause (disk full): " << note.output;
+  // Each failed write makes the controller checkpoint and truncate its WAL, which gives the
+  // volume some space back (by design): fill that too, so the next write meets a full disk.
+  FillDisk(dir_.File("data/filler-2"));
   CommandResult proposal = propose();
   EXPECT_NE(proposal.exit_code, 0) << "a proposal was acknowledged with the disk full: "
                                    << proposal.output;
   EXPECT_TRUE(proposal.exit_code == 0 || NamesTheCause(proposal.output))
       << "the error does not name the cause (disk full): " << proposal.output;
+  FillDisk(dir_.File("data/filler-3"));
   CommandResult approval = controller.Cli(bob, {"action", "approve", waiting.id()});
   EXPECT_NE(approval.exit_code, 0) << "an approval was acknowledged with the disk full: "
                                    << approval.output;
@@ -119,6 +123,8 @@ TEST_F(ChaosTest, DiskFullFailsWritesClosedAndRecoversWithoutARestart) {
 
   // Space comes back: writes resume by themselves.
   ASSERT_EQ(unlink(dir_.File("data/filler").c_str()), 0);
+  unlink(dir_.File("data/filler-2").c_str());
+  unlink(dir_.File("data/filler-3").c_str());
   const absl::Time freed = absl::Now();
   CommandResult resumed;
   const bool back = testing::WaitUntil(

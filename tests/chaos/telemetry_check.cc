@@ -135,7 +135,9 @@ TelemetryVerdict TelemetryWatch::StopAndCheck(std::vector<AgentSlot>& agents) {
     std::optional<TelemetryTotals> t = ParseTelemetryTotals(log);
     if (t) {
       totals[slot.id] = *t;
-      floor += t->collected;
+      // Rounds replayed from the spool were collected by an earlier incarnation, whose own
+      // floor counts them already.
+      floor += t->collected - std::min(t->replayed, t->collected);
       verdict.sent += t->sent;
     } else {
       floor += floor_of(lifetime);
