@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/record_file.h"
 
 namespace vigil::agent {
 namespace {
@@ -28,35 +29,6 @@ constexpr size_t kMaxJournalBytes = 64 << 20;
 
 std::string Errno(int error) { return std::strerror(error); }
 
-// Writes all of `data` to `fd`; false with errno set on failure.
-bool WriteAll(int fd, absl::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return false;
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return true;
-}
-
-absl::Status SyncDirectory(const std::string& path) {
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  const std::string dir = parent.empty() ? std::string(".") : parent.string();
-  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0 || fsync(fd) != 0) {
-    const int error = errno;
-    if (fd >= 0) {
-      close(fd);
-    }
-    return absl::UnavailableError(absl::StrCat("cannot sync the folder ", dir, ": ", Errno(error)));
-  }
-  close(fd);
-  return absl::OkStatus();
-}
 
 // Replaces `path` with `content` atomically: a temporary file, synced, renamed over it.
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view content) {
@@ -73,7 +45,7 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
     unlink(temp.c_str());
     return absl::UnavailableError(absl::StrCat("cannot write ", path, ": ", Errno(why)));
   }
-  return SyncDirectory(path);
+  return SyncFolderOf(path);
 }
 
 // Files that show the journal existed: its marker, or any PATH.* left beside it.

@@ -37,34 +37,6 @@ uint32_t GetU32(const char* p) {
   return v;
 }
 
-bool WriteAll(int fd, absl::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return false;
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return true;
-}
-
-absl::Status SyncFolderOf(const std::string& path) {
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  const std::string dir = parent.empty() ? std::string(".") : parent.string();
-  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0 || fsync(fd) != 0) {
-    const int error = errno;
-    if (fd >= 0) {
-      close(fd);
-    }
-    return absl::UnavailableError(absl::StrCat("cannot sync the folder ", dir, ": ", Errno(error)));
-  }
-  close(fd);
-  return absl::OkStatus();
-}
 
 absl::StatusOr<std::string> ReadWholeFile(int fd, const std::string& path, uint64_t max_bytes) {
   struct stat st {};
@@ -95,6 +67,35 @@ absl::StatusOr<std::string> ReadWholeFile(int fd, const std::string& path, uint6
 }
 
 }  // namespace
+
+bool WriteAll(int fd, absl::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return false;
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+absl::Status SyncFolderOf(const std::string& path) {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  const std::string dir = parent.empty() ? std::string(".") : parent.string();
+  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || fsync(fd) != 0) {
+    const int error = errno;
+    if (fd >= 0) {
+      close(fd);
+    }
+    return absl::UnavailableError(absl::StrCat("cannot sync the folder ", dir, ": ", std::strerror(error)));
+  }
+  close(fd);
+  return absl::OkStatus();
+}
 
 std::string EncodeRecord(absl::string_view payload) {
   std::string out;

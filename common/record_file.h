@@ -25,6 +25,11 @@
 
 namespace vigil {
 
+// Writes all of `data` to `fd`, through short writes and EINTR; false with errno set on failure.
+bool WriteAll(int fd, absl::string_view data);
+// fsyncs the folder holding `path`, so a file created or renamed there survives a crash.
+absl::Status SyncFolderOf(const std::string& path);
+
 // When appends reach the disk.
 enum class RecordSync {
   kEveryAppend,  // Append returns after fsync: the record survives a crash of the machine

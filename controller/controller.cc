@@ -27,8 +27,13 @@ class Controller::Observer final : public IngestObserver {
     remediation_->OnAgentConnected(agent.agent_id());
   }
   void OnDisconnected(const std::string& agent_id, absl::Time when) override {
-    rules_->OnDisconnected(agent_id);
+    // Streams end because the controller is stopping, not because agents left: their alerts
+    // (pending `for` timers included) stay as stored, for the next start to take back.
+    if (!stopping_.load()) {
+      rules_->OnDisconnected(agent_id);
+    }
   }
+  void Stopping() { stopping_ = true; }
   void OnTelemetry(const std::string& agent_id, const v1::TelemetryBatch& batch,
                    const std::vector<SeriesState*>& dictionary) override {
     rules_->OnTelemetry(agent_id, batch, dictionary);
@@ -46,6 +51,7 @@ class Controller::Observer final : public IngestObserver {
   RuleEngine* rules_;
   IncidentManager* incidents_;
   RemediationManager* remediation_;
+  std::atomic<bool> stopping_{false};
 };
 
 absl::StatusOr<std::vector<Rule>> LoadRules(const std::string& rules_path) {
@@ -209,6 +215,7 @@ void Controller::Stop() {
   if (!stop_.HasBeenNotified()) {
     stop_.Notify();
   }
+  observer_->Stopping();
   if (http_ != nullptr) {
     http_->Stop();
   }

@@ -231,15 +231,12 @@ void IncidentManager::OnDiagnostics(const std::string& agent_id,
 
 void IncidentManager::Update(v1::UpdateIncidentRequest request, std::string actor,
                              UpdateDone done) {
-  auto result = std::make_shared<absl::StatusOr<v1::Incident>>();
-  writer_->Submit(
-      [this, request = std::move(request), actor = std::move(actor), result](Transaction& txn) {
-        *result = HandleUpdate(txn, request, actor);
-        return result->status();
+  SubmitForResult<v1::Incident>(
+      *writer_,
+      [this, request = std::move(request), actor = std::move(actor)](Transaction& txn) {
+        return HandleUpdate(txn, request, actor);
       },
-      [result, done = std::move(done)](const absl::Status& status) {
-        done(status.ok() ? *result : absl::StatusOr<v1::Incident>(status));
-      });
+      std::move(done));
 }
 
 absl::Status IncidentManager::Record(Transaction& txn, const std::string& incident_id,

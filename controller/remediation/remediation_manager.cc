@@ -147,27 +147,21 @@ absl::Status RemediationManager::Start() {
 
 void RemediationManager::Propose(v1::ProposeActionRequest request, Caller caller,
                                  ProposalDone done) {
-  auto result = std::make_shared<absl::StatusOr<v1::ActionProposal>>();
-  writer_->Submit(
-      [this, request = std::move(request), caller = std::move(caller), result](Transaction& txn) {
-        *result = DoPropose(txn, request, caller);
-        return result->status();
+  SubmitForResult<v1::ActionProposal>(
+      *writer_,
+      [this, request = std::move(request), caller = std::move(caller)](Transaction& txn) {
+        return DoPropose(txn, request, caller);
       },
-      [result, done = std::move(done)](const absl::Status& status) {
-        done(status.ok() ? *result : absl::StatusOr<v1::ActionProposal>(status));
-      });
+      std::move(done));
 }
 
 void RemediationManager::Review(v1::ReviewActionRequest request, Caller caller, ProposalDone done) {
-  auto result = std::make_shared<absl::StatusOr<v1::ActionProposal>>();
-  writer_->Submit(
-      [this, request = std::move(request), caller = std::move(caller), result](Transaction& txn) {
-        *result = DoReview(txn, request, caller);
-        return result->status();
+  SubmitForResult<v1::ActionProposal>(
+      *writer_,
+      [this, request = std::move(request), caller = std::move(caller)](Transaction& txn) {
+        return DoReview(txn, request, caller);
       },
-      [result, done = std::move(done)](const absl::Status& status) {
-        done(status.ok() ? *result : absl::StatusOr<v1::ActionProposal>(status));
-      });
+      std::move(done));
 }
 
 void RemediationManager::OnCommandResult(const std::string& agent_id,

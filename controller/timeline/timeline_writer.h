@@ -18,12 +18,14 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
@@ -107,6 +109,23 @@ class TimelineWriter {
   bool failing_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
+
+// Submits a unit that computes a value: `done` gets it once the unit's writes are stored, or the
+// unit's own error, or the store's.
+template <typename T>
+void SubmitForResult(TimelineWriter& writer,
+                     std::function<absl::StatusOr<T>(Transaction&)> work,
+                     std::function<void(absl::StatusOr<T>)> done) {
+  auto result = std::make_shared<absl::StatusOr<T>>(absl::UnknownError("not run"));
+  writer.Submit(
+      [work = std::move(work), result](Transaction& txn) {
+        *result = work(txn);
+        return result->status();
+      },
+      [result, done = std::move(done)](const absl::Status& status) {
+        done(status.ok() ? std::move(*result) : absl::StatusOr<T>(status));
+      });
+}
 
 // The label of a store error on /metrics: "resource_exhausted", "unavailable", ...
 std::string FailureCause(const absl::Status& status);

@@ -41,8 +41,10 @@ class AlertRestartsTest : public ::testing::Test {
   AlertRestartsTest()
       : grpc_port_(testing::FreeLoopbackPort()), address_(absl::StrCat("127.0.0.1:", grpc_port_)) {
     testing::WriteFile(dir_.File("rules.yaml"), kRules);
+    // Its own spool: rounds left by another run with the same id must not replay into this one.
     testing::WriteFile(dir_.File("agent.yaml"),
-                       "id: web-1\nlabels: {role: api}\ncollectors:\n  host: {}\n");
+                       absl::StrCat("id: web-1\nlabels: {role: api}\ncollectors:\n  host: {}\n",
+                                    "spool_dir: ", dir_.File("web-1.spool"), "\n"));
   }
   ~AlertRestartsTest() override {
     if (agent_ != nullptr) {

@@ -237,12 +237,15 @@ TEST_F(IncidentsTest, SlowApiAndLockedDatabaseBecomeOneIncidentWithTheDatabaseAs
                                 "\nlabels: {role: api, service: rag-api, depends_on: postgres}\n"
                                 "collectors:\n  host: {}\n  nginx: {access_log: '",
                                 nginx.access_log(), "', log_format: '",
-                                agent::LogFormat::kTimedCombined, " $upstream_response_time'}\n")));
+                                agent::LogFormat::kTimedCombined, " $upstream_response_time'}\n",
+                                "spool_dir: ", dir_.File(absl::StrCat("api-", i, ".spool")),
+                                "\n")));
   }
   agents.push_back(
       StartAgent("db-1", absl::StrCat("id: db-1\nlabels: {role: postgres, service: postgres}\n"
                                       "collectors:\n  host: {}\n  postgres: {dsn: '",
-                                      postgres.Dsn("vigil"), "'}\n")));
+                                      postgres.Dsn("vigil"), "'}\nspool_dir: ",
+                                      dir_.File("db-1.spool"), "\n")));
   ASSERT_TRUE(WaitUntil(
       [&] {
         v1::ListAgentsResponse r;

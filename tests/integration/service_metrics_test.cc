@@ -29,7 +29,8 @@ TEST(ServiceMetrics, VigilMetricsShowsEveryCollector) {
                                   "  nginx: {access_log: '", nginx.access_log(), "', log_format: '",
                                   agent::LogFormat::kTimedCombined, " $upstream_response_time'}\n",
                                   "  postgres: {dsn: '", postgres.Dsn("vigil"), "'}\n",
-                                  "  redis: {address: '127.0.0.1:", redis.port(), "'}\n"));
+                                  "  redis: {address: '127.0.0.1:", redis.port(), "'}\n",
+                                  "spool_dir: ", dir.File("web-1.spool"), "\n"));
   const std::string token = testing::AddVigilUser(dir.File("vigil.db"), "tester", "viewer");
   testing::Subprocess controller({BinaryPath("vigil-controller"), "--listen=" + address,
                                   "--db=" + dir.File("vigil.db"), "--insecure",
