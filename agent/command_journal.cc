@@ -30,23 +30,6 @@ constexpr size_t kMaxJournalBytes = 64 << 20;
 std::string Errno(int error) { return std::strerror(error); }
 
 
-// Replaces `path` with `content` atomically: a temporary file, synced, renamed over it.
-absl::Status WriteFileAtomically(const std::string& path, absl::string_view content) {
-  const std::string temp = absl::StrCat(path, ".tmp");
-  const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat("cannot create ", temp, ": ", Errno(errno)));
-  }
-  const bool ok = WriteAll(fd, content) && fsync(fd) == 0;
-  const int error = errno;
-  close(fd);
-  if (!ok || rename(temp.c_str(), path.c_str()) != 0) {
-    const int why = ok ? errno : error;
-    unlink(temp.c_str());
-    return absl::UnavailableError(absl::StrCat("cannot write ", path, ": ", Errno(why)));
-  }
-  return SyncFolderOf(path);
-}
 
 // Files that show the journal existed: its marker, or any PATH.* left beside it.
 std::string EvidenceOfJournal(const std::string& path) {

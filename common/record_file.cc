@@ -11,6 +11,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 #include "common/crc32.h"
 
 namespace vigil {
@@ -95,6 +96,23 @@ absl::Status SyncFolderOf(const std::string& path) {
   }
   close(fd);
   return absl::OkStatus();
+}
+
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view content) {
+  const std::string temp = absl::StrCat(path, ".tmp");
+  const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot create ", temp, ": ", std::strerror(errno)));
+  }
+  const bool ok = WriteAll(fd, content) && fsync(fd) == 0;
+  const int error = errno;
+  close(fd);
+  if (!ok || rename(temp.c_str(), path.c_str()) != 0) {
+    const int why = ok ? errno : error;
+    unlink(temp.c_str());
+    return absl::UnavailableError(absl::StrCat("cannot write ", path, ": ", std::strerror(why)));
+  }
+  return SyncFolderOf(path);
 }
 
 std::string EncodeRecord(absl::string_view payload) {
@@ -281,19 +299,7 @@ absl::Status RecordFile::Rewrite(const std::vector<std::string>& payloads) {
     }
     content += EncodeRecord(payload);
   }
-  const std::string temp = absl::StrCat(path_, ".tmp");
-  const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat("cannot create ", temp, ": ", Errno(errno)));
-  }
-  const bool ok = WriteAll(fd, content) && fsync(fd) == 0;
-  const int error = errno;
-  close(fd);
-  if (!ok || rename(temp.c_str(), path_.c_str()) != 0) {
-    const int why = ok ? errno : error;
-    unlink(temp.c_str());
-    return absl::UnavailableError(absl::StrCat("cannot rewrite ", path_, ": ", Errno(why)));
-  }
+  RETURN_IF_ERROR(WriteFileAtomically(path_, content));
   // The old descriptor points at the replaced file: appends go to the new one from here.
   const int fresh = open(path_.c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
   if (fd_ >= 0) {
@@ -306,7 +312,7 @@ absl::Status RecordFile::Rewrite(const std::vector<std::string>& payloads) {
   }
   size_ = content.size();
   unsynced_ = false;
-  return SyncFolderOf(path_);
+  return absl::OkStatus();
 }
 
 }  // namespace vigil

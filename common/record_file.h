@@ -29,6 +29,9 @@ namespace vigil {
 bool WriteAll(int fd, absl::string_view data);
 // fsyncs the folder holding `path`, so a file created or renamed there survives a crash.
 absl::Status SyncFolderOf(const std::string& path);
+// Replaces `path` with `content` atomically: a temporary file (0600), synced, renamed over it,
+// and the folder synced. On error `path` is as it was.
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view content);
 
 // When appends reach the disk.
 enum class RecordSync {
