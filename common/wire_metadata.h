@@ -24,4 +24,9 @@ inline constexpr absl::string_view kWatchLiveOnlyKey = "vigil-watch-live-only";
 // yet resumes from here.
 inline constexpr absl::string_view kWatchStartSeqKey = "vigil-watch-start-seq";
 
+// Trailing metadata on a stream the controller refused because it admits new streams no faster
+// than it can serve them (RESOURCE_EXHAUSTED): milliseconds to wait before trying again, as a
+// decimal integer. Agents wait that long plus jitter, so a reconnect storm spreads itself out.
+inline constexpr absl::string_view kRetryAfterMsKey = "retry-after-ms";
+
 }  // namespace vigil
