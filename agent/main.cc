@@ -17,6 +17,7 @@
 #include "common/logging.h"
 #include "common/transport.h"
 #include "common/yaml_util.h"
+#include "common/mutex_checks.h"
 
 namespace {
 
@@ -34,6 +35,7 @@ extern "C" void OnSignal(int sig) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  vigil::UseReleaseMutexChecks();
   // The state folder and the command journal are the agent's alone. (Commands it runs inherit
   // this mask; services are started by their manager, which sets its own.)
   umask(077);

@@ -270,8 +270,13 @@ void StreamClient::Run() {
     if (state == GRPC_CHANNEL_READY) {
       // Connected, yet the stream failed (refused, or a controller going down): full jitter
       // in [0, backoff], so a fleet does not come back in lockstep.
+      // A controller admitting a storm says when to come back: then that, plus as much jitter
+      // again, so the refused spread over the time it asked for.
       std::uniform_real_distribution<double> jitter(0.0, 1.0);
-      const absl::Time until = clock_->Now() + backoff * jitter(rng);
+      const absl::Duration wait = retry_after_ > absl::ZeroDuration()
+                                      ? retry_after_ * (1 + jitter(rng))
+                                      : backoff * jitter(rng);
+      const absl::Time until = clock_->Now() + wait;
       while (clock_->Now() < until) {
         Pending work = WaitForWork(until, nullptr, false);
         SpoolPending(work);
@@ -324,6 +329,26 @@ void StreamClient::DropRefusedBatch(const grpc::ClientContext& context,
                   sequence, spool_->refused(), status.error_message());
   }
 }
+
+namespace {
+
+// The longest wait a controller's retry hint can ask for.
+constexpr absl::Duration kMaxRetryHint = absl::Seconds(60);
+
+// The retry-after-ms hint of a stream the controller could not admit yet; zero when none.
+absl::Duration RetryHint(const grpc::ClientContext& context) {
+  const auto& trailers = context.GetServerTrailingMetadata();
+  auto it = trailers.find(grpc::string_ref(kRetryAfterMsKey.data(), kRetryAfterMsKey.size()));
+  int64_t ms = 0;
+  if (it == trailers.end() ||
+      !absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()), &ms) || ms <= 0) {
+    return absl::ZeroDuration();
+  }
+  // A controller that lies must not park the agent for long: the spool keeps filling meanwhile.
+  return std::min(absl::Milliseconds(ms), kMaxRetryHint);
+}
+
+}  // namespace
 
 absl::Status StreamClient::RunStream() {
   grpc::ClientContext context;
@@ -484,9 +509,13 @@ absl::Status StreamClient::RunStream() {
     absl::MutexLock lock(&mu_);
     active_context_ = nullptr;
   }
+  retry_after_ = absl::ZeroDuration();
   if (!status.ok()) {
     ended = FromGrpcStatus(status);
     DropRefusedBatch(context, status);
+    if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      retry_after_ = RetryHint(context);
+    }
   }
   return ended;
 }

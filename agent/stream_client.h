@@ -136,6 +136,9 @@ class StreamClient {
   std::unique_ptr<TelemetrySpool> spool_;
   SeriesDictionary dictionary_;
   std::string last_error_;  // the last failure logged, so a retry loop logs it once
+  // When to come back, as the controller asked in the stream's end (admission control); zero
+  // when it did not. Run's thread only.
+  absl::Duration retry_after_ = absl::ZeroDuration();
   int failed_attempts_ = 0;
   absl::Time down_since_ = absl::InfinitePast();
 

@@ -9,8 +9,10 @@
 
 #include "cli/cli.h"
 #include "cli/interrupt.h"
+#include "common/mutex_checks.h"
 
 int main(int argc, char** argv) {
+  vigil::UseReleaseMutexChecks();
   // Block SIGINT/SIGTERM before any thread starts, so only the waiter below receives them.
   sigset_t signals;
   sigemptyset(&signals);

@@ -104,7 +104,9 @@ absl::Status Controller::Start() {
       &fleet_, clock_,
       AgentServiceImpl::Options{.silence_timeout = options_.silence_timeout,
                                 .limits = options_.ingest_limits,
-                                .evict_after = options_.evict_after});
+                                .evict_after = options_.evict_after,
+                                .max_pending_hellos = options_.admission_queue,
+                                .max_queue_delay = options_.admission_max_delay});
   writer_ = std::make_unique<TimelineWriter>(store_.get(), clock_);
   incidents_ = std::make_unique<IncidentManager>(
       writer_.get(), clock_,
@@ -387,6 +389,12 @@ std::string Controller::MetricsPage() {
     absl::StrAppendFormat(&page, "vigil_ingest_streams_refused_total{reason=\"%s\"} %d\n", reason,
                           n);
   }
+  metric("vigil_ingest_streams_deferred_total", "counter",
+         "New agent streams told to come back later (admission control) since start.",
+         static_cast<double>(agent_service_->streams_refused_busy()));
+  metric("vigil_ingest_queue_delay_seconds", "gauge",
+         "How long the oldest agent message not yet handled has waited.",
+         absl::ToDoubleSeconds(agent_service_->queue_delay()));
   metric("vigil_agents_evicted_total", "counter",
          "Gone agents whose series were freed since start.",
          static_cast<double>(agent_service_->agents_evicted()));

@@ -55,6 +55,9 @@ struct ControllerOptions {
   // What agents may send (sizes, counts, telemetry time) and how long a gone agent's series stay.
   IngestLimits ingest_limits;
   absl::Duration evict_after = absl::Hours(1);
+  // Admission of new agent streams (see AgentServiceImpl::Options).
+  size_t admission_queue = 512;
+  absl::Duration admission_max_delay = absl::Milliseconds(500);
   absl::Duration rule_tick = absl::Milliseconds(250);
   IncidentManager::Options incidents;
   RemediationManager::Options remediation;

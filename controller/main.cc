@@ -15,6 +15,7 @@
 #include "controller/controller.h"
 #include "controller/rules/rule.h"
 #include "storage/sqlite/sqlite_store.h"
+#include "common/mutex_checks.h"
 
 namespace {
 
@@ -60,6 +61,7 @@ int AddUserCommand(const std::string& db_path, const std::string& name, const st
 }  // namespace
 
 int main(int argc, char** argv) {
+  vigil::UseReleaseMutexChecks();
   // Everything the controller writes (database, keys, the data folder) is its own alone. The
   // store and the key code set their files' modes themselves too: SQLite gives its -wal and
   // -shm files the database's mode, whatever the umask.
@@ -100,7 +102,8 @@ int main(int argc, char** argv) {
                  "Ed25519 key that signs commands (created when missing; default: next to --db)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
   // Telemetry time and memory (the contract in DESIGN.md): durations like 30s, 24h.
-  std::string max_skew = "30s", max_age = "24h", evict_after = "1h", result_patience = "1h";
+  std::string max_skew = "30s", max_age = "24h", evict_after = "1h", result_patience = "1h",
+              admission_delay = "500ms";
   app.add_flag("--init", options.init,
                "start a new, empty database even though files beside --db show one existed");
   app.add_option("--result-patience", result_patience,
@@ -112,6 +115,12 @@ int main(int argc, char** argv) {
                  "refuse telemetry older than this; replays after an outage are younger (24h)");
   app.add_option("--evict-after", evict_after,
                  "free the series of agents disconnected this long (1h)");
+  app.add_option("--admission-queue", options.admission_queue,
+                 "new agent streams that may wait for the ingest thread; beyond, they are told "
+                 "when to come back (RESOURCE_EXHAUSTED with retry-after-ms) (512)")
+      ->check(CLI::Range(1, 1'000'000));
+  app.add_option("--admission-max-delay", admission_delay,
+                 "admit no new agent stream while queued telemetry waits longer than this (500ms)");
   vigil::AddTransportFlags(app, options.transport);
 
   std::vector<std::string> rule_files;
@@ -153,6 +162,7 @@ int main(int argc, char** argv) {
         {"--telemetry-max-skew", max_skew, &options.ingest_limits.max_future_skew},
         {"--telemetry-max-age", max_age, &options.ingest_limits.max_age},
         {"--evict-after", evict_after, &options.evict_after},
+        {"--admission-max-delay", admission_delay, &options.admission_max_delay},
         {"--result-patience", result_patience, &options.remediation.result_patience}}) {
     absl::StatusOr<absl::Duration> parsed = vigil::ParseDurationText(text);
     if (!parsed.ok()) {

@@ -99,6 +99,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
 
   void Begin() {
     self_ = shared_from_this();
+    waiting_since_ms_ = service_->NowMs();
     StartRead(&in_);
   }
 
@@ -124,8 +125,14 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
     if (done_ || finishing_) {
       return;
     }
+    waiting_since_ms_ = service_->NowMs();
     StartRead(&in_);
   }
+
+  // Since when the controller has been waiting for this agent to say something (unix ms), or 0
+  // while it holds a message of the agent's it has not handled yet. Silence is judged by this,
+  // not by when messages are handled: telemetry queued behind a storm of Hellos is not silence.
+  int64_t waiting_since_ms() const { return waiting_since_ms_.load(std::memory_order_relaxed); }
 
   void Close(const grpc::Status& status) {
     absl::MutexLock lock(&mu_);
@@ -154,6 +161,8 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
   }
 
   const std::string& peer() const { return peer_; }
+  // True the first time only: the watchdog ends a silent stream once.
+  bool MarkSilent() { return !marked_silent_.exchange(true); }
   // Read when the stream starts, while the context is certainly alive.
   const PeerIdentity& identity() const { return identity_; }
   uint64_t session() const { return session_; }
@@ -169,9 +178,33 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
       Close(grpc::Status::OK);
       return;
     }
+    waiting_since_ms_ = 0;
     auto message = std::make_unique<v1::AgentMessage>();
     message->Swap(&in_);
+    if (first_read_) {
+      first_read_ = false;
+      // A new stream's first message is admitted only at a pace the ingest thread can serve;
+      // beyond that the agent is told when to come back rather than queued without bound.
+      if (std::optional<absl::Duration> retry_after =
+              service_->AdmitNewStream({shared_from_this(), std::move(message)})) {
+        CloseBusy(*retry_after);
+      }
+      return;
+    }
     service_->Enqueue({shared_from_this(), std::move(message)});
+  }
+
+  // Ends a stream the controller cannot admit yet: RESOURCE_EXHAUSTED with the retry hint.
+  void CloseBusy(absl::Duration retry_after) {
+    absl::MutexLock lock(&mu_);
+    if (done_ || finishing_) {
+      return;
+    }
+    context_->AddTrailingMetadata(std::string(kRetryAfterMsKey),
+                                  absl::StrCat(absl::ToInt64Milliseconds(retry_after)));
+    FinishLocked(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                              absl::StrCat("controller is admitting other agents; retry after ",
+                                           absl::FormatDuration(retry_after))));
   }
 
   void OnWriteDone(bool ok) override {
@@ -224,6 +257,9 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
   const PeerIdentity identity_;
   const uint64_t session_;
   v1::AgentMessage in_;  // touched by gRPC only between StartRead and OnReadDone
+  bool first_read_ = true;  // touched only by OnReadDone, which gRPC never runs concurrently
+  std::atomic<int64_t> waiting_since_ms_{0};
+  std::atomic<bool> marked_silent_{false};
 
   absl::Mutex mu_;
   std::shared_ptr<AgentStream> self_ ABSL_GUARDED_BY(mu_);
@@ -271,8 +307,68 @@ void AgentServiceImpl::Shutdown() {
 grpc::ServerBidiReactor<v1::AgentMessage, v1::ControllerMessage>* AgentServiceImpl::Connect(
     grpc::CallbackServerContext* context) {
   auto stream = std::make_shared<AgentStream>(this, context, next_session_++);
+  {
+    // Watched for silence until its Hello is accepted: a peer that opens streams and says
+    // nothing must not hold them forever.
+    absl::MutexLock lock(&mu_);
+    opening_[stream->session()] = stream;
+  }
   stream->Begin();
   return stream.get();
+}
+
+int64_t AgentServiceImpl::NowMs() const { return absl::ToUnixMillis(clock_->Now()); }
+
+std::optional<absl::Duration> AgentServiceImpl::AdmitNewStream(Work work) {
+  const int64_t now_ms = NowMs();
+  absl::MutexLock lock(&mu_);
+  RollAdmissionWindow(now_ms);
+  const int64_t delay_ms = QueueDelayMsLocked(now_ms);
+  const bool behind = delay_ms > absl::ToInt64Milliseconds(options_.max_queue_delay);
+  if (!stopping_ && (pending_hellos_ >= options_.max_pending_hellos || behind)) {
+    ++refused_in_window_;
+    ++refused_busy_;
+    // Spread the refused over the time the ingest thread needs to admit them at the rate it
+    // admitted agents lately; the agent adds jitter of its own on top.
+    const double rate = std::max<double>(admitted_last_window_, 100);
+    const double backlog = pending_hellos_ + refused_in_window_ + refused_last_window_;
+    absl::Duration hint = absl::Seconds(backlog / rate);
+    if (behind) {
+      hint = std::max(hint, 2 * absl::Milliseconds(delay_ms));
+    }
+    return std::clamp(hint, absl::Milliseconds(250), absl::Seconds(15));
+  }
+  ++pending_hellos_;
+  work.first = true;
+  work.enqueued_ms = now_ms;
+  queue_.push_back(std::move(work));
+  return std::nullopt;
+}
+
+void AgentServiceImpl::RollAdmissionWindow(int64_t now_ms) {
+  if (now_ms - window_start_ms_ < 1000) {
+    return;
+  }
+  const bool consecutive = now_ms - window_start_ms_ < 2000;
+  admitted_last_window_ = consecutive ? admitted_in_window_ : 0;
+  refused_last_window_ = consecutive ? refused_in_window_ : 0;
+  admitted_in_window_ = 0;
+  refused_in_window_ = 0;
+  window_start_ms_ = now_ms;
+}
+
+absl::Duration AgentServiceImpl::queue_delay() const {
+  const int64_t now_ms = NowMs();
+  absl::MutexLock lock(&mu_);
+  return absl::Milliseconds(QueueDelayMsLocked(now_ms));
+}
+
+int64_t AgentServiceImpl::QueueDelayMsLocked(int64_t now_ms) const {
+  int64_t oldest = handling_since_ms_.load(std::memory_order_relaxed);
+  if (!queue_.empty() && (oldest == 0 || queue_.front().enqueued_ms < oldest)) {
+    oldest = queue_.front().enqueued_ms;
+  }
+  return oldest == 0 ? 0 : std::max<int64_t>(0, now_ms - oldest);
 }
 
 bool AgentServiceImpl::SendTo(const std::string& agent_id, v1::ControllerMessage message) {
@@ -290,6 +386,7 @@ bool AgentServiceImpl::SendTo(const std::string& agent_id, v1::ControllerMessage
 }
 
 void AgentServiceImpl::Enqueue(Work work) {
+  work.enqueued_ms = NowMs();
   absl::MutexLock lock(&mu_);
   queue_.push_back(std::move(work));
 }
@@ -306,10 +403,12 @@ void AgentServiceImpl::IngestLoop() {
         return;
       }
       batch.swap(queue_);
+      handling_since_ms_ = std::max<int64_t>(batch.front().enqueued_ms, 1);
     }
     for (Work& work : batch) {
       Handle(work);
     }
+    handling_since_ms_ = 0;
   }
 }
 
@@ -320,8 +419,15 @@ void AgentServiceImpl::Handle(Work& work) {
     return;
   }
   AgentStream& stream = *work.stream;
+  if (work.first) {
+    absl::MutexLock lock(&mu_);
+    --pending_hellos_;
+    ++admitted_in_window_;
+  }
   if (work.message == nullptr) {  // the stream is over
     if (!stream.accepted) {
+      absl::MutexLock lock(&mu_);
+      opening_.erase(stream.session());
       return;
     }
     fleet_->Disconnect(stream.agent_id, stream.session(), now);
@@ -373,6 +479,7 @@ void AgentServiceImpl::Handle(Work& work) {
     {
       absl::MutexLock lock(&mu_);
       streams_[stream.agent_id] = work.stream;
+      opening_.erase(stream.session());
     }
     spdlog::info("agent '{}' connected from {} (host {}, version {})", hello.agent_id(),
                  stream.peer(), hello.hostname(), hello.version());
@@ -385,10 +492,8 @@ void AgentServiceImpl::Handle(Work& work) {
     welcome.mutable_welcome()->set_acks_results(true);
     stream.Send(std::move(welcome));
     if (observer_) {
-      for (const v1::AgentInfo& info : fleet_->ListAgents()) {
-        if (info.agent_id() == stream.agent_id) {
-          observer_->OnConnected(info);
-        }
+      if (std::optional<v1::AgentInfo> info = fleet_->Info(stream.agent_id)) {
+        observer_->OnConnected(*info);
       }
     }
     stream.ReadNext();
@@ -520,22 +625,40 @@ void AgentServiceImpl::WatchdogLoop() {
       next_eviction = now + absl::Seconds(10);
       Enqueue({nullptr, nullptr});
     }
-    for (const auto& [agent_id, session] : fleet_->SilentSince(now - options_.silence_timeout)) {
-      std::shared_ptr<AgentStream> stream;
-      {
-        absl::MutexLock lock(&mu_);
-        auto it = streams_.find(agent_id);
-        if (it != streams_.end() && it->second->session() == session) {
-          stream = it->second;
+    const int64_t cutoff_ms = absl::ToUnixMillis(now - options_.silence_timeout);
+    auto silent = [cutoff_ms](const AgentStream& stream) {
+      const int64_t since = stream.waiting_since_ms();
+      return since != 0 && since < cutoff_ms;
+    };
+    // (agent id, stream); no id for a stream whose Hello was not accepted yet.
+    std::vector<std::pair<std::string, std::shared_ptr<AgentStream>>> quiet;
+    {
+      absl::MutexLock lock(&mu_);
+      for (const auto& [agent_id, stream] : streams_) {
+        if (silent(*stream)) {
+          quiet.emplace_back(agent_id, stream);
         }
       }
-      // Shown disconnected now, whatever the stream does next.
-      fleet_->Disconnect(agent_id, session, now);
-      spdlog::warn("agent '{}' silent for {}: marking it disconnected", agent_id,
-                   absl::FormatDuration(options_.silence_timeout));
-      if (stream) {
-        stream->Cancel();
+      for (const auto& [session, opening] : opening_) {
+        if (std::shared_ptr<AgentStream> stream = opening.lock(); stream && silent(*stream)) {
+          quiet.emplace_back("", std::move(stream));
+        }
       }
+    }
+    for (const auto& [agent_id, stream] : quiet) {
+      if (!stream->MarkSilent()) {
+        continue;  // already cancelled; its end is on its way to the ingest thread
+      }
+      if (!agent_id.empty()) {
+        // Shown disconnected now, whatever the stream does next.
+        fleet_->Disconnect(agent_id, stream->session(), now);
+        spdlog::warn("agent '{}' silent for {}: marking it disconnected", agent_id,
+                     absl::FormatDuration(options_.silence_timeout));
+      } else {
+        spdlog::debug("peer {} opened an agent stream and said nothing for {}: ending it",
+                      stream->peer(), absl::FormatDuration(options_.silence_timeout));
+      }
+      stream->Cancel();
     }
   }
 }

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <deque>
 #include <functional>
+#include <optional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -53,6 +54,13 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
     IngestLimits limits;
     // Series and diagnostics of agents disconnected this long are freed (the registry stays).
     absl::Duration evict_after = absl::Hours(1);
+    // Admission: new streams whose first message would wait behind this many others' are
+    // refused with RESOURCE_EXHAUSTED and a retry-after-ms hint, and so are all new streams
+    // while the ingest queue's oldest message waits longer than max_queue_delay. A reconnect
+    // storm is then admitted at the pace the ingest thread serves, and agents already streaming
+    // are never starved into silence by it.
+    size_t max_pending_hellos = 512;
+    absl::Duration max_queue_delay = absl::Milliseconds(500);
   };
   // Streams ended for breaking the wire contract, by what they sent (for /metrics).
   struct Refusals {
@@ -62,6 +70,10 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
     uint64_t diagnostics = 0;
     uint64_t command_result = 0;
   };
+  // New streams told to come back later (admission control), for /metrics.
+  uint64_t streams_refused_busy() const { return refused_busy_.load(); }
+  // How long the oldest message not yet handled has waited (for /metrics).
+  absl::Duration queue_delay() const;
   AgentServiceImpl(FleetState* fleet, const Clock* clock, Options options);
   ~AgentServiceImpl() override;
 
@@ -85,8 +97,17 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
   struct Work {
     std::shared_ptr<AgentStream> stream;
     std::unique_ptr<v1::AgentMessage> message;  // null: the stream ended
+    bool first = false;                         // the stream's first message (admitted)
+    int64_t enqueued_ms = 0;
   };  // both null: housekeeping (eviction) to run on the ingest thread
   void Enqueue(Work work);
+  // Queues a new stream's first message, or says how long the agent should wait before trying
+  // again (nothing queued then).
+  std::optional<absl::Duration> AdmitNewStream(Work work);
+  void RollAdmissionWindow(int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // How long the oldest message not yet handled has waited.
+  int64_t QueueDelayMsLocked(int64_t now_ms) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  int64_t NowMs() const;
   void IngestLoop();
   void Handle(Work& work);
   void WatchdogLoop();
@@ -108,12 +129,25 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
   std::atomic<uint64_t> refused_diagnostics_{0};
   std::atomic<uint64_t> refused_results_{0};
   std::atomic<uint64_t> evicted_{0};
+  std::atomic<uint64_t> refused_busy_{0};
+  // Enqueue time of the oldest message of the batch the ingest thread is handling; 0: idle.
+  std::atomic<int64_t> handling_since_ms_{0};
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::deque<Work> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // Streams by agent id, once their Hello was accepted.
   std::unordered_map<std::string, std::shared_ptr<AgentStream>> streams_ ABSL_GUARDED_BY(mu_);
+  // Streams whose Hello is not accepted yet, by session (watched for silence too).
+  std::unordered_map<uint64_t, std::weak_ptr<AgentStream>> opening_ ABSL_GUARDED_BY(mu_);
+  // Admission: first messages queued and not handled yet, and per one-second window how many
+  // new streams were admitted (handled) and refused.
+  size_t pending_hellos_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t window_start_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t admitted_in_window_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t refused_in_window_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t admitted_last_window_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t refused_last_window_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread ingest_thread_;
   std::thread watchdog_thread_;
 };

@@ -139,19 +139,6 @@ void FleetState::Disconnect(const std::string& agent_id, uint64_t session, absl:
   agent->dirty = true;
 }
 
-std::vector<std::pair<std::string, uint64_t>> FleetState::SilentSince(absl::Time cutoff) {
-  const int64_t cutoff_ms = absl::ToUnixMillis(cutoff);
-  std::vector<std::pair<std::string, uint64_t>> silent;
-  absl::MutexLock lock(&mu_);
-  for (const auto& [id, agent] : agents_) {
-    absl::MutexLock agent_lock(&agent->mu);
-    if (agent->session != 0 && agent->last_message_ms < cutoff_ms) {
-      silent.emplace_back(id, agent->session);
-    }
-  }
-  return silent;
-}
-
 void FleetState::Touch(const std::string& agent_id, absl::Time now) {
   Agent* agent = Find(agent_id);
   if (agent == nullptr) {
@@ -448,6 +435,20 @@ void FleetState::FillLive(const Agent& agent, v1::AgentInfo& info) {
   info.set_cpu_usage_ratio(cpu);
   info.set_memory_used_ratio(memory);
   info.set_disk_used_ratio(disk);
+}
+
+std::optional<v1::AgentInfo> FleetState::Info(const std::string& agent_id) const {
+  const Agent* agent = Find(agent_id);
+  if (agent == nullptr) {
+    return std::nullopt;
+  }
+  absl::MutexLock lock(&agent->mu);
+  v1::AgentInfo info = agent->info;
+  FillLive(*agent, info);
+  if (options_.acknowledge_when_stored) {
+    info.set_last_sequence(agent->stored_sequence);
+  }
+  return info;
 }
 
 std::vector<v1::AgentInfo> FleetState::ListAgents() const {

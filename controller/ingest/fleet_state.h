@@ -86,8 +86,6 @@ class FleetState {
                                    uint64_t session, absl::Time now);
   // The stream `session` ended (a newer session of the same agent is left alone).
   void Disconnect(const std::string& agent_id, uint64_t session, absl::Time now);
-  // Sessions silent since before `cutoff`: (agent id, session).
-  std::vector<std::pair<std::string, uint64_t>> SilentSince(absl::Time cutoff);
   void Touch(const std::string& agent_id, absl::Time now);
 
   // Applies a batch that passed ValidateBatch; `dictionary` is the stream's series-id table.
@@ -102,6 +100,9 @@ class FleetState {
   uint64_t LastSequence(const std::string& agent_id) const;
   void SetDiagnostics(const std::string& agent_id, const v1::Diagnostics& diagnostics);
 
+  // One agent's row with the live columns filled in, as ListAgents gives it; nullopt for an
+  // agent never seen. Costs nothing in the size of the fleet (a Hello calls it).
+  std::optional<v1::AgentInfo> Info(const std::string& agent_id) const;
   // Snapshot for ListAgents, sorted by id, with the live columns filled in.
   std::vector<v1::AgentInfo> ListAgents() const;
   // NotFound for an unknown agent.

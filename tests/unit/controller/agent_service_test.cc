@@ -1,0 +1,193 @@
+// The agent service's admission control and silence watchdog, over a real gRPC server on
+// loopback with an ingest thread a test can hold still: a storm of new streams is told when to
+// come back instead of queued without bound, and telemetry waiting behind a busy ingest thread
+// is never mistaken for a silent agent.
+#include "controller/ingest/agent_service.h"
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/synchronization/notification.h"
+#include "common/clock.h"
+#include "common/wire_metadata.h"
+#include "tests/support/hostile_agent.h"
+
+namespace vigil::controller {
+namespace {
+
+using testing::HostileAgent;
+
+// Holds the ingest thread still in OnConnected of agent `hold_on` until released.
+class HoldingObserver final : public IngestObserver {
+ public:
+  explicit HoldingObserver(std::string hold_on) : hold_on_(std::move(hold_on)) {}
+  void OnConnected(const v1::AgentInfo& agent) override {
+    if (agent.agent_id() == hold_on_) {
+      holding_.Notify();
+      release_.WaitForNotification();
+    }
+  }
+  void WaitUntilHolding() { holding_.WaitForNotification(); }
+  void Release() {
+    if (!release_.HasBeenNotified()) {
+      release_.Notify();
+    }
+  }
+
+ private:
+  const std::string hold_on_;
+  absl::Notification holding_;
+  absl::Notification release_;
+};
+
+class AgentServiceTest : public ::testing::Test {
+ protected:
+  void Start(AgentServiceImpl::Options options) {
+    service_ = std::make_unique<AgentServiceImpl>(&fleet_, &clock_, options);
+    service_->SetObserver(&observer_);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    address_ = "127.0.0.1:" + std::to_string(port);
+    service_->Start();
+  }
+
+  void TearDown() override {
+    observer_.Release();
+    if (server_) {
+      service_->Shutdown();
+      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    }
+  }
+
+  static v1::Hello Hello(const std::string& id) {
+    v1::Hello hello;
+    hello.set_agent_id(id);
+    hello.set_hostname(id);
+    hello.set_version("test");
+    return hello;
+  }
+
+  static v1::TelemetryBatch Batch(uint64_t sequence) {
+    v1::TelemetryBatch batch;
+    batch.set_sequence(sequence);
+    v1::SeriesDefinition* def = batch.add_new_series();
+    def->set_id(1);
+    def->set_name("host_cpu_usage_ratio");
+    v1::Snapshot* snapshot = batch.add_snapshots();
+    snapshot->set_time_unix_ms(absl::ToUnixMillis(absl::Now()));
+    snapshot->add_series_ids(1);
+    snapshot->add_values(0.5);
+    return batch;
+  }
+
+  RealClock clock_;
+  FleetState fleet_;
+  HoldingObserver observer_{"holder"};
+  std::unique_ptr<AgentServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+};
+
+TEST_F(AgentServiceTest, NewStreamsBeyondTheAdmissionQueueAreToldWhenToComeBack) {
+  Start({.max_pending_hellos = 1, .max_queue_delay = absl::Seconds(30)});
+  HostileAgent holder(address_, Hello("holder"));
+  ASSERT_TRUE(holder.AwaitWelcome());
+  observer_.WaitUntilHolding();  // the ingest thread handles nothing from now on
+
+  HostileAgent queued(address_, Hello("queued"));  // the one Hello the queue may hold
+  absl::SleepFor(absl::Milliseconds(200));
+  HostileAgent refused(address_, Hello("refused"));
+  const grpc::Status status = refused.Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  int64_t retry_after_ms = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(refused.Trailer(std::string(kRetryAfterMsKey)), &retry_after_ms))
+      << "no " << kRetryAfterMsKey << " trailer";
+  EXPECT_GE(retry_after_ms, 250);
+  EXPECT_LE(retry_after_ms, 15'000);
+  EXPECT_EQ(service_->streams_refused_busy(), 1u);
+
+  // Once the ingest thread moves again, the queued Hello is welcomed: admitted means served.
+  observer_.Release();
+  EXPECT_TRUE(queued.AwaitWelcome());
+}
+
+TEST_F(AgentServiceTest, NewStreamsWaitWhileTheIngestQueueIsBehind) {
+  Start({.max_pending_hellos = 1000, .max_queue_delay = absl::Milliseconds(200)});
+  HostileAgent streaming(address_, Hello("streaming"));
+  ASSERT_TRUE(streaming.AwaitWelcome());
+  HostileAgent holder(address_, Hello("holder"));
+  ASSERT_TRUE(holder.AwaitWelcome());
+  observer_.WaitUntilHolding();
+  ASSERT_TRUE(streaming.SendBatch(Batch(1)));  // waits in the queue from now on
+  absl::SleepFor(absl::Milliseconds(600));
+
+  HostileAgent late(address_, Hello("late"));
+  const grpc::Status status = late.Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  int64_t retry_after_ms = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(late.Trailer(std::string(kRetryAfterMsKey)), &retry_after_ms));
+  // At least twice the time the queue is behind (600 ms and counting).
+  EXPECT_GE(retry_after_ms, 1000);
+
+  observer_.Release();
+  EXPECT_TRUE(streaming.AwaitAck(1)) << "the batch that waited was lost";
+}
+
+TEST_F(AgentServiceTest, TelemetryWaitingBehindABusyIngestThreadIsNotSilence) {
+  Start({.silence_timeout = absl::Milliseconds(500)});
+  HostileAgent streaming(address_, Hello("streaming"));
+  ASSERT_TRUE(streaming.AwaitWelcome());
+  ASSERT_TRUE(streaming.SendBatch(Batch(1)));
+  ASSERT_TRUE(streaming.AwaitAck(1));
+  HostileAgent holder(address_, Hello("holder"));
+  ASSERT_TRUE(holder.AwaitWelcome());
+  observer_.WaitUntilHolding();
+  ASSERT_TRUE(streaming.SendBatch(Batch(2)));
+  // Four silence timeouts with the agent's batch queued: the controller's delay, not the
+  // agent's silence.
+  absl::SleepFor(absl::Seconds(2));
+  observer_.Release();
+  EXPECT_TRUE(streaming.AwaitAck(2)) << "a streaming agent was cut off while it waited";
+  std::optional<v1::AgentInfo> info = fleet_.Info("streaming");
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->state(), v1::CONNECTED);
+}
+
+TEST_F(AgentServiceTest, AnAgentThatSaysNothingIsCutOff) {
+  Start({.silence_timeout = absl::Milliseconds(500)});
+  HostileAgent quiet(address_, Hello("quiet"));
+  ASSERT_TRUE(quiet.AwaitWelcome());
+  observer_.Release();
+  const grpc::Status status = quiet.Finish(absl::Seconds(5));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
+  std::optional<v1::AgentInfo> info = fleet_.Info("quiet");
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->state(), v1::DISCONNECTED);
+}
+
+TEST_F(AgentServiceTest, AStreamThatNeverSaysHelloIsEnded) {
+  Start({.silence_timeout = absl::Milliseconds(500)});
+  auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+  auto stub = v1::AgentService::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto stream = stub->Connect(&context);
+  v1::ControllerMessage message;
+  const absl::Time start = absl::Now();
+  EXPECT_FALSE(stream->Read(&message)) << "the controller answered a stream with no Hello";
+  const grpc::Status status = stream->Finish();
+  EXPECT_NE(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << "the controller held a stream that never said Hello";
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+}  // namespace
+}  // namespace vigil::controller
