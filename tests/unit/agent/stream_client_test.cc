@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/result_journal.h"
 #include "common/clock.h"
+#include "common/wire_metadata.h"
 #include "tests/support/process.h"
 
 namespace vigil::agent {
@@ -34,6 +35,16 @@ class FakeController final : public v1::AgentService::Service {
     v1::AgentMessage message;
     if (!stream->Read(&message) || !message.has_hello()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no Hello");
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      hellos_.push_back(absl::Now());
+      if (busy_streams_ > 0) {
+        --busy_streams_;
+        context->AddTrailingMetadata(std::string(kRetryAfterMsKey),
+                                     absl::StrCat(absl::ToInt64Milliseconds(retry_after_)));
+        return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "admitting other agents");
+      }
     }
     size_t index = 0;
     {
@@ -94,6 +105,17 @@ class FakeController final : public v1::AgentService::Service {
     absl::MutexLock lock(&mu_);
     end_now_ = true;
   }
+  // The next `streams` streams are refused as a busy controller refuses them.
+  void RefuseBusy(int streams, absl::Duration retry_after) {
+    absl::MutexLock lock(&mu_);
+    busy_streams_ = streams;
+    retry_after_ = retry_after;
+  }
+  // When each Hello arrived.
+  std::vector<absl::Time> Hellos() {
+    absl::MutexLock lock(&mu_);
+    return hellos_;
+  }
 
  private:
   const bool acks_results_;
@@ -102,6 +124,9 @@ class FakeController final : public v1::AgentService::Service {
   std::map<size_t, size_t> end_after_ ABSL_GUARDED_BY(mu_);
   size_t ack_from_ ABSL_GUARDED_BY(mu_) = SIZE_MAX;
   bool end_now_ ABSL_GUARDED_BY(mu_) = false;
+  int busy_streams_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Duration retry_after_ ABSL_GUARDED_BY(mu_);
+  std::vector<absl::Time> hellos_ ABSL_GUARDED_BY(mu_);
 };
 
 class StreamClientResultsTest : public ::testing::Test {
@@ -250,6 +275,22 @@ TEST_F(StreamClientResultsTest, AControllerWithoutResultAcksGetsEachResultOnce) 
   ASSERT_TRUE(WaitFor([&] { return controller_->streams() == 2; }));
   absl::SleepFor(absl::Milliseconds(300));
   EXPECT_THAT(controller_->Received(1), IsEmpty());
+}
+
+// A controller admitting a storm says when to come back: the agent waits at least that long (its
+// own backoff here is 20–100 ms), and no more than twice that, then streams.
+TEST_F(StreamClientResultsTest, ABusyControllersRetryHintIsHonoured) {
+  StartController(/*acks_results=*/true);
+  controller_->RefuseBusy(2, absl::Milliseconds(600));
+  OpenJournal();
+  StartClient();
+  ASSERT_TRUE(WaitFor([&] { return controller_->streams() == 1; }));
+  const std::vector<absl::Time> hellos = controller_->Hellos();
+  ASSERT_EQ(hellos.size(), 3u);
+  for (size_t i = 1; i < hellos.size(); ++i) {
+    EXPECT_GE(hellos[i] - hellos[i - 1], absl::Milliseconds(600)) << "attempt " << i;
+    EXPECT_LE(hellos[i] - hellos[i - 1], absl::Milliseconds(1200 + 300)) << "attempt " << i;
+  }
 }
 
 }  // namespace
