@@ -1,5 +1,6 @@
 // vigil-controller: holds agent streams, evaluates rules, keeps incidents and their timelines.
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
@@ -18,6 +19,27 @@
 #include "common/mutex_checks.h"
 
 namespace {
+
+// Every agent holds one connection, so a fleet of 10,000 needs as many descriptors; the soft
+// limit is often 1,024 where the hard one allows far more. Raised to the hard limit, and said
+// when even that is low.
+void RaiseOpenFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    return;
+  }
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+      getrlimit(RLIMIT_NOFILE, &limit);
+    }
+  }
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < 4'096) {
+    spdlog::warn("open file limit is {}: at most about that many agents can connect (raise "
+                 "LimitNOFILE= or `ulimit -n` for a larger fleet)",
+                 limit.rlim_cur);
+  }
+}
 
 // `vigil-controller check-rules FILE...`: like promtool, every problem with file and line.
 int CheckRules(const std::vector<std::string>& files) {
@@ -172,6 +194,7 @@ int main(int argc, char** argv) {
     *out = *parsed;
   }
   vigil::SetupLogging("vigil-controller", log_level);
+  RaiseOpenFileLimit();
 
   sigset_t signals;
   sigemptyset(&signals);
