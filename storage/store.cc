@@ -10,6 +10,19 @@ size_t WriteBatch::events() const {
   return n;
 }
 
+void WriteBatch::AttachIncident(size_t index, v1::Incident incident) {
+  if (index < ops_.size()) {
+    if (auto* append = std::get_if<AppendEvent>(&ops_[index])) {
+      append->incident = std::move(incident);
+    }
+  }
+}
+
+void WriteBatch::InsertSave(size_t index, v1::Incident incident) {
+  ops_.insert(ops_.begin() + static_cast<ptrdiff_t>(std::min(index, ops_.size())),
+              SaveIncident{std::move(incident)});
+}
+
 absl::Status Store::SaveIncident(const v1::Incident& incident) {
   WriteBatch batch;
   batch.Save(incident);

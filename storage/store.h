@@ -59,6 +59,12 @@ class WriteBatch {
                                                      : std::nullopt});
   }
 
+  // For a writer that learns an incident's final state only when its batch is complete (one copy
+  // of an incident per batch, however many events it gets): attaches `incident` to the
+  // AppendEvent op at `index`, or inserts a save of it before the op at `index`.
+  void AttachIncident(size_t index, v1::Incident incident);
+  void InsertSave(size_t index, v1::Incident incident);
+
   const std::vector<Op>& ops() const { return ops_; }
   bool empty() const { return ops_.empty(); }
   size_t size() const { return ops_.size(); }

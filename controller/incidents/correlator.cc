@@ -1,6 +1,8 @@
 #include "controller/incidents/correlator.h"
 
 #include <algorithm>
+#include <optional>
+#include <tuple>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -33,22 +35,6 @@ std::vector<std::string> ProvidedNames(const v1::Alert& alert) {
   return names;
 }
 
-// A few names of a set, for one line: "a, b, c and 997 more".
-std::string NameSome(const std::set<std::string>& names, size_t shown = 5) {
-  std::vector<std::string> some;
-  for (const std::string& n : names) {
-    if (some.size() == shown) {
-      break;
-    }
-    some.push_back(n);
-  }
-  std::string text = absl::StrJoin(some, ", ");
-  if (names.size() > shown) {
-    absl::StrAppend(&text, " and ", names.size() - shown, " more");
-  }
-  return text;
-}
-
 std::string FormatValue(double v) {
   if (v != 0 && std::abs(v) < 0.01) {
     return absl::StrFormat("%.4g", v);
@@ -62,6 +48,29 @@ std::string TimeOfDay(int64_t ms) {
 
 int SeverityRank(v1::Severity s) {
   return s == v1::SEVERITY_UNSPECIFIED ? 99 : static_cast<int>(s);
+}
+
+// The cause and its reason for alert `best`, on which `dependents` hosts depend (`first` are the
+// first few of them by name).
+ProbableCause DescribeCause(const v1::Alert& best, const std::vector<std::string>& first,
+                            size_t dependents, int agents) {
+  ProbableCause out;
+  out.cause = absl::StrCat(HostOf(best), "/", best.rule());
+  if (dependents == 0) {
+    out.reason = absl::StrCat("the earliest alert (", TimeOfDay(best.fired_unix_ms()),
+                              " UTC); no component here depends on another");
+    return out;
+  }
+  // A few names, for one line: "a, b, c and 997 more".
+  std::string names = absl::StrJoin(first, ", ");
+  if (dependents > first.size()) {
+    absl::StrAppend(&names, " and ", dependents - first.size(), " more");
+  }
+  out.reason = absl::StrCat(ComponentOf(best), " on ", HostOf(best), " is depended on by ",
+                            dependents, " of the ", agents, " hosts on this incident (", names,
+                            "); ", best.rule(), " fired there at ",
+                            TimeOfDay(best.fired_unix_ms()), " UTC");
+  return out;
 }
 
 }  // namespace
@@ -107,18 +116,455 @@ std::string AlertKey(const v1::Alert& alert) {
   return key;
 }
 
-void ActiveIncident::Index(const v1::Alert& alert) {
-  const std::string host = HostOf(alert);
-  hosts.insert(host);
-  host_of_rule.emplace(alert.rule(), host);
-  for (const std::string& name : ProvidedNames(alert)) {
-    provider_host.emplace(name, host);
+// --- ActiveIncident ---
+//
+// The probable cause, incrementally. For an alert a on host h, with provided names P(a)
+// (service, role, agent id) and D(n) the hosts that depend on name n, the cause scan scores
+//   score(a) = |(U D(n) for n in P(a)) \ {h}|
+// and picks the highest score, then the earliest fired, then the smallest id. Alerts with the
+// same names and host share a score, so they form a group (ordered by fired time and id). A
+// group's names split into its own name (the agent id, which is its host) and the others,
+// which groups share as a class C with U_C = union of D(n) over C. Then
+//   score = |U_C| + extra,  extra = |D(own) \ U_C| - [h in U_C or h in D(own)]
+// A class ranks its groups by (-extra, fired, id) and the index ranks classes by
+// (-score, fired, id). A new dependent x of name d changes |U_C| of the classes containing d
+// and the extra of a few groups (the one on host x, those whose own name x depends on, those
+// whose own name is d): O(log n) for each, never a walk over the incident's alerts.
+
+namespace {
+
+using RankKey = std::tuple<int64_t, int64_t, std::string>;  // (-score or -extra, fired, id)
+using Dependents = std::map<std::string, std::set<std::string>>;
+
+bool DependsOnName(const Dependents& d, const std::string& name, const std::string& host) {
+  auto it = d.find(name);
+  return it != d.end() && it->second.contains(host);
+}
+
+}  // namespace
+
+struct ActiveIncident::CauseIndex {
+  struct Class;
+  struct Group {
+    Class* cls = nullptr;
+    std::string host;
+    bool own = false;  // an agent's alert: its agent id (== host) is one of its names
+    std::set<std::pair<int64_t, std::string>> alerts;  // (fired, id)
+    int64_t outside = 0;  // |D(host) \ U_C| when own
+    int64_t excluded = 0;  // host in U_C or D(own)
+    std::optional<RankKey> placed;
+    int64_t extra() const { return outside - excluded; }
+  };
+  struct Class {
+    std::vector<std::string> names;  // sorted, unique
+    int64_t union_size = 0;
+    std::map<std::pair<std::string, bool>, Group> groups;  // by (host, own)
+    std::map<RankKey, Group*> ranked;
+    std::optional<RankKey> placed;
+  };
+
+  std::map<std::vector<std::string>, Class> classes;
+  std::map<std::string, std::vector<Class*>> classes_with;   // name -> classes naming it
+  std::map<std::string, std::vector<Group*>> groups_by_own;  // agent id -> its own groups
+  std::map<std::string, std::set<std::string>> depends_of;   // host -> names it depends on
+  std::map<RankKey, Class*> ranked;
+  std::map<std::string, Group*> group_of_alert;
+  std::map<int, int64_t> severity_count;  // severity rank -> alerts
+  std::map<std::string, std::set<std::string>> stale_by_key;  // AlertKey -> stale alert ids
+
+  static bool InUnion(const Class& c, const Dependents& d, const std::string& host) {
+    for (const std::string& n : c.names) {
+      if (DependsOnName(d, n, host)) {
+        return true;
+      }
+    }
+    return false;
   }
-  for (const std::string& dependency : DependsOn(alert)) {
-    dependents[dependency].insert(host);
+
+  Class& ClassOf(std::vector<std::string> names, const Dependents& d) {
+    auto [it, inserted] = classes.try_emplace(names);
+    Class& c = it->second;
+    if (inserted) {
+      c.names = std::move(names);
+      std::set<std::string> all;
+      for (const std::string& n : c.names) {
+        if (auto dep = d.find(n); dep != d.end()) {
+          all.insert(dep->second.begin(), dep->second.end());
+        }
+      }
+      c.union_size = static_cast<int64_t>(all.size());
+      for (const std::string& n : c.names) {
+        classes_with[n].push_back(&c);
+      }
+    }
+    return c;
+  }
+
+  void Recount(Group& g, const Dependents& d) {
+    g.excluded = (InUnion(*g.cls, d, g.host) || (g.own && DependsOnName(d, g.host, g.host))) ? 1 : 0;
+  }
+
+  Group& GroupOf(Class& c, const std::string& host, bool own, const Dependents& d) {
+    auto [it, inserted] = c.groups.try_emplace({host, own});
+    Group& g = it->second;
+    if (inserted) {
+      g.cls = &c;
+      g.host = host;
+      g.own = own;
+      if (own) {
+        if (auto dep = d.find(host); dep != d.end()) {
+          for (const std::string& y : dep->second) {
+            g.outside += InUnion(c, d, y) ? 0 : 1;
+          }
+        }
+        groups_by_own[host].push_back(&g);
+      }
+      Recount(g, d);
+    }
+    return g;
+  }
+
+  void Place(Group& g) {
+    Class& c = *g.cls;
+    if (g.placed.has_value()) {
+      c.ranked.erase(*g.placed);
+      g.placed.reset();
+    }
+    if (!g.alerts.empty()) {
+      const auto& [fired, id] = *g.alerts.begin();
+      g.placed = RankKey{-g.extra(), fired, id};
+      c.ranked.emplace(*g.placed, &g);
+    }
+    Place(c);
+  }
+
+  void Place(Class& c) {
+    if (c.placed.has_value()) {
+      ranked.erase(*c.placed);
+      c.placed.reset();
+    }
+    if (!c.ranked.empty()) {
+      const auto& [key, group] = *c.ranked.begin();
+      c.placed = RankKey{-(c.union_size + group->extra()), std::get<1>(key), std::get<2>(key)};
+      ranked.emplace(*c.placed, &c);
+    }
+  }
+
+  void Add(const v1::Alert& alert, const Dependents& d) {
+    const bool own = !alert.agent_id().empty();
+    std::vector<std::string> names = ProvidedNames(alert);
+    if (own) {
+      std::erase(names, alert.agent_id());
+    }
+    std::sort(names.begin(), names.end());
+    Class& c = ClassOf(std::move(names), d);
+    Group& g = GroupOf(c, HostOf(alert), own, d);
+    g.alerts.emplace(alert.fired_unix_ms(), alert.id());
+    group_of_alert[alert.id()] = &g;
+    Place(g);
+    ++severity_count[SeverityRank(alert.severity())];
+    if (alert.state() == v1::STALE) {
+      stale_by_key[AlertKey(alert)].insert(alert.id());
+    }
+  }
+
+  void Remove(const v1::Alert& alert) {
+    if (auto it = group_of_alert.find(alert.id()); it != group_of_alert.end()) {
+      Group& g = *it->second;
+      g.alerts.erase({alert.fired_unix_ms(), alert.id()});
+      group_of_alert.erase(it);
+      Place(g);
+    }
+    if (auto it = severity_count.find(SeverityRank(alert.severity()));
+        it != severity_count.end() && --it->second == 0) {
+      severity_count.erase(it);
+    }
+    if (alert.state() == v1::STALE) {
+      if (auto it = stale_by_key.find(AlertKey(alert)); it != stale_by_key.end()) {
+        it->second.erase(alert.id());
+        if (it->second.empty()) {
+          stale_by_key.erase(it);
+        }
+      }
+    }
+  }
+
+  // `host` has just become a dependent of `name` (it was not before).
+  void AddDependent(const std::string& name, const std::string& host, const Dependents& d) {
+    depends_of[host].insert(name);
+    if (auto it = classes_with.find(name); it != classes_with.end()) {
+      for (Class* c : it->second) {
+        bool already = false;
+        for (const std::string& n : c->names) {
+          already = already || (n != name && DependsOnName(d, n, host));
+        }
+        if (already) {
+          continue;
+        }
+        ++c->union_size;
+        // Groups whose own dependents counted `host` as outside U_C no longer do.
+        for (const std::string& o : depends_of[host]) {
+          if (o == name) {
+            continue;
+          }
+          if (auto g = c->groups.find({o, true}); g != c->groups.end()) {
+            --g->second.outside;
+            Place(g->second);
+          }
+        }
+        for (bool own : {false, true}) {
+          if (auto g = c->groups.find({host, own}); g != c->groups.end()) {
+            Recount(g->second, d);
+            Place(g->second);
+          }
+        }
+        Place(*c);
+      }
+    }
+    if (auto it = groups_by_own.find(name); it != groups_by_own.end()) {
+      for (Group* g : it->second) {
+        g->outside += InUnion(*g->cls, d, host) ? 0 : 1;
+        Recount(*g, d);
+        Place(*g);
+      }
+    }
+  }
+};
+
+ActiveIncident::ActiveIncident() = default;
+ActiveIncident::~ActiveIncident() = default;
+ActiveIncident::ActiveIncident(ActiveIncident&&) noexcept = default;
+ActiveIncident& ActiveIncident::operator=(ActiveIncident&&) noexcept = default;
+
+ActiveIncident::CauseIndex& ActiveIncident::Index() const {
+  if (index_ == nullptr) {
+    // After an undo (or never built): from the alerts and dependents as they are now.
+    index_ = std::make_unique<CauseIndex>();
+    for (const auto& [name, hosts] : dependents_) {
+      for (const std::string& host : hosts) {
+        index_->depends_of[host].insert(name);
+      }
+    }
+    for (const auto& [id, ref] : alerts_) {
+      index_->Add(ref.alert, dependents_);
+    }
+  }
+  return *index_;
+}
+
+v1::Incident& ActiveIncident::EditIncident() {
+  Journal([saved = incident_](ActiveIncident& a) { a.LoadIncident(saved); });
+  return incident_;
+}
+
+void ActiveIncident::LoadIncident(const v1::Incident& incident) {
+  incident_ = incident;
+  listed_agents_ = {incident_.agents().begin(), incident_.agents().end()};
+  listed_services_ = {incident_.services().begin(), incident_.services().end()};
+  listed_rules_ = {incident_.alert_rules().begin(), incident_.alert_rules().end()};
+}
+
+void ActiveIncident::SetLastActivity(absl::Time t) {
+  Journal([before = last_activity_](ActiveIncident& a) { a.last_activity_ = before; });
+  last_activity_ = t;
+}
+
+bool ActiveIncident::AddMembers(const std::string& host, const std::string& service,
+                                const std::string& rule) {
+  if (listed_agents_.size() != static_cast<size_t>(incident_.agents_size()) ||
+      listed_services_.size() != static_cast<size_t>(incident_.services_size()) ||
+      listed_rules_.size() != static_cast<size_t>(incident_.alert_rules_size())) {
+    LoadIncident(v1::Incident(incident_));  // edited directly: mirror the lists again
+  }
+  using List = google::protobuf::RepeatedPtrField<std::string>;
+  auto add = [this](std::set<std::string> ActiveIncident::*listed,
+                    List* (v1::Incident::*list)(), const std::string& value) {
+    if (!(this->*listed).insert(value).second) {
+      return false;
+    }
+    (incident_.*list)()->Add(std::string(value));
+    Journal([listed, list, value](ActiveIncident& a) {
+      (a.*listed).erase(value);
+      (a.incident_.*list)()->RemoveLast();
+    });
+    return true;
+  };
+  const bool new_host = add(&ActiveIncident::listed_agents_, &v1::Incident::mutable_agents, host);
+  add(&ActiveIncident::listed_services_, &v1::Incident::mutable_services, service);
+  add(&ActiveIncident::listed_rules_, &v1::Incident::mutable_alert_rules, rule);
+  return new_host;
+}
+
+void ActiveIncident::SetSeverity(v1::Severity severity) {
+  Journal([before = incident_.severity()](ActiveIncident& a) { a.incident_.set_severity(before); });
+  incident_.set_severity(severity);
+}
+
+void ActiveIncident::SetProbableCause(std::string cause, std::string reason) {
+  Journal([cause = incident_.probable_cause(),
+           reason = incident_.probable_cause_reason()](ActiveIncident& a) {
+    a.incident_.set_probable_cause(cause);
+    a.incident_.set_probable_cause_reason(reason);
+  });
+  incident_.set_probable_cause(std::move(cause));
+  incident_.set_probable_cause_reason(std::move(reason));
+}
+
+void ActiveIncident::AddAlert(const v1::Alert& alert, std::vector<std::string> diagnostics) {
+  auto it = alerts_.find(alert.id());
+  if (it != alerts_.end()) {
+    if (index_ != nullptr) {
+      index_->Remove(it->second.alert);
+    }
+    Journal([id = alert.id(), before = std::move(it->second)](ActiveIncident& a) mutable {
+      a.alerts_[id] = std::move(before);
+    });
+    it->second = AlertRef{alert, std::move(diagnostics)};
+  } else {
+    Journal([id = alert.id()](ActiveIncident& a) { a.alerts_.erase(id); });
+    alerts_.emplace(alert.id(), AlertRef{alert, std::move(diagnostics)});
+  }
+  if (index_ != nullptr) {
+    index_->Add(alert, dependents_);
+  }
+  IndexAlert(alert);
+}
+
+void ActiveIncident::UpdateAlert(const v1::Alert& alert) {
+  auto it = alerts_.find(alert.id());
+  if (it == alerts_.end()) {
+    Journal([id = alert.id()](ActiveIncident& a) { a.alerts_.erase(id); });
+    it = alerts_.emplace(alert.id(), AlertRef{}).first;
+  } else {
+    if (index_ != nullptr) {
+      index_->Remove(it->second.alert);
+    }
+    Journal([id = alert.id(), before = it->second.alert](ActiveIncident& a) {
+      a.alerts_[id].alert = before;
+    });
+  }
+  it->second.alert = alert;
+  if (index_ != nullptr) {
+    index_->Add(alert, dependents_);
   }
 }
 
+void ActiveIncident::IndexAlert(const v1::Alert& alert) {
+  const std::string host = HostOf(alert);
+  if (hosts_.insert(host).second) {
+    Journal([host](ActiveIncident& a) { a.hosts_.erase(host); });
+  }
+  if (host_of_rule_.emplace(alert.rule(), host).second) {
+    Journal([rule = alert.rule()](ActiveIncident& a) { a.host_of_rule_.erase(rule); });
+  }
+  for (const std::string& name : ProvidedNames(alert)) {
+    if (provider_host_.emplace(name, host).second) {
+      Journal([name](ActiveIncident& a) { a.provider_host_.erase(name); });
+    }
+  }
+  for (const std::string& dependency : DependsOn(alert)) {
+    AddDependent(dependency, host);
+  }
+}
+
+void ActiveIncident::AddDependent(const std::string& name, const std::string& host) {
+  if (!dependents_[name].insert(host).second) {
+    return;
+  }
+  Journal([name, host](ActiveIncident& a) {
+    auto it = a.dependents_.find(name);
+    it->second.erase(host);
+    if (it->second.empty()) {
+      a.dependents_.erase(it);
+    }
+  });
+  if (index_ != nullptr) {
+    index_->AddDependent(name, host, dependents_);
+  }
+}
+
+void ActiveIncident::UndoTo(Mark mark) {
+  if (journal_.size() <= mark) {
+    return;
+  }
+  while (journal_.size() > mark) {
+    std::function<void(ActiveIncident&)> undo = std::move(journal_.back());
+    journal_.pop_back();
+    undo(*this);
+  }
+  index_.reset();  // rebuilt when next needed
+}
+
+v1::Severity ActiveIncident::WorstSeverity() const {
+  const CauseIndex& index = Index();
+  v1::Severity worst = incident_.severity();
+  if (!index.severity_count.empty() &&
+      index.severity_count.begin()->first < SeverityRank(worst)) {
+    const int rank = index.severity_count.begin()->first;
+    worst = rank == SeverityRank(v1::SEVERITY_UNSPECIFIED) ? v1::SEVERITY_UNSPECIFIED
+                                                           : static_cast<v1::Severity>(rank);
+  }
+  return worst;
+}
+
+std::vector<std::string> ActiveIncident::StaleAlertsWithKey(const std::string& key) const {
+  const CauseIndex& index = Index();
+  auto it = index.stale_by_key.find(key);
+  if (it == index.stale_by_key.end()) {
+    return {};
+  }
+  return {it->second.begin(), it->second.end()};
+}
+
+ProbableCause ActiveIncident::FindProbableCause() const {
+  const CauseIndex& index = Index();
+  if (index.ranked.empty()) {
+    return {};
+  }
+  const auto& [class_key, cls] = *index.ranked.begin();
+  const CauseIndex::Group& group = *cls->ranked.begin()->second;
+  const v1::Alert& best = alerts_.at(std::get<2>(class_key)).alert;
+  const int64_t score = -std::get<0>(class_key);
+  // The first few dependents by name: a merge of the sets that make up the score.
+  std::vector<const std::set<std::string>*> sets;
+  for (const std::string& n : cls->names) {
+    if (auto it = dependents_.find(n); it != dependents_.end()) {
+      sets.push_back(&it->second);
+    }
+  }
+  if (group.own) {
+    if (auto it = dependents_.find(group.host); it != dependents_.end()) {
+      sets.push_back(&it->second);
+    }
+  }
+  std::vector<std::set<std::string>::const_iterator> at;
+  for (const auto* set : sets) {
+    at.push_back(set->begin());
+  }
+  std::vector<std::string> first;
+  constexpr size_t kShown = 5;
+  while (first.size() < kShown) {
+    const std::string* next = nullptr;
+    for (size_t i = 0; i < sets.size(); ++i) {
+      if (at[i] != sets[i]->end() && (next == nullptr || *at[i] < *next)) {
+        next = &*at[i];
+      }
+    }
+    if (next == nullptr) {
+      break;
+    }
+    const std::string name = *next;
+    for (size_t i = 0; i < sets.size(); ++i) {
+      if (at[i] != sets[i]->end() && *at[i] == name) {
+        ++at[i];
+      }
+    }
+    if (name != group.host) {
+      first.push_back(name);
+    }
+  }
+  return DescribeCause(best, first, static_cast<size_t>(score), incident_.agents_size());
+}
 std::string Correlate(const std::map<std::string, ActiveIncident>& active, const v1::Alert& alert,
                       absl::Time now, absl::Duration window, std::string* reason) {
   const std::string host = HostOf(alert);
@@ -127,28 +573,28 @@ std::string Correlate(const std::map<std::string, ActiveIncident>& active, const
   const ActiveIncident* best = nullptr;
   std::string best_id;
   for (const auto& [id, incident] : active) {
-    if (now - incident.last_activity > window) {
+    if (now - incident.last_activity() > window) {
       continue;
     }
     std::string why;
-    if (incident.hosts.contains(host)) {
+    if (incident.hosts().contains(host)) {
       why = absl::StrCat(host, " is already on this incident");
-    } else if (auto rule = incident.host_of_rule.find(alert.rule());
-               rule != incident.host_of_rule.end()) {
+    } else if (auto rule = incident.host_of_rule().find(alert.rule());
+               rule != incident.host_of_rule().end()) {
       why = absl::StrCat(alert.rule(), " is already firing on ", rule->second);
     }
     for (size_t i = 0; why.empty() && i < provides.size(); ++i) {
-      if (auto it = incident.dependents.find(provides[i]);
-          it != incident.dependents.end() && !it->second.empty()) {
+      if (auto it = incident.dependents().find(provides[i]);
+          it != incident.dependents().end() && !it->second.empty()) {
         why = absl::StrCat(*it->second.begin(), " depends on ", provides[i]);
       }
     }
     for (size_t i = 0; why.empty() && i < depends.size(); ++i) {
-      if (auto it = incident.provider_host.find(depends[i]); it != incident.provider_host.end()) {
+      if (auto it = incident.provider_host().find(depends[i]); it != incident.provider_host().end()) {
         why = absl::StrCat(ComponentOf(alert), " depends on ", depends[i], " (", it->second, ")");
       }
     }
-    if (!why.empty() && (best == nullptr || incident.last_activity > best->last_activity)) {
+    if (!why.empty() && (best == nullptr || incident.last_activity() > best->last_activity())) {
       best = &incident;
       best_id = id;
       *reason = why;
@@ -157,9 +603,9 @@ std::string Correlate(const std::map<std::string, ActiveIncident>& active, const
   return best_id;
 }
 
-v1::Severity WorstSeverity(const ActiveIncident& active) {
-  v1::Severity worst = active.incident.severity();
-  for (const auto& [id, ref] : active.alerts) {
+v1::Severity WorstSeverityByScan(const ActiveIncident& active) {
+  v1::Severity worst = active.incident().severity();
+  for (const auto& [id, ref] : active.alerts()) {
     if (SeverityRank(ref.alert.severity()) < SeverityRank(worst)) {
       worst = ref.alert.severity();
     }
@@ -167,13 +613,13 @@ v1::Severity WorstSeverity(const ActiveIncident& active) {
   return worst;
 }
 
-ProbableCause FindProbableCause(const ActiveIncident& active) {
+ProbableCause FindProbableCauseByScan(const ActiveIncident& active) {
   const v1::Alert* best = nullptr;
   std::set<std::string> best_dependents;
-  for (const auto& [id, ref] : active.alerts) {
+  for (const auto& [id, ref] : active.alerts()) {
     std::set<std::string> dependents;
     for (const std::string& name : ProvidedNames(ref.alert)) {
-      if (auto it = active.dependents.find(name); it != active.dependents.end()) {
+      if (auto it = active.dependents().find(name); it != active.dependents().end()) {
         dependents.insert(it->second.begin(), it->second.end());
       }
     }
@@ -188,19 +634,14 @@ ProbableCause FindProbableCause(const ActiveIncident& active) {
   if (best == nullptr) {
     return {};
   }
-  ProbableCause out;
-  out.cause = absl::StrCat(HostOf(*best), "/", best->rule());
-  if (best_dependents.empty()) {
-    out.reason = absl::StrCat("the earliest alert (", TimeOfDay(best->fired_unix_ms()),
-                              " UTC); no component here depends on another");
-  } else {
-    out.reason = absl::StrCat(ComponentOf(*best), " on ", HostOf(*best), " is depended on by ",
-                              best_dependents.size(), " of the ", active.incident.agents_size(),
-                              " hosts on this incident (", NameSome(best_dependents), "); ",
-                              best->rule(), " fired there at ", TimeOfDay(best->fired_unix_ms()),
-                              " UTC");
+  std::vector<std::string> first;
+  for (const std::string& n : best_dependents) {
+    if (first.size() == 5) {
+      break;
+    }
+    first.push_back(n);
   }
-  return out;
+  return DescribeCause(*best, first, best_dependents.size(), active.incident().agents_size());
 }
 
 }  // namespace vigil::controller

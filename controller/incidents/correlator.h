@@ -1,15 +1,24 @@
-// Correlation of alerts into incidents, with no state of its own and no I/O: which active
-// incident a firing alert belongs to, and what the probable cause of an incident is.
+// Correlation of alerts into incidents, with no I/O: which active incident a firing alert belongs
+// to, and what the probable cause and the worst severity of an incident are.
 //
 // A firing alert joins an active incident when the incident already has that host, when the
 // same rule already fires on another of its hosts, or when a dependency links it to a component
 // of the incident (`depends_on` labels, either way), within the correlation window. The probable
 // cause is the earliest alert on the component that most hosts of the incident depend on.
+//
+// An ActiveIncident keeps the cause and the severity current as alerts join (O(log n) per alert,
+// not a scan of the incident: a fleet-wide event brings fifty thousand alerts in a second), and
+// journals each change so a unit of work that fails is taken back without copying the incident.
+// Not thread-safe: it lives on the timeline writer's thread.
 #pragma once
 
+#include <cstdint>
+#include <functional>
+#include <memory>
 #include <map>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -17,25 +26,95 @@
 
 namespace vigil::controller {
 
-// An incident that is not resolved, with the indexes correlation needs. Copyable: a change is
-// taken back by restoring a copy.
-struct ActiveIncident {
+struct ProbableCause {
+  std::string cause;   // "host/rule"
+  std::string reason;  // why, in a sentence
+};
+
+// An incident that is not resolved, with the indexes correlation needs. Change it only through
+// its methods (they keep the indexes and the journal); read it freely.
+class ActiveIncident {
+ public:
   struct AlertRef {
     v1::Alert alert;
     std::vector<std::string> diagnostics;  // the rule's runbook diagnostics
   };
-  v1::Incident incident;
-  std::map<std::string, AlertRef> alerts;  // by alert id
-  absl::Time last_activity;
-  // Indexes over `alerts`, so correlating an alert and naming the cause cost per alert what they
-  // cost per incident (a fleet-wide event brings a thousand alerts in a second).
-  std::set<std::string> hosts;
-  std::map<std::string, std::string> host_of_rule;   // rule -> first host it fired on
-  std::map<std::string, std::string> provider_host;  // service/role/agent -> a host that is it
-  std::map<std::string, std::set<std::string>> dependents;  // name -> hosts that depend on it
+  // How far the journal went; UndoTo takes back every change made after it.
+  using Mark = size_t;
 
-  // Adds `alert` to the indexes.
-  void Index(const v1::Alert& alert);
+  ActiveIncident();
+  ~ActiveIncident();
+  // The indexes point into the object: moved (map nodes stay put), never copied.
+  ActiveIncident(ActiveIncident&&) noexcept;
+  ActiveIncident& operator=(ActiveIncident&&) noexcept;
+  ActiveIncident(const ActiveIncident&) = delete;
+  ActiveIncident& operator=(const ActiveIncident&) = delete;
+
+  const v1::Incident& incident() const { return incident_; }
+  absl::Time last_activity() const { return last_activity_; }
+  const std::map<std::string, AlertRef>& alerts() const { return alerts_; }
+  // Indexes over alerts(), so correlating an alert costs per alert what it costs per incident.
+  const std::set<std::string>& hosts() const { return hosts_; }
+  const std::map<std::string, std::string>& host_of_rule() const { return host_of_rule_; }
+  // service/role/agent -> a host that is it
+  const std::map<std::string, std::string>& provider_host() const { return provider_host_; }
+  // name -> hosts that depend on it
+  const std::map<std::string, std::set<std::string>>& dependents() const { return dependents_; }
+
+  // --- changes, each journaled ---
+  // The incident for arbitrary edits (people's updates): journals a copy of it first.
+  v1::Incident& EditIncident();
+  void SetLastActivity(absl::Time t);
+  // Adds `host`, `service` and `rule` to the incident's lists unless there. True when `host` was
+  // new to incident().agents().
+  bool AddMembers(const std::string& host, const std::string& service, const std::string& rule);
+  void SetSeverity(v1::Severity severity);
+  void SetProbableCause(std::string cause, std::string reason);
+  // Replaces the whole incident (loading it from the store).
+  void LoadIncident(const v1::Incident& incident);
+  // Puts `alert` on the incident (replacing one with its id) and indexes it for correlation.
+  void AddAlert(const v1::Alert& alert, std::vector<std::string> diagnostics);
+  // Replaces the stored copy of an alert already on the incident (its state changed); not
+  // indexed again, as before. Adds it unindexed when unknown.
+  void UpdateAlert(const v1::Alert& alert);
+
+  // --- the journal ---
+  Mark JournalMark() const { return journal_.size(); }
+  void UndoTo(Mark mark);
+  // After a commit: nothing before now will be taken back.
+  void ForgetJournal() { journal_.clear(); }
+
+  // --- derived, kept current ---
+  // The probable cause; empty when the incident has no alerts. Equal to FindProbableCauseByScan.
+  ProbableCause FindProbableCause() const;
+  // The worst severity among the alerts and the incident's own (alerts never lower it). Equal to
+  // WorstSeverityByScan.
+  v1::Severity WorstSeverity() const;
+  // Ids of the stale alerts whose AlertKey is `key`.
+  std::vector<std::string> StaleAlertsWithKey(const std::string& key) const;
+
+ private:
+  struct CauseIndex;
+  void Journal(std::function<void(ActiveIncident&)> undo) { journal_.push_back(std::move(undo)); }
+  // Index maintenance; the index is rebuilt from alerts_ and dependents_ after an undo.
+  void IndexAlert(const v1::Alert& alert);
+  void AddDependent(const std::string& name, const std::string& host);
+  CauseIndex& Index() const;
+
+  v1::Incident incident_;
+  absl::Time last_activity_;
+  std::map<std::string, AlertRef> alerts_;  // by alert id
+  std::set<std::string> hosts_;
+  std::map<std::string, std::string> host_of_rule_;  // rule -> first host it fired on
+  std::map<std::string, std::string> provider_host_;
+  std::map<std::string, std::set<std::string>> dependents_;
+  // Mirrors of incident_'s lists, for membership tests without a scan.
+  std::set<std::string> listed_agents_;
+  std::set<std::string> listed_services_;
+  std::set<std::string> listed_rules_;
+  std::vector<std::function<void(ActiveIncident&)>> journal_;
+  // Derived from alerts_ and dependents_; null after an undo until next needed.
+  mutable std::unique_ptr<CauseIndex> index_;
 };
 
 // The identity of an alert across episodes: source, rule, agent and labels (not its state).
@@ -52,13 +131,9 @@ std::string DescribeAlert(const v1::Alert& alert);
 std::string Correlate(const std::map<std::string, ActiveIncident>& active, const v1::Alert& alert,
                       absl::Time now, absl::Duration window, std::string* reason);
 
-struct ProbableCause {
-  std::string cause;   // "host/rule"
-  std::string reason;  // why, in a sentence
-};
-// The probable cause of an incident; empty when it has no alerts.
-ProbableCause FindProbableCause(const ActiveIncident& active);
-// The worst severity among the incident's alerts and its own (alerts never lower it).
-v1::Severity WorstSeverity(const ActiveIncident& active);
+// The probable cause and worst severity computed from scratch over every alert of the incident:
+// the definition the incremental forms are held to (tests), O(alerts x dependents).
+ProbableCause FindProbableCauseByScan(const ActiveIncident& active);
+v1::Severity WorstSeverityByScan(const ActiveIncident& active);
 
 }  // namespace vigil::controller

@@ -27,12 +27,6 @@ std::string ToJson(const google::protobuf::Message& message) {
   return json;
 }
 
-void AddUnique(google::protobuf::RepeatedPtrField<std::string>* list, const std::string& value) {
-  if (std::find(list->begin(), list->end(), value) == list->end()) {
-    list->Add(std::string(value));
-  }
-}
-
 std::string ActorOf(const v1::Alert& alert) {
   return alert.agent_id().empty() ? "controller" : alert.agent_id();
 }
@@ -73,10 +67,9 @@ absl::Status IncidentManager::Start() {
       if (incident.state() == v1::INCIDENT_RESOLVED) {
         continue;
       }
-      txn.PreserveKey(active_, incident.id());
-      ActiveIncident& active = active_[incident.id()];
-      active.incident = incident;
-      active.last_activity = now;
+      ActiveIncident& active = Edit(txn, incident.id());
+      active.LoadIncident(incident);
+      active.SetLastActivity(now);
       ASSIGN_OR_RETURN(std::vector<v1::Alert> alerts, store_->ListIncidentAlerts(incident.id()));
       for (v1::Alert& alert : alerts) {
         txn.PreserveKey(incident_of_alert_, alert.id());
@@ -89,12 +82,11 @@ absl::Status IncidentManager::Start() {
           alert.set_state(v1::STALE);
           (*alert.mutable_labels())["stale_reason"] = "the controller restarted";
           txn.writes().Save(alert);
-          txn.Append(incident.id(), "alert_stale", "controller",
-                     absl::StrCat(DescribeAlert(alert), " is stale: the controller restarted"),
-                     ToJson(alert), &active.incident);
+          Append(txn, active, "alert_stale", "controller",
+                 absl::StrCat(DescribeAlert(alert), " is stale: the controller restarted"),
+                 ToJson(alert));
         }
-        active.alerts[alert.id()] = ActiveIncident::AlertRef{alert, {}};
-        active.Index(alert);
+        active.AddAlert(alert, {});
         if (alert.state() != v1::RESOLVED) {
           txn.AfterCommit([this, alert] {
             absl::MutexLock lock(&mu_);
@@ -242,10 +234,11 @@ void IncidentManager::Update(v1::UpdateIncidentRequest request, std::string acto
 absl::Status IncidentManager::Record(Transaction& txn, const std::string& incident_id,
                                      absl::string_view kind, absl::string_view actor,
                                      std::string summary, std::string details_json) {
-  if (active_.contains(incident_id)) {
-    ActiveIncident& active = Edit(txn, incident_id);
-    active.last_activity = txn.now();
-    Append(txn, active, kind, actor, std::move(summary), std::move(details_json));
+  if (ActiveIncident* active = EditCurrent(txn, incident_id); active != nullptr) {
+    if (active_.contains(incident_id)) {
+      active->SetLastActivity(txn.now());
+    }
+    Append(txn, *active, kind, actor, std::move(summary), std::move(details_json));
     return absl::OkStatus();
   }
   absl::StatusOr<std::optional<v1::Incident>> loaded = store_->GetIncident(incident_id);
@@ -288,15 +281,46 @@ uint64_t IncidentManager::alerts_dropped() const {
 }
 
 ActiveIncident& IncidentManager::Edit(Transaction& txn, const std::string& id) {
-  txn.PreserveKey(active_, id);
-  return active_[id];
+  auto it = active_.find(id);
+  if (it == active_.end()) {
+    txn.OnRollback([this, id] { active_.erase(id); });
+    it = active_.try_emplace(id).first;
+  } else {
+    // Its own journal takes the unit's changes back: no copy of the incident.
+    txn.OnRollback([this, id, mark = it->second.JournalMark()] {
+      if (auto found = active_.find(id); found != active_.end()) {
+        found->second.UndoTo(mark);
+      }
+    });
+  }
+  txn.AfterCommit([this, id] {
+    if (auto found = active_.find(id); found != active_.end()) {
+      found->second.ForgetJournal();
+    }
+  });
+  return it->second;
+}
+
+ActiveIncident* IncidentManager::EditCurrent(Transaction& txn, const std::string& id) {
+  if (active_.contains(id)) {
+    return &Edit(txn, id);
+  }
+  auto it = resolving_.find(id);
+  if (it == resolving_.end()) {
+    return nullptr;
+  }
+  ActiveIncident& resolved = it->second->mapped();
+  txn.OnRollback([node = it->second, mark = resolved.JournalMark()] {
+    node->mapped().UndoTo(mark);
+  });
+  return &resolved;
 }
 
 void IncidentManager::Append(Transaction& txn, ActiveIncident& active, absl::string_view kind,
                              absl::string_view actor, std::string summary,
                              std::string details_json) {
-  txn.Append(active.incident.id(), kind, actor, std::move(summary), std::move(details_json),
-             &active.incident);
+  // Saved as it is when the batch commits: once per batch, however many events it gets.
+  txn.AppendLive(kind, actor, std::move(summary), std::move(details_json), &active.incident());
 }
 
 void IncidentManager::SaveAlert(Transaction& txn, const v1::Alert& alert) {
@@ -333,10 +357,12 @@ absl::Status IncidentManager::HandleAlert(Transaction& txn, const v1::Alert& inc
       return absl::OkStatus();
     }
     ActiveIncident& active = Edit(txn, incident_id);
-    const v1::Alert before = active.alerts[alert.id()].alert;
-    active.alerts[alert.id()].alert = alert;
+    const auto known_alert = active.alerts().find(alert.id());
+    const v1::Alert before =
+        known_alert != active.alerts().end() ? known_alert->second.alert : v1::Alert();
+    active.UpdateAlert(alert);
     SaveAlert(txn, alert);
-    active.last_activity = txn.now();
+    active.SetLastActivity(txn.now());
     if (before.state() == v1::STALE) {
       Append(txn, active, "alert_fired", ActorOf(alert),
              absl::StrCat(DescribeAlert(alert), " is firing again (it was stale)"), ToJson(alert));
@@ -360,14 +386,11 @@ absl::Status IncidentManager::HandleAlert(Transaction& txn, const v1::Alert& inc
   const std::string incident_id = known->second;
   alert.set_incident_id(incident_id);
   SaveAlert(txn, alert);
-  auto it = active_.find(incident_id);
   v1::Incident stored_incident;
   v1::Incident* incident = nullptr;
-  ActiveIncident* active = nullptr;
-  if (it != active_.end()) {
-    active = &Edit(txn, incident_id);
-    active->alerts[alert.id()].alert = alert;
-    incident = &active->incident;
+  ActiveIncident* active = EditCurrent(txn, incident_id);
+  if (active != nullptr) {
+    active->UpdateAlert(alert);
   } else {
     ASSIGN_OR_RETURN(std::optional<v1::Incident> loaded, store_->GetIncident(incident_id));
     if (loaded.has_value()) {
@@ -375,28 +398,36 @@ absl::Status IncidentManager::HandleAlert(Transaction& txn, const v1::Alert& inc
       incident = &stored_incident;
     }
   }
+  // An active incident is saved as it is at the commit; another as the store has it.
+  auto append = [&](absl::string_view kind, absl::string_view actor, std::string summary) {
+    if (active != nullptr) {
+      Append(txn, *active, kind, actor, std::move(summary), ToJson(alert));
+    } else {
+      txn.Append(incident_id, kind, actor, std::move(summary), ToJson(alert), incident);
+    }
+  };
   if (alert.state() == v1::STALE) {
-    txn.Append(incident_id, "alert_stale", "controller",
-               absl::StrCat(DescribeAlert(alert), " is stale: ", Label(alert, "stale_reason")),
-               ToJson(alert), incident);
+    append("alert_stale", "controller",
+           absl::StrCat(DescribeAlert(alert), " is stale: ", Label(alert, "stale_reason")));
     return absl::OkStatus();
   }
   // Resolved.
   const std::string why = Label(alert, "resolved_reason");
-  txn.Append(incident_id, "alert_resolved", ActorOf(alert),
-             absl::StrCat(DescribeAlert(alert), " resolved", why.empty() ? "" : ": ", why),
-             ToJson(alert), incident);
+  append("alert_resolved", ActorOf(alert),
+         absl::StrCat(DescribeAlert(alert), " resolved", why.empty() ? "" : ": ", why));
   txn.PreserveKey(incident_of_alert_, alert.id());
   incident_of_alert_.erase(alert.id());
   if (active != nullptr) {
     // Stale copies of the same alert from before a restart are settled by this answer.
-    const std::string key = AlertKey(alert);
-    for (auto& [id, ref] : active->alerts) {
-      if (id != alert.id() && ref.alert.state() == v1::STALE && AlertKey(ref.alert) == key) {
-        ref.alert.set_state(v1::RESOLVED);
-        ref.alert.set_resolved_unix_ms(alert.resolved_unix_ms());
-        SaveAlert(txn, ref.alert);
+    for (const std::string& id : active->StaleAlertsWithKey(AlertKey(alert))) {
+      if (id == alert.id()) {
+        continue;
       }
+      v1::Alert settled = active->alerts().at(id).alert;
+      settled.set_state(v1::RESOLVED);
+      settled.set_resolved_unix_ms(alert.resolved_unix_ms());
+      active->UpdateAlert(settled);
+      SaveAlert(txn, settled);
     }
   }
   return absl::OkStatus();
@@ -427,10 +458,10 @@ void IncidentManager::Open(Transaction& txn, const v1::Alert& fired,
   txn.Preserve(next_incident_number_);
   const std::string id = absl::StrFormat("INC-%04d", next_incident_number_++);
   ActiveIncident& active = Edit(txn, id);
-  active.last_activity = txn.now();
+  active.SetLastActivity(txn.now());
   v1::Alert alert = fired;
   alert.set_incident_id(id);
-  v1::Incident& incident = active.incident;
+  v1::Incident& incident = active.EditIncident();
   incident.set_id(id);
   incident.set_title(alert.summary().empty()
                          ? DescribeAlert(alert)
@@ -441,23 +472,20 @@ void IncidentManager::Open(Transaction& txn, const v1::Alert& fired,
   for (const std::string& item : ChecklistItems()) {
     incident.add_checklist()->set_name(item);
   }
-  AddUnique(incident.mutable_agents(), HostOf(alert));
-  AddUnique(incident.mutable_services(), ComponentOf(alert));
-  AddUnique(incident.mutable_alert_rules(), alert.rule());
   incident.set_probable_cause(absl::StrCat(HostOf(alert), "/", alert.rule()));
   incident.set_probable_cause_reason("the first alert of the incident");
-  active.alerts[alert.id()] = ActiveIncident::AlertRef{alert, diagnostics};
-  active.Index(alert);
+  active.AddMembers(HostOf(alert), ComponentOf(alert), alert.rule());
+  active.AddAlert(alert, diagnostics);
   txn.PreserveKey(incident_of_alert_, alert.id());
   txn.PreserveKey(incident_of_key_, AlertKey(alert));
   incident_of_alert_[alert.id()] = id;
   incident_of_key_[AlertKey(alert)] = id;
   SaveAlert(txn, alert);
+  const v1::Severity severity = active.incident().severity();
   Append(txn, active, "incident_opened", "controller",
-         absl::StrCat(SeverityName(incident.severity()),
-                      " incident opened: ", DescribeAlert(alert)),
+         absl::StrCat(SeverityName(severity), " incident opened: ", DescribeAlert(alert)),
          ToJson(alert));
-  txn.AfterCommit([this, id, severity = incident.severity(), text = DescribeAlert(alert)] {
+  txn.AfterCommit([this, id, severity, text = DescribeAlert(alert)] {
     spdlog::warn("incident {} opened ({}): {}", id, SeverityName(severity), text);
     absl::MutexLock lock(&mu_);
     active_count_ = active_.size();
@@ -467,18 +495,13 @@ void IncidentManager::Open(Transaction& txn, const v1::Alert& fired,
 
 void IncidentManager::Join(Transaction& txn, ActiveIncident& active, const v1::Alert& fired,
                            const std::vector<std::string>& diagnostics, absl::string_view reason) {
-  v1::Incident& incident = active.incident;
+  const v1::Incident& incident = active.incident();
   v1::Alert alert = fired;
   alert.set_incident_id(incident.id());
-  active.last_activity = txn.now();
+  active.SetLastActivity(txn.now());
   const std::string host = HostOf(alert);
-  const bool new_host = std::find(incident.agents().begin(), incident.agents().end(), host) ==
-                        incident.agents().end();
-  AddUnique(incident.mutable_agents(), host);
-  AddUnique(incident.mutable_services(), ComponentOf(alert));
-  AddUnique(incident.mutable_alert_rules(), alert.rule());
-  active.alerts[alert.id()] = ActiveIncident::AlertRef{alert, diagnostics};
-  active.Index(alert);
+  const bool new_host = active.AddMembers(host, ComponentOf(alert), alert.rule());
+  active.AddAlert(alert, diagnostics);
   txn.PreserveKey(incident_of_alert_, alert.id());
   txn.PreserveKey(incident_of_key_, AlertKey(alert));
   incident_of_alert_[alert.id()] = incident.id();
@@ -548,29 +571,28 @@ absl::Status IncidentManager::HandleDiagnostics(Transaction& txn, const std::str
 }
 
 void IncidentManager::Reassess(Transaction& txn, ActiveIncident& active) {
-  v1::Incident& incident = active.incident;
+  const v1::Incident& incident = active.incident();
   // Severity: the worst alert that ever joined (people may raise it; alerts never lower it).
-  if (const v1::Severity worst = WorstSeverity(active); worst != incident.severity()) {
+  if (const v1::Severity worst = active.WorstSeverity(); worst != incident.severity()) {
     const v1::Severity before = incident.severity();
-    incident.set_severity(worst);
+    active.SetSeverity(worst);
     Append(txn, active, "severity_changed", "controller",
            absl::StrCat("severity ", SeverityName(before), " -> ", SeverityName(worst),
                         ": the worst alert on the incident"));
   }
-  const ProbableCause found = FindProbableCause(active);
+  ProbableCause found = active.FindProbableCause();
   if (found.cause.empty()) {
     return;
   }
   if (found.cause != incident.probable_cause() ||
       found.reason != incident.probable_cause_reason()) {
     const bool changed = found.cause != incident.probable_cause();
-    incident.set_probable_cause(found.cause);
-    incident.set_probable_cause_reason(found.reason);
+    std::string summary = absl::StrCat("probable cause: ", found.cause, " (", found.reason, ")");
+    active.SetProbableCause(std::move(found.cause), std::move(found.reason));
     if (changed) {
-      Append(txn, active, "probable_cause", "controller",
-             absl::StrCat("probable cause: ", found.cause, " (", found.reason, ")"));
+      Append(txn, active, "probable_cause", "controller", std::move(summary));
     } else {
-      txn.writes().Save(incident);
+      txn.SaveLive(&active.incident());
     }
   }
 }
@@ -580,9 +602,9 @@ absl::StatusOr<v1::Incident> IncidentManager::HandleUpdate(
   using Op = v1::UpdateIncidentRequest;
   v1::Incident stored;
   v1::Incident* incident = nullptr;
-  const bool is_active = active_.contains(request.incident_id());
-  if (is_active) {
-    incident = &Edit(txn, request.incident_id()).incident;
+  ActiveIncident* active = EditCurrent(txn, request.incident_id());
+  if (active != nullptr) {
+    incident = &active->EditIncident();
   } else {
     ASSIGN_OR_RETURN(std::optional<v1::Incident> loaded,
                      store_->GetIncident(request.incident_id()));
@@ -685,10 +707,22 @@ absl::StatusOr<v1::Incident> IncidentManager::HandleUpdate(
     default:
       return absl::InvalidArgumentError("unknown operation");
   }
-  txn.Append(incident->id(), kind, actor, summary, "", incident);
   v1::Incident result = *incident;
-  if (request.operation() == Op::RESOLVE && is_active) {
-    active_.erase(request.incident_id());  // preserved by Edit above
+  if (active == nullptr) {
+    txn.Append(incident->id(), kind, actor, summary, "", incident);
+    return result;
+  }
+  Append(txn, *active, kind, actor, summary);
+  if (request.operation() == Op::RESOLVE) {
+    // Out of the active set, but kept (same address) until the batch is settled: the commit
+    // saves it as it is, and a rollback puts it back.
+    // Later units of the batch find it in resolving_, not in the store, which has it only once
+    // the batch commits.
+    auto node = std::make_shared<ActiveNode>(active_.extract(request.incident_id()));
+    resolving_[request.incident_id()] = node;
+    txn.OnRollback([this, node] { active_.insert(std::move(*node)); });
+    txn.OnRollback([this, id = request.incident_id()] { resolving_.erase(id); });
+    txn.AfterCommit([this, id = request.incident_id()] { resolving_.erase(id); });
     txn.AfterCommit([this] {
       absl::MutexLock lock(&mu_);
       active_count_ = active_.size();

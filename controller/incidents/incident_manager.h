@@ -120,8 +120,12 @@ class IncidentManager final : public AlertSink {
                           const std::string& agent_id, const std::vector<std::string>& names);
   // Recomputes severity and probable cause; appends events for what changed.
   void Reassess(Transaction& txn, ActiveIncident& active);
-  // The active incident `id`, its prior state preserved for rollback.
+  // The active incident `id` (created when new), its changes in this unit taken back on
+  // rollback.
   ActiveIncident& Edit(Transaction& txn, const std::string& id);
+  // The incident `id` as this batch has it: active, or resolved by an earlier unit of the batch
+  // that is not committed yet; nullptr when neither (the store has it as it is).
+  ActiveIncident* EditCurrent(Transaction& txn, const std::string& id);
   void Append(Transaction& txn, ActiveIncident& active, absl::string_view kind,
               absl::string_view actor, std::string summary, std::string details_json = "");
   void SaveAlert(Transaction& txn, const v1::Alert& alert);
@@ -137,6 +141,9 @@ class IncidentManager final : public AlertSink {
 
   // Writer-thread state.
   std::map<std::string, ActiveIncident> active_;          // by incident id
+  using ActiveNode = std::map<std::string, ActiveIncident>::node_type;
+  // Incidents resolved in the batch being written, until it commits (or rolls back).
+  std::map<std::string, std::shared_ptr<ActiveNode>> resolving_;
   std::map<std::string, std::string> incident_of_alert_;  // alert id -> incident id
   std::map<std::string, std::string> incident_of_key_;    // alert key -> last incident id
   std::map<std::string, DiagnosticsRequest> diagnostics_requests_;

@@ -18,29 +18,64 @@ TimelineWriter::~TimelineWriter() { Stop(); }
 
 void TimelineWriter::Start() {
   absl::MutexLock lock(&mu_);
-  if (started_) {
+  if (started_ || stopping_) {
     return;
   }
   started_ = true;
   thread_ = std::thread([this] { Loop(); });
 }
 
-void TimelineWriter::Stop() {
+absl::Status TimelineWriter::Refusal() {
+  return absl::UnavailableError("the controller is stopping: the change was not made");
+}
+
+bool TimelineWriter::PastDeadline() const {
+  return absl::GetCurrentTimeNanos() >= stop_by_ns_.load(std::memory_order_relaxed);
+}
+
+void TimelineWriter::Stop() { Stop(options_.stop_deadline); }
+
+void TimelineWriter::Stop(absl::Duration deadline) {
+  std::deque<Unit> refused;
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_) {
-      return;
+    if (!stopping_) {
+      stopping_ = true;
+      stop_by_ns_.store(absl::ToUnixNanos(absl::Now() + deadline), std::memory_order_relaxed);
     }
-    stopping_ = true;
+    if (!started_ && !stopped_) {
+      // Never started: nothing will run what is queued.
+      stopped_ = true;
+      refused.swap(queue_);
+    }
   }
-  if (thread_.joinable()) {
+  Refuse(refused);
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) {
     thread_.join();
   }
 }
 
+void TimelineWriter::Refuse(std::deque<Unit>& units) {
+  absl::MutexLock lock(&refuse_mu_);
+  for (Unit& unit : units) {
+    if (unit.done) {
+      unit.done(Refusal());
+    }
+  }
+  units.clear();
+}
+
 void TimelineWriter::Submit(Work work, Done done) {
-  absl::MutexLock lock(&mu_);
-  queue_.push_back(Unit{std::move(work), std::move(done)});
+  std::deque<Unit> refused;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stopped_) {
+      queue_.push_back(Unit{std::move(work), std::move(done)});
+      return;
+    }
+    refused.push_back(Unit{std::move(work), std::move(done)});
+  }
+  Refuse(refused);
 }
 
 void TimelineWriter::Flush() {
@@ -97,6 +132,7 @@ void TimelineWriter::NoteFailure(const absl::Status& status) {
 }
 
 absl::Status TimelineWriter::CommitAndApply(Transaction& txn, size_t units) {
+  txn.Seal();
   const absl::Time start = absl::Now();
   absl::StatusOr<std::vector<v1::TimelineEvent>> stored = store_->Commit(txn.writes());
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
@@ -139,7 +175,7 @@ absl::Status TimelineWriter::RunNow(const Work& work) {
 
 void TimelineWriter::Loop() {
   while (true) {
-    std::vector<Unit> units;
+    std::deque<Unit> units;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
@@ -147,25 +183,45 @@ void TimelineWriter::Loop() {
             return !self->queue_.empty() || self->stopping_;
           },
           this));
-      if (queue_.empty()) {
-        return;  // stopping, and everything queued is done
-      }
-      while (!queue_.empty() && units.size() < options_.max_batch) {
-        units.push_back(std::move(queue_.front()));
-        queue_.pop_front();
+      if (stopping_ && (queue_.empty() || PastDeadline())) {
+        // Done, or out of time: what is still queued is refused, never run.
+        stopped_ = true;
+        units.swap(queue_);
+      } else {
+        while (!queue_.empty() && units.size() < options_.max_batch) {
+          units.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
       }
     }
+    if (units.empty() || PastDeadline()) {
+      Refuse(units);
+      absl::MutexLock lock(&mu_);
+      if (stopped_) {
+        return;
+      }
+      continue;
+    }
     // One transaction for the whole batch; each unit's own refusal takes back only its part.
+    // Past the stop deadline the units not yet run are left out (and refused).
     Transaction txn(clock_->Now());
     std::vector<absl::Status> results;
     results.reserve(units.size());
     for (Unit& unit : units) {
+      if (PastDeadline()) {
+        break;
+      }
       const Transaction::Mark mark = txn.mark();
       absl::Status s = unit.work(txn);
       if (!s.ok()) {
         txn.RollbackTo(mark);
       }
       results.push_back(std::move(s));
+    }
+    std::deque<Unit> late;
+    while (units.size() > results.size()) {
+      late.push_front(std::move(units.back()));
+      units.pop_back();
     }
     absl::Status committed = CommitAndApply(txn, units.size());
     if (committed.ok()) {
@@ -174,6 +230,7 @@ void TimelineWriter::Loop() {
           units[i].done(results[i]);
         }
       }
+      Refuse(late);
       continue;
     }
     txn.Rollback();
@@ -181,15 +238,35 @@ void TimelineWriter::Loop() {
       if (units[0].done) {
         units[0].done(committed);
       }
+      Refuse(late);
       continue;
     }
-    // Alone, each unit commits or fails on its own (the store may refuse only one of them).
+    // Alone, each unit commits or fails on its own (the store may refuse only one of them). A
+    // store that refuses every one of several in a row refuses them all: the rest get its error
+    // untried, having changed nothing.
+    int failures_in_a_row = 0;
     for (Unit& unit : units) {
-      absl::Status s = RunNow(unit.work);
+      absl::Status s = committed;
+      if (PastDeadline()) {
+        s = Refusal();
+      } else if (failures_in_a_row < options_.max_failed_retries) {
+        Transaction alone(clock_->Now());
+        s = unit.work(alone);
+        if (!s.ok()) {
+          alone.Rollback();
+        } else if (s = CommitAndApply(alone, 1); !s.ok()) {
+          alone.Rollback();
+          committed = s;
+          ++failures_in_a_row;
+        } else {
+          failures_in_a_row = 0;
+        }
+      }
       if (unit.done) {
         unit.done(s);
       }
     }
+    Refuse(late);
   }
 }
 

@@ -11,9 +11,14 @@
 //
 // While the store fails (a full disk, say) the writer asks it to give space back (Store::Maintain)
 // at most once a second, counts the failures and logs them at a bounded rate; writes resume by
-// themselves once space returns. Thread-safe.
+// themselves once space returns.
+//
+// Stop finishes what is queued until its deadline; units still queued then are never run and
+// their `done` gets UNAVAILABLE (nothing of them is written or applied), as does a unit
+// submitted after the writer stopped. Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -39,7 +44,14 @@ namespace vigil::controller {
 class TimelineWriter {
  public:
   struct Options {
-    size_t max_batch = 256;  // units of work per group commit
+    // Units of work per group commit. Large, because a commit costs one fsync (10 ms on a busy
+    // disk) whatever its size: an alert storm's fifty thousand joins take a dozen commits.
+    size_t max_batch = 4096;
+    // How long Stop goes on writing what is queued before refusing the rest.
+    absl::Duration stop_deadline = absl::Seconds(5);
+    // When the batch's commit failed and units are retried alone: after this many failures in
+    // a row the store refuses everything, and the units not yet tried get its error untried.
+    int max_failed_retries = 8;
   };
   // Runs on the writer thread. An error means the unit decided not to change anything (a
   // refused request): its writes and changes are taken back, the others in the batch go on.
@@ -65,10 +77,13 @@ class TimelineWriter {
   ~TimelineWriter();
 
   void Start();
-  void Stop();  // finishes what is queued first
+  // Writes what is queued until options.stop_deadline (or `deadline`) has passed, then refuses
+  // the rest (UNAVAILABLE) and returns. Later submissions are refused at once.
+  void Stop();
+  void Stop(absl::Duration deadline);
 
   void Submit(Work work, Done done = nullptr);
-  // Blocks until everything submitted before the call has been handled.
+  // Blocks until everything submitted before the call has been handled (or refused).
   void Flush();
 
   int AddListener(Listener listener);
@@ -89,6 +104,11 @@ class TimelineWriter {
     Done done;
   };
   void Loop();
+  // Past the stop deadline: the remaining units are refused, not run.
+  bool PastDeadline() const;
+  static absl::Status Refusal();
+  // Tells each unit it was refused (one at a time: a `done` never runs beside another's).
+  void Refuse(std::deque<Unit>& units) ABSL_LOCKS_EXCLUDED(mu_);
   // Commits `txn`; on success runs its effects and tells the listeners.
   absl::Status CommitAndApply(Transaction& txn, size_t units);
   void NoteFailure(const absl::Status& status);
@@ -99,9 +119,12 @@ class TimelineWriter {
   RateLimitedLog failure_log_{5, absl::Minutes(1)};
   absl::Time last_maintain_ = absl::InfinitePast();  // writer thread
 
+  absl::Mutex refuse_mu_;
   mutable absl::Mutex mu_;
   std::deque<Unit> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;  // the loop has ended: Submit refuses
+  std::atomic<int64_t> stop_by_ns_{INT64_MAX};   // real time; INT64_MAX until Stop
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   std::map<int, Listener> listeners_ ABSL_GUARDED_BY(mu_);
   int next_listener_ ABSL_GUARDED_BY(mu_) = 1;

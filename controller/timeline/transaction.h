@@ -8,6 +8,7 @@
 // Not thread-safe: it lives on the writer thread.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <optional>
 #include <utility>
@@ -27,6 +28,7 @@ class Transaction {
     size_t writes = 0;
     size_t undo = 0;
     size_t effects = 0;
+    size_t live = 0;
   };
 
   explicit Transaction(absl::Time now) : now_(now) {}
@@ -37,9 +39,20 @@ class Transaction {
   // The writer's clock when the batch started: event times in one batch agree.
   absl::Time now() const { return now_; }
 
-  // Appends an event to the timeline (and saves `incident` with it, when given).
+  // Appends an event to the timeline (and saves a copy of `incident` as it is now, when given).
   void Append(std::string incident_id, absl::string_view kind, absl::string_view actor,
               std::string summary, std::string details_json, const v1::Incident* incident);
+  // Appends an event and saves `incident` as it is when the batch is sealed, just before the
+  // commit: an incident that gets a thousand events in a batch is copied and written once, not a
+  // thousand times. `incident` must stay at its address until the batch commits or rolls back.
+  void AppendLive(absl::string_view kind, absl::string_view actor, std::string summary,
+                  std::string details_json, const v1::Incident* incident);
+  // Saves `incident` as it is when the batch is sealed (same terms as AppendLive).
+  void SaveLive(const v1::Incident* incident);
+  // Called by the writer just before the commit: writes each live incident once, with the last
+  // of its events in the batch (or where it was last saved, when it got no event). After Seal
+  // only Rollback() may follow.
+  void Seal();
 
   // Registers `undo`, run (newest first) if this batch does not commit.
   void OnRollback(std::function<void()> undo) { undo_.push_back(std::move(undo)); }
@@ -68,7 +81,7 @@ class Transaction {
     });
   }
 
-  Mark mark() const { return Mark{writes_.size(), undo_.size(), effects_.size()}; }
+  Mark mark() const { return Mark{writes_.size(), undo_.size(), effects_.size(), live_.size()}; }
   // Takes back what happened after `mark`: undoes in-memory changes, drops writes and effects.
   void RollbackTo(const Mark& mark);
   void Rollback() { RollbackTo(Mark{}); }
@@ -76,8 +89,17 @@ class Transaction {
   void Committed();
 
  private:
+  // A live incident and where it goes in writes_: the AppendEvent op at `index`, or (save) a
+  // save inserted before the op at `index`.
+  struct Live {
+    size_t index;
+    const v1::Incident* incident;
+    bool save;
+  };
+
   const absl::Time now_;
   storage::WriteBatch writes_;
+  std::vector<Live> live_;
   std::vector<std::function<void()>> undo_;
   std::vector<std::function<void()>> effects_;
 };

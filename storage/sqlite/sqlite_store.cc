@@ -12,6 +12,7 @@
 #include <functional>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -124,14 +125,23 @@ class Statement {
     return absl::InternalError(absl::StrCat("prepare: ", sqlite3_errmsg(db_)));
   }
   Statement& Bind(int i, absl::string_view text) {
+    if (stmt_ == nullptr) {
+      return *this;  // the prepare failed; Step says so
+    }
     sqlite3_bind_text(stmt_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
     return *this;
   }
   Statement& BindBlob(int i, const std::string& bytes) {
+    if (stmt_ == nullptr) {
+      return *this;
+    }
     sqlite3_bind_blob(stmt_, i, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
     return *this;
   }
   Statement& Bind(int i, int64_t v) {
+    if (stmt_ == nullptr) {
+      return *this;
+    }
     sqlite3_bind_int64(stmt_, i, v);
     return *this;
   }
@@ -150,11 +160,15 @@ class Statement {
     return SqliteError(db_, rc);
   }
   void Reset() {
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
+    if (stmt_ != nullptr) {
+      sqlite3_reset(stmt_);
+      sqlite3_clear_bindings(stmt_);
+    }
   }
+  // Steps once and resets, so a statement kept for reuse holds no lock or row between uses.
   absl::Status Run() {
     absl::StatusOr<bool> row = Step();
+    sqlite3_reset(stmt_);
     return row.ok() ? absl::OkStatus() : row.status();
   }
   int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
@@ -203,6 +217,12 @@ class SqliteStore final : public Store {
  public:
   explicit SqliteStore(std::string path) : path_(std::move(path)) {}
   ~SqliteStore() override {
+    {
+      absl::MutexLock lock(&write_mu_);
+      for (std::unique_ptr<Statement>& st : cached_) {
+        st.reset();
+      }
+    }
     sqlite3_close_v2(reader_);
     sqlite3_close_v2(writer_);
   }
@@ -358,23 +378,47 @@ class SqliteStore final : public Store {
       return stored;
     }
     stored.reserve(batch.events());
-    absl::Status status = Write("write the timeline", [&]() -> absl::Status {
-      uint64_t seq = 0;
-      std::string hash(kGenesisHash);
-      if (batch.events() > 0) {
-        Statement head(writer_, "SELECT seq, hash FROM timeline ORDER BY seq DESC LIMIT 1");
-        ASSIGN_OR_RETURN(bool has_head, head.Step());
-        if (has_head) {
-          seq = static_cast<uint64_t>(head.Int(0));
-          hash = head.Text(1);
+    // Within one transaction only the last save of a row is seen by anyone, so an incident that
+    // gets a thousand events in a batch is written once, as its last op has it.
+    std::vector<bool> superseded(batch.size(), false);
+    {
+      absl::flat_hash_map<absl::string_view, size_t> last_save;
+      const std::vector<WriteBatch::Op>& ops = batch.ops();
+      for (size_t i = 0; i < ops.size(); ++i) {
+        const v1::Incident* incident = nullptr;
+        if (const auto* save = std::get_if<WriteBatch::SaveIncident>(&ops[i])) {
+          incident = &save->incident;
+        } else if (const auto* append = std::get_if<WriteBatch::AppendEvent>(&ops[i]);
+                   append != nullptr && append->incident.has_value()) {
+          incident = &*append->incident;
+        }
+        if (incident != nullptr) {
+          auto [it, inserted] = last_save.try_emplace(incident->id(), i);
+          if (!inserted) {
+            superseded[it->second] = true;
+            it->second = i;
+          }
         }
       }
-      Statement insert(writer_,
-                       "INSERT INTO timeline(seq, incident_id, time_unix_ms, kind, actor, summary, "
-                       "details_json, prev_hash, hash) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
-      for (const WriteBatch::Op& op : batch.ops()) {
+    }
+    absl::MutexLock lock(&write_mu_);
+    uint64_t seq = 0;
+    std::string hash;
+    absl::Status status = WriteLocked([&]() -> absl::Status {
+      // The head is read inside the transaction: the chain continues from what is stored.
+      if (batch.events() > 0) {
+        ASSIGN_OR_RETURN(ChainHead head, ReadHeadLocked());
+        seq = head.seq;
+        hash = std::move(head.hash);
+      }
+      TimelineHasher hasher;
+      const std::vector<WriteBatch::Op>& ops = batch.ops();
+      for (size_t i = 0; i < ops.size(); ++i) {
+        const WriteBatch::Op& op = ops[i];
         if (const auto* save = std::get_if<WriteBatch::SaveIncident>(&op)) {
-          RETURN_IF_ERROR(SaveIncidentLocked(save->incident));
+          if (!superseded[i]) {
+            RETURN_IF_ERROR(SaveIncidentLocked(save->incident, save->incident.last_event_seq()));
+          }
         } else if (const auto* alert = std::get_if<WriteBatch::SaveAlert>(&op)) {
           RETURN_IF_ERROR(SaveAlertLocked(alert->alert));
         } else if (const auto* proposal = std::get_if<WriteBatch::SaveProposal>(&op)) {
@@ -382,38 +426,25 @@ class SqliteStore final : public Store {
         } else if (const auto* append = std::get_if<WriteBatch::AppendEvent>(&op)) {
           v1::TimelineEvent event = append->event;
           event.set_seq(++seq);
-          event.set_prev_hash(hash);
-          event.set_hash(TimelineEventHash(event));
+          event.set_prev_hash(std::move(hash));
+          event.set_hash(hasher.Hash(event));
           hash = event.hash();
-          insert.Reset();
-          RETURN_IF_ERROR(insert.Bind(1, static_cast<int64_t>(event.seq()))
-                              .Bind(2, event.incident_id())
-                              .Bind(3, event.time_unix_ms())
-                              .Bind(4, event.kind())
-                              .Bind(5, event.actor())
-                              .Bind(6, event.summary())
-                              .Bind(7, event.details_json())
-                              .Bind(8, event.prev_hash())
-                              .Bind(9, event.hash())
-                              .Run());
-          if (append->incident.has_value()) {
-            v1::Incident copy = *append->incident;
-            copy.set_last_event_seq(static_cast<int64_t>(event.seq()));
-            RETURN_IF_ERROR(SaveIncidentLocked(copy));
+          RETURN_IF_ERROR(InsertEventLocked(event));
+          if (append->incident.has_value() && !superseded[i]) {
+            RETURN_IF_ERROR(
+                SaveIncidentLocked(*append->incident, static_cast<int64_t>(event.seq())));
           }
           stored.push_back(std::move(event));
         }
       }
       if (!stored.empty()) {
-        Statement chain(writer_,
-                        "INSERT INTO chain_head(id, seq, hash) VALUES(1, ?1, ?2) "
-                        "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash");
+        Statement& chain = Cached(kUpsertChainHead);
         RETURN_IF_ERROR(chain.Bind(1, static_cast<int64_t>(seq)).Bind(2, hash).Run());
       }
       return absl::OkStatus();
     });
     if (!status.ok()) {
-      return status;
+      return Fail("write the timeline", status);
     }
     return stored;
   }
@@ -496,6 +527,7 @@ class SqliteStore final : public Store {
                  "prev_hash, hash FROM timeline ORDER BY seq");
     uint64_t expected_seq = 1;
     std::string expected_prev(kGenesisHash);
+    TimelineHasher hasher;
     auto fail = [&](uint64_t seq, std::string problem) {
       result.set_ok(false);
       result.set_first_bad_seq(seq);
@@ -521,7 +553,7 @@ class SqliteStore final : public Store {
         fail(event.seq(),
              absl::StrCat("event ", event.seq(), " does not follow event ", event.seq() - 1,
                           ": its prev_hash differs (events removed or reordered)"));
-      } else if (TimelineEventHash(event) != event.hash()) {
+      } else if (hasher.Hash(event) != event.hash()) {
         fail(event.seq(), absl::StrCat("event ", event.seq(), " (", event.kind(), ", incident ",
                                        event.incident_id(),
                                        ") was changed: its content no longer matches its hash"));
@@ -690,41 +722,124 @@ class SqliteStore final : public Store {
   // The one writer: a transaction per call.
   absl::Status Write(absl::string_view what, const std::function<absl::Status()>& body) {
     absl::MutexLock lock(&write_mu_);
-    if (absl::Status s = Exec(writer_, "BEGIN IMMEDIATE;"); !s.ok()) {
+    absl::Status s = WriteLocked(body);
+    if (!s.ok() && s.code() != absl::StatusCode::kAlreadyExists) {
       return Fail(what, s);
     }
-    absl::Status s = body();
-    if (s.ok()) {
-      s = Exec(writer_, "COMMIT;");
-    }
-    if (!s.ok()) {
-      Exec(writer_, "ROLLBACK;").IgnoreError();
-      if (s.code() == absl::StatusCode::kAlreadyExists) {
-        return s;
-      }
-      return Fail(what, s);
-    }
-    return absl::OkStatus();
+    return s;
   }
 
-  absl::Status SaveIncidentLocked(const v1::Incident& incident)
+  // BEGIN IMMEDIATE, `body`, COMMIT; on any error ROLLBACK, so a failed write changes nothing.
+  absl::Status WriteLocked(const std::function<absl::Status()>& body)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
-    Statement st(writer_,
-                 "INSERT INTO incidents(id, state, opened_unix_ms, body) VALUES(?1, ?2, ?3, ?4) "
-                 "ON CONFLICT(id) DO UPDATE SET state = excluded.state, body = excluded.body");
-    return st.Bind(1, incident.id())
+    RETURN_IF_ERROR(Cached(kBegin).Run());
+    absl::Status s = body();
+    if (s.ok()) {
+      s = Cached(kCommit).Run();
+    }
+    if (!s.ok()) {
+      // Not a cached statement: it must run even when preparing one is what failed.
+      Exec(writer_, "ROLLBACK;").IgnoreError();
+    }
+    return s;
+  }
+
+  // Statements the writer runs for every batch, prepared once for the connection's life.
+  enum CachedStatement {
+    kBegin,
+    kCommit,
+    kReadHead,
+    kInsertEvent,
+    kUpsertChainHead,
+    kUpsertIncident,
+    kUpsertAlert,
+    kUpsertProposal,
+    kCachedCount,
+  };
+  static constexpr const char* kCachedSql[kCachedCount] = {
+      "BEGIN IMMEDIATE",
+      "COMMIT",
+      "SELECT seq, hash FROM timeline ORDER BY seq DESC LIMIT 1",
+      "INSERT INTO timeline(seq, incident_id, time_unix_ms, kind, actor, summary, details_json, "
+      "prev_hash, hash) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+      "INSERT INTO chain_head(id, seq, hash) VALUES(1, ?1, ?2) "
+      "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+      "INSERT INTO incidents(id, state, opened_unix_ms, body) VALUES(?1, ?2, ?3, ?4) "
+      "ON CONFLICT(id) DO UPDATE SET state = excluded.state, body = excluded.body",
+      "INSERT INTO alerts(id, state, incident_id, body) VALUES(?1, ?2, ?3, ?4) "
+      "ON CONFLICT(id) DO UPDATE SET state = excluded.state, "
+      "incident_id = excluded.incident_id, body = excluded.body",
+      "INSERT INTO proposals(id, incident_id, proposed_unix_ms, body) "
+      "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+  };
+
+  // The statement, prepared on first use (a failed prepare is retried next time: Run reports
+  // it, and the transaction rolls back).
+  Statement& Cached(CachedStatement which) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    std::unique_ptr<Statement>& st = cached_[which];
+    if (st == nullptr || !st->status().ok()) {
+      st = std::make_unique<Statement>(writer_, kCachedSql[which]);
+    }
+    st->Reset();
+    return *st;
+  }
+
+  struct ChainHead {
+    uint64_t seq = 0;
+    std::string hash{kGenesisHash};
+  };
+  absl::StatusOr<ChainHead> ReadHeadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    Statement& st = Cached(kReadHead);
+    ChainHead head;
+    absl::StatusOr<bool> row = st.Step();
+    if (row.ok() && *row) {
+      head.seq = static_cast<uint64_t>(st.Int(0));
+      head.hash = st.Text(1);
+    }
+    st.Reset();
+    if (!row.ok()) {
+      return row.status();
+    }
+    return head;
+  }
+
+  absl::Status InsertEventLocked(const v1::TimelineEvent& event)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    return Cached(kInsertEvent)
+        .Bind(1, static_cast<int64_t>(event.seq()))
+        .Bind(2, event.incident_id())
+        .Bind(3, event.time_unix_ms())
+        .Bind(4, event.kind())
+        .Bind(5, event.actor())
+        .Bind(6, event.summary())
+        .Bind(7, event.details_json())
+        .Bind(8, event.prev_hash())
+        .Bind(9, event.hash())
+        .Run();
+  }
+
+  // Saves `incident` with last_event_seq set to `last_event_seq`.
+  absl::Status SaveIncidentLocked(const v1::Incident& incident, int64_t last_event_seq)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    std::string body;
+    if (incident.last_event_seq() == last_event_seq) {
+      body = incident.SerializeAsString();
+    } else {
+      v1::Incident copy = incident;
+      copy.set_last_event_seq(last_event_seq);
+      body = copy.SerializeAsString();
+    }
+    return Cached(kUpsertIncident)
+        .Bind(1, incident.id())
         .Bind(2, static_cast<int64_t>(incident.state()))
         .Bind(3, incident.opened_unix_ms())
-        .BindBlob(4, incident.SerializeAsString())
+        .BindBlob(4, body)
         .Run();
   }
 
   absl::Status SaveAlertLocked(const v1::Alert& alert) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
-    Statement st(writer_,
-                 "INSERT INTO alerts(id, state, incident_id, body) VALUES(?1, ?2, ?3, ?4) "
-                 "ON CONFLICT(id) DO UPDATE SET state = excluded.state, "
-                 "incident_id = excluded.incident_id, body = excluded.body");
-    return st.Bind(1, alert.id())
+    return Cached(kUpsertAlert)
+        .Bind(1, alert.id())
         .Bind(2, static_cast<int64_t>(alert.state()))
         .Bind(3, alert.incident_id())
         .BindBlob(4, alert.SerializeAsString())
@@ -733,10 +848,8 @@ class SqliteStore final : public Store {
 
   absl::Status SaveProposalLocked(const v1::ActionProposal& proposal)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
-    Statement st(writer_,
-                 "INSERT INTO proposals(id, incident_id, proposed_unix_ms, body) "
-                 "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(id) DO UPDATE SET body = excluded.body");
-    return st.Bind(1, proposal.id())
+    return Cached(kUpsertProposal)
+        .Bind(1, proposal.id())
         .Bind(2, proposal.incident_id())
         .Bind(3, proposal.proposed_unix_ms())
         .BindBlob(4, proposal.SerializeAsString())
@@ -779,6 +892,7 @@ class SqliteStore final : public Store {
   const std::string path_;
   absl::Mutex write_mu_;
   sqlite3* writer_ ABSL_PT_GUARDED_BY(write_mu_) = nullptr;
+  std::unique_ptr<Statement> cached_[kCachedCount] ABSL_GUARDED_BY(write_mu_);
   absl::Mutex read_mu_;
   sqlite3* reader_ ABSL_PT_GUARDED_BY(read_mu_) = nullptr;
 };

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
 #include "common/clock.h"
 #include "controller/incidents/incident_report.h"
 #include "storage/sqlite/sqlite_store.h"
@@ -402,6 +403,63 @@ TEST_F(IncidentManagerTest, PendingAlertsAreStoredSoTheirTimersOutliveARestart) 
   Change(pending, v1::RESOLVED);
   EXPECT_THAT(*store_->ListAlerts(false), IsEmpty());
   EXPECT_THAT(Incidents(), IsEmpty());
+}
+
+TEST_F(IncidentManagerTest, AnIncidentResolvedEarlierInABatchStaysResolved) {
+  v1::Alert a = MakeAlert("a1", "HighCPU", "batch-1", kBatch);
+  Fire(a);
+  // Hold the writer so the resolution and the alert's end land in one batch.
+  absl::Notification release;
+  writer_->Submit([&](Transaction&) {
+    release.WaitForNotification();
+    return absl::OkStatus();
+  });
+  v1::UpdateIncidentRequest request;
+  request.set_incident_id("INC-0001");
+  request.set_operation(v1::UpdateIncidentRequest::RESOLVE);
+  absl::StatusOr<v1::Incident> resolved = absl::UnknownError("not called");
+  manager_->Update(request, "alice", [&](absl::StatusOr<v1::Incident> r) { resolved = r; });
+  a.set_state(v1::RESOLVED);
+  manager_->OnAlertChange(a, nullptr);
+  release.Notify();
+  manager_->Flush();
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  EXPECT_EQ(writer_->stats().commits, 2u);  // the opening, then the held batch
+  ASSERT_THAT(Incidents(), SizeIs(1));
+  EXPECT_EQ(Incidents()[0].state(), v1::INCIDENT_RESOLVED);
+  EXPECT_THAT(Kinds("INC-0001"), ElementsAre("incident_opened", "resolved", "alert_resolved"));
+  EXPECT_EQ(manager_->active_incidents(), 0u);
+}
+
+TEST_F(IncidentManagerTest, JoinsOfAFailedBatchAreTakenBackAndRedoneAlone) {
+  Fire(MakeAlert("d1", "SlowQueries", "db-1", kDb, v1::SEV3));
+  absl::Notification release;
+  writer_->Submit([&](Transaction&) {
+    release.WaitForNotification();
+    return absl::OkStatus();
+  });
+  Rule rule;
+  for (int i = 1; i <= 3; ++i) {
+    manager_->OnAlertChange(MakeAlert(absl::StrCat("a", i), "HighAPILatency",
+                                      absl::StrCat("api-", i), kApi,
+                                      i == 2 ? v1::SEV1 : v1::SEV2),
+                            &rule);
+  }
+  faults_->FailNext(1);  // the held batch fails as a whole; alone, each unit goes through
+  release.Notify();
+  manager_->Flush();
+  ASSERT_THAT(Incidents(), SizeIs(1));
+  const v1::Incident incident = Incidents()[0];
+  EXPECT_THAT(incident.agents(), ElementsAre("db-1", "api-1", "api-2", "api-3"));
+  EXPECT_EQ(incident.severity(), v1::SEV1);
+  EXPECT_EQ(incident.probable_cause(), "db-1/SlowQueries");
+  EXPECT_THAT(incident.probable_cause_reason(), HasSubstr("depended on by 3 of the 4 hosts"));
+  EXPECT_THAT(Kinds("INC-0001"),
+              ElementsAre("incident_opened", "alert_fired", "host_joined", "severity_changed",
+                          "alert_fired", "host_joined", "severity_changed", "alert_fired",
+                          "host_joined"));
+  EXPECT_EQ(faults_->failed_commits(), 1u);
+  EXPECT_TRUE(store_->VerifyChain()->ok());
 }
 
 }  // namespace

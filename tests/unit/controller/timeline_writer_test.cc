@@ -3,10 +3,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "common/clock.h"
 #include "storage/sqlite/sqlite_store.h"
 #include "tests/support/fault_store.h"
@@ -154,6 +156,104 @@ TEST_F(TimelineWriterTest, WhenTheGroupFailsEachUnitIsTriedAlone) {
   EXPECT_EQ(store_->ListEvents("", 0, 100)->size(), 3u);
   EXPECT_EQ(faults_->failed_commits(), 1u);
   EXPECT_EQ(writer_->stats().commits, 3u);
+}
+
+TEST_F(TimelineWriterTest, StopKeepsItsDeadlineWithAFullQueueAndAcknowledgesOnlyWhatIsWritten) {
+  // Far more work than the deadline allows: 20,000 units of 0.5 ms each.
+  constexpr int kUnits = 20'000;
+  std::atomic<int> ok{0};
+  std::atomic<int> refused{0};
+  std::atomic<int> other{0};
+  for (int i = 0; i < kUnits; ++i) {
+    writer_->Submit(
+        [this, i](Transaction& txn) {
+          absl::SleepFor(absl::Microseconds(500));
+          const std::string key = absl::StrCat("k", i);
+          txn.PreserveKey(counters_, key);
+          counters_[key] = i;
+          txn.Append("INC-0001", "note", "test", key, "", nullptr);
+          return absl::OkStatus();
+        },
+        [&](absl::Status s) {
+          if (s.ok()) {
+            ++ok;
+          } else if (absl::IsUnavailable(s) &&
+                     absl::StrContains(s.message(), "the controller is stopping")) {
+            ++refused;
+          } else {
+            ++other;
+          }
+        });
+  }
+  writer_->Start();
+  absl::SleepFor(absl::Milliseconds(50));
+  const absl::Time start = absl::Now();
+  writer_->Stop(absl::Milliseconds(300));
+  const absl::Duration took = absl::Now() - start;
+  // The deadline, plus at most the unit running when it passed and one commit: far from the
+  // ten seconds the queue holds.
+  EXPECT_LT(took, absl::Seconds(3));
+  EXPECT_EQ(ok + refused + other, kUnits);
+  EXPECT_EQ(other, 0);
+  EXPECT_GT(ok, 0);
+  EXPECT_GT(refused, 0);
+  // Acknowledged is written, and nothing else is: in the store and in memory.
+  EXPECT_EQ(static_cast<int>(store_->ListEvents("", 0, 0)->size()), ok.load());
+  EXPECT_EQ(static_cast<int>(counters_.size()), ok.load());
+  EXPECT_TRUE(store_->VerifyChain()->ok());
+
+  // Once stopped, new work is refused at once and Flush does not hang.
+  absl::Status late = absl::UnknownError("not called");
+  writer_->Submit(SetAndRecord("late", 1), [&](absl::Status s) { late = s; });
+  EXPECT_TRUE(absl::IsUnavailable(late)) << late;
+  writer_->Flush();
+  EXPECT_FALSE(counters_.contains("late"));
+}
+
+TEST_F(TimelineWriterTest, StopBeforeStartRefusesWhatIsQueued) {
+  absl::Status done = absl::UnknownError("not called");
+  writer_->Submit(SetAndRecord("never", 1), [&](absl::Status s) { done = s; });
+  writer_->Stop();
+  EXPECT_TRUE(absl::IsUnavailable(done)) << done;
+  EXPECT_TRUE(counters_.empty());
+  EXPECT_TRUE(store_->ListEvents("", 0, 0)->empty());
+}
+
+TEST_F(TimelineWriterTest, ALiveIncidentIsSavedOnceAsItIsAtTheCommit) {
+  v1::Incident live;
+  live.set_id("INC-0007");
+  live.set_title("first");
+  v1::Incident saved_only;
+  saved_only.set_id("INC-0008");
+  for (int i = 0; i < 3; ++i) {
+    writer_->Submit([&, i](Transaction& txn) {
+      txn.Preserve(live);
+      live.set_title(absl::StrCat("title ", i));
+      txn.AppendLive("note", "test", absl::StrCat("event ", i), "", &live);
+      return absl::OkStatus();
+    });
+  }
+  // A refused unit's live save goes with it.
+  writer_->Submit([&](Transaction& txn) {
+    txn.Preserve(live);
+    live.set_title("refused");
+    txn.AppendLive("note", "test", "refused", "", &live);
+    txn.SaveLive(&saved_only);
+    return absl::FailedPreconditionError("no");
+  });
+  writer_->Submit([&](Transaction& txn) {
+    txn.SaveLive(&saved_only);
+    return absl::OkStatus();
+  });
+  writer_->Start();
+  writer_->Flush();
+  EXPECT_EQ(writer_->stats().commits, 1u);
+  auto stored = store_->GetIncident("INC-0007");
+  ASSERT_TRUE(stored.ok() && stored->has_value());
+  EXPECT_EQ((*stored)->title(), "title 2");
+  EXPECT_EQ((*stored)->last_event_seq(), 3);  // its last event in the batch
+  EXPECT_TRUE(store_->GetIncident("INC-0008")->has_value());
+  EXPECT_EQ(store_->ListEvents("", 0, 0)->size(), 3u);
 }
 
 }  // namespace

@@ -1,0 +1,235 @@
+// The store's own append rate beside SQLite's batched ceiling, measured in the same run on the
+// same disk: timeline events committed through SqliteStore::Commit in batches of the timeline
+// writer's size (a real database file in a temporary folder, WAL, synchronous=FULL), and plain
+// INSERTs of ~200-byte rows into a bare table with the same pragmas in batches of 1,000 (and of
+// the writer's size, for a like-for-like figure).
+//   build/bench/store_append_bench [--events=N] [--seconds=S] [--batch=N] [--only=store|ceiling]
+// Prints events/s (or rows/s) and the time per commit for each run.
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "controller/timeline/timeline_writer.h"
+#include "storage/sqlite/sqlite_store.h"
+
+namespace vigil {
+namespace {
+
+struct Settings {
+  size_t batch = controller::TimelineWriter::Options().max_batch;
+  size_t max_events = 2'000'000;
+  double seconds = 4;  // per run
+  std::string only;    // "store" or "ceiling": that side alone (profiling)
+};
+
+struct Result {
+  size_t rows = 0;
+  size_t commits = 0;
+  double seconds = 0;
+};
+
+void Print(const char* what, size_t batch, const Result& r) {
+  std::printf("%-58s batch %6zu  %10.0f /s  %7.2f ms/commit  (%zu in %.2f s)\n", what, batch,
+              r.rows / r.seconds, r.seconds * 1000 / static_cast<double>(r.commits), r.rows,
+              r.seconds);
+}
+
+std::string TempFolder() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "vigil-store-bench-XXXXXX");
+  if (mkdtemp(pattern.data()) == nullptr) {
+    std::perror("mkdtemp");
+    std::exit(1);
+  }
+  return pattern;
+}
+
+// An event as the incident manager writes one in a storm: ~200 bytes of text plus JSON details.
+v1::TimelineEvent StormEvent(size_t i) {
+  v1::TimelineEvent e;
+  e.set_incident_id("INC-0001");
+  e.set_time_unix_ms(1'700'000'000'000 + static_cast<int64_t>(i));
+  e.set_kind("alert_fired");
+  const std::string host = absl::StrCat("api-", i % 1000);
+  e.set_actor(host);
+  e.set_summary(absl::StrCat("DiskSpaceWarning on ", host,
+                             ": host_disk_used_ratio > 0.8 (value 0.93) (joined: "
+                             "DiskSpaceWarning is already firing on api-0)"));
+  e.set_details_json(absl::StrCat(R"({"id":"al-)", i, R"(","rule":"DiskSpaceWarning","agent_id":")",
+                                  host, R"(","state":"FIRING","value":0.93})"));
+  return e;
+}
+
+v1::Alert StormAlert(size_t i) {
+  v1::Alert a;
+  a.set_id(absl::StrCat("al-", i));
+  a.set_rule("DiskSpaceWarning");
+  a.set_severity(v1::SEV3);
+  a.set_state(v1::FIRING);
+  a.set_agent_id(absl::StrCat("api-", i % 1000));
+  (*a.mutable_labels())["mount"] = absl::StrCat("/mnt/disk", i % 50);
+  (*a.mutable_labels())["role"] = "api";
+  a.set_value(0.93);
+  a.set_expr("host_disk_used_ratio > 0.8");
+  a.set_incident_id("INC-0001");
+  a.set_source("rules");
+  return a;
+}
+
+// Events through Store::Commit, each with its incident attached as the incident manager appends
+// them; with `alerts`, each also saves its alert (the shape of a storm's join).
+Result StoreRun(const Settings& settings, bool alerts) {
+  const std::string folder = TempFolder();
+  auto store = storage::OpenSqliteStore(folder + "/vigil.db");
+  if (!store.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(store.status().message()).c_str());
+    std::exit(1);
+  }
+  v1::Incident incident;
+  incident.set_id("INC-0001");
+  incident.set_title("Disk space warning (api-0)");
+  incident.set_state(v1::OPEN);
+  incident.set_severity(v1::SEV3);
+  for (int h = 0; h < 20; ++h) {
+    incident.add_agents(absl::StrCat("api-", h));
+  }
+  Result r;
+  const absl::Time start = absl::Now();
+  while (r.rows < settings.max_events &&
+         absl::Now() - start < absl::Seconds(settings.seconds)) {
+    storage::WriteBatch batch;
+    for (size_t i = 0; i < settings.batch; ++i) {
+      if (alerts) {
+        batch.Save(StormAlert(r.rows + i));
+      }
+      batch.Append(StormEvent(r.rows + i), &incident);
+    }
+    absl::StatusOr<std::vector<v1::TimelineEvent>> stored = (*store)->Commit(batch);
+    if (!stored.ok() || stored->size() != settings.batch) {
+      std::fprintf(stderr, "commit failed: %s\n", std::string(stored.status().message()).c_str());
+      std::exit(1);
+    }
+    r.rows += settings.batch;
+    ++r.commits;
+  }
+  r.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  store->reset();
+  std::filesystem::remove_all(folder);
+  return r;
+}
+
+void Exec(sqlite3* db, const char* sql) {
+  char* error = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &error) != SQLITE_OK) {
+    std::fprintf(stderr, "%s: %s\n", sql, error);
+    std::exit(1);
+  }
+}
+
+// SQLite's ceiling on this disk: one prepared INSERT of ~200-byte rows into a bare table, one
+// transaction per batch, the store's pragmas.
+Result CeilingRun(const Settings& settings, size_t batch) {
+  const std::string folder = TempFolder();
+  sqlite3* db = nullptr;
+  if (sqlite3_open((folder + "/bare.db").c_str(), &db) != SQLITE_OK) {
+    std::fprintf(stderr, "cannot open the bare database\n");
+    std::exit(1);
+  }
+  Exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA journal_size_limit=4194304;");
+  Exec(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, body TEXT NOT NULL)");
+  sqlite3_stmt* insert = nullptr;
+  sqlite3_prepare_v2(db, "INSERT INTO t(id, body) VALUES(?1, ?2)", -1, &insert, nullptr);
+  const std::string body(200, 'x');
+  Result r;
+  const absl::Time start = absl::Now();
+  while (r.rows < settings.max_events &&
+         absl::Now() - start < absl::Seconds(settings.seconds)) {
+    Exec(db, "BEGIN IMMEDIATE");
+    for (size_t i = 0; i < batch; ++i) {
+      sqlite3_bind_int64(insert, 1, static_cast<int64_t>(r.rows + i + 1));
+      sqlite3_bind_text(insert, 2, body.data(), static_cast<int>(body.size()), SQLITE_STATIC);
+      if (sqlite3_step(insert) != SQLITE_DONE) {
+        std::fprintf(stderr, "insert: %s\n", sqlite3_errmsg(db));
+        std::exit(1);
+      }
+      sqlite3_reset(insert);
+    }
+    Exec(db, "COMMIT");
+    r.rows += batch;
+    ++r.commits;
+  }
+  r.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  sqlite3_finalize(insert);
+  sqlite3_close(db);
+  std::filesystem::remove_all(folder);
+  return r;
+}
+
+bool Flag(absl::string_view arg, absl::string_view name, absl::string_view* value) {
+  if (!absl::ConsumePrefix(&arg, name) || !absl::ConsumePrefix(&arg, "=")) {
+    return false;
+  }
+  *value = arg;
+  return true;
+}
+
+int Main(int argc, char** argv) {
+  Settings settings;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view value;
+    bool ok = false;
+    if (Flag(argv[i], "--events", &value)) {
+      ok = absl::SimpleAtoi(value, &settings.max_events);
+    } else if (Flag(argv[i], "--seconds", &value)) {
+      ok = absl::SimpleAtod(value, &settings.seconds);
+    } else if (Flag(argv[i], "--only", &value)) {
+      settings.only = std::string(value);
+      ok = value == "store" || value == "ceiling";
+    } else if (Flag(argv[i], "--batch", &value)) {
+      ok = absl::SimpleAtoi(value, &settings.batch) && settings.batch > 0;
+    }
+    if (!ok) {
+      std::fprintf(stderr,
+                   "usage: %s [--events=N] [--seconds=S] [--batch=N] [--only=store|ceiling]\n",
+                   argv[0]);
+      return 2;
+    }
+  }
+  std::printf("SQLite %s, WAL, synchronous=FULL, temporary folder under %s\n", sqlite3_libversion(),
+              std::filesystem::temp_directory_path().c_str());
+  if (settings.only == "store") {
+    Print("store: timeline events (incident attached)", settings.batch, StoreRun(settings, false));
+    return 0;
+  }
+  if (settings.only == "ceiling") {
+    Print("SQLite ceiling: bare INSERTs of 200-byte rows", settings.batch,
+          CeilingRun(settings, settings.batch));
+    return 0;
+  }
+  // Interleaved, so a disk that slows down mid-run weighs on both sides alike.
+  const Result ceiling = CeilingRun(settings, 1000);
+  const Result store = StoreRun(settings, false);
+  const Result ceiling_same = CeilingRun(settings, settings.batch);
+  const Result storm = StoreRun(settings, true);
+  Print("SQLite ceiling: bare INSERTs of 200-byte rows", 1000, ceiling);
+  Print("SQLite ceiling: bare INSERTs of 200-byte rows", settings.batch, ceiling_same);
+  Print("store: timeline events (incident attached)", settings.batch, store);
+  Print("store: timeline events + their alerts (a storm's joins)", settings.batch, storm);
+  std::printf("store append rate: %.0f events/s (%.0f%% of the 1,000-row ceiling)\n",
+              store.rows / store.seconds,
+              100 * (store.rows / store.seconds) / (ceiling.rows / ceiling.seconds));
+  return 0;
+}
+
+}  // namespace
+}  // namespace vigil
+
+int main(int argc, char** argv) { return vigil::Main(argc, argv); }
