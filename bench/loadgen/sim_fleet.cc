@@ -273,6 +273,8 @@ class SimAgent {
       }
     } else if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
       c.failed_unavailable.fetch_add(1, std::memory_order_relaxed);
+    } else if (status.error_code() == grpc::StatusCode::CANCELLED) {
+      c.failed_cancelled.fetch_add(1, std::memory_order_relaxed);
     } else {
       c.failed_other.fetch_add(1, std::memory_order_relaxed);
       PrintFailure(absl::StrCat(id_, " refused: code ", status.error_code(), ": ",

@@ -45,6 +45,7 @@ struct FleetCounters {
   std::atomic<uint64_t> retry_hint_ms_total{0};
   std::atomic<uint64_t> welcome_timeouts{0};   // no Welcome within the timeout: we cancelled
   std::atomic<uint64_t> failed_unavailable{0};
+  std::atomic<uint64_t> failed_cancelled{0};  // the controller cancelled it (taken, then silent)
   std::atomic<uint64_t> failed_other{0};
   std::atomic<uint64_t> fresh_channels{0};  // channels replaced after being down for long
   // Telemetry.

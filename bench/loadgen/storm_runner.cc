@@ -53,7 +53,7 @@ struct Totals {
   int64_t streaming = 0, ever_welcomed = 0;
   uint64_t attempts = 0, welcomes = 0, drops = 0, drops_cancelled = 0, drops_unavailable = 0,
            drops_other = 0, drop_agents = 0, refused_exhausted = 0, retry_hints = 0,
-           retry_hint_ms_total = 0, welcome_timeouts = 0, failed_unavailable = 0,
+           retry_hint_ms_total = 0, welcome_timeouts = 0, failed_unavailable = 0, failed_cancelled = 0,
            failed_other = 0, fresh_channels = 0, batches_sent = 0, batches_acked = 0,
            batches_unacked = 0, rounds_skipped = 0, heartbeats = 0, samples_sent = 0,
            samples_acked = 0;
@@ -77,6 +77,7 @@ Totals Sum(const Shared& shared, int processes) {
     t.retry_hint_ms_total += c.retry_hint_ms_total.load();
     t.welcome_timeouts += c.welcome_timeouts.load();
     t.failed_unavailable += c.failed_unavailable.load();
+    t.failed_cancelled += c.failed_cancelled.load();
     t.failed_other += c.failed_other.load();
     t.fresh_channels += c.fresh_channels.load();
     t.batches_sent += c.batches_sent.load();
@@ -513,7 +514,8 @@ int Coordinator::Run() {
       "converge_s=%s streaming_end=%lld min_streaming_after_converged=%lld welcomed_ever=%lld "
       "drops=%llu drop_agents=%llu drops_cancelled=%llu drops_unavailable=%llu "
       "drops_other=%llu attempts=%llu reconnects=%lld refused_exhausted=%llu retry_hints=%llu "
-      "retry_hint_mean_ms=%.0f welcome_timeouts=%llu failed_unavailable=%llu failed_other=%llu "
+      "retry_hint_mean_ms=%.0f welcome_timeouts=%llu failed_unavailable=%llu failed_cancelled=%llu "
+      "failed_other=%llu "
       "fresh_channels=%llu batches_sent=%llu batches_unacked=%llu rounds_skipped=%llu "
       "cli_probes=%zu cli_failed=%d cli_p50_ms=%.1f cli_p99_ms=%.1f cli_max_ms=%.1f "
       "ctl_peak_cpu_pct=%.0f ctl_peak_rss_mb=%.1f sim_cpu_pct=%.0f controller_ready_ms=%s\n",
@@ -540,6 +542,7 @@ int Coordinator::Run() {
           : 0.0,
       static_cast<unsigned long long>(after.welcome_timeouts - base.welcome_timeouts),
       static_cast<unsigned long long>(after.failed_unavailable - base.failed_unavailable),
+      static_cast<unsigned long long>(after.failed_cancelled - base.failed_cancelled),
       static_cast<unsigned long long>(after.failed_other - base.failed_other),
       static_cast<unsigned long long>(after.fresh_channels - base.fresh_channels),
       static_cast<unsigned long long>(after.batches_sent - base.batches_sent),
