@@ -103,12 +103,16 @@ done
 CORES=$(nproc)
 echo
 echo "Vigil scale benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $CORES cores, build $BUILD ($BUILD_TYPE), commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)"
-echo "storm: agents' first attempts within 1 s ($MODE), converge bound ${TIMEOUT} s, then ${HOLD} s held; steady: ${STEADY} s window after the storm"
+if [ "$MODE" = restart ]; then
+  echo "storm: the controller killed (SIGKILL) and restarted under N streaming agents, timed from the restart; converge bound ${TIMEOUT} s, then ${HOLD} s held; steady: ${STEADY} s window after the storm"
+else
+  echo "storm: every agent's first attempt within 1 s of a running controller; converge bound ${TIMEOUT} s, then ${HOLD} s held; steady: ${STEADY} s window after the storm"
+fi
 echo "50 series per agent (45 gauges + 5 histograms) every 1 s; each agent its own TCP connection; simulator in $PROCS processes on the same cores"
 echo
-printf "| %-6s | %-9s | %6s | %-22s | %-15s | %9s | %9s | %9s | %8s | %-41s |\n" \
+printf "| %-6s | %-9s | %6s | %-22s | %-15s | %-21s | %9s | %9s | %8s | %-41s |\n" \
   run transport agents "converged (all N streaming)" "dropped (agents)" "CLI p99" "ctl CPU pk" "ctl RSS pk" "sim CPU" "steady: samples/s, ctl CPU share, RSS/agent"
-printf "|%s|\n" "--------|-----------|--------|------------------------|-----------------|-----------|-----------|-----------|----------|-------------------------------------------"
+printf "|%s|\n" "--------|-----------|--------|------------------------|-----------------|-----------------------|-----------|-----------|----------|-------------------------------------------"
 for transport in $TRANSPORTS; do
   first=""; last=""
   for n in $SIZES; do
@@ -126,6 +130,9 @@ for transport in $TRANSPORTS; do
     conv=$(field storm converged "$r"); cs=$(field storm converge_s "$r"); end=$(field storm streaming_end "$r")
     if [ "$conv" = yes ]; then conv_text="yes, ${cs} s"; else conv_text="no: $end/$n after ${TIMEOUT} s"; fi
     drops="$(field storm drops "$r") ($(field storm drop_agents "$r"))"
+    cli="$(field storm cli_p99_ms "$r") ms"
+    failed=$(field storm cli_failed "$r")
+    [ "$failed" != 0 ] && cli="$cli, $failed/$(field storm cli_probes "$r") failed"
     steady_text="–"
     if [ "$n" = "$last" ] && grep -q '^steady' "$r"; then
       sps=$(field steady samples_acked_per_s "$r"); share=$(field steady ctl_cpu_share_of_machine "$r")
@@ -140,8 +147,8 @@ print('%.1f KiB' % ((r1-r0)*1024/(a1-a0)) if a1!=a0 else 'n/a (same count stream
       fi
       steady_text="$sps/s ($s_end streaming), $(python3 -c "print('%.0f %%' % (100*$share))"), $slope"
     fi
-    printf "| %-6s | %-9s | %6s | %-22s | %-15s | %6s ms | %7s %% | %6s MB | %6s %% | %-41s |\n" \
-      storm "$transport" "$n" "$conv_text" "$drops" "$(field storm cli_p99_ms "$r")" \
+    printf "| %-6s | %-9s | %6s | %-22s | %-15s | %-21s | %7s %% | %6s MB | %6s %% | %-41s |\n" \
+      storm "$transport" "$n" "$conv_text" "$drops" "$cli" \
       "$(field storm ctl_peak_cpu_pct "$r")" "$(field storm ctl_peak_rss_mb "$r")" \
       "$(field storm sim_cpu_pct "$r")" "$steady_text"
   done
@@ -155,4 +162,5 @@ for transport in $TRANSPORTS; do
     echo "  $transport-$n: silent=$(cat "$d/silent.txt") refused_exhausted=$(field storm refused_exhausted "$d/report.txt") retry_hints=$(field storm retry_hints "$d/report.txt") welcome_timeouts=$(field storm welcome_timeouts "$d/report.txt") reconnects=$(field storm reconnects "$d/report.txt") unacked_batches=$(field storm batches_unacked "$d/report.txt") cli_failed=$(field storm cli_failed "$d/report.txt")/$(field storm cli_probes "$d/report.txt")"
   done
 done
+echo "CLI p99: ListAgents every 200 ms during the storm, answers only; failed calls (refused, or over 5 s) counted apart."
 echo "CPU figures are % of one core (the machine has $CORES); the steady CPU share is of the whole machine."

@@ -1,6 +1,6 @@
 #include "bench/loadgen/cli_probe.h"
 
-#include <algorithm>
+#include <string>
 
 namespace vigil::loadgen {
 
@@ -64,9 +64,6 @@ void CliProbe::Issue() {
         sample.sent = call->sent;
         sample.ok = status.ok();
         sample.latency_ms = absl::ToDoubleMilliseconds(absl::Now() - call->sent);
-        if (!status.ok()) {
-          sample.latency_ms = std::max(sample.latency_ms, absl::ToDoubleMilliseconds(deadline_));
-        }
         sample.agents = call->response.agents_size();
         absl::MutexLock lock(&mu_);
         if (!status.ok() && first_error_.empty()) {

@@ -20,7 +20,7 @@ namespace vigil::loadgen {
 
 struct ProbeSample {
   absl::Time sent;
-  double latency_ms = 0;  // the deadline's length for a call that failed
+  double latency_ms = 0;  // until the answer or the failure
   bool ok = false;
   int agents = 0;  // agents in the answer
 };

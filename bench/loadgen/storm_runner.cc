@@ -340,10 +340,13 @@ void Coordinator::SamplerLoop() {
     if (probe_ != nullptr) {
       std::vector<double> ms;
       for (const ProbeSample& p : probe_->SamplesBetween(last - absl::Seconds(1), last)) {
-        ms.push_back(p.latency_ms);
-        probe_failed += p.ok ? 0 : 1;
+        ++probes;
+        if (p.ok) {
+          ms.push_back(p.latency_ms);
+        } else {
+          ++probe_failed;
+        }
       }
-      probes = ms.size();
       probe_p99 = NearestRank(ms, 0.99);
     }
     std::fprintf(stderr,
@@ -499,9 +502,15 @@ int Coordinator::Run() {
   }
   std::vector<double> probe_ms;
   int probe_failed = 0;
+  size_t probes = 0;
   for (const ProbeSample& p : probe_->SamplesBetween(storm_start, storm_end)) {
-    probe_ms.push_back(p.latency_ms);
-    probe_failed += p.ok ? 0 : 1;
+    // Percentiles of the answers; failures (refused, or past the deadline) are counted apart.
+    ++probes;
+    if (p.ok) {
+      probe_ms.push_back(p.latency_ms);
+    } else {
+      ++probe_failed;
+    }
   }
   double sim_cpu = 0;
   for (const Sample& s : storm_samples) {
@@ -548,7 +557,7 @@ int Coordinator::Run() {
       static_cast<unsigned long long>(after.batches_sent - base.batches_sent),
       static_cast<unsigned long long>(after.batches_unacked - base.batches_unacked),
       static_cast<unsigned long long>(after.rounds_skipped - base.rounds_skipped),
-      probe_ms.size(), probe_failed, NearestRank(probe_ms, 0.5), NearestRank(probe_ms, 0.99),
+      probes, probe_failed, NearestRank(probe_ms, 0.5), NearestRank(probe_ms, 0.99),
       NearestRank(probe_ms, 1.0), peak_cpu, peak_rss, sim_cpu,
       o_.mode == "restart" ? Ms(controller_ready).c_str() : "-");
   std::fflush(stdout);
@@ -575,15 +584,20 @@ int Coordinator::Run() {
             ? static_cast<double>(c1->total() - c0->total()) / TicksPerSecond() / window
             : -1;
     std::vector<double> steady_ms;
+    int steady_failed = 0;
     for (const ProbeSample& p : probe_->SamplesBetween(t0, t1)) {
-      steady_ms.push_back(p.latency_ms);
+      if (p.ok) {
+        steady_ms.push_back(p.latency_ms);
+      } else {
+        ++steady_failed;
+      }
     }
     const long cores = sysconf(_SC_NPROCESSORS_ONLN);
     std::printf(
         "steady%s agents=%d streaming_start=%lld streaming_end=%lld window_s=%.1f "
         "samples_sent_per_s=%.0f samples_acked_per_s=%.0f batches_unacked=%llu "
         "rounds_skipped=%llu drops=%llu ctl_cpu_cores=%.3f ctl_cpu_share_of_machine=%.3f "
-        "ctl_rss_mb=%.1f ctl_peak_rss_mb=%.1f sim_cpu_cores=%.3f cli_p99_ms=%.1f\n",
+        "ctl_rss_mb=%.1f ctl_peak_rss_mb=%.1f sim_cpu_cores=%.3f cli_p99_ms=%.1f cli_failed=%d\n",
         label.c_str(), o_.agents, static_cast<long long>(a.streaming),
         static_cast<long long>(b.streaming), window,
         static_cast<double>(b.samples_sent - a.samples_sent) / window,
@@ -594,7 +608,7 @@ int Coordinator::Run() {
         ctl_cores >= 0 ? ctl_cores / static_cast<double>(cores) : -1,
         m1.ok() ? static_cast<double>(m1->rss_kb) / 1024 : -1,
         m1.ok() ? static_cast<double>(m1->peak_kb) / 1024 : -1, (sim1 - sim0) / window,
-        NearestRank(steady_ms, 0.99));
+        NearestRank(steady_ms, 0.99), steady_failed);
     std::fflush(stdout);
   }
 
