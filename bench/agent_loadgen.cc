@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
   app.add_option("--processes", o.processes, "simulator processes sharing the agents (2)");
   app.add_option("--series", o.series, "series per agent, histograms included (50)");
   app.add_option("--histograms", o.histograms, "latency histograms among the series (5)");
+  app.add_option("--snapshots", o.snapshots, "snapshots per batch: larger batches (1)");
   app.add_option("--interval", interval, "seconds between rounds (1)");
   app.add_option("--mode", o.mode,
                  "start: every agent's first attempt within --ramp; restart: agents connect "

@@ -145,7 +145,7 @@ a0,r0=$(field steady streaming_end "$f"),$(field steady ctl_rss_mb "$f")
 a1,r1=$s_end,$(field steady ctl_rss_mb "$r")
 print('%.1f KiB' % ((r1-r0)*1024/(a1-a0)) if a1!=a0 else 'n/a (same count streaming)')")
       fi
-      steady_text="$sps/s ($s_end streaming), $(python3 -c "print('%.0f %%' % (100*$share))"), $slope"
+      steady_text="$sps/s ($s_end streaming), $(python3 -c "print('%.0f %%' % (100*$share))"), $slope; sim $(python3 -c "print('%.0f %%' % (100*$(field steady sim_cpu_cores "$r")))")"
     fi
     printf "| %-6s | %-9s | %6s | %-22s | %-15s | %-21s | %7s %% | %6s MB | %6s %% | %-41s |\n" \
       storm "$transport" "$n" "$conv_text" "$drops" "$cli" \
@@ -160,6 +160,19 @@ for transport in $TRANSPORTS; do
     d="$W/$transport-$n"
     [ -f "$d/report.txt" ] || continue
     echo "  $transport-$n: silent=$(cat "$d/silent.txt") refused_exhausted=$(field storm refused_exhausted "$d/report.txt") retry_hints=$(field storm retry_hints "$d/report.txt") welcome_timeouts=$(field storm welcome_timeouts "$d/report.txt") reconnects=$(field storm reconnects "$d/report.txt") unacked_batches=$(field storm batches_unacked "$d/report.txt") cli_failed=$(field storm cli_failed "$d/report.txt")/$(field storm cli_probes "$d/report.txt")"
+  done
+done
+echo "controller over time (every 5 s from the start of each run: streaming agents, CPU % of one core, RSS MB):"
+for transport in $TRANSPORTS; do
+  for n in $SIZES; do
+    t="$W/$transport-$n/timeline.txt"
+    [ -f "$t" ] || continue
+    printf "  %s:" "$transport-$n"
+    awk '/^\[t=/ { if (++k % 5) next; t = $0; sub(/^\[t= */, "", t); sub(/s\].*/, "", t); st = c = r = "?"
+      for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "streaming") { split(kv[2], x, "/"); st = x[1] }
+        else if (kv[1] == "ctl_cpu") c = kv[2]; else if (kv[1] == "ctl_rss") r = kv[2] }
+      printf " %.0fs:%s,%s,%s", t, st, c, r }' "$t"
+    echo
   done
 done
 echo "CLI p99: ListAgents every 200 ms during the storm, answers only; failed calls (refused, or over 5 s) counted apart."

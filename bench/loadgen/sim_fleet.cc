@@ -97,9 +97,9 @@ class SimAgent {
       AgentMessage message;
       fleet_->model().FillBatch(static_cast<uint64_t>(index_), next_sequence_,
                                 absl::ToUnixMillis(next_round_), !declared_,
-                                message.mutable_telemetry());
+                                message.mutable_telemetry(), o.snapshots);
       if (stream_->Write(std::move(message))) {
-        const int samples = fleet_->model().samples_per_batch();
+        const int samples = fleet_->model().samples_per_batch() * o.snapshots;
         c.batches_sent.fetch_add(1, std::memory_order_relaxed);
         c.samples_sent.fetch_add(samples, std::memory_order_relaxed);
         in_flight_.push_back(next_sequence_);
@@ -206,7 +206,7 @@ class SimAgent {
       while (!in_flight_.empty() && in_flight_.front() <= through) {
         in_flight_.pop_front();
         c.batches_acked.fetch_add(1, std::memory_order_relaxed);
-        c.samples_acked.fetch_add(fleet_->model().samples_per_batch(),
+        c.samples_acked.fetch_add(fleet_->model().samples_per_batch() * o.snapshots,
                                   std::memory_order_relaxed);
       }
     }

@@ -77,6 +77,7 @@ struct FleetOptions {
   absl::Duration send_spread = absl::Milliseconds(20);
   int gauges = 45;
   int histograms = 5;
+  int snapshots = 1;  // snapshots per batch (larger batches, as an agent catching up sends)
   size_t max_outbox = 8;  // messages queued on one stream before rounds are skipped
   // Drops are counted per distinct agent once per value of *phase (null: once per run).
   const std::atomic<uint32_t>* phase = nullptr;

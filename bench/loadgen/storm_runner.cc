@@ -124,6 +124,7 @@ bool RaiseFileLimit(rlim_t wanted) {
   fleet.interval = o.interval;
   fleet.gauges = o.series - o.histograms;
   fleet.histograms = o.histograms;
+  fleet.snapshots = o.snapshots;
   fleet.phase = &shared->phase;
   for (int i = process; i < o.agents; i += o.processes) {
     fleet.indexes.push_back(i);
@@ -241,6 +242,7 @@ struct Sample {
   double controller_cpu_pct = 0;  // of one core, over the last interval
   double controller_rss_mb = 0;
   double sim_cpu_pct = 0;
+  double sim_rss_mb = 0;
   Totals totals;
 };
 
@@ -255,6 +257,7 @@ class Coordinator {
  private:
   void SamplerLoop();
   double SimulatorCpuSeconds() const;
+  double SimulatorRssMb() const;
   double ControllerCpuSeconds();
   pid_t controller() {
     absl::MutexLock lock(&mu_);
@@ -305,6 +308,19 @@ double Coordinator::SimulatorCpuSeconds() const {
   return static_cast<double>(ticks) / TicksPerSecond();
 }
 
+double Coordinator::SimulatorRssMb() const {
+  uint64_t kb = 0;
+  if (absl::StatusOr<ProcMemory> self = ReadProcMemory(getpid()); self.ok()) {
+    kb += self->rss_kb;
+  }
+  for (pid_t pid : simulators_) {
+    if (absl::StatusOr<ProcMemory> memory = ReadProcMemory(pid); memory.ok()) {
+      kb += memory->rss_kb;
+    }
+  }
+  return static_cast<double>(kb) / 1024;
+}
+
 void Coordinator::SamplerLoop() {
   absl::Time last = absl::Now();
   double last_sim = SimulatorCpuSeconds();
@@ -318,6 +334,7 @@ void Coordinator::SamplerLoop() {
     s.at = now;
     const double sim = SimulatorCpuSeconds();
     s.sim_cpu_pct = 100 * (sim - last_sim) / dt;
+    s.sim_rss_mb = SimulatorRssMb();
     last_sim = sim;
     const pid_t pid = controller();
     if (pid > 0) {
@@ -352,14 +369,15 @@ void Coordinator::SamplerLoop() {
     std::fprintf(stderr,
                  "[t=%6.1fs] streaming=%lld/%d welcomed_ever=%lld attempts=%llu "
                  "refused_exhausted=%llu drops=%llu acked_samples=%llu ctl_cpu=%.0f%% "
-                 "ctl_rss=%.0fMB sim_cpu=%.0f%% cli(prev s): n=%zu p99=%.0fms failed=%d\n",
+                 "ctl_rss=%.0fMB sim_cpu=%.0f%% sim_rss=%.0fMB cli(prev s): n=%zu p99=%.0fms "
+                 "failed=%d\n",
                  absl::ToDoubleSeconds(now - began_), static_cast<long long>(s.totals.streaming),
                  o_.agents, static_cast<long long>(s.totals.ever_welcomed),
                  static_cast<unsigned long long>(s.totals.attempts),
                  static_cast<unsigned long long>(s.totals.refused_exhausted),
                  static_cast<unsigned long long>(s.totals.drops),
                  static_cast<unsigned long long>(s.totals.samples_acked), s.controller_cpu_pct,
-                 s.controller_rss_mb, s.sim_cpu_pct, probes, probe_p99, probe_failed);
+                 s.controller_rss_mb, s.sim_cpu_pct, s.sim_rss_mb, probes, probe_p99, probe_failed);
     {
       absl::MutexLock lock(&mu_);
       samples_.push_back(s);
@@ -512,9 +530,10 @@ int Coordinator::Run() {
       ++probe_failed;
     }
   }
-  double sim_cpu = 0;
+  double sim_cpu = 0, sim_rss = 0;
   for (const Sample& s : storm_samples) {
     sim_cpu += s.sim_cpu_pct;
+    sim_rss = std::max(sim_rss, s.sim_rss_mb);
   }
   sim_cpu = storm_samples.empty() ? 0 : sim_cpu / storm_samples.size();
   const std::string label = o_.label.empty() ? "" : absl::StrCat(" label=", o_.label);
@@ -527,7 +546,8 @@ int Coordinator::Run() {
       "failed_other=%llu "
       "fresh_channels=%llu batches_sent=%llu batches_unacked=%llu rounds_skipped=%llu "
       "cli_probes=%zu cli_failed=%d cli_p50_ms=%.1f cli_p99_ms=%.1f cli_max_ms=%.1f "
-      "ctl_peak_cpu_pct=%.0f ctl_peak_rss_mb=%.1f sim_cpu_pct=%.0f controller_ready_ms=%s\n",
+      "ctl_peak_cpu_pct=%.0f ctl_peak_rss_mb=%.1f sim_cpu_pct=%.0f sim_peak_rss_mb=%.0f "
+      "controller_ready_ms=%s\n",
       label.c_str(), o_.mode.c_str(), o_.agents, o_.processes,
       Ms(o_.mode == "restart" ? absl::ZeroDuration() : o_.ramp).c_str(),
       absl::ToDoubleSeconds(o_.timeout), converged ? "yes" : "no",
@@ -558,7 +578,7 @@ int Coordinator::Run() {
       static_cast<unsigned long long>(after.batches_unacked - base.batches_unacked),
       static_cast<unsigned long long>(after.rounds_skipped - base.rounds_skipped),
       probes, probe_failed, NearestRank(probe_ms, 0.5), NearestRank(probe_ms, 0.99),
-      NearestRank(probe_ms, 1.0), peak_cpu, peak_rss, sim_cpu,
+      NearestRank(probe_ms, 1.0), peak_cpu, peak_rss, sim_cpu, sim_rss,
       o_.mode == "restart" ? Ms(controller_ready).c_str() : "-");
   std::fflush(stdout);
   if (!probe_->first_error().empty()) {
@@ -625,10 +645,11 @@ int Coordinator::Run() {
 
 int RunStorm(const StormOptions& o) {
   if (o.agents < 1 || o.processes < 1 || o.processes > kMaxProcesses ||
-      o.processes > o.agents || o.series < 1 || o.histograms < 0 || o.histograms >= o.series) {
+      o.processes > o.agents || o.series < 1 || o.histograms < 0 || o.histograms >= o.series || o.snapshots < 1 ||
+      o.snapshots > 1000) {
     std::fprintf(stderr,
                  "loadgen: need agents >= processes >= 1 (at most %d processes) and "
-                 "0 <= histograms < series\n",
+                 "0 <= histograms < series, 1 <= snapshots <= 1000\n",
                  kMaxProcesses);
     return 2;
   }

@@ -22,6 +22,7 @@ struct StormOptions {
   int processes = 2;  // simulator processes sharing the agents
   int series = 50;
   int histograms = 5;
+  int snapshots = 1;  // per batch
   absl::Duration interval = absl::Seconds(1);
   // "start": every agent makes its first attempt within `ramp` of the start.
   // "restart": agents connect over `pre_ramp` (up to `pre_timeout`), then the controller is

@@ -101,7 +101,7 @@ v1::Hello TelemetryModel::MakeHello(absl::string_view agent_id, int64_t interval
 }
 
 void TelemetryModel::FillBatch(uint64_t agent_index, uint64_t sequence, int64_t time_unix_ms,
-                               bool declare, v1::TelemetryBatch* out) const {
+                               bool declare, v1::TelemetryBatch* out, int snapshots) const {
   out->set_sequence(sequence);
   if (declare) {
     for (size_t i = 0; i < series_.size(); ++i) {
@@ -113,21 +113,23 @@ void TelemetryModel::FillBatch(uint64_t agent_index, uint64_t sequence, int64_t 
       }
     }
   }
-  v1::Snapshot* snapshot = out->add_snapshots();
-  snapshot->set_time_unix_ms(time_unix_ms);
-  snapshot->mutable_series_ids()->Reserve(gauges_);
-  snapshot->mutable_values()->Reserve(gauges_);
-  const uint64_t seed = Mix(agent_index * 1'000'003 + sequence);
-  for (int i = 0; i < gauges_; ++i) {
-    const Series& s = series_[i];
-    const double unit = static_cast<double>(Mix(seed + i) >> 11) * 0x1.0p-53;  // [0, 1)
-    snapshot->add_series_ids(static_cast<uint32_t>(i + 1));
-    snapshot->add_values(s.low + (s.high - s.low) * unit);
-  }
-  for (int h = 0; h < histograms_; ++h) {
-    v1::HistogramPoint* point = snapshot->add_histograms();
-    point->set_series_id(static_cast<uint32_t>(gauges_ + h + 1));
-    *point->mutable_histogram() = variants_[(seed + h) % kHistogramVariants];
+  for (int k = 0; k < std::max(snapshots, 1); ++k) {
+    v1::Snapshot* snapshot = out->add_snapshots();
+    snapshot->set_time_unix_ms(time_unix_ms - (std::max(snapshots, 1) - 1 - k) * 10);
+    snapshot->mutable_series_ids()->Reserve(gauges_);
+    snapshot->mutable_values()->Reserve(gauges_);
+    const uint64_t seed = Mix((agent_index * 1'000'003 + sequence) * 1'009 + k);
+    for (int i = 0; i < gauges_; ++i) {
+      const Series& s = series_[i];
+      const double unit = static_cast<double>(Mix(seed + i) >> 11) * 0x1.0p-53;  // [0, 1)
+      snapshot->add_series_ids(static_cast<uint32_t>(i + 1));
+      snapshot->add_values(s.low + (s.high - s.low) * unit);
+    }
+    for (int h = 0; h < histograms_; ++h) {
+      v1::HistogramPoint* point = snapshot->add_histograms();
+      point->set_series_id(static_cast<uint32_t>(gauges_ + h + 1));
+      *point->mutable_histogram() = variants_[(seed + h) % kHistogramVariants];
+    }
   }
 }
 

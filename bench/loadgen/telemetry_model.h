@@ -25,12 +25,13 @@ class TelemetryModel {
   v1::Hello MakeHello(absl::string_view agent_id, int64_t interval_ms,
                       absl::string_view instance_id) const;
 
-  // One round for agent `agent_index`: `sequence`, one snapshot at `time_unix_ms`; the series
-  // definitions first when `declare` (the first batch of a stream).
+  // One round for agent `agent_index`: `sequence`, `snapshots` snapshots 10 ms apart ending at
+  // `time_unix_ms` (1: a collection round; more: an agent catching up); the series definitions
+  // first when `declare` (the first batch of a stream).
   void FillBatch(uint64_t agent_index, uint64_t sequence, int64_t time_unix_ms, bool declare,
-                 v1::TelemetryBatch* out) const;
+                 v1::TelemetryBatch* out, int snapshots = 1) const;
 
-  // Samples in one batch: one per series, a histogram counting as one.
+  // Samples in one snapshot: one per series, a histogram counting as one.
   int samples_per_batch() const { return static_cast<int>(series_.size()); }
   int gauges() const { return gauges_; }
   int histograms() const { return histograms_; }

@@ -84,6 +84,20 @@ TEST(TelemetryModelTest, ValuesStayUnderTheDefaultRulesThresholds) {
   }
 }
 
+TEST(TelemetryModelTest, LargerBatchesCarrySeveralSnapshotsEndingAtTheRound) {
+  TelemetryModel model(45, 5);
+  const absl::Time now = absl::Now();
+  v1::TelemetryBatch batch;
+  model.FillBatch(4, 1, absl::ToUnixMillis(now), true, &batch, /*snapshots=*/3);
+  ASSERT_EQ(batch.snapshots_size(), 3);
+  EXPECT_EQ(batch.snapshots(2).time_unix_ms(), absl::ToUnixMillis(now));
+  EXPECT_EQ(batch.snapshots(0).time_unix_ms(), absl::ToUnixMillis(now) - 20);
+  EXPECT_NE(batch.snapshots(0).values(0), batch.snapshots(1).values(0));
+  const absl::Status status = controller::ValidateBatch(batch, controller::StreamView{0, 0},
+                                                        controller::IngestLimits{}, now);
+  EXPECT_TRUE(status.ok()) << status;
+}
+
 TEST(TelemetryModelTest, ValuesVaryByAgentAndRound) {
   TelemetryModel model(45, 5);
   v1::TelemetryBatch a, b, c;
