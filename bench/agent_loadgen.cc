@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
                  "vigil-controller to start on a free loopback port with a temporary database "
                  "(plain text); instead of --target");
   app.add_option("--agents", o.agents, "simulated agents (1000)");
-  app.add_option("--processes", o.processes, "simulator processes sharing the agents (2)");
+  app.add_option("--processes", o.processes, "simulator processes sharing the agents (4)");
   app.add_option("--series", o.series, "series per agent, histograms included (50)");
   app.add_option("--histograms", o.histograms, "latency histograms among the series (5)");
   app.add_option("--snapshots", o.snapshots, "snapshots per batch: larger batches (1)");

@@ -12,7 +12,7 @@
 #   bench/scale.sh                 # plain text, 1,000 / 3,000 / 10,000 agents
 #   SCALE_SIZES="1000 3000" SCALE_TLS=both bench/scale.sh
 # Environment: SCALE_SIZES, SCALE_TLS (0 | 1 | both), SCALE_MODE (start | restart),
-# SCALE_TIMEOUT (60), SCALE_HOLD (10), SCALE_STEADY (30), SCALE_PROCESSES (2),
+# SCALE_TIMEOUT (60), SCALE_HOLD (10), SCALE_STEADY (30), SCALE_PROCESSES (4),
 # SCALE_PRE_RAMP (restart mode: seconds to connect before the kill; default agents/100),
 # SCALE_KEEP=1 keeps the work folder (logs, timelines). Needs a build (scripts/build.sh).
 set -euo pipefail
@@ -26,7 +26,7 @@ MODE=${SCALE_MODE:-start}
 TIMEOUT=${SCALE_TIMEOUT:-60}
 HOLD=${SCALE_HOLD:-10}
 STEADY=${SCALE_STEADY:-30}
-PROCS=${SCALE_PROCESSES:-2}
+PROCS=${SCALE_PROCESSES:-4}
 
 for f in "$CTL" "$LG"; do
   [ -x "$f" ] || { echo "scale.sh: $f is missing: build first (scripts/build.sh)" >&2; exit 1; }
@@ -154,12 +154,13 @@ print('%.1f KiB' % ((r1-r0)*1024/(a1-a0)) if a1!=a0 else 'n/a (same count stream
   done
 done
 echo
-echo "dropped: streams the controller ended after welcoming them (distinct agents); controller 'silent for' warnings per run:"
+echo "dropped: streams the controller ended after welcoming them (distinct agents). Per run: when every agent had made its"
+echo "first attempt (the storm's real spread; the simulator's CPU bounds it), the controller's 'silent for' warnings, refusals:"
 for transport in $TRANSPORTS; do
   for n in $SIZES; do
     d="$W/$transport-$n"
     [ -f "$d/report.txt" ] || continue
-    echo "  $transport-$n: silent=$(cat "$d/silent.txt") refused_exhausted=$(field storm refused_exhausted "$d/report.txt") retry_hints=$(field storm retry_hints "$d/report.txt") welcome_timeouts=$(field storm welcome_timeouts "$d/report.txt") reconnects=$(field storm reconnects "$d/report.txt") unacked_batches=$(field storm batches_unacked "$d/report.txt") cli_failed=$(field storm cli_failed "$d/report.txt")/$(field storm cli_probes "$d/report.txt")"
+    echo "  $transport-$n: every agent tried by $(field storm all_attempted_s "$d/report.txt") s, silent=$(cat "$d/silent.txt") refused_exhausted=$(field storm refused_exhausted "$d/report.txt") retry_hints=$(field storm retry_hints "$d/report.txt") welcome_timeouts=$(field storm welcome_timeouts "$d/report.txt") reconnects=$(field storm reconnects "$d/report.txt") unacked_batches=$(field storm batches_unacked "$d/report.txt") cli_failed=$(field storm cli_failed "$d/report.txt")/$(field storm cli_probes "$d/report.txt")"
   done
 done
 echo "controller over time (every 5 s from the start of each run: streaming agents, CPU % of one core, RSS MB):"

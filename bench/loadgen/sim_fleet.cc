@@ -77,6 +77,16 @@ class SimAgent {
 
   int index() const { return index_; }
 
+  // Makes the channel ahead of the first attempt (it stays idle until a stream starts): an
+  // agent process has its channel before it connects, and a storm of first attempts should
+  // measure the controller, not this process building thousands of channels.
+  void Prepare() {
+    absl::MutexLock lock(&mu_);
+    if (channel_ == nullptr) {
+      MakeChannel();
+    }
+  }
+
   void Attempt(uint64_t epoch) {
     absl::MutexLock lock(&mu_);
     if (stopping_ || epoch != epoch_) {
@@ -325,7 +335,16 @@ class SimAgent {
   void AttemptLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (channel_ == nullptr) {
       MakeChannel();
+    }
+    if (!attempted_) {
+      attempted_ = true;
       down_since_ = absl::Now();
+    }
+    const FleetOptions& o = fleet_->options();
+    const uint32_t phase = o.phase != nullptr ? o.phase->load() : 0;
+    if (attempted_in_phase_ != phase + 1) {
+      attempted_in_phase_ = phase + 1;
+      fleet_->counters().phase_attempted.fetch_add(1);
     }
     ++epoch_;
     state_ = State::kConnecting;
@@ -358,6 +377,8 @@ class SimAgent {
   absl::Time fresh_channel_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Time watch_deadline_ ABSL_GUARDED_BY(mu_);
   bool ever_welcomed_ ABSL_GUARDED_BY(mu_) = false;
+  bool attempted_ ABSL_GUARDED_BY(mu_) = false;
+  uint32_t attempted_in_phase_ ABSL_GUARDED_BY(mu_) = 0;  // phase + 1 of the last attempt
   uint32_t dropped_in_phase_ ABSL_GUARDED_BY(mu_) = 0;  // phase + 1 of the last drop counted
   // The stream.
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
@@ -445,6 +466,7 @@ Fleet::Fleet(FleetOptions options, FleetCounters* counters)
   agents_.reserve(options_.indexes.size());
   for (int index : options_.indexes) {
     agents_.push_back(std::make_unique<SimAgent>(this, index));
+    agents_.back()->Prepare();
   }
   scheduler_ = std::thread([this] { SchedulerLoop(); });
   watcher_ = std::thread([this] { WatcherLoop(); });

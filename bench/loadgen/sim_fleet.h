@@ -32,6 +32,7 @@ struct FleetCounters {
   std::atomic<int64_t> streaming{0};      // agents welcomed on their current stream
   std::atomic<int64_t> ever_welcomed{0};  // agents welcomed at least once
   std::atomic<uint64_t> attempts{0};      // streams started
+  std::atomic<uint64_t> phase_attempted{0};  // distinct agents that started one since the phase changed
   std::atomic<uint64_t> welcomes{0};
   // Welcomed streams ended by the controller (not by us), by status.
   std::atomic<uint64_t> drops{0};

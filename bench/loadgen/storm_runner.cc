@@ -51,7 +51,7 @@ struct Shared {
 // The sum of every process's counters at one instant.
 struct Totals {
   int64_t streaming = 0, ever_welcomed = 0;
-  uint64_t attempts = 0, welcomes = 0, drops = 0, drops_cancelled = 0, drops_unavailable = 0,
+  uint64_t attempts = 0, phase_attempted = 0, welcomes = 0, drops = 0, drops_cancelled = 0, drops_unavailable = 0,
            drops_other = 0, drop_agents = 0, refused_exhausted = 0, retry_hints = 0,
            retry_hint_ms_total = 0, welcome_timeouts = 0, failed_unavailable = 0, failed_cancelled = 0,
            failed_other = 0, fresh_channels = 0, batches_sent = 0, batches_acked = 0,
@@ -66,6 +66,7 @@ Totals Sum(const Shared& shared, int processes) {
     t.streaming += c.streaming.load();
     t.ever_welcomed += c.ever_welcomed.load();
     t.attempts += c.attempts.load();
+    t.phase_attempted += c.phase_attempted.load();
     t.welcomes += c.welcomes.load();
     t.drops += c.drops.load();
     t.drops_cancelled += c.drops_cancelled.load();
@@ -171,7 +172,11 @@ bool RaiseFileLimit(rlim_t wanted) {
   }
   FleetCounters* counters = &shared->counters[process];
   {
+    const absl::Time began = absl::Now();
+    const size_t count = fleet.indexes.size();
     Fleet agents(std::move(fleet), counters);
+    std::fprintf(stderr, "loadgen process %d: %zu agents and their channels ready in %.2f s\n",
+                 process, count, absl::ToDoubleSeconds(absl::Now() - began));
     shared->ready.fetch_add(1);
     while (shared->go_unix_ms.load() == 0 && shared->stop.load() == 0) {
       absl::SleepFor(absl::Milliseconds(5));
@@ -268,8 +273,9 @@ class Coordinator {
     controller_ = pid;
     have_last_controller_cpu_ = false;
   }
-  // Polls until every agent is streaming or `until`; the time it happened, or nullopt.
-  std::optional<absl::Time> WaitConverged(absl::Time until);
+  // Polls until every agent is streaming or `until`; the time it happened, or nullopt. Notes in
+  // all_attempted_ when every agent had made an attempt since the phase changed (`base`).
+  std::optional<absl::Time> WaitConverged(absl::Time until, const Totals& base);
   std::vector<Sample> SamplesBetween(absl::Time from, absl::Time to) {
     absl::MutexLock lock(&mu_);
     std::vector<Sample> out;
@@ -287,6 +293,7 @@ class Coordinator {
   const std::vector<pid_t> simulators_;
   std::unique_ptr<CliProbe> probe_;
   std::atomic<bool> sampling_{true};
+  std::optional<absl::Time> all_attempted_;
   absl::Time began_ = absl::Now();
 
   absl::Mutex mu_;
@@ -367,12 +374,13 @@ void Coordinator::SamplerLoop() {
       probe_p99 = NearestRank(ms, 0.99);
     }
     std::fprintf(stderr,
-                 "[t=%6.1fs] streaming=%lld/%d welcomed_ever=%lld attempts=%llu "
+                 "[t=%6.1fs] streaming=%lld/%d welcomed_ever=%lld attempted_agents=%llu attempts=%llu "
                  "refused_exhausted=%llu drops=%llu acked_samples=%llu ctl_cpu=%.0f%% "
                  "ctl_rss=%.0fMB sim_cpu=%.0f%% sim_rss=%.0fMB cli(prev s): n=%zu p99=%.0fms "
                  "failed=%d\n",
                  absl::ToDoubleSeconds(now - began_), static_cast<long long>(s.totals.streaming),
                  o_.agents, static_cast<long long>(s.totals.ever_welcomed),
+                 static_cast<unsigned long long>(s.totals.phase_attempted),
                  static_cast<unsigned long long>(s.totals.attempts),
                  static_cast<unsigned long long>(s.totals.refused_exhausted),
                  static_cast<unsigned long long>(s.totals.drops),
@@ -386,9 +394,14 @@ void Coordinator::SamplerLoop() {
   }
 }
 
-std::optional<absl::Time> Coordinator::WaitConverged(absl::Time until) {
+std::optional<absl::Time> Coordinator::WaitConverged(absl::Time until, const Totals& base) {
   while (absl::Now() < until) {
-    if (Sum(*shared_, o_.processes).streaming >= o_.agents) {
+    const Totals now = Sum(*shared_, o_.processes);
+    if (!all_attempted_ &&
+        now.phase_attempted - base.phase_attempted >= static_cast<uint64_t>(o_.agents)) {
+      all_attempted_ = absl::Now();
+    }
+    if (now.streaming >= o_.agents) {
       return absl::Now();
     }
     absl::SleepFor(absl::Milliseconds(20));
@@ -468,7 +481,7 @@ int Coordinator::Run() {
   if (o_.mode == "restart") {
     shared_->ramp_ms = absl::ToInt64Milliseconds(o_.pre_ramp);
     shared_->go_unix_ms = absl::ToUnixMillis(absl::Now() + absl::Milliseconds(100));
-    std::optional<absl::Time> before = WaitConverged(absl::Now() + o_.pre_timeout);
+    std::optional<absl::Time> before = WaitConverged(absl::Now() + o_.pre_timeout, Totals{});
     const Totals pre = Sum(*shared_, o_.processes);
     std::fprintf(stderr, "loadgen: before the restart %lld/%d agents streaming (%s)\n",
                  static_cast<long long>(pre.streaming), o_.agents,
@@ -482,6 +495,7 @@ int Coordinator::Run() {
     }
     shared_->phase.fetch_add(1);
     base = Sum(*shared_, o_.processes);
+    all_attempted_.reset();
     storm_start = absl::Now();
     const pid_t pid = SpawnController(o_.controller_cmd);
     SetController(pid);
@@ -498,7 +512,7 @@ int Coordinator::Run() {
   }
 
   // The storm: until every agent streams, or the bound.
-  const std::optional<absl::Time> converged = WaitConverged(storm_start + o_.timeout);
+  const std::optional<absl::Time> converged = WaitConverged(storm_start + o_.timeout, base);
   absl::Time storm_end = converged ? *converged : absl::Now();
   int64_t min_after = o_.agents;
   if (converged) {
@@ -539,7 +553,7 @@ int Coordinator::Run() {
   const std::string label = o_.label.empty() ? "" : absl::StrCat(" label=", o_.label);
   std::printf(
       "storm%s mode=%s agents=%d processes=%d ramp_ms=%s timeout_s=%.0f converged=%s "
-      "converge_s=%s streaming_end=%lld min_streaming_after_converged=%lld welcomed_ever=%lld "
+      "converge_s=%s all_attempted_s=%s streaming_end=%lld min_streaming_after_converged=%lld welcomed_ever=%lld "
       "drops=%llu drop_agents=%llu drops_cancelled=%llu drops_unavailable=%llu "
       "drops_other=%llu attempts=%llu reconnects=%lld refused_exhausted=%llu retry_hints=%llu "
       "retry_hint_mean_ms=%.0f welcome_timeouts=%llu failed_unavailable=%llu failed_cancelled=%llu "
@@ -553,6 +567,9 @@ int Coordinator::Run() {
       absl::ToDoubleSeconds(o_.timeout), converged ? "yes" : "no",
       converged ? absl::StrFormat("%.2f", absl::ToDoubleSeconds(*converged - storm_start)).c_str()
                 : "-",
+      all_attempted_
+          ? absl::StrFormat("%.2f", absl::ToDoubleSeconds(*all_attempted_ - storm_start)).c_str()
+          : "-",
       static_cast<long long>(after.streaming), static_cast<long long>(converged ? min_after : -1),
       static_cast<long long>(after.ever_welcomed),
       static_cast<unsigned long long>(after.drops - base.drops),

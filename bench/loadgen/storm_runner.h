@@ -19,7 +19,7 @@ struct StormOptions {
   pid_t controller_pid = 0;    // a controller started elsewhere, measured (0: none)
   std::string controller_cmd;  // or: a shell command that starts it (measured, restartable)
   int agents = 1000;
-  int processes = 2;  // simulator processes sharing the agents
+  int processes = 4;  // simulator processes sharing the agents
   int series = 50;
   int histograms = 5;
   int snapshots = 1;  // per batch
