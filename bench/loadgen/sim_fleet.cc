@@ -320,6 +320,9 @@ class SimAgent {
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 2'000);
     args.SetMaxReceiveMessageSize(16 << 20);
+    // Channel tracing costs every connection attempt in a process holding thousands of them;
+    // a real agent's single channel would not notice it.
+    args.SetInt(GRPC_ARG_ENABLE_CHANNELZ, 0);
     // Its own connection, as a separate host would have: a private subchannel pool and
     // arguments no other channel shares.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
