@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -76,6 +78,39 @@ absl::StatusOr<ProcMemory> ParseProcStatus(absl::string_view text) {
     return absl::InvalidArgumentError("/proc status: no VmRSS line");
   }
   return memory;
+}
+
+absl::StatusOr<uint64_t> ParseSchedstatWaitNs(absl::string_view text) {
+  std::vector<absl::string_view> fields = absl::StrSplit(text, ' ', absl::SkipWhitespace());
+  uint64_t run = 0, wait = 0;
+  if (fields.size() < 3 || !absl::SimpleAtoi(fields[0], &run) ||
+      !absl::SimpleAtoi(fields[1], &wait)) {
+    return absl::InvalidArgumentError("schedstat: not 'RUN_NS WAIT_NS SLICES'");
+  }
+  return wait;
+}
+
+absl::StatusOr<uint64_t> ReadProcWaitNs(pid_t pid) {
+  const std::string tasks = absl::StrCat("/proc/", pid, "/task");
+  DIR* dir = opendir(tasks.c_str());
+  if (dir == nullptr) {
+    return absl::NotFoundError(absl::StrCat("cannot list ", tasks));
+  }
+  uint64_t total = 0;
+  while (dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') {
+      continue;
+    }
+    absl::StatusOr<std::string> text = ReadAll(absl::StrCat(tasks, "/", entry->d_name, "/schedstat"));
+    if (!text.ok()) {
+      continue;  // the thread ended meanwhile
+    }
+    if (absl::StatusOr<uint64_t> wait = ParseSchedstatWaitNs(*text); wait.ok()) {
+      total += *wait;
+    }
+  }
+  closedir(dir);
+  return total;
 }
 
 absl::StatusOr<ProcCpu> ReadProcCpu(pid_t pid) {

@@ -31,9 +31,15 @@ absl::StatusOr<ProcCpu> ParseProcStat(absl::string_view text);
 // (a zombie or kernel thread has none).
 absl::StatusOr<ProcMemory> ParseProcStatus(absl::string_view text);
 
+// Parses /proc/PID/task/TID/schedstat: "RUN_NS WAIT_NS SLICES"; returns WAIT_NS, the time the
+// thread was runnable but waiting for a CPU. InvalidArgument when the text is not that.
+absl::StatusOr<uint64_t> ParseSchedstatWaitNs(absl::string_view text);
+
 // The same read from /proc/`pid`; NotFound when the process is gone.
 absl::StatusOr<ProcCpu> ReadProcCpu(pid_t pid);
 absl::StatusOr<ProcMemory> ReadProcMemory(pid_t pid);
+// Run-queue wait summed over the process's live threads (threads that ended are not counted).
+absl::StatusOr<uint64_t> ReadProcWaitNs(pid_t pid);
 
 // Clock ticks per second (sysconf(_SC_CLK_TCK)).
 double TicksPerSecond();

@@ -37,6 +37,19 @@ namespace {
 
 constexpr int kMaxProcesses = 64;
 
+// The controller this process started, killed if we are interrupted (a timeout(1) around the
+// benchmark must not leave it running).
+std::atomic<pid_t> g_managed_controller{0};
+
+void KillManagedControllerAndDie(int sig) {
+  const pid_t pid = g_managed_controller.load();
+  if (pid > 0) {
+    kill(pid, SIGKILL);
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
 // Shared between the coordinator and the simulator processes (MAP_SHARED, lock-free atomics).
 struct Shared {
   std::atomic<int> ready{0};             // simulator processes initialised
@@ -249,6 +262,9 @@ struct Sample {
   absl::Time at;
   double controller_cpu_pct = 0;  // of one core, over the last interval
   double controller_rss_mb = 0;
+  // Time the controller's threads were runnable but waiting for a CPU, % of one core: high when
+  // the machine, not the controller, is the limit.
+  double controller_wait_pct = 0;
   double sim_cpu_pct = 0;
   double sim_rss_mb = 0;
   Totals totals;
@@ -271,10 +287,12 @@ class Coordinator {
     absl::MutexLock lock(&mu_);
     return controller_;
   }
-  void SetController(pid_t pid) {
+  void SetController(pid_t pid, bool managed) {
     absl::MutexLock lock(&mu_);
     controller_ = pid;
-    have_last_controller_cpu_ = false;
+    if (managed) {
+      g_managed_controller = pid;
+    }
   }
   // Polls until every agent is streaming or `until`; the time it happened, or nullopt. Notes in
   // all_attempted_ when every agent had made an attempt since the phase changed (`base`).
@@ -301,7 +319,6 @@ class Coordinator {
 
   absl::Mutex mu_;
   pid_t controller_ ABSL_GUARDED_BY(mu_) = 0;
-  bool have_last_controller_cpu_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<Sample> samples_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -336,6 +353,7 @@ void Coordinator::SamplerLoop() {
   double last_sim = SimulatorCpuSeconds();
   pid_t last_pid = 0;
   double last_controller = 0;
+  uint64_t last_wait_ns = 0;
   while (sampling_) {
     absl::SleepFor(last + absl::Seconds(1) - absl::Now());
     const absl::Time now = absl::Now();
@@ -359,6 +377,13 @@ void Coordinator::SamplerLoop() {
       if (memory.ok()) {
         s.controller_rss_mb = static_cast<double>(memory->rss_kb) / 1024;
       }
+      if (absl::StatusOr<uint64_t> wait = ReadProcWaitNs(pid); wait.ok()) {
+        // Threads that ended take their wait with them: never report a negative share.
+        s.controller_wait_pct = pid == last_pid && *wait >= last_wait_ns
+                                    ? 100 * static_cast<double>(*wait - last_wait_ns) / 1e9 / dt
+                                    : 0;
+        last_wait_ns = *wait;
+      }
     }
     s.totals = Sum(*shared_, o_.processes);
     double probe_p99 = 0;
@@ -378,7 +403,7 @@ void Coordinator::SamplerLoop() {
     }
     std::fprintf(stderr,
                  "[t=%6.1fs] streaming=%lld/%d welcomed_ever=%lld attempted_agents=%llu attempts=%llu "
-                 "refused_exhausted=%llu drops=%llu acked_samples=%llu ctl_cpu=%.0f%% "
+                 "refused_exhausted=%llu drops=%llu acked_samples=%llu ctl_cpu=%.0f%% ctl_wait=%.0f%% "
                  "ctl_rss=%.0fMB sim_cpu=%.0f%% sim_rss=%.0fMB cli(prev s): n=%zu p99=%.0fms "
                  "failed=%d\n",
                  absl::ToDoubleSeconds(now - began_), static_cast<long long>(s.totals.streaming),
@@ -388,6 +413,7 @@ void Coordinator::SamplerLoop() {
                  static_cast<unsigned long long>(s.totals.refused_exhausted),
                  static_cast<unsigned long long>(s.totals.drops),
                  static_cast<unsigned long long>(s.totals.samples_acked), s.controller_cpu_pct,
+                 s.controller_wait_pct,
                  s.controller_rss_mb, s.sim_cpu_pct, s.sim_rss_mb, probes, probe_p99, probe_failed);
     {
       absl::MutexLock lock(&mu_);
@@ -421,14 +447,14 @@ bool Coordinator::StopController(int signal) {
   const absl::Time deadline = absl::Now() + absl::Seconds(15);
   while (absl::Now() < deadline) {
     if (waitpid(pid, nullptr, WNOHANG) == pid) {
-      SetController(0);
+      SetController(0, true);
       return true;
     }
     absl::SleepFor(absl::Milliseconds(10));
   }
   kill(pid, SIGKILL);
   waitpid(pid, nullptr, 0);
-  SetController(0);
+  SetController(0, true);
   return false;
 }
 
@@ -442,9 +468,9 @@ int Coordinator::Run() {
       std::fprintf(stderr, "loadgen: cannot start the controller: %s\n", o_.controller_cmd.c_str());
       return 1;
     }
-    SetController(pid);
+    SetController(pid, true);
   } else {
-    SetController(o_.controller_pid);
+    SetController(o_.controller_pid, false);
   }
   if (!WaitListening(o_.target, absl::Now() + absl::Seconds(30))) {
     std::fprintf(stderr, "loadgen: nothing listens on %s after 30 s\n", o_.target.c_str());
@@ -501,7 +527,7 @@ int Coordinator::Run() {
     all_attempted_.reset();
     storm_start = absl::Now();
     const pid_t pid = SpawnController(o_.controller_cmd);
-    SetController(pid);
+    SetController(pid, true);
     if (pid == 0 || !WaitListening(o_.target, absl::Now() + absl::Seconds(30))) {
       std::fprintf(stderr, "loadgen: the restarted controller does not listen on %s\n",
                    o_.target.c_str());
@@ -530,10 +556,11 @@ int Coordinator::Run() {
   const Totals after = Sum(*shared_, o_.processes);
   absl::SleepFor(absl::Milliseconds(1100));  // the sampler's last second of the storm
   const std::vector<Sample> storm_samples = SamplesBetween(storm_start, storm_end + absl::Seconds(1));
-  double peak_cpu = 0, peak_rss = 0;
+  double peak_cpu = 0, peak_rss = 0, mean_wait = 0;
   for (const Sample& s : storm_samples) {
     peak_cpu = std::max(peak_cpu, s.controller_cpu_pct);
     peak_rss = std::max(peak_rss, s.controller_rss_mb);
+    mean_wait += s.controller_wait_pct / static_cast<double>(storm_samples.size());
   }
   std::vector<double> probe_ms;
   int probe_failed = 0;
@@ -563,7 +590,7 @@ int Coordinator::Run() {
       "failed_other=%llu "
       "fresh_channels=%llu batches_sent=%llu batches_unacked=%llu rounds_skipped=%llu "
       "cli_probes=%zu cli_failed=%d cli_p50_ms=%.1f cli_p99_ms=%.1f cli_max_ms=%.1f "
-      "ctl_peak_cpu_pct=%.0f ctl_peak_rss_mb=%.1f sim_cpu_pct=%.0f sim_peak_rss_mb=%.0f "
+      "ctl_peak_cpu_pct=%.0f ctl_peak_rss_mb=%.1f ctl_runqueue_wait_pct=%.0f sim_cpu_pct=%.0f sim_peak_rss_mb=%.0f "
       "controller_ready_ms=%s\n",
       label.c_str(), o_.mode.c_str(), o_.agents, o_.processes,
       Ms(o_.mode == "restart" ? absl::ZeroDuration() : o_.ramp).c_str(),
@@ -598,7 +625,7 @@ int Coordinator::Run() {
       static_cast<unsigned long long>(after.batches_unacked - base.batches_unacked),
       static_cast<unsigned long long>(after.rounds_skipped - base.rounds_skipped),
       probes, probe_failed, NearestRank(probe_ms, 0.5), NearestRank(probe_ms, 0.99),
-      NearestRank(probe_ms, 1.0), peak_cpu, peak_rss, sim_cpu, sim_rss,
+      NearestRank(probe_ms, 1.0), peak_cpu, peak_rss, mean_wait, sim_cpu, sim_rss,
       o_.mode == "restart" ? Ms(controller_ready).c_str() : "-");
   std::fflush(stdout);
   if (!probe_->first_error().empty()) {
@@ -692,6 +719,9 @@ int RunStorm(const StormOptions& o) {
     return 1;
   }
   Shared* shared = new (memory) Shared();
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    signal(sig, KillManagedControllerAndDie);
+  }
   std::fflush(stdout);
   std::fflush(stderr);
   std::vector<pid_t> simulators;

@@ -43,6 +43,15 @@ TEST(ParseProcStatusTest, RefusesMissingOrBadRss) {
   EXPECT_FALSE(ParseProcStatus("VmRSS:\t  lots kB\n").ok());
 }
 
+TEST(ParseSchedstatTest, TakesTheWaitField) {
+  absl::StatusOr<uint64_t> wait = ParseSchedstatWaitNs("4001750380 36588393096 2533\n");
+  ASSERT_TRUE(wait.ok()) << wait.status();
+  EXPECT_EQ(*wait, 36588393096u);
+  EXPECT_FALSE(ParseSchedstatWaitNs("").ok());
+  EXPECT_FALSE(ParseSchedstatWaitNs("12 x 3").ok());
+  EXPECT_FALSE(ParseSchedstatWaitNs("12 13").ok());
+}
+
 TEST(ReadProcTest, ReadsThisProcess) {
   absl::StatusOr<ProcCpu> cpu = ReadProcCpu(getpid());
   ASSERT_TRUE(cpu.ok()) << cpu.status();
@@ -50,7 +59,9 @@ TEST(ReadProcTest, ReadsThisProcess) {
   ASSERT_TRUE(memory.ok()) << memory.status();
   EXPECT_GT(memory->rss_kb, 0u);
   EXPECT_GE(memory->peak_kb, memory->rss_kb);
+  EXPECT_TRUE(ReadProcWaitNs(getpid()).ok());
   EXPECT_EQ(ReadProcCpu(-5).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReadProcWaitNs(-5).status().code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace
