@@ -82,6 +82,10 @@ class ScriptedController final : public v1::AgentService::Service {
     absl::MutexLock lock(&mu_);
     return declared_[id];
   }
+  int heartbeats() {
+    absl::MutexLock lock(&mu_);
+    return heartbeats_;
+  }
 
  private:
   const int retry_after_ms_;
@@ -180,6 +184,24 @@ TEST_F(SimFleetTest, AStreamEndedAfterItsWelcomeIsADropAndTheAgentComesBack) {
   ASSERT_TRUE(WaitFor([&] { return service_->Declared("t-1") == 20; }));
   EXPECT_EQ(service_->Attempts("t-1").size(), 3u);
   EXPECT_EQ(counters.ever_welcomed.load(), 2);
+  fleet.Stop();
+}
+
+TEST_F(SimFleetTest, HeartbeatsFillRoundsLongerThanAThirdOfTheSilenceTimeout) {
+  // The Welcome's 2.5 s silence timeout asks for a message every 833 ms; rounds every 10 s
+  // leave heartbeats (sequence 0) to keep the stream alive, as the agent does.
+  StartServer(/*retry_after_ms=*/0);
+  FleetOptions options = Options(1);
+  options.interval = absl::Seconds(10);
+  FleetCounters counters;
+  Fleet fleet(options, &counters);
+  fleet.Start(absl::Now(), absl::ZeroDuration());
+  ASSERT_TRUE(WaitFor([&] { return counters.streaming.load() == 1; }));
+  const absl::Time welcomed = absl::Now();
+  ASSERT_TRUE(WaitFor([&] { return service_->heartbeats() >= 2; }));
+  // Two heartbeats take about 1.7 s; well under the 2.5 s after which the controller gives up.
+  EXPECT_LT(absl::Now() - welcomed, absl::Milliseconds(2500));
+  EXPECT_GE(counters.heartbeats.load(), static_cast<uint64_t>(service_->heartbeats()));
   fleet.Stop();
 }
 
