@@ -140,10 +140,15 @@ for transport in $TRANSPORTS; do
       slope="n/a"
       f="$W/$transport-$first/report.txt"
       if [ "$first" != "$last" ] && grep -q '^steady' "$f"; then
+        # Only between runs whose agents were (nearly) all streaming: a slope over a collapsed
+        # fleet would divide leftover memory by a handful of agents.
         slope=$(python3 -c "
-a0,r0=$(field steady streaming_end "$f"),$(field steady ctl_rss_mb "$f")
-a1,r1=$s_end,$(field steady ctl_rss_mb "$r")
-print('%.1f KiB' % ((r1-r0)*1024/(a1-a0)) if a1!=a0 else 'n/a (same count streaming)')")
+a0,n0,r0=$(field steady streaming_end "$f"),$first,$(field steady ctl_rss_mb "$f")
+a1,n1,r1=$s_end,$last,$(field steady ctl_rss_mb "$r")
+if a0 < 0.9*n0 or a1 < 0.9*n1 or a1 == a0:
+    print('n/a (%d/%d and %d/%d streaming)' % (a0, n0, a1, n1))
+else:
+    print('%.1f KiB' % ((r1-r0)*1024/(a1-a0)))")
       fi
       steady_text="$sps/s ($s_end streaming), $(python3 -c "print('%.0f %%' % (100*$share))"), $slope; sim $(python3 -c "print('%.0f %%' % (100*$(field steady sim_cpu_cores "$r")))")"
     fi
