@@ -1,0 +1,94 @@
+#include "bench/loadgen/cli_probe.h"
+
+#include <string>
+
+namespace vigil::loadgen {
+
+CliProbe::CliProbe(std::shared_ptr<grpc::Channel> channel, std::string token,
+                   absl::Duration period, absl::Duration deadline)
+    : stub_(v1::ControlService::NewStub(channel)),
+      token_(std::move(token)),
+      period_(period),
+      deadline_(deadline) {}
+
+CliProbe::~CliProbe() { Stop(); }
+
+void CliProbe::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void CliProbe::Stop() {
+  stopping_ = true;
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+  absl::MutexLock lock(&mu_);
+  auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return in_flight_ == 0; };
+  mu_.Await(absl::Condition(&idle));
+}
+
+void CliProbe::Loop() {
+  absl::Time next = absl::Now();
+  while (!stopping_) {
+    Issue();
+    next += period_;
+    const absl::Duration wait = next - absl::Now();
+    if (wait > absl::ZeroDuration()) {
+      absl::SleepFor(wait);
+    } else {
+      next = absl::Now();  // this thread fell behind: no burst to catch up
+    }
+  }
+}
+
+void CliProbe::Issue() {
+  struct Call {
+    grpc::ClientContext context;
+    v1::ListAgentsRequest request;
+    v1::ListAgentsResponse response;
+    absl::Time sent;
+  };
+  auto* call = new Call;
+  call->sent = absl::Now();
+  call->context.set_deadline(absl::ToChronoTime(call->sent + deadline_));
+  if (!token_.empty()) {
+    call->context.AddMetadata("authorization", "Bearer " + token_);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    ++in_flight_;
+  }
+  stub_->async()->ListAgents(
+      &call->context, &call->request, &call->response, [this, call](grpc::Status status) {
+        ProbeSample sample;
+        sample.sent = call->sent;
+        sample.ok = status.ok();
+        sample.latency_ms = absl::ToDoubleMilliseconds(absl::Now() - call->sent);
+        sample.agents = call->response.agents_size();
+        absl::MutexLock lock(&mu_);
+        if (!status.ok() && first_error_.empty()) {
+          first_error_ = std::to_string(status.error_code()) + ": " + status.error_message();
+        }
+        samples_.push_back(sample);
+        --in_flight_;
+        delete call;
+      });
+}
+
+std::vector<ProbeSample> CliProbe::SamplesBetween(absl::Time from, absl::Time to) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<ProbeSample> out;
+  for (const ProbeSample& s : samples_) {
+    if (s.sent >= from && s.sent < to) {
+      out.push_back(s);
+    }
+  }
+  return out;
+}
+
+std::string CliProbe::first_error() const {
+  absl::MutexLock lock(&mu_);
+  return first_error_;
+}
+
+}  // namespace vigil::loadgen

@@ -1,0 +1,604 @@
+#include "bench/loadgen/sim_fleet.h"
+
+#include <cstdio>
+#include <deque>
+#include <map>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "bench/loadgen/reconnect_backoff.h"
+#include "common/wire_metadata.h"
+#include "vigil/v1/agent_service.grpc.pb.h"
+
+namespace vigil::loadgen {
+
+using v1::AgentMessage;
+using v1::ControllerMessage;
+
+namespace {
+
+// The first few unexpected failures are printed, per process; the rest only counted.
+std::atomic<int> g_failures_printed{0};
+void PrintFailure(const std::string& what) {
+  if (g_failures_printed.fetch_add(1) < 5) {
+    std::fprintf(stderr, "loadgen: %s\n", what.c_str());
+  }
+}
+
+}  // namespace
+
+// One attempt: a callback stream from Hello to its end. Owned by gRPC from construction until
+// OnDone, which hands the outcome to its agent and deletes it. Its state is guarded by the
+// agent's mutex.
+class SimStream final : public grpc::ClientBidiReactor<AgentMessage, ControllerMessage> {
+ public:
+  SimStream(SimAgent* agent, v1::AgentService::Stub* stub, const v1::Hello& hello,
+            size_t max_outbox);
+
+  // Queues a message; false (nothing queued) when the outbox is full or writing failed.
+  // Caller holds the agent's mutex.
+  bool Write(AgentMessage message);
+  // Ends the stream; OnDone follows. Caller holds the agent's mutex.
+  void Cancel() { context_.TryCancel(); }
+
+ private:
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnDone(const grpc::Status& status) override;
+  void ReleaseHold();  // once, when reading or writing failed
+
+  SimAgent* const agent_;
+  const size_t max_outbox_;
+  grpc::ClientContext context_;
+  ControllerMessage in_;  // touched by gRPC only between StartRead and OnReadDone
+  std::deque<AgentMessage> outbox_;
+  bool writing_ = false;
+  bool failed_ = false;
+  bool hold_released_ = false;
+};
+
+// One simulated agent across all of its streams. Its methods run on the scheduler thread, the
+// watcher thread and gRPC's threads; one mutex guards everything.
+class SimAgent {
+ public:
+  SimAgent(Fleet* fleet, int index)
+      : fleet_(fleet),
+        index_(index),
+        backoff_(fleet->options().initial_backoff, fleet->options().max_backoff),
+        rng_(std::random_device{}() ^ (static_cast<uint64_t>(index) << 20)) {
+    const FleetOptions& o = fleet->options();
+    id_ = absl::StrCat(o.id_prefix, "-", index);
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    send_offset_ = o.send_spread * unit(rng_);
+    hello_ = fleet->model().MakeHello(id_, absl::ToInt64Milliseconds(o.interval),
+                                      absl::StrFormat("%016x", rng_()));
+  }
+
+  int index() const { return index_; }
+
+  // Makes the channel ahead of the first attempt (it stays idle until a stream starts): an
+  // agent process has its channel before it connects, and a storm of first attempts should
+  // measure the controller, not this process building thousands of channels.
+  void Prepare() {
+    absl::MutexLock lock(&mu_);
+    if (channel_ == nullptr) {
+      MakeChannel();
+    }
+  }
+
+  void Attempt(uint64_t epoch) {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ || epoch != epoch_) {
+      return;
+    }
+    AttemptLocked();
+  }
+
+  void Round(uint64_t epoch) {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ || epoch != epoch_ || state_ != State::kStreaming || stream_ == nullptr) {
+      return;
+    }
+    const FleetOptions& o = fleet_->options();
+    FleetCounters& c = fleet_->counters();
+    const absl::Time now = absl::Now();
+    if (now >= next_round_ + send_offset_) {
+      AgentMessage message;
+      fleet_->model().FillBatch(static_cast<uint64_t>(index_), next_sequence_,
+                                absl::ToUnixMillis(next_round_), !declared_,
+                                message.mutable_telemetry(), o.snapshots);
+      if (stream_->Write(std::move(message))) {
+        const int samples = fleet_->model().samples_per_batch() * o.snapshots;
+        c.batches_sent.fetch_add(1, std::memory_order_relaxed);
+        c.samples_sent.fetch_add(samples, std::memory_order_relaxed);
+        in_flight_.push_back(next_sequence_);
+        ++next_sequence_;
+        declared_ = true;
+        last_write_ = now;
+      } else {
+        // The real agent would spool it; here it is only counted.
+        c.rounds_skipped.fetch_add(1, std::memory_order_relaxed);
+      }
+      // A round that overran skips the missed slots, like the agent's collector.
+      while (next_round_ + send_offset_ <= now) {
+        next_round_ += o.interval;
+      }
+    } else if (now >= last_write_ + heartbeat_) {
+      AgentMessage beat;
+      beat.mutable_telemetry();  // sequence 0: nothing to store or acknowledge
+      if (stream_->Write(std::move(beat))) {
+        c.heartbeats.fetch_add(1, std::memory_order_relaxed);
+      }
+      last_write_ = now;
+    }
+    fleet_->Schedule(std::min(next_round_ + send_offset_, last_write_ + heartbeat_), this,
+                     Fleet::EventKind::kRound, epoch_);
+  }
+
+  void WelcomeDeadline(uint64_t epoch) {
+    absl::MutexLock lock(&mu_);
+    if (epoch != epoch_ || state_ != State::kConnecting || stream_ == nullptr) {
+      return;
+    }
+    cancelled_for_welcome_ = true;
+    stream_->Cancel();
+  }
+
+  void ChannelWatchDone(uint64_t epoch) {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ || epoch != epoch_ || state_ != State::kWatching) {
+      return;
+    }
+    const grpc_connectivity_state state = channel_->GetState(false);
+    const absl::Time now = absl::Now();
+    if (state == GRPC_CHANNEL_READY) {
+      AttemptLocked();
+      return;
+    }
+    if (now < watch_deadline_) {
+      fleet_->Watch(channel_, state, watch_deadline_, this, epoch_);
+      return;
+    }
+    const FleetOptions& o = fleet_->options();
+    if (now - down_since_ >= o.fresh_channel_after &&
+        now - fresh_channel_at_ >= o.fresh_channel_after) {
+      // Whatever state the old channel is stuck in, a new one starts from scratch.
+      MakeChannel();
+      fresh_channel_at_ = now;
+      fleet_->counters().fresh_channels.fetch_add(1, std::memory_order_relaxed);
+    }
+    AttemptLocked();
+  }
+
+  void Stop() {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    ++epoch_;  // every pending timer and watch is now stale
+    if (stream_ != nullptr) {
+      stream_->Cancel();
+    }
+  }
+
+  // From the stream's reactions.
+  void OnMessage(SimStream* stream, const ControllerMessage& message) {
+    absl::MutexLock lock(&mu_);
+    if (stream != stream_) {
+      return;
+    }
+    FleetCounters& c = fleet_->counters();
+    const FleetOptions& o = fleet_->options();
+    if (message.has_welcome() && state_ == State::kConnecting) {
+      state_ = State::kStreaming;
+      ++epoch_;
+      c.streaming.fetch_add(1);
+      c.welcomes.fetch_add(1, std::memory_order_relaxed);
+      if (!ever_welcomed_) {
+        ever_welcomed_ = true;
+        c.ever_welcomed.fetch_add(1);
+      }
+      backoff_.Reset();
+      next_sequence_ = std::max(next_sequence_, message.welcome().last_sequence() + 1);
+      declared_ = false;  // a new stream, a new series dictionary
+      heartbeat_ = o.heartbeat;
+      if (message.welcome().heartbeat_timeout_ms() > 0) {
+        heartbeat_ = std::min(heartbeat_,
+                              absl::Milliseconds(message.welcome().heartbeat_timeout_ms()) / 3);
+      }
+      const absl::Time now = absl::Now();
+      last_write_ = now;
+      const int64_t step = absl::ToInt64Milliseconds(o.interval);
+      next_round_ = absl::FromUnixMillis((absl::ToUnixMillis(now) / step + 1) * step);
+      fleet_->Schedule(std::min(next_round_ + send_offset_, last_write_ + heartbeat_), this,
+                       Fleet::EventKind::kRound, epoch_);
+    } else if (message.has_ack()) {
+      const uint64_t through = message.ack().sequence();
+      while (!in_flight_.empty() && in_flight_.front() <= through) {
+        in_flight_.pop_front();
+        c.batches_acked.fetch_add(1, std::memory_order_relaxed);
+        c.samples_acked.fetch_add(fleet_->model().samples_per_batch() * o.snapshots,
+                                  std::memory_order_relaxed);
+      }
+    }
+  }
+
+  void OnStreamDone(SimStream* stream, const grpc::Status& status,
+                    const std::multimap<grpc::string_ref, grpc::string_ref>& trailers) {
+    absl::MutexLock lock(&mu_);
+    if (stream != stream_) {
+      return;
+    }
+    stream_ = nullptr;
+    fleet_->StreamGone();
+    FleetCounters& c = fleet_->counters();
+    const FleetOptions& o = fleet_->options();
+    c.batches_unacked.fetch_add(in_flight_.size(), std::memory_order_relaxed);
+    in_flight_.clear();
+    const bool was_streaming = state_ == State::kStreaming;
+    if (was_streaming) {
+      c.streaming.fetch_sub(1);
+    }
+    if (stopping_) {
+      state_ = State::kStopped;
+      return;
+    }
+    const absl::Time now = absl::Now();
+    absl::Duration hint = absl::ZeroDuration();
+    bool hinted = false;
+    if (was_streaming) {
+      c.drops.fetch_add(1, std::memory_order_relaxed);
+      switch (status.error_code()) {
+        case grpc::StatusCode::CANCELLED:
+          c.drops_cancelled.fetch_add(1, std::memory_order_relaxed);
+          break;
+        case grpc::StatusCode::UNAVAILABLE:
+          c.drops_unavailable.fetch_add(1, std::memory_order_relaxed);
+          break;
+        default:
+          c.drops_other.fetch_add(1, std::memory_order_relaxed);
+          PrintFailure(absl::StrCat(id_, " dropped: code ", status.error_code(), ": ",
+                                    status.error_message()));
+      }
+      const uint32_t phase = o.phase != nullptr ? o.phase->load() : 0;
+      if (dropped_in_phase_ != phase + 1) {
+        dropped_in_phase_ = phase + 1;
+        c.drop_agents.fetch_add(1, std::memory_order_relaxed);
+      }
+      backoff_.Reset();
+      down_since_ = now;
+    } else if (cancelled_for_welcome_) {
+      c.welcome_timeouts.fetch_add(1, std::memory_order_relaxed);
+    } else if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      c.refused_exhausted.fetch_add(1, std::memory_order_relaxed);
+      auto it = trailers.find(grpc::string_ref(kRetryAfterMsKey.data(), kRetryAfterMsKey.size()));
+      if (it != trailers.end()) {
+        if (std::optional<absl::Duration> parsed =
+                ParseRetryAfterMs(absl::string_view(it->second.data(), it->second.size()))) {
+          hint = *parsed;
+          hinted = true;
+          c.retry_hints.fetch_add(1, std::memory_order_relaxed);
+          c.retry_hint_ms_total.fetch_add(absl::ToInt64Milliseconds(hint),
+                                          std::memory_order_relaxed);
+        }
+      }
+    } else if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      c.failed_unavailable.fetch_add(1, std::memory_order_relaxed);
+    } else if (status.error_code() == grpc::StatusCode::CANCELLED) {
+      c.failed_cancelled.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      c.failed_other.fetch_add(1, std::memory_order_relaxed);
+      PrintFailure(absl::StrCat(id_, " refused: code ", status.error_code(), ": ",
+                                status.error_message()));
+    }
+    ++epoch_;
+    const grpc_connectivity_state state = channel_->GetState(true);
+    if (state == GRPC_CHANNEL_READY || hinted) {
+      // Connected, yet the stream failed: the hint, if any, plus full jitter in [0, backoff].
+      state_ = State::kWaiting;
+      fleet_->Schedule(now + backoff_.Next(hint, rng_), this, Fleet::EventKind::kAttempt,
+                       epoch_);
+      return;
+    }
+    // Not connected: the channel's own reconnect attempts pace us, up to max_backoff.
+    state_ = State::kWatching;
+    watch_deadline_ = now + o.max_backoff;
+    fleet_->Watch(channel_, state, watch_deadline_, this, epoch_);
+  }
+
+ private:
+  enum class State { kWaiting, kWatching, kConnecting, kStreaming, kStopped };
+
+  void MakeChannel() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const FleetOptions& o = fleet_->options();
+    grpc::ChannelArguments args;
+    // The agent's own settings (agent/stream_client.cc).
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10'000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5'000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 2'000);
+    args.SetMaxReceiveMessageSize(16 << 20);
+    // Channel tracing costs every connection attempt in a process holding thousands of them;
+    // a real agent's single channel would not notice it.
+    args.SetInt(GRPC_ARG_ENABLE_CHANNELZ, 0);
+    // Its own connection, as a separate host would have: a private subchannel pool and
+    // arguments no other channel shares.
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    args.SetInt("vigil.loadgen.agent", index_);
+    args.SetInt("vigil.loadgen.generation", ++channel_generation_);
+    std::shared_ptr<grpc::ChannelCredentials> credentials =
+        o.credentials ? o.credentials(index_) : nullptr;
+    channel_ = grpc::CreateCustomChannel(
+        o.target, credentials ? credentials : grpc::InsecureChannelCredentials(), args);
+    stub_ = v1::AgentService::NewStub(channel_);
+  }
+
+  void AttemptLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (channel_ == nullptr) {
+      MakeChannel();
+    }
+    if (!attempted_) {
+      attempted_ = true;
+      down_since_ = absl::Now();
+    }
+    const FleetOptions& o = fleet_->options();
+    const uint32_t phase = o.phase != nullptr ? o.phase->load() : 0;
+    if (attempted_in_phase_ != phase + 1) {
+      attempted_in_phase_ = phase + 1;
+      fleet_->counters().phase_attempted.fetch_add(1);
+    }
+    ++epoch_;
+    state_ = State::kConnecting;
+    cancelled_for_welcome_ = false;
+    fleet_->StreamStarted();
+    fleet_->counters().attempts.fetch_add(1, std::memory_order_relaxed);
+    stream_ = new SimStream(this, stub_.get(), hello_, fleet_->options().max_outbox);
+    fleet_->Schedule(absl::Now() + fleet_->options().welcome_timeout, this,
+                     Fleet::EventKind::kWelcomeDeadline, epoch_);
+  }
+
+  Fleet* const fleet_;
+  const int index_;
+  std::string id_;
+  v1::Hello hello_;
+  absl::Duration send_offset_;
+
+  absl::Mutex mu_;
+  State state_ ABSL_GUARDED_BY(mu_) = State::kWaiting;
+  uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;  // changes with every state change: stale timers
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  SimStream* stream_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool cancelled_for_welcome_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<grpc::Channel> channel_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<v1::AgentService::Stub> stub_ ABSL_GUARDED_BY(mu_);
+  int channel_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  ReconnectBackoff backoff_ ABSL_GUARDED_BY(mu_);
+  std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
+  absl::Time down_since_ ABSL_GUARDED_BY(mu_) = absl::Now();
+  absl::Time fresh_channel_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Time watch_deadline_ ABSL_GUARDED_BY(mu_);
+  bool ever_welcomed_ ABSL_GUARDED_BY(mu_) = false;
+  bool attempted_ ABSL_GUARDED_BY(mu_) = false;
+  uint32_t attempted_in_phase_ ABSL_GUARDED_BY(mu_) = 0;  // phase + 1 of the last attempt
+  uint32_t dropped_in_phase_ ABSL_GUARDED_BY(mu_) = 0;  // phase + 1 of the last drop counted
+  // The stream.
+  uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
+  bool declared_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time next_round_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_write_ ABSL_GUARDED_BY(mu_);
+  absl::Duration heartbeat_ ABSL_GUARDED_BY(mu_) = absl::Seconds(1);
+  std::deque<uint64_t> in_flight_ ABSL_GUARDED_BY(mu_);  // sequences sent, not yet acknowledged
+
+  friend class SimStream;
+};
+
+SimStream::SimStream(SimAgent* agent, v1::AgentService::Stub* stub, const v1::Hello& hello,
+                     size_t max_outbox)
+    : agent_(agent), max_outbox_(max_outbox) {
+  stub->async()->Connect(&context_, this);
+  AgentMessage first;
+  *first.mutable_hello() = hello;
+  outbox_.push_back(std::move(first));
+  // Writes start from the scheduler thread, outside reactions: the hold keeps the call open
+  // until reading or writing has failed.
+  AddHold();
+  writing_ = true;
+  StartWrite(&outbox_.front());
+  StartRead(&in_);
+  StartCall();
+}
+
+bool SimStream::Write(AgentMessage message) {
+  if (failed_ || outbox_.size() >= max_outbox_) {
+    return false;
+  }
+  outbox_.push_back(std::move(message));
+  if (!writing_) {
+    writing_ = true;
+    StartWrite(&outbox_.front());
+  }
+  return true;
+}
+
+void SimStream::ReleaseHold() {
+  if (!hold_released_) {
+    hold_released_ = true;
+    RemoveHold();
+  }
+}
+
+void SimStream::OnWriteDone(bool ok) {
+  absl::MutexLock lock(&agent_->mu_);
+  outbox_.pop_front();
+  if (!ok) {
+    failed_ = true;
+    outbox_.clear();
+    writing_ = false;
+    ReleaseHold();
+    return;
+  }
+  if (!outbox_.empty()) {
+    StartWrite(&outbox_.front());
+  } else {
+    writing_ = false;
+  }
+}
+
+void SimStream::OnReadDone(bool ok) {
+  if (!ok) {
+    absl::MutexLock lock(&agent_->mu_);
+    failed_ = true;
+    ReleaseHold();
+    return;
+  }
+  agent_->OnMessage(this, in_);
+  StartRead(&in_);
+}
+
+void SimStream::OnDone(const grpc::Status& status) {
+  agent_->OnStreamDone(this, status, context_.GetServerTrailingMetadata());
+  delete this;
+}
+
+Fleet::Fleet(FleetOptions options, FleetCounters* counters)
+    : options_(std::move(options)),
+      counters_(counters),
+      model_(options_.gauges, options_.histograms) {
+  agents_.reserve(options_.indexes.size());
+  for (int index : options_.indexes) {
+    agents_.push_back(std::make_unique<SimAgent>(this, index));
+    agents_.back()->Prepare();
+  }
+  scheduler_ = std::thread([this] { SchedulerLoop(); });
+  watcher_ = std::thread([this] { WatcherLoop(); });
+}
+
+Fleet::~Fleet() { Stop(); }
+
+void Fleet::Start(absl::Time start, absl::Duration ramp) {
+  {
+    absl::MutexLock lock(&mu_);
+    started_ = true;
+  }
+  const int total = std::max(options_.total_agents, 1);
+  for (auto& agent : agents_) {
+    Schedule(start + ramp * (static_cast<double>(agent->index()) / total), agent.get(),
+             EventKind::kAttempt, 0);
+  }
+}
+
+void Fleet::Stop() {
+  if (stopped_) {
+    return;
+  }
+  stopped_ = true;
+  for (auto& agent : agents_) {
+    agent->Stop();
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    // Every stream ends (cancelled) and every watch expires within max_backoff.
+    auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      return live_streams_ == 0 && pending_watches_ == 0;
+    };
+    mu_.Await(absl::Condition(&idle));
+    stopping_ = true;
+    wake_.Signal();
+  }
+  scheduler_.join();
+  watch_queue_.Shutdown();
+  watcher_.join();
+}
+
+void Fleet::Schedule(absl::Time when, SimAgent* agent, EventKind kind, uint64_t epoch) {
+  absl::MutexLock lock(&mu_);
+  const bool earliest = events_.empty() || when < events_.top().when;
+  events_.push(Event{when, agent, kind, epoch});
+  if (earliest) {
+    wake_.Signal();
+  }
+}
+
+void Fleet::SchedulerLoop() {
+  std::vector<Event> due;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      while (!stopping_) {
+        const absl::Time now = absl::Now();
+        if (!events_.empty() && events_.top().when <= now) {
+          break;
+        }
+        const absl::Time until =
+            events_.empty() ? now + absl::Milliseconds(100) : events_.top().when;
+        wake_.WaitWithDeadline(&mu_, until);
+      }
+      if (stopping_) {
+        return;
+      }
+      const absl::Time now = absl::Now();
+      while (!events_.empty() && events_.top().when <= now && due.size() < 4096) {
+        due.push_back(events_.top());
+        events_.pop();
+      }
+    }
+    for (const Event& e : due) {
+      switch (e.kind) {
+        case EventKind::kAttempt:
+          e.agent->Attempt(e.epoch);
+          break;
+        case EventKind::kRound:
+          e.agent->Round(e.epoch);
+          break;
+        case EventKind::kWelcomeDeadline:
+          e.agent->WelcomeDeadline(e.epoch);
+          break;
+      }
+    }
+    due.clear();
+  }
+}
+
+namespace {
+struct WatchTag {
+  std::shared_ptr<grpc::Channel> channel;  // kept alive until the notification arrives
+  SimAgent* agent;
+  uint64_t epoch;
+};
+}  // namespace
+
+void Fleet::Watch(std::shared_ptr<grpc::Channel> channel, grpc_connectivity_state last,
+                  absl::Time deadline, SimAgent* agent, uint64_t epoch) {
+  {
+    absl::MutexLock lock(&mu_);
+    ++pending_watches_;
+  }
+  auto* tag = new WatchTag{channel, agent, epoch};
+  channel->NotifyOnStateChange(last, absl::ToChronoTime(deadline), &watch_queue_, tag);
+}
+
+void Fleet::WatcherLoop() {
+  void* raw = nullptr;
+  bool ok = false;
+  while (watch_queue_.Next(&raw, &ok)) {
+    std::unique_ptr<WatchTag> tag(static_cast<WatchTag*>(raw));
+    tag->agent->ChannelWatchDone(tag->epoch);
+    tag.reset();
+    absl::MutexLock lock(&mu_);
+    --pending_watches_;
+  }
+}
+
+void Fleet::StreamStarted() {
+  absl::MutexLock lock(&mu_);
+  ++live_streams_;
+}
+
+void Fleet::StreamGone() {
+  absl::MutexLock lock(&mu_);
+  --live_streams_;
+}
+
+}  // namespace vigil::loadgen

@@ -1,0 +1,56 @@
+// The storm benchmark's coordinator: forks the simulator processes (each a Fleet of agents on
+// their own connections), starts or restarts the controller when asked to, and while the storm
+// runs samples every second the controller's CPU and RSS (/proc), the simulator's own CPU and
+// the fleet's counters, and probes ListAgents as the CLI would. Prints a timeline on stderr and
+// one `storm ...` and one `steady ...` line of key=value pairs on stdout. One per process; not
+// thread-safe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "absl/time/time.h"
+
+namespace vigil::loadgen {
+
+struct StormOptions {
+  std::string target;          // controller address, host:port
+  pid_t controller_pid = 0;    // a controller started elsewhere, measured (0: none)
+  std::string controller_cmd;  // or: a shell command that starts it (measured, restartable)
+  int agents = 1000;
+  int processes = 4;  // simulator processes sharing the agents
+  int series = 50;
+  int histograms = 5;
+  int snapshots = 1;  // per batch
+  absl::Duration interval = absl::Seconds(1);
+  // "start": every agent makes its first attempt within `ramp` of the start.
+  // "restart": agents connect over `pre_ramp` (up to `pre_timeout`), then the controller is
+  // killed with `restart_signal` and started again under them; the storm is timed from then.
+  std::string mode = "start";
+  absl::Duration ramp = absl::Seconds(1);
+  absl::Duration pre_ramp = absl::Seconds(10);
+  absl::Duration pre_timeout = absl::Seconds(60);
+  int restart_signal = 9;
+  absl::Duration timeout = absl::Seconds(60);  // the storm's bound, converged or not
+  absl::Duration hold = absl::Seconds(10);     // watched for drops after converging
+  absl::Duration steady = absl::Seconds(20);   // steady-state window after the storm
+  // The CLI probe.
+  std::string token;
+  absl::Duration probe_period = absl::Milliseconds(200);
+  absl::Duration probe_deadline = absl::Seconds(5);
+  // Transport: plain text, or mutual TLS with one certificate per agent made here, signed by
+  // the CA whose key is given (its SAN is the agent's id, as the controller requires).
+  std::string tls_ca;      // CA certificate (PEM file)
+  std::string tls_ca_key;  // CA key (PEM file): per-agent certificates are signed with it
+  std::string tls_cert;    // the probe's client certificate and key (PEM files)
+  std::string tls_key;
+  std::string id_prefix = "sim";
+  std::string label;  // printed in the report lines (e.g. "plain", "mtls")
+};
+
+// Runs the whole benchmark; the process exit status: 0 when it ran (converged or not), 1 when
+// it could not (controller never listened, fork failed, bad TLS files), 2 on bad options.
+int RunStorm(const StormOptions& options);
+
+}  // namespace vigil::loadgen
