@@ -392,6 +392,10 @@ std::string Controller::MetricsPage() {
   metric("vigil_ingest_streams_deferred_total", "counter",
          "New agent streams told to come back later (admission control) since start.",
          static_cast<double>(agent_service_->streams_refused_busy()));
+  metric("vigil_ingest_mass_silence_ticks_total", "counter",
+         "Watchdog ticks that found a quarter of the fleet silent at once and held off cutting "
+         "them (the controller, not the agents, was behind).",
+         static_cast<double>(agent_service_->mass_silence_ticks()));
   metric("vigil_ingest_queue_delay_seconds", "gauge",
          "How long the oldest agent message not yet handled has waited.",
          absl::ToDoubleSeconds(agent_service_->queue_delay()));

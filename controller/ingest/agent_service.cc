@@ -81,6 +81,10 @@ bool FirstTime(const std::string& key) {
   return seen->insert(key).second;
 }
 
+// When a large share of the fleet looks silent at once, streams are ended only after this many
+// silence timeouts (see WatchdogLoop).
+constexpr int kMassSilenceFactor = 4;
+
 }  // namespace
 
 // One agent stream. Owns itself from Connect until OnDone; other threads hold it through
@@ -625,8 +629,8 @@ void AgentServiceImpl::WatchdogLoop() {
       next_eviction = now + absl::Seconds(10);
       Enqueue({nullptr, nullptr});
     }
-    const int64_t cutoff_ms = absl::ToUnixMillis(now - options_.silence_timeout);
-    auto silent = [cutoff_ms](const AgentStream& stream) {
+    int64_t cutoff_ms = absl::ToUnixMillis(now - options_.silence_timeout);
+    auto silent = [&cutoff_ms](const AgentStream& stream) {
       const int64_t since = stream.waiting_since_ms();
       return since != 0 && since < cutoff_ms;
     };
@@ -634,6 +638,27 @@ void AgentServiceImpl::WatchdogLoop() {
     std::vector<std::pair<std::string, std::shared_ptr<AgentStream>>> quiet;
     {
       absl::MutexLock lock(&mu_);
+      size_t silent_streams = 0;
+      for (const auto& [agent_id, stream] : streams_) {
+        silent_streams += silent(*stream) ? 1 : 0;
+      }
+      if (silent_streams >= 8 && silent_streams * 4 >= streams_.size()) {
+        // A quarter of the fleet silent in the same 250 ms is this process falling behind
+        // (starved of CPU, gRPC's threads busy with a storm of handshakes), not that many
+        // agents failing at once: cutting them off would only feed the storm. Only streams
+        // silent for far longer are ended meanwhile.
+        cutoff_ms = absl::ToUnixMillis(now - kMassSilenceFactor * options_.silence_timeout);
+        ++mass_silence_ticks_;
+        static RateLimitedLog limiter(1, absl::Minutes(1));
+        if (uint64_t suppressed = 0; limiter.Allow(absl::Now(), &suppressed)) {
+          spdlog::warn("{} of {} agent streams silent for {} at once: the controller is behind, "
+                       "not the agents; ending only streams silent for {} ({} similar not logged)",
+                       silent_streams, streams_.size(),
+                       absl::FormatDuration(options_.silence_timeout),
+                       absl::FormatDuration(kMassSilenceFactor * options_.silence_timeout),
+                       suppressed);
+        }
+      }
       for (const auto& [agent_id, stream] : streams_) {
         if (silent(*stream)) {
           quiet.emplace_back(agent_id, stream);

@@ -72,6 +72,9 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
   };
   // New streams told to come back later (admission control), for /metrics.
   uint64_t streams_refused_busy() const { return refused_busy_.load(); }
+  // Watchdog ticks that found a large share of the fleet silent at once and so judged the
+  // controller, not the agents, to be behind (for /metrics).
+  uint64_t mass_silence_ticks() const { return mass_silence_ticks_.load(); }
   // How long the oldest message not yet handled has waited (for /metrics).
   absl::Duration queue_delay() const;
   AgentServiceImpl(FleetState* fleet, const Clock* clock, Options options);
@@ -130,6 +133,7 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
   std::atomic<uint64_t> refused_results_{0};
   std::atomic<uint64_t> evicted_{0};
   std::atomic<uint64_t> refused_busy_{0};
+  std::atomic<uint64_t> mass_silence_ticks_{0};
   // Enqueue time of the oldest message of the batch the ingest thread is handling; 0: idle.
   std::atomic<int64_t> handling_since_ms_{0};
 

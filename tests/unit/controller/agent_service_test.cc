@@ -173,6 +173,28 @@ TEST_F(AgentServiceTest, AnAgentThatSaysNothingIsCutOff) {
   EXPECT_EQ(info->state(), v1::DISCONNECTED);
 }
 
+// A quarter of the fleet silent at once is the controller falling behind, not the agents: they
+// are given four silence timeouts before they are cut off.
+TEST_F(AgentServiceTest, AFleetSilentAllAtOnceIsGivenLonger) {
+  Start({.silence_timeout = absl::Milliseconds(400)});
+  std::vector<std::unique_ptr<HostileAgent>> agents;
+  for (int i = 0; i < 10; ++i) {
+    agents.push_back(std::make_unique<HostileAgent>(address_, Hello("quiet-" + std::to_string(i))));
+    ASSERT_TRUE(agents.back()->AwaitWelcome());
+  }
+  observer_.Release();
+  absl::SleepFor(absl::Milliseconds(900));  // twice the timeout: no one is cut off yet
+  EXPECT_GT(service_->mass_silence_ticks(), 0u);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(fleet_.Info("quiet-" + std::to_string(i))->state(), v1::CONNECTED) << i;
+  }
+  // Past four timeouts they are.
+  absl::SleepFor(absl::Milliseconds(1600));
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(fleet_.Info("quiet-" + std::to_string(i))->state(), v1::DISCONNECTED) << i;
+  }
+}
+
 TEST_F(AgentServiceTest, AStreamThatNeverSaysHelloIsEnded) {
   Start({.silence_timeout = absl::Milliseconds(500)});
   auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
