@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/clock.h"
@@ -298,6 +299,42 @@ TEST_F(ControlServiceTest, WatchAdmitsATokenNotCachedYetOffTheGrpcThread) {
   grpc::Status status = refused->Finish();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_THAT(status.error_message(), HasSubstr("unknown token"));
+}
+
+TEST_F(ControlServiceTest, ChangesAreAuthorizedThenHandedToTheirWorker) {
+  Serve(ReadPool::Options{});
+  absl::StatusOr<std::string> responder = AddUser(*store_, "rita", "responder", 1);
+  ASSERT_TRUE(responder.ok()) << responder.status();
+  v1::UpdateIncidentRequest note;
+  note.set_incident_id("INC-0001");
+  note.set_operation(v1::UpdateIncidentRequest::NOTE);
+  note.set_text("looking");
+  // A viewer may not; the refusal names the role needed.
+  {
+    grpc::ClientContext context;
+    Prepare(context);
+    v1::Incident incident;
+    grpc::Status refused = stub_->UpdateIncident(&context, note, &incident);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_THAT(refused.error_message(), HasSubstr("needs the responder role"));
+  }
+  // A responder not cached yet (looked up on a reader), then cached (on the gRPC thread).
+  for (int i = 0; i < 2; ++i) {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer " + *responder);
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    v1::Incident incident;
+    grpc::Status status = stub_->UpdateIncident(&context, note, &incident);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(incident.id(), "INC-0001");
+  }
+  v1::GetIncidentResponse shown;
+  ASSERT_TRUE(GetIncident(&shown).ok());
+  int notes = 0;
+  for (const v1::TimelineEvent& e : shown.timeline()) {
+    notes += absl::StrContains(e.summary(), "looking") ? 1 : 0;
+  }
+  EXPECT_EQ(notes, 2);
 }
 
 }  // namespace
