@@ -55,16 +55,43 @@ int RunIncidents(CommandEnv& env, const std::string& state) {
   return kExitOk;
 }
 
+// Timeline events asked for per GetIncident call; the controller may send fewer.
+constexpr int kShowPageSize = 5000;
+
 int RunShow(CommandEnv& env, const std::string& id) {
+  // The controller sends the timeline by pages; the incident is shown whole, as one response.
   v1::GetIncidentRequest request;
   request.set_incident_id(id);
-  v1::GetIncidentResponse response;
-  if (!env.Call("GetIncident", &v1::ControlService::StubInterface::GetIncident, request,
-                &response)) {
-    return kExitFailed;
+  request.set_page_size(kShowPageSize);
+  v1::GetIncidentResponse whole;
+  for (bool first = true;; first = false) {
+    v1::GetIncidentResponse page;
+    if (!env.Call("GetIncident", &v1::ControlService::StubInterface::GetIncident, request,
+                  &page)) {
+      return kExitFailed;
+    }
+    const bool more = page.has_next_after_seq();
+    const uint64_t next = page.next_after_seq();
+    if (first) {
+      whole = std::move(page);
+    } else {
+      // The incident as of the last page matches the timeline read up to there.
+      *whole.mutable_incident() = std::move(*page.mutable_incident());
+      for (v1::TimelineEvent& event : *page.mutable_timeline()) {
+        *whole.add_timeline() = std::move(event);
+      }
+    }
+    if (!more) break;
+    if (next <= request.after_seq()) {
+      return env.Fail(absl::StrCat("GetIncident ", OneLine(id), ": the controller's next page "
+                                   "starts after seq ", next, ", not after ",
+                                   request.after_seq(), " (a broken cursor)"));
+    }
+    request.set_after_seq(next);
   }
-  if (env.json()) return env.PrintJson(response);
-  PrintIncidentDetail(response, env.clock().Now(), env.out());
+  whole.clear_next_after_seq();
+  if (env.json()) return env.PrintJson(whole);
+  PrintIncidentDetail(whole, env.clock().Now(), env.out());
   return kExitOk;
 }
 

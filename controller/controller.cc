@@ -468,6 +468,13 @@ std::string Controller::MetricsPage() {
   metric("vigil_watch_buffered_bytes", "gauge",
          "Bytes of timeline events waiting to be sent to watchers, all streams.",
          static_cast<double>(watch.buffered_bytes));
+  const ReadPool::Stats reads = control_service_->read_stats();
+  metric("vigil_api_reads_queued", "gauge",
+         "API store reads waiting for one of the controller's reader threads.",
+         static_cast<double>(reads.queued));
+  metric("vigil_api_reads_refused_total", "counter",
+         "API store reads refused (RESOURCE_EXHAUSTED) because the read queue was full.",
+         static_cast<double>(reads.refused));
   metric("vigil_uptime_seconds", "gauge", "Seconds since the controller started.",
          absl::ToDoubleSeconds(clock_->Now() - started_at_));
   webhook_->AppendMetrics(&page);

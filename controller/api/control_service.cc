@@ -8,16 +8,11 @@
 #include "common/ids.h"
 #include "common/status.h"
 #include "common/wire_metadata.h"
+#include "controller/api/incident_pages.h"
 #include "controller/incidents/incident_report.h"
 
 namespace vigil::controller {
 namespace {
-
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const absl::Status& status) {
-  auto* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
 
 // Finishes a unary call when the worker that owns the change is done with it.
 template <typename Response>
@@ -31,6 +26,15 @@ std::function<void(absl::StatusOr<Response>)> FinishWhenDone(grpc::ServerUnaryRe
   };
 }
 
+// How long a client told the readers are busy should wait before trying again.
+constexpr int kReadRetryAfterMs = 200;
+
+std::string AuthorizationHeader(const grpc::CallbackServerContext* context) {
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find("authorization");
+  return it == metadata.end() ? std::string() : std::string(it->second.data(), it->second.size());
+}
+
 // A watch refused before it started (no token, or not allowed).
 class RefusedWatch final : public grpc::ServerWriteReactor<v1::TimelineEvent> {
  public:
@@ -42,7 +46,8 @@ class RefusedWatch final : public grpc::ServerWriteReactor<v1::TimelineEvent> {
 
 ControlServiceImpl::ControlServiceImpl(FleetState* fleet, storage::Store* store,
                                        IncidentManager* incidents,
-                                       RemediationManager* remediation, WatchHub::Options watch)
+                                       RemediationManager* remediation, WatchHub::Options watch,
+                                       ReadPool::Options readers)
     : fleet_(fleet),
       store_(store),
       incidents_(incidents),
@@ -54,114 +59,138 @@ ControlServiceImpl::ControlServiceImpl(FleetState* fleet, storage::Store* store,
                    return incidents->AddListener(std::move(listener));
                  },
                  .unsubscribe = [incidents](int id) { incidents->RemoveListener(id); }},
-             watch) {}
+             watch),
+      readers_(readers) {}
 
-absl::StatusOr<Caller> ControlServiceImpl::Authorize(grpc::CallbackServerContext* context,
-                                                     Role needed, absl::string_view what) {
-  const auto& metadata = context->client_metadata();
-  auto it = metadata.find("authorization");
-  const absl::string_view header = it == metadata.end()
-                                       ? absl::string_view()
-                                       : absl::string_view(it->second.data(), it->second.size());
-  ASSIGN_OR_RETURN(Caller caller, auth_.Authenticate(header));
-  RETURN_IF_ERROR(Authenticator::Require(caller, needed, what));
-  return caller;
+ControlServiceImpl::Body ControlServiceImpl::Answer(
+    std::function<absl::Status(const Caller&)> answer) {
+  return [answer = std::move(answer)](const Caller& caller, grpc::ServerUnaryReactor* reactor) {
+    reactor->Finish(ToGrpcStatus(answer(caller)));
+  };
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::Serve(grpc::CallbackServerContext* context,
+                                                    Role needed, std::string what, Work work,
+                                                    Body body) {
+  auto* reactor = context->DefaultReactor();
+  std::string header = AuthorizationHeader(context);
+  if (work == Work::kMemory) {
+    if (std::optional<absl::StatusOr<Caller>> known = auth_.AuthenticateCached(header);
+        known.has_value()) {
+      absl::Status allowed =
+          known->ok() ? Authenticator::Require(**known, needed, what) : known->status();
+      if (!allowed.ok()) {
+        reactor->Finish(ToGrpcStatus(allowed));
+      } else {
+        body(**known, reactor);
+      }
+      return reactor;
+    }
+  }
+  // On a reader: the token may need a store read, and so may the call.
+  auto task = [this, reactor, header = std::move(header), needed, what = std::move(what),
+               body = std::move(body)] {
+    absl::StatusOr<Caller> caller = auth_.Authenticate(header);
+    absl::Status allowed =
+        caller.ok() ? Authenticator::Require(*caller, needed, what) : caller.status();
+    if (!allowed.ok()) {
+      reactor->Finish(ToGrpcStatus(allowed));
+      return;
+    }
+    body(*caller, reactor);
+  };
+  const ReadPool::Lane lane = work == Work::kHeavyRead ? ReadPool::Lane::kHeavy
+                                                       : ReadPool::Lane::kLight;
+  if (absl::Status queued = readers_.Submit(lane, std::move(task)); !queued.ok()) {
+    context->AddTrailingMetadata(std::string(kRetryAfterMsKey), std::to_string(kReadRetryAfterMs));
+    reactor->Finish(ToGrpcStatus(queued));
+  }
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::ListAgents(grpc::CallbackServerContext* context,
                                                          const v1::ListAgentsRequest* request,
                                                          v1::ListAgentsResponse* response) {
-  if (absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "listing agents");
-      !caller.ok()) {
-    return Done(context, caller.status());
-  }
-  for (v1::AgentInfo& info : fleet_->ListAgents()) {
-    *response->add_agents() = std::move(info);
-  }
-  return Done(context, absl::OkStatus());
+  return Serve(context, Role::kViewer, "listing agents", Work::kMemory,
+               Answer([this, response](const Caller&) {
+                 for (v1::AgentInfo& info : fleet_->ListAgents()) {
+                   *response->add_agents() = std::move(info);
+                 }
+                 return absl::OkStatus();
+               }));
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::GetMetrics(grpc::CallbackServerContext* context,
                                                          const v1::GetMetricsRequest* request,
                                                          v1::GetMetricsResponse* response) {
-  if (absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "reading metrics");
-      !caller.ok()) {
-    return Done(context, caller.status());
-  }
-  if (request->agent_id().empty()) {
-    return Done(context, absl::InvalidArgumentError("agent_id is required"));
-  }
-  absl::StatusOr<v1::GetMetricsResponse> metrics =
-      fleet_->GetMetrics(request->agent_id(), request->name_prefix());
-  if (metrics.ok()) {
-    *response = std::move(*metrics);
-  }
-  return Done(context, metrics.status());
+  return Serve(context, Role::kViewer, "reading metrics", Work::kMemory,
+               Answer([this, request, response](const Caller&) -> absl::Status {
+                 if (request->agent_id().empty()) {
+                   return absl::InvalidArgumentError("agent_id is required");
+                 }
+                 absl::StatusOr<v1::GetMetricsResponse> metrics =
+                     fleet_->GetMetrics(request->agent_id(), request->name_prefix());
+                 if (metrics.ok()) {
+                   *response = std::move(*metrics);
+                 }
+                 return metrics.status();
+               }));
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::ListAlerts(grpc::CallbackServerContext* context,
                                                          const v1::ListAlertsRequest* request,
                                                          v1::ListAlertsResponse* response) {
-  if (absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "listing alerts");
-      !caller.ok()) {
-    return Done(context, caller.status());
-  }
-  std::set<std::string> seen;
-  for (v1::Alert& alert : incidents_->ActiveAlerts()) {
-    seen.insert(alert.id());
-    *response->add_alerts() = std::move(alert);
-  }
-  if (request->include_resolved()) {
-    absl::StatusOr<std::vector<v1::Alert>> stored = store_->ListAlerts(true);
-    if (!stored.ok()) {
-      return Done(context, stored.status());
-    }
-    for (v1::Alert& alert : *stored) {
-      if (!seen.contains(alert.id())) {
-        *response->add_alerts() = std::move(alert);
-      }
-    }
-  }
-  return Done(context, absl::OkStatus());
+  // Resolved alerts are in the store only; live ones in memory.
+  return Serve(context, Role::kViewer, "listing alerts",
+               request->include_resolved() ? Work::kRead : Work::kMemory,
+               Answer([this, request, response](const Caller&) -> absl::Status {
+                 std::set<std::string> seen;
+                 for (v1::Alert& alert : incidents_->ActiveAlerts()) {
+                   seen.insert(alert.id());
+                   *response->add_alerts() = std::move(alert);
+                 }
+                 if (request->include_resolved()) {
+                   ASSIGN_OR_RETURN(std::vector<v1::Alert> stored, store_->ListAlerts(true));
+                   for (v1::Alert& alert : stored) {
+                     if (!seen.contains(alert.id())) {
+                       *response->add_alerts() = std::move(alert);
+                     }
+                   }
+                 }
+                 return absl::OkStatus();
+               }));
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::ListIncidents(grpc::CallbackServerContext* context,
                                                             const v1::ListIncidentsRequest* request,
                                                             v1::ListIncidentsResponse* response) {
-  if (absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "listing incidents");
-      !caller.ok()) {
-    return Done(context, caller.status());
-  }
-  static const std::set<std::string> kStates = {
-      "", "all", "active", "open", "acknowledged", "mitigated", "resolved"};
-  if (!kStates.contains(request->state())) {
-    return Done(context,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "state '", request->state(),
-                    "' is not one of: all, active, open, acknowledged, mitigated, resolved")));
-  }
-  absl::StatusOr<std::vector<v1::Incident>> incidents = store_->ListIncidents(request->state());
-  if (!incidents.ok()) {
-    return Done(context, incidents.status());
-  }
-  for (v1::Incident& incident : *incidents) {
-    *response->add_incidents() = std::move(incident);
-  }
-  return Done(context, absl::OkStatus());
+  return Serve(
+      context, Role::kViewer, "listing incidents", Work::kRead,
+      Answer([this, request, response](const Caller&) -> absl::Status {
+        static const std::set<std::string> kStates = {
+            "", "all", "active", "open", "acknowledged", "mitigated", "resolved"};
+        if (!kStates.contains(request->state())) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "state '", request->state(),
+              "' is not one of: all, active, open, acknowledged, mitigated, resolved"));
+        }
+        ASSIGN_OR_RETURN(std::vector<v1::Incident> incidents,
+                         store_->ListIncidents(request->state()));
+        for (v1::Incident& incident : incidents) {
+          *response->add_incidents() = std::move(incident);
+        }
+        return absl::OkStatus();
+      }));
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::GetIncident(grpc::CallbackServerContext* context,
                                                           const v1::GetIncidentRequest* request,
                                                           v1::GetIncidentResponse* response) {
-  if (absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "reading an incident");
-      !caller.ok()) {
-    return Done(context, caller.status());
-  }
-  absl::StatusOr<v1::GetIncidentResponse> report = LoadIncident(*store_, request->incident_id());
-  if (report.ok()) {
-    *response = std::move(*report);
-  }
-  return Done(context, report.status());
+  return Serve(context, Role::kViewer, "reading an incident", Work::kRead,
+               Answer([this, request, response](const Caller&) -> absl::Status {
+                 ASSIGN_OR_RETURN(*response, LoadIncidentPage(*store_, *request));
+                 return absl::OkStatus();
+               }));
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::UpdateIncident(
@@ -170,116 +199,112 @@ grpc::ServerUnaryReactor* ControlServiceImpl::UpdateIncident(
   using Op = v1::UpdateIncidentRequest;
   const bool responder_may = request->operation() == Op::ACKNOWLEDGE ||
                              request->operation() == Op::NOTE || request->operation() == Op::CHECK;
-  absl::StatusOr<Caller> caller =
-      Authorize(context, responder_may ? Role::kResponder : Role::kCommander,
-                absl::StrCat(Op::Operation_Name(request->operation()), " on an incident"));
-  if (!caller.ok()) {
-    return Done(context, caller.status());
-  }
-  if (request->incident_id().empty()) {
-    return Done(context, absl::InvalidArgumentError("incident_id is required"));
-  }
-  auto* reactor = context->DefaultReactor();
-  incidents_->Update(*request, caller->name, FinishWhenDone(reactor, response));
-  return reactor;
+  return Serve(context, responder_may ? Role::kResponder : Role::kCommander,
+               absl::StrCat(Op::Operation_Name(request->operation()), " on an incident"),
+               Work::kMemory,
+               [this, request, response](const Caller& caller, grpc::ServerUnaryReactor* reactor) {
+                 if (request->incident_id().empty()) {
+                   reactor->Finish(ToGrpcStatus(
+                       absl::InvalidArgumentError("incident_id is required")));
+                   return;
+                 }
+                 incidents_->Update(*request, caller.name, FinishWhenDone(reactor, response));
+               });
 }
 
 grpc::ServerWriteReactor<v1::TimelineEvent>* ControlServiceImpl::Watch(
     grpc::CallbackServerContext* context, const v1::WatchRequest* request) {
-  if (absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "watching the timeline");
-      !caller.ok()) {
-    return new RefusedWatch(ToGrpcStatus(caller.status()));
-  }
   const auto& metadata = context->client_metadata();
   auto live = metadata.find(std::string(kWatchLiveOnlyKey));
   const bool live_only = live != metadata.end() && live->second == "1";
-  return watch_.Open(context, *request, live_only);
+  std::string header = AuthorizationHeader(context);
+  constexpr absl::string_view kWhat = "watching the timeline";
+  if (std::optional<absl::StatusOr<Caller>> known = auth_.AuthenticateCached(header);
+      known.has_value()) {
+    absl::Status allowed =
+        known->ok() ? Authenticator::Require(**known, Role::kViewer, kWhat) : known->status();
+    if (!allowed.ok()) {
+      return new RefusedWatch(ToGrpcStatus(allowed));
+    }
+    return watch_.Open(context, *request, live_only);
+  }
+  // A token not seen lately: the hub checks it on its reader thread before the stream starts.
+  return watch_.Open(context, *request, live_only,
+                     [this, header = std::move(header), kWhat]() -> absl::Status {
+                       ASSIGN_OR_RETURN(Caller caller, auth_.Authenticate(header));
+                       return Authenticator::Require(caller, Role::kViewer, kWhat);
+                     });
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::ProposeAction(grpc::CallbackServerContext* context,
                                                             const v1::ProposeActionRequest* request,
                                                             v1::ActionProposal* response) {
-  absl::StatusOr<Caller> caller = Authorize(context, Role::kCommander, "proposing an action");
-  if (!caller.ok()) {
-    return Done(context, caller.status());
-  }
-  auto* reactor = context->DefaultReactor();
-  remediation_->Propose(*request, *caller, FinishWhenDone(reactor, response));
-  return reactor;
+  return Serve(context, Role::kCommander, "proposing an action", Work::kMemory,
+               [this, request, response](const Caller& caller, grpc::ServerUnaryReactor* reactor) {
+                 remediation_->Propose(*request, caller, FinishWhenDone(reactor, response));
+               });
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::ReviewAction(grpc::CallbackServerContext* context,
                                                            const v1::ReviewActionRequest* request,
                                                            v1::ActionProposal* response) {
   // Which roles may review which action is the policy's call; responders never may.
-  absl::StatusOr<Caller> caller =
-      Authorize(context, Role::kCommander,
-                request->approve() ? "approving an action" : "rejecting an action");
-  if (!caller.ok()) {
-    return Done(context, caller.status());
-  }
-  auto* reactor = context->DefaultReactor();
-  remediation_->Review(*request, *caller, FinishWhenDone(reactor, response));
-  return reactor;
+  return Serve(context, Role::kCommander,
+               request->approve() ? "approving an action" : "rejecting an action", Work::kMemory,
+               [this, request, response](const Caller& caller, grpc::ServerUnaryReactor* reactor) {
+                 remediation_->Review(*request, caller, FinishWhenDone(reactor, response));
+               });
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::ListActions(grpc::CallbackServerContext* context,
                                                           const v1::ListActionsRequest* request,
                                                           v1::ListActionsResponse* response) {
-  if (absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "listing actions");
-      !caller.ok()) {
-    return Done(context, caller.status());
-  }
-  absl::StatusOr<std::vector<v1::ActionProposal>> actions =
-      store_->ListProposals(request->incident_id());
-  if (!actions.ok()) {
-    return Done(context, actions.status());
-  }
-  for (v1::ActionProposal& p : *actions) {
-    *response->add_actions() = std::move(p);
-  }
-  return Done(context, absl::OkStatus());
+  return Serve(context, Role::kViewer, "listing actions", Work::kRead,
+               Answer([this, request, response](const Caller&) -> absl::Status {
+                 ASSIGN_OR_RETURN(std::vector<v1::ActionProposal> actions,
+                                  store_->ListProposals(request->incident_id()));
+                 for (v1::ActionProposal& p : actions) {
+                   *response->add_actions() = std::move(p);
+                 }
+                 return absl::OkStatus();
+               }));
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::VerifyAudit(grpc::CallbackServerContext* context,
                                                           const v1::VerifyAuditRequest* request,
                                                           v1::VerifyAuditResponse* response) {
-  if (absl::StatusOr<Caller> caller =
-          Authorize(context, Role::kViewer, "verifying the audit chain");
-      !caller.ok()) {
-    return Done(context, caller.status());
-  }
-  absl::StatusOr<v1::VerifyAuditResponse> result = store_->VerifyChain();
-  if (result.ok()) {
-    *response = std::move(*result);
-  }
-  return Done(context, result.status());
+  // The whole chain: a heavy read, which never takes the last reader thread.
+  return Serve(context, Role::kViewer, "verifying the audit chain", Work::kHeavyRead,
+               Answer([this, response](const Caller&) -> absl::Status {
+                 ASSIGN_OR_RETURN(*response, store_->VerifyChain());
+                 return absl::OkStatus();
+               }));
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::ExportIncident(
     grpc::CallbackServerContext* context, const v1::ExportIncidentRequest* request,
     v1::ExportIncidentResponse* response) {
-  if (absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "exporting an incident");
-      !caller.ok()) {
-    return Done(context, caller.status());
-  }
-  absl::StatusOr<std::string> content = controller::ExportIncident(
-      *store_, request->incident_id(), request->format().empty() ? "markdown" : request->format());
-  if (content.ok()) {
-    response->set_content(std::move(*content));
-  }
-  return Done(context, content.status());
+  // The incident whole and the chain verified: heavy.
+  return Serve(context, Role::kViewer, "exporting an incident", Work::kHeavyRead,
+               Answer([this, request, response](const Caller&) -> absl::Status {
+                 ASSIGN_OR_RETURN(std::string content,
+                                  controller::ExportIncident(
+                                      *store_, request->incident_id(),
+                                      request->format().empty() ? "markdown" : request->format()));
+                 response->set_content(std::move(content));
+                 return absl::OkStatus();
+               }));
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::WhoAmI(grpc::CallbackServerContext* context,
                                                      const v1::WhoAmIRequest* request,
                                                      v1::WhoAmIResponse* response) {
-  absl::StatusOr<Caller> caller = Authorize(context, Role::kViewer, "who am I");
-  if (caller.ok()) {
-    response->set_user(caller->name);
-    response->set_role(std::string(RoleName(caller->role)));
-  }
-  return Done(context, caller.status());
+  return Serve(context, Role::kViewer, "who am I", Work::kMemory,
+               Answer([response](const Caller& caller) {
+                 response->set_user(caller.name);
+                 response->set_role(std::string(RoleName(caller.role)));
+                 return absl::OkStatus();
+               }));
 }
 
 }  // namespace vigil::controller

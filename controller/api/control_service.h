@@ -1,15 +1,20 @@
-// ControlService: the API of people and their tools (the vigil CLI). Reads come from the
-// in-memory FleetState, the incident manager's live alerts and the Store's reader connection;
-// changes go to the IncidentManager's queue and the call completes when it is done, so no gRPC
-// thread ever waits on the store's writer. Watch streams are served by a WatchHub (paged
-// backlog, then live events; memory capped). Thread-safe.
+// ControlService: the API of people and their tools (the vigil CLI). No gRPC thread waits on the
+// store: every call that reads it (and every call whose caller is not in the token cache) runs on
+// the controller's own readers (ReadPool, over several SQLite reader connections) and finishes
+// its reactor from there; a full read queue answers RESOURCE_EXHAUSTED with a retry-after-ms
+// hint. Answers from memory (FleetState, live alerts) come straight from the gRPC thread; changes
+// go to the IncidentManager's or RemediationManager's queue and the call completes when it is
+// done. Watch streams are served by a WatchHub (paged backlog, then live events; memory capped).
+// Thread-safe.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "controller/api/read_pool.h"
 #include "controller/api/watch_hub.h"
 #include "controller/auth/auth.h"
 #include "controller/incidents/incident_manager.h"
@@ -23,10 +28,13 @@ namespace vigil::controller {
 class ControlServiceImpl final : public v1::ControlService::CallbackService {
  public:
   ControlServiceImpl(FleetState* fleet, storage::Store* store, IncidentManager* incidents,
-                     RemediationManager* remediation, WatchHub::Options watch = {});
+                     RemediationManager* remediation, WatchHub::Options watch = {},
+                     ReadPool::Options readers = {});
 
   // Watch streams open, ended for falling behind, and bytes they hold (for /metrics).
   WatchHub::Stats watch_stats() const { return watch_.stats(); }
+  // Store reads waiting, running, refused for a full queue, and done (for /metrics).
+  ReadPool::Stats read_stats() const { return readers_.stats(); }
 
   grpc::ServerUnaryReactor* ListAgents(grpc::CallbackServerContext* context,
                                        const v1::ListAgentsRequest* request,
@@ -68,9 +76,17 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
                                    v1::WhoAmIResponse* response) override;
 
  private:
-  // The caller named by the bearer token, if their role allows `what`.
-  absl::StatusOr<Caller> Authorize(grpc::CallbackServerContext* context, Role needed,
-                                   absl::string_view what);
+  // What a call needs besides its caller: nothing from the store (served on the gRPC thread when
+  // the token cache knows the caller), a light store read, or a heavy one (the whole chain).
+  enum class Work { kMemory, kRead, kHeavyRead };
+  // Runs `body` for an allowed caller and returns the call's reactor; `body` finishes it (now or
+  // later). Authentication, and `body` unless it is kMemory work with a cached caller, run on
+  // the readers; a full read queue finishes the call with RESOURCE_EXHAUSTED.
+  using Body = std::function<void(const Caller&, grpc::ServerUnaryReactor*)>;
+  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context, Role needed,
+                                  std::string what, Work work, Body body);
+  // A Body that finishes the call with what `answer` returns.
+  static Body Answer(std::function<absl::Status(const Caller&)> answer);
 
   FleetState* fleet_;
   storage::Store* store_;
@@ -78,6 +94,8 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
   RemediationManager* remediation_;
   Authenticator auth_;
   WatchHub watch_;
+  // Last, so destroyed first: queued reads run to the end while what they use is still here.
+  ReadPool readers_;
 };
 
 }  // namespace vigil::controller

@@ -72,8 +72,30 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
         live_only_(live_only),
         start_(live_only ? 0 : request.after_seq()) {}
 
-  void Start() {
+  void Start(std::function<absl::Status()> admit) {
     self_ = shared_from_this();
+    if (admit) {
+      hub_->Post([stream = shared_from_this(), admit = std::move(admit)] {
+        if (absl::Status allowed = admit(); !allowed.ok()) {
+          absl::MutexLock lock(&stream->mu_);
+          stream->FinishLocked(ToGrpcStatus(allowed));
+          return;
+        }
+        stream->StartAdmitted();
+      });
+      return;
+    }
+    StartAdmitted();
+  }
+
+ private:
+  void StartAdmitted() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) {
+        return;  // cancelled while it was being admitted
+      }
+    }
     if (filter_.size() > kMaxIncidentIdBytes) {
       absl::MutexLock lock(&mu_);
       FinishLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -90,10 +112,17 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
                        ")")));
       return;
     }
-    // Before any store read: every event appended from here on reaches OnLive.
-    listener_ = hub_->feed_.subscribe(
-        [stream = shared_from_this()](const v1::TimelineEvent& e) { stream->OnLive(e); });
-    subscribed_ = true;
+    {
+      // Before any store read: every event appended from here on reaches OnLive. Never after
+      // OnDone (admission runs on the reader thread), or the listener would outlive the stream.
+      absl::MutexLock lock(&subscription_mu_);
+      if (done_) {
+        return;
+      }
+      listener_ = hub_->feed_.subscribe(
+          [stream = shared_from_this()](const v1::TimelineEvent& e) { stream->OnLive(e); });
+      subscribed_ = true;
+    }
     if (live_only_) {
       hub_->Post([stream = shared_from_this()] { stream->FindHead(); });
       return;
@@ -102,6 +131,7 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
     Begin(start_);
   }
 
+ public:
   void OnWriteDone(bool ok) override {
     absl::MutexLock lock(&mu_);
     writing_ = false;
@@ -133,8 +163,12 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
   }
 
   void OnDone() override {
-    if (subscribed_) {
-      hub_->feed_.unsubscribe(listener_);
+    {
+      absl::MutexLock lock(&subscription_mu_);
+      done_ = true;
+      if (subscribed_) {
+        hub_->feed_.unsubscribe(listener_);
+      }
     }
     {
       absl::MutexLock lock(&mu_);
@@ -374,8 +408,11 @@ class WatchHub::Stream final : public grpc::ServerWriteReactor<v1::TimelineEvent
   const bool live_only_;
   const uint64_t start_;
   std::shared_ptr<Stream> self_;  // from Start until OnDone
-  int listener_ = 0;
-  bool subscribed_ = false;
+  // Taken before the feed's own lock, never while holding mu_.
+  absl::Mutex subscription_mu_;
+  int listener_ ABSL_GUARDED_BY(subscription_mu_) = 0;
+  bool subscribed_ ABSL_GUARDED_BY(subscription_mu_) = false;
+  bool done_ ABSL_GUARDED_BY(subscription_mu_) = false;  // OnDone ran
 
   absl::Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kStarting;
@@ -412,10 +449,11 @@ WatchHub::~WatchHub() {
 
 grpc::ServerWriteReactor<v1::TimelineEvent>* WatchHub::Open(grpc::CallbackServerContext* context,
                                                             const v1::WatchRequest& request,
-                                                            bool live_only) {
+                                                            bool live_only,
+                                                            std::function<absl::Status()> admit) {
   open_.fetch_add(1);
   auto stream = std::make_shared<Stream>(this, context, request, live_only);
-  stream->Start();
+  stream->Start(std::move(admit));
   return stream.get();
 }
 

@@ -53,10 +53,13 @@ class WatchHub {
 
   // A stream for an authorized request: the events with seq > request.after_seq() (0: from the
   // first), or with `live_only` those appended from now on. Either way the stream's start seq
-  // goes out as initial metadata.
+  // goes out as initial metadata. With `admit`, the request is not authorized yet: `admit` runs
+  // first, on the reader thread (it may read the store), and a non-OK answer ends the stream
+  // with that status before anything is sent.
   grpc::ServerWriteReactor<v1::TimelineEvent>* Open(grpc::CallbackServerContext* context,
                                                     const v1::WatchRequest& request,
-                                                    bool live_only);
+                                                    bool live_only,
+                                                    std::function<absl::Status()> admit = nullptr);
   Stats stats() const;
 
   // Holds the reader thread, once the reads queued so far are done, until `resume` is notified.

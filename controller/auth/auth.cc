@@ -58,7 +58,7 @@ std::string TokenHash(absl::string_view token) {
   return HexEncode(absl::string_view(reinterpret_cast<const char*>(digest), size));
 }
 
-absl::StatusOr<Caller> Authenticator::Authenticate(absl::string_view authorization) const {
+absl::StatusOr<std::string> Authenticator::TokenHashOf(absl::string_view authorization) {
   if (authorization.empty()) {
     return absl::UnauthenticatedError(
         "no token: pass --token or set VIGIL_TOKEN (an admin makes one with "
@@ -68,9 +68,36 @@ absl::StatusOr<Caller> Authenticator::Authenticate(absl::string_view authorizati
   if (!absl::ConsumePrefix(&token, "Bearer ") || token.empty()) {
     return absl::UnauthenticatedError("the authorization header must be 'Bearer TOKEN'");
   }
-  const std::string hash = TokenHash(token);
+  return TokenHash(token);
+}
+
+absl::StatusOr<Caller> Authenticator::Authenticate(absl::string_view authorization) const {
+  absl::StatusOr<std::string> hash = TokenHashOf(authorization);
+  if (!hash.ok()) {
+    return hash.status();
+  }
   return Cached(
-      hash, [&] { return store_->FindUserByTokenHash(hash); }, "unknown token");
+      *hash, [&] { return store_->FindUserByTokenHash(*hash); }, "unknown token");
+}
+
+std::optional<absl::StatusOr<Caller>> Authenticator::AuthenticateCached(
+    absl::string_view authorization) const {
+  absl::StatusOr<std::string> hash = TokenHashOf(authorization);
+  if (!hash.ok()) {
+    return absl::StatusOr<Caller>(hash.status());
+  }
+  if (std::optional<Caller> caller = Lookup(*hash, absl::Now()); caller.has_value()) {
+    return absl::StatusOr<Caller>(std::move(*caller));
+  }
+  return std::nullopt;
+}
+
+std::optional<Caller> Authenticator::Lookup(const std::string& key, absl::Time now) const {
+  absl::MutexLock lock(&mu_);
+  if (auto it = cache_.find(key); it != cache_.end() && now - it->second.second < cache_for_) {
+    return it->second.first;
+  }
+  return std::nullopt;
 }
 
 absl::StatusOr<Caller> Authenticator::Cached(
@@ -78,11 +105,8 @@ absl::StatusOr<Caller> Authenticator::Cached(
     const std::function<absl::StatusOr<std::optional<storage::UserRecord>>()>& find,
     absl::string_view unknown) const {
   const absl::Time now = absl::Now();
-  {
-    absl::MutexLock lock(&mu_);
-    if (auto it = cache_.find(key); it != cache_.end() && now - it->second.second < cache_for_) {
-      return it->second.first;
-    }
+  if (std::optional<Caller> caller = Lookup(key, now); caller.has_value()) {
+    return *std::move(caller);
   }
   absl::StatusOr<std::optional<storage::UserRecord>> user = find();
   if (!user.ok()) {

@@ -37,14 +37,20 @@ struct Caller {
 };
 
 // Remembers tokens it has seen for a short while, so an API call costs a map lookup rather than a
-// store read on a gRPC thread; a user added later is found on first use. Thread-safe.
+// store read; a user added later is found on first use (on the controller's readers, never on a
+// gRPC thread: see AuthenticateCached). Thread-safe.
 class Authenticator {
  public:
   explicit Authenticator(storage::Store* store, absl::Duration cache_for = absl::Seconds(30))
       : store_(store), cache_for_(cache_for) {}
   // `authorization` is the request's header value ("Bearer TOKEN"); empty when absent.
   // Unauthenticated: no token, malformed header, unknown token.
+  // May read the store (a token not seen lately): call it off the gRPC threads.
   absl::StatusOr<Caller> Authenticate(absl::string_view authorization) const;
+  // The same answer without touching the store when the header alone or the cache decides it
+  // (no token, a malformed header, a caller seen lately); nullopt when the store must be asked.
+  // Cheap: fit for a gRPC thread.
+  std::optional<absl::StatusOr<Caller>> AuthenticateCached(absl::string_view authorization) const;
   // The user named by a client certificate's common name that the TLS layer verified (never call
   // it with a name the peer merely claims). Unauthenticated when no user has that name.
   absl::StatusOr<Caller> AuthenticateCertificate(absl::string_view common_name) const;
@@ -52,6 +58,10 @@ class Authenticator {
   static absl::Status Require(const Caller& caller, Role needed, absl::string_view what);
 
  private:
+  // The token's hash, or why the header carries no usable token.
+  static absl::StatusOr<std::string> TokenHashOf(absl::string_view authorization);
+  // The caller cached under `key` if still fresh.
+  std::optional<Caller> Lookup(const std::string& key, absl::Time now) const;
   // The caller cached under `key`, else looked up with `find` and cached; Unauthenticated with
   // `unknown` when `find` finds nobody.
   absl::StatusOr<Caller> Cached(

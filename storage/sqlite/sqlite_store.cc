@@ -18,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/model_names.h"
 #include "common/status.h"
+#include "storage/sqlite/reader_connections.h"
 #include "storage/timeline_hash.h"
 
 namespace vigil::storage {
@@ -223,7 +224,7 @@ class SqliteStore final : public Store {
         st.reset();
       }
     }
-    sqlite3_close_v2(reader_);
+    readers_.reset();
     sqlite3_close_v2(writer_);
   }
 
@@ -268,7 +269,7 @@ class SqliteStore final : public Store {
         !s.ok()) {
       return Fail("set durability", s);
     }
-    RETURN_IF_ERROR(Connect(&reader_, SQLITE_OPEN_READONLY));
+    readers_ = std::make_unique<ReaderConnections>(path_, ReaderConnections::Options{});
     return absl::OkStatus();
   }
 
@@ -298,8 +299,8 @@ class SqliteStore final : public Store {
   }
 
   absl::StatusOr<std::vector<v1::AgentInfo>> ListAgents() override {
-    absl::MutexLock lock(&read_mu_);
-    Statement st(reader_, "SELECT first_seen_unix_ms, info FROM agents ORDER BY agent_id");
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
+    Statement st(reader.db(), "SELECT first_seen_unix_ms, info FROM agents ORDER BY agent_id");
     std::vector<v1::AgentInfo> out;
     while (true) {
       ASSIGN_OR_RETURN(bool row, Annotated("list agents", st.Step()));
@@ -315,8 +316,8 @@ class SqliteStore final : public Store {
   }
 
   absl::StatusOr<std::optional<v1::Incident>> GetIncident(absl::string_view id) override {
-    absl::MutexLock lock(&read_mu_);
-    Statement st(reader_, "SELECT body FROM incidents WHERE id = ?1");
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
+    Statement st(reader.db(), "SELECT body FROM incidents WHERE id = ?1");
     st.Bind(1, id);
     ASSIGN_OR_RETURN(bool row, Annotated("get incident", st.Step()));
     if (!row) {
@@ -345,8 +346,8 @@ class SqliteStore final : public Store {
       sql += absl::StrCat(" WHERE state = ", wanted);
     }
     sql += " ORDER BY opened_unix_ms DESC, id DESC";
-    absl::MutexLock lock(&read_mu_);
-    Statement st(reader_, sql.c_str());
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
+    Statement st(reader.db(), sql.c_str());
     std::vector<v1::Incident> out;
     while (true) {
       ASSIGN_OR_RETURN(bool row, Annotated("list incidents", st.Step()));
@@ -464,8 +465,8 @@ class SqliteStore final : public Store {
   }
 
   absl::Status CheckIntegrity() override {
-    absl::MutexLock lock(&read_mu_);
-    Statement st(reader_, "PRAGMA quick_check(20)");
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
+    Statement st(reader.db(), "PRAGMA quick_check(20)");
     std::vector<std::string> problems;
     while (true) {
       absl::StatusOr<bool> row = st.Step();
@@ -498,8 +499,8 @@ class SqliteStore final : public Store {
       sql += " AND incident_id = ?2";
     }
     sql += " ORDER BY seq LIMIT ?3";
-    absl::MutexLock lock(&read_mu_);
-    Statement st(reader_, sql.c_str());
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
+    Statement st(reader.db(), sql.c_str());
     st.Bind(1, static_cast<int64_t>(after_seq))
         .Bind(3, static_cast<int64_t>(limit <= 0 ? -1 : limit));
     if (!incident_id.empty()) {
@@ -519,10 +520,10 @@ class SqliteStore final : public Store {
   absl::StatusOr<v1::VerifyAuditResponse> VerifyChain() override {
     v1::VerifyAuditResponse result;
     result.set_ok(true);
-    absl::MutexLock lock(&read_mu_);
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
     // One read transaction: a consistent snapshot even while events are appended.
-    RETURN_IF_ERROR(Annotated("verify", Exec(reader_, "BEGIN;")));
-    Statement st(reader_,
+    RETURN_IF_ERROR(Annotated("verify", Exec(reader.db(), "BEGIN;")));
+    Statement st(reader.db(),
                  "SELECT seq, incident_id, time_unix_ms, kind, actor, summary, details_json, "
                  "prev_hash, hash FROM timeline ORDER BY seq");
     uint64_t expected_seq = 1;
@@ -536,7 +537,7 @@ class SqliteStore final : public Store {
     while (result.ok()) {
       absl::StatusOr<bool> row = st.Step();
       if (!row.ok()) {
-        Exec(reader_, "ROLLBACK;").IgnoreError();
+        Exec(reader.db(), "ROLLBACK;").IgnoreError();
         return Annotated("verify", row.status());
       }
       if (!*row) {
@@ -563,7 +564,7 @@ class SqliteStore final : public Store {
     }
     if (result.ok()) {
       // The head row catches a chain cut short at its end.
-      Statement head(reader_, "SELECT seq, hash FROM chain_head WHERE id = 1");
+      Statement head(reader.db(), "SELECT seq, hash FROM chain_head WHERE id = 1");
       absl::StatusOr<bool> row = head.Step();
       if (row.ok() && *row &&
           (static_cast<uint64_t>(head.Int(0)) != expected_seq - 1 ||
@@ -573,7 +574,7 @@ class SqliteStore final : public Store {
                                         ": events at the end were removed or changed"));
       }
     }
-    Exec(reader_, "COMMIT;").IgnoreError();
+    Exec(reader.db(), "COMMIT;").IgnoreError();
     return result;
   }
 
@@ -598,8 +599,8 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<std::optional<UserRecord>> FindUserByTokenHash(
       absl::string_view token_hash) override {
-    absl::MutexLock lock(&read_mu_);
-    Statement st(reader_,
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
+    Statement st(reader.db(),
                  "SELECT name, role, token_hash, created_unix_ms FROM users WHERE token_hash = ?1");
     st.Bind(1, token_hash);
     ASSIGN_OR_RETURN(bool row, Annotated("find user", st.Step()));
@@ -610,8 +611,8 @@ class SqliteStore final : public Store {
   }
 
   absl::StatusOr<std::optional<UserRecord>> FindUserByName(absl::string_view name) override {
-    absl::MutexLock lock(&read_mu_);
-    Statement st(reader_,
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
+    Statement st(reader.db(),
                  "SELECT name, role, token_hash, created_unix_ms FROM users WHERE name = ?1");
     st.Bind(1, name);
     ASSIGN_OR_RETURN(bool row, Annotated("find user", st.Step()));
@@ -622,8 +623,8 @@ class SqliteStore final : public Store {
   }
 
   absl::StatusOr<std::optional<v1::ActionProposal>> GetProposal(absl::string_view id) override {
-    absl::MutexLock lock(&read_mu_);
-    Statement st(reader_, "SELECT body FROM proposals WHERE id = ?1");
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
+    Statement st(reader.db(), "SELECT body FROM proposals WHERE id = ?1");
     st.Bind(1, id);
     ASSIGN_OR_RETURN(bool row, Annotated("get proposal", st.Step()));
     if (!row) {
@@ -640,8 +641,8 @@ class SqliteStore final : public Store {
       sql += " WHERE incident_id = ?1";
     }
     sql += " ORDER BY proposed_unix_ms DESC, id DESC";
-    absl::MutexLock lock(&read_mu_);
-    Statement st(reader_, sql.c_str());
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
+    Statement st(reader.db(), sql.c_str());
     if (!incident_id.empty()) {
       st.Bind(1, incident_id);
     }
@@ -858,8 +859,8 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<std::vector<v1::Alert>> QueryAlerts(const std::string& sql,
                                                      absl::string_view arg) {
-    absl::MutexLock lock(&read_mu_);
-    Statement st(reader_, (sql + " ORDER BY id").c_str());
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
+    Statement st(reader.db(), (sql + " ORDER BY id").c_str());
     if (!arg.empty()) {
       st.Bind(1, arg);
     }
@@ -893,8 +894,8 @@ class SqliteStore final : public Store {
   absl::Mutex write_mu_;
   sqlite3* writer_ ABSL_PT_GUARDED_BY(write_mu_) = nullptr;
   std::unique_ptr<Statement> cached_[kCachedCount] ABSL_GUARDED_BY(write_mu_);
-  absl::Mutex read_mu_;
-  sqlite3* reader_ ABSL_PT_GUARDED_BY(read_mu_) = nullptr;
+  // Several read-only connections, one per concurrent read: no read waits on another.
+  std::unique_ptr<ReaderConnections> readers_;
 };
 
 }  // namespace

@@ -1,6 +1,6 @@
 // SqliteStore: the embedded default Store. WAL journal, one writer connection (every write is one
-// BEGIN IMMEDIATE transaction under a mutex) and a separate reader connection, so reads never
-// queue behind writes. Schema changes are numbered migrations tracked in PRAGMA user_version.
+// BEGIN IMMEDIATE transaction under a mutex) and a small set of read-only connections, one per
+// concurrent read (reader_connections.h), so reads never queue behind writes or each other. Schema changes are numbered migrations tracked in PRAGMA user_version.
 // Thread-safe.
 #pragma once
 

@@ -1,15 +1,20 @@
 // The built binaries' command lines where a process, not a function, is the unit: --version on
 // all three, plain text refused for names that only look like loopback, and a token that gRPC
 // could not send ending as bad usage rather than an abort; `vigil watch --after 0` over a timeline
-// longer than one backfill page.
+// longer than one backfill page; `vigil incident show` over a timeline longer than one page.
 #include <gtest/gtest.h>
 
 #include <map>
+#include <sstream>
 #include <string>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "cli/incidents_cmd.h"
+#include "cli/output.h"
+#include "controller/incidents/incident_report.h"
 #include "storage/sqlite/sqlite_store.h"
 #include "tests/support/process.h"
 #include "tests/support/proto_json.h"
@@ -150,6 +155,78 @@ TEST(CommandLineTest, WatchAfterZeroPrintsEveryStoredEventBeyondTenThousand) {
   }
   EXPECT_FALSE(absl::StrContains(watch.Output(), "vigil:")) << watch.Output().substr(0, 2000);
   EXPECT_TRUE(watch.Running());
+}
+
+TEST(CommandLineTest, IncidentShowPrintsAnIncidentLongerThanOnePageWhole) {
+  testing::TempDir dir;
+  const std::string db = dir.File("vigil.db");
+  constexpr int kEvents = 12'345;  // the CLI's pages hold 5,000: three of them
+  const int64_t opened_ms = absl::ToUnixMillis(absl::Now() - absl::Hours(72));
+  v1::GetIncidentResponse expected;  // as the unpaged GetIncident used to answer
+  {
+    absl::StatusOr<std::unique_ptr<storage::Store>> store = storage::OpenSqliteStore(db);
+    ASSERT_TRUE(store.ok()) << store.status();
+    v1::Incident incident;
+    incident.set_id("INC-0001");
+    incident.set_title("API p95 latency above 2 s");
+    incident.set_state(v1::ACKNOWLEDGED);
+    incident.set_severity(v1::SEV2);
+    incident.set_opened_unix_ms(opened_ms);
+    incident.add_agents("web-1");
+    storage::WriteBatch batch;
+    batch.Save(incident);
+    v1::Alert alert;
+    alert.set_id("al-1");
+    alert.set_rule("HighAPILatency");
+    alert.set_incident_id("INC-0001");
+    alert.set_agent_id("web-1");
+    alert.set_fired_unix_ms(opened_ms);
+    batch.Save(alert);
+    for (int i = 1; i <= kEvents; ++i) {
+      v1::TimelineEvent event;
+      event.set_incident_id(i % 7 == 0 ? "INC-0002" : "INC-0001");  // seqs with gaps
+      event.set_time_unix_ms(opened_ms + i);
+      event.set_kind("note");
+      event.set_actor("tester");
+      event.set_summary(absl::StrCat("note ", i));
+      batch.Append(event);
+    }
+    ASSERT_TRUE((*store)->Commit(batch).ok());
+    absl::StatusOr<v1::GetIncidentResponse> whole = controller::LoadIncident(**store, "INC-0001");
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    expected = *whole;
+  }
+  ASSERT_GT(expected.timeline_size(), 10'000);
+  std::ostringstream table;
+  cli::PrintIncidentDetail(expected, absl::Now(), table);
+
+  const std::string token = testing::AddVigilUser(db, "reader", "viewer");
+  const std::string address = absl::StrCat("127.0.0.1:", testing::FreeLoopbackPort());
+  testing::Subprocess controller({BinaryPath("vigil-controller"), "--listen=" + address,
+                                  "--db=" + db, "--insecure", "--http-listen=off"},
+                                 kCleanEnvironment, dir.File("controller.log"));
+  const std::vector<std::string> cli = {BinaryPath("vigil"), "--controller=" + address,
+                                        "--insecure", "--token=" + token};
+  auto with = [&cli](std::vector<std::string> args) {
+    args.insert(args.begin(), cli.begin(), cli.end());
+    return args;
+  };
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] { return RunCommand(with({"agents"}), absl::Seconds(5), kCleanEnvironment).exit_code == 0; },
+      absl::Seconds(15)))
+      << controller.Output();
+
+  CommandResult shown =
+      RunCommand(with({"incident", "show", "INC-0001"}), absl::Seconds(30), kCleanEnvironment);
+  ASSERT_EQ(shown.exit_code, 0) << shown.output.substr(0, 2000);
+  EXPECT_EQ(shown.stdout_text, table.str());
+  EXPECT_EQ(shown.output, shown.stdout_text) << "nothing on stderr";
+
+  CommandResult json = RunCommand(with({"-o", "json", "incident", "show", "INC-0001"}),
+                                  absl::Seconds(30), kCleanEnvironment);
+  ASSERT_EQ(json.exit_code, 0) << json.output.substr(0, 2000);
+  EXPECT_EQ(json.stdout_text, cli::ToJson(expected, /*pretty=*/true));
+  EXPECT_FALSE(absl::StrContains(json.stdout_text, "next_after_seq"));
 }
 
 }  // namespace

@@ -1,6 +1,9 @@
 // A Store that forwards to a real one and fails writes on command: the fault injection of unit
-// tests (a full disk, a database gone away). Reads pass through. Thread-safe.
+// tests (a full disk, a database gone away). Reads pass through, VerifyChain held back on
+// command (a slow read). Thread-safe.
 #pragma once
+
+#include <pthread.h>
 
 #include <atomic>
 #include <cstdint>
@@ -10,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "storage/store.h"
 
 namespace vigil::testing {
@@ -44,6 +48,16 @@ class FaultInjectingStore final : public storage::Store {
   void Heal() {
     absl::MutexLock lock(&mu_);
     error_.reset();
+  }
+  // Every VerifyChain from now on waits for `release` before reading (nullptr: none waits): a
+  // whole-chain read as slow as the test wants. `release` must outlive the waiting calls.
+  void HoldVerifyChain(absl::Notification* release) { verify_release_.store(release); }
+  // VerifyChain calls waiting for their release now.
+  int verify_waiting() const { return verify_waiting_.load(); }
+  // The name of the thread the last held VerifyChain ran on.
+  std::string verify_thread() const {
+    absl::MutexLock lock(&mu_);
+    return verify_thread_;
   }
   uint64_t commits() const { return commits_.load(); }
   uint64_t failed_commits() const { return failed_.load(); }
@@ -96,7 +110,21 @@ class FaultInjectingStore final : public storage::Store {
                                                             int limit) override {
     return real_->ListEvents(incident_id, after_seq, limit);
   }
-  absl::StatusOr<v1::VerifyAuditResponse> VerifyChain() override { return real_->VerifyChain(); }
+  absl::StatusOr<v1::VerifyAuditResponse> VerifyChain() override {
+    absl::Notification* release = verify_release_.load();
+    if (release != nullptr) {
+      char name[16] = {};
+      pthread_getname_np(pthread_self(), name, sizeof(name));
+      {
+        absl::MutexLock lock(&mu_);
+        verify_thread_ = name;
+      }
+      ++verify_waiting_;
+      release->WaitForNotification();
+      --verify_waiting_;
+    }
+    return real_->VerifyChain();
+  }
   absl::Status AddUser(const storage::UserRecord& user) override { return real_->AddUser(user); }
   absl::StatusOr<std::optional<storage::UserRecord>> FindUserByTokenHash(
       absl::string_view token_hash) override {
@@ -116,13 +144,16 @@ class FaultInjectingStore final : public storage::Store {
 
  private:
   storage::Store* const real_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::optional<absl::Status> error_ ABSL_GUARDED_BY(mu_);
+  std::string verify_thread_ ABSL_GUARDED_BY(mu_);
   int fail_after_ ABSL_GUARDED_BY(mu_) = 0;
   int fail_count_ ABSL_GUARDED_BY(mu_) = 0;  // > 0: heal after this many failures
   std::atomic<uint64_t> commits_{0};
   std::atomic<uint64_t> failed_{0};
   std::atomic<uint64_t> maintain_{0};
+  std::atomic<absl::Notification*> verify_release_{nullptr};
+  std::atomic<int> verify_waiting_{0};
 };
 
 }  // namespace vigil::testing

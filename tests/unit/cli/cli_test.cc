@@ -529,6 +529,31 @@ TEST_F(CliTest, IncidentShowRendersEverySection) {
                               "on it\n"));
 }
 
+TEST_F(CliTest, IncidentShowAsksForPagesAndRefusesACursorThatDoesNotMove) {
+  v1::GetIncidentResponse response;
+  *response.mutable_incident() = SampleIncident();
+  *response.add_timeline() = Event(6, "alert_fired", "HighAPILatency on web-1");
+  fake().SetResponse("GetIncident", response);
+  ASSERT_EQ(Run({"incident", "show", "inc-1"}), 0) << err_.str();
+  EXPECT_EQ(fake().Calls("GetIncident"), 1);  // no cursor: the last page
+  auto first = fake().LastRequest<v1::GetIncidentRequest>("GetIncident");
+  EXPECT_EQ(first.page_size(), 5000);
+  EXPECT_EQ(first.after_seq(), 0u);
+
+  // A controller that keeps answering "more after seq 6" would page forever.
+  response.set_next_after_seq(6);
+  fake().SetResponse("GetIncident", response);
+  out_.str("");
+  err_.str("");
+  EXPECT_EQ(Run({"incident", "show", "inc-1"}), 1);
+  EXPECT_EQ(fake().Calls("GetIncident"), 3);
+  EXPECT_EQ(fake().LastRequest<v1::GetIncidentRequest>("GetIncident").after_seq(), 6u);
+  EXPECT_EQ(out_.str(), "");
+  EXPECT_EQ(err_.str(),
+            "vigil: GetIncident inc-1: the controller's next page starts after seq 6, not after "
+            "6 (a broken cursor)\n");
+}
+
 TEST_F(CliTest, IncidentUpdatesSendTheOperation) {
   v1::Incident incident = SampleIncident();
   fake().SetResponse("UpdateIncident", incident);
