@@ -325,12 +325,13 @@ void IncidentManager::Append(Transaction& txn, ActiveIncident& active, absl::str
 
 void IncidentManager::SaveAlert(Transaction& txn, const v1::Alert& alert) {
   txn.writes().Save(alert);
-  txn.AfterCommit([this, alert] {
+  txn.AfterCommit([this, alert]() mutable {
     absl::MutexLock lock(&mu_);
     if (alert.state() == v1::RESOLVED) {
       alerts_.erase(alert.id());
     } else {
-      alerts_[alert.id()] = alert;
+      std::string id = alert.id();
+      alerts_.insert_or_assign(std::move(id), std::move(alert));
     }
   });
 }
