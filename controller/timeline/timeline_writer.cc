@@ -219,7 +219,7 @@ void TimelineWriter::Loop() {
     }
     // One transaction for the whole batch; each unit's own refusal takes back only its part.
     // Past the stop deadline the units not yet run are left out (and refused).
-    Transaction txn(clock_->Now());
+    Transaction txn(clock_->Now(), units.size());
     std::vector<absl::Status> results;
     results.reserve(units.size());
     for (Unit& unit : units) {
