@@ -65,6 +65,7 @@ class WriteBatch {
   void AttachIncident(size_t index, v1::Incident incident);
   void InsertSave(size_t index, v1::Incident incident);
 
+  void Reserve(size_t ops) { ops_.reserve(ops); }
   const std::vector<Op>& ops() const { return ops_; }
   bool empty() const { return ops_.empty(); }
   size_t size() const { return ops_.size(); }

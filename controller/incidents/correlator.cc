@@ -171,6 +171,9 @@ struct ActiveIncident::CauseIndex {
   std::map<std::string, Group*> group_of_alert;
   std::map<int, int64_t> severity_count;  // severity rank -> alerts
   std::map<std::string, std::set<std::string>> stale_by_key;  // AlertKey -> stale alert ids
+  // The last cause described, and what it was described from.
+  using Described = std::tuple<const Group*, RankKey, int, std::string>;
+  std::optional<std::pair<Described, ProbableCause>> described;
 
   static bool InUnion(const Class& c, const Dependents& d, const std::string& host) {
     for (const std::string& n : c.names) {
@@ -517,7 +520,7 @@ std::vector<std::string> ActiveIncident::StaleAlertsWithKey(const std::string& k
 }
 
 ProbableCause ActiveIncident::FindProbableCause() const {
-  const CauseIndex& index = Index();
+  CauseIndex& index = Index();
   if (index.ranked.empty()) {
     return {};
   }
@@ -525,6 +528,12 @@ ProbableCause ActiveIncident::FindProbableCause() const {
   const CauseIndex::Group& group = *cls->ranked.begin()->second;
   const v1::Alert& best = alerts_.at(std::get<2>(class_key)).alert;
   const int64_t score = -std::get<0>(class_key);
+  // The same best alert, in the same group, with the same score and host count: the same
+  // sentence (dependents are only ever added, so an equal count is an equal set).
+  CauseIndex::Described key{&group, class_key, incident_.agents_size(), best.rule()};
+  if (index.described.has_value() && index.described->first == key) {
+    return index.described->second;
+  }
   // The first few dependents by name: a merge of the sets that make up the score.
   std::vector<const std::set<std::string>*> sets;
   for (const std::string& n : cls->names) {
@@ -563,7 +572,10 @@ ProbableCause ActiveIncident::FindProbableCause() const {
       first.push_back(name);
     }
   }
-  return DescribeCause(best, first, static_cast<size_t>(score), incident_.agents_size());
+  ProbableCause cause =
+      DescribeCause(best, first, static_cast<size_t>(score), incident_.agents_size());
+  index.described.emplace(std::move(key), cause);
+  return cause;
 }
 std::string Correlate(const std::map<std::string, ActiveIncident>& active, const v1::Alert& alert,
                       absl::Time now, absl::Duration window, std::string* reason) {

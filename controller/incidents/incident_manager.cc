@@ -73,9 +73,10 @@ absl::Status IncidentManager::Start() {
       ASSIGN_OR_RETURN(std::vector<v1::Alert> alerts, store_->ListIncidentAlerts(incident.id()));
       for (v1::Alert& alert : alerts) {
         txn.PreserveKey(incident_of_alert_, alert.id());
-        txn.PreserveKey(incident_of_key_, AlertKey(alert));
+        std::string key = AlertKey(alert);
+        txn.PreserveKey(incident_of_key_, key);
         incident_of_alert_[alert.id()] = incident.id();
-        incident_of_key_[AlertKey(alert)] = incident.id();
+        incident_of_key_.insert_or_assign(std::move(key), incident.id());
         if (alert.state() == v1::FIRING && alert.source() == "rules") {
           // Nobody has judged it since the controller stopped: stale until the rule engine,
           // which restores it under the same id, says otherwise.
@@ -325,12 +326,13 @@ void IncidentManager::Append(Transaction& txn, ActiveIncident& active, absl::str
 
 void IncidentManager::SaveAlert(Transaction& txn, const v1::Alert& alert) {
   txn.writes().Save(alert);
-  txn.AfterCommit([this, alert] {
+  txn.AfterCommit([this, alert]() mutable {
     absl::MutexLock lock(&mu_);
     if (alert.state() == v1::RESOLVED) {
       alerts_.erase(alert.id());
     } else {
-      alerts_[alert.id()] = alert;
+      std::string id = alert.id();
+      alerts_.insert_or_assign(std::move(id), std::move(alert));
     }
   });
 }
@@ -477,9 +479,10 @@ void IncidentManager::Open(Transaction& txn, const v1::Alert& fired,
   active.AddMembers(HostOf(alert), ComponentOf(alert), alert.rule());
   active.AddAlert(alert, diagnostics);
   txn.PreserveKey(incident_of_alert_, alert.id());
-  txn.PreserveKey(incident_of_key_, AlertKey(alert));
+  std::string key = AlertKey(alert);
+  txn.PreserveKey(incident_of_key_, key);
   incident_of_alert_[alert.id()] = id;
-  incident_of_key_[AlertKey(alert)] = id;
+  incident_of_key_.insert_or_assign(std::move(key), id);
   SaveAlert(txn, alert);
   const v1::Severity severity = active.incident().severity();
   Append(txn, active, "incident_opened", "controller",
@@ -503,9 +506,10 @@ void IncidentManager::Join(Transaction& txn, ActiveIncident& active, const v1::A
   const bool new_host = active.AddMembers(host, ComponentOf(alert), alert.rule());
   active.AddAlert(alert, diagnostics);
   txn.PreserveKey(incident_of_alert_, alert.id());
-  txn.PreserveKey(incident_of_key_, AlertKey(alert));
+  std::string key = AlertKey(alert);
+  txn.PreserveKey(incident_of_key_, key);
   incident_of_alert_[alert.id()] = incident.id();
-  incident_of_key_[AlertKey(alert)] = incident.id();
+  incident_of_key_.insert_or_assign(std::move(key), incident.id());
   SaveAlert(txn, alert);
   Append(txn, active, "alert_fired", ActorOf(alert),
          absl::StrCat(DescribeAlert(alert), " (joined: ", reason, ")"), ToJson(alert));

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <optional>
+
 #include "absl/strings/ascii.h"
 #include "absl/synchronization/notification.h"
 
@@ -56,13 +58,26 @@ void TimelineWriter::Stop(absl::Duration deadline) {
 }
 
 void TimelineWriter::Refuse(std::deque<Unit>& units) {
-  absl::MutexLock lock(&refuse_mu_);
+  if (units.empty()) {
+    return;
+  }
+  // A `done` that submits again is refused on the spot, on this thread, under the lock it holds.
+  thread_local bool refusing = false;
+  std::optional<absl::MutexLock> lock;
+  if (!refusing) {
+    lock.emplace(&refuse_mu_);
+  }
+  const bool outer = !refusing;
+  refusing = true;
   for (Unit& unit : units) {
     if (unit.done) {
       unit.done(Refusal());
     }
   }
   units.clear();
+  if (outer) {
+    refusing = false;
+  }
 }
 
 void TimelineWriter::Submit(Work work, Done done) {
@@ -204,7 +219,7 @@ void TimelineWriter::Loop() {
     }
     // One transaction for the whole batch; each unit's own refusal takes back only its part.
     // Past the stop deadline the units not yet run are left out (and refused).
-    Transaction txn(clock_->Now());
+    Transaction txn(clock_->Now(), units.size());
     std::vector<absl::Status> results;
     results.reserve(units.size());
     for (Unit& unit : units) {

@@ -32,6 +32,13 @@ class Transaction {
   };
 
   explicit Transaction(absl::Time now) : now_(now) {}
+  // For a batch of about `units` units of work: room for their writes and logs up front, so a
+  // batch of thousands does not grow its vectors a dozen times over.
+  Transaction(absl::Time now, size_t units) : now_(now) {
+    writes_.Reserve(3 * units);
+    undo_.reserve(8 * units);
+    effects_.reserve(4 * units);
+  }
   Transaction(const Transaction&) = delete;
   Transaction& operator=(const Transaction&) = delete;
 

@@ -125,18 +125,19 @@ class Statement {
     }
     return absl::InternalError(absl::StrCat("prepare: ", sqlite3_errmsg(db_)));
   }
+  // The bound text and bytes must outlive the next Step: SQLite reads them in place.
   Statement& Bind(int i, absl::string_view text) {
     if (stmt_ == nullptr) {
       return *this;  // the prepare failed; Step says so
     }
-    sqlite3_bind_text(stmt_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt_, i, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
     return *this;
   }
   Statement& BindBlob(int i, const std::string& bytes) {
     if (stmt_ == nullptr) {
       return *this;
     }
-    sqlite3_bind_blob(stmt_, i, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_blob(stmt_, i, bytes.data(), static_cast<int>(bytes.size()), SQLITE_STATIC);
     return *this;
   }
   Statement& Bind(int i, int64_t v) {

@@ -208,6 +208,13 @@ TEST_F(TimelineWriterTest, StopKeepsItsDeadlineWithAFullQueueAndAcknowledgesOnly
   EXPECT_TRUE(absl::IsUnavailable(late)) << late;
   writer_->Flush();
   EXPECT_FALSE(counters_.contains("late"));
+  // A refused unit whose `done` submits again is refused again, not deadlocked.
+  int refusals = 0;
+  writer_->Submit(SetAndRecord("again", 1), [&](absl::Status s) {
+    ++refusals;
+    writer_->Submit(SetAndRecord("again", 2), [&](absl::Status) { ++refusals; });
+  });
+  EXPECT_EQ(refusals, 2);
 }
 
 TEST_F(TimelineWriterTest, StopBeforeStartRefusesWhatIsQueued) {
