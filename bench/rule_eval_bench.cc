@@ -130,10 +130,7 @@ class Fleet {
       agent.id = absl::StrFormat("api-%04d", a);
       v1::Snapshot* snapshot = agent.batch.add_snapshots();
       for (size_t i = 0; i < mix_.size(); ++i) {
-        auto series = std::make_unique<SeriesState>();
-        series->name = mix_[i].name;
-        series->labels = mix_[i].labels;
-        series->is_histogram = mix_[i].histogram;
+        auto series = std::make_unique<SeriesState>(MakeSeriesKey(mix_[i].name, mix_[i].labels));
         if (mix_[i].histogram) {
           snapshot->add_histograms()->set_series_id(static_cast<uint32_t>(i));
         } else {
@@ -162,12 +159,8 @@ class Fleet {
       int value_index = 0;
       for (size_t i = 0; i < mix_.size(); ++i) {
         SeriesState& series = *agent.series[i];
-        if (series.is_histogram) {
-          if (series.histograms.size() >= kHistogramSeconds) {
-            series.histograms.pop_front();
-          }
-          series.histograms.emplace_back(ms, pool_[(round_ + a) % pool_.size()]);
-          series.AddValue(ms, static_cast<double>(series.histograms.back().second.count()));
+        if (mix_[i].histogram) {
+          series.AddHistogram(ms, pool_[(round_ + a) % pool_.size()], kHistogramSeconds * 1000);
           continue;
         }
         const int64_t step = round_ * 7 + a * 13 + static_cast<int64_t>(i) * 3;

@@ -64,6 +64,44 @@ void LogHistogram::Merge(const LogHistogram& other) {
   }
 }
 
+void LogHistogram::AddToBucket(int index, uint64_t n) {
+  if (n == 0 || index < kMinIndex || index > kMaxIndex) return;
+  if (counts_.empty() || index < offset_ || index >= offset_ + static_cast<int>(counts_.size())) {
+    Grow(index);
+  }
+  counts_[static_cast<size_t>(index - offset_)] += n;
+  count_ += n;
+}
+
+void LogHistogram::AddToZero(uint64_t n) {
+  zero_count_ += n;
+  count_ += n;
+}
+
+void LogHistogram::RemoveFromBucket(int index, uint64_t n) {
+  if (counts_.empty() || index < offset_ || index >= offset_ + static_cast<int>(counts_.size())) {
+    return;
+  }
+  uint64_t& c = counts_[static_cast<size_t>(index - offset_)];
+  n = std::min(n, c);
+  c -= n;
+  count_ -= std::min(n, count_);
+}
+
+void LogHistogram::RemoveFromZero(uint64_t n) {
+  n = std::min(n, zero_count_);
+  zero_count_ -= n;
+  count_ -= std::min(n, count_);
+}
+
+void LogHistogram::Subtract(const LogHistogram& other) {
+  RemoveFromZero(other.zero_count_);
+  for (size_t i = 0; i < other.counts_.size(); ++i) {
+    RemoveFromBucket(other.offset_ + static_cast<int>(i), other.counts_[i]);
+  }
+  sum_ = count_ == 0 ? 0 : std::max(0.0, sum_ - other.sum_);
+}
+
 void LogHistogram::Clear() {
   counts_.clear();
   offset_ = 0;

@@ -7,7 +7,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -16,38 +15,17 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/histogram.h"
+#include "controller/ingest/series_state.h"
 #include "controller/ingest/telemetry_validator.h"
 #include "vigil/v1/agent_service.pb.h"
 #include "vigil/v1/control_service.pb.h"
 
 namespace vigil::controller {
-
-using Labels = std::map<std::string, std::string>;
-
-// One series of one agent. Guarded by its agent's mutex.
-struct SeriesState {
-  static constexpr int kWindowPoints = 32;
-  std::string name;
-  Labels labels;
-  bool is_histogram = false;
-  // Gauges: the last kWindowPoints values, a ring.
-  int64_t time_ms[kWindowPoints] = {};
-  double values[kWindowPoints] = {};
-  int count = 0;  // points in the ring (<= kWindowPoints)
-  int head = 0;   // index of the newest point
-  // Histograms: one per interval, oldest first, within the histogram window.
-  std::deque<std::pair<int64_t, LogHistogram>> histograms;
-
-  // Appends a point; false (nothing changed) when `ms` is older than the newest point, so the
-  // window stays in time order.
-  bool AddValue(int64_t ms, double value);
-  double latest() const { return count == 0 ? 0 : values[head]; }
-  int64_t latest_ms() const { return count == 0 ? 0 : time_ms[head]; }
-};
 
 class FleetState {
  public:
@@ -137,7 +115,8 @@ class FleetState {
     v1::AgentInfo info ABSL_GUARDED_BY(mu);
     uint64_t session ABSL_GUARDED_BY(mu) = 0;  // 0: not connected
     int64_t last_message_ms ABSL_GUARDED_BY(mu) = 0;
-    std::unordered_map<std::string, std::unique_ptr<SeriesState>> series ABSL_GUARDED_BY(mu);
+    // By interned key: one pointer per series, no string of its own.
+    absl::flat_hash_map<const SeriesKey*, std::unique_ptr<SeriesState>> series ABSL_GUARDED_BY(mu);
     std::map<std::string, v1::DiagnosticTable> diagnostics ABSL_GUARDED_BY(mu);
     size_t bytes ABSL_GUARDED_BY(mu) = 0;  // estimate of what `series` holds, for the budget
     bool dirty ABSL_GUARDED_BY(mu) = false;
@@ -149,6 +128,7 @@ class FleetState {
       ABSL_SHARED_LOCKS_REQUIRED(agent.mu);
 
   const Options options_;
+  SeriesKeyTable keys_;  // names and labels, shared by every agent that has them
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Agent>> agents_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> samples_{0};

@@ -237,12 +237,11 @@ class FakeAgent {
 
   void Latencies(const std::string& name, std::vector<double> seconds) {
     SeriesState& s = Series(name, {});
-    s.is_histogram = true;
     LogHistogram h;
     for (double v : seconds) {
       h.Add(v);
     }
-    s.histograms.emplace_back(clock_->NowUnixMillis(), std::move(h));
+    s.AddHistogram(clock_->NowUnixMillis(), h, absl::ToInt64Milliseconds(absl::Minutes(5)));
     v1::TelemetryBatch batch;
     v1::Snapshot* snap = batch.add_snapshots();
     snap->add_histograms()->set_series_id(Id(name, {}));
@@ -260,9 +259,7 @@ class FakeAgent {
   SeriesState& Series(const std::string& name, const Labels& labels) {
     auto& slot = series_[Key(name, labels)];
     if (slot == nullptr) {
-      slot = std::make_unique<SeriesState>();
-      slot->name = name;
-      slot->labels = labels;
+      slot = std::make_unique<SeriesState>(MakeSeriesKey(name, labels));
       ids_[Key(name, labels)] = static_cast<uint32_t>(dictionary_.size());
       dictionary_.push_back(slot.get());
     }
