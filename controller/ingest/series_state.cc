@@ -115,6 +115,11 @@ size_t SeriesKeyTable::size() const {
   return n;
 }
 
+size_t SeriesKeyTable::EntriesForTest() const {
+  absl::MutexLock lock(&mu_);
+  return keys_.size();
+}
+
 // ---- HistogramWindow ----
 
 int64_t HistogramWindow::ms_of(uint64_t seq) const {
@@ -266,9 +271,15 @@ size_t HistogramWindow::bytes() const {
 }
 
 size_t HistogramWindow::GrowthBound(const v1::Histogram& h) const {
+  // What a vector may add when `add` more elements arrive: nothing within its capacity, else a
+  // reallocation (doubling, or more for a big append).
+  auto vector_growth = [](size_t size, size_t capacity, size_t add) -> size_t {
+    return size + add <= capacity ? 0 : capacity + 2 * add;
+  };
   // Encoding: a varint of at most 6 bytes (kMaxCount is 2^40) per count and 2 per distance.
-  size_t encoded = 10 + static_cast<size_t>(h.counts_size()) * 8;
-  size_t bound = 2 * (encoded + sizeof(Interval));  // vectors may double
+  const size_t encoded = 10 + static_cast<size_t>(h.counts_size()) * 8;
+  size_t bound = vector_growth(bytes_.size(), bytes_.capacity(), encoded) +
+                 vector_growth(intervals_.size(), intervals_.capacity(), 1) * sizeof(Interval);
   if (h.counts_size() > 0) {
     const int64_t lo = h.offset();
     const int64_t hi = lo + h.counts_size() - 1;
@@ -280,7 +291,9 @@ size_t HistogramWindow::GrowthBound(const v1::Histogram& h) const {
         const int64_t vhi = vlo + static_cast<int64_t>(counts.size()) - 1;
         extra = std::max<int64_t>(0, vlo - lo) + std::max<int64_t>(0, hi - vhi);
       }
-      bound += 2 * static_cast<size_t>(extra) * sizeof(uint64_t);
+      if (extra > 0) {
+        bound += v.merged.bucket_bytes() + 2 * static_cast<size_t>(extra) * sizeof(uint64_t);
+      }
     }
   }
   return bound;

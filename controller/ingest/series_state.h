@@ -45,6 +45,8 @@ class SeriesKeyTable {
   std::shared_ptr<const SeriesKey> Intern(const v1::SeriesDefinition& def);
   // Live keys (for benchmarks and tests).
   size_t size() const;
+  // Entries, dead ones included until swept.
+  size_t EntriesForTest() const;
 
  private:
   mutable absl::Mutex mu_;
