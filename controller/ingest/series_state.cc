@@ -29,9 +29,12 @@ uint64_t GetVarint(const uint8_t*& p, const uint8_t* end) {
   return v;
 }
 
-// An interval's encoding: the zero bucket's count, then per occupied bucket its distance from
-// the previous one (the first: from kMinIndex) and its count. About 2 bytes per occupied bucket
-// for the counts of one collection interval, against 8 per bucket of the span when dense.
+// An interval's encoding: the zero bucket's count (a varint), then per occupied bucket its
+// distance from the previous one (the first: from kMinIndex) and its count. A distance of 1..8
+// with a count of 1..15 (most buckets of one collection interval) takes one byte,
+// 0ddd cccc; anything else is kLongForm followed by two varints.
+constexpr uint8_t kLongForm = 0x80;
+
 void Encode(const LogHistogram& h, std::vector<uint8_t>& out) {
   PutVarint(out, h.zero_count());
   int previous = LogHistogram::kMinIndex;
@@ -41,8 +44,14 @@ void Encode(const LogHistogram& h, std::vector<uint8_t>& out) {
       continue;
     }
     const int index = h.offset() + static_cast<int>(i);
-    PutVarint(out, static_cast<uint64_t>(index - previous));
-    PutVarint(out, counts[i]);
+    const int gap = index - previous;
+    if (gap >= 1 && gap <= 8 && counts[i] <= 15) {
+      out.push_back(static_cast<uint8_t>((gap - 1) << 4 | static_cast<int>(counts[i])));
+    } else {
+      out.push_back(kLongForm);
+      PutVarint(out, static_cast<uint64_t>(gap));
+      PutVarint(out, counts[i]);
+    }
     previous = index;
   }
 }
@@ -140,8 +149,15 @@ void HistogramWindow::Apply(uint64_t seq, int sign, LogHistogram& h) const {
   }
   int64_t index = LogHistogram::kMinIndex;
   while (p < end) {
-    index += static_cast<int64_t>(GetVarint(p, end));
-    const uint64_t n = GetVarint(p, end);
+    const uint8_t tag = *p++;
+    uint64_t n = 0;
+    if (tag == kLongForm) {
+      index += static_cast<int64_t>(GetVarint(p, end));
+      n = GetVarint(p, end);
+    } else {
+      index += (tag >> 4) + 1;
+      n = tag & 0x0f;
+    }
     if (index > LogHistogram::kMaxIndex) {
       break;  // never written so; kept safe
     }
@@ -174,7 +190,7 @@ void HistogramWindow::Add(int64_t ms, const LogHistogram& h, int64_t keep_ms) {
   intervals_.push_back(
       Interval{.ms_offset = Offset(ms, base_ms_), .end = static_cast<uint32_t>(bytes_.size())});
   if (dead_intervals_ > 0 &&
-      (dead_intervals_ * 4 >= intervals_.size() || dead_bytes_ * 4 >= bytes_.size())) {
+      (dead_intervals_ * 8 >= intervals_.size() || dead_bytes_ * 8 >= bytes_.size())) {
     Compact();
   }
 }
@@ -194,18 +210,19 @@ void HistogramWindow::DropFront() {
 }
 
 void HistogramWindow::Compact() {
-  // Fresh buffers sized for the live part plus a third: the next compaction comes when a quarter
-  // is dead, so the buffers never regrow and hold at most 4/3 of what is live.
+  // Fresh buffers sized for the live part plus a seventh: the next compaction comes when an
+  // eighth is dead, so the buffers seldom regrow and hold about 8/7 of what is live. Each byte
+  // is moved about seven times over its life: cheap beside decoding it.
   const size_t live = size();
   std::vector<Interval> intervals;
-  intervals.reserve(live + live / 3 + 2);
+  intervals.reserve(live + live / 7 + 2);
   for (size_t i = dead_intervals_; i < intervals_.size(); ++i) {
     intervals.push_back(Interval{.ms_offset = intervals_[i].ms_offset,
                                  .end = intervals_[i].end - dead_bytes_});
   }
   const size_t live_bytes = bytes_.size() - dead_bytes_;
   std::vector<uint8_t> bytes;
-  bytes.reserve(live_bytes + live_bytes / 3 + 16);
+  bytes.reserve(live_bytes + live_bytes / 7 + 16);
   bytes.insert(bytes.end(), bytes_.begin() + dead_bytes_, bytes_.end());
   sequence_base_ += dead_intervals_;
   dead_intervals_ = 0;
@@ -276,8 +293,8 @@ size_t HistogramWindow::GrowthBound(const v1::Histogram& h) const {
   auto vector_growth = [](size_t size, size_t capacity, size_t add) -> size_t {
     return size + add <= capacity ? 0 : capacity + 2 * add;
   };
-  // Encoding: a varint of at most 6 bytes (kMaxCount is 2^40) per count and 2 per distance.
-  const size_t encoded = 10 + static_cast<size_t>(h.counts_size()) * 8;
+  // Encoding: per bucket at most a tag, 2 bytes of distance and 6 of count (kMaxCount is 2^40).
+  const size_t encoded = 10 + static_cast<size_t>(h.counts_size()) * 9;
   size_t bound = vector_growth(bytes_.size(), bytes_.capacity(), encoded) +
                  vector_growth(intervals_.size(), intervals_.capacity(), 1) * sizeof(Interval);
   if (h.counts_size() > 0) {
