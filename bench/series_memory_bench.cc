@@ -157,12 +157,18 @@ class Bench {
   // What the series of the agents hold, by part, per series (gauges, histograms).
   void PrintBudget() const {
     double gauge_state = 0, histogram_state = 0, window = 0;
+    HistogramWindow::Usage usage;
     size_t gauges = 0, histograms = 0;
     for (const Agent& agent : agents_) {
       for (const SeriesState* s : agent.dictionary) {
         if (s->is_histogram()) {
           histogram_state += sizeof(SeriesState);
           window += static_cast<double>(s->histograms()->bytes());
+          const HistogramWindow::Usage u = s->histograms()->usage();
+          usage.encoded += u.encoded;
+          usage.index += u.index;
+          usage.views += u.views;
+          usage.slack += u.slack;
           ++histograms;
         } else {
           gauge_state += static_cast<double>(s->bytes());
@@ -187,6 +193,11 @@ class Bench {
                 RuleEngine::kSlotBytes,
                 histogram_state / histograms + window / histograms + index + dictionary +
                     RuleEngine::kSlotBytes);
+    const double n = static_cast<double>(histograms);
+    std::printf("  histogram window by part: encoded intervals %.0f + their index %.0f + running "
+                "merge %.0f + slack %.0f + object %zu\n",
+                usage.encoded / n, usage.index / n, usage.views / n, usage.slack / n,
+                sizeof(HistogramWindow));
     std::printf("  AgentBytesForTest (the budget Apply checks): %.0f bytes per agent on average\n",
                 budget / static_cast<double>(agents_.size()));
     std::printf("  rule slots in use: %zu; alert changes: %llu\n", engine_.slots_in_use(),

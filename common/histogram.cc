@@ -102,6 +102,18 @@ void LogHistogram::Subtract(const LogHistogram& other) {
   sum_ = count_ == 0 ? 0 : std::max(0.0, sum_ - other.sum_);
 }
 
+void LogHistogram::Trim() {
+  size_t begin = 0, end = counts_.size();
+  while (begin < end && counts_[begin] == 0) ++begin;
+  while (end > begin && counts_[end - 1] == 0) --end;
+  const size_t used = end - begin;
+  if ((counts_.capacity() - used) * 4 <= used + 32) return;
+  std::vector<uint64_t> trimmed(counts_.begin() + static_cast<std::ptrdiff_t>(begin),
+                                counts_.begin() + static_cast<std::ptrdiff_t>(end));
+  offset_ = used == 0 ? 0 : offset_ + static_cast<int>(begin);
+  counts_ = std::move(trimmed);
+}
+
 void LogHistogram::Clear() {
   counts_.clear();
   offset_ = 0;

@@ -63,6 +63,9 @@ class LogHistogram {
   // Takes back a histogram merged earlier: Merge(x) then Subtract(x) leaves every count as it
   // was (the sum up to rounding).
   void Subtract(const LogHistogram& other);
+  // Drops empty buckets at both ends and spare capacity once they exceed a quarter of the
+  // occupied range: a running merge that slides along stays the size of its content.
+  void Trim();
 
   static int BucketIndex(double value);
   static double BucketValue(int index);

@@ -186,13 +186,30 @@ void HistogramWindow::Add(int64_t ms, const LogHistogram& h, int64_t keep_ms) {
       intervals_[i].ms_offset = Offset(old_base + intervals_[i].ms_offset, base_ms_);
     }
   }
-  Encode(h, bytes_);
+  static thread_local std::vector<uint8_t> encoded;
+  encoded.clear();
+  Encode(h, encoded);
+  // Compact only when a buffer is full: the slack left by the last compaction (a seventh) is used
+  // up before the next, and a buffer never doubles (a window filling up grows by sevenths too).
+  if (bytes_.size() + encoded.size() > bytes_.capacity() ||
+      intervals_.size() == intervals_.capacity()) {
+    Compact(encoded.size());
+  }
+  bytes_.insert(bytes_.end(), encoded.begin(), encoded.end());
   intervals_.push_back(
       Interval{.ms_offset = Offset(ms, base_ms_), .end = static_cast<uint32_t>(bytes_.size())});
-  if (dead_intervals_ > 0 &&
-      (dead_intervals_ * 8 >= intervals_.size() || dead_bytes_ * 8 >= bytes_.size())) {
-    Compact();
+}
+
+HistogramWindow::Usage HistogramWindow::usage() const {
+  Usage u;
+  u.encoded = bytes_.size() - dead_bytes_;
+  u.index = size() * sizeof(Interval);
+  u.slack = bytes() - sizeof(HistogramWindow) - u.encoded - u.index;
+  for (const View& v : views_) {
+    u.views += v.merged.bucket_bytes();
   }
+  u.slack -= u.views;
+  return u;
 }
 
 void HistogramWindow::DropFront() {
@@ -209,20 +226,21 @@ void HistogramWindow::DropFront() {
   ++dead_intervals_;
 }
 
-void HistogramWindow::Compact() {
-  // Fresh buffers sized for the live part plus a seventh: the next compaction comes when an
-  // eighth is dead, so the buffers seldom regrow and hold about 8/7 of what is live. Each byte
-  // is moved about seven times over its life: cheap beside decoding it.
+void HistogramWindow::Compact(size_t incoming_bytes) {
+  // Fresh buffers sized for the live part plus a seventh: they fill up as the window moves (as
+  // many intervals leave as arrive) and are compacted again when full, so they hold about 8/7
+  // of what is live. Each byte is moved about seven times over its life: cheap beside decoding.
   const size_t live = size();
   std::vector<Interval> intervals;
-  intervals.reserve(live + live / 7 + 2);
+  intervals.reserve(live + 1 + (live + 1) / 7 + 1);
   for (size_t i = dead_intervals_; i < intervals_.size(); ++i) {
     intervals.push_back(Interval{.ms_offset = intervals_[i].ms_offset,
                                  .end = intervals_[i].end - dead_bytes_});
   }
   const size_t live_bytes = bytes_.size() - dead_bytes_;
   std::vector<uint8_t> bytes;
-  bytes.reserve(live_bytes + live_bytes / 7 + 16);
+  const size_t wanted = live_bytes + incoming_bytes;
+  bytes.reserve(wanted + wanted / 7 + 16);
   bytes.insert(bytes.end(), bytes_.begin() + dead_bytes_, bytes_.end());
   sequence_base_ += dead_intervals_;
   dead_intervals_ = 0;
@@ -274,6 +292,8 @@ const LogHistogram& HistogramWindow::Windowed(int64_t window_ms, int64_t cutoff_
   }
   if (v.merged.empty() && v.merged.bucket_bytes() > 0) {
     v.merged = LogHistogram();  // an idle series gives its buckets back
+  } else {
+    v.merged.Trim();  // buckets the window slid away from
   }
   return v.merged;
 }

@@ -78,6 +78,12 @@ class HistogramWindow {
 
   // Heap bytes held: the encoded intervals, their index and the views' buckets.
   size_t bytes() const;
+  // bytes() by part, for the budget: live encodings, their index, views, and the rest (dropped
+  // intervals not compacted yet, spare capacity, the object itself excluded).
+  struct Usage {
+    size_t encoded = 0, index = 0, views = 0, slack = 0;
+  };
+  Usage usage() const;
   // An upper bound of what Add(h) may add to bytes() (encoding plus views' growth); the interval
   // is assumed valid (LogHistogram::CheckProto).
   size_t GrowthBound(const v1::Histogram& h) const;
@@ -102,7 +108,8 @@ class HistogramWindow {
   // Adds (sign > 0) or takes back (sign < 0) interval `seq` into `h`.
   void Apply(uint64_t seq, int sign, LogHistogram& h) const;
   void DropFront();
-  void Compact();
+  // Drops the dropped intervals' bytes, leaving room for `incoming_bytes` more.
+  void Compact(size_t incoming_bytes);
 
   int64_t base_ms_ = 0;
   uint64_t sequence_base_ = 0;     // sequence number of intervals_[0]

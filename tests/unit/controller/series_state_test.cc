@@ -250,6 +250,19 @@ TEST(LogHistogramWindowOpsTest, SubtractUndoesMerge) {
   base.Merge(other);
   base.Subtract(other);
   ExpectSame(base, before, "merge then subtract");
+  // Trimmed after the slow tail left, the merge keeps its quantiles and gives memory back.
+  LogHistogram sliding;
+  sliding.Add(0.05, 10);
+  LogHistogram tail;
+  tail.Add(1e6, 1);
+  tail.Add(1e-5, 1);
+  sliding.Merge(tail);
+  const size_t wide = sliding.bucket_bytes();
+  sliding.Subtract(tail);
+  sliding.Trim();
+  EXPECT_LT(sliding.bucket_bytes(), wide / 10);
+  EXPECT_EQ(sliding.count(), 10u);
+  EXPECT_EQ(sliding.Quantile(0.5), LogHistogram::BucketValue(LogHistogram::BucketIndex(0.05)));
   LogHistogram empty;
   empty.Subtract(other);  // taking back what was never there changes nothing
   EXPECT_EQ(empty.count(), 0u);
