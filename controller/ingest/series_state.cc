@@ -29,6 +29,14 @@ uint64_t GetVarint(const uint8_t*& p, const uint8_t* end) {
   return v;
 }
 
+size_t VarintSize(uint64_t v) {
+  size_t n = 1;
+  for (; v >= 0x80; v >>= 7) {
+    ++n;
+  }
+  return n;
+}
+
 // An interval's encoding: the zero bucket's count (a varint), then per occupied bucket its
 // distance from the previous one (the first: from kMinIndex) and its count. A distance of 1..8
 // with a count of 1..15 (most buckets of one collection interval) takes one byte,
@@ -310,11 +318,25 @@ size_t HistogramWindow::bytes() const {
 size_t HistogramWindow::GrowthBound(const v1::Histogram& h) const {
   // What a vector may add when `add` more elements arrive: nothing within its capacity, else a
   // reallocation (doubling, or more for a big append).
+  // Compact() reserves (live + add) * 8/7 + 16 with live <= capacity; nothing grows otherwise.
   auto vector_growth = [](size_t size, size_t capacity, size_t add) -> size_t {
-    return size + add <= capacity ? 0 : capacity + 2 * add;
+    return size + add <= capacity ? 0 : add + (capacity + add) / 7 + 16;
   };
-  // Encoding: per bucket at most a tag, 2 bytes of distance and 6 of count (kMaxCount is 2^40).
-  const size_t encoded = 10 + static_cast<size_t>(h.counts_size()) * 9;
+  // The encoding's exact size, as Encode() writes it.
+  size_t encoded = VarintSize(h.zero_count());
+  int64_t previous = LogHistogram::kMinIndex;
+  for (int i = 0; i < h.counts_size(); ++i) {
+    const uint64_t count = h.counts(i);
+    if (count == 0) {
+      continue;
+    }
+    const int64_t index = int64_t{h.offset()} + i;
+    const int64_t gap = index - previous;
+    encoded += gap >= 1 && gap <= 8 && count <= 15
+                   ? 1
+                   : 1 + VarintSize(static_cast<uint64_t>(gap)) + VarintSize(count);
+    previous = index;
+  }
   size_t bound = vector_growth(bytes_.size(), bytes_.capacity(), encoded) +
                  vector_growth(intervals_.size(), intervals_.capacity(), 1) * sizeof(Interval);
   if (h.counts_size() > 0) {
