@@ -64,6 +64,56 @@ void LogHistogram::Merge(const LogHistogram& other) {
   }
 }
 
+void LogHistogram::AddToBucket(int index, uint64_t n) {
+  if (n == 0 || index < kMinIndex || index > kMaxIndex) return;
+  if (counts_.empty() || index < offset_ || index >= offset_ + static_cast<int>(counts_.size())) {
+    Grow(index);
+  }
+  counts_[static_cast<size_t>(index - offset_)] += n;
+  count_ += n;
+}
+
+void LogHistogram::AddToZero(uint64_t n) {
+  zero_count_ += n;
+  count_ += n;
+}
+
+void LogHistogram::RemoveFromBucket(int index, uint64_t n) {
+  if (counts_.empty() || index < offset_ || index >= offset_ + static_cast<int>(counts_.size())) {
+    return;
+  }
+  uint64_t& c = counts_[static_cast<size_t>(index - offset_)];
+  n = std::min(n, c);
+  c -= n;
+  count_ -= std::min(n, count_);
+}
+
+void LogHistogram::RemoveFromZero(uint64_t n) {
+  n = std::min(n, zero_count_);
+  zero_count_ -= n;
+  count_ -= std::min(n, count_);
+}
+
+void LogHistogram::Subtract(const LogHistogram& other) {
+  RemoveFromZero(other.zero_count_);
+  for (size_t i = 0; i < other.counts_.size(); ++i) {
+    RemoveFromBucket(other.offset_ + static_cast<int>(i), other.counts_[i]);
+  }
+  sum_ = count_ == 0 ? 0 : std::max(0.0, sum_ - other.sum_);
+}
+
+void LogHistogram::Trim() {
+  size_t begin = 0, end = counts_.size();
+  while (begin < end && counts_[begin] == 0) ++begin;
+  while (end > begin && counts_[end - 1] == 0) --end;
+  const size_t used = end - begin;
+  if ((counts_.capacity() - used) * 4 <= used + 32) return;
+  std::vector<uint64_t> trimmed(counts_.begin() + static_cast<std::ptrdiff_t>(begin),
+                                counts_.begin() + static_cast<std::ptrdiff_t>(end));
+  offset_ = used == 0 ? 0 : offset_ + static_cast<int>(begin);
+  counts_ = std::move(trimmed);
+}
+
 void LogHistogram::Clear() {
   counts_.clear();
   offset_ = 0;

@@ -48,6 +48,25 @@ class LogHistogram {
   // Memory the buckets hold, for budgets.
   size_t bucket_bytes() const { return counts_.capacity() * sizeof(uint64_t); }
 
+  // Bucket-level access, for compact encodings and running windows: bucket offset() + i holds
+  // counts()[i]; observations at or below kMinValue are in zero_count().
+  int offset() const { return offset_; }
+  const std::vector<uint64_t>& counts() const { return counts_; }
+  uint64_t zero_count() const { return zero_count_; }
+  // Adds n observations to bucket `index` (ignored outside [kMinIndex, kMaxIndex]) or to the
+  // zero bucket. The sum is left alone: windows built this way answer quantiles and counts.
+  void AddToBucket(int index, uint64_t n);
+  void AddToZero(uint64_t n);
+  // Takes back observations an earlier add put there; a count never goes below zero.
+  void RemoveFromBucket(int index, uint64_t n);
+  void RemoveFromZero(uint64_t n);
+  // Takes back a histogram merged earlier: Merge(x) then Subtract(x) leaves every count as it
+  // was (the sum up to rounding).
+  void Subtract(const LogHistogram& other);
+  // Drops empty buckets at both ends and spare capacity once they exceed a quarter of the
+  // occupied range: a running merge that slides along stays the size of its content.
+  void Trim();
+
   static int BucketIndex(double value);
   static double BucketValue(int index);
 

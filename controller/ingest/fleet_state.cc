@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -12,49 +13,34 @@
 namespace vigil::controller {
 namespace {
 
-// Length-prefixed, so no choice of names and labels can make two series share a key
-// ({ab: c} and {a: bc} once did, when the separator was lost).
-std::string SeriesKey(const v1::SeriesDefinition& def) {
-  std::string key;
-  auto append = [&key](absl::string_view part) { absl::StrAppend(&key, part.size(), ":", part); };
-  append(def.name());
-  std::map<std::string, std::string> sorted(def.labels().begin(), def.labels().end());
-  for (const auto& [k, v] : sorted) {
-    append(k);
-    append(v);
-  }
-  return key;
-}
-
-// What a series costs the controller beyond its histograms: the state, its key in the map, the
-// name and labels, and the hash node.
-size_t SeriesBytes(const v1::SeriesDefinition& def, size_t key_bytes) {
-  size_t bytes = sizeof(SeriesState) + key_bytes + def.name().size() + 64;
-  for (const auto& [k, v] : def.labels()) {
+// What a series' identity may cost: the key, its strings and label nodes, and the table entry.
+// Charged to the agent that brings a key nobody else has (shared keys cost it nothing).
+size_t KeyBytes(const SeriesKey& key) {
+  size_t bytes = sizeof(SeriesKey) + 32 /* shared_ptr block */ + 64 /* table entry */ +
+                 2 * key.name.size() + 2 * key.encoded.size();
+  for (const auto& [k, v] : key.labels) {
     bytes += k.size() + v.size() + 96;  // two strings and a map node
   }
   return bytes;
 }
 
-// A histogram kept in a series' window: its buckets and the deque slot.
-size_t HistogramBytes(const LogHistogram& h) { return h.bucket_bytes() + 64; }
+// The index slot of a series in its agent's map (flat hash map: key, pointer, control byte,
+// load factor).
+constexpr size_t kIndexSlotBytes = 24;
+
+// An upper bound of what a histogram interval adds to `s` (null: a series not created yet).
+size_t HistogramGrowthBound(const SeriesState* s, const v1::Histogram& h) {
+  static const HistogramWindow kEmpty;
+  const HistogramWindow* window = s == nullptr ? nullptr : s->histograms();
+  return window == nullptr ? sizeof(HistogramWindow) + kEmpty.GrowthBound(h)
+                           : window->GrowthBound(h);
+}
 
 std::string FormatTime(int64_t ms) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(ms), absl::UTCTimeZone());
 }
 
 }  // namespace
-
-bool SeriesState::AddValue(int64_t ms, double value) {
-  if (count > 0 && ms < time_ms[head]) {
-    return false;
-  }
-  head = count == 0 ? 0 : (head + 1) % kWindowPoints;
-  time_ms[head] = ms;
-  values[head] = value;
-  count = std::min(count + 1, kWindowPoints);
-  return true;
-}
 
 FleetState::Agent* FleetState::Find(const std::string& agent_id) const {
   absl::MutexLock lock(&mu_);
@@ -158,20 +144,22 @@ absl::StatusOr<bool> FleetState::Apply(const std::string& agent_id, const v1::Te
   absl::MutexLock lock(&agent->mu);
   // Budget first, so a refused batch changes nothing: the series it would add, and the
   // histograms it would keep (pruning is not counted on: a replay may keep a whole window).
-  std::vector<std::string> keys;
+  std::vector<std::shared_ptr<const SeriesKey>> keys;
   keys.reserve(batch.new_series_size());
   size_t new_series = 0;
   size_t added_bytes = 0;
   for (const v1::SeriesDefinition& def : batch.new_series()) {
-    keys.push_back(SeriesKey(def));
-    if (!agent->series.contains(keys.back())) {
+    keys.push_back(keys_.Intern(def));
+    if (!agent->series.contains(keys.back().get())) {
       ++new_series;
-      added_bytes += SeriesBytes(def, keys.back().size());
+      added_bytes += sizeof(SeriesState) + kIndexSlotBytes + KeyBytes(*keys.back());
     }
   }
   for (const v1::Snapshot& snapshot : batch.snapshots()) {
     for (const v1::HistogramPoint& point : snapshot.histograms()) {
-      added_bytes += static_cast<size_t>(point.histogram().counts_size()) * sizeof(uint64_t) + 64;
+      const uint32_t id = point.series_id();
+      added_bytes += HistogramGrowthBound(id < dictionary.size() ? dictionary[id] : nullptr,
+                                          point.histogram());
     }
   }
   if (agent->series.size() + new_series > options_.max_series_per_agent) {
@@ -192,12 +180,13 @@ absl::StatusOr<bool> FleetState::Apply(const std::string& agent_id, const v1::Te
     if (def.id() >= options_.limits.max_series_per_stream) {
       continue;  // ValidateBatch refuses these; kept safe for direct callers
     }
-    std::unique_ptr<SeriesState>& slot = agent->series[keys[i]];
+    std::unique_ptr<SeriesState>& slot = agent->series[keys[i].get()];
     if (slot == nullptr) {
-      slot = std::make_unique<SeriesState>();
-      slot->name = def.name();
-      slot->labels = Labels(def.labels().begin(), def.labels().end());
-      agent->bytes += SeriesBytes(def, keys[i].size());
+      // Two holders (this batch and the new series) means no other agent has the key.
+      const size_t key_bytes = keys[i].use_count() <= 1 ? KeyBytes(*keys[i]) : 0;
+      slot = std::make_unique<SeriesState>(keys[i]);
+      slot->accounted_bytes = static_cast<uint32_t>(slot->bytes());
+      agent->bytes += slot->bytes() + kIndexSlotBytes + key_bytes;
     }
     // ValidateBatch keeps ids dense and below the stream cap: this grows by one at most.
     if (def.id() >= dictionary.size()) {
@@ -268,17 +257,15 @@ absl::StatusOr<bool> FleetState::Apply(const std::string& agent_id, const v1::Te
       if (!h.FromProto(point.histogram())) {
         continue;  // ValidateBatch refuses these; kept safe for direct callers
       }
-      if (!s->AddValue(ms, static_cast<double>(h.count()))) {
+      if (!s->AddHistogram(ms, h, window_ms)) {
         ++out_of_order;
         continue;
       }
-      s->is_histogram = true;
-      agent->bytes += HistogramBytes(h);
-      s->histograms.emplace_back(ms, std::move(h));
-      while (!s->histograms.empty() && s->histograms.front().first <= ms - window_ms) {
-        agent->bytes -= std::min(agent->bytes, HistogramBytes(s->histograms.front().second));
-        s->histograms.pop_front();
-      }
+      // Counted exactly: what the window holds now, views included, against what was counted.
+      const size_t now_bytes = s->bytes();
+      agent->bytes = agent->bytes + now_bytes - std::min<size_t>(s->accounted_bytes,
+                                                                 agent->bytes + now_bytes);
+      s->accounted_bytes = static_cast<uint32_t>(now_bytes);
       ++samples;
     }
   }
@@ -419,16 +406,16 @@ void FleetState::SetDiagnostics(const std::string& agent_id, const v1::Diagnosti
 void FleetState::FillLive(const Agent& agent, v1::AgentInfo& info) {
   double cpu = -1, memory = -1, disk = -1;
   for (const auto& [key, s] : agent.series) {
-    if (s->count == 0) {
+    if (s->count() == 0) {
       continue;
     }
-    if (s->name == "host_cpu_usage_ratio") {
+    if (s->name() == "host_cpu_usage_ratio") {
       cpu = s->latest();
     }
-    if (s->name == "host_memory_used_ratio") {
+    if (s->name() == "host_memory_used_ratio") {
       memory = s->latest();
     }
-    if (s->name == "host_disk_used_ratio") {
+    if (s->name() == "host_disk_used_ratio") {
       disk = std::max(disk, s->latest());
     }
   }
@@ -477,37 +464,32 @@ absl::StatusOr<v1::GetMetricsResponse> FleetState::GetMetrics(const std::string&
   absl::MutexLock lock(&agent->mu);
   std::vector<const SeriesState*> sorted;
   for (const auto& [key, s] : agent->series) {
-    if (absl::StartsWith(s->name, name_prefix) && s->count > 0) {
+    if (absl::StartsWith(s->name(), name_prefix) && s->count() > 0) {
       sorted.push_back(s.get());
     }
   }
   std::sort(sorted.begin(), sorted.end(), [](const SeriesState* a, const SeriesState* b) {
-    return std::tie(a->name, a->labels) < std::tie(b->name, b->labels);
+    return std::tie(a->name(), a->labels()) < std::tie(b->name(), b->labels());
   });
   for (const SeriesState* s : sorted) {
     v1::MetricValue* m = response.add_metrics();
-    m->set_name(s->name);
-    for (const auto& [k, v] : s->labels) {
+    m->set_name(s->name());
+    for (const auto& [k, v] : s->labels()) {
       (*m->mutable_labels())[k] = v;
     }
     m->set_time_unix_ms(s->latest_ms());
     m->set_value(s->latest());
-    m->set_is_histogram(s->is_histogram);
-    const int oldest =
-        (s->head - s->count + 1 + SeriesState::kWindowPoints) % SeriesState::kWindowPoints;
-    m->set_window_ms(s->latest_ms() - s->time_ms[oldest]);
-    m->set_window_count(s->count);
-    if (s->is_histogram) {
+    m->set_is_histogram(s->is_histogram());
+    m->set_window_ms(s->latest_ms() - s->oldest_ms());
+    m->set_window_count(s->count());
+    if (const HistogramWindow* window = s->histograms(); window != nullptr) {
       LogHistogram merged;
-      for (const auto& [ms, h] : s->histograms) {
-        merged.Merge(h);
-      }
+      window->MergeAfter(std::numeric_limits<int64_t>::min(), &merged);
       m->set_p50(merged.Quantile(0.50));
       m->set_p95(merged.Quantile(0.95));
       m->set_p99(merged.Quantile(0.99));
       m->set_window_count(merged.count());
-      m->set_window_ms(
-          s->histograms.empty() ? 0 : s->histograms.back().first - s->histograms.front().first);
+      m->set_window_ms(window->back_ms() - window->front_ms());
     }
   }
   for (const auto& [name, table] : agent->diagnostics) {

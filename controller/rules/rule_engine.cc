@@ -25,23 +25,23 @@ std::string InstanceKey(const Rule& rule, const std::string& agent_id, const Lab
 // The series' value for `rule` at `now`: the latest point, or the quantile of the histograms in
 // the rule's window. Points older than the window never count, so a replay of old telemetry after
 // an outage fills the charts without firing alerts about the past.
-bool SeriesValue(const Rule& rule, const SeriesState& series, absl::Time now, double* value) {
-  const int64_t cutoff = absl::ToUnixMillis(now) - absl::ToInt64Milliseconds(rule.window);
+// The quantile comes from the series' running merge for the rule's window: the intervals that
+// entered or left since the last evaluation are added or taken back, whatever the window's length.
+bool SeriesValue(const Rule& rule, SeriesState& series, absl::Time now, double* value) {
+  const int64_t window_ms = absl::ToInt64Milliseconds(rule.window);
+  const int64_t cutoff = absl::ToUnixMillis(now) - window_ms;
   if (rule.expr.quantile == 0) {
-    if (series.count == 0 || series.latest_ms() <= cutoff) {
+    if (series.count() == 0 || series.latest_ms() <= cutoff) {
       return false;
     }
     *value = series.latest();
     return true;
   }
-  if (series.histograms.empty()) {
+  HistogramWindow* window = series.histograms();
+  if (window == nullptr || window->empty()) {
     return false;
   }
-  LogHistogram merged;
-  for (auto it = series.histograms.rbegin(); it != series.histograms.rend() && it->first > cutoff;
-       ++it) {
-    merged.Merge(it->second);
-  }
+  const LogHistogram& merged = window->Windowed(window_ms, cutoff);
   if (merged.empty()) {
     return false;
   }
@@ -72,8 +72,8 @@ absl::Time SeriesTime(const Rule& rule, const SeriesState& series, absl::Time no
   int64_t ms = 0;
   if (rule.expr.quantile == 0) {
     ms = series.latest_ms();
-  } else if (!series.histograms.empty()) {
-    ms = series.histograms.back().first;
+  } else if (const HistogramWindow* window = series.histograms(); window != nullptr) {
+    ms = window->back_ms();
   }
   return std::min(absl::FromUnixMillis(ms), now);
 }
@@ -100,20 +100,25 @@ RuleEngine::RuleEngine(std::vector<Rule> rules, const Clock* clock, AlertSink* s
   absl::MutexLock lock(&mu_);
   rules_ = std::move(rules);
   contributions_.resize(rules_.size());
+  groups_.resize(rules_.size());
   refilling_until_.assign(rules_.size(), absl::InfinitePast());
+  slots_.resize(1);
   IndexRules();
 }
 
 void RuleEngine::IndexRules() {
-  per_agent_rules_.clear();
-  aggregate_rules_.clear();
+  metric_rules_.clear();
   for (size_t i = 0; i < rules_.size(); ++i) {
     const Rule& rule = rules_[i];
     if (!FleetWide(rule)) {
-      per_agent_rules_[rule.expr.metric].push_back(&rule);
+      metric_rules_[rule.expr.metric].per_agent.push_back(&rule);
     } else {
-      aggregate_rules_[rule.expr.metric].push_back(i);
+      metric_rules_[rule.expr.metric].aggregate.push_back(i);
     }
+  }
+  ++rules_generation_;  // every slot re-reads its rules
+  if (rules_generation_ == 0) {
+    rules_generation_ = 1;  // 0 marks a stale slot
   }
 }
 
@@ -163,7 +168,8 @@ RuleEngine::Replacement RuleEngine::ReplaceRules(std::vector<Rule> rules) {
   }
 
   // Contributions follow their rule to its new index when its inputs did not change.
-  std::vector<std::unordered_map<const SeriesState*, Contribution>> contributions(rules.size());
+  std::vector<absl::flat_hash_map<uint32_t, Contribution>> contributions(rules.size());
+  std::vector<absl::flat_hash_map<std::string, std::weak_ptr<const Group>>> groups(rules.size());
   std::vector<absl::Time> refilling_until(rules.size(), absl::InfinitePast());
   for (size_t i = 0; i < rules.size(); ++i) {
     auto old = old_index.find(rules[i].name);
@@ -173,6 +179,7 @@ RuleEngine::Replacement RuleEngine::ReplaceRules(std::vector<Rule> rules) {
     const Rule& old_rule = rules_[old->second];
     if (old_rule.expr.text == rules[i].expr.text && old_rule.window == rules[i].window) {
       contributions[i] = std::move(contributions_[old->second]);
+      groups[i] = std::move(groups_[old->second]);
       refilling_until[i] = refilling_until_[old->second];
     } else {
       refilling_until[i] = now + options_.no_data_stale_after;
@@ -182,6 +189,7 @@ RuleEngine::Replacement RuleEngine::ReplaceRules(std::vector<Rule> rules) {
   // The old rules stay alive until every alert points at its new rule.
   const std::vector<Rule> old_rules = std::exchange(rules_, std::move(rules));
   contributions_ = std::move(contributions);
+  groups_ = std::move(groups);
   refilling_until_ = std::move(refilling_until);
   IndexRules();
   for (auto& [key, instance] : instances_) {
@@ -220,10 +228,10 @@ const std::string* RuleEngine::Label(absl::string_view name, const Labels& serie
 }
 
 bool RuleEngine::Matches(const Rule& rule, const SeriesState& series,
-                         const Labels& agent_labels) const {
+                         const Labels& agent_labels) {
   static const std::string kEmpty;
   for (const LabelMatcher& m : rule.expr.matchers) {
-    const std::string* actual = Label(m.label, series.labels, agent_labels);
+    const std::string* actual = Label(m.label, series.labels(), agent_labels);
     if (!m.Matches(actual == nullptr ? kEmpty : *actual)) {
       return false;
     }
@@ -234,8 +242,80 @@ bool RuleEngine::Matches(const Rule& rule, const SeriesState& series,
 void RuleEngine::OnConnected(const std::string& agent_id, const Labels& agent_labels) {
   const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
-  agent_labels_[agent_id] = agent_labels;
+  AgentEntry& agent = agents_[AgentIndex(agent_id)];
+  if (agent.labels != agent_labels) {
+    agent.labels = agent_labels;
+    for (uint32_t id : agent.slots) {
+      slots_[id].generation = 0;  // matchers may read the agent's labels
+    }
+  }
   RekeyProvisionalLocked(agent_id, agent_labels, now);
+}
+
+uint32_t RuleEngine::AgentIndex(const std::string& agent_id) {
+  auto [it, added] = agent_index_.try_emplace(agent_id, static_cast<uint32_t>(agents_.size()));
+  if (added) {
+    agents_.emplace_back().id = agent_id;
+  }
+  return it->second;
+}
+
+RuleEngine::SeriesSlot& RuleEngine::SlotFor(SeriesState& series, uint32_t agent) {
+  uint32_t id = series.rule_slot;
+  if (id == 0 || id >= slots_.size() || slots_[id].series != &series) {
+    if (free_slots_.empty()) {
+      id = static_cast<uint32_t>(slots_.size());
+      slots_.emplace_back();
+    } else {
+      id = free_slots_.back();
+      free_slots_.pop_back();
+    }
+    slots_[id] = SeriesSlot{.series = &series, .agent = agent};
+    series.rule_slot = id;
+    agents_[agent].slots.push_back(id);
+  }
+  SeriesSlot& slot = slots_[id];
+  if (slot.generation != rules_generation_) {
+    // Once per series and rule set: which rules read it, and which of them match it.
+    auto it = metric_rules_.find(series.name());
+    slot.rules = it == metric_rules_.end() ? nullptr : &it->second;
+    slot.matched = 0;
+    slot.may_alert = ~uint64_t{0};  // alerts kept across a reload: look once
+    if (slot.rules != nullptr) {
+      const Labels& agent_labels = agents_[slot.agent].labels;
+      const size_t n = slot.rules->per_agent.size();
+      for (size_t i = 0; i < n && i < 64; ++i) {
+        if (Matches(*slot.rules->per_agent[i], series, agent_labels)) {
+          slot.matched |= uint64_t{1} << i;
+        }
+      }
+      for (size_t j = 0; j < slot.rules->aggregate.size() && n + j < 64; ++j) {
+        if (Matches(rules_[slot.rules->aggregate[j]], series, agent_labels)) {
+          slot.matched |= uint64_t{1} << (n + j);
+        }
+      }
+    }
+    slot.generation = rules_generation_;
+  }
+  return slot;
+}
+
+void RuleEngine::MayAlertAgainLocked(const AgentEntry* agent) {
+  if (agent == nullptr) {
+    for (SeriesSlot& slot : slots_) {
+      slot.may_alert = ~uint64_t{0};
+    }
+    return;
+  }
+  for (uint32_t id : agent->slots) {
+    slots_[id].may_alert = ~uint64_t{0};
+  }
+}
+
+size_t RuleEngine::slots_in_use() const {
+  static_assert(sizeof(SeriesSlot) + sizeof(uint32_t) <= kSlotBytes);
+  absl::MutexLock lock(&mu_);
+  return slots_.size() - 1 - free_slots_.size();
 }
 
 RuleEngine::Restoration RuleEngine::Restore(std::vector<v1::Alert> alerts, absl::Time now) {
@@ -329,6 +409,7 @@ RuleEngine::Restoration RuleEngine::Restore(std::vector<v1::Alert> alerts, absl:
     AdoptLocked(std::move(key), std::move(instance), now);
     result.superseded += before + 1 - instances_.size();
   }
+  MayAlertAgainLocked(nullptr);  // adopted alerts are found by key, not by a slot's bit
   for (const auto& [key, instance] : instances_) {
     if (instance.alert.state() != v1::PENDING) {
       ++result.firing;
@@ -390,6 +471,9 @@ void RuleEngine::RekeyProvisionalLocked(const std::string& agent_id, const Label
     }
     AdoptLocked(InstanceKey(*instance.rule, agent_id, series_labels), std::move(instance), now);
   }
+  if (!keys.empty()) {
+    MayAlertAgainLocked(&agents_[AgentIndex(agent_id)]);
+  }
 }
 
 void RuleEngine::OnDisconnected(const std::string& agent_id) {
@@ -407,78 +491,120 @@ void RuleEngine::OnDisconnected(const std::string& agent_id) {
       MarkStale(instance, "its agent disconnected", now);
     }
   }
-  ForgetContributionsLocked(agent_id);
+  if (auto it = agent_index_.find(agent_id); it != agent_index_.end()) {
+    ForgetContributionsLocked(agents_[it->second]);
+  }
 }
 
 void RuleEngine::ForgetAgent(const std::string& agent_id) {
   absl::MutexLock lock(&mu_);
-  ForgetContributionsLocked(agent_id);
+  if (auto it = agent_index_.find(agent_id); it != agent_index_.end()) {
+    FreeSlotsLocked(agents_[it->second]);
+  }
 }
 
-void RuleEngine::ForgetContributionsLocked(const std::string& agent_id) {
+void RuleEngine::FreeSlotsLocked(AgentEntry& agent) {
+  ForgetContributionsLocked(agent);
+  for (uint32_t id : agent.slots) {
+    if (slots_[id].series != nullptr) {
+      slots_[id] = SeriesSlot{};
+      free_slots_.push_back(id);
+    }
+  }
+  agent.slots.clear();
+  agent.slots.shrink_to_fit();
+}
+
+void RuleEngine::ForgetContributionsLocked(const AgentEntry& agent) {
   for (auto& per_rule : contributions_) {
-    for (auto it = per_rule.begin(); it != per_rule.end();) {
-      if (it->second.agent_id == agent_id) {
-        it = per_rule.erase(it);
+    if (per_rule.empty()) {
+      continue;
+    }
+    for (uint32_t id : agent.slots) {
+      if (per_rule.erase(id) > 0) {
         aggregates_dirty_ = true;
-      } else {
-        ++it;
       }
     }
   }
+}
+
+std::shared_ptr<const RuleEngine::Group> RuleEngine::GroupFor(size_t rule_index,
+                                                             const SeriesState& series,
+                                                             const Labels& agent_labels) {
+  const Rule& rule = rules_[rule_index];
+  auto group = std::make_shared<Group>();
+  group->key = "\x1f";
+  for (const std::string& by : rule.expr.by) {
+    const std::string* v = Label(by, series.labels(), agent_labels);
+    group->labels[by] = v == nullptr ? "" : *v;
+    absl::StrAppend(&group->key, by, "=", group->labels[by], "\x1f");
+  }
+  auto& groups = groups_[rule_index];
+  std::weak_ptr<const Group>& slot = groups[group->key];
+  if (std::shared_ptr<const Group> existing = slot.lock()) {
+    return existing;
+  }
+  slot = group;
+  if (groups.size() > 64 && groups.size() > 2 * contributions_[rule_index].size()) {
+    absl::erase_if(groups, [](const auto& entry) { return entry.second.expired(); });
+  }
+  return group;
 }
 
 void RuleEngine::OnTelemetry(const std::string& agent_id, const v1::TelemetryBatch& batch,
                              const std::vector<SeriesState*>& dictionary) {
   const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
-  static const Labels kNoLabels;
-  auto labels_it = agent_labels_.find(agent_id);
-  const Labels& agent_labels = labels_it == agent_labels_.end() ? kNoLabels : labels_it->second;
-
-  // Each series once per batch, however many snapshots carried it.
-  std::unordered_set<const SeriesState*> touched;
-  auto touch = [&](uint32_t id) {
-    if (id < dictionary.size() && dictionary[id] != nullptr) {
-      touched.insert(dictionary[id]);
+  const uint32_t agent_index = AgentIndex(agent_id);
+  if (++batch_stamp_ == 0) {
+    // Wrapped: no slot may keep a stamp that reads as this batch's.
+    for (SeriesSlot& slot : slots_) {
+      slot.stamp = 0;
+    }
+    batch_stamp_ = 1;
+  }
+  // Each series once per batch, however many snapshots carried it, in the batch's order.
+  auto visit = [&](uint32_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (id >= dictionary.size() || dictionary[id] == nullptr) {
+      return;
+    }
+    SeriesState& series = *dictionary[id];
+    SeriesSlot& slot = SlotFor(series, agent_index);
+    if (slot.stamp == batch_stamp_ || slot.rules == nullptr) {
+      return;
+    }
+    slot.stamp = batch_stamp_;
+    const AgentEntry& agent = agents_[agent_index];
+    const size_t n = slot.rules->per_agent.size();
+    for (size_t i = 0; i < n; ++i) {
+      if (i < 64 ? (slot.matched >> i & 1) != 0
+                 : Matches(*slot.rules->per_agent[i], series, agent.labels)) {
+        Evaluate(slot, i, agent, series, now);
+      }
+    }
+    for (size_t j = 0; j < slot.rules->aggregate.size(); ++j) {
+      const size_t index = slot.rules->aggregate[j];
+      const Rule& rule = rules_[index];
+      double value = 0;
+      if (!(n + j < 64 ? (slot.matched >> (n + j) & 1) != 0
+                       : Matches(rule, series, agent.labels)) ||
+          !SeriesValue(rule, series, now, &value)) {
+        continue;
+      }
+      Contribution& c = contributions_[index][series.rule_slot];
+      if (c.group == nullptr) {
+        c.group = GroupFor(index, series, agent.labels);
+      }
+      c.value = value;
+      aggregates_dirty_ = true;
     }
   };
   for (const v1::Snapshot& snapshot : batch.snapshots()) {
     for (uint32_t id : snapshot.series_ids()) {
-      touch(id);
+      visit(id);
     }
     for (const v1::HistogramPoint& point : snapshot.histograms()) {
-      touch(point.series_id());
-    }
-  }
-  for (const SeriesState* series : touched) {
-    if (auto it = per_agent_rules_.find(series->name); it != per_agent_rules_.end()) {
-      for (const Rule* rule : it->second) {
-        if (Matches(*rule, *series, agent_labels)) {
-          Evaluate(*rule, agent_id, *series, now);
-        }
-      }
-    }
-    if (auto it = aggregate_rules_.find(series->name); it != aggregate_rules_.end()) {
-      for (size_t index : it->second) {
-        const Rule& rule = rules_[index];
-        double value = 0;
-        if (!Matches(rule, *series, agent_labels) || !SeriesValue(rule, *series, now, &value)) {
-          continue;
-        }
-        Contribution& c = contributions_[index][series];
-        c.agent_id = agent_id;
-        c.value = value;
-        if (c.group_key.empty()) {
-          c.group_key = "\x1f";
-          for (const std::string& by : rule.expr.by) {
-            const std::string* v = Label(by, series->labels, agent_labels);
-            c.group_labels[by] = v == nullptr ? "" : *v;
-            absl::StrAppend(&c.group_key, by, "=", c.group_labels[by], "\x1f");
-          }
-        }
-        aggregates_dirty_ = true;
-      }
+      visit(point.series_id());
     }
   }
   if (aggregates_dirty_ && now - last_aggregate_ >= options_.aggregate_every) {
@@ -486,19 +612,23 @@ void RuleEngine::OnTelemetry(const std::string& agent_id, const v1::TelemetryBat
   }
 }
 
-void RuleEngine::Evaluate(const Rule& rule, const std::string& agent_id, const SeriesState& series,
-                          absl::Time now) {
+void RuleEngine::Evaluate(SeriesSlot& slot, size_t i, const AgentEntry& agent,
+                          SeriesState& series, absl::Time now) {
+  const Rule& rule = *slot.rules->per_agent[i];
   double value = 0;
   if (!SeriesValue(rule, series, now, &value)) {
     return;
   }
   ++evaluations_;
-  static const Labels kNoLabels;
-  auto labels_it = agent_labels_.find(agent_id);
-  const Labels& agent_labels = labels_it == agent_labels_.end() ? kNoLabels : labels_it->second;
-  const std::string key = InstanceKey(rule, agent_id, series.labels);
-  Update(rule, key, agent_id, series.labels, agent_labels, value,
-         Compare(value, rule.expr.op, rule.expr.threshold), SeriesTime(rule, series, now), now);
+  const bool met = Compare(value, rule.expr.op, rule.expr.threshold);
+  const uint64_t bit = i < 64 ? uint64_t{1} << i : 0;
+  if (!met && bit != 0 && (slot.may_alert & bit) == 0) {
+    return;  // not met, and no alert to resolve: nothing to look up
+  }
+  const std::string key = InstanceKey(rule, agent.id, series.labels());
+  const bool alerting = Update(rule, key, agent.id, series.labels(), agent.labels, value, met,
+                               SeriesTime(rule, series, now), now);
+  slot.may_alert = alerting ? slot.may_alert | bit : slot.may_alert & ~bit;
 }
 
 void RuleEngine::EvaluateAggregates(absl::Time now) {
@@ -509,25 +639,33 @@ void RuleEngine::EvaluateAggregates(absl::Time now) {
     if (rule.expr.aggregation == Aggregation::kNone) {
       continue;
     }
-    struct Group {
-      Labels labels;
+    struct Accumulated {
+      const Group* group = nullptr;
       double sum = 0, min = std::numeric_limits<double>::infinity(),
              max = -std::numeric_limits<double>::infinity();
       size_t count = 0;
     };
-    std::map<std::string, Group> groups;
-    for (const auto& [series, c] : contributions_[index]) {
-      Group& g = groups[c.group_key];
-      if (g.count == 0) {
-        g.labels = c.group_labels;
-      }
+    absl::flat_hash_map<const Group*, Accumulated> by_group;
+    for (const auto& [slot, c] : contributions_[index]) {
+      Accumulated& g = by_group[c.group.get()];
+      g.group = c.group.get();
       g.sum += c.value;
       g.min = std::min(g.min, c.value);
       g.max = std::max(g.max, c.value);
       ++g.count;
     }
+    // In the order of their keys, so alerts are reported in the same order every time.
+    std::vector<const Accumulated*> groups;
+    groups.reserve(by_group.size());
+    for (const auto& [group, g] : by_group) {
+      groups.push_back(&g);
+    }
+    std::sort(groups.begin(), groups.end(), [](const Accumulated* a, const Accumulated* b) {
+      return a->group->key < b->group->key;
+    });
     std::unordered_set<std::string> live_keys;
-    for (const auto& [group_key, g] : groups) {
+    for (const Accumulated* accumulated : groups) {
+      const Accumulated& g = *accumulated;
       double value = 0;
       switch (rule.expr.aggregation) {
         case Aggregation::kSum:
@@ -549,10 +687,10 @@ void RuleEngine::EvaluateAggregates(absl::Time now) {
           break;
       }
       ++evaluations_;
-      const std::string key = InstanceKey(rule, "", g.labels);
+      const std::string key = InstanceKey(rule, "", g.group->labels);
       live_keys.insert(key);
       static const Labels kNoLabels;
-      Update(rule, key, "", g.labels, kNoLabels, value,
+      Update(rule, key, "", g.group->labels, kNoLabels, value,
              Compare(value, rule.expr.op, rule.expr.threshold), now, now);
     }
     // A group with no member left is judged on nothing: its alert resolves (unless the rule was
@@ -569,7 +707,7 @@ void RuleEngine::EvaluateAggregates(absl::Time now) {
   }
 }
 
-void RuleEngine::Update(const Rule& rule, const std::string& key, const std::string& agent_id,
+bool RuleEngine::Update(const Rule& rule, const std::string& key, const std::string& agent_id,
                         const Labels& labels, const Labels& more_labels, double value, bool met,
                         absl::Time at, absl::Time now) {
   auto it = instances_.find(key);
@@ -580,7 +718,7 @@ void RuleEngine::Update(const Rule& rule, const std::string& key, const std::str
       it->second.alert.set_evaluated_unix_ms(at_ms);
       Resolve(it, at);
     }
-    return;
+    return false;
   }
   const v1::Severity severity = rule.SeverityFor(value);
   if (it == instances_.end()) {
@@ -631,17 +769,18 @@ void RuleEngine::Update(const Rule& rule, const std::string& key, const std::str
       instance.last_reported = at;
       sink_->OnAlertChange(a, &rule);
     }
-    return;
+    return true;
   }
   if (before == v1::STALE) {
     a.mutable_labels()->erase("stale_reason");
     a.set_state(v1::FIRING);
     sink_->OnAlertChange(a, &rule);
-    return;
+    return true;
   }
   if (severity != severity_before) {
     sink_->OnAlertChange(a, &rule);
   }
+  return true;
 }
 
 void RuleEngine::MarkStale(Instance& instance, absl::string_view reason, absl::Time now) {

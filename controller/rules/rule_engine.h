@@ -15,6 +15,12 @@
 // ReplaceRules() swaps the whole rule set at once (a configuration reload): an evaluation sees
 // either the old rules or the new ones, never a mix. Alerts carry over by rule name; see there.
 //
+// Per-series state is found through SeriesState::rule_slot, a dense index into the engine's
+// slots: a sample costs no string hashing, and a series whose value meets no rule and holds no
+// alert costs a comparison per rule. Quantiles over a window come from the series' running
+// windowed merge (HistogramWindow::Windowed), so their cost does not grow with the window.
+// One engine per FleetState: slots are the engine's own.
+//
 // Every change is reported to the AlertSink while the engine's lock is held: sinks must only
 // queue the change. Thread-safe; meant to be fed from the ingest thread and ticked by a timer.
 #pragma once
@@ -27,6 +33,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
@@ -66,7 +73,9 @@ class RuleEngine {
   void OnDisconnected(const std::string& agent_id);
   // The agent's series are about to be freed: forget every pointer to them.
   void ForgetAgent(const std::string& agent_id);
-  // `dictionary` maps the batch's series ids to the FleetState's series, already updated.
+  // `dictionary` maps the batch's series ids to the FleetState's series, already updated. The
+  // engine keeps its slot number in each series (SeriesState::rule_slot) and may advance the
+  // series' windowed histogram merges: call on the ingest thread, which alone changes series.
   void OnTelemetry(const std::string& agent_id, const v1::TelemetryBatch& batch,
                    const std::vector<SeriesState*>& dictionary);
   // Fleet-wide rules, and alerts that went without data.
@@ -122,6 +131,9 @@ class RuleEngine {
   std::vector<v1::Alert> ActiveAlerts() const;  // pending, firing and stale
   uint64_t evaluations() const;
   size_t firing_count() const;
+  // Series slots in use, and the bytes the engine holds per series (for budgets and benchmarks).
+  size_t slots_in_use() const;
+  static constexpr size_t kSlotBytes = 56;  // a SeriesSlot and its entry in the agent's list
 
  private:
   struct Instance {
@@ -134,20 +146,57 @@ class RuleEngine {
     // Restored from a record without key_labels: keyed provisionally until its agent connects.
     bool provisional = false;
   };
+  // A fleet-wide rule's group: its labels, shared by its members' contributions.
+  struct Group {
+    Labels labels;
+    std::string key;
+  };
   struct Contribution {  // one series' latest value for a fleet-wide rule
-    std::string agent_id;
-    std::string group_key;
-    Labels group_labels;
+    std::shared_ptr<const Group> group;
     double value = 0;
   };
+  // The rules of one metric, per-agent ones first in `bits` order, then fleet-wide ones.
+  struct MetricRules {
+    std::vector<const Rule*> per_agent;
+    std::vector<size_t> aggregate;  // index into rules_
+  };
+  // The engine's state of one series, at index SeriesState::rule_slot.
+  struct SeriesSlot {
+    const SeriesState* series = nullptr;  // the owner: another series never reads this slot
+    const MetricRules* rules = nullptr;   // null: no rule reads this metric
+    // Bit i: rule i of `rules` (per_agent, then aggregate) matches the series and its agent.
+    // Rules past the 64th are matched on every evaluation.
+    uint64_t matched = 0;
+    // Bit i: per-agent rule i may hold an alert for the series (clear: it surely holds none, so
+    // a value that does not meet it needs no lookup).
+    uint64_t may_alert = 0;
+    uint32_t agent = 0;       // index into agents_
+    uint32_t generation = 0;  // rules_generation_ when `rules` and `matched` were computed; 0: stale
+    uint32_t stamp = 0;       // the last batch that evaluated it (once per batch)
+  };
+  struct AgentEntry {
+    std::string id;
+    Labels labels;
+    std::vector<uint32_t> slots;
+  };
 
-  void Evaluate(const Rule& rule, const std::string& agent_id, const SeriesState& series,
+  // The slot of `series` for agent `agent`, made or refreshed as needed.
+  SeriesSlot& SlotFor(SeriesState& series, uint32_t agent) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint32_t AgentIndex(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Frees the agent's slots (its series are about to go) with their contributions.
+  void FreeSlotsLocked(AgentEntry& agent) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::shared_ptr<const Group> GroupFor(size_t rule_index, const SeriesState& series,
+                                        const Labels& agent_labels)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Evaluates per-agent rule `i` of the slot's metric on its series.
+  void Evaluate(SeriesSlot& slot, size_t i, const AgentEntry& agent, SeriesState& series,
                 absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EvaluateAggregates(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves one alert instance on with a fresh value; `key` identifies it across evaluations.
   // A new alert carries `labels` (the series' or group's) and then `more_labels` (the agent's).
-  // `at` is when the value was measured (telemetry time; `now` for fleet-wide rules).
-  void Update(const Rule& rule, const std::string& key, const std::string& agent_id,
+  // `at` is when the value was measured (telemetry time; `now` for fleet-wide rules). True when
+  // an alert instance remains under `key`.
+  bool Update(const Rule& rule, const std::string& key, const std::string& agent_id,
               const Labels& labels, const Labels& more_labels, double value, bool met,
               absl::Time at, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Gives restored alerts of `agent_id` without key_labels their real keys, now that the
@@ -160,14 +209,16 @@ class RuleEngine {
   // Puts `instance` under `key`; when another copy is already there the older one is superseded.
   void AdoptLocked(std::string key, Instance instance, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ForgetContributionsLocked(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ForgetContributionsLocked(const AgentEntry& agent) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every slot (or the agent's) may hold alerts again: after alerts were adopted by key.
+  void MayAlertAgainLocked(const AgentEntry* agent) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MarkStale(Instance& instance, absl::string_view reason, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Resolve(std::unordered_map<std::string, Instance>::iterator it, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Rebuilds the by-metric indexes from rules_.
   void IndexRules() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool Matches(const Rule& rule, const SeriesState& series, const Labels& agent_labels) const;
+  static bool Matches(const Rule& rule, const SeriesState& series, const Labels& agent_labels);
   static const std::string* Label(absl::string_view name, const Labels& series_labels,
                                   const Labels& agent_labels);
 
@@ -177,14 +228,19 @@ class RuleEngine {
 
   mutable absl::Mutex mu_;
   std::vector<Rule> rules_ ABSL_GUARDED_BY(mu_);
-  // Rules by metric name, split by kind, so a batch touches only the rules of its metrics.
-  std::unordered_map<std::string, std::vector<const Rule*>> per_agent_rules_ ABSL_GUARDED_BY(mu_);
-  std::unordered_map<std::string, std::vector<size_t>> aggregate_rules_
-      ABSL_GUARDED_BY(mu_);  // index into rules_
-  std::unordered_map<std::string, Labels> agent_labels_ ABSL_GUARDED_BY(mu_);
+  // Rules by metric name, split by kind, so a series touches only the rules of its metric. Rebuilt
+  // by IndexRules only: slots point into it.
+  std::unordered_map<std::string, MetricRules> metric_rules_ ABSL_GUARDED_BY(mu_);
+  uint32_t rules_generation_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::flat_hash_map<std::string, uint32_t> agent_index_ ABSL_GUARDED_BY(mu_);
+  std::vector<AgentEntry> agents_ ABSL_GUARDED_BY(mu_);
+  std::vector<SeriesSlot> slots_ ABSL_GUARDED_BY(mu_);  // [0] unused: rule_slot 0 is "none"
+  std::vector<uint32_t> free_slots_ ABSL_GUARDED_BY(mu_);
+  uint32_t batch_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   std::unordered_map<std::string, Instance> instances_ ABSL_GUARDED_BY(mu_);
-  // Per fleet-wide rule (by index): contributions keyed by series.
-  std::vector<std::unordered_map<const SeriesState*, Contribution>> contributions_
+  // Per fleet-wide rule (by index): contributions keyed by series slot, and its groups.
+  std::vector<absl::flat_hash_map<uint32_t, Contribution>> contributions_ ABSL_GUARDED_BY(mu_);
+  std::vector<absl::flat_hash_map<std::string, std::weak_ptr<const Group>>> groups_
       ABSL_GUARDED_BY(mu_);
   // Per rule (by index): until when a fleet-wide rule changed by a reload is refilling its
   // contributions, so its groups without members are not resolved yet.

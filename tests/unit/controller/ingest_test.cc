@@ -320,7 +320,7 @@ TEST_F(FleetStateTest, NonFiniteAndOutOfOrderValuesAreDroppedAndCounted) {
   EXPECT_EQ(fleet_.dropped().non_finite, 2u);
   EXPECT_EQ(fleet_.dropped().out_of_order, 1u);
   EXPECT_EQ(dictionary_[0]->latest(), 2.0);
-  EXPECT_EQ(dictionary_[0]->count, 1);
+  EXPECT_EQ(dictionary_[0]->count(), 1);
 }
 
 TEST_F(FleetStateTest, LostBatchesAccumulateOnTheAgentAndTheCounters) {
@@ -368,6 +368,47 @@ TEST_F(FleetStateTest, MemoryBudgetRefusesAndChangesNothing) {
   EXPECT_THAT(refused.message(), HasSubstr("budget"));
   EXPECT_LE(small.AgentBytesForTest("web-1"), size_t{64 << 10});
   EXPECT_EQ(dictionary.size(), id) << "a refused batch added definitions";
+}
+
+// Histogram windows are counted as they are held: wide intervals fill the budget, the batch that
+// would pass it is refused, and the count never exceeds it.
+TEST_F(FleetStateTest, HistogramWindowsCountInTheMemoryBudget) {
+  FleetState small(FleetState::Options{.limits = IngestLimits{.max_agent_bytes = 96 << 10}});
+  ASSERT_TRUE(small.Connect(MakeHello("web-1"), "peer", 1, kNow).ok());
+  std::vector<SeriesState*> dictionary;
+  v1::TelemetryBatch definitions = Batch(0);
+  for (uint32_t id = 0; id < 4; ++id) {
+    Define(definitions, id, "nginx_request_duration_seconds", {{"endpoint", absl::StrCat(id)}});
+  }
+  ASSERT_TRUE(small.Apply("web-1", definitions, dictionary, kNow).ok());
+  absl::Status refused;
+  size_t last_bytes = 0;
+  int round = 1;
+  for (; round < 60 && refused.ok(); ++round) {
+    v1::TelemetryBatch batch = Batch(round);
+    v1::Snapshot* snapshot = Snap(batch, kNowMs - 60'000 + round * 1'000);
+    for (uint32_t id = 0; id < 4; ++id) {
+      v1::HistogramPoint* point = snapshot->add_histograms();
+      point->set_series_id(id);
+      point->mutable_histogram()->set_offset(-200);
+      for (int b = 0; b < 400; ++b) {
+        point->mutable_histogram()->add_counts(1000 + b);  // two bytes a bucket
+      }
+    }
+    absl::StatusOr<bool> applied = small.Apply("web-1", batch, dictionary, kNow);
+    if (!applied.ok()) {
+      refused = applied.status();
+      break;
+    }
+    EXPECT_GE(small.AgentBytesForTest("web-1"), last_bytes) << "round " << round;  // capacity
+    last_bytes = small.AgentBytesForTest("web-1");
+  }
+  EXPECT_TRUE(absl::IsResourceExhausted(refused)) << refused;
+  EXPECT_GT(round, 10) << "refused long before the budget was used";
+  EXPECT_GT(last_bytes, size_t{48 << 10}) << "the windows were not counted";
+  EXPECT_LE(small.AgentBytesForTest("web-1"), size_t{96 << 10});
+  EXPECT_EQ(small.AgentBytesForTest("web-1"), last_bytes) << "a refused batch changed the count";
+  EXPECT_EQ(dictionary[0]->histograms()->size(), static_cast<size_t>(round - 1));
 }
 
 TEST_F(FleetStateTest, GoneAgentsAreEvictedAndLiveOnesKept) {

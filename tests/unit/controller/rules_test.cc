@@ -4,6 +4,7 @@
 
 #include <map>
 #include <memory>
+#include <random>
 #include <set>
 #include <vector>
 
@@ -236,17 +237,27 @@ class FakeAgent {
   }
 
   void Latencies(const std::string& name, std::vector<double> seconds) {
-    SeriesState& s = Series(name, {});
-    s.is_histogram = true;
     LogHistogram h;
     for (double v : seconds) {
       h.Add(v);
     }
-    s.histograms.emplace_back(clock_->NowUnixMillis(), std::move(h));
+    Histogram(name, h);
+  }
+  void Histogram(const std::string& name, const LogHistogram& h) {
+    SeriesState& s = Series(name, {});
+    s.AddHistogram(clock_->NowUnixMillis(), h, absl::ToInt64Milliseconds(absl::Minutes(5)));
     v1::TelemetryBatch batch;
     v1::Snapshot* snap = batch.add_snapshots();
     snap->add_histograms()->set_series_id(Id(name, {}));
     engine_->OnTelemetry(id_, batch, dictionary_);
+  }
+
+  // The agent's series are freed, as FleetState::Evict does after OnEvicting.
+  void Evict() {
+    engine_->ForgetAgent(id_);
+    series_.clear();
+    ids_.clear();
+    dictionary_.clear();
   }
 
  private:
@@ -260,9 +271,7 @@ class FakeAgent {
   SeriesState& Series(const std::string& name, const Labels& labels) {
     auto& slot = series_[Key(name, labels)];
     if (slot == nullptr) {
-      slot = std::make_unique<SeriesState>();
-      slot->name = name;
-      slot->labels = labels;
+      slot = std::make_unique<SeriesState>(MakeSeriesKey(name, labels));
       ids_[Key(name, labels)] = static_cast<uint32_t>(dictionary_.size());
       dictionary_.push_back(slot.get());
     }
@@ -370,6 +379,110 @@ TEST(RuleEngine, MatchersOnSeriesAndAgentLabels) {
   EXPECT_EQ(sink.changes[0].agent, "prod-1");
   EXPECT_EQ(sink.changes[0].state, v1::FIRING);  // for: 0s fires on the first sample
   EXPECT_EQ(sink.last.labels().at("mount"), "/");
+}
+
+TEST(RuleEngine, AgentLabelsThatChangeOnReconnectAreMatchedAgain) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: ProdRootDisk
+    expr: host_disk_used_ratio{mount="/",env="prod"} > 0.8
+)"),
+                    &clock, &sink);
+  engine.OnConnected("web-1", {{"env", "staging"}});
+  FakeAgent agent("web-1", &engine, &clock);
+  agent.Gauge("host_disk_used_ratio", 0.9, {{"mount", "/"}});
+  EXPECT_THAT(sink.changes, SizeIs(0));
+  engine.OnDisconnected("web-1");
+  engine.OnConnected("web-1", {{"env", "prod"}});  // the same series, now in prod
+  clock.Advance(absl::Seconds(1));
+  agent.Gauge("host_disk_used_ratio", 0.9, {{"mount", "/"}});
+  ASSERT_THAT(sink.changes, SizeIs(1));
+  EXPECT_EQ(sink.changes[0].state, v1::FIRING);
+  EXPECT_EQ(sink.last.labels().at("env"), "prod");
+}
+
+TEST(RuleEngine, EvictionFreesTheAgentsSlotsAndContributions) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: LowThroughput
+    expr: sum(nginx_requests_per_second) < 100
+  - alert: HighCPU
+    expr: host_cpu_usage_ratio > 0.9
+)"),
+                    &clock, &sink, RuleEngine::Options{.aggregate_every = absl::ZeroDuration()});
+  FakeAgent a("a", &engine, &clock), b("b", &engine, &clock);
+  a.Gauge("nginx_requests_per_second", 60);
+  ASSERT_THAT(sink.changes, SizeIs(1));  // 60 < 100
+  b.Gauge("nginx_requests_per_second", 50);
+  b.Gauge("host_cpu_usage_ratio", 0.5);
+  ASSERT_THAT(sink.changes, SizeIs(2));  // 110: resolved
+  EXPECT_EQ(sink.changes[1].state, v1::RESOLVED);
+  EXPECT_EQ(engine.slots_in_use(), 3u);
+  b.Evict();
+  EXPECT_EQ(engine.slots_in_use(), 1u);
+  engine.Tick();  // b's contribution went with its slots: 60 again
+  ASSERT_THAT(sink.changes, SizeIs(3));
+  EXPECT_EQ(sink.changes[2].state, v1::FIRING);
+  EXPECT_EQ(sink.changes[2].value, 60);
+  // A new agent takes a freed slot, with no trace of the old series' state.
+  FakeAgent c("c", &engine, &clock);
+  c.Gauge("host_cpu_usage_ratio", 0.95);
+  EXPECT_EQ(engine.slots_in_use(), 2u);
+  ASSERT_THAT(sink.changes, SizeIs(4));
+  EXPECT_EQ(sink.changes[3].agent, "c");
+  EXPECT_EQ(sink.changes[3].state, v1::FIRING);
+  a.Evict();
+  c.Evict();
+  EXPECT_EQ(engine.slots_in_use(), 0u);
+}
+
+// Two quantile rules with different windows on one series, judged on random latencies: each
+// alert is firing exactly when the quantile of its window, recomputed from scratch, is above the
+// threshold.
+TEST(RuleEngine, WindowedQuantilesMatchRecomputationOnRandomLatencies) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: SlowShort
+    expr: p95(nginx_request_duration_seconds) > 1
+    window: 5s
+  - alert: SlowLong
+    expr: p50(nginx_request_duration_seconds) > 0.2
+    window: 30s
+)"),
+                    &clock, &sink);
+  FakeAgent agent("api-1", &engine, &clock);
+  std::mt19937_64 rng(11);
+  std::vector<std::pair<int64_t, LogHistogram>> sent;
+  std::map<std::string, bool> firing;
+  for (int step = 0; step < 300; ++step) {
+    clock.Advance(absl::Milliseconds(rng() % 4 == 0 ? 3000 : 1000));
+    LogHistogram h;
+    std::lognormal_distribution<double> latency(std::log(rng() % 5 == 0 ? 1.5 : 0.1), 0.7);
+    const int n = 1 + static_cast<int>(rng() % 100);
+    for (int i = 0; i < n; ++i) {
+      h.Add(latency(rng));
+    }
+    sent.emplace_back(clock.NowUnixMillis(), h);
+    agent.Histogram("nginx_request_duration_seconds", h);
+    for (const Change& c : sink.changes) {
+      firing[c.rule] = c.state == v1::FIRING;
+    }
+    sink.changes.clear();
+    auto expected = [&](int64_t window_ms, double q) {
+      LogHistogram merged;
+      for (const auto& [ms, interval] : sent) {
+        if (ms > clock.NowUnixMillis() - window_ms) {
+          merged.Merge(interval);
+        }
+      }
+      return merged.Quantile(q);
+    };
+    ASSERT_EQ(firing["SlowShort"], expected(5'000, 0.95) > 1) << "step " << step;
+    ASSERT_EQ(firing["SlowLong"], expected(30'000, 0.50) > 0.2) << "step " << step;
+  }
 }
 
 TEST(RuleEngine, SeverityTiersAndEscalation) {

@@ -1,0 +1,413 @@
+#include "controller/ingest/series_state.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace vigil::controller {
+namespace {
+
+void PutVarint(std::vector<uint8_t>& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<uint8_t>(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<uint8_t>(v));
+}
+
+// Reads a varint written by PutVarint; stops at `end` (our own bytes, so never short).
+uint64_t GetVarint(const uint8_t*& p, const uint8_t* end) {
+  uint64_t v = 0;
+  for (int shift = 0; p < end && shift < 64; shift += 7) {
+    const uint8_t byte = *p++;
+    v |= static_cast<uint64_t>(byte & 0x7f) << shift;
+    if ((byte & 0x80) == 0) {
+      break;
+    }
+  }
+  return v;
+}
+
+size_t VarintSize(uint64_t v) {
+  size_t n = 1;
+  for (; v >= 0x80; v >>= 7) {
+    ++n;
+  }
+  return n;
+}
+
+// An interval's encoding: the zero bucket's count (a varint), then per occupied bucket its
+// distance from the previous one (the first: from kMinIndex) and its count. A distance of 1..8
+// with a count of 1..15 (most buckets of one collection interval) takes one byte,
+// 0ddd cccc; anything else is kLongForm followed by two varints.
+constexpr uint8_t kLongForm = 0x80;
+
+void Encode(const LogHistogram& h, std::vector<uint8_t>& out) {
+  PutVarint(out, h.zero_count());
+  int previous = LogHistogram::kMinIndex;
+  const std::vector<uint64_t>& counts = h.counts();
+  for (size_t i = 0; i < counts.size(); ++i) {
+    if (counts[i] == 0) {
+      continue;
+    }
+    const int index = h.offset() + static_cast<int>(i);
+    const int gap = index - previous;
+    if (gap >= 1 && gap <= 8 && counts[i] <= 15) {
+      out.push_back(static_cast<uint8_t>((gap - 1) << 4 | static_cast<int>(counts[i])));
+    } else {
+      out.push_back(kLongForm);
+      PutVarint(out, static_cast<uint64_t>(gap));
+      PutVarint(out, counts[i]);
+    }
+    previous = index;
+  }
+}
+
+// ms - base as an int32 offset, saturated (rebasing keeps the values that matter in range).
+int32_t Offset(int64_t ms, int64_t base) {
+  int64_t d = 0;
+  if (__builtin_sub_overflow(ms, base, &d)) {
+    return ms < base ? std::numeric_limits<int32_t>::min() : std::numeric_limits<int32_t>::max();
+  }
+  return static_cast<int32_t>(std::clamp<int64_t>(d, std::numeric_limits<int32_t>::min(),
+                                                  std::numeric_limits<int32_t>::max()));
+}
+
+bool FitsOffset(int64_t ms, int64_t base) {
+  int64_t d = 0;
+  return !__builtin_sub_overflow(ms, base, &d) && d >= std::numeric_limits<int32_t>::min() &&
+         d <= std::numeric_limits<int32_t>::max();
+}
+
+}  // namespace
+
+std::string EncodeSeriesKey(absl::string_view name, const Labels& labels) {
+  std::string key;
+  auto append = [&key](absl::string_view part) { absl::StrAppend(&key, part.size(), ":", part); };
+  append(name);
+  for (const auto& [k, v] : labels) {
+    append(k);
+    append(v);
+  }
+  return key;
+}
+
+std::shared_ptr<const SeriesKey> MakeSeriesKey(std::string name, Labels labels) {
+  auto key = std::make_shared<SeriesKey>();
+  key->encoded = EncodeSeriesKey(name, labels);
+  key->name = std::move(name);
+  key->labels = std::move(labels);
+  return key;
+}
+
+std::shared_ptr<const SeriesKey> SeriesKeyTable::Intern(const v1::SeriesDefinition& def) {
+  Labels labels(def.labels().begin(), def.labels().end());
+  std::string encoded = EncodeSeriesKey(def.name(), labels);
+  absl::MutexLock lock(&mu_);
+  std::weak_ptr<const SeriesKey>& slot = keys_[encoded];
+  if (std::shared_ptr<const SeriesKey> key = slot.lock()) {
+    return key;
+  }
+  auto key = std::make_shared<SeriesKey>();
+  key->name = def.name();
+  key->labels = std::move(labels);
+  key->encoded = std::move(encoded);
+  slot = key;
+  if (keys_.size() >= sweep_at_) {
+    // Keys of evicted agents: swept when the table has doubled since the last sweep, so the
+    // sweep's cost is spread over the keys added.
+    absl::erase_if(keys_, [](const auto& entry) { return entry.second.expired(); });
+    sweep_at_ = std::max<size_t>(1024, keys_.size() * 2);
+  }
+  return key;
+}
+
+size_t SeriesKeyTable::size() const {
+  absl::MutexLock lock(&mu_);
+  size_t n = 0;
+  for (const auto& [encoded, key] : keys_) {
+    n += key.expired() ? 0 : 1;
+  }
+  return n;
+}
+
+size_t SeriesKeyTable::EntriesForTest() const {
+  absl::MutexLock lock(&mu_);
+  return keys_.size();
+}
+
+// ---- HistogramWindow ----
+
+int64_t HistogramWindow::ms_of(uint64_t seq) const {
+  return base_ms_ + intervals_[static_cast<size_t>(seq - sequence_base_)].ms_offset;
+}
+
+int64_t HistogramWindow::front_ms() const { return empty() ? 0 : ms_of(first_seq()); }
+
+int64_t HistogramWindow::back_ms() const { return empty() ? 0 : ms_of(end_seq() - 1); }
+
+void HistogramWindow::Apply(uint64_t seq, int sign, LogHistogram& h) const {
+  const size_t i = static_cast<size_t>(seq - sequence_base_);
+  const uint8_t* p = bytes_.data() + (i == 0 ? 0 : intervals_[i - 1].end);
+  const uint8_t* end = bytes_.data() + intervals_[i].end;
+  const uint64_t zero = GetVarint(p, end);
+  if (zero > 0) {
+    sign > 0 ? h.AddToZero(zero) : h.RemoveFromZero(zero);
+  }
+  int64_t index = LogHistogram::kMinIndex;
+  while (p < end) {
+    const uint8_t tag = *p++;
+    uint64_t n = 0;
+    if (tag == kLongForm) {
+      index += static_cast<int64_t>(GetVarint(p, end));
+      n = GetVarint(p, end);
+    } else {
+      index += (tag >> 4) + 1;
+      n = tag & 0x0f;
+    }
+    if (index > LogHistogram::kMaxIndex) {
+      break;  // never written so; kept safe
+    }
+    sign > 0 ? h.AddToBucket(static_cast<int>(index), n)
+             : h.RemoveFromBucket(static_cast<int>(index), n);
+  }
+}
+
+void HistogramWindow::Add(int64_t ms, const LogHistogram& h, int64_t keep_ms) {
+  // Out with the old first, so the window's span, not its age, decides the offsets' range.
+  int64_t cutoff = 0;
+  if (__builtin_sub_overflow(ms, keep_ms, &cutoff)) {
+    cutoff = std::numeric_limits<int64_t>::min();
+  }
+  while (!empty() && ms_of(first_seq()) <= cutoff) {
+    DropFront();
+  }
+  if (empty()) {
+    base_ms_ = ms;
+  } else if (!FitsOffset(ms, base_ms_)) {
+    // Rebase onto the newest interval; older ones saturate (only a window longer than 24 days
+    // would notice).
+    const int64_t old_base = base_ms_;
+    base_ms_ = ms;
+    for (size_t i = dead_intervals_; i < intervals_.size(); ++i) {
+      intervals_[i].ms_offset = Offset(old_base + intervals_[i].ms_offset, base_ms_);
+    }
+  }
+  static thread_local std::vector<uint8_t> encoded;
+  encoded.clear();
+  Encode(h, encoded);
+  // Compact only when a buffer is full: the slack left by the last compaction (a seventh) is used
+  // up before the next, and a buffer never doubles (a window filling up grows by sevenths too).
+  if (bytes_.size() + encoded.size() > bytes_.capacity() ||
+      intervals_.size() == intervals_.capacity()) {
+    Compact(encoded.size());
+  }
+  bytes_.insert(bytes_.end(), encoded.begin(), encoded.end());
+  intervals_.push_back(
+      Interval{.ms_offset = Offset(ms, base_ms_), .end = static_cast<uint32_t>(bytes_.size())});
+}
+
+HistogramWindow::Usage HistogramWindow::usage() const {
+  Usage u;
+  u.encoded = bytes_.size() - dead_bytes_;
+  u.index = size() * sizeof(Interval);
+  u.slack = bytes() - sizeof(HistogramWindow) - u.encoded - u.index;
+  for (const View& v : views_) {
+    u.views += v.merged.bucket_bytes();
+  }
+  u.slack -= u.views;
+  return u;
+}
+
+void HistogramWindow::DropFront() {
+  const uint64_t seq = first_seq();
+  for (View& v : views_) {
+    if (v.end <= seq) {
+      v.first = v.end = seq + 1;  // it never took this one in
+    } else if (v.first == seq) {
+      Apply(seq, -1, v.merged);
+      v.first = seq + 1;
+    }
+  }
+  dead_bytes_ = intervals_[dead_intervals_].end;
+  ++dead_intervals_;
+}
+
+void HistogramWindow::Compact(size_t incoming_bytes) {
+  // Fresh buffers sized for the live part plus a seventh: they fill up as the window moves (as
+  // many intervals leave as arrive) and are compacted again when full, so they hold about 8/7
+  // of what is live. Each byte is moved about seven times over its life: cheap beside decoding.
+  const size_t live = size();
+  std::vector<Interval> intervals;
+  intervals.reserve(live + 1 + (live + 1) / 7 + 1);
+  for (size_t i = dead_intervals_; i < intervals_.size(); ++i) {
+    intervals.push_back(Interval{.ms_offset = intervals_[i].ms_offset,
+                                 .end = intervals_[i].end - dead_bytes_});
+  }
+  const size_t live_bytes = bytes_.size() - dead_bytes_;
+  std::vector<uint8_t> bytes;
+  const size_t wanted = live_bytes + incoming_bytes;
+  bytes.reserve(wanted + wanted / 7 + 16);
+  bytes.insert(bytes.end(), bytes_.begin() + dead_bytes_, bytes_.end());
+  sequence_base_ += dead_intervals_;
+  dead_intervals_ = 0;
+  dead_bytes_ = 0;
+  intervals_ = std::move(intervals);
+  bytes_ = std::move(bytes);
+}
+
+void HistogramWindow::MergeAfter(int64_t cutoff_ms, LogHistogram* out) const {
+  uint64_t first = end_seq();
+  while (first > first_seq() && ms_of(first - 1) > cutoff_ms) {
+    --first;
+  }
+  for (uint64_t seq = first; seq < end_seq(); ++seq) {
+    Apply(seq, +1, *out);
+  }
+}
+
+const LogHistogram& HistogramWindow::Windowed(int64_t window_ms, int64_t cutoff_ms) {
+  View* view = nullptr;
+  for (View& v : views_) {
+    if (v.window_ms == window_ms) {
+      view = &v;
+    }
+  }
+  if (view == nullptr) {
+    if (views_.size() >= kMaxViews) {
+      static thread_local LogHistogram scratch;
+      scratch.Clear();
+      MergeAfter(cutoff_ms, &scratch);
+      return scratch;
+    }
+    view = &views_.emplace_back();
+    view->window_ms = window_ms;
+    view->first = view->end = end_seq();
+  }
+  View& v = *view;
+  // What arrived since, then what left (the suffix after the cutoff is what counts: times never
+  // go back), then what came back when the cutoff moved back (a clock set back).
+  for (; v.end < end_seq(); ++v.end) {
+    Apply(v.end, +1, v.merged);
+  }
+  for (; v.first < v.end && ms_of(v.first) <= cutoff_ms; ++v.first) {
+    Apply(v.first, -1, v.merged);
+  }
+  while (v.first > first_seq() && ms_of(v.first - 1) > cutoff_ms) {
+    --v.first;
+    Apply(v.first, +1, v.merged);
+  }
+  if (v.merged.empty() && v.merged.bucket_bytes() > 0) {
+    v.merged = LogHistogram();  // an idle series gives its buckets back
+  } else {
+    v.merged.Trim();  // buckets the window slid away from
+  }
+  return v.merged;
+}
+
+size_t HistogramWindow::bytes() const {
+  size_t n = sizeof(HistogramWindow) + intervals_.capacity() * sizeof(Interval) +
+             bytes_.capacity() + views_.capacity() * sizeof(View);
+  for (const View& v : views_) {
+    n += v.merged.bucket_bytes();
+  }
+  return n;
+}
+
+size_t HistogramWindow::GrowthBound(const v1::Histogram& h) const {
+  // What a vector may add when `add` more elements arrive: nothing within its capacity, else a
+  // reallocation (doubling, or more for a big append).
+  // Compact() reserves (live + add) * 8/7 + 16 with live <= capacity; nothing grows otherwise.
+  auto vector_growth = [](size_t size, size_t capacity, size_t add) -> size_t {
+    return size + add <= capacity ? 0 : add + (capacity + add) / 7 + 16;
+  };
+  // The encoding's exact size, as Encode() writes it.
+  size_t encoded = VarintSize(h.zero_count());
+  int64_t previous = LogHistogram::kMinIndex;
+  for (int i = 0; i < h.counts_size(); ++i) {
+    const uint64_t count = h.counts(i);
+    if (count == 0) {
+      continue;
+    }
+    const int64_t index = int64_t{h.offset()} + i;
+    const int64_t gap = index - previous;
+    encoded += gap >= 1 && gap <= 8 && count <= 15
+                   ? 1
+                   : 1 + VarintSize(static_cast<uint64_t>(gap)) + VarintSize(count);
+    previous = index;
+  }
+  size_t bound = vector_growth(bytes_.size(), bytes_.capacity(), encoded) +
+                 vector_growth(intervals_.size(), intervals_.capacity(), 1) * sizeof(Interval);
+  if (h.counts_size() > 0) {
+    const int64_t lo = h.offset();
+    const int64_t hi = lo + h.counts_size() - 1;
+    for (const View& v : views_) {
+      const std::vector<uint64_t>& counts = v.merged.counts();
+      int64_t extra = hi - lo + 1;
+      if (!counts.empty()) {
+        const int64_t vlo = v.merged.offset();
+        const int64_t vhi = vlo + static_cast<int64_t>(counts.size()) - 1;
+        extra = std::max<int64_t>(0, vlo - lo) + std::max<int64_t>(0, hi - vhi);
+      }
+      if (extra > 0) {
+        bound += v.merged.bucket_bytes() + 2 * static_cast<size_t>(extra) * sizeof(uint64_t);
+      }
+    }
+  }
+  return bound;
+}
+
+// ---- SeriesState ----
+
+bool SeriesState::AddValue(int64_t ms, double value) {
+  if (count_ == 0) {
+    base_ms_ = ms;
+    head_ = 0;
+    offset_ms_[0] = 0;
+    latest_ = value;
+    count_ = 1;
+    return true;
+  }
+  if (ms < point_ms(head_)) {
+    return false;
+  }
+  if (!FitsOffset(ms, base_ms_)) {
+    // Rebase onto the new point; points more than 24 days older saturate, so such a window
+    // reads as 24 days long (its count stays right).
+    const int64_t old_base = base_ms_;
+    base_ms_ = ms;
+    for (int i = 0; i < kWindowPoints; ++i) {
+      offset_ms_[i] = Offset(old_base + offset_ms_[i], base_ms_);
+    }
+  }
+  head_ = static_cast<uint8_t>((head_ + 1) % kWindowPoints);
+  offset_ms_[head_] = Offset(ms, base_ms_);
+  latest_ = value;
+  count_ = static_cast<uint8_t>(std::min<int>(count_ + 1, kWindowPoints));
+  return true;
+}
+
+bool SeriesState::AddHistogram(int64_t ms, const LogHistogram& h, int64_t keep_ms) {
+  if (!AddValue(ms, static_cast<double>(h.count()))) {
+    return false;
+  }
+  if (histograms_ == nullptr) {
+    histograms_ = std::make_unique<HistogramWindow>();
+  }
+  histograms_->Add(ms, h, keep_ms);
+  return true;
+}
+
+int64_t SeriesState::oldest_ms() const {
+  if (count_ == 0) {
+    return 0;
+  }
+  return point_ms((head_ - count_ + 1 + kWindowPoints) % kWindowPoints);
+}
+
+size_t SeriesState::bytes() const {
+  return sizeof(SeriesState) + (histograms_ == nullptr ? 0 : histograms_->bytes());
+}
+
+}  // namespace vigil::controller

@@ -1,0 +1,174 @@
+// What the controller keeps per series, kept small: 10,000 agents x 50 series live in memory.
+// A series' identity (name and labels) is interned and shared by every agent that has it; the
+// gauge window is a ring of 32-bit time offsets with only the latest value (nothing reads older
+// values); a histogram's intervals are stored varint-encoded in one buffer, and windowed merges
+// are kept running (each interval is added once and taken back once), so a quantile over a
+// window costs the same whatever the window's length.
+// Not thread-safe: a SeriesState is guarded by its agent's mutex (FleetState), and the rule
+// engine reads it on the ingest thread, the only writer. SeriesKeyTable is thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "common/histogram.h"
+#include "vigil/v1/telemetry.pb.h"
+
+namespace vigil::controller {
+
+using Labels = std::map<std::string, std::string>;
+
+// A series' identity. Immutable; shared by every agent that has the same name and labels.
+struct SeriesKey {
+  std::string name;
+  Labels labels;
+  // Length-prefixed name and sorted labels: no choice of names and labels makes two keys equal
+  // ({ab: c} and {a: bc} once did, when the separator was lost).
+  std::string encoded;
+};
+// The encoded form of a series' name and labels (see SeriesKey::encoded).
+std::string EncodeSeriesKey(absl::string_view name, const Labels& labels);
+// A key of its own, not interned (tests, benchmarks).
+std::shared_ptr<const SeriesKey> MakeSeriesKey(std::string name, Labels labels = {});
+
+// Interns series keys: one copy of each name and label set, however many agents use it. A key
+// lives while a series holds it; entries of dead keys are swept as the table grows.
+class SeriesKeyTable {
+ public:
+  std::shared_ptr<const SeriesKey> Intern(const v1::SeriesDefinition& def);
+  // Live keys (for benchmarks and tests).
+  size_t size() const;
+  // Entries, dead ones included until swept.
+  size_t EntriesForTest() const;
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::weak_ptr<const SeriesKey>> keys_ ABSL_GUARDED_BY(mu_);
+  size_t sweep_at_ ABSL_GUARDED_BY(mu_) = 1024;
+};
+
+// The per-interval histograms of one series within its window, oldest first, and running merges
+// of their newest part ("views"), one per window length asked for.
+class HistogramWindow {
+ public:
+  // Appends the interval measured at `ms` (callers keep times non-decreasing), then drops the
+  // intervals at or before ms - keep_ms. Views that held a dropped interval let go of it.
+  void Add(int64_t ms, const LogHistogram& h, int64_t keep_ms);
+
+  size_t size() const { return intervals_.size() - dead_intervals_; }
+  bool empty() const { return size() == 0; }
+  int64_t front_ms() const;  // 0 when empty
+  int64_t back_ms() const;   // 0 when empty
+
+  // The merge of the intervals measured after `cutoff_ms`, recomputed from the stored intervals:
+  // O(window). For reads (vigil metrics) and as the reference the running views are tested on.
+  void MergeAfter(int64_t cutoff_ms, LogHistogram* out) const;
+  // The same merge, kept running in a view for `window_ms` (the caller's window length, one view
+  // each): moving the cutoff adds the intervals that entered and takes back those that left, so
+  // the cost is the number of intervals that changed, not the window's length. The reference
+  // stays valid until the next non-const call.
+  const LogHistogram& Windowed(int64_t window_ms, int64_t cutoff_ms);
+
+  // Heap bytes held: the encoded intervals, their index and the views' buckets.
+  size_t bytes() const;
+  // bytes() by part, for the budget: live encodings, their index, views, and the rest (dropped
+  // intervals not compacted yet, spare capacity, the object itself excluded).
+  struct Usage {
+    size_t encoded = 0, index = 0, views = 0, slack = 0;
+  };
+  Usage usage() const;
+  // An upper bound of what Add(h) may add to bytes() (encoding plus views' growth); the interval
+  // is assumed valid (LogHistogram::CheckProto).
+  size_t GrowthBound(const v1::Histogram& h) const;
+
+  // Views beyond this many window lengths are not kept: Windowed() then recomputes.
+  static constexpr size_t kMaxViews = 4;
+
+ private:
+  struct Interval {
+    int32_t ms_offset;  // from base_ms_
+    uint32_t end;       // end of its encoding in bytes_ (it starts where the previous one ends)
+  };
+  struct View {
+    int64_t window_ms = 0;
+    uint64_t first = 0;  // sequence numbers: [first, end) are merged
+    uint64_t end = 0;
+    LogHistogram merged;
+  };
+  uint64_t first_seq() const { return sequence_base_ + dead_intervals_; }
+  uint64_t end_seq() const { return sequence_base_ + intervals_.size(); }
+  int64_t ms_of(uint64_t seq) const;
+  // Adds (sign > 0) or takes back (sign < 0) interval `seq` into `h`.
+  void Apply(uint64_t seq, int sign, LogHistogram& h) const;
+  void DropFront();
+  // Drops the dropped intervals' bytes, leaving room for `incoming_bytes` more.
+  void Compact(size_t incoming_bytes);
+
+  int64_t base_ms_ = 0;
+  uint64_t sequence_base_ = 0;     // sequence number of intervals_[0]
+  size_t dead_intervals_ = 0;      // dropped from the front, not yet compacted away
+  std::vector<Interval> intervals_;
+  std::vector<uint8_t> bytes_;
+  uint32_t dead_bytes_ = 0;        // encoding of the dropped intervals
+  std::vector<View> views_;
+};
+
+// One series of one agent.
+class SeriesState {
+ public:
+  static constexpr int kWindowPoints = 32;
+  explicit SeriesState(std::shared_ptr<const SeriesKey> key) : key_(std::move(key)) {}
+
+  const SeriesKey& key() const { return *key_; }
+  const std::string& name() const { return key_->name; }
+  const Labels& labels() const { return key_->labels; }
+
+  // Appends a point; false (nothing changed) when `ms` is older than the newest point, so the
+  // window stays in time order.
+  bool AddValue(int64_t ms, double value);
+  // A histogram interval: its observation count becomes the series' point, and the interval
+  // joins the window (intervals at or before ms - keep_ms drop out). False (nothing changed)
+  // when `ms` is older than the newest point.
+  bool AddHistogram(int64_t ms, const LogHistogram& h, int64_t keep_ms);
+
+  double latest() const { return count_ == 0 ? 0 : latest_; }
+  int64_t latest_ms() const { return count_ == 0 ? 0 : point_ms(head_); }
+  // Time of the oldest point kept (of the last kWindowPoints); 0 when empty.
+  int64_t oldest_ms() const;
+  int count() const { return count_; }
+  bool is_histogram() const { return histograms_ != nullptr; }
+  // Null for a gauge.
+  HistogramWindow* histograms() { return histograms_.get(); }
+  const HistogramWindow* histograms() const { return histograms_.get(); }
+
+  // Bytes this series costs beyond its shared key: itself and what its histograms hold.
+  size_t bytes() const;
+
+  // A slot number the rule engine gives the series to find its own state without hashing
+  // (0: none yet). Only the rule engine reads or writes it, on the ingest thread.
+  uint32_t rule_slot = 0;
+  // bytes() as last counted in the agent's budget (FleetState's bookkeeping).
+  uint32_t accounted_bytes = 0;
+
+ private:
+  int64_t point_ms(int i) const { return base_ms_ + offset_ms_[i]; }
+
+  std::shared_ptr<const SeriesKey> key_;
+  std::unique_ptr<HistogramWindow> histograms_;
+  int64_t base_ms_ = 0;
+  double latest_ = 0;
+  // Times of the last kWindowPoints points, from base_ms_, a ring: vigil metrics shows the
+  // window's span and count; rules read only the latest value.
+  int32_t offset_ms_[kWindowPoints] = {};
+  uint8_t count_ = 0;  // points in the ring (<= kWindowPoints)
+  uint8_t head_ = 0;   // index of the newest point
+};
+
+}  // namespace vigil::controller
