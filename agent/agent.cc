@@ -2,6 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/ids.h"
 
@@ -49,10 +53,20 @@ Agent::Agent(AgentConfig config, AgentOptions options, const Clock* clock)
   stream_->SetDiagnosticsHandler(
       [this](const v1::CollectDiagnostics& request) { OnCollectDiagnostics(request); });
 
+  stream_->SetWatchHandler(
+      [this](const v1::WatchThresholds& message) { OnWatchThresholds(message); });
+
+  SensingOptions sensing;
+  if (options_.sense_every > absl::ZeroDuration()) {
+    sensing.watch = &watch_;
+    sensing.every = options_.sense_every;
+    // One early snapshot per crossing, and per collector at most four a round.
+    sensing.min_early_gap = std::max(options_.sense_every, options_.interval / 4);
+  }
   for (auto& collector : config_.collectors) {
     runners_.push_back(std::make_unique<CollectorRunner>(
         std::move(collector), options_.interval, clock_,
-        [this](Collection c) { stream_->PushTelemetry(std::move(c)); }));
+        [this](Collection c) { stream_->PushTelemetry(std::move(c)); }, sensing));
   }
   config_.collectors.clear();
 }
@@ -102,6 +116,45 @@ void Agent::Run() {
 }
 
 void Agent::Stop() { stream_->Stop(); }
+
+uint64_t Agent::early_snapshots() const {
+  uint64_t total = 0;
+  for (const auto& runner : runners_) {
+    total += runner->early_snapshots();
+  }
+  return total;
+}
+
+void Agent::OnWatchThresholds(const v1::WatchThresholds& message) {
+  if (options_.sense_every <= absl::ZeroDuration()) {
+    return;
+  }
+  std::vector<std::string> errors;
+  std::shared_ptr<const ThresholdSet> set = ThresholdSet::Build(message, config_.labels, &errors);
+  for (const std::string& e : errors) {
+    spdlog::warn("controller thresholds: {}; left to the collection rounds", e);
+  }
+  // Which watched metrics some collector senses; the others wait for the rounds.
+  std::vector<std::string> sensed, unsensed;
+  for (const std::string& metric : set->metrics()) {
+    bool found = false;
+    for (const auto& runner : runners_) {
+      const std::vector<std::string>& gauges = runner->sensed_gauges();
+      found = found || std::find(gauges.begin(), gauges.end(), metric) != gauges.end();
+    }
+    (found ? sensed : unsensed).push_back(metric);
+  }
+  const std::string previous = watch_summary_;
+  watch_summary_ = absl::StrCat(
+      set->size(), " threshold(s); sensed every ", absl::FormatDuration(options_.sense_every), ": ",
+      sensed.empty() ? "none" : absl::StrJoin(sensed, ", "),
+      "; at the rounds only: ", unsensed.empty() ? "none" : absl::StrJoin(unsensed, ", "));
+  // Every Welcome brings the set again: a line only when it changed.
+  if (watch_summary_ != previous) {
+    spdlog::info("watching between rounds: {}", watch_summary_);
+  }
+  watch_.Replace(std::move(set));
+}
 
 void Agent::OnCollectDiagnostics(const v1::CollectDiagnostics& request) {
   // Each runner answers on its own thread; the last one to answer sends the message.

@@ -12,6 +12,7 @@
 #include "agent/command_executor.h"
 #include "agent/result_journal.h"
 #include "agent/stream_client.h"
+#include "agent/threshold_watch.h"
 #include "common/clock.h"
 
 namespace vigil::agent {
@@ -21,6 +22,9 @@ struct AgentOptions {
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   absl::Duration interval = absl::Seconds(1);
   bool init_journal = false;  // --init-journal: start a new command journal where one is missing
+  // How often the thresholds the controller sends are checked between rounds (--sense-every);
+  // zero turns sensing off (detection then waits for the rounds).
+  absl::Duration sense_every = absl::Milliseconds(100);
 };
 
 class Agent {
@@ -36,17 +40,24 @@ class Agent {
   void Stop();  // safe from a signal-watching thread
 
   StreamClient& stream() { return *stream_; }
+  // The thresholds watched between rounds (nullptr until the controller sent some).
+  std::shared_ptr<const ThresholdSet> watched() const { return watch_.Current(); }
+  // Early snapshots sent by all collectors since start.
+  uint64_t early_snapshots() const;
 
  private:
   void OnCollectDiagnostics(const v1::CollectDiagnostics& request);
+  void OnWatchThresholds(const v1::WatchThresholds& message);
 
   AgentConfig config_;
   AgentOptions options_;
   const Clock* clock_;
   std::unique_ptr<ResultJournal> results_;  // before stream_ and executor_: they use it
+  ThresholdWatch watch_;  // before stream_ and runners_: both use it
   std::unique_ptr<StreamClient> stream_;
   std::vector<std::unique_ptr<CollectorRunner>> runners_;
   std::unique_ptr<CommandExecutor> executor_;
+  std::string watch_summary_;  // the last thresholds taken, for the log (stream reader's own)
 };
 
 // The Hello this agent sends on every stream.

@@ -58,6 +58,17 @@ class Collector {
   // with timeouts. A source that is down is reported through `<name>_up` = 0, not an error.
   virtual void Collect(absl::Time now, Collection& out) = 0;
 
+  // The gauges this collector can read between rounds at little cost, for the thresholds the
+  // controller asks the agent to watch: instantaneous values (clients, memory, load), never
+  // rates or ratios over the interval, and nothing that loads the monitored service.
+  virtual std::vector<std::string> SensedGauges() const { return {}; }
+
+  // Reads `names` (a subset of SensedGauges()) now and appends them to `out`. Called on the
+  // collector's own thread between rounds, up to ten times a second: one /proc read or one
+  // round trip. Leaves the rounds' state (counter baselines) as it was, and never connects to a
+  // source that is down; a failure appends nothing (the next round reports it).
+  virtual void Sense(absl::Time now, const std::vector<std::string>& names, Collection& out) {}
+
   // Names of the diagnostic tables this collector can produce (e.g. "top_processes").
   virtual std::vector<std::string> DiagnosticNames() const { return {}; }
 

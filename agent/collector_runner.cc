@@ -9,13 +9,15 @@
 namespace vigil::agent {
 
 CollectorRunner::CollectorRunner(std::unique_ptr<Collector> collector, absl::Duration interval,
-                                 const Clock* clock, Sink sink)
+                                 const Clock* clock, Sink sink, SensingOptions sensing)
     : collector_(std::move(collector)),
       name_(collector_->name()),
       diagnostic_names_(collector_->DiagnosticNames()),
+      sensed_gauges_(collector_->SensedGauges()),
       interval_(interval),
       clock_(clock),
-      sink_(std::move(sink)) {}
+      sink_(std::move(sink)),
+      sensing_(sensing) {}
 
 CollectorRunner::~CollectorRunner() { Stop(); }
 
@@ -38,22 +40,84 @@ void CollectorRunner::RequestDiagnostics(std::vector<std::string> names, Diagnos
   requests_.push_back({std::move(names), std::move(done)});
 }
 
+void CollectorRunner::TakeThresholds(std::shared_ptr<const ThresholdSet> set, absl::Time now) {
+  thresholds_ = std::move(set);
+  detector_.Reset();
+  sensed_.clear();
+  if (thresholds_ != nullptr) {
+    for (const std::string& gauge : sensed_gauges_) {
+      if (thresholds_->On(gauge) != nullptr) {
+        sensed_.push_back(gauge);
+      }
+    }
+  }
+  if (sensed_.empty()) {
+    next_sense_ = absl::InfiniteFuture();
+  } else {
+    // What the last round said already counts: a series over its threshold then is no crossing.
+    detector_.Record(*thresholds_, last_round_);
+    next_sense_ = now + sensing_.every;
+  }
+  taken_.fetch_add(1);
+}
+
+void CollectorRunner::Sense(absl::Time now) {
+  Collection sensed;
+  sensed.time = now;
+  collector_->Sense(now, sensed_, sensed);
+  if (sensed.gauges.empty()) {
+    return;
+  }
+  const std::vector<CrossingDetector::Crossing> crossings =
+      detector_.Crossings(*thresholds_, sensed.gauges);
+  if (crossings.empty()) {
+    detector_.Record(*thresholds_, sensed.gauges);
+    return;
+  }
+  if (now - last_early_ < sensing_.min_early_gap) {
+    // Not recorded: if it still holds at the next check after the gap, it goes then (or the
+    // round carries it first).
+    held_back_.fetch_add(1);
+    return;
+  }
+  for (const CrossingDetector::Crossing& c : crossings) {
+    spdlog::debug("{}: {} = {} crossed the threshold of rule {} between rounds: early snapshot",
+                  name_, c.point->name, c.point->value, c.threshold->rule);
+  }
+  detector_.Record(*thresholds_, sensed.gauges);
+  last_early_ = now;
+  early_.fetch_add(1);
+  sink_(std::move(sensed));
+}
+
 void CollectorRunner::Loop() {
   // Rounds are aligned to multiples of the interval so every collector of every agent samples
   // at about the same instant, which keeps fleet-wide aggregates coherent.
   const int64_t step = absl::ToInt64Milliseconds(interval_);
   absl::Time next = absl::FromUnixMillis((clock_->NowUnixMillis() / step + 1) * step);
   while (true) {
+    if (sensing_.watch != nullptr && !sensed_gauges_.empty()) {
+      if (std::shared_ptr<const ThresholdSet> current = sensing_.watch->Current();
+          current != thresholds_) {
+        TakeThresholds(std::move(current), clock_->Now());
+      }
+    }
+    const absl::Time wake_at = std::min(next, next_sense_);
     std::vector<DiagnosticsRequest> requests;
     {
       absl::MutexLock lock(&mu_);
-      auto wake = [this, next]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-        return stopping_ || !requests_.empty() || clock_->Now() >= next;
+      auto wake = [this, wake_at]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !requests_.empty() || clock_->Now() >= wake_at;
       };
-      // Poll at a fine grain: the clock may be simulated, and requests must not wait a round.
+      // Poll at a fine grain: the clock may be simulated, requests must not wait a round, and
+      // new thresholds are taken within 50 ms.
       while (!wake()) {
         mu_.AwaitWithTimeout(absl::Condition(&wake),
-                             std::min(absl::Milliseconds(50), next - clock_->Now()));
+                             std::min(absl::Milliseconds(50), wake_at - clock_->Now()));
+        if (!wake() && sensing_.watch != nullptr && !sensed_gauges_.empty() &&
+            sensing_.watch->Current() != thresholds_) {
+          break;
+        }
       }
       if (stopping_) {
         return;
@@ -79,11 +143,29 @@ void CollectorRunner::Loop() {
     }
     const absl::Time now = clock_->Now();
     if (now < next) {
+      if (now >= next_sense_) {
+        Sense(now);
+        next_sense_ = clock_->Now() + sensing_.every;
+      }
       continue;
     }
     Collection collection;
     collection.time = next;  // the aligned instant, not the jittered wake-up
     collector_->Collect(now, collection);
+    if (!sensed_gauges_.empty() && sensing_.watch != nullptr) {
+      last_round_.clear();
+      for (const GaugePoint& g : collection.gauges) {
+        if (std::find(sensed_gauges_.begin(), sensed_gauges_.end(), g.name) !=
+            sensed_gauges_.end()) {
+          last_round_.push_back(g);
+        }
+      }
+      if (!sensed_.empty()) {
+        detector_.Record(*thresholds_, last_round_);
+        // The round just read everything: the next check is a full step away.
+        next_sense_ = clock_->Now() + sensing_.every;
+      }
+    }
     sink_(std::move(collection));
     // A round that overran skips the missed slots instead of bursting to catch up.
     while (next <= clock_->Now()) {

@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
   CLI::App app{
       "vigil-agent: streams host, PostgreSQL, Redis and nginx telemetry to vigil-controller"};
   app.set_version_flag("--version", "vigil-agent " VIGIL_VERSION, "print the version and exit");
-  std::string controller, config_path, id, interval_text, log_level = "info";
+  std::string controller, config_path, id, interval_text, sense_text, log_level = "info";
   vigil::TransportFlags tls;
   app.add_option("--controller", controller,
                  "controller address HOST:PORT (default: the config's, or 127.0.0.1:7443)");
@@ -50,6 +50,9 @@ int main(int argc, char** argv) {
   app.add_option("--id", id, "agent id (default: the config's id, or the host name)");
   app.add_option("--interval", interval_text,
                  "collection interval, e.g. 1s (default: the config's, or 1s)");
+  app.add_option("--sense-every", sense_text,
+                 "how often the thresholds the controller sends are checked between rounds, "
+                 "e.g. 100ms (default); 0 turns sensing off");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
   bool init_journal = false;
   app.add_flag("--init-journal", init_journal,
@@ -110,6 +113,16 @@ int main(int argc, char** argv) {
       return 2;
     }
     options.interval = *interval;
+  }
+  if (!sense_text.empty()) {
+    auto every = sense_text == "0" ? absl::StatusOr<absl::Duration>(absl::ZeroDuration())
+                                   : vigil::ParseDurationText(sense_text);
+    if (!every.ok() || (*every != absl::ZeroDuration() && *every < absl::Milliseconds(20))) {
+      spdlog::error("--sense-every '{}': want 0 or a duration of at least 20ms such as 100ms",
+                    sense_text);
+      return 2;
+    }
+    options.sense_every = *every;
   }
   auto credentials = vigil::MakeClientCredentials(tls, options.controller);
   if (!credentials.ok()) {

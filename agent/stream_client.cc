@@ -418,6 +418,11 @@ absl::Status StreamClient::RunStream() {
             command_handler_(message.command());
           }
           break;
+        case v1::ControllerMessage::kWatchThresholds:
+          if (watch_handler_) {
+            watch_handler_(message.watch_thresholds());
+          }
+          break;
         default:
           break;
       }

@@ -54,6 +54,7 @@ class StreamClient {
  public:
   using DiagnosticsHandler = std::function<void(const v1::CollectDiagnostics&)>;
   using CommandHandler = std::function<void(const v1::Command&)>;
+  using WatchHandler = std::function<void(const v1::WatchThresholds&)>;
 
   StreamClient(StreamClientOptions options, const Clock* clock);
   ~StreamClient();
@@ -63,6 +64,9 @@ class StreamClient {
     diagnostics_handler_ = std::move(handler);
   }
   void SetCommandHandler(CommandHandler handler) { command_handler_ = std::move(handler); }
+  // The thresholds to watch between rounds, as the controller sends them (after each Welcome
+  // and on a rule reload). Before Run.
+  void SetWatchHandler(WatchHandler handler) { watch_handler_ = std::move(handler); }
   // Sends the command results recorded in `results` (not owned; outlives the client). Before Run.
   void SetResultJournal(ResultJournal* results) { results_ = results; }
   // A result was recorded in the result journal: send it. Any thread.
@@ -123,6 +127,7 @@ class StreamClient {
   std::shared_ptr<grpc::ChannelCredentials> credentials_;  // the ones channel_ uses
   DiagnosticsHandler diagnostics_handler_;
   CommandHandler command_handler_;
+  WatchHandler watch_handler_;
   ResultJournal* results_ = nullptr;
 
   absl::Mutex mu_;

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -12,21 +13,50 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "controller/http/alertmanager_webhook.h"
+#include "controller/rules/thresholds.h"
 #include "storage/sqlite/sqlite_store.h"
 
 namespace vigil::controller {
 
 // Fans what the ingest thread hears out to the rule engine and the incident manager; both only
 // queue or update memory, so the ingest thread never waits on disk.
+// It also gives each agent, after its Welcome and on every rule reload, the thresholds to watch
+// between its collection rounds (see controller/rules/thresholds.h).
 class Controller::Observer final : public IngestObserver {
  public:
-  Observer(RuleEngine* rules, IncidentManager* incidents, RemediationManager* remediation)
-      : rules_(rules), incidents_(incidents), remediation_(remediation) {}
+  using SendFn = std::function<bool(const std::string& agent_id, v1::ControllerMessage)>;
+  Observer(RuleEngine* rules, IncidentManager* incidents, RemediationManager* remediation,
+           SendFn send)
+      : rules_(rules), incidents_(incidents), remediation_(remediation), send_(std::move(send)) {}
   void OnConnected(const v1::AgentInfo& agent) override {
     rules_->OnConnected(agent.agent_id(), Labels(agent.labels().begin(), agent.labels().end()));
     remediation_->OnAgentConnected(agent.agent_id());
+    // Queued behind the Welcome; under the lock so a reload's newer set is never overtaken.
+    absl::MutexLock lock(&watch_mu_);
+    ++connected_[agent.agent_id()];
+    send_(agent.agent_id(), watch_);
+  }
+  // Derives the thresholds from `rules` and sends them to every connected agent.
+  void SetRules(const std::vector<Rule>& rules) {
+    WatchDerivation derived = DeriveWatchThresholds(rules);
+    spdlog::info(
+        "agents watch {} threshold(s) between rounds, for rule(s): {}; at the rounds only: {}",
+        derived.message.thresholds_size(),
+        derived.watched.empty() ? "none" : absl::StrJoin(derived.watched, ", "),
+        derived.unwatched.empty() ? "none" : absl::StrJoin(derived.unwatched, "; "));
+    absl::MutexLock lock(&watch_mu_);
+    *watch_.mutable_watch_thresholds() = std::move(derived.message);
+    for (const auto& [agent_id, streams] : connected_) {
+      send_(agent_id, watch_);
+    }
   }
   void OnDisconnected(const std::string& agent_id, absl::Time when) override {
+    {
+      absl::MutexLock lock(&watch_mu_);
+      if (auto it = connected_.find(agent_id); it != connected_.end() && --it->second <= 0) {
+        connected_.erase(it);
+      }
+    }
     // Streams end because the controller is stopping, not because agents left: their alerts
     // (pending `for` timers included) stay as stored, for the next start to take back.
     if (!stopping_.load()) {
@@ -51,7 +81,12 @@ class Controller::Observer final : public IngestObserver {
   RuleEngine* rules_;
   IncidentManager* incidents_;
   RemediationManager* remediation_;
+  const SendFn send_;
   std::atomic<bool> stopping_{false};
+  absl::Mutex watch_mu_;
+  v1::ControllerMessage watch_ ABSL_GUARDED_BY(watch_mu_);  // the thresholds, ready to send
+  // Streams per agent id (a reconnect overlaps the old stream's end).
+  absl::flat_hash_map<std::string, int> connected_ ABSL_GUARDED_BY(watch_mu_);
 };
 
 absl::StatusOr<std::vector<Rule>> LoadRules(const std::string& rules_path) {
@@ -141,7 +176,12 @@ absl::Status Controller::Start() {
       restored.pending_kept, restored.pending_restarted,
       absl::FormatDuration(options_.rule_engine.for_outage_grace), restored.firing,
       restored.superseded, restored.orphaned);
-  observer_ = std::make_unique<Observer>(rule_engine_.get(), incidents_.get(), remediation_.get());
+  observer_ = std::make_unique<Observer>(
+      rule_engine_.get(), incidents_.get(), remediation_.get(),
+      [this](const std::string& agent_id, v1::ControllerMessage message) {
+        return agent_service_->SendTo(agent_id, std::move(message));
+      });
+  observer_->SetRules(rule_engine_->rules());
   agent_service_->SetObserver(observer_.get());
   control_service_ = std::make_unique<ControlServiceImpl>(
       &fleet_, store_.get(), incidents_.get(), remediation_.get(), options_.watch);
@@ -268,6 +308,7 @@ absl::Status Controller::Reload() {
   if (!options_.rules_path.empty()) {
     const size_t count = rule_file.rules.size();
     const RuleEngine::Replacement r = rule_engine_->ReplaceRules(std::move(rule_file.rules));
+    observer_->SetRules(rule_engine_->rules());
     auto names = [](const std::vector<std::string>& v) {
       return v.empty() ? std::string("none") : absl::StrJoin(v, ", ");
     };

@@ -49,47 +49,108 @@ void HostCollector::Collect(absl::Time now, Collection& out) {
         out.Gauge("host_cpu_usage_ratio", CpuUsageRatio(*last_cpu_, *cpu));
       }
       last_cpu_ = *cpu;
+      if (last_round_ != absl::InfinitePast()) {
+        round_step_ = now - last_round_;
+      }
+      last_round_ = now;
+      KeepCpuReading(now, *cpu);
     } else {
       ok = false;
     }
   } else {
     ok = false;
   }
-  if (auto text = ReadFile(options_.proc_root + "/meminfo")) {
-    if (auto mem = ParseMeminfo(*text); mem.ok()) {
-      out.Gauge("host_memory_used_ratio", mem->UsedRatio());
-    } else {
-      ok = false;
-    }
-  } else {
+  if (!ReadMemory(out)) {
     ok = false;
   }
+  ReadLoad(out);
+  if (auto text = ReadFile(options_.proc_root + "/self/mounts")) {
+    std::set<std::string> seen_devices;  // bind mounts of one device count once
+    disk_mounts_.clear();
+    for (const MountEntry& m : ParseMounts(*text)) {
+      if (!IsRealFilesystem(m) || !seen_devices.insert(m.device).second) {
+        continue;
+      }
+      if (ReadDisk(m.mount_point, out)) {
+        disk_mounts_.push_back(m.mount_point);
+      }
+    }
+  }
+  ScanProcesses(now);
+  out.Gauge("host_up", ok ? 1 : 0);
+}
+
+bool HostCollector::ReadMemory(Collection& out) {
+  auto text = ReadFile(options_.proc_root + "/meminfo");
+  if (!text) {
+    return false;
+  }
+  auto mem = ParseMeminfo(*text);
+  if (!mem.ok()) {
+    return false;
+  }
+  out.Gauge("host_memory_used_ratio", mem->UsedRatio());
+  return true;
+}
+
+void HostCollector::ReadLoad(Collection& out) {
   if (auto text = ReadFile(options_.proc_root + "/loadavg")) {
     if (auto load = ParseLoadavg1(*text); load.ok()) {
       out.Gauge("host_load1", *load);
     }
   }
-  if (auto text = ReadFile(options_.proc_root + "/self/mounts")) {
-    std::set<std::string> seen_devices;  // bind mounts of one device count once
-    for (const MountEntry& m : ParseMounts(*text)) {
-      if (!IsRealFilesystem(m) || !seen_devices.insert(m.device).second) {
-        continue;
+}
+
+bool HostCollector::ReadDisk(const std::string& mount, Collection& out) {
+  struct statvfs vfs;
+  if (statvfs(mount.c_str(), &vfs) != 0 || vfs.f_blocks == 0) {
+    return false;
+  }
+  // Like df: used / (used + available to unprivileged users).
+  double used = static_cast<double>(vfs.f_blocks - vfs.f_bfree);
+  double avail = static_cast<double>(vfs.f_bavail);
+  if (used + avail <= 0) {
+    return false;
+  }
+  out.Gauge("host_disk_used_ratio", used / (used + avail), {{"mount", mount}});
+  return true;
+}
+
+void HostCollector::KeepCpuReading(absl::Time now, const CpuTimes& cpu) {
+  cpu_readings_.emplace_back(now, cpu);
+  while (!cpu_readings_.empty() &&
+         (cpu_readings_.size() > 256 || cpu_readings_.front().first < now - 2 * round_step_)) {
+    cpu_readings_.pop_front();
+  }
+}
+
+void HostCollector::Sense(absl::Time now, const std::vector<std::string>& names, Collection& out) {
+  for (const std::string& name : names) {
+    if (name == "host_cpu_usage_ratio") {
+      auto text = ReadFile(options_.proc_root + "/stat");
+      absl::StatusOr<CpuTimes> cpu =
+          text ? ParseProcStat(*text) : absl::StatusOr<CpuTimes>(absl::NotFoundError("stat"));
+      if (!cpu.ok() || round_step_ <= absl::ZeroDuration()) {
+        continue;  // no reading, or no round step known yet
       }
-      struct statvfs vfs;
-      if (statvfs(m.mount_point.c_str(), &vfs) != 0 || vfs.f_blocks == 0) {
-        continue;
+      // The newest reading at least one round step old: the same span a round measures.
+      for (auto it = cpu_readings_.rbegin(); it != cpu_readings_.rend(); ++it) {
+        if (it->first <= now - round_step_) {
+          out.Gauge("host_cpu_usage_ratio", CpuUsageRatio(it->second, *cpu));
+          break;
+        }
       }
-      // Like df: used / (used + available to unprivileged users).
-      double used = static_cast<double>(vfs.f_blocks - vfs.f_bfree);
-      double avail = static_cast<double>(vfs.f_bavail);
-      if (used + avail <= 0) {
-        continue;
+      KeepCpuReading(now, *cpu);
+    } else if (name == "host_memory_used_ratio") {
+      ReadMemory(out);
+    } else if (name == "host_load1") {
+      ReadLoad(out);
+    } else if (name == "host_disk_used_ratio") {
+      for (const std::string& mount : disk_mounts_) {
+        ReadDisk(mount, out);
       }
-      out.Gauge("host_disk_used_ratio", used / (used + avail), {{"mount", m.mount_point}});
     }
   }
-  ScanProcesses(now);
-  out.Gauge("host_up", ok ? 1 : 0);
 }
 
 void HostCollector::ScanProcesses(absl::Time now) {

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -25,6 +26,14 @@ class HostCollector final : public Collector {
 
   absl::string_view name() const override { return "host"; }
   void Collect(absl::Time now, Collection& out) override;
+  // Memory (/proc/meminfo), load (/proc/loadavg), the disks the last round found (statvfs), and
+  // CPU (/proc/stat) as the busy share over the trailing round step (one interval ending now,
+  // to within one check), so it measures what a round measures, only at another phase.
+  std::vector<std::string> SensedGauges() const override {
+    return {"host_cpu_usage_ratio", "host_memory_used_ratio", "host_load1",
+            "host_disk_used_ratio"};
+  }
+  void Sense(absl::Time now, const std::vector<std::string>& names, Collection& out) override;
   std::vector<std::string> DiagnosticNames() const override;
   std::vector<v1::DiagnosticTable> Diagnose(absl::Time now,
                                             const std::vector<std::string>& names) override;
@@ -35,12 +44,22 @@ class HostCollector final : public Collector {
     double cpu_ratio = 0;  // share of one core over the last interval
   };
   void ScanProcesses(absl::Time now);
+  // Each appends its gauge(s); false when the source could not be read.
+  bool ReadMemory(Collection& out);
+  void ReadLoad(Collection& out);
+  bool ReadDisk(const std::string& mount, Collection& out);
 
   HostCollectorOptions options_;
   std::optional<CpuTimes> last_cpu_;
   std::map<int, uint64_t> last_proc_ticks_;  // pid -> utime+stime at the last scan
   absl::Time last_scan_ = absl::InfinitePast();
   std::vector<ProcessSample> processes_;  // from the last scan
+  std::vector<std::string> disk_mounts_;  // the mounts the last round measured
+  // /proc/stat readings of the rounds and checks within two round steps, oldest first.
+  void KeepCpuReading(absl::Time now, const CpuTimes& cpu);
+  std::deque<std::pair<absl::Time, CpuTimes>> cpu_readings_;
+  absl::Time last_round_ = absl::InfinitePast();
+  absl::Duration round_step_ = absl::ZeroDuration();
   long page_size_ = 4096;
   long ticks_per_second_ = 100;
 };

@@ -9,8 +9,8 @@
 
 namespace vigil::agent {
 
-absl::StatusOr<RedisInfo> ParseRedisInfo(absl::string_view text) {
-  RedisInfo info;
+std::map<std::string, std::string> ParseRedisInfoFields(absl::string_view text) {
+  std::map<std::string, std::string> fields;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     line = absl::StripSuffix(line, "\r");
     if (line.empty() || line[0] == '#') {
@@ -20,8 +20,14 @@ absl::StatusOr<RedisInfo> ParseRedisInfo(absl::string_view text) {
     if (colon == absl::string_view::npos) {
       continue;
     }
-    info.fields[std::string(line.substr(0, colon))] = std::string(line.substr(colon + 1));
+    fields[std::string(line.substr(0, colon))] = std::string(line.substr(colon + 1));
   }
+  return fields;
+}
+
+absl::StatusOr<RedisInfo> ParseRedisInfo(absl::string_view text) {
+  RedisInfo info;
+  info.fields = ParseRedisInfoFields(text);
   auto number = [&](const char* key, uint64_t* out) -> absl::Status {
     auto it = info.fields.find(key);
     if (it == info.fields.end()) {
@@ -108,9 +114,11 @@ void RedisCollector::Collect(absl::Time now, Collection& out) {
   if (last_ && info->total_commands_processed >= last_->total_commands_processed) {
     const double seconds = std::max(absl::ToDoubleSeconds(now - last_time_), 1e-3);
     // Our own INFO is one command per round; it is not the application's traffic.
+    // So are the INFOs sent between rounds to watch thresholds.
     const uint64_t commands = info->total_commands_processed - last_->total_commands_processed;
+    const uint64_t own = 1 + own_commands_;
     out.Gauge("redis_ops_per_second",
-              static_cast<double>(commands > 0 ? commands - 1 : 0) / seconds);
+              static_cast<double>(commands > own ? commands - own : 0) / seconds);
     const uint64_t hits = info->keyspace_hits - std::min(info->keyspace_hits, last_->keyspace_hits);
     const uint64_t misses =
         info->keyspace_misses - std::min(info->keyspace_misses, last_->keyspace_misses);
@@ -122,6 +130,39 @@ void RedisCollector::Collect(absl::Time now, Collection& out) {
   }
   last_ = std::move(*info);
   last_time_ = now;
+  own_commands_ = 0;
+}
+
+void RedisCollector::Sense(absl::Time now, const std::vector<std::string>& names, Collection& out) {
+  if (context_ == nullptr) {
+    return;  // down: the rounds reconnect, with their backoff
+  }
+  for (const std::string& name : names) {
+    const char* section = name == "redis_connected_clients"   ? "clients"
+                          : name == "redis_used_memory_bytes" ? "memory"
+                                                              : nullptr;
+    const char* field = name == "redis_connected_clients" ? "connected_clients" : "used_memory";
+    if (section == nullptr) {
+      continue;
+    }
+    // One small section, not the whole INFO: cheaper for the server and for us.
+    auto* reply = static_cast<redisReply*>(redisCommand(context_, "INFO %s", section));
+    if (reply == nullptr) {
+      Disconnect();  // the context is unusable; the next round reports and reconnects
+      return;
+    }
+    ++own_commands_;
+    if (reply->type == REDIS_REPLY_STRING) {
+      const std::map<std::string, std::string> fields =
+          ParseRedisInfoFields(absl::string_view(reply->str, reply->len));
+      uint64_t value = 0;
+      if (auto it = fields.find(field);
+          it != fields.end() && absl::SimpleAtoi(it->second, &value)) {
+        out.Gauge(name, static_cast<double>(value));
+      }
+    }
+    freeReplyObject(reply);
+  }
 }
 
 std::vector<v1::DiagnosticTable> RedisCollector::Diagnose(absl::Time now,

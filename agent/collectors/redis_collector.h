@@ -24,6 +24,8 @@ struct RedisInfo {
 };
 // Parses INFO output ("# Section" headers, "key:value" lines, CRLF or LF).
 absl::StatusOr<RedisInfo> ParseRedisInfo(absl::string_view text);
+// Every "key:value" field of INFO output (of any sections); never fails.
+std::map<std::string, std::string> ParseRedisInfoFields(absl::string_view text);
 
 struct RedisCollectorOptions {
   std::string host = "127.0.0.1";
@@ -38,6 +40,11 @@ class RedisCollector final : public Collector {
 
   absl::string_view name() const override { return "redis"; }
   void Collect(absl::Time now, Collection& out) override;
+  // Clients and memory, from `INFO clients` / `INFO memory` on the round's connection.
+  std::vector<std::string> SensedGauges() const override {
+    return {"redis_connected_clients", "redis_used_memory_bytes"};
+  }
+  void Sense(absl::Time now, const std::vector<std::string>& names, Collection& out) override;
   std::vector<std::string> DiagnosticNames() const override { return {"redis_stats"}; }
   std::vector<v1::DiagnosticTable> Diagnose(absl::Time now,
                                             const std::vector<std::string>& names) override;
@@ -53,6 +60,7 @@ class RedisCollector final : public Collector {
   std::optional<RedisInfo> last_;
   absl::Time last_time_;
   double last_hit_ratio_ = 1;
+  uint64_t own_commands_ = 0;  // INFOs sent between rounds: not the application's traffic
 };
 
 absl::StatusOr<std::unique_ptr<Collector>> NewRedisCollector(const YAML::Node& config,
