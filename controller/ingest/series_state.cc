@@ -316,12 +316,6 @@ size_t HistogramWindow::bytes() const {
 }
 
 size_t HistogramWindow::GrowthBound(const v1::Histogram& h) const {
-  // What a vector may add when `add` more elements arrive: nothing within its capacity, else a
-  // reallocation (doubling, or more for a big append).
-  // Compact() reserves (live + add) * 8/7 + 16 with live <= capacity; nothing grows otherwise.
-  auto vector_growth = [](size_t size, size_t capacity, size_t add) -> size_t {
-    return size + add <= capacity ? 0 : add + (capacity + add) / 7 + 16;
-  };
   // The encoding's exact size, as Encode() writes it.
   size_t encoded = VarintSize(h.zero_count());
   int64_t previous = LogHistogram::kMinIndex;
@@ -337,8 +331,19 @@ size_t HistogramWindow::GrowthBound(const v1::Histogram& h) const {
                    : 1 + VarintSize(static_cast<uint64_t>(gap)) + VarintSize(count);
     previous = index;
   }
-  size_t bound = vector_growth(bytes_.size(), bytes_.capacity(), encoded) +
-                 vector_growth(intervals_.size(), intervals_.capacity(), 1) * sizeof(Interval);
+  // Add() compacts when either buffer is full, and a compaction sizes both anew (from what is
+  // live now: an upper bound of what is live once the expired intervals are dropped).
+  size_t bound = 0;
+  if (bytes_.size() + encoded > bytes_.capacity() || intervals_.size() == intervals_.capacity()) {
+    const size_t live = size();
+    const size_t wanted = bytes_.size() - dead_bytes_ + encoded;
+    const size_t bytes_capacity = wanted + wanted / 7 + 16;
+    const size_t intervals_capacity = live + 1 + (live + 1) / 7 + 1;
+    bound = (bytes_capacity > bytes_.capacity() ? bytes_capacity - bytes_.capacity() : 0) +
+            (intervals_capacity > intervals_.capacity()
+                 ? (intervals_capacity - intervals_.capacity()) * sizeof(Interval)
+                 : 0);
+  }
   if (h.counts_size() > 0) {
     const int64_t lo = h.offset();
     const int64_t hi = lo + h.counts_size() - 1;
