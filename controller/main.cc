@@ -28,6 +28,15 @@ void RaiseOpenFileLimit() {
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
     return;
   }
+  // A privileged controller may raise the hard limit too (a reconnect storm briefly holds old
+  // connections beside new ones); otherwise the hard limit is as far as it goes.
+  constexpr rlim_t kWanted = 1 << 20;
+  if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < kWanted) {
+    rlimit raised{.rlim_cur = kWanted, .rlim_max = kWanted};
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      return;
+    }
+  }
   if (limit.rlim_cur < limit.rlim_max) {
     limit.rlim_cur = limit.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
