@@ -20,7 +20,6 @@
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,6 +38,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "bench/child_process.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
@@ -332,23 +332,6 @@ std::string AddUser(const std::string& binary, const std::string& db, const std:
   return std::string(absl::StripAsciiWhitespace(out));
 }
 
-pid_t StartController(const std::vector<std::string>& argv, const std::string& log) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (!freopen(log.c_str(), "a", stdout) || !freopen(log.c_str(), "a", stderr)) {
-      _exit(126);
-    }
-    std::vector<char*> args;
-    for (const std::string& a : argv) {
-      args.push_back(const_cast<char*>(a.c_str()));
-    }
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  return pid;
-}
 
 double Percentile(std::vector<double> values, double q) {
   if (values.empty()) {
@@ -438,7 +421,7 @@ int main(int argc, char** argv) {
   }
   const std::string target = absl::StrCat("127.0.0.1:", FreePort());
   const pid_t controller =
-      StartController({controller_bin, "--listen=" + target, "--db=" + db, "--insecure",
+      vigil::bench::SpawnLogged({controller_bin, "--listen=" + target, "--db=" + db, "--insecure",
                        "--http-listen=off", "--rules=" + rules, "--log-level=warn"},
                       log);
   auto stop_controller = [&] {

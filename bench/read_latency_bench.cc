@@ -13,7 +13,6 @@
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,6 +28,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "bench/child_process.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
@@ -54,29 +54,10 @@ int FreePort() {
   return port;
 }
 
-// Runs `argv` with stdout and stderr to `log`; returns the pid (the child dies with us).
-pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
-  std::fflush(stdout);  // or the child's freopen prints our buffered lines again
-  pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (!freopen(log.c_str(), "a", stdout) || !freopen(log.c_str(), "a", stderr)) {
-      _exit(126);
-    }
-    std::vector<char*> args;
-    for (const std::string& a : argv) {
-      args.push_back(const_cast<char*>(a.c_str()));
-    }
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  return pid;
-}
 
 // Runs `argv` to its end; the exit status, or -1.
 int Run(const std::vector<std::string>& argv, const std::string& log) {
-  const pid_t pid = Spawn(argv, log);
+  const pid_t pid = vigil::bench::SpawnLogged(argv, log);
   int status = 0;
   if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) {
     return -1;
@@ -222,7 +203,7 @@ int main(int argc, char** argv) {
   }
   const std::string address = absl::StrCat("127.0.0.1:", FreePort());
   const pid_t controller =
-      Spawn({controller_bin, "--listen=" + address, "--db=" + db, "--insecure",
+      vigil::bench::SpawnLogged({controller_bin, "--listen=" + address, "--db=" + db, "--insecure",
              "--http-listen=off", "--log-level=warn"},
             log);
   const std::vector<std::string> cli = {cli_bin, "--controller=" + address, "--insecure",
