@@ -11,8 +11,10 @@ FUZZ=(clang libclang-rt-14-dev)
 # Real servers the integration tests start on loopback, and the tools they drive.
 SERVERS=(postgresql redis-server nginx-light logrotate supervisor sqlite3 procps python3 openssl
   prometheus-alertmanager iproute2 nftables)
+# Checking the Debian packages (tests/packaging).
+PACKAGING=(lintian)
 missing=()
-for p in "${BUILD[@]}" "${FUZZ[@]}" "${SERVERS[@]}" "$@"; do
+for p in "${BUILD[@]}" "${FUZZ[@]}" "${SERVERS[@]}" "${PACKAGING[@]}" "$@"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
