@@ -12,6 +12,7 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "common/wire_metadata.h"
+#include "controller/ingest/agent_identity.h"
 #include "controller/ingest/telemetry_validator.h"
 
 namespace vigil::controller {
@@ -49,13 +50,15 @@ PeerIdentity IdentityOf(const grpc::CallbackServerContext& context) {
   return identity;
 }
 
-// An agent over TLS is who its certificate says: the id in its Hello must be one of the names
-// the certificate carries, or any agent holding a certificate of the fleet's CA could speak for
-// any other.
+// An agent over TLS is who its certificate says: one of the names the certificate carries must
+// admit the id in its Hello (the id itself, or NAME.pods.vigil for the pods NAME-SUFFIX), or any
+// agent holding a certificate of the fleet's CA could speak for any other.
 absl::Status CheckIdentity(const PeerIdentity& identity, const std::string& peer,
                            const std::string& agent_id) {
-  if (!identity.tls ||
-      std::find(identity.names.begin(), identity.names.end(), agent_id) != identity.names.end()) {
+  if (!identity.tls || std::any_of(identity.names.begin(), identity.names.end(),
+                                   [&](const std::string& name) {
+                                     return CertificateNameAdmits(name, agent_id);
+                                   })) {
     return absl::OkStatus();
   }
   std::vector<std::string> quoted;
