@@ -195,8 +195,8 @@ TEST_F(TlsTest, PodCertificateRefusesIdsOutsideItsWorkload) {
   Subprocess& bare = StartAgentWithFiles("web", "pod-web");
   for (const auto& [agent, id] :
        {std::pair<Subprocess*, std::string>{&other, "other-7d9f8c6b5-x2k4p"}, {&bare, "web"}}) {
-    const std::string mismatch = absl::StrCat("names 'web.pods.vigil', but the agent says it is '",
-                                              id, "'");
+    const std::string mismatch =
+        absl::StrCat("names 'web.pods.vigil', but the agent says it is '", id, "'");
     EXPECT_TRUE(
         WaitUntil([&] { return absl::StrContains(agent->Output(), mismatch); }, absl::Seconds(10)))
         << agent->Output();
