@@ -7,6 +7,7 @@
 #include <set>
 
 #include "absl/base/const_init.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
@@ -62,14 +63,19 @@ absl::Status CheckIdentity(const PeerIdentity& identity, const std::string& peer
     return absl::OkStatus();
   }
   std::vector<std::string> quoted;
+  bool pod_names = false;
   for (const std::string& name : identity.names) {
     quoted.push_back(absl::StrCat("'", name, "'"));
+    pod_names = pod_names || absl::EndsWith(name, kPodDomain);
   }
-  return absl::PermissionDeniedError(
-      absl::StrCat("certificate of peer ", peer, " names ",
-                   quoted.empty() ? "no DNS name (agent certificates carry their id as one)"
-                                  : absl::StrJoin(quoted, ", "),
-                   ", but the agent says it is '", agent_id, "'"));
+  return absl::PermissionDeniedError(absl::StrCat(
+      "certificate of peer ", peer, " names ",
+      quoted.empty() ? "no DNS name (agent certificates carry their id as one)"
+                     : absl::StrJoin(quoted, ", "),
+      ", but the agent says it is '", agent_id, "'",
+      pod_names ? " (NAME.pods.vigil admits only the pod names NAME-SUFFIX, SUFFIX being one or "
+                  "two parts of 4 to 10 lowercase letters or digits)"
+                : ""));
 }
 
 // True the first time `key` is seen in this process: a refused agent retries with backoff, and

@@ -204,6 +204,8 @@ TEST_F(TlsTest, PodCertificateRefusesIdsOutsideItsWorkload) {
                           absl::Seconds(5)))
         << controller_->Output();
   }
+  EXPECT_TRUE(absl::StrContains(other.Output(), "NAME.pods.vigil admits only the pod names"))
+      << other.Output();
   auto agents = Agents();
   EXPECT_EQ(agents.count("other-7d9f8c6b5-x2k4p"), 0u) << Cli({"agents"}).output;
   EXPECT_EQ(agents.count("web"), 0u) << Cli({"agents"}).output;
