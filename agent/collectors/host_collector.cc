@@ -239,8 +239,8 @@ std::vector<v1::DiagnosticTable> HostCollector::Diagnose(absl::Time now,
 absl::StatusOr<std::unique_ptr<Collector>> NewHostCollector(const YAML::Node& config,
                                                             absl::string_view file) {
   HostCollectorOptions options;
-  if (absl::Status s =
-          YamlCheckKeys(config, file, "collectors.host", {"proc_root", "mounts_root", "top_processes"});
+  if (absl::Status s = YamlCheckKeys(config, file, "collectors.host",
+                                     {"proc_root", "mounts_root", "top_processes"});
       !s.ok()) {
     return s;
   }
