@@ -4,13 +4,17 @@
 # instead of relying on --insecure. For development and tests only: the CA key sits unencrypted
 # next to the certificates.
 #
-#   scripts/dev-ca.sh OUT_DIR [--agent ID]... [--user NAME]...
+#   scripts/dev-ca.sh OUT_DIR [--agent ID]... [--pod NAME]... [--user NAME]...
+#                     [--controller-name DNS]...
 #
 # Writes into OUT_DIR:
 #   ca.pem, ca.key                 the CA (kept when it already exists, so re-running is safe)
-#   controller.pem, controller.key server certificate for localhost, 127.0.0.1, ::1 and this host
+#   controller.pem, controller.key server certificate for localhost, 127.0.0.1, ::1, this host
+#                                  and each --controller-name (e.g. its Kubernetes Service name)
 #   agent-ID.pem, agent-ID.key     per agent: CN=ID and SAN DNS:ID, the identity the controller
 #                                  checks against the agent's id
+#   pod-NAME.pem, pod-NAME.key     per Kubernetes workload: SAN DNS:NAME.pods.vigil, which the
+#                                  controller takes for the workload's pods NAME-SUFFIX
 #   user-NAME.pem, user-NAME.key   per CLI user: CN=NAME (no DNS name), client authentication
 # Keys are EC P-256 (supported by the gRPC TLS stack on Debian 12) and mode 0600. A certificate
 # that exists, is signed by the CA, names what it should and is valid for another day is kept.
@@ -22,21 +26,28 @@ die() {
   exit 1
 }
 usage() {
-  echo "usage: $PROG OUT_DIR [--agent ID]... [--user NAME]..." >&2
+  echo "usage: $PROG OUT_DIR [--agent ID]... [--pod NAME]... [--user NAME]..." \
+    "[--controller-name DNS]..." >&2
   exit 2
 }
 
 OUT=""
 AGENTS=()
 USERS=()
+PODS=()
+CONTROLLER_NAMES=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --agent) [ $# -ge 2 ] || usage; AGENTS+=("$2"); shift 2 ;;
     --agent=*) AGENTS+=("${1#--agent=}"); shift ;;
+    --controller-name) [ $# -ge 2 ] || usage; CONTROLLER_NAMES+=("$2"); shift 2 ;;
+    --controller-name=*) CONTROLLER_NAMES+=("${1#--controller-name=}"); shift ;;
+    --pod) [ $# -ge 2 ] || usage; PODS+=("$2"); shift 2 ;;
+    --pod=*) PODS+=("${1#--pod=}"); shift ;;
     --user) [ $# -ge 2 ] || usage; USERS+=("$2"); shift 2 ;;
     --user=*) USERS+=("${1#--user=}"); shift ;;
     -h | --help)
-      sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     -*) echo "$PROG: unknown option '$1'" >&2; usage ;;
@@ -60,6 +71,15 @@ check_name() {
 }
 for id in ${AGENTS[@]+"${AGENTS[@]}"}; do check_name "--agent" "$id"; done
 for name in ${USERS[@]+"${USERS[@]}"}; do check_name "--user" "$name"; done
+for name in ${CONTROLLER_NAMES[@]+"${CONTROLLER_NAMES[@]}"}; do
+  check_name "--controller-name" "$name"
+done
+# A workload name is the first part of its pods' names: a lowercase DNS label.
+for name in ${PODS[@]+"${PODS[@]}"}; do
+  if ! [[ "$name" =~ ^[a-z0-9]([a-z0-9-]{0,51}[a-z0-9])?$ ]]; then
+    die "--pod '$name': use 1 to 53 lowercase letters, digits or inner '-' (a Kubernetes workload name)"
+  fi
+done
 
 mkdir -p "$OUT" || die "cannot create $OUT"
 [ -w "$OUT" ] || die "$OUT is not writable"
@@ -160,9 +180,16 @@ if [ -n "$HOST" ] && [ "$HOST" != localhost ] && [[ "$HOST" =~ ^[A-Za-z0-9._-]+$
   SAN="$SAN,DNS:$HOST"
   PRINTED="$PRINTED,DNS:$HOST"
 fi
+for name in ${CONTROLLER_NAMES[@]+"${CONTROLLER_NAMES[@]}"}; do
+  SAN="$SAN,DNS:$name"
+  PRINTED="$PRINTED,DNS:$name"
+done
 issue controller "/O=Vigil development/CN=vigil-controller" serverAuth "$SAN" "$PRINTED"
 for id in ${AGENTS[@]+"${AGENTS[@]}"}; do
   issue "agent-$id" "/O=Vigil development/CN=$id" clientAuth "DNS:$id"
+done
+for name in ${PODS[@]+"${PODS[@]}"}; do
+  issue "pod-$name" "/O=Vigil development/CN=$name.pods.vigil" clientAuth "DNS:$name.pods.vigil"
 done
 for name in ${USERS[@]+"${USERS[@]}"}; do
   # No DNS name: a user is not a host, and the controller takes DNS names as agent identities.

@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "common/yaml_util.h"
 
 namespace vigil::agent {
@@ -64,7 +65,9 @@ void HostCollector::Collect(absl::Time now, Collection& out) {
     ok = false;
   }
   ReadLoad(out);
-  if (auto text = ReadFile(options_.proc_root + "/self/mounts")) {
+  const std::string mount_table =
+      options_.proc_root + (options_.mounts_root.empty() ? "/self/mounts" : "/1/mounts");
+  if (auto text = ReadFile(mount_table)) {
     std::set<std::string> seen_devices;  // bind mounts of one device count once
     disk_mounts_.clear();
     for (const MountEntry& m : ParseMounts(*text)) {
@@ -103,7 +106,8 @@ void HostCollector::ReadLoad(Collection& out) {
 
 bool HostCollector::ReadDisk(const std::string& mount, Collection& out) {
   struct statvfs vfs;
-  if (statvfs(mount.c_str(), &vfs) != 0 || vfs.f_blocks == 0) {
+  const std::string path = options_.mounts_root + mount;
+  if (statvfs(path.c_str(), &vfs) != 0 || vfs.f_blocks == 0) {
     return false;
   }
   // Like df: used / (used + available to unprivileged users).
@@ -235,8 +239,8 @@ std::vector<v1::DiagnosticTable> HostCollector::Diagnose(absl::Time now,
 absl::StatusOr<std::unique_ptr<Collector>> NewHostCollector(const YAML::Node& config,
                                                             absl::string_view file) {
   HostCollectorOptions options;
-  if (absl::Status s =
-          YamlCheckKeys(config, file, "collectors.host", {"proc_root", "top_processes"});
+  if (absl::Status s = YamlCheckKeys(config, file, "collectors.host",
+                                     {"proc_root", "mounts_root", "top_processes"});
       !s.ok()) {
     return s;
   }
@@ -245,6 +249,21 @@ absl::StatusOr<std::unique_ptr<Collector>> NewHostCollector(const YAML::Node& co
     return root.status();
   }
   options.proc_root = *root;
+  auto mounts_root = YamlString(config, "mounts_root", file, false, "");
+  if (!mounts_root.ok()) {
+    return mounts_root.status();
+  }
+  // "/" and "" both mean the agent's own view; a trailing '/' would double the mount's own.
+  options.mounts_root = std::string(absl::StripSuffix(*mounts_root, "/"));
+  for (const auto& [key, value] :
+       {std::pair<const char*, const std::string*>{"proc_root", &options.proc_root},
+        {"mounts_root", &*mounts_root}}) {
+    if (!value->empty() && value->front() != '/') {
+      return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, config[key]),
+                                                     ": collectors.host.", key, " '", *value,
+                                                     "' must be an absolute path"));
+    }
+  }
   auto top = YamlInt(config, "top_processes", file, options.top_processes, 0, 1000);
   if (!top.ok()) {
     return top.status();

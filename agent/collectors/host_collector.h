@@ -1,5 +1,7 @@
 // Host telemetry from /proc and statvfs: CPU (from deltas), memory, disks, load, and the top
-// processes by CPU and memory for diagnostics. Used by its collector thread only.
+// processes by CPU and memory for diagnostics. In a container (a Kubernetes DaemonSet) it reads
+// the node through the host's /proc and / mounted under roots of its own. Used by its collector
+// thread only.
 #pragma once
 
 #include <sys/types.h>
@@ -16,7 +18,12 @@
 namespace vigil::agent {
 
 struct HostCollectorOptions {
-  std::string proc_root = "/proc";  // tests point this at a fixture tree
+  std::string proc_root = "/proc";  // the host's /proc, e.g. /host/proc in a container
+  // Empty: the disks are the mounts the agent itself sees. Set (e.g. /host/root, the host's /
+  // mounted there): the disks are the host's mounts, read from proc_root/1/mounts (the host's
+  // init, as the host's /proc shows it from any PID namespace), each measured at mounts_root + its mount point and
+  // labelled with the host's mount point.
+  std::string mounts_root;
   int top_processes = 10;
 };
 

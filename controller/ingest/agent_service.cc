@@ -7,11 +7,13 @@
 #include <set>
 
 #include "absl/base/const_init.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "common/status.h"
 #include "common/wire_metadata.h"
+#include "controller/ingest/agent_identity.h"
 #include "controller/ingest/telemetry_validator.h"
 
 namespace vigil::controller {
@@ -49,24 +51,31 @@ PeerIdentity IdentityOf(const grpc::CallbackServerContext& context) {
   return identity;
 }
 
-// An agent over TLS is who its certificate says: the id in its Hello must be one of the names
-// the certificate carries, or any agent holding a certificate of the fleet's CA could speak for
-// any other.
+// An agent over TLS is who its certificate says: one of the names the certificate carries must
+// admit the id in its Hello (the id itself, or NAME.pods.vigil for the pods NAME-SUFFIX), or any
+// agent holding a certificate of the fleet's CA could speak for any other.
 absl::Status CheckIdentity(const PeerIdentity& identity, const std::string& peer,
                            const std::string& agent_id) {
-  if (!identity.tls ||
-      std::find(identity.names.begin(), identity.names.end(), agent_id) != identity.names.end()) {
+  if (!identity.tls || std::any_of(identity.names.begin(), identity.names.end(),
+                                   [&](const std::string& name) {
+                                     return CertificateNameAdmits(name, agent_id);
+                                   })) {
     return absl::OkStatus();
   }
   std::vector<std::string> quoted;
+  bool pod_names = false;
   for (const std::string& name : identity.names) {
     quoted.push_back(absl::StrCat("'", name, "'"));
+    pod_names = pod_names || absl::EndsWith(name, kPodDomain);
   }
-  return absl::PermissionDeniedError(
-      absl::StrCat("certificate of peer ", peer, " names ",
-                   quoted.empty() ? "no DNS name (agent certificates carry their id as one)"
-                                  : absl::StrJoin(quoted, ", "),
-                   ", but the agent says it is '", agent_id, "'"));
+  return absl::PermissionDeniedError(absl::StrCat(
+      "certificate of peer ", peer, " names ",
+      quoted.empty() ? "no DNS name (agent certificates carry their id as one)"
+                     : absl::StrJoin(quoted, ", "),
+      ", but the agent says it is '", agent_id, "'",
+      pod_names ? " (NAME.pods.vigil admits only the pod names NAME-SUFFIX, SUFFIX being one or "
+                  "two parts of 4 to 10 lowercase letters or digits)"
+                : ""));
 }
 
 // True the first time `key` is seen in this process: a refused agent retries with backoff, and

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs a private nginx in the foreground on 127.0.0.1:PORT proxying to 127.0.0.1:UPSTREAM_PORT,
 # with its config, logs and pid under DIR/nginx. The access log format is the timed combined one
-# unless LOG_FORMAT is set. The upstream block lives in DIR/nginx/upstreams.conf (managed file).
+# unless LOG_FORMAT is set; the access log is DIR/nginx/access.log unless ACCESS_LOG names
+# another file (a folder shared with an agent, as with a Kubernetes sidecar). The upstream block lives in DIR/nginx/upstreams.conf (managed file).
 # Usage: nginx.sh DIR PORT UPSTREAM_PORT
 set -euo pipefail
 DIR=$1 PORT=$2 UPSTREAM_PORT=$3
@@ -26,7 +27,7 @@ http {
     uwsgi_temp_path $N/tmp/uwsgi;
     scgi_temp_path $N/tmp/scgi;
     log_format vigil '$FORMAT';
-    access_log $N/access.log vigil;
+    access_log ${ACCESS_LOG:-$N/access.log} vigil;
     include $N/upstreams.conf;
     server {
         listen 127.0.0.1:$PORT;

@@ -1,7 +1,9 @@
 // Transport security end to end with the real binaries and certificates from scripts/dev-ca.sh:
 // an agent whose certificate names its id connects over mutual TLS; one whose certificate names
-// another host is refused on both sides; the CLI needs a client certificate; plain text is
-// refused off loopback; and the CLI does not run until TLS or --insecure is chosen.
+// another host is refused on both sides; a pod's agent with its workload's NAME.pods.vigil
+// certificate connects, and one whose id is not NAME-SUFFIX is refused; the CLI needs a client
+// certificate; plain text is refused off loopback; and the CLI does not run until TLS or
+// --insecure is chosen.
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 
@@ -49,7 +51,7 @@ class TlsTest : public ::testing::Test {
   void SetUp() override {
     CommandResult made =
         RunCommand({"bash", testing::SourcePath("scripts/dev-ca.sh"), dir_.File("tls"), "--agent",
-                    "web-1", "--agent", "web-2", "--user", "admin"});
+                    "web-1", "--agent", "web-2", "--pod", "web", "--user", "admin"});
     ASSERT_EQ(made.exit_code, 0) << made.output;
     // A controller with API tokens needs one from the CLI as well as a certificate: make an admin
     // (the token is the one line on stdout). One without them refuses the subcommand and needs
@@ -83,12 +85,17 @@ class TlsTest : public ::testing::Test {
 
   // An agent with id `id` that presents the certificate agent-`cert`.pem.
   Subprocess& StartAgent(const std::string& id, const std::string& cert) {
+    return StartAgentWithFiles(id, absl::StrCat("agent-", cert));
+  }
+
+  // An agent with id `id` that presents the certificate `base`.pem and key `base`.key.
+  Subprocess& StartAgentWithFiles(const std::string& id, const std::string& base) {
     agents_.push_back(std::make_unique<Subprocess>(
         std::vector<std::string>{BinaryPath("vigil-agent"), "--controller=" + address_,
                                  "--config=" + dir_.File("agent.yaml"), "--id=" + id,
                                  "--tls-ca=" + Tls("ca.pem"),
-                                 "--tls-cert=" + Tls(absl::StrCat("agent-", cert, ".pem")),
-                                 "--tls-key=" + Tls(absl::StrCat("agent-", cert, ".key"))},
+                                 "--tls-cert=" + Tls(absl::StrCat(base, ".pem")),
+                                 "--tls-key=" + Tls(absl::StrCat(base, ".key"))},
         std::map<std::string, std::string>{},
         dir_.File(absl::StrCat("agent-", id, "-", agents_.size(), ".log"))));
     return *agents_.back();
@@ -169,6 +176,39 @@ TEST_F(TlsTest, AgentWhoseCertificateNamesAnotherHostIsRefusedOnBothSides) {
   StartAgent("web-1", "web-1");
   EXPECT_TRUE(WaitUntil([&] { return Connected("web-1"); }, absl::Seconds(15)))
       << agents_.back()->Output() << controller_->Output();
+}
+
+TEST_F(TlsTest, PodAgentWithItsWorkloadCertificateConnects) {
+  StartController();
+  // A Deployment's pod name: workload, template hash, random part.
+  StartAgentWithFiles("web-7d9f8c6b5-x2k4p", "pod-web");
+  ASSERT_TRUE(WaitUntil([&] { return Connected("web-7d9f8c6b5-x2k4p"); }, absl::Seconds(15)))
+      << agents_.back()->Output() << controller_->Output();
+  EXPECT_FALSE(absl::StrContains(controller_->Output(), "certificate of peer "))
+      << controller_->Output();
+}
+
+TEST_F(TlsTest, PodCertificateRefusesIdsOutsideItsWorkload) {
+  StartController();
+  // Another workload's pod, and the bare workload name: neither is web-SUFFIX.
+  Subprocess& other = StartAgentWithFiles("other-7d9f8c6b5-x2k4p", "pod-web");
+  Subprocess& bare = StartAgentWithFiles("web", "pod-web");
+  for (const auto& [agent, id] :
+       {std::pair<Subprocess*, std::string>{&other, "other-7d9f8c6b5-x2k4p"}, {&bare, "web"}}) {
+    const std::string mismatch =
+        absl::StrCat("names 'web.pods.vigil', but the agent says it is '", id, "'");
+    EXPECT_TRUE(
+        WaitUntil([&] { return absl::StrContains(agent->Output(), mismatch); }, absl::Seconds(10)))
+        << agent->Output();
+    EXPECT_TRUE(WaitUntil([&] { return absl::StrContains(controller_->Output(), mismatch); },
+                          absl::Seconds(5)))
+        << controller_->Output();
+  }
+  EXPECT_TRUE(absl::StrContains(other.Output(), "NAME.pods.vigil admits only the pod names"))
+      << other.Output();
+  auto agents = Agents();
+  EXPECT_EQ(agents.count("other-7d9f8c6b5-x2k4p"), 0u) << Cli({"agents"}).output;
+  EXPECT_EQ(agents.count("web"), 0u) << Cli({"agents"}).output;
 }
 
 TEST_F(TlsTest, CliWithoutAClientCertificateIsRefused) {

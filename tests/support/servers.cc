@@ -183,12 +183,15 @@ void HttpUpstream::Serve(int fd) {
 }
 
 NginxServer::NginxServer(const std::string& dir, uint16_t upstream_port,
-                         const std::string& log_format)
-    : dir_(dir), port_(FreeLoopbackPort()) {
+                         const std::string& log_format, const std::string& access_log)
+    : dir_(dir),
+      access_log_(access_log.empty() ? dir + "/nginx/access.log" : access_log),
+      port_(FreeLoopbackPort()) {
   std::map<std::string, std::string> env;
   if (!log_format.empty()) {
     env["LOG_FORMAT"] = log_format;
   }
+  env["ACCESS_LOG"] = access_log_;
   process_ = std::make_unique<Subprocess>(
       std::vector<std::string>{Script("nginx.sh"), dir_, absl::StrCat(port_),
                                absl::StrCat(upstream_port)},

@@ -76,18 +76,21 @@ class HttpUpstream {
 
 class NginxServer {
  public:
-  NginxServer(const std::string& dir, uint16_t upstream_port, const std::string& log_format = "");
+  // `access_log`: where nginx writes its access log; empty: DIR/nginx/access.log.
+  NginxServer(const std::string& dir, uint16_t upstream_port, const std::string& log_format = "",
+              const std::string& access_log = "");
   // Stops nginx with SIGTERM: a SIGKILLed master leaves its workers running, orphaned.
   ~NginxServer() { Stop(); }
   bool ok() const { return ok_; }
   uint16_t port() const { return port_; }
-  std::string access_log() const { return dir_ + "/nginx/access.log"; }
+  std::string access_log() const { return access_log_; }
   std::string config() const { return dir_ + "/nginx/nginx.conf"; }
   std::string upstreams_file() const { return dir_ + "/nginx/upstreams.conf"; }
   void Stop();
 
  private:
   std::string dir_;
+  std::string access_log_;
   uint16_t port_;
   std::unique_ptr<Subprocess> process_;
   bool ok_ = false;

@@ -3,10 +3,16 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <yaml-cpp/yaml.h>
+
 #include <fstream>
+#include <set>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "agent/collectors/host_collector.h"
+#include "tests/support/process.h"
 
 namespace vigil::agent {
 namespace {
@@ -125,6 +131,79 @@ TEST(HostCollector, ReadsAFixtureProcTree) {
     }
   }
   EXPECT_TRUE(saw_odd_name);
+}
+
+// A DaemonSet agent: the host's /proc at PROOT and its / at ROOT. Disks come from the host
+// init's mount table, measured under ROOT and labelled with the host's paths; the agent's own
+// mounts (proc/self/mounts) are not the node's and are not read.
+TEST(HostCollector, ReadsTheNodeThroughHostRoots) {
+  testing::TempDir dir;
+  for (const char* d : {"proc", "proc/1", "proc/self", "proc/4242", "root", "root/vigil-data"}) {
+    ASSERT_EQ(mkdir(dir.File(d).c_str(), 0700), 0) << d;
+  }
+  testing::WriteFile(dir.File("proc/stat"), Fixture("proc/stat"));
+  testing::WriteFile(dir.File("proc/meminfo"), Fixture("proc/meminfo"));
+  testing::WriteFile(dir.File("proc/loadavg"), "3.25 0.40 0.30 1/100 4242\n");
+  testing::WriteFile(dir.File("proc/4242/stat"), Fixture("proc/4242/stat"));
+  // The host's mounts: "/", a data disk, a disk whose mount point the agent cannot reach, pseudo
+  // filesystems, and a second mount of the root device.
+  testing::WriteFile(dir.File("proc/1/mounts"),
+                     "/dev/sda1 / ext4 rw,relatime 0 0\n"
+                     "/dev/sdb1 /vigil-data xfs rw,relatime 0 0\n"
+                     "/dev/sdc1 /vigil-unreachable ext4 rw,relatime 0 0\n"
+                     "proc /proc proc rw 0 0\n"
+                     "tmpfs /run tmpfs rw 0 0\n"
+                     "/dev/sda1 /var/lib/kubelet ext4 rw,relatime 0 0\n");
+  testing::WriteFile(dir.File("proc/self/mounts"), "/dev/sdx1 /vigil-agent-only ext4 rw 0 0\n");
+
+  auto made = NewHostCollector(
+      YAML::Load(absl::StrCat("{proc_root: '", dir.File("proc"), "', mounts_root: '",
+                              dir.File("root"), "/'}")),
+      "agent.yaml");
+  ASSERT_TRUE(made.ok()) << made.status();
+  Collection round;
+  (*made)->Collect(absl::Now(), round);
+  std::map<std::string, double> values;
+  std::set<std::string> disks;
+  for (const GaugePoint& g : round.gauges) {
+    values[g.name] = g.value;
+    if (g.name == "host_disk_used_ratio") {
+      for (const auto& [key, value] : g.labels) {
+        if (key == "mount") disks.insert(value);
+      }
+      EXPECT_GE(g.value, 0);
+      EXPECT_LE(g.value, 1);
+    }
+  }
+  EXPECT_DOUBLE_EQ(values.at("host_load1"), 3.25);
+  EXPECT_NEAR(values.at("host_memory_used_ratio"), (16314112.0 - 4078528.0) / 16314112.0, 1e-9);
+  EXPECT_EQ(values.at("host_up"), 1);
+  // /vigil-data exists only under the root, so it was measured there.
+  EXPECT_EQ(disks, (std::set<std::string>{"/", "/vigil-data"}));
+
+  auto tables = (*made)->Diagnose(absl::Now(), {"top_processes_memory"});
+  ASSERT_EQ(tables.size(), 1u);
+  bool saw_host_process = false;
+  for (const auto& row : tables[0].rows()) {
+    for (const auto& cell : row.cells()) saw_host_process |= cell == "my (odd) proc name";
+  }
+  EXPECT_TRUE(saw_host_process);
+}
+
+TEST(HostCollector, RootsMustBeAbsoluteAndKnown) {
+  EXPECT_TRUE(NewHostCollector(YAML::Load("{proc_root: /host/proc, mounts_root: /host/root}"),
+                               "agent.yaml")
+                  .ok());
+  auto relative = NewHostCollector(YAML::Load("{mounts_root: host/root}"), "agent.yaml");
+  ASSERT_FALSE(relative.ok());
+  EXPECT_TRUE(absl::StrContains(relative.status().message(),
+                                "collectors.host.mounts_root 'host/root' must be an absolute path"))
+      << relative.status();
+  auto proc = NewHostCollector(YAML::Load("{proc_root: proc}"), "agent.yaml");
+  ASSERT_FALSE(proc.ok());
+  EXPECT_TRUE(absl::StrContains(proc.status().message(), "collectors.host.proc_root"))
+      << proc.status();
+  EXPECT_FALSE(NewHostCollector(YAML::Load("{mount_root: /host/root}"), "agent.yaml").ok());
 }
 
 }  // namespace
