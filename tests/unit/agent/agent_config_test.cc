@@ -156,7 +156,7 @@ TEST_F(AgentConfigTest, ADirectoryIsNotAConfig) {
 TEST_F(AgentConfigTest, SpoolFolderAndBound) {
   auto config = ParseAgentConfig("id: web-1\ncollectors: {host: {}}\n", "agent.yaml", registry_);
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->spool_dir, "/var/lib/vigil-agent/web-1.spool");
+  EXPECT_EQ(config->spool_dir, "/var/lib/vigil/web-1.spool");
   EXPECT_EQ(config->spool_max_bytes, uint64_t{64} << 20);
   config = ParseAgentConfig(
       "id: web-1\ncollectors: {host: {}}\njournal: /srv/a/j\nspool_max_bytes: 2048\n",
@@ -192,7 +192,7 @@ TEST_F(AgentConfigTest, MaxCommandLifetime) {
 TEST_F(AgentConfigTest, ResultJournalSitsBesideTheCommandJournalUnlessNamed) {
   auto config = ParseAgentConfig("id: web-1\ncollectors: {host: {}}\n", "agent.yaml", registry_);
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(ResultJournalPath(*config), "/var/lib/vigil-agent/web-1.results");
+  EXPECT_EQ(ResultJournalPath(*config), "/var/lib/vigil/web-1.results");
   EXPECT_EQ(config->result_journal_max_bytes, 4u << 20);
   config = ParseAgentConfig("collectors: {host: {}}\njournal: /state/j\n", "agent.yaml",
                             registry_);
@@ -210,6 +210,45 @@ TEST_F(AgentConfigTest, ResultJournalSitsBesideTheCommandJournalUnlessNamed) {
   EXPECT_TRUE(absl::StrContains(s.message(), "result_journal_max_bytes")) << s;
   s = Error("collectors: {host: {}}\njournal: /x/j\nresult_journal: /x/j\n");
   EXPECT_TRUE(absl::StrContains(s.message(), "name the same file /x/j")) << s;
+}
+
+TEST_F(AgentConfigTest, NamesItsTlsFilesWithTheirLines) {
+  auto config = ParseAgentConfig(
+      "collectors: {host: {}}\ntls:\n  ca: /etc/vigil/tls/ca.pem\n  cert: /etc/vigil/tls/a.pem\n"
+      "  key: /etc/vigil/tls/a.key\n",
+      "agent.yaml", registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->tls.ca, "/etc/vigil/tls/ca.pem");
+  EXPECT_EQ(config->tls.cert, "/etc/vigil/tls/a.pem");
+  EXPECT_EQ(config->tls.key, "/etc/vigil/tls/a.key");
+  EXPECT_FALSE(config->tls.insecure);
+  // Messages about the files point at the lines that name them.
+  EXPECT_EQ(config->tls_names.ca, "agent.yaml:3: key 'tls.ca'");
+  EXPECT_EQ(config->tls_names.key, "agent.yaml:5: key 'tls.key'");
+
+  // A CA alone is a client without a certificate (the controller refuses it, but that is its
+  // call); unnamed files keep the flags' names.
+  config = ParseAgentConfig("collectors: {host: {}}\ntls: {ca: /ca.pem}\n", "agent.yaml",
+                            registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->tls.cert, "");
+  EXPECT_EQ(config->tls_names.cert, "--tls-cert");
+
+  absl::Status s = Error("collectors: {host: {}}\ntls:\n  ca: /ca.pem\n  crt: /a.pem\n");
+  EXPECT_TRUE(absl::StrContains(s.message(), "agent.yaml:4: unknown key 'crt' in tls")) << s;
+  s = Error("collectors: {host: {}}\ntls:\n  ca: [a, b]\n");
+  EXPECT_TRUE(absl::StrContains(s.message(), "agent.yaml:3: key 'ca' must be a string")) << s;
+  s = Error("collectors: {host: {}}\ntls: /etc/vigil/tls\n");
+  EXPECT_TRUE(absl::StrContains(s.message(), "agent.yaml:2: key 'tls' must be a map")) << s;
+  s = Error("collectors: {host: {}}\ntls: {ca: /ca.pem, cert: /a.pem}\n");
+  EXPECT_TRUE(absl::StrContains(s.message(), "'tls.cert' and 'tls.key' go together")) << s;
+}
+
+TEST_F(AgentConfigTest, StateDefaultsToVarLibVigil) {
+  auto config = ParseAgentConfig("id: web-1\ncollectors: {host: {}}\n", "agent.yaml", registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->journal_path, "/var/lib/vigil/web-1.journal");
+  EXPECT_EQ(config->journal_path, DefaultJournalPath("web-1"));
 }
 
 }  // namespace
