@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
   std::string config_path;
   app.add_option("--config", config_path,
                  "settings file (YAML; keys are the long flags in snake_case, flags win); default "
-                 "/etc/vigil/controller.yaml when it exists; --config= for none");
+                 "/etc/vigil/controller.yaml when it exists; --config '' for none");
   bool check_config = false;
   app.add_flag("--check-config", check_config,
                "validate the settings, rule file, policy, TLS files and signing key, print FILE: OK "

@@ -1,6 +1,8 @@
 #include "agent/agent_config.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <string>
 #include <utility>
@@ -8,6 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "agent/actions/action.h"
 #include "tests/support/hostile_yaml.h"
 #include "tests/support/process.h"
@@ -249,6 +252,31 @@ TEST_F(AgentConfigTest, StateDefaultsToVarLibVigil) {
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->journal_path, "/var/lib/vigil/web-1.journal");
   EXPECT_EQ(config->journal_path, DefaultJournalPath("web-1"));
+}
+
+// The shipped examples load: the quick start's (its key under ./data, as run.sh leaves it) and the
+// packaged one (its /etc/vigil files moved under a temp folder).
+TEST_F(AgentConfigTest, TheDeployExamplesLoad) {
+  testing::TempDir dir;
+  char cwd[4096];
+  ASSERT_NE(getcwd(cwd, sizeof(cwd)), nullptr);
+  ASSERT_EQ(chdir(dir.path().c_str()), 0);
+  mkdir("data", 0700);
+  testing::WriteFile("data/controller-signing.pub", "-----BEGIN PUBLIC KEY-----\nx\n");
+  auto local = LoadAgentConfig(testing::SourcePath("deploy/examples/agent-local.yaml"), registry_);
+  ASSERT_EQ(chdir(cwd), 0);
+  ASSERT_TRUE(local.ok()) << local.status();
+  EXPECT_EQ(local->journal_path, "data/agent.journal");
+
+  std::string packaged =
+      testing::ReadFileOrEmpty(testing::SourcePath("deploy/examples/agent.yaml"));
+  ASSERT_TRUE(absl::StrContains(packaged, "/etc/vigil/controller-signing.pub"));
+  testing::WriteFile(dir.File("controller-signing.pub"), "-----BEGIN PUBLIC KEY-----\nx\n");
+  packaged = absl::StrReplaceAll(packaged, {{"/etc/vigil/", dir.path() + "/"}});
+  auto config = ParseAgentConfig(packaged, "agent.yaml", registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->tls.cert, dir.File("tls/agent.pem"));
+  EXPECT_EQ(config->journal_path, DefaultJournalPath(config->id));
 }
 
 }  // namespace

@@ -233,5 +233,14 @@ TEST(ControllerConfigTest, CheckFindsEveryProblemAndCreatesNothing) {
   EXPECT_TRUE(absl::StrContains(key, "is missing, but")) << key;
 }
 
+TEST(ControllerConfigTest, TheDeployExampleLoads) {
+  ControllerSettings s;
+  ASSERT_TRUE(
+      LoadControllerConfig(testing::SourcePath("deploy/examples/controller.yaml"), NoFlags, s).ok());
+  EXPECT_EQ(s.options.db_path, "/var/lib/vigil/vigil.db");
+  EXPECT_EQ(s.options.transport.ca, "/etc/vigil/tls/ca.pem");
+  EXPECT_EQ(s.options.listen, "0.0.0.0:7443");
+}
+
 }  // namespace
 }  // namespace vigil::controller
