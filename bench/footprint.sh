@@ -72,7 +72,7 @@ for pair in vigil-agent:$AGENT node-exporter:$NEP postgres-exporter:$PEP redis-e
   case $n in
     vigil-agent) arss=$r; acpu=$c; awake=$w;;
     prometheus) ;;
-    *) srss=$((srss+r)); scpu=$(python3 -c "print($scpu+$c)"); swake=$(python3 -c "print($swake+$w)");;
+    *) srss=$((srss+r)); scpu=$(python3 -c "print(round($scpu+$c,3))"); swake=$(python3 -c "print(round($swake+$w,1))");;
   esac
 done
 printf "%-24s %9.1f %8s %10s\n" "sum of 4 exporters" "$(echo "$srss/1024" | bc -l)" "$scpu" "$swake"
