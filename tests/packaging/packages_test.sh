@@ -47,11 +47,16 @@ dpkg-deb --ctrl-tarfile "${deb[vigil-controller]}" | tar -xO ./conffiles |
   grep -qx /etc/vigil/controller.yaml || fail "/etc/vigil/controller.yaml is not a conffile"
 # Dependencies come from the binaries' own libraries (dpkg-shlibdeps), not from a list by hand.
 for p in vigil-agent vigil-controller vigil; do
-  depends=$(dpkg-deb -f "${deb[$p]}" Depends)
-  for lib in libc6 libstdc++6; do
-    [[ "$depends" == *"$lib "* ]] || fail "$p does not depend on $lib: $depends"
-  done
+  [[ "$(dpkg-deb -f "${deb[$p]}" Depends)" == *"libc6 "* ]] || fail "$p does not depend on libc6"
 done
+# The portable agent (VIGIL_PORTABLE_AGENT) needs glibc and libpq alone: everything else is in it.
+agent_depends=$(dpkg-deb -f "${deb[vigil-agent]}" Depends)
+if grep -q '^VIGIL_PORTABLE_AGENT:BOOL=ON' "$BUILD/CMakeCache.txt"; then
+  [[ "$agent_depends" == *libpq5* ]] || fail "vigil-agent does not depend on libpq5: $agent_depends"
+  for lib in libgrpc libprotobuf libabsl libssl libyaml-cpp libhiredis libpqxx libstdc++6; do
+    [[ "$agent_depends" != *"$lib"* ]] || fail "the portable vigil-agent depends on $lib: $agent_depends"
+  done
+fi
 [[ "$(dpkg-deb -f "${deb[vigil-controller]}" Depends)" == *libsqlite3-0* ]] ||
   fail "vigil-controller does not depend on libsqlite3-0"
 [[ "$(dpkg-deb -f "${deb[vigil-controller]}" Depends)" == *adduser* ]] ||
