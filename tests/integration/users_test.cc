@@ -98,9 +98,6 @@ TEST_F(UsersTest, RevokedRotatedAndExpiredTokensAreRefusedWithoutWaitingForTheCa
       },
       absl::Seconds(5), absl::Milliseconds(20));
   EXPECT_LT(refused_at - disabled_at, absl::Seconds(2)) << controller.Output();
-  std::printf("[ figure ] users disable on the database refused by the running controller "
-              "after %s\n",
-              absl::FormatDuration(refused_at - disabled_at).c_str());
 
   // Rotation through the API: the old token is refused at once, the new one works.
   ASSERT_EQ(Vigil(carol, {"agents"}).exit_code, 0);
