@@ -20,6 +20,18 @@ absl::StatusOr<storage::UserRecord> FindByName(storage::Store& store, absl::stri
   return *std::move(user);
 }
 
+// A cell of the table as one printable line: a name or role written into the database by other
+// means (sqlite3) cannot move the terminal's cursor or break a row.
+std::string Printable(absl::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      c = '?';
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<absl::Duration> ParseTokenLifetime(absl::string_view text) {
@@ -106,7 +118,8 @@ std::string FormatUsersTable(const v1::ListUsersResponse& users) {
   std::vector<std::vector<std::string>> rows = {
       {"NAME", "ROLE", "CREATED", "EXPIRES", "DISABLED", "ROTATED"}};
   for (const v1::UserInfo& user : users.users()) {
-    rows.push_back({user.name(), user.role(), when(user.created_unix_ms(), "-"),
+    rows.push_back({Printable(user.name()), Printable(user.role()),
+                    when(user.created_unix_ms(), "-"),
                     when(user.expires_unix_ms(), "never"), when(user.disabled_unix_ms(), "-"),
                     when(user.rotated_unix_ms(), "-")});
   }

@@ -291,6 +291,9 @@ TEST_F(UsersOverTime, ListShowsEveryUserAsATable) {
             "NAME    ROLE     CREATED                EXPIRES                DISABLED               ROTATED\n"
             "alice   admin    2027-01-15 08:00:00Z   2027-01-16 08:00:00Z   -                      -\n"
             "bob     viewer   2027-01-15 08:00:00Z   never                  2027-01-15 08:00:01Z   -\n");
+  // A name written by other means (sqlite3) cannot drive the terminal or break a row.
+  ASSERT_TRUE(store_->AddUser({"x\x1b[2J\ny", "viewer", "h", NowMs()}).ok());
+  EXPECT_THAT(FormatUsersTable(*ListUsers(*store_)), HasSubstr("\nx?[2J?y   viewer "));
 }
 
 }  // namespace
