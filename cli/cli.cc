@@ -13,6 +13,7 @@
 #include "cli/command_env.h"
 #include "cli/incidents_cmd.h"
 #include "cli/output.h"
+#include "cli/users_cmd.h"
 #include "cli/watch_cmd.h"
 #include "common/transport.h"
 
@@ -83,6 +84,7 @@ int Run(std::vector<std::string> args, std::ostream& out, std::ostream& err,
   AddActionsCommands(app, env);
   AddWatchCommand(app, env);
   AddAuditCommands(app, env);
+  AddUsersCommands(app, env);
 
   std::reverse(args.begin(), args.end());  // CLI11 takes the arguments last first
   try {

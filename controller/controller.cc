@@ -181,7 +181,6 @@ absl::Status Controller::Start() {
   control_service_ = std::make_unique<ControlServiceImpl>(
       &fleet_, store_.get(), incidents_.get(), remediation_.get(), options_.watch);
 
-  webhook_auth_ = std::make_unique<Authenticator>(store_.get());
   webhook_ = std::make_unique<AlertmanagerReceiver>(
       options_.webhook,
       [this](const http::HttpRequest& request) { return AuthorizeWebhook(request); },
@@ -335,6 +334,7 @@ void Controller::HousekeepingLoop() {
         next_second = absl::Now() + absl::Seconds(1);
         remediation_->Tick();
         incidents_->Tick();
+        RefreshUsers();
       }
     }
     if (!stopping && absl::Now() < next_flush) {
@@ -345,6 +345,23 @@ void Controller::HousekeepingLoop() {
     if (stopping) {
       return;
     }
+  }
+}
+
+void Controller::RefreshUsers() {
+  // `vigil-controller users disable|rotate` on the database, or sqlite3, while we run: a polled
+  // version (moved by triggers on the users table) makes the change count within this period
+  // plus one call, not after the token cache's 30 s.
+  absl::StatusOr<bool> moved = control_service_->authenticator().Refresh();
+  if (!moved.ok()) {
+    static RateLimitedLog log(5, absl::Minutes(1));
+    if (uint64_t suppressed = 0; log.Allow(absl::Now(), &suppressed)) {
+      spdlog::error("cannot read the users version: {}; changes made to users outside this "
+                    "controller take up to 30 s ({} similar failures not logged)",
+                    moved.status().message(), suppressed);
+    }
+  } else if (*moved) {
+    spdlog::info("users changed in the database: cached callers forgotten");
   }
 }
 
@@ -591,11 +608,12 @@ absl::Status CheckDatabaseEvidence(const std::string& db_path, const std::string
 absl::Status Controller::AuthorizeWebhook(const http::HttpRequest& request) {
   constexpr absl::string_view kWhat = "posting Alertmanager alerts";
   if (const std::string& header = request.Header("authorization"); !header.empty()) {
-    ASSIGN_OR_RETURN(Caller caller, webhook_auth_->Authenticate(header));
+    ASSIGN_OR_RETURN(Caller caller, control_service_->authenticator().Authenticate(header));
     return Authenticator::Require(caller, Role::kResponder, kWhat);
   }
   if (!request.client_cn.empty()) {
-    ASSIGN_OR_RETURN(Caller caller, webhook_auth_->AuthenticateCertificate(request.client_cn));
+    ASSIGN_OR_RETURN(Caller caller,
+                     control_service_->authenticator().AuthenticateCertificate(request.client_cn));
     return Authenticator::Require(caller, Role::kResponder, kWhat);
   }
   return absl::UnauthenticatedError(

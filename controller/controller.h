@@ -128,7 +128,8 @@ class Controller {
   absl::Status AuthorizeWebhook(const http::HttpRequest& request);
   absl::Status StoreExternalAlerts(std::vector<v1::Alert> alerts);
 
-  std::unique_ptr<Authenticator> webhook_auth_;
+  // Drops cached callers when another process changed the users table (housekeeping, 1/s).
+  void RefreshUsers();
   std::unique_ptr<AlertmanagerReceiver> webhook_;
   std::unique_ptr<http::HttpServer> http_;
   std::unique_ptr<ControlServiceImpl> control_service_;

@@ -18,6 +18,7 @@
 #include "controller/auth/auth.h"
 #include "controller/config/config_check.h"
 #include "controller/config/controller_config.h"
+#include "controller/auth/users_command.h"
 #include "controller/controller.h"
 #include "controller/rules/rule.h"
 #include "storage/sqlite/sqlite_store.h"
@@ -71,27 +72,6 @@ int CheckRules(const std::vector<std::string>& files) {
     }
   }
   return errors == 0 ? 0 : 1;
-}
-
-// `vigil-controller users add NAME --role R`: the token is shown once; only its hash is kept.
-int AddUserCommand(const std::string& db_path, const std::string& name, const std::string& role) {
-  absl::StatusOr<std::unique_ptr<vigil::storage::Store>> store =
-      vigil::storage::OpenSqliteStore(db_path);
-  if (!store.ok()) {
-    std::cerr << "vigil-controller: " << store.status().message() << '\n';
-    return 1;
-  }
-  absl::StatusOr<std::string> token =
-      vigil::controller::AddUser(**store, name, role, absl::ToUnixMillis(absl::Now()));
-  if (!token.ok()) {
-    std::cerr << "vigil-controller: cannot add user " << name << ": " << token.status().message()
-              << '\n';
-    return absl::IsInvalidArgument(token.status()) ? 2 : 1;
-  }
-  std::cout << *token << '\n';
-  std::cerr << "user " << name << " (" << role
-            << ") added; the token above is shown once and stored only as a hash\n";
-  return 0;
 }
 
 }  // namespace
@@ -178,14 +158,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> rule_files;
   CLI::App* check = app.add_subcommand("check-rules", "validate rule files and exit");
   check->add_option("FILE", rule_files, "rule files")->required();
-  CLI::App* users = app.add_subcommand("users", "manage the people who use the API");
-  users->require_subcommand(1);
-  CLI::App* users_add = users->add_subcommand("add", "add a user and print their token, once");
-  std::string user_name;
-  std::string user_role;
-  users_add->add_option("NAME", user_name, "user name")->required();
-  users_add->add_option("--role", user_role, "viewer|responder|commander|admin")->required();
-  users_add->add_option("--db", options.db_path, "SQLite database file");
+  // users add|list|disable|enable|rotate, run on the database (controller/auth/users_command.h).
+  vigil::controller::UsersCommand users_command;
+  CLI::App* users = vigil::controller::AddUsersCommands(app, &options.db_path, &users_command);
   bool print_defaults = false;
   CLI::App* defaults =
       app.add_subcommand("default-rules", "print the built-in rules (a starting point)");
@@ -198,8 +173,10 @@ int main(int argc, char** argv) {
   if (check->parsed()) {
     return CheckRules(rule_files);
   }
-  if (users_add->parsed()) {
-    return AddUserCommand(options.db_path, user_name, user_role);
+  if (users->parsed()) {
+    return vigil::controller::RunUsersCommand(*users, users_command, options.db_path,
+                                              absl::ToUnixMillis(absl::Now()), std::cout,
+                                              std::cerr);
   }
   if (print_defaults) {
     std::cout << vigil::controller::DefaultRulesYaml();

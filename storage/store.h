@@ -28,6 +28,9 @@ struct UserRecord {
   std::string role;        // viewer | responder | commander | admin
   std::string token_hash;  // hex SHA-256 of the bearer token; the token itself is never stored
   int64_t created_unix_ms = 0;
+  int64_t expires_unix_ms = 0;   // when the token stops working; 0: never
+  int64_t disabled_unix_ms = 0;  // when the user was disabled; 0: enabled
+  int64_t rotated_unix_ms = 0;   // when the token was last replaced; 0: never
 };
 
 // Writes applied in order, in one transaction.
@@ -133,6 +136,26 @@ class Store {
   // implement it: Unimplemented by default.
   virtual absl::StatusOr<std::optional<UserRecord>> FindUserByName(absl::string_view name) {
     return absl::UnimplementedError("this store cannot look users up by name");
+  }
+  // Every user, by name. The user methods below are not pure either: Unimplemented by default.
+  virtual absl::StatusOr<std::vector<UserRecord>> ListUsers() {
+    return absl::UnimplementedError("this store cannot list users");
+  }
+  // Sets when `name` was disabled (0: enables the user again). NotFound naming an unknown user.
+  virtual absl::Status SetUserDisabled(absl::string_view name, int64_t disabled_unix_ms) {
+    return absl::UnimplementedError("this store cannot disable users");
+  }
+  // Replaces the token of `name` (the old one stops matching at once) and its expiry, and
+  // records when. NotFound naming an unknown user.
+  virtual absl::Status ReplaceUserToken(absl::string_view name, absl::string_view token_hash,
+                                        int64_t expires_unix_ms, int64_t rotated_unix_ms) {
+    return absl::UnimplementedError("this store cannot replace tokens");
+  }
+  // A number that changes whenever any user is added, changed or removed, by any process
+  // (`vigil-controller users ...` beside a running controller, or sqlite3): a controller polls it
+  // to drop what it remembers about users.
+  virtual absl::StatusOr<int64_t> UsersVersion() {
+    return absl::UnimplementedError("this store has no users version");
   }
 
   // --- action proposals ---

@@ -1,14 +1,18 @@
 #include "controller/api/control_service.h"
 
+#include <spdlog/spdlog.h>
+
 #include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "common/ids.h"
 #include "common/status.h"
 #include "common/wire_metadata.h"
 #include "controller/api/incident_pages.h"
+#include "controller/auth/users.h"
 #include "controller/incidents/incident_report.h"
 
 namespace vigil::controller {
@@ -66,6 +70,17 @@ ControlServiceImpl::Body ControlServiceImpl::Answer(
     std::function<absl::Status(const Caller&)> answer) {
   return [answer = std::move(answer)](const Caller& caller, grpc::ServerUnaryReactor* reactor) {
     reactor->Finish(ToGrpcStatus(answer(caller)));
+  };
+}
+
+ControlServiceImpl::Body ControlServiceImpl::ChangeUsers(
+    std::function<absl::Status(const Caller&)> change) {
+  return [this, change = std::move(change)](const Caller& caller,
+                                            grpc::ServerUnaryReactor* reactor) {
+    absl::Status done = change(caller);
+    // Even after a failure: a change may have landed before the error.
+    auth_.Forget();
+    reactor->Finish(ToGrpcStatus(done));
   };
 }
 
@@ -303,6 +318,74 @@ grpc::ServerUnaryReactor* ControlServiceImpl::WhoAmI(grpc::CallbackServerContext
                Answer([response](const Caller& caller) {
                  response->set_user(caller.name);
                  response->set_role(std::string(RoleName(caller.role)));
+                 return absl::OkStatus();
+               }));
+}
+
+// Users are read and changed on the readers (Work::kRead): a store write here waits at most on
+// the timeline writer's transaction, never on a gRPC thread.
+grpc::ServerUnaryReactor* ControlServiceImpl::ListUsers(grpc::CallbackServerContext* context,
+                                                        const v1::ListUsersRequest* request,
+                                                        v1::ListUsersResponse* response) {
+  return Serve(context, Role::kAdmin, "listing users", Work::kRead,
+               Answer([this, response](const Caller&) -> absl::Status {
+                 ASSIGN_OR_RETURN(*response, controller::ListUsers(*store_));
+                 return absl::OkStatus();
+               }));
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::DisableUser(grpc::CallbackServerContext* context,
+                                                          const v1::DisableUserRequest* request,
+                                                          v1::UserInfo* response) {
+  return Serve(context, Role::kAdmin, "disabling a user", Work::kRead,
+               ChangeUsers([this, request, response](const Caller& caller) -> absl::Status {
+                 if (request->name().empty()) {
+                   return absl::InvalidArgumentError("name is required");
+                 }
+                 if (request->name() == caller.name) {
+                   // Locking oneself out through the API leaves nobody to undo it there.
+                   return absl::FailedPreconditionError(absl::StrCat(
+                       caller.name, " cannot disable themselves; another admin can, or "
+                                    "'vigil-controller users disable' on the controller's host"));
+                 }
+                 ASSIGN_OR_RETURN(*response,
+                                  controller::DisableUser(*store_, request->name(),
+                                                          absl::ToUnixMillis(absl::Now())));
+                 spdlog::info("user {} disabled by {}", request->name(), caller.name);
+                 return absl::OkStatus();
+               }));
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::EnableUser(grpc::CallbackServerContext* context,
+                                                         const v1::EnableUserRequest* request,
+                                                         v1::UserInfo* response) {
+  return Serve(context, Role::kAdmin, "enabling a user", Work::kRead,
+               ChangeUsers([this, request, response](const Caller& caller) -> absl::Status {
+                 if (request->name().empty()) {
+                   return absl::InvalidArgumentError("name is required");
+                 }
+                 ASSIGN_OR_RETURN(*response, controller::EnableUser(*store_, request->name()));
+                 spdlog::info("user {} enabled by {}", request->name(), caller.name);
+                 return absl::OkStatus();
+               }));
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::RotateUserToken(
+    grpc::CallbackServerContext* context, const v1::RotateUserTokenRequest* request,
+    v1::RotateUserTokenResponse* response) {
+  return Serve(context, Role::kAdmin, "rotating a user's token", Work::kRead,
+               ChangeUsers([this, request, response](const Caller& caller) -> absl::Status {
+                 if (request->name().empty()) {
+                   return absl::InvalidArgumentError("name is required");
+                 }
+                 ASSIGN_OR_RETURN(absl::Duration lifetime,
+                                  ParseTokenLifetime(request->expires_in()));
+                 ASSIGN_OR_RETURN(*response,
+                                  controller::RotateUserToken(*store_, request->name(),
+                                                              absl::ToUnixMillis(absl::Now()),
+                                                              lifetime));
+                 spdlog::info("user {} has a new token, issued by {}", request->name(),
+                              caller.name);
                  return absl::OkStatus();
                }));
 }

@@ -74,6 +74,24 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
   grpc::ServerUnaryReactor* WhoAmI(grpc::CallbackServerContext* context,
                                    const v1::WhoAmIRequest* request,
                                    v1::WhoAmIResponse* response) override;
+  // People over time, admins only. A change drops every cached caller at once, so the very next
+  // call of a disabled user or with a replaced token is refused.
+  grpc::ServerUnaryReactor* ListUsers(grpc::CallbackServerContext* context,
+                                      const v1::ListUsersRequest* request,
+                                      v1::ListUsersResponse* response) override;
+  grpc::ServerUnaryReactor* DisableUser(grpc::CallbackServerContext* context,
+                                        const v1::DisableUserRequest* request,
+                                        v1::UserInfo* response) override;
+  grpc::ServerUnaryReactor* EnableUser(grpc::CallbackServerContext* context,
+                                       const v1::EnableUserRequest* request,
+                                       v1::UserInfo* response) override;
+  grpc::ServerUnaryReactor* RotateUserToken(grpc::CallbackServerContext* context,
+                                            const v1::RotateUserTokenRequest* request,
+                                            v1::RotateUserTokenResponse* response) override;
+
+  // The token and certificate checks of this service, shared with the controller's HTTP port
+  // so that one Forget() or Refresh() covers every way in.
+  Authenticator& authenticator() { return auth_; }
 
  private:
   // What a call needs besides its caller: nothing from the store (served on the gRPC thread when
@@ -87,6 +105,8 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
                                   std::string what, Work work, Body body);
   // A Body that finishes the call with what `answer` returns.
   static Body Answer(std::function<absl::Status(const Caller&)> answer);
+  // An Answer for a call that changes users: the cache forgets every caller once it is done.
+  Body ChangeUsers(std::function<absl::Status(const Caller&)> change);
 
   FleetState* fleet_;
   storage::Store* store_;

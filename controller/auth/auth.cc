@@ -77,7 +77,8 @@ absl::StatusOr<Caller> Authenticator::Authenticate(absl::string_view authorizati
     return hash.status();
   }
   return Cached(
-      *hash, [&] { return store_->FindUserByTokenHash(*hash); }, "unknown token");
+      *hash, [&] { return store_->FindUserByTokenHash(*hash); }, "unknown token",
+      /*check_expiry=*/true);
 }
 
 std::optional<absl::StatusOr<Caller>> Authenticator::AuthenticateCached(
@@ -86,27 +87,46 @@ std::optional<absl::StatusOr<Caller>> Authenticator::AuthenticateCached(
   if (!hash.ok()) {
     return absl::StatusOr<Caller>(hash.status());
   }
-  if (std::optional<Caller> caller = Lookup(*hash, absl::Now()); caller.has_value()) {
-    return absl::StatusOr<Caller>(std::move(*caller));
-  }
-  return std::nullopt;
+  return Lookup(*hash, clock_->Now());
 }
 
-std::optional<Caller> Authenticator::Lookup(const std::string& key, absl::Time now) const {
+namespace {
+
+absl::Status Expired(absl::string_view name, int64_t expires_unix_ms) {
+  return absl::UnauthenticatedError(
+      absl::StrCat("the token of user ", name, " expired at ", FormatUnixMillis(expires_unix_ms),
+                   "; an admin issues a new one with 'vigil users rotate ", name, "'"));
+}
+
+}  // namespace
+
+std::optional<absl::StatusOr<Caller>> Authenticator::Lookup(const std::string& key,
+                                                            absl::Time now) const {
   absl::MutexLock lock(&mu_);
-  if (auto it = cache_.find(key); it != cache_.end() && now - it->second.second < cache_for_) {
-    return it->second.first;
+  auto it = cache_.find(key);
+  if (it == cache_.end() || now - it->second.read_at >= cache_for_) {
+    return std::nullopt;
   }
-  return std::nullopt;
+  if (now >= it->second.expires_at) {
+    absl::Status expired = Expired(it->second.caller.name, it->second.expires_unix_ms);
+    cache_.erase(it);
+    return absl::StatusOr<Caller>(std::move(expired));
+  }
+  return absl::StatusOr<Caller>(it->second.caller);
 }
 
 absl::StatusOr<Caller> Authenticator::Cached(
     const std::string& key,
     const std::function<absl::StatusOr<std::optional<storage::UserRecord>>()>& find,
-    absl::string_view unknown) const {
-  const absl::Time now = absl::Now();
-  if (std::optional<Caller> caller = Lookup(key, now); caller.has_value()) {
-    return *std::move(caller);
+    absl::string_view unknown, bool check_expiry) const {
+  const absl::Time now = clock_->Now();
+  if (std::optional<absl::StatusOr<Caller>> known = Lookup(key, now); known.has_value()) {
+    return *std::move(known);
+  }
+  uint64_t generation = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    generation = generation_;
   }
   absl::StatusOr<std::optional<storage::UserRecord>> user = find();
   if (!user.ok()) {
@@ -115,17 +135,37 @@ absl::StatusOr<Caller> Authenticator::Cached(
   if (!user->has_value()) {
     return absl::UnauthenticatedError(unknown);
   }
-  absl::StatusOr<Role> role = ParseRole((*user)->role);
-  if (!role.ok()) {
-    return absl::InternalError(
-        absl::StrCat("user ", (*user)->name, " has a bad role in the store"));
+  const storage::UserRecord& record = **user;
+  if (record.disabled_unix_ms != 0) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("user ", record.name, " is disabled (since ",
+                     FormatUnixMillis(record.disabled_unix_ms),
+                     "); an admin enables them again with 'vigil users enable ", record.name, "'"));
   }
-  Caller caller{(*user)->name, *role};
+  Entry entry;
+  entry.expires_at = absl::InfiniteFuture();
+  if (check_expiry && record.expires_unix_ms != 0) {
+    entry.expires_at = absl::FromUnixMillis(record.expires_unix_ms);
+    entry.expires_unix_ms = record.expires_unix_ms;
+    if (now >= entry.expires_at) {
+      return Expired(record.name, record.expires_unix_ms);
+    }
+  }
+  absl::StatusOr<Role> role = ParseRole(record.role);
+  if (!role.ok()) {
+    return absl::InternalError(absl::StrCat("user ", record.name, " has a bad role in the store"));
+  }
+  entry.caller = Caller{record.name, *role};
+  entry.read_at = now;
+  Caller caller = entry.caller;
   absl::MutexLock lock(&mu_);
+  if (generation != generation_) {
+    return caller;  // the users changed while we read: answer this call, remember nothing
+  }
   if (cache_.size() >= 10'000) {
     cache_.clear();  // bounded: unknown callers are never cached, known ones are few
   }
-  cache_[key] = {caller, now};
+  cache_[key] = std::move(entry);
   return caller;
 }
 
@@ -137,7 +177,31 @@ absl::StatusOr<Caller> Authenticator::AuthenticateCertificate(absl::string_view 
   const std::string key = absl::StrCat("cn:", common_name);
   return Cached(
       key, [&] { return store_->FindUserByName(common_name); },
-      absl::StrCat("client certificate CN '", common_name, "' is not a user"));
+      absl::StrCat("client certificate CN '", common_name, "' is not a user"),
+      /*check_expiry=*/false);
+}
+
+void Authenticator::Forget() {
+  absl::MutexLock lock(&mu_);
+  cache_.clear();
+  ++generation_;
+}
+
+absl::StatusOr<bool> Authenticator::Refresh() {
+  absl::StatusOr<int64_t> version = store_->UsersVersion();
+  if (!version.ok()) {
+    return version.status();
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    const bool moved = users_version_.has_value() && *users_version_ != *version;
+    users_version_ = *version;
+    if (!moved) {
+      return false;
+    }
+  }
+  Forget();
+  return true;
 }
 
 absl::Status Authenticator::Require(const Caller& caller, Role needed, absl::string_view what) {
@@ -149,8 +213,20 @@ absl::Status Authenticator::Require(const Caller& caller, Role needed, absl::str
                                                   " role or above"));
 }
 
+std::string FormatUnixMillis(int64_t unix_ms) {
+  return absl::FormatTime("%Y-%m-%d %H:%M:%SZ", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
+}
+
+int64_t ExpiryUnixMillis(int64_t now_unix_ms, absl::Duration lifetime) {
+  if (lifetime == absl::InfiniteDuration()) {
+    return 0;
+  }
+  return now_unix_ms + absl::ToInt64Milliseconds(lifetime);
+}
+
 absl::StatusOr<std::string> AddUser(storage::Store& store, absl::string_view name,
-                                    absl::string_view role, int64_t now_unix_ms) {
+                                    absl::string_view role, int64_t now_unix_ms,
+                                    absl::Duration lifetime) {
   if (!RE2::FullMatch(re2::StringPiece(name.data(), name.size()),
                       "[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")) {
     return absl::InvalidArgumentError(
@@ -161,7 +237,11 @@ absl::StatusOr<std::string> AddUser(storage::Store& store, absl::string_view nam
     return parsed.status();
   }
   const std::string token = NewToken();
-  storage::UserRecord record{std::string(name), std::string(role), TokenHash(token), now_unix_ms};
+  storage::UserRecord record{.name = std::string(name),
+                             .role = std::string(role),
+                             .token_hash = TokenHash(token),
+                             .created_unix_ms = now_unix_ms,
+                             .expires_unix_ms = ExpiryUnixMillis(now_unix_ms, lifetime)};
   if (absl::Status s = store.AddUser(record); !s.ok()) {
     return s;
   }

@@ -76,6 +76,24 @@ CREATE TABLE proposals (
   body BLOB NOT NULL);
 CREATE INDEX proposals_by_incident ON proposals(incident_id, proposed_unix_ms);
 )sql",
+    // 3: people over time: token expiry, disabled users, rotation, and a version that every
+    // change of the users table bumps (triggers, so edits from any process count), which a
+    // running controller polls to forget the callers it cached.
+    R"sql(
+ALTER TABLE users ADD COLUMN expires_unix_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN disabled_unix_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN rotated_unix_ms INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE users_version (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  version INTEGER NOT NULL);
+INSERT INTO users_version(id, version) VALUES(1, 0);
+CREATE TRIGGER users_inserted AFTER INSERT ON users BEGIN
+  UPDATE users_version SET version = version + 1 WHERE id = 1; END;
+CREATE TRIGGER users_updated AFTER UPDATE ON users BEGIN
+  UPDATE users_version SET version = version + 1 WHERE id = 1; END;
+CREATE TRIGGER users_deleted AFTER DELETE ON users BEGIN
+  UPDATE users_version SET version = version + 1 WHERE id = 1; END;
+)sql",
 };
 static_assert(std::size(kMigrations) == kSqliteSchemaVersion);
 
@@ -587,40 +605,72 @@ class SqliteStore final : public Store {
       if (taken) {
         return absl::AlreadyExistsError(absl::StrCat("user '", user.name, "' already exists"));
       }
-      Statement st(
-          writer_,
-          "INSERT INTO users(name, role, token_hash, created_unix_ms) VALUES(?1, ?2, ?3, ?4)");
+      Statement st(writer_,
+                   "INSERT INTO users(name, role, token_hash, created_unix_ms, expires_unix_ms, "
+                   "disabled_unix_ms, rotated_unix_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
       return st.Bind(1, user.name)
           .Bind(2, user.role)
           .Bind(3, user.token_hash)
           .Bind(4, user.created_unix_ms)
+          .Bind(5, user.expires_unix_ms)
+          .Bind(6, user.disabled_unix_ms)
+          .Bind(7, user.rotated_unix_ms)
           .Run();
     });
   }
 
   absl::StatusOr<std::optional<UserRecord>> FindUserByTokenHash(
       absl::string_view token_hash) override {
-    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
-    Statement st(reader.db(),
-                 "SELECT name, role, token_hash, created_unix_ms FROM users WHERE token_hash = ?1");
-    st.Bind(1, token_hash);
-    ASSIGN_OR_RETURN(bool row, Annotated("find user", st.Step()));
-    if (!row) {
-      return std::optional<UserRecord>();
-    }
-    return std::optional<UserRecord>(UserRecord{st.Text(0), st.Text(1), st.Text(2), st.Int(3)});
+    return FindUser("token_hash", token_hash);
   }
 
   absl::StatusOr<std::optional<UserRecord>> FindUserByName(absl::string_view name) override {
+    return FindUser("name", name);
+  }
+
+  absl::StatusOr<std::vector<UserRecord>> ListUsers() override {
     ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
-    Statement st(reader.db(),
-                 "SELECT name, role, token_hash, created_unix_ms FROM users WHERE name = ?1");
-    st.Bind(1, name);
-    ASSIGN_OR_RETURN(bool row, Annotated("find user", st.Step()));
-    if (!row) {
-      return std::optional<UserRecord>();
+    Statement st(reader.db(), absl::StrCat(kUserColumns, " ORDER BY name").c_str());
+    std::vector<UserRecord> out;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, Annotated("list users", st.Step()));
+      if (!row) {
+        break;
+      }
+      out.push_back(UserFromRow(st));
     }
-    return std::optional<UserRecord>(UserRecord{st.Text(0), st.Text(1), st.Text(2), st.Int(3)});
+    return out;
+  }
+
+  absl::Status SetUserDisabled(absl::string_view name, int64_t disabled_unix_ms) override {
+    return UpdateUser("disable user", name, [&]() -> absl::Status {
+      Statement st(writer_, "UPDATE users SET disabled_unix_ms = ?2 WHERE name = ?1");
+      return st.Bind(1, name).Bind(2, disabled_unix_ms).Run();
+    });
+  }
+
+  absl::Status ReplaceUserToken(absl::string_view name, absl::string_view token_hash,
+                                int64_t expires_unix_ms, int64_t rotated_unix_ms) override {
+    return UpdateUser("replace token", name, [&]() -> absl::Status {
+      Statement st(writer_,
+                   "UPDATE users SET token_hash = ?2, expires_unix_ms = ?3, rotated_unix_ms = ?4 "
+                   "WHERE name = ?1");
+      return st.Bind(1, name)
+          .Bind(2, token_hash)
+          .Bind(3, expires_unix_ms)
+          .Bind(4, rotated_unix_ms)
+          .Run();
+    });
+  }
+
+  absl::StatusOr<int64_t> UsersVersion() override {
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
+    Statement st(reader.db(), "SELECT version FROM users_version WHERE id = 1");
+    ASSIGN_OR_RETURN(bool row, Annotated("read the users version", st.Step()));
+    if (!row) {
+      return Fail("read the users version", absl::DataLossError("the users_version row is gone"));
+    }
+    return st.Int(0);
   }
 
   absl::StatusOr<std::optional<v1::ActionProposal>> GetProposal(absl::string_view id) override {
@@ -660,6 +710,48 @@ class SqliteStore final : public Store {
   }
 
  private:
+  static constexpr const char* kUserColumns =
+      "SELECT name, role, token_hash, created_unix_ms, expires_unix_ms, disabled_unix_ms, "
+      "rotated_unix_ms FROM users";
+
+  static UserRecord UserFromRow(const Statement& st) {
+    return UserRecord{.name = st.Text(0),
+                      .role = st.Text(1),
+                      .token_hash = st.Text(2),
+                      .created_unix_ms = st.Int(3),
+                      .expires_unix_ms = st.Int(4),
+                      .disabled_unix_ms = st.Int(5),
+                      .rotated_unix_ms = st.Int(6)};
+  }
+
+  // The user whose `column` (name or token_hash, never caller text) equals `value`.
+  absl::StatusOr<std::optional<UserRecord>> FindUser(absl::string_view column,
+                                                     absl::string_view value) {
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
+    Statement st(reader.db(), absl::StrCat(kUserColumns, " WHERE ", column, " = ?1").c_str());
+    st.Bind(1, value);
+    ASSIGN_OR_RETURN(bool row, Annotated("find user", st.Step()));
+    if (!row) {
+      return std::optional<UserRecord>();
+    }
+    return std::optional<UserRecord>(UserFromRow(st));
+  }
+
+  // `update` in one write transaction, after checking that `name` exists (NotFound otherwise).
+  absl::Status UpdateUser(absl::string_view what, absl::string_view name,
+                          const std::function<absl::Status()>& update) {
+    absl::Status s = Write(what, [&]() -> absl::Status {
+      Statement exists(writer_, "SELECT 1 FROM users WHERE name = ?1");
+      exists.Bind(1, name);
+      ASSIGN_OR_RETURN(bool found, exists.Step());
+      if (!found) {
+        return absl::NotFoundError(absl::StrCat("no user named '", name, "'"));
+      }
+      return update();
+    });
+    return s;
+  }
+
   absl::Status Connect(sqlite3** db, int flags) {
     if (sqlite3_open_v2(path_.c_str(), db, flags | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
       return absl::UnavailableError(absl::StrCat(path_, ": cannot open: ", sqlite3_errmsg(*db)));
@@ -725,7 +817,8 @@ class SqliteStore final : public Store {
   absl::Status Write(absl::string_view what, const std::function<absl::Status()>& body) {
     absl::MutexLock lock(&write_mu_);
     absl::Status s = WriteLocked(body);
-    if (!s.ok() && s.code() != absl::StatusCode::kAlreadyExists) {
+    if (!s.ok() && s.code() != absl::StatusCode::kAlreadyExists &&
+        s.code() != absl::StatusCode::kNotFound) {
       return Fail(what, s);
     }
     return s;

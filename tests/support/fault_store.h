@@ -134,6 +134,17 @@ class FaultInjectingStore final : public storage::Store {
       absl::string_view name) override {
     return real_->FindUserByName(name);
   }
+  absl::StatusOr<std::vector<storage::UserRecord>> ListUsers() override {
+    return real_->ListUsers();
+  }
+  absl::Status SetUserDisabled(absl::string_view name, int64_t disabled_unix_ms) override {
+    return real_->SetUserDisabled(name, disabled_unix_ms);
+  }
+  absl::Status ReplaceUserToken(absl::string_view name, absl::string_view token_hash,
+                                int64_t expires_unix_ms, int64_t rotated_unix_ms) override {
+    return real_->ReplaceUserToken(name, token_hash, expires_unix_ms, rotated_unix_ms);
+  }
+  absl::StatusOr<int64_t> UsersVersion() override { return real_->UsersVersion(); }
   absl::StatusOr<std::optional<v1::ActionProposal>> GetProposal(absl::string_view id) override {
     return real_->GetProposal(id);
   }

@@ -436,6 +436,73 @@ TEST_F(CliTest, SlowControllerHitsTheDeadline) {
                             " did not answer ListAgents within 200ms (see --timeout)\n");
 }
 
+TEST_F(CliTest, UsersListTableAndJson) {
+  v1::ListUsersResponse users;
+  v1::UserInfo* alice = users.add_users();
+  alice->set_name("alice");
+  alice->set_role("admin");
+  alice->set_created_unix_ms(1'800'000'000'000);
+  alice->set_expires_unix_ms(1'807'776'000'000);
+  alice->set_rotated_unix_ms(1'800'000'060'000);
+  v1::UserInfo* bob = users.add_users();
+  bob->set_name("bob");
+  bob->set_role("viewer");
+  bob->set_created_unix_ms(1'800'000'000'000);
+  bob->set_disabled(true);
+  bob->set_disabled_unix_ms(1'800'000'001'000);
+  fake().SetResponse("ListUsers", users);
+  ASSERT_EQ(Run({"users", "list"}), 0) << err_.str();
+  EXPECT_EQ(out_.str(),
+            "NAME    ROLE     CREATED                EXPIRES                DISABLED               "
+            "ROTATED\n"
+            "alice   admin    2027-01-15 08:00:00Z   2027-04-15 08:00:00Z   -                      "
+            "2027-01-15 08:01:00Z\n"
+            "bob     viewer   2027-01-15 08:00:00Z   never                  2027-01-15 08:00:01Z   "
+            "-\n");
+  out_.str("");
+  ASSERT_EQ(Run({"users", "list", "-o", "json"}), 0) << err_.str();
+  v1::ListUsersResponse parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_.str(), &parsed).ok());
+  EXPECT_EQ(parsed.SerializeAsString(), users.SerializeAsString());
+  EXPECT_THAT(out_.str(), HasSubstr("\"disabled_unix_ms\""));
+}
+
+TEST_F(CliTest, UsersDisableEnableAndRotateSendTheName) {
+  v1::UserInfo bob;
+  bob.set_name("bob");
+  bob.set_disabled(true);
+  bob.set_disabled_unix_ms(1'800'000'000'000);
+  fake().SetResponse("DisableUser", bob);
+  ASSERT_EQ(Run({"users", "disable", "bob"}), 0) << err_.str();
+  EXPECT_EQ(fake().LastRequest<v1::DisableUserRequest>("DisableUser").name(), "bob");
+  EXPECT_EQ(out_.str(), "user bob disabled since 2027-01-15 08:00:00Z\n");
+
+  out_.str("");
+  bob.set_disabled(false);
+  fake().SetResponse("EnableUser", bob);
+  ASSERT_EQ(Run({"users", "enable", "bob"}), 0) << err_.str();
+  EXPECT_EQ(out_.str(), "user bob enabled\n");
+
+  out_.str("");
+  err_.str("");
+  v1::RotateUserTokenResponse rotated;
+  *rotated.mutable_user() = bob;
+  rotated.set_token("vgt_new");
+  fake().SetResponse("RotateUserToken", rotated);
+  ASSERT_EQ(Run({"users", "rotate", "bob", "--expires-in", "12h"}), 0) << err_.str();
+  auto request = fake().LastRequest<v1::RotateUserTokenRequest>("RotateUserToken");
+  EXPECT_EQ(request.name(), "bob");
+  EXPECT_EQ(request.expires_in(), "12h");
+  EXPECT_EQ(out_.str(), "vgt_new\n");  // the token alone, for $(...)
+  EXPECT_THAT(err_.str(), HasSubstr("never expires"));
+
+  err_.str("");
+  fake().SetError("DisableUser", grpc::Status(grpc::StatusCode::NOT_FOUND, "no user named 'carol'"));
+  EXPECT_EQ(Run({"users", "disable", "carol"}), 1);
+  EXPECT_EQ(err_.str(), "vigil: no user named 'carol'\n");
+  EXPECT_EQ(Run({"users", "disable"}), 2);  // the name is required
+}
+
 TEST_F(CliTest, MetricsShowsQuantilesOnlyForHistogramsThenDiagnostics) {
   v1::GetMetricsResponse response;
   response.set_agent_id("web-1");

@@ -159,6 +159,26 @@ grpc::Status FakeControlService::WhoAmI(grpc::ServerContext* context,
                                         v1::WhoAmIResponse* response) {
   return Reply("WhoAmI", context, *request, response);
 }
+grpc::Status FakeControlService::ListUsers(grpc::ServerContext* context,
+                                           const v1::ListUsersRequest* request,
+                                           v1::ListUsersResponse* response) {
+  return Reply("ListUsers", context, *request, response);
+}
+grpc::Status FakeControlService::DisableUser(grpc::ServerContext* context,
+                                             const v1::DisableUserRequest* request,
+                                             v1::UserInfo* response) {
+  return Reply("DisableUser", context, *request, response);
+}
+grpc::Status FakeControlService::EnableUser(grpc::ServerContext* context,
+                                            const v1::EnableUserRequest* request,
+                                            v1::UserInfo* response) {
+  return Reply("EnableUser", context, *request, response);
+}
+grpc::Status FakeControlService::RotateUserToken(grpc::ServerContext* context,
+                                                 const v1::RotateUserTokenRequest* request,
+                                                 v1::RotateUserTokenResponse* response) {
+  return Reply("RotateUserToken", context, *request, response);
+}
 
 grpc::Status FakeControlService::Watch(grpc::ServerContext* context,
                                        const v1::WatchRequest* request,

@@ -81,6 +81,15 @@ class FakeControlService final : public v1::ControlService::Service {
                               v1::ExportIncidentResponse* response) override;
   grpc::Status WhoAmI(grpc::ServerContext* context, const v1::WhoAmIRequest* request,
                       v1::WhoAmIResponse* response) override;
+  grpc::Status ListUsers(grpc::ServerContext* context, const v1::ListUsersRequest* request,
+                         v1::ListUsersResponse* response) override;
+  grpc::Status DisableUser(grpc::ServerContext* context, const v1::DisableUserRequest* request,
+                           v1::UserInfo* response) override;
+  grpc::Status EnableUser(grpc::ServerContext* context, const v1::EnableUserRequest* request,
+                          v1::UserInfo* response) override;
+  grpc::Status RotateUserToken(grpc::ServerContext* context,
+                               const v1::RotateUserTokenRequest* request,
+                               v1::RotateUserTokenResponse* response) override;
 
   // Ends open Watch streams (before the server shuts down).
   void EndStreams();

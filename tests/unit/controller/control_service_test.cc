@@ -145,6 +145,84 @@ class ControlServiceTest : public ::testing::Test {
   absl::Notification release_;
 };
 
+// A unary call with `token`.
+template <typename Request, typename Response>
+grpc::Status CallAs(v1::ControlService::Stub* stub, const std::string& token,
+                    grpc::Status (v1::ControlService::Stub::*method)(grpc::ClientContext*,
+                                                                     const Request&, Response*),
+                    const Request& request, Response* response) {
+  grpc::ClientContext context;
+  context.AddMetadata("authorization", "Bearer " + token);
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  return (stub->*method)(&context, request, response);
+}
+
+TEST_F(ControlServiceTest, UserRpcsAreForAdminsAndTheirChangesCountAtTheNextCall) {
+  Serve(ReadPool::Options{});
+  absl::StatusOr<std::string> admin = AddUser(*store_, "root", "admin", 1);
+  ASSERT_TRUE(admin.ok());
+  using Stub = v1::ControlService::Stub;
+  v1::ListUsersResponse users;
+  v1::UserInfo info;
+  v1::RotateUserTokenResponse rotated;
+  v1::DisableUserRequest disable;
+  disable.set_name("root");
+  v1::EnableUserRequest enable;
+  enable.set_name("vera");
+  v1::RotateUserTokenRequest rotate;
+  rotate.set_name("vera");
+  // A commander is not enough for any of them.
+  absl::StatusOr<std::string> commander = AddUser(*store_, "cora", "commander", 1);
+  ASSERT_TRUE(commander.ok());
+  for (const grpc::Status& s :
+       {CallAs(stub_.get(), *commander, &Stub::ListUsers, v1::ListUsersRequest(), &users),
+        CallAs(stub_.get(), *commander, &Stub::DisableUser, disable, &info),
+        CallAs(stub_.get(), *commander, &Stub::EnableUser, enable, &info),
+        CallAs(stub_.get(), *commander, &Stub::RotateUserToken, rotate, &rotated)}) {
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("needs the admin role"));
+  }
+
+  // vera's token is cached (a memory call answered on the gRPC thread) ...
+  ASSERT_TRUE(ListAgents().ok());
+  ASSERT_TRUE(ListAgents().ok());
+  // ... and still refused on the very next call after a rotation.
+  grpc::Status s = CallAs(stub_.get(), *admin, &Stub::RotateUserToken, rotate, &rotated);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  grpc::Status old_token = ListAgents();
+  EXPECT_EQ(old_token.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  token_ = rotated.token();
+  ASSERT_TRUE(ListAgents().ok());
+  EXPECT_GT(rotated.user().expires_unix_ms(), 0);  // the 90-day default
+
+  v1::DisableUserRequest disable_vera;
+  disable_vera.set_name("vera");
+  s = CallAs(stub_.get(), *admin, &Stub::DisableUser, disable_vera, &info);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(info.disabled());
+  grpc::Status refused = ListAgents();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(refused.error_message(), HasSubstr("user vera is disabled"));
+
+  // An admin cannot lock themselves out here; unknown names are NOT_FOUND.
+  s = CallAs(stub_.get(), *admin, &Stub::DisableUser, disable, &info);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  disable.set_name("nobody");
+  s = CallAs(stub_.get(), *admin, &Stub::DisableUser, disable, &info);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(s.error_message(), "no user named 'nobody'");
+  rotate.set_expires_in("soon");
+  s = CallAs(stub_.get(), *admin, &Stub::RotateUserToken, rotate, &rotated);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  s = CallAs(stub_.get(), *admin, &Stub::ListUsers, v1::ListUsersRequest(), &users);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(users.users_size(), 3);
+  EXPECT_EQ(users.users(2).name(), "vera");
+  EXPECT_TRUE(users.users(2).disabled());
+  EXPECT_GT(users.users(2).rotated_unix_ms(), 0);
+}
+
 TEST_F(ControlServiceTest, SlowAuditReadsDoNotBlockOtherCalls) {
   Serve(ReadPool::Options{.threads = 2, .max_queued = 16});
   faults_->HoldVerifyChain(&release_);

@@ -120,6 +120,89 @@ TEST_F(SqliteStoreTest, MigratesAVersionOneRegistryKeepingItsAgents) {
   EXPECT_TRUE(store->AppendEvent(Event("inc-1", "first")).ok());
 }
 
+TEST_F(SqliteStoreTest, MigratesAVersionTwoDatabaseKeepingItsUsers) {
+  std::filesystem::create_directories(dir_ + "/sub");
+  // The users table as version 2 shipped it, with one user in it.
+  Sql("CREATE TABLE agents (agent_id TEXT PRIMARY KEY, first_seen_unix_ms INTEGER NOT NULL,"
+      " last_seen_unix_ms INTEGER NOT NULL, info BLOB NOT NULL);"
+      "CREATE TABLE users (name TEXT PRIMARY KEY, role TEXT NOT NULL,"
+      " token_hash TEXT NOT NULL UNIQUE, created_unix_ms INTEGER NOT NULL);"
+      "INSERT INTO users VALUES('alice', 'admin', 'abc', 1234);");
+  // The other version 2 tables, so that only the users migration runs.
+  Sql("CREATE TABLE incidents (id TEXT PRIMARY KEY, state INTEGER NOT NULL,"
+      " opened_unix_ms INTEGER NOT NULL, body BLOB NOT NULL);"
+      "CREATE INDEX incidents_by_state ON incidents(state, opened_unix_ms);"
+      "CREATE TABLE alerts (id TEXT PRIMARY KEY, state INTEGER NOT NULL,"
+      " incident_id TEXT NOT NULL, body BLOB NOT NULL);"
+      "CREATE TABLE timeline (seq INTEGER PRIMARY KEY, incident_id TEXT NOT NULL,"
+      " time_unix_ms INTEGER NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL,"
+      " summary TEXT NOT NULL, details_json TEXT NOT NULL, prev_hash TEXT NOT NULL,"
+      " hash TEXT NOT NULL);"
+      "CREATE TABLE chain_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL,"
+      " hash TEXT NOT NULL);"
+      "CREATE TABLE proposals (id TEXT PRIMARY KEY, incident_id TEXT NOT NULL,"
+      " proposed_unix_ms INTEGER NOT NULL, body BLOB NOT NULL);"
+      "PRAGMA user_version=2;");
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  auto alice = store->FindUserByTokenHash("abc");
+  ASSERT_TRUE(alice.ok() && alice->has_value()) << alice.status();
+  EXPECT_EQ((*alice)->name, "alice");
+  EXPECT_EQ((*alice)->created_unix_ms, 1234);
+  // An upgraded user's token never expires, and the user is enabled and never rotated.
+  EXPECT_EQ((*alice)->expires_unix_ms, 0);
+  EXPECT_EQ((*alice)->disabled_unix_ms, 0);
+  EXPECT_EQ((*alice)->rotated_unix_ms, 0);
+  auto version = store->UsersVersion();
+  ASSERT_TRUE(version.ok()) << version.status();
+  EXPECT_TRUE(store->SetUserDisabled("alice", 99).ok());
+  EXPECT_GT(*store->UsersVersion(), *version);
+}
+
+TEST_F(SqliteStoreTest, UsersAreDisabledRotatedListedAndEveryChangeMovesTheVersion) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  const int64_t v0 = *store->UsersVersion();
+  ASSERT_TRUE(store->AddUser({.name = "bob", .role = "viewer", .token_hash = "h1",
+                              .created_unix_ms = 10, .expires_unix_ms = 500}).ok());
+  ASSERT_TRUE(store->AddUser({"alice", "admin", "h2", 20}).ok());
+  const int64_t v1 = *store->UsersVersion();
+  EXPECT_GT(v1, v0);
+
+  auto users = store->ListUsers();
+  ASSERT_TRUE(users.ok()) << users.status();
+  ASSERT_EQ(users->size(), 2u);
+  EXPECT_EQ((*users)[0].name, "alice");  // by name
+  EXPECT_EQ((*users)[1].expires_unix_ms, 500);
+
+  ASSERT_TRUE(store->SetUserDisabled("bob", 30).ok());
+  EXPECT_EQ((*store->FindUserByName("bob"))->disabled_unix_ms, 30);
+  const int64_t v2 = *store->UsersVersion();
+  EXPECT_GT(v2, v1);
+
+  ASSERT_TRUE(store->ReplaceUserToken("bob", "h3", 900, 40).ok());
+  EXPECT_FALSE(store->FindUserByTokenHash("h1")->has_value());  // the old token matches nobody
+  auto bob = *store->FindUserByTokenHash("h3");
+  ASSERT_TRUE(bob.has_value());
+  EXPECT_EQ(bob->expires_unix_ms, 900);
+  EXPECT_EQ(bob->rotated_unix_ms, 40);
+  EXPECT_EQ(bob->disabled_unix_ms, 30);  // rotation does not enable
+  EXPECT_GT(*store->UsersVersion(), v2);
+
+  absl::Status unknown = store->SetUserDisabled("carol", 1);
+  EXPECT_TRUE(absl::IsNotFound(unknown)) << unknown;
+  EXPECT_EQ(unknown.message(), "no user named 'carol'");
+  EXPECT_TRUE(absl::IsNotFound(store->ReplaceUserToken("carol", "h4", 0, 1)));
+
+  // A change made by another process (here a raw connection, as sqlite3 would) moves it too.
+  const int64_t before = *store->UsersVersion();
+  Sql("UPDATE users SET role = 'responder' WHERE name = 'bob';");
+  EXPECT_GT(*store->UsersVersion(), before);
+  const int64_t after_update = *store->UsersVersion();
+  Sql("DELETE FROM users WHERE name = 'bob';");
+  EXPECT_GT(*store->UsersVersion(), after_update);
+}
+
 TEST_F(SqliteStoreTest, RefusesANewerSchemaAndNonDatabases) {
   std::filesystem::create_directories(dir_ + "/sub");
   Sql("PRAGMA user_version=99;");
