@@ -27,10 +27,7 @@ using testing::BinaryPath;
 using testing::CommandResult;
 using testing::RunCommand;
 
-// A developer's exported VIGIL_* settings must not change what the binaries are given here.
-const std::map<std::string, std::string> kCleanEnvironment = {
-    {"VIGIL_TLS_CA", ""},   {"VIGIL_TLS_CERT", ""},   {"VIGIL_TLS_KEY", ""},
-    {"VIGIL_INSECURE", ""}, {"VIGIL_CONTROLLER", ""}, {"VIGIL_TOKEN", ""}};
+const std::map<std::string, std::string>& kCleanEnvironment = testing::CleanVigilEnvironment();
 
 TEST(CommandLineTest, EveryBinaryPrintsItsNameAndVersion) {
   for (const char* name : {"vigil-controller", "vigil-agent", "vigil"}) {

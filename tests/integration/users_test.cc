@@ -22,9 +22,7 @@ using testing::BinaryPath;
 using testing::CommandResult;
 using testing::RunCommand;
 
-const std::map<std::string, std::string> kCleanEnvironment = {
-    {"VIGIL_TLS_CA", ""},   {"VIGIL_TLS_CERT", ""},   {"VIGIL_TLS_KEY", ""},
-    {"VIGIL_INSECURE", ""}, {"VIGIL_CONTROLLER", ""}, {"VIGIL_TOKEN", ""}};
+const std::map<std::string, std::string>& kCleanEnvironment = testing::CleanVigilEnvironment();
 
 class UsersTest : public ::testing::Test {
  protected:

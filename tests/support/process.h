@@ -74,6 +74,15 @@ struct CommandResult {
   std::string output;  // stdout and stderr
   std::string stdout_text;
 };
+// For RunCommand's env: blanks every VIGIL_* setting the CLI reads, so a developer's exported
+// settings never change what the binaries are given in a test.
+inline const std::map<std::string, std::string>& CleanVigilEnvironment() {
+  static const auto* const kEnvironment = new std::map<std::string, std::string>{
+      {"VIGIL_TLS_CA", ""},   {"VIGIL_TLS_CERT", ""},   {"VIGIL_TLS_KEY", ""},
+      {"VIGIL_INSECURE", ""}, {"VIGIL_CONTROLLER", ""}, {"VIGIL_TOKEN", ""}};
+  return *kEnvironment;
+}
+
 // Runs argv to completion (killed after `timeout`).
 CommandResult RunCommand(const std::vector<std::string>& argv,
                          absl::Duration timeout = absl::Seconds(30),
