@@ -1,6 +1,7 @@
 #include "agent/agent_config.h"
 
 #include <filesystem>
+#include <tuple>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -36,6 +37,34 @@ absl::Status ReadLabels(const YAML::Node& node, absl::string_view file, Labels& 
   return absl::OkStatus();
 }
 
+// `tls: {ca: FILE, cert: FILE, key: FILE}`. The files are read when the agent connects (and by
+// --check-config), not here: parsing stays pure.
+absl::Status ReadTls(const YAML::Node& node, absl::string_view file, AgentConfig& config) {
+  if (!node.IsDefined() || node.IsNull()) {
+    return absl::OkStatus();
+  }
+  if (!node.IsMap()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(YamlWhere(file, node), ": key 'tls' must be a map (ca, cert, key)"));
+  }
+  RETURN_IF_ERROR(YamlCheckKeys(node, file, "tls", {"ca", "cert", "key"}));
+  for (const auto& [key, path, name] :
+       {std::tuple<const char*, std::string*, std::string*>{"ca", &config.tls.ca,
+                                                            &config.tls_names.ca},
+        {"cert", &config.tls.cert, &config.tls_names.cert},
+        {"key", &config.tls.key, &config.tls_names.key}}) {
+    ASSIGN_OR_RETURN(*path, YamlString(node, key, file));
+    if (!path->empty()) {
+      *name = absl::StrCat(YamlWhere(file, node[key]), ": key 'tls.", key, "'");
+    }
+  }
+  if (config.tls.cert.empty() != config.tls.key.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        YamlWhere(file, node), ": keys 'tls.cert' and 'tls.key' go together: give both or neither"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file,
                                   const CollectorRegistry& registry) {
   AgentConfig config;
@@ -51,7 +80,7 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
       root, file, "the agent config",
       {"id", "labels", "controller", "interval", "collectors", "actions", "service_manager",
        "controller_public_key", "journal", "max_command_lifetime", "spool_dir",
-       "spool_max_bytes", "result_journal", "result_journal_max_bytes"}));
+       "spool_max_bytes", "result_journal", "result_journal_max_bytes", "tls"}));
   ASSIGN_OR_RETURN(config.id, YamlString(root, "id", file, false, Hostname()));
   if (config.id.empty()) {
     return absl::InvalidArgumentError(
@@ -123,8 +152,7 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
     config.controller_public_key_pem = std::move(*pem);
   }
   ASSIGN_OR_RETURN(config.journal_path,
-                   YamlString(root, "journal", file, false,
-                              absl::StrCat("/var/lib/vigil-agent/", config.id, ".journal")));
+                   YamlString(root, "journal", file, false, DefaultJournalPath(config.id)));
   ASSIGN_OR_RETURN(config.spool_dir,
                    YamlString(root, "spool_dir", file, false,
                               DefaultSpoolDir(config.journal_path, config.id)));
@@ -155,6 +183,7 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
                                                    ": key 'max_command_lifetime' must be between "
                                                    "1s and 24h"));
   }
+  RETURN_IF_ERROR(ReadTls(root["tls"], file, config));
   return config;
 }
 
@@ -190,6 +219,10 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path,
                                             const CollectorRegistry& registry) {
   ASSIGN_OR_RETURN(const std::string text, ReadConfigFile(path));
   return ParseAgentConfig(text, path, registry);
+}
+
+std::string DefaultJournalPath(const std::string& id) {
+  return absl::StrCat(kAgentStateDir, "/", id, ".journal");
 }
 
 std::string DefaultSpoolDir(const std::string& journal_path, const std::string& id) {

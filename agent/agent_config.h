@@ -15,6 +15,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "agent/collector.h"
+#include "common/tls_files.h"
+#include "common/transport.h"
 
 namespace vigil::agent {
 
@@ -30,10 +32,10 @@ struct AgentConfig {
   // Commands run only when signed by this key (PEM, read from the file `controller_public_key`
   // names); empty: every command is refused.
   std::string controller_public_key_pem;
-  // Ids of commands already run (default /var/lib/vigil-agent/ID.journal).
+  // Ids of commands already run (default /var/lib/vigil/ID.journal, DefaultJournalPath).
   std::string journal_path;
   // The telemetry spool's folder (default: ID.spool beside the journal, so
-  // /var/lib/vigil-agent/ID.spool) and its bound in bytes; beyond it the oldest rounds are
+  // /var/lib/vigil/ID.spool) and its bound in bytes; beyond it the oldest rounds are
   // dropped and reported.
   std::string spool_dir;
   uint64_t spool_max_bytes = uint64_t{64} << 20;
@@ -46,7 +48,18 @@ struct AgentConfig {
   // What the actions reuse from the collectors' config.
   std::string postgres_dsn;
   std::string redis_address;
+  // TLS files named by `tls: {ca, cert, key}` (empty: not named); the --tls-* flags win, each on
+  // its own. `tls_names` says where each came from ("agent.yaml:5: key 'tls.ca'"), for messages.
+  TransportFlags tls;
+  TlsFileNames tls_names;
 };
+
+// Where a packaged agent keeps its state (journal, results, spool), and where it kept it before.
+inline constexpr char kAgentStateDir[] = "/var/lib/vigil";
+inline constexpr char kLegacyAgentStateDir[] = "/var/lib/vigil-agent";
+
+// The default command journal: kAgentStateDir/ID.journal.
+std::string DefaultJournalPath(const std::string& id);
 
 // Reads and validates `path`. Each collector is built by its factory in `registry`, so a bad
 // collector option is reported with its own line.
@@ -60,7 +73,7 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(absl::string_view text, absl::strin
 std::string DefaultSpoolDir(const std::string& journal_path, const std::string& id);
 
 // Where the result journal is: `result_journal`, or beside the command journal
-// (/var/lib/vigil-agent/ID.journal -> /var/lib/vigil-agent/ID.results).
+// (/var/lib/vigil/ID.journal -> /var/lib/vigil/ID.results).
 std::string ResultJournalPath(const AgentConfig& config);
 // The config used without --config: this host, the host collector only.
 absl::StatusOr<AgentConfig> DefaultAgentConfig(const CollectorRegistry& registry);

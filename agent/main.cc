@@ -8,16 +8,20 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <iostream>
+#include <tuple>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
 #include "agent/agent_config.h"
-#include "agent/tls_files.h"
+#include "agent/state_migration.h"
 #include "common/logging.h"
+#include "common/mutex_checks.h"
+#include "common/sd_notify.h"
+#include "common/tls_files.h"
 #include "common/transport.h"
 #include "common/yaml_util.h"
-#include "common/mutex_checks.h"
 
 namespace {
 
@@ -32,10 +36,67 @@ extern "C" void OnSignal(int sig) {
   errno = saved;
 }
 
+// The TLS files in use: each --tls-* flag, else the config's `tls:` key. An explicit --insecure
+// without --tls-* flags means plain text, whatever the config names.
+void ResolveTls(const vigil::TransportFlags& flags, const vigil::agent::AgentConfig& config,
+                vigil::TransportFlags& tls, vigil::TlsFileNames& names) {
+  tls = flags;
+  names = vigil::TlsFileNames{};
+  const bool any_flag = !flags.ca.empty() || !flags.cert.empty() || !flags.key.empty();
+  if (flags.insecure && !any_flag) {
+    if (!config.tls.ca.empty() || !config.tls.cert.empty()) {
+      spdlog::warn("--insecure: the TLS files the config names are not used");
+    }
+    return;
+  }
+  for (const auto& [flag, from_config, name, config_name] :
+       {std::tuple<std::string*, const std::string&, std::string*, const std::string&>{
+            &tls.ca, config.tls.ca, &names.ca, config.tls_names.ca},
+        {&tls.cert, config.tls.cert, &names.cert, config.tls_names.cert},
+        {&tls.key, config.tls.key, &names.key, config.tls_names.key}}) {
+    if (flag->empty() && !from_config.empty()) {
+      *flag = from_config;
+      *name = config_name;
+    }
+  }
+}
+
+// --check-config: everything a start would read, and nothing it would create or connect to.
+int CheckConfig(const std::string& source, const vigil::agent::AgentConfig& config,
+                const std::string& controller, const vigil::TransportFlags& tls,
+                const vigil::TlsFileNames& names) {
+  std::vector<std::string> errors;
+  vigil::agent::ActionRegistry action_registry;
+  vigil::agent::RegisterBuiltinActions(action_registry);
+  const std::unique_ptr<vigil::agent::CommandRunner> runner = vigil::agent::NewProcessRunner();
+  vigil::agent::ActionContext context{.runner = runner.get(),
+                                      .service_manager = config.service_manager,
+                                      .postgres_dsn = config.postgres_dsn,
+                                      .redis_address = config.redis_address};
+  if (auto actions = vigil::agent::BuildActions(config.actions, action_registry, context, source);
+      !actions.ok()) {
+    errors.emplace_back(actions.status().message());
+  }
+  if (absl::Status s = vigil::CheckClientTransport(tls, names, controller); !s.ok()) {
+    errors.emplace_back(s.message());
+  }
+  if (!errors.empty()) {
+    for (const std::string& e : errors) {
+      std::cerr << e << '\n';
+    }
+    std::cerr << source << ": " << errors.size() << " error(s)\n";
+    return 1;
+  }
+  std::cout << source << ": OK\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   vigil::UseReleaseMutexChecks();
+  // Before any thread: taken out of the environment so the commands the agent runs do not see it.
+  const vigil::SdNotifier notifier = vigil::SdNotifier::FromEnvironment();
   // The state folder and the command journal are the agent's alone. (Commands it runs inherit
   // this mask; services are started by their manager, which sets its own.)
   umask(077);
@@ -43,7 +104,6 @@ int main(int argc, char** argv) {
       "vigil-agent: streams host, PostgreSQL, Redis and nginx telemetry to vigil-controller"};
   app.set_version_flag("--version", "vigil-agent " VIGIL_VERSION, "print the version and exit");
   std::string controller, config_path, id, interval_text, sense_text, log_level = "info";
-  vigil::TransportFlags tls;
   app.add_option("--controller", controller,
                  "controller address HOST:PORT (default: the config's, or 127.0.0.1:7443)");
   app.add_option("--config", config_path, "agent config file (YAML)");
@@ -58,11 +118,20 @@ int main(int argc, char** argv) {
   app.add_flag("--init-journal", init_journal,
                "start a new command journal where the old one is missing (after a restore "
                "or a deliberate reset); without it a missing journal stops the agent");
-  vigil::AddTransportFlags(app, tls);
+  vigil::TransportFlags tls_flags;
+  vigil::AddTransportFlags(app, tls_flags);
+  bool check_config = false;
+  app.add_flag("--check-config", check_config,
+               "load and validate the config (collectors, actions, controller key, TLS files), "
+               "print FILE: OK or every error, and exit (0 valid, 1 not); starts nothing");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (check_config) {
+    // Messages only: no log lines around the verdict.
+    log_level = "warn";
   }
   // Signals are taken by a thread of ours, so stopping and reloading are ordinary code: the
   // handler only writes the signal's number to a pipe. (A blocked mask and sigwait are not
@@ -85,15 +154,20 @@ int main(int argc, char** argv) {
   vigil::agent::RegisterBuiltinCollectors(registry);
   auto config = config_path.empty() ? vigil::agent::DefaultAgentConfig(registry)
                                     : vigil::agent::LoadAgentConfig(config_path, registry);
+  const std::string source = config_path.empty() ? "(built-in default config)" : config_path;
   if (!config.ok()) {
+    if (check_config) {
+      std::cerr << config.status().message() << '\n' << source << ": 1 error(s)\n";
+      return 1;
+    }
     spdlog::error("bad config: {}", config.status().message());
     return 2;
   }
   if (!id.empty()) {
     // The default journal is named after the id: follow the --id override.
     const std::string old_spool = vigil::agent::DefaultSpoolDir(config->journal_path, config->id);
-    if (config->journal_path == absl::StrCat("/var/lib/vigil-agent/", config->id, ".journal")) {
-      config->journal_path = absl::StrCat("/var/lib/vigil-agent/", id, ".journal");
+    if (config->journal_path == vigil::agent::DefaultJournalPath(config->id)) {
+      config->journal_path = vigil::agent::DefaultJournalPath(id);
     }
     if (config->spool_dir == old_spool) {
       config->spool_dir = vigil::agent::DefaultSpoolDir(config->journal_path, id);
@@ -123,6 +197,21 @@ int main(int argc, char** argv) {
       return 2;
     }
     options.sense_every = *every;
+  }
+  vigil::TransportFlags tls;
+  vigil::TlsFileNames tls_names;
+  ResolveTls(tls_flags, *config, tls, tls_names);
+  if (check_config) {
+    return CheckConfig(source, *config, options.controller, tls, tls_names);
+  }
+  // Before anything opens the journal, results or spool: an upgrade from the old default place.
+  if (config->journal_path == vigil::agent::DefaultJournalPath(config->id)) {
+    if (absl::Status s =
+            vigil::agent::MoveLegacyAgentState(vigil::agent::kLegacyAgentStateDir, *config);
+        !s.ok()) {
+      spdlog::error("{}", s.message());
+      return 1;
+    }
   }
   auto credentials = vigil::MakeClientCredentials(tls, options.controller);
   if (!credentials.ok()) {
@@ -162,6 +251,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::thread watcher([&] {
+    // The manager waits for READY=1 after RELOADING=1 whatever came of the reload.
+    struct ReloadDone {
+      const vigil::SdNotifier& notifier;
+      ~ReloadDone() { notifier.Ready(); }
+    };
     while (true) {
       unsigned char received = 0;
       const ssize_t n = read(g_signal_pipe[0], &received, 1);
@@ -171,9 +265,12 @@ int main(int argc, char** argv) {
       const int sig = n == 1 ? received : SIGTERM;
       if (sig != SIGHUP) {
         spdlog::info("signal {}: stopping", sig);
+        notifier.Stopping();
         agent.Stop();
         return;
       }
+      notifier.Reloading();
+      const ReloadDone done{notifier};
       // Certificates are renewed in place: read the files again and reconnect with them. Files
       // that cannot be read keep the credentials in use.
       if (tls.ca.empty()) {
@@ -182,7 +279,7 @@ int main(int argc, char** argv) {
       }
       absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> reloaded =
           absl::FailedPreconditionError("not read");
-      if (absl::Status checked = vigil::agent::CheckTlsFiles(tls); !checked.ok()) {
+      if (absl::Status checked = vigil::CheckTlsFiles(tls, tls_names); !checked.ok()) {
         reloaded = checked;
       } else {
         reloaded = vigil::MakeClientCredentials(tls, options.controller);
@@ -199,6 +296,9 @@ int main(int argc, char** argv) {
   spdlog::info("vigil-agent {} '{}' with {} collector(s) every {} and {} action(s), controller {}",
                VIGIL_VERSION, agent_id, collectors, absl::FormatDuration(options.interval),
                action_count, options.controller);
+  // Config, actions, journal and results are loaded: the agent serves from here on (connecting
+  // is its own business, retried for as long as it runs).
+  notifier.Ready();
   agent.Run();
   return 0;
 }

@@ -115,12 +115,7 @@ absl::Status Controller::Start() {
   ASSIGN_OR_RETURN(std::vector<Rule> rules, LoadRules(options_.rules_path));
   const size_t rule_count = rules.size();
   ASSIGN_OR_RETURN(Policy policy, LoadPolicy(options_.policy_path));
-  std::string key_path = options_.signing_key_path;
-  if (key_path.empty()) {
-    const size_t slash = options_.db_path.rfind('/');
-    key_path = absl::StrCat(slash == std::string::npos ? "." : options_.db_path.substr(0, slash),
-                            "/controller-signing.key");
-  }
+  const std::string key_path = SigningKeyPath(options_);
   signing_public_path_ =
       absl::StrCat(absl::StripSuffix(absl::string_view(key_path), ".key"), ".pub");
   RETURN_IF_ERROR(CheckDatabaseEvidence(options_.db_path, key_path, options_.init));
@@ -553,6 +548,15 @@ absl::Status Controller::StoreExternalAlerts(std::vector<v1::Alert> alerts) {
     return absl::UnavailableError("the store did not answer within 10 s");
   }
   return *result;
+}
+
+std::string SigningKeyPath(const ControllerOptions& options) {
+  if (!options.signing_key_path.empty()) {
+    return options.signing_key_path;
+  }
+  const size_t slash = options.db_path.rfind('/');
+  return absl::StrCat(slash == std::string::npos ? "." : options.db_path.substr(0, slash),
+                      "/controller-signing.key");
 }
 
 absl::Status CheckDatabaseEvidence(const std::string& db_path, const std::string& key_path,

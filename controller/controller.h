@@ -33,7 +33,7 @@ namespace vigil::controller {
 
 struct ControllerOptions {
   std::string listen = "127.0.0.1:7443";
-  std::string db_path = "data/vigil.db";
+  std::string db_path = "/var/lib/vigil/vigil.db";  // packaged installs; run.sh passes ./data
   // Prometheus /metrics and the Alertmanager webhook; empty: no HTTP port.
   std::string http_listen = "127.0.0.1:9464";
   // TLS on the HTTP port: certificate and key (both or neither); with a CA, client certificates
@@ -67,6 +67,9 @@ struct ControllerOptions {
   // refused unless this is set (--init): silently starting empty would lose every timeline.
   bool init = false;
 };
+
+// The command-signing key in use: --signing-key, or controller-signing.key beside the database.
+std::string SigningKeyPath(const ControllerOptions& options);
 
 // Refuses to create `db_path` anew when files beside it show a database existed (its WAL, its
 // lock file, the signing key at `key_path`), unless `init`; logs when a database is created.

@@ -12,9 +12,12 @@
 #include <tuple>
 
 #include "common/logging.h"
+#include "common/sd_notify.h"
 #include "common/transport.h"
 #include "common/yaml_util.h"
 #include "controller/auth/auth.h"
+#include "controller/config/config_check.h"
+#include "controller/config/controller_config.h"
 #include "controller/controller.h"
 #include "controller/rules/rule.h"
 #include "storage/sqlite/sqlite_store.h"
@@ -100,6 +103,8 @@ int main(int argc, char** argv) {
   // a tenth of the controller's memory at 2,500 agents (98.8 -> 90.5 KiB per agent with 2,
   // bench/scale.sh on 2 cores). One per core suffices for the threads that can run at once.
   mallopt(M_ARENA_MAX, static_cast<int>(std::max(2u, std::thread::hardware_concurrency())));
+  // Before any thread: taken out of the environment so nothing the controller starts inherits it.
+  const vigil::SdNotifier notifier = vigil::SdNotifier::FromEnvironment();
   // Everything the controller writes (database, keys, the data folder) is its own alone. The
   // store and the key code set their files' modes themselves too: SQLite gives its -wal and
   // -shm files the database's mode, whatever the umask.
@@ -111,7 +116,8 @@ int main(int argc, char** argv) {
   vigil::controller::ControllerOptions options;
   std::string log_level = "info";
   app.add_option("--listen", options.listen, "gRPC address for agents and the CLI (HOST:PORT)");
-  app.add_option("--db", options.db_path, "SQLite database file (created with its folder)");
+  app.add_option("--db", options.db_path,
+                 "SQLite database file (created with its folder; default /var/lib/vigil/vigil.db)");
   app.add_option("--http-listen", options.http_listen,
                  "HTTP address for /metrics and the Alertmanager webhook; \"off\": none");
   app.add_option("--http-tls-cert", options.http_tls_cert,
@@ -160,6 +166,14 @@ int main(int argc, char** argv) {
   app.add_option("--admission-max-delay", admission_delay,
                  "admit no new agent stream while queued telemetry waits longer than this (500ms)");
   vigil::AddTransportFlags(app, options.transport);
+  std::string config_path;
+  app.add_option("--config", config_path,
+                 "settings file (YAML; keys are the long flags in snake_case, flags win); default "
+                 "/etc/vigil/controller.yaml when it exists; --config '' for none");
+  bool check_config = false;
+  app.add_flag("--check-config", check_config,
+               "validate the settings, rule file, policy, TLS files and signing key, print FILE: OK "
+               "or every error, and exit (0 valid, 1 not); creates and binds nothing");
 
   std::vector<std::string> rule_files;
   CLI::App* check = app.add_subcommand("check-rules", "validate rule files and exit");
@@ -191,9 +205,6 @@ int main(int argc, char** argv) {
     std::cout << vigil::controller::DefaultRulesYaml();
     return 0;
   }
-  if (options.http_listen == "off") {
-    options.http_listen.clear();
-  }
   for (const auto& [flag, text, out] :
        {std::tuple<const char*, const std::string&, absl::Duration*>{
             "--correlation-window", correlation_window, &options.incidents.correlation_window},
@@ -209,7 +220,56 @@ int main(int argc, char** argv) {
     }
     *out = *parsed;
   }
+  // The file fills in what the command line left at its default.
+  vigil::controller::ControllerSettings settings;
+  settings.options = std::move(options);
+  settings.log_level = log_level;
+  absl::StatusOr<std::string> config_file =
+      vigil::controller::ChooseControllerConfig(app.count("--config") > 0, config_path);
+  if (config_file.ok() && !config_file->empty()) {
+    absl::Status loaded = vigil::controller::LoadControllerConfig(
+        *config_file, [&](absl::string_view flag) { return app.count(std::string(flag)) > 0; },
+        settings);
+    if (!loaded.ok()) {
+      config_file = loaded;
+    }
+  }
+  if (!config_file.ok()) {
+    const std::string message(config_file.status().message());
+    std::cerr << message << '\n';
+    if (check_config) {
+      std::cerr << (config_path.empty() ? "(command line)" : config_path) << ": "
+                << std::count(message.begin(), message.end(), '\n') + 1 << " error(s)\n";
+      return 1;
+    }
+    std::cerr << "vigil-controller: bad config, not started\n";
+    return 2;
+  }
+  if (settings.options.http_listen == "off") {
+    settings.options.http_listen.clear();
+  }
+  if (check_config) {
+    const std::string source = config_file->empty() ? "(command line)" : *config_file;
+    // Quiet: the verdict is the output. (Checks say nothing on success.)
+    vigil::SetupLogging("vigil-controller", "error");
+    const std::vector<std::string> errors =
+        vigil::controller::CheckControllerSettings(settings);
+    for (const std::string& e : errors) {
+      std::cerr << e << '\n';
+    }
+    if (!errors.empty()) {
+      std::cerr << source << ": " << errors.size() << " error(s)\n";
+      return 1;
+    }
+    std::cout << source << ": OK\n";
+    return 0;
+  }
+  options = std::move(settings.options);
+  log_level = settings.log_level;
   vigil::SetupLogging("vigil-controller", log_level);
+  if (!config_file->empty()) {
+    spdlog::info("settings from {} (flags given on the command line win)", *config_file);
+  }
   RaiseOpenFileLimit();
 
   sigset_t signals;
@@ -224,6 +284,7 @@ int main(int argc, char** argv) {
     spdlog::error("cannot start: {}", s.message());
     return 1;
   }
+  notifier.Ready();
   // Signals are taken by this thread (sigwait), so reloading and stopping are ordinary code.
   std::thread watcher([&] {
     while (true) {
@@ -231,10 +292,13 @@ int main(int argc, char** argv) {
       sigwait(&signals, &sig);
       if (sig == SIGHUP) {
         spdlog::info("SIGHUP: reloading rules and policy");
+        notifier.Reloading();
         controller.Reload().IgnoreError();  // logged and counted by Reload
+        notifier.Ready();  // the manager waits for it whatever came of the reload
         continue;
       }
       spdlog::info("signal {}: stopping", sig);
+      notifier.Stopping();
       controller.Stop();
       return;
     }

@@ -33,7 +33,8 @@ if [ -n "${SUDO_UID:-}" ]; then
   chown "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$TOKEN_FILE"
 fi
 
-nohup "$BUILD_DIR/controller/vigil-controller" --listen="$ADDRESS" --db=data/vigil.db \
+# --config '': a quick start under ./data, whatever a packaged /etc/vigil/controller.yaml says.
+nohup "$BUILD_DIR/controller/vigil-controller" --config '' --listen="$ADDRESS" --db=data/vigil.db \
   --tls-ca="$TLS/ca.pem" --tls-cert="$TLS/controller.pem" --tls-key="$TLS/controller.key" \
   >data/controller.log 2>&1 &
 echo $! >data/controller.pid

@@ -102,8 +102,10 @@ class ChaosTest : public ::testing::Test {
   void TearDown() override {
     // Files kept by agent id outside the temp dir (a default spool or journal location).
     for (const std::string& id : agent_ids_) {
-      for (const char* suffix : {".spool", ".journal"}) {
-        unlink(absl::StrCat("/var/lib/vigil-agent/", id, suffix).c_str());
+      for (const char* dir : {"/var/lib/vigil/", "/var/lib/vigil-agent/"}) {
+        for (const char* suffix : {".spool", ".journal"}) {
+          unlink(absl::StrCat(dir, id, suffix).c_str());
+        }
       }
     }
   }

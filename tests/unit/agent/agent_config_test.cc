@@ -1,6 +1,8 @@
 #include "agent/agent_config.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <string>
 #include <utility>
@@ -8,6 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "agent/actions/action.h"
 #include "tests/support/hostile_yaml.h"
 #include "tests/support/process.h"
@@ -156,7 +159,7 @@ TEST_F(AgentConfigTest, ADirectoryIsNotAConfig) {
 TEST_F(AgentConfigTest, SpoolFolderAndBound) {
   auto config = ParseAgentConfig("id: web-1\ncollectors: {host: {}}\n", "agent.yaml", registry_);
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->spool_dir, "/var/lib/vigil-agent/web-1.spool");
+  EXPECT_EQ(config->spool_dir, "/var/lib/vigil/web-1.spool");
   EXPECT_EQ(config->spool_max_bytes, uint64_t{64} << 20);
   config = ParseAgentConfig(
       "id: web-1\ncollectors: {host: {}}\njournal: /srv/a/j\nspool_max_bytes: 2048\n",
@@ -192,7 +195,7 @@ TEST_F(AgentConfigTest, MaxCommandLifetime) {
 TEST_F(AgentConfigTest, ResultJournalSitsBesideTheCommandJournalUnlessNamed) {
   auto config = ParseAgentConfig("id: web-1\ncollectors: {host: {}}\n", "agent.yaml", registry_);
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(ResultJournalPath(*config), "/var/lib/vigil-agent/web-1.results");
+  EXPECT_EQ(ResultJournalPath(*config), "/var/lib/vigil/web-1.results");
   EXPECT_EQ(config->result_journal_max_bytes, 4u << 20);
   config = ParseAgentConfig("collectors: {host: {}}\njournal: /state/j\n", "agent.yaml",
                             registry_);
@@ -210,6 +213,70 @@ TEST_F(AgentConfigTest, ResultJournalSitsBesideTheCommandJournalUnlessNamed) {
   EXPECT_TRUE(absl::StrContains(s.message(), "result_journal_max_bytes")) << s;
   s = Error("collectors: {host: {}}\njournal: /x/j\nresult_journal: /x/j\n");
   EXPECT_TRUE(absl::StrContains(s.message(), "name the same file /x/j")) << s;
+}
+
+TEST_F(AgentConfigTest, NamesItsTlsFilesWithTheirLines) {
+  auto config = ParseAgentConfig(
+      "collectors: {host: {}}\ntls:\n  ca: /etc/vigil/tls/ca.pem\n  cert: /etc/vigil/tls/a.pem\n"
+      "  key: /etc/vigil/tls/a.key\n",
+      "agent.yaml", registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->tls.ca, "/etc/vigil/tls/ca.pem");
+  EXPECT_EQ(config->tls.cert, "/etc/vigil/tls/a.pem");
+  EXPECT_EQ(config->tls.key, "/etc/vigil/tls/a.key");
+  EXPECT_FALSE(config->tls.insecure);
+  // Messages about the files point at the lines that name them.
+  EXPECT_EQ(config->tls_names.ca, "agent.yaml:3: key 'tls.ca'");
+  EXPECT_EQ(config->tls_names.key, "agent.yaml:5: key 'tls.key'");
+
+  // A CA alone is a client without a certificate (the controller refuses it, but that is its
+  // call); unnamed files keep the flags' names.
+  config = ParseAgentConfig("collectors: {host: {}}\ntls: {ca: /ca.pem}\n", "agent.yaml",
+                            registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->tls.cert, "");
+  EXPECT_EQ(config->tls_names.cert, "--tls-cert");
+
+  absl::Status s = Error("collectors: {host: {}}\ntls:\n  ca: /ca.pem\n  crt: /a.pem\n");
+  EXPECT_TRUE(absl::StrContains(s.message(), "agent.yaml:4: unknown key 'crt' in tls")) << s;
+  s = Error("collectors: {host: {}}\ntls:\n  ca: [a, b]\n");
+  EXPECT_TRUE(absl::StrContains(s.message(), "agent.yaml:3: key 'ca' must be a string")) << s;
+  s = Error("collectors: {host: {}}\ntls: /etc/vigil/tls\n");
+  EXPECT_TRUE(absl::StrContains(s.message(), "agent.yaml:2: key 'tls' must be a map")) << s;
+  s = Error("collectors: {host: {}}\ntls: {ca: /ca.pem, cert: /a.pem}\n");
+  EXPECT_TRUE(absl::StrContains(s.message(), "'tls.cert' and 'tls.key' go together")) << s;
+}
+
+TEST_F(AgentConfigTest, StateDefaultsToVarLibVigil) {
+  auto config = ParseAgentConfig("id: web-1\ncollectors: {host: {}}\n", "agent.yaml", registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->journal_path, "/var/lib/vigil/web-1.journal");
+  EXPECT_EQ(config->journal_path, DefaultJournalPath("web-1"));
+}
+
+// The shipped examples load: the quick start's (its key under ./data, as run.sh leaves it) and the
+// packaged one (its /etc/vigil files moved under a temp folder).
+TEST_F(AgentConfigTest, TheDeployExamplesLoad) {
+  testing::TempDir dir;
+  char cwd[4096];
+  ASSERT_NE(getcwd(cwd, sizeof(cwd)), nullptr);
+  ASSERT_EQ(chdir(dir.path().c_str()), 0);
+  mkdir("data", 0700);
+  testing::WriteFile("data/controller-signing.pub", "-----BEGIN PUBLIC KEY-----\nx\n");
+  auto local = LoadAgentConfig(testing::SourcePath("deploy/examples/agent-local.yaml"), registry_);
+  ASSERT_EQ(chdir(cwd), 0);
+  ASSERT_TRUE(local.ok()) << local.status();
+  EXPECT_EQ(local->journal_path, "data/agent.journal");
+
+  std::string packaged =
+      testing::ReadFileOrEmpty(testing::SourcePath("deploy/examples/agent.yaml"));
+  ASSERT_TRUE(absl::StrContains(packaged, "/etc/vigil/controller-signing.pub"));
+  testing::WriteFile(dir.File("controller-signing.pub"), "-----BEGIN PUBLIC KEY-----\nx\n");
+  packaged = absl::StrReplaceAll(packaged, {{"/etc/vigil/", dir.path() + "/"}});
+  auto config = ParseAgentConfig(packaged, "agent.yaml", registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->tls.cert, dir.File("tls/agent.pem"));
+  EXPECT_EQ(config->journal_path, DefaultJournalPath(config->id));
 }
 
 }  // namespace

@@ -1,0 +1,258 @@
+#include "controller/config/controller_config.h"
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "common/status.h"
+#include "common/yaml_util.h"
+
+namespace vigil::controller {
+namespace {
+
+template <typename T>
+using Field = T& (*)(ControllerSettings&);
+
+// One key: reads its value from the root map and, when `apply`, stores it.
+struct Key {
+  std::string name;
+  std::function<absl::Status(const YAML::Node& root, absl::string_view file, bool apply,
+                             ControllerSettings& settings)>
+      read;
+};
+
+Key Text(std::string name, Field<std::string> field) {
+  return {name, [name, field](const YAML::Node& root, absl::string_view file, bool apply,
+                              ControllerSettings& s) -> absl::Status {
+            ASSIGN_OR_RETURN(std::string value, YamlString(root, name, file));
+            if (apply) field(s) = std::move(value);
+            return absl::OkStatus();
+          }};
+}
+
+Key Count(std::string name, Field<size_t> field, int64_t min, int64_t max) {
+  return {name, [name, field, min, max](const YAML::Node& root, absl::string_view file, bool apply,
+                                        ControllerSettings& s) -> absl::Status {
+            ASSIGN_OR_RETURN(int64_t value, YamlInt(root, name, file, 0, min, max));
+            if (apply) field(s) = static_cast<size_t>(value);
+            return absl::OkStatus();
+          }};
+}
+
+Key Span(std::string name, Field<absl::Duration> field) {
+  return {name, [name, field](const YAML::Node& root, absl::string_view file, bool apply,
+                              ControllerSettings& s) -> absl::Status {
+            ASSIGN_OR_RETURN(absl::Duration value,
+                             YamlDuration(root, name, file, absl::ZeroDuration()));
+            if (apply) field(s) = value;
+            return absl::OkStatus();
+          }};
+}
+
+Key Switch(std::string name, Field<bool> field) {
+  return {name, [name, field](const YAML::Node& root, absl::string_view file, bool apply,
+                              ControllerSettings& s) -> absl::Status {
+            ASSIGN_OR_RETURN(bool value, YamlBool(root, name, file, false));
+            if (apply) field(s) = value;
+            return absl::OkStatus();
+          }};
+}
+
+// The log levels SetupLogging knows by these names.
+Key LogLevel() {
+  return {"log_level", [](const YAML::Node& root, absl::string_view file, bool apply,
+                          ControllerSettings& s) -> absl::Status {
+            ASSIGN_OR_RETURN(std::string value, YamlString(root, "log_level", file));
+            static const std::set<std::string> kLevels = {"trace", "debug", "info",    "warn",
+                                                          "error", "critical", "off"};
+            if (kLevels.count(value) == 0) {
+              return absl::InvalidArgumentError(absl::StrCat(
+                  YamlWhere(file, root["log_level"]), ": key 'log_level': '", value,
+                  "' is not one of ", absl::StrJoin(kLevels, ", ")));
+            }
+            if (apply) s.log_level = std::move(value);
+            return absl::OkStatus();
+          }};
+}
+
+// In the order of the README's table; each is its flag in snake_case.
+const std::vector<Key>& Keys() {
+  static const auto* keys = new std::vector<Key>{
+      Text("listen", [](ControllerSettings& s) -> std::string& { return s.options.listen; }),
+      Text("db", [](ControllerSettings& s) -> std::string& { return s.options.db_path; }),
+      Text("http_listen",
+           [](ControllerSettings& s) -> std::string& { return s.options.http_listen; }),
+      Text("http_tls_cert",
+           [](ControllerSettings& s) -> std::string& { return s.options.http_tls_cert; }),
+      Text("http_tls_key",
+           [](ControllerSettings& s) -> std::string& { return s.options.http_tls_key; }),
+      Text("http_tls_ca",
+           [](ControllerSettings& s) -> std::string& { return s.options.http_tls_ca; }),
+      Count(
+          "webhook_max_alerts",
+          [](ControllerSettings& s) -> size_t& { return s.options.webhook.max_alerts_per_request; },
+          1, 1'000'000),
+      Count(
+          "webhook_max_alerts_per_minute",
+          [](ControllerSettings& s) -> size_t& { return s.options.webhook.max_alerts_per_minute; },
+          1, 100'000'000),
+      Text("rules", [](ControllerSettings& s) -> std::string& { return s.options.rules_path; }),
+      Span("correlation_window",
+           [](ControllerSettings& s) -> absl::Duration& {
+             return s.options.incidents.correlation_window;
+           }),
+      Text("policy", [](ControllerSettings& s) -> std::string& { return s.options.policy_path; }),
+      Text("signing_key",
+           [](ControllerSettings& s) -> std::string& { return s.options.signing_key_path; }),
+      LogLevel(),
+      Span("result_patience",
+           [](ControllerSettings& s) -> absl::Duration& {
+             return s.options.remediation.result_patience;
+           }),
+      Span("telemetry_max_skew",
+           [](ControllerSettings& s) -> absl::Duration& {
+             return s.options.ingest_limits.max_future_skew;
+           }),
+      Span("telemetry_max_age",
+           [](ControllerSettings& s) -> absl::Duration& { return s.options.ingest_limits.max_age; }),
+      Span("evict_after",
+           [](ControllerSettings& s) -> absl::Duration& { return s.options.evict_after; }),
+      Count(
+          "admission_queue",
+          [](ControllerSettings& s) -> size_t& { return s.options.admission_queue; }, 1,
+          1'000'000),
+      Span("admission_max_delay",
+           [](ControllerSettings& s) -> absl::Duration& { return s.options.admission_max_delay; }),
+      Switch("insecure",
+             [](ControllerSettings& s) -> bool& { return s.options.transport.insecure; }),
+      Text("tls_ca", [](ControllerSettings& s) -> std::string& { return s.options.transport.ca; }),
+      Text("tls_cert",
+           [](ControllerSettings& s) -> std::string& { return s.options.transport.cert; }),
+      Text("tls_key",
+           [](ControllerSettings& s) -> std::string& { return s.options.transport.key; }),
+  };
+  return *keys;
+}
+
+// Flags that stay on the command line, and why.
+const std::map<std::string, std::string>& CommandLineOnly() {
+  static const auto* only = new std::map<std::string, std::string>{
+      {"init",
+       "--init is for the command line only: in a file it would start a new, empty database "
+       "whenever the old one goes missing"},
+      {"config", "a config file cannot name another"},
+      {"check_config", "--check-config is for the command line only"},
+  };
+  return *only;
+}
+
+absl::Status Apply(const YAML::Node& root, absl::string_view file, const GivenOnCommandLine& given,
+                   ControllerSettings& settings) {
+  if (!root.IsDefined() || root.IsNull()) {
+    return absl::OkStatus();  // an empty file: every setting stays as it is
+  }
+  if (!root.IsMap()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        YamlWhere(file, root), ": the controller config must be a map of settings (listen, db, ...)"));
+  }
+  std::vector<std::string> errors;
+  std::map<std::string, int> seen;  // key -> line
+  for (const auto& kv : root) {
+    absl::StatusOr<std::string> name = YamlKey(kv.first, file, "the controller config");
+    if (!name.ok()) {
+      errors.emplace_back(name.status().message());
+      continue;
+    }
+    const int line = kv.first.Mark().is_null() ? 0 : kv.first.Mark().line + 1;
+    if (auto [it, fresh] = seen.emplace(*name, line); !fresh) {
+      errors.push_back(absl::StrCat(YamlWhere(file, kv.first), ": key '", *name,
+                                    "' given twice (first on line ", it->second, ")"));
+      continue;
+    }
+    if (auto only = CommandLineOnly().find(*name); only != CommandLineOnly().end()) {
+      errors.push_back(absl::StrCat(YamlWhere(file, kv.first), ": key '", *name,
+                                    "' is not a config key: ", only->second));
+      continue;
+    }
+    const Key* key = nullptr;
+    for (const Key& k : Keys()) {
+      if (k.name == *name) key = &k;
+    }
+    if (key == nullptr) {
+      errors.push_back(absl::StrCat(YamlWhere(file, kv.first), ": unknown key '", *name,
+                                    "' in the controller config (known: ",
+                                    absl::StrJoin(ControllerConfigKeys(), ", "), ")"));
+      continue;
+    }
+    if (kv.second.IsNull()) {
+      errors.push_back(absl::StrCat(YamlWhere(file, kv.first), ": key '", *name,
+                                    "' has no value (remove it to keep the default)"));
+      continue;
+    }
+    const bool apply = !given(FlagForKey(*name));
+    if (absl::Status s = key->read(root, file, apply, settings); !s.ok()) {
+      errors.emplace_back(s.message());
+      continue;
+    }
+    if (apply) {
+      settings.origins[*name] = absl::StrCat(YamlWhere(file, kv.first), ": key '", *name, "'");
+    }
+  }
+  if (!errors.empty()) {
+    return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
+  }
+  if (settings.options.http_listen == "off") {
+    settings.options.http_listen.clear();
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const std::vector<std::string>& ControllerConfigKeys() {
+  static const auto* names = [] {
+    auto* v = new std::vector<std::string>();
+    for (const Key& k : Keys()) v->push_back(k.name);
+    return v;
+  }();
+  return *names;
+}
+
+std::string FlagForKey(absl::string_view key) {
+  return absl::StrCat("--", absl::StrReplaceAll(key, {{"_", "-"}}));
+}
+
+absl::Status ApplyControllerConfig(absl::string_view text, absl::string_view file,
+                                   const GivenOnCommandLine& given, ControllerSettings& settings) {
+  ASSIGN_OR_RETURN(YAML::Node root, LoadYamlString(text, file));
+  try {
+    return Apply(root, file, given, settings);
+  } catch (...) {
+    return YamlExceptionStatus(file);
+  }
+}
+
+absl::Status LoadControllerConfig(const std::string& path, const GivenOnCommandLine& given,
+                                  ControllerSettings& settings) {
+  ASSIGN_OR_RETURN(const std::string text, ReadConfigFile(path));
+  return ApplyControllerConfig(text, path, given, settings);
+}
+
+absl::StatusOr<std::string> ChooseControllerConfig(bool given, const std::string& path,
+                                                   const std::string& default_path) {
+  struct stat st {};
+  if (given) {
+    if (!path.empty() && stat(path.c_str(), &st) != 0) {
+      return absl::NotFoundError(absl::StrCat("--config=", path, ": no such file"));
+    }
+    return path;
+  }
+  return stat(default_path.c_str(), &st) == 0 ? default_path : "";
+}
+
+}  // namespace vigil::controller

@@ -1,0 +1,246 @@
+#include "controller/config/config_check.h"
+#include "controller/config/controller_config.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <set>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "tests/support/hostile_yaml.h"
+#include "tests/support/process.h"
+
+namespace vigil::controller {
+namespace {
+
+using testing::TempDir;
+using testing::WriteFile;
+
+// No flag given on the command line.
+bool NoFlags(absl::string_view) { return false; }
+
+absl::Status Apply(const std::string& text, ControllerSettings& settings,
+                   const GivenOnCommandLine& given = NoFlags) {
+  return ApplyControllerConfig(text, "controller.yaml", given, settings);
+}
+
+bool Exists(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0;
+}
+
+TEST(ControllerConfigTest, EveryKeyIsAFlagInSnakeCase) {
+  const std::vector<std::string>& keys = ControllerConfigKeys();
+  for (const char* key : {"listen", "db", "http_listen", "rules", "policy", "signing_key",
+                          "tls_ca", "tls_cert", "tls_key", "insecure", "admission_queue",
+                          "telemetry_max_skew", "log_level", "webhook_max_alerts_per_minute"}) {
+    EXPECT_NE(std::find(keys.begin(), keys.end(), key), keys.end()) << key;
+  }
+  EXPECT_EQ(FlagForKey("telemetry_max_skew"), "--telemetry-max-skew");
+  EXPECT_EQ(FlagForKey("db"), "--db");
+}
+
+TEST(ControllerConfigTest, ReadsEveryKindOfSetting) {
+  ControllerSettings s;
+  ASSERT_TRUE(Apply("listen: 0.0.0.0:7443\n"
+                    "db: /srv/vigil/vigil.db\n"
+                    "http_listen: 'off'\n"
+                    "rules: /etc/vigil/rules.yaml\n"
+                    "policy: /etc/vigil/policy.yaml\n"
+                    "signing_key: /var/lib/vigil/k.key\n"
+                    "tls_ca: /etc/vigil/tls/ca.pem\n"
+                    "tls_cert: /etc/vigil/tls/controller.pem\n"
+                    "tls_key: /etc/vigil/tls/controller.key\n"
+                    "admission_queue: 2048\n"
+                    "webhook_max_alerts: 50\n"
+                    "telemetry_max_skew: 5s\n"
+                    "correlation_window: 20m\n"
+                    "result_patience: 2h\n"
+                    "insecure: false\n"
+                    "log_level: debug\n",
+                    s)
+                  .ok());
+  EXPECT_EQ(s.options.listen, "0.0.0.0:7443");
+  EXPECT_EQ(s.options.db_path, "/srv/vigil/vigil.db");
+  EXPECT_EQ(s.options.http_listen, "") << "'off' turns the HTTP port off, as the flag does";
+  EXPECT_EQ(s.options.rules_path, "/etc/vigil/rules.yaml");
+  EXPECT_EQ(s.options.policy_path, "/etc/vigil/policy.yaml");
+  EXPECT_EQ(s.options.signing_key_path, "/var/lib/vigil/k.key");
+  EXPECT_EQ(s.options.transport.ca, "/etc/vigil/tls/ca.pem");
+  EXPECT_EQ(s.options.transport.cert, "/etc/vigil/tls/controller.pem");
+  EXPECT_EQ(s.options.transport.key, "/etc/vigil/tls/controller.key");
+  EXPECT_EQ(s.options.admission_queue, 2048u);
+  EXPECT_EQ(s.options.webhook.max_alerts_per_request, 50u);
+  EXPECT_EQ(s.options.ingest_limits.max_future_skew, absl::Seconds(5));
+  EXPECT_EQ(s.options.incidents.correlation_window, absl::Minutes(20));
+  EXPECT_EQ(s.options.remediation.result_patience, absl::Hours(2));
+  EXPECT_EQ(s.log_level, "debug");
+  EXPECT_EQ(s.origins.at("tls_cert"), "controller.yaml:8: key 'tls_cert'");
+}
+
+TEST(ControllerConfigTest, FlagsOnTheCommandLineWin) {
+  ControllerSettings s;
+  s.options.listen = "127.0.0.1:9000";  // as CLI11 left it, from --listen
+  s.options.db_path = "/from/flag.db";
+  const std::set<std::string> given = {"--listen", "--db"};
+  ASSERT_TRUE(Apply("listen: 0.0.0.0:7443\ndb: /from/file.db\nadmission_queue: 7\n", s,
+                    [&](absl::string_view flag) { return given.count(std::string(flag)) > 0; })
+                  .ok());
+  EXPECT_EQ(s.options.listen, "127.0.0.1:9000");
+  EXPECT_EQ(s.options.db_path, "/from/flag.db");
+  EXPECT_EQ(s.options.admission_queue, 7u) << "not on the command line: the file's";
+  EXPECT_EQ(s.origins.count("listen"), 0u) << "messages name the flag it came from";
+  EXPECT_EQ(s.origins.count("admission_queue"), 1u);
+
+  // An overridden value is still checked: the file is wrong whatever the flags say.
+  absl::Status bad = Apply("listen: [a, b]\n", s, [](absl::string_view) { return true; });
+  EXPECT_TRUE(absl::StrContains(bad.message(), "controller.yaml:1: key 'listen'")) << bad;
+}
+
+TEST(ControllerConfigTest, UnknownKeysAreRefusedWithTheirLine) {
+  ControllerSettings s;
+  absl::Status status = Apply("listen: 127.0.0.1:7443\n\nhttp-listen: 127.0.0.1:9464\n", s);
+  ASSERT_FALSE(status.ok());
+  EXPECT_TRUE(absl::StrContains(status.message(),
+                                "controller.yaml:3: unknown key 'http-listen' in the controller "
+                                "config (known: listen, db, http_listen"))
+      << status;
+}
+
+TEST(ControllerConfigTest, WrongTypesAndRangesNameFileLineAndKey) {
+  ControllerSettings s;
+  absl::Status status = Apply(
+      "listen: {host: a}\n"
+      "admission_queue: many\n"
+      "telemetry_max_skew: 5 minutes\n"
+      "insecure: maybe\n"
+      "webhook_max_alerts: 0\n"
+      "log_level: loud\n",
+      s);
+  ASSERT_FALSE(status.ok());
+  const std::string m(status.message());
+  // Every problem at once, one a line.
+  EXPECT_TRUE(absl::StrContains(m, "controller.yaml:1: key 'listen' must be a string")) << m;
+  EXPECT_TRUE(absl::StrContains(m, "controller.yaml:2: key 'admission_queue' must be a whole "
+                                   "number from 1 to 1000000"))
+      << m;
+  EXPECT_TRUE(absl::StrContains(m, "controller.yaml:3: key 'telemetry_max_skew': bad duration"))
+      << m;
+  EXPECT_TRUE(absl::StrContains(m, "controller.yaml:4: key 'insecure' must be true or false"))
+      << m;
+  EXPECT_TRUE(absl::StrContains(m, "controller.yaml:5: key 'webhook_max_alerts'")) << m;
+  EXPECT_TRUE(absl::StrContains(m, "controller.yaml:6: key 'log_level': 'loud'")) << m;
+  EXPECT_EQ(std::count(m.begin(), m.end(), '\n'), 5) << m;
+}
+
+TEST(ControllerConfigTest, RepeatedEmptyAndCommandLineOnlyKeysAreRefused) {
+  ControllerSettings s;
+  absl::Status twice = Apply("db: /a.db\nlisten: x:1\ndb: /b.db\n", s);
+  EXPECT_TRUE(absl::StrContains(twice.message(),
+                                "controller.yaml:3: key 'db' given twice (first on line 1)"))
+      << twice;
+  absl::Status empty = Apply("db:\n", s);
+  EXPECT_TRUE(absl::StrContains(empty.message(), "controller.yaml:1: key 'db' has no value"))
+      << empty;
+  absl::Status init = Apply("init: true\n", s);
+  EXPECT_TRUE(absl::StrContains(init.message(), "controller.yaml:1: key 'init' is not a config key"))
+      << init;
+  absl::Status list = Apply("- listen\n", s);
+  EXPECT_TRUE(absl::StrContains(list.message(), "controller.yaml:1: the controller config must be "
+                                                "a map"))
+      << list;
+  // An empty file (or only comments) changes nothing.
+  ControllerSettings untouched;
+  EXPECT_TRUE(Apply("# nothing yet\n", untouched).ok());
+  EXPECT_EQ(untouched.options.db_path, "/var/lib/vigil/vigil.db");
+}
+
+TEST(ControllerConfigTest, HostileYamlBecomesAnErrorWithALine) {
+  for (const testing::HostileYaml& c : testing::HostileYamlCases("rules")) {
+    ControllerSettings s;
+    absl::Status status = Apply(c.text, s);
+    if (status.ok()) continue;  // a harmless reading of the text is fine; a crash is not
+    if (c.has_line) {
+      EXPECT_TRUE(absl::StrContains(status.message(), "controller.yaml:")) << c.name << status;
+    }
+  }
+}
+
+TEST(ControllerConfigTest, ANamedFileMustExistTheDefaultOnlyWhenThere) {
+  TempDir dir;
+  const std::string file = dir.File("controller.yaml");
+  auto missing = ChooseControllerConfig(true, file, file);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_TRUE(absl::IsNotFound(missing.status()));
+  EXPECT_TRUE(absl::StrContains(missing.status().message(), "--config=" + file)) << missing.status();
+  EXPECT_EQ(*ChooseControllerConfig(false, "", file), "") << "no default file: flags only";
+  EXPECT_EQ(*ChooseControllerConfig(true, "", file), "") << "--config= reads none";
+  WriteFile(file, "listen: 127.0.0.1:7443\n");
+  EXPECT_EQ(*ChooseControllerConfig(false, "", file), file);
+  EXPECT_EQ(*ChooseControllerConfig(true, file, "/nonexistent"), file);
+
+  ControllerSettings s;
+  absl::Status unreadable = LoadControllerConfig(dir.File("nope.yaml"), NoFlags, s);
+  EXPECT_TRUE(absl::StrContains(unreadable.message(), dir.File("nope.yaml"))) << unreadable;
+}
+
+TEST(ControllerConfigTest, CheckFindsEveryProblemAndCreatesNothing) {
+  TempDir dir;
+  WriteFile(dir.File("rules.yaml"), "rules:\n  - alert: A\n    expr: nosuchfunc(x) >\n");
+  WriteFile(dir.File("policy.yaml"), "colour: red\n");
+  ControllerSettings s;
+  ASSERT_TRUE(Apply(absl::StrCat("listen: 0.0.0.0:7443\ninsecure: true\ndb: ", dir.File("db/v.db"),
+                                 "\nrules: ", dir.File("rules.yaml"), "\npolicy: ",
+                                 dir.File("policy.yaml"), "\nhttp_tls_cert: ",
+                                 dir.File("missing.pem"), "\nhttp_tls_key: ",
+                                 dir.File("missing.key"), "\n"),
+                    s)
+                  .ok());
+  const std::vector<std::string> errors = CheckControllerSettings(s);
+  const std::string all = absl::StrJoin(errors, "\n");
+  EXPECT_TRUE(absl::StrContains(all, "--insecure is refused for 0.0.0.0:7443")) << all;
+  EXPECT_TRUE(absl::StrContains(all, dir.File("rules.yaml") + ":")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "colour")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "controller.yaml:6: key 'http_tls_cert': " +
+                                         dir.File("missing.pem") + ": cannot read"))
+      << all;
+  EXPECT_FALSE(Exists(dir.File("db"))) << "the check creates no database folder";
+
+  // A sound set: loopback plain text, built-in rules and policy.
+  ControllerSettings good;
+  ASSERT_TRUE(Apply(absl::StrCat("listen: 127.0.0.1:7443\ninsecure: true\nhttp_listen: 'off'\ndb: ",
+                                 dir.File("db/v.db"), "\n"),
+                    good)
+                  .ok());
+  EXPECT_EQ(CheckControllerSettings(good), std::vector<std::string>{});
+  EXPECT_FALSE(Exists(dir.File("db")));
+  EXPECT_FALSE(Exists(dir.File("db/controller-signing.key")));
+
+  // Without TLS files or --insecure there is no transport at all.
+  ControllerSettings bare;
+  bare.options.db_path = dir.File("db/v.db");
+  const std::string none = absl::StrJoin(CheckControllerSettings(bare), "\n");
+  EXPECT_TRUE(absl::StrContains(none, "no transport security")) << none;
+
+  // A signing key that is there must be a key; evidence of a lost database is refused.
+  WriteFile(dir.File("k.key"), "not a key\n");
+  good.options.signing_key_path = dir.File("k.key");
+  const std::string key = absl::StrJoin(CheckControllerSettings(good), "\n");
+  EXPECT_TRUE(absl::StrContains(key, dir.File("k.key") + ": not a usable signing key")) << key;
+  EXPECT_TRUE(absl::StrContains(key, "is missing, but")) << key;
+}
+
+TEST(ControllerConfigTest, TheDeployExampleLoads) {
+  ControllerSettings s;
+  ASSERT_TRUE(
+      LoadControllerConfig(testing::SourcePath("deploy/examples/controller.yaml"), NoFlags, s).ok());
+  EXPECT_EQ(s.options.db_path, "/var/lib/vigil/vigil.db");
+  EXPECT_EQ(s.options.transport.ca, "/etc/vigil/tls/ca.pem");
+  EXPECT_EQ(s.options.listen, "0.0.0.0:7443");
+}
+
+}  // namespace
+}  // namespace vigil::controller
