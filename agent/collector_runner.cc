@@ -17,11 +17,20 @@ CollectorRunner::CollectorRunner(std::unique_ptr<Collector> collector, absl::Dur
       interval_(interval),
       clock_(clock),
       sink_(std::move(sink)),
-      sensing_(sensing) {}
+      sensing_(sensing),
+      // A simulated clock moves without telling anyone, so its deadlines must be polled.
+      sleeps_to_deadline_(dynamic_cast<const RealClock*>(clock) != nullptr) {}
 
 CollectorRunner::~CollectorRunner() { Stop(); }
 
 void CollectorRunner::Start() {
+  if (sensing_.watch != nullptr && !sensed_gauges_.empty()) {
+    // A new set wakes the thread, which takes it at once (no polling for it).
+    listener_ = sensing_.watch->Listen([this] {
+      absl::MutexLock lock(&mu_);
+      thresholds_replaced_ = true;
+    });
+  }
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -32,6 +41,10 @@ void CollectorRunner::Stop() {
   }
   if (thread_.joinable()) {
     thread_.join();
+  }
+  if (listener_ >= 0) {
+    sensing_.watch->Unlisten(listener_);
+    listener_ = -1;
   }
 }
 
@@ -106,22 +119,27 @@ void CollectorRunner::Loop() {
     std::vector<DiagnosticsRequest> requests;
     {
       absl::MutexLock lock(&mu_);
-      auto wake = [this, wake_at]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-        return stopping_ || !requests_.empty() || clock_->Now() >= wake_at;
+      // Sleeps until the deadline unless there is work before it: a diagnostics request (it
+      // must not wait a round), a new threshold set, or Stop.
+      auto work = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !requests_.empty() || thresholds_replaced_;
       };
-      // Poll at a fine grain: the clock may be simulated, requests must not wait a round, and
-      // new thresholds are taken within 50 ms.
-      while (!wake()) {
-        mu_.AwaitWithTimeout(absl::Condition(&wake),
-                             std::min(absl::Milliseconds(50), wake_at - clock_->Now()));
-        if (!wake() && sensing_.watch != nullptr && !sensed_gauges_.empty() &&
-            sensing_.watch->Current() != thresholds_) {
+      while (!work()) {
+        const absl::Time now = clock_->Now();
+        if (now >= wake_at) {
           break;
+        }
+        if (sleeps_to_deadline_) {
+          mu_.AwaitWithDeadline(absl::Condition(&work), wake_at);
+        } else {
+          mu_.AwaitWithTimeout(absl::Condition(&work),
+                               std::min(absl::Milliseconds(50), wake_at - now));
         }
       }
       if (stopping_) {
         return;
       }
+      thresholds_replaced_ = false;  // the loop's top takes the current set
       requests.swap(requests_);
     }
     for (DiagnosticsRequest& request : requests) {

@@ -3,7 +3,9 @@
 // Collector is never used by two threads). Between rounds it also senses: when the controller
 // sent thresholds on gauges this collector reads cheaply, it reads them every `sense_every`
 // and hands the sink an early snapshot when one crosses a threshold (one per crossing, at most
-// one per `min_early_gap`), so detection does not wait for the next round. Thread-safe.
+// one per `min_early_gap`), so detection does not wait for the next round. The thread sleeps
+// until its next deadline (round or check), a diagnostics request, a new threshold set or Stop;
+// only a simulated clock is polled. Thread-safe.
 #pragma once
 
 #include <atomic>
@@ -75,6 +77,9 @@ class CollectorRunner {
   const Clock* clock_;
   Sink sink_;
   const SensingOptions sensing_;
+  // Whether its waits can sleep to the deadline (the real clock) or must poll (simulated).
+  const bool sleeps_to_deadline_;
+  int listener_ = -1;  // its listener on sensing_.watch; -1: none
   std::thread thread_;
 
   // Sensing state, the runner thread's own.
@@ -90,6 +95,7 @@ class CollectorRunner {
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool thresholds_replaced_ ABSL_GUARDED_BY(mu_) = false;  // the watch has a new set
   std::vector<DiagnosticsRequest> requests_ ABSL_GUARDED_BY(mu_);
 };
 

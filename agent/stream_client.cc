@@ -46,6 +46,8 @@ std::string Describe(const absl::Status& status) {
 StreamClient::StreamClient(StreamClientOptions options, const Clock* clock)
     : options_(std::move(options)),
       clock_(clock),
+      // A simulated clock moves without telling anyone, so its deadlines must be polled.
+      sleeps_to_deadline_(dynamic_cast<const RealClock*>(clock) != nullptr),
       channel_(MakeChannel(options_.controller, options_.credentials)),
       stub_(v1::AgentService::NewStub(channel_)),
       credentials_(options_.credentials) {
@@ -106,9 +108,19 @@ StreamClient::Pending StreamClient::WaitForWork(absl::Time deadline,
     return stopping_ || wake_ || !pending_.telemetry.empty() ||
            (take_messages && !pending_.messages.empty()) || (broken != nullptr && broken->load());
   };
-  while (!ready() && clock_->Now() < deadline) {
-    mu_.AwaitWithTimeout(absl::Condition(&ready),
-                         std::min(absl::Milliseconds(100), deadline - clock_->Now()));
+  // Sleeps to the deadline: every producer and the reader change what `ready` reads under mu_
+  // (the reader sets wake_ after `broken`). Only a simulated clock is polled.
+  while (!ready()) {
+    const absl::Time now = clock_->Now();
+    if (now >= deadline) {
+      break;
+    }
+    if (sleeps_to_deadline_) {
+      mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
+    } else {
+      mu_.AwaitWithTimeout(absl::Condition(&ready),
+                           std::min(absl::Milliseconds(100), deadline - now));
+    }
   }
   wake_ = false;
   Pending out;

@@ -122,6 +122,7 @@ class StreamClient {
 
   const StreamClientOptions options_;
   const Clock* clock_;
+  const bool sleeps_to_deadline_;  // the real clock: waits sleep to their deadline, not poll
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::AgentService::Stub> stub_;
   std::shared_ptr<grpc::ChannelCredentials> credentials_;  // the ones channel_ uses

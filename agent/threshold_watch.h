@@ -6,8 +6,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -75,16 +77,34 @@ class ThresholdWatch {
   void Replace(std::shared_ptr<const ThresholdSet> set) {
     absl::MutexLock lock(&mu_);
     current_ = std::move(set);
+    for (const auto& [id, listener] : listeners_) {
+      listener();
+    }
   }
   // nullptr until the controller sent a set.
   std::shared_ptr<const ThresholdSet> Current() const {
     absl::MutexLock lock(&mu_);
     return current_;
   }
+  // `listener` runs after each Replace until Unlisten(the id returned), so a reader can sleep
+  // instead of polling for a new set. It runs on the replacing thread under the watch's lock
+  // (never after Unlisten returned): it must only note the change, never call the watch.
+  int Listen(std::function<void()> listener) const {
+    absl::MutexLock lock(&mu_);
+    listeners_.emplace_back(++last_listener_, std::move(listener));
+    return last_listener_;
+  }
+  void Unlisten(int id) const {
+    absl::MutexLock lock(&mu_);
+    std::erase_if(listeners_, [id](const auto& l) { return l.first == id; });
+  }
 
  private:
   mutable absl::Mutex mu_;
   std::shared_ptr<const ThresholdSet> current_ ABSL_GUARDED_BY(mu_);
+  // Listening changes nothing watched, hence callable on a const watch.
+  mutable std::vector<std::pair<int, std::function<void()>>> listeners_ ABSL_GUARDED_BY(mu_);
+  mutable int last_listener_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Remembers, per threshold and series, whether the last value judged met it, so that a series

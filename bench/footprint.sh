@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Footprint of vigil-agent with all four collectors at 1 s against Debian's four Prometheus
 # exporters (node, postgres, redis, nginx) scraped every 1 s by a real Prometheus, in the same
-# run, on the same real servers, under the same light nginx traffic. Prints RSS and CPU share.
-# Needs scripts/install-bench-deps.sh and a build (scripts/build.sh). Usage: bench/footprint.sh [WINDOW_S]
+# run, on the same real servers, under the same light nginx traffic. Prints RSS, CPU share and
+# wake-ups per second (context switches of all the process's threads: each sleep that ends is
+# one). Needs scripts/install-bench-deps.sh and a build (scripts/build.sh).
+# Usage: bench/footprint.sh [WINDOW_S]; VIGIL_AGENT=PATH measures another agent binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WIN=${1:-60}
 BUILD=${VIGIL_BUILD_DIR:-build}
+AGENT_BIN=${VIGIL_AGENT:-$BUILD/agent/vigil-agent}
 W=$(mktemp -d /tmp/vigil-footprint.XXXX); chmod 755 "$W"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$W"; }
@@ -14,6 +17,8 @@ trap cleanup EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+# Voluntary and involuntary context switches summed over the process's threads.
+switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/{s+=$2} END{print s+0}'; }
 
 PG=$(port); RD=$(port); NX=$(port)
 scripts/test-servers/postgres.sh "$W" "$PG" >"$W/pg.log" 2>&1 & PIDS+=($!)
@@ -32,7 +37,7 @@ collectors:
   postgres: {dsn: "host=127.0.0.1 port=$PG user=vigil dbname=postgres"}
   redis: {address: "127.0.0.1:$RD"}
 Y
-"$BUILD/agent/vigil-agent" --controller=127.0.0.1:$CT --config="$W/agent.yaml" --interval=1s --insecure --log-level=warn & AGENT=$!; PIDS+=($AGENT)
+"$AGENT_BIN" --controller=127.0.0.1:$CT --config="$W/agent.yaml" --interval=1s --insecure --log-level=warn & AGENT=$!; PIDS+=($AGENT)
 
 # The exporters and a Prometheus scraping them every second.
 NE=$(port); PE=$(port); RE=$(port); XE=$(port); PP=$(port)
@@ -54,17 +59,22 @@ prometheus --config.file="$W/prom.yml" --storage.tsdb.path="$W/tsdb" --web.liste
 
 sleep 10   # warm-up
 HZ=$(getconf CLK_TCK)
-declare -A T0
-for p in $AGENT $NEP $PEP $REP $XEP $PROM; do T0[$p]=$(ticks "$p"); done
+declare -A T0 S0
+for p in $AGENT $NEP $PEP $REP $XEP $PROM; do T0[$p]=$(ticks "$p"); S0[$p]=$(switches "$p"); done
 sleep "$WIN"
-printf "%-24s %9s %8s\n" process rss_MB cpu_%
-srss=0; scpu=0
+printf "%-24s %9s %8s %10s\n" process rss_MB cpu_% wakeups/s
+srss=0; scpu=0; swake=0
 for pair in vigil-agent:$AGENT node-exporter:$NEP postgres-exporter:$PEP redis-exporter:$REP nginx-exporter:$XEP prometheus:$PROM; do
   n=${pair%%:*}; p=${pair##*:}
   r=$(rss_kb "$p"); c=$(python3 -c "print(round(100*($(ticks "$p")-${T0[$p]})/$HZ/$WIN,3))")
-  printf "%-24s %9.1f %8s\n" "$n" "$(echo "$r/1024" | bc -l)" "$c"
-  case $n in vigil-agent) arss=$r; acpu=$c;; prometheus) ;; *) srss=$((srss+r)); scpu=$(python3 -c "print($scpu+$c)");; esac
+  w=$(python3 -c "print(round(($(switches "$p")-${S0[$p]})/$WIN,1))")
+  printf "%-24s %9.1f %8s %10s\n" "$n" "$(echo "$r/1024" | bc -l)" "$c" "$w"
+  case $n in
+    vigil-agent) arss=$r; acpu=$c; awake=$w;;
+    prometheus) ;;
+    *) srss=$((srss+r)); scpu=$(python3 -c "print(round($scpu+$c,3))"); swake=$(python3 -c "print(round($swake+$w,1))");;
+  esac
 done
-printf "%-24s %9.1f %8s\n" "sum of 4 exporters" "$(echo "$srss/1024" | bc -l)" "$scpu"
-python3 -c "print('agent / exporters: RSS %.3f, CPU %.3f' % ($arss/$srss, $acpu/$scpu if $scpu else float('nan')))"
+printf "%-24s %9.1f %8s %10s\n" "sum of 4 exporters" "$(echo "$srss/1024" | bc -l)" "$scpu" "$swake"
+python3 -c "print('agent / exporters: RSS %.3f, CPU %.3f, wake-ups %.3f' % ($arss/$srss, $acpu/$scpu if $scpu else float('nan'), $awake/$swake if $swake else float('nan')))"
 echo "window ${WIN}s; exporters scraped every 1 s by prometheus (not counted in the sum); agent interval 1 s"

@@ -238,8 +238,10 @@ int main(int argc, char** argv) {
     const std::string message(config_file.status().message());
     std::cerr << message << '\n';
     if (check_config) {
-      std::cerr << (config_path.empty() ? "(command line)" : config_path) << ": "
-                << std::count(message.begin(), message.end(), '\n') + 1 << " error(s)\n";
+      std::cerr << (app.count("--config") > 0 ? config_path
+                                               : vigil::controller::kDefaultControllerConfigPath)
+                << ": " << std::count(message.begin(), message.end(), '\n') + 1
+                << " error(s)\n";
       return 1;
     }
     std::cerr << "vigil-controller: bad config, not started\n";

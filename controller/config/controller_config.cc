@@ -151,6 +151,21 @@ const std::map<std::string, std::string>& CommandLineOnly() {
   return *only;
 }
 
+// One error a line: control characters a value or yaml-cpp's message carries (a quoted "\n" in
+// a key, an escape yaml-cpp quotes) are written as escapes.
+std::string OneLine(absl::string_view message) {
+  std::string out;
+  for (const char c : message) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      absl::StrAppend(&out, c == '\n' ? "\\n" : absl::StrCat("\\x", absl::Hex(u, absl::kZeroPad2)));
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
 absl::Status Apply(const YAML::Node& root, absl::string_view file, const GivenOnCommandLine& given,
                    ControllerSettings& settings) {
   if (!root.IsDefined() || root.IsNull()) {
@@ -204,6 +219,7 @@ absl::Status Apply(const YAML::Node& root, absl::string_view file, const GivenOn
     }
   }
   if (!errors.empty()) {
+    for (std::string& e : errors) e = OneLine(e);
     return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
   }
   if (settings.options.http_listen == "off") {
@@ -229,11 +245,16 @@ std::string FlagForKey(absl::string_view key) {
 
 absl::Status ApplyControllerConfig(absl::string_view text, absl::string_view file,
                                    const GivenOnCommandLine& given, ControllerSettings& settings) {
-  ASSIGN_OR_RETURN(YAML::Node root, LoadYamlString(text, file));
+  // Apply's errors are one a line already; these are one error each.
+  absl::StatusOr<YAML::Node> root = LoadYamlString(text, file);
+  if (!root.ok()) {
+    return absl::Status(root.status().code(), OneLine(root.status().message()));
+  }
   try {
-    return Apply(root, file, given, settings);
+    return Apply(*root, file, given, settings);
   } catch (...) {
-    return YamlExceptionStatus(file);
+    const absl::Status status = YamlExceptionStatus(file);
+    return absl::Status(status.code(), OneLine(status.message()));
   }
 }
 

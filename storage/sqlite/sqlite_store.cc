@@ -19,7 +19,6 @@
 #include "common/model_names.h"
 #include "common/status.h"
 #include "storage/sqlite/reader_connections.h"
-#include "storage/sqlite/wal_checkpointer.h"
 #include "storage/timeline_hash.h"
 
 namespace vigil::storage {
@@ -225,11 +224,7 @@ class SqliteStore final : public Store {
       for (std::unique_ptr<Statement>& st : cached_) {
         st.reset();
       }
-      if (checkpointer_ != nullptr) {
-        checkpointer_->Detach(writer_);
-      }
     }
-    checkpointer_.reset();
     readers_.reset();
     sqlite3_close_v2(writer_);
   }
@@ -274,15 +269,6 @@ class SqliteStore final : public Store {
             Exec(writer_, "PRAGMA synchronous=FULL; PRAGMA journal_size_limit=4194304;");
         !s.ok()) {
       return Fail("set durability", s);
-    }
-    absl::StatusOr<std::unique_ptr<WalCheckpointer>> checkpointer = WalCheckpointer::Start(path_);
-    if (!checkpointer.ok()) {
-      return checkpointer.status();
-    }
-    checkpointer_ = *std::move(checkpointer);
-    {
-      absl::MutexLock lock(&write_mu_);
-      checkpointer_->Attach(writer_);
     }
     readers_ = std::make_unique<ReaderConnections>(path_, ReaderConnections::Options{});
     return absl::OkStatus();
@@ -471,8 +457,8 @@ class SqliteStore final : public Store {
     // is what gives a full disk its space back.
     int logged = 0;
     int checkpointed = 0;
-    const int rc = checkpointer_->CheckpointNow(writer_, SQLITE_CHECKPOINT_TRUNCATE, &logged,
-                                                &checkpointed);
+    const int rc = sqlite3_wal_checkpoint_v2(writer_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &logged,
+                                             &checkpointed);
     if (rc != SQLITE_OK) {
       return Fail("checkpoint the WAL", SqliteError(writer_, rc));
     }
@@ -911,8 +897,6 @@ class SqliteStore final : public Store {
   std::unique_ptr<Statement> cached_[kCachedCount] ABSL_GUARDED_BY(write_mu_);
   // Several read-only connections, one per concurrent read: no read waits on another.
   std::unique_ptr<ReaderConnections> readers_;
-  // Checkpoints off the commit path (declared after writer_'s users: stopped before it closes).
-  std::unique_ptr<WalCheckpointer> checkpointer_;
 };
 
 }  // namespace

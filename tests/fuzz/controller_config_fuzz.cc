@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <set>
 #include <string>
 
@@ -31,6 +32,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!status.ok()) {
     FUZZ_CHECK(!status.message().empty());
     for (absl::string_view line : absl::StrSplit(status.message(), '\n')) {
+      if (!absl::StartsWith(line, "fuzz.yaml")) {
+        std::fprintf(stderr, "a line of the error names no file:\n%s\n",
+                     std::string(status.message()).c_str());
+      }
       FUZZ_CHECK(absl::StartsWith(line, "fuzz.yaml"));
     }
     return 0;

@@ -10,7 +10,9 @@
 
 #include <atomic>
 #include <cmath>
+#include <filesystem>
 #include <map>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -328,6 +330,57 @@ TEST_F(SensingRunnerTest, ANewSetStartsFromTheLastRoundsValues) {
   ASSERT_THAT(Sunk(), SizeIs(2));
   EXPECT_EQ(Sunk()[1].time, t0_ + absl::Milliseconds(1300));
   EXPECT_EQ(Clients(Sunk()[1]), 45);
+}
+
+// Context switches of all this process's threads so far: each sleep that ends is one.
+int64_t ProcessSwitches() {
+  int64_t total = 0;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::istringstream status(testing::ReadFileOrEmpty(task.path().string() + "/status"));
+    for (std::string line; std::getline(status, line);) {
+      if (line.find("ctxt_switches:") != std::string::npos) {
+        total += std::stoll(line.substr(line.find(':') + 1));
+      }
+    }
+  }
+  return total;
+}
+
+// With the real clock a runner sleeps to its next deadline instead of polling, yet a new
+// threshold set, a diagnostics request and Stop each wake it at once.
+TEST(SleepingRunnerTest, SleepsToItsDeadlineAndWakesAtOnceForWork) {
+  auto state = std::make_shared<GaugeState>();
+  ThresholdWatch watch;
+  CollectorRunner runner(std::make_unique<FakeGaugeCollector>(state), absl::Hours(1),
+                         RealClock::Get(), [](Collection) {},
+                         SensingOptions{.watch = &watch,
+                                        .every = absl::Hours(1),
+                                        .min_early_gap = absl::Hours(1)});
+  runner.Start();
+  absl::SleepFor(absl::Milliseconds(100));  // to its first wait
+  const int64_t before = ProcessSwitches();
+  absl::SleepFor(absl::Milliseconds(500));
+  // This thread's sleep is one; a runner polling every 50 ms would add about ten.
+  EXPECT_LE(ProcessSwitches() - before, 3);
+
+  const absl::Time replaced = absl::Now();
+  watch.Replace(Build({Threshold("redis_connected_clients", v1::WatchThreshold::GREATER, 20)}));
+  ASSERT_TRUE(testing::WaitUntil([&] { return runner.thresholds_taken() == 1; },
+                                 absl::Seconds(5), absl::Milliseconds(1)));
+  EXPECT_LT(absl::Now() - replaced, absl::Milliseconds(500));
+
+  std::atomic<bool> answered{false};
+  const absl::Time asked = absl::Now();
+  runner.RequestDiagnostics({}, [&](std::vector<v1::DiagnosticTable>) { answered = true; });
+  ASSERT_TRUE(testing::WaitUntil([&] { return answered.load(); }, absl::Seconds(5),
+                                 absl::Milliseconds(1)));
+  EXPECT_LT(absl::Now() - asked, absl::Milliseconds(500));
+
+  const absl::Time stopping = absl::Now();
+  runner.Stop();
+  EXPECT_LT(absl::Now() - stopping, absl::Milliseconds(500));
+  EXPECT_EQ(state->rounds.load(), 0);
+  EXPECT_EQ(state->senses.load(), 0);  // the next check was an hour away
 }
 
 // ---- what the host collector senses ----

@@ -158,6 +158,23 @@ TEST(ControllerConfigTest, RepeatedEmptyAndCommandLineOnlyKeysAreRefused) {
   EXPECT_EQ(untouched.options.db_path, "/var/lib/vigil/vigil.db");
 }
 
+TEST(ControllerConfigTest, EveryErrorIsOneLineWhateverTheTextCarries) {
+  ControllerSettings s;
+  // A quoted key with a newline, a duration with a control character, and yaml-cpp quoting the
+  // bad escape character (a newline) in its own message.
+  absl::Status status = Apply("\"lis\\nten\": x\ncorrelation_window: \"1\\x01s\"\n", s);
+  ASSERT_FALSE(status.ok());
+  EXPECT_TRUE(absl::StrContains(status.message(), "unknown key 'lis\\nten'")) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "'1\\x01s'")) << status;
+  EXPECT_EQ(std::count(status.message().begin(), status.message().end(), '\n'), 1) << status;
+  // yaml-cpp's message for this one quotes a raw newline (a case the fuzzer found).
+  absl::Status yaml = Apply(std::string("correlation_window: 1\x16\0\nsigning_key: /k\n", 40), s);
+  ASSERT_FALSE(yaml.ok());
+  EXPECT_TRUE(absl::StartsWith(yaml.message(), "controller.yaml:")) << yaml;
+  EXPECT_FALSE(absl::StrContains(yaml.message(), "\n")) << yaml;
+  EXPECT_TRUE(absl::StrContains(yaml.message(), "\\n")) << "the newline, escaped: " << yaml;
+}
+
 TEST(ControllerConfigTest, HostileYamlBecomesAnErrorWithALine) {
   for (const testing::HostileYaml& c : testing::HostileYamlCases("rules")) {
     ControllerSettings s;
