@@ -46,19 +46,21 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 started=$(date +%s.%N)
 elapsed() { echo "$(date +%s.%N) - $started" | bc; }
 
-# The packages of this build (0.1.0), and the same re-versioned 0.1.1: the upgrade. (Re-packing
-# takes a second; a second cpack run takes half a minute.)
+# The packages of this build (V1), and the same re-versioned V1+1: the upgrade. (Re-packing takes
+# a second; a second cpack run half a minute.)
 (cd "$BUILD" && cpack -G DEB -B "$W/out" >"$W/cpack.log" 2>&1) ||
   { cat "$W/cpack.log" >&2; fail "cpack could not build the packages"; }
 mkdir "$W/debs"
-cp "$W"/out/*_0.1.0_amd64.deb "$W/debs/"
+V1=$(dpkg-deb -f "$W"/out/vigil-agent_*_amd64.deb Version)
+V2=$V1+1
+cp "$W"/out/*_"${V1}"_amd64.deb "$W/debs/"
 for p in vigil-agent vigil-controller vigil; do
   rm -rf "$W/repack"
-  dpkg-deb -R "$W/debs/${p}_0.1.0_amd64.deb" "$W/repack"
-  sed -i 's/^Version: .*/Version: 0.1.1/' "$W/repack/DEBIAN/control"
-  dpkg-deb -Zgzip -b "$W/repack" "$W/debs/${p}_0.1.1_amd64.deb" >/dev/null
+  dpkg-deb -R "$W/debs/${p}_${V1}_amd64.deb" "$W/repack"
+  sed -i "s/^Version: .*/Version: $V2/" "$W/repack/DEBIAN/control"
+  dpkg-deb -Zgzip -b "$W/repack" "$W/debs/${p}_${V2}_amd64.deb" >/dev/null
 done
-for v in 0.1.0 0.1.1; do
+for v in "$V1" "$V2"; do
   [ -f "$W/debs/vigil-agent_${v}_amd64.deb" ] || fail "no vigil-agent $v: $(ls "$W/debs")"
 done
 echo "packages built: $(elapsed) s"
@@ -122,7 +124,7 @@ all:
     ansible_user: root
     ansible_python_interpreter: /usr/bin/python3
     vigil_deb_dir: $W/debs
-    vigil_version: 0.1.0
+    vigil_version: $V1
     vigil_ca_host: ca
     vigil_ca_dir: $W/ca
     vigil_service_manager: supervisor
@@ -205,7 +207,7 @@ for h in "${HOSTS[@]}"; do
     "$(on "$h" openssl x509 -in /etc/vigil/tls/agent.pem -noout -pubkey)" ] ||
     fail "$h's certificate is not for its own key"
   on "$h" cmp -s /etc/vigil/controller-signing.pub /dev/stdin \
-    < <(on vigil-h1 cat /var/lib/vigil/controller/controller-signing.pub) ||
+    < <(on vigil-h1 cat /var/lib/vigil/controller-signing.pub) ||
     fail "$h does not have the controller's public signing key"
 done
 # Keys stay where they were made: the CA folder holds no host key, the hosts no CA key.
@@ -230,15 +232,15 @@ done
 # 3. The upgrade, previewed (nothing changes), then rolled host by host.
 declare -A before
 for h in "${HOSTS[@]}"; do before[$h]=$(agent_pid "$h"); done
-play check.log --check --diff -e vigil_version=0.1.1 ||
+play check.log --check --diff -e vigil_version=$V2 ||
   { tail -40 "$W/check.log" >&2; fail "--check --diff failed"; }
 recap check.log vigil-h2 | grep -q ' changed=0 ' && fail "--check shows no change for the upgrade"
 for h in "${HOSTS[@]}"; do
-  [ "$(on "$h" dpkg-query -W -f='${Version}' vigil-agent)" = 0.1.0 ] || fail "--check upgraded $h"
+  [ "$(on "$h" dpkg-query -W -f='${Version}' vigil-agent)" = "$V1" ] || fail "--check upgraded $h"
 done
-play upgrade.log -e vigil_version=0.1.1 || { tail -40 "$W/upgrade.log" >&2; fail "the upgrade failed"; }
+play upgrade.log -e vigil_version=$V2 || { tail -40 "$W/upgrade.log" >&2; fail "the upgrade failed"; }
 for h in "${HOSTS[@]}"; do
-  [ "$(on "$h" dpkg-query -W -f='${Version}' vigil-agent)" = 0.1.1 ] || fail "$h not upgraded"
+  [ "$(on "$h" dpkg-query -W -f='${Version}' vigil-agent)" = "$V2" ] || fail "$h not upgraded"
   [ "$(agent_pid "$h")" != "${before[$h]}" ] || fail "$h's agent was not restarted"
 done
 [ "$(connected)" = "vigil-h1 vigil-h2 vigil-h3" ] || fail "after the upgrade: '$(connected)'"
@@ -253,7 +255,7 @@ echo "upgraded host by host: $(elapsed) s"
 # running with the config it had.
 pid=$(agent_pid vigil-h1)
 config=$(on vigil-h1 cat /etc/vigil/agent.yaml)
-if play broken.log -e vigil_version=0.1.1 -e vigil_agent_interval=10ms; then
+if play broken.log -e vigil_version=$V2 -e vigil_agent_interval=10ms; then
   fail "a config with interval 10ms went through"
 fi
 grep -q "failed to validate" "$W/broken.log" || { tail -30 "$W/broken.log" >&2; fail "not refused by validate:"; }
