@@ -12,7 +12,8 @@
 #   3. an upgrade to a re-versioned build, tried with --check --diff first (it changes nothing),
 #      then rolled host by host, each agent connected again before the next host;
 #   4. a config vigil-agent refuses (validate:) fails the first host and stops the rollout; the
-#      agent there keeps running with its old config and stays connected.
+#      agent there keeps running with its old config and stays connected;
+#   5. an agent that does not reconnect (its controller address a closed port) stops it too.
 #   tests/deploy/ansible_test.sh BUILD_DIR        (root; exit 77: cannot run here)
 set -euo pipefail
 BUILD=$(cd "$1" && pwd)
@@ -265,4 +266,17 @@ grep -q "must be at least 100ms" "$W/broken.log" || fail "the refusal does not s
 sed -n '/^PLAY \[Vigil agents/,/^PLAY RECAP/p' "$W/broken.log" | grep -qE '\[vigil-h[23]' &&
   fail "the rollout went on past the failed host"
 [ "$(connected)" = "vigil-h1 vigil-h2 vigil-h3" ] || fail "after the refusal: '$(connected)'"
+echo "refused config stopped the rollout: $(elapsed) s"
+
+# 5. A config the agent takes but that does not reach the controller (a closed port): the first
+# host's agent does not reconnect, the rollout stops there.
+if play lost.log -e vigil_version=$V2 -e vigil_controller_address=$NET.11:1 \
+    -e vigil_agent_connect_timeout=5; then
+  fail "an agent that does not reconnect went through"
+fi
+grep -qE '^fatal: \[vigil-h1( -> vigil-h1)?\]: FAILED.*"attempts"' "$W/lost.log" ||
+  { tail -30 "$W/lost.log" >&2; fail "the connection check did not fail on vigil-h1"; }
+sed -n '/^PLAY \[Vigil agents/,/^PLAY RECAP/p' "$W/lost.log" | grep -qE '\[vigil-h[23]' &&
+  fail "the rollout went on past the host that did not reconnect"
+on vigil-h2 grep -q "controller: $NET.11:7443" /etc/vigil/agent.yaml || fail "vigil-h2 was changed"
 echo "PASS: $(elapsed) s"
