@@ -13,8 +13,11 @@ SERVERS=(postgresql redis-server nginx-light logrotate supervisor sqlite3 procps
   prometheus-alertmanager iproute2 nftables)
 # Checking the Debian packages (tests/packaging).
 PACKAGING=(lintian)
+# Deploying with the Ansible collection (deploy/ansible) to test hosts reached over SSH
+# (tests/deploy).
+DEPLOY=(ansible openssh-server openssh-client bc)
 missing=()
-for p in "${BUILD[@]}" "${FUZZ[@]}" "${SERVERS[@]}" "${PACKAGING[@]}" "$@"; do
+for p in "${BUILD[@]}" "${FUZZ[@]}" "${SERVERS[@]}" "${PACKAGING[@]}" "${DEPLOY[@]}" "$@"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
