@@ -14,10 +14,14 @@ SERVERS=(postgresql redis-server nginx-light logrotate supervisor sqlite3 procps
 # Checking the Debian packages (tests/packaging).
 PACKAGING=(lintian)
 # Deploying with the Ansible collection (deploy/ansible) to test hosts reached over SSH
-# (tests/deploy).
-DEPLOY=(ansible openssh-server openssh-client bc)
+# (tests/deploy): only with --deploy (scripts/test-deploy.sh), as scripts/test.sh does not run it.
+DEPLOY=()
+if [ "${1:-}" = --deploy ]; then
+  DEPLOY=(ansible openssh-server openssh-client bc)
+  shift
+fi
 missing=()
-for p in "${BUILD[@]}" "${FUZZ[@]}" "${SERVERS[@]}" "${PACKAGING[@]}" "${DEPLOY[@]}" "$@"; do
+for p in "${BUILD[@]}" "${FUZZ[@]}" "${SERVERS[@]}" "${PACKAGING[@]}" "${DEPLOY[@]+"${DEPLOY[@]}"}" "$@"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -6,6 +6,6 @@
 # by validate:, and an agent that cannot reconnect stopping the rollout. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/as-root.sh scripts/install-deps.sh
+scripts/as-root.sh scripts/install-deps.sh --deploy
 scripts/build.sh "$@"
 ctest --test-dir "${VIGIL_BUILD_DIR:-build}" --output-on-failure -L deploy
