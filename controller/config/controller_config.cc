@@ -26,39 +26,47 @@ struct Key {
       read;
 };
 
-Key Text(std::string name, Field<std::string> field) {
+Key Text(const std::string& name, Field<std::string> field) {
   return {name, [name, field](const YAML::Node& root, absl::string_view file, bool apply,
                               ControllerSettings& s) -> absl::Status {
             ASSIGN_OR_RETURN(std::string value, YamlString(root, name, file));
-            if (apply) field(s) = std::move(value);
+            if (apply) {
+              field(s) = std::move(value);
+            }
             return absl::OkStatus();
           }};
 }
 
-Key Count(std::string name, Field<size_t> field, int64_t min, int64_t max) {
+Key Count(const std::string& name, Field<size_t> field, int64_t min, int64_t max) {
   return {name, [name, field, min, max](const YAML::Node& root, absl::string_view file, bool apply,
                                         ControllerSettings& s) -> absl::Status {
             ASSIGN_OR_RETURN(int64_t value, YamlInt(root, name, file, 0, min, max));
-            if (apply) field(s) = static_cast<size_t>(value);
+            if (apply) {
+              field(s) = static_cast<size_t>(value);
+            }
             return absl::OkStatus();
           }};
 }
 
-Key Span(std::string name, Field<absl::Duration> field) {
+Key Span(const std::string& name, Field<absl::Duration> field) {
   return {name, [name, field](const YAML::Node& root, absl::string_view file, bool apply,
                               ControllerSettings& s) -> absl::Status {
             ASSIGN_OR_RETURN(absl::Duration value,
                              YamlDuration(root, name, file, absl::ZeroDuration()));
-            if (apply) field(s) = value;
+            if (apply) {
+              field(s) = value;
+            }
             return absl::OkStatus();
           }};
 }
 
-Key Switch(std::string name, Field<bool> field) {
+Key Switch(const std::string& name, Field<bool> field) {
   return {name, [name, field](const YAML::Node& root, absl::string_view file, bool apply,
                               ControllerSettings& s) -> absl::Status {
             ASSIGN_OR_RETURN(bool value, YamlBool(root, name, file, false));
-            if (apply) field(s) = value;
+            if (apply) {
+              field(s) = value;
+            }
             return absl::OkStatus();
           }};
 }
@@ -75,7 +83,9 @@ Key LogLevel() {
                   YamlWhere(file, root["log_level"]), ": key 'log_level': '", value,
                   "' is not one of ", absl::StrJoin(kLevels, ", ")));
             }
-            if (apply) s.log_level = std::move(value);
+            if (apply) {
+              s.log_level = std::move(value);
+            }
             return absl::OkStatus();
           }};
 }
@@ -196,7 +206,9 @@ absl::Status Apply(const YAML::Node& root, absl::string_view file, const GivenOn
     }
     const Key* key = nullptr;
     for (const Key& k : Keys()) {
-      if (k.name == *name) key = &k;
+      if (k.name == *name) {
+        key = &k;
+      }
     }
     if (key == nullptr) {
       errors.push_back(absl::StrCat(YamlWhere(file, kv.first), ": unknown key '", *name,
@@ -219,7 +231,9 @@ absl::Status Apply(const YAML::Node& root, absl::string_view file, const GivenOn
     }
   }
   if (!errors.empty()) {
-    for (std::string& e : errors) e = OneLine(e);
+    for (std::string& e : errors) {
+      e = OneLine(e);
+    }
     return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
   }
   if (settings.options.http_listen == "off") {
@@ -233,7 +247,9 @@ absl::Status Apply(const YAML::Node& root, absl::string_view file, const GivenOn
 const std::vector<std::string>& ControllerConfigKeys() {
   static const auto* names = [] {
     auto* v = new std::vector<std::string>();
-    for (const Key& k : Keys()) v->push_back(k.name);
+    for (const Key& k : Keys()) {
+      v->push_back(k.name);
+    }
     return v;
   }();
   return *names;
