@@ -2,7 +2,8 @@
 # Fuzzing, as CI runs it: builds the libFuzzer harnesses of tests/fuzz (clang, ASan + UBSan) into
 # build-fuzz/ (or $VIGIL_FUZZ_BUILD_DIR), replays every seed in tests/fuzz/corpus/NAME/ and every
 # saved crash in tests/fuzz/regressions/NAME/ through its harness NAME_fuzz (each must pass), then
-# fuzzes each harness for SECONDS_PER_HARNESS (default 20) on a scratch copy of its corpus (the
+# fuzzes each harness for SECONDS_PER_HARNESS (default 20; one harness per core at once) on a
+# scratch copy of its corpus (the
 # repository's corpus is never written). Prints executions/s and coverage per harness.
 # Exits non-zero on any crash, leak, timeout or OOM, printing where the failing input was saved.
 #
@@ -84,17 +85,32 @@ done
 replay_seconds=$((SECONDS - replay_start))
 
 fuzz_start=$SECONDS
+# fuzz_one NAME: one harness for SECONDS_PER_HARNESS on a scratch copy of its corpus; its exit
+# status goes to $scratch/NAME/rc.
+fuzz_one() {
+  local n=$1 bin=$BUILD_DIR/$FUZZ_DIR/${1}_fuzz work=$scratch/$1 dict=()
+  mkdir -p "$work/corpus" "$work/artifacts"
+  [ -d "$FUZZ_DIR/corpus/$n" ] && cp "$FUZZ_DIR/corpus/$n"/* "$work/corpus/" 2>/dev/null
+  [ -f "$FUZZ_DIR/dict/$n.dict" ] && dict=(-dict="$FUZZ_DIR/dict/$n.dict")
+  "$bin" "$work/corpus" "${LIMITS[@]}" "${dict[@]}" -max_total_time="$SECONDS_PER_HARNESS" \
+    -print_final_stats=1 -artifact_prefix="$work/artifacts/" >"$work/fuzz.log" 2>&1
+  echo $? >"$work/rc"
+}
+
 if [ "$SECONDS_PER_HARNESS" -gt 0 ]; then
+  # One harness per core at a time (each libFuzzer process is one thread): every harness still
+  # gets its full time, and the whole takes half as long on 2 cores.
+  parallel=$(nproc)
   for n in "${names[@]}"; do
-    bin=$BUILD_DIR/$FUZZ_DIR/${n}_fuzz
+    fuzz_one "$n" &
+    while [ "$(jobs -rp | wc -l)" -ge "$parallel" ]; do
+      wait -n || true
+    done
+  done
+  wait
+  for n in "${names[@]}"; do
     work=$scratch/$n
-    mkdir -p "$work/corpus" "$work/artifacts"
-    [ -d "$FUZZ_DIR/corpus/$n" ] && cp "$FUZZ_DIR/corpus/$n"/* "$work/corpus/" 2>/dev/null
-    dict=()
-    [ -f "$FUZZ_DIR/dict/$n.dict" ] && dict=(-dict="$FUZZ_DIR/dict/$n.dict")
-    "$bin" "$work/corpus" "${LIMITS[@]}" "${dict[@]}" -max_total_time="$SECONDS_PER_HARNESS" \
-      -print_final_stats=1 -artifact_prefix="$work/artifacts/" >"$work/fuzz.log" 2>&1
-    rc=$?
+    rc=$(cat "$work/rc" 2>/dev/null || echo 1)
     # The last status line: "#N  DONE  cov: C ft: F corp: ... exec/s: E rss: R".
     status=$(grep -E '^#[0-9]+' "$work/fuzz.log" | tail -1)
     cov=$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$status")
