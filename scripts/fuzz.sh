@@ -3,7 +3,8 @@
 # build-fuzz/ (or $VIGIL_FUZZ_BUILD_DIR), replays every seed in tests/fuzz/corpus/NAME/ and every
 # saved crash in tests/fuzz/regressions/NAME/ through its harness NAME_fuzz (each must pass), then
 # fuzzes each harness for SECONDS_PER_HARNESS (default 20; one harness per core at once) on a
-# scratch copy of its corpus (the repository's corpus is never written). Prints executions/s and coverage per harness.
+# scratch copy of its corpus (the repository's corpus is never written). Prints executions/s and
+# coverage per harness.
 # Exits non-zero on any crash, leak, timeout or OOM, printing where the failing input was saved.
 #
 #   scripts/fuzz.sh [SECONDS_PER_HARNESS]     # 0: build and replay only
