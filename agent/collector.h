@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/histogram.h"
+#include "vigil/v1/agent_service.pb.h"
 #include "vigil/v1/telemetry.pb.h"
 
 namespace vigil::agent {
@@ -68,6 +69,11 @@ class Collector {
   // round trip. Leaves the rounds' state (counter baselines) as it was, and never connects to a
   // source that is down; a failure appends nothing (the next round reports it).
   virtual void Sense(absl::Time now, const std::vector<std::string>& names, Collection& out) {}
+
+  // Metrics outside the built-in schema this collector may produce (scraping collectors only:
+  // prometheus, http_json), known from its config before the first round. The agent declares
+  // them in its Hello so that rules may name them.
+  virtual std::vector<v1::MetricDeclaration> DeclaredMetrics() const { return {}; }
 
   // Names of the diagnostic tables this collector can produce (e.g. "top_processes").
   virtual std::vector<std::string> DiagnosticNames() const { return {}; }
