@@ -29,13 +29,58 @@ struct ProposeOptions {
   std::vector<std::string> params;
   int wave_size = 0;
   std::string reason;
+  int suggestion = 0;
 };
 
+// The fingerprint of suggestion `n` of `incident` as the controller shows it now, so that the
+// proposal is refused if the suggestion changes before it lands.
+bool ReadSuggestion(CommandEnv& env, const std::string& incident, int n, std::string* fingerprint) {
+  v1::GetIncidentRequest request;
+  request.set_incident_id(incident);
+  request.set_page_size(1);
+  v1::GetIncidentResponse response;
+  if (!env.Call("GetIncident", &v1::ControlService::StubInterface::GetIncident, request,
+                &response)) {
+    return false;
+  }
+  for (const v1::SuggestedAction& s : response.suggestions()) {
+    if (s.number() == n) {
+      *fingerprint = s.fingerprint();
+      if (!env.json()) {
+        env.out() << "Suggestion " << n << ": " << OneLine(s.action()) << " "
+                  << FormatLabels(s.params()) << " on " << OneLine(s.agent_id()) << "\n  from "
+                  << OneLine(s.evidence()) << "\n";
+      }
+      return true;
+    }
+  }
+  env.Fail(absl::StrCat("incident ", OneLine(incident), " has ", response.suggestions_size(),
+                        " suggestion(s); there is no suggestion ", n,
+                        " (see vigil incident show ", OneLine(incident), ")"));
+  return false;
+}
+
 int RunPropose(CommandEnv& env, const ProposeOptions& options) {
+  if (options.suggestion > 0 &&
+      (!options.agents.empty() || !options.action.empty() || !options.params.empty())) {
+    return env.UsageError("--suggestion fills --agent, --action and --param: give none of them",
+                          "action propose");
+  }
+  if (options.suggestion == 0 && (options.agents.empty() || options.action.empty())) {
+    return env.UsageError("name --agent and --action, or --suggestion N", "action propose");
+  }
   auto params = ParseParams(options.params);
   if (!params.ok()) return env.UsageError(params.status().message(), "action propose");
   v1::ProposeActionRequest request;
   request.set_incident_id(options.incident);
+  if (options.suggestion > 0) {
+    std::string fingerprint;
+    if (!ReadSuggestion(env, options.incident, options.suggestion, &fingerprint)) {
+      return kExitFailed;
+    }
+    request.set_suggestion(options.suggestion);
+    request.set_suggestion_fingerprint(fingerprint);
+  }
   for (const std::string& agent : options.agents) request.add_agents(agent);
   request.set_action(options.action);
   for (auto& [key, value] : *params) (*request.mutable_params())[key] = value;
@@ -68,6 +113,29 @@ int RunReview(CommandEnv& env, bool approve, const ReviewOptions& options) {
   }
   if (env.json()) return env.PrintJson(proposal);
   PrintActionDetail(proposal, env.clock().Now(), env.out());
+  return kExitOk;
+}
+
+struct RearmOptions {
+  std::string incident;
+  std::string action;
+  std::vector<std::string> agents;
+  std::string reason;
+};
+
+int RunRearm(CommandEnv& env, const RearmOptions& options) {
+  v1::RearmBreakerRequest request;
+  request.set_incident_id(options.incident);
+  request.set_action(options.action);
+  for (const std::string& agent : options.agents) request.add_agents(agent);
+  request.set_reason(options.reason);
+  v1::RearmBreakerResponse response;
+  if (!env.Call("RearmBreaker", &v1::ControlService::StubInterface::RearmBreaker, request,
+                &response)) {
+    return kExitFailed;
+  }
+  if (env.json()) return env.PrintJson(response);
+  env.out() << OneLine(response.summary()) << '\n';
   return kExitOk;
 }
 
@@ -168,10 +236,12 @@ void AddActionsCommands(CLI::App& app, CommandEnv& env) {
       action->add_subcommand("propose", "Propose an action on one or more agents of an incident");
   propose->add_option("incident", propose_options->incident, "incident id")->required();
   propose->add_option("--agent", propose_options->agents, "target agent (repeat for several)")
-      ->required()
       ->allow_extra_args(false);
-  propose->add_option("--action", propose_options->action, "action name, e.g. restart_service")
-      ->required();
+  propose->add_option("--action", propose_options->action, "action name, e.g. restart_service");
+  propose
+      ->add_option("--suggestion", propose_options->suggestion,
+                   "propose suggested fix N of the incident as filled (see incident show)")
+      ->check(CLI::PositiveNumber);
   propose->add_option("--param", propose_options->params, "action parameter KEY=VALUE (repeat)")
       ->allow_extra_args(false);
   propose
@@ -194,6 +264,22 @@ void AddActionsCommands(CLI::App& app, CommandEnv& env) {
       env.SetAction([&env, options, approve] { return RunReview(env, approve, *options); });
     });
   }
+
+  auto rearm_options = std::make_shared<RearmOptions>();
+  CLI::App* rearm = action->add_subcommand(
+      "rearm", "Re-arm an action's circuit breaker (admin), on an incident's timeline");
+  rearm->add_option("incident", rearm_options->incident, "incident the re-arm belongs to")
+      ->required();
+  rearm->add_option("--action", rearm_options->action, "action name, e.g. restart_service")
+      ->required();
+  rearm
+      ->add_option("--agent", rearm_options->agents,
+                   "only on this agent (repeat; default: fleet-wide and every host)")
+      ->allow_extra_args(false);
+  rearm->add_option("--reason", rearm_options->reason, "why, on the timeline")->required();
+  rearm->callback([&env, rearm_options] {
+    env.SetAction([&env, rearm_options] { return RunRearm(env, *rearm_options); });
+  });
 
   auto incident = std::make_shared<std::string>();
   CLI::App* actions = app.add_subcommand("actions", "List proposed and past actions");

@@ -240,6 +240,21 @@ void PrintIncidentDetail(const v1::GetIncidentResponse& response, absl::Time now
     PrintActionsTable(response.actions(), now, out, "  ");
   }
 
+  if (!response.suggestions().empty()) {
+    // Each with what filled it; `vigil action propose INC --suggestion N` proposes one as shown.
+    out << "\nSuggested fixes:\n";
+    Table suggestions({"N", "RULE", "AGENT", "ACTION", "PARAMS", "READY"});
+    for (const v1::SuggestedAction& s : response.suggestions()) {
+      suggestions.AddRow({absl::StrCat(s.number()), s.rule(), s.agent_id(), s.action(),
+                          s.params().empty() ? "-" : FormatLabels(s.params()),
+                          s.missing().empty() ? "yes" : absl::StrCat("no: ", s.missing())});
+    }
+    suggestions.Print(out, "  ");
+    for (const v1::SuggestedAction& s : response.suggestions()) {
+      out << "  " << s.number() << ". evidence: " << OneLine(s.evidence()) << '\n';
+    }
+  }
+
   out << "\nTimeline:\n";
   if (response.timeline().empty()) {
     out << "  (none)\n";

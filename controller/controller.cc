@@ -156,6 +156,8 @@ absl::Status Controller::Start() {
       },
       [this](const std::string& agent_id) { return fleet_.AgentActions(agent_id); },
       options_.remediation);
+  suggestions_.Set(rules);
+  remediation_->UseSuggestions(&suggestions_);
   RETURN_IF_ERROR(remediation_->Start());
   writer_->Start();
   rule_engine_ = std::make_unique<RuleEngine>(std::move(rules), clock_, incidents_.get(),
@@ -180,6 +182,12 @@ absl::Status Controller::Start() {
   agent_service_->SetObserver(observer_.get());
   control_service_ = std::make_unique<ControlServiceImpl>(
       &fleet_, store_.get(), incidents_.get(), remediation_.get(), options_.watch);
+  control_service_->UseSuggestions(&suggestions_, [this](const std::string& agent,
+                                                         const std::string& action) {
+    std::optional<std::vector<std::string>> offered = fleet_.AgentActions(agent);
+    return offered.has_value() &&
+           std::find(offered->begin(), offered->end(), action) != offered->end();
+  });
 
   webhook_ = std::make_unique<AlertmanagerReceiver>(
       options_.webhook,
@@ -303,6 +311,7 @@ absl::Status Controller::Reload() {
     const size_t count = rule_file.rules.size();
     const RuleEngine::Replacement r = rule_engine_->ReplaceRules(std::move(rule_file.rules));
     observer_->SetRules(rule_engine_->rules());
+    suggestions_.Set(rule_engine_->rules());
     auto names = [](const std::vector<std::string>& v) {
       return v.empty() ? std::string("none") : absl::StrJoin(v, ", ");
     };

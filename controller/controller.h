@@ -121,6 +121,7 @@ class Controller {
   std::unique_ptr<AgentServiceImpl> agent_service_;
   std::unique_ptr<TimelineWriter> writer_;
   std::unique_ptr<IncidentManager> incidents_;
+  SuggestionBook suggestions_;  // the rules' suggested fixes, swapped on reload
   std::unique_ptr<RemediationManager> remediation_;
   std::string signing_public_path_;
   std::unique_ptr<RuleEngine> rule_engine_;

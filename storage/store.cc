@@ -1,5 +1,7 @@
 #include "storage/store.h"
 
+#include <algorithm>
+
 namespace vigil::storage {
 
 size_t WriteBatch::events() const {
@@ -50,6 +52,33 @@ absl::StatusOr<v1::TimelineEvent> Store::AppendEvent(v1::TimelineEvent event,
     return stored.status();
   }
   return std::move(stored->front());
+}
+
+absl::StatusOr<std::vector<v1::TimelineEvent>> Store::ListIncidentEventsOfKind(
+    absl::string_view incident_id, absl::string_view kind, int limit) {
+  std::vector<v1::TimelineEvent> matching;
+  uint64_t after = 0;
+  constexpr int kPage = 1000;
+  while (true) {
+    absl::StatusOr<std::vector<v1::TimelineEvent>> page = ListEvents(incident_id, after, kPage);
+    if (!page.ok()) {
+      return page.status();
+    }
+    for (v1::TimelineEvent& event : *page) {
+      after = event.seq();
+      if (event.kind() == kind) {
+        matching.push_back(std::move(event));
+      }
+    }
+    if (page->size() < static_cast<size_t>(kPage)) {
+      break;
+    }
+  }
+  std::reverse(matching.begin(), matching.end());
+  if (limit > 0 && matching.size() > static_cast<size_t>(limit)) {
+    matching.resize(limit);
+  }
+  return matching;
 }
 
 }  // namespace vigil::storage

@@ -125,6 +125,10 @@ class Store {
   virtual absl::StatusOr<std::vector<v1::TimelineEvent>> ListEvents(absl::string_view incident_id,
                                                                     uint64_t after_seq,
                                                                     int limit) = 0;
+  // The newest `limit` events of one incident with `kind`, newest first. Not pure: the default
+  // pages through ListEvents, an implementation with an index does better.
+  virtual absl::StatusOr<std::vector<v1::TimelineEvent>> ListIncidentEventsOfKind(
+      absl::string_view incident_id, absl::string_view kind, int limit);
   // Re-hashes the whole chain; names the first event changed, removed or reordered.
   virtual absl::StatusOr<v1::VerifyAuditResponse> VerifyChain() = 0;
 

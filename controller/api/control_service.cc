@@ -204,6 +204,15 @@ grpc::ServerUnaryReactor* ControlServiceImpl::GetIncident(grpc::CallbackServerCo
   return Serve(context, Role::kViewer, "reading an incident", Work::kRead,
                Answer([this, request, response](const Caller&) -> absl::Status {
                  ASSIGN_OR_RETURN(*response, LoadIncidentPage(*store_, *request));
+                 if (request->after_seq() == 0 && suggestions_ != nullptr) {
+                   // With the first page, like the alerts and actions.
+                   ASSIGN_OR_RETURN(std::vector<v1::SuggestedAction> suggestions,
+                                    LoadSuggestions(*store_, request->incident_id(),
+                                                    *suggestions_->Get(), offers_));
+                   for (v1::SuggestedAction& s : suggestions) {
+                     *response->add_suggestions() = std::move(s);
+                   }
+                 }
                  return absl::OkStatus();
                }));
 }
@@ -224,6 +233,20 @@ grpc::ServerUnaryReactor* ControlServiceImpl::UpdateIncident(
                    return;
                  }
                  incidents_->Update(*request, caller.name, FinishWhenDone(reactor, response));
+               });
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::RearmBreaker(
+    grpc::CallbackServerContext* context, const v1::RearmBreakerRequest* request,
+    v1::RearmBreakerResponse* response) {
+  return Serve(context, Role::kAdmin, "re-arming a circuit breaker", Work::kMemory,
+               [this, request, response](const Caller& caller, grpc::ServerUnaryReactor* reactor) {
+                 if (request->incident_id().empty() || request->action().empty()) {
+                   reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError(
+                       "incident_id and action are required")));
+                   return;
+                 }
+                 remediation_->Rearm(*request, caller, FinishWhenDone(reactor, response));
                });
 }
 

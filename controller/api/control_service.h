@@ -31,6 +31,15 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
                      RemediationManager* remediation, WatchHub::Options watch = {},
                      ReadPool::Options readers = {});
 
+  // Where GetIncident finds the rules' suggested fixes, and whether an agent offers an action.
+  // Before serving; `book` outlives this service.
+  void UseSuggestions(const SuggestionBook* book,
+                      std::function<bool(const std::string& agent, const std::string& action)>
+                          offers) {
+    suggestions_ = book;
+    offers_ = std::move(offers);
+  }
+
   // Watch streams open, ended for falling behind, and bytes they hold (for /metrics).
   WatchHub::Stats watch_stats() const { return watch_.stats(); }
   // Store reads waiting, running, refused for a full queue, and done (for /metrics).
@@ -60,6 +69,9 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
   grpc::ServerUnaryReactor* ReviewAction(grpc::CallbackServerContext* context,
                                          const v1::ReviewActionRequest* request,
                                          v1::ActionProposal* response) override;
+  grpc::ServerUnaryReactor* RearmBreaker(grpc::CallbackServerContext* context,
+                                         const v1::RearmBreakerRequest* request,
+                                         v1::RearmBreakerResponse* response) override;
   grpc::ServerUnaryReactor* ListActions(grpc::CallbackServerContext* context,
                                         const v1::ListActionsRequest* request,
                                         v1::ListActionsResponse* response) override;
@@ -112,6 +124,8 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
   storage::Store* store_;
   IncidentManager* incidents_;
   RemediationManager* remediation_;
+  const SuggestionBook* suggestions_ = nullptr;
+  std::function<bool(const std::string& agent, const std::string& action)> offers_;
   Authenticator auth_;
   WatchHub watch_;
   // Last, so destroyed first: queued reads run to the end while what they use is still here.

@@ -7,11 +7,87 @@
 namespace vigil::controller {
 namespace {
 
-absl::Status ParseActionPolicy(const YAML::Node& node, const std::string& file,
-                               const std::string& context, ActionPolicy* out) {
-  if (absl::Status s = YamlCheckKeys(node, file, context, {"approvals", "roles", "timeout"});
+struct BuiltinBreaker {
+  absl::string_view action;
+  BreakerLimits limits;
+};
+
+// Conservative: enough for a bad hour, not for a loop. Raise them in the policy for a planned
+// fleet-wide rollout.
+const BuiltinBreaker kBuiltinBreakers[] = {
+    {"restart_service", {3, 50, absl::Hours(1), absl::Minutes(15)}},
+    {"reload_nginx", {6, 100, absl::Hours(1), absl::ZeroDuration()}},
+    {"set_nginx_upstream", {10, 100, absl::Hours(1), absl::ZeroDuration()}},
+    {"pg_terminate_backend", {10, 50, absl::Hours(1), absl::ZeroDuration()}},
+    {"pg_cancel_backend", {20, 100, absl::Hours(1), absl::ZeroDuration()}},
+    {"logrotate", {4, 100, absl::Hours(1), absl::ZeroDuration()}},
+    {"clean_old_logs", {4, 100, absl::Hours(1), absl::ZeroDuration()}},
+    {"redis_flushdb", {1, 3, absl::Hours(24), absl::ZeroDuration()}},
+    {"drop_caches", {2, 20, absl::Hours(1), absl::Minutes(10)}},
+    {"journal_vacuum", {2, 100, absl::Hours(1), absl::ZeroDuration()}},
+    {"pg_vacuum_analyze", {4, 20, absl::Hours(1), absl::ZeroDuration()}},
+    {"pg_reindex_concurrently", {2, 10, absl::Hours(1), absl::ZeroDuration()}},
+    {"pg_create_index_concurrently", {2, 5, absl::Hours(24), absl::ZeroDuration()}},
+    {"redis_config_set", {4, 50, absl::Hours(1), absl::ZeroDuration()}},
+    {"k8s_scale", {6, 20, absl::Hours(1), absl::Minutes(5)}},
+    {"k8s_patch_hpa", {6, 20, absl::Hours(1), absl::Minutes(5)}},
+    {"docker_prune", {1, 50, absl::Hours(1), absl::ZeroDuration()}},
+};
+
+absl::Status ParseBreaker(const YAML::Node& node, absl::string_view file,
+                          const std::string& context, BreakerLimits* out) {
+  const std::string where = absl::StrCat(context, ".breaker");
+  if (absl::Status s =
+          YamlCheckKeys(node, file, where, {"per_host", "per_fleet", "window", "cooldown"});
       !s.ok()) {
     return s;
+  }
+  for (absl::string_view key : {"per_host", "per_fleet"}) {
+    int& field = key == "per_host" ? out->per_host : out->per_fleet;
+    auto value = YamlInt(node, key, file, field, 0, 100000);  // 0: no bound
+    if (!value.ok()) {
+      return value.status();
+    }
+    field = static_cast<int>(*value);
+  }
+  auto window = YamlDuration(node, "window", file, out->window);
+  if (!window.ok()) {
+    return window.status();
+  }
+  if (*window < absl::Minutes(1) || *window > absl::Hours(24 * 7)) {
+    return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, node["window"]), ": ", where,
+                                                   ".window must be 1m to 7d"));
+  }
+  out->window = *window;
+  auto cooldown = YamlDuration(node, "cooldown", file, out->cooldown);
+  if (!cooldown.ok()) {
+    return cooldown.status();
+  }
+  if (*cooldown < absl::ZeroDuration() || *cooldown > out->window) {
+    return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, node["cooldown"]), ": ", where,
+                                                   ".cooldown must be 0 to the window (",
+                                                   absl::FormatDuration(out->window), ")"));
+  }
+  out->cooldown = *cooldown;
+  return absl::OkStatus();
+}
+
+absl::Status ParseActionPolicy(const YAML::Node& node, const std::string& file,
+                               const std::string& context, ActionPolicy* out) {
+  if (absl::Status s =
+          YamlCheckKeys(node, file, context, {"approvals", "roles", "timeout", "breaker"});
+      !s.ok()) {
+    return s;
+  }
+  if (node["breaker"].IsDefined()) {
+    if (!node["breaker"].IsMap()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(YamlWhere(file, node["breaker"]), ": ", context,
+                       ".breaker must be a map {per_host, per_fleet, window, cooldown}"));
+    }
+    if (absl::Status s = ParseBreaker(node["breaker"], file, context, &out->breaker); !s.ok()) {
+      return s;
+    }
   }
   if (node["approvals"].IsDefined()) {
     auto approvals = YamlDouble(node, "approvals", file, 1);
@@ -57,6 +133,15 @@ absl::Status ParseActionPolicy(const YAML::Node& node, const std::string& file,
 
 }  // namespace
 
+BreakerLimits DefaultBreaker(absl::string_view action, const BreakerLimits& fallback) {
+  for (const BuiltinBreaker& b : kBuiltinBreakers) {
+    if (b.action == action) {
+      return b.limits;
+    }
+  }
+  return fallback;
+}
+
 ActionPolicy Policy::For(const std::string& action) const {
   if (auto it = actions.find(action); it != actions.end()) {
     return it->second;
@@ -65,6 +150,7 @@ ActionPolicy Policy::For(const std::string& action) const {
   if (const ActionSpec* spec = FindAction(action); spec != nullptr) {
     policy.approvals = std::max(policy.approvals, spec->default_approvals);
   }
+  policy.breaker = DefaultBreaker(action, fallback.breaker);
   return policy;
 }
 

@@ -3,7 +3,10 @@
 #include <google/protobuf/util/json_util.h>
 #include <spdlog/spdlog.h>
 
+#include <google/protobuf/struct.pb.h>
+
 #include <algorithm>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -28,14 +31,16 @@ bool Succeeded(const v1::ActionRun& run) {
   return run.state() == "finished" && run.exit_code() == 0;
 }
 
-std::string Params(const v1::ActionProposal& p) {
+std::string Params(const google::protobuf::Map<std::string, std::string>& params) {
   std::vector<std::string> parts;
-  std::map<std::string, std::string> sorted(p.params().begin(), p.params().end());
+  std::map<std::string, std::string> sorted(params.begin(), params.end());
   for (const auto& [k, v] : sorted) {
     parts.push_back(absl::StrCat(k, "=", v));
   }
   return absl::StrJoin(parts, " ");
 }
+
+std::string Params(const v1::ActionProposal& p) { return Params(p.params()); }
 
 std::string Json(const google::protobuf::Message& m) {
   std::string json;
@@ -75,6 +80,7 @@ RemediationManager::RemediationManager(TimelineWriter* writer, IncidentManager* 
 
 absl::Status RemediationManager::Start() {
   ASSIGN_OR_RETURN(std::vector<v1::ActionProposal> all, store_->ListProposals(""));
+  RETURN_IF_ERROR(LoadLedger(all, clock_->Now()));
   return writer_->RunNow([&](Transaction& txn) -> absl::Status {
     for (v1::ActionProposal& p : all) {
       switch (p.state()) {
@@ -151,6 +157,16 @@ void RemediationManager::Propose(v1::ProposeActionRequest request, Caller caller
       *writer_,
       [this, request = std::move(request), caller = std::move(caller)](Transaction& txn) {
         return DoPropose(txn, request, caller);
+      },
+      std::move(done));
+}
+
+void RemediationManager::Rearm(v1::RearmBreakerRequest request, Caller caller,
+                               std::function<void(absl::StatusOr<v1::RearmBreakerResponse>)> done) {
+  SubmitForResult<v1::RearmBreakerResponse>(
+      *writer_,
+      [this, request = std::move(request), caller = std::move(caller)](Transaction& txn) {
+        return DoRearm(txn, request, caller);
       },
       std::move(done));
 }
@@ -270,7 +286,12 @@ absl::Time RemediationManager::Deadline(const v1::ActionProposal& p,
 }
 
 absl::StatusOr<v1::ActionProposal> RemediationManager::DoPropose(
-    Transaction& txn, const v1::ProposeActionRequest& request, const Caller& caller) {
+    Transaction& txn, const v1::ProposeActionRequest& original, const Caller& caller) {
+  v1::ProposeActionRequest request = original;
+  v1::ActionProposal p;
+  if (request.suggestion() != 0) {
+    RETURN_IF_ERROR(FillFromSuggestion(request, p));
+  }
   absl::StatusOr<std::optional<v1::Incident>> incident = store_->GetIncident(request.incident_id());
   if (!incident.ok()) {
     return incident.status();
@@ -316,7 +337,9 @@ absl::StatusOr<v1::ActionProposal> RemediationManager::DoPropose(
     return absl::InvalidArgumentError("wave size must be positive");
   }
   const ActionPolicy action_policy = policy_.For(request.action());
-  v1::ActionProposal p;
+  const std::vector<std::string> agents(request.agents().begin(), request.agents().end());
+  RETURN_IF_ERROR(ledger_.Check(request.action(), agents, PlannedRuns(request.action()),
+                                action_policy.breaker, txn.now()));
   p.set_id(RandomId("act-").substr(0, 12));
   p.set_incident_id(request.incident_id());
   p.set_action(request.action());
@@ -342,7 +365,11 @@ absl::StatusOr<v1::ActionProposal> RemediationManager::DoPropose(
       txn, p, "action_proposed", caller.name,
       absl::StrCat(Describe(p), " proposed by ", caller.name, "; needs ", p.approvals_required(),
                    " approval(s) from ", absl::StrJoin(roles, "/"), ", not the proposer",
-                   p.reason().empty() ? "" : absl::StrCat(" (", p.reason(), ")")),
+                   p.reason().empty() ? "" : absl::StrCat(" (", p.reason(), ")"),
+                   p.suggested_by_rule().empty()
+                       ? ""
+                       : absl::StrCat("; suggested by rule ", p.suggested_by_rule(), ": ",
+                                      p.suggestion_evidence())),
       Json(p)));
   return p;
 }
@@ -383,6 +410,16 @@ absl::StatusOr<v1::ActionProposal> RemediationManager::DoReview(
       current.approved_by().end()) {
     return absl::FailedPreconditionError(
         absl::StrCat(caller.name, " already approved ", current.id(), "; it needs another person"));
+  }
+  if (request.approve() && current.approved_by_size() + 1 >= current.approvals_required()) {
+    // The last approval: other runs may have happened since it was proposed.
+    const std::vector<std::string> agents(current.agents().begin(), current.agents().end());
+    if (absl::Status s = ledger_.Check(current.action(), agents, PlannedRuns(current.action()),
+                                       action_policy.breaker, txn.now());
+        !s.ok()) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("approval of ", current.id(), " refused; ", s.message()));
+    }
   }
   v1::ActionProposal& p = *Edit(txn, request.proposal_id());
   const std::string comment =
@@ -481,6 +518,12 @@ absl::Status RemediationManager::StartWave(Transaction& txn, v1::ActionProposal&
     run.set_signed_command(command.SerializeAsString());
     run.set_sent_unix_ms(absl::ToUnixMillis(txn.now()));
     run.set_state("dispatched");
+    // Counted by the breaker from now on: it may run as soon as it is stored.
+    const absl::Time counted_at = absl::FromUnixMillis(run.sent_unix_ms());
+    ledger_.AddRun(p.action(), run.agent_id(), counted_at);
+    txn.OnRollback([this, action = p.action(), agent = run.agent_id(), counted_at] {
+      ledger_.RemoveRun(action, agent, counted_at);
+    });
     txn.PreserveKey(runs_by_command_, command.id());
     runs_by_command_[command.id()] = RunRef{p.id(), i};
     SendAfterCommit(txn, p, i);
@@ -656,6 +699,8 @@ absl::Status RemediationManager::DoResult(Transaction& txn, const std::string& a
 
 absl::Status RemediationManager::DoTick(Transaction& txn) {
   const absl::Time now = txn.now();
+  // Only forgets runs past any window a policy may set: nothing to take back on a rollback.
+  ledger_.Prune(now);
   std::vector<std::string> expired;
   for (auto& [id, p] : open_) {
     if (p.state() == v1::PROPOSED && absl::ToUnixMillis(now) >= p.expires_unix_ms()) {
@@ -717,6 +762,172 @@ absl::Status RemediationManager::DoTick(Transaction& txn) {
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status RemediationManager::FillFromSuggestion(v1::ProposeActionRequest& request,
+                                                    v1::ActionProposal& p) {
+  if (!request.agents().empty() || !request.action().empty() || !request.params().empty()) {
+    return absl::InvalidArgumentError(
+        "a suggestion fills agents, action and parameters: give none of them with it");
+  }
+  if (suggestions_ == nullptr) {
+    return absl::FailedPreconditionError("this controller has no rule suggestions");
+  }
+  const std::shared_ptr<const SuggestionRules> rules = suggestions_->Get();
+  ASSIGN_OR_RETURN(
+      std::vector<v1::SuggestedAction> suggestions,
+      LoadSuggestions(*store_, request.incident_id(), *rules,
+                      [this](const std::string& agent, const std::string& action) {
+                        std::optional<std::vector<std::string>> offered = agent_actions_(agent);
+                        return offered.has_value() &&
+                               std::find(offered->begin(), offered->end(), action) !=
+                                   offered->end();
+                      }));
+  const int n = request.suggestion();
+  if (n < 1 || n > static_cast<int>(suggestions.size())) {
+    return absl::NotFoundError(absl::StrCat("incident ", request.incident_id(), " has ",
+                                            suggestions.size(), " suggestion(s); there is no ",
+                                            "suggestion ", n));
+  }
+  const v1::SuggestedAction& s = suggestions[n - 1];
+  std::string what = absl::StrCat(s.action(), " ", Params(s.params()), " on ", s.agent_id());
+  if (!request.suggestion_fingerprint().empty() &&
+      request.suggestion_fingerprint() != s.fingerprint()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("suggestion ", n, " changed since it was read (it is now ", what,
+                     "): read the incident again before proposing it"));
+  }
+  if (!s.missing().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("suggestion ", n, " (", what, ") cannot be proposed yet: ", s.missing()));
+  }
+  request.add_agents(s.agent_id());
+  request.set_action(s.action());
+  request.mutable_params()->insert(s.params().begin(), s.params().end());
+  p.set_suggested_by_rule(s.rule());
+  p.set_suggestion_evidence(s.evidence());
+  return absl::OkStatus();
+}
+
+std::map<std::string, int> RemediationManager::PlannedRuns(const std::string& action) const {
+  std::map<std::string, int> planned;
+  for (const auto& [id, p] : open_) {
+    if (p.state() != v1::DISPATCHING || p.action() != action) {
+      continue;
+    }
+    for (const v1::ActionRun& run : p.runs()) {
+      if (run.state() == "pending") {
+        ++planned[run.agent_id()];
+      }
+    }
+  }
+  return planned;
+}
+
+namespace {
+
+// The details of a breaker_rearmed event: what it re-armed, and where.
+struct RearmRecord {
+  std::string action;
+  std::vector<std::string> agents;
+};
+
+std::string RearmJson(const RearmRecord& r) {
+  google::protobuf::Struct details;
+  (*details.mutable_fields())["action"].set_string_value(r.action);
+  auto* agents = (*details.mutable_fields())["agents"].mutable_list_value();
+  for (const std::string& agent : r.agents) {
+    agents->add_values()->set_string_value(agent);
+  }
+  return Json(details);
+}
+
+std::optional<RearmRecord> ParseRearm(const std::string& json) {
+  google::protobuf::Struct details;
+  if (!google::protobuf::util::JsonStringToMessage(json, &details).ok()) {
+    return std::nullopt;
+  }
+  RearmRecord r;
+  auto action = details.fields().find("action");
+  if (action == details.fields().end() || action->second.string_value().empty()) {
+    return std::nullopt;
+  }
+  r.action = action->second.string_value();
+  if (auto agents = details.fields().find("agents"); agents != details.fields().end()) {
+    for (const google::protobuf::Value& v : agents->second.list_value().values()) {
+      r.agents.push_back(v.string_value());
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
+absl::Status RemediationManager::LoadLedger(const std::vector<v1::ActionProposal>& all,
+                                            absl::Time now) {
+  const absl::Time horizon = now - RunLedger::kHorizon;
+  std::set<std::string> incidents;  // where re-arms of the horizon may be recorded
+  for (const v1::ActionProposal& p : all) {
+    if (absl::FromUnixMillis(p.proposed_unix_ms()) < horizon - RunLedger::kHorizon) {
+      continue;  // too old to have runs or re-arms inside the horizon
+    }
+    incidents.insert(p.incident_id());
+    for (const v1::ActionRun& run : p.runs()) {
+      if (run.sent_unix_ms() > 0) {
+        ledger_.AddRun(p.action(), run.agent_id(), absl::FromUnixMillis(run.sent_unix_ms()));
+      }
+    }
+  }
+  ASSIGN_OR_RETURN(std::vector<v1::Incident> active, store_->ListIncidents("active"));
+  for (const v1::Incident& incident : active) {
+    incidents.insert(incident.id());
+  }
+  for (const std::string& id : incidents) {
+    ASSIGN_OR_RETURN(std::vector<v1::TimelineEvent> rearms,
+                     store_->ListIncidentEventsOfKind(id, "breaker_rearmed", 1000));
+    for (const v1::TimelineEvent& event : rearms) {
+      if (std::optional<RearmRecord> r = ParseRearm(event.details_json()); r.has_value()) {
+        ledger_.Rearm(r->action, r->agents, absl::FromUnixMillis(event.time_unix_ms()));
+      }
+    }
+  }
+  ledger_.Prune(now);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::RearmBreakerResponse> RemediationManager::DoRearm(
+    Transaction& txn, const v1::RearmBreakerRequest& request, const Caller& caller) {
+  if (FindAction(request.action()) == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown action '", request.action(), "'"));
+  }
+  if (request.reason().empty() || request.reason().size() > 1000) {
+    return absl::InvalidArgumentError(
+        "a re-arm needs a reason (1 to 1000 characters): it goes on the timeline");
+  }
+  if (request.agents_size() > 10000) {
+    return absl::InvalidArgumentError("at most 10000 agents per re-arm");
+  }
+  ASSIGN_OR_RETURN(std::optional<v1::Incident> incident, store_->GetIncident(request.incident_id()));
+  if (!incident.has_value()) {
+    return absl::NotFoundError(absl::StrCat("no incident '", request.incident_id(), "'"));
+  }
+  RearmRecord record{request.action(), {request.agents().begin(), request.agents().end()}};
+  const BreakerLimits limits = policy_.For(request.action()).breaker;
+  const std::string scope =
+      record.agents.empty() ? "across the fleet and on every host"
+                            : absl::StrCat("on ", Names(record.agents));
+  std::string summary = absl::StrCat(
+      "circuit breaker of ", request.action(), " re-armed ", scope, " by ", caller.name, ": ",
+      request.reason(), " (runs before now no longer count against ", limits.per_host,
+      " per host / ", limits.per_fleet, " per fleet in ", absl::FormatDuration(limits.window),
+      ")");
+  RETURN_IF_ERROR(incidents_->Record(txn, request.incident_id(), "breaker_rearmed", caller.name,
+                                     summary, RearmJson(record)));
+  txn.Preserve(ledger_);
+  ledger_.Rearm(record.action, record.agents, txn.now());
+  v1::RearmBreakerResponse response;
+  response.set_summary(std::move(summary));
+  return response;
 }
 
 }  // namespace vigil::controller

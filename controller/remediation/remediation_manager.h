@@ -31,7 +31,9 @@
 #include "common/command_signing.h"
 #include "controller/auth/auth.h"
 #include "controller/incidents/incident_manager.h"
+#include "controller/remediation/circuit_breaker.h"
 #include "controller/remediation/policy.h"
+#include "controller/remediation/suggestions.h"
 #include "controller/timeline/timeline_writer.h"
 #include "storage/store.h"
 #include "vigil/v1/agent_service.pb.h"
@@ -66,8 +68,18 @@ class RemediationManager {
   // Before the writer starts.
   absl::Status Start();
 
+  // The rules' suggestions, for proposals made from one (`suggestion` in the request). Before
+  // Start; `book` outlives this manager. Without it, suggestions cannot be proposed.
+  void UseSuggestions(const SuggestionBook* book) { suggestions_ = book; }
+
+  // Refused (ResourceExhausted) past the action's circuit breaker; checked again when the last
+  // approval comes, since other runs may have happened in between.
   void Propose(v1::ProposeActionRequest request, Caller caller, ProposalDone done);
   void Review(v1::ReviewActionRequest request, Caller caller, ProposalDone done);
+  // Re-arms the circuit breaker of an action (admins only: checked by the caller's interceptor),
+  // on the incident's timeline with the reason.
+  void Rearm(v1::RearmBreakerRequest request, Caller caller,
+             std::function<void(absl::StatusOr<v1::RearmBreakerResponse>)> done);
   // `acknowledge` runs once the result is stored (or known to need nothing stored), so the agent
   // may forget it; never for a result that failed to store.
   void OnCommandResult(const std::string& agent_id, const v1::CommandResult& result,
@@ -96,6 +108,15 @@ class RemediationManager {
   absl::StatusOr<v1::ActionProposal> DoReview(Transaction& txn,
                                               const v1::ReviewActionRequest& request,
                                               const Caller& caller);
+  absl::StatusOr<v1::RearmBreakerResponse> DoRearm(Transaction& txn,
+                                                   const v1::RearmBreakerRequest& request,
+                                                   const Caller& caller);
+  // Replaces a `suggestion` request by the suggestion it names, as filled now.
+  absl::Status FillFromSuggestion(v1::ProposeActionRequest& request, v1::ActionProposal& p);
+  // The runs of `action` approved but not yet signed, by agent.
+  std::map<std::string, int> PlannedRuns(const std::string& action) const;
+  // Rebuilds the breakers' ledger from stored proposals and re-arm events (at Start).
+  absl::Status LoadLedger(const std::vector<v1::ActionProposal>& all, absl::Time now);
   absl::Status DoResult(Transaction& txn, const std::string& agent_id,
                         const v1::CommandResult& result);
   absl::Status DoTick(Transaction& txn);
@@ -131,6 +152,8 @@ class RemediationManager {
   std::map<std::string, v1::ActionProposal> open_;
   std::map<std::string, RunRef> runs_by_command_;
   std::map<std::string, v1::ActionProposal> unknown_;  // outcome-unknown proposals, by id
+  RunLedger ledger_;                                   // writer thread
+  const SuggestionBook* suggestions_ = nullptr;
 };
 
 }  // namespace vigil::controller

@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/action_schema.h"
 #include "common/metric_schema.h"
 #include "common/yaml_util.h"
 
@@ -304,6 +305,116 @@ absl::StatusOr<v1::Severity> ParseSeverity(absl::string_view text) {
 }
 
 // Parses one entry of `rules:`; errors are prefixed with the entry's position and name.
+// A value of the right type for `type`, standing in for a cell reference while the literal
+// parameters are checked against the action's schema.
+std::string StandIn(const ParamSpec& spec) {
+  switch (spec.type) {
+    case ParamType::kInteger:
+      return "1";
+    case ParamType::kDuration:
+      return "1m";
+    case ParamType::kEnum:
+      return std::string(spec.enum_values.substr(0, spec.enum_values.find('|')));
+    case ParamType::kString:
+      break;
+  }
+  return "x";
+}
+
+// True when the rule collects `table`: a requested name selects a table or a family of them
+// ("top_processes" selects "top_processes_memory"), as on the agent.
+bool RuleCollects(const Rule& rule, absl::string_view table) {
+  for (const std::string& requested : rule.diagnostics) {
+    if (table == requested ||
+        (absl::StartsWith(table, requested) && table.size() > requested.size() &&
+         table[requested.size()] == '_')) {
+      return true;
+    }
+  }
+  return false;
+}
+
+absl::Status ParseSuggestions(const YAML::Node& list, absl::string_view file, Rule& rule) {
+  if (!list.IsDefined() || list.IsNull()) {
+    return absl::OkStatus();
+  }
+  auto fail = [&](const YAML::Node& at, absl::string_view what) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(YamlWhere(file, at), ": rule ", rule.name, ": suggest: ", what));
+  };
+  if (!list.IsSequence()) {
+    return fail(list, "must be a list of {action, params}");
+  }
+  if (list.size() > kMaxSuggestionsPerRule) {
+    return fail(list, absl::StrCat("at most ", kMaxSuggestionsPerRule, " suggestions per rule"));
+  }
+  for (const YAML::Node& item : list) {
+    if (absl::Status s = YamlCheckKeys(item, file, absl::StrCat("rule ", rule.name, " suggest"),
+                                       {"action", "params"});
+        !s.ok()) {
+      return s;
+    }
+    SuggestTemplate suggestion;
+    suggestion.source = YamlWhere(file, item);
+    auto action = YamlString(item, "action", file, /*required=*/true);
+    if (!action.ok()) {
+      return fail(item, action.status().message());
+    }
+    suggestion.action = *action;
+    const ActionSpec* spec = FindAction(suggestion.action);
+    if (spec == nullptr) {
+      std::vector<std::string> names;
+      for (const ActionSpec& a : AllActions()) {
+        names.emplace_back(a.name);
+      }
+      return fail(item["action"], absl::StrCat("unknown action '", suggestion.action,
+                                               "' (actions: ", absl::StrJoin(names, ", "), ")"));
+    }
+    std::map<std::string, std::string> checked;
+    const YAML::Node params = item["params"];
+    if (params.IsDefined() && !params.IsNull() && !params.IsMap()) {
+      return fail(params, "params must be a map of parameter to value");
+    }
+    if (params.IsDefined() && params.IsMap()) {
+      for (const auto& kv : params) {
+        absl::StatusOr<std::string> key = YamlKey(kv.first, file, "params");
+        if (!key.ok()) {
+          return key.status();
+        }
+        if (!kv.second.IsScalar()) {
+          return fail(kv.second, absl::StrCat("params.", *key, " must be a single value"));
+        }
+        const std::string value = kv.second.as<std::string>();
+        const ParamSpec* param = nullptr;
+        for (const ParamSpec& p : spec->params) {
+          if (p.name == *key) {
+            param = &p;
+          }
+        }
+        std::optional<CellReference> cell = ParseCellReference(value);
+        if (param != nullptr && cell.has_value()) {
+          if (!RuleCollects(rule, cell->table)) {
+            return fail(kv.second,
+                        absl::StrCat("params.", *key, " reads table '", cell->table,
+                                     "', which the rule does not collect (diagnostics: [",
+                                     absl::StrJoin(rule.diagnostics, ", "), "])"));
+          }
+          checked[*key] = StandIn(*param);
+        } else {
+          checked[*key] = value;  // an unknown parameter is named by the schema check below
+        }
+        suggestion.params.emplace_back(*key, value);
+      }
+    }
+    // The schema's own checks: unknown, missing and ill-typed parameters.
+    if (absl::Status s = CheckActionParams(suggestion.action, checked); !s.ok()) {
+      return fail(item, s.message());
+    }
+    rule.suggest.push_back(std::move(suggestion));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Rule> ParseRule(const YAML::Node& node, absl::string_view file) {
   const std::string where = YamlWhere(file, node);
   if (!node.IsMap()) {
@@ -326,7 +437,7 @@ absl::StatusOr<Rule> ParseRule(const YAML::Node& node, absl::string_view file) {
   }
   if (absl::Status s = YamlCheckKeys(node, file, absl::StrCat("rule ", rule.name),
                                      {"alert", "expr", "for", "window", "severity", "tiers",
-                                      "summary", "runbook", "diagnostics"});
+                                      "summary", "runbook", "diagnostics", "suggest"});
       !s.ok()) {
     return s;
   }
@@ -407,6 +518,9 @@ absl::StatusOr<Rule> ParseRule(const YAML::Node& node, absl::string_view file) {
     return diagnostics.status();
   }
   rule.diagnostics = std::move(*diagnostics);
+  if (absl::Status s = ParseSuggestions(node["suggest"], file, rule); !s.ok()) {
+    return s;
+  }
   if (rule.summary.empty()) {
     rule.summary = absl::StrCat(rule.name, ": ", rule.expr.text);
   }
@@ -463,6 +577,16 @@ absl::string_view ComparisonText(Comparison op) {
       return "!=";
   }
   return "?";
+}
+
+std::optional<CellReference> ParseCellReference(absl::string_view value) {
+  static const LazyRE2 kCell = {R"(\{([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)\})"};
+  CellReference cell;
+  if (!RE2::FullMatch(re2::StringPiece(value.data(), value.size()), *kCell, &cell.table,
+                      &cell.column)) {
+    return std::nullopt;
+  }
+  return cell;
 }
 
 absl::StatusOr<Expression> ParseExpression(absl::string_view text) {
@@ -567,6 +691,8 @@ const std::string& DefaultRulesYaml() {
     summary: Memory above 85 %
     runbook: high-memory-usage
     diagnostics: [top_processes]
+    suggest:
+      - {action: restart_service, params: {unit: "{top_processes_memory.unit}"}}
   - alert: DiskSpaceWarning
     expr: host_disk_used_ratio > 0.80
     for: 5m
@@ -574,7 +700,12 @@ const std::string& DefaultRulesYaml() {
     tiers: [{threshold: 0.95, severity: SEV1}]
     summary: Disk above 80 % (SEV1 above 95 %)
     runbook: disk-space
-    diagnostics: [top_processes]
+    diagnostics: [top_processes, disk_usage_top]
+    suggest:
+      - {action: logrotate}
+      - {action: clean_old_logs, params: {dir: /var/log, pattern: "*.gz", older_than: 30d}}
+      - {action: clean_old_logs,
+         params: {dir: /var/backups/azalscore, pattern: "*.sql.gz", older_than: 30d}}
   - alert: HighCPU
     expr: host_cpu_usage_ratio > 0.90
     for: 5m
@@ -596,6 +727,9 @@ const std::string& DefaultRulesYaml() {
     summary: A PostgreSQL query has been running for more than 30 s
     runbook: slow-queries
     diagnostics: [pg_active_queries, pg_lock_waits, top_processes]
+    suggest:
+      - {action: pg_terminate_backend, params: {pid: "{pg_lock_waits.blocking_pid}"}}
+      - {action: pg_cancel_backend, params: {pid: "{pg_active_queries.pid}"}}
   - alert: BlockedQueries
     expr: pg_blocked_queries > 0
     for: 1m
@@ -603,6 +737,8 @@ const std::string& DefaultRulesYaml() {
     summary: PostgreSQL queries waiting on locks
     runbook: slow-queries
     diagnostics: [pg_lock_waits, pg_active_queries]
+    suggest:
+      - {action: pg_terminate_backend, params: {pid: "{pg_lock_waits.blocking_pid}"}}
   - alert: LowCacheHitRatio
     expr: redis_keyspace_hit_ratio < 0.8
     for: 10m

@@ -11,6 +11,8 @@
 #pragma once
 
 #include <memory>
+#include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -61,6 +63,25 @@ struct SeverityTier {
   v1::Severity severity = v1::SEV3;
 };
 
+// A fix the rule suggests for its incidents (`suggest:` in the rule file). A parameter value is
+// either literal or, whole, a diagnostic cell: "{pg_lock_waits.blocking_pid}" reads that column
+// in the first row, with the column set, of the newest such table collected from the alert's
+// agent. The table must be one the rule collects (`diagnostics:`).
+struct SuggestTemplate {
+  std::string action;
+  std::vector<std::pair<std::string, std::string>> params;  // in file order
+  std::string source;                                       // "file:line"
+};
+
+struct CellReference {
+  std::string table;
+  std::string column;
+};
+// The cell a whole parameter value refers to; nullopt for a literal value.
+std::optional<CellReference> ParseCellReference(absl::string_view value);
+
+inline constexpr size_t kMaxSuggestionsPerRule = 8;
+
 struct Rule {
   std::string name;
   Expression expr;
@@ -71,6 +92,7 @@ struct Rule {
   std::string summary;
   std::string runbook;
   std::vector<std::string> diagnostics;  // tables to collect when it opens or joins an incident
+  std::vector<SuggestTemplate> suggest;  // fixes to suggest, in order
   std::string source;                    // "file:line", for messages
 
   // The severity for a value that meets the condition.

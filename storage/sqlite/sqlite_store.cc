@@ -536,6 +536,26 @@ class SqliteStore final : public Store {
     return out;
   }
 
+  absl::StatusOr<std::vector<v1::TimelineEvent>> ListIncidentEventsOfKind(
+      absl::string_view incident_id, absl::string_view kind, int limit) override {
+    // timeline_by_incident(incident_id, seq) walks the incident's events newest first.
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
+    Statement st(reader.db(),
+                 "SELECT seq, incident_id, time_unix_ms, kind, actor, summary, details_json, "
+                 "prev_hash, hash FROM timeline WHERE incident_id = ?1 AND kind = ?2 "
+                 "ORDER BY seq DESC LIMIT ?3");
+    st.Bind(1, incident_id).Bind(2, kind).Bind(3, static_cast<int64_t>(limit <= 0 ? -1 : limit));
+    std::vector<v1::TimelineEvent> out;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, Annotated("list timeline by kind", st.Step()));
+      if (!row) {
+        break;
+      }
+      out.push_back(EventFromRow(st));
+    }
+    return out;
+  }
+
   absl::StatusOr<v1::VerifyAuditResponse> VerifyChain() override {
     v1::VerifyAuditResponse result;
     result.set_ok(true);

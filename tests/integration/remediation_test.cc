@@ -243,6 +243,154 @@ TEST_F(RemediationTest, TwoPersonApprovalTerminatesTheBlockingBackend) {
   EXPECT_EQ(Cli(rita, {"incident", "ack", incident}).exit_code, 0);
 }
 
+// A real lock wait: the suggested fix of BlockedQueries is filled with the pid that pg_lock_waits
+// names as the blocker (not the waiter), proposed by its number, approved by two people, and the
+// blocker is gone. A circuit breaker of one run per host then refuses a second termination until
+// an admin re-arms it, with a reason, on the timeline.
+TEST_F(RemediationTest, SuggestedFixTerminatesTheBlockerAndTheBreakerHoldsTheNext) {
+  testing::WriteFile(dir_.File("rules.yaml"), R"(rules:
+  - alert: BlockedQueries
+    expr: pg_blocked_queries > 0
+    diagnostics: [pg_lock_waits]
+    suggest:
+      - {action: pg_terminate_backend, params: {pid: "{pg_lock_waits.blocking_pid}"}}
+)");
+  testing::WriteFile(dir_.File("policy.yaml"), R"(actions:
+  pg_terminate_backend: {approvals: 2, breaker: {per_host: 1, window: 1h}}
+)");
+  testing::PostgresServer postgres(dir_.path());
+  ASSERT_TRUE(postgres.ok());
+  admin_ = AddUser("root", "admin");
+  const std::string alice = AddUser("alice", "commander");
+  const std::string bob = AddUser("bob", "commander");
+  const std::string carol = AddUser("carol", "commander");
+  controller_ = std::make_unique<Subprocess>(
+      std::vector<std::string>{BinaryPath("vigil-controller"), "--listen=" + address_,
+                               "--db=" + dir_.File("vigil.db"), "--insecure", "--http-listen=off",
+                               "--rules=" + dir_.File("rules.yaml"),
+                               "--policy=" + dir_.File("policy.yaml")},
+      std::map<std::string, std::string>{}, dir_.File("controller.log"));
+  ASSERT_TRUE(WaitUntil([&] { return Cli(admin_, {"agents"}).exit_code == 0; }, absl::Seconds(10)))
+      << controller_->Output();
+  testing::WriteFile(dir_.File("db-1.yaml"),
+                     absl::StrCat("id: db-1\nlabels: {role: postgres}\n"
+                                  "collectors:\n  postgres: {dsn: '",
+                                  postgres.Dsn("vigil"),
+                                  "'}\n"
+                                  "actions:\n  pg_terminate_backend: {}\n"
+                                  "controller_public_key: ",
+                                  dir_.File("controller-signing.pub"),
+                                  "\njournal: ", dir_.File("db-1.journal"), "\n"));
+  Subprocess agent({BinaryPath("vigil-agent"), "--controller=" + address_,
+                    "--config=" + dir_.File("db-1.yaml"), "--insecure"},
+                   std::map<std::string, std::string>{}, dir_.File("agent.log"));
+
+  auto holder = postgres.Background(
+      "BEGIN; UPDATE accounts SET balance = balance - 1 WHERE id = 1; SELECT pg_sleep(60); COMMIT;",
+      "app");
+  auto pid_of = [&](const std::string& like) {
+    int pid = 0;
+    CommandResult r = postgres.Psql(absl::StrCat(
+        "SELECT pid FROM pg_stat_activity WHERE query LIKE '", like,
+        "' AND state <> 'idle' AND pid <> pg_backend_pid() LIMIT 1"));
+    return absl::SimpleAtoi(absl::StripAsciiWhitespace(r.stdout_text), &pid) ? pid : 0;
+  };
+  int blocker = 0;
+  ASSERT_TRUE(WaitUntil([&] { return (blocker = pid_of("%pg_sleep(60)%")) > 0; },
+                        absl::Seconds(10)));
+  auto waiter_session = postgres.Background(
+      "UPDATE accounts SET balance = balance + 1 WHERE id = 1; /* waiter */", "app");
+  int waiter = 0;
+  ASSERT_TRUE(WaitUntil([&] { return (waiter = pid_of("%waiter%")) > 0; }, absl::Seconds(10)));
+
+  // The incident shows suggestion 1 filled with the blocker's pid, and the row that says so.
+  std::string incident;
+  v1::SuggestedAction suggestion;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        v1::ListIncidentsResponse r;
+        CommandResult c = Cli(alice, {"incidents", "-o", "json"});
+        if (c.exit_code != 0 || !ParseJson(c.stdout_text, &r) || r.incidents().empty()) {
+          return false;
+        }
+        incident = r.incidents(0).id();
+        v1::GetIncidentResponse shown;
+        if (!ParseJson(Cli(alice, {"incident", "show", incident, "-o", "json"}).stdout_text,
+                       &shown) ||
+            shown.suggestions().empty() || !shown.suggestions(0).missing().empty()) {
+          return false;
+        }
+        suggestion = shown.suggestions(0);
+        return true;
+      },
+      absl::Seconds(30)))
+      << controller_->Output();
+  EXPECT_EQ(suggestion.params().at("pid"), absl::StrCat(blocker)) << suggestion.evidence();
+  EXPECT_NE(suggestion.params().at("pid"), absl::StrCat(waiter));
+  EXPECT_TRUE(absl::StrContains(suggestion.evidence(), absl::StrCat("blocked_pid=", waiter)))
+      << suggestion.evidence();
+  CommandResult text = Cli(alice, {"incident", "show", incident});
+  EXPECT_TRUE(absl::StrContains(text.stdout_text, "Suggested fixes:")) << text.stdout_text;
+  EXPECT_TRUE(absl::StrContains(text.stdout_text, absl::StrCat("pid=", blocker)))
+      << text.stdout_text;
+
+  CommandResult mixed = Cli(alice, {"action", "propose", incident, "--suggestion", "1",
+                                    "--agent", "db-1"});
+  EXPECT_EQ(mixed.exit_code, 2) << mixed.output;
+  CommandResult proposed =
+      Cli(alice, {"action", "propose", incident, "--suggestion", "1", "-o", "json"});
+  ASSERT_EQ(proposed.exit_code, 0) << proposed.output;
+  v1::ActionProposal proposal;
+  ASSERT_TRUE(ParseJson(proposed.stdout_text, &proposal)) << proposed.stdout_text;
+  EXPECT_EQ(proposal.params().at("pid"), absl::StrCat(blocker));
+  EXPECT_EQ(proposal.suggested_by_rule(), "BlockedQueries");
+  EXPECT_EQ(proposal.approvals_required(), 2);
+  ASSERT_EQ(Cli(bob, {"action", "approve", proposal.id()}).exit_code, 0);
+  ASSERT_EQ(Cli(carol, {"action", "approve", proposal.id()}).exit_code, 0);
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return postgres
+                   .Psql(absl::StrCat("SELECT count(*) FROM pg_stat_activity WHERE pid = ",
+                                      blocker))
+                   .stdout_text == "0\n";
+      },
+      absl::Seconds(15)))
+      << agent.Output();
+  // The waiter got its lock and finished: it was never the one to kill.
+  EXPECT_TRUE(WaitUntil([&] { return pid_of("%waiter%") == 0; }, absl::Seconds(10)));
+
+  // One termination per host per hour: the next proposal is refused with the count and when.
+  CommandResult again = Cli(alice, {"action", "propose", incident, "--agent", "db-1", "--action",
+                                    "pg_terminate_backend", "--param", "pid=1"});
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(again.output, "ran 1 time(s) on db-1 in the last 1h (at most 1 "
+                                              "per host); it may run there again at"))
+      << again.output;
+  CommandResult by_commander = Cli(alice, {"action", "rearm", incident, "--action",
+                                           "pg_terminate_backend", "--reason", "x"});
+  EXPECT_EQ(by_commander.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(by_commander.output, "admin")) << by_commander.output;
+  CommandResult rearmed =
+      Cli(admin_, {"action", "rearm", incident, "--action", "pg_terminate_backend", "--agent",
+                   "db-1", "--reason", "a second blocker, same deploy"});
+  ASSERT_EQ(rearmed.exit_code, 0) << rearmed.output;
+  EXPECT_TRUE(absl::StrContains(rearmed.stdout_text, "re-armed on db-1 by root"))
+      << rearmed.stdout_text;
+  CommandResult after = Cli(alice, {"action", "propose", incident, "--agent", "db-1", "--action",
+                                    "pg_terminate_backend", "--param", "pid=1"});
+  EXPECT_EQ(after.exit_code, 0) << after.output;
+  v1::GetIncidentResponse shown;
+  ASSERT_TRUE(
+      ParseJson(Cli(alice, {"incident", "show", incident, "-o", "json"}).stdout_text, &shown));
+  bool on_timeline = false;
+  for (const auto& e : shown.timeline()) {
+    on_timeline = on_timeline || (e.kind() == "breaker_rearmed" && e.actor() == "root" &&
+                                  absl::StrContains(e.summary(), "same deploy"));
+  }
+  EXPECT_TRUE(on_timeline);
+  EXPECT_EQ(Cli(alice, {"audit", "verify"}).exit_code, 0);
+}
+
 // A worker under a real supervisord, restarted through the whole flow by agents whose service
 // manager is supervisorctl. A rollout in waves of one stops at the first agent that refuses.
 TEST_F(RemediationTest, RolloutInWavesStopsAtTheFirstFailureThenRestartsUnderSupervisord) {

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <google/protobuf/util/json_util.h>
+
 #include <algorithm>
 
 #include "common/clock.h"
@@ -422,6 +424,181 @@ TEST_F(RemediationManagerTest, ARestartResumesTheRolloutWithTheSameCommandIds) {
   }
   EXPECT_THAT(kinds, ::testing::Contains("action_resumed"));
   EXPECT_TRUE(store_->VerifyChain()->ok());
+}
+
+
+TEST_F(RemediationManagerTest, CircuitBreakerRefusesTheFourthRestartAndSurvivesARestart) {
+  for (int i = 0; i < 3; ++i) {
+    auto p = Propose({"w-1"}, "restart_service");
+    ASSERT_TRUE(p.ok()) << i << ": " << p.status();
+    ASSERT_TRUE(Review(p->id(), "bob").ok());
+    Answer(sent_.back(), v1::CommandResult::FINISHED, 0);
+    clock_.Advance(absl::Minutes(1));
+  }
+  auto fourth = Propose({"w-1"}, "restart_service");
+  ASSERT_TRUE(absl::IsResourceExhausted(fourth.status())) << fourth.status();
+  EXPECT_THAT(std::string(fourth.status().message()),
+              HasSubstr("restart_service ran 3 time(s) on w-1 in the last 1h (at most 3 per host, "
+                        "then a cool-down of 15m)"));
+  EXPECT_THAT(std::string(fourth.status().message()), HasSubstr("(in 57m)"));
+  // Another host is fine.
+  EXPECT_TRUE(Propose({"w-2"}, "restart_service").ok());
+
+  // The ledger is rebuilt from the store: a restarted controller refuses the same.
+  writer_->Stop();
+  remediation_.reset();
+  incidents_.reset();
+  writer_ = std::make_unique<TimelineWriter>(faults_.get(), &clock_);
+  incidents_ = std::make_unique<IncidentManager>(
+      writer_.get(), &clock_, [](const std::string&, const v1::CollectDiagnostics&) { return true; },
+      IncidentManager::Options{});
+  ASSERT_TRUE(incidents_->Start().ok());
+  auto signer = CommandSigner::LoadOrCreate(dir_.File("k.key"), dir_.File("k.pub"));
+  ASSERT_TRUE(signer.ok());
+  remediation_ = std::make_unique<RemediationManager>(
+      writer_.get(), incidents_.get(), &clock_, Policy(), std::move(*signer),
+      [this](const std::string&, v1::Command command) {
+        sent_.push_back(command);
+        return true;
+      },
+      [](const std::string&) -> std::optional<std::vector<std::string>> {
+        return std::vector<std::string>{"restart_service"};
+      });
+  ASSERT_TRUE(remediation_->Start().ok());
+  writer_->Start();
+  EXPECT_TRUE(absl::IsResourceExhausted(Propose({"w-1"}, "restart_service").status()));
+
+  // An admin re-arms it for w-1, with a reason, on the timeline.
+  v1::RearmBreakerRequest rearm;
+  rearm.set_incident_id("INC-0001");
+  rearm.set_action("restart_service");
+  rearm.add_agents("w-1");
+  absl::StatusOr<v1::RearmBreakerResponse> refused = absl::UnknownError("not called");
+  remediation_->Rearm(rearm, Caller{"root", Role::kAdmin},
+                      [&](absl::StatusOr<v1::RearmBreakerResponse> r) { refused = r; });
+  incidents_->Flush();
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("needs a reason"));
+  rearm.set_reason("worker leak fixed in 2.4.1, restarts are expected");
+  absl::StatusOr<v1::RearmBreakerResponse> done = absl::UnknownError("not called");
+  remediation_->Rearm(rearm, Caller{"root", Role::kAdmin},
+                      [&](absl::StatusOr<v1::RearmBreakerResponse> r) { done = r; });
+  incidents_->Flush();
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_THAT(done->summary(), HasSubstr("re-armed on w-1 by root: worker leak fixed"));
+  auto after = Propose({"w-1"}, "restart_service");
+  EXPECT_TRUE(after.ok()) << after.status();
+  auto events = *store_->ListIncidentEventsOfKind("INC-0001", "breaker_rearmed", 10);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].actor(), "root");
+  EXPECT_TRUE(store_->VerifyChain()->ok());
+}
+
+TEST_F(RemediationManagerTest, TheLastApprovalIsCheckedAgainstRunsSinceTheProposal) {
+  // Two proposals of a 3-per-host action, made while nothing ran; between them they would make
+  // the fourth run.
+  std::vector<std::string> ids;
+  for (int i = 0; i < 2; ++i) {
+    auto p = Propose({"w-1"}, "restart_service");
+    ASSERT_TRUE(p.ok());
+    ids.push_back(p->id());
+  }
+  auto first = Propose({"w-1"}, "restart_service");
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(Review(first->id(), "bob").ok());
+  ASSERT_TRUE(Review(ids[0], "bob").ok());
+  ASSERT_EQ(sent_.size(), 2u);
+  Answer(sent_[0], v1::CommandResult::FINISHED, 0);
+  // Not finished yet: still counted, it may be running.
+  ASSERT_TRUE(Review(ids[1], "bob").ok()) << "the third run fits";
+  ASSERT_EQ(sent_.size(), 3u);
+  auto late = Propose({"w-1"}, "restart_service");
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(Stored(ids[1]).state(), v1::DISPATCHING);
+}
+
+TEST_F(RemediationManagerTest, ASuggestionIsProposedAsFilledAndOnlyAsRead) {
+  RuleFile file = ParseRules(R"(rules:
+  - alert: HighCPU
+    expr: host_cpu_usage_ratio > 0.9
+    diagnostics: [top_processes]
+    suggest:
+      - {action: restart_service, params: {unit: "{top_processes_cpu.unit}"}}
+)",
+                             "r.yaml");
+  ASSERT_TRUE(file.errors.empty()) << file.errors[0];
+  SuggestionBook book;
+  book.Set(file.rules);
+  remediation_->UseSuggestions(&book);
+  auto propose = [&](int n, const std::string& fingerprint) {
+    v1::ProposeActionRequest request;
+    request.set_incident_id("INC-0001");
+    request.set_suggestion(n);
+    request.set_suggestion_fingerprint(fingerprint);
+    absl::StatusOr<v1::ActionProposal> result = absl::UnknownError("not called");
+    remediation_->Propose(request, Caller{"alice", Role::kCommander},
+                          [&](absl::StatusOr<v1::ActionProposal> r) { result = r; });
+    incidents_->Flush();
+    return result;
+  };
+  // Nothing collected yet: it cannot be proposed, and says why.
+  auto early = propose(1, "");
+  EXPECT_THAT(std::string(early.status().message()),
+              HasSubstr("cannot be proposed yet: no top_processes_cpu table from w-1 yet"));
+  EXPECT_THAT(std::string(propose(2, "").status().message()), HasSubstr("no suggestion 2"));
+
+  auto diagnostics = [&](const std::string& unit) {
+    v1::Diagnostics d;
+    v1::DiagnosticTable* t = d.add_tables();
+    t->set_name("top_processes_cpu");
+    t->add_columns("pid");
+    t->add_columns("unit");
+    v1::DiagnosticRow* row = t->add_rows();
+    row->add_cells("77");
+    row->add_cells(unit);
+    std::string json;
+    (void)google::protobuf::util::MessageToJsonString(d, &json);
+    writer_->Submit([&, json](Transaction& txn) {
+      return incidents_->Record(txn, "INC-0001", "diagnostics", "w-1", "diagnostics from w-1",
+                                json);
+    });
+    incidents_->Flush();
+  };
+  diagnostics("worker@1.service");
+  auto suggestions = LoadSuggestions(*store_, "INC-0001", *book.Get(), nullptr);
+  ASSERT_TRUE(suggestions.ok());
+  ASSERT_EQ(suggestions->size(), 1u);
+  const std::string read = (*suggestions)[0].fingerprint();
+  // The diagnostics change between reading and proposing: refused, naming what it is now.
+  diagnostics("worker@2.service");
+  auto stale = propose(1, read);
+  EXPECT_TRUE(absl::IsFailedPrecondition(stale.status()));
+  EXPECT_THAT(std::string(stale.status().message()),
+              HasSubstr("changed since it was read (it is now restart_service unit=worker@2.service"));
+  auto now = LoadSuggestions(*store_, "INC-0001", *book.Get(), nullptr);
+  auto p = propose(1, (*now)[0].fingerprint());
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->action(), "restart_service");
+  EXPECT_EQ(p->params().at("unit"), "worker@2.service");
+  EXPECT_EQ(p->suggested_by_rule(), "HighCPU");
+  EXPECT_THAT(p->suggestion_evidence(), HasSubstr("top_processes_cpu row 1"));
+  auto proposed = *store_->ListIncidentEventsOfKind("INC-0001", "action_proposed", 1);
+  ASSERT_EQ(proposed.size(), 1u);
+  EXPECT_THAT(proposed[0].summary(), HasSubstr("suggested by rule HighCPU: unit = worker@2.service"));
+  // The approval flow is unchanged: one approval by someone else sends it.
+  ASSERT_TRUE(Review(p->id(), "bob").ok());
+  ASSERT_EQ(sent_.size(), 1u);
+  EXPECT_EQ(sent_[0].params().at("unit"), "worker@2.service");
+
+  // Agents, action or params beside a suggestion are refused.
+  v1::ProposeActionRequest mixed;
+  mixed.set_incident_id("INC-0001");
+  mixed.set_suggestion(1);
+  mixed.add_agents("w-2");
+  absl::StatusOr<v1::ActionProposal> result = absl::UnknownError("not called");
+  remediation_->Propose(mixed, Caller{"alice", Role::kCommander},
+                        [&](absl::StatusOr<v1::ActionProposal> r) { result = r; });
+  incidents_->Flush();
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("give none of them"));
 }
 
 }  // namespace
