@@ -143,20 +143,13 @@ void AppLogCollector::Observe(absl::Time now, const std::string& file, absl::str
     buckets_.push_back(Bucket{minute, {}});
   }
   ++buckets_.back().counts[module];
-  // The last lines; the file name points at the options' copy, which outlives them.
-  const std::string* file_name = &file;
-  for (const File& f : files_) {
-    if (f.path == file) {
-      file_name = &f.path;
-    }
-  }
   if (options_.last_errors > 0) {
     if (kept_.size() >= options_.last_errors) {
       kept_.pop_front();
     }
     // Cut before redaction so the kept memory is bounded; redaction runs when the table is
     // read. A cut secret keeps only its prefix, which redaction still masks.
-    kept_.push_back(Kept{now, file_name, module,
+    kept_.push_back(Kept{now, file, module,
                          std::string(line.substr(0, options_.max_line_chars * 2))});
   }
 }
@@ -223,7 +216,7 @@ std::vector<v1::DiagnosticTable> AppLogCollector::Diagnose(absl::Time now,
       for (auto it = kept_.rbegin(); it != kept_.rend(); ++it) {
         auto* row = t.add_rows();
         row->add_cells(absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", it->time, absl::UTCTimeZone()));
-        row->add_cells(ValidUtf8(*it->file));
+        row->add_cells(ValidUtf8(it->file));
         row->add_cells(it->module);
         std::string text = Redact(it->line);
         if (text.size() > options_.max_line_chars) {

@@ -94,7 +94,7 @@ class AppLogCollector final : public Collector {
   };
   struct Kept {
     absl::Time time;
-    const std::string* file;
+    std::string file;
     std::string module;
     std::string line;  // cut to max_line_chars, not yet redacted
   };

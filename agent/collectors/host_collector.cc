@@ -63,7 +63,7 @@ void HostCollector::Collect(absl::Time now, Collection& out) {
   } else {
     ok = false;
   }
-  if (!ReadMemory(out)) {
+  if (!ReadMemory(out, /*with_swap=*/true)) {
     ok = false;
   }
   ReadLoad(out);
@@ -85,7 +85,7 @@ void HostCollector::Collect(absl::Time now, Collection& out) {
   out.Gauge("host_up", ok ? 1 : 0);
 }
 
-bool HostCollector::ReadMemory(Collection& out) {
+bool HostCollector::ReadMemory(Collection& out, bool with_swap) {
   auto text = ReadFile(options_.proc_root + "/meminfo");
   if (!text) {
     return false;
@@ -95,7 +95,9 @@ bool HostCollector::ReadMemory(Collection& out) {
     return false;
   }
   out.Gauge("host_memory_used_ratio", mem->UsedRatio());
-  out.Gauge("host_swap_used_ratio", mem->SwapUsedRatio());
+  if (with_swap) {
+    out.Gauge("host_swap_used_ratio", mem->SwapUsedRatio());
+  }
   return true;
 }
 
@@ -149,7 +151,7 @@ void HostCollector::Sense(absl::Time now, const std::vector<std::string>& names,
       }
       KeepCpuReading(now, *cpu);
     } else if (name == "host_memory_used_ratio") {
-      ReadMemory(out);
+      ReadMemory(out, /*with_swap=*/false);  // only what was asked for
     } else if (name == "host_load1") {
       ReadLoad(out);
     } else if (name == "host_disk_used_ratio") {

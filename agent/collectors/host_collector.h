@@ -64,7 +64,7 @@ class HostCollector final : public Collector {
   };
   void ScanProcesses(absl::Time now);
   // Each appends its gauge(s); false when the source could not be read.
-  bool ReadMemory(Collection& out);
+  bool ReadMemory(Collection& out, bool with_swap);
   void ReadLoad(Collection& out);
   bool ReadDisk(const std::string& mount, Collection& out);
   // The unit column for `pid` (see HostCollectorOptions::unit_source); "" when unknown.
