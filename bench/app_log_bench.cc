@@ -22,8 +22,8 @@ std::vector<std::string> Lines() {
   for (int i = 0; i < 1024; ++i) {
     const bool error = i % 20 == 0;
     lines.push_back(absl::StrCat("2026-11-30 10:00:", i % 60, ",", 100 + i % 900, " ",
-                                 error ? "ERROR" : "INFO", " [", kModules[i % 5], "] request ",
-                                 i, " took ", i % 300, " ms user_id=", 1000 + i,
+                                 error ? "ERROR" : "INFO", " [", kModules[i % 5], "] request ", i,
+                                 " took ", i % 300, " ms user_id=", 1000 + i,
                                  error ? " Exception: timeout talking to upstream" : ""));
   }
   return lines;

@@ -60,9 +60,9 @@ absl::StatusOr<AppLogMatcher> AppLogMatcher::Compile(const std::vector<AppLogPat
     } else if (!p.module_name.empty()) {
       auto it = names.find(p.module_name);
       if (it == names.end()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            where, ": the regex has no group named '", p.module_name, "' (write (?P<",
-            p.module_name, ">...))"));
+        return absl::InvalidArgumentError(absl::StrCat(where, ": the regex has no group named '",
+                                                       p.module_name, "' (write (?P<",
+                                                       p.module_name, ">...))"));
       }
       c.group = it->second;
     } else if (auto it = names.find("module"); it != names.end()) {
@@ -108,10 +108,9 @@ std::string AppLogModuleLabel(absl::string_view captured) {
 AppLogCollector::AppLogCollector(AppLogCollectorOptions options, AppLogMatcher matcher)
     : options_(std::move(options)), matcher_(std::move(matcher)) {
   for (const std::string& path : options_.files) {
-    files_.push_back(File{path,
-                          std::make_unique<LogTailer>(path, options_.from_start,
-                                                      options_.max_line_bytes),
-                          std::make_unique<UpState>(absl::StrCat("application log ", path))});
+    files_.push_back(
+        File{path, std::make_unique<LogTailer>(path, options_.from_start, options_.max_line_bytes),
+             std::make_unique<UpState>(absl::StrCat("application log ", path))});
   }
 }
 
@@ -149,14 +148,14 @@ void AppLogCollector::Observe(absl::Time now, const std::string& file, absl::str
     }
     // Cut before redaction so the kept memory is bounded; redaction runs when the table is
     // read. A cut secret keeps only its prefix, which redaction still masks.
-    kept_.push_back(Kept{now, file, module,
-                         std::string(line.substr(0, options_.max_line_chars * 2))});
+    kept_.push_back(
+        Kept{now, file, module, std::string(line.substr(0, options_.max_line_chars * 2))});
   }
 }
 
 void AppLogCollector::ExpireBuckets(absl::Time now) {
-  while (!buckets_.empty() && buckets_.front().start + absl::Minutes(1) <=
-                                  now - options_.top_window) {
+  while (!buckets_.empty() &&
+         buckets_.front().start + absl::Minutes(1) <= now - options_.top_window) {
     buckets_.pop_front();
   }
 }
@@ -164,9 +163,9 @@ void AppLogCollector::ExpireBuckets(absl::Time now) {
 void AppLogCollector::Poll(absl::Time now, bool* all_up) {
   for (File& f : files_) {
     const std::string& path = f.path;
-    absl::Status s = f.tailer->Poll(
-        [this, now, &path](absl::string_view line) { Observe(now, path, line); },
-        options_.max_bytes_per_round);
+    absl::Status s =
+        f.tailer->Poll([this, now, &path](absl::string_view line) { Observe(now, path, line); },
+                       options_.max_bytes_per_round);
     if (!s.ok()) {
       f.up->Down(s.message());
       if (all_up != nullptr) {
@@ -279,8 +278,8 @@ absl::StatusOr<AppLogPattern> ReadPattern(const YAML::Node& node, absl::string_v
     int group = 0;
     if (absl::SimpleAtoi(m.Scalar(), &group)) {
       if (group < 1 || group > 100) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            YamlWhere(file, m), ": ", where, ".module group number must be 1 to 100"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(YamlWhere(file, m), ": ", where, ".module group number must be 1 to 100"));
       }
       p.module_group = group;
     } else {
@@ -294,10 +293,10 @@ absl::StatusOr<AppLogPattern> ReadPattern(const YAML::Node& node, absl::string_v
 
 absl::StatusOr<std::unique_ptr<Collector>> NewAppLogCollector(const YAML::Node& config,
                                                               absl::string_view file) {
-  RETURN_IF_ERROR(YamlCheckKeys(config, file, "collectors.app_log",
-                                {"files", "patterns", "max_modules", "last_errors",
-                                 "max_line_chars", "max_line_bytes", "max_bytes_per_round",
-                                 "top_window"}));
+  RETURN_IF_ERROR(
+      YamlCheckKeys(config, file, "collectors.app_log",
+                    {"files", "patterns", "max_modules", "last_errors", "max_line_chars",
+                     "max_line_bytes", "max_bytes_per_round", "top_window"}));
   AppLogCollectorOptions options;
   ASSIGN_OR_RETURN(options.files, YamlStringList(config, "files", file));
   if (options.files.empty() || options.files.size() > kMaxFiles) {
@@ -330,8 +329,9 @@ absl::StatusOr<std::unique_ptr<Collector>> NewAppLogCollector(const YAML::Node& 
       options.patterns.push_back(std::move(p));
     }
   }
-  ASSIGN_OR_RETURN(int64_t max_modules, YamlInt(config, "max_modules", file,
-                                                static_cast<int64_t>(options.max_modules), 1, 1000));
+  ASSIGN_OR_RETURN(
+      int64_t max_modules,
+      YamlInt(config, "max_modules", file, static_cast<int64_t>(options.max_modules), 1, 1000));
   options.max_modules = static_cast<size_t>(max_modules);
   // The controller takes cells up to 4 KiB and messages up to 2 MiB: 200 lines of 4000
   // characters fit.
@@ -346,22 +346,22 @@ absl::StatusOr<std::unique_ptr<Collector>> NewAppLogCollector(const YAML::Node& 
                    YamlInt(config, "max_line_bytes", file,
                            static_cast<int64_t>(options.max_line_bytes), 256, 1 << 20));
   options.max_line_bytes = static_cast<size_t>(line_bytes);
-  ASSIGN_OR_RETURN(int64_t round_bytes,
-                   YamlInt(config, "max_bytes_per_round", file,
-                           static_cast<int64_t>(options.max_bytes_per_round), 4096,
-                           int64_t{1} << 30));
+  ASSIGN_OR_RETURN(int64_t round_bytes, YamlInt(config, "max_bytes_per_round", file,
+                                                static_cast<int64_t>(options.max_bytes_per_round),
+                                                4096, int64_t{1} << 30));
   options.max_bytes_per_round = static_cast<uint64_t>(round_bytes);
   ASSIGN_OR_RETURN(options.top_window,
                    YamlDuration(config, "top_window", file, options.top_window));
   if (options.top_window < absl::Minutes(1) || options.top_window > absl::Hours(24)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        YamlWhere(file, config["top_window"]), ": collectors.app_log.top_window must be 1m to 24h"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(YamlWhere(file, config["top_window"]),
+                     ": collectors.app_log.top_window must be 1m to 24h"));
   }
   absl::StatusOr<AppLogMatcher> matcher = AppLogMatcher::Compile(options.patterns);
   if (!matcher.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, patterns.IsDefined() ? patterns : config),
-                                                   ": collectors.app_log.",
-                                                   matcher.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(YamlWhere(file, patterns.IsDefined() ? patterns : config),
+                     ": collectors.app_log.", matcher.status().message()));
   }
   return std::make_unique<AppLogCollector>(std::move(options), std::move(*matcher));
 }

@@ -34,10 +34,10 @@ struct AppLogPattern {
 struct AppLogCollectorOptions {
   std::vector<std::string> files;
   std::vector<AppLogPattern> patterns;
-  size_t max_modules = 50;               // distinct modules; the rest count as "other"
-  size_t last_errors = 50;               // lines kept for app_log_last_errors (at most 200)
-  size_t max_line_chars = 500;           // of each kept line, after redaction (at most 4000)
-  size_t max_line_bytes = 16 * 1024;     // longer lines are skipped and counted by the tailer
+  size_t max_modules = 50;                 // distinct modules; the rest count as "other"
+  size_t last_errors = 50;                 // lines kept for app_log_last_errors (at most 200)
+  size_t max_line_chars = 500;             // of each kept line, after redaction (at most 4000)
+  size_t max_line_bytes = 16 * 1024;       // longer lines are skipped and counted by the tailer
   uint64_t max_bytes_per_round = 4 << 20;  // per file; the rest is read in the next rounds
   absl::Duration top_window = absl::Minutes(10);
   bool from_start = false;  // tests: read what is already in the files

@@ -43,8 +43,7 @@ class Walk {
       return 0;
     }
     uint64_t bytes = static_cast<uint64_t>(st.st_blocks) * 512;
-    if (!S_ISDIR(st.st_mode) && st.st_nlink > 1 &&
-        !linked_.insert({st.st_dev, st.st_ino}).second) {
+    if (!S_ISDIR(st.st_mode) && st.st_nlink > 1 && !linked_.insert({st.st_dev, st.st_ino}).second) {
       bytes = 0;  // a hard link to a file already counted
     }
     if (!S_ISDIR(st.st_mode)) {
@@ -56,9 +55,8 @@ class Walk {
     }
     const int fd =
         openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
-    const int dir_fd = fd >= 0 ? fd
-                               : openat(parent_fd, name,
-                                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    const int dir_fd =
+        fd >= 0 ? fd : openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (dir_fd < 0) {
       ++result_.unreadable;
       return bytes;

@@ -31,9 +31,9 @@ struct DiskUsage {
   std::vector<DiskUsageEntry> entries;  // biggest first
   uint64_t total_bytes = 0;
   uint64_t visited = 0;
-  bool cut = false;      // a bound stopped the walk: sizes are lower bounds
-  std::string cut_why;   // "100000 entries", "2s", "depth 64"
-  uint64_t unreadable = 0;  // folders or files that could not be opened or stat'ed
+  bool cut = false;               // a bound stopped the walk: sizes are lower bounds
+  std::string cut_why;            // "100000 entries", "2s", "depth 64"
+  uint64_t unreadable = 0;        // folders or files that could not be opened or stat'ed
   uint64_t other_filesystem = 0;  // mount points skipped
 };
 

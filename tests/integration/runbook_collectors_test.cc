@@ -34,7 +34,7 @@ class AppLogRotationTest : public ::testing::Test {
         YAML::Load(absl::StrCat("{files: ['", log_,
                                 "'], patterns: ['ERROR \\[(?P<module>[^\\]]+)\\]', "
                                 "'Traceback|Exception']}")),
-            "agent.yaml");
+        "agent.yaml");
     ASSERT_TRUE(made.ok()) << made.status();
     collector_ = std::move(*made);
     Round();  // opens the file at its end
@@ -216,17 +216,16 @@ TEST(SupervisorUnits, TopProcessesNameTheProgramOfChildrenAndGrandchildren) {
   const std::string socket = dir.File("supervisor.sock");
   // The program's shell and its own child (a grandchild of supervisord) both hold 32 MiB.
   const std::string hog = "python3 -c 'import time; x = b\\\"x\\\" * (32 << 20); time.sleep(60)'";
-  testing::WriteFile(conf, absl::StrCat(
-                               "[unix_http_server]\nfile=", socket,
-                               "\n\n[supervisord]\nnodaemon=true\nlogfile=",
-                               dir.File("supervisord.log"), "\npidfile=", dir.File("supervisord.pid"),
-                               "\nchildlogdir=", dir.path(),
-                               "\n\n[rpcinterface:supervisor]\n"
-                               "supervisor.rpcinterface_factory = "
-                               "supervisor.rpcinterface:make_main_rpcinterface\n\n"
-                               "[supervisorctl]\nserverurl=unix://",
-                               socket, "\n\n[program:memhog]\ncommand=sh -c \"", hog, " & ", hog,
-                               "; wait\"\nstartsecs=1\nstopasgroup=true\nkillasgroup=true\n"));
+  testing::WriteFile(
+      conf, absl::StrCat("[unix_http_server]\nfile=", socket,
+                         "\n\n[supervisord]\nnodaemon=true\nlogfile=", dir.File("supervisord.log"),
+                         "\npidfile=", dir.File("supervisord.pid"), "\nchildlogdir=", dir.path(),
+                         "\n\n[rpcinterface:supervisor]\n"
+                         "supervisor.rpcinterface_factory = "
+                         "supervisor.rpcinterface:make_main_rpcinterface\n\n"
+                         "[supervisorctl]\nserverurl=unix://",
+                         socket, "\n\n[program:memhog]\ncommand=sh -c \"", hog, " & ", hog,
+                         "; wait\"\nstartsecs=1\nstopasgroup=true\nkillasgroup=true\n"));
   testing::Subprocess supervisord({"supervisord", "-n", "-c", conf}, {},
                                   dir.File("supervisord.out"));
   int pid = 0;
@@ -237,8 +236,8 @@ TEST(SupervisorUnits, TopProcessesNameTheProgramOfChildrenAndGrandchildren) {
       },
       absl::Seconds(30), absl::Milliseconds(200)))
       << ReadFileOrEmpty(dir.File("supervisord.log"));
-  auto made = NewHostCollector(YAML::Load("{unit_source: supervisor, top_processes: 1000}"),
-                               "agent.yaml");
+  auto made =
+      NewHostCollector(YAML::Load("{unit_source: supervisor, top_processes: 1000}"), "agent.yaml");
   ASSERT_TRUE(made.ok()) << made.status();
   std::map<std::string, std::string> unit_by_pid;
   int pythons = 0;

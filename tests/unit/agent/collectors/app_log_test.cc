@@ -1,8 +1,6 @@
 // The app_log collector: its patterns and module groups, per-module rates with a bounded label
 // set, the redacted last lines, the top modules over a window, its config checks, and the
 // tailer's per-round byte bound.
-#include "agent/collectors/app_log_collector.h"
-
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
 
@@ -11,6 +9,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "agent/collectors/app_log_collector.h"
 #include "agent/collectors/utf8.h"
 
 namespace vigil::agent {
@@ -176,6 +175,18 @@ TEST(AppLogCollector, TopModulesOverTheWindow) {
   EXPECT_EQ(tables[0].rows_size(), 0);
 }
 
+TEST(AppLogCollector, IsABuiltinCollector) {
+  CollectorRegistry registry;
+  RegisterBuiltinCollectors(registry);
+  const CollectorFactory* factory = registry.Find("app_log");
+  ASSERT_NE(factory, nullptr);
+  auto made = (*factory)(YAML::Load("{files: [/var/log/app.log]}"), "agent.yaml");
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_EQ((*made)->name(), "app_log");
+  EXPECT_EQ((*made)->DiagnosticNames(),
+            (std::vector<std::string>{"app_log_last_errors", "app_log_top_modules"}));
+}
+
 TEST(AppLogCollector, ConfigErrorsNameTheKeyAndLine) {
   auto make = [](const std::string& yaml) {
     return NewAppLogCollector(YAML::Load(yaml), "agent.yaml");
@@ -246,7 +257,8 @@ TEST_F(AppLogFileTest, RenamedFileIsFinishedBeforeTheNewOneEvenOverSeveralRounds
 
 TEST_F(AppLogFileTest, CollectorReadsTheFileEndToEnd) {
   auto made = NewAppLogCollector(
-      YAML::Load(absl::StrCat("{files: ['", log_, "'], patterns: ['ERROR \\[(?P<module>\\w+)\\]']}")),
+      YAML::Load(
+          absl::StrCat("{files: ['", log_, "'], patterns: ['ERROR \\[(?P<module>\\w+)\\]']}")),
       "agent.yaml");
   ASSERT_TRUE(made.ok()) << made.status();
   Collector& c = **made;

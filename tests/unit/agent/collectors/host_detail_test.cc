@@ -25,8 +25,9 @@ TEST(SystemdUnitFromCgroup, V2ServicesNestedAndTemplates) {
   // A unit's own sub-cgroups (delegation, e.g. a worker group) belong to the unit.
   EXPECT_EQ(SystemdUnitFromCgroup("0::/system.slice/azalscore.service/workers/w1\n"),
             "azalscore.service");
-  EXPECT_EQ(SystemdUnitFromCgroup("0::/system.slice/system-azalscore.slice/azalscore@worker1.service"),
-            "azalscore@worker1.service");
+  EXPECT_EQ(
+      SystemdUnitFromCgroup("0::/system.slice/system-azalscore.slice/azalscore@worker1.service"),
+      "azalscore@worker1.service");
   EXPECT_EQ(SystemdUnitFromCgroup("0::/system.slice/system-getty.slice/getty@tty1.service\n"),
             "getty@tty1.service");
   EXPECT_EQ(SystemdUnitFromCgroup("0::/app.slice/api.service\n"), "api.service");
@@ -66,9 +67,10 @@ TEST(SystemdUnitFromCgroup, V1PrefersTheSystemdHierarchy) {
 
 TEST(SupervisorProgramFromEnviron, NameAndGroup) {
   using namespace std::string_literals;
-  EXPECT_EQ(SupervisorProgramFromEnviron(
-                "PATH=/bin\0SUPERVISOR_ENABLED=1\0SUPERVISOR_PROCESS_NAME=api\0SUPERVISOR_GROUP_NAME=api\0"s),
-            "api");
+  EXPECT_EQ(
+      SupervisorProgramFromEnviron(
+          "PATH=/bin\0SUPERVISOR_ENABLED=1\0SUPERVISOR_PROCESS_NAME=api\0SUPERVISOR_GROUP_NAME=api\0"s),
+      "api");
   EXPECT_EQ(SupervisorProgramFromEnviron(
                 "SUPERVISOR_GROUP_NAME=workers\0SUPERVISOR_PROCESS_NAME=worker_01\0"s),
             "workers:worker_01");
@@ -132,9 +134,8 @@ class FakeProcTest : public ::testing::Test {
     testing::WriteFile(dir_.File("proc/100/cgroup"), "0::/system.slice/nginx.service\n");
     testing::WriteFile(dir_.File("proc/200/stat"), stat(200, "gunicorn", 90000));
     testing::WriteFile(dir_.File("proc/200/cgroup"), "0::/system.slice/supervisor.service\n");
-    testing::WriteFile(
-        dir_.File("proc/200/environ"),
-        std::string("SUPERVISOR_PROCESS_NAME=api\0SUPERVISOR_GROUP_NAME=api\0", 54));
+    testing::WriteFile(dir_.File("proc/200/environ"),
+                       std::string("SUPERVISOR_PROCESS_NAME=api\0SUPERVISOR_GROUP_NAME=api\0", 54));
     testing::WriteFile(dir_.File("proc/300/stat"), stat(300, "bash", 100));  // no cgroup file
   }
   std::map<std::string, std::string> UnitsOf(const std::string& yaml) {
@@ -193,9 +194,7 @@ TEST_F(FakeProcTest, MeminfoTableAndSwapGauge) {
   EXPECT_TRUE(absl::StrContains(tables[0].error(), "meminfo")) << tables[0].error();
 }
 
-void WriteBytes(const std::string& path, size_t n) {
-  std::ofstream(path) << std::string(n, 'x');
-}
+void WriteBytes(const std::string& path, size_t n) { std::ofstream(path) << std::string(n, 'x'); }
 
 TEST(DiskUsage, BiggestEntriesFirstLikeDu) {
   testing::TempDir dir;
@@ -250,8 +249,8 @@ TEST(DiskUsage, HumanSizes) {
 
 TEST(HostCollector, DiskUsageTopThroughTheMountsRootWithACutRow) {
   testing::TempDir dir;
-  for (const char* d : {"proc", "proc/self", "root", "root/var", "root/var/log",
-                        "root/var/log/big", "root/var/backups"}) {
+  for (const char* d : {"proc", "proc/self", "root", "root/var", "root/var/log", "root/var/log/big",
+                        "root/var/backups"}) {
     ASSERT_EQ(mkdir(dir.File(d).c_str(), 0700), 0) << d;
   }
   testing::WriteFile(dir.File("proc/stat"), "cpu  1 0 1 10 0 0 0 0\n");
@@ -259,11 +258,12 @@ TEST(HostCollector, DiskUsageTopThroughTheMountsRootWithACutRow) {
   WriteBytes(dir.File("root/var/log/big/a"), 2 << 20);
   WriteBytes(dir.File("root/var/log/small"), 100);
   for (int i = 0; i < 40; ++i) WriteBytes(dir.File(absl::StrCat("root/var/backups/db", i)), 10);
-  auto made = NewHostCollector(
-      YAML::Load(absl::StrCat("{proc_root: '", dir.File("proc"), "', mounts_root: '",
-                              dir.File("root"), "', disk_usage_dirs: [/var/log, /var/backups, "
-                              "/var/missing], disk_usage_top: 1, disk_usage_max_entries: 20}")),
-      "agent.yaml");
+  auto made =
+      NewHostCollector(YAML::Load(absl::StrCat(
+                           "{proc_root: '", dir.File("proc"), "', mounts_root: '", dir.File("root"),
+                           "', disk_usage_dirs: [/var/log, /var/backups, "
+                           "/var/missing], disk_usage_top: 1, disk_usage_max_entries: 20}")),
+                       "agent.yaml");
   ASSERT_TRUE(made.ok()) << made.status();
   auto names = (*made)->DiagnosticNames();
   EXPECT_NE(std::find(names.begin(), names.end(), "disk_usage_top"), names.end());
