@@ -11,6 +11,7 @@ constexpr std::array kMetrics = {
     MetricInfo{"host_memory_used_ratio", MetricKind::kGauge, "ratio", "(MemTotal - MemAvailable) / MemTotal"},
     MetricInfo{"host_disk_used_ratio", MetricKind::kGauge, "ratio", "Used share of a real filesystem, by mount"},
     MetricInfo{"host_load1", MetricKind::kGauge, "", "1-minute load average"},
+    MetricInfo{"host_swap_used_ratio", MetricKind::kGauge, "ratio", "(SwapTotal - SwapFree) / SwapTotal; 0 without swap"},
     MetricInfo{"host_up", MetricKind::kGauge, "bool", "1 when the host collector read /proc successfully"},
     // nginx
     MetricInfo{"nginx_requests_per_second", MetricKind::kGauge, "1/s", "Requests logged per second"},
@@ -23,6 +24,7 @@ constexpr std::array kMetrics = {
     MetricInfo{"pg_connections_used_ratio", MetricKind::kGauge, "ratio", "Client connections / max_connections"},
     MetricInfo{"pg_longest_query_seconds", MetricKind::kGauge, "s", "Age of the longest running active query"},
     MetricInfo{"pg_blocked_queries", MetricKind::kGauge, "", "Backends waiting on a lock held by another"},
+    MetricInfo{"pg_connections", MetricKind::kGauge, "", "Client connections by state (active, idle, idle in transaction, ...)"},
     MetricInfo{"pg_up", MetricKind::kGauge, "bool", "1 when PostgreSQL answered"},
     // redis
     MetricInfo{"redis_ops_per_second", MetricKind::kGauge, "1/s", "instantaneous_ops_per_sec"},
@@ -30,6 +32,9 @@ constexpr std::array kMetrics = {
     MetricInfo{"redis_keyspace_hit_ratio", MetricKind::kGauge, "ratio", "hits / (hits + misses) over the interval"},
     MetricInfo{"redis_used_memory_bytes", MetricKind::kGauge, "bytes", "used_memory"},
     MetricInfo{"redis_up", MetricKind::kGauge, "bool", "1 when Redis answered"},
+    // app_log
+    MetricInfo{"app_log_errors_per_second", MetricKind::kGauge, "1/s", "Application log lines matching an error pattern, by module"},
+    MetricInfo{"app_log_up", MetricKind::kGauge, "bool", "1 when every configured application log is readable"},
 };
 
 }  // namespace

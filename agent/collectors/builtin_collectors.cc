@@ -1,5 +1,6 @@
 // The one explicit table of collectors the agent knows.
 #include "agent/collector.h"
+#include "agent/collectors/app_log_collector.h"
 #include "agent/collectors/host_collector.h"
 #include "agent/collectors/nginx_collector.h"
 #include "agent/collectors/postgres_collector.h"
@@ -8,6 +9,7 @@
 namespace vigil::agent {
 
 void RegisterBuiltinCollectors(CollectorRegistry& registry) {
+  registry.Register("app_log", NewAppLogCollector);
   registry.Register("host", NewHostCollector);
   registry.Register("nginx", NewNginxCollector);
   registry.Register("postgres", NewPostgresCollector);

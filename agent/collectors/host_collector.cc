@@ -13,7 +13,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "agent/collectors/utf8.h"
 #include "common/yaml_util.h"
 
 namespace vigil::agent {
@@ -61,7 +63,7 @@ void HostCollector::Collect(absl::Time now, Collection& out) {
   } else {
     ok = false;
   }
-  if (!ReadMemory(out)) {
+  if (!ReadMemory(out, /*with_swap=*/true)) {
     ok = false;
   }
   ReadLoad(out);
@@ -83,7 +85,7 @@ void HostCollector::Collect(absl::Time now, Collection& out) {
   out.Gauge("host_up", ok ? 1 : 0);
 }
 
-bool HostCollector::ReadMemory(Collection& out) {
+bool HostCollector::ReadMemory(Collection& out, bool with_swap) {
   auto text = ReadFile(options_.proc_root + "/meminfo");
   if (!text) {
     return false;
@@ -93,6 +95,9 @@ bool HostCollector::ReadMemory(Collection& out) {
     return false;
   }
   out.Gauge("host_memory_used_ratio", mem->UsedRatio());
+  if (with_swap) {
+    out.Gauge("host_swap_used_ratio", mem->SwapUsedRatio());
+  }
   return true;
 }
 
@@ -146,7 +151,7 @@ void HostCollector::Sense(absl::Time now, const std::vector<std::string>& names,
       }
       KeepCpuReading(now, *cpu);
     } else if (name == "host_memory_used_ratio") {
-      ReadMemory(out);
+      ReadMemory(out, /*with_swap=*/false);  // only what was asked for
     } else if (name == "host_load1") {
       ReadLoad(out);
     } else if (name == "host_disk_used_ratio") {
@@ -195,7 +200,105 @@ void HostCollector::ScanProcesses(absl::Time now) {
 }
 
 std::vector<std::string> HostCollector::DiagnosticNames() const {
-  return {"top_processes_cpu", "top_processes_memory"};
+  std::vector<std::string> names = {"top_processes_cpu", "top_processes_memory", "meminfo"};
+  if (!options_.disk_usage_dirs.empty()) {
+    names.push_back("disk_usage_top");
+  }
+  return names;
+}
+
+std::string HostCollector::UnitOf(int pid) const {
+  switch (options_.unit_source) {
+    case HostCollectorOptions::UnitSource::kSystemd:
+      if (auto text = ReadFile(absl::StrCat(options_.proc_root, "/", pid, "/cgroup"))) {
+        return SystemdUnitFromCgroup(text->substr(0, 64 * 1024));
+      }
+      return "";
+    case HostCollectorOptions::UnitSource::kSupervisor:
+      if (auto text = ReadFile(absl::StrCat(options_.proc_root, "/", pid, "/environ"))) {
+        return SupervisorProgramFromEnviron(text->substr(0, 256 * 1024));
+      }
+      return "";
+    case HostCollectorOptions::UnitSource::kNone:
+      return "";
+  }
+  return "";
+}
+
+v1::DiagnosticTable HostCollector::MeminfoTable(absl::Time now) const {
+  v1::DiagnosticTable t;
+  t.set_name("meminfo");
+  t.set_collected_unix_ms(absl::ToUnixMillis(now));
+  for (const char* c : {"field", "value", "unit", "human"}) {
+    t.add_columns(c);
+  }
+  auto text = ReadFile(options_.proc_root + "/meminfo");
+  if (!text) {
+    t.set_error(absl::StrCat(options_.proc_root, "/meminfo: not readable"));
+    return t;
+  }
+  for (const MeminfoField& f : ParseMeminfoFields(*text)) {
+    auto* row = t.add_rows();
+    row->add_cells(f.name);
+    row->add_cells(absl::StrCat(f.value));
+    row->add_cells(f.kb ? "kB" : "");
+    row->add_cells(f.kb ? HumanBytes(f.value * 1024) : absl::StrCat(f.value));
+  }
+  if (t.rows_size() == 0) {
+    t.set_error(absl::StrCat(options_.proc_root, "/meminfo: no field parsed"));
+  }
+  return t;
+}
+
+v1::DiagnosticTable HostCollector::DiskUsageTable(absl::Time now) const {
+  v1::DiagnosticTable t;
+  t.set_name("disk_usage_top");
+  t.set_collected_unix_ms(absl::ToUnixMillis(now));
+  for (const char* c : {"path", "bytes", "human", "entries", "note"}) {
+    t.add_columns(c);
+  }
+  std::vector<std::string> errors;
+  for (const std::string& dir : options_.disk_usage_dirs) {
+    absl::StatusOr<DiskUsage> usage =
+        MeasureDiskUsage(options_.mounts_root + dir, options_.disk_usage_limits);
+    if (!usage.ok()) {
+      errors.push_back(absl::StrCat(dir, ": ", usage.status().message()));
+      continue;
+    }
+    const std::string prefix = dir == "/" ? "/" : dir + "/";
+    for (size_t i = 0; i < usage->entries.size() && i < static_cast<size_t>(options_.disk_usage_top);
+         ++i) {
+      const DiskUsageEntry& e = usage->entries[i];
+      auto* row = t.add_rows();
+      row->add_cells(ValidUtf8(absl::StrCat(prefix, e.name, e.directory ? "/" : "")));
+      row->add_cells(absl::StrCat(e.bytes));
+      row->add_cells(HumanBytes(e.bytes));
+      row->add_cells(absl::StrCat(e.entries));
+      row->add_cells("");
+    }
+    // One summary row per folder: its total, and whether the bound cut the walk short.
+    auto* total = t.add_rows();
+    total->add_cells(ValidUtf8(dir));
+    total->add_cells(absl::StrCat(usage->total_bytes));
+    total->add_cells(HumanBytes(usage->total_bytes));
+    total->add_cells(absl::StrCat(usage->visited));
+    std::string note = "total";
+    if (usage->cut) {
+      absl::StrAppend(&note, "; walk cut short at ", usage->cut_why,
+                      ": sizes are lower bounds");
+    }
+    if (usage->unreadable > 0) {
+      absl::StrAppend(&note, "; ", usage->unreadable, " unreadable");
+    }
+    if (usage->other_filesystem > 0) {
+      absl::StrAppend(&note, "; ", usage->other_filesystem, " mount point(s) not entered");
+    }
+    total->add_cells(note);
+  }
+  if (!errors.empty()) {
+    t.set_error(absl::StrJoin(errors, "; "));
+  }
+  return t;
 }
 
 std::vector<v1::DiagnosticTable> HostCollector::Diagnose(absl::Time now,
@@ -207,18 +310,19 @@ std::vector<v1::DiagnosticTable> HostCollector::Diagnose(absl::Time now,
     v1::DiagnosticTable t;
     t.set_name(std::string(name));
     t.set_collected_unix_ms(absl::ToUnixMillis(now));
-    for (const char* c : {"pid", "command", "state", "cpu_percent", "rss_mb"}) {
+    for (const char* c : {"pid", "command", "state", "cpu_percent", "rss_mb", "unit"}) {
       t.add_columns(c);
     }
     for (size_t i = 0; i < sorted.size() && i < static_cast<size_t>(options_.top_processes); ++i) {
       const ProcessSample& p = sorted[i];
       auto* row = t.add_rows();
       row->add_cells(absl::StrCat(p.stat.pid));
-      row->add_cells(p.stat.comm);
+      row->add_cells(ValidUtf8(p.stat.comm));
       row->add_cells(std::string(1, p.stat.state));
       row->add_cells(absl::StrFormat("%.1f", p.cpu_ratio * 100));
       row->add_cells(absl::StrFormat(
           "%.1f", static_cast<double>(p.stat.rss_pages * page_size_) / (1024.0 * 1024.0)));
+      row->add_cells(UnitOf(p.stat.pid));  // read now: only the listed processes pay for it
     }
     tables.push_back(std::move(t));
   };
@@ -231,6 +335,10 @@ std::vector<v1::DiagnosticTable> HostCollector::Diagnose(absl::Time now,
       make(n, [](const ProcessSample& a, const ProcessSample& b) {
         return a.stat.rss_pages > b.stat.rss_pages;
       });
+    } else if (n == "meminfo") {
+      tables.push_back(MeminfoTable(now));
+    } else if (n == "disk_usage_top" && !options_.disk_usage_dirs.empty()) {
+      tables.push_back(DiskUsageTable(now));
     }
   }
   return tables;
@@ -240,7 +348,9 @@ absl::StatusOr<std::unique_ptr<Collector>> NewHostCollector(const YAML::Node& co
                                                             absl::string_view file) {
   HostCollectorOptions options;
   if (absl::Status s = YamlCheckKeys(config, file, "collectors.host",
-                                     {"proc_root", "mounts_root", "top_processes"});
+                                     {"proc_root", "mounts_root", "top_processes", "unit_source",
+                                      "disk_usage_dirs", "disk_usage_top",
+                                      "disk_usage_max_entries", "disk_usage_max_time"});
       !s.ok()) {
     return s;
   }
@@ -274,6 +384,61 @@ absl::StatusOr<std::unique_ptr<Collector>> NewHostCollector(const YAML::Node& co
                                                    "1000"));
   }
   options.top_processes = static_cast<int>(*top);
+  auto source = YamlString(config, "unit_source", file, false, "systemd");
+  if (!source.ok()) {
+    return source.status();
+  }
+  if (*source == "systemd") {
+    options.unit_source = HostCollectorOptions::UnitSource::kSystemd;
+  } else if (*source == "supervisor") {
+    options.unit_source = HostCollectorOptions::UnitSource::kSupervisor;
+  } else if (*source == "none") {
+    options.unit_source = HostCollectorOptions::UnitSource::kNone;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat(YamlWhere(file, config["unit_source"]), ": collectors.host.unit_source '",
+                     *source, "' must be systemd, supervisor or none"));
+  }
+  auto dirs = YamlStringList(config, "disk_usage_dirs", file);
+  if (!dirs.ok()) {
+    return dirs.status();
+  }
+  // At most 8 folders x (100 entries + a total row): within the controller's 1,000 rows a table.
+  if (dirs->size() > 8) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        YamlWhere(file, config["disk_usage_dirs"]), ": collectors.host.disk_usage_dirs: at most 8"));
+  }
+  for (const std::string& d : *dirs) {
+    if (d.empty() || d.front() != '/') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          YamlWhere(file, config["disk_usage_dirs"]), ": collectors.host.disk_usage_dirs: '", d,
+          "' must be an absolute path"));
+    }
+  }
+  options.disk_usage_dirs = std::move(*dirs);
+  auto du_top = YamlInt(config, "disk_usage_top", file, options.disk_usage_top, 1, 100);
+  if (!du_top.ok()) {
+    return du_top.status();
+  }
+  options.disk_usage_top = static_cast<int>(*du_top);
+  auto du_entries =
+      YamlInt(config, "disk_usage_max_entries", file,
+              static_cast<int64_t>(options.disk_usage_limits.max_entries), 1, 10'000'000);
+  if (!du_entries.ok()) {
+    return du_entries.status();
+  }
+  options.disk_usage_limits.max_entries = static_cast<uint64_t>(*du_entries);
+  auto du_time = YamlDuration(config, "disk_usage_max_time", file,
+                              options.disk_usage_limits.max_time);
+  if (!du_time.ok()) {
+    return du_time.status();
+  }
+  if (*du_time < absl::Milliseconds(10) || *du_time > absl::Seconds(60)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(YamlWhere(file, config["disk_usage_max_time"]),
+                     ": collectors.host.disk_usage_max_time must be 10ms to 60s"));
+  }
+  options.disk_usage_limits.max_time = *du_time;
   return std::make_unique<HostCollector>(std::move(options));
 }
 

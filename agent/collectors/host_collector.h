@@ -13,6 +13,7 @@
 #include <string>
 
 #include "agent/collector.h"
+#include "agent/collectors/disk_usage.h"
 #include "agent/collectors/proc_parsers.h"
 
 namespace vigil::agent {
@@ -25,6 +26,17 @@ struct HostCollectorOptions {
   // labelled with the host's mount point.
   std::string mounts_root;
   int top_processes = 10;
+  // What the top_processes tables' `unit` column names, for restart_service: the systemd unit
+  // from /proc/PID/cgroup (kSystemd), the supervisor program from the SUPERVISOR_* variables
+  // supervisord puts in its children's /proc/PID/environ (kSupervisor; readable by root or the
+  // process's owner, else empty), or nothing (kNone).
+  enum class UnitSource { kSystemd, kSupervisor, kNone };
+  UnitSource unit_source = UnitSource::kSystemd;
+  // disk_usage_top: the folders whose entries are measured (the host's paths; read under
+  // mounts_root), how many of the biggest are listed per folder, and the walk's bounds.
+  std::vector<std::string> disk_usage_dirs;
+  int disk_usage_top = 10;
+  DiskUsageLimits disk_usage_limits;
 };
 
 class HostCollector final : public Collector {
@@ -52,9 +64,13 @@ class HostCollector final : public Collector {
   };
   void ScanProcesses(absl::Time now);
   // Each appends its gauge(s); false when the source could not be read.
-  bool ReadMemory(Collection& out);
+  bool ReadMemory(Collection& out, bool with_swap);
   void ReadLoad(Collection& out);
   bool ReadDisk(const std::string& mount, Collection& out);
+  // The unit column for `pid` (see HostCollectorOptions::unit_source); "" when unknown.
+  std::string UnitOf(int pid) const;
+  v1::DiagnosticTable MeminfoTable(absl::Time now) const;
+  v1::DiagnosticTable DiskUsageTable(absl::Time now) const;
 
   HostCollectorOptions options_;
   std::optional<CpuTimes> last_cpu_;

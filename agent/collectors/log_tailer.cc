@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -40,13 +41,18 @@ absl::Status LogTailer::Open(bool at_end) {
   return absl::OkStatus();
 }
 
-void LogTailer::Drain(const std::function<void(absl::string_view)>& line) {
+bool LogTailer::Drain(const std::function<void(absl::string_view)>& line, uint64_t& budget) {
   char buffer[64 * 1024];
   while (true) {
-    ssize_t n = pread(fd_, buffer, sizeof(buffer), offset_);
-    if (n <= 0) {
-      return;
+    if (budget == 0) {
+      return false;
     }
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(sizeof(buffer), budget));
+    ssize_t n = pread(fd_, buffer, want, offset_);
+    if (n <= 0) {
+      return true;
+    }
+    budget -= static_cast<uint64_t>(n);
     offset_ += n;
     absl::string_view chunk(buffer, static_cast<size_t>(n));
     while (!chunk.empty()) {
@@ -87,7 +93,17 @@ void LogTailer::Drain(const std::function<void(absl::string_view)>& line) {
   }
 }
 
-absl::Status LogTailer::Poll(const std::function<void(absl::string_view)>& line) {
+uint64_t LogTailer::BacklogBytes() const {
+  struct stat st;
+  if (fd_ < 0 || fstat(fd_, &st) != 0 || st.st_size <= offset_) {
+    return 0;
+  }
+  return static_cast<uint64_t>(st.st_size - offset_);
+}
+
+absl::Status LogTailer::Poll(const std::function<void(absl::string_view)>& line,
+                             uint64_t max_bytes) {
+  uint64_t budget = max_bytes;
   if (fd_ < 0) {
     // The first open starts at the end (old lines are history); a file that appears later, or
     // reappears after rotation, is new and read from its start.
@@ -103,18 +119,22 @@ absl::Status LogTailer::Poll(const std::function<void(absl::string_view)>& line)
     offset_ = 0;
     partial_.clear();
   }
-  Drain(line);
+  if (!Drain(line, budget)) {
+    return absl::OkStatus();  // the budget is spent: the rest, and any rotation, next time
+  }
   struct stat by_name;
   if (stat(path_.c_str(), &by_name) != 0) {
     return absl::OkStatus();  // renamed away, new one not created yet: keep the old one open
   }
   if (by_name.st_dev != dev_ || by_name.st_ino != ino_) {
     // rename-and-create: the old file is finished (drained above); follow the new one from 0.
-    Drain(line);
+    if (!Drain(line, budget)) {
+      return absl::OkStatus();
+    }
     if (absl::Status s = Open(false); !s.ok()) {
       return s;
     }
-    Drain(line);
+    Drain(line, budget);
   }
   return absl::OkStatus();
 }

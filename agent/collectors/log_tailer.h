@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -24,13 +25,20 @@ class LogTailer {
 
   // Calls `line` for every complete line appended since the last call (without '\n' or '\r').
   // An error means the file is not readable now (it will be tried again next time).
-  absl::Status Poll(const std::function<void(absl::string_view)>& line);
+  // At most `max_bytes` are read per call; the rest waits for the next call (a rotated file is
+  // left only once it has been read to its end).
+  absl::Status Poll(const std::function<void(absl::string_view)>& line,
+                    uint64_t max_bytes = UINT64_MAX);
+
+  // Bytes of the followed file not read yet (0 when none is open).
+  uint64_t BacklogBytes() const;
 
   uint64_t overlong_lines() const { return overlong_; }
 
  private:
   absl::Status Open(bool at_end);
-  void Drain(const std::function<void(absl::string_view)>& line);
+  // Reads until the end of the file or until `budget` is spent; true when the end was reached.
+  bool Drain(const std::function<void(absl::string_view)>& line, uint64_t& budget);
   void Close();
 
   const std::string path_;

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <pqxx/connection>
@@ -28,11 +29,22 @@ struct PostgresStats {
   double blocked = 0;
 };
 
+// The states pg_stat_activity reports for client backends; pg_connections{state} is sent for
+// each (zeros included, so an alert on one resolves), plus "unknown" for a NULL or new state.
+inline constexpr const char* kPgConnectionStates[] = {
+    "active", "idle", "idle in transaction", "idle in transaction (aborted)",
+    "fastpath function call", "disabled", "unknown"};
+
+// Parses "state=count,state=count" (the per-state column of the round's query) into counts for
+// each of kPgConnectionStates; anything else counts as "unknown". Pure.
+std::map<std::string, double> ParsePgStateCounts(absl::string_view text);
+
 struct PostgresCollectorOptions {
   std::string dsn;
   absl::Duration query_timeout = absl::Seconds(2);
   int max_query_text = 200;
   int max_rows = 20;
+  int top_statements = 10;  // rows of pg_top_statements
 };
 
 // The DSN the collector connects with: the user's plus application_name, connect_timeout and a
@@ -47,7 +59,8 @@ class PostgresCollector final : public Collector {
   absl::string_view name() const override { return "postgres"; }
   void Collect(absl::Time now, Collection& out) override;
   std::vector<std::string> DiagnosticNames() const override {
-    return {"pg_active_queries", "pg_lock_waits"};
+    return {"pg_active_queries", "pg_lock_waits", "pg_connections_by_state",
+            "pg_top_statements"};
   }
   std::vector<v1::DiagnosticTable> Diagnose(absl::Time now,
                                             const std::vector<std::string>& names) override;
@@ -59,6 +72,8 @@ class PostgresCollector final : public Collector {
   void WatchdogLoop();
   // Closes the connection and forgets its backend pid.
   void Disconnect();
+  // pg_top_statements: pg_stat_statements by mean time, or an error saying why not.
+  void TopStatements(absl::Time now, v1::DiagnosticTable& table);
 
   const PostgresCollectorOptions options_;
   std::unique_ptr<pqxx::connection> connection_;

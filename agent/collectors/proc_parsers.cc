@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -47,7 +48,8 @@ double CpuUsageRatio(const CpuTimes& before, const CpuTimes& after) {
 }
 
 absl::StatusOr<MemInfo> ParseMeminfo(absl::string_view text) {
-  uint64_t total = 0, available = 0, free = 0, buffers = 0, cached = 0;
+  uint64_t total = 0, available = 0, free = 0, buffers = 0, cached = 0, swap_total = 0,
+           swap_free = 0;
   bool has_total = false, has_available = false;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     std::vector<absl::string_view> f = Fields(line);
@@ -70,6 +72,10 @@ absl::StatusOr<MemInfo> ParseMeminfo(absl::string_view text) {
       buffers = value;
     } else if (f[0] == "Cached:") {
       cached = value;
+    } else if (f[0] == "SwapTotal:") {
+      swap_total = value;
+    } else if (f[0] == "SwapFree:") {
+      swap_free = value;
     }
   }
   if (!has_total || total == 0) {
@@ -78,7 +84,35 @@ absl::StatusOr<MemInfo> ParseMeminfo(absl::string_view text) {
   if (!has_available) {
     available = free + buffers + cached;
   }
-  return MemInfo{total, available};
+  return MemInfo{total, available, swap_total, swap_free};
+}
+
+std::vector<MeminfoField> ParseMeminfoFields(absl::string_view text) {
+  std::vector<MeminfoField> out;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (out.size() >= kMaxMeminfoFields) {
+      break;
+    }
+    const size_t colon = line.find(':');
+    if (colon == absl::string_view::npos || colon == 0 || colon > 64) {
+      continue;
+    }
+    std::vector<absl::string_view> f = Fields(line.substr(colon + 1));
+    MeminfoField field;
+    if (f.empty() || f.size() > 2 || !absl::SimpleAtoi(f[0], &field.value)) {
+      continue;
+    }
+    if (f.size() == 2 && f[1] != "kB") {
+      continue;
+    }
+    field.kb = f.size() == 2;
+    field.name = std::string(absl::StripAsciiWhitespace(line.substr(0, colon)));
+    if (field.name.empty()) {
+      continue;
+    }
+    out.push_back(std::move(field));
+  }
+  return out;
 }
 
 absl::StatusOr<double> ParseLoadavg1(absl::string_view text) {
@@ -156,6 +190,85 @@ absl::StatusOr<ProcStat> ParseProcPidStat(absl::string_view text) {
     return absl::InvalidArgumentError("stat: bad utime/stime/rss");
   }
   return st;
+}
+
+}  // namespace vigil::agent
+
+namespace vigil::agent {
+
+std::string SystemdUnitFromCgroup(absl::string_view text) {
+  // v1: "ID:controllers:path", the systemd hierarchy named "name=systemd"; v2: "0::path".
+  absl::string_view chosen;
+  int rank = 0;  // 3: name=systemd (v1), 2: the v2 line, 1: any other
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    const size_t first = line.find(':');
+    if (first == absl::string_view::npos) {
+      continue;
+    }
+    const size_t second = line.find(':', first + 1);
+    if (second == absl::string_view::npos) {
+      continue;
+    }
+    const absl::string_view controllers = line.substr(first + 1, second - first - 1);
+    const absl::string_view path = absl::StripTrailingAsciiWhitespace(line.substr(second + 1));
+    const int r = controllers == "name=systemd" ? 3
+                  : (line.substr(0, first) == "0" && controllers.empty()) ? 2
+                                                                          : 1;
+    if (r > rank) {
+      rank = r;
+      chosen = path;
+    }
+  }
+  std::string unit;
+  for (absl::string_view part : absl::StrSplit(chosen, '/', absl::SkipEmpty())) {
+    if (absl::StartsWith(part, "user@") && absl::EndsWith(part, ".service")) {
+      return "";  // a user's own manager: its units are not system units
+    }
+    if (absl::EndsWith(part, ".scope") || part == "kubepods.slice" ||
+        absl::StartsWith(part, "kubepods")) {
+      return "";
+    }
+    if (absl::EndsWith(part, ".service") && part.size() > 8 && part.size() <= 256) {
+      unit = std::string(part);
+    }
+  }
+  // A unit name is printable ASCII (systemd escapes the rest as \xNN).
+  for (char c : unit) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f) {
+      return "";
+    }
+  }
+  return unit;
+}
+
+std::string SupervisorProgramFromEnviron(absl::string_view environ) {
+  absl::string_view name, group;
+  bool has_name = false, has_group = false;
+  for (absl::string_view var : absl::StrSplit(environ, '\0')) {
+    if (absl::ConsumePrefix(&var, "SUPERVISOR_PROCESS_NAME=")) {
+      name = var;
+      has_name = true;
+    } else if (absl::ConsumePrefix(&var, "SUPERVISOR_GROUP_NAME=")) {
+      group = var;
+      has_group = true;
+    }
+  }
+  if (!has_name || name.empty() || name.size() > 128 || group.size() > 128) {
+    return "";
+  }
+  for (absl::string_view s : {name, group}) {
+    for (char c : s) {
+      const auto u = static_cast<unsigned char>(c);
+      if (u <= 0x20 || u >= 0x7f || c == ':') {
+        return "";
+      }
+    }
+  }
+  if (!has_group || group.empty() || group == name) {
+    return std::string(name);
+  }
+  return absl::StrCat(group, ":", name);
 }
 
 }  // namespace vigil::agent

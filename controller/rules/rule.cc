@@ -683,14 +683,14 @@ const std::string& DefaultRulesYaml() {
     severity: SEV2
     summary: More than 5 % of API responses are 5xx
     runbook: high-error-rate
-    diagnostics: [nginx_slow_endpoints, top_processes, pg_active_queries]
+    diagnostics: [nginx_slow_endpoints, top_processes, pg_active_queries, app_log_last_errors, app_log_top_modules]
   - alert: HighMemoryUsage
     expr: host_memory_used_ratio > 0.85
     for: 5m
     severity: SEV2
     summary: Memory above 85 %
     runbook: high-memory-usage
-    diagnostics: [top_processes]
+    diagnostics: [top_processes, meminfo]
     suggest:
       - {action: restart_service, params: {unit: "{top_processes_memory.unit}"}}
   - alert: DiskSpaceWarning
@@ -719,14 +719,14 @@ const std::string& DefaultRulesYaml() {
     severity: SEV2
     summary: PostgreSQL connections above 95 % of max_connections
     runbook: db-connections
-    diagnostics: [pg_active_queries, pg_lock_waits]
+    diagnostics: [pg_active_queries, pg_lock_waits, pg_connections_by_state]
   - alert: SlowQueries
     expr: pg_longest_query_seconds > 30
     for: 1m
     severity: SEV3
     summary: A PostgreSQL query has been running for more than 30 s
     runbook: slow-queries
-    diagnostics: [pg_active_queries, pg_lock_waits, top_processes]
+    diagnostics: [pg_active_queries, pg_lock_waits, top_processes, pg_top_statements]
     suggest:
       - {action: pg_terminate_backend, params: {pid: "{pg_lock_waits.blocking_pid}"}}
       - {action: pg_cancel_backend, params: {pid: "{pg_active_queries.pid}"}}
@@ -753,6 +753,13 @@ const std::string& DefaultRulesYaml() {
     summary: Fleet-wide API throughput below 100 req/s
     runbook: low-throughput
     diagnostics: [nginx_slow_endpoints]
+  - alert: AppLogErrorBurst
+    expr: app_log_errors_per_second > 1
+    for: 5m
+    severity: SEV3
+    summary: The application logs more than one error per second in one module
+    runbook: high-error-rate
+    diagnostics: [app_log_last_errors, app_log_top_modules, nginx_slow_endpoints]
 )yaml");
   return *kRules;
 }

@@ -22,6 +22,8 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 max_connections = 50
+# pg_top_statements reads pg_stat_statements (Debian's postgresql ships it; tests create it).
+shared_preload_libraries = 'pg_stat_statements'
 CONF
   # Roles and the tables tests use are created once the server accepts connections.
   ( for _ in $(seq 1 100); do
