@@ -1,6 +1,7 @@
 #include "agent/actions/pg_maintenance.h"
 
 #include <algorithm>
+#include <utility>
 #include <optional>
 #include <pqxx/pqxx>
 
@@ -26,6 +27,8 @@ namespace {
 // NAMEDATALEN - 1: longer names would be truncated by the server, silently.
 constexpr size_t kMaxIdentifier = 63;
 constexpr size_t kDefaultMaxColumns = 4;
+// Dropping the invalid index a failed build left behind, after the action's own timeout.
+constexpr absl::Duration kCleanupTimeout = absl::Seconds(5);
 
 enum class Kind { kVacuumAnalyze, kReindex, kCreateIndex };
 
@@ -70,6 +73,26 @@ std::string OneLine(absl::string_view text) {
 bool SystemSchema(absl::string_view schema) {
   return schema == "information_schema" || absl::StartsWith(schema, "pg_");
 }
+
+// Keeps the server's notices of one statement: VACUUM only warns ("skipping ...") when it may not
+// touch a table, and a warning must not pass for success.
+class NoticeCollector final : public pqxx::errorhandler {
+ public:
+  explicit NoticeCollector(pqxx::connection_base& connection) : pqxx::errorhandler(connection) {}
+  bool operator()(const char message[]) noexcept override {
+    try {
+      if (notices_.size() < 20) {
+        notices_.push_back(OneLine(message));
+      }
+    } catch (...) {
+    }
+    return false;
+  }
+  std::vector<std::string> Take() { return std::exchange(notices_, {}); }
+
+ private:
+  std::vector<std::string> notices_;
+};
 
 // One relation found in the catalog.
 struct Relation {
@@ -138,7 +161,7 @@ class PgMaintenance final : public Action {
             Reindex(tx, params, steps);
             break;
           case Kind::kCreateIndex:
-            CreateIndex(tx, params, steps, watchdog);
+            CreateIndex(tx, params, steps, watchdog, timeout);
             break;
         }
       } catch (const std::exception& e) {
@@ -209,12 +232,28 @@ class PgMaintenance final : public Action {
     return absl::StrCat(tx.quote_name(r.schema), ".", tx.quote_name(r.name));
   }
 
+  // Runs `sql`; a WARNING from the server is a failure (e.g. VACUUM skipping a table it may not
+  // touch), other notices go to the output.
   void Exec(pqxx::nontransaction& tx, const std::string& sql, StepRunner& steps) {
+    // The server cancels the statement itself a little before the action's deadline, so that a
+    // cancelled CREATE INDEX leaves the connection usable and the watchdog is only a last resort.
+    const int64_t left_ms = absl::ToInt64Milliseconds(steps.remaining());
+    const int64_t statement_ms = std::max<int64_t>(1, left_ms - std::max<int64_t>(200, left_ms / 10));
+    tx.exec(absl::StrCat("SET statement_timeout = ", statement_ms));
     steps.Note(absl::StrCat("> ", sql));
     const absl::Time start = absl::Now();
+    NoticeCollector notices(tx.conn());
     tx.exec(sql);
-    steps.Note(absl::StrCat("done in ", absl::FormatDuration(absl::Trunc(absl::Now() - start,
-                                                                         absl::Milliseconds(1)))));
+    for (const std::string& notice : notices.Take()) {
+      steps.Note(notice);
+      if (absl::StartsWith(notice, "WARNING")) {
+        steps.Fail(absl::StrCat(sql, ": ", notice));
+      }
+    }
+    if (!steps.failed()) {
+      steps.Note(absl::StrCat("done in ", absl::FormatDuration(absl::Trunc(
+                                              absl::Now() - start, absl::Milliseconds(1)))));
+    }
   }
 
   void VacuumAnalyze(pqxx::nontransaction& tx, const ActionParams& params, StepRunner& steps) {
@@ -262,7 +301,7 @@ class PgMaintenance final : public Action {
   }
 
   void CreateIndex(pqxx::nontransaction& tx, const ActionParams& params, StepRunner& steps,
-                   PgSocketWatchdog& watchdog) {
+                   PgSocketWatchdog& watchdog, absl::Duration timeout) {
     const std::string& text = params.at("table");
     std::optional<Relation> table = Find(tx, "table", text, "rm", "a table", steps);
     if (!table || !TableAllowed(*table, "table", text, steps)) {
@@ -300,20 +339,36 @@ class PgMaintenance final : public Action {
     try {
       Exec(tx, sql, steps);
     } catch (const std::exception& e) {
-      steps.Fail(OneLine(e.what()));
-      // A failed CREATE INDEX CONCURRENTLY leaves an invalid index behind: ours, so dropped.
-      if (!watchdog.fired()) {
-        try {
-          tx.exec(absl::StrCat("DROP INDEX CONCURRENTLY IF EXISTS ", Quoted(tx, index)));
-          steps.Note(absl::StrCat("dropped the invalid index ", index.Text()));
-        } catch (const std::exception& drop) {
-          steps.Note(absl::StrCat("could not drop the invalid index ", index.Text(), ": ",
-                                  OneLine(drop.what())));
-        }
-      }
+      steps.Fail(watchdog.fired() ? absl::StrCat(TimedOutAfter(timeout), " (", sql, ")")
+                                  : OneLine(e.what()),
+                 watchdog.fired() ? kExitKilled : kExitFailed);
+      DropInvalid(index, steps);
       return;
     }
     NoteValidity(tx, index, steps);
+  }
+
+  // A failed CREATE INDEX CONCURRENTLY leaves an invalid index behind: ours, so it is dropped, on
+  // a connection of its own (the action's may be the one that timed out), within kCleanupTimeout.
+  void DropInvalid(const Relation& index, StepRunner& steps) {
+    try {
+      pqxx::connection connection(ActionPostgresDsn(dsn_, kCleanupTimeout));
+      PgSocketWatchdog watchdog(connection.sock(), absl::Now() + kCleanupTimeout);
+      pqxx::nontransaction tx(connection);
+      const pqxx::result invalid = tx.exec_params(
+          "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+          "JOIN pg_namespace n ON n.oid = c.relnamespace "
+          "WHERE n.nspname = $1 AND c.relname = $2 AND NOT i.indisvalid",
+          index.schema, index.name);
+      if (invalid.empty()) {
+        return;
+      }
+      tx.exec(absl::StrCat("DROP INDEX CONCURRENTLY IF EXISTS ", Quoted(tx, index)));
+      steps.Note(absl::StrCat("dropped the invalid index ", index.Text(), " left by the failure"));
+    } catch (const std::exception& e) {
+      steps.Note(absl::StrCat("could not drop the invalid index ", index.Text(), ": ",
+                              OneLine(e.what())));
+    }
   }
 
   void NoteValidity(pqxx::nontransaction& tx, const Relation& index, StepRunner& steps) {

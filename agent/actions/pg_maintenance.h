@@ -17,9 +17,10 @@
 //     pg_create_index_concurrently: {tables: ["public.*"], max_columns: 4}
 //
 // They connect with the postgres collector's DSN (collectors.postgres.dsn), tagged
-// application_name=vigil-agent-action, with statement_timeout and a socket watchdog set from the
-// action's timeout. An index that CREATE INDEX CONCURRENTLY leaves invalid (it failed or timed
-// out) is dropped again. Used by the command executor's thread only.
+// application_name=vigil-agent-action, with statement_timeout (what is left of the action's
+// timeout, less a margin) and a socket watchdog at its deadline. An index that CREATE INDEX
+// CONCURRENTLY leaves invalid (it failed or timed out) is dropped again, on a connection of its
+// own bounded by 5 s. Used by the command executor's thread only.
 #pragma once
 
 #include <yaml-cpp/yaml.h>
