@@ -30,8 +30,8 @@ constexpr std::array kRedisFlushdb = {
     ParamSpec{"db", ParamType::kInteger, true, "", "database number"}};
 constexpr std::array kJournalVacuum = {
     ParamSpec{"older_than", ParamType::kDuration, true, "", "journal files older than, e.g. 7d"}};
-constexpr std::array kPgVacuumAnalyze = {ParamSpec{
-    "table", ParamType::kString, false, "", "[schema.]table (default: the whole database)"}};
+constexpr std::array kPgVacuumAnalyze = {ParamSpec{"table", ParamType::kString, false, "",
+                                                   "[schema.]table (default: the whole database)"}};
 constexpr std::array kPgReindex = {
     ParamSpec{"index", ParamType::kString, true, "", "[schema.]index to rebuild"}};
 constexpr std::array kPgCreateIndex = {
@@ -66,13 +66,15 @@ constexpr std::array kActions = {
     ActionSpec{"redis_flushdb", kRedisFlushdb, 2, "empty one Redis database"},
     ActionSpec{"drop_caches", kNoParams, 1, "sync, then drop the page cache, dentries and inodes"},
     ActionSpec{"journal_vacuum", kJournalVacuum, 2, "delete archived journal files older than"},
-    ActionSpec{"pg_vacuum_analyze", kPgVacuumAnalyze, 1, "VACUUM (ANALYZE) a table or the database"},
+    ActionSpec{"pg_vacuum_analyze", kPgVacuumAnalyze, 1,
+               "VACUUM (ANALYZE) a table or the database"},
     // Two: both hold a lock on the table for their whole run (no DDL, no VACUUM meanwhile).
     ActionSpec{"pg_reindex_concurrently", kPgReindex, 2, "REINDEX INDEX CONCURRENTLY"},
     ActionSpec{"pg_create_index_concurrently", kPgCreateIndex, 2,
                "CREATE INDEX CONCURRENTLY on listed columns"},
     // Two: an eviction policy decides which keys Redis drops.
-    ActionSpec{"redis_config_set", kRedisConfigSet, 2, "CONFIG SET of a listed parameter and value"},
+    ActionSpec{"redis_config_set", kRedisConfigSet, 2,
+               "CONFIG SET of a listed parameter and value"},
     ActionSpec{"k8s_scale", kK8sScale, 1, "set a deployment's replicas (scale subresource)"},
     ActionSpec{"k8s_patch_hpa", kK8sPatchHpa, 1, "set an HPA's minReplicas and maxReplicas"},
     ActionSpec{"docker_prune", kNoParams, 2,

@@ -7,8 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -60,7 +60,8 @@ class CleanOldLogs final : public Action {
 
   absl::Status Check(const ActionParams& params) const override {
     RETURN_IF_ERROR(CheckActionParams(kName, params));
-    if (auto it = params.find("pattern"); it != params.end() && absl::StrContains(it->second, "/")) {
+    if (auto it = params.find("pattern");
+        it != params.end() && absl::StrContains(it->second, "/")) {
       return absl::InvalidArgumentError(
           absl::StrCat(kName, ": pattern '", it->second, "' must be a file name glob (no '/')"));
     }
@@ -68,15 +69,14 @@ class CleanOldLogs final : public Action {
     ASSIGN_OR_RETURN(std::string real, CheckDir(params.at("dir")));
     const AllowedDir& allowed = *Entry(real);
     if (older_than < allowed.min_age) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          kName, ": older_than ", params.at("older_than"), " is below the limit ",
-          absl::FormatDuration(allowed.min_age), " (min_age", dirs_.size() > 1 ? " of " : "",
-          dirs_.size() > 1 ? allowed.dir : "", ")"));
+      return absl::PermissionDeniedError(
+          absl::StrCat(kName, ": older_than ", params.at("older_than"), " is below the limit ",
+                       absl::FormatDuration(allowed.min_age), " (min_age",
+                       dirs_.size() > 1 ? " of " : "", dirs_.size() > 1 ? allowed.dir : "", ")"));
     }
     const std::string pattern = Pattern(params, allowed);
-    if (!allowed.patterns.empty() &&
-        std::find(allowed.patterns.begin(), allowed.patterns.end(), pattern) ==
-            allowed.patterns.end()) {
+    if (!allowed.patterns.empty() && std::find(allowed.patterns.begin(), allowed.patterns.end(),
+                                               pattern) == allowed.patterns.end()) {
       return absl::PermissionDeniedError(
           absl::StrCat(kName, ": pattern '", pattern, "' is not allowed in ", allowed.dir,
                        " (patterns: ", absl::StrJoin(allowed.patterns, ", "), ")"));
@@ -241,9 +241,8 @@ absl::StatusOr<std::unique_ptr<Action>> NewCleanOldLogsAction(const YAML::Node& 
       allowed.dir = entry.Scalar();
     } else if (entry.IsMap()) {
       // A folder with its own patterns and age, e.g. backups: {dir, patterns: ["*.sql.gz"]}.
-      RETURN_IF_ERROR(
-          YamlCheckKeys(entry, file, absl::StrCat("actions.", kName, ".dirs"),
-                        {"dir", "patterns", "min_age"}));
+      RETURN_IF_ERROR(YamlCheckKeys(entry, file, absl::StrCat("actions.", kName, ".dirs"),
+                                    {"dir", "patterns", "min_age"}));
       ActionOptions e(entry, file, absl::StrCat(kName, ".dirs"));
       ASSIGN_OR_RETURN(allowed.dir, e.String("dir", ""));
       if (allowed.dir.empty()) {

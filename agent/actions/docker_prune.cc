@@ -1,18 +1,15 @@
 #include "agent/actions/docker_prune.h"
 
-#include <google/protobuf/struct.pb.h>
-#include <google/protobuf/util/json_util.h>
 #include <sys/stat.h>
 
 #include <cerrno>
-#include <cmath>
 #include <cstring>
 #include <string>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/actions/action_util.h"
-#include "agent/actions/k8s.h"
+#include "agent/actions/api_answers.h"
 #include "common/action_schema.h"
 #include "common/http/http_client.h"
 #include "common/status.h"
@@ -48,8 +45,8 @@ class DockerPrune final : public Action {
     RETURN_IF_ERROR(CheckActionParams(kName, params));
     struct stat st;
     if (stat(socket_.c_str(), &st) != 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          kName, ": no Docker socket at ", socket_, " (socket): ", std::strerror(errno)));
+      return absl::FailedPreconditionError(absl::StrCat(kName, ": no Docker socket at ", socket_,
+                                                        " (socket): ", std::strerror(errno)));
     }
     if (!S_ISSOCK(st.st_mode)) {
       return absl::FailedPreconditionError(
@@ -118,34 +115,6 @@ class DockerPrune final : public Action {
 };
 
 }  // namespace
-
-absl::StatusOr<DockerPruned> ParseDockerPrune(absl::string_view json) {
-  google::protobuf::Struct root;
-  if (!google::protobuf::util::JsonStringToMessage(std::string(json), &root).ok()) {
-    return absl::InvalidArgumentError("the answer is not a JSON object");
-  }
-  DockerPruned out;
-  for (const auto& [key, value] : root.fields()) {
-    if (key == "SpaceReclaimed") {
-      if (value.kind_case() != google::protobuf::Value::kNumberValue ||
-          !std::isfinite(value.number_value()) || value.number_value() < 0 ||
-          value.number_value() > 9e18) {
-        return absl::InvalidArgumentError("SpaceReclaimed is not a byte count");
-      }
-      out.space_reclaimed = static_cast<int64_t>(value.number_value());
-    } else if (absl::EndsWith(key, "Deleted")) {
-      // null when nothing was deleted.
-      if (value.kind_case() == google::protobuf::Value::kNullValue) {
-        continue;
-      }
-      if (value.kind_case() != google::protobuf::Value::kListValue) {
-        return absl::InvalidArgumentError(absl::StrCat(key, " is not a list"));
-      }
-      out.deleted += value.list_value().values_size();
-    }
-  }
-  return out;
-}
 
 absl::StatusOr<std::unique_ptr<Action>> NewDockerPruneAction(const YAML::Node& options,
                                                              const ActionContext& context,

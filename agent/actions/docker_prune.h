@@ -25,17 +25,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "agent/actions/action.h"
+#include "agent/actions/api_answers.h"
 
 namespace vigil::agent {
-
-// What one prune answer says: how many objects it deleted (the length of its *Deleted list) and
-// SpaceReclaimed (0 when absent). InvalidArgument when it is not a JSON object or the fields have
-// other types.
-struct DockerPruned {
-  int64_t deleted = 0;
-  int64_t space_reclaimed = 0;
-};
-absl::StatusOr<DockerPruned> ParseDockerPrune(absl::string_view json);
 
 absl::StatusOr<std::unique_ptr<Action>> NewDockerPruneAction(const YAML::Node& options,
                                                              const ActionContext& context,

@@ -70,8 +70,9 @@ class DropCaches final : public Action {
     }
     if (!steps.failed()) {
       const std::string after = CachedMemory();
-      steps.Note(before.empty() ? "caches dropped"
-                                : absl::StrCat("page cache: ", before, " before, ", after, " after"));
+      steps.Note(before.empty()
+                     ? "caches dropped"
+                     : absl::StrCat("page cache: ", before, " before, ", after, " after"));
       spdlog::info("{}: done ({})", kName, path_);
     } else {
       spdlog::warn("{}", steps.Finish().reason);
@@ -87,8 +88,8 @@ class DropCaches final : public Action {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Action>> NewDropCachesAction(const YAML::Node& options,
-                                                           const ActionContext& context,
-                                                           absl::string_view file) {
+                                                            const ActionContext& context,
+                                                            absl::string_view file) {
   ActionOptions o(options, file, kName);
   RETURN_IF_ERROR(o.CheckKeys({"path"}));
   ASSIGN_OR_RETURN(std::string path, o.Path("path", kDefaultPath));

@@ -21,7 +21,7 @@
 namespace vigil::agent {
 
 absl::StatusOr<std::unique_ptr<Action>> NewDropCachesAction(const YAML::Node& options,
-                                                           const ActionContext& context,
-                                                           absl::string_view file);
+                                                            const ActionContext& context,
+                                                            absl::string_view file);
 
 }  // namespace vigil::agent

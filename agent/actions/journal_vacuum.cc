@@ -62,8 +62,8 @@ class JournalVacuum final : public Action {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Action>> NewJournalVacuumAction(const YAML::Node& options,
-                                                              const ActionContext& context,
-                                                              absl::string_view file) {
+                                                               const ActionContext& context,
+                                                               absl::string_view file) {
   ActionOptions o(options, file, kName);
   RETURN_IF_ERROR(o.CheckKeys({"min_age", "directory"}));
   ASSIGN_OR_RETURN(absl::Duration min_age, o.Duration("min_age", absl::Hours(24)));

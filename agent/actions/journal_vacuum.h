@@ -23,7 +23,7 @@
 namespace vigil::agent {
 
 absl::StatusOr<std::unique_ptr<Action>> NewJournalVacuumAction(const YAML::Node& options,
-                                                              const ActionContext& context,
-                                                              absl::string_view file);
+                                                               const ActionContext& context,
+                                                               absl::string_view file);
 
 }  // namespace vigil::agent

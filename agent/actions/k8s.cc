@@ -1,9 +1,5 @@
 #include "agent/actions/k8s.h"
 
-#include <google/protobuf/struct.pb.h>
-#include <google/protobuf/util/json_util.h>
-
-#include <cmath>
 #include <cstdlib>
 #include <optional>
 #include <vector>
@@ -16,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "agent/actions/action_util.h"
+#include "agent/actions/api_answers.h"
 #include "common/action_schema.h"
 #include "common/http/http_client.h"
 #include "common/status.h"
@@ -108,15 +105,14 @@ class K8sAction final : public Action {
     auto within = [&](absl::string_view param) -> absl::Status {
       int64_t n = 0;
       if (!absl::SimpleAtoi(params.at(std::string(param)), &n) || n > kMaxReplicas) {
-        return absl::InvalidArgumentError(absl::StrCat(name(), ": ", param, " '",
-                                                       params.at(std::string(param)),
-                                                       "' is not a replica count"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            name(), ": ", param, " '", params.at(std::string(param)), "' is not a replica count"));
       }
       if (n < b.min || n > b.max) {
-        return absl::PermissionDeniedError(absl::StrCat(
-            name(), ": ", param, " ", n, " is ", n < b.min ? "below" : "above", " the limit ",
-            n < b.min ? b.min : b.max, " for ", key, " (", ListKey(), ".", key, ".",
-            n < b.min ? "min" : "max", ")"));
+        return absl::PermissionDeniedError(
+            absl::StrCat(name(), ": ", param, " ", n, " is ", n < b.min ? "below" : "above",
+                         " the limit ", n < b.min ? b.min : b.max, " for ", key, " (", ListKey(),
+                         ".", key, ".", n < b.min ? "min" : "max", ")"));
       }
       return absl::OkStatus();
     };
@@ -126,8 +122,8 @@ class K8sAction final : public Action {
     RETURN_IF_ERROR(within("min"));
     RETURN_IF_ERROR(within("max"));
     if (std::stoll(params.at("min")) > std::stoll(params.at("max"))) {
-      return absl::InvalidArgumentError(absl::StrCat(name(), ": min ", params.at("min"),
-                                                     " is above max ", params.at("max")));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name(), ": min ", params.at("min"), " is above max ", params.at("max")));
     }
     return absl::OkStatus();
   }
@@ -186,8 +182,8 @@ class K8sAction final : public Action {
       const int64_t new_value = after->count(field) ? after->at(field) : fallback;
       changes.push_back(absl::StrCat(field, " ", old_value, " -> ", new_value));
       if (new_value != value) {
-        steps.Fail(absl::StrCat("the API answered ", field, " ", new_value, " after asking ",
-                                value));
+        steps.Fail(
+            absl::StrCat("the API answered ", field, " ", new_value, " after asking ", value));
       }
     }
     steps.Note(absl::StrCat(kind_ == Kind::kScale ? "deployment " : "hpa ", ns, "/", object, ": ",
@@ -279,16 +275,16 @@ absl::StatusOr<std::unique_ptr<Action>> NewK8sAction(Kind kind, const YAML::Node
   }
   ASSIGN_OR_RETURN(endpoint.api_server, o.String("api_server", from_env));
   if (endpoint.api_server.empty()) {
-    return o.Error("api_server",
-                   "is required outside a pod (KUBERNETES_SERVICE_HOST is not set)");
+    return o.Error("api_server", "is required outside a pod (KUBERNETES_SERVICE_HOST is not set)");
   }
   while (absl::EndsWith(endpoint.api_server, "/")) {
     endpoint.api_server.pop_back();
   }
   absl::StatusOr<http::ParsedUrl> url = http::ParseHttpUrl(endpoint.api_server);
   if (!url.ok() || !url->tls || url->target != "/") {
-    return o.Error("api_server", absl::StrCat("'", endpoint.api_server,
-                                              "' is not https://HOST[:PORT] (the API is TLS only)"));
+    return o.Error("api_server",
+                   absl::StrCat("'", endpoint.api_server,
+                                "' is not https://HOST[:PORT] (the API is TLS only)"));
   }
   ASSIGN_OR_RETURN(endpoint.token_file, o.Path("token_file", kDefaultTokenFile));
   ASSIGN_OR_RETURN(endpoint.ca_file, o.Path("ca_file", kDefaultCaFile));
@@ -315,13 +311,13 @@ absl::StatusOr<std::unique_ptr<Action>> NewK8sAction(Kind kind, const YAML::Node
     if (!kv.second.IsMap()) {
       return error(kv.second, "must be {min: N, max: M}");
     }
-    RETURN_IF_ERROR(YamlCheckKeys(kv.second, file, absl::StrCat(context, ".", key),
-                                  {"min", "max"}));
+    RETURN_IF_ERROR(
+        YamlCheckKeys(kv.second, file, absl::StrCat(context, ".", key), {"min", "max"}));
     Bounds b;
     for (auto [field, target] : {std::pair{"min", &b.min}, std::pair{"max", &b.max}}) {
       const YAML::Node value = kv.second[field];
-      if (!value.IsDefined() || !value.IsScalar() ||
-          !absl::SimpleAtoi(value.Scalar(), target) || *target < 0 || *target > kMaxReplicas) {
+      if (!value.IsDefined() || !value.IsScalar() || !absl::SimpleAtoi(value.Scalar(), target) ||
+          *target < 0 || *target > kMaxReplicas) {
         return error(value.IsDefined() ? value : kv.second,
                      absl::StrCat(field, " must be a replica count from 0 to ", kMaxReplicas));
       }
@@ -338,46 +334,6 @@ absl::StatusOr<std::unique_ptr<Action>> NewK8sAction(Kind kind, const YAML::Node
 }
 
 }  // namespace
-
-absl::StatusOr<std::map<std::string, int64_t>> ParseK8sSpec(
-    absl::string_view json, const std::vector<absl::string_view>& names) {
-  google::protobuf::Struct root;
-  if (!google::protobuf::util::JsonStringToMessage(std::string(json), &root).ok()) {
-    return absl::InvalidArgumentError("the answer is not a JSON object");
-  }
-  auto spec = root.fields().find("spec");
-  if (spec == root.fields().end() || !(spec->second.kind_case() == google::protobuf::Value::kStructValue)) {
-    return absl::InvalidArgumentError("the answer has no \"spec\" object");
-  }
-  std::map<std::string, int64_t> out;
-  for (absl::string_view name : names) {
-    auto field = spec->second.struct_value().fields().find(std::string(name));
-    if (field == spec->second.struct_value().fields().end()) {
-      continue;
-    }
-    if (field->second.kind_case() != google::protobuf::Value::kNumberValue) {
-      return absl::InvalidArgumentError(absl::StrCat("spec.", name, " is not a number"));
-    }
-    const double value = field->second.number_value();
-    if (!std::isfinite(value) || value != std::floor(value) || value < 0 || value > 1e9) {
-      return absl::InvalidArgumentError(absl::StrCat("spec.", name, " is not a whole number"));
-    }
-    out[std::string(name)] = static_cast<int64_t>(value);
-  }
-  return out;
-}
-
-std::string JsonErrorMessage(absl::string_view json) {
-  google::protobuf::Struct root;
-  if (!google::protobuf::util::JsonStringToMessage(std::string(json), &root).ok()) {
-    return "";
-  }
-  auto message = root.fields().find("message");
-  if (message == root.fields().end() || message->second.kind_case() != google::protobuf::Value::kStringValue) {
-    return "";
-  }
-  return std::string(Tail(message->second.string_value(), 300));
-}
 
 absl::StatusOr<std::unique_ptr<Action>> NewK8sScaleAction(const YAML::Node& options,
                                                           const ActionContext& context,

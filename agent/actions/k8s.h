@@ -36,16 +36,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "agent/actions/action.h"
+#include "agent/actions/api_answers.h"
 
 namespace vigil::agent {
-
-// The integer fields `names` of the "spec" object of a Kubernetes API answer. A missing field is
-// left out (the API omits zero values). InvalidArgument when the answer is not a JSON object
-// with a spec object, or a listed field is not a whole number.
-absl::StatusOr<std::map<std::string, int64_t>> ParseK8sSpec(
-    absl::string_view json, const std::vector<absl::string_view>& names);
-// The "message" of a JSON error answer (Kubernetes' Status, Docker's error); "" when none.
-std::string JsonErrorMessage(absl::string_view json);
 
 absl::StatusOr<std::unique_ptr<Action>> NewK8sScaleAction(const YAML::Node& options,
                                                           const ActionContext& context,

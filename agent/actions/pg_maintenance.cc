@@ -1,9 +1,9 @@
 #include "agent/actions/pg_maintenance.h"
 
 #include <algorithm>
-#include <utility>
 #include <optional>
 #include <pqxx/pqxx>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -128,9 +128,9 @@ class PgMaintenance final : public Action {
         RETURN_IF_ERROR(ParsePgColumns(params.at("columns"), name(), max_columns_).status());
         ASSIGN_OR_RETURN(PgName index, ParsePgName(params.at("name"), name(), "name"));
         if (!index.schema.empty()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              name(), ": name '", params.at("name"),
-              "' must not name a schema (the index goes into its table's schema)"));
+          return absl::InvalidArgumentError(
+              absl::StrCat(name(), ": name '", params.at("name"),
+                           "' must not name a schema (the index goes into its table's schema)"));
         }
         return absl::OkStatus();
       }
@@ -201,8 +201,8 @@ class PgMaintenance final : public Action {
     }
     Relation relation{rows[0][0].c_str(), rows[0][1].c_str(), rows[0][2].c_str()};
     if (!absl::StrContains(kinds, relation.kind)) {
-      steps.Fail(absl::StrCat(param, " '", text, "' is not ", what, " (relkind '", relation.kind,
-                              "')"));
+      steps.Fail(
+          absl::StrCat(param, " '", text, "' is not ", what, " (relkind '", relation.kind, "')"));
       return std::nullopt;
     }
     if (SystemSchema(relation.schema)) {
@@ -238,7 +238,8 @@ class PgMaintenance final : public Action {
     // The server cancels the statement itself a little before the action's deadline, so that a
     // cancelled CREATE INDEX leaves the connection usable and the watchdog is only a last resort.
     const int64_t left_ms = absl::ToInt64Milliseconds(steps.remaining());
-    const int64_t statement_ms = std::max<int64_t>(1, left_ms - std::max<int64_t>(200, left_ms / 10));
+    const int64_t statement_ms =
+        std::max<int64_t>(1, left_ms - std::max<int64_t>(200, left_ms / 10));
     tx.exec(absl::StrCat("SET statement_timeout = ", statement_ms));
     steps.Note(absl::StrCat("> ", sql));
     const absl::Time start = absl::Now();
@@ -332,10 +333,10 @@ class PgMaintenance final : public Action {
       return;
     }
     auto method = params.find("method");
-    const std::string sql = absl::StrCat(
-        "CREATE INDEX CONCURRENTLY ", tx.quote_name(index.name), " ON ", Quoted(tx, *table),
-        " USING ", method == params.end() ? "btree" : method->second, " (",
-        absl::StrJoin(quoted_columns, ", "), ")");
+    const std::string sql = absl::StrCat("CREATE INDEX CONCURRENTLY ", tx.quote_name(index.name),
+                                         " ON ", Quoted(tx, *table), " USING ",
+                                         method == params.end() ? "btree" : method->second, " (",
+                                         absl::StrJoin(quoted_columns, ", "), ")");
     try {
       Exec(tx, sql, steps);
     } catch (const std::exception& e) {
@@ -366,8 +367,8 @@ class PgMaintenance final : public Action {
       tx.exec(absl::StrCat("DROP INDEX CONCURRENTLY IF EXISTS ", Quoted(tx, index)));
       steps.Note(absl::StrCat("dropped the invalid index ", index.Text(), " left by the failure"));
     } catch (const std::exception& e) {
-      steps.Note(absl::StrCat("could not drop the invalid index ", index.Text(), ": ",
-                              OneLine(e.what())));
+      steps.Note(
+          absl::StrCat("could not drop the invalid index ", index.Text(), ": ", OneLine(e.what())));
     }
   }
 
@@ -397,8 +398,7 @@ absl::StatusOr<std::unique_ptr<Action>> NewPgMaintenance(Kind kind, const YAML::
   size_t max_columns = kDefaultMaxColumns;
   if (kind == Kind::kCreateIndex) {
     RETURN_IF_ERROR(o.CheckKeys({"tables", "max_columns"}));
-    ASSIGN_OR_RETURN(std::string text,
-                     o.String("max_columns", absl::StrCat(kDefaultMaxColumns)));
+    ASSIGN_OR_RETURN(std::string text, o.String("max_columns", absl::StrCat(kDefaultMaxColumns)));
     if (!absl::SimpleAtoi(text, &max_columns) || max_columns < 1 || max_columns > 32) {
       return o.Error("max_columns", absl::StrCat("'", text, "' is not a number from 1 to 32"));
     }
@@ -467,8 +467,9 @@ absl::StatusOr<std::unique_ptr<Action>> NewPgVacuumAnalyzeAction(const YAML::Nod
   return NewPgMaintenance(Kind::kVacuumAnalyze, options, context, file);
 }
 
-absl::StatusOr<std::unique_ptr<Action>> NewPgReindexConcurrentlyAction(
-    const YAML::Node& options, const ActionContext& context, absl::string_view file) {
+absl::StatusOr<std::unique_ptr<Action>> NewPgReindexConcurrentlyAction(const YAML::Node& options,
+                                                                       const ActionContext& context,
+                                                                       absl::string_view file) {
   return NewPgMaintenance(Kind::kReindex, options, context, file);
 }
 

@@ -51,8 +51,9 @@ absl::StatusOr<std::vector<std::string>> ParsePgColumns(absl::string_view text,
 absl::StatusOr<std::unique_ptr<Action>> NewPgVacuumAnalyzeAction(const YAML::Node& options,
                                                                  const ActionContext& context,
                                                                  absl::string_view file);
-absl::StatusOr<std::unique_ptr<Action>> NewPgReindexConcurrentlyAction(
-    const YAML::Node& options, const ActionContext& context, absl::string_view file);
+absl::StatusOr<std::unique_ptr<Action>> NewPgReindexConcurrentlyAction(const YAML::Node& options,
+                                                                       const ActionContext& context,
+                                                                       absl::string_view file);
 absl::StatusOr<std::unique_ptr<Action>> NewPgCreateIndexConcurrentlyAction(
     const YAML::Node& options, const ActionContext& context, absl::string_view file);
 

@@ -3,10 +3,10 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
-#include <optional>
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,7 +39,8 @@ struct Reply {
 
 class RedisConfigSet final : public Action {
  public:
-  RedisConfigSet(std::string host, int port, std::map<std::string, std::vector<std::string>> allowed)
+  RedisConfigSet(std::string host, int port,
+                 std::map<std::string, std::vector<std::string>> allowed)
       : host_(std::move(host)), port_(port), allowed_(std::move(allowed)) {}
 
   absl::string_view name() const override { return kName; }
@@ -101,8 +102,8 @@ class RedisConfigSet final : public Action {
   std::optional<std::string> Get(redisContext* context, const std::string& parameter,
                                  StepRunner& steps, absl::Duration timeout) {
     Reply got(redisCommand(context, "CONFIG GET %s", parameter.c_str()));
-    if (got.reply == nullptr || got.reply->type != REDIS_REPLY_ARRAY ||
-        got.reply->elements != 2 || got.reply->element[1]->type != REDIS_REPLY_STRING) {
+    if (got.reply == nullptr || got.reply->type != REDIS_REPLY_ARRAY || got.reply->elements != 2 ||
+        got.reply->element[1]->type != REDIS_REPLY_STRING) {
       Error(context, absl::StrCat("CONFIG GET ", parameter), got, steps, timeout);
       return std::nullopt;
     }
@@ -124,8 +125,8 @@ class RedisConfigSet final : public Action {
     if (!after) {
       return;
     }
-    steps.Note(absl::StrCat(parameter, ": '", *before, "' -> '", *after, "' on ", host_, ":",
-                            port_));
+    steps.Note(
+        absl::StrCat(parameter, ": '", *before, "' -> '", *after, "' on ", host_, ":", port_));
     if (*after != value) {
       steps.Fail(absl::StrCat("CONFIG GET ", parameter, " reads '", *after, "' after setting '",
                               value, "'"));
@@ -173,8 +174,8 @@ absl::StatusOr<std::unique_ptr<Action>> NewRedisConfigSetAction(const YAML::Node
                      YamlKey(kv.first, file, absl::StrCat("actions.", kName, ".parameters")));
     const std::string key = absl::StrCat("actions.", kName, ".parameters.", parameter);
     auto error = [&](absl::string_view what) {
-      return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, kv.second), ": ", key, ": ",
-                                                     what));
+      return absl::InvalidArgumentError(
+          absl::StrCat(YamlWhere(file, kv.second), ": ", key, ": ", what));
     };
     for (char c : parameter) {
       if (!absl::ascii_isalnum(c) && c != '-' && c != '_') {

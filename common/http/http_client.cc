@@ -182,7 +182,8 @@ absl::StatusOr<int> ConnectUnix(const std::string& path, absl::Time connect_dead
   if (r != 0) {
     const std::string why = ErrnoText(errno);
     close(fd);
-    return absl::UnavailableError(absl::StrCat(where, ": cannot connect to unix:", path, ": ", why));
+    return absl::UnavailableError(
+        absl::StrCat(where, ": cannot connect to unix:", path, ": ", why));
   }
   return fd;
 }
@@ -337,9 +338,9 @@ absl::StatusOr<HttpClientResponse> HttpFetch(absl::string_view method, absl::str
     return absl::InvalidArgumentError(absl::StrCat(where, ": https over a unix socket"));
   }
   const absl::Time connect_deadline = std::min(deadline, start + options.connect_timeout);
-  absl::StatusOr<int> connected =
-      options.unix_socket.empty() ? Connect(*parsed, connect_deadline, where)
-                                  : ConnectUnix(options.unix_socket, connect_deadline, where);
+  absl::StatusOr<int> connected = options.unix_socket.empty()
+                                      ? Connect(*parsed, connect_deadline, where)
+                                      : ConnectUnix(options.unix_socket, connect_deadline, where);
   if (!connected.ok()) {
     return connected.status();
   }

@@ -871,8 +871,8 @@ TEST(PgNamesTest, IdentifiersAreCheckedNeverQuotedBlindly) {
   EXPECT_EQ(name->name, "documents");
   EXPECT_EQ(ParsePgName("documents", "a", "table")->schema, "");
   EXPECT_TRUE(ParsePgName("_t1", "a", "table").ok());
-  for (const char* bad : {"", "a.b.c", "docs; DROP TABLE x", "\"docs\"", "1docs", "docs-2",
-                          "docs.", ".docs", "d\xc3\xa9j\xc3\xa0", "a b"}) {
+  for (const char* bad : {"", "a.b.c", "docs; DROP TABLE x", "\"docs\"", "1docs", "docs-2", "docs.",
+                          ".docs", "d\xc3\xa9j\xc3\xa0", "a b"}) {
     absl::Status s = ParsePgName(bad, "pg_vacuum_analyze", "table").status();
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_THAT(s.message(), HasSubstr("pg_vacuum_analyze: table '")) << bad;
@@ -911,19 +911,17 @@ TEST_F(ActionsTest, PgMaintenanceChecksParametersAndConfig) {
               HasSubstr("pg_reindex_concurrently: index 'idx; DROP TABLE x'"));
   EXPECT_THAT(reindex.Check({}).message(), HasSubstr("missing parameter 'index'"));
   EXPECT_TRUE(create.Check({{"table", "documents"}, {"columns", "a,b"}, {"name", "i"}}).ok());
-  EXPECT_THAT(
-      create.Check({{"table", "documents"}, {"columns", "a,b,c"}, {"name", "i"}}).message(),
-      HasSubstr("above the limit 2 (max_columns)"));
+  EXPECT_THAT(create.Check({{"table", "documents"}, {"columns", "a,b,c"}, {"name", "i"}}).message(),
+              HasSubstr("above the limit 2 (max_columns)"));
   EXPECT_THAT(
       create.Check({{"table", "documents"}, {"columns", "a"}, {"name", "other.i"}}).message(),
       HasSubstr("name 'other.i' must not name a schema"));
-  EXPECT_THAT(create
-                  .Check({{"table", "documents"},
-                          {"columns", "a"},
-                          {"name", "i"},
-                          {"method", "spgist; DROP"}})
-                  .message(),
-              HasSubstr("parameter 'method' = 'spgist; DROP' is not one of btree|hash|gin|gist"));
+  EXPECT_THAT(
+      create
+          .Check(
+              {{"table", "documents"}, {"columns", "a"}, {"name", "i"}, {"method", "spgist; DROP"}})
+          .message(),
+      HasSubstr("parameter 'method' = 'spgist; DROP' is not one of btree|hash|gin|gist"));
   // A refusal at Check time never connects: it fails the same way at Run.
   ActionResult r = reindex.Run({{"index", "bad name"}}, absl::Seconds(5));
   EXPECT_NE(r.exit_code, 0);
@@ -944,9 +942,9 @@ TEST_F(ActionsTest, PgMaintenanceChecksParametersAndConfig) {
 // --- redis_config_set ---------------------------------------------------------------------------
 
 TEST_F(ActionsTest, RedisConfigSetAllowsListedParametersAndValuesOnly) {
-  auto action = One(
-      "actions:\n  redis_config_set:\n    parameters:\n"
-      "      maxmemory-policy: [allkeys-lru, volatile-lru]\n");
+  auto action =
+      One("actions:\n  redis_config_set:\n    parameters:\n"
+          "      maxmemory-policy: [allkeys-lru, volatile-lru]\n");
   ASSERT_NE(action, nullptr);
   EXPECT_TRUE(action->Check({{"parameter", "maxmemory-policy"}, {"value", "allkeys-lru"}}).ok());
   absl::Status s = action->Check({{"parameter", "maxmemory-policy"}, {"value", "noeviction"}});
@@ -963,17 +961,17 @@ TEST_F(ActionsTest, RedisConfigSetAllowsListedParametersAndValuesOnly) {
 
   EXPECT_THAT(Error("actions:\n  redis_config_set: {}\n").message(),
               HasSubstr("actions.redis_config_set.parameters: is required"));
-  EXPECT_THAT(Error("actions:\n  redis_config_set:\n    parameters:\n      maxmemory: 1gb\n")
-                  .message(),
-              HasSubstr("agent.yaml:4: actions.redis_config_set.parameters.maxmemory: must be a "
-                        "non-empty list"));
+  EXPECT_THAT(
+      Error("actions:\n  redis_config_set:\n    parameters:\n      maxmemory: 1gb\n").message(),
+      HasSubstr("agent.yaml:4: actions.redis_config_set.parameters.maxmemory: must be a "
+                "non-empty list"));
   EXPECT_THAT(
       Error("actions:\n  redis_config_set:\n    parameters:\n      \"a b\": [x]\n").message(),
       HasSubstr("is not a Redis parameter name"));
   redis_address_.clear();
-  EXPECT_THAT(Error("actions:\n  redis_config_set: {parameters: {maxmemory-policy: [x]}}\n")
-                  .message(),
-              HasSubstr("needs the redis collector"));
+  EXPECT_THAT(
+      Error("actions:\n  redis_config_set: {parameters: {maxmemory-policy: [x]}}\n").message(),
+      HasSubstr("needs the redis collector"));
 }
 
 // --- Kubernetes ---------------------------------------------------------------------------------
@@ -1081,8 +1079,8 @@ TEST(K8sParseTest, SpecIntegersAndErrorMessages) {
 
 TEST_F(ActionsTest, DockerPruneRefusesWithoutItsSocket) {
   TempDir dir;
-  auto action = One(absl::StrCat("actions:\n  docker_prune: {socket: ", dir.File("docker.sock"),
-                                 "}\n"));
+  auto action =
+      One(absl::StrCat("actions:\n  docker_prune: {socket: ", dir.File("docker.sock"), "}\n"));
   ASSERT_NE(action, nullptr);
   absl::Status s = action->Check({});
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
@@ -1119,9 +1117,9 @@ TEST_F(ActionsTest, CleanOldLogsBackupsFolderHasItsOwnPatternsAndAge) {
   const std::string backups = dir.File("backups");
   std::filesystem::create_directories(logs);
   std::filesystem::create_directories(backups);
-  auto action = One(absl::StrCat("actions:\n  clean_old_logs:\n    dirs:\n      - ", logs,
-                                 "\n      - {dir: ", backups,
-                                 ", patterns: [\"*.sql.gz\"], min_age: 7d}\n"));
+  auto action =
+      One(absl::StrCat("actions:\n  clean_old_logs:\n    dirs:\n      - ", logs,
+                       "\n      - {dir: ", backups, ", patterns: [\"*.sql.gz\"], min_age: 7d}\n"));
   ASSERT_NE(action, nullptr);
   for (const char* name : {"db-1.sql.gz", "db-2.sql.gz", "notes.txt"}) {
     Write(backups + "/" + name, "x");
@@ -1137,7 +1135,8 @@ TEST_F(ActionsTest, CleanOldLogsBackupsFolderHasItsOwnPatternsAndAge) {
   s = action->Check({{"dir", backups}, {"older_than", "2d"}});
   EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(s.message(), HasSubstr(absl::StrCat("older_than 2d is below the limit 168h (min_age "
-                                                  "of ", backups, ")")));
+                                                  "of ",
+                                                  backups, ")")));
   // The plain entry keeps the global limit and any pattern.
   EXPECT_TRUE(action->Check({{"dir", logs}, {"older_than", "2h"}, {"pattern", "*"}}).ok());
 
@@ -1152,10 +1151,9 @@ TEST_F(ActionsTest, CleanOldLogsBackupsFolderHasItsOwnPatternsAndAge) {
 
   EXPECT_THAT(Error("actions:\n  clean_old_logs:\n    dirs:\n      - {patterns: [x]}\n").message(),
               HasSubstr("agent.yaml:4"));
-  EXPECT_THAT(
-      Error("actions:\n  clean_old_logs:\n    dirs:\n      - {dir: /b, patterns: [a/b]}\n")
-          .message(),
-      HasSubstr("pattern 'a/b' must be a file name glob"));
+  EXPECT_THAT(Error("actions:\n  clean_old_logs:\n    dirs:\n      - {dir: /b, patterns: [a/b]}\n")
+                  .message(),
+              HasSubstr("pattern 'a/b' must be a file name glob"));
   EXPECT_THAT(
       Error("actions:\n  clean_old_logs:\n    dirs:\n      - {dir: /b, age: 1d}\n").message(),
       HasSubstr("'age'"));

@@ -160,8 +160,8 @@ TEST(HttpClientUnixSocketTest, RequestGoesToTheSocket) {
   testing::UnixHttpServer server(dir.File("api.sock"), [](const HttpRequest& request) {
     HttpResponse response;
     response.content_type = "application/json";
-    response.body = absl::StrCat("{\"path\":\"", request.path, "\",\"query\":\"", request.query,
-                                 "\"}");
+    response.body =
+        absl::StrCat("{\"path\":\"", request.path, "\",\"query\":\"", request.query, "\"}");
     return response;
   });
   ASSERT_TRUE(server.ok());
