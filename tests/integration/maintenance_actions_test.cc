@@ -206,6 +206,13 @@ void PgMaintenanceTest::VacuumAnalyzeATableShowsInItsStatistics() {
   r = action->Run({{"table", "public.accounts"}}, absl::Seconds(30));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.reason, HasSubstr("WARNING:  skipping \"accounts\""));
+  // The whole database, as the runbook's vacuumdb does: the tables the role does not own are
+  // skipped with a warning, so the action says it could not do it all.
+  auto whole = MakePg("pg_vacuum_analyze");
+  r = whole->Run({}, absl::Seconds(30));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output_tail, HasSubstr("> VACUUM (ANALYZE)\n"));
+  EXPECT_THAT(r.reason, HasSubstr("WARNING:  skipping"));
   // Outside the allow-list, a system table, a missing one, free SQL.
   auto limited = MakePg("pg_vacuum_analyze", "{tables: [\"public.doc*\"]}");
   r = limited->Run({{"table", "accounts"}}, absl::Seconds(30));
