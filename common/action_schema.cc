@@ -28,6 +28,30 @@ constexpr std::array kCleanOldLogs = {
     ParamSpec{"older_than", ParamType::kDuration, true, "", "minimum age, e.g. 7d"}};
 constexpr std::array kRedisFlushdb = {
     ParamSpec{"db", ParamType::kInteger, true, "", "database number"}};
+constexpr std::array kJournalVacuum = {
+    ParamSpec{"older_than", ParamType::kDuration, true, "", "journal files older than, e.g. 7d"}};
+constexpr std::array kPgVacuumAnalyze = {ParamSpec{"table", ParamType::kString, false, "",
+                                                   "[schema.]table (default: the whole database)"}};
+constexpr std::array kPgReindex = {
+    ParamSpec{"index", ParamType::kString, true, "", "[schema.]index to rebuild"}};
+constexpr std::array kPgCreateIndex = {
+    ParamSpec{"table", ParamType::kString, true, "", "[schema.]table"},
+    ParamSpec{"columns", ParamType::kString, true, "", "column names, comma-separated"},
+    ParamSpec{"name", ParamType::kString, true, "", "name of the new index"},
+    ParamSpec{"method", ParamType::kEnum, false, "btree|hash|gin|gist|brin",
+              "index access method (default btree)"}};
+constexpr std::array kRedisConfigSet = {
+    ParamSpec{"parameter", ParamType::kString, true, "", "a parameter the agent lists"},
+    ParamSpec{"value", ParamType::kString, true, "", "a value the agent lists for it"}};
+constexpr std::array kK8sScale = {
+    ParamSpec{"namespace", ParamType::kString, true, "", "Kubernetes namespace"},
+    ParamSpec{"deployment", ParamType::kString, true, "", "deployment name"},
+    ParamSpec{"replicas", ParamType::kInteger, true, "", "replicas, within the agent's bounds"}};
+constexpr std::array kK8sPatchHpa = {
+    ParamSpec{"namespace", ParamType::kString, true, "", "Kubernetes namespace"},
+    ParamSpec{"hpa", ParamType::kString, true, "", "HorizontalPodAutoscaler name"},
+    ParamSpec{"min", ParamType::kInteger, true, "", "minReplicas, within the agent's bounds"},
+    ParamSpec{"max", ParamType::kInteger, true, "", "maxReplicas, within the agent's bounds"}};
 
 constexpr std::array kActions = {
     ActionSpec{"restart_service", kRestartService, 1,
@@ -40,6 +64,21 @@ constexpr std::array kActions = {
     ActionSpec{"logrotate", kLogrotate, 1, "force a logrotate run"},
     ActionSpec{"clean_old_logs", kCleanOldLogs, 1, "delete old log files in an allowed directory"},
     ActionSpec{"redis_flushdb", kRedisFlushdb, 2, "empty one Redis database"},
+    ActionSpec{"drop_caches", kNoParams, 1, "sync, then drop the page cache, dentries and inodes"},
+    ActionSpec{"journal_vacuum", kJournalVacuum, 2, "delete archived journal files older than"},
+    ActionSpec{"pg_vacuum_analyze", kPgVacuumAnalyze, 1,
+               "VACUUM (ANALYZE) a table or the database"},
+    // Two: both hold a lock on the table for their whole run (no DDL, no VACUUM meanwhile).
+    ActionSpec{"pg_reindex_concurrently", kPgReindex, 2, "REINDEX INDEX CONCURRENTLY"},
+    ActionSpec{"pg_create_index_concurrently", kPgCreateIndex, 2,
+               "CREATE INDEX CONCURRENTLY on listed columns"},
+    // Two: an eviction policy decides which keys Redis drops.
+    ActionSpec{"redis_config_set", kRedisConfigSet, 2,
+               "CONFIG SET of a listed parameter and value"},
+    ActionSpec{"k8s_scale", kK8sScale, 1, "set a deployment's replicas (scale subresource)"},
+    ActionSpec{"k8s_patch_hpa", kK8sPatchHpa, 1, "set an HPA's minReplicas and maxReplicas"},
+    ActionSpec{"docker_prune", kNoParams, 2,
+               "remove stopped containers, unused networks, images and build cache"},
 };
 
 absl::Status CheckType(absl::string_view action, const ParamSpec& spec, const std::string& value) {

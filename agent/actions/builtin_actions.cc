@@ -9,8 +9,14 @@
 #include "absl/strings/str_join.h"
 #include "agent/actions/action.h"
 #include "agent/actions/clean_old_logs.h"
+#include "agent/actions/docker_prune.h"
+#include "agent/actions/drop_caches.h"
+#include "agent/actions/journal_vacuum.h"
+#include "agent/actions/k8s.h"
 #include "agent/actions/logrotate.h"
 #include "agent/actions/pg_backend.h"
+#include "agent/actions/pg_maintenance.h"
+#include "agent/actions/redis_config_set.h"
 #include "agent/actions/redis_flushdb.h"
 #include "agent/actions/reload_nginx.h"
 #include "agent/actions/restart_service.h"
@@ -30,6 +36,15 @@ void RegisterBuiltinActions(ActionRegistry& registry) {
   registry.Register("logrotate", NewLogrotateAction);
   registry.Register("clean_old_logs", NewCleanOldLogsAction);
   registry.Register("redis_flushdb", NewRedisFlushdbAction);
+  registry.Register("drop_caches", NewDropCachesAction);
+  registry.Register("journal_vacuum", NewJournalVacuumAction);
+  registry.Register("pg_vacuum_analyze", NewPgVacuumAnalyzeAction);
+  registry.Register("pg_reindex_concurrently", NewPgReindexConcurrentlyAction);
+  registry.Register("pg_create_index_concurrently", NewPgCreateIndexConcurrentlyAction);
+  registry.Register("redis_config_set", NewRedisConfigSetAction);
+  registry.Register("k8s_scale", NewK8sScaleAction);
+  registry.Register("k8s_patch_hpa", NewK8sPatchHpaAction);
+  registry.Register("docker_prune", NewDockerPruneAction);
 }
 
 namespace {

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -43,27 +44,44 @@ bool Inside(absl::string_view path, absl::string_view dir) {
          (absl::StartsWith(path, dir) && path.size() > dir.size() && path[dir.size()] == '/');
 }
 
+// One entry of `dirs`: a directory, and for a folder such as backups, the only patterns allowed
+// in it and its own minimum age.
+struct AllowedDir {
+  std::string dir;
+  std::vector<std::string> patterns;  // empty: any file name glob
+  absl::Duration min_age;
+};
+
 class CleanOldLogs final : public Action {
  public:
-  CleanOldLogs(std::vector<std::string> dirs, absl::Duration min_age)
-      : dirs_(std::move(dirs)), min_age_(min_age) {}
+  explicit CleanOldLogs(std::vector<AllowedDir> dirs) : dirs_(std::move(dirs)) {}
 
   absl::string_view name() const override { return kName; }
 
   absl::Status Check(const ActionParams& params) const override {
     RETURN_IF_ERROR(CheckActionParams(kName, params));
-    const std::string pattern = Pattern(params);
-    if (absl::StrContains(pattern, "/")) {
+    if (auto it = params.find("pattern");
+        it != params.end() && absl::StrContains(it->second, "/")) {
       return absl::InvalidArgumentError(
-          absl::StrCat(kName, ": pattern '", pattern, "' must be a file name glob (no '/')"));
+          absl::StrCat(kName, ": pattern '", it->second, "' must be a file name glob (no '/')"));
     }
     ASSIGN_OR_RETURN(absl::Duration older_than, ParseDurationText(params.at("older_than")));
-    if (older_than < min_age_) {
+    ASSIGN_OR_RETURN(std::string real, CheckDir(params.at("dir")));
+    const AllowedDir& allowed = *Entry(real);
+    if (older_than < allowed.min_age) {
       return absl::PermissionDeniedError(
           absl::StrCat(kName, ": older_than ", params.at("older_than"), " is below the limit ",
-                       absl::FormatDuration(min_age_), " (min_age)"));
+                       absl::FormatDuration(allowed.min_age), " (min_age",
+                       dirs_.size() > 1 ? " of " : "", dirs_.size() > 1 ? allowed.dir : "", ")"));
     }
-    return CheckDir(params.at("dir")).status();
+    const std::string pattern = Pattern(params, allowed);
+    if (!allowed.patterns.empty() && std::find(allowed.patterns.begin(), allowed.patterns.end(),
+                                               pattern) == allowed.patterns.end()) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(kName, ": pattern '", pattern, "' is not allowed in ", allowed.dir,
+                       " (patterns: ", absl::StrJoin(allowed.patterns, ", "), ")"));
+    }
+    return absl::OkStatus();
   }
 
   ActionResult Run(const ActionParams& params, absl::Duration timeout) override {
@@ -71,12 +89,12 @@ class CleanOldLogs final : public Action {
       return Failure(std::string(s.message()));
     }
     StepRunner steps(kName, nullptr, timeout);
-    const std::string pattern = Pattern(params);
     const absl::Duration older_than = *ParseDurationText(params.at("older_than"));
     absl::StatusOr<std::string> dir = CheckDir(params.at("dir"));
     if (!dir.ok()) {
       return Failure(std::string(dir.status().message()));
     }
+    const std::string pattern = Pattern(params, *Entry(*dir));
     const int fd = open(dir->c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
       return Failure(absl::StrCat(kName, ": cannot open ", *dir, ": ", std::strerror(errno)));
@@ -138,24 +156,36 @@ class CleanOldLogs final : public Action {
   }
 
  private:
-  static std::string Pattern(const ActionParams& params) {
+  // The parameter, else the entry's first pattern, else rotated logs.
+  static std::string Pattern(const ActionParams& params, const AllowedDir& allowed) {
     auto it = params.find("pattern");
-    return it == params.end() ? kDefaultPattern : it->second;
+    if (it != params.end()) {
+      return it->second;
+    }
+    return allowed.patterns.empty() ? kDefaultPattern : allowed.patterns.front();
   }
 
-  bool Allowed(absl::string_view real_dir) const {
-    for (const std::string& allowed : dirs_) {
-      absl::StatusOr<std::string> real_allowed = RealPath(allowed);
-      if (real_allowed.ok() && Inside(real_dir, *real_allowed)) {
-        return true;
+  // The innermost allowed entry holding `real_dir`, or nullptr.
+  const AllowedDir* Entry(absl::string_view real_dir) const {
+    const AllowedDir* best = nullptr;
+    size_t best_length = 0;
+    for (const AllowedDir& allowed : dirs_) {
+      absl::StatusOr<std::string> real_allowed = RealPath(allowed.dir);
+      if (real_allowed.ok() && Inside(real_dir, *real_allowed) &&
+          (best == nullptr || real_allowed->size() > best_length)) {
+        best = &allowed;
+        best_length = real_allowed->size();
       }
     }
-    return false;
+    return best;
   }
+
+  bool Allowed(absl::string_view real_dir) const { return Entry(real_dir) != nullptr; }
 
   // The real path of `dir` when it is an existing directory inside an allowed one.
   absl::StatusOr<std::string> CheckDir(const std::string& dir) const {
-    const std::string allowed = absl::StrJoin(dirs_, ", ");
+    const std::string allowed = absl::StrJoin(
+        dirs_, ", ", [](std::string* out, const AllowedDir& a) { out->append(a.dir); });
     if (!absl::StartsWith(dir, "/")) {
       return absl::InvalidArgumentError(
           absl::StrCat(kName, ": dir '", dir, "' must be an absolute path"));
@@ -179,8 +209,7 @@ class CleanOldLogs final : public Action {
     return real;
   }
 
-  std::vector<std::string> dirs_;
-  absl::Duration min_age_;
+  std::vector<AllowedDir> dirs_;
 };
 
 }  // namespace
@@ -190,17 +219,55 @@ absl::StatusOr<std::unique_ptr<Action>> NewCleanOldLogsAction(const YAML::Node& 
                                                               absl::string_view file) {
   ActionOptions o(options, file, kName);
   RETURN_IF_ERROR(o.CheckKeys({"dirs", "min_age"}));
-  ASSIGN_OR_RETURN(std::vector<std::string> dirs, o.List("dirs", /*required=*/true));
-  for (const std::string& dir : dirs) {
-    if (!absl::StartsWith(dir, "/")) {
-      return o.Error("dirs", absl::StrCat("'", dir, "' must be an absolute path"));
-    }
-    if (dir == "/") {
-      return o.Error("dirs", "'/' is not a log directory");
-    }
-  }
   ASSIGN_OR_RETURN(absl::Duration min_age, o.Duration("min_age", absl::Hours(1)));
-  return std::make_unique<CleanOldLogs>(std::move(dirs), min_age);
+  const YAML::Node listed = options.IsMap() ? options["dirs"] : YAML::Node();
+  if (!listed.IsDefined() || listed.IsNull()) {
+    return o.Error("dirs", "is required (a non-empty list)");
+  }
+  if (!listed.IsSequence()) {
+    return o.Error("dirs", "must be a list of directories or {dir, patterns, min_age}");
+  }
+  if (listed.size() == 0) {
+    return o.Error("dirs", "must not be empty");
+  }
+  std::vector<AllowedDir> dirs;
+  for (const YAML::Node& entry : listed) {
+    auto error = [&](const YAML::Node& at, absl::string_view what) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(YamlWhere(file, at), ": actions.", kName, ".dirs: ", what));
+    };
+    AllowedDir allowed{"", {}, min_age};
+    if (entry.IsScalar()) {
+      allowed.dir = entry.Scalar();
+    } else if (entry.IsMap()) {
+      // A folder with its own patterns and age, e.g. backups: {dir, patterns: ["*.sql.gz"]}.
+      RETURN_IF_ERROR(YamlCheckKeys(entry, file, absl::StrCat("actions.", kName, ".dirs"),
+                                    {"dir", "patterns", "min_age"}));
+      ActionOptions e(entry, file, absl::StrCat(kName, ".dirs"));
+      ASSIGN_OR_RETURN(allowed.dir, e.String("dir", ""));
+      if (allowed.dir.empty()) {
+        return error(entry, "an entry needs 'dir'");
+      }
+      ASSIGN_OR_RETURN(allowed.patterns, e.List("patterns", /*required=*/false));
+      for (const std::string& pattern : allowed.patterns) {
+        if (absl::StrContains(pattern, "/")) {
+          return error(entry["patterns"],
+                       absl::StrCat("pattern '", pattern, "' must be a file name glob (no '/')"));
+        }
+      }
+      ASSIGN_OR_RETURN(allowed.min_age, e.Duration("min_age", min_age));
+    } else {
+      return error(entry, "an entry must be a directory or {dir, patterns, min_age}");
+    }
+    if (!absl::StartsWith(allowed.dir, "/")) {
+      return error(entry, absl::StrCat("'", allowed.dir, "' must be an absolute path"));
+    }
+    if (allowed.dir == "/") {
+      return error(entry, "'/' is not a log directory");
+    }
+    dirs.push_back(std::move(allowed));
+  }
+  return std::make_unique<CleanOldLogs>(std::move(dirs));
 }
 
 }  // namespace vigil::agent

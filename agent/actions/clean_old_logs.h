@@ -7,9 +7,14 @@
 //
 //   actions:
 //     clean_old_logs:
-//       dirs: [/var/log/app]   # required, non-empty; absolute
+//       dirs:                  # required, non-empty; absolute
+//         - /var/log/app
+//         # a folder limited to its own patterns (the first is the default) and age: the
+//         # runbook's find /var/backups/azalscore -name "*.sql.gz" -mtime +30 -delete
+//         - {dir: /var/backups/azalscore, patterns: ["*.sql.gz"], min_age: 7d}
 //       min_age: 1h            # optional, this default: a smaller older_than is refused
 //
+// The innermost listed directory holding `dir` sets the patterns and the minimum age.
 // Reports how many files and bytes it removed. Used by the command executor's thread only.
 #pragma once
 

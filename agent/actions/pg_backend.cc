@@ -29,40 +29,6 @@ constexpr char kApplicationName[] = "vigil-agent-action";
 
 enum class BackendSignal { kTerminate, kCancel };
 
-// Shuts `fd` down at `deadline` unless destroyed first, so a server that stopped answering cannot
-// hold the action past its timeout.
-class SocketWatchdog {
- public:
-  SocketWatchdog(int fd, absl::Time deadline) {
-    thread_ = std::thread([this, fd, deadline] {
-      std::unique_lock lock(mu_);
-      if (!cv_.wait_until(lock, absl::ToChronoTime(deadline), [&] { return done_; })) {
-        shutdown(fd, SHUT_RDWR);
-        fired_ = true;
-      }
-    });
-  }
-  ~SocketWatchdog() {
-    {
-      std::lock_guard lock(mu_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-  bool fired() {
-    std::lock_guard lock(mu_);
-    return fired_;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  bool fired_ = false;
-  std::thread thread_;
-};
-
 std::string OneLine(absl::string_view text) {
   std::string line = absl::StrReplaceAll(absl::StripAsciiWhitespace(text), {{"\n", " "}});
   return line;
@@ -97,7 +63,7 @@ class PgBackend final : public Action {
     const absl::Time deadline = absl::Now() + timeout;
     try {
       pqxx::connection connection(ActionPostgresDsn(dsn_, timeout));
-      SocketWatchdog watchdog(connection.sock(), deadline);
+      PgSocketWatchdog watchdog(connection.sock(), deadline);
       int own_pid = 0;
       try {
         own_pid = pqxx::nontransaction(connection).exec("SELECT pg_backend_pid()")[0][0].as<int>();
@@ -187,6 +153,30 @@ absl::StatusOr<std::unique_ptr<Action>> NewPgBackend(BackendSignal signal, absl:
 }
 
 }  // namespace
+
+PgSocketWatchdog::PgSocketWatchdog(int fd, absl::Time deadline) {
+  thread_ = std::thread([this, fd, deadline] {
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_until(lock, absl::ToChronoTime(deadline), [&] { return done_; })) {
+      shutdown(fd, SHUT_RDWR);
+      fired_ = true;
+    }
+  });
+}
+
+PgSocketWatchdog::~PgSocketWatchdog() {
+  {
+    std::lock_guard lock(mu_);
+    done_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+bool PgSocketWatchdog::fired() {
+  std::lock_guard lock(mu_);
+  return fired_;
+}
 
 std::string ActionPostgresDsn(absl::string_view dsn, absl::Duration timeout) {
   const int64_t ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(timeout));

@@ -17,8 +17,11 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -26,6 +29,24 @@
 #include "agent/actions/action.h"
 
 namespace vigil::agent {
+
+// Shuts `fd` down at `deadline` unless destroyed first, so a server that stopped answering cannot
+// hold an action past its timeout.
+class PgSocketWatchdog {
+ public:
+  PgSocketWatchdog(int fd, absl::Time deadline);
+  ~PgSocketWatchdog();
+  PgSocketWatchdog(const PgSocketWatchdog&) = delete;
+  PgSocketWatchdog& operator=(const PgSocketWatchdog&) = delete;
+  bool fired();
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  bool fired_ = false;
+  std::thread thread_;
+};
 
 // `dsn` (keyword or URI form) with the action's application_name and time limits.
 std::string ActionPostgresDsn(absl::string_view dsn, absl::Duration timeout);

@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -147,6 +148,42 @@ absl::StatusOr<int> Connect(const ParsedUrl& url, absl::Time connect_deadline,
   if (fd < 0) {
     std::string message = absl::StrCat(where, ": cannot connect: ", failure);
     return timed_out ? absl::DeadlineExceededError(message) : absl::UnavailableError(message);
+  }
+  return fd;
+}
+
+absl::StatusOr<int> ConnectUnix(const std::string& path, absl::Time connect_deadline,
+                                const std::string& where) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": unix socket path \"", path, "\" is empty or too long"));
+  }
+  path.copy(addr.sun_path, path.size());
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat(where, ": socket: ", ErrnoText(errno)));
+  }
+  int r = connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
+  if (r != 0 && (errno == EINPROGRESS || errno == EAGAIN)) {
+    // A full backlog: wait for room, bounded by the connect deadline.
+    if (!WaitFor(fd, POLLOUT, connect_deadline)) {
+      close(fd);
+      return absl::DeadlineExceededError(
+          absl::StrCat(where, ": cannot connect to unix:", path, ": connect timed out"));
+    }
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    r = err == 0 ? 0 : -1;
+    errno = err;
+  }
+  if (r != 0) {
+    const std::string why = ErrnoText(errno);
+    close(fd);
+    return absl::UnavailableError(
+        absl::StrCat(where, ": cannot connect to unix:", path, ": ", why));
   }
   return fd;
 }
@@ -297,8 +334,13 @@ absl::StatusOr<HttpClientResponse> HttpFetch(absl::string_view method, absl::str
   if (!parsed.ok()) {
     return parsed.status();
   }
-  absl::StatusOr<int> connected =
-      Connect(*parsed, std::min(deadline, start + options.connect_timeout), where);
+  if (!options.unix_socket.empty() && parsed->tls) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": https over a unix socket"));
+  }
+  const absl::Time connect_deadline = std::min(deadline, start + options.connect_timeout);
+  absl::StatusOr<int> connected = options.unix_socket.empty()
+                                      ? Connect(*parsed, connect_deadline, where)
+                                      : ConnectUnix(options.unix_socket, connect_deadline, where);
   if (!connected.ok()) {
     return connected.status();
   }
@@ -362,7 +404,7 @@ absl::StatusOr<HttpClientResponse> HttpFetch(absl::string_view method, absl::str
   std::string request =
       absl::StrCat(method, " ", parsed->target, " HTTP/1.1\r\nHost: ", parsed->host, ":",
                    parsed->port, "\r\nConnection: close\r\n");
-  if (!body.empty() || method == "POST" || method == "PUT") {
+  if (!body.empty() || method == "POST" || method == "PUT" || method == "PATCH") {
     absl::StrAppend(&request, "Content-Length: ", body.size(), "\r\n");
     if (!content_type.empty()) {
       absl::StrAppend(&request, "Content-Type: ", content_type, "\r\n");

@@ -28,6 +28,9 @@ struct HttpClientOptions {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::vector<std::pair<std::string, std::string>> headers;  // sent with every request
+  // When set, the connection goes to this unix socket (e.g. /var/run/docker.sock) instead of the
+  // URL's HOST:PORT, which then only names the Host header; http:// URLs only.
+  std::string unix_socket;
 };
 
 struct HttpClientResponse {
@@ -36,7 +39,7 @@ struct HttpClientResponse {
   std::string body;                            // chunked bodies decoded
 };
 
-// Sends METHOD to `url` with `body` (a Content-Length is always sent for POST and PUT).
+// Sends METHOD to `url` with `body` (a Content-Length is always sent for POST, PUT and PATCH).
 // Errors name the URL: InvalidArgument for a bad URL, Unavailable when the connection fails or
 // the server's answer is not HTTP, DeadlineExceeded past a deadline, ResourceExhausted past the
 // size cap, Unauthenticated when TLS verification fails. Any status code is a successful call.

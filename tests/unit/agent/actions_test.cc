@@ -22,6 +22,9 @@
 #include "absl/time/clock.h"
 #include "agent/actions/action.h"
 #include "agent/actions/action_util.h"
+#include "agent/actions/docker_prune.h"
+#include "agent/actions/k8s.h"
+#include "agent/actions/pg_maintenance.h"
 #include "agent/actions/restart_service.h"
 #include "agent/actions/set_nginx_upstream.h"
 #include "common/yaml_util.h"
@@ -793,6 +796,367 @@ TEST(ActionUtilTest, TailStartsOnACharacter) {
   EXPECT_EQ(Tail("hello", 10), "hello");
   EXPECT_EQ(Tail("hello", 3), "llo");
   EXPECT_EQ(Tail("a\xc3\xa9z", 2), "z");  // never half of "é"
+}
+
+// --- drop_caches, journal_vacuum ----------------------------------------------------------------
+
+TEST_F(ActionsTest, DropCachesSyncsThenWritesThreeToTheConfiguredFile) {
+  TempDir dir;
+  const std::string standin = dir.File("drop_caches");
+  Write(standin, "0\n");
+  auto action = One(absl::StrCat("actions:\n  drop_caches: {path: ", standin, "}\n"));
+  ASSERT_NE(action, nullptr);
+  ActionResult r = action->Run({}, absl::Seconds(5));
+  EXPECT_EQ(r.exit_code, 0) << r.reason;
+  ASSERT_EQ(runner_.calls.size(), 1u);
+  EXPECT_EQ(runner_.calls[0], (std::vector<std::string>{"sync"}));
+  EXPECT_EQ(Read(standin), "3\n");
+  EXPECT_THAT(r.output_tail, HasSubstr(absl::StrCat("$ echo 3 > ", standin)));
+
+  // A failed sync writes nothing.
+  Write(standin, "0\n");
+  runner_.handler = [](const std::vector<std::string>&) -> absl::StatusOr<ProcessResult> {
+    return ProcessResult{1, false, "sync: error syncing\n"};
+  };
+  r = action->Run({}, absl::Seconds(5));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.reason, HasSubstr("sync failed (exit 1)"));
+  EXPECT_EQ(Read(standin), "0\n");
+
+  // The file is never created: a wrong path fails, naming it.
+  runner_.handler = nullptr;
+  auto missing = One(absl::StrCat("actions:\n  drop_caches: {path: ", dir.File("nope"), "}\n"));
+  r = missing->Run({}, absl::Seconds(5));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.reason, HasSubstr(absl::StrCat("cannot open ", dir.File("nope"))));
+  EXPECT_FALSE(std::filesystem::exists(dir.File("nope")));
+
+  EXPECT_THAT(action->Check({{"now", "1"}}).message(), HasSubstr("unknown parameter 'now'"));
+  EXPECT_THAT(Error("actions:\n  drop_caches: {path: proc/drop}\n").message(),
+              HasSubstr("agent.yaml:2: actions.drop_caches.path: 'proc/drop' must be an absolute"));
+}
+
+TEST_F(ActionsTest, JournalVacuumBoundsTheAgeAndPassesTheDirectory) {
+  auto action = One("actions:\n  journal_vacuum: {directory: /var/log/journal/x, min_age: 2d}\n");
+  ASSERT_NE(action, nullptr);
+  absl::Status s = action->Check({{"older_than", "1d"}});
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(s.message(), "journal_vacuum: older_than 1d is below the limit 48h (min_age)");
+  ActionResult r = action->Run({{"older_than", "1h"}}, absl::Seconds(5));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(runner_.calls.empty()) << "a refusal runs nothing";
+  EXPECT_THAT(action->Check({{"older_than", "soon"}}).message(),
+              HasSubstr("parameter 'older_than' = 'soon' is not a duration"));
+  EXPECT_THAT(action->Check({}).message(), HasSubstr("missing parameter 'older_than'"));
+
+  r = action->Run({{"older_than", "7d"}}, absl::Seconds(5));
+  EXPECT_EQ(r.exit_code, 0) << r.reason;
+  ASSERT_EQ(runner_.calls.size(), 1u);
+  EXPECT_EQ(runner_.calls[0],
+            (std::vector<std::string>{"journalctl", "--directory=/var/log/journal/x",
+                                      "--vacuum-time=604800s"}));
+  // Default: the system's journals, at least a day old.
+  auto plain = One("actions:\n  journal_vacuum: {}\n");
+  EXPECT_THAT(plain->Check({{"older_than", "12h"}}).message(), HasSubstr("limit 24h"));
+  EXPECT_THAT(Error("actions:\n  journal_vacuum:\n    min_age: forever\n").message(),
+              HasSubstr("agent.yaml:3"));
+}
+
+// --- PostgreSQL maintenance: identifiers --------------------------------------------------------
+
+TEST(PgNamesTest, IdentifiersAreCheckedNeverQuotedBlindly) {
+  absl::StatusOr<PgName> name = ParsePgName("public.documents", "a", "table");
+  ASSERT_TRUE(name.ok()) << name.status();
+  EXPECT_EQ(name->schema, "public");
+  EXPECT_EQ(name->name, "documents");
+  EXPECT_EQ(ParsePgName("documents", "a", "table")->schema, "");
+  EXPECT_TRUE(ParsePgName("_t1", "a", "table").ok());
+  for (const char* bad : {"", "a.b.c", "docs; DROP TABLE x", "\"docs\"", "1docs", "docs-2", "docs.",
+                          ".docs", "d\xc3\xa9j\xc3\xa0", "a b"}) {
+    absl::Status s = ParsePgName(bad, "pg_vacuum_analyze", "table").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(s.message(), HasSubstr("pg_vacuum_analyze: table '")) << bad;
+  }
+  EXPECT_THAT(ParsePgName(std::string(64, 'a'), "a", "index").status().message(),
+              HasSubstr("longer than the limit of 63 bytes"));
+  EXPECT_TRUE(ParsePgName(std::string(63, 'a'), "a", "index").ok());
+
+  EXPECT_EQ(*ParsePgColumns("created_at", "a", 4), (std::vector<std::string>{"created_at"}));
+  EXPECT_EQ(*ParsePgColumns("a, b ,c", "a", 4), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_THAT(ParsePgColumns("a,b,c", "x", 2).status().message(),
+              HasSubstr("has 3 columns, above the limit 2 (max_columns)"));
+  EXPECT_THAT(ParsePgColumns("a,a", "x", 4).status().message(), HasSubstr("names 'a' twice"));
+  EXPECT_FALSE(ParsePgColumns("a,", "x", 4).ok());
+  EXPECT_FALSE(ParsePgColumns("lower(a)", "x", 4).ok());
+  EXPECT_FALSE(ParsePgColumns("t.a", "x", 4).ok());
+}
+
+TEST_F(ActionsTest, PgMaintenanceChecksParametersAndConfig) {
+  auto actions = Build(
+      "actions:\n"
+      "  pg_vacuum_analyze: {tables: [\"public.*\"]}\n"
+      "  pg_reindex_concurrently: {}\n"
+      "  pg_create_index_concurrently: {max_columns: 2}\n");
+  ASSERT_TRUE(actions.ok()) << actions.status();
+  Action& vacuum = *(*actions)[0];
+  Action& reindex = *(*actions)[1];
+  Action& create = *(*actions)[2];
+  EXPECT_TRUE(vacuum.Check({{"table", "public.documents"}}).ok());
+  // With an allow-list, the whole database is not one of its tables.
+  absl::Status s = vacuum.Check({});
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(s.message(), HasSubstr("parameter 'table' is required"));
+  EXPECT_THAT(s.message(), HasSubstr("public.* (tables)"));
+  EXPECT_THAT(reindex.Check({{"index", "idx; DROP TABLE x"}}).message(),
+              HasSubstr("pg_reindex_concurrently: index 'idx; DROP TABLE x'"));
+  EXPECT_THAT(reindex.Check({}).message(), HasSubstr("missing parameter 'index'"));
+  EXPECT_TRUE(create.Check({{"table", "documents"}, {"columns", "a,b"}, {"name", "i"}}).ok());
+  EXPECT_THAT(create.Check({{"table", "documents"}, {"columns", "a,b,c"}, {"name", "i"}}).message(),
+              HasSubstr("above the limit 2 (max_columns)"));
+  EXPECT_THAT(
+      create.Check({{"table", "documents"}, {"columns", "a"}, {"name", "other.i"}}).message(),
+      HasSubstr("name 'other.i' must not name a schema"));
+  EXPECT_THAT(
+      create
+          .Check(
+              {{"table", "documents"}, {"columns", "a"}, {"name", "i"}, {"method", "spgist; DROP"}})
+          .message(),
+      HasSubstr("parameter 'method' = 'spgist; DROP' is not one of btree|hash|gin|gist"));
+  // A refusal at Check time never connects: it fails the same way at Run.
+  ActionResult r = reindex.Run({{"index", "bad name"}}, absl::Seconds(5));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.reason, HasSubstr("index 'bad name'"));
+
+  EXPECT_THAT(Error("actions:\n  pg_vacuum_analyze:\n    tables: [documents]\n").message(),
+              HasSubstr("agent.yaml:3: actions.pg_vacuum_analyze.tables: 'documents' must be "
+                        "schema.table"));
+  EXPECT_THAT(
+      Error("actions:\n  pg_create_index_concurrently:\n    max_columns: 99\n").message(),
+      HasSubstr("agent.yaml:3: actions.pg_create_index_concurrently.max_columns: '99' is not a "
+                "number from 1 to 32"));
+  postgres_dsn_.clear();
+  EXPECT_THAT(Error("actions:\n  pg_reindex_concurrently: {}\n").message(),
+              HasSubstr("needs the postgres collector"));
+}
+
+// --- redis_config_set ---------------------------------------------------------------------------
+
+TEST_F(ActionsTest, RedisConfigSetAllowsListedParametersAndValuesOnly) {
+  auto action =
+      One("actions:\n  redis_config_set:\n    parameters:\n"
+          "      maxmemory-policy: [allkeys-lru, volatile-lru]\n");
+  ASSERT_NE(action, nullptr);
+  EXPECT_TRUE(action->Check({{"parameter", "maxmemory-policy"}, {"value", "allkeys-lru"}}).ok());
+  absl::Status s = action->Check({{"parameter", "maxmemory-policy"}, {"value", "noeviction"}});
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(s.message(),
+            "redis_config_set: value 'noeviction' is not allowed for maxmemory-policy (values: "
+            "allkeys-lru, volatile-lru)");
+  s = action->Check({{"parameter", "dir"}, {"value", "/tmp"}});
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(s.message(),
+            "redis_config_set: parameter 'dir' is not allowed (parameters: maxmemory-policy)");
+  EXPECT_THAT(action->Check({{"parameter", "maxmemory-policy"}}).message(),
+              HasSubstr("missing parameter 'value'"));
+
+  EXPECT_THAT(Error("actions:\n  redis_config_set: {}\n").message(),
+              HasSubstr("actions.redis_config_set.parameters: is required"));
+  EXPECT_THAT(
+      Error("actions:\n  redis_config_set:\n    parameters:\n      maxmemory: 1gb\n").message(),
+      HasSubstr("agent.yaml:4: actions.redis_config_set.parameters.maxmemory: must be a "
+                "non-empty list"));
+  EXPECT_THAT(
+      Error("actions:\n  redis_config_set:\n    parameters:\n      \"a b\": [x]\n").message(),
+      HasSubstr("is not a Redis parameter name"));
+  redis_address_.clear();
+  EXPECT_THAT(
+      Error("actions:\n  redis_config_set: {parameters: {maxmemory-policy: [x]}}\n").message(),
+      HasSubstr("needs the redis collector"));
+}
+
+// --- Kubernetes ---------------------------------------------------------------------------------
+
+TEST_F(ActionsTest, K8sActionsCheckNamesAllowListAndBounds) {
+  auto actions = Build(
+      "actions:\n"
+      "  k8s_scale:\n"
+      "    api_server: https://10.96.0.1:443\n"
+      "    deployments:\n"
+      "      rag-production/rag-api: {min: 2, max: 10}\n"
+      "  k8s_patch_hpa:\n"
+      "    api_server: https://10.96.0.1\n"
+      "    hpas: {rag-production/rag-api-hpa: {min: 2, max: 20}}\n");
+  ASSERT_TRUE(actions.ok()) << actions.status();
+  Action& scale = *(*actions)[0];
+  Action& hpa = *(*actions)[1];
+  const ActionParams ok = {
+      {"namespace", "rag-production"}, {"deployment", "rag-api"}, {"replicas", "5"}};
+  EXPECT_TRUE(scale.Check(ok).ok());
+  ActionParams p = ok;
+  p["replicas"] = "11";
+  absl::Status s = scale.Check(p);
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(s.message(),
+            "k8s_scale: replicas 11 is above the limit 10 for rag-production/rag-api "
+            "(deployments.rag-production/rag-api.max)");
+  p["replicas"] = "1";
+  EXPECT_THAT(scale.Check(p).message(), HasSubstr("replicas 1 is below the limit 2"));
+  p = ok;
+  p["deployment"] = "rag-celery";
+  s = scale.Check(p);
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(s.message(),
+            "k8s_scale: deployment rag-production/rag-celery is not allowed (deployments: "
+            "rag-production/rag-api)");
+  p = ok;
+  p["namespace"] = "Rag_Production";
+  EXPECT_THAT(scale.Check(p).message(), HasSubstr("namespace 'Rag_Production' is not a DNS label"));
+  p = ok;
+  p["deployment"] = "../../secrets";
+  EXPECT_THAT(scale.Check(p).message(), HasSubstr("deployment '../../secrets' is not a DNS"));
+  p = ok;
+  p["replicas"] = "-1";
+  EXPECT_THAT(scale.Check(p).message(), HasSubstr("parameter 'replicas' = '-1'"));
+
+  const ActionParams hpa_ok = {
+      {"namespace", "rag-production"}, {"hpa", "rag-api-hpa"}, {"min", "3"}, {"max", "10"}};
+  EXPECT_TRUE(hpa.Check(hpa_ok).ok());
+  p = hpa_ok;
+  p["max"] = "30";
+  EXPECT_THAT(hpa.Check(p).message(),
+              HasSubstr("k8s_patch_hpa: max 30 is above the limit 20 for "
+                        "rag-production/rag-api-hpa (hpas.rag-production/rag-api-hpa.max)"));
+  p = hpa_ok;
+  p["min"] = "12";
+  EXPECT_THAT(hpa.Check(p).message(), HasSubstr("min 12 is above max 10"));
+  // A refusal sends nothing (the API server here does not exist).
+  ActionResult r = hpa.Run(p, absl::Seconds(5));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.reason, HasSubstr("min 12 is above max 10"));
+}
+
+TEST_F(ActionsTest, K8sConfigIsStrict) {
+  const char* base = "actions:\n  k8s_scale:\n    api_server: https://10.96.0.1\n";
+  EXPECT_THAT(Error(base).message(), HasSubstr("actions.k8s_scale.deployments: is required"));
+  EXPECT_THAT(Error(absl::StrCat(base, "    deployments: {rag-api: {min: 1, max: 2}}\n")).message(),
+              HasSubstr("agent.yaml:4: actions.k8s_scale.deployments.rag-api: must be "
+                        "NAMESPACE/NAME"));
+  EXPECT_THAT(
+      Error(absl::StrCat(base, "    deployments:\n      ns/app: {min: 5, max: 2}\n")).message(),
+      HasSubstr("agent.yaml:5: actions.k8s_scale.deployments.ns/app: min 5 is above max 2"));
+  EXPECT_THAT(
+      Error(absl::StrCat(base, "    deployments:\n      ns/app: {min: 1, most: 2}\n")).message(),
+      HasSubstr("'most'"));
+  EXPECT_THAT(Error("actions:\n  k8s_scale:\n    api_server: http://10.96.0.1\n"
+                    "    deployments: {ns/app: {min: 1, max: 2}}\n")
+                  .message(),
+              HasSubstr("agent.yaml:3: actions.k8s_scale.api_server: 'http://10.96.0.1' is not "
+                        "https://HOST[:PORT]"));
+  EXPECT_THAT(Error("actions:\n  k8s_patch_hpa:\n    api_server: https://k\n"
+                    "    hpas: {ns/h: {min: 0, max: 2}}\n")
+                  .message(),
+              HasSubstr("min must be at least 1"));
+}
+
+TEST(K8sParseTest, SpecIntegersAndErrorMessages) {
+  auto spec = ParseK8sSpec(R"({"kind":"Scale","spec":{"replicas":3},"status":{"replicas":2}})",
+                           {"replicas"});
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->at("replicas"), 3);
+  // Zero values are left out by the API.
+  EXPECT_TRUE(ParseK8sSpec(R"({"spec":{}})", {"replicas"})->empty());
+  EXPECT_FALSE(ParseK8sSpec(R"({"status":{}})", {"replicas"}).ok());
+  EXPECT_FALSE(ParseK8sSpec(R"({"spec":{"replicas":"3"}})", {"replicas"}).ok());
+  EXPECT_FALSE(ParseK8sSpec(R"({"spec":{"replicas":2.5}})", {"replicas"}).ok());
+  EXPECT_FALSE(ParseK8sSpec(R"({"spec":{"replicas":1e300}})", {"replicas"}).ok());
+  EXPECT_FALSE(ParseK8sSpec("[1]", {"replicas"}).ok());
+  EXPECT_FALSE(ParseK8sSpec("", {"replicas"}).ok());
+  EXPECT_EQ(JsonErrorMessage(R"({"kind":"Status","message":"forbidden: no"})"), "forbidden: no");
+  EXPECT_EQ(JsonErrorMessage("<html>"), "");
+}
+
+// --- docker_prune -------------------------------------------------------------------------------
+
+TEST_F(ActionsTest, DockerPruneRefusesWithoutItsSocket) {
+  TempDir dir;
+  auto action =
+      One(absl::StrCat("actions:\n  docker_prune: {socket: ", dir.File("docker.sock"), "}\n"));
+  ASSERT_NE(action, nullptr);
+  absl::Status s = action->Check({});
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr(absl::StrCat("docker_prune: no Docker socket at ",
+                                                  dir.File("docker.sock"), " (socket)")));
+  Write(dir.File("docker.sock"), "");
+  EXPECT_THAT(action->Check({}).message(), HasSubstr("is not a unix socket"));
+  ActionResult r = action->Run({}, absl::Seconds(5));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.reason, HasSubstr("is not a unix socket"));
+  EXPECT_THAT(action->Check({{"all", "true"}}).message(), HasSubstr("unknown parameter 'all'"));
+}
+
+TEST(DockerParseTest, PruneAnswers) {
+  auto pruned = ParseDockerPrune(
+      R"({"ImagesDeleted":[{"Untagged":"a:1"},{"Deleted":"sha256:x"}],"SpaceReclaimed":1024})");
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ(pruned->deleted, 2);
+  EXPECT_EQ(pruned->space_reclaimed, 1024);
+  pruned = ParseDockerPrune(R"({"ContainersDeleted":null,"SpaceReclaimed":0})");
+  ASSERT_TRUE(pruned.ok());
+  EXPECT_EQ(pruned->deleted, 0);
+  EXPECT_EQ(ParseDockerPrune(R"({"NetworksDeleted":["n1"]})")->deleted, 1);
+  EXPECT_FALSE(ParseDockerPrune(R"({"SpaceReclaimed":"lots"})").ok());
+  EXPECT_FALSE(ParseDockerPrune(R"({"CachesDeleted":3})").ok());
+  EXPECT_FALSE(ParseDockerPrune("not json").ok());
+}
+
+// --- clean_old_logs: the backups folder ---------------------------------------------------------
+
+TEST_F(ActionsTest, CleanOldLogsBackupsFolderHasItsOwnPatternsAndAge) {
+  TempDir dir;
+  const std::string logs = dir.File("log");
+  const std::string backups = dir.File("backups");
+  std::filesystem::create_directories(logs);
+  std::filesystem::create_directories(backups);
+  auto action =
+      One(absl::StrCat("actions:\n  clean_old_logs:\n    dirs:\n      - ", logs,
+                       "\n      - {dir: ", backups, ", patterns: [\"*.sql.gz\"], min_age: 7d}\n"));
+  ASSERT_NE(action, nullptr);
+  for (const char* name : {"db-1.sql.gz", "db-2.sql.gz", "notes.txt"}) {
+    Write(backups + "/" + name, "x");
+    MakeOld(backups + "/" + name, absl::Hours(24 * 40));
+  }
+  Write(backups + "/db-3.sql.gz", "x");
+  MakeOld(backups + "/db-3.sql.gz", absl::Hours(24 * 10));
+
+  absl::Status s = action->Check({{"dir", backups}, {"pattern", "*"}, {"older_than", "30d"}});
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(s.message(), absl::StrCat("clean_old_logs: pattern '*' is not allowed in ", backups,
+                                      " (patterns: *.sql.gz)"));
+  s = action->Check({{"dir", backups}, {"older_than", "2d"}});
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(s.message(), HasSubstr(absl::StrCat("older_than 2d is below the limit 168h (min_age "
+                                                  "of ",
+                                                  backups, ")")));
+  // The plain entry keeps the global limit and any pattern.
+  EXPECT_TRUE(action->Check({{"dir", logs}, {"older_than", "2h"}, {"pattern", "*"}}).ok());
+
+  // find BACKUPS -name "*.sql.gz" -mtime +30 -delete: the default pattern is the entry's first.
+  ActionResult r = action->Run({{"dir", backups}, {"older_than", "30d"}}, absl::Seconds(10));
+  EXPECT_EQ(r.exit_code, 0) << r.reason;
+  EXPECT_THAT(r.output_tail, HasSubstr("removed 2 files"));
+  EXPECT_FALSE(std::filesystem::exists(backups + "/db-1.sql.gz"));
+  EXPECT_FALSE(std::filesystem::exists(backups + "/db-2.sql.gz"));
+  EXPECT_TRUE(std::filesystem::exists(backups + "/db-3.sql.gz"));
+  EXPECT_TRUE(std::filesystem::exists(backups + "/notes.txt"));
+
+  EXPECT_THAT(Error("actions:\n  clean_old_logs:\n    dirs:\n      - {patterns: [x]}\n").message(),
+              HasSubstr("agent.yaml:4"));
+  EXPECT_THAT(Error("actions:\n  clean_old_logs:\n    dirs:\n      - {dir: /b, patterns: [a/b]}\n")
+                  .message(),
+              HasSubstr("pattern 'a/b' must be a file name glob"));
+  EXPECT_THAT(
+      Error("actions:\n  clean_old_logs:\n    dirs:\n      - {dir: /b, age: 1d}\n").message(),
+      HasSubstr("'age'"));
 }
 
 }  // namespace

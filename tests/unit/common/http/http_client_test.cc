@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "common/http/http_server.h"
 #include "tests/support/process.h"
+#include "tests/support/unix_http_server.h"
 
 namespace vigil::http {
 namespace {
@@ -140,6 +141,55 @@ TEST_F(HttpClientTest, AnswerOverTheCapIsResourceExhausted) {
   r = HttpGet(base_ + "/big", options);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->body.size(), 100001u);
+}
+
+TEST_F(HttpClientTest, PatchSendsItsBodyWithALength) {
+  server_->Handle("PATCH", "/echo", [](const HttpRequest& request) {
+    return TextResponse(200, absl::StrCat(request.Header("content-type"), " ",
+                                          request.Header("content-length"), " ", request.body));
+  });
+  absl::StatusOr<HttpClientResponse> r =
+      HttpFetch("PATCH", base_ + "/echo", "{\"b\":2}", "application/merge-patch+json", {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->body, "application/merge-patch+json 7 {\"b\":2}\n");
+}
+
+// The `unix_socket` option: the same request over a unix socket, the URL naming only the Host.
+TEST(HttpClientUnixSocketTest, RequestGoesToTheSocket) {
+  testing::TempDir dir;
+  testing::UnixHttpServer server(dir.File("api.sock"), [](const HttpRequest& request) {
+    HttpResponse response;
+    response.content_type = "application/json";
+    response.body =
+        absl::StrCat("{\"path\":\"", request.path, "\",\"query\":\"", request.query, "\"}");
+    return response;
+  });
+  ASSERT_TRUE(server.ok());
+  HttpClientOptions options;
+  options.unix_socket = server.path();
+  absl::StatusOr<HttpClientResponse> r =
+      HttpFetch("POST", "http://docker/containers/prune?x=1", "", "", options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "{\"path\":\"/containers/prune\",\"query\":\"x=1\"}");
+  ASSERT_EQ(server.requests().size(), 1u);
+  EXPECT_EQ(server.requests()[0].method, "POST");
+  EXPECT_EQ(server.requests()[0].Header("host"), "docker:80");
+  EXPECT_EQ(server.requests()[0].Header("content-length"), "0");
+
+  // No socket there: Unavailable, naming it.
+  options.unix_socket = dir.File("missing.sock");
+  r = HttpGet("http://docker/_ping", options);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("unix:" + dir.File("missing.sock")));
+  // https cannot go over it.
+  options.unix_socket = server.path();
+  EXPECT_EQ(HttpGet("https://docker/_ping", options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // A path too long for sockaddr_un.
+  options.unix_socket = "/" + std::string(200, 'x');
+  EXPECT_EQ(HttpGet("http://docker/_ping", options).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(HttpClientConnectTest, NothingListeningIsUnavailable) {
