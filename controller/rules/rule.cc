@@ -617,6 +617,13 @@ const std::string& DefaultRulesYaml() {
     summary: Fleet-wide API throughput below 100 req/s
     runbook: low-throughput
     diagnostics: [nginx_slow_endpoints]
+  - alert: HealthProbeFailing
+    expr: http_probe_up < 1
+    for: 1m
+    severity: SEV2
+    summary: A health probe fails (the 502 check, curl -I /health)
+    runbook: high-error-rate
+    diagnostics: [http_probe_failures, nginx_status, nginx_slow_endpoints, top_processes]
 )yaml");
   return *kRules;
 }
