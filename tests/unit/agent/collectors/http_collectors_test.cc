@@ -353,5 +353,13 @@ TEST(HttpCollectorConfigTest, HttpJsonDeclaresItsGauges) {
   EXPECT_EQ(declared[1].help(), "Collections");
 }
 
+TEST(HttpCollectorConfigTest, RegisteredByName) {
+  CollectorRegistry registry;
+  RegisterBuiltinCollectors(registry);
+  for (const char* name : {"http_probe", "nginx_status", "http_json"}) {
+    EXPECT_NE(registry.Find(name), nullptr) << name;
+  }
+}
+
 }  // namespace
 }  // namespace vigil::agent
