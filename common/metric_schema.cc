@@ -32,9 +32,30 @@ constexpr std::array kMetrics = {
     MetricInfo{"redis_keyspace_hit_ratio", MetricKind::kGauge, "ratio", "hits / (hits + misses) over the interval"},
     MetricInfo{"redis_used_memory_bytes", MetricKind::kGauge, "bytes", "used_memory"},
     MetricInfo{"redis_up", MetricKind::kGauge, "bool", "1 when Redis answered"},
+    MetricInfo{"redis_used_memory_rss_bytes", MetricKind::kGauge, "bytes", "used_memory_rss"},
+    MetricInfo{"redis_used_memory_peak_bytes", MetricKind::kGauge, "bytes", "used_memory_peak"},
+    MetricInfo{"redis_maxmemory_bytes", MetricKind::kGauge, "bytes", "maxmemory (0: no limit)"},
+    MetricInfo{"redis_mem_fragmentation_ratio", MetricKind::kGauge, "ratio", "mem_fragmentation_ratio (RSS / used)"},
+    MetricInfo{"redis_evicted_keys_per_second", MetricKind::kGauge, "1/s", "Keys evicted per second over the interval"},
+    MetricInfo{"celery_queue_length", MetricKind::kGauge, "", "LLEN of a configured Celery broker queue, by queue"},
     // app_log
     MetricInfo{"app_log_errors_per_second", MetricKind::kGauge, "1/s", "Application log lines matching an error pattern, by module"},
     MetricInfo{"app_log_up", MetricKind::kGauge, "bool", "1 when every configured application log is readable"},
+    // http_probe
+    MetricInfo{"http_probe_up", MetricKind::kGauge, "bool", "1 when the target answered with an expected status, by target"},
+    MetricInfo{"http_probe_status_code", MetricKind::kGauge, "", "HTTP status of the probe (0: no answer), by target"},
+    MetricInfo{"http_probe_duration_seconds", MetricKind::kGauge, "s", "Time to the whole answer or the failure, by target"},
+    // nginx_status (stub_status)
+    MetricInfo{"nginx_status_up", MetricKind::kGauge, "bool", "1 when the stub_status page was read"},
+    MetricInfo{"nginx_status_active_connections", MetricKind::kGauge, "", "Active client connections, waiting ones included"},
+    MetricInfo{"nginx_status_reading", MetricKind::kGauge, "", "Connections reading a request head"},
+    MetricInfo{"nginx_status_writing", MetricKind::kGauge, "", "Connections writing a response"},
+    MetricInfo{"nginx_status_waiting", MetricKind::kGauge, "", "Idle keep-alive connections"},
+    MetricInfo{"nginx_status_accepts_per_second", MetricKind::kGauge, "1/s", "Connections accepted per second"},
+    MetricInfo{"nginx_status_handled_per_second", MetricKind::kGauge, "1/s", "Connections handled per second (below accepts: limits hit)"},
+    MetricInfo{"nginx_status_requests_per_second", MetricKind::kGauge, "1/s", "Requests per second, all servers"},
+    // http_json (its gauges are declared by the agent, outside this schema)
+    MetricInfo{"http_json_up", MetricKind::kGauge, "bool", "1 when the endpoint answered 2xx with JSON, by endpoint"},
 };
 
 }  // namespace

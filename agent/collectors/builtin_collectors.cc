@@ -2,7 +2,10 @@
 #include "agent/collector.h"
 #include "agent/collectors/app_log_collector.h"
 #include "agent/collectors/host_collector.h"
+#include "agent/collectors/http_json_collector.h"
+#include "agent/collectors/http_probe_collector.h"
 #include "agent/collectors/nginx_collector.h"
+#include "agent/collectors/nginx_status_collector.h"
 #include "agent/collectors/postgres_collector.h"
 #include "agent/collectors/redis_collector.h"
 
@@ -14,6 +17,9 @@ void RegisterBuiltinCollectors(CollectorRegistry& registry) {
   registry.Register("nginx", NewNginxCollector);
   registry.Register("postgres", NewPostgresCollector);
   registry.Register("redis", NewRedisCollector);
+  registry.Register("http_probe", NewHttpProbeCollector);
+  registry.Register("nginx_status", NewNginxStatusCollector);
+  registry.Register("http_json", NewHttpJsonCollector);
 }
 
 }  // namespace vigil::agent

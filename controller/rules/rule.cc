@@ -760,6 +760,13 @@ const std::string& DefaultRulesYaml() {
     summary: The application logs more than one error per second in one module
     runbook: high-error-rate
     diagnostics: [app_log_last_errors, app_log_top_modules, nginx_slow_endpoints]
+  - alert: HealthProbeFailing
+    expr: http_probe_up < 1
+    for: 1m
+    severity: SEV2
+    summary: A health probe fails (the 502 check, curl -I /health)
+    runbook: high-error-rate
+    diagnostics: [http_probe_failures, nginx_status, nginx_slow_endpoints, top_processes]
 )yaml");
   return *kRules;
 }
