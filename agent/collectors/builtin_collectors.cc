@@ -3,6 +3,7 @@
 #include "agent/collectors/host_collector.h"
 #include "agent/collectors/nginx_collector.h"
 #include "agent/collectors/postgres_collector.h"
+#include "agent/collectors/prometheus_collector.h"
 #include "agent/collectors/redis_collector.h"
 
 namespace vigil::agent {
@@ -12,6 +13,7 @@ void RegisterBuiltinCollectors(CollectorRegistry& registry) {
   registry.Register("nginx", NewNginxCollector);
   registry.Register("postgres", NewPostgresCollector);
   registry.Register("redis", NewRedisCollector);
+  registry.Register("prometheus", NewPrometheusCollector);
 }
 
 }  // namespace vigil::agent
