@@ -175,11 +175,13 @@ PromRoundStats PromTargetConverter::Convert(absl::string_view body, absl::Time n
   PromParseLimits limits;
   limits.max_bytes = target_->max_bytes;
   const PromParseSummary summary = ParsePrometheusText(body, visitor, limits);
-  stats.up = true;
+  // Text with errors and not one sample is not an exposition (an HTML page, a wrong port).
+  stats.up = summary.samples > 0 || summary.error_count == 0;
   stats.samples = visitor.samples;
   stats.parse_errors = summary.error_count;
   if (!summary.errors.empty()) {
-    stats.error = absl::StrCat("line ", summary.errors[0].line, ": ", summary.errors[0].what);
+    stats.error = absl::StrCat(summary.error_count, " malformed line(s); line ",
+                               summary.errors[0].line, ": ", summary.errors[0].what);
   }
   if (visitor.bad_buckets > 0 && stats.error.empty()) {
     stats.error = absl::StrCat(visitor.bad_buckets, " bucket(s) without a numeric le");

@@ -244,6 +244,13 @@ TEST(PrometheusConverter, TypeMismatchSeriesCapAndLabelBounds) {
   EXPECT_EQ(s.series, 2u);
   EXPECT_EQ(s.dropped, 2u);  // the 600-byte label value, and the third room over the cap
   EXPECT_EQ(out.gauges.size(), 2u);
+
+  // Not an exposition at all: down, with the first malformed line.
+  Collection html;
+  s = converter.Convert("<html>\n<body>Not Found</body>\n", absl::FromUnixSeconds(2), html);
+  EXPECT_FALSE(s.up);
+  EXPECT_EQ(s.parse_errors, 2u);
+  EXPECT_THAT(s.error, HasSubstr("2 malformed line(s); line 1: expected a metric name"));
 }
 
 TEST(PrometheusCollectorConfig, DeclaresItsFamiliesAndRefusesReservedNames) {
