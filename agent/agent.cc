@@ -11,8 +11,7 @@
 
 namespace vigil::agent {
 
-v1::Hello MakeHello(const AgentConfig& config, absl::Duration interval,
-                    const std::vector<std::string>& collectors) {
+v1::Hello MakeHello(const AgentConfig& config, absl::Duration interval) {
   v1::Hello hello;
   hello.set_agent_id(config.id);
   hello.set_hostname(Hostname());
@@ -20,8 +19,12 @@ v1::Hello MakeHello(const AgentConfig& config, absl::Duration interval,
   for (const auto& [k, v] : config.labels) {
     (*hello.mutable_labels())[k] = v;
   }
-  for (const std::string& c : collectors) {
-    hello.add_collectors(c);
+  for (const auto& c : config.collectors) {
+    hello.add_collectors(std::string(c->name()));
+    for (v1::MetricDeclaration& m : c->DeclaredMetrics()) {
+      m.set_collector(std::string(c->name()));
+      *hello.add_metrics() = std::move(m);
+    }
   }
   hello.set_interval_ms(absl::ToInt64Milliseconds(interval));
   // The actions the config allows; the agent refuses to start when one of them is invalid.
@@ -38,15 +41,10 @@ v1::Hello MakeHello(const AgentConfig& config, absl::Duration interval,
 
 Agent::Agent(AgentConfig config, AgentOptions options, const Clock* clock)
     : config_(std::move(config)), options_(std::move(options)), clock_(clock) {
-  std::vector<std::string> names;
-  for (const auto& c : config_.collectors) {
-    names.emplace_back(c->name());
-  }
-
   StreamClientOptions stream_options;
   stream_options.controller = options_.controller;
   stream_options.credentials = options_.credentials;
-  stream_options.hello = MakeHello(config_, options_.interval, names);
+  stream_options.hello = MakeHello(config_, options_.interval);
   stream_options.spool_dir = config_.spool_dir;
   stream_options.spool_max_bytes = config_.spool_max_bytes;
   stream_ = std::make_unique<StreamClient>(std::move(stream_options), clock_);

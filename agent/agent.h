@@ -60,8 +60,8 @@ class Agent {
   std::string watch_summary_;  // the last thresholds taken, for the log (stream reader's own)
 };
 
-// The Hello this agent sends on every stream.
-v1::Hello MakeHello(const AgentConfig& config, absl::Duration interval,
-                    const std::vector<std::string>& collectors);
+// The Hello this agent sends on every stream: the collectors of `config` by name and the metrics
+// they declare outside the built-in schema (DeclaredMetrics(), each marked with its collector).
+v1::Hello MakeHello(const AgentConfig& config, absl::Duration interval);
 
 }  // namespace vigil::agent

@@ -94,6 +94,20 @@ void PrintMetrics(const v1::GetMetricsResponse& response, absl::Time now, std::o
     }
     rows.Print(out, "  ");
   }
+  if (response.declared_size() > 0) {
+    // Scraped metrics, outside the built-in schema: rules may name them.
+    out << "\ndeclared (scraped) metrics\n";
+    Table declared({"NAME", "KIND", "UNIT", "COLLECTOR", "HELP"});
+    for (const v1::MetricDeclaration& d : response.declared()) {
+      declared.AddRow({OneLine(d.name()),
+                       d.kind() == v1::MetricDeclaration::HISTOGRAM ? "histogram"
+                       : d.per_second_rate()                        ? "gauge (rate/s)"
+                                                                    : "gauge",
+                       d.unit().empty() ? "-" : OneLine(d.unit()), OneLine(d.collector()),
+                       OneLine(d.help())});
+    }
+    declared.Print(out, "  ");
+  }
 }
 
 void AddAgentsCommands(CLI::App& app, CommandEnv& env) {

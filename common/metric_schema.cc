@@ -1,6 +1,10 @@
 #include "common/metric_schema.h"
 
+#include <algorithm>
 #include <array>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 
 namespace vigil {
 namespace {
@@ -56,6 +60,10 @@ constexpr std::array kMetrics = {
     MetricInfo{"nginx_status_requests_per_second", MetricKind::kGauge, "1/s", "Requests per second, all servers"},
     // http_json (its gauges are declared by the agent, outside this schema)
     MetricInfo{"http_json_up", MetricKind::kGauge, "bool", "1 when the endpoint answered 2xx with JSON, by endpoint"},
+    // prometheus (scraped series themselves are declared by the agent, outside this schema)
+    MetricInfo{"prometheus_up", MetricKind::kGauge, "bool", "1 when the target's /metrics answered 200 and parsed, by target"},
+    MetricInfo{"prometheus_scrape_seconds", MetricKind::kGauge, "s", "Time to fetch, parse and convert one target's /metrics, by target"},
+    MetricInfo{"prometheus_series_dropped", MetricKind::kGauge, "", "Series of the allow-list left out this round (series cap, label bounds), by target"},
 };
 
 }  // namespace
@@ -67,6 +75,75 @@ const MetricInfo* FindMetric(absl::string_view name) {
     if (m.name == name) return &m;
   }
   return nullptr;
+}
+
+const std::vector<std::string>& ReservedMetricPrefixes() {
+  static const std::vector<std::string>* const prefixes = [] {
+    auto* out = new std::vector<std::string>;
+    for (const MetricInfo& m : kMetrics) {
+      if (absl::EndsWith(m.name, "_up")) {
+        out->emplace_back(m.name.substr(0, m.name.size() - 2));
+      }
+    }
+    for (const MetricInfo& m : kMetrics) {
+      const bool covered = std::any_of(out->begin(), out->end(), [&](const std::string& p) {
+        return absl::StartsWith(m.name, p);
+      });
+      const size_t word = m.name.find('_');
+      if (!covered && word != absl::string_view::npos) {
+        out->push_back(absl::StrCat(m.name.substr(0, word), "_"));
+      }
+    }
+    std::sort(out->begin(), out->end());
+    out->erase(std::unique(out->begin(), out->end()), out->end());
+    return out;
+  }();
+  return *prefixes;
+}
+
+absl::string_view ReservedPrefixOf(absl::string_view name) {
+  absl::string_view best;
+  for (const std::string& p : ReservedMetricPrefixes()) {
+    if (absl::StartsWith(name, p) && p.size() > best.size()) {
+      best = p;
+    }
+  }
+  return best;
+}
+
+namespace {
+
+size_t EditDistance(absl::string_view a, absl::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+}  // namespace
+
+const MetricInfo* NearestMetric(absl::string_view name) {
+  if (name.size() > 256) {
+    return nullptr;  // bounded cost: rule text, never telemetry
+  }
+  const MetricInfo* best = nullptr;
+  size_t best_distance = name.size() / 2 + 1;
+  for (const MetricInfo& m : kMetrics) {
+    const size_t d = EditDistance(name, m.name);
+    if (d < best_distance) {
+      best = &m;
+      best_distance = d;
+    }
+  }
+  return best;
 }
 
 }  // namespace vigil

@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -335,6 +337,8 @@ void Controller::HousekeepingLoop() {
   // registry rows: every change of the last second in one transaction, once more on the way out.
   absl::Time next_flush = absl::Now() + options_.registry_flush;
   absl::Time next_second = absl::Now();
+  // Agents reconnect within seconds of a start: judge declarations only after that.
+  absl::Time next_scraped_check = absl::Now() + absl::Seconds(10);
   while (true) {
     const bool stopping = stop_.WaitForNotificationWithTimeout(options_.rule_tick);
     if (!stopping) {
@@ -344,6 +348,10 @@ void Controller::HousekeepingLoop() {
         remediation_->Tick();
         incidents_->Tick();
         RefreshUsers();
+      }
+      if (absl::Now() >= next_scraped_check) {
+        next_scraped_check = absl::Now() + absl::Seconds(10);
+        CheckScrapedMetrics();
       }
     }
     if (!stopping && absl::Now() < next_flush) {
@@ -355,6 +363,26 @@ void Controller::HousekeepingLoop() {
       return;
     }
   }
+}
+
+void Controller::CheckScrapedMetrics() {
+  std::vector<v1::MetricDeclaration> declared;
+  for (FleetState::Declared& d : fleet_.ConnectedDeclarations()) {
+    declared.push_back(std::move(d.declaration));
+  }
+  const std::vector<Rule> rules = rule_engine_->rules();
+  std::vector<std::string> undeclared = UndeclaredScrapedMetrics(rules, declared);
+  std::vector<std::string> mismatched = KindMismatches(rules, declared);
+  rules_undeclared_metric_ = undeclared.size();
+  rules_kind_mismatch_ = mismatched.size();
+  std::vector<std::string> findings = std::move(undeclared);
+  findings.insert(findings.end(), mismatched.begin(), mismatched.end());
+  for (const std::string& f : findings) {
+    if (std::find(scraped_warned_.begin(), scraped_warned_.end(), f) == scraped_warned_.end()) {
+      spdlog::warn("{}", f);
+    }
+  }
+  scraped_warned_ = std::move(findings);
 }
 
 void Controller::RefreshUsers() {
@@ -468,6 +496,19 @@ std::string Controller::MetricsPage() {
          static_cast<double>(rule_engine_->evaluations()));
   metric("vigil_rules_loaded", "gauge", "Alert rules in force.",
          static_cast<double>(rule_engine_->rule_count()));
+  std::set<std::string> declared_names;
+  for (const FleetState::Declared& d : fleet_.ConnectedDeclarations()) {
+    declared_names.insert(d.declaration.name());
+  }
+  metric("vigil_declared_metrics", "gauge",
+         "Scraped metrics (outside the built-in schema) declared by connected agents.",
+         static_cast<double>(declared_names.size()));
+  metric("vigil_rules_scraped_metric_undeclared", "gauge",
+         "Rules on a scraped metric that no connected agent declares (checked every 10 s).",
+         static_cast<double>(rules_undeclared_metric_.load()));
+  metric("vigil_rules_scraped_metric_kind_mismatch", "gauge",
+         "Rules using a scraped metric as the other kind than an agent declares (never fire).",
+         static_cast<double>(rules_kind_mismatch_.load()));
   absl::StrAppend(&page,
                   "# HELP vigil_config_reloads_total Reloads of rules and policy (SIGHUP) by "
                   "result.\n# TYPE vigil_config_reloads_total counter\n");

@@ -112,6 +112,10 @@ class Controller {
   // Saves the registry rows that changed and acknowledges the telemetry they cover.
   void FlushRegistry();
   std::string MetricsPage();
+  // Rules on scraped metrics against what connected agents declare: warns (once per finding
+  // while it holds) about a metric no connected agent declares and about a kind mismatch (such
+  // a rule never fires), and counts both for /metrics. Housekeeping thread only.
+  void CheckScrapedMetrics();
 
   const ControllerOptions options_;
   const Clock* clock_;
@@ -142,6 +146,9 @@ class Controller {
   bool started_ = false;
   std::atomic<uint64_t> reloads_ok_{0};
   std::atomic<uint64_t> reloads_failed_{0};
+  std::atomic<uint64_t> rules_undeclared_metric_{0};
+  std::atomic<uint64_t> rules_kind_mismatch_{0};
+  std::vector<std::string> scraped_warned_;  // the findings last logged (housekeeping thread)
 };
 
 }  // namespace vigil::controller

@@ -65,6 +65,9 @@ int CheckRules(const std::vector<std::string>& files) {
       std::cerr << e << '\n';
     }
     errors += static_cast<int>(parsed.errors.size());
+    for (const std::string& note : parsed.notes) {
+      std::cout << note << '\n';
+    }
     if (parsed.errors.empty()) {
       std::cout << file << ": " << parsed.rules.size() << " rule(s), OK\n";
     } else {

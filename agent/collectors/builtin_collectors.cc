@@ -7,6 +7,7 @@
 #include "agent/collectors/nginx_collector.h"
 #include "agent/collectors/nginx_status_collector.h"
 #include "agent/collectors/postgres_collector.h"
+#include "agent/collectors/prometheus_collector.h"
 #include "agent/collectors/redis_collector.h"
 
 namespace vigil::agent {
@@ -20,6 +21,7 @@ void RegisterBuiltinCollectors(CollectorRegistry& registry) {
   registry.Register("http_probe", NewHttpProbeCollector);
   registry.Register("nginx_status", NewNginxStatusCollector);
   registry.Register("http_json", NewHttpJsonCollector);
+  registry.Register("prometheus", NewPrometheusCollector);
 }
 
 }  // namespace vigil::agent

@@ -99,6 +99,7 @@ absl::StatusOr<uint64_t> FleetState::Connect(const v1::Hello& hello, const std::
   for (const auto& a : hello.actions()) {
     info.add_actions(a.name());
   }
+  agent.declared.assign(hello.metrics().begin(), hello.metrics().end());
   info.set_peer(peer);
   info.set_state(v1::CONNECTED);
   if (info.first_seen_unix_ms() == 0) {
@@ -495,7 +496,35 @@ absl::StatusOr<v1::GetMetricsResponse> FleetState::GetMetrics(const std::string&
   for (const auto& [name, table] : agent->diagnostics) {
     *response.add_diagnostics() = table;
   }
+  for (const v1::MetricDeclaration& d : agent->declared) {
+    if (absl::StartsWith(d.name(), name_prefix)) {
+      *response.add_declared() = d;
+    }
+  }
   return response;
+}
+
+std::vector<FleetState::Declared> FleetState::ConnectedDeclarations() const {
+  std::map<std::pair<std::string, int>, Declared> by_name;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, agent] : agents_) {
+    absl::MutexLock agent_lock(&agent->mu);
+    if (agent->session == 0) {
+      continue;
+    }
+    for (const v1::MetricDeclaration& d : agent->declared) {
+      Declared& entry = by_name[{d.name(), d.kind()}];
+      if (entry.agents++ == 0) {
+        entry.declaration = d;
+      }
+    }
+  }
+  std::vector<Declared> out;
+  out.reserve(by_name.size());
+  for (auto& [key, entry] : by_name) {
+    out.push_back(std::move(entry));
+  }
+  return out;
 }
 
 std::vector<v1::AgentInfo> FleetState::TakeDirty() {

@@ -114,6 +114,14 @@ class FleetState {
   // Storing them failed: they are dirty again, to be tried with the next flush.
   void MarkDirty(const std::vector<v1::AgentInfo>& rows);
 
+  // Every declaration (Hello.metrics) of the connected agents, sorted by name, one per name and
+  // kind (the first agent's unit and help), with `agents` counting who declares each.
+  struct Declared {
+    v1::MetricDeclaration declaration;
+    size_t agents = 0;
+  };
+  std::vector<Declared> ConnectedDeclarations() const;
+
   // The actions an agent said it offers (its Hello); nullopt for an agent never seen.
   std::optional<std::vector<std::string>> AgentActions(const std::string& agent_id) const;
 
@@ -133,6 +141,8 @@ class FleetState {
     // By interned key: one pointer per series, no string of its own.
     absl::flat_hash_map<const SeriesKey*, std::unique_ptr<SeriesState>> series ABSL_GUARDED_BY(mu);
     std::map<std::string, v1::DiagnosticTable> diagnostics ABSL_GUARDED_BY(mu);
+    // Its last Hello's scraped metrics (validated: bounded, unique names).
+    std::vector<v1::MetricDeclaration> declared ABSL_GUARDED_BY(mu);
     size_t bytes ABSL_GUARDED_BY(mu) = 0;  // estimate of what `series` holds, for the budget
     bool dirty ABSL_GUARDED_BY(mu) = false;
     uint64_t stored_sequence ABSL_GUARDED_BY(mu) = 0;  // in the stored registry row

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/histogram.h"
+#include "common/metric_schema.h"
 
 namespace vigil::controller {
 namespace {
@@ -106,6 +108,49 @@ absl::Status CheckTime(absl::string_view field, int64_t time_ms, const IngestLim
   return absl::OkStatus();
 }
 
+absl::Status CheckDeclaredMetrics(const v1::Hello& hello, const IngestLimits& limits) {
+  const std::string agent = absl::StrCat(" (agent '", hello.agent_id(), "')");
+  if (static_cast<size_t>(hello.metrics_size()) > limits.max_declared_metrics) {
+    return Invalid(absl::StrCat("hello.metrics", agent),
+                   absl::StrCat(hello.metrics_size(), " declared metrics, more than the ",
+                                limits.max_declared_metrics, " allowed"));
+  }
+  absl::flat_hash_set<absl::string_view> names;
+  for (int i = 0; i < hello.metrics_size(); ++i) {
+    const v1::MetricDeclaration& m = hello.metrics(i);
+    const std::string field = absl::StrCat("hello.metrics[", i, "]");
+    if (auto s = CheckMetricName(absl::StrCat(field, ".name", agent), m.name(), limits); !s.ok()) {
+      return s;
+    }
+    if (FindMetric(m.name()) != nullptr) {
+      return Invalid(absl::StrCat(field, ".name", agent),
+                     absl::StrCat("'", m.name(), "' is a name of the built-in schema"));
+    }
+    if (!names.insert(m.name()).second) {
+      return Invalid(absl::StrCat(field, ".name", agent),
+                     absl::StrCat("'", m.name(), "' declared twice"));
+    }
+    if (!v1::MetricDeclaration::Kind_IsValid(m.kind())) {
+      return Invalid(absl::StrCat(field, ".kind", agent), absl::StrCat(m.kind(), " is not a kind"));
+    }
+    if (auto s = CheckLength(absl::StrCat(field, ".unit", agent), m.unit(), limits.max_unit_bytes);
+        !s.ok()) {
+      return s;
+    }
+    if (auto s = CheckLength(absl::StrCat(field, ".help", agent), m.help(), limits.max_help_bytes);
+        !s.ok()) {
+      return s;
+    }
+    if (std::find(hello.collectors().begin(), hello.collectors().end(), m.collector()) ==
+        hello.collectors().end()) {
+      return Invalid(absl::StrCat(field, ".collector", agent),
+                     absl::StrCat("'", m.collector().substr(0, 64),
+                                  "' is not one of the collectors the Hello lists"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ValidateHello(const v1::Hello& hello, const IngestLimits& limits) {
@@ -152,7 +197,7 @@ absl::Status ValidateHello(const v1::Hello& hello, const IngestLimits& limits) {
   if (hello.interval_ms() < 0 || hello.interval_ms() > 3'600'000) {
     return Invalid("hello.interval_ms", absl::StrCat(hello.interval_ms(), " is not in 0..3600000"));
   }
-  return absl::OkStatus();
+  return CheckDeclaredMetrics(hello, limits);
 }
 
 absl::Status ValidateDroppedRanges(const v1::TelemetryBatch& batch, const IngestLimits& limits) {

@@ -42,12 +42,19 @@ struct IngestLimits {
   size_t max_diagnostics_bytes = 2 << 20;
   size_t max_output_tail_bytes = 64 << 10;
   size_t max_text_bytes = 4096;  // reasons, errors, versions, ids of requests and commands
+  // Hello.metrics: scraped metrics an agent declares outside the built-in schema.
+  size_t max_declared_metrics = 2'000;
+  size_t max_unit_bytes = 32;
+  size_t max_help_bytes = 512;
 };
 
 // Sequences up to 2^53: beyond, JSON readers lose precision and nothing honest gets there.
 inline constexpr uint64_t kMaxFirstSequence = uint64_t{1} << 53;
 
-// The Hello that opens a stream: agent id, hostname, version, labels, collectors, actions.
+// The Hello that opens a stream: agent id, hostname, version, labels, collectors, actions, and
+// the declared metrics (bounded count, metric-name syntax, never a name of the built-in schema
+// nor twice, a known kind, bounded unit and help, a collector the Hello lists). A declaration's
+// error names the agent: "hello.metrics[3].name (agent 'web-1'): ...".
 absl::Status ValidateHello(const v1::Hello& hello, const IngestLimits& limits);
 
 // What the stream and the agent hold before a batch is applied.

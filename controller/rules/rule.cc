@@ -161,18 +161,27 @@ class ExprParser {
     }
     const MetricInfo* info = FindMetric(word);
     if (info == nullptr) {
-      pos_ = start;
-      std::vector<std::string> names;
-      for (const MetricInfo& m : AllMetrics()) {
-        names.emplace_back(m.name);
+      // A built-in collector's prefix: a typo of a schema name, never a scraped metric.
+      if (absl::string_view prefix = ReservedPrefixOf(word); !prefix.empty()) {
+        pos_ = start;
+        const MetricInfo* nearest = NearestMetric(word);
+        std::vector<std::string> same_prefix;
+        for (const MetricInfo& m : AllMetrics()) {
+          if (absl::StartsWith(m.name, prefix)) {
+            same_prefix.emplace_back(m.name);
+          }
+        }
+        return Error(absl::StrCat(
+            "unknown metric '", word, "'",
+            nearest != nullptr ? absl::StrCat(": did you mean '", nearest->name, "'?") : "",
+            " (the prefix '", prefix, "' belongs to a built-in collector, whose metrics are ",
+            absl::StrJoin(same_prefix, ", "), "; a scraped metric needs another prefix)"));
       }
-      return Error(
-          absl::StrCat("unknown metric '", word, "' (known: ", absl::StrJoin(names, ", "), ")"));
-    }
-    if (quantile > 0 && info->kind != MetricKind::kHistogram) {
+      // Outside the schema: a scraped metric the agents declare; its kind is the expression's.
+      expr.scraped = true;
+    } else if (quantile > 0 && info->kind != MetricKind::kHistogram) {
       return Error(absl::StrCat("'", word, "' is a gauge; quantiles apply to histograms only"));
-    }
-    if (quantile == 0 && info->kind == MetricKind::kHistogram) {
+    } else if (quantile == 0 && info->kind == MetricKind::kHistogram) {
       return Error(absl::StrCat("'", word, "' is a histogram: write p50/p90/p95/p99(", word, ")"));
     }
     expr.metric = word;
@@ -593,6 +602,49 @@ absl::StatusOr<Expression> ParseExpression(absl::string_view text) {
   return ExprParser(text).Parse();
 }
 
+std::vector<std::string> KindMismatches(const std::vector<Rule>& rules,
+                                        const std::vector<v1::MetricDeclaration>& declared) {
+  std::vector<std::string> out;
+  for (const Rule& rule : rules) {
+    if (!rule.expr.scraped) {
+      continue;
+    }
+    const bool wants_histogram = rule.expr.quantile > 0;
+    for (const v1::MetricDeclaration& d : declared) {
+      if (d.name() != rule.expr.metric) {
+        continue;
+      }
+      const bool is_histogram = d.kind() == v1::MetricDeclaration::HISTOGRAM;
+      if (is_histogram != wants_histogram) {
+        out.push_back(absl::StrCat(
+            "rule ", rule.name, " (", rule.source, ") uses '", rule.expr.metric, "' as a ",
+            wants_histogram ? "histogram" : "gauge", " but collector '", d.collector(),
+            "' declares it a ", is_histogram ? "histogram" : "gauge", ": the rule never fires"));
+      }
+      break;
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> UndeclaredScrapedMetrics(
+    const std::vector<Rule>& rules, const std::vector<v1::MetricDeclaration>& declared) {
+  std::vector<std::string> out;
+  for (const Rule& rule : rules) {
+    if (!rule.expr.scraped) {
+      continue;
+    }
+    const bool found = std::any_of(declared.begin(), declared.end(), [&](const auto& d) {
+      return d.name() == rule.expr.metric;
+    });
+    if (!found) {
+      out.push_back(absl::StrCat("rule ", rule.name, " (", rule.source, "): metric '",
+                                 rule.expr.metric, "' is declared by no connected agent"));
+    }
+  }
+  return out;
+}
+
 v1::Severity Rule::SeverityFor(double value) const {
   for (const SeverityTier& tier : tiers) {
     if (Compare(value, expr.op, tier.threshold)) {
@@ -638,6 +690,12 @@ RuleFile ParseRulesOrThrow(absl::string_view text, absl::string_view name) {
       result.errors.push_back(absl::StrCat(rule->source, ": rule ", rule->name,
                                            ": duplicate name (first defined at ", it->second, ")"));
       continue;
+    }
+    if (rule->expr.scraped) {
+      result.notes.push_back(absl::StrCat(
+          rule->source, ": rule ", rule->name, ": metric '", rule->expr.metric,
+          "' is scraped (declared by agents), not in the built-in schema; used as a ",
+          rule->expr.quantile > 0 ? "histogram" : "gauge"));
     }
     result.rules.push_back(std::move(*rule));
   }

@@ -6,7 +6,8 @@
 //   selector := metric [{label op "value", ...}] with = != =~ !~ on series or agent labels
 //
 // Parsing checks everything it can before the controller starts: unknown metrics, histogram
-// versus gauge, operators, durations, severities and duplicate names, each error with file and
+// versus gauge (for the built-in schema; a name outside it and outside the built-in collectors'
+// prefixes is a scraped metric the agents declare, see DESIGN.md "Metric names"), operators, durations, severities and duplicate names, each error with file and
 // line. Immutable once parsed; thread-safe.
 #pragma once
 
@@ -19,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "vigil/v1/agent_service.pb.h"
 #include "vigil/v1/incident.pb.h"
 
 namespace re2 {
@@ -48,6 +50,10 @@ struct Expression {
   std::vector<std::string> by;  // grouping labels of an aggregation
   double quantile = 0;          // > 0: a histogram quantile (0.95 for p95)
   std::string metric;
+  // The metric is outside the built-in schema: scraped, declared by agents in their Hello. Its
+  // kind is the expression's (pNN(x): a histogram, else a gauge); a series of the other kind
+  // never fires it (see KindMismatches).
+  bool scraped = false;
   std::vector<LabelMatcher> matchers;
   Comparison op = Comparison::kGreater;
   double threshold = 0;
@@ -102,7 +108,19 @@ struct Rule {
 struct RuleFile {
   std::vector<Rule> rules;
   std::vector<std::string> errors;  // "file:line: rule NAME: problem", one per problem
+  // Not errors: "file:line: rule NAME: metric 'x' is scraped (declared by agents), a histogram".
+  std::vector<std::string> notes;
 };
+
+// Rules whose scraped metric an agent declares with the other kind (a gauge used as pNN(x), or
+// a histogram compared as a gauge): such a rule never fires on that agent. One message each,
+// naming the rule, its source, the metric and both kinds.
+std::vector<std::string> KindMismatches(const std::vector<Rule>& rules,
+                                        const std::vector<v1::MetricDeclaration>& declared);
+// Scraped metrics the rules name that none of `declared` (every connected agent's
+// declarations) has: "rule NAME (file:line): metric 'x' is declared by no connected agent".
+std::vector<std::string> UndeclaredScrapedMetrics(
+    const std::vector<Rule>& rules, const std::vector<v1::MetricDeclaration>& declared);
 
 // Parses a rule file's text; `name` is used in messages. Reports every problem it finds.
 // Pure and exception-free: any text yields a RuleFile (hostile text yields errors).

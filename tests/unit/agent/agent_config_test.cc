@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "agent/actions/action.h"
+#include "agent/agent.h"
 #include "tests/support/hostile_yaml.h"
 #include "tests/support/process.h"
 
@@ -26,6 +27,24 @@ class AgentConfigTest : public ::testing::Test {
   }
   CollectorRegistry registry_;
 };
+
+// The Hello declares what the scraping collectors may send, each marked with its collector.
+TEST_F(AgentConfigTest, TheHelloDeclaresTheScrapedMetrics) {
+  auto config = ParseAgentConfig(
+      "id: web-1\ncollectors:\n  host: {}\n  prometheus:\n    targets:\n"
+      "      - {name: app, url: 'http://127.0.0.1:8000/metrics', prefix: app_,\n"
+      "         series: {http_request_duration_seconds: histogram, jobs_total: counter}}\n",
+      "agent.yaml", registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  const v1::Hello hello = MakeHello(*config, absl::Seconds(1));
+  EXPECT_EQ(hello.collectors_size(), 2);
+  ASSERT_EQ(hello.metrics_size(), 2);
+  EXPECT_EQ(hello.metrics(0).name(), "app_http_request_duration_seconds");
+  EXPECT_EQ(hello.metrics(0).kind(), v1::MetricDeclaration::HISTOGRAM);
+  EXPECT_EQ(hello.metrics(0).collector(), "prometheus");
+  EXPECT_EQ(hello.metrics(1).name(), "app_jobs_total");
+  EXPECT_TRUE(hello.metrics(1).per_second_rate());
+}
 
 TEST_F(AgentConfigTest, ReadsIdLabelsAndCollectors) {
   auto config = ParseAgentConfig(

@@ -268,6 +268,74 @@ TEST(ValidateHelloTest, BoundsIdentityAndLabels) {
   EXPECT_THAT(ValidateHello(labels, IngestLimits{}).message(), HasSubstr("101 labels"));
 }
 
+v1::Hello HelloDeclaring(std::vector<std::string> names) {
+  v1::Hello hello = MakeHello("web-1");
+  hello.add_collectors("prometheus");
+  for (const std::string& name : names) {
+    v1::MetricDeclaration* m = hello.add_metrics();
+    m->set_name(name);
+    m->set_collector("prometheus");
+  }
+  return hello;
+}
+
+TEST(ValidateHelloTest, DeclaredMetricsAreBoundedAndOutsideTheSchema) {
+  EXPECT_TRUE(ValidateHello(HelloDeclaring({"app_requests_total", "app:latency"}), IngestLimits{})
+                  .ok());
+  std::vector<std::string> many;
+  for (int i = 0; i < 2'001; ++i) {
+    many.push_back(absl::StrCat("app_m", i));
+  }
+  EXPECT_THAT(ValidateHello(HelloDeclaring(many), IngestLimits{}).message(),
+              HasSubstr("hello.metrics (agent 'web-1'): 2001 declared metrics, more than the "
+                        "2000 allowed"));
+  EXPECT_THAT(ValidateHello(HelloDeclaring({"app_ok", "host_load1"}), IngestLimits{}).message(),
+              HasSubstr("hello.metrics[1].name (agent 'web-1'): 'host_load1' is a name of the "
+                        "built-in schema"));
+  EXPECT_THAT(ValidateHello(HelloDeclaring({"9lives"}), IngestLimits{}).message(),
+              HasSubstr("hello.metrics[0].name (agent 'web-1'): metric name has a character"));
+  EXPECT_THAT(ValidateHello(HelloDeclaring({"app_x", "app_x"}), IngestLimits{}).message(),
+              HasSubstr("hello.metrics[1].name (agent 'web-1'): 'app_x' declared twice"));
+  v1::Hello unit = HelloDeclaring({"app_x"});
+  unit.mutable_metrics(0)->set_unit(std::string(33, 's'));
+  EXPECT_THAT(ValidateHello(unit, IngestLimits{}).message(), HasSubstr("hello.metrics[0].unit"));
+  v1::Hello help = HelloDeclaring({"app_x"});
+  help.mutable_metrics(0)->set_help(std::string(513, 'h'));
+  EXPECT_THAT(ValidateHello(help, IngestLimits{}).message(), HasSubstr("hello.metrics[0].help"));
+  v1::Hello kind = HelloDeclaring({"app_x"});
+  kind.mutable_metrics(0)->set_kind(static_cast<v1::MetricDeclaration::Kind>(7));
+  EXPECT_THAT(ValidateHello(kind, IngestLimits{}).message(), HasSubstr("hello.metrics[0].kind"));
+  v1::Hello collector = HelloDeclaring({"app_x"});
+  collector.mutable_metrics(0)->set_collector("http_json");
+  EXPECT_THAT(ValidateHello(collector, IngestLimits{}).message(),
+              HasSubstr("hello.metrics[0].collector (agent 'web-1'): 'http_json' is not one of "
+                        "the collectors the Hello lists"));
+}
+
+TEST(FleetDeclarationsTest, KeptPerAgentAndCountedWhileConnected) {
+  FleetState fleet;
+  v1::Hello web1 = HelloDeclaring({"app_requests_total", "app_latency_seconds"});
+  web1.mutable_metrics(1)->set_kind(v1::MetricDeclaration::HISTOGRAM);
+  v1::Hello web2 = HelloDeclaring({"app_requests_total"});
+  web2.set_agent_id("web-2");
+  ASSERT_TRUE(fleet.Connect(web1, "peer1", 1, kNow).ok());
+  ASSERT_TRUE(fleet.Connect(web2, "peer2", 2, kNow).ok());
+  std::vector<FleetState::Declared> all = fleet.ConnectedDeclarations();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].declaration.name(), "app_latency_seconds");
+  EXPECT_EQ(all[0].agents, 1u);
+  EXPECT_EQ(all[1].declaration.name(), "app_requests_total");
+  EXPECT_EQ(all[1].agents, 2u);
+  absl::StatusOr<v1::GetMetricsResponse> metrics = fleet.GetMetrics("web-1", "app_lat");
+  ASSERT_TRUE(metrics.ok());
+  ASSERT_EQ(metrics->declared_size(), 1);
+  EXPECT_EQ(metrics->declared(0).kind(), v1::MetricDeclaration::HISTOGRAM);
+  fleet.Disconnect("web-1", 1, kNow);
+  all = fleet.ConnectedDeclarations();
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].agents, 1u);
+}
+
 TEST(ValidateDiagnosticsTest, BoundsTablesRowsAndCells) {
   v1::Diagnostics d;
   v1::DiagnosticTable* t = d.add_tables();

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/histogram.h"
+#include "common/metric_schema.h"
 #include "controller/rules/rule.h"
 #include "controller/rules/rule_engine.h"
 #include "tests/support/hostile_yaml.h"
@@ -91,7 +92,7 @@ TEST(RuleParse, FileErrorsNameFileLineAndProblemEach) {
   - alert: A
     expr: host_cpu_usage_ratio > 0.9
   - alert: B
-    expr: no_such_metric > 1
+    expr: host_cpu_usage > 1
   - alert: C
     expr: host_cpu_usage_ratio => 1
   - alert: D
@@ -108,7 +109,8 @@ TEST(RuleParse, FileErrorsNameFileLineAndProblemEach) {
 )";
   RuleFile file = ParseRules(kText, "team.yaml");
   ASSERT_THAT(file.errors, SizeIs(6));
-  EXPECT_THAT(file.errors[0], HasSubstr("team.yaml:5: rule B: expr: unknown metric"));
+  EXPECT_THAT(file.errors[0], HasSubstr("team.yaml:5: rule B: expr: unknown metric 'host_cpu_usage': "
+                                        "did you mean 'host_cpu_usage_ratio'?"));
   EXPECT_THAT(
       file.errors[1],
       HasSubstr(
@@ -120,6 +122,62 @@ TEST(RuleParse, FileErrorsNameFileLineAndProblemEach) {
   EXPECT_THAT(file.errors[4], HasSubstr("team.yaml:15: rule E: severity 'SEV9'"));
   EXPECT_THAT(file.errors[5], HasSubstr("team.yaml:18: unknown key 'colour' in rule F"));
   EXPECT_THAT(file.rules, SizeIs(1));
+}
+
+// The open name space (DESIGN.md, "Metric names"): a name outside the schema and outside the
+// built-in collectors' prefixes is a scraped metric, its kind taken from the expression.
+TEST(RuleParse, ScrapedMetricsOutsideTheSchemaTakeTheirKindFromTheExpression) {
+  EXPECT_THAT(ReservedMetricPrefixes(), ::testing::IsSupersetOf({"host_", "nginx_", "pg_",
+                                                                 "redis_", "prometheus_"}));
+  auto histogram = ParseExpression("p95(app_http_request_duration_seconds) > 2");
+  ASSERT_TRUE(histogram.ok()) << histogram.status();
+  EXPECT_TRUE(histogram->scraped);
+  EXPECT_EQ(histogram->quantile, 0.95);
+  auto gauge = ParseExpression(R"(max(qdrant_collections_total{collection="docs"}) > 10)");
+  ASSERT_TRUE(gauge.ok()) << gauge.status();
+  EXPECT_TRUE(gauge->scraped);
+  EXPECT_EQ(gauge->quantile, 0);
+  EXPECT_FALSE(ParseExpression("host_load1 > 4")->scraped);
+  // Under a built-in prefix: a typo, with the nearest name of the schema.
+  EXPECT_THAT(ParseExpression("host_lod1 > 4").status().message(),
+              HasSubstr("unknown metric 'host_lod1': did you mean 'host_load1'?"));
+  EXPECT_THAT(ParseExpression("pg_conections_used_ratio > 0.9").status().message(),
+              HasSubstr("did you mean 'pg_connections_used_ratio'?"));
+  EXPECT_THAT(ParseExpression("redis_something_else > 1").status().message(),
+              HasSubstr("the prefix 'redis_' belongs to a built-in collector"));
+
+  RuleFile file = ParseRules(R"(rules:
+  - alert: AppLatency
+    expr: p95(app_http_request_duration_seconds) > 2
+  - alert: CeleryBacklog
+    expr: app_celery_queue_length > 100
+  - alert: HighLoad
+    expr: host_load1 > 4
+)",
+                             "app.yaml");
+  ASSERT_THAT(file.errors, SizeIs(0));
+  ASSERT_THAT(file.notes, SizeIs(2));
+  EXPECT_THAT(file.notes[0],
+              HasSubstr("app.yaml:2: rule AppLatency: metric 'app_http_request_duration_seconds' "
+                        "is scraped (declared by agents), not in the built-in schema; used as a "
+                        "histogram"));
+  EXPECT_THAT(file.notes[1], HasSubstr("used as a gauge"));
+
+  // Against what agents declare: a kind mismatch never fires; an undeclared metric is named.
+  std::vector<v1::MetricDeclaration> declared(1);
+  declared[0].set_name("app_celery_queue_length");
+  declared[0].set_kind(v1::MetricDeclaration::HISTOGRAM);
+  declared[0].set_collector("prometheus");
+  EXPECT_THAT(KindMismatches(file.rules, declared),
+              ElementsAre(HasSubstr("rule CeleryBacklog (app.yaml:4) uses "
+                                    "'app_celery_queue_length' as a gauge but collector "
+                                    "'prometheus' declares it a histogram: the rule never fires")));
+  EXPECT_THAT(UndeclaredScrapedMetrics(file.rules, declared),
+              ElementsAre(HasSubstr("rule AppLatency (app.yaml:2): metric "
+                                    "'app_http_request_duration_seconds' is declared by no "
+                                    "connected agent")));
+  declared[0].set_kind(v1::MetricDeclaration::GAUGE);
+  EXPECT_THAT(KindMismatches(file.rules, declared), SizeIs(0));
 }
 
 // Hostile rule files give errors naming the file and line; none throws or crashes.
