@@ -4,10 +4,14 @@
 # run, on the same real servers, under the same light nginx traffic. Prints RSS, CPU share and
 # wake-ups per second (context switches of all the process's threads: each sleep that ends is
 # one). Needs scripts/install-bench-deps.sh and a build (scripts/build.sh).
-# Usage: bench/footprint.sh [WINDOW_S]; VIGIL_AGENT=PATH measures another agent binary.
+# Usage: bench/footprint.sh [WINDOW_S] [all]; VIGIL_AGENT=PATH measures another agent binary.
+# With `all`, the agent also runs every other collector against the same servers: app_log on a
+# log the traffic loop writes, http_probe and nginx_status on nginx, prometheus scraping the node
+# exporter's /metrics (five families), Redis key samples and Celery queues, disk_usage_top.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WIN=${1:-60}
+ALL=${2:-}
 BUILD=${VIGIL_BUILD_DIR:-build}
 AGENT_BIN=${VIGIL_AGENT:-$BUILD/agent/vigil-agent}
 W=$(mktemp -d /tmp/vigil-footprint.XXXX); chmod 755 "$W"
@@ -37,10 +41,31 @@ collectors:
   postgres: {dsn: "host=127.0.0.1 port=$PG user=vigil dbname=postgres"}
   redis: {address: "127.0.0.1:$RD"}
 Y
+NE=$(port); PE=$(port); RE=$(port); XE=$(port); PP=$(port)
+if [ "$ALL" = all ]; then
+  cat >"$W/agent.yaml" <<Y
+id: bench
+collectors:
+  host: {disk_usage_dirs: [$W]}
+  nginx: {access_log: $W/nginx/access.log, log_format: '\$remote_addr - \$remote_user [\$time_local] "\$request" \$status \$body_bytes_sent "\$http_referer" "\$http_user_agent" \$request_time \$upstream_response_time'}
+  postgres: {dsn: "host=127.0.0.1 port=$PG user=vigil dbname=postgres"}
+  redis: {address: "127.0.0.1:$RD", celery_queues: [celery], key_patterns: ["azals:ratelimit:*"]}
+  app_log: {files: [$W/app.log]}
+  http_probe: {targets: [{name: health, url: "http://127.0.0.1:$NX/static"}]}
+  nginx_status: {url: "http://127.0.0.1:$NX/stub_status"}
+  prometheus:
+    targets:
+      - name: node
+        url: http://127.0.0.1:$NE/metrics
+        prefix: ne_
+        series: {node_cpu_seconds_total: counter, node_memory_MemAvailable_bytes: gauge,
+                 node_network_receive_bytes_total: counter, node_filesystem_avail_bytes: gauge,
+                 node_load1: gauge}
+Y
+fi
 "$AGENT_BIN" --controller=127.0.0.1:$CT --config="$W/agent.yaml" --interval=1s --insecure --log-level=warn & AGENT=$!; PIDS+=($AGENT)
 
 # The exporters and a Prometheus scraping them every second.
-NE=$(port); PE=$(port); RE=$(port); XE=$(port); PP=$(port)
 prometheus-node-exporter --web.listen-address=127.0.0.1:$NE >"$W/ne.log" 2>&1 & NEP=$!; PIDS+=($NEP)
 DATA_SOURCE_NAME="postgresql://postgres@127.0.0.1:$PG/postgres?sslmode=disable" \
   prometheus-postgres-exporter --web.listen-address=127.0.0.1:$PE >"$W/pe.log" 2>&1 & PEP=$!; PIDS+=($PEP)
@@ -56,6 +81,9 @@ prometheus --config.file="$W/prom.yml" --storage.tsdb.path="$W/tsdb" --web.liste
 
 # Light, steady traffic for both sides to see: 20 requests/s.
 ( while true; do curl -s -o /dev/null "http://127.0.0.1:$NX/static?x=$RANDOM"; sleep 0.05; done ) & PIDS+=($!)
+# and, for app_log, an application log with an error line a second.
+( i=0; while true; do i=$((i+1)); echo "2026-01-01 00:00:00 INFO [api] request $i" >>"$W/app.log"
+  [ $((i % 20)) = 0 ] && echo "2026-01-01 00:00:00 ERROR [billing] failed $i" >>"$W/app.log"; sleep 0.05; done ) & PIDS+=($!)
 
 sleep 10   # warm-up
 HZ=$(getconf CLK_TCK)
@@ -77,4 +105,4 @@ for pair in vigil-agent:$AGENT node-exporter:$NEP postgres-exporter:$PEP redis-e
 done
 printf "%-24s %9.1f %8s %10s\n" "sum of 4 exporters" "$(echo "$srss/1024" | bc -l)" "$scpu" "$swake"
 python3 -c "print('agent / exporters: RSS %.3f, CPU %.3f, wake-ups %.3f' % ($arss/$srss, $acpu/$scpu if $scpu else float('nan'), $awake/$swake if $swake else float('nan')))"
-echo "window ${WIN}s; exporters scraped every 1 s by prometheus (not counted in the sum); agent interval 1 s"
+echo "window ${WIN}s; exporters scraped every 1 s by prometheus (not counted in the sum); agent interval 1 s${ALL:+; agent with every collector}"

@@ -32,8 +32,9 @@ bool Succeeded(const v1::ActionRun& run) {
 }
 
 std::string Params(const google::protobuf::Map<std::string, std::string>& params) {
-  std::vector<std::string> parts;
   std::map<std::string, std::string> sorted(params.begin(), params.end());
+  std::vector<std::string> parts;
+  parts.reserve(sorted.size());
   for (const auto& [k, v] : sorted) {
     parts.push_back(absl::StrCat(k, "=", v));
   }

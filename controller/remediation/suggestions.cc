@@ -145,6 +145,7 @@ std::vector<v1::SuggestedAction> FillSuggestions(
   const TablesByAgent tables = IndexTables(diagnostics);
   // Oldest alert first: the numbering stays put when later alerts join.
   std::vector<const v1::Alert*> ordered;
+  ordered.reserve(alerts.size());
   for (const v1::Alert& alert : alerts) {
     ordered.push_back(&alert);
   }
