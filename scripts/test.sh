@@ -2,8 +2,8 @@
 # The full test run: installs every package the tests need, builds, runs every test (unit and
 # integration; integration tests start their own PostgreSQL, Redis, nginx and supervisord on
 # 127.0.0.1), after fuzzing every parser that faces the network or a file for a bounded time
-# (scripts/fuzz.sh; VIGIL_FUZZ_SECONDS per harness, default 20). Exit status: ctest's, or 1 when
-# the fuzzing found anything.
+# (scripts/fuzz.sh; VIGIL_FUZZ_SECONDS per harness, default 12: fifteen harnesses, two at a time,
+# keep the run well under 30 minutes). Exit status: ctest's, or 1 when the fuzzing found anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/as-root.sh scripts/install-deps.sh
@@ -11,7 +11,7 @@ scripts/build.sh "$@"
 BUILD_DIR=${VIGIL_BUILD_DIR:-build}
 # Fuzzing first, so that ctest's summary closes the run.
 fuzz_status=0
-scripts/fuzz.sh "${VIGIL_FUZZ_SECONDS:-20}" || fuzz_status=$?
+scripts/fuzz.sh "${VIGIL_FUZZ_SECONDS:-12}" || fuzz_status=$?
 # Two at a time: the machine has 2 cores, and integration tests time real processes.
 # The fleet deployment test (label deploy: Ansible over SSH to three namespace hosts, about half
 # an hour here) runs on its own: scripts/test-deploy.sh.

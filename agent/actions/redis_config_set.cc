@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "agent/actions/action_util.h"
+#include "agent/actions/redis_session.h"
 #include "common/action_schema.h"
 #include "common/status.h"
 #include "common/yaml_util.h"
@@ -24,18 +25,6 @@ namespace vigil::agent {
 namespace {
 
 constexpr char kName[] = "redis_config_set";
-
-struct Reply {
-  explicit Reply(void* r) : reply(static_cast<redisReply*>(r)) {}
-  ~Reply() {
-    if (reply != nullptr) {
-      freeReplyObject(reply);
-    }
-  }
-  Reply(const Reply&) = delete;
-  Reply& operator=(const Reply&) = delete;
-  redisReply* reply;
-};
 
 class RedisConfigSet final : public Action {
  public:
@@ -74,20 +63,12 @@ class RedisConfigSet final : public Action {
     const std::string parameter = absl::AsciiStrToLower(params.at("parameter"));
     const std::string& value = params.at("value");
     StepRunner steps(kName, nullptr, timeout);
-    const timeval tv = absl::ToTimeval(std::max(timeout, absl::Milliseconds(1)));
-    redisContext* context = redisConnectWithTimeout(host_.c_str(), port_, tv);
-    if (context == nullptr || context->err != 0) {
-      steps.Fail(absl::StrCat("cannot connect to Redis at ", host_, ":", port_, ": ",
-                              context == nullptr ? "cannot allocate a context" : context->errstr));
-      if (context != nullptr) {
-        redisFree(context);
+    {
+      RedisSession session(host_, port_, timeout, steps);
+      if (session.ok()) {
+        Set(session, parameter, value, steps);
       }
-      spdlog::warn("{}", steps.Finish().reason);
-      return steps.Finish();
     }
-    redisSetTimeout(context, absl::ToTimeval(std::max(steps.remaining(), absl::Milliseconds(1))));
-    Set(context, parameter, value, steps, timeout);
-    redisFree(context);
     const ActionResult result = steps.Finish();
     if (result.exit_code == 0) {
       spdlog::info("{}: {} = {} on {}:{}", kName, parameter, value, host_, port_);
@@ -99,29 +80,29 @@ class RedisConfigSet final : public Action {
 
  private:
   // CONFIG GET's value, or nullopt with the failure recorded.
-  std::optional<std::string> Get(redisContext* context, const std::string& parameter,
-                                 StepRunner& steps, absl::Duration timeout) {
-    Reply got(redisCommand(context, "CONFIG GET %s", parameter.c_str()));
+  std::optional<std::string> Get(RedisSession& session, const std::string& parameter) {
+    RedisReply got(redisCommand(session.context(), "CONFIG GET %s", parameter.c_str()));
     if (got.reply == nullptr || got.reply->type != REDIS_REPLY_ARRAY || got.reply->elements != 2 ||
         got.reply->element[1]->type != REDIS_REPLY_STRING) {
-      Error(context, absl::StrCat("CONFIG GET ", parameter), got, steps, timeout);
+      session.Fail(absl::StrCat("CONFIG GET ", parameter), got);
       return std::nullopt;
     }
     return std::string(got.reply->element[1]->str, got.reply->element[1]->len);
   }
 
-  void Set(redisContext* context, const std::string& parameter, const std::string& value,
-           StepRunner& steps, absl::Duration timeout) {
-    std::optional<std::string> before = Get(context, parameter, steps, timeout);
+  void Set(RedisSession& session, const std::string& parameter, const std::string& value,
+           StepRunner& steps) {
+    std::optional<std::string> before = Get(session, parameter);
     if (!before) {
       return;
     }
-    Reply set(redisCommand(context, "CONFIG SET %s %s", parameter.c_str(), value.c_str()));
+    RedisReply set(
+        redisCommand(session.context(), "CONFIG SET %s %s", parameter.c_str(), value.c_str()));
     if (set.reply == nullptr || set.reply->type != REDIS_REPLY_STATUS) {
-      Error(context, absl::StrCat("CONFIG SET ", parameter, " ", value), set, steps, timeout);
+      session.Fail(absl::StrCat("CONFIG SET ", parameter, " ", value), set);
       return;
     }
-    std::optional<std::string> after = Get(context, parameter, steps, timeout);
+    std::optional<std::string> after = Get(session, parameter);
     if (!after) {
       return;
     }
@@ -131,22 +112,6 @@ class RedisConfigSet final : public Action {
       steps.Fail(absl::StrCat("CONFIG GET ", parameter, " reads '", *after, "' after setting '",
                               value, "'"));
     }
-  }
-
-  void Error(redisContext* context, absl::string_view command, const Reply& r, StepRunner& steps,
-             absl::Duration timeout) {
-    if (r.reply == nullptr) {
-      const bool timed_out =
-          context->err == REDIS_ERR_IO && std::string(context->errstr) == std::strerror(EAGAIN);
-      steps.Fail(timed_out ? absl::StrCat(TimedOutAfter(timeout), " (", command, ")")
-                           : absl::StrCat(command, ": ", context->errstr),
-                 timed_out ? kExitKilled : kExitFailed);
-      return;
-    }
-    steps.Fail(absl::StrCat(command, ": ",
-                            r.reply->type == REDIS_REPLY_ERROR
-                                ? std::string(r.reply->str, r.reply->len)
-                                : "unexpected reply"));
   }
 
   std::string host_;

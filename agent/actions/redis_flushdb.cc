@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "agent/actions/action_util.h"
+#include "agent/actions/redis_session.h"
 #include "common/action_schema.h"
 #include "common/status.h"
 #include "common/yaml_util.h"
@@ -21,19 +22,6 @@ namespace vigil::agent {
 namespace {
 
 constexpr char kName[] = "redis_flushdb";
-
-// One reply, freed on scope exit.
-struct Reply {
-  explicit Reply(void* r) : reply(static_cast<redisReply*>(r)) {}
-  ~Reply() {
-    if (reply != nullptr) {
-      freeReplyObject(reply);
-    }
-  }
-  Reply(const Reply&) = delete;
-  Reply& operator=(const Reply&) = delete;
-  redisReply* reply;
-};
 
 class RedisFlushdb final : public Action {
  public:
@@ -60,21 +48,12 @@ class RedisFlushdb final : public Action {
     }
     const int db = std::stoi(params.at("db"));
     StepRunner steps(kName, nullptr, timeout);
-    const timeval tv = absl::ToTimeval(std::max(timeout, absl::Milliseconds(1)));
-    redisContext* context = redisConnectWithTimeout(host_.c_str(), port_, tv);
-    if (context == nullptr || context->err != 0) {
-      steps.Fail(absl::StrCat("cannot connect to Redis at ", host_, ":", port_, ": ",
-                              context == nullptr ? "cannot allocate a context" : context->errstr));
-      if (context != nullptr) {
-        redisFree(context);
+    {
+      RedisSession session(host_, port_, timeout, steps);
+      if (session.ok()) {
+        Flush(session, db, steps);
       }
-      spdlog::warn("{}", steps.Finish().reason);
-      return steps.Finish();
     }
-    // The commands get what is left of the timeout.
-    redisSetTimeout(context, absl::ToTimeval(std::max(steps.remaining(), absl::Milliseconds(1))));
-    Flush(context, db, steps, timeout);
-    redisFree(context);
     const ActionResult result = steps.Finish();
     if (result.exit_code == 0) {
       spdlog::info("{}: flushed db {} of {}:{}", kName, db, host_, port_);
@@ -85,36 +64,22 @@ class RedisFlushdb final : public Action {
   }
 
  private:
-  void Flush(redisContext* context, int db, StepRunner& steps, absl::Duration timeout) {
-    auto error = [&](absl::string_view command, const Reply& r) {
-      if (r.reply == nullptr) {
-        // hiredis reports a read timeout as an I/O error with strerror(EAGAIN).
-        const bool timed_out =
-            context->err == REDIS_ERR_IO && std::string(context->errstr) == std::strerror(EAGAIN);
-        steps.Fail(timed_out ? absl::StrCat(TimedOutAfter(timeout), " (", command, ")")
-                             : absl::StrCat(command, ": ", context->errstr),
-                   timed_out ? kExitKilled : kExitFailed);
-      } else {
-        steps.Fail(absl::StrCat(command, ": ",
-                                r.reply->type == REDIS_REPLY_ERROR
-                                    ? std::string(r.reply->str, r.reply->len)
-                                    : "unexpected reply"));
-      }
-    };
+  void Flush(RedisSession& session, int db, StepRunner& steps) {
+    redisContext* context = session.context();
     const std::string select = absl::StrCat("SELECT ", db);
-    Reply selected(redisCommand(context, "SELECT %d", db));
+    RedisReply selected(redisCommand(context, "SELECT %d", db));
     if (selected.reply == nullptr || selected.reply->type != REDIS_REPLY_STATUS) {
-      error(select, selected);
+      session.Fail(select, selected);
       return;
     }
-    Reply size(redisCommand(context, "DBSIZE"));
+    RedisReply size(redisCommand(context, "DBSIZE"));
     if (size.reply == nullptr || size.reply->type != REDIS_REPLY_INTEGER) {
-      error("DBSIZE", size);
+      session.Fail("DBSIZE", size);
       return;
     }
-    Reply flushed(redisCommand(context, "FLUSHDB"));
+    RedisReply flushed(redisCommand(context, "FLUSHDB"));
     if (flushed.reply == nullptr || flushed.reply->type != REDIS_REPLY_STATUS) {
-      error("FLUSHDB", flushed);
+      session.Fail("FLUSHDB", flushed);
       return;
     }
     steps.Note(absl::StrCat("flushed db ", db, " of ", host_, ":", port_, " (", size.reply->integer,

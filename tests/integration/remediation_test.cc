@@ -44,15 +44,33 @@ class RemediationTest : public ::testing::Test {
     return std::string(absl::StripAsciiWhitespace(r.stdout_text));
   }
 
-  void StartController() {
-    controller_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{BinaryPath("vigil-controller"), "--listen=" + address_,
-                                 "--db=" + dir_.File("vigil.db"), "--insecure", "--http-listen=off",
-                                 "--rules=" + dir_.File("rules.yaml")},
-        std::map<std::string, std::string>{}, dir_.File("controller.log"));
+  void StartController(std::vector<std::string> extra_args = {}) {
+    std::vector<std::string> args = {BinaryPath("vigil-controller"), "--listen=" + address_,
+                                     "--db=" + dir_.File("vigil.db"), "--insecure",
+                                     "--http-listen=off", "--rules=" + dir_.File("rules.yaml")};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    controller_ = std::make_unique<Subprocess>(args, std::map<std::string, std::string>{},
+                                               dir_.File("controller.log"));
     ASSERT_TRUE(
         WaitUntil([&] { return Cli(admin_, {"agents"}).exit_code == 0; }, absl::Seconds(10)))
         << controller_->Output();
+  }
+
+  // The database's agent, trusting the key the controller made on its first start.
+  std::unique_ptr<Subprocess> StartDatabaseAgent(const testing::PostgresServer& postgres) {
+    testing::WriteFile(dir_.File("db-1.yaml"),
+                       absl::StrCat("id: db-1\nlabels: {role: postgres, service: postgres}\n"
+                                    "collectors:\n  postgres: {dsn: '",
+                                    postgres.Dsn("vigil"),
+                                    "'}\n"
+                                    "actions:\n  pg_terminate_backend: {}\n"
+                                    "controller_public_key: ",
+                                    dir_.File("controller-signing.pub"),
+                                    "\njournal: ", dir_.File("db-1.journal"), "\n"));
+    return std::make_unique<Subprocess>(
+        std::vector<std::string>{BinaryPath("vigil-agent"), "--controller=" + address_,
+                                 "--config=" + dir_.File("db-1.yaml"), "--insecure"},
+        std::map<std::string, std::string>{}, dir_.File("agent.log"));
   }
 
   CommandResult Cli(const std::string& token, std::vector<std::string> args) {
@@ -85,19 +103,7 @@ TEST_F(RemediationTest, TwoPersonApprovalTerminatesTheBlockingBackend) {
   EXPECT_TRUE(absl::StrContains(taken.output, "alice")) << taken.output;
   StartController();
 
-  // The agent trusts the key the controller made on its first start.
-  testing::WriteFile(dir_.File("db-1.yaml"),
-                     absl::StrCat("id: db-1\nlabels: {role: postgres, service: postgres}\n"
-                                  "collectors:\n  postgres: {dsn: '",
-                                  postgres.Dsn("vigil"),
-                                  "'}\n"
-                                  "actions:\n  pg_terminate_backend: {}\n"
-                                  "controller_public_key: ",
-                                  dir_.File("controller-signing.pub"),
-                                  "\njournal: ", dir_.File("db-1.journal"), "\n"));
-  Subprocess agent({BinaryPath("vigil-agent"), "--controller=" + address_,
-                    "--config=" + dir_.File("db-1.yaml"), "--insecure"},
-                   std::map<std::string, std::string>{}, dir_.File("agent.log"));
+  std::unique_ptr<Subprocess> agent = StartDatabaseAgent(postgres);
 
   auto holder = postgres.Background(
       "BEGIN; UPDATE accounts SET balance = balance - 1 WHERE id = 1; SELECT pg_sleep(60); COMMIT;",
@@ -203,7 +209,7 @@ TEST_F(RemediationTest, TwoPersonApprovalTerminatesTheBlockingBackend) {
                    .stdout_text == "0\n";
       },
       absl::Seconds(10)))
-      << agent.Output();
+      << agent->Output();
 
   // Every step on the timeline, in order.
   std::vector<std::string> kinds;
@@ -264,26 +270,8 @@ TEST_F(RemediationTest, SuggestedFixTerminatesTheBlockerAndTheBreakerHoldsTheNex
   const std::string alice = AddUser("alice", "commander");
   const std::string bob = AddUser("bob", "commander");
   const std::string carol = AddUser("carol", "commander");
-  controller_ = std::make_unique<Subprocess>(
-      std::vector<std::string>{BinaryPath("vigil-controller"), "--listen=" + address_,
-                               "--db=" + dir_.File("vigil.db"), "--insecure", "--http-listen=off",
-                               "--rules=" + dir_.File("rules.yaml"),
-                               "--policy=" + dir_.File("policy.yaml")},
-      std::map<std::string, std::string>{}, dir_.File("controller.log"));
-  ASSERT_TRUE(WaitUntil([&] { return Cli(admin_, {"agents"}).exit_code == 0; }, absl::Seconds(10)))
-      << controller_->Output();
-  testing::WriteFile(dir_.File("db-1.yaml"),
-                     absl::StrCat("id: db-1\nlabels: {role: postgres}\n"
-                                  "collectors:\n  postgres: {dsn: '",
-                                  postgres.Dsn("vigil"),
-                                  "'}\n"
-                                  "actions:\n  pg_terminate_backend: {}\n"
-                                  "controller_public_key: ",
-                                  dir_.File("controller-signing.pub"),
-                                  "\njournal: ", dir_.File("db-1.journal"), "\n"));
-  Subprocess agent({BinaryPath("vigil-agent"), "--controller=" + address_,
-                    "--config=" + dir_.File("db-1.yaml"), "--insecure"},
-                   std::map<std::string, std::string>{}, dir_.File("agent.log"));
+  StartController({"--policy=" + dir_.File("policy.yaml")});
+  std::unique_ptr<Subprocess> agent = StartDatabaseAgent(postgres);
 
   auto holder = postgres.Background(
       "BEGIN; UPDATE accounts SET balance = balance - 1 WHERE id = 1; SELECT pg_sleep(60); COMMIT;",
@@ -355,7 +343,7 @@ TEST_F(RemediationTest, SuggestedFixTerminatesTheBlockerAndTheBreakerHoldsTheNex
                    .stdout_text == "0\n";
       },
       absl::Seconds(15)))
-      << agent.Output();
+      << agent->Output();
   // The waiter got its lock and finished: it was never the one to kill.
   EXPECT_TRUE(WaitUntil([&] { return pid_of("%waiter%") == 0; }, absl::Seconds(10)));
 

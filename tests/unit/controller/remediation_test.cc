@@ -190,6 +190,33 @@ class RemediationManagerTest : public ::testing::Test {
   }
   v1::ActionProposal Stored(const std::string& id) { return **store_->GetProposal(id); }
 
+  // The controller dies and a new one starts on the same database, its agents offering
+  // restart_service.
+  void RestartController() {
+    writer_->Stop();
+    remediation_.reset();
+    incidents_.reset();
+    writer_ = std::make_unique<TimelineWriter>(faults_.get(), &clock_);
+    incidents_ = std::make_unique<IncidentManager>(
+        writer_.get(), &clock_,
+        [](const std::string&, const v1::CollectDiagnostics&) { return true; },
+        IncidentManager::Options{});
+    ASSERT_TRUE(incidents_->Start().ok());
+    auto signer = CommandSigner::LoadOrCreate(dir_.File("k.key"), dir_.File("k.pub"));
+    ASSERT_TRUE(signer.ok());
+    remediation_ = std::make_unique<RemediationManager>(
+        writer_.get(), incidents_.get(), &clock_, Policy(), std::move(*signer),
+        [this](const std::string&, v1::Command command) {
+          sent_.push_back(command);
+          return true;
+        },
+        [](const std::string&) -> std::optional<std::vector<std::string>> {
+          return std::vector<std::string>{"restart_service"};
+        });
+    ASSERT_TRUE(remediation_->Start().ok());
+    writer_->Start();
+  }
+
   testing::TempDir dir_;
   SimulatedClock clock_;
   std::unique_ptr<storage::Store> store_;
@@ -379,28 +406,8 @@ TEST_F(RemediationManagerTest, ARestartResumesTheRolloutWithTheSameCommandIds) {
   const v1::Command first = sent_[0];
 
   // The controller dies: a new one starts on the same database.
-  writer_->Stop();
-  remediation_.reset();
-  incidents_.reset();
-  writer_ = std::make_unique<TimelineWriter>(faults_.get(), &clock_);
-  incidents_ = std::make_unique<IncidentManager>(
-      writer_.get(), &clock_, [](const std::string&, const v1::CollectDiagnostics&) { return true; },
-      IncidentManager::Options{});
-  ASSERT_TRUE(incidents_->Start().ok());
-  auto signer = CommandSigner::LoadOrCreate(dir_.File("k.key"), dir_.File("k.pub"));
-  ASSERT_TRUE(signer.ok());
   sent_.clear();
-  remediation_ = std::make_unique<RemediationManager>(
-      writer_.get(), incidents_.get(), &clock_, Policy(), std::move(*signer),
-      [this](const std::string&, v1::Command command) {
-        sent_.push_back(command);
-        return true;
-      },
-      [](const std::string&) -> std::optional<std::vector<std::string>> {
-        return std::vector<std::string>{"restart_service"};
-      });
-  ASSERT_TRUE(remediation_->Start().ok());
-  writer_->Start();
+  ASSERT_NO_FATAL_FAILURE(RestartController());
   EXPECT_EQ(Stored(p->id()).state(), v1::DISPATCHING);  // never back to proposed
 
   // The agent comes back: the very same signed command goes out again.
@@ -445,27 +452,7 @@ TEST_F(RemediationManagerTest, CircuitBreakerRefusesTheFourthRestartAndSurvivesA
   EXPECT_TRUE(Propose({"w-2"}, "restart_service").ok());
 
   // The ledger is rebuilt from the store: a restarted controller refuses the same.
-  writer_->Stop();
-  remediation_.reset();
-  incidents_.reset();
-  writer_ = std::make_unique<TimelineWriter>(faults_.get(), &clock_);
-  incidents_ = std::make_unique<IncidentManager>(
-      writer_.get(), &clock_, [](const std::string&, const v1::CollectDiagnostics&) { return true; },
-      IncidentManager::Options{});
-  ASSERT_TRUE(incidents_->Start().ok());
-  auto signer = CommandSigner::LoadOrCreate(dir_.File("k.key"), dir_.File("k.pub"));
-  ASSERT_TRUE(signer.ok());
-  remediation_ = std::make_unique<RemediationManager>(
-      writer_.get(), incidents_.get(), &clock_, Policy(), std::move(*signer),
-      [this](const std::string&, v1::Command command) {
-        sent_.push_back(command);
-        return true;
-      },
-      [](const std::string&) -> std::optional<std::vector<std::string>> {
-        return std::vector<std::string>{"restart_service"};
-      });
-  ASSERT_TRUE(remediation_->Start().ok());
-  writer_->Start();
+  ASSERT_NO_FATAL_FAILURE(RestartController());
   EXPECT_TRUE(absl::IsResourceExhausted(Propose({"w-1"}, "restart_service").status()));
 
   // An admin re-arms it for w-1, with a reason, on the timeline.
