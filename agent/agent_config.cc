@@ -13,6 +13,23 @@
 namespace vigil::agent {
 namespace {
 
+// True when restarts go through supervisorctl (`service_manager: {restart: "supervisorctl ..."}`):
+// the units worth naming next to the top processes are then supervisor programs.
+bool RestartsThroughSupervisor(const YAML::Node& service_manager) {
+  if (!service_manager.IsDefined() || !service_manager.IsMap()) {
+    return false;
+  }
+  const YAML::Node restart = service_manager["restart"];
+  std::string program;
+  if (restart.IsDefined() && restart.IsScalar()) {
+    program = restart.Scalar().substr(0, restart.Scalar().find_first_of(" \t\n"));
+  } else if (restart.IsDefined() && restart.IsSequence() && restart.size() > 0 &&
+             restart[0].IsScalar()) {
+    program = restart[0].Scalar();
+  }
+  return std::filesystem::path(program).filename() == "supervisorctl";
+}
+
 // Label values are strings on the wire; a YAML number or bool is accepted as its text.
 absl::Status ReadLabels(const YAML::Node& node, absl::string_view file, Labels& out) {
   if (!node.IsDefined() || node.IsNull()) {
@@ -115,7 +132,16 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
       return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, kv.second), ": collectors.",
                                                      name, " must be a map of options"));
     }
-    auto collector = (*factory)(kv.second, file);
+    YAML::Node options = kv.second;
+    if (name == "host" && RestartsThroughSupervisor(root["service_manager"]) &&
+        (options.IsNull() || !options["unit_source"].IsDefined())) {
+      // The host's own unit_source wins; otherwise name what restart_service can restart.
+      if (options.IsNull()) {
+        options = YAML::Node(YAML::NodeType::Map);
+      }
+      options["unit_source"] = "supervisor";
+    }
+    auto collector = (*factory)(options, file);
     if (!collector.ok()) {
       return collector.status();
     }

@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "agent/agent_config.h"
 #include "agent/collectors/disk_usage.h"
 #include "agent/collectors/host_collector.h"
 #include "agent/collectors/postgres_collector.h"
@@ -168,6 +169,39 @@ TEST_F(FakeProcTest, SupervisorUnitsComeFromTheEnvironment) {
   EXPECT_EQ(units["nginx"], "") << "not run by supervisor: nothing supervisorctl could restart";
   units = UnitsOf("unit_source: none");
   EXPECT_EQ(units["nginx"], "");
+}
+
+// An agent whose restarts go through supervisorctl names supervisor programs next to its top
+// processes without being told twice; its host collector's own unit_source still wins.
+TEST_F(FakeProcTest, ASupervisorServiceManagerMakesUnitsSupervisorPrograms) {
+  CollectorRegistry registry;
+  RegisterBuiltinCollectors(registry);
+  auto unit_of_gunicorn = [&](const std::string& host_options, const std::string& manager) {
+    auto config = ParseAgentConfig(
+        absl::StrCat("id: web-1\nservice_manager: ", manager, "\ncollectors:\n  host: ",
+                     host_options.empty() ? std::string("{proc_root: '") + dir_.File("proc") + "'}"
+                                          : host_options,
+                     "\n"),
+        "agent.yaml", registry);
+    EXPECT_TRUE(config.ok()) << config.status();
+    if (!config.ok()) return std::string("(no config)");
+    Collector& host = *config->collectors[0];
+    Collection c;
+    host.Collect(absl::Now(), c);
+    const std::vector<v1::DiagnosticTable> tables = host.Diagnose(absl::Now(), {"top_processes_memory"});
+    EXPECT_EQ(tables.size(), 1u);
+    if (tables.empty()) return std::string("(no table)");
+    for (const auto& row : tables[0].rows()) {
+      if (row.cells(1) == "gunicorn") return row.cells(5);
+    }
+    return std::string("(no gunicorn row)");
+  };
+  EXPECT_EQ(unit_of_gunicorn("", "{restart: \"supervisorctl restart {unit}\"}"), "api");
+  EXPECT_EQ(unit_of_gunicorn("", "{restart: [/usr/bin/supervisorctl, restart, \"{unit}\"]}"), "api");
+  EXPECT_EQ(unit_of_gunicorn("", "systemd"), "supervisor.service");
+  EXPECT_EQ(unit_of_gunicorn(absl::StrCat("{proc_root: '", dir_.File("proc"), "', unit_source: none}"),
+                             "{restart: \"supervisorctl restart {unit}\"}"),
+            "");
 }
 
 TEST_F(FakeProcTest, MeminfoTableAndSwapGauge) {
