@@ -554,7 +554,15 @@ std::string Controller::MetricsPage() {
     absl::StrAppendFormat(&page, "vigil_store_write_failures_total{cause=\"%s\"} %d\n", cause,
                           it == writes.failures_by_cause.end() ? 0 : it->second);
   }
-  metric("vigil_store_writable", "gauge", "1 while the last store write succeeded, 0 while failing.",
+  absl::StrAppend(&page,
+                  "# HELP vigil_breaker_refusals_total Proposals and last approvals refused by "
+                  "an action's circuit breaker since start, by action.\n"
+                  "# TYPE vigil_breaker_refusals_total counter\n");
+  for (const auto& [action, count] : remediation_->BreakerRefusals()) {
+    absl::StrAppendFormat(&page, "vigil_breaker_refusals_total{action=\"%s\"} %d\n", action,
+                          count);
+  }
+    metric("vigil_store_writable", "gauge", "1 while the last store write succeeded, 0 while failing.",
          writer_->failing() ? 0 : 1);
   metric("vigil_alerts_waiting_for_store", "gauge",
          "Rule alerts kept in order until the store takes writes again.",

@@ -339,8 +339,11 @@ absl::StatusOr<v1::ActionProposal> RemediationManager::DoPropose(
   }
   const ActionPolicy action_policy = policy_.For(request.action());
   const std::vector<std::string> agents(request.agents().begin(), request.agents().end());
-  RETURN_IF_ERROR(ledger_.Check(request.action(), agents, PlannedRuns(request.action()),
-                                action_policy.breaker, txn.now()));
+  if (absl::Status s = ledger_.Check(request.action(), agents, PlannedRuns(request.action()),
+                                     action_policy.breaker, txn.now());
+      !s.ok()) {
+    return BreakerRefused(request.action(), caller, std::move(s));
+  }
   p.set_id(RandomId("act-").substr(0, 12));
   p.set_incident_id(request.incident_id());
   p.set_action(request.action());
@@ -418,8 +421,9 @@ absl::StatusOr<v1::ActionProposal> RemediationManager::DoReview(
     if (absl::Status s = ledger_.Check(current.action(), agents, PlannedRuns(current.action()),
                                        action_policy.breaker, txn.now());
         !s.ok()) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("approval of ", current.id(), " refused; ", s.message()));
+      return BreakerRefused(current.action(), caller,
+                            absl::ResourceExhaustedError(absl::StrCat(
+                                "approval of ", current.id(), " refused; ", s.message())));
     }
   }
   v1::ActionProposal& p = *Edit(txn, request.proposal_id());
@@ -808,6 +812,19 @@ absl::Status RemediationManager::FillFromSuggestion(v1::ProposeActionRequest& re
   p.set_suggested_by_rule(s.rule());
   p.set_suggestion_evidence(s.evidence());
   return absl::OkStatus();
+}
+
+absl::Status RemediationManager::BreakerRefused(const std::string& action, const Caller& caller,
+                                               absl::Status refusal) {
+  spdlog::warn("{} by {}: {}", action, caller.name, refusal.message());
+  absl::MutexLock lock(&refusals_mu_);
+  ++refusals_[action];
+  return refusal;
+}
+
+std::map<std::string, uint64_t> RemediationManager::BreakerRefusals() const {
+  absl::MutexLock lock(&refusals_mu_);
+  return refusals_;
 }
 
 std::map<std::string, int> RemediationManager::PlannedRuns(const std::string& action) const {

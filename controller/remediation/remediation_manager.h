@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "common/command_signing.h"
 #include "controller/auth/auth.h"
@@ -88,6 +89,11 @@ class RemediationManager {
   void OnAgentConnected(const std::string& agent_id);
   // Expires proposals; notes runs without results; declares outcomes unknown past patience.
   void Tick();
+
+  // Proposals and last approvals refused by a circuit breaker since start, by action (for
+  // /metrics: a breaker that trips is worth an alert). Refusals are logged, not put on the
+  // timeline: a loop hitting a breaker would otherwise flood the audit chain. Thread-safe.
+  std::map<std::string, uint64_t> BreakerRefusals() const;
 
   // Swaps in a new approval policy, already validated. It is applied on the writer thread, so
   // every proposal and review sees either the old policy or the new one, whole. Open proposals
@@ -153,6 +159,10 @@ class RemediationManager {
   std::map<std::string, RunRef> runs_by_command_;
   std::map<std::string, v1::ActionProposal> unknown_;  // outcome-unknown proposals, by id
   RunLedger ledger_;                                   // writer thread
+  // Counts a refusal by the breaker and logs it; returns `refusal` unchanged.
+  absl::Status BreakerRefused(const std::string& action, const Caller& caller, absl::Status refusal);
+  mutable absl::Mutex refusals_mu_;
+  std::map<std::string, uint64_t> refusals_ ABSL_GUARDED_BY(refusals_mu_);
   const SuggestionBook* suggestions_ = nullptr;
 };
 

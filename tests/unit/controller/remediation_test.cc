@@ -448,6 +448,8 @@ TEST_F(RemediationManagerTest, CircuitBreakerRefusesTheFourthRestartAndSurvivesA
               HasSubstr("restart_service ran 3 time(s) on w-1 in the last 1h (at most 3 per host, "
                         "then a cool-down of 15m)"));
   EXPECT_THAT(std::string(fourth.status().message()), HasSubstr("(in 57m)"));
+  EXPECT_EQ(remediation_->BreakerRefusals(),
+            (std::map<std::string, uint64_t>{{"restart_service", 1}}));
   // Another host is fine.
   EXPECT_TRUE(Propose({"w-2"}, "restart_service").ok());
 
@@ -481,26 +483,27 @@ TEST_F(RemediationManagerTest, CircuitBreakerRefusesTheFourthRestartAndSurvivesA
 }
 
 TEST_F(RemediationManagerTest, TheLastApprovalIsCheckedAgainstRunsSinceTheProposal) {
-  // Two proposals of a 3-per-host action, made while nothing ran; between them they would make
-  // the fourth run.
+  // Four proposals of a 3-per-host action, each fine when made (nothing had run yet).
   std::vector<std::string> ids;
-  for (int i = 0; i < 2; ++i) {
+  for (int i = 0; i < 4; ++i) {
     auto p = Propose({"w-1"}, "restart_service");
-    ASSERT_TRUE(p.ok());
+    ASSERT_TRUE(p.ok()) << i << ": " << p.status();
     ids.push_back(p->id());
   }
-  auto first = Propose({"w-1"}, "restart_service");
-  ASSERT_TRUE(first.ok());
-  ASSERT_TRUE(Review(first->id(), "bob").ok());
-  ASSERT_TRUE(Review(ids[0], "bob").ok());
-  ASSERT_EQ(sent_.size(), 2u);
-  Answer(sent_[0], v1::CommandResult::FINISHED, 0);
-  // Not finished yet: still counted, it may be running.
-  ASSERT_TRUE(Review(ids[1], "bob").ok()) << "the third run fits";
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(Review(ids[i], "bob").ok()) << i;
+  }
   ASSERT_EQ(sent_.size(), 3u);
-  auto late = Propose({"w-1"}, "restart_service");
-  ASSERT_FALSE(late.ok());
-  EXPECT_EQ(Stored(ids[1]).state(), v1::DISPATCHING);
+  // The fourth approval would make the fourth run in the hour: refused, and nothing changes.
+  auto fourth = Review(ids[3], "bob");
+  ASSERT_TRUE(absl::IsResourceExhausted(fourth.status())) << fourth.status();
+  EXPECT_THAT(std::string(fourth.status().message()),
+              HasSubstr(absl::StrCat("approval of ", ids[3], " refused; circuit breaker")));
+  EXPECT_EQ(sent_.size(), 3u);
+  const v1::ActionProposal stored = Stored(ids[3]);
+  EXPECT_EQ(stored.state(), v1::PROPOSED);
+  EXPECT_EQ(stored.approved_by_size(), 0);
+  EXPECT_EQ(remediation_->BreakerRefusals().at("restart_service"), 1u);
 }
 
 TEST_F(RemediationManagerTest, ASuggestionIsProposedAsFilledAndOnlyAsRead) {
