@@ -1,9 +1,8 @@
 #include "controller/remediation/remediation_manager.h"
 
+#include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <spdlog/spdlog.h>
-
-#include <google/protobuf/struct.pb.h>
 
 #include <algorithm>
 #include <optional>

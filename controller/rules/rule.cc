@@ -735,6 +735,8 @@ const std::string& DefaultRulesYaml() {
     summary: API p95 latency above 2 s
     runbook: high-api-latency
     diagnostics: [nginx_slow_endpoints, top_processes, pg_active_queries, pg_lock_waits, redis_stats]
+    suggest:
+      - {action: restart_service, params: {unit: "{top_processes_cpu.unit}"}}
   - alert: HighErrorRate
     expr: nginx_error_ratio > 0.05
     for: 5m
@@ -803,7 +805,10 @@ const std::string& DefaultRulesYaml() {
     severity: SEV3
     summary: Redis keyspace hit ratio below 80 %
     runbook: low-cache-hit-ratio
-    diagnostics: [redis_stats]
+    diagnostics: [redis_stats, redis_memory, redis_ttl_sample]
+    suggest:
+      - {action: redis_config_set, params: {parameter: maxmemory-policy, value: allkeys-lru}}
+      - {action: redis_flushdb, params: {db: 0}}
   - alert: LowThroughput
     expr: sum(nginx_requests_per_second) < 100
     for: 5m

@@ -83,6 +83,9 @@ bool ChaosController::Start(const std::string& token, absl::Duration timeout) {
     if (!options_.rules.empty()) {
       argv.push_back("--rules=" + options_.rules);
     }
+    if (!options_.policy.empty()) {
+      argv.push_back("--policy=" + options_.policy);
+    }
     argv.insert(argv.end(), options_.transport.begin(), options_.transport.end());
     ++starts_;
     process_ = std::make_unique<testing::Subprocess>(

@@ -52,6 +52,7 @@ struct ControllerOptions {
   std::string listen;         // --listen HOST:PORT
   std::string http_listen;    // --http-listen, "off" by default
   std::string rules;          // --rules, when set
+  std::string policy;         // --policy, when set
   std::vector<std::string> transport = {"--insecure"};  // or --tls-* flags
   std::vector<std::string> cli_transport = {"--insecure"};
   std::string log_dir;        // controller-N.log files land here

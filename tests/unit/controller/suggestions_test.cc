@@ -72,6 +72,10 @@ TEST(SuggestRules, BuiltInRulesCarryTheRunbooksFixes) {
   ASSERT_EQ(rules.at("DiskSpaceWarning").size(), 3u);
   EXPECT_EQ(rules.at("DiskSpaceWarning")[0].action, "logrotate");
   EXPECT_EQ(rules.at("DiskSpaceWarning")[1].action, "clean_old_logs");
+  EXPECT_EQ(rules.at("HighAPILatency")[0].params[0].second, "{top_processes_cpu.unit}");
+  ASSERT_EQ(rules.at("LowCacheHitRatio").size(), 2u);
+  EXPECT_EQ(rules.at("LowCacheHitRatio")[0].action, "redis_config_set");
+  EXPECT_EQ(rules.at("LowCacheHitRatio")[1].action, "redis_flushdb");
 }
 
 v1::Alert AlertOn(const std::string& id, const std::string& rule, const std::string& agent,
