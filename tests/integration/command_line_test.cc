@@ -15,6 +15,7 @@
 #include "cli/incidents_cmd.h"
 #include "cli/output.h"
 #include "controller/incidents/incident_report.h"
+#include "controller/remediation/suggestions.h"
 #include "storage/sqlite/sqlite_store.h"
 #include "tests/support/process.h"
 #include "tests/support/proto_json.h"
@@ -192,6 +193,17 @@ TEST(CommandLineTest, IncidentShowPrintsAnIncidentLongerThanOnePageWhole) {
     absl::StatusOr<v1::GetIncidentResponse> whole = controller::LoadIncident(**store, "INC-0001");
     ASSERT_TRUE(whole.ok()) << whole.status();
     expected = *whole;
+    // With the built-in rules' suggested fixes, as the first page carries them (web-1 never
+    // connected: its suggestion waits for diagnostics).
+    absl::StatusOr<std::vector<v1::SuggestedAction>> suggestions = controller::LoadSuggestions(
+        **store, "INC-0001", controller::SuggestionsOf(controller::DefaultRules()),
+        [](const std::string&, const std::string&) { return false; });
+    ASSERT_TRUE(suggestions.ok()) << suggestions.status();
+    ASSERT_EQ(suggestions->size(), 1u);
+    EXPECT_EQ((*suggestions)[0].missing(), "no top_processes_cpu table from web-1 yet");
+    for (const v1::SuggestedAction& s : *suggestions) {
+      *expected.add_suggestions() = s;
+    }
   }
   ASSERT_GT(expected.timeline_size(), 10'000);
   std::ostringstream table;

@@ -108,33 +108,7 @@ class RemediationManagerTest : public ::testing::Test {
     ASSERT_TRUE(store.ok());
     store_ = std::move(*store);
     faults_ = std::make_unique<testing::FaultInjectingStore>(store_.get());
-    writer_ = std::make_unique<TimelineWriter>(faults_.get(), &clock_);
-    incidents_ = std::make_unique<IncidentManager>(
-        writer_.get(), &clock_,
-        [](const std::string&, const v1::CollectDiagnostics&) { return true; },
-        IncidentManager::Options{});
-    ASSERT_TRUE(incidents_->Start().ok());
-    auto signer = CommandSigner::LoadOrCreate(dir_.File("k.key"), dir_.File("k.pub"));
-    ASSERT_TRUE(signer.ok());
-    Policy policy;
-    policy.proposal_ttl = absl::Minutes(15);
-    remediation_ = std::make_unique<RemediationManager>(
-        writer_.get(), incidents_.get(), &clock_, policy, std::move(*signer),
-        [this](const std::string& agent, v1::Command command) {
-          if (agent == "offline") {
-            return false;
-          }
-          sent_.push_back(command);
-          return true;
-        },
-        [](const std::string& agent) -> std::optional<std::vector<std::string>> {
-          if (agent == "nobody") {
-            return std::nullopt;
-          }
-          return std::vector<std::string>{"restart_service", "pg_terminate_backend"};
-        });
-    ASSERT_TRUE(remediation_->Start().ok());
-    writer_->Start();
+    ASSERT_NO_FATAL_FAILURE(StartManagers());
     // An incident to act on.
     v1::Alert alert;
     alert.set_id("a1");
@@ -190,12 +164,9 @@ class RemediationManagerTest : public ::testing::Test {
   }
   v1::ActionProposal Stored(const std::string& id) { return **store_->GetProposal(id); }
 
-  // The controller dies and a new one starts on the same database, its agents offering
-  // restart_service.
-  void RestartController() {
-    writer_->Stop();
-    remediation_.reset();
-    incidents_.reset();
+  // The writer, incidents and remediation of a controller on the store. Agents offer
+  // restart_service and pg_terminate_backend; "offline" is not connected, "nobody" is unknown.
+  void StartManagers() {
     writer_ = std::make_unique<TimelineWriter>(faults_.get(), &clock_);
     incidents_ = std::make_unique<IncidentManager>(
         writer_.get(), &clock_,
@@ -206,15 +177,29 @@ class RemediationManagerTest : public ::testing::Test {
     ASSERT_TRUE(signer.ok());
     remediation_ = std::make_unique<RemediationManager>(
         writer_.get(), incidents_.get(), &clock_, Policy(), std::move(*signer),
-        [this](const std::string&, v1::Command command) {
+        [this](const std::string& agent, v1::Command command) {
+          if (agent == "offline") {
+            return false;
+          }
           sent_.push_back(command);
           return true;
         },
-        [](const std::string&) -> std::optional<std::vector<std::string>> {
-          return std::vector<std::string>{"restart_service"};
+        [](const std::string& agent) -> std::optional<std::vector<std::string>> {
+          if (agent == "nobody") {
+            return std::nullopt;
+          }
+          return std::vector<std::string>{"restart_service", "pg_terminate_backend"};
         });
     ASSERT_TRUE(remediation_->Start().ok());
     writer_->Start();
+  }
+
+  // The controller dies and a new one starts on the same database.
+  void RestartController() {
+    writer_->Stop();
+    remediation_.reset();
+    incidents_.reset();
+    ASSERT_NO_FATAL_FAILURE(StartManagers());
   }
 
   testing::TempDir dir_;
