@@ -159,17 +159,9 @@ absl::StatusOr<std::unique_ptr<Action>> NewRedisConfigSetAction(const YAML::Node
     }
     allowed[absl::AsciiStrToLower(parameter)] = std::move(values);
   }
-  const std::string& address = context.redis_address;
-  const size_t colon = address.rfind(':');
-  int port = 0;
-  if (address.empty() || colon == std::string::npos || colon == 0 ||
-      !absl::SimpleAtoi(address.substr(colon + 1), &port) || port <= 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        YamlWhere(file, options), ": actions.", kName,
-        address.empty() ? " needs the redis collector (collectors.redis.address) to connect to"
-                        : absl::StrCat(": the Redis address '", address, "' is not host:port")));
-  }
-  return std::make_unique<RedisConfigSet>(address.substr(0, colon), port, std::move(allowed));
+  ASSIGN_OR_RETURN(const RedisEndpoint redis,
+                   RedisEndpointFor(context.redis_address, options, file, kName));
+  return std::make_unique<RedisConfigSet>(redis.host, redis.port, std::move(allowed));
 }
 
 }  // namespace vigil::agent

@@ -4,9 +4,25 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/yaml_util.h"
 
 namespace vigil::agent {
+
+absl::StatusOr<RedisEndpoint> RedisEndpointFor(const std::string& address, const YAML::Node& options,
+                                               absl::string_view file, absl::string_view action) {
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (address.empty() || colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(address.substr(colon + 1), &port) || port <= 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        YamlWhere(file, options), ": actions.", action,
+        address.empty() ? " needs the redis collector (collectors.redis.address) to connect to"
+                        : absl::StrCat(": the Redis address '", address, "' is not host:port")));
+  }
+  return RedisEndpoint{address.substr(0, colon), port};
+}
 
 RedisSession::RedisSession(const std::string& host, int port, absl::Duration timeout,
                            StepRunner& steps)

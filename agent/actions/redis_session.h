@@ -5,7 +5,11 @@
 
 #include <hiredis/hiredis.h>
 
+#include <yaml-cpp/yaml.h>
+
 #include <string>
+
+#include "absl/status/statusor.h"
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -25,6 +29,15 @@ struct RedisReply {
   RedisReply& operator=(const RedisReply&) = delete;
   redisReply* reply;
 };
+
+struct RedisEndpoint {
+  std::string host;
+  int port = 0;
+};
+// The Redis an action talks to: the redis collector's `address` (HOST:PORT). An error names the
+// config file, the action and what is wrong (no redis collector, or not host:port).
+absl::StatusOr<RedisEndpoint> RedisEndpointFor(const std::string& address, const YAML::Node& options,
+                                               absl::string_view file, absl::string_view action);
 
 class RedisSession {
  public:
