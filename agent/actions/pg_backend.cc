@@ -60,24 +60,10 @@ class PgBackend final : public Action {
     int pid = 0;
     (void)absl::SimpleAtoi(params.at("pid"), &pid);
     StepRunner steps(name(), nullptr, timeout);
-    const absl::Time deadline = absl::Now() + timeout;
-    try {
-      pqxx::connection connection(ActionPostgresDsn(dsn_, timeout));
-      PgSocketWatchdog watchdog(connection.sock(), deadline);
-      int own_pid = 0;
-      try {
-        own_pid = pqxx::nontransaction(connection).exec("SELECT pg_backend_pid()")[0][0].as<int>();
-        OwnBackends::Get().Add(own_pid);
-        SignalBackend(connection, pid, steps);
-      } catch (const std::exception& e) {
-        steps.Fail(watchdog.fired() ? TimedOutAfter(timeout) : OneLine(e.what()));
-      }
-      if (own_pid != 0) {
-        OwnBackends::Get().Remove(own_pid);
-      }
-    } catch (const std::exception& e) {
-      steps.Fail(absl::StrCat("cannot connect to PostgreSQL: ", OneLine(e.what())));
-    }
+    RunOnActionConnection(dsn_, timeout, steps,
+                          [&](pqxx::connection& connection, PgSocketWatchdog&) {
+                            SignalBackend(connection, pid, steps);
+                          });
     const ActionResult result = steps.Finish();
     if (result.exit_code == 0) {
       spdlog::info("{}: backend {}: done", std::string(name()), pid);
@@ -188,6 +174,30 @@ std::string ActionPostgresDsn(absl::string_view dsn, absl::Duration timeout) {
   }
   return absl::StrCat(dsn, " application_name=", kApplicationName, " connect_timeout=", connect_s,
                       " options='-c statement_timeout=", ms, "'");
+}
+
+void RunOnActionConnection(
+    const std::string& dsn, absl::Duration timeout, StepRunner& steps,
+    const std::function<void(pqxx::connection& connection, PgSocketWatchdog& watchdog)>& work) {
+  const absl::Time deadline = absl::Now() + timeout;
+  try {
+    pqxx::connection connection(ActionPostgresDsn(dsn, timeout));
+    PgSocketWatchdog watchdog(connection.sock(), deadline);
+    int own_pid = 0;
+    try {
+      own_pid = pqxx::nontransaction(connection).exec("SELECT pg_backend_pid()")[0][0].as<int>();
+      OwnBackends::Get().Add(own_pid);
+      work(connection, watchdog);
+    } catch (const std::exception& e) {
+      steps.Fail(watchdog.fired() ? TimedOutAfter(timeout) : OneLine(e.what()),
+                 watchdog.fired() ? kExitKilled : kExitFailed);
+    }
+    if (own_pid != 0) {
+      OwnBackends::Get().Remove(own_pid);
+    }
+  } catch (const std::exception& e) {
+    steps.Fail(absl::StrCat("cannot connect to PostgreSQL: ", OneLine(e.what())));
+  }
 }
 
 absl::StatusOr<std::unique_ptr<Action>> NewPgTerminateBackendAction(const YAML::Node& options,

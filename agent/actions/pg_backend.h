@@ -17,7 +17,10 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <pqxx/connection>
+
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -27,6 +30,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "agent/actions/action.h"
+#include "agent/actions/action_util.h"
 
 namespace vigil::agent {
 
@@ -50,6 +54,13 @@ class PgSocketWatchdog {
 
 // `dsn` (keyword or URI form) with the action's application_name and time limits.
 std::string ActionPostgresDsn(absl::string_view dsn, absl::Duration timeout);
+
+// Runs `work` on a new connection to `dsn`, all within `timeout`: the connection's backend is
+// the agent's own while it runs (no action may target it), a statement the deadline cuts is a
+// timeout, and every failure (connecting included) is recorded on `steps`.
+void RunOnActionConnection(
+    const std::string& dsn, absl::Duration timeout, StepRunner& steps,
+    const std::function<void(pqxx::connection& connection, PgSocketWatchdog& watchdog)>& work);
 
 absl::StatusOr<std::unique_ptr<Action>> NewPgTerminateBackendAction(const YAML::Node& options,
                                                                     const ActionContext& context,

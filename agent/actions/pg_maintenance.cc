@@ -143,37 +143,22 @@ class PgMaintenance final : public Action {
       return Failure(std::string(s.message()));
     }
     StepRunner steps(name(), nullptr, timeout);
-    const absl::Time deadline = absl::Now() + timeout;
-    try {
-      pqxx::connection connection(ActionPostgresDsn(dsn_, timeout));
-      PgSocketWatchdog watchdog(connection.sock(), deadline);
-      int own_pid = 0;
-      try {
-        own_pid = pqxx::nontransaction(connection).exec("SELECT pg_backend_pid()")[0][0].as<int>();
-        OwnBackends::Get().Add(own_pid);
-        // VACUUM and the CONCURRENTLY forms cannot run inside a transaction block.
-        pqxx::nontransaction tx(connection);
-        switch (kind_) {
-          case Kind::kVacuumAnalyze:
-            VacuumAnalyze(tx, params, steps);
-            break;
-          case Kind::kReindex:
-            Reindex(tx, params, steps);
-            break;
-          case Kind::kCreateIndex:
-            CreateIndex(tx, params, steps, watchdog, timeout);
-            break;
-        }
-      } catch (const std::exception& e) {
-        steps.Fail(watchdog.fired() ? TimedOutAfter(timeout) : OneLine(e.what()),
-                   watchdog.fired() ? kExitKilled : kExitFailed);
-      }
-      if (own_pid != 0) {
-        OwnBackends::Get().Remove(own_pid);
-      }
-    } catch (const std::exception& e) {
-      steps.Fail(absl::StrCat("cannot connect to PostgreSQL: ", OneLine(e.what())));
-    }
+    RunOnActionConnection(
+        dsn_, timeout, steps, [&](pqxx::connection& connection, PgSocketWatchdog& watchdog) {
+          // VACUUM and the CONCURRENTLY forms cannot run inside a transaction block.
+          pqxx::nontransaction tx(connection);
+          switch (kind_) {
+            case Kind::kVacuumAnalyze:
+              VacuumAnalyze(tx, params, steps);
+              break;
+            case Kind::kReindex:
+              Reindex(tx, params, steps);
+              break;
+            case Kind::kCreateIndex:
+              CreateIndex(tx, params, steps, watchdog, timeout);
+              break;
+          }
+        });
     const ActionResult result = steps.Finish();
     if (result.exit_code == 0) {
       spdlog::info("{}: done", std::string(name()));
