@@ -25,13 +25,17 @@ constexpr std::array kLogrotate = {
 constexpr std::array kCleanOldLogs = {
     ParamSpec{"dir", ParamType::kString, true, "", "directory, inside the agent's allowed ones"},
     ParamSpec{"pattern", ParamType::kString, false, "", "file name glob (default *.log.*)"},
-    ParamSpec{"older_than", ParamType::kDuration, true, "", "minimum age, e.g. 7d"}};
+    ParamSpec{"older_than", ParamType::kDuration, true, "", "minimum age, e.g. 7d"},
+    ParamSpec{"recursive", ParamType::kEnum, false, "yes|no",
+              "also in subfolders on the same filesystem, like find -xdev (default no)"}};
 constexpr std::array kRedisFlushdb = {
     ParamSpec{"db", ParamType::kInteger, true, "", "database number"}};
 constexpr std::array kJournalVacuum = {
     ParamSpec{"older_than", ParamType::kDuration, true, "", "journal files older than, e.g. 7d"}};
-constexpr std::array kPgVacuumAnalyze = {ParamSpec{"table", ParamType::kString, false, "",
-                                                   "[schema.]table (default: the whole database)"}};
+constexpr std::array kPgVacuumAnalyze = {
+    ParamSpec{"table", ParamType::kString, false, "", "[schema.]table (default: the whole database)"},
+    ParamSpec{"all_databases", ParamType::kEnum, false, "yes|no",
+              "every database that accepts connections, like vacuumdb --all (default no)"}};
 constexpr std::array kPgReindex = {
     ParamSpec{"index", ParamType::kString, true, "", "[schema.]index to rebuild"}};
 constexpr std::array kPgCreateIndex = {

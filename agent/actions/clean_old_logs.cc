@@ -28,6 +28,8 @@ namespace {
 
 constexpr char kName[] = "clean_old_logs";
 constexpr char kDefaultPattern[] = "*.log.*";
+// How deep `recursive: yes` descends below the requested folder.
+constexpr int kMaxDepth = 16;
 
 absl::StatusOr<std::string> RealPath(const std::string& path) {
   char* real = realpath(path.c_str(), nullptr);
@@ -105,57 +107,139 @@ class CleanOldLogs final : public Action {
       close(fd);
       return Failure(absl::StrCat(kName, ": ", *dir, " changed while being opened: refused"));
     }
-    DIR* listing = fdopendir(dup(fd));
-    if (listing == nullptr) {
+    struct stat top;
+    if (fstat(fd, &top) != 0) {
       close(fd);
-      return Failure(absl::StrCat(kName, ": cannot list ", *dir, ": ", std::strerror(errno)));
+      return Failure(absl::StrCat(kName, ": cannot stat ", *dir, ": ", std::strerror(errno)));
     }
-    const absl::Time cutoff = absl::Now() - older_than;
-    int removed = 0;
-    int failed = 0;
-    uint64_t bytes = 0;
-    std::string first_error;
-    bool timed_out = false;
-    while (const dirent* entry = readdir(listing)) {
-      const std::string name = entry->d_name;
-      if (name == "." || name == ".." || fnmatch(pattern.c_str(), name.c_str(), FNM_PERIOD) != 0) {
-        continue;
-      }
-      if (steps.remaining() <= absl::ZeroDuration()) {
-        timed_out = true;
-        break;
-      }
-      struct stat st;
-      if (fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
-          absl::TimeFromTimespec(st.st_mtim) >= cutoff) {
-        continue;
-      }
-      if (unlinkat(fd, name.c_str(), 0) != 0) {
-        if (failed++ == 0) {
-          first_error = absl::StrCat(name, ": ", std::strerror(errno));
-        }
-        continue;
-      }
-      ++removed;
-      bytes += st.st_size;
-      steps.Note(absl::StrCat("removed ", name, " (", st.st_size, " bytes)"));
+    Sweep sweep;
+    sweep.pattern = pattern;
+    sweep.cutoff = absl::Now() - older_than;
+    sweep.recursive = IsRecursive(params);
+    sweep.device = top.st_dev;
+    sweep.steps = &steps;
+    // SweepDir closes the descriptor it is given.
+    if (absl::Status listed = SweepDir(fd, "", 0, sweep); !listed.ok()) {
+      return Failure(absl::StrCat(kName, ": ", *dir, ": ", listed.message()));
     }
-    closedir(listing);
-    close(fd);
+    const int removed = sweep.removed;
+    const uint64_t bytes = sweep.bytes;
     steps.Note(absl::StrCat("removed ", removed, " files, ", bytes, " bytes, from ", *dir,
-                            " (pattern '", pattern, "', older than ", params.at("older_than"),
-                            ")"));
+                            sweep.recursive ? " and its subfolders" : "", " (pattern '", pattern,
+                            "', older than ", params.at("older_than"), ")"));
+    if (sweep.skipped_deep > 0) {
+      steps.Note(absl::StrCat("skipped ", sweep.skipped_deep, " folders deeper than ",
+                              kMaxDepth, " levels"));
+    }
     spdlog::info("{}: removed {} files, {} bytes, from {}", kName, removed, bytes, *dir);
-    if (timed_out) {
+    if (sweep.timed_out) {
       steps.Fail(absl::StrCat(TimedOutAfter(timeout), " after removing ", removed, " files"),
                  kExitKilled);
-    } else if (failed > 0) {
-      steps.Fail(absl::StrCat("could not remove ", failed, " files (", first_error, ")"));
+    } else if (sweep.failed > 0) {
+      steps.Fail(
+          absl::StrCat("could not remove ", sweep.failed, " files (", sweep.first_error, ")"));
     }
     return steps.Finish();
   }
 
  private:
+  // One run's walk: what it matches and what it has done so far.
+  struct Sweep {
+    std::string pattern;
+    absl::Time cutoff;
+    bool recursive = false;
+    dev_t device = 0;  // subfolders on other filesystems (mounts) are not entered
+    StepRunner* steps = nullptr;
+    int removed = 0;
+    int failed = 0;
+    int skipped_deep = 0;
+    uint64_t bytes = 0;
+    std::string first_error;
+    bool timed_out = false;
+  };
+
+  static bool IsRecursive(const ActionParams& params) {
+    auto it = params.find("recursive");
+    return it != params.end() && it->second == "yes";
+  }
+
+  // Removes the matching old regular files of the folder open on `fd` (`rel` below the
+  // requested one), and with `recursive`, of its subfolders: each opened relative to its parent
+  // without following symlinks, so nothing outside the requested folder is ever reached, and
+  // only on the same filesystem, `find -xdev` style. Closes `fd`.
+  static absl::Status SweepDir(int fd, const std::string& rel, int depth, Sweep& sweep) {
+    DIR* listing = fdopendir(fd);
+    if (listing == nullptr) {
+      const int error = errno;
+      close(fd);
+      return absl::InternalError(absl::StrCat("cannot list ", rel.empty() ? "it" : rel, ": ",
+                                              std::strerror(error)));
+    }
+    std::vector<std::string> subfolders;
+    while (const dirent* entry = readdir(listing)) {
+      const std::string name = entry->d_name;
+      if (name == "." || name == "..") {
+        continue;
+      }
+      if (sweep.steps->remaining() <= absl::ZeroDuration()) {
+        sweep.timed_out = true;
+        break;
+      }
+      struct stat st;
+      if (fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        continue;
+      }
+      if (S_ISDIR(st.st_mode)) {
+        if (sweep.recursive && st.st_dev == sweep.device) {
+          subfolders.push_back(name);
+        }
+        continue;
+      }
+      if (!S_ISREG(st.st_mode) || fnmatch(sweep.pattern.c_str(), name.c_str(), FNM_PERIOD) != 0 ||
+          absl::TimeFromTimespec(st.st_mtim) >= sweep.cutoff) {
+        continue;
+      }
+      const std::string shown = rel.empty() ? name : absl::StrCat(rel, "/", name);
+      if (unlinkat(fd, name.c_str(), 0) != 0) {
+        if (sweep.failed++ == 0) {
+          sweep.first_error = absl::StrCat(shown, ": ", std::strerror(errno));
+        }
+        continue;
+      }
+      ++sweep.removed;
+      sweep.bytes += st.st_size;
+      sweep.steps->Note(absl::StrCat("removed ", shown, " (", st.st_size, " bytes)"));
+    }
+    // Subfolders after the listing is closed: one open listing per level at most.
+    for (const std::string& name : subfolders) {
+      if (sweep.timed_out) {
+        break;
+      }
+      if (depth + 1 > kMaxDepth) {
+        ++sweep.skipped_deep;
+        continue;
+      }
+      const int child = openat(dirfd(listing), name.c_str(),
+                               O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (child < 0) {
+        continue;  // gone or swapped for a symlink since it was listed: not ours to follow
+      }
+      struct stat st;
+      if (fstat(child, &st) != 0 || st.st_dev != sweep.device) {
+        close(child);
+        continue;
+      }
+      const std::string shown = rel.empty() ? name : absl::StrCat(rel, "/", name);
+      if (absl::Status s = SweepDir(child, shown, depth + 1, sweep); !s.ok()) {
+        if (sweep.failed++ == 0) {
+          sweep.first_error = std::string(s.message());
+        }
+      }
+    }
+    closedir(listing);
+    return absl::OkStatus();
+  }
+
   // The parameter, else the entry's first pattern, else rotated logs.
   static std::string Pattern(const ActionParams& params, const AllowedDir& allowed) {
     auto it = params.find("pattern");

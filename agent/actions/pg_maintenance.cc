@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
@@ -113,6 +114,17 @@ class PgMaintenance final : public Action {
     RETURN_IF_ERROR(CheckActionParams(name(), params));
     switch (kind_) {
       case Kind::kVacuumAnalyze:
+        if (AllDatabases(params)) {
+          if (params.contains("table")) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                name(), ": parameter 'table' and all_databases=yes exclude each other"));
+          }
+          if (!tables_.empty()) {
+            return absl::PermissionDeniedError(absl::StrCat(
+                name(), ": all_databases=yes is refused: the agent allows only the tables ",
+                absl::StrJoin(tables_, ", "), " (tables)"));
+          }
+        }
         if (auto it = params.find("table"); it != params.end()) {
           RETURN_IF_ERROR(ParsePgName(it->second, name(), "table").status());
         } else if (!tables_.empty()) {
@@ -143,6 +155,7 @@ class PgMaintenance final : public Action {
       return Failure(std::string(s.message()));
     }
     StepRunner steps(name(), nullptr, timeout);
+    std::vector<std::string> other_databases;
     RunOnActionConnection(
         dsn_, timeout, steps, [&](pqxx::connection& connection, PgSocketWatchdog& watchdog) {
           // VACUUM and the CONCURRENTLY forms cannot run inside a transaction block.
@@ -150,6 +163,9 @@ class PgMaintenance final : public Action {
           switch (kind_) {
             case Kind::kVacuumAnalyze:
               VacuumAnalyze(tx, params, steps);
+              if (AllDatabases(params) && !steps.failed()) {
+                other_databases = OtherDatabases(tx);
+              }
               break;
             case Kind::kReindex:
               Reindex(tx, params, steps);
@@ -159,6 +175,24 @@ class PgMaintenance final : public Action {
               break;
           }
         });
+    // vacuumdb --all: one connection per database, one after another, within the one timeout;
+    // the first failure stops the rest.
+    for (const std::string& database : other_databases) {
+      if (steps.failed()) {
+        break;
+      }
+      if (steps.remaining() <= absl::ZeroDuration()) {
+        steps.Fail(absl::StrCat(TimedOutAfter(timeout), " before database ", database),
+                   kExitKilled);
+        break;
+      }
+      steps.Note(absl::StrCat("database ", database, ":"));
+      RunOnActionConnection(WithDatabase(dsn_, database), steps.remaining(), steps,
+                            [&](pqxx::connection& connection, PgSocketWatchdog&) {
+                              pqxx::nontransaction tx(connection);
+                              Exec(tx, "VACUUM (ANALYZE)", steps);
+                            });
+    }
     const ActionResult result = steps.Finish();
     if (result.exit_code == 0) {
       spdlog::info("{}: done", std::string(name()));
@@ -169,6 +203,46 @@ class PgMaintenance final : public Action {
   }
 
  private:
+  static bool AllDatabases(const ActionParams& params) {
+    auto it = params.find("all_databases");
+    return it != params.end() && it->second == "yes";
+  }
+
+  // The databases besides the connection's own that a VACUUM can reach, in name order.
+  static std::vector<std::string> OtherDatabases(pqxx::nontransaction& tx) {
+    std::vector<std::string> names;
+    for (const auto& row : tx.exec(
+             "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate AND "
+             "datname <> current_database() ORDER BY datname")) {
+      names.emplace_back(row[0].c_str());
+    }
+    return names;
+  }
+
+  // `dsn` pointed at `database`: a later dbname overrides an earlier one, in the keyword form
+  // and as a URI's query parameter alike.
+  static std::string WithDatabase(const std::string& dsn, const std::string& database) {
+    if (absl::StartsWith(dsn, "postgres://") || absl::StartsWith(dsn, "postgresql://")) {
+      std::string encoded;
+      for (unsigned char c : database) {
+        if (absl::ascii_isalnum(c) || c == '_' || c == '-' || c == '.') {
+          encoded.push_back(static_cast<char>(c));
+        } else {
+          absl::StrAppendFormat(&encoded, "%%%02X", c);
+        }
+      }
+      return absl::StrCat(dsn, absl::StrContains(dsn, "?") ? "&" : "?", "dbname=", encoded);
+    }
+    std::string quoted;
+    for (char c : database) {
+      if (c == '\\' || c == '\'') {
+        quoted.push_back('\\');
+      }
+      quoted.push_back(c);
+    }
+    return absl::StrCat(dsn, " dbname='", quoted, "'");
+  }
+
   // The relation `text` names, of one of `kinds`; a failure is recorded in `steps` otherwise.
   std::optional<Relation> Find(pqxx::nontransaction& tx, absl::string_view param,
                                const std::string& text, absl::string_view kinds,

@@ -763,9 +763,11 @@ const std::string& DefaultRulesYaml() {
     diagnostics: [top_processes, disk_usage_top]
     suggest:
       - {action: logrotate}
-      - {action: clean_old_logs, params: {dir: /var/log, pattern: "*.gz", older_than: 30d}}
       - {action: clean_old_logs,
-         params: {dir: /var/backups/azalscore, pattern: "*.sql.gz", older_than: 30d}}
+         params: {dir: /var/log, pattern: "*.gz", older_than: 30d, recursive: "yes"}}
+      - {action: clean_old_logs,
+         params: {dir: /var/backups/azalscore, pattern: "*.sql.gz", older_than: 30d,
+                  recursive: "yes"}}
   - alert: HighCPU
     expr: host_cpu_usage_ratio > 0.90
     for: 5m

@@ -213,6 +213,27 @@ void PgMaintenanceTest::VacuumAnalyzeATableShowsInItsStatistics() {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.output_tail, HasSubstr("> VACUUM (ANALYZE)\n"));
   EXPECT_THAT(r.reason, HasSubstr("WARNING:  skipping"));
+  // vacuumdb --all --analyze: every database that accepts connections, each on its own
+  // connection (as the superuser, who may vacuum every table there), templates left out.
+  // Two calls: CREATE DATABASE cannot run in the one transaction of a multi-statement -c.
+  ASSERT_EQ(server_->Psql("DROP DATABASE IF EXISTS archive").exit_code, 0);
+  ASSERT_EQ(server_->Psql("CREATE DATABASE archive").exit_code, 0);
+  {
+    ActionContext context;
+    context.postgres_dsn = server_->Dsn("postgres");
+    auto every = Make("actions:\n  pg_vacuum_analyze: {}\n", context);
+    ASSERT_NE(every, nullptr);
+    r = every->Run({{"all_databases", "yes"}}, absl::Seconds(60));
+    EXPECT_EQ(r.exit_code, 0) << r.reason << "\n" << r.output_tail;
+    EXPECT_THAT(r.output_tail, HasSubstr("database archive:\n> VACUUM (ANALYZE)\n"));
+    EXPECT_THAT(r.output_tail, Not(HasSubstr("database template")));
+    // With a table, or beside a tables allow-list, it is refused before anything runs.
+    EXPECT_THAT(every->Run({{"all_databases", "yes"}, {"table", "documents"}}, absl::Seconds(5))
+                    .reason,
+                HasSubstr("exclude each other"));
+    EXPECT_THAT(action->Run({{"all_databases", "yes"}}, absl::Seconds(5)).reason,
+                HasSubstr("all_databases=yes is refused: the agent allows only the tables"));
+  }
   // Outside the allow-list, a system table, a missing one, free SQL.
   auto limited = MakePg("pg_vacuum_analyze", "{tables: [\"public.doc*\"]}");
   r = limited->Run({{"table", "accounts"}}, absl::Seconds(30));

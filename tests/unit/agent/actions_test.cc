@@ -1159,5 +1159,51 @@ TEST_F(ActionsTest, CleanOldLogsBackupsFolderHasItsOwnPatternsAndAge) {
       HasSubstr("'age'"));
 }
 
+// find BACKUPS -name "*.sql.gz" -mtime +30 -delete descends into subfolders: so does
+// recursive=yes, never through a symlink and never out of the requested folder.
+TEST_F(ActionsTest, CleanOldLogsRecursiveDescendsIntoSubfoldersButNotThroughSymlinks) {
+  TempDir dir;
+  const std::string backups = dir.File("backups");
+  const std::string outside = dir.File("outside");
+  std::filesystem::create_directories(backups + "/daily/2026");
+  std::filesystem::create_directories(outside);
+  auto action = One(absl::StrCat("actions:\n  clean_old_logs:\n    dirs:\n      - {dir: ", backups,
+                                 ", patterns: [\"*.sql.gz\"], min_age: 7d}\n"));
+  ASSERT_NE(action, nullptr);
+  for (const std::string& path :
+       {backups + "/top.sql.gz", backups + "/daily/a.sql.gz", backups + "/daily/2026/b.sql.gz",
+        backups + "/daily/2026/keep.txt", outside + "/victim.sql.gz"}) {
+    Write(path, "xyz");
+    MakeOld(path, absl::Hours(24 * 40));
+  }
+  Write(backups + "/daily/fresh.sql.gz", "x");
+  std::filesystem::create_directory_symlink(outside, backups + "/daily/link");
+
+  EXPECT_EQ(action->Check({{"dir", backups}, {"older_than", "30d"}, {"recursive", "maybe"}}).code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // Without the parameter only the folder itself, as before.
+  ActionResult r = action->Run({{"dir", backups}, {"older_than", "30d"}}, absl::Seconds(10));
+  EXPECT_EQ(r.exit_code, 0) << r.reason;
+  EXPECT_THAT(r.output_tail, HasSubstr("removed 1 files"));
+  EXPECT_FALSE(std::filesystem::exists(backups + "/top.sql.gz"));
+  EXPECT_TRUE(std::filesystem::exists(backups + "/daily/a.sql.gz"));
+
+  r = action->Run({{"dir", backups}, {"older_than", "30d"}, {"recursive", "yes"}},
+                  absl::Seconds(10));
+  EXPECT_EQ(r.exit_code, 0) << r.reason;
+  EXPECT_THAT(r.output_tail, HasSubstr("removed daily/a.sql.gz (3 bytes)"));
+  EXPECT_THAT(r.output_tail, HasSubstr("removed daily/2026/b.sql.gz (3 bytes)"));
+  EXPECT_THAT(r.output_tail, HasSubstr("removed 2 files, 6 bytes, from "));
+  EXPECT_THAT(r.output_tail, HasSubstr("and its subfolders"));
+  EXPECT_FALSE(std::filesystem::exists(backups + "/daily/a.sql.gz"));
+  EXPECT_FALSE(std::filesystem::exists(backups + "/daily/2026/b.sql.gz"));
+  EXPECT_TRUE(std::filesystem::exists(backups + "/daily/2026/keep.txt"));
+  EXPECT_TRUE(std::filesystem::exists(backups + "/daily/fresh.sql.gz"));
+  // The symlinked folder is outside the allowed one: never entered.
+  EXPECT_TRUE(std::filesystem::exists(outside + "/victim.sql.gz"));
+  EXPECT_TRUE(std::filesystem::is_symlink(backups + "/daily/link"));
+}
+
 }  // namespace
 }  // namespace vigil::agent

@@ -179,6 +179,9 @@ TEST(FillSuggestions, NumberingFollowsAlertsOldestFirstWithoutDuplicates) {
   EXPECT_THAT(out[1].evidence(), HasSubstr("no diagnostic needed"));
   EXPECT_EQ(out[2].params().at("dir"), "/var/log");
   EXPECT_EQ(out[3].params().at("pattern"), "*.sql.gz");
+  // find descends into subfolders; so do the runbook's cleanups.
+  EXPECT_EQ(out[2].params().at("recursive"), "yes");
+  EXPECT_EQ(out[3].params().at("recursive"), "yes");
   for (int i = 0; i < 4; ++i) EXPECT_EQ(out[i].number(), i + 1);
   // Same input, same list; a changed cell changes the fingerprint.
   auto again = FillSuggestions(alerts, rules, events, kOffersAll);
