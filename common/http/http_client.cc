@@ -13,10 +13,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <memory>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -26,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 
 namespace vigil::http {
@@ -102,18 +105,84 @@ struct SslDeleter {
   void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
 };
 
-absl::StatusOr<int> Connect(const ParsedUrl& url, absl::Time connect_deadline,
-                            const std::string& where) {
+struct AddrInfoFree {
+  void operator()(addrinfo* addrs) const { freeaddrinfo(addrs); }
+};
+using AddrInfoPtr = std::unique_ptr<addrinfo, AddrInfoFree>;
+
+// One name lookup on a thread of its own, shared with the caller, who may give up on it: the
+// last owner frees what it found.
+struct PendingLookup {
+  absl::Mutex mu;
+  bool done ABSL_GUARDED_BY(mu) = false;
+  int gai ABSL_GUARDED_BY(mu) = 0;
+  AddrInfoPtr addrs ABSL_GUARDED_BY(mu);
+};
+
+// Lookups abandoned at their deadline keep a thread each until the resolver answers (resolv.conf's
+// timeout x attempts x servers): past this many at once, new ones fail at once rather than pile up.
+constexpr int kMaxLookupsInFlight = 16;
+std::atomic<int> lookups_in_flight{0};
+
+// getaddrinfo has no deadline of its own. A literal address needs no lookup; a name is looked up
+// on a detached thread, waited for until `deadline` and abandoned after it.
+absl::StatusOr<AddrInfoPtr> Resolve(const ParsedUrl& url, absl::Time deadline,
+                                    const HttpClientOptions& options, const std::string& where) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* addrs = nullptr;
-  std::string port = std::to_string(url.port);
-  int gai = getaddrinfo(url.host.c_str(), port.c_str(), &hints, &addrs);
-  if (gai != 0) {
-    return absl::UnavailableError(absl::StrCat(where, ": ", gai_strerror(gai)));
+  const std::string port = std::to_string(url.port);
+  auto lookup = options.address_lookup
+                    ? options.address_lookup
+                    : std::function<int(const char*, const char*, const addrinfo*, addrinfo**)>(
+                          getaddrinfo);
+  addrinfo numeric = hints;
+  numeric.ai_flags |= AI_NUMERICHOST;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(url.host.c_str(), port.c_str(), &numeric, &found) == 0) {
+    return AddrInfoPtr(found);
   }
+  if (lookups_in_flight.fetch_add(1) >= kMaxLookupsInFlight) {
+    lookups_in_flight.fetch_sub(1);
+    return absl::UnavailableError(absl::StrCat(where, ": cannot resolve ", url.host, ": ",
+                                               kMaxLookupsInFlight,
+                                               " earlier lookups still unanswered"));
+  }
+  auto pending = std::make_shared<PendingLookup>();
+  try {
+    std::thread([pending, lookup, host = url.host, port, hints] {
+      addrinfo* result = nullptr;
+      const int gai = lookup(host.c_str(), port.c_str(), &hints, &result);
+      lookups_in_flight.fetch_sub(1);
+      absl::MutexLock lock(&pending->mu);
+      pending->gai = gai;
+      pending->addrs.reset(gai == 0 ? result : nullptr);
+      pending->done = true;
+    }).detach();
+  } catch (const std::system_error& e) {
+    lookups_in_flight.fetch_sub(1);
+    return absl::UnavailableError(
+        absl::StrCat(where, ": cannot start a name lookup for ", url.host, ": ", e.what()));
+  }
+  absl::MutexLock lock(&pending->mu);
+  if (!pending->mu.AwaitWithDeadline(absl::Condition(&pending->done), deadline)) {
+    return absl::DeadlineExceededError(
+        absl::StrCat(where, ": cannot connect: name lookup of ", url.host, " timed out"));
+  }
+  if (pending->gai != 0) {
+    return absl::UnavailableError(absl::StrCat(where, ": ", gai_strerror(pending->gai)));
+  }
+  return std::move(pending->addrs);
+}
+
+absl::StatusOr<int> Connect(const ParsedUrl& url, absl::Time connect_deadline,
+                            const HttpClientOptions& options, const std::string& where) {
+  absl::StatusOr<AddrInfoPtr> resolved = Resolve(url, connect_deadline, options, where);
+  if (!resolved.ok()) {
+    return resolved.status();
+  }
+  addrinfo* addrs = resolved->get();
   std::string failure = "no address";
   bool timed_out = false;
   int fd = -1;
@@ -144,7 +213,6 @@ absl::StatusOr<int> Connect(const ParsedUrl& url, absl::Time connect_deadline,
       fd = -1;
     }
   }
-  freeaddrinfo(addrs);
   if (fd < 0) {
     std::string message = absl::StrCat(where, ": cannot connect: ", failure);
     return timed_out ? absl::DeadlineExceededError(message) : absl::UnavailableError(message);
@@ -339,7 +407,7 @@ absl::StatusOr<HttpClientResponse> HttpFetch(absl::string_view method, absl::str
   }
   const absl::Time connect_deadline = std::min(deadline, start + options.connect_timeout);
   absl::StatusOr<int> connected = options.unix_socket.empty()
-                                      ? Connect(*parsed, connect_deadline, where)
+                                      ? Connect(*parsed, connect_deadline, options, where)
                                       : ConnectUnix(options.unix_socket, connect_deadline, where);
   if (!connected.ok()) {
     return connected.status();

@@ -5,7 +5,10 @@
 // Thread-safe: every call is independent (the TLS context is built per call).
 #pragma once
 
+#include <netdb.h>
+
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -31,6 +34,11 @@ struct HttpClientOptions {
   // When set, the connection goes to this unix socket (e.g. /var/run/docker.sock) instead of the
   // URL's HOST:PORT, which then only names the Host header; http:// URLs only.
   std::string unix_socket;
+  // Name lookup, getaddrinfo's signature; empty: getaddrinfo itself. Tests replace it to stand
+  // for a resolver that does not answer.
+  std::function<int(const char* host, const char* service, const addrinfo* hints,
+                    addrinfo** result)>
+      address_lookup;
 };
 
 struct HttpClientResponse {

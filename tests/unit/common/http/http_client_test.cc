@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -190,6 +191,35 @@ TEST(HttpClientUnixSocketTest, RequestGoesToTheSocket) {
   options.unix_socket = "/" + std::string(200, 'x');
   EXPECT_EQ(HttpGet("http://docker/_ping", options).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// A resolver that never answers must not hold the call past its connect deadline. The stand-in
+// resolver blocks until the test releases it, after the call returned: had the call waited for
+// it, the test would hang instead of passing.
+TEST(HttpClientConnectTest, UnansweredNameLookupEndsAtTheConnectDeadline) {
+  auto release = std::make_shared<absl::Notification>();
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  HttpClientOptions options;
+  options.connect_timeout = absl::Milliseconds(200);
+  options.address_lookup = [release, calls](const char* host, const char* service,
+                                            const addrinfo* hints, addrinfo** result) {
+    calls->fetch_add(1);
+    release->WaitForNotification();
+    return getaddrinfo("127.0.0.1", service, hints, result);
+  };
+  absl::StatusOr<HttpClientResponse> r = HttpGet("http://metrics.example.internal:9/", options);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr("name lookup of metrics.example.internal timed out"));
+  EXPECT_EQ(calls->load(), 1);
+  // A literal address is never looked up.
+  HttpServer server;
+  server.Handle("GET", "/", [](const HttpRequest&) { return TextResponse(200, "ok"); });
+  ASSERT_TRUE(server.Start("127.0.0.1:0").ok());
+  r = HttpGet(absl::StrCat("http://127.0.0.1:", server.port(), "/"), options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(calls->load(), 1);
+  release->Notify();
 }
 
 TEST(HttpClientConnectTest, NothingListeningIsUnavailable) {
