@@ -6,16 +6,34 @@
 # keep the run well under 30 minutes). Exit status: ctest's, or 1 when the fuzzing found anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each phase's wall time, printed at the end: where the run's minutes go.
+phase_start=$SECONDS
+phases=()
+phase_done() {
+  phases+=("$1 $((SECONDS - phase_start))s")
+  phase_start=$SECONDS
+}
+trap 'echo "test: phases: ${phases[*]:-none} (total ${SECONDS}s)"' EXIT
 scripts/as-root.sh scripts/install-deps.sh
-scripts/build.sh "$@"
+phase_done packages
+# Line tables only (VIGIL_DEBUG_INFO=lines): backtraces keep files and lines; the build takes
+# about 0.7 of the CPU time of full debug information.
+scripts/build.sh -DVIGIL_DEBUG_INFO=lines "$@"
+phase_done build
 BUILD_DIR=${VIGIL_BUILD_DIR:-build}
 # Fuzzing first, so that ctest's summary closes the run.
 fuzz_status=0
 scripts/fuzz.sh "${VIGIL_FUZZ_SECONDS:-12}" || fuzz_status=$?
+phase_done fuzz
 # Two at a time: the machine has 2 cores, and integration tests time real processes.
 # The fleet deployment test (label deploy: Ansible over SSH to three namespace hosts, about half
 # an hour here) runs on its own: scripts/test-deploy.sh.
-ctest --test-dir "$BUILD_DIR" --output-on-failure -j2 --timeout 300 -LE deploy
+ctest_status=0
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j2 --timeout 300 -LE deploy || ctest_status=$?
+phase_done ctest
+if [ "$ctest_status" != 0 ]; then
+  exit "$ctest_status"
+fi
 if [ "$fuzz_status" != 0 ]; then
   echo "test: scripts/fuzz.sh failed (exit $fuzz_status): see its output above" >&2
   exit 1
