@@ -193,7 +193,7 @@ class PgMaintenance final : public Action {
                               Exec(tx, "VACUUM (ANALYZE)", steps);
                             });
     }
-    const ActionResult result = steps.Finish();
+    ActionResult result = steps.Finish();
     if (result.exit_code == 0) {
       spdlog::info("{}: done", std::string(name()));
     } else {
