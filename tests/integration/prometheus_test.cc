@@ -1,6 +1,7 @@
-// The prometheus collector against real /metrics endpoints: Alertmanager's own (the Debian
-// package), the controller's own, and an application histogram served on loopback that flows
-// agent -> controller -> rule `p95(app_http_request_duration_seconds) > 2`, which fires.
+// The prometheus collector against real /metrics endpoints: Alertmanager's and Prometheus' own
+// (the Debian packages), the controller's own, and an application histogram served on loopback
+// that flows agent -> controller -> rule `p95(app_http_request_duration_seconds) > 2`, which
+// fires.
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 
@@ -137,6 +138,69 @@ targets:
   tables = collector->Diagnose(t0, {"prometheus_targets"});
   EXPECT_EQ(tables[0].rows(0).cells(2), "0");
   EXPECT_FALSE(tables[0].rows(0).cells(10).empty());
+}
+
+// Prometheus' own /metrics (the Debian package): the whole exposition parses, a counter of its
+// HTTP requests becomes a per-second rate and its request-duration histogram a Vigil histogram.
+TEST(PrometheusScrape, PrometheusOwnMetrics) {
+  testing::TempDir dir;
+  const uint16_t port = testing::FreeLoopbackPort();
+  testing::WriteFile(dir.File("prometheus.yml"), "global: {scrape_interval: 1m}\n");
+  auto prometheus = std::make_unique<Subprocess>(
+      std::vector<std::string>{"prometheus", "--config.file=" + dir.File("prometheus.yml"),
+                               "--storage.tsdb.path=" + dir.File("tsdb"),
+                               absl::StrCat("--web.listen-address=127.0.0.1:", port)},
+      std::map<std::string, std::string>{}, dir.File("prometheus.log"));
+  ASSERT_TRUE(WaitUntil([&] { return testing::HttpGet(port, "/-/ready", absl::Seconds(1)) == 200; },
+                        absl::Seconds(30)))
+      << prometheus->Output();
+
+  const std::string url = absl::StrCat("http://127.0.0.1:", port, "/metrics");
+  absl::StatusOr<http::HttpClientResponse> raw = http::HttpGet(url);
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  const agent::PromParseResult parsed = agent::ParsePrometheusFamilies(raw->body);
+  EXPECT_EQ(parsed.summary.error_count, 0u)
+      << "line " << parsed.summary.errors[0].line << ": " << parsed.summary.errors[0].what;
+  EXPECT_GT(parsed.families.size(), 50u);
+
+  std::unique_ptr<Collector> collector = MakeCollector(absl::StrCat(R"(
+targets:
+  - name: prometheus
+    url: )", url, R"(
+    timeout: 2s
+    prefix: prom_
+    series:
+      prometheus_http_requests_total: {type: counter, labels: [handler, code]}
+      prometheus_http_request_duration_seconds: {type: histogram, labels: [handler]}
+      prometheus_tsdb_head_series: gauge
+)"));
+  ASSERT_NE(collector, nullptr);
+  const absl::Time t0 = absl::Now();
+  Collection first;
+  collector->Collect(t0, first);
+  ASSERT_NE(FindGauge(first, "prometheus_up", {{"target", "prometheus"}}), nullptr);
+  EXPECT_EQ(FindGauge(first, "prometheus_up", {{"target", "prometheus"}})->value, 1);
+  EXPECT_NE(FindGauge(first, "prom_prometheus_tsdb_head_series"), nullptr);
+
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(testing::HttpGet(port, "/-/ready"), 200);
+  }
+  Collection second;
+  collector->Collect(t0 + absl::Seconds(2), second);
+  // Ten readiness requests over two seconds: five per second.
+  const agent::GaugePoint* ready_rate = FindGauge(
+      second, "prom_prometheus_http_requests_total", {{"handler", "/-/ready"}, {"code", "200"}});
+  ASSERT_NE(ready_rate, nullptr);
+  EXPECT_DOUBLE_EQ(ready_rate->value, 5.0);
+  const agent::HistogramPoint* ready = nullptr;
+  for (const agent::HistogramPoint& h : second.histograms) {
+    if (h.name == "prom_prometheus_http_request_duration_seconds" &&
+        h.labels.at("handler") == "/-/ready") {
+      ready = &h;
+    }
+  }
+  ASSERT_NE(ready, nullptr);
+  EXPECT_EQ(ready->histogram.count(), 10u);
 }
 
 // An application's own latency histogram, served on loopback: every request to /metrics adds
