@@ -35,12 +35,18 @@ constexpr int kHistograms = 5;
 v1::TelemetryBatch Definitions() {
   v1::TelemetryBatch batch;
   std::vector<std::pair<std::string, Labels>> gauges = {
-      {"host_cpu_usage_ratio", {}},      {"host_memory_used_ratio", {}},
-      {"host_load1", {}},                {"nginx_requests_per_second", {}},
-      {"nginx_error_ratio", {}},         {"pg_active_connections", {}},
-      {"pg_connections_used_ratio", {}}, {"pg_longest_query_seconds", {}},
-      {"pg_blocked_queries", {}},        {"redis_ops_per_second", {}},
-      {"redis_connected_clients", {}},   {"redis_keyspace_hit_ratio", {}},
+      {"host_cpu_usage_ratio", {}},
+      {"host_memory_used_ratio", {}},
+      {"host_load1", {}},
+      {"nginx_requests_per_second", {}},
+      {"nginx_error_ratio", {}},
+      {"pg_active_connections", {}},
+      {"pg_connections_used_ratio", {}},
+      {"pg_longest_query_seconds", {}},
+      {"pg_blocked_queries", {}},
+      {"redis_ops_per_second", {}},
+      {"redis_connected_clients", {}},
+      {"redis_keyspace_hit_ratio", {}},
       {"redis_used_memory_bytes", {}},
   };
   for (int i = 0; static_cast<int>(gauges.size()) < kGauges; ++i) {
@@ -118,8 +124,9 @@ void Run(int n, int pages) {
     (*hello.mutable_labels())["env"] = "prod";
     if (!fleet.Connect(hello, "bench", static_cast<uint64_t>(i) + 1, now).ok() ||
         !fleet.Apply(agent.id, definitions, agent.dictionary, now).ok() ||
-        !fleet.Apply(agent.id, Round(++agent.sequence, absl::ToUnixMillis(now), rng),
-                     agent.dictionary, now)
+        !fleet
+             .Apply(agent.id, Round(++agent.sequence, absl::ToUnixMillis(now), rng),
+                    agent.dictionary, now)
              .ok()) {
       std::abort();
     }

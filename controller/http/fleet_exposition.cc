@@ -151,8 +151,8 @@ void AppendSampleValue(double value, std::string* out) {
 }
 
 absl::StatusOr<ExpositionStats> RenderFleetExposition(
-    const std::vector<FleetState::ExposedAgent>& agents, const FamilyHelp& help,
-    size_t max_bytes, std::string* out) {
+    const std::vector<FleetState::ExposedAgent>& agents, const FamilyHelp& help, size_t max_bytes,
+    std::string* out) {
   ExpositionStats stats;
   stats.agents = agents.size();
   // Families by exposed name; interned keys share one name string, hence the lookup by pointer
@@ -221,10 +221,10 @@ absl::StatusOr<ExpositionStats> RenderFleetExposition(
         absl::StrAppend(out, "\n", name, "_count{", labels, "} ", h.count(), "\n");
       }
       if (out->size() > max_bytes) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "the fleet page passed its limit of ", max_bytes, " bytes at agent '",
-            agent.agent_id, "', family ", name, " (", stats.series, " series written of ",
-            agents.size(), " agents)"));
+        return absl::ResourceExhaustedError(
+            absl::StrCat("the fleet page passed its limit of ", max_bytes, " bytes at agent '",
+                         agent.agent_id, "', family ", name, " (", stats.series,
+                         " series written of ", agents.size(), " agents)"));
       }
     }
   }

@@ -36,8 +36,8 @@ struct ExpositionStats {
 // `exported_NAME` (as Prometheus does for target labels). ResourceExhausted, with `out` cut
 // short, as soon as the page passes `max_bytes`.
 absl::StatusOr<ExpositionStats> RenderFleetExposition(
-    const std::vector<FleetState::ExposedAgent>& agents, const FamilyHelp& help,
-    size_t max_bytes, std::string* out);
+    const std::vector<FleetState::ExposedAgent>& agents, const FamilyHelp& help, size_t max_bytes,
+    std::string* out);
 
 // [a-zA-Z_:][a-zA-Z0-9_:]*: any other character becomes '_', a leading digit gets a '_' before it.
 std::string SanitizeMetricName(absl::string_view name);

@@ -6,13 +6,16 @@
 namespace vigil::controller {
 
 const std::array<double, CumulativeHistogram::kBounds>& CumulativeHistogram::Bounds() {
+  // One decade a line.
+  // clang-format off
   static constexpr std::array<double, kBounds> kList = {
-      0.001, 0.0016, 0.0025, 0.004, 0.0063,  //
-      0.01,  0.016,  0.025,  0.04,  0.063,   //
-      0.1,   0.16,   0.25,   0.4,   0.63,    //
-      1,     1.6,    2.5,    4,     6.3,     //
-      10,    16,     25,     40,    63,      //
+      0.001, 0.0016, 0.0025, 0.004, 0.0063,
+      0.01,  0.016,  0.025,  0.04,  0.063,
+      0.1,   0.16,   0.25,   0.4,   0.63,
+      1,     1.6,    2.5,    4,     6.3,
+      10,    16,     25,     40,    63,
       100};
+  // clang-format on
   return kList;
 }
 
@@ -24,8 +27,8 @@ size_t CumulativeHistogram::CoarseBucket(int index) {
     const auto& bounds = Bounds();
     for (int i = LogHistogram::kMinIndex; i <= LogHistogram::kMaxIndex; ++i) {
       const double value = LogHistogram::BucketValue(i);
-      table->push_back(static_cast<uint8_t>(
-          std::lower_bound(bounds.begin(), bounds.end(), value) - bounds.begin()));
+      table->push_back(static_cast<uint8_t>(std::lower_bound(bounds.begin(), bounds.end(), value) -
+                                            bounds.begin()));
     }
     return table;
   }();

@@ -50,17 +50,17 @@ TEST(FleetPrometheus, PrometheusQuantileMatchesVigilsWithinTheBucket) {
   testing::WriteFile(dir.File("fleet.token"), token + "\n");
   const std::string address = absl::StrCat("127.0.0.1:", testing::FreeLoopbackPort());
   const uint16_t http_port = testing::FreeLoopbackPort();
-  testing::WriteFile(dir.File("agent.yaml"),
-                     absl::StrCat("id: web-1\nlabels: {role: api, service: rag-api}\n",
-                                  "collectors:\n  host: {}\n",
-                                  "  nginx: {access_log: '", nginx.access_log(), "', log_format: '",
-                                  agent::LogFormat::kTimedCombined, " $upstream_response_time'}\n",
-                                  "spool_dir: ", dir.File("web-1.spool"), "\n"));
+  testing::WriteFile(
+      dir.File("agent.yaml"),
+      absl::StrCat("id: web-1\nlabels: {role: api, service: rag-api}\n",
+                   "collectors:\n  host: {}\n", "  nginx: {access_log: '", nginx.access_log(),
+                   "', log_format: '", agent::LogFormat::kTimedCombined,
+                   " $upstream_response_time'}\n", "spool_dir: ", dir.File("web-1.spool"), "\n"));
   const std::string viewer = testing::AddVigilUser(dir.File("vigil.db"), "tester", "viewer");
-  testing::Subprocess controller(
-      {BinaryPath("vigil-controller"), "--listen=" + address, "--db=" + dir.File("vigil.db"),
-       "--insecure", absl::StrCat("--http-listen=127.0.0.1:", http_port),
-       "--fleet-metrics-token-file=" + dir.File("fleet.token")});
+  testing::Subprocess controller({BinaryPath("vigil-controller"), "--listen=" + address,
+                                  "--db=" + dir.File("vigil.db"), "--insecure",
+                                  absl::StrCat("--http-listen=127.0.0.1:", http_port),
+                                  "--fleet-metrics-token-file=" + dir.File("fleet.token")});
   testing::Subprocess agent({BinaryPath("vigil-agent"), "--controller=" + address,
                              "--config=" + dir.File("agent.yaml"), "--insecure"});
   std::atomic<bool> traffic{true};
@@ -106,15 +106,15 @@ TEST(FleetPrometheus, PrometheusQuantileMatchesVigilsWithinTheBucket) {
 
   // Prometheus, scraping every second with the token.
   const uint16_t prom_port = testing::FreeLoopbackPort();
-  testing::WriteFile(dir.File("prometheus.yml"),
-                     absl::StrCat("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-                                  "scrape_configs:\n"
-                                  "  - job_name: vigil-fleet\n"
-                                  "    metrics_path: /fleet/metrics\n"
-                                  "    authorization: {credentials_file: '",
-                                  dir.File("fleet.token"), "'}\n",
-                                  "    static_configs: [{targets: ['127.0.0.1:", http_port,
-                                  "']}]\n"));
+  testing::WriteFile(
+      dir.File("prometheus.yml"),
+      absl::StrCat("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                   "scrape_configs:\n"
+                   "  - job_name: vigil-fleet\n"
+                   "    metrics_path: /fleet/metrics\n"
+                   "    authorization: {credentials_file: '",
+                   dir.File("fleet.token"), "'}\n",
+                   "    static_configs: [{targets: ['127.0.0.1:", http_port, "']}]\n"));
   testing::Subprocess prometheus(
       {"/usr/bin/prometheus", "--config.file=" + dir.File("prometheus.yml"),
        "--storage.tsdb.path=" + dir.File("prometheus-data"),
@@ -133,8 +133,9 @@ TEST(FleetPrometheus, PrometheusQuantileMatchesVigilsWithinTheBucket) {
   // A rate wants two scrapes; a few more so both sides see a settled mix.
   ASSERT_TRUE(WaitUntil(
       [&] {
-        answer = promql("count_over_time(up{job=\"vigil-fleet\"}[1m]) >= 5 and "
-                        "up{job=\"vigil-fleet\"} == 1");
+        answer = promql(
+            "count_over_time(up{job=\"vigil-fleet\"}[1m]) >= 5 and "
+            "up{job=\"vigil-fleet\"} == 1");
         return !std::isnan(PromtoolValue(answer));
       },
       absl::Seconds(30), absl::Milliseconds(500)))
@@ -157,8 +158,8 @@ TEST(FleetPrometheus, PrometheusQuantileMatchesVigilsWithinTheBucket) {
   // Tolerance: the bucket of the fixed `le` list that holds Vigil's figure, (lo, hi] with
   // hi <= 1.6 lo, widened by Vigil's 1 % at its edges: histogram_quantile interpolates inside it.
   const auto& bounds = controller::CumulativeHistogram::Bounds();
-  const size_t j = controller::CumulativeHistogram::CoarseBucket(
-      LogHistogram::BucketIndex(vigil_p95));
+  const size_t j =
+      controller::CumulativeHistogram::CoarseBucket(LogHistogram::BucketIndex(vigil_p95));
   ASSERT_GT(j, 0u) << vigil_p95;
   ASSERT_LT(j, bounds.size()) << vigil_p95;
   const double lo = bounds[j - 1], hi = bounds[j];

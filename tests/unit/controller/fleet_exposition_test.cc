@@ -110,9 +110,9 @@ TEST(CumulativeHistogramTest, EveryFineBucketGoesToTheFirstBoundAtOrAboveItsValu
 
 TEST(CumulativeHistogramTest, CountsEveryObservationOnceWithTheSum) {
   LogHistogram h;
-  h.Add(0, 2);       // zero bucket: under the first bound
-  h.Add(0.002, 3);   // (0.0016, 0.0025]
-  h.Add(1e6, 1);     // above 100 s
+  h.Add(0, 2);      // zero bucket: under the first bound
+  h.Add(0.002, 3);  // (0.0016, 0.0025]
+  h.Add(1e6, 1);    // above 100 s
   CumulativeHistogram c;
   c.Add(h);
   c.Add(h);
@@ -128,8 +128,8 @@ class FleetPageTest : public ::testing::Test {
   Stream& Connect(const std::string& id, std::map<std::string, std::string> labels) {
     streams_.push_back(std::make_unique<Stream>());
     streams_.back()->id = id;
-    EXPECT_TRUE(fleet_.Connect(MakeHello(id, std::move(labels)), "peer", streams_.size(), kNow)
-                    .ok());
+    EXPECT_TRUE(
+        fleet_.Connect(MakeHello(id, std::move(labels)), "peer", streams_.size(), kNow).ok());
     return *streams_.back();
   }
   void Apply(Stream& stream, v1::TelemetryBatch& batch) {
@@ -179,7 +179,7 @@ TEST_F(FleetPageTest, ExactTextForASmallFleet) {
       "# TYPE nginx_request_duration_seconds histogram\n";
   const std::string labels =
       "agent=\"db-1\",label_9lives=\"x\",label___meta=\"m\",role=\"db\",exported_agent=\"x\"";
-  const int cumulative[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9, 9,
+  const int cumulative[] = {0,  0,  0,  0,  0,  0,  0,  0,  0,  9,  9,  9,  9, 9,
                             10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10};
   for (size_t i = 0; i < std::size(kLe); ++i) {
     absl::StrAppend(&want, "nginx_request_duration_seconds_bucket{", labels, ",le=\"", kLe[i],
@@ -300,9 +300,9 @@ TEST_F(FleetPageTest, APagePastItsLimitIsRefusedNotCut) {
   EXPECT_THAT(stats.status().message(), HasSubstr("1000 bytes"));
   EXPECT_THAT(stats.status().message(), HasSubstr("web-1"));
 
-  FleetMetricsEndpoint endpoint({.token = "0123456789abcdef", .max_page_bytes = 1000},
-                                [this] { return fleet_.ExposeConnected(); },
-                                [] { return FamilyHelp(); });
+  FleetMetricsEndpoint endpoint(
+      {.token = "0123456789abcdef", .max_page_bytes = 1000},
+      [this] { return fleet_.ExposeConnected(); }, [] { return FamilyHelp(); });
   http::HttpRequest request;
   request.headers["authorization"] = "Bearer 0123456789abcdef";
   const http::HttpResponse response = endpoint.Handle(request);
@@ -343,8 +343,8 @@ TEST(FleetTokenTest, OnlyTheExactBearerTokenPasses) {
   EXPECT_FALSE(BearerTokenMatches("Bearer ", ""));
 
   FleetState fleet;
-  FleetMetricsEndpoint endpoint({.token = token}, [&fleet] { return fleet.ExposeConnected(); },
-                                [] { return FamilyHelp(); });
+  FleetMetricsEndpoint endpoint(
+      {.token = token}, [&fleet] { return fleet.ExposeConnected(); }, [] { return FamilyHelp(); });
   http::HttpRequest request;
   request.headers["authorization"] = "Bearer wrong-token-of-some-length";
   http::HttpResponse response = endpoint.Handle(request);
@@ -372,8 +372,7 @@ TEST(FleetTokenTest, TheTokenFileIsCheckedAndTrimmed) {
   EXPECT_THAT(ReadBearerTokenFile(dir.File("short")).status().message(),
               HasSubstr("fewer than 16"));
   testing::WriteFile(dir.File("space"), "0123456789 abcdef\n");
-  EXPECT_THAT(ReadBearerTokenFile(dir.File("space")).status().message(),
-              HasSubstr("whitespace"));
+  EXPECT_THAT(ReadBearerTokenFile(dir.File("space")).status().message(), HasSubstr("whitespace"));
   EXPECT_FALSE(ReadBearerTokenFile(dir.File("missing")).ok());
 }
 
