@@ -13,6 +13,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "common/logging.h"
+#include "common/metric_schema.h"
 #include "common/status.h"
 #include "controller/http/alertmanager_webhook.h"
 #include "controller/rules/thresholds.h"
@@ -196,6 +197,10 @@ absl::Status Controller::Start() {
       [this](const http::HttpRequest& request) { return AuthorizeWebhook(request); },
       [this](std::vector<v1::Alert> alerts) { return StoreExternalAlerts(std::move(alerts)); },
       clock_);
+  if (options_.http_listen.empty() && !options_.fleet_metrics_token_file.empty()) {
+    spdlog::warn("{} is off: fleet_metrics_token_file is set but the HTTP port is off",
+                 kFleetMetricsPath);
+  }
   if (!options_.http_listen.empty()) {
     http::HttpServer::Options http_options;
     http_options.tls_cert_file = options_.http_tls_cert;
@@ -210,6 +215,26 @@ absl::Status Controller::Start() {
     });
     http_->Handle("POST", "/api/v1/alertmanager",
                   [this](const http::HttpRequest& request) { return webhook_->Handle(request); });
+    if (!options_.fleet_metrics_token_file.empty()) {
+      absl::StatusOr<std::string> token = ReadBearerTokenFile(options_.fleet_metrics_token_file);
+      if (!token.ok()) {
+        writer_->Stop();
+        return token.status();
+      }
+      fleet_endpoint_ = std::make_unique<FleetMetricsEndpoint>(
+          FleetMetricsEndpoint::Options{.token = *std::move(token),
+                                        .max_page_bytes = options_.fleet_metrics_max_bytes},
+          [this] { return fleet_.ExposeConnected(); },
+          [this] { return FleetFamilyHelp(); });
+      http_->Handle("GET", kFleetMetricsPath, [this](const http::HttpRequest& request) {
+        return fleet_endpoint_->Handle(request);
+      });
+      spdlog::info("{} serves the fleet to Prometheus (bearer token from {})", kFleetMetricsPath,
+                   options_.fleet_metrics_token_file);
+    } else {
+      // No token, no page: loopback alone would still show the whole fleet to every local user.
+      spdlog::info("{} is off: no fleet_metrics_token_file", kFleetMetricsPath);
+    }
     if (absl::Status s = http_->Start(options_.http_listen); !s.ok()) {
       writer_->Stop();
       // The message names the address or the TLS file at fault.
@@ -607,6 +632,9 @@ std::string Controller::MetricsPage() {
            "TLS handshakes on the HTTP port that failed.",
            static_cast<double>(http.tls_handshake_failures));
   }
+  if (fleet_endpoint_ != nullptr) {
+    fleet_endpoint_->AppendMetrics(&page);
+  }
   return page;
 }
 
@@ -661,6 +689,25 @@ absl::Status CheckDatabaseEvidence(const std::string& db_path, const std::string
     spdlog::info("creating a new database at {}", db_path);
   }
   return absl::OkStatus();
+}
+
+FamilyHelp Controller::FleetFamilyHelp() {
+  auto declared = std::make_shared<absl::flat_hash_map<std::string, std::string>>();
+  for (const FleetState::Declared& d : fleet_.ConnectedDeclarations()) {
+    (*declared)[d.declaration.name()] =
+        d.declaration.per_second_rate()
+            ? absl::StrCat(d.declaration.help(),
+                           " (a counter at its source, sent as its per-second rate over the "
+                           "collection interval: a gauge here)")
+            : d.declaration.help();
+  }
+  return [declared](absl::string_view name) -> std::string {
+    if (const MetricInfo* info = FindMetric(name); info != nullptr) {
+      return std::string(info->help);
+    }
+    auto it = declared->find(name);
+    return it == declared->end() ? "" : it->second;
+  };
 }
 
 absl::Status Controller::AuthorizeWebhook(const http::HttpRequest& request) {

@@ -20,6 +20,7 @@
 #include "controller/api/control_service.h"
 #include "controller/auth/auth.h"
 #include "controller/http/alertmanager_webhook.h"
+#include "controller/http/fleet_endpoint.h"
 #include "controller/incidents/incident_manager.h"
 #include "controller/timeline/timeline_writer.h"
 #include "controller/ingest/agent_service.h"
@@ -42,6 +43,10 @@ struct ControllerOptions {
   std::string http_tls_key;
   std::string http_tls_ca;
   AlertmanagerReceiver::Limits webhook;
+  // GET /fleet/metrics for Prometheus, on the HTTP port: served only with a token, read from this
+  // file (the secret stays out of the command line and the settings file). Empty: off.
+  std::string fleet_metrics_token_file;
+  size_t fleet_metrics_max_bytes = size_t{512} << 20;
   std::string rules_path;   // empty: the built-in rules
   std::string policy_path;  // empty: the default approval policy
   // Ed25519 key that signs commands; created on first start. Empty: next to the database
@@ -112,6 +117,9 @@ class Controller {
   // Saves the registry rows that changed and acknowledges the telemetry they cover.
   void FlushRegistry();
   std::string MetricsPage();
+  // The fleet endpoint's help text of families: the schema's, else what a connected agent
+  // declared (a per-second rate says it is one).
+  FamilyHelp FleetFamilyHelp();
   // Rules on scraped metrics against what connected agents declare: warns (once per finding
   // while it holds) about a metric no connected agent declares and about a kind mismatch (such
   // a rule never fires), and counts both for /metrics. Housekeeping thread only.
@@ -136,6 +144,7 @@ class Controller {
   // Drops cached callers when another process changed the users table (housekeeping, 1/s).
   void RefreshUsers();
   std::unique_ptr<AlertmanagerReceiver> webhook_;
+  std::unique_ptr<FleetMetricsEndpoint> fleet_endpoint_;  // null: no token configured
   std::unique_ptr<http::HttpServer> http_;
   std::unique_ptr<ControlServiceImpl> control_service_;
   std::unique_ptr<grpc::Server> server_;

@@ -115,6 +115,10 @@ int main(int argc, char** argv) {
   app.add_option("--webhook-max-alerts-per-minute", options.webhook.max_alerts_per_minute,
                  "alerts taken from Alertmanager per minute; more: 503 with Retry-After (10000)")
       ->check(CLI::Range(size_t{1}, size_t{100'000'000}));
+  app.add_option("--fleet-metrics-token-file", options.fleet_metrics_token_file,
+                 "file holding the bearer token Prometheus sends to scrape /fleet/metrics on the "
+                 "HTTP port; without it the fleet endpoint is off")
+      ->check(CLI::ExistingFile);
   app.add_option("--rules", options.rules_path,
                  "alert rule file (YAML); without it, the built-in rules")
       ->check(CLI::ExistingFile);

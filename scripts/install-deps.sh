@@ -11,6 +11,8 @@ FUZZ=(clang libclang-rt-14-dev)
 # Real servers the integration tests start on loopback, and the tools they drive.
 SERVERS=(postgresql redis-server nginx-light logrotate supervisor sqlite3 procps python3 openssl
   prometheus-alertmanager iproute2 nftables)
+# A real Prometheus (and its promtool) scraping the fleet page.
+SERVERS+=(prometheus)
 # Writes real journal files for the journal_vacuum action's test (journalctl --directory).
 SERVERS+=(systemd-journal-remote)
 # Checking the Debian packages (tests/packaging).

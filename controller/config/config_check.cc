@@ -9,6 +9,7 @@
 #include "common/command_signing.h"
 #include "common/tls_files.h"
 #include "common/yaml_util.h"
+#include "controller/http/fleet_endpoint.h"
 #include "controller/remediation/policy.h"
 #include "controller/rules/rule.h"
 
@@ -58,6 +59,17 @@ std::vector<std::string> CheckControllerSettings(const ControllerSettings& setti
                                            .key = o.http_tls_key},
                             names),
               errors);
+    }
+  }
+  if (!o.fleet_metrics_token_file.empty()) {
+    if (o.http_listen.empty()) {
+      errors.push_back(absl::StrCat(NameOf(settings, "fleet_metrics_token_file"),
+                                    ": the fleet endpoint is served on the HTTP port, which is "
+                                    "off (http_listen)"));
+    } else if (absl::Status s = ReadBearerTokenFile(o.fleet_metrics_token_file).status();
+               !s.ok()) {
+      errors.push_back(absl::StrCat(NameOf(settings, "fleet_metrics_token_file"), ": ",
+                                    s.message()));
     }
   }
   // A file that cannot be read is named by the key or flag that names it; a file that can, by

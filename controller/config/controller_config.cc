@@ -111,6 +111,10 @@ const std::vector<Key>& Keys() {
           "webhook_max_alerts_per_minute",
           [](ControllerSettings& s) -> size_t& { return s.options.webhook.max_alerts_per_minute; },
           1, 100'000'000),
+      Text("fleet_metrics_token_file",
+           [](ControllerSettings& s) -> std::string& {
+             return s.options.fleet_metrics_token_file;
+           }),
       Text("rules", [](ControllerSettings& s) -> std::string& { return s.options.rules_path; }),
       Span("correlation_window",
            [](ControllerSettings& s) -> absl::Duration& {

@@ -527,6 +527,54 @@ std::vector<FleetState::Declared> FleetState::ConnectedDeclarations() const {
   return out;
 }
 
+std::vector<FleetState::ExposedAgent> FleetState::ExposeConnected() const {
+  // Agents are never removed from the map (Evict frees their series only), so the pointers
+  // stay valid once the map's lock is released.
+  std::vector<std::pair<std::string, const Agent*>> listed;
+  {
+    absl::MutexLock lock(&mu_);
+    listed.reserve(agents_.size());
+    for (const auto& [id, agent] : agents_) {
+      listed.emplace_back(id, agent.get());
+    }
+  }
+  std::vector<ExposedAgent> out;
+  out.reserve(listed.size());
+  for (const auto& [id, agent] : listed) {
+    ExposedAgent exposed;
+    {
+      absl::MutexLock lock(&agent->mu);
+      if (agent->session == 0) {
+        continue;
+      }
+      exposed.agent_id = id;
+      for (const auto& [k, v] : agent->info.labels()) {
+        exposed.labels.emplace(k, v);
+      }
+      exposed.series.reserve(agent->series.size());
+      for (const auto& [key, s] : agent->series) {
+        if (s->count() == 0) {
+          continue;
+        }
+        ExposedAgent::Series& copy = exposed.series.emplace_back();
+        copy.key = s->shared_key();
+        if (const HistogramWindow* window = s->histograms(); window != nullptr) {
+          copy.histogram = static_cast<int>(exposed.histograms.size());
+          exposed.histograms.push_back(window->totals());
+        } else {
+          copy.value = s->latest();
+        }
+      }
+    }
+    std::sort(exposed.series.begin(), exposed.series.end(),
+              [](const ExposedAgent::Series& a, const ExposedAgent::Series& b) {
+                return std::tie(a.key->name, a.key->labels) < std::tie(b.key->name, b.key->labels);
+              });
+    out.push_back(std::move(exposed));
+  }
+  return out;
+}
+
 std::vector<v1::AgentInfo> FleetState::TakeDirty() {
   std::vector<v1::AgentInfo> out;
   absl::MutexLock lock(&mu_);

@@ -14,7 +14,8 @@
 //   histogram, the same plus its window: 60 one-second intervals, about one byte per occupied
 //     bucket (4.5 KB for 100 requests a second) and 8 bytes of index each (480), one running merge
 //     per rule window, 8 bytes per bucket of the range it covers (1.8 KB), up to a seventh of
-//     slack (0.7 KB): about 7.8 KB in all with 100 requests a second, 1 KB or so with a few.
+//     slack (0.7 KB), and the counters since start for the fleet endpoint (CumulativeHistogram,
+//     232 bytes): about 8 KB in all with 100 requests a second, 1.2 KB or so with a few.
 // AgentBytesForTest() and the budget Apply checks count all of this (the window exactly, from
 // HistogramWindow::bytes()); the agent's own row (AgentInfo, labels, mutex) is not counted.
 #pragma once
@@ -121,6 +122,24 @@ class FleetState {
     size_t agents = 0;
   };
   std::vector<Declared> ConnectedDeclarations() const;
+
+  // What the fleet endpoint shows of one connected agent, copied under the agent's lock.
+  struct ExposedAgent {
+    struct Series {
+      std::shared_ptr<const SeriesKey> key;
+      double value = 0;    // a gauge's latest value
+      int histogram = -1;  // index into `histograms`; -1 for a gauge
+    };
+    std::string agent_id;
+    Labels labels;
+    std::vector<Series> series;  // sorted by name, then labels
+    std::vector<CumulativeHistogram> histograms;
+  };
+  // Every connected agent with its series that hold a point, sorted by agent id. The map's mutex
+  // is held only while the agents are listed and each agent's only while its own series are
+  // copied (no sorting, no formatting), so ingest for the rest of the fleet carries on while a
+  // page of the whole fleet is built.
+  std::vector<ExposedAgent> ExposeConnected() const;
 
   // The actions an agent said it offers (its Hello); nullopt for an agent never seen.
   std::optional<std::vector<std::string>> AgentActions(const std::string& agent_id) const;

@@ -175,6 +175,7 @@ void HistogramWindow::Apply(uint64_t seq, int sign, LogHistogram& h) const {
 }
 
 void HistogramWindow::Add(int64_t ms, const LogHistogram& h, int64_t keep_ms) {
+  totals_.Add(h);
   // Out with the old first, so the window's span, not its age, decides the offsets' range.
   int64_t cutoff = 0;
   if (__builtin_sub_overflow(ms, keep_ms, &cutoff)) {

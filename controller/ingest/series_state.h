@@ -19,6 +19,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "common/histogram.h"
+#include "controller/ingest/cumulative_histogram.h"
 #include "vigil/v1/telemetry.pb.h"
 
 namespace vigil::controller {
@@ -60,7 +61,12 @@ class HistogramWindow {
  public:
   // Appends the interval measured at `ms` (callers keep times non-decreasing), then drops the
   // intervals at or before ms - keep_ms. Views that held a dropped interval let go of it.
+  // The interval also joins totals(), which nothing drops.
   void Add(int64_t ms, const LogHistogram& h, int64_t keep_ms);
+
+  // Every interval ever added, in the fleet endpoint's fixed buckets (cumulative counters for
+  // Prometheus; 232 bytes, inside this object).
+  const CumulativeHistogram& totals() const { return totals_; }
 
   size_t size() const { return intervals_.size() - dead_intervals_; }
   bool empty() const { return size() == 0; }
@@ -118,6 +124,7 @@ class HistogramWindow {
   std::vector<uint8_t> bytes_;
   uint32_t dead_bytes_ = 0;        // encoding of the dropped intervals
   std::vector<View> views_;
+  CumulativeHistogram totals_;
 };
 
 // One series of one agent.
@@ -127,6 +134,8 @@ class SeriesState {
   explicit SeriesState(std::shared_ptr<const SeriesKey> key) : key_(std::move(key)) {}
 
   const SeriesKey& key() const { return *key_; }
+  // The interned key itself, for snapshots that outlive the agent's lock.
+  const std::shared_ptr<const SeriesKey>& shared_key() const { return key_; }
   const std::string& name() const { return key_->name; }
   const Labels& labels() const { return key_->labels; }
 

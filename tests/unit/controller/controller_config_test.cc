@@ -250,6 +250,29 @@ TEST(ControllerConfigTest, CheckFindsEveryProblemAndCreatesNothing) {
   EXPECT_TRUE(absl::StrContains(key, "is missing, but")) << key;
 }
 
+TEST(ControllerConfigTest, TheFleetTokenFileIsReadAndChecked) {
+  TempDir dir;
+  WriteFile(dir.File("short.token"), "abc\n");
+  ControllerSettings s;
+  ASSERT_TRUE(Apply(absl::StrCat("listen: 127.0.0.1:7443\ninsecure: true\ndb: ",
+                                 dir.File("db/v.db"), "\nfleet_metrics_token_file: ",
+                                 dir.File("short.token"), "\n"),
+                    s)
+                  .ok());
+  EXPECT_EQ(s.options.fleet_metrics_token_file, dir.File("short.token"));
+  const std::string errors = absl::StrJoin(CheckControllerSettings(s), "\n");
+  EXPECT_TRUE(absl::StrContains(errors, "controller.yaml:4: key 'fleet_metrics_token_file': "))
+      << errors;
+  EXPECT_TRUE(absl::StrContains(errors, "fewer than 16")) << errors;
+
+  WriteFile(dir.File("good.token"), "0123456789abcdef0123\n");
+  s.options.fleet_metrics_token_file = dir.File("good.token");
+  EXPECT_EQ(CheckControllerSettings(s), std::vector<std::string>{});
+  s.options.http_listen.clear();
+  EXPECT_TRUE(absl::StrContains(absl::StrJoin(CheckControllerSettings(s), "\n"),
+                                "HTTP port, which is off"));
+}
+
 TEST(ControllerConfigTest, TheDeployExampleLoads) {
   ControllerSettings s;
   ASSERT_TRUE(
