@@ -122,6 +122,10 @@ class FleetState {
   };
   std::vector<Declared> ConnectedDeclarations() const;
 
+  // The scraped metrics the agent's last Hello declared as per-second rates (counters), which
+  // rate() rules may read; empty for an agent never seen.
+  std::vector<std::string> DeclaredRates(const std::string& agent_id) const;
+
   // The actions an agent said it offers (its Hello); nullopt for an agent never seen.
   std::optional<std::vector<std::string>> AgentActions(const std::string& agent_id) const;
 
