@@ -43,6 +43,15 @@ TEST(RuleParse, DefaultRulesParse) {
   EXPECT_EQ(latency.expr.quantile, 0.95);
   EXPECT_EQ(latency.for_duration, absl::Minutes(5));
   EXPECT_EQ(latency.severity, v1::SEV2);
+  // LowThroughput is the runbook's: the fleet's sum of 5-minute mean request rates.
+  for (const Rule& r : file.rules) {
+    if (r.name == "LowThroughput") {
+      EXPECT_EQ(r.expr.aggregation, Aggregation::kSum);
+      EXPECT_EQ(r.expr.range_function, RangeFunction::kRate);
+      EXPECT_EQ(r.expr.range, absl::Minutes(5));
+      EXPECT_EQ(r.expr.metric, "nginx_requests_per_second");
+    }
+  }
 }
 
 TEST(RuleParse, ExpressionForms) {
