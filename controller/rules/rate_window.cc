@@ -53,9 +53,13 @@ bool RateWindow::Average(int64_t now_ms, double* out) const {
   const int64_t first = std::max(Epoch(now_ms) - kBuckets + 1, head_ - kBuckets + 1);
   double sum = 0;
   uint64_t count = 0;
+  // One division for the first bucket, then a walk round the ring (this runs for every member
+  // of a fleet-wide rule at every evaluation).
+  size_t i = first <= head_ ? Slot(first) : 0;
   for (int64_t e = first; e <= head_; ++e) {
-    sum += sums_[Slot(e)];
-    count += counts_[Slot(e)];
+    sum += sums_[i];
+    count += counts_[i];
+    i = i + 1 == static_cast<size_t>(kBuckets) ? 0 : i + 1;
   }
   if (count == 0) {
     return false;

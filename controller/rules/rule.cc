@@ -192,12 +192,12 @@ class ExprParser {
       // Outside the schema: a scraped metric the agents declare; its kind is the expression's.
       expr.scraped = true;
     } else if (function != RangeFunction::kNone && info->kind == MetricKind::kHistogram) {
-      pos_ = start;
+      pos_ = argument;
       return Error(absl::StrCat("'", word, "' is a histogram: ", fn,
                                 "() applies to per-second rates; write p50/p90/p95/p99(", word,
                                 ")"));
     } else if (function != RangeFunction::kNone && !IsPerSecondRate(*info)) {
-      pos_ = start;
+      pos_ = argument;
       return Error(
           absl::StrCat("'", word, "' is a gauge, not a per-second rate: ", fn,
                        "() applies to the *_per_second metrics and scraped counters; compare '",
