@@ -2,7 +2,11 @@
 // core: what the controller's RuleEngine spends on one collection round of the whole fleet (one
 // TelemetryBatch per agent, every series once), including the HighAPILatency p95 over its 1m
 // window (60 one-second histograms merged per agent), and on one Tick() (the fleet-wide
-// LowThroughput sum over 1,000 agents). Values stay below every threshold: no alert changes.
+// LowThroughput sum of rate(nginx_requests_per_second[5m]) over 1,000 agents). The round is run
+// with three rule sets: the defaults with LowThroughput as the plain sum it was (no rate), the
+// defaults, and the defaults plus three rate()/irate() rules; each prints ns per round and the
+// bytes of rate state per series that has any. Values stay below every threshold: no alert
+// changes.
 // The series' state is advanced between rounds with the timer paused, so only the engine is timed.
 //   build/bench/rule_eval_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
@@ -210,13 +214,39 @@ void CheckNoAlerts(benchmark::State& state, const CountingSink& sink) {
   }
 }
 
+// The rule sets of BM_OneRoundAllAgents, by its argument.
+std::vector<Rule> RuleSet(int64_t which) {
+  if (which == 1) {
+    return DefaultRules();
+  }
+  std::string yaml = DefaultRulesYaml();
+  if (which == 0) {
+    const std::string rate = "sum(rate(nginx_requests_per_second[5m])) < 100";
+    yaml.replace(yaml.find(rate), rate.size(), "sum(nginx_requests_per_second) < 100");
+  } else {
+    yaml += R"(  - alert: BenchBusyAgent
+    expr: rate(nginx_requests_per_second[5m]) > 1e6
+  - alert: BenchRedisQuiet
+    expr: sum by (service) (rate(redis_ops_per_second{role="api"}[1m])) < 1
+  - alert: BenchEvictions
+    expr: irate(redis_evicted_keys_per_second[30s]) > 1e6
+)";
+  }
+  RuleFile file = ParseRules(yaml, "bench");
+  if (!file.errors.empty()) {
+    std::abort();
+  }
+  return std::move(file.rules);
+}
+
 // One collection round of the whole fleet: one OnTelemetry per agent, batches spread over the
 // second (1 ms apart), so fleet-wide rules are also re-evaluated every 200 ms as in production.
+// Argument: 0 no rate() rule, 1 the default rules (LowThroughput is a rate), 2 three more.
 void BM_OneRoundAllAgents(benchmark::State& state) {
   Fleet& fleet = SharedFleet();
   SimulatedClock clock;
   CountingSink sink;
-  RuleEngine engine(DefaultRules(), &clock, &sink);
+  RuleEngine engine(RuleSet(state.range(0)), &clock, &sink);
   Connect(fleet, engine, clock);
   const uint64_t evaluations_before = engine.evaluations();
   int64_t timed_ns = 0;  // CPU time of the rounds alone, for the per-batch and per-core figures
@@ -235,18 +265,25 @@ void BM_OneRoundAllAgents(benchmark::State& state) {
   const double rounds = static_cast<double>(state.iterations());
   const double ns_per_round = static_cast<double>(timed_ns) / rounds;
   state.SetItemsProcessed(state.iterations() * kAgents * kSeriesPerAgent);
+  state.counters["ns_per_round"] = ns_per_round;
   state.counters["ns_per_agent_batch"] = ns_per_round / kAgents;
   state.counters["ns_per_sample"] = ns_per_round / (kAgents * kSeriesPerAgent);
   // One round per second (agents at --interval=1s): the share of one core, in percent.
   state.counters["core_pct_at_1_round_per_s"] = ns_per_round / 1e9 * 100;
   state.counters["rule_evals_per_round"] =
       static_cast<double>(engine.evaluations() - evaluations_before) / rounds;
+  const RuleEngine::RateUsage rates = engine.rate_usage();
+  state.counters["rate_series"] = static_cast<double>(rates.series);
+  state.counters["rate_windows"] = static_cast<double>(rates.windows);
+  state.counters["rate_bytes_per_series"] =
+      rates.series == 0 ? 0 : static_cast<double>(rates.bytes) / static_cast<double>(rates.series);
   CheckNoAlerts(state, sink);
 }
-BENCHMARK(BM_OneRoundAllAgents)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_OneRoundAllAgents)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 
-// One Tick: the fleet-wide LowThroughput (sum of nginx_requests_per_second) over the latest
-// contribution of each of the 1,000 agents, plus the sweep of active alerts (none).
+// One Tick: the fleet-wide LowThroughput (sum of rate(nginx_requests_per_second[5m])) over the
+// 1,000 agents, each one's average read again from its window (samples age out between
+// evaluations), plus the sweep of active alerts (none).
 void BM_Tick(benchmark::State& state) {
   Fleet& fleet = SharedFleet();
   SimulatedClock clock;
@@ -254,8 +291,15 @@ void BM_Tick(benchmark::State& state) {
   RuleEngine engine(DefaultRules(), &clock, &sink);
   Connect(fleet, engine, clock);
   const uint64_t evaluations_before = engine.evaluations();
+  size_t next = 0;
   for (auto _ : state) {
-    clock.Advance(absl::Seconds(1));  // past the 1 s re-evaluation period
+    // The clock stays put, so every member's rate window keeps its samples (advanced by a
+    // second a tick, they would all age out after 5 minutes and the tick would judge nothing);
+    // one agent's batch, untimed, marks the aggregates for the tick to judge again.
+    state.PauseTiming();
+    SimAgent& agent = fleet.agents()[next++ % fleet.agents().size()];
+    engine.OnTelemetry(agent.id, agent.batch, agent.dictionary);
+    state.ResumeTiming();
     engine.Tick();
   }
   state.SetItemsProcessed(state.iterations() * kAgents);  // contributions aggregated

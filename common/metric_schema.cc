@@ -77,6 +77,10 @@ const MetricInfo* FindMetric(absl::string_view name) {
   return nullptr;
 }
 
+bool IsPerSecondRate(const MetricInfo& metric) {
+  return metric.kind == MetricKind::kGauge && metric.unit == "1/s";
+}
+
 const std::vector<std::string>& ReservedMetricPrefixes() {
   static const std::vector<std::string>* const prefixes = [] {
     auto* out = new std::vector<std::string>;

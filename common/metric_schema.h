@@ -22,6 +22,10 @@ struct MetricInfo {
 std::span<const MetricInfo> AllMetrics();
 // nullptr when `name` is not part of the schema.
 const MetricInfo* FindMetric(absl::string_view name);
+// A counter the agent sends as its per-second rate over the collection interval (unit "1/s":
+// the `*_per_second` metrics), which `rate(x[r])` may average. Scraped counters say so in their
+// declaration (MetricDeclaration.per_second_rate).
+bool IsPerSecondRate(const MetricInfo& metric);
 
 // The name prefixes of the built-in collectors ("host_", "nginx_", "pg_", ...), derived from the
 // schema: for each `<c>_up`, "<c>_"; for any other name no such prefix covers, its first word

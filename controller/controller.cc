@@ -28,11 +28,16 @@ namespace vigil::controller {
 class Controller::Observer final : public IngestObserver {
  public:
   using SendFn = std::function<bool(const std::string& agent_id, v1::ControllerMessage)>;
-  Observer(RuleEngine* rules, IncidentManager* incidents, RemediationManager* remediation,
-           SendFn send)
-      : rules_(rules), incidents_(incidents), remediation_(remediation), send_(std::move(send)) {}
+  Observer(RuleEngine* rules, const FleetState* fleet, IncidentManager* incidents,
+           RemediationManager* remediation, SendFn send)
+      : rules_(rules),
+        fleet_(fleet),
+        incidents_(incidents),
+        remediation_(remediation),
+        send_(std::move(send)) {}
   void OnConnected(const v1::AgentInfo& agent) override {
-    rules_->OnConnected(agent.agent_id(), Labels(agent.labels().begin(), agent.labels().end()));
+    rules_->OnConnected(agent.agent_id(), Labels(agent.labels().begin(), agent.labels().end()),
+                        fleet_->DeclaredRates(agent.agent_id()));
     remediation_->OnAgentConnected(agent.agent_id());
     // Queued behind the Welcome; under the lock so a reload's newer set is never overtaken.
     absl::MutexLock lock(&watch_mu_);
@@ -82,6 +87,7 @@ class Controller::Observer final : public IngestObserver {
 
  private:
   RuleEngine* rules_;
+  const FleetState* fleet_;
   IncidentManager* incidents_;
   RemediationManager* remediation_;
   const SendFn send_;
@@ -177,7 +183,7 @@ absl::Status Controller::Start() {
       absl::FormatDuration(options_.rule_engine.for_outage_grace), restored.firing,
       restored.superseded, restored.orphaned);
   observer_ = std::make_unique<Observer>(
-      rule_engine_.get(), incidents_.get(), remediation_.get(),
+      rule_engine_.get(), &fleet_, incidents_.get(), remediation_.get(),
       [this](const std::string& agent_id, v1::ControllerMessage message) {
         return agent_service_->SendTo(agent_id, std::move(message));
       });

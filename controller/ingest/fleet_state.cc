@@ -387,6 +387,21 @@ std::optional<std::vector<std::string>> FleetState::AgentActions(
   return std::vector<std::string>(agent->info.actions().begin(), agent->info.actions().end());
 }
 
+std::vector<std::string> FleetState::DeclaredRates(const std::string& agent_id) const {
+  std::vector<std::string> names;
+  Agent* agent = Find(agent_id);
+  if (agent == nullptr) {
+    return names;
+  }
+  absl::MutexLock lock(&agent->mu);
+  for (const v1::MetricDeclaration& d : agent->declared) {
+    if (d.kind() == v1::MetricDeclaration::GAUGE && d.per_second_rate()) {
+      names.push_back(d.name());
+    }
+  }
+  return names;
+}
+
 void FleetState::SetDiagnostics(const std::string& agent_id, const v1::Diagnostics& diagnostics) {
   Agent* agent = Find(agent_id);
   if (agent == nullptr) {

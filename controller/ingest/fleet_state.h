@@ -11,6 +11,9 @@
 //     budget bookkeeping 16) + its slot in the agent's index ~24 + the stream's dictionary entry 8
 //     + the rule engine's slot 56 (RuleEngine::kSlotBytes). Name and labels are interned: one copy
 //     for every agent that has the series (they cost the first agent that brings them).
+//   a series a rate() rule reads, also its rate windows in the rule engine: about 420 bytes per
+//     distinct range whatever the range and the sample rate (RuleEngine::rate_usage; with the
+//     default rules, nginx_requests_per_second only: under 9 bytes per series on average).
 //   histogram, the same plus its window: 60 one-second intervals, about one byte per occupied
 //     bucket (4.5 KB for 100 requests a second) and 8 bytes of index each (480), one running merge
 //     per rule window, 8 bytes per bucket of the range it covers (1.8 KB), up to a seventh of
@@ -140,6 +143,10 @@ class FleetState {
   // copied (no sorting, no formatting), so ingest for the rest of the fleet carries on while a
   // page of the whole fleet is built.
   std::vector<ExposedAgent> ExposeConnected() const;
+
+  // The scraped metrics the agent's last Hello declared as per-second rates (counters), which
+  // rate() rules may read; empty for an agent never seen.
+  std::vector<std::string> DeclaredRates(const std::string& agent_id) const;
 
   // The actions an agent said it offers (its Hello); nullopt for an agent never seen.
   std::optional<std::vector<std::string>> AgentActions(const std::string& agent_id) const;

@@ -150,6 +150,8 @@ class ExprParser {
       return Error("expected a metric name");
     }
     double quantile = 0;
+    RangeFunction function = RangeFunction::kNone;
+    size_t argument = start;  // where rate()'s argument begins
     if (word.size() == 3 && word[0] == 'p' && std::isdigit(static_cast<unsigned char>(word[1])) &&
         std::isdigit(static_cast<unsigned char>(word[2])) && PeekChar() == '(') {
       quantile = ((word[1] - '0') * 10 + (word[2] - '0')) / 100.0;
@@ -158,7 +160,17 @@ class ExprParser {
       if (word.empty()) {
         return Error(absl::StrCat("expected a histogram metric inside ", word, "(...)"));
       }
+    } else if ((word == "rate" || word == "irate") && PeekChar() == '(') {
+      function = word == "rate" ? RangeFunction::kRate : RangeFunction::kIrate;
+      Eat('(');
+      argument = pos_;
+      word = Word();
+      if (word.empty()) {
+        return Error(
+            absl::StrCat("expected a metric inside ", RangeFunctionName(function), "(...)"));
+      }
     }
+    const absl::string_view fn = RangeFunctionName(function);
     const MetricInfo* info = FindMetric(word);
     if (info == nullptr) {
       // A built-in collector's prefix: a typo of a schema name, never a scraped metric.
@@ -179,6 +191,17 @@ class ExprParser {
       }
       // Outside the schema: a scraped metric the agents declare; its kind is the expression's.
       expr.scraped = true;
+    } else if (function != RangeFunction::kNone && info->kind == MetricKind::kHistogram) {
+      pos_ = argument;
+      return Error(absl::StrCat("'", word, "' is a histogram: ", fn,
+                                "() applies to per-second rates; write p50/p90/p95/p99(", word,
+                                ")"));
+    } else if (function != RangeFunction::kNone && !IsPerSecondRate(*info)) {
+      pos_ = argument;
+      return Error(
+          absl::StrCat("'", word, "' is a gauge, not a per-second rate: ", fn,
+                       "() applies to the *_per_second metrics and scraped counters; compare '",
+                       word, "' itself"));
     } else if (quantile > 0 && info->kind != MetricKind::kHistogram) {
       return Error(absl::StrCat("'", word, "' is a gauge; quantiles apply to histograms only"));
     } else if (quantile == 0 && info->kind == MetricKind::kHistogram) {
@@ -194,6 +217,52 @@ class ExprParser {
     if (quantile > 0 && !Eat(')')) {
       return Error("expected ')' to close the quantile");
     }
+    if (function != RangeFunction::kNone) {
+      expr.range_function = function;
+      if (absl::Status s = ParseRange(expr, argument); !s.ok()) {
+        return s;
+      }
+      if (!Eat(')')) {
+        return Error(absl::StrCat("expected ')' to close ", fn, "("));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // `[5m]` after a rate()/irate() selector; `start` is where the function's argument begins.
+  absl::Status ParseRange(Expression& expr, size_t start) {
+    const absl::string_view fn = RangeFunctionName(expr.range_function);
+    const std::string written(
+        absl::StripAsciiWhitespace(text_.substr(start, std::min(pos_, text_.size()) - start)));
+    if (!Eat('[')) {
+      return Error(absl::StrCat(fn, "(", written, ") needs a range: write ", fn, "(", written,
+                                "[5m]) (at most ", absl::FormatDuration(kMaxRange), ")"));
+    }
+    const size_t close = text_.find(']', pos_);
+    if (close == absl::string_view::npos) {
+      return Error(absl::StrCat("unterminated range in ", fn, "(", written, "[...]"));
+    }
+    const absl::string_view range = absl::StripAsciiWhitespace(text_.substr(pos_, close - pos_));
+    const std::string offending = absl::StrCat(fn, "(", written, "[", range, "])");
+    if (range.empty()) {
+      return Error(absl::StrCat("empty range in ", offending, ": write e.g. [5m]"));
+    }
+    const bool negative = range.front() == '-';
+    absl::StatusOr<absl::Duration> d = ParseDurationText(negative ? range.substr(1) : range);
+    if (!d.ok()) {
+      return Error(absl::StrCat("range '", range, "' of ", offending,
+                                " is not a duration (write e.g. 30s, 5m)"));
+    }
+    if (negative || *d <= absl::ZeroDuration()) {
+      return Error(absl::StrCat("range '", range, "' of ", offending, " must be more than 0"));
+    }
+    if (*d > kMaxRange) {
+      return Error(absl::StrCat("range '", range, "' of ", offending, " is above ",
+                                absl::FormatDuration(kMaxRange),
+                                ", the most the controller keeps"));
+    }
+    expr.range = *d;
+    pos_ = close + 1;
     return absl::OkStatus();
   }
 
@@ -598,6 +667,18 @@ std::optional<CellReference> ParseCellReference(absl::string_view value) {
   return cell;
 }
 
+absl::string_view RangeFunctionName(RangeFunction f) {
+  switch (f) {
+    case RangeFunction::kRate:
+      return "rate";
+    case RangeFunction::kIrate:
+      return "irate";
+    case RangeFunction::kNone:
+      break;
+  }
+  return "";
+}
+
 absl::StatusOr<Expression> ParseExpression(absl::string_view text) {
   return ExprParser(text).Parse();
 }
@@ -610,6 +691,7 @@ std::vector<std::string> KindMismatches(const std::vector<Rule>& rules,
       continue;
     }
     const bool wants_histogram = rule.expr.quantile > 0;
+    const bool wants_rate = rule.expr.range_function != RangeFunction::kNone;
     for (const v1::MetricDeclaration& d : declared) {
       if (d.name() != rule.expr.metric) {
         continue;
@@ -618,8 +700,14 @@ std::vector<std::string> KindMismatches(const std::vector<Rule>& rules,
       if (is_histogram != wants_histogram) {
         out.push_back(absl::StrCat(
             "rule ", rule.name, " (", rule.source, ") uses '", rule.expr.metric, "' as a ",
-            wants_histogram ? "histogram" : "gauge", " but collector '", d.collector(),
-            "' declares it a ", is_histogram ? "histogram" : "gauge", ": the rule never fires"));
+            wants_histogram ? "histogram" : (wants_rate ? "per-second rate" : "gauge"),
+            " but collector '", d.collector(), "' declares it a ",
+            is_histogram ? "histogram" : "gauge", ": the rule never fires"));
+      } else if (wants_rate && !d.per_second_rate()) {
+        out.push_back(absl::StrCat(
+            "rule ", rule.name, " (", rule.source, ") uses '", rule.expr.metric, "' under ",
+            RangeFunctionName(rule.expr.range_function), "() but collector '", d.collector(),
+            "' declares it a gauge that is not a per-second rate: the rule never fires"));
       }
       break;
     }
@@ -695,7 +783,9 @@ RuleFile ParseRulesOrThrow(absl::string_view text, absl::string_view name) {
       result.notes.push_back(absl::StrCat(
           rule->source, ": rule ", rule->name, ": metric '", rule->expr.metric,
           "' is scraped (declared by agents), not in the built-in schema; used as a ",
-          rule->expr.quantile > 0 ? "histogram" : "gauge"));
+          rule->expr.quantile > 0                             ? "histogram"
+          : rule->expr.range_function != RangeFunction::kNone ? "per-second rate (a counter)"
+                                                              : "gauge"));
     }
     result.rules.push_back(std::move(*rule));
   }
@@ -812,7 +902,9 @@ const std::string& DefaultRulesYaml() {
       - {action: redis_config_set, params: {parameter: maxmemory-policy, value: allkeys-lru}}
       - {action: redis_flushdb, params: {db: 0}}
   - alert: LowThroughput
-    expr: sum(nginx_requests_per_second) < 100
+    # The runbook's sum(rate(http_requests_total[5m])) < 100: the fleet's 5-minute mean, so
+    # one quiet round does not start the wait and bursts do not hide a low average.
+    expr: sum(rate(nginx_requests_per_second[5m])) < 100
     for: 5m
     severity: SEV3
     summary: Fleet-wide API throughput below 100 req/s

@@ -1,9 +1,11 @@
 // Alert rules: the YAML rule file, the expression language and the built-in defaults.
 //
-//   expr := [agg [by (label, ...)]] ( selector | pNN(selector) ) op number
+//   expr := [agg [by (label, ...)]] ( selector | pNN(selector) | fn(selector[range]) ) op number
 //   agg  := sum | avg | min | max | count        (across agents: fleet-wide rules)
 //   pNN  := p50 | p90 | p95 | p99                (of a histogram, over the rule's window)
+//   fn   := rate | irate                         (of a per-second rate, over `range`)
 //   selector := metric [{label op "value", ...}] with = != =~ !~ on series or agent labels
+//   range := a duration (30s, 5m), more than 0 and at most kMaxRange
 //
 // Parsing checks everything it can before the controller starts: unknown metrics, histogram
 // versus gauge (for the built-in schema; a name outside it and outside the built-in collectors'
@@ -45,6 +47,17 @@ absl::string_view ComparisonText(Comparison op);
 
 enum class Aggregation { kNone, kSum, kAvg, kMin, kMax, kCount };
 
+// rate(x[r]): the mean of the series' per-second-rate samples measured within the last r.
+// irate(x[r]): its newest sample, when measured within the last r. Counters travel as
+// per-second rates over the collection interval (DESIGN.md "Metric names"), so neither needs
+// the counter itself.
+enum class RangeFunction { kNone, kRate, kIrate };
+absl::string_view RangeFunctionName(RangeFunction f);
+
+// The longest range a rule may ask of rate()/irate(): what the controller keeps (issue 8's
+// memory budget allows 5 minutes).
+inline constexpr absl::Duration kMaxRange = absl::Minutes(5);
+
 struct Expression {
   Aggregation aggregation = Aggregation::kNone;
   std::vector<std::string> by;  // grouping labels of an aggregation
@@ -54,6 +67,9 @@ struct Expression {
   // kind is the expression's (pNN(x): a histogram, else a gauge); a series of the other kind
   // never fires it (see KindMismatches).
   bool scraped = false;
+  // rate()/irate() and their range (kNone: the latest value, or pNN over the rule's window).
+  RangeFunction range_function = RangeFunction::kNone;
+  absl::Duration range = absl::ZeroDuration();
   std::vector<LabelMatcher> matchers;
   Comparison op = Comparison::kGreater;
   double threshold = 0;
@@ -112,9 +128,10 @@ struct RuleFile {
   std::vector<std::string> notes;
 };
 
-// Rules whose scraped metric an agent declares with the other kind (a gauge used as pNN(x), or
-// a histogram compared as a gauge): such a rule never fires on that agent. One message each,
-// naming the rule, its source, the metric and both kinds.
+// Rules whose scraped metric an agent declares with the other kind (a gauge used as pNN(x), a
+// histogram compared as a gauge, or a gauge that is not a per-second rate under rate()/irate()):
+// such a rule never fires on that agent. One message each, naming the rule, its source, the
+// metric and both kinds.
 std::vector<std::string> KindMismatches(const std::vector<Rule>& rules,
                                         const std::vector<v1::MetricDeclaration>& declared);
 // Scraped metrics the rules name that none of `declared` (every connected agent's

@@ -1,6 +1,7 @@
 #include "controller/rules/rule_engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <tuple>
 #include <unordered_set>
@@ -103,13 +104,16 @@ RuleEngine::RuleEngine(std::vector<Rule> rules, const Clock* clock, AlertSink* s
   groups_.resize(rules_.size());
   refilling_until_.assign(rules_.size(), absl::InfinitePast());
   slots_.resize(1);
+  rate_blocks_.resize(1);
   IndexRules();
 }
 
 void RuleEngine::IndexRules() {
   metric_rules_.clear();
+  has_rate_rules_ = false;
   for (size_t i = 0; i < rules_.size(); ++i) {
     const Rule& rule = rules_[i];
+    has_rate_rules_ |= rule.expr.range_function == RangeFunction::kRate;
     if (!FleetWide(rule)) {
       metric_rules_[rule.expr.metric].per_agent.push_back(&rule);
     } else {
@@ -239,14 +243,25 @@ bool RuleEngine::Matches(const Rule& rule, const SeriesState& series,
   return true;
 }
 
-void RuleEngine::OnConnected(const std::string& agent_id, const Labels& agent_labels) {
+bool RuleEngine::Applies(const Rule& rule, const SeriesState& series, const AgentEntry& agent) {
+  if (rule.expr.scraped && rule.expr.range_function != RangeFunction::kNone &&
+      !std::binary_search(agent.rate_metrics.begin(), agent.rate_metrics.end(), rule.expr.metric)) {
+    return false;  // the agent does not say it sends this metric as a per-second rate
+  }
+  return Matches(rule, series, agent.labels);
+}
+
+void RuleEngine::OnConnected(const std::string& agent_id, const Labels& agent_labels,
+                             std::vector<std::string> rate_metrics) {
   const absl::Time now = clock_->Now();
+  std::sort(rate_metrics.begin(), rate_metrics.end());
   absl::MutexLock lock(&mu_);
   AgentEntry& agent = agents_[AgentIndex(agent_id)];
-  if (agent.labels != agent_labels) {
+  if (agent.labels != agent_labels || agent.rate_metrics != rate_metrics) {
     agent.labels = agent_labels;
+    agent.rate_metrics = std::move(rate_metrics);
     for (uint32_t id : agent.slots) {
-      slots_[id].generation = 0;  // matchers may read the agent's labels
+      slots_[id].generation = 0;  // matchers may read the agent's labels and declarations
     }
   }
   RekeyProvisionalLocked(agent_id, agent_labels, now);
@@ -282,22 +297,129 @@ RuleEngine::SeriesSlot& RuleEngine::SlotFor(SeriesState& series, uint32_t agent)
     slot.matched = 0;
     slot.may_alert = ~uint64_t{0};  // alerts kept across a reload: look once
     if (slot.rules != nullptr) {
-      const Labels& agent_labels = agents_[slot.agent].labels;
+      const AgentEntry& entry = agents_[slot.agent];
       const size_t n = slot.rules->per_agent.size();
       for (size_t i = 0; i < n && i < 64; ++i) {
-        if (Matches(*slot.rules->per_agent[i], series, agent_labels)) {
+        if (Applies(*slot.rules->per_agent[i], series, entry)) {
           slot.matched |= uint64_t{1} << i;
         }
       }
       for (size_t j = 0; j < slot.rules->aggregate.size() && n + j < 64; ++j) {
-        if (Matches(rules_[slot.rules->aggregate[j]], series, agent_labels)) {
+        if (Applies(rules_[slot.rules->aggregate[j]], series, entry)) {
           slot.matched |= uint64_t{1} << (n + j);
         }
       }
     }
+    RefreshRateBlockLocked(slot, slot.agent);
     slot.generation = rules_generation_;
   }
   return slot;
+}
+
+void RuleEngine::RefreshRateBlockLocked(SeriesSlot& slot, uint32_t agent) {
+  std::vector<int64_t> ranges;
+  if (slot.rules != nullptr) {
+    const AgentEntry& entry = agents_[agent];
+    const size_t n = slot.rules->per_agent.size();
+    const size_t total = n + slot.rules->aggregate.size();
+    for (size_t k = 0; k < total; ++k) {
+      const Rule& rule = k < n ? *slot.rules->per_agent[k] : rules_[slot.rules->aggregate[k - n]];
+      if (rule.expr.range_function != RangeFunction::kRate) {
+        continue;
+      }
+      const bool matched =
+          k < 64 ? (slot.matched >> k & 1) != 0 : Applies(rule, *slot.series, entry);
+      if (matched) {
+        ranges.push_back(absl::ToInt64Milliseconds(rule.expr.range));
+      }
+    }
+  }
+  std::sort(ranges.begin(), ranges.end());
+  ranges.erase(std::unique(ranges.begin(), ranges.end()), ranges.end());
+  if (ranges.empty()) {
+    FreeRateBlockLocked(slot);
+    return;
+  }
+  if (slot.rates == 0) {
+    if (free_rate_blocks_.empty()) {
+      slot.rates = static_cast<uint32_t>(rate_blocks_.size());
+      rate_blocks_.emplace_back();
+    } else {
+      slot.rates = free_rate_blocks_.back();
+      free_rate_blocks_.pop_back();
+    }
+  }
+  // Windows of ranges still read keep their samples (a reload that keeps a range loses nothing).
+  std::vector<RateWindow>& old = rate_blocks_[slot.rates].windows;
+  std::vector<RateWindow> windows;
+  windows.reserve(ranges.size());
+  for (int64_t range_ms : ranges) {
+    auto kept = std::find_if(old.begin(), old.end(),
+                             [&](const RateWindow& w) { return w.range_ms() == range_ms; });
+    windows.push_back(kept != old.end() ? *kept : RateWindow(range_ms));
+  }
+  old = std::move(windows);
+}
+
+void RuleEngine::FreeRateBlockLocked(SeriesSlot& slot) {
+  if (slot.rates == 0) {
+    return;
+  }
+  rate_blocks_[slot.rates].windows = {};
+  free_rate_blocks_.push_back(slot.rates);
+  slot.rates = 0;
+}
+
+RuleEngine::RateUsage RuleEngine::rate_usage() const {
+  absl::MutexLock lock(&mu_);
+  RateUsage usage;
+  for (size_t i = 1; i < rate_blocks_.size(); ++i) {
+    const RateBlock& block = rate_blocks_[i];
+    usage.bytes += sizeof(RateBlock) + block.windows.capacity() * sizeof(RateWindow);
+    if (!block.windows.empty()) {
+      ++usage.series;
+      usage.windows += block.windows.size();
+    }
+  }
+  usage.bytes += free_rate_blocks_.capacity() * sizeof(uint32_t);
+  return usage;
+}
+
+bool RuleEngine::ValueLocked(const Rule& rule, const SeriesSlot& slot, SeriesState& series,
+                             absl::Time now, double* value) {
+  if (rule.expr.range_function == RangeFunction::kNone) {
+    return SeriesValue(rule, series, now, value);
+  }
+  return RangeValueLocked(rule, slot, series, now, value);
+}
+
+bool RuleEngine::RangeValueLocked(const Rule& rule, const SeriesSlot& slot,
+                                  const SeriesState& series, absl::Time now, double* value) const {
+  const int64_t now_ms = absl::ToUnixMillis(now);
+  switch (rule.expr.range_function) {
+    case RangeFunction::kNone:
+      return false;
+    case RangeFunction::kIrate:
+      // The newest sample is already a rate over its interval: irate is that sample.
+      if (series.is_histogram() || series.count() == 0 ||
+          series.latest_ms() <= now_ms - absl::ToInt64Milliseconds(rule.expr.range)) {
+        return false;
+      }
+      *value = series.latest();
+      return true;
+    case RangeFunction::kRate:
+      break;
+  }
+  if (series.is_histogram() || slot.rates == 0) {
+    return false;
+  }
+  const int64_t range_ms = absl::ToInt64Milliseconds(rule.expr.range);
+  for (const RateWindow& w : rate_blocks_[slot.rates].windows) {
+    if (w.range_ms() == range_ms) {
+      return w.Average(now_ms, value);
+    }
+  }
+  return false;
 }
 
 void RuleEngine::MayAlertAgainLocked(const AgentEntry* agent) {
@@ -507,6 +629,7 @@ void RuleEngine::FreeSlotsLocked(AgentEntry& agent) {
   ForgetContributionsLocked(agent);
   for (uint32_t id : agent.slots) {
     if (slots_[id].series != nullptr) {
+      FreeRateBlockLocked(slots_[id]);
       slots_[id] = SeriesSlot{};
       free_slots_.push_back(id);
     }
@@ -563,6 +686,28 @@ void RuleEngine::OnTelemetry(const std::string& agent_id, const v1::TelemetryBat
     }
     batch_stamp_ = 1;
   }
+  if (has_rate_rules_) {
+    // Every sample into the rate windows of its series first (a batch may carry several
+    // rounds: a replay), then each series is judged once on all of them.
+    for (const v1::Snapshot& snapshot : batch.snapshots()) {
+      const int n = std::min(snapshot.series_ids_size(), snapshot.values_size());
+      for (int i = 0; i < n; ++i) {
+        const uint32_t id = snapshot.series_ids(i);
+        const double value = snapshot.values(i);
+        if (id >= dictionary.size() || dictionary[id] == nullptr || !std::isfinite(value) ||
+            dictionary[id]->is_histogram()) {
+          continue;
+        }
+        const SeriesSlot& slot = SlotFor(*dictionary[id], agent_index);
+        if (slot.rates == 0) {
+          continue;
+        }
+        for (RateWindow& w : rate_blocks_[slot.rates].windows) {
+          w.Add(snapshot.time_unix_ms(), value);
+        }
+      }
+    }
+  }
   // Each series once per batch, however many snapshots carried it, in the batch's order.
   auto visit = [&](uint32_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (id >= dictionary.size() || dictionary[id] == nullptr) {
@@ -578,7 +723,7 @@ void RuleEngine::OnTelemetry(const std::string& agent_id, const v1::TelemetryBat
     const size_t n = slot.rules->per_agent.size();
     for (size_t i = 0; i < n; ++i) {
       if (i < 64 ? (slot.matched >> i & 1) != 0
-                 : Matches(*slot.rules->per_agent[i], series, agent.labels)) {
+                 : Applies(*slot.rules->per_agent[i], series, agent)) {
         Evaluate(slot, i, agent, series, now);
       }
     }
@@ -586,9 +731,8 @@ void RuleEngine::OnTelemetry(const std::string& agent_id, const v1::TelemetryBat
       const size_t index = slot.rules->aggregate[j];
       const Rule& rule = rules_[index];
       double value = 0;
-      if (!(n + j < 64 ? (slot.matched >> (n + j) & 1) != 0
-                       : Matches(rule, series, agent.labels)) ||
-          !SeriesValue(rule, series, now, &value)) {
+      if (!(n + j < 64 ? (slot.matched >> (n + j) & 1) != 0 : Applies(rule, series, agent)) ||
+          !ValueLocked(rule, slot, series, now, &value)) {
         continue;
       }
       Contribution& c = contributions_[index][series.rule_slot];
@@ -616,7 +760,7 @@ void RuleEngine::Evaluate(SeriesSlot& slot, size_t i, const AgentEntry& agent,
                           SeriesState& series, absl::Time now) {
   const Rule& rule = *slot.rules->per_agent[i];
   double value = 0;
-  if (!SeriesValue(rule, series, now, &value)) {
+  if (!ValueLocked(rule, slot, series, now, &value)) {
     return;
   }
   ++evaluations_;
@@ -645,6 +789,15 @@ void RuleEngine::EvaluateAggregates(absl::Time now) {
              max = -std::numeric_limits<double>::infinity();
       size_t count = 0;
     };
+    if (rule.expr.range_function != RangeFunction::kNone) {
+      // Judged again at `now`: samples age out of the range, and a member without any left
+      // (its series stopped reporting) leaves the aggregate.
+      absl::erase_if(contributions_[index], [&](auto& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        const SeriesSlot& slot = slots_[entry.first];
+        return slot.series == nullptr ||
+               !RangeValueLocked(rule, slot, *slot.series, now, &entry.second.value);
+      });
+    }
     absl::flat_hash_map<const Group*, Accumulated> by_group;
     for (const auto& [slot, c] : contributions_[index]) {
       Accumulated& g = by_group[c.group.get()];

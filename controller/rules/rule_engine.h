@@ -21,6 +21,13 @@
 // windowed merge (HistogramWindow::Windowed), so their cost does not grow with the window.
 // One engine per FleetState: slots are the engine's own.
 //
+// rate(x[r]) keeps, per series it reads and per distinct range, a RateWindow (a fixed ring of 30
+// buckets, see rate_window.h) fed with every sample of the batches, late ones included; rules
+// of the same range on one series share it, and a series no rate() rule matches has none.
+// irate(x[r]) reads the series' newest point and keeps nothing. Fleet-wide rate()/irate() rules
+// judge each member again at every aggregation, so a series that stops reporting leaves the
+// aggregate once its samples are older than the range.
+//
 // Every change is reported to the AlertSink while the engine's lock is held: sinks must only
 // queue the change. Thread-safe; meant to be fed from the ingest thread and ticked by a timer.
 #pragma once
@@ -38,6 +45,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "controller/ingest/fleet_state.h"
+#include "controller/rules/rate_window.h"
 #include "controller/rules/rule.h"
 #include "vigil/v1/incident.pb.h"
 
@@ -69,7 +77,10 @@ class RuleEngine {
   RuleEngine(std::vector<Rule> rules, const Clock* clock, AlertSink* sink)
       : RuleEngine(std::move(rules), clock, sink, Options{}) {}
 
-  void OnConnected(const std::string& agent_id, const Labels& agent_labels);
+  // `rate_metrics`: the scraped metrics the agent declares as per-second rates (Hello); a
+  // rate()/irate() rule on a scraped metric reads only agents that declare it so.
+  void OnConnected(const std::string& agent_id, const Labels& agent_labels,
+                   std::vector<std::string> rate_metrics = {});
   void OnDisconnected(const std::string& agent_id);
   // The agent's series are about to be freed: forget every pointer to them.
   void ForgetAgent(const std::string& agent_id);
@@ -134,6 +145,14 @@ class RuleEngine {
   // Series slots in use, and the bytes the engine holds per series (for budgets and benchmarks).
   size_t slots_in_use() const;
   static constexpr size_t kSlotBytes = 56;  // a SeriesSlot and its entry in the agent's list
+  // What rate() rules hold: the series with rate windows, and the bytes of those windows (their
+  // rings and the block that lists them), beyond kSlotBytes.
+  struct RateUsage {
+    size_t series = 0;
+    size_t windows = 0;
+    size_t bytes = 0;
+  };
+  RateUsage rate_usage() const;
 
  private:
   struct Instance {
@@ -173,10 +192,16 @@ class RuleEngine {
     uint32_t agent = 0;       // index into agents_
     uint32_t generation = 0;  // rules_generation_ when `rules` and `matched` were computed; 0: stale
     uint32_t stamp = 0;       // the last batch that evaluated it (once per batch)
+    uint32_t rates = 0;       // index into rate_blocks_; 0: no rate() rule reads the series
+  };
+  // A series' rate windows, one per distinct range of the rate() rules that match it.
+  struct RateBlock {
+    std::vector<RateWindow> windows;
   };
   struct AgentEntry {
     std::string id;
     Labels labels;
+    std::vector<std::string> rate_metrics;  // sorted
     std::vector<uint32_t> slots;
   };
 
@@ -188,6 +213,19 @@ class RuleEngine {
   std::shared_ptr<const Group> GroupFor(size_t rule_index, const SeriesState& series,
                                         const Labels& agent_labels)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True when `rule` reads `series` of `agent`: its matchers hold, and a rate()/irate() rule on
+  // a scraped metric reads it only where the agent declares the metric a per-second rate.
+  static bool Applies(const Rule& rule, const SeriesState& series, const AgentEntry& agent);
+  // The windows the slot needs for the rate() rules it matched: kept for ranges still read,
+  // made for new ones, the block freed when none is left.
+  void RefreshRateBlockLocked(SeriesSlot& slot, uint32_t agent) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FreeRateBlockLocked(SeriesSlot& slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The series' value for `rule` at `now` (see SeriesValue), rate() from the slot's window.
+  bool ValueLocked(const Rule& rule, const SeriesSlot& slot, SeriesState& series, absl::Time now,
+                   double* value) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The same for rate() and irate() rules only (false for others).
+  bool RangeValueLocked(const Rule& rule, const SeriesSlot& slot, const SeriesState& series,
+                        absl::Time now, double* value) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Evaluates per-agent rule `i` of the slot's metric on its series.
   void Evaluate(SeriesSlot& slot, size_t i, const AgentEntry& agent, SeriesState& series,
                 absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -236,6 +274,9 @@ class RuleEngine {
   std::vector<AgentEntry> agents_ ABSL_GUARDED_BY(mu_);
   std::vector<SeriesSlot> slots_ ABSL_GUARDED_BY(mu_);  // [0] unused: rule_slot 0 is "none"
   std::vector<uint32_t> free_slots_ ABSL_GUARDED_BY(mu_);
+  std::vector<RateBlock> rate_blocks_ ABSL_GUARDED_BY(mu_);  // [0] unused: rates 0 is "none"
+  std::vector<uint32_t> free_rate_blocks_ ABSL_GUARDED_BY(mu_);
+  bool has_rate_rules_ ABSL_GUARDED_BY(mu_) = false;  // some rule is a rate(): feed windows
   uint32_t batch_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   std::unordered_map<std::string, Instance> instances_ ABSL_GUARDED_BY(mu_);
   // Per fleet-wide rule (by index): contributions keyed by series slot, and its groups.

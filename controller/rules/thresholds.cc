@@ -62,6 +62,10 @@ std::string WhyNotWatched(const Rule& rule) {
   if (e.quantile > 0) {
     return "a histogram quantile over the rule's window";
   }
+  if (e.range_function != RangeFunction::kNone) {
+    return absl::StrCat(RangeFunctionName(e.range_function), "() over ",
+                        absl::FormatDuration(e.range), " (judged on the controller)");
+  }
   const MetricInfo* info = FindMetric(e.metric);
   if (info == nullptr) {
     return absl::StrCat("'", e.metric, "' is not a gauge of the schema");

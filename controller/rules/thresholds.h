@@ -1,7 +1,7 @@
 // The thresholds an agent watches between its collection rounds (sensing), derived from the
 // alert rules: a per-agent rule on a gauge becomes (metric, matchers, comparison, threshold),
-// one more per severity tier. Fleet-wide rules and histogram quantiles are judged on the
-// controller only, at the rounds' pace. Pure functions; thread-safe.
+// one more per severity tier. Fleet-wide rules, histogram quantiles and rate()/irate() are
+// judged on the controller only, at the rounds' pace. Pure functions; thread-safe.
 #pragma once
 
 #include <string>

@@ -19,6 +19,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const vigil::controller::Rule& rule : file.rules) {
     FUZZ_CHECK(!rule.name.empty());
     FUZZ_CHECK(!rule.expr.metric.empty());
+    // rate()/irate() always carry a range within what the controller keeps; others none.
+    if (rule.expr.range_function != vigil::controller::RangeFunction::kNone) {
+      FUZZ_CHECK(rule.expr.range > absl::ZeroDuration());
+      FUZZ_CHECK(rule.expr.range <= vigil::controller::kMaxRange);
+      FUZZ_CHECK(rule.expr.quantile == 0);
+    } else {
+      FUZZ_CHECK(rule.expr.range == absl::ZeroDuration());
+    }
     for (double v : {0.0, rule.expr.threshold, std::numeric_limits<double>::infinity()}) {
       (void)rule.SeverityFor(v);
     }

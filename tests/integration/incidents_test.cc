@@ -531,6 +531,8 @@ TEST_F(IncidentsTest, BadRuleFilesAreNamedByFileAndLine) {
   - alert: Typo
     expr: host_load1 > 4
     for: soon
+  - alert: LongRate
+    expr: sum(rate(nginx_requests_per_second[1h])) < 100
 )");
   CommandResult check =
       RunCommand({BinaryPath("vigil-controller"), "check-rules", dir_.File("bad.yaml")});
@@ -539,6 +541,11 @@ TEST_F(IncidentsTest, BadRuleFilesAreNamedByFileAndLine) {
                                 "bad.yaml:3: rule Typo: expr: unknown metric 'host_cpu_usage'"))
       << check.output;
   EXPECT_TRUE(absl::StrContains(check.output, "bad.yaml:6: rule Typo:")) << check.output;
+  // A range beyond what the controller keeps (5m).
+  EXPECT_TRUE(absl::StrContains(check.output,
+                                "bad.yaml:8: rule LongRate: expr: range '1h' of "
+                                "rate(nginx_requests_per_second[1h]) is above 5m"))
+      << check.output;
   CommandResult good =
       RunCommand({BinaryPath("vigil-controller"), "check-rules", dir_.File("rules.yaml")});
   EXPECT_EQ(good.exit_code, 0) << good.output;

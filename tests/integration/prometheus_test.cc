@@ -264,6 +264,10 @@ TEST_F(PrometheusEndToEnd, AppHistogramFiresARuleAndTheControllersOwnMetricsScra
     severity: SEV2
   - alert: NobodyDeclaresThis
     expr: app_never_declared > 1
+  - alert: ControllerIngests
+    expr: rate(ctl_vigil_samples_ingested_total[1m]) > 0
+  - alert: GaugeUnderRate
+    expr: rate(ctl_vigil_agents_connected[1m]) > 0
 )");
   // check-rules accepts the scraped metrics and says so.
   CommandResult check = RunCommand(
@@ -274,7 +278,12 @@ TEST_F(PrometheusEndToEnd, AppHistogramFiresARuleAndTheControllersOwnMetricsScra
                                 "scraped (declared by agents), not in the built-in schema; used "
                                 "as a histogram"))
       << check.output;
-  EXPECT_TRUE(absl::StrContains(check.stdout_text, "2 rule(s), OK")) << check.output;
+  EXPECT_TRUE(absl::StrContains(check.stdout_text,
+                                "rule ControllerIngests: metric 'ctl_vigil_samples_ingested_total' "
+                                "is scraped (declared by agents), not in the built-in schema; used "
+                                "as a per-second rate (a counter)"))
+      << check.output;
+  EXPECT_TRUE(absl::StrContains(check.stdout_text, "4 rule(s), OK")) << check.output;
 
   testing::WriteFile(dir_.File("agent.yaml"), absl::StrCat(R"(collectors:
   prometheus:
@@ -348,6 +357,18 @@ TEST_F(PrometheusEndToEnd, AppHistogramFiresARuleAndTheControllersOwnMetricsScra
       },
       absl::Seconds(20)))
       << Cli({"metrics", "web-1", "--prefix=ctl_"}).output;
+
+  // rate() over a scraped counter (declared a per-second rate) fires; over a scraped gauge that
+  // is not a rate it never does, though the gauge's value (1) meets the condition.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        CommandResult alerts = Cli({"alerts"});
+        return absl::StrContains(alerts.stdout_text, "ControllerIngests") &&
+               absl::StrContains(alerts.stdout_text, "firing");
+      },
+      absl::Seconds(20)))
+      << Cli({"alerts"}).output << controller.Output();
+  EXPECT_FALSE(absl::StrContains(Cli({"alerts"}).stdout_text, "GaugeUnderRate"));
 }
 
 }  // namespace

@@ -336,6 +336,19 @@ TEST(FleetDeclarationsTest, KeptPerAgentAndCountedWhileConnected) {
   EXPECT_EQ(all[0].agents, 1u);
 }
 
+// What rate() rules may read: the gauges an agent declares as per-second rates, and only those.
+TEST(FleetDeclarationsTest, DeclaredRatesAreTheAgentsRateGauges) {
+  FleetState fleet;
+  v1::Hello hello =
+      HelloDeclaring({"app_requests_total", "app_queue_length", "app_latency_seconds"});
+  hello.mutable_metrics(0)->set_per_second_rate(true);
+  hello.mutable_metrics(2)->set_kind(v1::MetricDeclaration::HISTOGRAM);
+  hello.mutable_metrics(2)->set_per_second_rate(true);  // a histogram is never a rate
+  ASSERT_TRUE(fleet.Connect(hello, "peer1", 1, kNow).ok());
+  EXPECT_THAT(fleet.DeclaredRates("web-1"), ::testing::ElementsAre("app_requests_total"));
+  EXPECT_THAT(fleet.DeclaredRates("nobody"), ::testing::IsEmpty());
+}
+
 TEST(ValidateDiagnosticsTest, BoundsTablesRowsAndCells) {
   v1::Diagnostics d;
   v1::DiagnosticTable* t = d.add_tables();

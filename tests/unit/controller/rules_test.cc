@@ -8,10 +8,12 @@
 #include <set>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/histogram.h"
 #include "common/metric_schema.h"
+#include "controller/rules/rate_window.h"
 #include "controller/rules/rule.h"
 #include "controller/rules/rule_engine.h"
 #include "tests/support/hostile_yaml.h"
@@ -41,6 +43,15 @@ TEST(RuleParse, DefaultRulesParse) {
   EXPECT_EQ(latency.expr.quantile, 0.95);
   EXPECT_EQ(latency.for_duration, absl::Minutes(5));
   EXPECT_EQ(latency.severity, v1::SEV2);
+  // LowThroughput is the runbook's: the fleet's sum of 5-minute mean request rates.
+  for (const Rule& r : file.rules) {
+    if (r.name == "LowThroughput") {
+      EXPECT_EQ(r.expr.aggregation, Aggregation::kSum);
+      EXPECT_EQ(r.expr.range_function, RangeFunction::kRate);
+      EXPECT_EQ(r.expr.range, absl::Minutes(5));
+      EXPECT_EQ(r.expr.metric, "nginx_requests_per_second");
+    }
+  }
 }
 
 TEST(RuleParse, ExpressionForms) {
@@ -253,6 +264,216 @@ TEST(RuleParse, SeverityTiers) {
   EXPECT_THAT(bad.errors[0], HasSubstr("does not meet the rule's own"));
 }
 
+// ---- rate() and irate() ----
+
+TEST(RuleParse, RateAndIrateForms) {
+  auto plain = ParseExpression("rate(nginx_requests_per_second[5m]) < 100");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->range_function, RangeFunction::kRate);
+  EXPECT_EQ(plain->range, absl::Minutes(5));
+  EXPECT_EQ(plain->metric, "nginx_requests_per_second");
+  EXPECT_EQ(plain->aggregation, Aggregation::kNone);
+  EXPECT_EQ(plain->op, Comparison::kLess);
+  EXPECT_FALSE(plain->scraped);
+
+  auto matchers = ParseExpression(R"(rate(app_log_errors_per_second{module="billing"}[90s]) > 1)");
+  ASSERT_TRUE(matchers.ok()) << matchers.status();
+  EXPECT_EQ(matchers->range, absl::Seconds(90));
+  ASSERT_THAT(matchers->matchers, SizeIs(1));
+  EXPECT_EQ(matchers->matchers[0].label, "module");
+
+  auto fleet = ParseExpression("sum(rate(nginx_requests_per_second[5m])) < 100");
+  ASSERT_TRUE(fleet.ok()) << fleet.status();
+  EXPECT_EQ(fleet->aggregation, Aggregation::kSum);
+  EXPECT_EQ(fleet->range_function, RangeFunction::kRate);
+
+  auto grouped = ParseExpression("sum by (service) ( rate( redis_ops_per_second [ 1m ] ) ) > 3");
+  ASSERT_TRUE(grouped.ok()) << grouped.status();
+  EXPECT_THAT(grouped->by, ElementsAre("service"));
+  EXPECT_EQ(grouped->range, absl::Minutes(1));
+
+  auto trailing = ParseExpression("max(irate(nginx_requests_per_second[30s])) by (env) > 5");
+  ASSERT_TRUE(trailing.ok()) << trailing.status();
+  EXPECT_EQ(trailing->range_function, RangeFunction::kIrate);
+  EXPECT_THAT(trailing->by, ElementsAre("env"));
+
+  // A scraped counter (declared by agents as a per-second rate).
+  auto scraped = ParseExpression("rate(app_http_requests_total[2m]) > 10");
+  ASSERT_TRUE(scraped.ok()) << scraped.status();
+  EXPECT_TRUE(scraped->scraped);
+  EXPECT_EQ(scraped->range_function, RangeFunction::kRate);
+
+  // Every `*_per_second` metric of the schema is a rate, and nothing else is.
+  for (const MetricInfo& m : AllMetrics()) {
+    EXPECT_EQ(IsPerSecondRate(m), absl::EndsWith(m.name, "_per_second")) << m.name;
+  }
+  // The maximum range is the limit, inclusive.
+  EXPECT_TRUE(ParseExpression("rate(nginx_requests_per_second[5m]) > 1").ok());
+  EXPECT_TRUE(ParseExpression("rate(nginx_requests_per_second[300s]) > 1").ok());
+  EXPECT_FALSE(ParseExpression("rate(nginx_requests_per_second[301s]) > 1").ok());
+}
+
+// Each refusal names the file, the expression's line, the rule and the offending text.
+TEST(RuleParse, RateRefusalsNameFileLineAndText) {
+  RuleFile file = ParseRules(R"(rules:
+  - alert: OnAGauge
+    expr: rate(host_cpu_usage_ratio[5m]) > 0.5
+  - alert: OnAHistogram
+    expr: irate(nginx_request_duration_seconds[1m]) > 1
+  - alert: NoRange
+    expr: sum(rate(nginx_requests_per_second)) < 100
+  - alert: ZeroRange
+    expr: rate(nginx_requests_per_second[0s]) < 100
+  - alert: NegativeRange
+    expr: rate(nginx_requests_per_second[-1m]) < 100
+  - alert: TooLong
+    expr: sum by (service) (rate(nginx_requests_per_second{role="api"}[10m])) < 100
+  - alert: Malformed
+    expr: rate(nginx_requests_per_second[5 minutes]) < 100
+  - alert: Empty
+    expr: rate(nginx_requests_per_second[]) < 100
+  - alert: Unterminated
+    expr: rate(nginx_requests_per_second[5m < 100
+  - alert: Unclosed
+    expr: rate(nginx_requests_per_second[5m] < 100
+  - alert: Good
+    expr: rate(nginx_requests_per_second[5m]) < 100
+)",
+                             "team.yaml");
+  ASSERT_THAT(file.rules, SizeIs(1));
+  EXPECT_EQ(file.rules[0].name, "Good");
+  ASSERT_THAT(file.errors, SizeIs(10));
+  EXPECT_THAT(file.errors[0],
+              HasSubstr("team.yaml:3: rule OnAGauge: expr: 'host_cpu_usage_ratio' is a gauge, not "
+                        "a per-second rate: rate() applies to the *_per_second metrics and "
+                        "scraped counters"));
+  EXPECT_THAT(file.errors[1],
+              HasSubstr("team.yaml:5: rule OnAHistogram: expr: 'nginx_request_duration_seconds' "
+                        "is a histogram: irate() applies to per-second rates; write "
+                        "p50/p90/p95/p99(nginx_request_duration_seconds)"));
+  EXPECT_THAT(file.errors[2],
+              HasSubstr("team.yaml:7: rule NoRange: expr: rate(nginx_requests_per_second) needs "
+                        "a range: write rate(nginx_requests_per_second[5m]) (at most 5m)"));
+  EXPECT_THAT(file.errors[3], HasSubstr("team.yaml:9: rule ZeroRange: expr: range '0s' of "
+                                        "rate(nginx_requests_per_second[0s]) must be more than 0"));
+  EXPECT_THAT(file.errors[4],
+              HasSubstr("team.yaml:11: rule NegativeRange: expr: range '-1m' of "
+                        "rate(nginx_requests_per_second[-1m]) must be more than 0"));
+  EXPECT_THAT(file.errors[5],
+              HasSubstr("team.yaml:13: rule TooLong: expr: range '10m' of "
+                        "rate(nginx_requests_per_second{role=\"api\"}[10m]) is above 5m, the most "
+                        "the controller keeps"));
+  EXPECT_THAT(file.errors[6],
+              HasSubstr("team.yaml:15: rule Malformed: expr: range '5 minutes' of "
+                        "rate(nginx_requests_per_second[5 minutes]) is not a duration"));
+  EXPECT_THAT(file.errors[7], HasSubstr("team.yaml:17: rule Empty: expr: empty range in "
+                                        "rate(nginx_requests_per_second[])"));
+  EXPECT_THAT(file.errors[8], HasSubstr("team.yaml:19: rule Unterminated: expr: unterminated "
+                                        "range in rate(nginx_requests_per_second[...]"));
+  EXPECT_THAT(file.errors[9],
+              HasSubstr("team.yaml:21: rule Unclosed: expr: expected ')' to close rate("));
+  for (const std::string& e : file.errors) {
+    EXPECT_THAT(e, HasSubstr("(column ")) << e;
+  }
+}
+
+TEST(RuleParse, ScrapedRateRulesAreCheckedAgainstDeclarations) {
+  RuleFile file = ParseRules(R"(rules:
+  - alert: AppTraffic
+    expr: sum(rate(app_http_requests_total[5m])) < 100
+)",
+                             "app.yaml");
+  ASSERT_THAT(file.errors, SizeIs(0));
+  ASSERT_THAT(file.notes, SizeIs(1));
+  EXPECT_THAT(file.notes[0], HasSubstr("used as a per-second rate (a counter)"));
+  std::vector<v1::MetricDeclaration> declared(1);
+  declared[0].set_name("app_http_requests_total");
+  declared[0].set_kind(v1::MetricDeclaration::GAUGE);
+  declared[0].set_collector("prometheus");
+  EXPECT_THAT(KindMismatches(file.rules, declared),
+              ElementsAre(HasSubstr("rule AppTraffic (app.yaml:2) uses 'app_http_requests_total' "
+                                    "under rate() but collector 'prometheus' declares it a gauge "
+                                    "that is not a per-second rate: the rule never fires")));
+  declared[0].set_per_second_rate(true);
+  EXPECT_THAT(KindMismatches(file.rules, declared), SizeIs(0));
+  declared[0].set_kind(v1::MetricDeclaration::HISTOGRAM);
+  EXPECT_THAT(KindMismatches(file.rules, declared),
+              ElementsAre(HasSubstr("as a per-second rate but collector 'prometheus' declares it "
+                                    "a histogram")));
+}
+
+// The ring against a recomputation from every sample: the window always ends at `now`, covers
+// between 29/30 of the range and all of it, and never a sample older than the range.
+TEST(RateWindow, AverageMatchesTheSamplesOfItsBucketsAndStaysWithinTheRange) {
+  const int64_t range_ms = 60'000;
+  const int64_t width_ms = range_ms / RateWindow::kBuckets;
+  RateWindow window(range_ms);
+  std::mt19937_64 rng(5);
+  std::vector<std::pair<int64_t, double>> sent;
+  int64_t now = 1'700'000'000'000;
+  for (int step = 0; step < 2000; ++step) {
+    now += static_cast<int64_t>(rng() % 1500);
+    // Mostly on time, some late (up to 80 s: some within the range, some not).
+    const int64_t at = rng() % 5 == 0 ? now - static_cast<int64_t>(rng() % 80'000) : now;
+    const double value = static_cast<double>(rng() % 1000);
+    if (window.Add(at, value)) {
+      sent.emplace_back(at, value);
+    } else {
+      ASSERT_LE(at, now - range_ms + width_ms) << "a sample within the range was refused";
+    }
+    // What the buckets hold: the samples at or after the start of the oldest bucket.
+    const int64_t first_bucket_ms = (now / width_ms - RateWindow::kBuckets + 1) * width_ms;
+    ASSERT_GT(first_bucket_ms, now - range_ms);
+    ASSERT_LE(first_bucket_ms, now - range_ms + width_ms);
+    double sum = 0;
+    int count = 0;
+    for (const auto& [ms, v] : sent) {
+      if (ms >= first_bucket_ms) {
+        sum += v;
+        ++count;
+      }
+    }
+    double average = -1;
+    ASSERT_EQ(window.Average(now, &average), count > 0) << "step " << step;
+    if (count > 0) {
+      ASSERT_NEAR(average, sum / count, 1e-9 * (1 + sum / count)) << "step " << step;
+    }
+  }
+}
+
+TEST(RateWindow, GapsLateSamplesAndSilence) {
+  RateWindow window(60'000);
+  const int64_t t0 = 1'700'000'000'000;
+  double average = 0;
+  EXPECT_FALSE(window.Average(t0, &average));
+  // 10 s of 300/s, a 20 s gap (missing rounds, not zeros), then 10 s of 0/s.
+  for (int s = 0; s < 10; ++s) {
+    window.Add(t0 + s * 1000, 300);
+  }
+  for (int s = 30; s < 40; ++s) {
+    window.Add(t0 + s * 1000, 0);
+  }
+  ASSERT_TRUE(window.Average(t0 + 39'000, &average));
+  EXPECT_DOUBLE_EQ(average, 150);
+  // Late: measured 5 s ago, delivered now, counted in its own bucket.
+  window.Add(t0 + 34'500, 1500);
+  ASSERT_TRUE(window.Average(t0 + 39'000, &average));
+  EXPECT_DOUBLE_EQ(average, (3000 + 1500) / 21.0);
+  // Older than the ring: ignored.
+  EXPECT_FALSE(window.Add(t0 + 39'000 - 120'000, 1e9));
+  ASSERT_TRUE(window.Average(t0 + 39'000, &average));
+  EXPECT_DOUBLE_EQ(average, (3000 + 1500) / 21.0);
+  // Silence: the 300s leave first, then everything.
+  ASSERT_TRUE(window.Average(t0 + 75'000, &average));
+  EXPECT_DOUBLE_EQ(average, 1500 / 11.0);
+  EXPECT_FALSE(window.Average(t0 + 100'000, &average));
+  EXPECT_EQ(window.newest_ms(), t0 + 39'000);
+  // A sample long after the last one starts the ring afresh.
+  EXPECT_TRUE(window.Add(t0 + 1'000'000, 7));
+  ASSERT_TRUE(window.Average(t0 + 1'000'000, &average));
+  EXPECT_DOUBLE_EQ(average, 7);
+}
+
 // ---- the engine ----
 
 struct Change {
@@ -285,12 +506,21 @@ class FakeAgent {
   }
   // A sample measured at `at`, delivered now (late, as after an outage).
   void GaugeAt(absl::Time at, const std::string& name, double value, Labels labels = {}) {
+    Samples(name, {{at, value}}, std::move(labels));
+  }
+  // One batch of several rounds (a replay, or a late delivery), in the order given; the series
+  // keeps those in time order, as FleetState does, and the engine sees them all.
+  void Samples(const std::string& name, const std::vector<std::pair<absl::Time, double>>& points,
+               Labels labels = {}) {
     SeriesState& s = Series(name, labels);
-    s.AddValue(absl::ToUnixMillis(at), value);
     v1::TelemetryBatch batch;
-    v1::Snapshot* snap = batch.add_snapshots();
-    snap->add_series_ids(Id(name, labels));
-    snap->add_values(value);
+    for (const auto& [at, value] : points) {
+      s.AddValue(absl::ToUnixMillis(at), value);
+      v1::Snapshot* snap = batch.add_snapshots();
+      snap->set_time_unix_ms(absl::ToUnixMillis(at));
+      snap->add_series_ids(Id(name, labels));
+      snap->add_values(value);
+    }
     engine_->OnTelemetry(id_, batch, dictionary_);
   }
 
@@ -1249,6 +1479,347 @@ TEST(RuleEngineRestore, RepeatedRestartsKeepOneAlertThatFiresOnSchedule) {
   EXPECT_EQ(fired, absl::ToUnixMillis(start + absl::Seconds(20)));
   ASSERT_THAT(store.Unresolved(), SizeIs(1));
   EXPECT_EQ(store.Unresolved()[0].state(), v1::FIRING);
+}
+
+// ---- rate() and irate() in the engine ----
+
+// Samples once a second: the rule's value is the mean of the last minute's samples.
+TEST(RuleEngineRate, PerAgentAverageOverTheRange) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: Busy
+    expr: rate(nginx_requests_per_second[1m]) > 100
+)"),
+                    &clock, &sink);
+  FakeAgent agent("api-1", &engine, &clock);
+  for (int s = 0; s < 90; ++s) {
+    clock.Advance(absl::Seconds(1));
+    agent.Gauge("nginx_requests_per_second", 50);
+  }
+  EXPECT_THAT(sink.changes, SizeIs(0));
+  // A burst of 200/s: the mean crosses 100 after about a third of the minute, not at once.
+  int fired_after = 0;
+  for (int s = 1; s <= 90 && sink.changes.empty(); ++s) {
+    clock.Advance(absl::Seconds(1));
+    agent.Gauge("nginx_requests_per_second", 200);
+    fired_after = s;
+  }
+  ASSERT_THAT(sink.changes, SizeIs(1));
+  EXPECT_EQ(sink.changes[0].state, v1::FIRING);
+  // Exactly: 50 * (60 - k) + 200 * k > 100 * 60 from k = 21; the window may be 2 s short.
+  EXPECT_GE(fired_after, 20);
+  EXPECT_LE(fired_after, 21);
+  EXPECT_GT(sink.changes[0].value, 100);
+  EXPECT_LT(sink.changes[0].value, 106);
+  // The average reaches 200 once the whole range holds the burst.
+  for (int s = 0; s < 60; ++s) {
+    clock.Advance(absl::Seconds(1));
+    agent.Gauge("nginx_requests_per_second", 200);
+  }
+  ASSERT_THAT(engine.ActiveAlerts(), SizeIs(1));
+  EXPECT_EQ(engine.ActiveAlerts()[0].value(), 200);
+  EXPECT_EQ(engine.ActiveAlerts()[0].state(), v1::FIRING);
+}
+
+// Missing rounds are left out, not counted as zero; late samples count at their own time;
+// samples older than the range never fire the rule.
+TEST(RuleEngineRate, GapsAndLateSamples) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: Busy
+    expr: rate(nginx_requests_per_second[1m]) > 140
+)"),
+                    &clock, &sink);
+  FakeAgent agent("api-1", &engine, &clock);
+  const absl::Time t0 = clock.Now();
+  for (int s = 0; s < 10; ++s) {
+    clock.Set(t0 + absl::Seconds(s));
+    agent.Gauge("nginx_requests_per_second", 300);
+  }
+  // 20 s without a round, then 10 s of nothing served.
+  for (int s = 30; s < 40; ++s) {
+    clock.Set(t0 + absl::Seconds(s));
+    agent.Gauge("nginx_requests_per_second", 0);
+  }
+  // (10 x 300 + 10 x 0) / 20 = 150: the gap is not read as 20 s of zero (that would be 100).
+  ASSERT_THAT(sink.changes, SizeIs(1));
+  EXPECT_EQ(sink.changes[0].state, v1::FIRING);
+  ASSERT_THAT(engine.ActiveAlerts(), SizeIs(1));
+  EXPECT_EQ(engine.ActiveAlerts()[0].value(), 150);
+  clock.Set(t0 + absl::Seconds(40));
+  agent.Gauge("nginx_requests_per_second", 0);
+  ASSERT_THAT(engine.ActiveAlerts(), SizeIs(1));
+  EXPECT_NEAR(engine.ActiveAlerts()[0].value(), 3000 / 21.0, 1e-9);
+  clock.Set(t0 + absl::Seconds(41));
+  agent.Gauge("nginx_requests_per_second", 0);  // 3000 / 22 = 136: resolved
+  ASSERT_THAT(sink.changes, SizeIs(2));
+  EXPECT_EQ(sink.changes[1].state, v1::RESOLVED);
+
+  // A replay of 4 rounds measured 20-17 s ago, delivered now in one batch, older than the
+  // series' newest point: each counts in its own bucket. (3000 + 4 x 600) / 27 = 200.
+  clock.Set(t0 + absl::Seconds(42));
+  agent.Samples("nginx_requests_per_second", {{t0 + absl::Seconds(22), 600},
+                                              {t0 + absl::Seconds(23), 600},
+                                              {t0 + absl::Seconds(24), 600},
+                                              {t0 + absl::Seconds(25), 600},
+                                              {t0 + absl::Seconds(42), 0}});
+  ASSERT_THAT(sink.changes, SizeIs(3));
+  EXPECT_EQ(sink.changes[2].state, v1::FIRING);
+  EXPECT_NEAR(sink.changes[2].value, 5400 / 27.0, 1e-9);
+  // A replay from before the range: never counts, never fires.
+  clock.Set(t0 + absl::Seconds(300));
+  std::vector<std::pair<absl::Time, double>> old;
+  for (int s = 100; s < 200; ++s) {
+    old.emplace_back(t0 + absl::Seconds(s), 10'000);
+  }
+  old.emplace_back(t0 + absl::Seconds(300), 1);
+  agent.Samples("nginx_requests_per_second", old);
+  ASSERT_THAT(sink.changes, SizeIs(4));
+  EXPECT_EQ(sink.changes[3].state, v1::RESOLVED);
+  EXPECT_EQ(sink.changes[3].value, 1);
+}
+
+// `for:` is held on the average, in telemetry time; a dip of the average ends a pending alert.
+TEST(RuleEngineRate, ForHoldsOnTheAverage) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: Busy
+    expr: rate(redis_ops_per_second[30s]) > 1000
+    for: 1m
+)"),
+                    &clock, &sink);
+  FakeAgent agent("cache-1", &engine, &clock);
+  for (int s = 0; s < 59; ++s) {
+    clock.Advance(absl::Seconds(1));
+    agent.Gauge("redis_ops_per_second", 2000);
+  }
+  ASSERT_THAT(sink.changes, SizeIs(::testing::Ge(1)));
+  EXPECT_EQ(sink.last.state(), v1::PENDING);
+  // One round of 0 leaves the average at 2000 x 29/30: still pending, still held.
+  clock.Advance(absl::Seconds(1));
+  agent.Gauge("redis_ops_per_second", 0);
+  EXPECT_EQ(sink.last.state(), v1::PENDING);
+  clock.Advance(absl::Seconds(1));
+  agent.Gauge("redis_ops_per_second", 2000);
+  EXPECT_EQ(sink.last.state(), v1::FIRING);
+  EXPECT_EQ(engine.firing_count(), 1u);
+  // Zeros: the average falls below 1000 after about half the range.
+  int resolved_after = 0;
+  for (int s = 1; s <= 30 && sink.last.state() != v1::RESOLVED; ++s) {
+    clock.Advance(absl::Seconds(1));
+    agent.Gauge("redis_ops_per_second", 0);
+    resolved_after = s;
+  }
+  EXPECT_EQ(sink.last.state(), v1::RESOLVED);
+  EXPECT_GE(resolved_after, 14);
+  EXPECT_LE(resolved_after, 16);
+  // Pending again, then a dip of the average before `for` ends drops it unfired.
+  for (int s = 0; s < 40; ++s) {
+    clock.Advance(absl::Seconds(1));
+    agent.Gauge("redis_ops_per_second", 2000);
+  }
+  EXPECT_EQ(sink.last.state(), v1::PENDING);
+  for (int s = 0; s < 20; ++s) {
+    clock.Advance(absl::Seconds(1));
+    agent.Gauge("redis_ops_per_second", 0);
+  }
+  EXPECT_EQ(sink.last.state(), v1::RESOLVED);
+  EXPECT_EQ(sink.last.fired_unix_ms(), 0);
+}
+
+// Across agents: each agent's average, summed per group; an agent whose series stops reporting
+// leaves the sum once its samples are older than the range.
+TEST(RuleEngineRate, AggregatedAcrossAgentsAndSilentSeriesDropOut) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: LowTraffic
+    expr: sum by (service) (rate(nginx_requests_per_second[1m])) < 100
+  - alert: HotService
+    expr: sum by (service) (rate(nginx_requests_per_second{role="api"}[1m])) > 3
+)"),
+                    &clock, &sink, RuleEngine::Options{.aggregate_every = absl::ZeroDuration()});
+  engine.OnConnected("a", {{"service", "rag"}, {"role", "api"}});
+  engine.OnConnected("b", {{"service", "rag"}, {"role", "api"}});
+  engine.OnConnected("c", {{"service", "auth"}, {"role", "worker"}});
+  FakeAgent a("a", &engine, &clock), b("b", &engine, &clock), c("c", &engine, &clock);
+  auto state_of = [&](const std::string& rule) {
+    const Change* found = nullptr;
+    for (const Change& ch : sink.changes) {
+      if (ch.rule == rule) {
+        found = &ch;
+      }
+    }
+    return found;
+  };
+  for (int s = 0; s < 60; ++s) {
+    clock.Advance(absl::Seconds(1));
+    a.Gauge("nginx_requests_per_second", s % 2 == 0 ? 40 : 80);  // averages 60
+    b.Gauge("nginx_requests_per_second", 60);
+    c.Gauge("nginx_requests_per_second", 500);
+  }
+  // rag: 60 + 60 = 120, not low; auth: 500. HotService: rag is above 3 (c is no api). (Rag was
+  // low for the one batch that had only a's first sample.)
+  const std::vector<v1::Alert> active = engine.ActiveAlerts();
+  ASSERT_THAT(active, SizeIs(1));
+  EXPECT_EQ(active[0].rule(), "HotService");
+  EXPECT_EQ(active[0].state(), v1::FIRING);
+  EXPECT_EQ(active[0].labels().at("service"), "rag");
+  EXPECT_NEAR(active[0].value(), 120, 0.5);  // a's alternation: 59 or 60 samples in the window
+  sink.changes.clear();
+  // b's nginx series stops (the agent stays connected); a keeps going.
+  const absl::Time b_last = clock.Now();
+  while (clock.Now() < b_last + absl::Seconds(57)) {
+    clock.Advance(absl::Seconds(1));
+    a.Gauge("nginx_requests_per_second", 60);
+    engine.Tick();
+  }
+  EXPECT_EQ(state_of("LowTraffic"), nullptr);  // b's last samples still count
+  while (clock.Now() < b_last + absl::Seconds(61)) {
+    clock.Advance(absl::Seconds(1));
+    a.Gauge("nginx_requests_per_second", 60);
+    engine.Tick();
+  }
+  const Change* low = state_of("LowTraffic");
+  ASSERT_NE(low, nullptr);
+  EXPECT_EQ(low->state, v1::FIRING);
+  EXPECT_EQ(low->value, 60);  // a alone
+  EXPECT_EQ(sink.last.labels().at("service"), "rag");
+  // Everyone stops: the groups have no member left and their alerts resolve; no empty group
+  // is judged as a sum of 0.
+  clock.Advance(absl::Seconds(61));
+  engine.Tick();
+  EXPECT_THAT(engine.ActiveAlerts(), SizeIs(0));
+  for (const Change& ch : sink.changes) {
+    EXPECT_NE(ch.value, 0) << ch.rule;
+  }
+}
+
+TEST(RuleEngineRate, IrateIsTheNewestSampleWithinTheRange) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: Spike
+    expr: irate(app_log_errors_per_second[20s]) > 5
+  - alert: FleetSpike
+    expr: max(irate(app_log_errors_per_second[20s])) > 5
+)"),
+                    &clock, &sink, RuleEngine::Options{.aggregate_every = absl::ZeroDuration()});
+  FakeAgent agent("api-1", &engine, &clock);
+  agent.Gauge("app_log_errors_per_second", 1, {{"module", "billing"}});
+  EXPECT_THAT(sink.changes, SizeIs(0));
+  clock.Advance(absl::Seconds(1));
+  agent.Gauge("app_log_errors_per_second", 9, {{"module", "billing"}});
+  ASSERT_THAT(sink.changes, SizeIs(2));
+  EXPECT_EQ(sink.changes[0].value, 9);
+  EXPECT_EQ(sink.changes[1].value, 9);
+  // A sample measured before the range, delivered now: never fires.
+  clock.Advance(absl::Seconds(1));
+  agent.Gauge("app_log_errors_per_second", 0, {{"module", "billing"}});
+  ASSERT_THAT(sink.changes, SizeIs(4));  // both resolved
+  agent.GaugeAt(clock.Now() + absl::Seconds(10) - absl::Minutes(1), "app_log_errors_per_second", 50,
+                {{"module", "auth"}});
+  EXPECT_THAT(sink.changes, SizeIs(4));
+  // The series goes silent: the fleet-wide max forgets it after the range.
+  clock.Advance(absl::Seconds(1));
+  agent.Gauge("app_log_errors_per_second", 7, {{"module", "billing"}});
+  ASSERT_THAT(sink.changes, SizeIs(6));
+  clock.Advance(absl::Seconds(21));
+  engine.Tick();
+  ASSERT_THAT(sink.changes, SizeIs(7));
+  EXPECT_EQ(sink.changes[6].rule, "FleetSpike");
+  EXPECT_EQ(sink.changes[6].state, v1::RESOLVED);
+}
+
+// A scraped counter is read by rate() only on agents that declare it as a per-second rate.
+TEST(RuleEngineRate, ScrapedMetricOnlyWhereDeclaredARate) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: AppBusy
+    expr: rate(app_http_requests_total[1m]) > 10
+)"),
+                    &clock, &sink);
+  engine.OnConnected("counter", {}, {"app_http_requests_total"});
+  engine.OnConnected("gauge", {}, {});
+  FakeAgent counter("counter", &engine, &clock), gauge("gauge", &engine, &clock);
+  counter.Gauge("app_http_requests_total", 50);
+  gauge.Gauge("app_http_requests_total", 50);
+  ASSERT_THAT(sink.changes, SizeIs(1));
+  EXPECT_EQ(sink.changes[0].agent, "counter");
+  EXPECT_EQ(engine.rate_usage().series, 1u);
+  // The agent reconnects declaring it a rate now.
+  engine.OnConnected("gauge", {}, {"app_http_requests_total"});
+  clock.Advance(absl::Seconds(1));
+  gauge.Gauge("app_http_requests_total", 50);
+  ASSERT_THAT(sink.changes, SizeIs(2));
+  EXPECT_EQ(sink.changes[1].agent, "gauge");
+}
+
+// Memory: only series a rate() rule reads hold windows, one per distinct range whatever the
+// number of rules and samples, and they go with the agent's series.
+TEST(RuleEngineRate, WindowsOnlyForSeriesARateRuleReadsBoundedAndFreed) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: A
+    expr: rate(nginx_requests_per_second{role="api"}[5m]) > 1e9
+  - alert: B
+    expr: sum(rate(nginx_requests_per_second[5m])) > 1e9
+  - alert: C
+    expr: rate(nginx_requests_per_second[1m]) > 1e9
+  - alert: D
+    expr: irate(redis_ops_per_second[1m]) > 1e9
+  - alert: E
+    expr: host_cpu_usage_ratio > 2
+)"),
+                    &clock, &sink);
+  engine.OnConnected("api", {{"role", "api"}});
+  FakeAgent api("api", &engine, &clock);
+  for (int s = 0; s < 1000; ++s) {
+    clock.Advance(absl::Milliseconds(250));
+    api.Gauge("nginx_requests_per_second", s);
+    api.Gauge("redis_ops_per_second", s);
+    api.Gauge("host_cpu_usage_ratio", 0.5);
+  }
+  const RuleEngine::RateUsage usage = engine.rate_usage();
+  EXPECT_EQ(usage.series, 1u);   // nginx only: irate and plain rules keep nothing
+  EXPECT_EQ(usage.windows, 2u);  // 5m (shared by A and B) and 1m
+  EXPECT_LE(usage.bytes, 2 * sizeof(RateWindow) + 64);
+  EXPECT_LE(sizeof(RateWindow), 400u);
+  EXPECT_THAT(sink.changes, SizeIs(0));
+  api.Evict();
+  EXPECT_EQ(engine.rate_usage().series, 0u);
+}
+
+// A reload that keeps a range keeps its samples; a new range starts empty.
+TEST(RuleEngineRate, ReloadKeepsTheWindowsOfRangesStillRead) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: Busy
+    expr: rate(nginx_requests_per_second[1m]) > 1000
+)"),
+                    &clock, &sink);
+  FakeAgent agent("api-1", &engine, &clock);
+  for (int s = 0; s < 30; ++s) {
+    clock.Advance(absl::Seconds(1));
+    agent.Gauge("nginx_requests_per_second", s < 15 ? 300 : 100);  // averages 200
+  }
+  engine.ReplaceRules(Rules(R"(rules:
+  - alert: Busy
+    expr: rate(nginx_requests_per_second[1m]) > 150
+  - alert: Recent
+    expr: rate(nginx_requests_per_second[10s]) > 150
+)"));
+  clock.Advance(absl::Seconds(1));
+  agent.Gauge("nginx_requests_per_second", 100);
+  ASSERT_THAT(sink.changes, SizeIs(1));
+  EXPECT_EQ(sink.changes[0].rule, "Busy");
+  EXPECT_NEAR(sink.changes[0].value, (15 * 300 + 16 * 100) / 31.0, 1e-9);
 }
 
 }  // namespace

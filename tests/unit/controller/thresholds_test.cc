@@ -67,12 +67,19 @@ TEST(WatchThresholds, RulesJudgedOnlyOnTheControllerAreLeftOutWithTheReason) {
     expr: p95(nginx_request_duration_seconds) > 2
   - alert: Memory
     expr: host_memory_used_ratio > 0.85
+  - alert: Busy
+    expr: rate(nginx_requests_per_second[5m]) > 1000
+  - alert: Spike
+    expr: irate(nginx_requests_per_second[30s]) > 1000
 )"));
   EXPECT_THAT(d.watched, ElementsAre("Memory"));
-  ASSERT_THAT(d.unwatched, SizeIs(3));
+  ASSERT_THAT(d.unwatched, SizeIs(5));
   EXPECT_THAT(d.unwatched[0], HasSubstr("FleetThroughput: fleet-wide"));
   EXPECT_THAT(d.unwatched[1], HasSubstr("MaxMemoryByService: fleet-wide"));
   EXPECT_THAT(d.unwatched[2], HasSubstr("Latency: a histogram quantile"));
+  // An agent compares single samples; an average over a range is the controller's.
+  EXPECT_THAT(d.unwatched[3], HasSubstr("Busy: rate() over 5m (judged on the controller)"));
+  EXPECT_THAT(d.unwatched[4], HasSubstr("Spike: irate() over 30s"));
   ASSERT_EQ(d.message.thresholds_size(), 1);
   EXPECT_EQ(d.message.thresholds(0).metric(), "host_memory_used_ratio");
 }
