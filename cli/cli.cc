@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "cli/actions_cmd.h"
+#include "cli/notify_cmd.h"
 #include "cli/agents_cmd.h"
 #include "cli/audit_cmd.h"
 #include "cli/command_env.h"
@@ -85,6 +86,7 @@ int Run(std::vector<std::string> args, std::ostream& out, std::ostream& err,
   AddWatchCommand(app, env);
   AddAuditCommands(app, env);
   AddUsersCommands(app, env);
+  AddNotifyCommands(app, env);
 
   std::reverse(args.begin(), args.end());  // CLI11 takes the arguments last first
   try {

@@ -48,7 +48,8 @@ class HttpTransport final : public Transport {
 class Notifier {
  public:
   struct Options {
-    BackoffOptions backoff;
+    // Paging is urgent: after an outage the next attempt comes within half a minute.
+    BackoffOptions backoff{.initial = absl::Seconds(1), .max = absl::Seconds(30)};
     int page = 100;  // pending rows read per pass
     // How often an idle receiver looks at the outbox without being woken.
     absl::Duration poll = absl::Seconds(1);
