@@ -147,28 +147,29 @@ absl::StatusOr<int> Notifier::SendOnce(const Receiver& receiver, const OutgoingR
 }
 
 void Notifier::Loop(Worker& worker) {
+  // Retries and polls are paced in real time (the waits are real); the resend schedule follows
+  // the injected clock, like every time a receiver sees.
   absl::Time next_pass = absl::InfinitePast();
+  const bool alertmanager = worker.receiver->type == ReceiverType::kAlertmanager;
   while (true) {
     RunTests(worker);
-    const absl::Time now = clock_->Now();
-    if (now >= next_pass) {
+    if (absl::Now() >= next_pass) {
       next_pass = Deliver(worker);
     }
-    if (worker.receiver->type == ReceiverType::kAlertmanager && clock_->Now() >= worker.next_resend) {
+    if (alertmanager && clock_->Now() >= worker.next_resend) {
       Resend(worker);
       worker.next_resend = clock_->Now() + config_.resend_interval;
     }
     absl::MutexLock lock(&worker.mu);
-    absl::Time wake_at = std::min(next_pass, clock_->Now() + options_.poll);
-    if (worker.receiver->type == ReceiverType::kAlertmanager) {
-      wake_at = std::min(wake_at, worker.next_resend);
+    absl::Duration wait = std::min(next_pass - absl::Now(), options_.poll);
+    if (alertmanager) {
+      wait = std::min(wait, worker.next_resend - clock_->Now());
     }
-    // Real time: the clock may be simulated, the wait is not. Woken early by Wake, Test, Stop.
-    const absl::Duration wait = std::max(absl::ZeroDuration(), wake_at - clock_->Now());
     auto ready = [&worker]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(worker.mu) {
       return worker.stopping || worker.woken || !worker.tests.empty();
     };
-    worker.mu.AwaitWithTimeout(absl::Condition(&ready), std::min(wait, options_.poll));
+    // Woken early by Wake, Test and Stop.
+    worker.mu.AwaitWithTimeout(absl::Condition(&ready), std::max(wait, absl::ZeroDuration()));
     if (worker.stopping) {
       return;
     }
@@ -197,7 +198,7 @@ absl::Time Notifier::Deliver(Worker& worker) {
       spdlog::warn("notifications to receiver '{}' fail: {}; retrying with backoff", receiver.name,
                    error);
     }
-    return clock_->Now() + delay;
+    return absl::Now() + delay;
   };
   while (true) {
     {
@@ -226,7 +227,7 @@ absl::Time Notifier::Deliver(Worker& worker) {
       worker.backlog_warned = n >= options_.backlog_warning;
     }
     if (pending->empty()) {
-      return clock_->Now() + options_.poll;
+      return absl::Now() + options_.poll;
     }
     for (const v1::Notification& n : *pending) {
       {

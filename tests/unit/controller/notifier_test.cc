@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "controller/notify/router.h"
@@ -23,6 +25,16 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+
+Receiver MakeReceiver(const std::string& name, ReceiverType type, const std::string& url = "",
+                      WebhookFormat format = WebhookFormat::kGeneric) {
+  Receiver r;
+  r.name = name;
+  r.type = type;
+  r.url = url;
+  r.format = format;
+  return r;
+}
 
 // Records every request; answers `failing` requests with an error first.
 class RecordingTransport final : public Transport {
@@ -95,8 +107,8 @@ class NotifierTest : public ::testing::Test {
     store_ = std::move(*store);
     faults_ = std::make_unique<testing::FaultInjectingStore>(store_.get());
     config_.receivers.push_back(
-        Receiver{.name = "am", .type = ReceiverType::kAlertmanager, .url = "http://127.0.0.1:9/"});
-    Receiver hook{.name = "hook", .type = ReceiverType::kWebhook, .url = "http://127.0.0.1:9/h"};
+        MakeReceiver("am", ReceiverType::kAlertmanager, "http://127.0.0.1:9/"));
+    Receiver hook = MakeReceiver("hook", ReceiverType::kWebhook, "http://127.0.0.1:9/h");
     hook.secret = "s";
     config_.receivers.push_back(hook);
     writer_ = std::make_unique<TimelineWriter>(faults_.get(), &clock_);
@@ -115,7 +127,8 @@ class NotifierTest : public ::testing::Test {
   }
   void StartNotifier() {
     Notifier::Options options;
-    options.backoff = BackoffOptions{.initial = absl::Milliseconds(1), .max = absl::Milliseconds(20)};
+    options.backoff.initial = absl::Milliseconds(1);
+    options.backoff.max = absl::Milliseconds(20);
     options.poll = absl::Milliseconds(10);
     notifier_ = std::make_unique<Notifier>(config_, faults_.get(), &transport_, &clock_, options);
     notifier_->Start();

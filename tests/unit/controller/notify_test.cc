@@ -20,6 +20,16 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
 
+Receiver MakeReceiver(const std::string& name, ReceiverType type, const std::string& url = "",
+                      WebhookFormat format = WebhookFormat::kGeneric) {
+  Receiver r;
+  r.name = name;
+  r.type = type;
+  r.url = url;
+  r.format = format;
+  return r;
+}
+
 google::protobuf::Struct ParseObject(const std::string& json) {
   google::protobuf::Struct s;
   EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(json, &s).ok()) << json;
@@ -200,7 +210,7 @@ std::string Header(const OutgoingRequest& r, const std::string& name) {
 }
 
 TEST(PayloadsTest, RequestsCarryTheIdempotencyKeyAndASignatureAReceiverCanCheck) {
-  Receiver generic{.name = "hook", .type = ReceiverType::kWebhook, .url = "http://127.0.0.1:1/h"};
+  Receiver generic = MakeReceiver("hook", ReceiverType::kWebhook, "http://127.0.0.1:1/h");
   generic.secret = "s3cret";
   const absl::Time now = absl::FromUnixSeconds(1'767'225'601);
   OutgoingRequest r = BuildRequest(generic, Sample("opened"), "", now);
@@ -211,15 +221,14 @@ TEST(PayloadsTest, RequestsCarryTheIdempotencyKeyAndASignatureAReceiverCanCheck)
   EXPECT_EQ(Header(r, "X-Vigil-Signature"),
             "sha256=" + HmacSha256Hex("s3cret", "1767225601." + r.body));
 
-  Receiver am{.name = "am", .type = ReceiverType::kAlertmanager, .url = "http://127.0.0.1:9093/"};
+  Receiver am = MakeReceiver("am", ReceiverType::kAlertmanager, "http://127.0.0.1:9093/");
   r = BuildRequest(am, Sample("opened"), "", now);
   EXPECT_EQ(r.url, "http://127.0.0.1:9093/api/v2/alerts");
   EXPECT_EQ(Header(r, "Idempotency-Key"), "42");
   EXPECT_EQ(Header(r, "X-Vigil-Signature"), "<absent>");
 
   // A PagerDuty secret file without routing_key is the routing key: not used to sign.
-  Receiver pd{.name = "pd", .type = ReceiverType::kWebhook, .url = "https://events.example/v2",
-              .format = WebhookFormat::kPagerDuty};
+  Receiver pd = MakeReceiver("pd", ReceiverType::kWebhook, "https://events.example/v2", WebhookFormat::kPagerDuty);
   pd.secret = "ROUTE";
   r = BuildRequest(pd, Sample("opened"), "", now);
   EXPECT_EQ(Str(ParseObject(r.body), "routing_key"), "ROUTE");
@@ -267,8 +276,8 @@ v1::Incident Incident(const std::string& id, v1::Severity severity) {
 }
 
 TEST(RouterTest, AlertmanagerGetsNoAcknowledgeAndFiltersApply) {
-  Receiver am{.name = "am", .type = ReceiverType::kAlertmanager};
-  Receiver hook{.name = "hook", .type = ReceiverType::kWebhook};
+  Receiver am = MakeReceiver("am", ReceiverType::kAlertmanager);
+  Receiver hook = MakeReceiver("hook", ReceiverType::kWebhook);
   const v1::Incident sev2 = Incident("INC-1", v1::SEV2);
   for (const char* kind : {"opened", "escalated", "resolved"}) {
     EXPECT_TRUE(Wants(am, sev2, kind)) << kind;
@@ -291,8 +300,8 @@ TEST(RouterTest, AlertmanagerGetsNoAcknowledgeAndFiltersApply) {
 
 TEST(RouterTest, PlansOneNotificationPerEventAndReceiverFromTheBatchsIncident) {
   NotifyConfig config;
-  config.receivers.push_back(Receiver{.name = "am", .type = ReceiverType::kAlertmanager});
-  config.receivers.push_back(Receiver{.name = "hook", .type = ReceiverType::kWebhook});
+  config.receivers.push_back(MakeReceiver("am", ReceiverType::kAlertmanager));
+  config.receivers.push_back(MakeReceiver("hook", ReceiverType::kWebhook));
   v1::Incident incident = Incident("INC-3", v1::SEV3);
   storage::WriteBatch batch;
   batch.Append(Event("INC-3", "incident_opened"));
