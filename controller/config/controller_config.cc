@@ -236,7 +236,8 @@ absl::Status Apply(const YAML::Node& root, absl::string_view file, const GivenOn
                                     "' has no value (remove it to keep the default)"));
       continue;
     }
-    const bool apply = !given(FlagForKey(*name));
+    // A section only the file has (no flag to win over it) always applies.
+    const bool apply = *name == "notifications" || !given(FlagForKey(*name));
     if (absl::Status s = key->read(root, file, apply, settings); !s.ok()) {
       // A section (notifications) reports each of its problems on a line of its own.
       for (absl::string_view line : absl::StrSplit(s.message(), '\n')) {

@@ -155,6 +155,8 @@ void Notifier::Loop(Worker& worker) {
     RunTests(worker);
     if (absl::Now() >= next_pass) {
       next_pass = Deliver(worker);
+    } else {
+      CountPending(worker);  // backing off: the gauge still follows new rows
     }
     if (alertmanager && clock_->Now() >= worker.next_resend) {
       Resend(worker);
@@ -178,6 +180,23 @@ void Notifier::Loop(Worker& worker) {
     }
     worker.woken = false;
   }
+}
+
+void Notifier::CountPending(Worker& worker) {
+  absl::StatusOr<std::map<std::string, int64_t>> counts = store_->CountPendingNotifications();
+  if (!counts.ok()) {
+    return;
+  }
+  auto it = counts->find(worker.receiver->name);
+  const int64_t n = it == counts->end() ? 0 : it->second;
+  if (n >= options_.backlog_warning && !worker.backlog_warned) {
+    spdlog::warn("receiver '{}' has {} notifications waiting; they are kept and sent in order "
+                 "once it accepts them",
+                 worker.receiver->name, n);
+  }
+  worker.backlog_warned = n >= options_.backlog_warning;
+  absl::MutexLock lock(&worker.mu);
+  worker.stats.pending = n;
 }
 
 absl::Time Notifier::Deliver(Worker& worker) {
@@ -212,20 +231,7 @@ absl::Time Notifier::Deliver(Worker& worker) {
     if (!pending.ok()) {
       return fail(absl::StrCat("cannot read the outbox: ", pending.status().message()));
     }
-    if (absl::StatusOr<std::map<std::string, int64_t>> counts =
-            store_->CountPendingNotifications();
-        counts.ok()) {
-      auto it = counts->find(receiver.name);
-      const int64_t n = it == counts->end() ? 0 : it->second;
-      absl::MutexLock lock(&worker.mu);
-      worker.stats.pending = n;
-      if (n >= options_.backlog_warning && !worker.backlog_warned) {
-        spdlog::warn("receiver '{}' has {} notifications waiting; they are kept and sent in order "
-                     "once it accepts them",
-                     receiver.name, n);
-      }
-      worker.backlog_warned = n >= options_.backlog_warning;
-    }
+    CountPending(worker);
     if (pending->empty()) {
       return absl::Now() + options_.poll;
     }

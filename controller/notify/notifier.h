@@ -93,6 +93,8 @@ class Notifier {
   // Sends pending rows until one fails or none is left; the time of the next pass.
   absl::Time Deliver(Worker& worker);
   void Resend(Worker& worker);
+  // Refreshes the pending gauge from the store (and warns once past backlog_warning).
+  void CountPending(Worker& worker);
   void RunTests(Worker& worker);
   absl::StatusOr<int> SendOnce(const Receiver& receiver, const OutgoingRequest& request);
 

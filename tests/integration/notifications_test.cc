@@ -22,6 +22,7 @@
 #include "common/http/http_server.h"
 #include "tests/support/process.h"
 #include "tests/support/proto_json.h"
+#include "tests/support/servers.h"
 #include "vigil/v1/control_service.pb.h"
 
 namespace vigil {
@@ -342,8 +343,13 @@ TEST_F(NotificationsTest, AnOutageAndARestartLoseNothingAndSendNothingTwice) {
   ASSERT_TRUE(WaitUntil(
       [&] { return Metric("vigil_notification_failures_total{receiver=\"am\"}") >= 1; },
       absl::Seconds(15)));
-  EXPECT_EQ(Metric("vigil_notifications_pending{receiver=\"am\"}"), 2);
-  EXPECT_EQ(Metric("vigil_notifications_pending{receiver=\"hook\"}"), 2);
+  // Both changes wait in the outbox for each receiver.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Metric("vigil_notifications_pending{receiver=\"am\"}") == 2 &&
+               Metric("vigil_notifications_pending{receiver=\"hook\"}") == 2;
+      },
+      absl::Seconds(15)));
 
   // The controller restarts in the middle of the outage: the outbox is on disk.
   ASSERT_EQ(controller_->Stop(), 0) << controller_->Output();
