@@ -39,8 +39,8 @@ absl::StatusOr<int> HttpTransport::Send(const OutgoingRequest& request, absl::Du
     return response.status();
   }
   if (response->status < 200 || response->status > 299) {
-    return absl::UnavailableError(absl::StrCat(request.url, " answered ", response->status, ": ",
-                                               Excerpt(response->body)));
+    return absl::UnavailableError(
+        absl::StrCat(request.url, " answered ", response->status, ": ", Excerpt(response->body)));
   }
   return response->status;
 }
@@ -49,9 +49,9 @@ struct Notifier::Worker {
   const Receiver* receiver;
   std::thread thread;
   std::mt19937_64 random{std::random_device{}()};
-  int failures_in_a_row = 0;          // worker thread
+  int failures_in_a_row = 0;                      // worker thread
   absl::Time next_resend = absl::InfinitePast();  // worker thread
-  bool backlog_warned = false;        // worker thread
+  bool backlog_warned = false;                    // worker thread
 
   mutable absl::Mutex mu;
   bool stopping ABSL_GUARDED_BY(mu) = false;
@@ -190,9 +190,10 @@ void Notifier::CountPending(Worker& worker) {
   auto it = counts->find(worker.receiver->name);
   const int64_t n = it == counts->end() ? 0 : it->second;
   if (n >= options_.backlog_warning && !worker.backlog_warned) {
-    spdlog::warn("receiver '{}' has {} notifications waiting; they are kept and sent in order "
-                 "once it accepts them",
-                 worker.receiver->name, n);
+    spdlog::warn(
+        "receiver '{}' has {} notifications waiting; they are kept and sent in order "
+        "once it accepts them",
+        worker.receiver->name, n);
   }
   worker.backlog_warned = n >= options_.backlog_warning;
   absl::MutexLock lock(&worker.mu);
@@ -250,8 +251,8 @@ absl::Time Notifier::Deliver(Worker& worker) {
         store_->RecordNotificationFailure(n.id(), error).IgnoreError();
         return fail(error);
       }
-      if (absl::Status marked = store_->MarkNotificationDelivered(
-              n.id(), absl::ToUnixMillis(clock_->Now()));
+      if (absl::Status marked =
+              store_->MarkNotificationDelivered(n.id(), absl::ToUnixMillis(clock_->Now()));
           !marked.ok()) {
         // Delivered but not marked: it goes again later, with the same idempotency key.
         return fail(absl::StrCat("delivered notification ", n.id(),

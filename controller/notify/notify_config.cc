@@ -38,7 +38,8 @@ absl::StatusOr<v1::Severity> ParseSeverity(absl::string_view text) {
       return static_cast<v1::Severity>(s);
     }
   }
-  return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not one of SEV1, SEV2, SEV3, SEV4"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("'", text, "' is not one of SEV1, SEV2, SEV3, SEV4"));
 }
 
 // One receiver; every problem appended to `errors`, each naming file, line and key.
@@ -47,16 +48,15 @@ void ParseReceiver(const YAML::Node& node, absl::string_view file, size_t index,
                    std::vector<Receiver>& out) {
   const std::string context = absl::StrCat("notifications.receivers[", index, "]");
   auto fail = [&](const YAML::Node& at, absl::string_view key, absl::string_view why) {
-    errors.push_back(
-        absl::StrCat(YamlWhere(file, at), ": key '", context, ".", key, "': ", why));
+    errors.push_back(absl::StrCat(YamlWhere(file, at), ": key '", context, ".", key, "': ", why));
   };
   if (!node.IsMap()) {
     errors.push_back(absl::StrCat(YamlWhere(file, node), ": ", context, " must be a map"));
     return;
   }
   if (absl::Status s = YamlCheckKeys(node, file, context,
-                                     {"name", "type", "url", "format", "secret_file",
-                                      "routing_key", "severities", "match", "timeout"});
+                                     {"name", "type", "url", "format", "secret_file", "routing_key",
+                                      "severities", "match", "timeout"});
       !s.ok()) {
     errors.emplace_back(s.message());
     return;
@@ -225,9 +225,9 @@ absl::StatusOr<NotifyConfig> ParseNotifyConfig(const YAML::Node& node, absl::str
       errors.emplace_back(url.status().message());
     } else if (!url->empty()) {
       if (absl::StatusOr<http::ParsedUrl> parsed = http::ParseHttpUrl(*url); !parsed.ok()) {
-        errors.push_back(absl::StrCat(YamlWhere(file, node["external_url"]),
-                                      ": key 'notifications.external_url': ",
-                                      parsed.status().message()));
+        errors.push_back(
+            absl::StrCat(YamlWhere(file, node["external_url"]),
+                         ": key 'notifications.external_url': ", parsed.status().message()));
       }
       config.external_url = std::string(absl::StripSuffix(*url, "/"));
     }

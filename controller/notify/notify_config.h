@@ -5,12 +5,12 @@
 // of them at once. Stateless functions; thread-safe.
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <map>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -32,8 +32,8 @@ struct Receiver {
   // the routing key of PagerDuty ones (unless routing_key is given).
   std::string secret;
   std::string routing_key;
-  std::set<v1::Severity> severities;          // empty: every severity
-  std::map<std::string, std::string> match;   // service, agent or alertname -> value
+  std::set<v1::Severity> severities;           // empty: every severity
+  std::map<std::string, std::string> match;    // service, agent or alertname -> value
   absl::Duration timeout = absl::Seconds(10);  // per request
 };
 

@@ -50,9 +50,7 @@ std::string Quote(absl::string_view text) {
 // Builds one JSON object, fields in the order added.
 class Object {
  public:
-  Object& Str(absl::string_view key, absl::string_view value) {
-    return Raw(key, Quote(value));
-  }
+  Object& Str(absl::string_view key, absl::string_view value) { return Raw(key, Quote(value)); }
   Object& Raw(absl::string_view key, absl::string_view json) {
     absl::StrAppend(&body_, body_.empty() ? "" : ",", Quote(key), ":", json);
     return *this;
@@ -259,12 +257,13 @@ OutgoingRequest BuildRequest(const Receiver& receiver, const v1::Notification& n
   }
   request.headers.emplace_back("Idempotency-Key", absl::StrCat(n.id()));
   // A PagerDuty secret file without routing_key holds the routing key, not a MAC key.
-  const bool signs = !receiver.secret.empty() &&
-                     (receiver.format != WebhookFormat::kPagerDuty || !receiver.routing_key.empty());
+  const bool signs = !receiver.secret.empty() && (receiver.format != WebhookFormat::kPagerDuty ||
+                                                  !receiver.routing_key.empty());
   if (signs) {
     const int64_t ts = absl::ToUnixSeconds(now);
     request.headers.emplace_back("X-Vigil-Timestamp", absl::StrCat(ts));
-    request.headers.emplace_back("X-Vigil-Signature", SignatureHeader(receiver.secret, ts, request.body));
+    request.headers.emplace_back("X-Vigil-Signature",
+                                 SignatureHeader(receiver.secret, ts, request.body));
   }
   return request;
 }

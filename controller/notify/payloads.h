@@ -39,9 +39,10 @@ std::string IncidentLink(absl::string_view external_url, absl::string_view incid
 std::string Rfc3339(int64_t unix_ms);
 
 // Alertmanager API v2: a JSON array of postable alerts, one per notification. Identity (labels):
-// alertname="VigilIncident", incident_id, service (the first, when known), vigil_source="vigil". Severity, title, state and summary are annotations, so an
-// escalation updates the same alert. startsAt is when the incident opened; endsAt is set for
-// "resolved" (when it resolved) and for "test" (a minute on), absent otherwise.
+// alertname="VigilIncident", incident_id, service (the first, when known), vigil_source="vigil".
+// Severity, title, state and summary are annotations, so an escalation updates the same alert.
+// startsAt is when the incident opened; endsAt is set for "resolved" (when it resolved) and for
+// "test" (a minute on), absent otherwise.
 std::string AlertmanagerAlertsJson(const std::vector<v1::Notification>& notifications,
                                    absl::string_view external_url);
 

@@ -518,8 +518,7 @@ class SqliteStore final : public Store {
       if (!row) {
         break;
       }
-      ASSIGN_OR_RETURN(v1::Notification n,
-                       ParseBlob<v1::Notification>(st.Blob(3), "notification"));
+      ASSIGN_OR_RETURN(v1::Notification n, ParseBlob<v1::Notification>(st.Blob(3), "notification"));
       n.set_id(static_cast<uint64_t>(st.Int(0)));  // the columns are the authority
       n.set_attempts(static_cast<int32_t>(st.Int(1)));
       n.set_last_error(st.Text(2));

@@ -85,8 +85,8 @@ class Receiver {
     int n = 0;
     for (const std::string& body : bodies_) {
       n += absl::StrContains(body, absl::StrCat("\"kind\":\"", kind, "\"")) &&
-                   (id.empty() || absl::StrContains(body, absl::StrCat("\"incident_id\":\"", id,
-                                                                       "\"")))
+                   (id.empty() ||
+                    absl::StrContains(body, absl::StrCat("\"incident_id\":\"", id, "\"")))
                ? 1
                : 0;
     }
@@ -133,8 +133,8 @@ class Alertmanager {
             "prometheus-alertmanager", "--config.file=" + dir_.File("alertmanager.yml"),
             "--storage.path=" + dir_.File("alertmanager"),
             absl::StrCat("--web.listen-address=127.0.0.1:", port_), "--cluster.listen-address="},
-        std::map<std::string, std::string>{}, dir_.File(absl::StrCat("alertmanager-", ++runs_,
-                                                                     ".log")));
+        std::map<std::string, std::string>{},
+        dir_.File(absl::StrCat("alertmanager-", ++runs_, ".log")));
   }
   void Stop() { process_->Stop(); }
   bool Ready() { return testing::HttpGet(port_, "/-/ready", absl::Seconds(2)) == 200; }
@@ -142,8 +142,8 @@ class Alertmanager {
   std::string Output() const { return process_->Output(); }
   // `amtool alert query` with `matcher`: the active alerts' lines (header dropped).
   std::vector<std::string> Query(const std::string& matcher) {
-    CommandResult r = RunCommand(
-        {"amtool", "alert", "query", "--alertmanager.url=" + url(), matcher});
+    CommandResult r =
+        RunCommand({"amtool", "alert", "query", "--alertmanager.url=" + url(), matcher});
     std::vector<std::string> lines;
     if (r.exit_code != 0) {
       ADD_FAILURE() << r.output;
@@ -176,17 +176,19 @@ class NotificationsTest : public ::testing::Test {
   }
 
   void WriteConfig(const std::string& alertmanager_url) {
-    testing::WriteFile(dir_.File("controller.yaml"),
-                       absl::StrCat(R"(notifications:
+    testing::WriteFile(dir_.File("controller.yaml"), absl::StrCat(R"(notifications:
   external_url: https://vigil.example
   receivers:
     - name: am
       type: alertmanager
-      url: )", alertmanager_url, R"(
+      url: )",
+                                                                  alertmanager_url, R"(
     - name: hook
       type: webhook
-      url: http://127.0.0.1:)", receiver_.port(), R"(/hook
-      secret_file: )", dir_.File("hook.secret"), R"(
+      url: http://127.0.0.1:)",
+                                                                  receiver_.port(), R"(/hook
+      secret_file: )",
+                                                                  dir_.File("hook.secret"), R"(
 )"));
   }
 
@@ -216,9 +218,9 @@ class NotificationsTest : public ::testing::Test {
         R"(","instance":"db-1:9100","severity":"critical","service":"rag-api"},"annotations":{"summary":"disk full"},"startsAt":"2026-01-01T00:00:00Z"}]})");
     http::HttpClientOptions options;
     options.headers.emplace_back("Authorization", "Bearer " + webhook_token_);
-    absl::StatusOr<http::HttpClientResponse> r = http::HttpPost(
-        absl::StrCat("http://127.0.0.1:", http_port_, "/api/v1/alertmanager"), body,
-        "application/json", options);
+    absl::StatusOr<http::HttpClientResponse> r =
+        http::HttpPost(absl::StrCat("http://127.0.0.1:", http_port_, "/api/v1/alertmanager"), body,
+                       "application/json", options);
     EXPECT_TRUE(r.ok() && r->status == 200) << (r.ok() ? r->body : r.status().ToString());
     std::string id;
     EXPECT_TRUE(WaitUntil(
@@ -298,8 +300,8 @@ TEST_F(NotificationsTest, AlertmanagerShowsTheIncidentUntilResolvedAndTheWebhook
 
   // Acknowledge reaches the webhook only; resolve ends the alert in Alertmanager.
   ASSERT_EQ(Cli({"incident", "ack", id}).exit_code, 0);
-  ASSERT_TRUE(WaitUntil([&] { return receiver_.Count("acknowledged", id) == 1; },
-                        absl::Seconds(15)));
+  ASSERT_TRUE(
+      WaitUntil([&] { return receiver_.Count("acknowledged", id) == 1; }, absl::Seconds(15)));
   CommandResult resolved = Cli({"incident", "resolve", id, "disk cleaned"});
   ASSERT_EQ(resolved.exit_code, 0) << resolved.output;
   ASSERT_TRUE(WaitUntil([&] { return am.Query(matcher).empty(); }, absl::Seconds(15)))
@@ -320,6 +322,14 @@ TEST_F(NotificationsTest, AlertmanagerShowsTheIncidentUntilResolvedAndTheWebhook
   EXPECT_EQ(receiver_.Count("test"), 1);
   test = Cli({"notify", "test", "am"});
   EXPECT_EQ(test.exit_code, 0) << test.output;
+  // Admins only: a responder may not page people with tests.
+  CommandResult responder =
+      RunCommand({BinaryPath("vigil"), "--controller=" + address_, "--insecure",
+                  "--token=" + webhook_token_, "notify", "test", "hook"});
+  EXPECT_EQ(responder.exit_code, 1) << responder.output;
+  EXPECT_TRUE(absl::StrContains(absl::AsciiStrToLower(responder.output), "admin"))
+      << responder.output;
+  EXPECT_EQ(receiver_.Count("test"), 1);
   test = Cli({"notify", "test", "pagerduty"});
   EXPECT_EQ(test.exit_code, 1);
   EXPECT_TRUE(absl::StrContains(test.output, "no receiver named 'pagerduty'")) << test.output;
@@ -340,9 +350,9 @@ TEST_F(NotificationsTest, AnOutageAndARestartLoseNothingAndSendNothingTwice) {
   ASSERT_FALSE(id.empty());
   ASSERT_EQ(Cli({"incident", "resolve", id, "disk cleaned"}).exit_code, 0);
   ASSERT_TRUE(WaitUntil([&] { return receiver_.refused() >= 1; }, absl::Seconds(15)));
-  ASSERT_TRUE(WaitUntil(
-      [&] { return Metric("vigil_notification_failures_total{receiver=\"am\"}") >= 1; },
-      absl::Seconds(15)));
+  ASSERT_TRUE(
+      WaitUntil([&] { return Metric("vigil_notification_failures_total{receiver=\"am\"}") >= 1; },
+                absl::Seconds(15)));
   // Both changes wait in the outbox for each receiver.
   ASSERT_TRUE(WaitUntil(
       [&] {

@@ -1,8 +1,8 @@
 // The pure parts of notifications: receivers from the settings file, the router, the payloads
 // of each receiver (exact JSON fields), the HMAC signature and the backoff.
+#include <gmock/gmock.h>
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
-#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -62,7 +62,7 @@ v1::Notification Sample(const std::string& kind) {
   n.add_agents("web-1");
   n.set_summary("SEV2 incident opened: HighAPILatency on web-1");
   n.set_actor("controller");
-  n.set_time_unix_ms(1'767'225'600'000);    // 2026-01-01T00:00:00Z
+  n.set_time_unix_ms(1'767'225'600'000);  // 2026-01-01T00:00:00Z
   n.set_opened_unix_ms(1'767'225'600'000);
   if (kind == "resolved") {
     n.set_resolved_unix_ms(1'767'225'660'500);  // a minute and a half second later
@@ -71,8 +71,8 @@ v1::Notification Sample(const std::string& kind) {
 }
 
 TEST(BackoffTest, DoublesFromInitialUpToMaxWithJitterTakingAShare) {
-  BackoffOptions o{.initial = absl::Seconds(1), .max = absl::Seconds(30), .multiplier = 2,
-                   .jitter = 0.5};
+  BackoffOptions o{
+      .initial = absl::Seconds(1), .max = absl::Seconds(30), .multiplier = 2, .jitter = 0.5};
   EXPECT_EQ(BackoffDelay(o, 1, 0.0), absl::Seconds(1));
   EXPECT_EQ(BackoffDelay(o, 2, 0.0), absl::Seconds(2));
   EXPECT_EQ(BackoffDelay(o, 5, 0.0), absl::Seconds(16));
@@ -106,8 +106,8 @@ TEST(PayloadsTest, AlertmanagerAlertHasStableLabelsAndSeverityAsAnnotation) {
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json, &v).ok()) << json;
   ASSERT_EQ(v.list_value().values_size(), 1);
   const google::protobuf::Struct& alert = v.list_value().values(0).struct_value();
-  EXPECT_THAT(Keys(alert), UnorderedElementsAre("labels", "annotations", "startsAt",
-                                                "generatorURL"));
+  EXPECT_THAT(Keys(alert),
+              UnorderedElementsAre("labels", "annotations", "startsAt", "generatorURL"));
   const google::protobuf::Struct& labels = Obj(alert, "labels");
   EXPECT_THAT(Keys(labels),
               UnorderedElementsAre("alertname", "incident_id", "service", "vigil_source"));
@@ -126,9 +126,9 @@ TEST(PayloadsTest, AlertmanagerAlertHasStableLabelsAndSeverityAsAnnotation) {
   v1::Notification escalated = Sample("escalated");
   escalated.set_severity(v1::SEV1);
   google::protobuf::Value e;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(AlertmanagerAlertsJson({escalated}, ""),
-                                                          &e)
-                  .ok());
+  ASSERT_TRUE(
+      google::protobuf::util::JsonStringToMessage(AlertmanagerAlertsJson({escalated}, ""), &e)
+          .ok());
   const google::protobuf::Struct& ea = e.list_value().values(0).struct_value();
   EXPECT_EQ(Obj(ea, "labels").DebugString(), labels.DebugString());
   EXPECT_EQ(Str(Obj(ea, "annotations"), "severity"), "SEV1");
@@ -168,8 +168,8 @@ TEST(PayloadsTest, JsonStringsAreEscaped) {
 TEST(PayloadsTest, PagerDutyEventsV2) {
   const google::protobuf::Struct o =
       ParseObject(PagerDutyJson(Sample("opened"), "R0UTING", "https://vigil.example"));
-  EXPECT_THAT(Keys(o), UnorderedElementsAre("routing_key", "event_action", "dedup_key", "payload",
-                                            "links"));
+  EXPECT_THAT(Keys(o),
+              UnorderedElementsAre("routing_key", "event_action", "dedup_key", "payload", "links"));
   EXPECT_EQ(Str(o, "routing_key"), "R0UTING");
   EXPECT_EQ(Str(o, "event_action"), "trigger");
   EXPECT_EQ(Str(o, "dedup_key"), "INC-7");
@@ -228,7 +228,8 @@ TEST(PayloadsTest, RequestsCarryTheIdempotencyKeyAndASignatureAReceiverCanCheck)
   EXPECT_EQ(Header(r, "X-Vigil-Signature"), "<absent>");
 
   // A PagerDuty secret file without routing_key is the routing key: not used to sign.
-  Receiver pd = MakeReceiver("pd", ReceiverType::kWebhook, "https://events.example/v2", WebhookFormat::kPagerDuty);
+  Receiver pd = MakeReceiver("pd", ReceiverType::kWebhook, "https://events.example/v2",
+                             WebhookFormat::kPagerDuty);
   pd.secret = "ROUTE";
   r = BuildRequest(pd, Sample("opened"), "", now);
   EXPECT_EQ(Str(ParseObject(r.body), "routing_key"), "ROUTE");
@@ -347,7 +348,8 @@ notifications:
     - name: hook
       type: webhook
       url: https://hooks.example/vigil
-      secret_file: )", secret, R"(
+      secret_file: )",
+                                                      secret, R"(
       severities: [SEV1, sev2]
       match: {service: rag-api}
     - {name: pd, type: webhook, format: pagerduty, url: "https://events.pagerduty.com/v2/enqueue",
