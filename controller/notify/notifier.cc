@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "common/http/http_client.h"
 #include "controller/notify/router.h"
 
@@ -26,6 +27,15 @@ std::string Excerpt(absl::string_view body) {
 }
 
 }  // namespace
+
+std::string UrlForLogs(absl::string_view url) {
+  const size_t scheme = url.find("://");
+  const size_t path = url.find('/', scheme == absl::string_view::npos ? 0 : scheme + 3);
+  if (path == absl::string_view::npos || path + 1 >= url.size()) {
+    return std::string(url);
+  }
+  return absl::StrCat(url.substr(0, path), "/...");
+}
 
 absl::StatusOr<int> HttpTransport::Send(const OutgoingRequest& request, absl::Duration timeout) {
   http::HttpClientOptions options;
@@ -328,7 +338,8 @@ void Notifier::RunTests(Worker& worker) {
     } else {
       done(absl::StrCat("receiver '", receiver.name, "' (",
                         receiver.type == ReceiverType::kAlertmanager ? "alertmanager" : "webhook",
-                        ", ", request.url, ") accepted the test notification with HTTP ", *sent));
+                        ", ", UrlForLogs(request.url),
+                        ") accepted the test notification with HTTP ", *sent));
     }
   }
 }

@@ -32,6 +32,10 @@
 
 namespace vigil::controller {
 
+// A receiver's URL as logs, metrics and messages show it: scheme, host and port only, since the
+// path of a Slack or PagerDuty URL is itself a credential.
+std::string UrlForLogs(absl::string_view url);
+
 // Sends one request; the receiver's HTTP status, or an error when there was no answer.
 class Transport {
  public:

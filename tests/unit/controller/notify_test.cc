@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "controller/notify/backoff.h"
+#include "controller/notify/notifier.h"
 #include "controller/notify/notify_config.h"
 #include "controller/notify/payloads.h"
 #include "controller/notify/router.h"
@@ -82,6 +83,13 @@ TEST(BackoffTest, DoublesFromInitialUpToMaxWithJitterTakingAShare) {
   EXPECT_EQ(BackoffDelay(o, 6, 1.0), absl::Seconds(15));  // at most half of it taken off
   o.jitter = 0;
   EXPECT_EQ(BackoffDelay(o, 3, 0.9), absl::Seconds(4));
+}
+
+TEST(NotifierTest, UrlsInMessagesKeepNoPath) {
+  EXPECT_EQ(UrlForLogs("https://hooks.slack.com/services/T0/B0/XXXX"),
+            "https://hooks.slack.com/...");
+  EXPECT_EQ(UrlForLogs("http://127.0.0.1:9093"), "http://127.0.0.1:9093");
+  EXPECT_EQ(UrlForLogs("http://127.0.0.1:9093/"), "http://127.0.0.1:9093/");
 }
 
 TEST(HmacTest, KnownVectorFromRfc4231) {
