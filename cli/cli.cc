@@ -12,6 +12,7 @@
 #include "cli/audit_cmd.h"
 #include "cli/command_env.h"
 #include "cli/incidents_cmd.h"
+#include "cli/notify_cmd.h"
 #include "cli/output.h"
 #include "cli/users_cmd.h"
 #include "cli/watch_cmd.h"
@@ -85,6 +86,7 @@ int Run(std::vector<std::string> args, std::ostream& out, std::ostream& err,
   AddWatchCommand(app, env);
   AddAuditCommands(app, env);
   AddUsersCommands(app, env);
+  AddNotifyCommands(app, env);
 
   std::reverse(args.begin(), args.end());  // CLI11 takes the arguments last first
   try {

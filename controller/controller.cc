@@ -16,6 +16,7 @@
 #include "common/metric_schema.h"
 #include "common/status.h"
 #include "controller/http/alertmanager_webhook.h"
+#include "controller/notify/router.h"
 #include "controller/rules/thresholds.h"
 #include "storage/sqlite/sqlite_store.h"
 
@@ -155,6 +156,23 @@ absl::Status Controller::Start() {
         return agent_service_->SendTo(agent_id, std::move(message));
       },
       options_.incidents);
+  if (!options_.notifications.empty()) {
+    // The outbox rows of a batch are planned from its events just before its commit, so they
+    // are stored in the same transaction; the notifier is woken once they are.
+    notify_transport_ = std::make_unique<HttpTransport>();
+    notifier_ = std::make_unique<Notifier>(options_.notifications, store_.get(),
+                                           notify_transport_.get(), clock_);
+    writer_->SetBatchHook([this](storage::WriteBatch& batch) {
+      for (v1::Notification& n : PlanNotifications(options_.notifications, batch)) {
+        batch.Notify(std::move(n));
+      }
+    });
+    writer_->AddListener([this](const v1::TimelineEvent& event) {
+      if (NotificationKind(event).has_value()) {
+        notifier_->Wake();
+      }
+    });
+  }
   RETURN_IF_ERROR(incidents_->Start());
   remediation_ = std::make_unique<RemediationManager>(
       writer_.get(), incidents_.get(), clock_, std::move(policy), std::move(signer),
@@ -191,6 +209,18 @@ absl::Status Controller::Start() {
   agent_service_->SetObserver(observer_.get());
   control_service_ = std::make_unique<ControlServiceImpl>(
       &fleet_, store_.get(), incidents_.get(), remediation_.get(), options_.watch);
+  control_service_->UseNotificationTest(
+      [this](const std::string& receiver,
+             std::function<void(absl::StatusOr<std::string>)> done) {
+        if (notifier_ == nullptr) {
+          done(absl::NotFoundError(absl::StrCat(
+              "no receiver named '", receiver,
+              "': no notifications are configured (notifications.receivers in the controller's "
+              "settings file)")));
+          return;
+        }
+        notifier_->Test(receiver, std::move(done));
+      });
   control_service_->UseSuggestions(&suggestions_, [this](const std::string& agent,
                                                          const std::string& action) {
     std::optional<std::vector<std::string>> offered = fleet_.AgentActions(agent);
@@ -268,6 +298,9 @@ absl::Status Controller::Start() {
         "cannot listen on ", options_.listen, " (address in use, or not an address of this host)"));
   }
   agent_service_->Start();
+  if (notifier_ != nullptr) {
+    notifier_->Start();
+  }
   started_at_ = clock_->Now();
   housekeeping_ = std::thread([this] { HousekeepingLoop(); });
   started_ = true;
@@ -307,6 +340,9 @@ void Controller::Stop() {
   // last flush: save their sequences too, or a restart would see a gap that is not one.
   FlushRegistry();
   writer_->Stop();  // after the server: watchers and updates are gone; drains its queue
+  if (notifier_ != nullptr) {
+    notifier_->Stop();  // what it has not delivered stays in the outbox for the next start
+  }
 }
 
 absl::Status Controller::Reload() {
@@ -620,6 +656,9 @@ std::string Controller::MetricsPage() {
   metric("vigil_uptime_seconds", "gauge", "Seconds since the controller started.",
          absl::ToDoubleSeconds(clock_->Now() - started_at_));
   webhook_->AppendMetrics(&page);
+  if (notifier_ != nullptr) {
+    notifier_->AppendMetrics(&page);
+  }
   if (http_ != nullptr) {
     const http::HttpServer::Stats http = http_->stats();
     metric("vigil_http_connections_accepted_total", "counter",

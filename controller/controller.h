@@ -22,6 +22,8 @@
 #include "controller/http/alertmanager_webhook.h"
 #include "controller/http/fleet_endpoint.h"
 #include "controller/incidents/incident_manager.h"
+#include "controller/notify/notifier.h"
+#include "controller/notify/notify_config.h"
 #include "controller/timeline/timeline_writer.h"
 #include "controller/ingest/agent_service.h"
 #include "controller/ingest/fleet_state.h"
@@ -71,6 +73,8 @@ struct ControllerOptions {
   // A missing database where evidence shows one existed (its signing key, WAL or lock file) is
   // refused unless this is set (--init): silently starting empty would lose every timeline.
   bool init = false;
+  // Receivers of incident notifications (settings file: `notifications`); none by default.
+  NotifyConfig notifications;
 };
 
 // The command-signing key in use: --signing-key, or controller-signing.key beside the database.
@@ -145,6 +149,9 @@ class Controller {
   void RefreshUsers();
   std::unique_ptr<AlertmanagerReceiver> webhook_;
   std::unique_ptr<FleetMetricsEndpoint> fleet_endpoint_;  // null: no token configured
+  // Incident notifications: the outbox's sender (null without receivers).
+  std::unique_ptr<HttpTransport> notify_transport_;
+  std::unique_ptr<Notifier> notifier_;
   std::unique_ptr<http::HttpServer> http_;
   std::unique_ptr<ControlServiceImpl> control_service_;
   std::unique_ptr<grpc::Server> server_;

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -51,11 +52,18 @@ class WriteBatch {
     v1::TimelineEvent event;
     std::optional<v1::Incident> incident;
   };
-  using Op = std::variant<SaveIncident, SaveAlert, SaveProposal, AppendEvent>;
+  // Puts a notification in the outbox (its id is assigned then; see v1::Notification).
+  struct AddNotification {
+    v1::Notification notification;
+  };
+  using Op = std::variant<SaveIncident, SaveAlert, SaveProposal, AppendEvent, AddNotification>;
 
   void Save(const v1::Incident& incident) { ops_.push_back(SaveIncident{incident}); }
   void Save(const v1::Alert& alert) { ops_.push_back(SaveAlert{alert}); }
   void Save(const v1::ActionProposal& proposal) { ops_.push_back(SaveProposal{proposal}); }
+  void Notify(v1::Notification notification) {
+    ops_.push_back(AddNotification{std::move(notification)});
+  }
   void Append(v1::TimelineEvent event, const v1::Incident* incident = nullptr) {
     ops_.push_back(AppendEvent{std::move(event), incident != nullptr
                                                      ? std::optional<v1::Incident>(*incident)
@@ -160,6 +168,27 @@ class Store {
   // to drop what it remembers about users.
   virtual absl::StatusOr<int64_t> UsersVersion() {
     return absl::UnimplementedError("this store has no users version");
+  }
+
+  // --- the notification outbox (rows are added through Commit: WriteBatch::Notify) ---
+  // Not pure, so that fakes need not implement them: Unimplemented by default.
+  // Up to `limit` undelivered notifications for `receiver`, oldest (lowest id) first.
+  virtual absl::StatusOr<std::vector<v1::Notification>> PendingNotifications(
+      absl::string_view receiver, int limit) {
+    return absl::UnimplementedError("this store has no notification outbox");
+  }
+  // Undelivered notifications by receiver (receivers with none are absent).
+  virtual absl::StatusOr<std::map<std::string, int64_t>> CountPendingNotifications() {
+    return absl::UnimplementedError("this store has no notification outbox");
+  }
+  // Marks notification `id` delivered at `unix_ms` (durable when OK). A row already delivered
+  // keeps its first time; NotFound for an unknown id.
+  virtual absl::Status MarkNotificationDelivered(uint64_t id, int64_t unix_ms) {
+    return absl::UnimplementedError("this store has no notification outbox");
+  }
+  // Counts a failed attempt at `id` and keeps its error (what `vigil` and logs show).
+  virtual absl::Status RecordNotificationFailure(uint64_t id, absl::string_view error) {
+    return absl::UnimplementedError("this store has no notification outbox");
   }
 
   // --- action proposals ---

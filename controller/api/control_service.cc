@@ -250,6 +250,34 @@ grpc::ServerUnaryReactor* ControlServiceImpl::RearmBreaker(
                });
 }
 
+grpc::ServerUnaryReactor* ControlServiceImpl::TestNotification(
+    grpc::CallbackServerContext* context, const v1::TestNotificationRequest* request,
+    v1::TestNotificationResponse* response) {
+  // Admin: it pages whoever the receiver reaches.
+  return Serve(context, Role::kAdmin, "sending a test notification", Work::kMemory,
+               [this, request, response](const Caller&, grpc::ServerUnaryReactor* reactor) {
+                 if (request->receiver().empty()) {
+                   reactor->Finish(
+                       ToGrpcStatus(absl::InvalidArgumentError("receiver is required")));
+                   return;
+                 }
+                 if (!notification_test_) {
+                   reactor->Finish(ToGrpcStatus(
+                       absl::UnimplementedError("this controller sends no notifications")));
+                   return;
+                 }
+                 // Answered from the receiver's own thread once it has replied.
+                 notification_test_(request->receiver(), [reactor, request, response](
+                                                             absl::StatusOr<std::string> result) {
+                   if (result.ok()) {
+                     response->set_receiver(request->receiver());
+                     response->set_result(*std::move(result));
+                   }
+                   reactor->Finish(ToGrpcStatus(result.status()));
+                 });
+               });
+}
+
 grpc::ServerWriteReactor<v1::TimelineEvent>* ControlServiceImpl::Watch(
     grpc::CallbackServerContext* context, const v1::WatchRequest* request) {
   const auto& metadata = context->client_metadata();

@@ -40,6 +40,12 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
     offers_ = std::move(offers);
   }
 
+  // Sends a test notification to a receiver and reports its answer (the notifier's Test).
+  using NotificationTest = std::function<void(
+      const std::string& receiver, std::function<void(absl::StatusOr<std::string>)> done)>;
+  // Before serving.
+  void UseNotificationTest(NotificationTest test) { notification_test_ = std::move(test); }
+
   // Watch streams open, ended for falling behind, and bytes they hold (for /metrics).
   WatchHub::Stats watch_stats() const { return watch_.stats(); }
   // Store reads waiting, running, refused for a full queue, and done (for /metrics).
@@ -72,6 +78,9 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
   grpc::ServerUnaryReactor* RearmBreaker(grpc::CallbackServerContext* context,
                                          const v1::RearmBreakerRequest* request,
                                          v1::RearmBreakerResponse* response) override;
+  grpc::ServerUnaryReactor* TestNotification(grpc::CallbackServerContext* context,
+                                             const v1::TestNotificationRequest* request,
+                                             v1::TestNotificationResponse* response) override;
   grpc::ServerUnaryReactor* ListActions(grpc::CallbackServerContext* context,
                                         const v1::ListActionsRequest* request,
                                         v1::ListActionsResponse* response) override;
@@ -126,6 +135,7 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
   RemediationManager* remediation_;
   const SuggestionBook* suggestions_ = nullptr;
   std::function<bool(const std::string& agent, const std::string& action)> offers_;
+  NotificationTest notification_test_;
   Authenticator auth_;
   WatchHub watch_;
   // Last, so destroyed first: queued reads run to the end while what they use is still here.

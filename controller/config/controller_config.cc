@@ -9,8 +9,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "common/status.h"
 #include "common/yaml_util.h"
+#include "controller/notify/notify_config.h"
 
 namespace vigil::controller {
 namespace {
@@ -90,6 +92,18 @@ Key LogLevel() {
           }};
 }
 
+// The `notifications` section: receivers of incident notifications (file only: no flag).
+Key Notifications() {
+  return {"notifications", [](const YAML::Node& root, absl::string_view file, bool apply,
+                              ControllerSettings& s) -> absl::Status {
+            ASSIGN_OR_RETURN(NotifyConfig config, ParseNotifyConfig(root["notifications"], file));
+            if (apply) {
+              s.options.notifications = std::move(config);
+            }
+            return absl::OkStatus();
+          }};
+}
+
 // In the order of the README's table; each is its flag in snake_case.
 const std::vector<Key>& Keys() {
   static const auto* keys = new std::vector<Key>{
@@ -149,6 +163,7 @@ const std::vector<Key>& Keys() {
            [](ControllerSettings& s) -> std::string& { return s.options.transport.cert; }),
       Text("tls_key",
            [](ControllerSettings& s) -> std::string& { return s.options.transport.key; }),
+      Notifications(),
   };
   return *keys;
 }
@@ -225,9 +240,13 @@ absl::Status Apply(const YAML::Node& root, absl::string_view file, const GivenOn
                                     "' has no value (remove it to keep the default)"));
       continue;
     }
-    const bool apply = !given(FlagForKey(*name));
+    // A section only the file has (no flag to win over it) always applies.
+    const bool apply = *name == "notifications" || !given(FlagForKey(*name));
     if (absl::Status s = key->read(root, file, apply, settings); !s.ok()) {
-      errors.emplace_back(s.message());
+      // A section (notifications) reports each of its problems on a line of its own.
+      for (absl::string_view line : absl::StrSplit(s.message(), '\n')) {
+        errors.emplace_back(line);
+      }
       continue;
     }
     if (apply) {

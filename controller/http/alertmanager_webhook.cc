@@ -392,6 +392,26 @@ http::HttpResponse AlertmanagerReceiver::Handle(const http::HttpRequest& request
     }
     return Refuse(Refusal::kBadRequest, 400, alerts.status().message(), request);
   }
+  // Vigil's own notifications routed back through Alertmanager would open an incident about
+  // the incident: those alerts are dropped (counted, logged) and the rest go on.
+  const size_t before = alerts->size();
+  std::erase_if(*alerts, [](const v1::Alert& alert) {
+    auto it = alert.labels().find(std::string(kOwnSourceLabel));
+    return it != alert.labels().end() && it->second == kOwnSourceValue;
+  });
+  if (const size_t own = before - alerts->size(); own > 0) {
+    own_dropped_.fetch_add(own);
+    if (uint64_t suppressed = 0; log_limit_.Allow(clock_->Now(), &suppressed)) {
+      spdlog::info(
+          "Alertmanager webhook: dropped {} alert(s) from {} that Vigil itself sent ({}=\"{}\"; "
+          "{} more not logged)",
+          own, request.peer.empty() ? "?" : request.peer, kOwnSourceLabel, kOwnSourceValue,
+          suppressed);
+    }
+    if (alerts->empty()) {
+      return http::TextResponse(200, absl::StrCat("dropped ", own, " alert(s) sent by Vigil"));
+    }
+  }
   absl::Duration retry_after;
   if (!TakeBudget(alerts->size(), &retry_after)) {
     http::HttpResponse response =
@@ -432,6 +452,12 @@ void AlertmanagerReceiver::AppendMetrics(std::string* page) const {
                         "Alertmanager.\n# TYPE vigil_webhook_alerts_accepted_total counter\n"
                         "vigil_webhook_alerts_accepted_total %d\n",
                         alerts_accepted_.load());
+  absl::StrAppendFormat(page,
+                        "# HELP vigil_webhook_own_alerts_dropped_total Alerts dropped because "
+                        "Vigil sent them (label vigil_source=\"vigil\").\n"
+                        "# TYPE vigil_webhook_own_alerts_dropped_total counter\n"
+                        "vigil_webhook_own_alerts_dropped_total %d\n",
+                        own_dropped_.load());
 }
 
 }  // namespace vigil::controller

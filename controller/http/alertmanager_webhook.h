@@ -28,6 +28,10 @@
 
 namespace vigil::controller {
 
+// The label every alert Vigil sends to Alertmanager carries; the webhook drops alerts with it.
+inline constexpr absl::string_view kOwnSourceLabel = "vigil_source";
+inline constexpr absl::string_view kOwnSourceValue = "vigil";
+
 // One Alert per entry of "alerts", in order, with source "alertmanager":
 //   id        "am-" + fingerprint, or "am-" + hex SHA-256 of the sorted labels without one
 //   rule      labels.alertname (required)
@@ -53,7 +57,8 @@ absl::Status CheckJsonDepth(absl::string_view json, int max_depth);
 // POST /api/v1/alertmanager. In order: credentials (401 with `WWW-Authenticate: Bearer`, 403 for
 // too low a role), body size (413), JSON depth (400), the notification (400), alerts in it (413
 // and a log line), alerts per minute over every caller (503 with Retry-After: Alertmanager
-// retries 5xx, not 4xx). Every refusal is counted by reason.
+// retries 5xx, not 4xx). Every refusal is counted by reason. Alerts labelled vigil_source="vigil"
+// (Vigil's own notifications routed back) are dropped, counted and logged; the rest go on.
 class AlertmanagerReceiver {
  public:
   struct Limits {
@@ -79,6 +84,7 @@ class AlertmanagerReceiver {
 
   uint64_t refused(Refusal reason) const;
   uint64_t alerts_accepted() const { return alerts_accepted_.load(); }
+  uint64_t own_alerts_dropped() const { return own_dropped_.load(); }
   // The webhook's lines of the /metrics page (Prometheus text format).
   void AppendMetrics(std::string* page) const;
 
@@ -95,6 +101,7 @@ class AlertmanagerReceiver {
   std::array<std::atomic<uint64_t>, kRefusalKinds> refused_{};
   std::atomic<uint64_t> alerts_accepted_{0};
   std::atomic<uint64_t> store_failures_{0};
+  std::atomic<uint64_t> own_dropped_{0};
   RateLimitedLog log_limit_{5, absl::Minutes(1)};
 
   absl::Mutex mu_;

@@ -27,6 +27,13 @@ std::string ToJson(const google::protobuf::Message& message) {
   return json;
 }
 
+// The details of a severity_changed event; the notifier tells an escalation (a lower SEV
+// number) from them.
+std::string SeverityDetails(v1::Severity from, v1::Severity to) {
+  return absl::StrCat(R"({"from":")", v1::Severity_Name(from), R"(","to":")", v1::Severity_Name(to),
+                      R"("})");
+}
+
 std::string ActorOf(const v1::Alert& alert) {
   return alert.agent_id().empty() ? "controller" : alert.agent_id();
 }
@@ -582,7 +589,8 @@ void IncidentManager::Reassess(Transaction& txn, ActiveIncident& active) {
     active.SetSeverity(worst);
     Append(txn, active, "severity_changed", "controller",
            absl::StrCat("severity ", SeverityName(before), " -> ", SeverityName(worst),
-                        ": the worst alert on the incident"));
+                        ": the worst alert on the incident"),
+           SeverityDetails(before, worst));
   }
   ProbableCause found = active.FindProbableCause();
   if (found.cause.empty()) {
@@ -626,6 +634,7 @@ absl::StatusOr<v1::Incident> IncidentManager::HandleUpdate(
         absl::StrCat("incident ", incident->id(), " is ", state, ": cannot ", what));
   };
   std::string kind;
+  std::string details;
   std::string summary;
   switch (request.operation()) {
     case Op::ACKNOWLEDGE:
@@ -704,6 +713,7 @@ absl::StatusOr<v1::Incident> IncidentManager::HandleUpdate(
       summary = absl::StrCat("severity ", SeverityName(incident->severity()), " -> ",
                              SeverityName(request.severity()), " by ", actor,
                              request.text().empty() ? "" : absl::StrCat(": ", request.text()));
+      details = SeverityDetails(incident->severity(), request.severity());
       incident->set_severity(request.severity());
       kind = "severity_changed";
       break;
@@ -713,10 +723,10 @@ absl::StatusOr<v1::Incident> IncidentManager::HandleUpdate(
   }
   v1::Incident result = *incident;
   if (active == nullptr) {
-    txn.Append(incident->id(), kind, actor, summary, "", incident);
+    txn.Append(incident->id(), kind, actor, summary, details, incident);
     return result;
   }
-  Append(txn, *active, kind, actor, summary);
+  Append(txn, *active, kind, actor, summary, details);
   if (request.operation() == Op::RESOLVE) {
     // Out of the active set, but kept (same address) until the batch is settled: the commit
     // saves it as it is, and a rollback puts it back.

@@ -148,6 +148,9 @@ void TimelineWriter::NoteFailure(const absl::Status& status) {
 
 absl::Status TimelineWriter::CommitAndApply(Transaction& txn, size_t units) {
   txn.Seal();
+  if (batch_hook_) {
+    batch_hook_(txn.writes());
+  }
   const absl::Time start = absl::Now();
   absl::StatusOr<std::vector<v1::TimelineEvent>> stored = store_->Commit(txn.writes());
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);

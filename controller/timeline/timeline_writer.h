@@ -86,6 +86,12 @@ class TimelineWriter {
   // Blocks until everything submitted before the call has been handled (or refused).
   void Flush();
 
+  // Adds writes to every batch just before it is committed, in the same transaction (the
+  // notification outbox: a notification exists exactly when its event does). Runs on the writer
+  // thread and must not block. Before Start.
+  using BatchHook = std::function<void(storage::WriteBatch& batch)>;
+  void SetBatchHook(BatchHook hook) { batch_hook_ = std::move(hook); }
+
   int AddListener(Listener listener);
   void RemoveListener(int id);
 
@@ -117,6 +123,7 @@ class TimelineWriter {
   const Clock* const clock_;
   const Options options_;
   RateLimitedLog failure_log_{5, absl::Minutes(1)};
+  BatchHook batch_hook_;
   absl::Time last_maintain_ = absl::InfinitePast();  // writer thread
 
   absl::Mutex refuse_mu_;

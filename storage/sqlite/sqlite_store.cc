@@ -94,6 +94,20 @@ CREATE TRIGGER users_updated AFTER UPDATE ON users BEGIN
 CREATE TRIGGER users_deleted AFTER DELETE ON users BEGIN
   UPDATE users_version SET version = version + 1 WHERE id = 1; END;
 )sql",
+    // 4: the notification outbox, written with the timeline events it reports. AUTOINCREMENT:
+    // an id (the idempotency key receivers see) is never handed out twice, even after a prune.
+    R"sql(
+CREATE TABLE notifications (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  receiver TEXT NOT NULL,
+  incident_id TEXT NOT NULL,
+  created_unix_ms INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT NOT NULL DEFAULT '',
+  delivered_unix_ms INTEGER NOT NULL DEFAULT 0,
+  body BLOB NOT NULL);
+CREATE INDEX notifications_pending ON notifications(receiver, id) WHERE delivered_unix_ms = 0;
+)sql",
 };
 static_assert(std::size(kMigrations) == kSqliteSchemaVersion);
 
@@ -443,6 +457,14 @@ class SqliteStore final : public Store {
           RETURN_IF_ERROR(SaveAlertLocked(alert->alert));
         } else if (const auto* proposal = std::get_if<WriteBatch::SaveProposal>(&op)) {
           RETURN_IF_ERROR(SaveProposalLocked(proposal->proposal));
+        } else if (const auto* add = std::get_if<WriteBatch::AddNotification>(&op)) {
+          const v1::Notification& n = add->notification;
+          RETURN_IF_ERROR(Cached(kInsertNotification)
+                              .Bind(1, n.receiver())
+                              .Bind(2, n.incident_id())
+                              .Bind(3, n.time_unix_ms())
+                              .BindBlob(4, n.SerializeAsString())
+                              .Run());
         } else if (const auto* append = std::get_if<WriteBatch::AppendEvent>(&op)) {
           v1::TimelineEvent event = append->event;
           event.set_seq(++seq);
@@ -481,6 +503,65 @@ class SqliteStore final : public Store {
       return Fail("checkpoint the WAL", SqliteError(writer_, rc));
     }
     return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<v1::Notification>> PendingNotifications(absl::string_view receiver,
+                                                                     int limit) override {
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
+    Statement st(reader.db(),
+                 "SELECT id, attempts, last_error, body FROM notifications "
+                 "WHERE receiver = ?1 AND delivered_unix_ms = 0 ORDER BY id LIMIT ?2");
+    st.Bind(1, receiver).Bind(2, static_cast<int64_t>(limit <= 0 ? -1 : limit));
+    std::vector<v1::Notification> out;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, Annotated("list pending notifications", st.Step()));
+      if (!row) {
+        break;
+      }
+      ASSIGN_OR_RETURN(v1::Notification n, ParseBlob<v1::Notification>(st.Blob(3), "notification"));
+      n.set_id(static_cast<uint64_t>(st.Int(0)));  // the columns are the authority
+      n.set_attempts(static_cast<int32_t>(st.Int(1)));
+      n.set_last_error(st.Text(2));
+      n.set_delivered_unix_ms(0);
+      out.push_back(std::move(n));
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::map<std::string, int64_t>> CountPendingNotifications() override {
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
+    Statement st(reader.db(),
+                 "SELECT receiver, COUNT(*) FROM notifications WHERE delivered_unix_ms = 0 "
+                 "GROUP BY receiver");
+    std::map<std::string, int64_t> out;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, Annotated("count pending notifications", st.Step()));
+      if (!row) {
+        break;
+      }
+      out[st.Text(0)] = st.Int(1);
+    }
+    return out;
+  }
+
+  absl::Status MarkNotificationDelivered(uint64_t id, int64_t unix_ms) override {
+    return Write("mark a notification delivered", [&]() -> absl::Status {
+      RETURN_IF_ERROR(NotificationExists(id));
+      Statement st(writer_,
+                   "UPDATE notifications SET delivered_unix_ms = ?2 "
+                   "WHERE id = ?1 AND delivered_unix_ms = 0");
+      return st.Bind(1, static_cast<int64_t>(id)).Bind(2, std::max<int64_t>(unix_ms, 1)).Run();
+    });
+  }
+
+  absl::Status RecordNotificationFailure(uint64_t id, absl::string_view error) override {
+    return Write("record a notification failure", [&]() -> absl::Status {
+      RETURN_IF_ERROR(NotificationExists(id));
+      Statement st(writer_,
+                   "UPDATE notifications SET attempts = attempts + 1, last_error = ?2 "
+                   "WHERE id = ?1");
+      return st.Bind(1, static_cast<int64_t>(id)).Bind(2, error).Run();
+    });
   }
 
   absl::Status CheckIntegrity() override {
@@ -757,6 +838,17 @@ class SqliteStore final : public Store {
     return std::optional<UserRecord>(UserFromRow(st));
   }
 
+  // Inside Write (the writer connection, under write_mu_).
+  absl::Status NotificationExists(uint64_t id) {
+    Statement exists(writer_, "SELECT 1 FROM notifications WHERE id = ?1");
+    exists.Bind(1, static_cast<int64_t>(id));
+    ASSIGN_OR_RETURN(bool found, exists.Step());
+    if (!found) {
+      return absl::NotFoundError(absl::StrCat("no notification ", id));
+    }
+    return absl::OkStatus();
+  }
+
   // `update` in one write transaction, after checking that `name` exists (NotFound otherwise).
   absl::Status UpdateUser(absl::string_view what, absl::string_view name,
                           const std::function<absl::Status()>& update) {
@@ -869,6 +961,7 @@ class SqliteStore final : public Store {
     kUpsertIncident,
     kUpsertAlert,
     kUpsertProposal,
+    kInsertNotification,
     kCachedCount,
   };
   static constexpr const char* kCachedSql[kCachedCount] = {
@@ -886,6 +979,8 @@ class SqliteStore final : public Store {
       "incident_id = excluded.incident_id, body = excluded.body",
       "INSERT INTO proposals(id, incident_id, proposed_unix_ms, body) "
       "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+      "INSERT INTO notifications(receiver, incident_id, created_unix_ms, body) "
+      "VALUES(?1, ?2, ?3, ?4)",
   };
 
   // The statement, prepared on first use (a failed prepare is retried next time: Run reports

@@ -59,6 +59,9 @@ class FaultInjectingStore final : public storage::Store {
     absl::MutexLock lock(&mu_);
     return verify_thread_;
   }
+  // The next `n` MarkNotificationDelivered calls fail (a crash between a receiver's 2xx and the
+  // mark, as far as the outbox can tell).
+  void FailNotificationMarks(int n) { fail_marks_.store(n); }
   uint64_t commits() const { return commits_.load(); }
   uint64_t failed_commits() const { return failed_.load(); }
   uint64_t maintenance_calls() const { return maintain_.load(); }
@@ -125,6 +128,23 @@ class FaultInjectingStore final : public storage::Store {
     }
     return real_->VerifyChain();
   }
+  absl::StatusOr<std::vector<v1::Notification>> PendingNotifications(absl::string_view receiver,
+                                                                     int limit) override {
+    return real_->PendingNotifications(receiver, limit);
+  }
+  absl::StatusOr<std::map<std::string, int64_t>> CountPendingNotifications() override {
+    return real_->CountPendingNotifications();
+  }
+  absl::Status MarkNotificationDelivered(uint64_t id, int64_t unix_ms) override {
+    if (fail_marks_.load() > 0) {
+      fail_marks_.fetch_sub(1);
+      return absl::UnavailableError("database is locked (injected)");
+    }
+    return real_->MarkNotificationDelivered(id, unix_ms);
+  }
+  absl::Status RecordNotificationFailure(uint64_t id, absl::string_view error) override {
+    return real_->RecordNotificationFailure(id, error);
+  }
   absl::Status AddUser(const storage::UserRecord& user) override { return real_->AddUser(user); }
   absl::StatusOr<std::optional<storage::UserRecord>> FindUserByTokenHash(
       absl::string_view token_hash) override {
@@ -161,6 +181,7 @@ class FaultInjectingStore final : public storage::Store {
   int fail_after_ ABSL_GUARDED_BY(mu_) = 0;
   int fail_count_ ABSL_GUARDED_BY(mu_) = 0;  // > 0: heal after this many failures
   std::atomic<uint64_t> commits_{0};
+  std::atomic<int> fail_marks_{0};
   std::atomic<uint64_t> failed_{0};
   std::atomic<uint64_t> maintain_{0};
   std::atomic<absl::Notification*> verify_release_{nullptr};

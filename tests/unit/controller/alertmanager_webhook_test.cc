@@ -384,6 +384,38 @@ TEST_F(AlertmanagerReceiverTest, CredentialsComeFirst) {
   EXPECT_EQ(receiver_->alerts_accepted(), 2u);
 }
 
+TEST_F(AlertmanagerReceiverTest, AlertsVigilSentAreDroppedAndCounted) {
+  Make({});
+  // One of Vigil's own notifications routed back, beside a foreign alert.
+  const std::string body = R"({"version":"4","status":"firing","alerts":[
+    {"status":"firing","labels":{"alertname":"INC-1","incident_id":"INC-1","vigil_source":"vigil"},
+     "startsAt":"2026-01-01T00:00:00Z"},
+    {"status":"firing","labels":{"alertname":"HighLatency","instance":"web-1:9100"},
+     "startsAt":"2026-01-01T00:00:00Z"}]})";
+  http::HttpResponse response = Post(body);
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(received_, 1u);
+  EXPECT_EQ(receiver_->own_alerts_dropped(), 1u);
+  // Only Vigil's own: nothing reaches the incidents, and Alertmanager is not asked to resend.
+  const std::string own_only = R"({"version":"4","status":"firing","alerts":[
+    {"status":"firing","labels":{"alertname":"INC-2","vigil_source":"vigil"},
+     "startsAt":"2026-01-01T00:00:00Z"}]})";
+  response = Post(own_only);
+  EXPECT_EQ(response.status, 200);
+  EXPECT_THAT(response.body, HasSubstr("sent by Vigil"));
+  EXPECT_EQ(received_, 1u);
+  EXPECT_EQ(receiver_->own_alerts_dropped(), 2u);
+  // Another value of the label is somebody else's alert.
+  const std::string other = R"({"version":"4","status":"firing","alerts":[
+    {"status":"firing","labels":{"alertname":"X","vigil_source":"prometheus"},
+     "startsAt":"2026-01-01T00:00:00Z"}]})";
+  EXPECT_EQ(Post(other).status, 200);
+  EXPECT_EQ(received_, 2u);
+  std::string page;
+  receiver_->AppendMetrics(&page);
+  EXPECT_THAT(page, HasSubstr("vigil_webhook_own_alerts_dropped_total 2"));
+}
+
 TEST_F(AlertmanagerReceiverTest, AlertsTheStoreRefusesAreAnswered503SoAlertmanagerResends) {
   Make({});
   store_error_ = absl::ResourceExhaustedError("vigil.db: database or disk is full");

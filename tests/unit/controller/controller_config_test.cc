@@ -1,6 +1,7 @@
 #include "controller/config/config_check.h"
 #include "controller/config/controller_config.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -10,11 +11,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "tests/support/hostile_yaml.h"
 #include "tests/support/process.h"
 
 namespace vigil::controller {
 namespace {
+
+using ::testing::HasSubstr;
 
 using testing::TempDir;
 using testing::WriteFile;
@@ -41,6 +45,37 @@ TEST(ControllerConfigTest, EveryKeyIsAFlagInSnakeCase) {
   }
   EXPECT_EQ(FlagForKey("telemetry_max_skew"), "--telemetry-max-skew");
   EXPECT_EQ(FlagForKey("db"), "--db");
+}
+
+TEST(ControllerConfigTest, NotificationsSectionIsReadAndEachProblemIsALine) {
+  ControllerSettings s;
+  // The section has no flag: whether a flag was given is never asked for it.
+  auto no_such_flag = [](absl::string_view flag) {
+    EXPECT_NE(flag, "--notifications");
+    return false;
+  };
+  ASSERT_TRUE(Apply("notifications:\n"
+                    "  external_url: https://vigil.example\n"
+                    "  receivers:\n"
+                    "    - {name: am, type: alertmanager, url: 'http://127.0.0.1:9093'}\n",
+                    s, no_such_flag)
+                  .ok());
+  ASSERT_EQ(s.options.notifications.receivers.size(), 1u);
+  EXPECT_EQ(s.options.notifications.receivers[0].name, "am");
+  EXPECT_EQ(s.options.notifications.external_url, "https://vigil.example");
+
+  absl::Status bad = Apply("notifications:\n"
+                           "  receivers:\n"
+                           "    - {name: a, type: pager, url: 'http://x:1'}\n"
+                           "    - {name: b, type: webhook, url: 'http://x:1'}\n",
+                           s);
+  ASSERT_FALSE(bad.ok());
+  const std::vector<std::string> lines = absl::StrSplit(bad.message(), '\n');
+  ASSERT_EQ(lines.size(), 2u) << bad.message();
+  EXPECT_THAT(lines[0], HasSubstr("controller.yaml:3"));
+  EXPECT_THAT(lines[0], HasSubstr("notifications.receivers[0].type"));
+  EXPECT_THAT(lines[1], HasSubstr("controller.yaml:4"));
+  EXPECT_THAT(lines[1], HasSubstr("notifications.receivers[1].secret_file"));
 }
 
 TEST(ControllerConfigTest, ReadsEveryKindOfSetting) {
