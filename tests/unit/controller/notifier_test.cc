@@ -248,7 +248,11 @@ TEST_F(NotifierTest, ARefusingReceiverKeepsItsRowsAndGetsThemLaterWithBackoff) {
   for (int i = 1; i <= 5; ++i) {
     ASSERT_TRUE(Change(absl::StrCat("INC-", i), "incident_opened").ok());
   }
-  ASSERT_TRUE(Eventually([&] { return notifier_->stats().at("hook").failures >= 3; }));
+  // Failing, and the pending gauge (a count taken on the receiver's thread) has caught up.
+  ASSERT_TRUE(Eventually([&] {
+    const Notifier::ReceiverStats hook = notifier_->stats().at("hook");
+    return hook.failures >= 3 && hook.pending == 5;
+  }));
   EXPECT_EQ(Pending("hook"), 5);
   EXPECT_TRUE(ByKey("/h").empty());
   EXPECT_THAT(notifier_->stats().at("hook").last_error, HasSubstr("receiver down"));
