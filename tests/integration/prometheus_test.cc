@@ -49,28 +49,43 @@ std::unique_ptr<Collector> MakeCollector(const std::string& yaml) {
   return collector.ok() ? std::move(*collector) : nullptr;
 }
 
-TEST(PrometheusScrape, AlertmanagersOwnMetrics) {
-  testing::TempDir dir;
-  const uint16_t port = testing::FreeLoopbackPort();
-  testing::WriteFile(dir.File("am.yml"), "route: {receiver: none}\nreceivers: [{name: none}]\n");
-  auto am = std::make_unique<Subprocess>(
-      std::vector<std::string>{"prometheus-alertmanager", "--config.file=" + dir.File("am.yml"),
-                               "--storage.path=" + dir.File("am"),
-                               absl::StrCat("--web.listen-address=127.0.0.1:", port),
-                               "--cluster.listen-address="},
-      std::map<std::string, std::string>{}, dir.File("am.log"));
-  ASSERT_TRUE(WaitUntil([&] { return testing::HttpGet(port, "/-/ready", absl::Seconds(1)) == 200; },
-                        absl::Seconds(15)))
-      << am->Output();
+// Starts a Prometheus-family server (`argv`, listening on `port`) and waits until it is ready;
+// null (with the failure recorded) when it does not get there.
+std::unique_ptr<Subprocess> StartReady(std::vector<std::string> argv, uint16_t port,
+                                       const std::string& log, absl::Duration patience) {
+  const std::string name = argv.front();
+  auto server = std::make_unique<Subprocess>(std::move(argv),
+                                             std::map<std::string, std::string>{}, log);
+  if (!WaitUntil([&] { return testing::HttpGet(port, "/-/ready", absl::Seconds(1)) == 200; },
+                 patience)) {
+    ADD_FAILURE() << name << " not ready: " << server->Output();
+    return nullptr;
+  }
+  return server;
+}
 
-  // The whole exposition of a real exporter parses without a single error.
-  const std::string url = absl::StrCat("http://127.0.0.1:", port, "/metrics");
+// The whole exposition a real server sends on `url` parses without a single error.
+void ExpectWholeExpositionParses(const std::string& url, size_t min_families) {
   absl::StatusOr<http::HttpClientResponse> raw = http::HttpGet(url);
   ASSERT_TRUE(raw.ok()) << raw.status();
   const agent::PromParseResult parsed = agent::ParsePrometheusFamilies(raw->body);
   EXPECT_EQ(parsed.summary.error_count, 0u)
       << "line " << parsed.summary.errors[0].line << ": " << parsed.summary.errors[0].what;
-  EXPECT_GT(parsed.families.size(), 30u);
+  EXPECT_GT(parsed.families.size(), min_families);
+}
+
+TEST(PrometheusScrape, AlertmanagersOwnMetrics) {
+  testing::TempDir dir;
+  const uint16_t port = testing::FreeLoopbackPort();
+  testing::WriteFile(dir.File("am.yml"), "route: {receiver: none}\nreceivers: [{name: none}]\n");
+  std::unique_ptr<Subprocess> am =
+      StartReady({"prometheus-alertmanager", "--config.file=" + dir.File("am.yml"),
+                  "--storage.path=" + dir.File("am"),
+                  absl::StrCat("--web.listen-address=127.0.0.1:", port), "--cluster.listen-address="},
+                 port, dir.File("am.log"), absl::Seconds(15));
+  ASSERT_NE(am, nullptr);
+  const std::string url = absl::StrCat("http://127.0.0.1:", port, "/metrics");
+  ExpectWholeExpositionParses(url, 30);
 
   std::unique_ptr<Collector> collector = MakeCollector(absl::StrCat(R"(
 targets:
@@ -146,22 +161,14 @@ TEST(PrometheusScrape, PrometheusOwnMetrics) {
   testing::TempDir dir;
   const uint16_t port = testing::FreeLoopbackPort();
   testing::WriteFile(dir.File("prometheus.yml"), "global: {scrape_interval: 1m}\n");
-  auto prometheus = std::make_unique<Subprocess>(
-      std::vector<std::string>{"prometheus", "--config.file=" + dir.File("prometheus.yml"),
-                               "--storage.tsdb.path=" + dir.File("tsdb"),
-                               absl::StrCat("--web.listen-address=127.0.0.1:", port)},
-      std::map<std::string, std::string>{}, dir.File("prometheus.log"));
-  ASSERT_TRUE(WaitUntil([&] { return testing::HttpGet(port, "/-/ready", absl::Seconds(1)) == 200; },
-                        absl::Seconds(30)))
-      << prometheus->Output();
-
+  std::unique_ptr<Subprocess> prometheus =
+      StartReady({"prometheus", "--config.file=" + dir.File("prometheus.yml"),
+                  "--storage.tsdb.path=" + dir.File("tsdb"),
+                  absl::StrCat("--web.listen-address=127.0.0.1:", port)},
+                 port, dir.File("prometheus.log"), absl::Seconds(30));
+  ASSERT_NE(prometheus, nullptr);
   const std::string url = absl::StrCat("http://127.0.0.1:", port, "/metrics");
-  absl::StatusOr<http::HttpClientResponse> raw = http::HttpGet(url);
-  ASSERT_TRUE(raw.ok()) << raw.status();
-  const agent::PromParseResult parsed = agent::ParsePrometheusFamilies(raw->body);
-  EXPECT_EQ(parsed.summary.error_count, 0u)
-      << "line " << parsed.summary.errors[0].line << ": " << parsed.summary.errors[0].what;
-  EXPECT_GT(parsed.families.size(), 50u);
+  ExpectWholeExpositionParses(url, 50);
 
   std::unique_ptr<Collector> collector = MakeCollector(absl::StrCat(R"(
 targets:

@@ -19,22 +19,13 @@
 #include "storage/sqlite/sqlite_store.h"
 #include "tests/support/fault_store.h"
 #include "tests/support/process.h"
+#include "tests/unit/controller/receiver_for_test.h"
 
 namespace vigil::controller {
 namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-Receiver MakeReceiver(const std::string& name, ReceiverType type, const std::string& url = "",
-                      WebhookFormat format = WebhookFormat::kGeneric) {
-  Receiver r;
-  r.name = name;
-  r.type = type;
-  r.url = url;
-  r.format = format;
-  return r;
-}
 
 // Records every request; answers `failing` requests with an error first.
 class RecordingTransport final : public Transport {

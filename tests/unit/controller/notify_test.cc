@@ -13,6 +13,7 @@
 #include "controller/notify/payloads.h"
 #include "controller/notify/router.h"
 #include "tests/support/process.h"
+#include "tests/unit/controller/receiver_for_test.h"
 
 namespace vigil::controller {
 namespace {
@@ -20,16 +21,6 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
-
-Receiver MakeReceiver(const std::string& name, ReceiverType type, const std::string& url = "",
-                      WebhookFormat format = WebhookFormat::kGeneric) {
-  Receiver r;
-  r.name = name;
-  r.type = type;
-  r.url = url;
-  r.format = format;
-  return r;
-}
 
 google::protobuf::Struct ParseObject(const std::string& json) {
   google::protobuf::Struct s;
