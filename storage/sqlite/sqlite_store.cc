@@ -24,6 +24,11 @@
 namespace vigil::storage {
 namespace {
 
+// Delivered notifications are kept this long after a later delivery, at most this many pruned
+// per delivery (so one delivery never waits on a large delete).
+constexpr absl::Duration kKeepDelivered = absl::Hours(24 * 7);
+constexpr int64_t kPruneDeliveredAtOnce = 1000;
+
 // Numbered migrations: index i brings the schema from version i to i + 1. Never edit a shipped
 // one; append.
 constexpr const char* kMigrations[] = {
@@ -550,7 +555,17 @@ class SqliteStore final : public Store {
       Statement st(writer_,
                    "UPDATE notifications SET delivered_unix_ms = ?2 "
                    "WHERE id = ?1 AND delivered_unix_ms = 0");
-      return st.Bind(1, static_cast<int64_t>(id)).Bind(2, std::max<int64_t>(unix_ms, 1)).Run();
+      RETURN_IF_ERROR(
+          st.Bind(1, static_cast<int64_t>(id)).Bind(2, std::max<int64_t>(unix_ms, 1)).Run());
+      // A delivered row only keeps its id from being sent again, which AUTOINCREMENT already
+      // guarantees: rows delivered more than kKeepDelivered before this delivery go, a bounded
+      // number at a time, in the same transaction. The timeline keeps what happened.
+      Statement prune(writer_,
+                      "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications "
+                      "WHERE delivered_unix_ms > 0 AND delivered_unix_ms < ?1 LIMIT ?2)");
+      return prune.Bind(1, unix_ms - absl::ToInt64Milliseconds(kKeepDelivered))
+          .Bind(2, kPruneDeliveredAtOnce)
+          .Run();
     });
   }
 

@@ -42,6 +42,20 @@ class SqliteStoreTest : public ::testing::Test {
     sqlite3_free(error);
     sqlite3_close(db);
   }
+  // One integer out of the file (the store's own connections are not reachable from here).
+  int64_t SqlInt(const std::string& sql) {
+    sqlite3* db = nullptr;
+    int64_t value = -1;
+    EXPECT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+      value = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return value;
+  }
   v1::TimelineEvent Event(const std::string& incident, const std::string& summary) {
     v1::TimelineEvent e;
     e.set_incident_id(incident);
@@ -172,6 +186,47 @@ TEST_F(SqliteStoreTest, OutboxRowsCommitWithTheBatchAndStayPendingUntilMarked) {
   EXPECT_TRUE(store->MarkNotificationDelivered((*hook)[0].id(), 5).ok());
   EXPECT_TRUE(store->MarkNotificationDelivered((*hook)[0].id(), 6).ok());
   EXPECT_EQ(store->CountPendingNotifications()->count("hook"), 0u);
+}
+
+// Delivered rows are pruned a week after delivery, by later deliveries; pending ones never are,
+// and ids are never handed out again.
+TEST_F(SqliteStoreTest, DeliveredOutboxRowsArePrunedAWeekLater) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  WriteBatch batch;
+  batch.Append(Event("inc-1", "opened"));
+  batch.Notify(Outbox("hook", "inc-1", "opened"));
+  batch.Notify(Outbox("hook", "inc-1", "acknowledged"));
+  batch.Notify(Outbox("hook", "inc-1", "resolved"));
+  ASSERT_TRUE(store->Commit(batch).ok());
+  auto pending = store->PendingNotifications("hook", 10);
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(pending->size(), 3u);
+  const int64_t day = 24 * 3600 * 1000;
+  const int64_t t0 = 1'767'225'600'000;
+  ASSERT_TRUE(store->MarkNotificationDelivered((*pending)[0].id(), t0).ok());
+  // Six days later the first delivered row is still there.
+  ASSERT_TRUE(store->MarkNotificationDelivered((*pending)[1].id(), t0 + 6 * day).ok());
+  EXPECT_EQ(SqlInt("SELECT COUNT(*) FROM notifications"), 3);
+  // Eight days later it is gone; the second (two days old) and the pending one stay.
+  WriteBatch later;
+  later.Append(Event("inc-2", "opened"));
+  later.Notify(Outbox("hook", "inc-2", "opened"));
+  ASSERT_TRUE(store->Commit(later).ok());
+  pending = store->PendingNotifications("hook", 10);
+  ASSERT_EQ(pending->size(), 2u);
+  ASSERT_TRUE(store->MarkNotificationDelivered((*pending)[1].id(), t0 + 8 * day).ok());
+  EXPECT_EQ(SqlInt("SELECT COUNT(*) FROM notifications"), 3);
+  EXPECT_EQ(SqlInt(absl::StrCat("SELECT COUNT(*) FROM notifications WHERE id = ",
+                                (*pending)[0].id())),
+            1);
+  EXPECT_EQ(store->CountPendingNotifications()->at("hook"), 1);
+  // A new row after the prune gets a fresh id, above every earlier one.
+  WriteBatch again;
+  again.Append(Event("inc-3", "opened"));
+  again.Notify(Outbox("hook", "inc-3", "opened"));
+  ASSERT_TRUE(store->Commit(again).ok());
+  EXPECT_EQ(SqlInt("SELECT MAX(id) FROM notifications"), 5);
 }
 
 TEST_F(SqliteStoreTest, AFailedBatchLeavesNoOutboxRow) {
