@@ -41,7 +41,7 @@ absl::StatusOr<int> HttpTransport::Send(const OutgoingRequest& request, absl::Du
   http::HttpClientOptions options;
   options.connect_timeout = std::min(timeout, absl::Seconds(5));
   options.timeout = timeout;
-  options.max_response_bytes = 64 * 1024;
+  options.max_response_bytes = size_t{64} * 1024;
   options.headers = request.headers;
   absl::StatusOr<http::HttpClientResponse> response =
       http::HttpPost(request.url, request.body, request.content_type, options);
