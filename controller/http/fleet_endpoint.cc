@@ -32,6 +32,16 @@ absl::StatusOr<std::string> ReadBearerTokenFile(const std::string& path) {
   return token;
 }
 
+namespace {
+
+http::HttpResponse Busy(absl::string_view why) {
+  http::HttpResponse response = http::TextResponse(503, why);
+  response.headers.emplace_back("Retry-After", "1");
+  return response;
+}
+
+}  // namespace
+
 FleetMetricsEndpoint::FleetMetricsEndpoint(Options options, Snapshot snapshot, HelpSource help)
     : options_(std::move(options)), snapshot_(std::move(snapshot)), help_(std::move(help)) {}
 
@@ -51,14 +61,48 @@ http::HttpResponse FleetMetricsEndpoint::Handle(const http::HttpRequest& request
     response.headers.emplace_back("WWW-Authenticate", "Bearer");
     return response;
   }
-  // One page at a time: each costs the whole page in memory.
-  if (rendering_.exchange(true)) {
-    ++busy_;
-    http::HttpResponse response =
-        http::TextResponse(503, "another scrape of the fleet page is in progress");
-    response.headers.emplace_back("Retry-After", "1");
-    return response;
+  // One page at a time (each costs the whole page in memory): a scrape that arrives meanwhile
+  // waits for it and gets a copy, rather than a 503 that would leave a gap in its series.
+  std::shared_ptr<const http::HttpResponse> page;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!rendering_) {
+      rendering_ = true;
+    } else if (waiting_ >= kMaxWaiting) {
+      ++busy_;
+      return Busy("too many scrapes of the fleet page at once");
+    } else {
+      ++waiting_;
+      const uint64_t awaited = built_ + 1;
+      auto done = [this, awaited]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return built_ >= awaited;
+      };
+      if (mu_.AwaitWithTimeout(absl::Condition(&done), kWaitForPage)) {
+        page = shared_;
+      }
+      if (--waiting_ == 0) {
+        shared_.reset();  // the last one out lets the page go
+      }
+      if (page == nullptr) {
+        ++busy_;
+        return Busy("the fleet page being built took too long");
+      }
+    }
   }
+  if (page != nullptr) {
+    return *page;  // the copy happens outside the lock
+  }
+  http::HttpResponse response = Build();
+  absl::MutexLock lock(&mu_);
+  rendering_ = false;
+  ++built_;
+  if (waiting_ > 0) {
+    shared_ = std::make_shared<const http::HttpResponse>(response);
+  }
+  return response;
+}
+
+http::HttpResponse FleetMetricsEndpoint::Build() {
   const absl::Time start = absl::Now();
   const std::vector<FleetState::ExposedAgent> agents = snapshot_();
   http::HttpResponse response;
@@ -68,7 +112,6 @@ http::HttpResponse FleetMetricsEndpoint::Handle(const http::HttpRequest& request
   absl::StatusOr<ExpositionStats> stats =
       RenderFleetExposition(agents, help_(), options_.max_page_bytes, &response.body);
   last_render_seconds_ = absl::ToDoubleSeconds(absl::Now() - start);
-  rendering_ = false;
   if (!stats.ok()) {
     ++too_large_;
     static RateLimitedLog limiter(1, absl::Minutes(1));
@@ -86,13 +129,19 @@ http::HttpResponse FleetMetricsEndpoint::Handle(const http::HttpRequest& request
 }
 
 FleetMetricsEndpoint::Counters FleetMetricsEndpoint::counters() const {
+  int waiting = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    waiting = waiting_;
+  }
   return Counters{.pages = pages_.load(),
                   .unauthorized = unauthorized_.load(),
                   .busy = busy_.load(),
                   .too_large = too_large_.load(),
                   .last_page_bytes = last_page_bytes_.load(),
                   .last_page_series = last_page_series_.load(),
-                  .last_render_seconds = last_render_seconds_.load()};
+                  .last_render_seconds = last_render_seconds_.load(),
+                  .waiting = waiting};
 }
 
 void FleetMetricsEndpoint::AppendMetrics(std::string* page) const {

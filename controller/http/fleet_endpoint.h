@@ -9,10 +9,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/http/http_message.h"
 #include "controller/http/fleet_exposition.h"
 #include "controller/ingest/fleet_state.h"
@@ -40,8 +44,12 @@ class FleetMetricsEndpoint {
   FleetMetricsEndpoint(Options options, Snapshot snapshot, HelpSource help);
 
   // 200 with the page; 401 (`WWW-Authenticate: Bearer`, no detail) without the right token;
-  // 503 with Retry-After while another page is being built, or when the page is too large.
+  // 503 when the page is too large. A scrape that arrives while a page is being built (the
+  // second server of an HA pair) waits for that page and is served it, up to kMaxWaiting at once
+  // and for at most kWaitForPage; beyond either, 503 with Retry-After.
   http::HttpResponse Handle(const http::HttpRequest& request);
+  static constexpr int kMaxWaiting = 4;
+  static constexpr absl::Duration kWaitForPage = absl::Seconds(30);
 
   struct Counters {
     uint64_t pages = 0;
@@ -51,6 +59,7 @@ class FleetMetricsEndpoint {
     uint64_t last_page_bytes = 0;
     uint64_t last_page_series = 0;
     double last_render_seconds = 0;  // snapshot and formatting
+    int waiting = 0;                 // scrapes waiting for the page being built, now
   };
   Counters counters() const;
   // The counters in the exposition format, for the controller's own /metrics.
@@ -60,7 +69,15 @@ class FleetMetricsEndpoint {
   const Options options_;
   const Snapshot snapshot_;
   const HelpSource help_;
-  std::atomic<bool> rendering_{false};
+  // Builds a page (no lock held).
+  http::HttpResponse Build();
+
+  mutable absl::Mutex mu_;
+  bool rendering_ ABSL_GUARDED_BY(mu_) = false;
+  int waiting_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t built_ ABSL_GUARDED_BY(mu_) = 0;  // pages finished, served or refused
+  // The last page, kept only while scrapes that waited for it have not copied it.
+  std::shared_ptr<const http::HttpResponse> shared_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> pages_{0};
   std::atomic<uint64_t> unauthorized_{0};
   std::atomic<uint64_t> busy_{0};

@@ -6,13 +6,16 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "common/histogram.h"
 #include "controller/http/fleet_endpoint.h"
 #include "controller/ingest/cumulative_histogram.h"
@@ -308,6 +311,56 @@ TEST_F(FleetPageTest, APagePastItsLimitIsRefusedNotCut) {
   const http::HttpResponse response = endpoint.Handle(request);
   EXPECT_EQ(response.status, 503);
   EXPECT_EQ(endpoint.counters().too_large, 1u);
+}
+
+// The second server of an HA pair scraping while a page is built waits for that page and gets
+// it (one build, no 503 and no gap in its series); beyond kMaxWaiting waiters, 503.
+TEST(FleetPageSharingTest, ScrapesDuringABuildAreServedThatPage) {
+  absl::Notification building;
+  absl::Notification release;
+  std::atomic<int> builds{0};
+  FleetMetricsEndpoint endpoint(
+      {.token = "0123456789abcdef"},
+      [&] {
+        if (builds.fetch_add(1) == 0) {
+          building.Notify();
+          release.WaitForNotification();
+        }
+        return std::vector<FleetState::ExposedAgent>{};
+      },
+      [] { return FamilyHelp(); });
+  http::HttpRequest request;
+  request.headers["authorization"] = "Bearer 0123456789abcdef";
+  http::HttpResponse first;
+  std::thread builder([&] { first = endpoint.Handle(request); });
+  building.WaitForNotification();
+  std::vector<http::HttpResponse> waited(FleetMetricsEndpoint::kMaxWaiting);
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < FleetMetricsEndpoint::kMaxWaiting; ++i) {
+    waiters.emplace_back([&, i] { waited[i] = endpoint.Handle(request); });
+  }
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] { return endpoint.counters().waiting == FleetMetricsEndpoint::kMaxWaiting; },
+      absl::Seconds(10)));
+  // One more than may wait: refused at once, while the others still wait.
+  EXPECT_EQ(endpoint.Handle(request).status, 503);
+  EXPECT_EQ(endpoint.counters().busy, 1u);
+  release.Notify();
+  builder.join();
+  for (std::thread& t : waiters) t.join();
+  EXPECT_EQ(first.status, 200);
+  for (const http::HttpResponse& r : waited) {
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, first.body);
+    EXPECT_EQ(r.content_type, first.content_type);
+  }
+  EXPECT_EQ(builds.load(), 1) << "one build served every scrape that waited";
+  EXPECT_EQ(endpoint.counters().pages, 1u);
+  EXPECT_EQ(endpoint.counters().busy, 1u);
+  EXPECT_EQ(endpoint.counters().waiting, 0);
+  // Later scrapes build afresh.
+  EXPECT_EQ(endpoint.Handle(request).status, 200);
+  EXPECT_EQ(builds.load(), 2);
 }
 
 TEST(FleetNamesTest, SanitisesNamesAndEscapesValues) {
