@@ -21,6 +21,7 @@
 #include "controller/ingest/cumulative_histogram.h"
 #include "controller/ingest/fleet_state.h"
 #include "tests/support/process.h"
+#include "tests/unit/controller/telemetry_for_test.h"
 
 namespace vigil::controller {
 namespace {
@@ -38,16 +39,6 @@ v1::Hello MakeHello(const std::string& id, std::map<std::string, std::string> la
     (*hello.mutable_labels())[k] = v;
   }
   return hello;
-}
-
-void Define(v1::TelemetryBatch& batch, uint32_t id, const std::string& name,
-            std::map<std::string, std::string> labels = {}) {
-  v1::SeriesDefinition* def = batch.add_new_series();
-  def->set_id(id);
-  def->set_name(name);
-  for (const auto& [k, v] : labels) {
-    (*def->mutable_labels())[k] = v;
-  }
 }
 
 void AddGauge(v1::Snapshot* s, uint32_t id, double value) {

@@ -10,6 +10,7 @@
 #include "common/histogram.h"
 #include "controller/ingest/fleet_state.h"
 #include "controller/ingest/telemetry_validator.h"
+#include "tests/unit/controller/telemetry_for_test.h"
 
 namespace vigil::controller {
 namespace {
@@ -32,16 +33,6 @@ v1::TelemetryBatch Batch(uint64_t sequence) {
   v1::TelemetryBatch batch;
   batch.set_sequence(sequence);
   return batch;
-}
-
-void Define(v1::TelemetryBatch& batch, uint32_t id, const std::string& name,
-            std::map<std::string, std::string> labels = {}) {
-  v1::SeriesDefinition* def = batch.add_new_series();
-  def->set_id(id);
-  def->set_name(name);
-  for (const auto& [k, v] : labels) {
-    (*def->mutable_labels())[k] = v;
-  }
 }
 
 v1::Snapshot* Snap(v1::TelemetryBatch& batch, int64_t ms = kNowMs) {
