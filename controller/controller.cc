@@ -234,7 +234,7 @@ absl::Status Controller::Start() {
       options_.webhook,
       [this](const http::HttpRequest& request) { return AuthorizeWebhook(request); },
       [this](std::vector<v1::Alert> alerts) { return StoreExternalAlerts(std::move(alerts)); },
-      clock_);
+      clock_, options_.webhook_self_alerts);
   if (options_.http_listen.empty() && !options_.fleet_metrics_token_file.empty()) {
     spdlog::warn("{} is off: fleet_metrics_token_file is set but the HTTP port is off",
                  kFleetMetricsPath);

@@ -293,8 +293,11 @@ TEST_F(NotificationsTest, AlertmanagerShowsTheIncidentUntilResolvedAndTheWebhook
   ASSERT_TRUE(WaitUntil([&] { return receiver_.Count("opened", id) == 1; }, absl::Seconds(15)));
 
   // Alertmanager routed Vigil's alert back to the controller: dropped, no second incident.
-  ASSERT_TRUE(WaitUntil([&] { return Metric("vigil_webhook_own_alerts_dropped_total") >= 1; },
-                        absl::Seconds(15)))
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Metric("vigil_webhook_self_alerts_dropped_total{reason=\"vigil_source\"}") >= 1;
+      },
+      absl::Seconds(15)))
       << am.Output() << controller_->Output();
   EXPECT_EQ(Incidents().size(), 1u);
 
