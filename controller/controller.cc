@@ -160,8 +160,10 @@ absl::Status Controller::Start() {
     // The outbox rows of a batch are planned from its events just before its commit, so they
     // are stored in the same transaction; the notifier is woken once they are.
     notify_transport_ = std::make_unique<HttpTransport>();
+    Notifier::Options notify_options;
+    notify_options.backoff.max = options_.notifications.retry_max;
     notifier_ = std::make_unique<Notifier>(options_.notifications, store_.get(),
-                                           notify_transport_.get(), clock_);
+                                           notify_transport_.get(), clock_, notify_options);
     writer_->SetBatchHook([this](storage::WriteBatch& batch) {
       for (v1::Notification& n : PlanNotifications(options_.notifications, batch)) {
         batch.Notify(std::move(n));
@@ -232,7 +234,7 @@ absl::Status Controller::Start() {
       options_.webhook,
       [this](const http::HttpRequest& request) { return AuthorizeWebhook(request); },
       [this](std::vector<v1::Alert> alerts) { return StoreExternalAlerts(std::move(alerts)); },
-      clock_);
+      clock_, options_.webhook_self_alerts);
   if (options_.http_listen.empty() && !options_.fleet_metrics_token_file.empty()) {
     spdlog::warn("{} is off: fleet_metrics_token_file is set but the HTTP port is off",
                  kFleetMetricsPath);

@@ -45,6 +45,9 @@ struct ControllerOptions {
   std::string http_tls_key;
   std::string http_tls_ca;
   AlertmanagerReceiver::Limits webhook;
+  // Alerts about Vigil itself, which the webhook never makes incidents (settings file:
+  // `webhook_self_alerts`); Vigil's own notifications are recognised whatever this holds.
+  std::vector<SelfAlertRule> webhook_self_alerts = DefaultSelfAlertRules();
   // GET /fleet/metrics for Prometheus, on the HTTP port: served only with a token, read from this
   // file (the secret stays out of the command line and the settings file). Empty: off.
   std::string fleet_metrics_token_file;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "common/status.h"
 #include "common/yaml_util.h"
+#include "controller/http/self_alerts.h"
 #include "controller/notify/notify_config.h"
 
 namespace vigil::controller {
@@ -104,6 +105,21 @@ Key Notifications() {
           }};
 }
 
+// The `webhook_self_alerts` section: alerts about Vigil the webhook never makes incidents (file
+// only: no flag).
+Key SelfAlerts() {
+  return {"webhook_self_alerts",
+          [](const YAML::Node& root, absl::string_view file, bool apply,
+             ControllerSettings& s) -> absl::Status {
+            ASSIGN_OR_RETURN(std::vector<SelfAlertRule> rules,
+                             ParseSelfAlertRules(root["webhook_self_alerts"], file));
+            if (apply) {
+              s.options.webhook_self_alerts = std::move(rules);
+            }
+            return absl::OkStatus();
+          }};
+}
+
 // In the order of the README's table; each is its flag in snake_case.
 const std::vector<Key>& Keys() {
   static const auto* keys = new std::vector<Key>{
@@ -125,6 +141,7 @@ const std::vector<Key>& Keys() {
           "webhook_max_alerts_per_minute",
           [](ControllerSettings& s) -> size_t& { return s.options.webhook.max_alerts_per_minute; },
           1, 100'000'000),
+      SelfAlerts(),
       Text("fleet_metrics_token_file",
            [](ControllerSettings& s) -> std::string& {
              return s.options.fleet_metrics_token_file;
@@ -241,9 +258,10 @@ absl::Status Apply(const YAML::Node& root, absl::string_view file, const GivenOn
       continue;
     }
     // A section only the file has (no flag to win over it) always applies.
-    const bool apply = *name == "notifications" || !given(FlagForKey(*name));
+    const bool apply =
+        *name == "notifications" || *name == "webhook_self_alerts" || !given(FlagForKey(*name));
     if (absl::Status s = key->read(root, file, apply, settings); !s.ok()) {
-      // A section (notifications) reports each of its problems on a line of its own.
+      // A section (notifications, webhook_self_alerts) reports each problem on a line of its own.
       for (absl::string_view line : absl::StrSplit(s.message(), '\n')) {
         errors.emplace_back(line);
       }

@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "common/ids.h"
@@ -313,13 +314,90 @@ absl::string_view AlertmanagerReceiver::RefusalName(Refusal reason) {
 }
 
 AlertmanagerReceiver::AlertmanagerReceiver(Limits limits, Authorize authorize, Sink sink,
-                                           const Clock* clock)
+                                           const Clock* clock,
+                                           std::vector<SelfAlertRule> self_alerts)
     : limits_(limits),
       authorize_(std::move(authorize)),
       sink_(std::move(sink)),
       clock_(clock),
+      self_alerts_(std::move(self_alerts)),
+      self_dropped_(new std::atomic<uint64_t>[self_alerts_.size() + 1]),
       tokens_(static_cast<double>(limits.max_alerts_per_minute)),
-      refilled_at_(clock->Now()) {}
+      refilled_at_(clock->Now()) {
+  for (size_t i = 0; i <= self_alerts_.size(); ++i) {
+    self_dropped_[i].store(0);
+  }
+}
+
+absl::string_view AlertmanagerReceiver::ReasonName(size_t reason) const {
+  return reason == 0 ? kSentByVigilReason : absl::string_view(self_alerts_[reason - 1].name);
+}
+
+uint64_t AlertmanagerReceiver::self_alerts_dropped(absl::string_view reason) const {
+  for (size_t i = 0; i <= self_alerts_.size(); ++i) {
+    if (ReasonName(i) == reason) {
+      return self_dropped_[i].load();
+    }
+  }
+  return 0;
+}
+
+size_t AlertmanagerReceiver::DropSelfAlerts(std::vector<v1::Alert>& alerts,
+                                            const http::HttpRequest& request) {
+  const size_t before = alerts.size();
+  std::erase_if(alerts, [&](const v1::Alert& alert) {
+    const std::optional<size_t> reason = SelfAlertReason(self_alerts_, alert.labels());
+    if (!reason.has_value()) {
+      return false;
+    }
+    self_dropped_[*reason].fetch_add(1);
+    const absl::Time now = clock_->Now();
+    bool log = false;
+    uint64_t suppressed = 0;
+    {
+      absl::MutexLock lock(&log_mu_);
+      auto it = self_alert_log_.find(alert.rule());
+      if (it == self_alert_log_.end() && self_alert_log_.size() >= kMaxLoggedAlertnames) {
+        std::erase_if(self_alert_log_, [&](const auto& entry) {
+          return now - entry.second.logged_at >= limits_.self_alert_log_interval;
+        });
+      }
+      if (it == self_alert_log_.end() && self_alert_log_.size() < kMaxLoggedAlertnames) {
+        it = self_alert_log_.emplace(alert.rule(), SelfAlertLog{absl::InfinitePast(), 0}).first;
+      }
+      if (it == self_alert_log_.end()) {
+        // Too many distinct alertnames at once: the shared limit paces these lines.
+        log = log_limit_.Allow(now, &suppressed);
+      } else if (now - it->second.logged_at >= limits_.self_alert_log_interval) {
+        log = true;
+        suppressed = it->second.suppressed;
+        it->second = SelfAlertLog{now, 0};
+      } else {
+        ++it->second.suppressed;
+      }
+    }
+    if (log) {
+      std::string why;
+      if (*reason == 0) {
+        why = absl::StrCat("Vigil sent it (", kOwnSourceLabel, "=\"", kOwnSourceValue, "\")");
+      } else {
+        std::vector<std::string> matchers;
+        for (const AlertLabelMatcher& m : self_alerts_[*reason - 1].matchers) {
+          matchers.push_back(m.text);
+        }
+        why = absl::StrCat("it is about Vigil itself (webhook_self_alerts '", ReasonName(*reason),
+                           "': ", absl::StrJoin(matchers, ", "), ")");
+      }
+      spdlog::info(
+          "Alertmanager webhook: alert {} from {} is not made an incident: {}; {} more of it "
+          "dropped since the last line, next line in {} at the earliest",
+          absl::CHexEscape(alert.rule()), request.peer.empty() ? "?" : request.peer, why,
+          suppressed, absl::FormatDuration(limits_.self_alert_log_interval));
+    }
+    return true;
+  });
+  return before - alerts.size();
+}
 
 uint64_t AlertmanagerReceiver::refused(Refusal reason) const {
   return refused_[static_cast<size_t>(reason)].load();
@@ -392,25 +470,11 @@ http::HttpResponse AlertmanagerReceiver::Handle(const http::HttpRequest& request
     }
     return Refuse(Refusal::kBadRequest, 400, alerts.status().message(), request);
   }
-  // Vigil's own notifications routed back through Alertmanager would open an incident about
-  // the incident: those alerts are dropped (counted, logged) and the rest go on.
-  const size_t before = alerts->size();
-  std::erase_if(*alerts, [](const v1::Alert& alert) {
-    auto it = alert.labels().find(std::string(kOwnSourceLabel));
-    return it != alert.labels().end() && it->second == kOwnSourceValue;
-  });
-  if (const size_t own = before - alerts->size(); own > 0) {
-    own_dropped_.fetch_add(own);
-    if (uint64_t suppressed = 0; log_limit_.Allow(clock_->Now(), &suppressed)) {
-      spdlog::info(
-          "Alertmanager webhook: dropped {} alert(s) from {} that Vigil itself sent ({}=\"{}\"; "
-          "{} more not logged)",
-          own, request.peer.empty() ? "?" : request.peer, kOwnSourceLabel, kOwnSourceValue,
-          suppressed);
-    }
-    if (alerts->empty()) {
-      return http::TextResponse(200, absl::StrCat("dropped ", own, " alert(s) sent by Vigil"));
-    }
+  // Vigil's own notifications, or Prometheus alerts about Vigil, routed back through
+  // Alertmanager would open an incident about the incident system: dropped, the rest go on.
+  if (const size_t dropped = DropSelfAlerts(*alerts, request); dropped > 0 && alerts->empty()) {
+    return http::TextResponse(
+        200, absl::StrCat("dropped ", dropped, " alert(s) sent by Vigil or about it"));
   }
   absl::Duration retry_after;
   if (!TakeBudget(alerts->size(), &retry_after)) {
@@ -452,12 +516,15 @@ void AlertmanagerReceiver::AppendMetrics(std::string* page) const {
                         "Alertmanager.\n# TYPE vigil_webhook_alerts_accepted_total counter\n"
                         "vigil_webhook_alerts_accepted_total %d\n",
                         alerts_accepted_.load());
-  absl::StrAppendFormat(page,
-                        "# HELP vigil_webhook_own_alerts_dropped_total Alerts dropped because "
-                        "Vigil sent them (label vigil_source=\"vigil\").\n"
-                        "# TYPE vigil_webhook_own_alerts_dropped_total counter\n"
-                        "vigil_webhook_own_alerts_dropped_total %d\n",
-                        own_dropped_.load());
+  absl::StrAppend(page,
+                  "# HELP vigil_webhook_self_alerts_dropped_total Alerts the webhook did not make "
+                  "incidents because Vigil sent them (reason vigil_source) or they are about "
+                  "Vigil (the webhook_self_alerts entry).\n"
+                  "# TYPE vigil_webhook_self_alerts_dropped_total counter\n");
+  for (size_t i = 0; i <= self_alerts_.size(); ++i) {
+    absl::StrAppendFormat(page, "vigil_webhook_self_alerts_dropped_total{reason=\"%s\"} %d\n",
+                          ReasonName(i), self_dropped_[i].load());
+  }
 }
 
 }  // namespace vigil::controller

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,13 +26,10 @@
 #include "common/clock.h"
 #include "common/http/http_message.h"
 #include "common/logging.h"
+#include "controller/http/self_alerts.h"
 #include "vigil/v1/incident.pb.h"
 
 namespace vigil::controller {
-
-// The label every alert Vigil sends to Alertmanager carries; the webhook drops alerts with it.
-inline constexpr absl::string_view kOwnSourceLabel = "vigil_source";
-inline constexpr absl::string_view kOwnSourceValue = "vigil";
 
 // One Alert per entry of "alerts", in order, with source "alertmanager":
 //   id        "am-" + fingerprint, or "am-" + hex SHA-256 of the sorted labels without one
@@ -57,8 +56,10 @@ absl::Status CheckJsonDepth(absl::string_view json, int max_depth);
 // POST /api/v1/alertmanager. In order: credentials (401 with `WWW-Authenticate: Bearer`, 403 for
 // too low a role), body size (413), JSON depth (400), the notification (400), alerts in it (413
 // and a log line), alerts per minute over every caller (503 with Retry-After: Alertmanager
-// retries 5xx, not 4xx). Every refusal is counted by reason. Alerts labelled vigil_source="vigil"
-// (Vigil's own notifications routed back) are dropped, counted and logged; the rest go on.
+// retries 5xx, not 4xx). Every refusal is counted by reason. Alerts sent by Vigil or about it
+// (self_alerts.h) are dropped, counted by reason and logged (once per alertname and
+// self_alert_log_interval); the rest go on, and a notification of nothing else is answered 200
+// so that Alertmanager does not retry it.
 class AlertmanagerReceiver {
  public:
   struct Limits {
@@ -66,6 +67,8 @@ class AlertmanagerReceiver {
     int max_json_depth = 32;
     size_t max_alerts_per_request = 1000;
     size_t max_alerts_per_minute = 10000;  // a token bucket: up to this many at once, then refilled
+    // An alert about Vigil is logged once per alertname and this interval.
+    absl::Duration self_alert_log_interval = absl::Minutes(10);
   };
   // OK when the request may post alerts; Unauthenticated -> 401, PermissionDenied -> 403, any
   // other error -> 503 (e.g. the store cannot be read).
@@ -78,13 +81,18 @@ class AlertmanagerReceiver {
   static constexpr int kRefusalKinds = 5;
   static absl::string_view RefusalName(Refusal reason);
 
-  AlertmanagerReceiver(Limits limits, Authorize authorize, Sink sink, const Clock* clock);
+  AlertmanagerReceiver(Limits limits, Authorize authorize, Sink sink, const Clock* clock,
+                       std::vector<SelfAlertRule> self_alerts = DefaultSelfAlertRules());
 
   http::HttpResponse Handle(const http::HttpRequest& request);
 
   uint64_t refused(Refusal reason) const;
   uint64_t alerts_accepted() const { return alerts_accepted_.load(); }
-  uint64_t own_alerts_dropped() const { return own_dropped_.load(); }
+  // Alerts dropped as sent by Vigil (vigil_source="vigil").
+  uint64_t own_alerts_dropped() const { return self_dropped_[0].load(); }
+  // Alerts dropped as about Vigil, by the name of the matching webhook_self_alerts entry (or
+  // kSentByVigilReason); 0 for an unknown name.
+  uint64_t self_alerts_dropped(absl::string_view reason) const;
   // The webhook's lines of the /metrics page (Prometheus text format).
   void AppendMetrics(std::string* page) const;
 
@@ -93,6 +101,9 @@ class AlertmanagerReceiver {
                             const http::HttpRequest& request);
   // Takes `n` alerts from the per-minute budget; else the wait until they would fit.
   bool TakeBudget(size_t n, absl::Duration* retry_after);
+  // Removes the alerts about Vigil from `alerts`, counting and logging them; how many went.
+  size_t DropSelfAlerts(std::vector<v1::Alert>& alerts, const http::HttpRequest& request);
+  absl::string_view ReasonName(size_t reason) const;
 
   const Limits limits_;
   const Authorize authorize_;
@@ -101,12 +112,24 @@ class AlertmanagerReceiver {
   std::array<std::atomic<uint64_t>, kRefusalKinds> refused_{};
   std::atomic<uint64_t> alerts_accepted_{0};
   std::atomic<uint64_t> store_failures_{0};
-  std::atomic<uint64_t> own_dropped_{0};
+  const std::vector<SelfAlertRule> self_alerts_;
+  // By reason: [0] sent by Vigil, [i + 1] self_alerts_[i].
+  std::unique_ptr<std::atomic<uint64_t>[]> self_dropped_;
   RateLimitedLog log_limit_{5, absl::Minutes(1)};
 
   absl::Mutex mu_;
   double tokens_ ABSL_GUARDED_BY(mu_);
   absl::Time refilled_at_ ABSL_GUARDED_BY(mu_);
+
+  // One log line per alertname and interval: a firing alert about Vigil comes back with every
+  // group_interval, and one line says enough. Bounded: alertnames come from outside.
+  struct SelfAlertLog {
+    absl::Time logged_at;
+    uint64_t suppressed = 0;
+  };
+  static constexpr size_t kMaxLoggedAlertnames = 1000;
+  absl::Mutex log_mu_;
+  std::map<std::string, SelfAlertLog> self_alert_log_ ABSL_GUARDED_BY(log_mu_);
 };
 
 }  // namespace vigil::controller

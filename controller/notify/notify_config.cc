@@ -219,7 +219,7 @@ absl::StatusOr<NotifyConfig> ParseNotifyConfig(const YAML::Node& node, absl::str
   }
   try {
     RETURN_IF_ERROR(YamlCheckKeys(node, file, "notifications",
-                                  {"external_url", "receivers", "resend_interval"}));
+                                  {"external_url", "receivers", "resend_interval", "retry_max"}));
     std::vector<std::string> errors;
     if (absl::StatusOr<std::string> url = YamlString(node, "external_url", file); !url.ok()) {
       errors.emplace_back(url.status().message());
@@ -243,6 +243,15 @@ absl::StatusOr<NotifyConfig> ParseNotifyConfig(const YAML::Node& node, absl::str
                                     "resolve_timeout, 5m by default)"));
     } else {
       config.resend_interval = *resend;
+    }
+    absl::StatusOr<absl::Duration> retry = YamlDuration(node, "retry_max", file, config.retry_max);
+    if (!retry.ok()) {
+      errors.emplace_back(retry.status().message());
+    } else if (*retry < absl::Seconds(1) || *retry > absl::Minutes(5)) {
+      errors.push_back(absl::StrCat(YamlWhere(file, node["retry_max"]),
+                                    ": key 'notifications.retry_max': must be between 1s and 5m"));
+    } else {
+      config.retry_max = *retry;
     }
     YAML::Node receivers = node["receivers"];
     if (receivers.IsDefined() && !receivers.IsNull()) {

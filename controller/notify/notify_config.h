@@ -44,6 +44,9 @@ struct NotifyConfig {
   // Open incidents are posted to Alertmanager again this often, well inside its
   // resolve_timeout (5 m by default), so they stay active there.
   absl::Duration resend_interval = absl::Minutes(1);
+  // The longest wait between attempts at a receiver that refuses or cannot be reached (the
+  // backoff's cap): after an outage, paging resumes at most this long after the receiver is back.
+  absl::Duration retry_max = absl::Seconds(30);
 
   bool empty() const { return receivers.empty(); }
   const Receiver* Find(absl::string_view name) const;

@@ -7,14 +7,21 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <memory>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "common/clock.h"
+#include "controller/http/self_alerts.h"
+#include "spdlog/sinks/ostream_sink.h"
+#include "spdlog/spdlog.h"
 
 namespace vigil::controller {
 namespace {
@@ -413,7 +420,194 @@ TEST_F(AlertmanagerReceiverTest, AlertsVigilSentAreDroppedAndCounted) {
   EXPECT_EQ(received_, 2u);
   std::string page;
   receiver_->AppendMetrics(&page);
-  EXPECT_THAT(page, HasSubstr("vigil_webhook_own_alerts_dropped_total 2"));
+  EXPECT_THAT(page,
+              HasSubstr("vigil_webhook_self_alerts_dropped_total{reason=\"vigil_source\"} 2"));
+}
+
+// A notification with one firing alert per entry of `labels` (each the inside of an object).
+std::string Alerts(const std::vector<std::string>& labels) {
+  std::vector<std::string> alerts;
+  for (const std::string& l : labels) {
+    alerts.push_back(absl::StrCat(R"({"status":"firing","labels":{)", l,
+                                  R"(},"startsAt":"2026-01-01T00:00:00Z"})"));
+  }
+  return absl::StrCat(R"({"version":"4","status":"firing","alerts":[)", absl::StrJoin(alerts, ","),
+                      "]}");
+}
+
+// Log lines written while it lives (spdlog's default logger swapped for a capturing one).
+class LogCapture {
+ public:
+  LogCapture() : previous_(spdlog::default_logger()) {
+    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out_);
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink));
+  }
+  ~LogCapture() { spdlog::set_default_logger(previous_); }
+  // Lines containing `text`.
+  int Count(const std::string& text) const {
+    int n = 0;
+    for (absl::string_view line : absl::StrSplit(out_.str(), '\n')) {
+      n += absl::StrContains(line, text) ? 1 : 0;
+    }
+    return n;
+  }
+  std::string Text() const { return out_.str(); }
+
+ private:
+  std::ostringstream out_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
+
+TEST_F(AlertmanagerReceiverTest, AlertsAboutVigilAreDroppedByReasonAndAnswered200) {
+  Make({});
+  // A Prometheus alert on the controller's /metrics, one on the fleet page, a component
+  // labelled as Vigil: none becomes an incident, and Alertmanager is not asked to retry.
+  http::HttpResponse response =
+      Post(Alerts({R"("alertname":"VigilDown","job":"vigil","instance":"ctl-1:9464")",
+                   R"("alertname":"FleetLatency","job":"vigil-fleet","agent":"web-1")",
+                   R"("alertname":"CtlMemory","service":"vigil")",
+                   R"("alertname":"PodRestarts","app":"vigil_controller")"}));
+  EXPECT_EQ(response.status, 200);
+  EXPECT_THAT(response.body, HasSubstr("dropped 4 alert(s)"));
+  EXPECT_EQ(received_, 0u);
+  EXPECT_EQ(receiver_->self_alerts_dropped("vigil_job"), 2u);
+  EXPECT_EQ(receiver_->self_alerts_dropped("vigil_service"), 1u);
+  EXPECT_EQ(receiver_->self_alerts_dropped("vigil_app"), 1u);
+  EXPECT_EQ(receiver_->self_alerts_dropped("vigil_source"), 0u);
+  // Beside them, alerts about anything else go on; the patterns are anchored.
+  response = Post(Alerts({R"("alertname":"VigilDown","job":"vigil")",
+                          R"("alertname":"HighLatency","job":"vigilant-api")",
+                          R"("alertname":"DiskFull","service":"rag-api","job":"node")"}));
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(response.body, "accepted 2 alert(s)\n");
+  EXPECT_EQ(received_, 2u);
+  EXPECT_EQ(receiver_->self_alerts_dropped("vigil_job"), 3u);
+  std::string page;
+  receiver_->AppendMetrics(&page);
+  EXPECT_THAT(page, HasSubstr("vigil_webhook_self_alerts_dropped_total{reason=\"vigil_job\"} 3\n"));
+  EXPECT_THAT(page,
+              HasSubstr("vigil_webhook_self_alerts_dropped_total{reason=\"vigil_service\"} 1\n"));
+  EXPECT_THAT(page, HasSubstr("vigil_webhook_self_alerts_dropped_total{reason=\"vigil_app\"} 1\n"));
+  EXPECT_THAT(page,
+              HasSubstr("vigil_webhook_self_alerts_dropped_total{reason=\"vigil_source\"} 0\n"));
+}
+
+TEST_F(AlertmanagerReceiverTest, ConfiguredSelfAlertsReplaceTheDefaultsAndNeedEveryMatcher) {
+  absl::StatusOr<AlertLabelMatcher> job = ParseAlertLabelMatcher(R"(job="ops")");
+  absl::StatusOr<AlertLabelMatcher> team = ParseAlertLabelMatcher(R"(team=~"sre|ops")");
+  ASSERT_TRUE(job.ok() && team.ok());
+  receiver_ = std::make_unique<AlertmanagerReceiver>(
+      AlertmanagerReceiver::Limits{}, [](const http::HttpRequest&) { return absl::OkStatus(); },
+      [this](std::vector<v1::Alert> alerts) {
+        received_ += alerts.size();
+        return absl::OkStatus();
+      },
+      &clock_, std::vector<SelfAlertRule>{{"ops_stack", {*job, *team}}});
+  EXPECT_EQ(Post(Alerts({R"("alertname":"A","job":"ops","team":"sre")"})).status, 200);
+  EXPECT_EQ(receiver_->self_alerts_dropped("ops_stack"), 1u);
+  EXPECT_EQ(received_, 0u);
+  // One matcher of two is not enough; the defaults are gone; Vigil's own alerts still drop.
+  EXPECT_EQ(Post(Alerts({R"("alertname":"B","job":"ops","team":"apps")",
+                         R"("alertname":"C","job":"vigil")",
+                         R"("alertname":"D","vigil_source":"vigil")"}))
+                .status,
+            200);
+  EXPECT_EQ(received_, 2u);
+  EXPECT_EQ(receiver_->self_alerts_dropped("ops_stack"), 1u);
+  EXPECT_EQ(receiver_->own_alerts_dropped(), 1u);
+  EXPECT_EQ(receiver_->self_alerts_dropped("vigil_job"), 0u);
+}
+
+TEST_F(AlertmanagerReceiverTest, SelfAlertsAreLoggedOncePerAlertnameAndInterval) {
+  AlertmanagerReceiver::Limits limits;
+  limits.self_alert_log_interval = absl::Minutes(10);
+  Make(limits);
+  LogCapture logs;
+  const std::string down = Alerts({R"("alertname":"VigilDown","job":"vigil")"});
+  const std::string slow = Alerts({R"("alertname":"VigilSlow","job":"vigil")"});
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_EQ(Post(down).status, 200);
+    ASSERT_EQ(Post(slow).status, 200);
+    clock_.Advance(absl::Minutes(1));
+  }
+  // Each alertname once, saying why (the entry and its matcher) and that it is no incident.
+  EXPECT_EQ(logs.Count("alert VigilDown "), 1) << logs.Text();
+  EXPECT_EQ(logs.Count("alert VigilSlow "), 1) << logs.Text();
+  EXPECT_THAT(logs.Text(), HasSubstr("webhook_self_alerts 'vigil_job': job=~"));
+  EXPECT_THAT(logs.Text(), HasSubstr("not made an incident"));
+  // After the interval the next line counts the ones in between.
+  clock_.Advance(absl::Minutes(5));
+  ASSERT_EQ(Post(down).status, 200);
+  EXPECT_EQ(logs.Count("alert VigilDown "), 2) << logs.Text();
+  EXPECT_THAT(logs.Text(), HasSubstr("4 more of it dropped since the last line"));
+  EXPECT_EQ(receiver_->self_alerts_dropped("vigil_job"), 11u);
+}
+
+TEST_F(AlertmanagerReceiverTest, SelfAlertLogMemoryIsBoundedWhateverTheAlertnames) {
+  Make({});
+  LogCapture logs;
+  // Far more distinct alertnames than the log remembers: every alert is still dropped, and
+  // past the bound the lines are paced by the webhook's shared limit.
+  for (int i = 0; i < 1500; ++i) {
+    ASSERT_EQ(Post(Alerts({absl::StrCat(R"("alertname":"A)", i, R"(","job":"vigil")")})).status,
+              200);
+  }
+  EXPECT_EQ(receiver_->self_alerts_dropped("vigil_job"), 1500u);
+  EXPECT_EQ(received_, 0u);
+  EXPECT_LE(logs.Count("not made an incident"), 1000 + 5) << "at most the bound plus a burst";
+  EXPECT_GE(logs.Count("not made an incident"), 1000);
+}
+
+TEST(SelfAlertsTest, MatchersParseLikeAlertmanagers) {
+  absl::StatusOr<AlertLabelMatcher> m = ParseAlertLabelMatcher(R"( job =~ "vigil|vigil-.*" )");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->label, "job");
+  EXPECT_EQ(m->op, AlertLabelMatcher::Op::kRegex);
+  EXPECT_EQ(m->value, "vigil|vigil-.*");
+  m = ParseAlertLabelMatcher("service=vigil");  // unquoted, as Alertmanager allows
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->op, AlertLabelMatcher::Op::kEqual);
+  EXPECT_EQ(m->value, "vigil");
+  m = ParseAlertLabelMatcher(R"(team!="a\"b")");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->op, AlertLabelMatcher::Op::kNotEqual);
+  EXPECT_EQ(m->value, "a\"b");
+  m = ParseAlertLabelMatcher(R"(env!~"dev|test")");
+  ASSERT_TRUE(m.ok());
+  google::protobuf::Map<std::string, std::string> labels;
+  EXPECT_TRUE(m->Matches(labels)) << "a missing label reads \"\"";
+  labels["env"] = "dev";
+  EXPECT_FALSE(m->Matches(labels));
+  labels["env"] = "devx";
+  EXPECT_TRUE(m->Matches(labels)) << "anchored";
+
+  EXPECT_THAT(std::string(ParseAlertLabelMatcher("job").status().message()),
+              HasSubstr("no =, !=, =~ or !~"));
+  EXPECT_THAT(std::string(ParseAlertLabelMatcher(R"(1job="x")").status().message()),
+              HasSubstr("not a label name"));
+  EXPECT_THAT(std::string(ParseAlertLabelMatcher(R"(job="x)").status().message()),
+              HasSubstr("quote is not closed"));
+  EXPECT_THAT(std::string(ParseAlertLabelMatcher(R"(job="x"y)").status().message()),
+              HasSubstr("after the closing quote"));
+  EXPECT_THAT(std::string(ParseAlertLabelMatcher(R"(job=~"[")").status().message()),
+              HasSubstr("regular expression is invalid"));
+  EXPECT_FALSE(ParseAlertLabelMatcher(std::string(2000, 'a') + "=b").ok());
+}
+
+TEST(SelfAlertsTest, TheDefaultsParseAndNameTheirReasons) {
+  const std::vector<SelfAlertRule> rules = DefaultSelfAlertRules();
+  ASSERT_EQ(rules.size(), 3u);
+  for (const SelfAlertRule& rule : rules) {
+    ASSERT_EQ(rule.matchers.size(), 1u) << rule.name;
+    EXPECT_NE(rule.matchers[0].regex, nullptr) << rule.name;
+  }
+  google::protobuf::Map<std::string, std::string> labels;
+  labels["job"] = "node";
+  EXPECT_FALSE(SelfAlertReason(rules, labels).has_value());
+  labels["app"] = "vigil";
+  EXPECT_EQ(SelfAlertReason(rules, labels), 3u);
+  labels["vigil_source"] = "vigil";
+  EXPECT_EQ(SelfAlertReason(rules, labels), 0u) << "Vigil's own notification comes first";
 }
 
 TEST_F(AlertmanagerReceiverTest, AlertsTheStoreRefusesAreAnswered503SoAlertmanagerResends) {

@@ -78,6 +78,50 @@ TEST(ControllerConfigTest, NotificationsSectionIsReadAndEachProblemIsALine) {
   EXPECT_THAT(lines[1], HasSubstr("notifications.receivers[1].secret_file"));
 }
 
+TEST(ControllerConfigTest, WebhookSelfAlertsReplaceTheDefaultsAndEachProblemNamesLineAndKey) {
+  ControllerSettings s;
+  ASSERT_EQ(s.options.webhook_self_alerts.size(), DefaultSelfAlertRules().size());
+  auto no_such_flag = [](absl::string_view flag) {
+    EXPECT_NE(flag, "--webhook-self-alerts");
+    return false;
+  };
+  ASSERT_TRUE(Apply("webhook_self_alerts:\n"
+                    "  - name: ops_job\n"
+                    "    matchers: ['job=\"vigil-prod\"', 'team!=\"apps\"']\n",
+                    s, no_such_flag)
+                  .ok());
+  ASSERT_EQ(s.options.webhook_self_alerts.size(), 1u);
+  EXPECT_EQ(s.options.webhook_self_alerts[0].name, "ops_job");
+  EXPECT_EQ(s.options.webhook_self_alerts[0].matchers.size(), 2u);
+  // An empty list: only Vigil's own notifications are recognised.
+  ASSERT_TRUE(Apply("webhook_self_alerts: []\n", s).ok());
+  EXPECT_TRUE(s.options.webhook_self_alerts.empty());
+
+  absl::Status bad = Apply(
+      "log_level: info\n"
+      "webhook_self_alerts:\n"
+      "  - name: a\n"
+      "    matchers: ['job=~\"(\"']\n"
+      "  - name: vigil_source\n"
+      "    matchers: ['job=vigil']\n"
+      "  - {name: c, matchers: ['no operator'], extra: 1}\n"
+      "  - name: d\n"
+      "    matchers: []\n",
+      s);
+  ASSERT_FALSE(bad.ok());
+  const std::vector<std::string> lines = absl::StrSplit(bad.message(), '\n');
+  ASSERT_EQ(lines.size(), 4u) << bad.message();
+  EXPECT_THAT(lines[0], HasSubstr("controller.yaml:4: key 'webhook_self_alerts[0].matchers[0]'"));
+  EXPECT_THAT(lines[0], HasSubstr("regular expression"));
+  EXPECT_THAT(lines[1], HasSubstr("controller.yaml:5: key 'webhook_self_alerts[1].name'"));
+  EXPECT_THAT(lines[1], HasSubstr("reserved"));
+  EXPECT_THAT(lines[2], HasSubstr("controller.yaml:7"));
+  EXPECT_THAT(lines[2], HasSubstr("extra"));
+  EXPECT_THAT(lines[3], HasSubstr("controller.yaml:9: key 'webhook_self_alerts[3].matchers'"));
+  EXPECT_THAT(Apply("webhook_self_alerts: {job: vigil}\n", s).message(),
+              HasSubstr("controller.yaml:1: key 'webhook_self_alerts' must be a list"));
+}
+
 TEST(ControllerConfigTest, ReadsEveryKindOfSetting) {
   ControllerSettings s;
   ASSERT_TRUE(Apply("listen: 0.0.0.0:7443\n"

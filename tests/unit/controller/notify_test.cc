@@ -342,6 +342,7 @@ TEST_F(NotifyConfigTest, ReadsReceivers) {
 notifications:
   external_url: https://vigil.example/
   resend_interval: 30s
+  retry_max: 5s
   receivers:
     - {name: am, type: alertmanager, url: "http://127.0.0.1:9093"}
     - name: hook
@@ -358,6 +359,7 @@ notifications:
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->external_url, "https://vigil.example");
   EXPECT_EQ(c->resend_interval, absl::Seconds(30));
+  EXPECT_EQ(c->retry_max, absl::Seconds(5));
   ASSERT_EQ(c->receivers.size(), 4u);
   EXPECT_EQ(c->receivers[0].type, ReceiverType::kAlertmanager);
   const Receiver* hook = c->Find("hook");
@@ -403,6 +405,14 @@ TEST_F(NotifyConfigTest, UnknownKeysAndResendBounds) {
   c = Parse("notifications: {resend_interval: 10m}\n");
   ASSERT_FALSE(c.ok());
   EXPECT_THAT(c.status().message(), HasSubstr("resolve_timeout"));
+  c = Parse("notifications:\n  retry_max: 0s\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(
+      c.status().message(),
+      HasSubstr("controller.yaml:2: key 'notifications.retry_max': must be between 1s and 5m"));
+  c = Parse("notifications: {}\n");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->retry_max, absl::Seconds(30));
   c = Parse("other: 1\n");
   ASSERT_TRUE(c.ok());
   EXPECT_TRUE(c->empty());
