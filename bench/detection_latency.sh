@@ -130,6 +130,7 @@ fi
 cat >"$W/agent.yaml" <<Y
 id: cache-1
 labels: {role: cache}
+journal: $W/agent.journal      # state (spool beside it) in the temp dir, not /var/lib/vigil
 collectors:
   redis: {address: "127.0.0.1:$REDIS_PORT"}
 Y
