@@ -1822,5 +1822,145 @@ TEST(RuleEngineRate, ReloadKeepsTheWindowsOfRangesStillRead) {
   EXPECT_NEAR(sink.changes[0].value, (15 * 300 + 16 * 100) / 31.0, 1e-9);
 }
 
+// ---- fleet-wide quantiles, division of aggregates, and rule labels ----
+
+TEST(RuleParse, FleetWideQuantileForms) {
+  auto e = ParseExpression(R"(p95 by (service) (nginx_request_duration_seconds{role="api"}) > 1)");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->aggregation, Aggregation::kQuantile);
+  EXPECT_TRUE(e->fleet_wide());
+  EXPECT_EQ(e->quantile, 0.95);
+  EXPECT_THAT(e->by, ElementsAre("service"));
+  EXPECT_EQ(e->metric, "nginx_request_duration_seconds");
+  ASSERT_THAT(e->matchers, SizeIs(1));
+  EXPECT_EQ(e->matchers[0].value, "api");
+  EXPECT_FALSE(e->denominator.has_value());
+  EXPECT_EQ(e->threshold, 1);
+
+  // The whole fleet as one group; any two digits.
+  auto whole = ParseExpression("p99 by () (nginx_request_duration_seconds) > 2");
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(whole->aggregation, Aggregation::kQuantile);
+  EXPECT_THAT(whole->by, SizeIs(0));
+  EXPECT_EQ(whole->quantile, 0.99);
+  auto p42 = ParseExpression("p42 by (service, env) (nginx_request_duration_seconds) > 2");
+  ASSERT_TRUE(p42.ok()) << p42.status();
+  EXPECT_EQ(p42->quantile, 0.42);
+  EXPECT_THAT(p42->by, ElementsAre("service", "env"));
+
+  // The per-agent form keeps its meaning.
+  auto per_agent = ParseExpression("p95(nginx_request_duration_seconds) > 2");
+  ASSERT_TRUE(per_agent.ok()) << per_agent.status();
+  EXPECT_EQ(per_agent->aggregation, Aggregation::kNone);
+  EXPECT_EQ(per_agent->quantile, 0.95);
+
+  // A scraped histogram (a name outside the schema) is taken as one.
+  auto scraped = ParseExpression("p90 by (job) (http_request_duration_seconds) > 0.5");
+  ASSERT_TRUE(scraped.ok()) << scraped.status();
+  EXPECT_TRUE(scraped->scraped);
+}
+
+TEST(RuleParse, DivisionOfAggregates) {
+  auto e = ParseExpression(
+      "sum(rate(app_log_errors_per_second[5m])) / sum(rate(nginx_requests_per_second[5m])) > "
+      "0.05");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->aggregation, Aggregation::kSum);
+  EXPECT_EQ(e->metric, "app_log_errors_per_second");
+  EXPECT_EQ(e->range_function, RangeFunction::kRate);
+  ASSERT_TRUE(e->denominator.has_value());
+  EXPECT_EQ(e->denominator->aggregation, Aggregation::kSum);
+  EXPECT_EQ(e->denominator->metric, "nginx_requests_per_second");
+  EXPECT_EQ(e->denominator->range, absl::Minutes(5));
+  EXPECT_EQ(e->op, Comparison::kGreater);
+  EXPECT_EQ(e->threshold, 0.05);
+  EXPECT_THAT(e->operands(), SizeIs(2));
+
+  // Same labels in another order; a quantile on either side; the trailing `by` form.
+  auto mixed = ParseExpression(
+      "p99 by (service, env) (nginx_request_duration_seconds) / "
+      "avg(p50(nginx_request_duration_seconds)) by (env, service) >= 3");
+  ASSERT_TRUE(mixed.ok()) << mixed.status();
+  EXPECT_EQ(mixed->aggregation, Aggregation::kQuantile);
+  EXPECT_EQ(mixed->denominator->aggregation, Aggregation::kAvg);
+  EXPECT_EQ(mixed->denominator->quantile, 0.5);
+  EXPECT_THAT(mixed->denominator->by, ElementsAre("env", "service"));
+}
+
+TEST(RuleParse, FleetWideQuantileAndDivisionErrorsSayWhatAndWhere) {
+  auto message = [](absl::string_view text) {
+    return std::string(ParseExpression(text).status().message());
+  };
+  // The metric is named at its own column.
+  EXPECT_EQ(message("p95 by (service) (host_memory_used_ratio) > 0.5"),
+            "'host_memory_used_ratio' is a gauge; quantiles apply to histograms only (column 19)");
+  EXPECT_EQ(message("p95 by (service) (rate(nginx_requests_per_second[5m])) > 1"),
+            "pNN by (...) merges histograms: write the histogram's selector itself, not "
+            "rate(...) (column 19)");
+  EXPECT_THAT(message("p95 by (service) (nginx_request_duration_secs) > 1"),
+              HasSubstr("(column 19)"));
+  EXPECT_THAT(message("p95 by (service) nginx_request_duration_seconds > 1"),
+              HasSubstr("expected '(' and a histogram selector after pNN by (...) (column 18)"));
+  EXPECT_THAT(message("p95 by (service) (nginx_request_duration_seconds > 1"),
+              HasSubstr("expected ')' to close pNN by (...) (...) (column 50)"));
+  EXPECT_THAT(message("p95 by service (nginx_request_duration_seconds) > 1"),
+              HasSubstr("expected '(' after 'by' (column 8)"));
+  EXPECT_THAT(message("max(p95 by (service) (nginx_request_duration_seconds)) > 1"),
+              HasSubstr("p95 by (...) is fleet-wide already"));
+  EXPECT_THAT(message("max(p95 by (service) (nginx_request_duration_seconds)) > 1"),
+              HasSubstr("(column 5)"));
+
+  // Both sides of '/' are fleet-wide, with the same labels; both lists are named.
+  EXPECT_EQ(message("sum by (service) (nginx_requests_per_second) / "
+                    "sum by (env, role) (nginx_requests_per_second) > 1"),
+            "the two sides of '/' group by different labels: by (service) on the left, by (env, "
+            "role) on the right; groups are matched one to one, so both sides need the same "
+            "'by' labels (column 46)");
+  EXPECT_THAT(message("p95 by () (nginx_request_duration_seconds) / "
+                      "p50 by (service) (nginx_request_duration_seconds) > 2"),
+              HasSubstr("by () on the left, by (service) on the right"));
+  EXPECT_THAT(message("host_load1 / sum(host_load1) > 1"),
+              HasSubstr("the left side of '/' is per agent"));
+  EXPECT_THAT(message("host_load1 / sum(host_load1) > 1"), HasSubstr("(column 12)"));
+  EXPECT_THAT(message("sum(host_load1) / host_load1 > 1"),
+              HasSubstr("the right side of '/' is per agent"));
+  EXPECT_THAT(message("sum(host_load1) / host_load1 > 1"), HasSubstr("(column 19)"));
+  EXPECT_THAT(message("sum(host_load1) / > 1"), HasSubstr("expected a metric name (column 19)"));
+  EXPECT_THAT(message("sum(host_load1) / sum(host_load1)"), HasSubstr("expected a comparison"));
+  EXPECT_THAT(message("sum(host_load1) / sum(nginx_request_duration_seconds) > 1"),
+              HasSubstr("is a histogram"));
+}
+
+TEST(RuleParse, RuleLabels) {
+  RuleFile file = ParseRules(R"(rules:
+  - alert: A
+    expr: host_load1 > 4
+    labels: {team: payments, page: "yes"}
+  - alert: B
+    expr: host_load1 > 4
+    labels: {severity: SEV1}
+  - alert: C
+    expr: host_load1 > 4
+    labels: [team]
+  - alert: D
+    expr: host_load1 > 4
+    labels: {"1team": x}
+  - alert: E
+    expr: host_load1 > 4
+    labels: {team: [a, b]}
+)",
+                             "team.yaml");
+  ASSERT_THAT(file.rules, SizeIs(1));
+  EXPECT_EQ(file.rules[0].labels,
+            (std::map<std::string, std::string>{{"page", "yes"}, {"team", "payments"}}));
+  ASSERT_THAT(file.errors, SizeIs(4));
+  EXPECT_THAT(file.errors[0], HasSubstr("team.yaml:7: rule B: labels: 'severity' is set by Vigil "
+                                        "(use the rule's severity:)"));
+  EXPECT_THAT(file.errors[1], HasSubstr("team.yaml:10: rule C: labels: must be a map"));
+  EXPECT_THAT(file.errors[2], HasSubstr("team.yaml:13: rule D: labels: label name '1team'"));
+  EXPECT_THAT(file.errors[3], HasSubstr("team.yaml:16: rule E: labels: labels.team must be a "
+                                        "single value"));
+}
+
 }  // namespace
 }  // namespace vigil::controller
