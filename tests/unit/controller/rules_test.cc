@@ -2136,7 +2136,7 @@ TEST(RuleEngineDivision, FiresAboveTheRatioGroupByGroupAndNeverOnAZeroDenominato
   EXPECT_NEAR(sink.last.value(), 50.0 / 999, 1e-12);
 }
 
-TEST(RuleEngineDivision, QuantileOverRateAcrossTheFleet) {
+TEST(RuleEngineDivision, QuantilesOnBothSides) {
   SimulatedClock clock;
   RecordingSink sink;
   RuleEngine engine(Rules(R"(rules:
