@@ -115,9 +115,10 @@ class ExprParser {
     if (auto agg = AggregationOf(word); agg != Aggregation::kNone) {
       Word();
       op.aggregation = agg;
-      if (PeekWord() == "by") {
+      const bool by_first = PeekWord() == "by";
+      if (by_first) {
         Word();
-        if (absl::Status s = ParseBy(op, /*allow_empty=*/false); !s.ok()) {
+        if (absl::Status s = ParseBy(op); !s.ok()) {
           return s;
         }
       }
@@ -129,11 +130,11 @@ class ExprParser {
         return Error("expected ')' to close the aggregation");
       }
       if (PeekWord() == "by") {
-        if (!op.by.empty()) {
+        if (by_first) {
           return Error("'by' is given twice");
         }
         Word();
-        return ParseBy(op, /*allow_empty=*/false);
+        return ParseBy(op);
       }
       return absl::OkStatus();
     }
@@ -150,7 +151,7 @@ class ExprParser {
 
   // `pNN by (l, ...) (selector)` after its `by`: the quantile of the merged histograms.
   absl::Status ParseMergedQuantile(Operand& op, double quantile) {
-    if (absl::Status s = ParseBy(op, /*allow_empty=*/true); !s.ok()) {
+    if (absl::Status s = ParseBy(op); !s.ok()) {
       return s;
     }
     if (!Eat('(')) {
@@ -251,12 +252,13 @@ class ExprParser {
     return absl::InvalidArgumentError(absl::StrCat(what, " (column ", pos_ + 1, ")"));
   }
 
-  absl::Status ParseBy(Operand& expr, bool allow_empty) {
+  // `(l1, l2)` after `by`; `()` is the whole fleet as one group.
+  absl::Status ParseBy(Operand& expr) {
     if (!Eat('(')) {
       return Error("expected '(' after 'by'");
     }
-    if (allow_empty && Eat(')')) {
-      return absl::OkStatus();  // the whole fleet, one group
+    if (Eat(')')) {
+      return absl::OkStatus();
     }
     while (true) {
       std::string label = Word();

@@ -1885,6 +1885,15 @@ TEST(RuleParse, DivisionOfAggregates) {
   EXPECT_EQ(mixed->denominator->aggregation, Aggregation::kAvg);
   EXPECT_EQ(mixed->denominator->quantile, 0.5);
   EXPECT_THAT(mixed->denominator->by, ElementsAre("env", "service"));
+
+  // `by ()` is the whole fleet for any aggregation, so it divides by a whole-fleet quantile.
+  auto whole = ParseExpression(
+      "sum by () (nginx_requests_per_second) / p95 by () (nginx_request_duration_seconds) < 1000");
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_THAT(whole->by, SizeIs(0));
+  EXPECT_THAT(
+      ParseExpression("sum by () (nginx_requests_per_second) by (env) < 1").status().message(),
+      HasSubstr("'by' is given twice"));
 }
 
 TEST(RuleParse, FleetWideQuantileAndDivisionErrorsSayWhatAndWhere) {
