@@ -1,12 +1,13 @@
 // Alert rules: the YAML rule file, the expression language and the built-in defaults.
 //
 //   expr    := side op number | side / side op number
-//   side    := operand | agg [by (label, ...)] (operand) [by (label, ...)]
-//            | pNN by ([label, ...]) (selector)             (fleet-wide: merged histograms)
+//   side    := operand | agg [by (labels)] (operand) [by (labels)]
+//            | pNN by (labels) (selector)            (fleet-wide: the merged histograms' quantile)
 //   operand := selector | pNN(selector) | fn(selector[range])
-//   agg  := sum | avg | min | max | count        (across agents: fleet-wide rules)
-//   pNN  := p50 | p90 | p95 | p99 (any two digits) (of a histogram, over the rule's window)
-//   fn   := rate | irate                         (of a per-second rate, over `range`)
+//   labels  := [label, ...]                          (empty: the whole fleet, one group)
+//   agg  := sum | avg | min | max | count            (across agents: fleet-wide rules)
+//   pNN  := p50 | p90 | p95 | p99, any two digits    (of a histogram, over the rule's window)
+//   fn   := rate | irate                             (of a per-second rate, over `range`)
 //   selector := metric [{label op "value", ...}] with = != =~ !~ on series or agent labels
 //   range := a duration (30s, 5m), more than 0 and at most kMaxRange
 //

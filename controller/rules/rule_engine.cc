@@ -180,10 +180,10 @@ RuleEngine::Replacement RuleEngine::ReplaceRules(std::vector<Rule> rules) {
   }
 
   // Contributions follow their rule to its new index when its inputs did not change.
-  std::vector<absl::flat_hash_map<uint32_t, Contribution>> contributions(2 * rules.size());
-  std::vector<absl::flat_hash_map<std::string, std::weak_ptr<const Group>>> groups(2 *
-                                                                                   rules.size());
-  std::vector<Merges> merges(2 * rules.size());
+  const size_t operands = 2 * rules.size();  // see OperandId
+  std::vector<absl::flat_hash_map<uint32_t, Contribution>> contributions(operands);
+  std::vector<absl::flat_hash_map<std::string, std::weak_ptr<const Group>>> groups(operands);
+  std::vector<Merges> merges(operands);
   std::vector<absl::Time> refilling_until(rules.size(), absl::InfinitePast());
   for (size_t i = 0; i < rules.size(); ++i) {
     auto old = old_index.find(rules[i].name);
