@@ -3,10 +3,12 @@
 // TelemetryBatch per agent, every series once), including the HighAPILatency p95 over its 1m
 // window (60 one-second histograms merged per agent), and on one Tick() (the fleet-wide
 // LowThroughput sum of rate(nginx_requests_per_second[5m]) over 1,000 agents). The round is run
-// with three rule sets: the defaults with LowThroughput as the plain sum it was (no rate), the
-// defaults, and the defaults plus three rate()/irate() rules; each prints ns per round and the
-// bytes of rate state per series that has any. Values stay below every threshold: no alert
-// changes.
+// with five rule sets: the defaults with LowThroughput as the plain sum it was (no rate), the
+// defaults, the defaults plus three rate()/irate() rules, the defaults plus a fleet-wide p95 (the
+// 1,000 agents' histograms merged per service, 10 services), and the defaults plus a division of
+// two fleet-wide sums of rate(); each prints ns per round and the bytes of rate state per series
+// that has any. Values stay below every threshold: no alert changes. BM_FleetMerge compares
+// adding each member's windowed merge in place with copying it first.
 // The series' state is advanced between rounds with the timer paused, so only the engine is timed.
 //   build/bench/rule_eval_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
@@ -196,9 +198,15 @@ Fleet& SharedFleet() {
 const Labels kAgentLabels = {{"role", "api"}, {"service", "rag-api"}, {"depends_on", "postgres"}};
 
 // Connects every agent and feeds it one round, as a controller that has been running a while.
-void Connect(Fleet& fleet, RuleEngine& engine, SimulatedClock& clock) {
+// `services` > 1: agent i is in service "svc-<i % services>" (groups for `by (service)`).
+void Connect(Fleet& fleet, RuleEngine& engine, SimulatedClock& clock, int services = 1) {
+  int i = 0;
   for (SimAgent& agent : fleet.agents()) {
-    engine.OnConnected(agent.id, kAgentLabels);
+    Labels labels = kAgentLabels;
+    if (services > 1) {
+      labels["service"] = absl::StrCat("svc-", i++ % services);
+    }
+    engine.OnConnected(agent.id, labels);
   }
   fleet.Advance();
   clock.Set(absl::FromUnixMillis(fleet.now_ms()));
@@ -223,6 +231,16 @@ std::vector<Rule> RuleSet(int64_t which) {
   if (which == 0) {
     const std::string rate = "sum(rate(nginx_requests_per_second[5m])) < 100";
     yaml.replace(yaml.find(rate), rate.size(), "sum(nginx_requests_per_second) < 100");
+  } else if (which == 3) {
+    // The merged histograms of every agent over HighAPILatency's own 1m window, per service.
+    yaml += R"(  - alert: BenchServiceP95
+    expr: p95 by (service) (nginx_request_duration_seconds{role="api"}) > 5
+    window: 1m
+)";
+  } else if (which == 4) {
+    yaml += R"(  - alert: BenchEvictionsPerOp
+    expr: sum by (service) (rate(redis_evicted_keys_per_second[5m])) / sum by (service) (rate(redis_ops_per_second[5m])) > 0.5
+)";
   } else {
     yaml += R"(  - alert: BenchBusyAgent
     expr: rate(nginx_requests_per_second[5m]) > 1e6
@@ -241,13 +259,15 @@ std::vector<Rule> RuleSet(int64_t which) {
 
 // One collection round of the whole fleet: one OnTelemetry per agent, batches spread over the
 // second (1 ms apart), so fleet-wide rules are also re-evaluated every 200 ms as in production.
-// Argument: 0 no rate() rule, 1 the default rules (LowThroughput is a rate), 2 three more.
+// Argument: 0 no rate() rule, 1 the default rules (LowThroughput is a rate), 2 three more,
+// 3 the defaults and a fleet-wide p95 by service, 4 the defaults and a division of rate() sums
+// by service (10 services for 3 and 4).
 void BM_OneRoundAllAgents(benchmark::State& state) {
   Fleet& fleet = SharedFleet();
   SimulatedClock clock;
   CountingSink sink;
   RuleEngine engine(RuleSet(state.range(0)), &clock, &sink);
-  Connect(fleet, engine, clock);
+  Connect(fleet, engine, clock, state.range(0) >= 3 ? 10 : 1);
   const uint64_t evaluations_before = engine.evaluations();
   int64_t timed_ns = 0;  // CPU time of the rounds alone, for the per-batch and per-core figures
   for (auto _ : state) {
@@ -279,7 +299,43 @@ void BM_OneRoundAllAgents(benchmark::State& state) {
       rates.series == 0 ? 0 : static_cast<double>(rates.bytes) / static_cast<double>(rates.series);
   CheckNoAlerts(state, sink);
 }
-BENCHMARK(BM_OneRoundAllAgents)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_OneRoundAllAgents)
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
+    ->Arg(3)
+    ->Arg(4)
+    ->Unit(benchmark::kMillisecond);
+
+// One fleet-wide merge of the 1,000 agents' request-duration histograms over 1m: each member's
+// running windowed merge added in place into the group's histogram (argument 0, what the engine
+// does), or copied first and the copy added (argument 1).
+void BM_FleetMerge(benchmark::State& state) {
+  Fleet& fleet = SharedFleet();
+  const bool copy = state.range(0) == 1;
+  const int64_t cutoff = fleet.now_ms() - 60'000;
+  size_t histogram_index = 0;
+  while (!fleet.agents()[0].series[histogram_index]->is_histogram()) {
+    ++histogram_index;
+  }
+  LogHistogram group;
+  for (auto _ : state) {
+    group.Clear();
+    for (SimAgent& agent : fleet.agents()) {
+      const LogHistogram& view =
+          agent.series[histogram_index]->histograms()->Windowed(60'000, cutoff);
+      if (copy) {
+        LogHistogram member = view;
+        group.Merge(member);
+      } else {
+        group.Merge(view);
+      }
+    }
+    benchmark::DoNotOptimize(group.Quantile(0.95));
+  }
+  state.SetItemsProcessed(state.iterations() * kAgents);
+}
+BENCHMARK(BM_FleetMerge)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
 
 // One Tick: the fleet-wide LowThroughput (sum of rate(nginx_requests_per_second[5m])) over the
 // 1,000 agents, each one's average read again from its window (samples age out between

@@ -29,34 +29,37 @@ class ExprParser {
   absl::StatusOr<Expression> Parse() {
     Expression expr;
     expr.text = std::string(absl::StripAsciiWhitespace(text_));
-    std::string word = PeekWord();
-    if (auto agg = AggregationOf(word); agg != Aggregation::kNone) {
-      Word();
-      expr.aggregation = agg;
-      if (PeekWord() == "by") {
-        Word();
-        if (absl::Status s = ParseBy(expr); !s.ok()) {
-          return s;
-        }
+    if (absl::Status s = ParseSide(expr); !s.ok()) {
+      return s;
+    }
+    if (PeekChar() == '/') {
+      const size_t slash = pos_;
+      if (!expr.fleet_wide()) {
+        return Error(NotFleetWide("left"));
       }
-      const bool parenthesized = Eat('(');
-      if (absl::Status s = ParseOperand(expr); !s.ok()) {
+      ++pos_;
+      SkipSpace();
+      const size_t right = pos_;
+      Operand& denominator = expr.denominator.emplace();
+      if (absl::Status s = ParseSide(denominator); !s.ok()) {
         return s;
       }
-      if (parenthesized && !Eat(')')) {
-        return Error("expected ')' to close the aggregation");
+      if (!denominator.fleet_wide()) {
+        pos_ = right;
+        return Error(NotFleetWide("right"));
       }
-      if (PeekWord() == "by") {
-        if (!expr.by.empty()) {
-          return Error("'by' is given twice");
-        }
-        Word();
-        if (absl::Status s = ParseBy(expr); !s.ok()) {
-          return s;
-        }
+      // Groups are matched by their labels, so the order of the lists does not matter.
+      std::vector<std::string> left_by = expr.by, right_by = denominator.by;
+      std::sort(left_by.begin(), left_by.end());
+      std::sort(right_by.begin(), right_by.end());
+      if (left_by != right_by) {
+        pos_ = slash;
+        return Error(absl::StrCat("the two sides of '/' group by different labels: by (",
+                                  absl::StrJoin(expr.by, ", "), ") on the left, by (",
+                                  absl::StrJoin(denominator.by, ", "),
+                                  ") on the right; groups are matched one to one, so both sides "
+                                  "need the same 'by' labels"));
       }
-    } else if (absl::Status s = ParseOperand(expr); !s.ok()) {
-      return s;
     }
     if (absl::Status s = ParseComparison(expr); !s.ok()) {
       return s;
@@ -86,6 +89,131 @@ class ExprParser {
       return Aggregation::kCount;
     }
     return Aggregation::kNone;
+  }
+
+  // 0.95 for "p95"; 0 for anything else (p00 is no quantile).
+  static double QuantileOf(absl::string_view word) {
+    if (word.size() != 3 || word[0] != 'p' || !std::isdigit(static_cast<unsigned char>(word[1])) ||
+        !std::isdigit(static_cast<unsigned char>(word[2]))) {
+      return 0;
+    }
+    return ((word[1] - '0') * 10 + (word[2] - '0')) / 100.0;
+  }
+
+  static std::string NotFleetWide(absl::string_view side) {
+    return absl::StrCat(
+        "the ", side,
+        " side of '/' is per agent: division applies to fleet-wide values, "
+        "sum|avg|min|max|count [by (...)] (...) or pNN by (...) (...) on both sides");
+  }
+
+  // One side of the comparison (or of '/'): an operand, aggregated or not.
+  absl::Status ParseSide(Operand& op) {
+    SkipSpace();
+    const size_t start = pos_;
+    std::string word = PeekWord();
+    if (auto agg = AggregationOf(word); agg != Aggregation::kNone) {
+      Word();
+      op.aggregation = agg;
+      const bool by_first = PeekWord() == "by";
+      if (by_first) {
+        Word();
+        if (absl::Status s = ParseBy(op); !s.ok()) {
+          return s;
+        }
+      }
+      const bool parenthesized = Eat('(');
+      if (absl::Status s = ParseOperand(op); !s.ok()) {
+        return s;
+      }
+      if (parenthesized && !Eat(')')) {
+        return Error("expected ')' to close the aggregation");
+      }
+      if (PeekWord() == "by") {
+        if (by_first) {
+          return Error("'by' is given twice");
+        }
+        Word();
+        return ParseBy(op);
+      }
+      return absl::OkStatus();
+    }
+    if (const double q = QuantileOf(word); q > 0) {
+      Word();
+      if (PeekWord() == "by") {
+        Word();
+        return ParseMergedQuantile(op, q);
+      }
+      pos_ = start;
+    }
+    return ParseOperand(op);
+  }
+
+  // `pNN by (l, ...) (selector)` after its `by`: the quantile of the merged histograms.
+  absl::Status ParseMergedQuantile(Operand& op, double quantile) {
+    if (absl::Status s = ParseBy(op); !s.ok()) {
+      return s;
+    }
+    if (!Eat('(')) {
+      return Error("expected '(' and a histogram selector after pNN by (...)");
+    }
+    SkipSpace();
+    const size_t start = pos_;
+    std::string word = Word();
+    if (word.empty()) {
+      return Error("expected a histogram metric inside pNN by (...) (...)");
+    }
+    if ((word == "rate" || word == "irate" || QuantileOf(word) > 0) && PeekChar() == '(') {
+      pos_ = start;
+      return Error(
+          absl::StrCat("pNN by (...) merges histograms: write the histogram's selector "
+                       "itself, not ",
+                       word, "(...)"));
+    }
+    const MetricInfo* info = FindMetric(word);
+    if (info == nullptr) {
+      if (absl::Status s = ScrapedOrUnknown(word, start); !s.ok()) {
+        return s;
+      }
+      op.scraped = true;
+    } else if (info->kind != MetricKind::kHistogram) {
+      pos_ = start;
+      return Error(absl::StrCat("'", word, "' is a gauge; quantiles apply to histograms only"));
+    }
+    op.aggregation = Aggregation::kQuantile;
+    op.quantile = quantile;
+    op.metric = word;
+    if (Eat('{')) {
+      if (absl::Status s = ParseMatchers(op); !s.ok()) {
+        return s;
+      }
+    }
+    if (!Eat(')')) {
+      return Error("expected ')' to close pNN by (...) (...)");
+    }
+    return absl::OkStatus();
+  }
+
+  // A name outside the schema: OK (a scraped metric) unless a built-in collector's prefix makes
+  // it a typo of a schema name. `start` is where the name begins.
+  absl::Status ScrapedOrUnknown(const std::string& word, size_t start) {
+    absl::string_view prefix = ReservedPrefixOf(word);
+    if (prefix.empty()) {
+      return absl::OkStatus();
+    }
+    pos_ = start;
+    const MetricInfo* nearest = NearestMetric(word);
+    std::vector<std::string> same_prefix;
+    for (const MetricInfo& m : AllMetrics()) {
+      if (absl::StartsWith(m.name, prefix)) {
+        same_prefix.emplace_back(m.name);
+      }
+    }
+    return Error(absl::StrCat(
+        "unknown metric '", word, "'",
+        nearest != nullptr ? absl::StrCat(": did you mean '", nearest->name, "'?") : "",
+        " (the prefix '", prefix, "' belongs to a built-in collector, whose metrics are ",
+        absl::StrJoin(same_prefix, ", "), "; a scraped metric needs another prefix)"));
   }
 
   static bool IsWordChar(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
@@ -124,9 +252,13 @@ class ExprParser {
     return absl::InvalidArgumentError(absl::StrCat(what, " (column ", pos_ + 1, ")"));
   }
 
-  absl::Status ParseBy(Expression& expr) {
+  // `(l1, l2)` after `by`; `()` is the whole fleet as one group.
+  absl::Status ParseBy(Operand& expr) {
     if (!Eat('(')) {
       return Error("expected '(' after 'by'");
+    }
+    if (Eat(')')) {
+      return absl::OkStatus();
     }
     while (true) {
       std::string label = Word();
@@ -143,7 +275,8 @@ class ExprParser {
     }
   }
 
-  absl::Status ParseOperand(Expression& expr) {
+  absl::Status ParseOperand(Operand& expr) {
+    SkipSpace();
     const size_t start = pos_;
     std::string word = Word();
     if (word.empty()) {
@@ -152,9 +285,14 @@ class ExprParser {
     double quantile = 0;
     RangeFunction function = RangeFunction::kNone;
     size_t argument = start;  // where rate()'s argument begins
-    if (word.size() == 3 && word[0] == 'p' && std::isdigit(static_cast<unsigned char>(word[1])) &&
-        std::isdigit(static_cast<unsigned char>(word[2])) && PeekChar() == '(') {
-      quantile = ((word[1] - '0') * 10 + (word[2] - '0')) / 100.0;
+    if (QuantileOf(word) > 0 && PeekWord() == "by") {
+      pos_ = start;
+      return Error(absl::StrCat(word,
+                                " by (...) is fleet-wide already (the quantile of the merged "
+                                "histograms): it cannot be aggregated again"));
+    }
+    if (QuantileOf(word) > 0 && PeekChar() == '(') {
+      quantile = QuantileOf(word);
       Eat('(');
       word = Word();
       if (word.empty()) {
@@ -174,20 +312,8 @@ class ExprParser {
     const MetricInfo* info = FindMetric(word);
     if (info == nullptr) {
       // A built-in collector's prefix: a typo of a schema name, never a scraped metric.
-      if (absl::string_view prefix = ReservedPrefixOf(word); !prefix.empty()) {
-        pos_ = start;
-        const MetricInfo* nearest = NearestMetric(word);
-        std::vector<std::string> same_prefix;
-        for (const MetricInfo& m : AllMetrics()) {
-          if (absl::StartsWith(m.name, prefix)) {
-            same_prefix.emplace_back(m.name);
-          }
-        }
-        return Error(absl::StrCat(
-            "unknown metric '", word, "'",
-            nearest != nullptr ? absl::StrCat(": did you mean '", nearest->name, "'?") : "",
-            " (the prefix '", prefix, "' belongs to a built-in collector, whose metrics are ",
-            absl::StrJoin(same_prefix, ", "), "; a scraped metric needs another prefix)"));
+      if (absl::Status s = ScrapedOrUnknown(word, start); !s.ok()) {
+        return s;
       }
       // Outside the schema: a scraped metric the agents declare; its kind is the expression's.
       expr.scraped = true;
@@ -230,7 +356,7 @@ class ExprParser {
   }
 
   // `[5m]` after a rate()/irate() selector; `start` is where the function's argument begins.
-  absl::Status ParseRange(Expression& expr, size_t start) {
+  absl::Status ParseRange(Operand& expr, size_t start) {
     const absl::string_view fn = RangeFunctionName(expr.range_function);
     const std::string written(
         absl::StripAsciiWhitespace(text_.substr(start, std::min(pos_, text_.size()) - start)));
@@ -271,7 +397,7 @@ class ExprParser {
     return pos_ < text_.size() ? text_[pos_] : '\0';
   }
 
-  absl::Status ParseMatchers(Expression& expr) {
+  absl::Status ParseMatchers(Operand& expr) {
     if (Eat('}')) {
       return absl::OkStatus();
     }
@@ -493,6 +619,42 @@ absl::Status ParseSuggestions(const YAML::Node& list, absl::string_view file, Ru
   return absl::OkStatus();
 }
 
+// `labels:`, extra labels for the rule's alerts (notification routing reads them).
+absl::Status ParseLabels(const YAML::Node& map, absl::string_view file, Rule& rule) {
+  if (!map.IsDefined() || map.IsNull()) {
+    return absl::OkStatus();
+  }
+  auto fail = [&](const YAML::Node& at, absl::string_view what) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(YamlWhere(file, at), ": rule ", rule.name, ": labels: ", what));
+  };
+  if (!map.IsMap()) {
+    return fail(map, "must be a map of label name to value");
+  }
+  for (const auto& kv : map) {
+    absl::StatusOr<std::string> key = YamlKey(kv.first, file, "labels");
+    if (!key.ok()) {
+      return key.status();
+    }
+    if (!RE2::FullMatch(*key, "[A-Za-z_][A-Za-z0-9_]*")) {
+      return fail(kv.first, absl::StrCat("label name '", *key,
+                                         "' must be letters, digits and _ (not starting with a "
+                                         "digit)"));
+    }
+    // The alert's own fields and the engine's labels are not the rule's to set.
+    if (*key == "severity" || *key == "alertname" || *key == "stale_reason" ||
+        *key == "resolved_reason") {
+      return fail(kv.first, absl::StrCat("'", *key, "' is set by Vigil",
+                                         *key == "severity" ? " (use the rule's severity:)" : ""));
+    }
+    if (!kv.second.IsScalar()) {
+      return fail(kv.second, absl::StrCat("labels.", *key, " must be a single value"));
+    }
+    rule.labels[*key] = kv.second.as<std::string>();
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Rule> ParseRule(const YAML::Node& node, absl::string_view file) {
   const std::string where = YamlWhere(file, node);
   if (!node.IsMap()) {
@@ -515,7 +677,7 @@ absl::StatusOr<Rule> ParseRule(const YAML::Node& node, absl::string_view file) {
   }
   if (absl::Status s = YamlCheckKeys(node, file, absl::StrCat("rule ", rule.name),
                                      {"alert", "expr", "for", "window", "severity", "tiers",
-                                      "summary", "runbook", "diagnostics", "suggest"});
+                                      "summary", "runbook", "labels", "diagnostics", "suggest"});
       !s.ok()) {
     return s;
   }
@@ -590,6 +752,9 @@ absl::StatusOr<Rule> ParseRule(const YAML::Node& node, absl::string_view file) {
       return value.status();
     }
     (key == "summary" ? rule.summary : rule.runbook) = *value;
+  }
+  if (absl::Status s = ParseLabels(node["labels"], file, rule); !s.ok()) {
+    return s;
   }
   auto diagnostics = YamlStringList(node, "diagnostics", file);
   if (!diagnostics.ok()) {
@@ -679,6 +844,14 @@ absl::string_view RangeFunctionName(RangeFunction f) {
   return "";
 }
 
+std::vector<const Operand*> Expression::operands() const {
+  std::vector<const Operand*> out = {&numerator()};
+  if (denominator.has_value()) {
+    out.push_back(&*denominator);
+  }
+  return out;
+}
+
 absl::StatusOr<Expression> ParseExpression(absl::string_view text) {
   return ExprParser(text).Parse();
 }
@@ -687,29 +860,31 @@ std::vector<std::string> KindMismatches(const std::vector<Rule>& rules,
                                         const std::vector<v1::MetricDeclaration>& declared) {
   std::vector<std::string> out;
   for (const Rule& rule : rules) {
-    if (!rule.expr.scraped) {
-      continue;
-    }
-    const bool wants_histogram = rule.expr.quantile > 0;
-    const bool wants_rate = rule.expr.range_function != RangeFunction::kNone;
-    for (const v1::MetricDeclaration& d : declared) {
-      if (d.name() != rule.expr.metric) {
+    for (const Operand* operand : rule.expr.operands()) {
+      if (!operand->scraped) {
         continue;
       }
-      const bool is_histogram = d.kind() == v1::MetricDeclaration::HISTOGRAM;
-      if (is_histogram != wants_histogram) {
-        out.push_back(absl::StrCat(
-            "rule ", rule.name, " (", rule.source, ") uses '", rule.expr.metric, "' as a ",
-            wants_histogram ? "histogram" : (wants_rate ? "per-second rate" : "gauge"),
-            " but collector '", d.collector(), "' declares it a ",
-            is_histogram ? "histogram" : "gauge", ": the rule never fires"));
-      } else if (wants_rate && !d.per_second_rate()) {
-        out.push_back(absl::StrCat(
-            "rule ", rule.name, " (", rule.source, ") uses '", rule.expr.metric, "' under ",
-            RangeFunctionName(rule.expr.range_function), "() but collector '", d.collector(),
-            "' declares it a gauge that is not a per-second rate: the rule never fires"));
+      const bool wants_histogram = operand->quantile > 0;
+      const bool wants_rate = operand->range_function != RangeFunction::kNone;
+      for (const v1::MetricDeclaration& d : declared) {
+        if (d.name() != operand->metric) {
+          continue;
+        }
+        const bool is_histogram = d.kind() == v1::MetricDeclaration::HISTOGRAM;
+        if (is_histogram != wants_histogram) {
+          out.push_back(absl::StrCat(
+              "rule ", rule.name, " (", rule.source, ") uses '", operand->metric, "' as a ",
+              wants_histogram ? "histogram" : (wants_rate ? "per-second rate" : "gauge"),
+              " but collector '", d.collector(), "' declares it a ",
+              is_histogram ? "histogram" : "gauge", ": the rule never fires"));
+        } else if (wants_rate && !d.per_second_rate()) {
+          out.push_back(absl::StrCat(
+              "rule ", rule.name, " (", rule.source, ") uses '", operand->metric, "' under ",
+              RangeFunctionName(operand->range_function), "() but collector '", d.collector(),
+              "' declares it a gauge that is not a per-second rate: the rule never fires"));
+        }
+        break;
       }
-      break;
     }
   }
   return out;
@@ -719,15 +894,16 @@ std::vector<std::string> UndeclaredScrapedMetrics(
     const std::vector<Rule>& rules, const std::vector<v1::MetricDeclaration>& declared) {
   std::vector<std::string> out;
   for (const Rule& rule : rules) {
-    if (!rule.expr.scraped) {
-      continue;
-    }
-    const bool found = std::any_of(declared.begin(), declared.end(), [&](const auto& d) {
-      return d.name() == rule.expr.metric;
-    });
-    if (!found) {
-      out.push_back(absl::StrCat("rule ", rule.name, " (", rule.source, "): metric '",
-                                 rule.expr.metric, "' is declared by no connected agent"));
+    for (const Operand* operand : rule.expr.operands()) {
+      if (!operand->scraped) {
+        continue;
+      }
+      const bool found = std::any_of(declared.begin(), declared.end(),
+                                     [&](const auto& d) { return d.name() == operand->metric; });
+      if (!found) {
+        out.push_back(absl::StrCat("rule ", rule.name, " (", rule.source, "): metric '",
+                                   operand->metric, "' is declared by no connected agent"));
+      }
     }
   }
   return out;
@@ -779,13 +955,15 @@ RuleFile ParseRulesOrThrow(absl::string_view text, absl::string_view name) {
                                            ": duplicate name (first defined at ", it->second, ")"));
       continue;
     }
-    if (rule->expr.scraped) {
-      result.notes.push_back(absl::StrCat(
-          rule->source, ": rule ", rule->name, ": metric '", rule->expr.metric,
-          "' is scraped (declared by agents), not in the built-in schema; used as a ",
-          rule->expr.quantile > 0                             ? "histogram"
-          : rule->expr.range_function != RangeFunction::kNone ? "per-second rate (a counter)"
+    for (const Operand* operand : rule->expr.operands()) {
+      if (operand->scraped) {
+        result.notes.push_back(absl::StrCat(
+            rule->source, ": rule ", rule->name, ": metric '", operand->metric,
+            "' is scraped (declared by agents), not in the built-in schema; used as a ",
+            operand->quantile > 0                             ? "histogram"
+            : operand->range_function != RangeFunction::kNone ? "per-second rate (a counter)"
                                                               : "gauge"));
+      }
     }
     result.rules.push_back(std::move(*rule));
   }

@@ -1,11 +1,21 @@
 // Alert rules: the YAML rule file, the expression language and the built-in defaults.
 //
-//   expr := [agg [by (label, ...)]] ( selector | pNN(selector) | fn(selector[range]) ) op number
-//   agg  := sum | avg | min | max | count        (across agents: fleet-wide rules)
-//   pNN  := p50 | p90 | p95 | p99                (of a histogram, over the rule's window)
-//   fn   := rate | irate                         (of a per-second rate, over `range`)
+//   expr    := side op number | side / side op number
+//   side    := operand | agg [by (labels)] (operand) [by (labels)]
+//            | pNN by (labels) (selector)            (fleet-wide: the merged histograms' quantile)
+//   operand := selector | pNN(selector) | fn(selector[range])
+//   labels  := [label, ...]                          (empty: the whole fleet, one group)
+//   agg  := sum | avg | min | max | count            (across agents: fleet-wide rules)
+//   pNN  := p50 | p90 | p95 | p99, any two digits    (of a histogram, over the rule's window)
+//   fn   := rate | irate                             (of a per-second rate, over `range`)
 //   selector := metric [{label op "value", ...}] with = != =~ !~ on series or agent labels
 //   range := a duration (30s, 5m), more than 0 and at most kMaxRange
+//
+// `pNN by (l, ...) (x)` merges the histograms of every matching series of every agent over the
+// rule's window, per group of the listed labels, and takes the quantile of the merge (averaging
+// per-agent quantiles would be wrong); `pNN(x)` stays per agent. Both sides of `/` are fleet-wide
+// with the same `by` labels; they are matched group by group, and a group missing on either side
+// or whose denominator is 0 has no value (never fires), as in PromQL.
 //
 // Parsing checks everything it can before the controller starts: unknown metrics, histogram
 // versus gauge (for the built-in schema; a name outside it and outside the built-in collectors'
@@ -13,6 +23,7 @@
 // line. Immutable once parsed; thread-safe.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -45,7 +56,8 @@ enum class Comparison { kGreater, kGreaterEqual, kLess, kLessEqual, kEqual, kNot
 bool Compare(double value, Comparison op, double threshold);
 absl::string_view ComparisonText(Comparison op);
 
-enum class Aggregation { kNone, kSum, kAvg, kMin, kMax, kCount };
+// kQuantile: `pNN by (...) (x)`, the quantile of the group's merged histograms.
+enum class Aggregation { kNone, kSum, kAvg, kMin, kMax, kCount, kQuantile };
 
 // rate(x[r]): the mean of the series' per-second-rate samples measured within the last r.
 // irate(x[r]): its newest sample, when measured within the last r. Counters travel as
@@ -58,10 +70,11 @@ absl::string_view RangeFunctionName(RangeFunction f);
 // memory budget allows 5 minutes).
 inline constexpr absl::Duration kMaxRange = absl::Minutes(5);
 
-struct Expression {
+// One side of an expression: what is read from each series, and how it is aggregated.
+struct Operand {
   Aggregation aggregation = Aggregation::kNone;
   std::vector<std::string> by;  // grouping labels of an aggregation
-  double quantile = 0;          // > 0: a histogram quantile (0.95 for p95)
+  double quantile = 0;          // > 0: a histogram quantile (0.95 for p95), per agent or merged
   std::string metric;
   // The metric is outside the built-in schema: scraped, declared by agents in their Hello. Its
   // kind is the expression's (pNN(x): a histogram, else a gauge); a series of the other kind
@@ -71,9 +84,21 @@ struct Expression {
   RangeFunction range_function = RangeFunction::kNone;
   absl::Duration range = absl::ZeroDuration();
   std::vector<LabelMatcher> matchers;
+
+  bool fleet_wide() const { return aggregation != Aggregation::kNone; }
+};
+
+// An expression is its operand (the numerator of a division: existing readers of `metric` or
+// `aggregation` read it), optionally divided by a second, compared with a number.
+struct Expression : Operand {
+  std::optional<Operand> denominator;  // `A / B`: B (both fleet-wide, with the same `by`)
   Comparison op = Comparison::kGreater;
   double threshold = 0;
   std::string text;  // as written
+
+  const Operand& numerator() const { return *this; }
+  // The numerator (or the only operand), then the denominator if any.
+  std::vector<const Operand*> operands() const;
 };
 
 // Parses one expression; errors say what is wrong and at which column.
@@ -113,6 +138,7 @@ struct Rule {
   std::vector<SeverityTier> tiers;  // most severe first
   std::string summary;
   std::string runbook;
+  std::map<std::string, std::string> labels;  // extra labels for its alerts (a Prometheus rule's labels:, severity excepted)
   std::vector<std::string> diagnostics;  // tables to collect when it opens or joins an incident
   std::vector<SuggestTemplate> suggest;  // fixes to suggest, in order
   std::string source;                    // "file:line", for messages

@@ -7,6 +7,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/histogram.h"
@@ -28,10 +29,11 @@ std::string InstanceKey(const Rule& rule, const std::string& agent_id, const Lab
 // an outage fills the charts without firing alerts about the past.
 // The quantile comes from the series' running merge for the rule's window: the intervals that
 // entered or left since the last evaluation are added or taken back, whatever the window's length.
-bool SeriesValue(const Rule& rule, SeriesState& series, absl::Time now, double* value) {
-  const int64_t window_ms = absl::ToInt64Milliseconds(rule.window);
+bool SeriesValue(const Operand& operand, absl::Duration rule_window, SeriesState& series,
+                 absl::Time now, double* value) {
+  const int64_t window_ms = absl::ToInt64Milliseconds(rule_window);
   const int64_t cutoff = absl::ToUnixMillis(now) - window_ms;
-  if (rule.expr.quantile == 0) {
+  if (operand.quantile == 0) {
     if (series.count() == 0 || series.latest_ms() <= cutoff) {
       return false;
     }
@@ -46,7 +48,7 @@ bool SeriesValue(const Rule& rule, SeriesState& series, absl::Time now, double* 
   if (merged.empty()) {
     return false;
   }
-  *value = merged.Quantile(rule.expr.quantile);
+  *value = merged.Quantile(operand.quantile);
   return true;
 }
 
@@ -63,13 +65,14 @@ bool SameDefinition(const Rule& a, const Rule& b) {
   }
   return a.expr.text == b.expr.text && a.window == b.window && a.for_duration == b.for_duration &&
          a.severity == b.severity && a.summary == b.summary && a.runbook == b.runbook &&
-         a.diagnostics == b.diagnostics;
+         a.labels == b.labels && a.diagnostics == b.diagnostics;
 }
 
 bool FleetWide(const Rule& rule) { return rule.expr.aggregation != Aggregation::kNone; }
 
 // When the series' value was measured: its newest point or histogram, never after `now`.
 absl::Time SeriesTime(const Rule& rule, const SeriesState& series, absl::Time now) {
+  // Per-agent rules only: their operand is the expression itself.
   int64_t ms = 0;
   if (rule.expr.quantile == 0) {
     ms = series.latest_ms();
@@ -100,8 +103,9 @@ RuleEngine::RuleEngine(std::vector<Rule> rules, const Clock* clock, AlertSink* s
     : clock_(clock), sink_(sink), options_(options) {
   absl::MutexLock lock(&mu_);
   rules_ = std::move(rules);
-  contributions_.resize(rules_.size());
-  groups_.resize(rules_.size());
+  contributions_.resize(2 * rules_.size());
+  groups_.resize(2 * rules_.size());
+  merges_.resize(2 * rules_.size());
   refilling_until_.assign(rules_.size(), absl::InfinitePast());
   slots_.resize(1);
   rate_blocks_.resize(1);
@@ -113,11 +117,15 @@ void RuleEngine::IndexRules() {
   has_rate_rules_ = false;
   for (size_t i = 0; i < rules_.size(); ++i) {
     const Rule& rule = rules_[i];
-    has_rate_rules_ |= rule.expr.range_function == RangeFunction::kRate;
     if (!FleetWide(rule)) {
+      has_rate_rules_ |= rule.expr.range_function == RangeFunction::kRate;
       metric_rules_[rule.expr.metric].per_agent.push_back(&rule);
-    } else {
-      metric_rules_[rule.expr.metric].aggregate.push_back(i);
+      continue;
+    }
+    for (size_t side = 0; side < rule.expr.operands().size(); ++side) {
+      const Operand& operand = *rule.expr.operands()[side];
+      has_rate_rules_ |= operand.range_function == RangeFunction::kRate;
+      metric_rules_[operand.metric].aggregate.push_back(OperandId(i, side));
     }
   }
   ++rules_generation_;  // every slot re-reads its rules
@@ -172,8 +180,10 @@ RuleEngine::Replacement RuleEngine::ReplaceRules(std::vector<Rule> rules) {
   }
 
   // Contributions follow their rule to its new index when its inputs did not change.
-  std::vector<absl::flat_hash_map<uint32_t, Contribution>> contributions(rules.size());
-  std::vector<absl::flat_hash_map<std::string, std::weak_ptr<const Group>>> groups(rules.size());
+  const size_t operands = 2 * rules.size();  // see OperandId
+  std::vector<absl::flat_hash_map<uint32_t, Contribution>> contributions(operands);
+  std::vector<absl::flat_hash_map<std::string, std::weak_ptr<const Group>>> groups(operands);
+  std::vector<Merges> merges(operands);
   std::vector<absl::Time> refilling_until(rules.size(), absl::InfinitePast());
   for (size_t i = 0; i < rules.size(); ++i) {
     auto old = old_index.find(rules[i].name);
@@ -182,8 +192,12 @@ RuleEngine::Replacement RuleEngine::ReplaceRules(std::vector<Rule> rules) {
     }
     const Rule& old_rule = rules_[old->second];
     if (old_rule.expr.text == rules[i].expr.text && old_rule.window == rules[i].window) {
-      contributions[i] = std::move(contributions_[old->second]);
-      groups[i] = std::move(groups_[old->second]);
+      for (size_t side = 0; side < 2; ++side) {
+        const size_t from = OperandId(old->second, side), to = OperandId(i, side);
+        contributions[to] = std::move(contributions_[from]);
+        groups[to] = std::move(groups_[from]);
+        merges[to] = std::move(merges_[from]);
+      }
       refilling_until[i] = refilling_until_[old->second];
     } else {
       refilling_until[i] = now + options_.no_data_stale_after;
@@ -194,6 +208,7 @@ RuleEngine::Replacement RuleEngine::ReplaceRules(std::vector<Rule> rules) {
   const std::vector<Rule> old_rules = std::exchange(rules_, std::move(rules));
   contributions_ = std::move(contributions);
   groups_ = std::move(groups);
+  merges_ = std::move(merges);
   refilling_until_ = std::move(refilling_until);
   IndexRules();
   for (auto& [key, instance] : instances_) {
@@ -231,10 +246,10 @@ const std::string* RuleEngine::Label(absl::string_view name, const Labels& serie
   return nullptr;
 }
 
-bool RuleEngine::Matches(const Rule& rule, const SeriesState& series,
+bool RuleEngine::Matches(const Operand& operand, const SeriesState& series,
                          const Labels& agent_labels) {
   static const std::string kEmpty;
-  for (const LabelMatcher& m : rule.expr.matchers) {
+  for (const LabelMatcher& m : operand.matchers) {
     const std::string* actual = Label(m.label, series.labels(), agent_labels);
     if (!m.Matches(actual == nullptr ? kEmpty : *actual)) {
       return false;
@@ -243,12 +258,13 @@ bool RuleEngine::Matches(const Rule& rule, const SeriesState& series,
   return true;
 }
 
-bool RuleEngine::Applies(const Rule& rule, const SeriesState& series, const AgentEntry& agent) {
-  if (rule.expr.scraped && rule.expr.range_function != RangeFunction::kNone &&
-      !std::binary_search(agent.rate_metrics.begin(), agent.rate_metrics.end(), rule.expr.metric)) {
+bool RuleEngine::Applies(const Operand& operand, const SeriesState& series,
+                         const AgentEntry& agent) {
+  if (operand.scraped && operand.range_function != RangeFunction::kNone &&
+      !std::binary_search(agent.rate_metrics.begin(), agent.rate_metrics.end(), operand.metric)) {
     return false;  // the agent does not say it sends this metric as a per-second rate
   }
-  return Matches(rule, series, agent.labels);
+  return Matches(operand, series, agent.labels);
 }
 
 void RuleEngine::OnConnected(const std::string& agent_id, const Labels& agent_labels,
@@ -300,12 +316,12 @@ RuleEngine::SeriesSlot& RuleEngine::SlotFor(SeriesState& series, uint32_t agent)
       const AgentEntry& entry = agents_[slot.agent];
       const size_t n = slot.rules->per_agent.size();
       for (size_t i = 0; i < n && i < 64; ++i) {
-        if (Applies(*slot.rules->per_agent[i], series, entry)) {
+        if (Applies(slot.rules->per_agent[i]->expr, series, entry)) {
           slot.matched |= uint64_t{1} << i;
         }
       }
       for (size_t j = 0; j < slot.rules->aggregate.size() && n + j < 64; ++j) {
-        if (Applies(rules_[slot.rules->aggregate[j]], series, entry)) {
+        if (Applies(OperandOf(slot.rules->aggregate[j]), series, entry)) {
           slot.matched |= uint64_t{1} << (n + j);
         }
       }
@@ -323,14 +339,15 @@ void RuleEngine::RefreshRateBlockLocked(SeriesSlot& slot, uint32_t agent) {
     const size_t n = slot.rules->per_agent.size();
     const size_t total = n + slot.rules->aggregate.size();
     for (size_t k = 0; k < total; ++k) {
-      const Rule& rule = k < n ? *slot.rules->per_agent[k] : rules_[slot.rules->aggregate[k - n]];
-      if (rule.expr.range_function != RangeFunction::kRate) {
+      const Operand& operand =
+          k < n ? slot.rules->per_agent[k]->expr : OperandOf(slot.rules->aggregate[k - n]);
+      if (operand.range_function != RangeFunction::kRate) {
         continue;
       }
       const bool matched =
-          k < 64 ? (slot.matched >> k & 1) != 0 : Applies(rule, *slot.series, entry);
+          k < 64 ? (slot.matched >> k & 1) != 0 : Applies(operand, *slot.series, entry);
       if (matched) {
-        ranges.push_back(absl::ToInt64Milliseconds(rule.expr.range));
+        ranges.push_back(absl::ToInt64Milliseconds(operand.range));
       }
     }
   }
@@ -385,24 +402,24 @@ RuleEngine::RateUsage RuleEngine::rate_usage() const {
   return usage;
 }
 
-bool RuleEngine::ValueLocked(const Rule& rule, const SeriesSlot& slot, SeriesState& series,
-                             absl::Time now, double* value) {
-  if (rule.expr.range_function == RangeFunction::kNone) {
-    return SeriesValue(rule, series, now, value);
+bool RuleEngine::ValueLocked(const Operand& operand, absl::Duration window, const SeriesSlot& slot,
+                             SeriesState& series, absl::Time now, double* value) {
+  if (operand.range_function == RangeFunction::kNone) {
+    return SeriesValue(operand, window, series, now, value);
   }
-  return RangeValueLocked(rule, slot, series, now, value);
+  return RangeValueLocked(operand, slot, series, now, value);
 }
 
-bool RuleEngine::RangeValueLocked(const Rule& rule, const SeriesSlot& slot,
+bool RuleEngine::RangeValueLocked(const Operand& operand, const SeriesSlot& slot,
                                   const SeriesState& series, absl::Time now, double* value) const {
   const int64_t now_ms = absl::ToUnixMillis(now);
-  switch (rule.expr.range_function) {
+  switch (operand.range_function) {
     case RangeFunction::kNone:
       return false;
     case RangeFunction::kIrate:
       // The newest sample is already a rate over its interval: irate is that sample.
       if (series.is_histogram() || series.count() == 0 ||
-          series.latest_ms() <= now_ms - absl::ToInt64Milliseconds(rule.expr.range)) {
+          series.latest_ms() <= now_ms - absl::ToInt64Milliseconds(operand.range)) {
         return false;
       }
       *value = series.latest();
@@ -413,7 +430,7 @@ bool RuleEngine::RangeValueLocked(const Rule& rule, const SeriesSlot& slot,
   if (series.is_histogram() || slot.rates == 0) {
     return false;
   }
-  const int64_t range_ms = absl::ToInt64Milliseconds(rule.expr.range);
+  const int64_t range_ms = absl::ToInt64Milliseconds(operand.range);
   for (const RateWindow& w : rate_blocks_[slot.rates].windows) {
     if (w.range_ms() == range_ms) {
       return w.Average(now_ms, value);
@@ -581,7 +598,9 @@ void RuleEngine::RekeyProvisionalLocked(const std::string& agent_id, const Label
     Labels series_labels;
     for (const auto& [k, v] : instance.alert.labels()) {
       auto agent = agent_labels.find(k);
-      if (EngineLabel(k) || (agent != agent_labels.end() && agent->second == v)) {
+      auto own = instance.rule->labels.find(k);
+      if (EngineLabel(k) || (agent != agent_labels.end() && agent->second == v) ||
+          (own != instance.rule->labels.end() && own->second == v)) {
         continue;
       }
       series_labels[k] = v;
@@ -639,36 +658,46 @@ void RuleEngine::FreeSlotsLocked(AgentEntry& agent) {
 }
 
 void RuleEngine::ForgetContributionsLocked(const AgentEntry& agent) {
-  for (auto& per_rule : contributions_) {
-    if (per_rule.empty()) {
+  for (size_t operand = 0; operand < contributions_.size(); ++operand) {
+    auto& per_operand = contributions_[operand];
+    if (per_operand.empty()) {
       continue;
     }
     for (uint32_t id : agent.slots) {
-      if (per_rule.erase(id) > 0) {
-        aggregates_dirty_ = true;
+      auto it = per_operand.find(id);
+      if (it == per_operand.end()) {
+        continue;
       }
+      if (auto q = merges_[operand].groups.find(it->second.group.get());
+          q != merges_[operand].groups.end()) {
+        q->second.members_left = true;
+      }
+      per_operand.erase(it);
+      aggregates_dirty_ = true;
     }
   }
 }
 
-std::shared_ptr<const RuleEngine::Group> RuleEngine::GroupFor(size_t rule_index,
-                                                             const SeriesState& series,
-                                                             const Labels& agent_labels) {
-  const Rule& rule = rules_[rule_index];
+std::shared_ptr<const RuleEngine::Group> RuleEngine::GroupFor(size_t operand_id,
+                                                              const SeriesState& series,
+                                                              const Labels& agent_labels) {
   auto group = std::make_shared<Group>();
-  group->key = "\x1f";
-  for (const std::string& by : rule.expr.by) {
+  for (const std::string& by : OperandOf(operand_id).by) {
     const std::string* v = Label(by, series.labels(), agent_labels);
     group->labels[by] = v == nullptr ? "" : *v;
-    absl::StrAppend(&group->key, by, "=", group->labels[by], "\x1f");
   }
-  auto& groups = groups_[rule_index];
+  // From the sorted labels: the two sides of a division find each other's groups by key.
+  group->key = "\x1f";
+  for (const auto& [name, value] : group->labels) {
+    absl::StrAppend(&group->key, name, "=", value, "\x1f");
+  }
+  auto& groups = groups_[operand_id];
   std::weak_ptr<const Group>& slot = groups[group->key];
   if (std::shared_ptr<const Group> existing = slot.lock()) {
     return existing;
   }
   slot = group;
-  if (groups.size() > 64 && groups.size() > 2 * contributions_[rule_index].size()) {
+  if (groups.size() > 64 && groups.size() > 2 * contributions_[operand_id].size()) {
     absl::erase_if(groups, [](const auto& entry) { return entry.second.expired(); });
   }
   return group;
@@ -723,21 +752,27 @@ void RuleEngine::OnTelemetry(const std::string& agent_id, const v1::TelemetryBat
     const size_t n = slot.rules->per_agent.size();
     for (size_t i = 0; i < n; ++i) {
       if (i < 64 ? (slot.matched >> i & 1) != 0
-                 : Applies(*slot.rules->per_agent[i], series, agent)) {
+                 : Applies(slot.rules->per_agent[i]->expr, series, agent)) {
         Evaluate(slot, i, agent, series, now);
       }
     }
     for (size_t j = 0; j < slot.rules->aggregate.size(); ++j) {
-      const size_t index = slot.rules->aggregate[j];
-      const Rule& rule = rules_[index];
-      double value = 0;
-      if (!(n + j < 64 ? (slot.matched >> (n + j) & 1) != 0 : Applies(rule, series, agent)) ||
-          !ValueLocked(rule, slot, series, now, &value)) {
+      const size_t id = slot.rules->aggregate[j];
+      const Operand& operand = OperandOf(id);
+      if (!(n + j < 64 ? (slot.matched >> (n + j) & 1) != 0 : Applies(operand, series, agent))) {
         continue;
       }
-      Contribution& c = contributions_[index][series.rule_slot];
+      double value = 0;
+      if (operand.aggregation == Aggregation::kQuantile) {
+        if (!series.is_histogram()) {
+          continue;  // a scraped name some agent sends as a gauge
+        }
+      } else if (!ValueLocked(operand, rules_[id / 2].window, slot, series, now, &value)) {
+        continue;
+      }
+      Contribution& c = contributions_[id][series.rule_slot];
       if (c.group == nullptr) {
-        c.group = GroupFor(index, series, agent.labels);
+        c.group = GroupFor(id, series, agent.labels);
       }
       c.value = value;
       aggregates_dirty_ = true;
@@ -751,8 +786,8 @@ void RuleEngine::OnTelemetry(const std::string& agent_id, const v1::TelemetryBat
       visit(point.series_id());
     }
   }
-  if (aggregates_dirty_ && now - last_aggregate_ >= options_.aggregate_every) {
-    EvaluateAggregates(now);
+  if (aggregates_dirty_ && (now - last_aggregate_ >= options_.aggregate_every || merge_pending_)) {
+    EvaluateAggregates(now, /*read_series=*/true);
   }
 }
 
@@ -760,7 +795,7 @@ void RuleEngine::Evaluate(SeriesSlot& slot, size_t i, const AgentEntry& agent,
                           SeriesState& series, absl::Time now) {
   const Rule& rule = *slot.rules->per_agent[i];
   double value = 0;
-  if (!ValueLocked(rule, slot, series, now, &value)) {
+  if (!ValueLocked(rule.expr, rule.window, slot, series, now, &value)) {
     return;
   }
   ++evaluations_;
@@ -775,79 +810,171 @@ void RuleEngine::Evaluate(SeriesSlot& slot, size_t i, const AgentEntry& agent,
   slot.may_alert = alerting ? slot.may_alert | bit : slot.may_alert & ~bit;
 }
 
-void RuleEngine::EvaluateAggregates(absl::Time now) {
-  aggregates_dirty_ = false;
-  last_aggregate_ = now;
-  for (size_t index = 0; index < rules_.size(); ++index) {
-    const Rule& rule = rules_[index];
-    if (rule.expr.aggregation == Aggregation::kNone) {
+void RuleEngine::MergeQuantilesLocked(size_t id, absl::Time now) {
+  const Rule& rule = rules_[id / 2];
+  const Operand& operand = OperandOf(id);
+  const int64_t window_ms = absl::ToInt64Milliseconds(rule.window);
+  const int64_t cutoff = absl::ToUnixMillis(now) - window_ms;
+  Merges& merges = merges_[id];
+  const uint64_t round = ++merges.round;
+  for (auto& [group, q] : merges.groups) {
+    q.merged.Clear();  // keeps its buckets' memory for this merge
+  }
+  for (const auto& [slot_id, c] : contributions_[id]) {
+    QuantileGroup& q = merges.groups[c.group.get()];
+    if (q.group == nullptr) {
+      q.group = c.group;
+    }
+    q.round = round;
+    SeriesState* series = slots_[slot_id].series;
+    HistogramWindow* window = series == nullptr ? nullptr : series->histograms();
+    if (window == nullptr || window->empty()) {
       continue;
     }
-    struct Accumulated {
-      const Group* group = nullptr;
-      double sum = 0, min = std::numeric_limits<double>::infinity(),
-             max = -std::numeric_limits<double>::infinity();
-      size_t count = 0;
-    };
-    if (rule.expr.range_function != RangeFunction::kNone) {
-      // Judged again at `now`: samples age out of the range, and a member without any left
-      // (its series stopped reporting) leaves the aggregate.
-      absl::erase_if(contributions_[index], [&](auto& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        const SeriesSlot& slot = slots_[entry.first];
-        return slot.series == nullptr ||
-               !RangeValueLocked(rule, slot, *slot.series, now, &entry.second.value);
-      });
+    // The member's running merge over the window, added in place: no copy per member.
+    q.merged.Merge(window->Windowed(window_ms, cutoff));
+  }
+  absl::erase_if(merges.groups, [round](const auto& entry) { return entry.second.round != round; });
+  for (auto& [group, q] : merges.groups) {
+    q.has_value = !q.merged.empty();
+    q.value = q.has_value ? q.merged.Quantile(operand.quantile) : 0;
+    q.members_left = false;
+  }
+}
+
+void RuleEngine::GroupValuesLocked(size_t id, absl::Time now, bool read_series,
+                                   std::vector<GroupValue>* out) {
+  const Operand& operand = OperandOf(id);
+  auto& contributions = contributions_[id];
+  if (operand.aggregation == Aggregation::kQuantile) {
+    Merges& merges = merges_[id];
+    if (read_series) {
+      MergeQuantilesLocked(id, now);
+    } else {
+      // The last merge's values, but a group whose members left is judged again only by the next
+      // merge, and one with no member left has no value.
+      absl::flat_hash_set<const Group*> present;
+      for (const auto& [slot, c] : contributions) {
+        present.insert(c.group.get());
+      }
+      for (const auto& [group, q] : merges.groups) {
+        if (q.has_value && present.contains(group)) {
+          out->push_back({group, q.value, /*known=*/!q.members_left});
+        }
+      }
+      return;
     }
-    absl::flat_hash_map<const Group*, Accumulated> by_group;
-    for (const auto& [slot, c] : contributions_[index]) {
-      Accumulated& g = by_group[c.group.get()];
-      g.group = c.group.get();
-      g.sum += c.value;
-      g.min = std::min(g.min, c.value);
-      g.max = std::max(g.max, c.value);
-      ++g.count;
+    for (const auto& [group, q] : merges.groups) {
+      if (q.has_value) {
+        out->push_back({group, q.value});
+      }
+    }
+    return;
+  }
+  if (operand.range_function != RangeFunction::kNone) {
+    // Judged again at `now`: samples age out of the range, and a member without any left
+    // (its series stopped reporting) leaves the aggregate.
+    absl::erase_if(contributions, [&](auto& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      const SeriesSlot& slot = slots_[entry.first];
+      return slot.series == nullptr ||
+             !RangeValueLocked(operand, slot, *slot.series, now, &entry.second.value);
+    });
+  }
+  struct Accumulated {
+    double sum = 0, min = std::numeric_limits<double>::infinity(),
+           max = -std::numeric_limits<double>::infinity();
+    size_t count = 0;
+  };
+  absl::flat_hash_map<const Group*, Accumulated> by_group;
+  for (const auto& [slot, c] : contributions) {
+    Accumulated& g = by_group[c.group.get()];
+    g.sum += c.value;
+    g.min = std::min(g.min, c.value);
+    g.max = std::max(g.max, c.value);
+    ++g.count;
+  }
+  out->reserve(out->size() + by_group.size());
+  for (const auto& [group, g] : by_group) {
+    double value = 0;
+    switch (operand.aggregation) {
+      case Aggregation::kSum:
+        value = g.sum;
+        break;
+      case Aggregation::kAvg:
+        value = g.sum / static_cast<double>(g.count);
+        break;
+      case Aggregation::kMin:
+        value = g.min;
+        break;
+      case Aggregation::kMax:
+        value = g.max;
+        break;
+      case Aggregation::kCount:
+        value = static_cast<double>(g.count);
+        break;
+      case Aggregation::kQuantile:
+      case Aggregation::kNone:
+        break;
+    }
+    out->push_back({group, value});
+  }
+}
+
+void RuleEngine::EvaluateAggregates(absl::Time now, bool read_series) {
+  aggregates_dirty_ = false;
+  merge_pending_ = false;
+  last_aggregate_ = now;
+  std::vector<GroupValue> values, denominators;
+  for (size_t index = 0; index < rules_.size(); ++index) {
+    const Rule& rule = rules_[index];
+    if (!FleetWide(rule)) {
+      continue;
+    }
+    values.clear();
+    denominators.clear();
+    GroupValuesLocked(OperandId(index, 0), now, read_series, &values);
+    if (rule.expr.denominator.has_value()) {
+      GroupValuesLocked(OperandId(index, 1), now, read_series, &denominators);
+      // One to one, by the groups' labels; no partner or a zero denominator: no value (PromQL:
+      // no sample, or NaN, which compares false).
+      absl::flat_hash_map<absl::string_view, const GroupValue*> below;
+      for (const GroupValue& d : denominators) {
+        below.emplace(d.group->key, &d);
+      }
+      size_t kept = 0;
+      for (const GroupValue& v : values) {
+        auto it = below.find(v.group->key);
+        if (it == below.end() || (it->second->known && it->second->value == 0)) {
+          continue;
+        }
+        const GroupValue& d = *it->second;
+        const double ratio = v.value / d.value;
+        if (v.known && d.known && !std::isfinite(ratio)) {
+          continue;
+        }
+        values[kept++] = {v.group, ratio, v.known && d.known};
+      }
+      values.resize(kept);
     }
     // In the order of their keys, so alerts are reported in the same order every time.
-    std::vector<const Accumulated*> groups;
-    groups.reserve(by_group.size());
-    for (const auto& [group, g] : by_group) {
-      groups.push_back(&g);
-    }
-    std::sort(groups.begin(), groups.end(), [](const Accumulated* a, const Accumulated* b) {
-      return a->group->key < b->group->key;
-    });
+    std::sort(values.begin(), values.end(),
+              [](const GroupValue& a, const GroupValue& b) { return a.group->key < b.group->key; });
     std::unordered_set<std::string> live_keys;
-    for (const Accumulated* accumulated : groups) {
-      const Accumulated& g = *accumulated;
-      double value = 0;
-      switch (rule.expr.aggregation) {
-        case Aggregation::kSum:
-          value = g.sum;
-          break;
-        case Aggregation::kAvg:
-          value = g.sum / static_cast<double>(g.count);
-          break;
-        case Aggregation::kMin:
-          value = g.min;
-          break;
-        case Aggregation::kMax:
-          value = g.max;
-          break;
-        case Aggregation::kCount:
-          value = static_cast<double>(g.count);
-          break;
-        case Aggregation::kNone:
-          break;
-      }
-      ++evaluations_;
+    for (const GroupValue& g : values) {
       const std::string key = InstanceKey(rule, "", g.group->labels);
       live_keys.insert(key);
+      if (!g.known) {
+        aggregates_dirty_ = merge_pending_ = true;  // judged at the next batch's merge
+        continue;
+      }
+      ++evaluations_;
       static const Labels kNoLabels;
-      Update(rule, key, "", g.group->labels, kNoLabels, value,
-             Compare(value, rule.expr.op, rule.expr.threshold), now, now);
+      Update(rule, key, "", g.group->labels, kNoLabels, g.value,
+             Compare(g.value, rule.expr.op, rule.expr.threshold), now, now);
     }
-    // A group with no member left is judged on nothing: its alert resolves (unless the rule was
-    // just changed by a reload and its contributions are still coming back).
+    // A group with no member left (or, divided, no value) is judged on nothing: its alert
+    // resolves (unless the rule was just changed by a reload and its contributions are still
+    // coming back).
     if (now < refilling_until_[index]) {
       continue;
     }
@@ -885,6 +1012,7 @@ bool RuleEngine::Update(const Rule& rule, const std::string& key, const std::str
     // Labels are copied once, when the alert is born; `labels` win over `more_labels`.
     a.mutable_labels()->insert(labels.begin(), labels.end());
     a.mutable_labels()->insert(more_labels.begin(), more_labels.end());
+    a.mutable_labels()->insert(rule.labels.begin(), rule.labels.end());  // never replaces
     for (const auto& [name, v] : labels) {
       a.add_key_labels(name);  // so a restarted controller keys it the same way
     }
@@ -956,7 +1084,7 @@ void RuleEngine::Tick() {
   const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
   if (aggregates_dirty_ || now - last_aggregate_ >= absl::Seconds(1)) {
-    EvaluateAggregates(now);
+    EvaluateAggregates(now, /*read_series=*/false);
   }
   for (auto it = instances_.begin(); it != instances_.end();) {
     auto current = it++;

@@ -28,6 +28,18 @@
 // judge each member again at every aggregation, so a series that stops reporting leaves the
 // aggregate once its samples are older than the range.
 //
+// Fleet-wide quantiles (pNN by (...) (x)) merge, per group, the running windowed merge of every
+// member series (HistogramWindow::Windowed) into one histogram the group keeps and reuses: each
+// member's view is added in place, never copied. Reading a series' histograms is for the ingest
+// thread only, so the merges are made when OnTelemetry aggregates; Tick() judges the groups again
+// on the last merges, and when members left since then (a disconnect) it leaves the rule for
+// the next merge, unless no member is left at all (its groups then resolve). A division `A / B`
+// is judged group by group on the two sides' values: a group missing on either side, or whose
+// B is 0, has no value (its alert resolves, as a group without members does).
+//
+// A rule's `labels` are copied onto its alerts after the alert's own labels, never replacing
+// them, and are not part of what identifies an alert.
+//
 // Every change is reported to the AlertSink while the engine's lock is held: sinks must only
 // queue the change. Thread-safe; meant to be fed from the ingest thread and ticked by a timer.
 #pragma once
@@ -44,6 +56,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/histogram.h"
 #include "controller/ingest/fleet_state.h"
 #include "controller/rules/rate_window.h"
 #include "controller/rules/rule.h"
@@ -177,11 +190,33 @@ class RuleEngine {
   // The rules of one metric, per-agent ones first in `bits` order, then fleet-wide ones.
   struct MetricRules {
     std::vector<const Rule*> per_agent;
-    std::vector<size_t> aggregate;  // index into rules_
+    std::vector<size_t> aggregate;  // fleet-wide operands (OperandId)
+  };
+  // A group's merged histograms for a fleet-wide quantile, kept across rounds so the buckets are
+  // reused: cleared and filled again at each merge.
+  struct QuantileGroup {
+    std::shared_ptr<const Group> group;
+    LogHistogram merged;
+    double value = 0;
+    bool has_value = false;     // some member had intervals in the window
+    bool members_left = false;  // a member left since: `value` counts it, wait for the next merge
+    uint64_t round = 0;         // the merge that last saw a member of it
+  };
+  struct Merges {
+    absl::flat_hash_map<const Group*, QuantileGroup> groups;
+    uint64_t round = 0;
+  };
+  // One group's value of a fleet-wide operand, or of a whole division.
+  struct GroupValue {
+    const Group* group = nullptr;
+    double value = 0;
+    bool known = true;  // false: not judged now (its alert neither moves nor resolves)
   };
   // The engine's state of one series, at index SeriesState::rule_slot.
   struct SeriesSlot {
-    const SeriesState* series = nullptr;  // the owner: another series never reads this slot
+    // The owner: another series never reads this slot. Fleet-wide quantiles advance its windowed
+    // merges (on the ingest thread only).
+    SeriesState* series = nullptr;
     const MetricRules* rules = nullptr;   // null: no rule reads this metric
     // Bit i: rule i of `rules` (per_agent, then aggregate) matches the series and its agent.
     // Rules past the 64th are matched on every evaluation.
@@ -210,26 +245,43 @@ class RuleEngine {
   uint32_t AgentIndex(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Frees the agent's slots (its series are about to go) with their contributions.
   void FreeSlotsLocked(AgentEntry& agent) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::shared_ptr<const Group> GroupFor(size_t rule_index, const SeriesState& series,
+  // Fleet-wide operands are numbered rule index * 2 + side (0: the operand or the numerator,
+  // 1: the denominator); contributions_, groups_ and merges_ are indexed so.
+  static size_t OperandId(size_t rule_index, size_t side) { return rule_index * 2 + side; }
+  const Operand& OperandOf(size_t id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const Rule& rule = rules_[id / 2];
+    return id % 2 == 0 ? rule.expr.numerator() : *rule.expr.denominator;
+  }
+  std::shared_ptr<const Group> GroupFor(size_t operand_id, const SeriesState& series,
                                         const Labels& agent_labels)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // True when `rule` reads `series` of `agent`: its matchers hold, and a rate()/irate() rule on
-  // a scraped metric reads it only where the agent declares the metric a per-second rate.
-  static bool Applies(const Rule& rule, const SeriesState& series, const AgentEntry& agent);
+  // True when `operand` reads `series` of `agent`: its matchers hold, and a rate()/irate() on a
+  // scraped metric reads it only where the agent declares the metric a per-second rate.
+  static bool Applies(const Operand& operand, const SeriesState& series, const AgentEntry& agent);
   // The windows the slot needs for the rate() rules it matched: kept for ranges still read,
   // made for new ones, the block freed when none is left.
   void RefreshRateBlockLocked(SeriesSlot& slot, uint32_t agent) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeRateBlockLocked(SeriesSlot& slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The series' value for `rule` at `now` (see SeriesValue), rate() from the slot's window.
-  bool ValueLocked(const Rule& rule, const SeriesSlot& slot, SeriesState& series, absl::Time now,
-                   double* value) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The same for rate() and irate() rules only (false for others).
-  bool RangeValueLocked(const Rule& rule, const SeriesSlot& slot, const SeriesState& series,
+  // The series' value for `operand` of a rule with `window` at `now` (see SeriesValue), rate()
+  // from the slot's window.
+  bool ValueLocked(const Operand& operand, absl::Duration window, const SeriesSlot& slot,
+                   SeriesState& series, absl::Time now, double* value)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The same for rate() and irate() operands only (false for others).
+  bool RangeValueLocked(const Operand& operand, const SeriesSlot& slot, const SeriesState& series,
                         absl::Time now, double* value) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Evaluates per-agent rule `i` of the slot's metric on its series.
   void Evaluate(SeriesSlot& slot, size_t i, const AgentEntry& agent, SeriesState& series,
                 absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void EvaluateAggregates(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Judges every fleet-wide rule. `read_series`: on the ingest thread, so quantiles are merged
+  // afresh (see the header comment).
+  void EvaluateAggregates(absl::Time now, bool read_series) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends the values of fleet-wide operand `id` by group (groups without a value left out;
+  // merged quantiles whose members left since the last merge, off the ingest thread, unknown).
+  void GroupValuesLocked(size_t id, absl::Time now, bool read_series, std::vector<GroupValue>* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Merges the histograms of quantile operand `id`'s members over its rule's window, by group.
+  void MergeQuantilesLocked(size_t id, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves one alert instance on with a fresh value; `key` identifies it across evaluations.
   // A new alert carries `labels` (the series' or group's) and then `more_labels` (the agent's).
   // `at` is when the value was measured (telemetry time; `now` for fleet-wide rules). True when
@@ -256,7 +308,8 @@ class RuleEngine {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Rebuilds the by-metric indexes from rules_.
   void IndexRules() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  static bool Matches(const Rule& rule, const SeriesState& series, const Labels& agent_labels);
+  static bool Matches(const Operand& operand, const SeriesState& series,
+                      const Labels& agent_labels);
   static const std::string* Label(absl::string_view name, const Labels& series_labels,
                                   const Labels& agent_labels);
 
@@ -279,14 +332,18 @@ class RuleEngine {
   bool has_rate_rules_ ABSL_GUARDED_BY(mu_) = false;  // some rule is a rate(): feed windows
   uint32_t batch_stamp_ ABSL_GUARDED_BY(mu_) = 0;
   std::unordered_map<std::string, Instance> instances_ ABSL_GUARDED_BY(mu_);
-  // Per fleet-wide rule (by index): contributions keyed by series slot, and its groups.
+  // Per fleet-wide operand (by OperandId): contributions keyed by series slot (a quantile's hold
+  // no value: its members' histograms are merged), its groups, and a quantile's merges.
   std::vector<absl::flat_hash_map<uint32_t, Contribution>> contributions_ ABSL_GUARDED_BY(mu_);
   std::vector<absl::flat_hash_map<std::string, std::weak_ptr<const Group>>> groups_
       ABSL_GUARDED_BY(mu_);
+  std::vector<Merges> merges_ ABSL_GUARDED_BY(mu_);
   // Per rule (by index): until when a fleet-wide rule changed by a reload is refilling its
   // contributions, so its groups without members are not resolved yet.
   std::vector<absl::Time> refilling_until_ ABSL_GUARDED_BY(mu_);
   bool aggregates_dirty_ ABSL_GUARDED_BY(mu_) = false;
+  // A Tick() left a rule for the next merge: the next batch evaluates, whatever aggregate_every.
+  bool merge_pending_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_aggregate_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   uint64_t evaluations_ ABSL_GUARDED_BY(mu_) = 0;
 };

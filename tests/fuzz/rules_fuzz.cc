@@ -42,6 +42,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const vigil::controller::LabelMatcher& m : expr->matchers) {
       (void)m.Matches("api");
     }
+    // A division's sides are both fleet-wide; a merged quantile is always a quantile.
+    for (const vigil::controller::Operand* operand : expr->operands()) {
+      FUZZ_CHECK(!operand->metric.empty());
+      FUZZ_CHECK(operand->aggregation != vigil::controller::Aggregation::kQuantile ||
+                 operand->quantile > 0);
+      FUZZ_CHECK(!expr->denominator.has_value() || operand->fleet_wide());
+    }
   } else {
     FUZZ_CHECK(!expr.status().message().empty());
   }

@@ -1822,5 +1822,414 @@ TEST(RuleEngineRate, ReloadKeepsTheWindowsOfRangesStillRead) {
   EXPECT_NEAR(sink.changes[0].value, (15 * 300 + 16 * 100) / 31.0, 1e-9);
 }
 
+// ---- fleet-wide quantiles, division of aggregates, and rule labels ----
+
+TEST(RuleParse, FleetWideQuantileForms) {
+  auto e = ParseExpression(R"(p95 by (service) (nginx_request_duration_seconds{role="api"}) > 1)");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->aggregation, Aggregation::kQuantile);
+  EXPECT_TRUE(e->fleet_wide());
+  EXPECT_EQ(e->quantile, 0.95);
+  EXPECT_THAT(e->by, ElementsAre("service"));
+  EXPECT_EQ(e->metric, "nginx_request_duration_seconds");
+  ASSERT_THAT(e->matchers, SizeIs(1));
+  EXPECT_EQ(e->matchers[0].value, "api");
+  EXPECT_FALSE(e->denominator.has_value());
+  EXPECT_EQ(e->threshold, 1);
+
+  // The whole fleet as one group; any two digits.
+  auto whole = ParseExpression("p99 by () (nginx_request_duration_seconds) > 2");
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(whole->aggregation, Aggregation::kQuantile);
+  EXPECT_THAT(whole->by, SizeIs(0));
+  EXPECT_EQ(whole->quantile, 0.99);
+  auto p42 = ParseExpression("p42 by (service, env) (nginx_request_duration_seconds) > 2");
+  ASSERT_TRUE(p42.ok()) << p42.status();
+  EXPECT_EQ(p42->quantile, 0.42);
+  EXPECT_THAT(p42->by, ElementsAre("service", "env"));
+
+  // The per-agent form keeps its meaning.
+  auto per_agent = ParseExpression("p95(nginx_request_duration_seconds) > 2");
+  ASSERT_TRUE(per_agent.ok()) << per_agent.status();
+  EXPECT_EQ(per_agent->aggregation, Aggregation::kNone);
+  EXPECT_EQ(per_agent->quantile, 0.95);
+
+  // A scraped histogram (a name outside the schema) is taken as one.
+  auto scraped = ParseExpression("p90 by (job) (http_request_duration_seconds) > 0.5");
+  ASSERT_TRUE(scraped.ok()) << scraped.status();
+  EXPECT_TRUE(scraped->scraped);
+}
+
+TEST(RuleParse, DivisionOfAggregates) {
+  auto e = ParseExpression(
+      "sum(rate(app_log_errors_per_second[5m])) / sum(rate(nginx_requests_per_second[5m])) > "
+      "0.05");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->aggregation, Aggregation::kSum);
+  EXPECT_EQ(e->metric, "app_log_errors_per_second");
+  EXPECT_EQ(e->range_function, RangeFunction::kRate);
+  ASSERT_TRUE(e->denominator.has_value());
+  EXPECT_EQ(e->denominator->aggregation, Aggregation::kSum);
+  EXPECT_EQ(e->denominator->metric, "nginx_requests_per_second");
+  EXPECT_EQ(e->denominator->range, absl::Minutes(5));
+  EXPECT_EQ(e->op, Comparison::kGreater);
+  EXPECT_EQ(e->threshold, 0.05);
+  EXPECT_THAT(e->operands(), SizeIs(2));
+
+  // Same labels in another order; a quantile on either side; the trailing `by` form.
+  auto mixed = ParseExpression(
+      "p99 by (service, env) (nginx_request_duration_seconds) / "
+      "avg(p50(nginx_request_duration_seconds)) by (env, service) >= 3");
+  ASSERT_TRUE(mixed.ok()) << mixed.status();
+  EXPECT_EQ(mixed->aggregation, Aggregation::kQuantile);
+  EXPECT_EQ(mixed->denominator->aggregation, Aggregation::kAvg);
+  EXPECT_EQ(mixed->denominator->quantile, 0.5);
+  EXPECT_THAT(mixed->denominator->by, ElementsAre("env", "service"));
+
+  // `by ()` is the whole fleet for any aggregation, so it divides by a whole-fleet quantile.
+  auto whole = ParseExpression(
+      "sum by () (nginx_requests_per_second) / p95 by () (nginx_request_duration_seconds) < 1000");
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_THAT(whole->by, SizeIs(0));
+  EXPECT_THAT(
+      ParseExpression("sum by () (nginx_requests_per_second) by (env) < 1").status().message(),
+      HasSubstr("'by' is given twice"));
+}
+
+TEST(RuleParse, FleetWideQuantileAndDivisionErrorsSayWhatAndWhere) {
+  auto message = [](absl::string_view text) {
+    return std::string(ParseExpression(text).status().message());
+  };
+  // The metric is named at its own column.
+  EXPECT_EQ(message("p95 by (service) (host_memory_used_ratio) > 0.5"),
+            "'host_memory_used_ratio' is a gauge; quantiles apply to histograms only (column 19)");
+  EXPECT_EQ(message("p95 by (service) (rate(nginx_requests_per_second[5m])) > 1"),
+            "pNN by (...) merges histograms: write the histogram's selector itself, not "
+            "rate(...) (column 19)");
+  EXPECT_THAT(message("p95 by (service) (nginx_request_duration_secs) > 1"),
+              HasSubstr("(column 19)"));
+  EXPECT_THAT(message("p95 by (service) nginx_request_duration_seconds > 1"),
+              HasSubstr("expected '(' and a histogram selector after pNN by (...) (column 18)"));
+  EXPECT_THAT(message("p95 by (service) (nginx_request_duration_seconds > 1"),
+              HasSubstr("expected ')' to close pNN by (...) (...) (column 50)"));
+  EXPECT_THAT(message("p95 by service (nginx_request_duration_seconds) > 1"),
+              HasSubstr("expected '(' after 'by' (column 8)"));
+  EXPECT_THAT(message("max(p95 by (service) (nginx_request_duration_seconds)) > 1"),
+              HasSubstr("p95 by (...) is fleet-wide already"));
+  EXPECT_THAT(message("max(p95 by (service) (nginx_request_duration_seconds)) > 1"),
+              HasSubstr("(column 5)"));
+
+  // Both sides of '/' are fleet-wide, with the same labels; both lists are named.
+  EXPECT_EQ(message("sum by (service) (nginx_requests_per_second) / "
+                    "sum by (env, role) (nginx_requests_per_second) > 1"),
+            "the two sides of '/' group by different labels: by (service) on the left, by (env, "
+            "role) on the right; groups are matched one to one, so both sides need the same "
+            "'by' labels (column 46)");
+  EXPECT_THAT(message("p95 by () (nginx_request_duration_seconds) / "
+                      "p50 by (service) (nginx_request_duration_seconds) > 2"),
+              HasSubstr("by () on the left, by (service) on the right"));
+  EXPECT_THAT(message("host_load1 / sum(host_load1) > 1"),
+              HasSubstr("the left side of '/' is per agent"));
+  EXPECT_THAT(message("host_load1 / sum(host_load1) > 1"), HasSubstr("(column 12)"));
+  EXPECT_THAT(message("sum(host_load1) / host_load1 > 1"),
+              HasSubstr("the right side of '/' is per agent"));
+  EXPECT_THAT(message("sum(host_load1) / host_load1 > 1"), HasSubstr("(column 19)"));
+  EXPECT_THAT(message("sum(host_load1) / > 1"), HasSubstr("expected a metric name (column 19)"));
+  EXPECT_THAT(message("sum(host_load1) / sum(host_load1)"), HasSubstr("expected a comparison"));
+  EXPECT_THAT(message("sum(host_load1) / sum(nginx_request_duration_seconds) > 1"),
+              HasSubstr("is a histogram"));
+}
+
+TEST(RuleParse, RuleLabels) {
+  RuleFile file = ParseRules(R"(rules:
+  - alert: A
+    expr: host_load1 > 4
+    labels: {team: payments, page: "yes"}
+  - alert: B
+    expr: host_load1 > 4
+    labels: {severity: SEV1}
+  - alert: C
+    expr: host_load1 > 4
+    labels: [team]
+  - alert: D
+    expr: host_load1 > 4
+    labels: {"1team": x}
+  - alert: E
+    expr: host_load1 > 4
+    labels: {team: [a, b]}
+)",
+                             "team.yaml");
+  ASSERT_THAT(file.rules, SizeIs(1));
+  EXPECT_EQ(file.rules[0].labels,
+            (std::map<std::string, std::string>{{"page", "yes"}, {"team", "payments"}}));
+  ASSERT_THAT(file.errors, SizeIs(4));
+  EXPECT_THAT(file.errors[0], HasSubstr("team.yaml:7: rule B: labels: 'severity' is set by Vigil "
+                                        "(use the rule's severity:)"));
+  EXPECT_THAT(file.errors[1], HasSubstr("team.yaml:10: rule C: labels: must be a map"));
+  EXPECT_THAT(file.errors[2], HasSubstr("team.yaml:13: rule D: labels: label name '1team'"));
+  EXPECT_THAT(file.errors[3], HasSubstr("team.yaml:16: rule E: labels: labels.team must be a "
+                                        "single value"));
+}
+
+LogHistogram Constant(double seconds, int n) {
+  LogHistogram h;
+  h.Add(seconds, static_cast<uint64_t>(n));
+  return h;
+}
+
+// The fleet-wide p95 is the quantile of the merged histograms: here a busy fast agent and a quiet
+// slow one, where the mean of the two per-agent p95s says otherwise.
+TEST(RuleEngineFleetQuantile, IsTheQuantileOfTheMergeNotTheMeanOfQuantiles) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: FleetP95
+    expr: p95 by () (nginx_request_duration_seconds) > 1.5
+  - alert: MeanOfP95s
+    expr: avg(p95(nginx_request_duration_seconds)) > 1.5
+)"),
+                    &clock, &sink, RuleEngine::Options{.aggregate_every = absl::ZeroDuration()});
+  FakeAgent a("a", &engine, &clock), b("b", &engine, &clock);
+  const LogHistogram fast = Constant(0.05, 900), slow = Constant(2.0, 100);
+  a.Histogram("nginx_request_duration_seconds", fast);
+  b.Histogram("nginx_request_duration_seconds", slow);
+  LogHistogram merged = fast;
+  merged.Merge(slow);
+  const double expected = merged.Quantile(0.95);
+  EXPECT_NEAR(expected, 2.0, 0.02);
+  const double mean = (fast.Quantile(0.95) + slow.Quantile(0.95)) / 2;
+  ASSERT_LT(mean, 1.5);  // the case where it matters
+
+  const std::vector<v1::Alert> alerts = engine.ActiveAlerts();
+  ASSERT_THAT(alerts, SizeIs(1));
+  EXPECT_EQ(alerts[0].rule(), "FleetP95");
+  EXPECT_EQ(alerts[0].state(), v1::FIRING);
+  EXPECT_EQ(alerts[0].agent_id(), "");
+  EXPECT_EQ(alerts[0].value(), expected);
+}
+
+// Random latencies over a sliding window: the value is always the quantile of every agent's
+// intervals within the window, merged.
+TEST(RuleEngineFleetQuantile, MatchesTheMergeOfEveryAgentsWindow) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: FleetP90
+    expr: p90 by () (nginx_request_duration_seconds) > 0
+    window: 10s
+)"),
+                    &clock, &sink, RuleEngine::Options{.aggregate_every = absl::ZeroDuration()});
+  std::mt19937_64 rng(7);
+  std::vector<std::unique_ptr<FakeAgent>> agents;
+  std::vector<std::lognormal_distribution<double>> latency;
+  for (int i = 0; i < 3; ++i) {
+    agents.push_back(std::make_unique<FakeAgent>(absl::StrCat("api-", i), &engine, &clock));
+    latency.emplace_back(std::log(0.05 * (i + 1)), 0.4 + 0.3 * i);
+  }
+  std::vector<std::pair<absl::Time, LogHistogram>> sent;
+  for (int second = 0; second < 30; ++second) {
+    clock.Advance(absl::Seconds(1));
+    for (size_t i = 0; i < agents.size(); ++i) {
+      LogHistogram h;
+      for (int n = 0; n < 20 + 30 * static_cast<int>(i); ++n) {
+        h.Add(latency[i](rng));
+      }
+      agents[i]->Histogram("nginx_request_duration_seconds", h);
+      sent.emplace_back(clock.Now(), h);
+    }
+    LogHistogram reference;
+    for (const auto& [at, h] : sent) {
+      if (at > clock.Now() - absl::Seconds(10)) {
+        reference.Merge(h);
+      }
+    }
+    const std::vector<v1::Alert> alerts = engine.ActiveAlerts();
+    ASSERT_THAT(alerts, SizeIs(1));
+    ASSERT_EQ(alerts[0].value(), reference.Quantile(0.9)) << "second " << second;
+  }
+}
+
+TEST(RuleEngineFleetQuantile, GroupsByLabelsAndMembersLeaveTheMerge) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: ServiceP95
+    expr: p95 by (service) (nginx_request_duration_seconds{role="api"}) > 1
+)"),
+                    &clock, &sink, RuleEngine::Options{.aggregate_every = absl::ZeroDuration()});
+  engine.OnConnected("a", {{"service", "rag"}, {"role", "api"}});
+  engine.OnConnected("b", {{"service", "rag"}, {"role", "api"}});
+  engine.OnConnected("c", {{"service", "auth"}, {"role", "api"}});
+  engine.OnConnected("w", {{"service", "auth"}, {"role", "worker"}});
+  FakeAgent a("a", &engine, &clock), b("b", &engine, &clock), c("c", &engine, &clock),
+      w("w", &engine, &clock);
+  a.Histogram("nginx_request_duration_seconds", Constant(0.05, 900));
+  b.Histogram("nginx_request_duration_seconds", Constant(2.0, 100));
+  c.Histogram("nginx_request_duration_seconds", Constant(0.2, 100));
+  w.Histogram("nginx_request_duration_seconds", Constant(30.0, 100));  // not matched: a worker
+  std::map<std::string, double> by_service;
+  for (const v1::Alert& alert : engine.ActiveAlerts()) {
+    EXPECT_EQ(alert.state(), v1::FIRING);
+    EXPECT_THAT(alert.key_labels(), ElementsAre("service"));
+    by_service[alert.labels().at("service")] = alert.value();
+  }
+  // rag merges a and b (p95 in b's slow tail); auth is c alone (the worker is not an api).
+  ASSERT_EQ(by_service.size(), 1u);
+  EXPECT_NEAR(by_service["rag"], 2.0, 0.02);
+
+  // b goes away: a Tick has no fresh merge to judge (reading histograms is the ingest
+  // thread's), the next batch merges a alone and the alert resolves.
+  const size_t before = sink.changes.size();
+  engine.OnDisconnected("b");
+  clock.Advance(absl::Seconds(1));
+  engine.Tick();
+  EXPECT_THAT(sink.changes, SizeIs(before));
+  a.Histogram("nginx_request_duration_seconds", Constant(0.05, 900));
+  ASSERT_THAT(sink.changes, SizeIs(before + 1));
+  EXPECT_EQ(sink.changes.back().state, v1::RESOLVED);
+  EXPECT_NEAR(sink.changes.back().value, 0.05, 0.001);
+
+  // auth turns slow: its own alert, its own value.
+  c.Histogram("nginx_request_duration_seconds", Constant(3.0, 1000));
+  ASSERT_EQ(sink.last.labels().at("service"), "auth");
+  EXPECT_EQ(sink.last.state(), v1::FIRING);
+  EXPECT_NEAR(sink.last.value(), 3.0, 0.03);
+  // Its only member leaves: no member, no value, resolved at the next Tick.
+  engine.OnDisconnected("c");
+  engine.Tick();
+  EXPECT_EQ(sink.changes.back().state, v1::RESOLVED);
+  EXPECT_EQ(sink.last.labels().at("service"), "auth");
+  EXPECT_THAT(engine.ActiveAlerts(), SizeIs(0));
+}
+
+TEST(RuleEngineDivision, FiresAboveTheRatioGroupByGroupAndNeverOnAZeroDenominator) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: ErrorsPerRequest
+    expr: sum by (service) (app_log_errors_per_second) / sum by (service) (nginx_requests_per_second) > 0.05
+)"),
+                    &clock, &sink, RuleEngine::Options{.aggregate_every = absl::ZeroDuration()});
+  engine.OnConnected("a", {{"service", "rag"}});
+  engine.OnConnected("b", {{"service", "rag"}});
+  engine.OnConnected("c", {{"service", "auth"}});
+  FakeAgent a("a", &engine, &clock), b("b", &engine, &clock), c("c", &engine, &clock);
+  a.Gauge("nginx_requests_per_second", 100);
+  b.Gauge("nginx_requests_per_second", 100);
+  a.Gauge("app_log_errors_per_second", 4);
+  b.Gauge("app_log_errors_per_second", 5);  // rag: 9 / 200 = 0.045
+  // auth has errors but no requests side at all: no value, no alert.
+  c.Gauge("app_log_errors_per_second", 50);
+  EXPECT_THAT(sink.changes, SizeIs(0));
+
+  a.Gauge("app_log_errors_per_second", 7);  // rag: 12 / 200 = 0.06
+  ASSERT_THAT(sink.changes, SizeIs(1));
+  EXPECT_EQ(sink.changes[0].state, v1::FIRING);
+  EXPECT_DOUBLE_EQ(sink.changes[0].value, 0.06);
+  EXPECT_EQ(sink.last.labels().at("service"), "rag");
+  EXPECT_EQ(sink.last.agent_id(), "");
+
+  // Requests stop: B == 0 has no value (not +Inf above the threshold), so the alert resolves.
+  a.Gauge("nginx_requests_per_second", 0);
+  b.Gauge("nginx_requests_per_second", 0);
+  ASSERT_THAT(sink.changes, SizeIs(2));
+  EXPECT_EQ(sink.changes[1].state, v1::RESOLVED);
+  // auth gets a requests side, and zero it stays quiet; 1,000 of them make 50 / 1000 = 0.05,
+  // not above 0.05.
+  c.Gauge("nginx_requests_per_second", 0);
+  c.Gauge("nginx_requests_per_second", 1000);
+  EXPECT_THAT(sink.changes, SizeIs(2));
+  c.Gauge("nginx_requests_per_second", 999);
+  ASSERT_THAT(sink.changes, SizeIs(3));
+  EXPECT_EQ(sink.last.labels().at("service"), "auth");
+  EXPECT_NEAR(sink.last.value(), 50.0 / 999, 1e-12);
+}
+
+TEST(RuleEngineDivision, QuantilesOnBothSides) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: TailRatio
+    expr: p99 by () (nginx_request_duration_seconds) / p50 by () (nginx_request_duration_seconds) > 10
+)"),
+                    &clock, &sink, RuleEngine::Options{.aggregate_every = absl::ZeroDuration()});
+  FakeAgent a("a", &engine, &clock), b("b", &engine, &clock);
+  a.Histogram("nginx_request_duration_seconds", Constant(0.1, 980));
+  b.Histogram("nginx_request_duration_seconds", Constant(0.5, 20));
+  EXPECT_THAT(sink.changes, SizeIs(0));  // p99 / p50 = 0.5 / 0.1 = 5
+  b.Histogram("nginx_request_duration_seconds", Constant(3.0, 20));
+  ASSERT_THAT(sink.changes, SizeIs(1));  // b's window now holds 0.5 and 3.0: p99 is 3.0
+  LogHistogram merged = Constant(0.1, 980);
+  merged.Merge(Constant(0.5, 20));
+  merged.Merge(Constant(3.0, 20));
+  EXPECT_DOUBLE_EQ(sink.changes[0].value, merged.Quantile(0.99) / merged.Quantile(0.5));
+}
+
+TEST(RuleEngineLabels, RuleLabelsAreCopiedOntoAlertsWithoutReplacingTheirOwn) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: HighLoad
+    expr: host_load1 > 4
+    labels: {team: payments, service: from-the-rule, mount: nope}
+  - alert: FleetSlow
+    expr: p95 by (service) (nginx_request_duration_seconds) > 1
+    labels: {team: edge, service: from-the-rule, page: "yes"}
+)"),
+                    &clock, &sink, RuleEngine::Options{.aggregate_every = absl::ZeroDuration()});
+  engine.OnConnected("a", {{"service", "rag"}});
+  FakeAgent a("a", &engine, &clock);
+  a.Gauge("host_load1", 9, {{"mount", "/"}});
+  ASSERT_THAT(sink.changes, SizeIs(1));
+  EXPECT_EQ(sink.last.labels().at("team"), "payments");
+  EXPECT_EQ(sink.last.labels().at("service"), "rag");  // the agent's own
+  EXPECT_EQ(sink.last.labels().at("mount"), "/");      // the series' own
+  EXPECT_THAT(sink.last.key_labels(), ElementsAre("mount"));
+
+  a.Histogram("nginx_request_duration_seconds", Constant(2.0, 100));
+  ASSERT_THAT(sink.changes, SizeIs(2));
+  EXPECT_EQ(sink.last.rule(), "FleetSlow");
+  EXPECT_EQ(sink.last.labels().at("team"), "edge");
+  EXPECT_EQ(sink.last.labels().at("page"), "yes");
+  EXPECT_EQ(sink.last.labels().at("service"), "rag");  // the group's own
+  EXPECT_THAT(sink.last.key_labels(), ElementsAre("service"));
+}
+
+// A restarted controller takes back a fleet-wide quantile's alert, rule labels and all, and the
+// next merge judges the same alert.
+TEST(RuleEngineRestore, FleetWideQuantileAlertWithLabelsComesBack) {
+  SimulatedClock clock;
+  StoreSink store;
+  constexpr char kRules[] = R"(rules:
+  - alert: ServiceP95
+    expr: p95 by (service) (nginx_request_duration_seconds) > 1
+    labels: {team: edge}
+)";
+  const RuleEngine::Options options{.aggregate_every = absl::ZeroDuration()};
+  {
+    RuleEngine first(Rules(kRules), &clock, &store, options);
+    first.OnConnected("a", {{"service", "rag"}});
+    FakeAgent a("a", &first, &clock);
+    a.Histogram("nginx_request_duration_seconds", Constant(2.0, 100));
+    ASSERT_EQ(first.firing_count(), 1u);
+  }
+  const v1::Alert stored = store.Unresolved().at(0);
+  EXPECT_THAT(stored.key_labels(), ElementsAre("service"));
+
+  clock.Advance(absl::Seconds(5));
+  StoreSink after;
+  RuleEngine second(Rules(kRules), &clock, &after, options);
+  const RuleEngine::Restoration restored = second.Restore(store.Unresolved(), clock.Now());
+  EXPECT_EQ(restored.firing, 1u);
+  EXPECT_EQ(restored.orphaned, 0u);
+  second.OnConnected("a", {{"service", "rag"}});
+  FakeAgent a("a", &second, &clock);
+  a.Histogram("nginx_request_duration_seconds", Constant(2.5, 100));
+  ASSERT_THAT(after.changes, SizeIs(1));
+  EXPECT_EQ(after.changes[0].state(), v1::FIRING);
+  EXPECT_EQ(after.changes[0].id(), stored.id());
+  EXPECT_EQ(after.changes[0].labels().at("team"), "edge");
+}
+
 }  // namespace
 }  // namespace vigil::controller
