@@ -13,6 +13,7 @@
 // line. Immutable once parsed; thread-safe.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -113,6 +114,7 @@ struct Rule {
   std::vector<SeverityTier> tiers;  // most severe first
   std::string summary;
   std::string runbook;
+  std::map<std::string, std::string> labels;  // extra labels for its alerts (a Prometheus rule's labels:, severity excepted)
   std::vector<std::string> diagnostics;  // tables to collect when it opens or joins an incident
   std::vector<SuggestTemplate> suggest;  // fixes to suggest, in order
   std::string source;                    // "file:line", for messages
