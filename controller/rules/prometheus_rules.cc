@@ -85,13 +85,12 @@ bool IsSetOperator(absl::string_view word) {
 }
 
 bool IsComparison(absl::string_view text) {
-  return text == ">" || text == ">=" || text == "<" || text == "<=" || text == "==" ||
-         text == "!=";
+  return text == ">" || text == ">=" || text == "<" || text == "<=" || text == "==" || text == "!=";
 }
 
 bool IsLabelName(absl::string_view name) {
-  return !name.empty() && RE2::FullMatch(re2::StringPiece(name.data(), name.size()),
-                                         "[A-Za-z_][A-Za-z0-9_]*");
+  return !name.empty() &&
+         RE2::FullMatch(re2::StringPiece(name.data(), name.size()), "[A-Za-z_][A-Za-z0-9_]*");
 }
 
 // Labels a request counter or histogram carries in the application but the built-in collectors'
@@ -162,8 +161,8 @@ class Translator {
       t.kind = Token::kNumber;
       while (end < text_.size()) {
         const char d = text_[end];
-        const bool exponent_sign = (d == '+' || d == '-') && end > at &&
-                                   (text_[end - 1] == 'e' || text_[end - 1] == 'E');
+        const bool exponent_sign =
+            (d == '+' || d == '-') && end > at && (text_[end - 1] == 'e' || text_[end - 1] == 'E');
         if (!std::isalnum(static_cast<unsigned char>(d)) && d != '.' && !exponent_sign) {
           break;
         }
@@ -307,13 +306,14 @@ class Translator {
       return Fail(t.pos, "an alerting rule needs a comparison with a number (e.g. '> 2')");
     }
     if (t.kind != Token::kPunct || !IsComparison(t.text)) {
-      return Fail(t.pos, absl::StrCat("expected a comparison (>, >=, <, <=, ==, !=), found ",
-                                      Describe(t)));
+      return Fail(
+          t.pos, absl::StrCat("expected a comparison (>, >=, <, <=, ==, !=), found ", Describe(t)));
     }
     Next();
     if (Token b = Peek(); b.kind == Token::kIdent && b.text == "bool") {
-      return Fail(b.pos, "the 'bool' modifier is not supported: an alert fires where the "
-                         "comparison holds");
+      return Fail(b.pos,
+                  "the 'bool' modifier is not supported: an alert fires where the "
+                  "comparison holds");
     }
     out.Add(absl::StrCat(" ", t.text, " "), t.pos);
     Token number = Peek();
@@ -346,7 +346,8 @@ class Translator {
       return Fail(rest.pos, "a second comparison is not supported");
     }
     if (rest.kind == Token::kPunct && absl::StrContains("+-*/%^", rest.text)) {
-      return Fail(rest.pos, absl::StrCat("operator '", rest.text, "' after the threshold is not "
+      return Fail(rest.pos, absl::StrCat("operator '", rest.text,
+                                         "' after the threshold is not "
                                          "supported: the threshold is one number"));
     }
     return Fail(rest.pos, absl::StrCat("unexpected ", Describe(rest), " after the threshold"));
@@ -382,8 +383,9 @@ class Translator {
                                         "' inside another) is not supported"));
       }
       if (t.text == "histogram_quantile") {
-        return Fail(t.pos, "an aggregation of histogram_quantile() is not supported: group the "
-                           "quantile inside it, histogram_quantile(q, sum by (le, LABELS) (...))");
+        return Fail(t.pos,
+                    "an aggregation of histogram_quantile() is not supported: group the "
+                    "quantile inside it, histogram_quantile(q, sum by (le, LABELS) (...))");
       }
       if (IsOtherAggregation(t.text)) {
         return Fail(t.pos, absl::StrCat("aggregation '", t.text,
@@ -413,13 +415,14 @@ class Translator {
                     absl::StrCat("'", selector.name,
                                  "' outside histogram_quantile() is not supported: Vigil keeps a "
                                  "histogram whole (write histogram_quantile(q, sum by (le) "
-                                 "(rate(", selector.name, "[5m]))))"));
+                                 "(rate(",
+                                 selector.name, "[5m]))))"));
       }
       if (absl::EndsWith(selector.name, "_total")) {
-        return Fail(selector.name_pos,
-                    absl::StrCat("'", selector.name,
-                                 "' is a counter: compare its rate, rate(", selector.name,
-                                 "[5m]) (Vigil receives counters as per-second rates)"));
+        return Fail(
+            selector.name_pos,
+            absl::StrCat("'", selector.name, "' is a counter: compare its rate, rate(",
+                         selector.name, "[5m]) (Vigil receives counters as per-second rates)"));
       }
       return EmitSelector(selector, /*histogram=*/false, out);
     }
@@ -471,8 +474,8 @@ class Translator {
     while (true) {
       Token label = Peek();
       if (label.kind != Token::kIdent || !IsLabelName(label.text)) {
-        return Fail(label.pos, absl::StrCat("expected a label name in 'by (...)', found ",
-                                            Describe(label)));
+        return Fail(label.pos,
+                    absl::StrCat("expected a label name in 'by (...)', found ", Describe(label)));
       }
       Next();
       labels.emplace_back(std::string(label.text), label.pos);
@@ -481,8 +484,8 @@ class Translator {
         return true;
       }
       if (sep.kind != Token::kPunct || sep.text != ",") {
-        return Fail(sep.pos, absl::StrCat("expected ',' or ')' in 'by (...)', found ",
-                                          Describe(sep)));
+        return Fail(sep.pos,
+                    absl::StrCat("expected ',' or ')' in 'by (...)', found ", Describe(sep)));
       }
       if (PeekIs(")")) {  // PromQL allows a trailing comma
         Next();
@@ -580,15 +583,12 @@ class Translator {
   bool ParseRangeArgument(absl::string_view fn, Selector& selector, absl::string_view& range,
                           size_t& range_pos) {
     Token t = Peek();
-    if (t.kind != Token::kIdent || IsAggregation(t.text) ||
-        PeekSecond().text == "(") {
+    if (t.kind != Token::kIdent || IsAggregation(t.text) || PeekSecond().text == "(") {
       if (t.kind == Token::kIdent || (t.kind == Token::kPunct && t.text == "(")) {
         return Fail(t.pos, absl::StrCat(fn, "() of an expression (a subquery) is not supported: ",
-                                        fn, "() takes a selector and a range, ", fn,
-                                        "(x[5m])"));
+                                        fn, "() takes a selector and a range, ", fn, "(x[5m])"));
       }
-      return Fail(t.pos, absl::StrCat("expected a metric inside ", fn, "(), found ",
-                                      Describe(t)));
+      return Fail(t.pos, absl::StrCat("expected a metric inside ", fn, "(), found ", Describe(t)));
     }
     if (!ParseSelector(selector) || !RefuseModifiers("a selector")) {
       return false;
@@ -640,8 +640,8 @@ class Translator {
       }
       Token label = Next();
       if (label.kind != Token::kIdent || !IsLabelName(label.text)) {
-        return Fail(label.pos, absl::StrCat("expected a label name in {...}, found ",
-                                            Describe(label)));
+        return Fail(label.pos,
+                    absl::StrCat("expected a label name in {...}, found ", Describe(label)));
       }
       if (label.text == "__name__") {
         return Fail(label.pos, "a matcher on __name__ is not supported: name the metric");
@@ -661,9 +661,8 @@ class Translator {
         return Fail(value.pos, absl::StrCat("a label value with '\"' is not supported (label '",
                                             label.text, "')"));
       }
-      selector.matchers.push_back(
-          {std::string(label.text), label.pos, std::string(op.text), op.pos, value.value,
-           value.pos});
+      selector.matchers.push_back({std::string(label.text), label.pos, std::string(op.text), op.pos,
+                                   value.value, value.pos});
       Token sep = Peek();
       if (sep.kind == Token::kPunct && sep.text == ",") {
         Next();
@@ -733,8 +732,8 @@ class Translator {
     }
     const double percent = quantile * 100;
     const long long nn = std::llround(percent);
-    if (!std::isfinite(percent) || std::fabs(percent - static_cast<double>(nn)) > 1e-6 ||
-        nn < 1 || nn > 99) {
+    if (!std::isfinite(percent) || std::fabs(percent - static_cast<double>(nn)) > 1e-6 || nn < 1 ||
+        nn > 99) {
       return Fail(q.pos, absl::StrCat("quantile ", q.text,
                                       " is not a whole percentage from 0.01 to 0.99 (Vigil's "
                                       "quantiles are p01 to p99)"));
@@ -771,10 +770,9 @@ class Translator {
                                             "' without rate() is not supported: write rate(",
                                             inner.text, "[5m]) (its range is the window)"));
       }
-      return Fail(inner.pos,
-                  absl::StrCat("histogram_quantile needs rate(x_bucket[range]) ",
-                               summed ? "inside its sum" : "as its second argument", ", found ",
-                               Describe(inner)));
+      return Fail(inner.pos, absl::StrCat("histogram_quantile needs rate(x_bucket[range]) ",
+                                          summed ? "inside its sum" : "as its second argument",
+                                          ", found ", Describe(inner)));
     }
     if (inner.text == "irate") {
       return Fail(inner.pos, "irate() under histogram_quantile is not supported: write rate()");
@@ -807,8 +805,9 @@ class Translator {
     }
     for (const Matcher& m : selector.matchers) {
       if (m.label == "le") {
-        return Fail(m.label_pos, "a matcher on 'le' under histogram_quantile is not supported: "
-                                 "Vigil keeps the histogram whole");
+        return Fail(m.label_pos,
+                    "a matcher on 'le' under histogram_quantile is not supported: "
+                    "Vigil keeps the histogram whole");
       }
     }
     std::vector<std::pair<std::string, size_t>> others;
@@ -821,19 +820,23 @@ class Translator {
       }
     }
     if (summed && !has_le) {
-      return Fail(agg.pos, "histogram_quantile needs the buckets summed by le: "
-                           "sum by (le) (rate(x_bucket[5m])) (missing 'le')");
+      return Fail(agg.pos,
+                  "histogram_quantile needs the buckets summed by le: "
+                  "sum by (le) (rate(x_bucket[5m])) (missing 'le')");
     }
     absl::StatusOr<absl::Duration> window = ParseDurationText(range);
     if (!window.ok() || *window < absl::Seconds(1) || *window > kMaxRange) {
-      return Fail(range_pos, absl::StrCat("range '", range, "' of histogram_quantile is the "
+      return Fail(range_pos, absl::StrCat("range '", range,
+                                          "' of histogram_quantile is the "
                                           "rule's window: it must be a duration from 1s to ",
                                           absl::FormatDuration(kMaxRange)));
     }
     if (window_.has_value() && *window_ != *window) {
-      return Fail(range_pos, absl::StrCat("range '", range, "' differs from the other quantile's "
-                                          "(", absl::FormatDuration(*window_),
-                                          "): a rule has one window"));
+      return Fail(range_pos,
+                  absl::StrCat("range '", range,
+                               "' differs from the other quantile's "
+                               "(",
+                               absl::FormatDuration(*window_), "): a rule has one window"));
     }
     window_ = *window;
     out.Add(absl::StrCat("p", nn < 10 ? "0" : "", nn), fn.pos);
@@ -1076,8 +1079,8 @@ absl::StatusOr<Loaded> ParsePromRule(const YAML::Node& node, absl::string_view t
   PromTranslation translation = TranslatePromQL(*promql, names);
   if (!translation.status.ok()) {
     auto [at, clause] = Where(file, text, expr_node, translation.error_offset);
-    return absl::InvalidArgumentError(absl::StrCat(at, ": rule ", rule.name, ": expr: ",
-                                                   translation.status.message(), clause));
+    return absl::InvalidArgumentError(
+        absl::StrCat(at, ": rule ", rule.name, ": expr: ", translation.status.message(), clause));
   }
   absl::StatusOr<Expression> expr = ParseExpression(translation.vigil);
   if (!expr.ok()) {
@@ -1122,8 +1125,8 @@ absl::StatusOr<Loaded> ParsePromRule(const YAML::Node& node, absl::string_view t
         return fail(kv.second, absl::StrCat("labels.", *key, " must be a single value"));
       }
       if (!IsLabelName(*key)) {
-        return fail(kv.first, absl::StrCat("label name '", *key,
-                                           "' must be letters, digits and _"));
+        return fail(kv.first,
+                    absl::StrCat("label name '", *key, "' must be letters, digits and _"));
       }
       const std::string& value = kv.second.Scalar();
       if (*key == "severity") {
@@ -1167,8 +1170,8 @@ absl::StatusOr<Loaded> ParsePromRule(const YAML::Node& node, absl::string_view t
   if (rule.summary.empty()) {
     rule.summary = absl::StrCat(rule.name, ": ", absl::StripAsciiWhitespace(*promql));
   }
-  std::string note = absl::StrCat(where, ": rule ", rule.name, ": translated to `",
-                                  rule.expr.text, "`");
+  std::string note =
+      absl::StrCat(where, ": rule ", rule.name, ": translated to `", rule.expr.text, "`");
   if (translation.window.has_value()) {
     absl::StrAppend(&note, " with window ", absl::FormatDuration(rule.window));
   }
@@ -1199,9 +1202,9 @@ absl::Status ReadNameMap(const YAML::Node& node, absl::string_view file, PromNam
       return key.status();
     }
     if (!kv.second.IsScalar() || !IsLabelName(*key) || !IsLabelName(kv.second.Scalar())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(YamlWhere(file, kv.first), ": name_map: '", *key,
-                       "' must map a metric name to a metric name"));
+      return absl::InvalidArgumentError(absl::StrCat(YamlWhere(file, kv.first), ": name_map: '",
+                                                     *key,
+                                                     "' must map a metric name to a metric name"));
     }
     names[*key] = kv.second.Scalar();
   }
@@ -1295,16 +1298,15 @@ RuleFile ParsePrometheusRules(const YAML::Node& root, absl::string_view text,
       if (*interval > absl::ZeroDuration()) {
         result.notes.push_back(absl::StrCat(
             YamlWhere(name, group["interval"]), ": group ", *group_name, ": interval ",
-            absl::FormatDuration(*interval),
-            " not used: Vigil evaluates rules as samples arrive"));
+            absl::FormatDuration(*interval), " not used: Vigil evaluates rules as samples arrive"));
       }
       const YAML::Node list = group["rules"];
       if (!list.IsDefined() || list.IsNull()) {
         continue;
       }
       if (!list.IsSequence()) {
-        result.errors.push_back(absl::StrCat(YamlWhere(name, list), ": group ", *group_name,
-                                             ": rules must be a list"));
+        result.errors.push_back(
+            absl::StrCat(YamlWhere(name, list), ": group ", *group_name, ": rules must be a list"));
         continue;
       }
       for (const YAML::Node& item : list) {

@@ -83,8 +83,9 @@ TEST(PromQLTranslation, SubsetForms) {
             "sum by (pod) (container_memory_working_set_bytes) > 1e9");
   EXPECT_EQ(Translated("avg by (service) (irate(app_jobs_total{queue=~`high|low`}[1m])) <= 2"),
             "avg by (service) (irate(app_jobs_total{queue=~\"high|low\"}[1m])) <= 2");
-  EXPECT_EQ(Translated("count(app_up == 1"), "error at 13: expected ')' to close 'count(', "
-                                             "found '=='");
+  EXPECT_EQ(Translated("count(app_up == 1"),
+            "error at 13: expected ')' to close 'count(', "
+            "found '=='");
   EXPECT_EQ(Translated("max(app_queue_length) != 0"), "max(app_queue_length) != 0");
   EXPECT_EQ(Translated("(sum by () (rate(app_a_total[1m]))) > -1"),
             "sum(rate(app_a_total[1m])) > -1");
@@ -154,8 +155,7 @@ TEST(PromQLTranslation, UnsupportedConstructsAreNamedAtTheirOffset) {
        "histogram_quantile over 'app_l_bucket' without rate() is not supported"},
       {"histogram_quantile(0.9, avg by (le) (rate(app_l_bucket[5m]))) > 1", 24,
        "histogram_quantile over 'avg'"},
-      {"histogram_quantile(0.9, sum by (le) (rate(app_l[5m]))) > 1", 42,
-       "'app_l' is not one"},
+      {"histogram_quantile(0.9, sum by (le) (rate(app_l[5m]))) > 1", 42, "'app_l' is not one"},
       {"histogram_quantile(0.9, sum by (le) (rate(app_l_bucket[10m]))) > 1", 55,
        "range '10m' of histogram_quantile is the rule's window"},
       {"histogram_quantile(0.9, sum by (le) (rate(app_l_bucket{le=\"1\"}[5m]))) > 1", 55,
@@ -177,6 +177,42 @@ TEST(PromQLTranslation, UnsupportedConstructsAreNamedAtTheirOffset) {
     ASSERT_FALSE(t.status.ok()) << t.vigil;
     EXPECT_THAT(std::string(t.status.message()), HasSubstr(c.message));
     EXPECT_EQ(t.error_offset, c.offset) << t.status.message();
+  }
+}
+
+// Every prefix and every one-byte deletion of these expressions: a translation or an error
+// inside the text, never a crash; in a file, an error that still names the file and line.
+TEST(PromQLTranslation, BrokenTextYieldsAnErrorInsideIt) {
+  const std::string kSeeds[] = {
+      "histogram_quantile(0.95, sum(rate(http_request_duration_seconds_bucket[5m])) by (le)) > 2",
+      "sum by (service) (rate(app_errors_total{code=~'5..'}[5m])) / sum by (service) "
+      "(irate(app_requests_total[5m])) >= 0.05",
+      "max(app_queue{q=\"a\\\"b\",r!~`x`,}) != -1e3",
+  };
+  for (const std::string& valid : kSeeds) {
+    for (size_t n = 0; n <= valid.size(); ++n) {
+      for (const std::string& text :
+           {valid.substr(0, n), n < valid.size() ? valid.substr(0, n) + valid.substr(n + 1) : ""}) {
+        PromTranslation t = TranslatePromQL(text, DefaultPromNameMap());
+        if (!t.status.ok()) {
+          EXPECT_LE(t.error_offset, text.size()) << text;
+        }
+        for (const char* style : {"\"", "'"}) {
+          std::string quoted;
+          for (char c : text) {
+            if (c == style[0] || (style[0] == '"' && c == '\\')) {
+              quoted += style[0] == '"' ? '\\' : '\'';
+            }
+            quoted += c;
+          }
+          RuleFile file = ParseRules(
+              absl::StrCat("- alert: A\n  expr: ", style, quoted, style, "\n"), "f.yaml");
+          for (const std::string& e : file.errors) {
+            EXPECT_THAT(e, StartsWith("f.yaml:")) << text;
+          }
+        }
+      }
+    }
   }
 }
 
@@ -275,9 +311,8 @@ groups:
   ASSERT_THAT(prefixed.errors, SizeIs(0)) << prefixed.errors[0];
   EXPECT_EQ(prefixed.rules[0].expr.text,
             "sum(rate(app_http_requests_total{status!~\"5..\"}[5m])) < 100");
-  EXPECT_THAT(
-      ParseRules("name_map: {a: [b]}\ngroups: []\n", "m.yaml").errors,
-      ElementsAre("m.yaml:1: name_map: 'a' must map a metric name to a metric name"));
+  EXPECT_THAT(ParseRules("name_map: {a: [b]}\ngroups: []\n", "m.yaml").errors,
+              ElementsAre("m.yaml:1: name_map: 'a' must map a metric name to a metric name"));
 }
 
 TEST(PrometheusRuleFile, FileShapes) {
@@ -290,11 +325,10 @@ TEST(PrometheusRuleFile, FileShapes) {
               ElementsAre("x.yaml:1: groups must be a list of {name, rules}"));
   EXPECT_THAT(ParseRules("groups: []\nrules: []\n", "x.yaml").errors,
               ElementsAre(HasSubstr("x.yaml:2: unknown key 'rules'")));
-  EXPECT_THAT(ParseRules("- alert: A\n  expr: app_a > 1\n- alert: A\n  expr: app_b > 1\n",
-                         "x.yaml")
-                  .errors,
-              ElementsAre("x.yaml:3: rule A: duplicate name (first defined at x.yaml:1): Vigil "
-                          "keys alerts by rule name"));
+  EXPECT_THAT(
+      ParseRules("- alert: A\n  expr: app_a > 1\n- alert: A\n  expr: app_b > 1\n", "x.yaml").errors,
+      ElementsAre("x.yaml:3: rule A: duplicate name (first defined at x.yaml:1): Vigil "
+                  "keys alerts by rule name"));
   EXPECT_THAT(ParseRules("- just text\n", "x.yaml").errors,
               ElementsAre(StartsWith("x.yaml:1: a rule must be a map")));
 }
