@@ -1155,10 +1155,14 @@ absl::StatusOr<Loaded> ParsePromRule(const YAML::Node& node, absl::string_view t
       if (!kv.second.IsScalar()) {
         return fail(kv.second, absl::StrCat("annotations.", *key, " must be text"));
       }
-      if (*key == "summary") {
-        rule.summary = kv.second.Scalar();
-      } else if (*key == "runbook_url") {
-        rule.runbook = kv.second.Scalar();
+      if (*key == "summary" || *key == "runbook_url") {
+        (*key == "summary" ? rule.summary : rule.runbook) = kv.second.Scalar();
+        if (absl::StrContains(kv.second.Scalar(), "{{")) {
+          loaded.notes.push_back(absl::StrCat(YamlWhere(file, kv.first), ": rule ", rule.name,
+                                              ": annotation '", *key,
+                                              "' kept as written (Prometheus templates are not "
+                                              "expanded)"));
+        }
       } else {
         loaded.notes.push_back(absl::StrCat(YamlWhere(file, kv.first), ": rule ", rule.name,
                                             ": annotation '", *key,

@@ -236,6 +236,7 @@ TEST(PrometheusRuleFile, GroupsWithLabelsAndAnnotations) {
       - alert: QueueDeep
         expr: max by (service) (app_celery_queue_length) >= 100
         labels: {severity: page}
+        annotations: {summary: "Queue {{ $labels.service }} is deep"}
   - name: db
     rules:
       - alert: Connections
@@ -263,8 +264,9 @@ TEST(PrometheusRuleFile, GroupsWithLabelsAndAnnotations) {
   EXPECT_EQ(file.rules[1].severity, v1::SEV2);
   EXPECT_EQ(file.rules[1].expr.aggregation, Aggregation::kMax);
   EXPECT_TRUE(file.rules[1].expr.scraped);
-  EXPECT_EQ(file.rules[1].summary, "QueueDeep: max by (service) (app_celery_queue_length) >= 100");
+  EXPECT_EQ(file.rules[1].summary, "Queue {{ $labels.service }} is deep");
   EXPECT_EQ(file.rules[2].severity, v1::SEV4);
+  EXPECT_EQ(file.rules[2].summary, "Connections: pg_connections_used_ratio > 0.95");  // none given
   EXPECT_THAT(file.rules[2].labels, ElementsAre(Pair("tier", "data")));
   EXPECT_EQ(file.rules[3].severity, v1::SEV1);
   EXPECT_THAT(
@@ -280,9 +282,11 @@ TEST(PrometheusRuleFile, GroupsWithLabelsAndAnnotations) {
           "prom.yaml:15: rule QueueDeep: translated to `max by (service) "
           "(app_celery_queue_length) >= 100`; severity 'page' -> SEV2; metric "
           "'app_celery_queue_length' is scraped (declared by agents), not in the built-in schema",
-          "prom.yaml:20: rule Connections: translated to `pg_connections_used_ratio > 0.95`; "
+          "prom.yaml:18: rule QueueDeep: annotation 'summary' kept as written (Prometheus "
+          "templates are not expanded)",
+          "prom.yaml:21: rule Connections: translated to `pg_connections_used_ratio > 0.95`; "
           "severity 'Info' -> SEV4",
-          "prom.yaml:23: rule Plain: translated to `host_load1 > 4`; severity 'SEV1' -> SEV1"));
+          "prom.yaml:24: rule Plain: translated to `host_load1 > 4`; severity 'SEV1' -> SEV1"));
 }
 
 TEST(PrometheusRuleFile, NameMapReplacesTheDefault) {
