@@ -5,7 +5,8 @@ if [ "$(id -u)" != 0 ]; then echo "install-deps: run as root (it calls apt-get)"
 BUILD=(build-essential cmake ninja-build pkg-config ccache
   protobuf-compiler libprotobuf-dev protobuf-compiler-grpc libgrpc++-dev libgrpc-dev
   libabsl-dev libspdlog-dev libfmt-dev libsqlite3-dev libyaml-cpp-dev libcli11-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libssl-dev libpqxx-dev libhiredis-dev libre2-dev)
+  libgtest-dev libgmock-dev libbenchmark-dev libssl-dev zlib1g-dev libpqxx-dev libhiredis-dev
+  libre2-dev)
 # The fuzzing build (scripts/fuzz.sh): clang with its libFuzzer and sanitizer runtimes.
 FUZZ=(clang libclang-rt-14-dev)
 # Real servers the integration tests start on loopback, and the tools they drive.

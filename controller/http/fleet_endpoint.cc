@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/http/gzip.h"
 #include "common/logging.h"
 #include "common/status.h"
 #include "common/yaml_util.h"
@@ -90,15 +91,21 @@ http::HttpResponse FleetMetricsEndpoint::Handle(const http::HttpRequest& request
     }
   }
   if (page != nullptr) {
-    return *page;  // the copy happens outside the lock
+    http::HttpResponse copy = *page;  // the copy happens outside the lock
+    http::MaybeGzip(request, copy);
+    return copy;
   }
   http::HttpResponse response = Build();
-  absl::MutexLock lock(&mu_);
-  rendering_ = false;
-  ++built_;
-  if (waiting_ > 0) {
-    shared_ = std::make_shared<const http::HttpResponse>(response);
+  {
+    absl::MutexLock lock(&mu_);
+    rendering_ = false;
+    ++built_;
+    if (waiting_ > 0) {
+      shared_ = std::make_shared<const http::HttpResponse>(response);
+    }
   }
+  // Each scrape compresses its own copy (outside the lock): a waiting scraper may not take gzip.
+  http::MaybeGzip(request, response);
   return response;
 }
 

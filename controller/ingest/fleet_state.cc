@@ -566,9 +566,17 @@ std::vector<FleetState::ExposedAgent> FleetState::ExposeConnected() const {
       for (const auto& [k, v] : agent->info.labels()) {
         exposed.labels.emplace(k, v);
       }
+      // A series the agent stopped sending (a disk unmounted, a process gone) leaves the page
+      // once its newest point is kExposeStaleAfter older than the agent's newest, as a target's
+      // series leave Prometheus; telemetry time, so a late agent is not emptied.
+      int64_t newest_ms = 0;
+      for (const auto& [key, s] : agent->series) {
+        newest_ms = std::max(newest_ms, s->latest_ms());
+      }
+      const int64_t stale_before_ms = newest_ms - absl::ToInt64Milliseconds(kExposeStaleAfter);
       exposed.series.reserve(agent->series.size());
       for (const auto& [key, s] : agent->series) {
-        if (s->count() == 0) {
+        if (s->count() == 0 || s->latest_ms() < stale_before_ms) {
           continue;
         }
         ExposedAgent::Series& copy = exposed.series.emplace_back();

@@ -127,6 +127,8 @@ class FleetState {
   std::vector<Declared> ConnectedDeclarations() const;
 
   // What the fleet endpoint shows of one connected agent, copied under the agent's lock.
+  // Prometheus' own lookback: a series silent this long (in the agent's telemetry time) is gone.
+  static constexpr absl::Duration kExposeStaleAfter = absl::Minutes(5);
   struct ExposedAgent {
     struct Series {
       std::shared_ptr<const SeriesKey> key;
@@ -138,7 +140,8 @@ class FleetState {
     std::vector<Series> series;  // sorted by name, then labels
     std::vector<CumulativeHistogram> histograms;
   };
-  // Every connected agent with its series that hold a point, sorted by agent id. The map's mutex
+  // Every connected agent with its series that hold a point no more than kExposeStaleAfter older
+  // than the agent's newest point, sorted by agent id. The map's mutex
   // is held only while the agents are listed and each agent's only while its own series are
   // copied (no sorting, no formatting), so ingest for the rest of the fleet carries on while a
   // page of the whole fleet is built.

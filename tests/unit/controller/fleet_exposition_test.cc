@@ -222,6 +222,33 @@ TEST_F(FleetPageTest, OnlyConnectedAgentsAndAHistogramFamilyKeepsItsType) {
   EXPECT_EQ(std::count(page.begin(), page.end(), '#'), 2) << "HELP and TYPE once:\n" << page;
 }
 
+// A series the agent stopped sending leaves the page once it is five minutes older than the
+// agent's newest point (Prometheus' lookback), in telemetry time; until then it stays.
+TEST_F(FleetPageTest, ASeriesTheAgentStoppedSendingLeavesThePageAfterFiveMinutes) {
+  Stream& web = Connect("web-1", {});
+  v1::TelemetryBatch first;
+  Define(first, 0, "host_cpu_usage_ratio");
+  Define(first, 1, "host_disk_used_ratio", {{"mount", "/mnt/gone"}});
+  v1::Snapshot* s = first.add_snapshots();
+  s->set_time_unix_ms(kNowMs);
+  AddGauge(s, 0, 0.5);
+  AddGauge(s, 1, 0.9);
+  Apply(web, first);
+  auto send_cpu_at = [&](int64_t ms) {
+    v1::TelemetryBatch batch;
+    v1::Snapshot* snapshot = batch.add_snapshots();
+    snapshot->set_time_unix_ms(ms);
+    AddGauge(snapshot, 0, 0.5);
+    Apply(web, batch);
+  };
+  send_cpu_at(kNowMs + 299'000);
+  EXPECT_THAT(Render(fleet_.ExposeConnected(), nullptr), HasSubstr("/mnt/gone"));
+  send_cpu_at(kNowMs + 301'000);
+  const std::string page = Render(fleet_.ExposeConnected(), nullptr);
+  EXPECT_THAT(page, ::testing::Not(HasSubstr("/mnt/gone")));
+  EXPECT_THAT(page, HasSubstr("host_cpu_usage_ratio{agent=\"web-1\"} 0.5"));
+}
+
 // Buckets are counters since the controller started: intervals that left the rule window still
 // count, every bucket is cumulative, and the +Inf bucket is _count.
 TEST_F(FleetPageTest, BucketsAreCumulativeCountersThatOutliveTheWindow) {
