@@ -28,6 +28,7 @@
 #include "agent/actions/restart_service.h"
 #include "agent/actions/set_nginx_upstream.h"
 #include "common/yaml_util.h"
+#include "tests/support/process.h"
 
 namespace vigil::agent {
 namespace {
@@ -50,22 +51,7 @@ class FakeRunner : public CommandRunner {
   std::function<absl::StatusOr<ProcessResult>(const std::vector<std::string>&)> handler;
 };
 
-class TempDir {
- public:
-  TempDir() {
-    char name[] = "/tmp/vigil-actions-test-XXXXXX";
-    path_ = mkdtemp(name);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string File(absl::string_view name) const { return absl::StrCat(path_, "/", name); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::vigil::testing::TempDir;
 
 void Write(const std::string& path, absl::string_view content) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

@@ -76,7 +76,7 @@ TEST(BackoffTest, DoublesFromInitialUpToMaxWithJitterTakingAShare) {
   EXPECT_EQ(BackoffDelay(o, 3, 0.9), absl::Seconds(4));
 }
 
-TEST(NotifierTest, UrlsInMessagesKeepNoPath) {
+TEST(NotifierMessagesTest, UrlsInMessagesKeepNoPath) {
   EXPECT_EQ(UrlForLogs("https://hooks.slack.com/services/T0/B0/XXXX"),
             "https://hooks.slack.com/...");
   EXPECT_EQ(UrlForLogs("http://127.0.0.1:9093"), "http://127.0.0.1:9093");
