@@ -17,6 +17,7 @@
 #include "common/action_schema.h"
 #include "common/metric_schema.h"
 #include "common/yaml_util.h"
+#include "controller/rules/prometheus_rules.h"
 
 namespace vigil::controller {
 namespace {
@@ -926,6 +927,10 @@ RuleFile ParseRulesOrThrow(absl::string_view text, absl::string_view name) {
   if (!root.ok()) {
     result.errors.emplace_back(root.status().message());
     return result;
+  }
+  // A Prometheus rule file (`groups:`, or a bare list of `- alert:`), read in its own terms.
+  if (IsPrometheusRuleFile(*root)) {
+    return ParsePrometheusRules(*root, text, name);
   }
   if (absl::Status s = YamlCheckKeys(*root, name, "the rule file", {"rules"}); !s.ok()) {
     result.errors.emplace_back(s.message());

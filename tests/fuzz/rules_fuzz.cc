@@ -1,11 +1,13 @@
 // Fuzzes the rule file and the expression language (controller/rules/rule.h): the input is parsed
-// as a rule file and as one expression. Every parsed rule is exercised a little (its matchers and
-// severity tiers), and a rule file either yields rules or says why not.
+// as a rule file (Vigil's or Prometheus's), as one expression and as PromQL. Every parsed rule is
+// exercised a little (its matchers and severity tiers), and a rule file either yields rules or says
+// why not.
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 
 #include "absl/strings/string_view.h"
+#include "controller/rules/prometheus_rules.h"
 #include "controller/rules/rule.h"
 #include "tests/fuzz/fuzz_check.h"
 
@@ -51,6 +53,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   } else {
     FUZZ_CHECK(!expr.status().message().empty());
+  }
+  // A translation maps every byte back into the PromQL; an error points inside it.
+  vigil::controller::PromTranslation promql =
+      vigil::controller::TranslatePromQL(text, vigil::controller::DefaultPromNameMap());
+  if (promql.status.ok()) {
+    FUZZ_CHECK(promql.offsets.size() == promql.vigil.size());
+    for (size_t offset : promql.offsets) {
+      FUZZ_CHECK(offset < size);
+    }
+  } else {
+    FUZZ_CHECK(promql.error_offset <= size);
   }
   return 0;
 }
