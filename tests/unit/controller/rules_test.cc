@@ -2234,5 +2234,85 @@ TEST(RuleEngineRestore, FleetWideQuantileAlertWithLabelsComesBack) {
   EXPECT_EQ(after.changes[0].labels().at("team"), "edge");
 }
 
+// The performance runbook's Prometheus rules, loaded verbatim (a bare list), fire through the
+// engine on the nginx collector's histograms and request rates (the name map): HighLatency on
+// the fleet's merged p95, LowThroughput on the fleet's summed 5-minute rate.
+TEST(RuleEngine, RunbookPrometheusRulesFireOnNginxMetrics) {
+  RuleFile file = ParseRules(testing::ReadFileOrEmpty(testing::SourcePath(
+                                 "tests/unit/controller/fixtures/performance-runbook-rules.yaml")),
+                             "perf.yaml");
+  ASSERT_THAT(file.errors, SizeIs(0));
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(file.rules, &clock, &sink,
+                    RuleEngine::Options{.aggregate_every = absl::ZeroDuration()});
+  engine.OnConnected("api-1", {{"role", "api"}});
+  engine.OnConnected("api-2", {{"role", "api"}});
+  FakeAgent a("api-1", &engine, &clock), b("api-2", &engine, &clock);
+  auto last_of = [&](const std::string& rule) {
+    const Change* found = nullptr;
+    for (const Change& ch : sink.changes) {
+      if (ch.rule == rule) {
+        found = &ch;
+      }
+    }
+    return found;
+  };
+  auto fired = [&](const std::string& rule) {
+    for (const Change& ch : sink.changes) {
+      if (ch.rule == rule && ch.state == v1::FIRING) {
+        return true;
+      }
+    }
+    return false;
+  };
+  // One second of traffic: 100 requests on each agent, `slow_on_b` of api-2's taking 3 s.
+  auto second = [&](int slow_on_b, double rate_each) {
+    clock.Advance(absl::Seconds(1));
+    a.Gauge("nginx_requests_per_second", rate_each);
+    b.Gauge("nginx_requests_per_second", rate_each);
+    a.Latencies("nginx_request_duration_seconds", std::vector<double>(100, 0.05));
+    std::vector<double> on_b(100 - slow_on_b, 0.05);
+    on_b.insert(on_b.end(), slow_on_b, 3.0);
+    b.Latencies("nginx_request_duration_seconds", on_b);
+    engine.Tick();
+  };
+  // Six minutes with 8 % of api-2's requests slow: its own p95 is 3 s, but the fleet's is not
+  // (4 % of all requests), and 120 req/s is not low.
+  for (int s = 0; s < 360; ++s) {
+    second(8, 60);
+  }
+  EXPECT_EQ(last_of("HighLatency"), nullptr);
+  // (LowThroughput was pending for the first batch, which had only api-1's first sample.)
+  EXPECT_FALSE(fired("LowThroughput"));
+  EXPECT_THAT(engine.ActiveAlerts(), SizeIs(0));
+  // 24 % of api-2's requests slow: 12 % of the fleet's. Pending once the window's share passes
+  // 5 %, firing 2 minutes (the rule's `for:`) later.
+  int seconds = 0;
+  while ((last_of("HighLatency") == nullptr || last_of("HighLatency")->state != v1::FIRING) &&
+         seconds < 600) {
+    second(24, 60);
+    ++seconds;
+  }
+  ASSERT_NE(last_of("HighLatency"), nullptr);
+  EXPECT_EQ(last_of("HighLatency")->state, v1::FIRING);
+  EXPECT_GE(seconds, 120);
+  EXPECT_LE(seconds, 300 + 120);
+  EXPECT_NEAR(last_of("HighLatency")->value, 3.0, 0.05);
+  EXPECT_EQ(last_of("HighLatency")->severity, v1::SEV3);  // severity: warning
+  EXPECT_FALSE(fired("LowThroughput"));
+  // Traffic falls to 30 + 30 req/s: the 5-minute mean drops under 100, then 5 minutes of `for:`.
+  seconds = 0;
+  while ((last_of("LowThroughput") == nullptr || last_of("LowThroughput")->state != v1::FIRING) &&
+         seconds < 900) {
+    second(0, 30);
+    ++seconds;
+  }
+  ASSERT_NE(last_of("LowThroughput"), nullptr);
+  EXPECT_EQ(last_of("LowThroughput")->state, v1::FIRING);
+  EXPECT_GE(seconds, 300);
+  EXPECT_LT(last_of("LowThroughput")->value, 100);
+}
+
 }  // namespace
 }  // namespace vigil::controller
