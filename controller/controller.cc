@@ -189,6 +189,9 @@ absl::Status Controller::Start() {
   remediation_->UseSuggestions(&suggestions_);
   RETURN_IF_ERROR(remediation_->Start());
   writer_->Start();
+  // Histograms keep what the longest quantile window of the rules reads (issue 15: a
+  // Prometheus rule's rate(x_bucket[5m]) is a 5-minute window), before any telemetry arrives.
+  fleet_.KeepHistogramsFor(HistogramWindowFor(rules));
   rule_engine_ = std::make_unique<RuleEngine>(std::move(rules), clock_, incidents_.get(),
                                               options_.rule_engine);
   // Before any telemetry: pending `for` timers and firing alerts carry on as the same alerts.
@@ -380,6 +383,8 @@ absl::Status Controller::Reload() {
   std::string rules_summary = "the built-in rules stay";
   if (!options_.rules_path.empty()) {
     const size_t count = rule_file.rules.size();
+    // The new rules' longest quantile window: a longer one fills from the next batch on.
+    fleet_.KeepHistogramsFor(HistogramWindowFor(rule_file.rules));
     const RuleEngine::Replacement r = rule_engine_->ReplaceRules(std::move(rule_file.rules));
     observer_->SetRules(rule_engine_->rules());
     suggestions_.Set(rule_engine_->rules());

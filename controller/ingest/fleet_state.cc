@@ -227,7 +227,7 @@ absl::StatusOr<bool> FleetState::Apply(const std::string& agent_id, const v1::Te
   }
   agent->info.set_last_sequence(batch.sequence());
   agent->dirty = true;
-  const int64_t window_ms = absl::ToInt64Milliseconds(options_.histogram_window);
+  const int64_t window_ms = histogram_keep_ms_.load(std::memory_order_relaxed);
   uint64_t samples = 0, non_finite = 0, out_of_order = 0;
   auto lookup = [&dictionary](uint32_t id) -> SeriesState* {
     return id < dictionary.size() ? dictionary[id] : nullptr;
@@ -499,13 +499,16 @@ absl::StatusOr<v1::GetMetricsResponse> FleetState::GetMetrics(const std::string&
     m->set_window_ms(s->latest_ms() - s->oldest_ms());
     m->set_window_count(s->count());
     if (const HistogramWindow* window = s->histograms(); window != nullptr) {
+      // The last histogram_window of the options (a minute), however long rules make the
+      // series keep its intervals (KeepHistogramsFor).
+      const int64_t view_ms = absl::ToInt64Milliseconds(options_.histogram_window);
       LogHistogram merged;
-      window->MergeAfter(std::numeric_limits<int64_t>::min(), &merged);
+      window->MergeAfter(window->back_ms() - view_ms, &merged);
       m->set_p50(merged.Quantile(0.50));
       m->set_p95(merged.Quantile(0.95));
       m->set_p99(merged.Quantile(0.99));
       m->set_window_count(merged.count());
-      m->set_window_ms(window->back_ms() - window->front_ms());
+      m->set_window_ms(std::min(window->back_ms() - window->front_ms(), view_ms));
     }
   }
   for (const auto& [name, table] : agent->diagnostics) {
@@ -540,6 +543,14 @@ std::vector<FleetState::Declared> FleetState::ConnectedDeclarations() const {
     out.push_back(std::move(entry));
   }
   return out;
+}
+
+void FleetState::KeepHistogramsFor(absl::Duration window) {
+  histogram_keep_ms_.store(absl::ToInt64Milliseconds(window), std::memory_order_relaxed);
+}
+
+absl::Duration FleetState::histogram_window() const {
+  return absl::Milliseconds(histogram_keep_ms_.load(std::memory_order_relaxed));
 }
 
 std::vector<FleetState::ExposedAgent> FleetState::ExposeConnected() const {

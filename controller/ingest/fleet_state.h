@@ -48,6 +48,7 @@ namespace vigil::controller {
 class FleetState {
  public:
   struct Options {
+    // How long each histogram series keeps its intervals, at the start (see KeepHistogramsFor).
     absl::Duration histogram_window = absl::Seconds(60);
     // Series one agent may hold across all its streams; beyond, its stream is refused.
     size_t max_series_per_agent = 10'000;
@@ -70,7 +71,9 @@ class FleetState {
     uint64_t non_finite = 0;    // NaN or an infinity
     uint64_t out_of_order = 0;  // older than the series' newest point
   };
-  explicit FleetState(Options options) : options_(options) {}
+  explicit FleetState(Options options)
+      : options_(options),
+        histogram_keep_ms_(absl::ToInt64Milliseconds(options.histogram_window)) {}
   FleetState() : FleetState(Options{}) {}
 
   // Loads the registry kept in the store: every agent starts disconnected.
@@ -127,6 +130,11 @@ class FleetState {
   std::vector<Declared> ConnectedDeclarations() const;
 
   // What the fleet endpoint shows of one connected agent, copied under the agent's lock.
+  // Histogram series keep their intervals for `window` from the next batch on: the longest
+  // window a loaded rule reads (a rule reload may lengthen or shorten it). Thread-safe.
+  void KeepHistogramsFor(absl::Duration window);
+  absl::Duration histogram_window() const;
+
   // Prometheus' own lookback: a series silent this long (in the agent's telemetry time) is gone.
   static constexpr absl::Duration kExposeStaleAfter = absl::Minutes(5);
   struct ExposedAgent {
@@ -185,6 +193,7 @@ class FleetState {
   SeriesKeyTable keys_;  // names and labels, shared by every agent that has them
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Agent>> agents_ ABSL_GUARDED_BY(mu_);
+  std::atomic<int64_t> histogram_keep_ms_;
   std::atomic<uint64_t> samples_{0};
   std::atomic<uint64_t> dropped_non_finite_{0};
   std::atomic<uint64_t> dropped_out_of_order_{0};

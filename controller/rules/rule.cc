@@ -1111,6 +1111,18 @@ const std::string& DefaultRulesYaml() {
   return *kRules;
 }
 
+absl::Duration HistogramWindowFor(const std::vector<Rule>& rules) {
+  absl::Duration longest = kMinHistogramWindow;
+  for (const Rule& rule : rules) {
+    for (const Operand* operand : rule.expr.operands()) {
+      if (operand->quantile > 0) {
+        longest = std::max(longest, rule.window);
+      }
+    }
+  }
+  return longest;
+}
+
 std::vector<Rule> DefaultRules() {
   RuleFile file = ParseRules(DefaultRulesYaml(), "built-in rules");
   // The defaults are tested; a broken default is a build defect, not a user error.

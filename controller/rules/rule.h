@@ -174,4 +174,10 @@ RuleFile LoadRuleFile(const std::string& path);
 const std::string& DefaultRulesYaml();
 std::vector<Rule> DefaultRules();
 
+// How long the fleet must keep each histogram's intervals for `rules`: the longest `window` of a
+// rule that reads a quantile (per agent or merged), and never less than kMinHistogramWindow (the
+// `vigil metrics` quantiles read the last minute). The controller sets it at start and on reload.
+inline constexpr absl::Duration kMinHistogramWindow = absl::Seconds(60);
+absl::Duration HistogramWindowFor(const std::vector<Rule>& rules);
+
 }  // namespace vigil::controller

@@ -483,6 +483,41 @@ TEST_F(FleetStateTest, HistogramWindowsCountInTheMemoryBudget) {
   EXPECT_EQ(dictionary[0]->histograms()->size(), static_cast<size_t>(round - 1));
 }
 
+// Rules with a 5-minute quantile window make histograms keep 5 minutes of intervals; `vigil
+// metrics` still reads the last minute of them.
+TEST_F(FleetStateTest, HistogramsKeepWhatTheLongestRuleWindowReads) {
+  EXPECT_EQ(fleet_.histogram_window(), absl::Seconds(60));
+  fleet_.KeepHistogramsFor(absl::Minutes(5));
+  std::vector<SeriesState*> dictionary;
+  v1::TelemetryBatch definitions = Batch(0);
+  Define(definitions, 0, "nginx_request_duration_seconds");
+  ASSERT_TRUE(fleet_.Apply("web-1", definitions, dictionary, kNow).ok());
+  for (int round = 1; round <= 300; ++round) {  // one a second for 5 minutes, up to kNow
+    v1::TelemetryBatch batch = Batch(round);
+    LogHistogram h;
+    h.Add(round <= 240 ? 10.0 : 0.01);  // slow for four minutes, fast in the last one
+    v1::HistogramPoint* point = Snap(batch, kNowMs - 300'000 + round * 1'000)->add_histograms();
+    point->set_series_id(0);
+    h.ToProto(point->mutable_histogram());
+    ASSERT_TRUE(fleet_.Apply("web-1", batch, dictionary, kNow).ok());
+  }
+  EXPECT_GE(dictionary[0]->histograms()->size(), 299u) << "five minutes of intervals kept";
+  absl::StatusOr<v1::GetMetricsResponse> metrics = fleet_.GetMetrics("web-1", "nginx_");
+  ASSERT_TRUE(metrics.ok() && metrics->metrics_size() == 1);
+  EXPECT_EQ(metrics->metrics(0).window_count(), 60u) << "the view is the last minute";
+  EXPECT_LT(metrics->metrics(0).p99(), 1.0);
+
+  fleet_.KeepHistogramsFor(absl::Seconds(60));  // a reload to shorter windows lets go
+  v1::TelemetryBatch batch = Batch(301);
+  LogHistogram h;
+  h.Add(0.01);
+  v1::HistogramPoint* point = Snap(batch, kNowMs + 1'000)->add_histograms();
+  point->set_series_id(0);
+  h.ToProto(point->mutable_histogram());
+  ASSERT_TRUE(fleet_.Apply("web-1", batch, dictionary, kNow + absl::Seconds(1)).ok());
+  EXPECT_LE(dictionary[0]->histograms()->size(), 61u);
+}
+
 TEST_F(FleetStateTest, GoneAgentsAreEvictedAndLiveOnesKept) {
   v1::TelemetryBatch batch = Batch(1);
   Define(batch, 0, "host_load1");

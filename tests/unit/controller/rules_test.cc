@@ -2314,5 +2314,25 @@ TEST(RuleEngine, RunbookPrometheusRulesFireOnNginxMetrics) {
   EXPECT_LT(last_of("LowThroughput")->value, 100);
 }
 
+TEST(HistogramWindowTest, TheLongestQuantileWindowOfTheRulesAndNeverUnderAMinute) {
+  EXPECT_EQ(HistogramWindowFor(DefaultRules()), kMinHistogramWindow);
+  RuleFile file = ParseRules(R"yaml(rules:
+  - alert: SlowFleet
+    expr: p95 by () (nginx_request_duration_seconds) > 2
+    window: 5m
+  - alert: SlowHere
+    expr: p99(nginx_request_duration_seconds) > 5
+    window: 2m
+  - alert: Quiet
+    expr: sum(rate(nginx_requests_per_second[5m])) < 100
+    window: 4m
+)yaml",
+                             "w.yaml");
+  ASSERT_TRUE(file.errors.empty()) << file.errors[0];
+  EXPECT_EQ(HistogramWindowFor(file.rules), absl::Minutes(5));
+  file.rules.erase(file.rules.begin());
+  EXPECT_EQ(HistogramWindowFor(file.rules), absl::Minutes(2)) << "a rule without a quantile";
+}
+
 }  // namespace
 }  // namespace vigil::controller
