@@ -224,12 +224,23 @@ class SimAgent {
 
   void OnStreamDone(SimStream* stream, const grpc::Status& status,
                     const std::multimap<grpc::string_ref, grpc::string_ref>& trailers) {
+    Fleet* const fleet = fleet_;
+    if (StreamDone(stream, status, trailers)) {
+      // Last, with this agent's lock released: once the count is zero, Fleet::Stop returns and
+      // the fleet (this agent, its counters) may be destroyed.
+      fleet->StreamGone();
+    }
+  }
+
+ private:
+  // True when `stream` was this agent's current stream (then counted as gone by the caller).
+  bool StreamDone(SimStream* stream, const grpc::Status& status,
+                  const std::multimap<grpc::string_ref, grpc::string_ref>& trailers) {
     absl::MutexLock lock(&mu_);
     if (stream != stream_) {
-      return;
+      return false;
     }
     stream_ = nullptr;
-    fleet_->StreamGone();
     FleetCounters& c = fleet_->counters();
     const FleetOptions& o = fleet_->options();
     c.batches_unacked.fetch_add(in_flight_.size(), std::memory_order_relaxed);
@@ -240,7 +251,7 @@ class SimAgent {
     }
     if (stopping_) {
       state_ = State::kStopped;
-      return;
+      return true;
     }
     const absl::Time now = absl::Now();
     absl::Duration hint = absl::ZeroDuration();
@@ -297,12 +308,13 @@ class SimAgent {
       state_ = State::kWaiting;
       fleet_->Schedule(now + backoff_.Next(hint, rng_), this, Fleet::EventKind::kAttempt,
                        epoch_);
-      return;
+      return true;
     }
     // Not connected: the channel's own reconnect attempts pace us, up to max_backoff.
     state_ = State::kWatching;
     watch_deadline_ = now + o.max_backoff;
     fleet_->Watch(channel_, state, watch_deadline_, this, epoch_);
+    return true;
   }
 
  private:
