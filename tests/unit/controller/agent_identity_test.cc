@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 
 namespace vigil::controller {
@@ -14,6 +15,13 @@ struct Case {
   std::string agent_id;
   bool admitted;
 };
+
+// The test's name in ctest (gtest_discover_tests prints the parameter): the case itself, rather
+// than the bytes of the struct.
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << "'" << c.dns_name << "' " << (c.admitted ? "admits" : "refuses") << " '" << c.agent_id
+      << "'";
+}
 
 class CertificateNameAdmitsTest : public ::testing::TestWithParam<Case> {};
 
