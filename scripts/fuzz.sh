@@ -144,6 +144,15 @@ if [ ${#failures[@]} -gt 0 ]; then
   for f in "${failures[@]}"; do
     echo "  - $f" >&2
   done
+  # The inputs themselves, so a finding in a log whose machine is gone can still be replayed:
+  # base64 -d > tests/fuzz/regressions/NAME/crash-... (inputs over 16 KiB are left out).
+  for f in "$scratch"/*/artifacts/*; do
+    [ -f "$f" ] || continue
+    if [ "$(stat -c %s "$f")" -le 16384 ]; then
+      echo "input $(basename "$(dirname "$(dirname "$f")")")/$(basename "$f") (base64):" >&2
+      base64 -w 100 "$f" >&2
+    fi
+  done
   echo "Reproduce one: $BUILD_DIR/$FUZZ_DIR/NAME_fuzz INPUT" >&2
   exit 1
 fi

@@ -24,7 +24,8 @@ phase_done build
 BUILD_DIR=${VIGIL_BUILD_DIR:-build}
 # Fuzzing first, so that ctest's summary closes the run.
 fuzz_status=0
-scripts/fuzz.sh "${VIGIL_FUZZ_SECONDS:-12}" || fuzz_status=$?
+fuzz_log=$(mktemp "${TMPDIR:-/tmp}/vigil-fuzz-log.XXXXXX")
+scripts/fuzz.sh "${VIGIL_FUZZ_SECONDS:-12}" 2>&1 | tee "$fuzz_log" || fuzz_status=$?
 phase_done fuzz
 # Two at a time: the machine has 2 cores, and integration tests time real processes.
 # The fleet deployment test (label deploy: Ansible over SSH to three namespace hosts, about half
@@ -36,6 +37,8 @@ if [ "$ctest_status" != 0 ]; then
   exit "$ctest_status"
 fi
 if [ "$fuzz_status" != 0 ]; then
-  echo "test: scripts/fuzz.sh failed (exit $fuzz_status): see its output above" >&2
+  # Again at the end, where a CI log's tail shows it: which harness, what, and the input itself.
+  echo "test: scripts/fuzz.sh failed (exit $fuzz_status); its findings:" >&2
+  sed -n '/FAILURE(S)/,$p;/^FAIL /,/^replay/p' "$fuzz_log" >&2
   exit 1
 fi
