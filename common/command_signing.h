@@ -13,9 +13,10 @@
 #include "absl/strings/string_view.h"
 #include "vigil/v1/agent_service.pb.h"
 
-typedef struct evp_pkey_st EVP_PKEY;
-
 namespace vigil {
+
+class Ed25519PrivateKey;
+class Ed25519PublicKey;
 
 // The exact bytes that are signed.
 std::string CanonicalCommand(const v1::Command& command);
@@ -31,13 +32,11 @@ class CommandSigner {
 
   // Sets command.signature.
   absl::Status Sign(v1::Command& command) const;
-  const std::string& public_key_pem() const { return public_pem_; }
+  const std::string& public_key_pem() const;
 
  private:
-  CommandSigner(EVP_PKEY* key, std::string public_pem)
-      : key_(key), public_pem_(std::move(public_pem)) {}
-  EVP_PKEY* key_;
-  std::string public_pem_;
+  explicit CommandSigner(std::unique_ptr<Ed25519PrivateKey> key);
+  std::unique_ptr<Ed25519PrivateKey> key_;
 };
 
 class CommandVerifier {
@@ -48,8 +47,8 @@ class CommandVerifier {
   absl::Status Verify(const v1::Command& command) const;
 
  private:
-  explicit CommandVerifier(EVP_PKEY* key) : key_(key) {}
-  EVP_PKEY* key_;
+  explicit CommandVerifier(std::unique_ptr<Ed25519PublicKey> key);
+  std::unique_ptr<Ed25519PublicKey> key_;
 };
 
 }  // namespace vigil

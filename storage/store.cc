@@ -1,6 +1,9 @@
 #include "storage/store.h"
 
 #include <algorithm>
+#include <optional>
+
+#include "common/audit/chain_verifier.h"
 
 namespace vigil::storage {
 
@@ -79,6 +82,25 @@ absl::StatusOr<std::vector<v1::TimelineEvent>> Store::ListIncidentEventsOfKind(
     matching.resize(limit);
   }
   return matching;
+}
+
+absl::StatusOr<v1::VerifyAuditResponse> Store::VerifyChain() {
+  ChainSnapshot snapshot;
+  std::optional<audit::ChainVerifier> verifier;
+  auto start = [&] {
+    if (!verifier.has_value()) {
+      audit::ChainVerifier::Options options;
+      options.format2_from_seq = snapshot.format2_from_seq;
+      verifier.emplace(std::move(options));
+    }
+  };
+  absl::Status read = ReadChain(0, 0, &snapshot, [&](const v1::TimelineEvent& event) {
+    start();
+    return verifier->Add(event);
+  });
+  if (!read.ok()) return read;
+  start();
+  return verifier->Finish(snapshot.recorded_head);
 }
 
 }  // namespace vigil::storage

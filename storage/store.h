@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -19,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "vigil/v1/audit.pb.h"
 #include "vigil/v1/control_service.pb.h"
 #include "vigil/v1/incident.pb.h"
 
@@ -32,6 +34,14 @@ struct UserRecord {
   int64_t expires_unix_ms = 0;   // when the token stops working; 0: never
   int64_t disabled_unix_ms = 0;  // when the user was disabled; 0: enabled
   int64_t rotated_unix_ms = 0;   // when the token was last replaced; 0: never
+};
+
+// What the chain's check needs besides its events, read with them (Store::ReadChain).
+struct ChainSnapshot {
+  uint64_t format2_from_seq = 1;                 // events from here on follow chain format 2
+  std::vector<v1::AuditCheckpoint> checkpoints;  // every stored checkpoint, oldest first
+  // The head the store records beside the chain (seq, hash), when it keeps one.
+  std::optional<std::pair<uint64_t, std::string>> recorded_head;
 };
 
 // Writes applied in order, in one transaction.
@@ -128,7 +138,7 @@ class Store {
       absl::string_view incident_id) = 0;
 
   // --- the timeline: one append-only SHA-256 chain across all incidents ---
-  // (Appended through Commit: each event's seq, prev_hash and hash follow timeline_hash.h.)
+  // (Appended through Commit: each event's seq, prev_hash and hash follow common/audit/chain_hash.h.)
   // Events with seq > after_seq, oldest first; incident_id "" means every incident.
   virtual absl::StatusOr<std::vector<v1::TimelineEvent>> ListEvents(absl::string_view incident_id,
                                                                     uint64_t after_seq,
@@ -137,8 +147,21 @@ class Store {
   // pages through ListEvents, an implementation with an index does better.
   virtual absl::StatusOr<std::vector<v1::TimelineEvent>> ListIncidentEventsOfKind(
       absl::string_view incident_id, absl::string_view kind, int limit);
-  // Re-hashes the whole chain; names the first event changed, removed or reordered.
-  virtual absl::StatusOr<v1::VerifyAuditResponse> VerifyChain() = 0;
+  // Re-hashes the whole chain (not its checkpoints: the audit key is the controller's, see
+  // controller/audit); names the first event changed, removed or reordered.
+  absl::StatusOr<v1::VerifyAuditResponse> VerifyChain();
+  // In one read transaction: fills `snapshot` (format, checkpoints, recorded head), then calls
+  // `visit` with every event whose seq is in (after_seq, up_to_seq] (up_to_seq 0: to the head),
+  // oldest first, until it returns false. Not pure: Unimplemented by default.
+  virtual absl::Status ReadChain(uint64_t after_seq, uint64_t up_to_seq, ChainSnapshot* snapshot,
+                                 const std::function<bool(const v1::TimelineEvent&)>& visit) {
+    return absl::UnimplementedError("this store cannot read the chain");
+  }
+  // Stores a signed checkpoint after checking, in the same transaction, that event `seq` has
+  // `hash` (FailedPrecondition otherwise). The same checkpoint twice is stored once.
+  virtual absl::Status AddCheckpoint(const v1::AuditCheckpoint& checkpoint) {
+    return absl::UnimplementedError("this store keeps no checkpoints");
+  }
 
   // --- users ---
   virtual absl::Status AddUser(const UserRecord& user) = 0;  // AlreadyExists on a taken name

@@ -19,7 +19,8 @@
 #include "common/model_names.h"
 #include "common/status.h"
 #include "storage/sqlite/reader_connections.h"
-#include "storage/timeline_hash.h"
+#include "common/audit/chain_hash.h"
+#include "common/audit/chain_verifier.h"
 
 namespace vigil::storage {
 namespace {
@@ -112,6 +113,20 @@ CREATE TABLE notifications (
   delivered_unix_ms INTEGER NOT NULL DEFAULT 0,
   body BLOB NOT NULL);
 CREATE INDEX notifications_pending ON notifications(receiver, id) WHERE delivered_unix_ms = 0;
+)sql",
+    // 5: chain format 2 from the next event on (DESIGN.md, "Chain format 2"), and the signed
+    // checkpoints of the chain's head.
+    R"sql(
+CREATE TABLE chain_meta (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  format2_from_seq INTEGER NOT NULL);
+INSERT INTO chain_meta(id, format2_from_seq) SELECT 1, COALESCE(MAX(seq), 0) + 1 FROM timeline;
+CREATE TABLE checkpoints (
+  seq INTEGER PRIMARY KEY,
+  hash TEXT NOT NULL,
+  time_unix_ms INTEGER NOT NULL,
+  key_id TEXT NOT NULL,
+  signature BLOB NOT NULL);
 )sql",
 };
 static_assert(std::size(kMigrations) == kSqliteSchemaVersion);
@@ -307,6 +322,16 @@ class SqliteStore final : public Store {
         !s.ok()) {
       return Fail("set durability", s);
     }
+    {
+      Statement meta(writer_, "SELECT format2_from_seq FROM chain_meta WHERE id = 1");
+      absl::StatusOr<bool> row = meta.Step();
+      if (!row.ok() || !*row) {
+        return Fail("read the chain's format", row.ok() ? absl::DataLossError(
+                                                             "the chain_meta row is missing")
+                                                       : row.status());
+      }
+      format2_from_seq_ = static_cast<uint64_t>(meta.Int(0));
+    }
     readers_ = std::make_unique<ReaderConnections>(path_, ReaderConnections::Options{});
     return absl::OkStatus();
   }
@@ -450,7 +475,7 @@ class SqliteStore final : public Store {
         seq = head.seq;
         hash = std::move(head.hash);
       }
-      TimelineHasher hasher;
+      audit::TimelineHasher hasher;
       const std::vector<WriteBatch::Op>& ops = batch.ops();
       for (size_t i = 0; i < ops.size(); ++i) {
         const WriteBatch::Op& op = ops[i];
@@ -473,6 +498,7 @@ class SqliteStore final : public Store {
         } else if (const auto* append = std::get_if<WriteBatch::AppendEvent>(&op)) {
           v1::TimelineEvent event = append->event;
           event.set_seq(++seq);
+          event.set_chain_format(ChainFormat(seq));
           event.set_prev_hash(std::move(hash));
           event.set_hash(hasher.Hash(event));
           hash = event.hash();
@@ -652,65 +678,36 @@ class SqliteStore final : public Store {
     return out;
   }
 
-  absl::StatusOr<v1::VerifyAuditResponse> VerifyChain() override {
-    v1::VerifyAuditResponse result;
-    result.set_ok(true);
+  absl::Status ReadChain(uint64_t after_seq, uint64_t up_to_seq, ChainSnapshot* snapshot,
+                         const std::function<bool(const v1::TimelineEvent&)>& visit) override {
     ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
-    // One read transaction: a consistent snapshot even while events are appended.
-    RETURN_IF_ERROR(Annotated("verify", Exec(reader.db(), "BEGIN;")));
-    Statement st(reader.db(),
-                 "SELECT seq, incident_id, time_unix_ms, kind, actor, summary, details_json, "
-                 "prev_hash, hash FROM timeline ORDER BY seq");
-    uint64_t expected_seq = 1;
-    std::string expected_prev(kGenesisHash);
-    TimelineHasher hasher;
-    auto fail = [&](uint64_t seq, std::string problem) {
-      result.set_ok(false);
-      result.set_first_bad_seq(seq);
-      result.set_problem(std::move(problem));
-    };
-    while (result.ok()) {
-      absl::StatusOr<bool> row = st.Step();
-      if (!row.ok()) {
-        Exec(reader.db(), "ROLLBACK;").IgnoreError();
-        return Annotated("verify", row.status());
-      }
-      if (!*row) {
-        break;
-      }
-      v1::TimelineEvent event = EventFromRow(st);
-      result.set_events_checked(result.events_checked() + 1);
-      if (event.seq() != expected_seq) {
-        fail(expected_seq,
-             absl::StrCat("event ", expected_seq,
-                          event.seq() > expected_seq ? " was removed" : " is duplicated",
-                          " (next stored event is ", event.seq(), ")"));
-      } else if (event.prev_hash() != expected_prev) {
-        fail(event.seq(),
-             absl::StrCat("event ", event.seq(), " does not follow event ", event.seq() - 1,
-                          ": its prev_hash differs (events removed or reordered)"));
-      } else if (hasher.Hash(event) != event.hash()) {
-        fail(event.seq(), absl::StrCat("event ", event.seq(), " (", event.kind(), ", incident ",
-                                       event.incident_id(),
-                                       ") was changed: its content no longer matches its hash"));
-      }
-      expected_prev = event.hash();
-      ++expected_seq;
-    }
-    if (result.ok()) {
-      // The head row catches a chain cut short at its end.
-      Statement head(reader.db(), "SELECT seq, hash FROM chain_head WHERE id = 1");
-      absl::StatusOr<bool> row = head.Step();
-      if (row.ok() && *row &&
-          (static_cast<uint64_t>(head.Int(0)) != expected_seq - 1 ||
-           head.Text(1) != expected_prev)) {
-        fail(expected_seq, absl::StrCat("the chain ends at event ", expected_seq - 1,
-                                        " but its recorded head is event ", head.Int(0),
-                                        ": events at the end were removed or changed"));
-      }
-    }
+    // One read transaction: checkpoints, head and events agree even while events are appended.
+    RETURN_IF_ERROR(Annotated("read the chain", Exec(reader.db(), "BEGIN;")));
+    absl::Status status = ReadChainIn(reader.db(), after_seq, up_to_seq, snapshot, visit);
     Exec(reader.db(), "COMMIT;").IgnoreError();
-    return result;
+    return Annotated("read the chain", status);
+  }
+
+  absl::Status AddCheckpoint(const v1::AuditCheckpoint& checkpoint) override {
+    return Write("store an audit checkpoint", [&]() -> absl::Status {
+      Statement event(writer_, "SELECT hash FROM timeline WHERE seq = ?1");
+      event.Bind(1, static_cast<int64_t>(checkpoint.seq()));
+      ASSIGN_OR_RETURN(bool found, event.Step());
+      if (!found || event.Text(0) != checkpoint.hash()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "checkpoint ", checkpoint.seq(), " does not match the stored chain (event ",
+            checkpoint.seq(), found ? " has another hash)" : " is not stored)"));
+      }
+      Statement st(writer_,
+                   "INSERT INTO checkpoints(seq, hash, time_unix_ms, key_id, signature) "
+                   "VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(seq) DO NOTHING");
+      return st.Bind(1, static_cast<int64_t>(checkpoint.seq()))
+          .Bind(2, checkpoint.hash())
+          .Bind(3, checkpoint.time_unix_ms())
+          .Bind(4, checkpoint.key_id())
+          .BindBlob(5, checkpoint.signature())
+          .Run();
+    });
   }
 
   absl::Status AddUser(const UserRecord& user) override {
@@ -1011,7 +1008,7 @@ class SqliteStore final : public Store {
 
   struct ChainHead {
     uint64_t seq = 0;
-    std::string hash{kGenesisHash};
+    std::string hash{audit::kGenesisHash};
   };
   absl::StatusOr<ChainHead> ReadHeadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
     Statement& st = Cached(kReadHead);
@@ -1100,9 +1097,49 @@ class SqliteStore final : public Store {
     return out;
   }
 
-  static v1::TimelineEvent EventFromRow(const Statement& st) {
+  uint32_t ChainFormat(uint64_t seq) const { return seq >= format2_from_seq_ ? 2 : 1; }
+
+  absl::Status ReadChainIn(sqlite3* db, uint64_t after_seq, uint64_t up_to_seq,
+                           ChainSnapshot* snapshot,
+                           const std::function<bool(const v1::TimelineEvent&)>& visit) const {
+    snapshot->format2_from_seq = format2_from_seq_;
+    snapshot->checkpoints.clear();
+    snapshot->recorded_head.reset();
+    Statement checkpoints(db,
+                          "SELECT seq, hash, time_unix_ms, key_id, signature FROM checkpoints "
+                          "ORDER BY seq");
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, checkpoints.Step());
+      if (!row) break;
+      v1::AuditCheckpoint& checkpoint = snapshot->checkpoints.emplace_back();
+      checkpoint.set_seq(static_cast<uint64_t>(checkpoints.Int(0)));
+      checkpoint.set_hash(checkpoints.Text(1));
+      checkpoint.set_time_unix_ms(checkpoints.Int(2));
+      checkpoint.set_key_id(checkpoints.Text(3));
+      checkpoint.set_signature(checkpoints.Blob(4));
+    }
+    Statement head(db, "SELECT seq, hash FROM chain_head WHERE id = 1");
+    ASSIGN_OR_RETURN(bool has_head, head.Step());
+    if (has_head) {
+      snapshot->recorded_head.emplace(static_cast<uint64_t>(head.Int(0)), head.Text(1));
+    }
+    Statement events(db,
+                     "SELECT seq, incident_id, time_unix_ms, kind, actor, summary, details_json, "
+                     "prev_hash, hash FROM timeline WHERE seq > ?1 AND seq <= ?2 ORDER BY seq");
+    events.Bind(1, static_cast<int64_t>(std::min<uint64_t>(after_seq, INT64_MAX)))
+        .Bind(2, static_cast<int64_t>(up_to_seq == 0 ? INT64_MAX
+                                                     : std::min<uint64_t>(up_to_seq, INT64_MAX)));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, events.Step());
+      if (!row || !visit(EventFromRow(events))) break;
+    }
+    return absl::OkStatus();
+  }
+
+  v1::TimelineEvent EventFromRow(const Statement& st) const {
     v1::TimelineEvent e;
     e.set_seq(static_cast<uint64_t>(st.Int(0)));
+    e.set_chain_format(ChainFormat(e.seq()));
     e.set_incident_id(st.Text(1));
     e.set_time_unix_ms(st.Int(2));
     e.set_kind(st.Text(3));
@@ -1115,6 +1152,8 @@ class SqliteStore final : public Store {
   }
 
   const std::string path_;
+  // Set once at Open, from the migration that introduced format 2.
+  uint64_t format2_from_seq_ = 1;
   absl::Mutex write_mu_;
   sqlite3* writer_ ABSL_PT_GUARDED_BY(write_mu_) = nullptr;
   std::unique_ptr<Statement> cached_[kCachedCount] ABSL_GUARDED_BY(write_mu_);

@@ -13,7 +13,7 @@
 namespace vigil::storage {
 
 // The schema version this build writes. A newer database is refused, an older one migrated.
-inline constexpr int kSqliteSchemaVersion = 4;
+inline constexpr int kSqliteSchemaVersion = 5;
 
 // Opens (creating file and folder when missing) and migrates. Errors name the path.
 absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);

@@ -1,12 +1,13 @@
 // A Store that forwards to a real one and fails writes on command: the fault injection of unit
-// tests (a full disk, a database gone away). Reads pass through, VerifyChain held back on
-// command (a slow read). Thread-safe.
+// tests (a full disk, a database gone away). Reads pass through, whole-chain reads (ReadChain)
+// held back on command (a slow read). Thread-safe.
 #pragma once
 
 #include <pthread.h>
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -49,12 +50,13 @@ class FaultInjectingStore final : public storage::Store {
     absl::MutexLock lock(&mu_);
     error_.reset();
   }
-  // Every VerifyChain from now on waits for `release` before reading (nullptr: none waits): a
-  // whole-chain read as slow as the test wants. `release` must outlive the waiting calls.
+  // Every ReadChain (the audit check's read) from now on waits for `release` before reading
+  // (nullptr: none waits): a whole-chain read as slow as the test wants. `release` must outlive
+  // the waiting calls.
   void HoldVerifyChain(absl::Notification* release) { verify_release_.store(release); }
-  // VerifyChain calls waiting for their release now.
+  // ReadChain calls waiting for their release now.
   int verify_waiting() const { return verify_waiting_.load(); }
-  // The name of the thread the last held VerifyChain ran on.
+  // The name of the thread the last held ReadChain ran on.
   std::string verify_thread() const {
     absl::MutexLock lock(&mu_);
     return verify_thread_;
@@ -113,7 +115,8 @@ class FaultInjectingStore final : public storage::Store {
                                                             int limit) override {
     return real_->ListEvents(incident_id, after_seq, limit);
   }
-  absl::StatusOr<v1::VerifyAuditResponse> VerifyChain() override {
+  absl::Status ReadChain(uint64_t after_seq, uint64_t up_to_seq, storage::ChainSnapshot* snapshot,
+                         const std::function<bool(const v1::TimelineEvent&)>& visit) override {
     absl::Notification* release = verify_release_.load();
     if (release != nullptr) {
       char name[16] = {};
@@ -126,7 +129,15 @@ class FaultInjectingStore final : public storage::Store {
       release->WaitForNotification();
       --verify_waiting_;
     }
-    return real_->VerifyChain();
+    return real_->ReadChain(after_seq, up_to_seq, snapshot, visit);
+  }
+  absl::Status AddCheckpoint(const v1::AuditCheckpoint& checkpoint) override {
+    {
+      // Fails while commits fail (not counted among them, nor counting down their budget).
+      absl::MutexLock lock(&mu_);
+      if (error_.has_value() && fail_after_ == 0) return *error_;
+    }
+    return real_->AddCheckpoint(checkpoint);
   }
   absl::StatusOr<std::vector<v1::Notification>> PendingNotifications(absl::string_view receiver,
                                                                      int limit) override {

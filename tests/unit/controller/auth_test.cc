@@ -233,7 +233,6 @@ class RacingStore final : public storage::Store {
                                                             int) override {
     return Unused();
   }
-  absl::StatusOr<v1::VerifyAuditResponse> VerifyChain() override { return Unused(); }
   absl::Status AddUser(const storage::UserRecord& user) override { return real_->AddUser(user); }
   absl::StatusOr<std::optional<v1::ActionProposal>> GetProposal(absl::string_view) override {
     return Unused();

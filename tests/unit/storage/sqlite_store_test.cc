@@ -13,10 +13,12 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "storage/timeline_hash.h"
+#include "common/audit/chain_hash.h"
 
 namespace vigil::storage {
 namespace {
+using audit::kGenesisHash;
+using audit::TimelineEventHash;
 
 class SqliteStoreTest : public ::testing::Test {
  protected:
