@@ -13,8 +13,10 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_HARNESS=${1:-20}
 BUILD_DIR=${VIGIL_FUZZ_BUILD_DIR:-build-fuzz}
 FUZZ_DIR=tests/fuzz
-# Limits of one run: memory per process, seconds per input.
-LIMITS=(-rss_limit_mb=2048 -timeout=10)
+# Limits of one run: memory per process, seconds per input. The slowest input of any harness
+# takes well under a second on an idle core; 25 s leaves room for a loaded machine (two
+# harnesses beside a build) and still catches a hang.
+LIMITS=(-rss_limit_mb=2048 -timeout=25)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
