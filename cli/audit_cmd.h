@@ -1,5 +1,7 @@
-// `vigil audit verify` (check the timeline's hash chain) and `vigil audit export INCIDENT`
-// (a JSON or Markdown report, written atomically with --out). Stateless; thread-compatible.
+// `vigil audit verify` (the timeline against its signed checkpoints, with this CLI as a witness
+// that remembers the newest checkpoint it verified; or an exported bundle, offline) and
+// `vigil audit export` (a JSON or Markdown report of one incident, or an audit bundle; written
+// atomically with --out). Stateless; thread-compatible.
 #pragma once
 
 #include <string>

@@ -122,14 +122,15 @@ int Run(std::vector<std::string> args, std::ostream& out, std::ostream& err,
     token_source = "VIGIL_TOKEN";
   }
   // gRPC aborts the process on a metadata value it cannot send; say so as bad usage instead.
-  if (absl::Status token = CheckToken(env.connection.token, token_source); !token.ok()) {
+  if (absl::Status token = CheckToken(env.connection.token, token_source);
+      !token.ok() && !env.offline) {
     err << "vigil: " << OneLine(token.message()) << '\n';
     err.flush();
     return kExitUsage;
   }
-  // Every verb talks to the controller: a connection that cannot be secured is bad usage (2),
+  // A verb that talks to the controller: a connection that cannot be secured is bad usage (2),
   // said before anything is sent, not a failed request (1).
-  if (absl::Status transport = CheckTransport(env.connection); !transport.ok()) {
+  if (absl::Status transport = CheckTransport(env.connection); !transport.ok() && !env.offline) {
     err << "vigil: " << OneLine(transport.message()) << '\n';
     err.flush();
     return kExitUsage;

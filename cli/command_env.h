@@ -36,6 +36,9 @@ class CommandEnv {
   // Filled in by the global flags before the verb runs.
   ConnectionOptions connection;
   OutputFormat format = OutputFormat::kTable;
+  // Set by a verb that talks to no controller (`audit verify --bundle`): no token or transport
+  // is needed, and none is checked.
+  bool offline = false;
 
   std::ostream& out() { return out_; }
   std::ostream& err() { return err_; }

@@ -127,6 +127,8 @@ absl::StatusOr<std::unique_ptr<ControllerClient>> ControllerClient::Create(
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10'000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
   args.SetString(GRPC_ARG_PRIMARY_USER_AGENT_STRING, "vigil-cli/" VIGIL_VERSION);
+  // Exports and audit bundles of long incidents run to tens of megabytes.
+  args.SetMaxReceiveMessageSize(256 << 20);
   auto channel = grpc::CreateCustomChannel(options.controller, *credentials, args);
   return std::unique_ptr<ControllerClient>(new ControllerClient(options, std::move(channel)));
 }

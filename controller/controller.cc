@@ -16,6 +16,7 @@
 #include "common/metric_schema.h"
 #include "common/status.h"
 #include "controller/http/alertmanager_webhook.h"
+#include "controller/audit/bundle_export.h"
 #include "controller/notify/router.h"
 #include "controller/rules/thresholds.h"
 #include "storage/sqlite/sqlite_store.h"
@@ -44,6 +45,31 @@ class Controller::Observer final : public IngestObserver {
     absl::MutexLock lock(&watch_mu_);
     ++connected_[agent.agent_id()];
     send_(agent.agent_id(), watch_);
+    // Every agent keeps the newest audit checkpoint (a witness off the box).
+    if (checkpointer_ != nullptr) {
+      if (std::optional<v1::AuditCheckpoint> latest = checkpointer_->latest()) {
+        v1::ControllerMessage message;
+        *message.mutable_audit_checkpoint() = *std::move(latest);
+        send_(agent.agent_id(), std::move(message));
+      }
+    }
+  }
+  void OnWitness(const std::string& agent_id, const v1::AuditCheckpoint& checkpoint) override {
+    if (auditor_ != nullptr) auditor_->CheckWitness(absl::StrCat("agent ", agent_id), checkpoint);
+  }
+  // Before the observer is installed.
+  void SetAudit(Auditor* auditor, Checkpointer* checkpointer) {
+    auditor_ = auditor;
+    checkpointer_ = checkpointer;
+  }
+  // A new checkpoint to every connected agent.
+  void BroadcastCheckpoint(const v1::AuditCheckpoint& checkpoint) {
+    v1::ControllerMessage message;
+    *message.mutable_audit_checkpoint() = checkpoint;
+    absl::MutexLock lock(&watch_mu_);
+    for (const auto& [agent_id, streams] : connected_) {
+      send_(agent_id, message);
+    }
   }
   // Derives the thresholds from `rules` and sends them to every connected agent.
   void SetRules(const std::vector<Rule>& rules) {
@@ -92,6 +118,8 @@ class Controller::Observer final : public IngestObserver {
   IncidentManager* incidents_;
   RemediationManager* remediation_;
   const SendFn send_;
+  Auditor* auditor_ = nullptr;
+  Checkpointer* checkpointer_ = nullptr;
   std::atomic<bool> stopping_{false};
   absl::Mutex watch_mu_;
   v1::ControllerMessage watch_ ABSL_GUARDED_BY(watch_mu_);  // the thresholds, ready to send
@@ -137,6 +165,12 @@ absl::Status Controller::Start() {
   // After the store: it creates the database's folder, where the key goes by default.
   ASSIGN_OR_RETURN(std::unique_ptr<CommandSigner> signer,
                    CommandSigner::LoadOrCreate(key_path, signing_public_path_));
+  // The audit key: separate from the command-signing key (auditors get its public half only).
+  const std::string audit_key_path = AuditKeyPath(options_);
+  audit_public_path_ =
+      absl::StrCat(absl::StripSuffix(absl::string_view(audit_key_path), ".key"), ".pub");
+  ASSIGN_OR_RETURN(std::unique_ptr<audit::CheckpointSigner> audit_signer,
+                   audit::CheckpointSigner::LoadOrCreate(audit_key_path, audit_public_path_));
   ASSIGN_OR_RETURN(std::vector<v1::AgentInfo> registry, store_->ListAgents());
   fleet_.Restore(registry);
 
@@ -148,6 +182,23 @@ absl::Status Controller::Start() {
                                 .max_pending_hellos = options_.admission_queue,
                                 .max_queue_delay = options_.admission_max_delay});
   writer_ = std::make_unique<TimelineWriter>(store_.get(), clock_);
+  checkpointer_ = std::make_unique<Checkpointer>(store_.get(), clock_, std::move(audit_signer),
+                                                 options_.checkpoints);
+  writer_->AddListener([this](const v1::TimelineEvent& event) { checkpointer_->OnEvent(event); });
+  auditor_ = std::make_unique<Auditor>(store_.get(), writer_.get(), clock_);
+  RETURN_IF_ERROR(auditor_->Init(checkpointer_->public_key_pem()));
+  if (!options_.checkpoints.log_path.empty()) {
+    // The append-only log is a witness that is there at start: a database older than it is
+    // said at once (and recorded when the writer starts).
+    absl::StatusOr<v1::AuditCheckpoint> logged =
+        LastLoggedCheckpoint(options_.checkpoints.log_path);
+    if (logged.ok()) {
+      auditor_->CheckWitness(absl::StrCat("the checkpoint log ", options_.checkpoints.log_path),
+                             *logged);
+    } else if (logged.status().code() != absl::StatusCode::kNotFound) {
+      spdlog::warn("cannot read the checkpoint log: {}", logged.status().message());
+    }
+  }
   incidents_ = std::make_unique<IncidentManager>(
       writer_.get(), clock_,
       [this](const std::string& agent_id, const v1::CollectDiagnostics& request) {
@@ -211,9 +262,27 @@ absl::Status Controller::Start() {
         return agent_service_->SendTo(agent_id, std::move(message));
       });
   observer_->SetRules(rule_engine_->rules());
+  observer_->SetAudit(auditor_.get(), checkpointer_.get());
+  checkpointer_->SetPublisher(
+      [this](const v1::AuditCheckpoint& checkpoint) { observer_->BroadcastCheckpoint(checkpoint); });
+  RETURN_IF_ERROR(checkpointer_->Start());
   agent_service_->SetObserver(observer_.get());
   control_service_ = std::make_unique<ControlServiceImpl>(
       &fleet_, store_.get(), incidents_.get(), remediation_.get(), options_.watch);
+  control_service_->UseAudit(ControlServiceImpl::AuditHooks{
+      .verify =
+          [this](const v1::VerifyAuditRequest& request, const std::string& caller) {
+            return auditor_->Verify(request, caller);
+          },
+      .bundle =
+          [this](const v1::ExportIncidentRequest& request) {
+            return ExportAuditBundle(
+                *store_, *checkpointer_,
+                audit::BundleScope{.incident_id = request.incident_id(),
+                                   .since_unix_ms = request.since_unix_ms(),
+                                   .until_unix_ms = request.until_unix_ms()},
+                absl::ToUnixMillis(clock_->Now()));
+          }});
   control_service_->UseNotificationTest(
       [this](const std::string& receiver,
              std::function<void(absl::StatusOr<std::string>)> done) {
@@ -345,6 +414,7 @@ void Controller::Stop() {
   // last flush: save their sequences too, or a restart would see a gap that is not one.
   FlushRegistry();
   writer_->Stop();  // after the server: watchers and updates are gone; drains its queue
+  checkpointer_->Stop();  // after the writer: its last checkpoint covers every event of this run
   if (notifier_ != nullptr) {
     notifier_->Stop();  // what it has not delivered stays in the outbox for the next start
   }
@@ -422,6 +492,7 @@ void Controller::HousekeepingLoop() {
         remediation_->Tick();
         incidents_->Tick();
         RefreshUsers();
+        auditor_->PollAcceptance();
       }
       if (absl::Now() >= next_scraped_check) {
         next_scraped_check = absl::Now() + absl::Seconds(10);
@@ -519,6 +590,22 @@ std::string Controller::MetricsPage() {
          static_cast<double>(fleet_.samples_ingested()));
   metric("vigil_agent_messages_total", "counter", "Messages received from agents since start.",
          static_cast<double>(agent_service_->messages_received()));
+  const Checkpointer::Stats checkpoints = checkpointer_->stats();
+  metric("vigil_audit_checkpoints_signed_total", "counter",
+         "Audit checkpoints signed and stored since start.",
+         static_cast<double>(checkpoints.signed_checkpoints));
+  metric("vigil_audit_checkpoint_failures_total", "counter",
+         "Audit checkpoints that could not be signed or stored (retried).",
+         static_cast<double>(checkpoints.failures));
+  metric("vigil_audit_checkpoint_log_failures_total", "counter",
+         "Audit checkpoints the append-only log could not take.",
+         static_cast<double>(checkpoints.log_failures));
+  const std::optional<v1::AuditCheckpoint> latest_checkpoint = checkpointer_->latest();
+  metric("vigil_audit_checkpoint_seq", "gauge", "The seq the newest audit checkpoint covers.",
+         latest_checkpoint.has_value() ? static_cast<double>(latest_checkpoint->seq()) : 0);
+  metric("vigil_audit_hold", "gauge",
+         "1 while a detected rollback holds the timeline (vigil-controller audit accept-rollback).",
+         auditor_->hold().has_value() ? 1 : 0);
   const FleetState::DropCounts dropped = fleet_.dropped();
   absl::StrAppend(&page,
                   "# HELP vigil_ingest_samples_dropped_total Samples dropped without refusing "
@@ -703,6 +790,15 @@ absl::Status Controller::StoreExternalAlerts(std::vector<v1::Alert> alerts) {
     return absl::UnavailableError("the store did not answer within 10 s");
   }
   return *result;
+}
+
+std::string AuditKeyPath(const ControllerOptions& options) {
+  if (!options.audit_key_path.empty()) {
+    return options.audit_key_path;
+  }
+  const size_t slash = options.db_path.rfind('/');
+  return absl::StrCat(slash == std::string::npos ? "." : options.db_path.substr(0, slash),
+                      "/controller-audit.key");
 }
 
 std::string SigningKeyPath(const ControllerOptions& options) {

@@ -18,6 +18,8 @@
 #include "common/http/http_server.h"
 #include "common/transport.h"
 #include "controller/api/control_service.h"
+#include "controller/audit/auditor.h"
+#include "controller/audit/checkpointer.h"
 #include "controller/auth/auth.h"
 #include "controller/http/alertmanager_webhook.h"
 #include "controller/http/fleet_endpoint.h"
@@ -57,6 +59,12 @@ struct ControllerOptions {
   // Ed25519 key that signs commands; created on first start. Empty: next to the database
   // (controller-signing.key, and its public half in controller-signing.pub for the agents).
   std::string signing_key_path;
+  // Ed25519 key that signs audit checkpoints; created on first start. Empty: next to the
+  // database (controller-audit.key, its public half controller-audit.pub for auditors). On
+  // another volume than the database, an edit needs both volumes.
+  std::string audit_key_path;
+  // When the chain's head is signed, and the optional append-only log of checkpoints.
+  Checkpointer::Options checkpoints;
   TransportFlags transport;
   // With the watchdog's 250 ms tick, a silent agent is shown disconnected within 3 s of its
   // last message; agents send at least every silence_timeout / 3.
@@ -82,6 +90,8 @@ struct ControllerOptions {
 
 // The command-signing key in use: --signing-key, or controller-signing.key beside the database.
 std::string SigningKeyPath(const ControllerOptions& options);
+// The audit key in use: --audit-key, or controller-audit.key beside the database.
+std::string AuditKeyPath(const ControllerOptions& options);
 
 // Refuses to create `db_path` anew when files beside it show a database existed (its WAL, its
 // lock file, the signing key at `key_path`), unless `init`; logs when a database is created.
@@ -114,6 +124,9 @@ class Controller {
   IncidentManager& incidents() { return *incidents_; }
   TimelineWriter& timeline_writer() { return *writer_; }
   const std::string& signing_public_key_path() const { return signing_public_path_; }
+  const std::string& audit_public_key_path() const { return audit_public_path_; }
+  Checkpointer& checkpointer() { return *checkpointer_; }
+  Auditor& auditor() { return *auditor_; }
   RuleEngine& rules() { return *rule_engine_; }
   FleetState& fleet() { return fleet_; }
   AgentServiceImpl& agent_service() { return *agent_service_; }
@@ -143,6 +156,9 @@ class Controller {
   SuggestionBook suggestions_;  // the rules' suggested fixes, swapped on reload
   std::unique_ptr<RemediationManager> remediation_;
   std::string signing_public_path_;
+  std::string audit_public_path_;
+  std::unique_ptr<Checkpointer> checkpointer_;
+  std::unique_ptr<Auditor> auditor_;
   std::unique_ptr<RuleEngine> rule_engine_;
   std::unique_ptr<Observer> observer_;
   absl::Status AuthorizeWebhook(const http::HttpRequest& request);

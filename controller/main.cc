@@ -18,6 +18,7 @@
 #include "controller/auth/auth.h"
 #include "controller/config/config_check.h"
 #include "controller/config/controller_config.h"
+#include "controller/audit/audit_command.h"
 #include "controller/auth/users_command.h"
 #include "controller/controller.h"
 #include "controller/rules/rule.h"
@@ -131,6 +132,18 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   app.add_option("--signing-key", options.signing_key_path,
                  "Ed25519 key that signs commands (created when missing; default: next to --db)");
+  app.add_option("--audit-key", options.audit_key_path,
+                 "Ed25519 key that signs audit checkpoints (created when missing; default: next "
+                 "to --db; on another volume, an edit of the database needs both)");
+  std::string checkpoint_every = "10s";
+  app.add_option("--checkpoint-every", checkpoint_every,
+                 "sign the audit chain's head at least this often while it grows (10s)");
+  app.add_option("--checkpoint-every-events", options.checkpoints.every_events,
+                 "and after this many events (1000)")
+      ->check(CLI::Range(size_t{1}, size_t{100'000'000}));
+  app.add_option("--checkpoint-log", options.checkpoints.log_path,
+                 "append every audit checkpoint to this file (a witness on another volume or a "
+                 "log shipper's input)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
   // Telemetry time and memory (the contract in DESIGN.md): durations like 30s, 24h.
   std::string max_skew = "30s", max_age = "24h", evict_after = "1h", result_patience = "1h",
@@ -168,6 +181,9 @@ int main(int argc, char** argv) {
   // users add|list|disable|enable|rotate, run on the database (controller/auth/users_command.h).
   vigil::controller::UsersCommand users_command;
   CLI::App* users = vigil::controller::AddUsersCommands(app, &options.db_path, &users_command);
+  // audit accept-rollback, run on the database (controller/audit/audit_command.h).
+  vigil::controller::AuditCommand audit_command;
+  CLI::App* audit = vigil::controller::AddAuditCommands(app, &options.db_path, &audit_command);
   bool print_defaults = false;
   CLI::App* defaults =
       app.add_subcommand("default-rules", "print the built-in rules (a starting point)");
@@ -185,6 +201,11 @@ int main(int argc, char** argv) {
                                               absl::ToUnixMillis(absl::Now()), std::cout,
                                               std::cerr);
   }
+  if (audit->parsed()) {
+    return vigil::controller::RunAuditCommand(*audit, audit_command, options.db_path,
+                                              absl::ToUnixMillis(absl::Now()), std::cout,
+                                              std::cerr);
+  }
   if (print_defaults) {
     std::cout << vigil::controller::DefaultRulesYaml();
     return 0;
@@ -196,6 +217,7 @@ int main(int argc, char** argv) {
         {"--telemetry-max-age", max_age, &options.ingest_limits.max_age},
         {"--evict-after", evict_after, &options.evict_after},
         {"--admission-max-delay", admission_delay, &options.admission_max_delay},
+        {"--checkpoint-every", checkpoint_every, &options.checkpoints.every},
         {"--result-patience", result_patience, &options.remediation.result_patience}}) {
     absl::StatusOr<absl::Duration> parsed = vigil::ParseDurationText(text);
     if (!parsed.ok()) {

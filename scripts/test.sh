@@ -2,7 +2,7 @@
 # The full test run: installs every package the tests need, builds, runs every test (unit and
 # integration; integration tests start their own PostgreSQL, Redis, nginx and supervisord on
 # 127.0.0.1), after fuzzing every parser that faces the network or a file for a bounded time
-# (scripts/fuzz.sh; VIGIL_FUZZ_SECONDS per harness, default 12: fifteen harnesses, two at a time,
+# (scripts/fuzz.sh; VIGIL_FUZZ_SECONDS per harness, default 12: sixteen harnesses, two at a time,
 # keep the run well under 30 minutes). Exit status: ctest's, or 1 when the fuzzing found anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -157,6 +157,11 @@ class Store {
                                  const std::function<bool(const v1::TimelineEvent&)>& visit) {
     return absl::UnimplementedError("this store cannot read the chain");
   }
+  // The newest event's seq and hash (0 and the genesis hash when the chain is empty). Not pure:
+  // Unimplemented by default.
+  virtual absl::StatusOr<std::pair<uint64_t, std::string>> ChainHead() {
+    return absl::UnimplementedError("this store cannot read the chain's head");
+  }
   // Stores a signed checkpoint after checking, in the same transaction, that event `seq` has
   // `hash` (FailedPrecondition otherwise). The same checkpoint twice is stored once.
   virtual absl::Status AddCheckpoint(const v1::AuditCheckpoint& checkpoint) {

@@ -341,8 +341,12 @@ grpc::ServerUnaryReactor* ControlServiceImpl::VerifyAudit(grpc::CallbackServerCo
                                                           v1::VerifyAuditResponse* response) {
   // The whole chain: a heavy read, which never takes the last reader thread.
   return Serve(context, Role::kViewer, "verifying the audit chain", Work::kHeavyRead,
-               Answer([this, response](const Caller&) -> absl::Status {
-                 ASSIGN_OR_RETURN(*response, store_->VerifyChain());
+               Answer([this, request, response](const Caller& caller) -> absl::Status {
+                 if (audit_.verify) {
+                   ASSIGN_OR_RETURN(*response, audit_.verify(*request, caller.name));
+                 } else {
+                   ASSIGN_OR_RETURN(*response, store_->VerifyChain());
+                 }
                  return absl::OkStatus();
                }));
 }
@@ -353,6 +357,18 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ExportIncident(
   // The incident whole and the chain verified: heavy.
   return Serve(context, Role::kViewer, "exporting an incident", Work::kHeavyRead,
                Answer([this, request, response](const Caller&) -> absl::Status {
+                 if (request->format() == "bundle") {
+                   if (!audit_.bundle) {
+                     return absl::UnimplementedError("this controller exports no audit bundles");
+                   }
+                   ASSIGN_OR_RETURN(std::string bundle, audit_.bundle(*request));
+                   response->set_content(std::move(bundle));
+                   return absl::OkStatus();
+                 }
+                 if (request->incident_id().empty()) {
+                   return absl::InvalidArgumentError(
+                       "an incident id is needed (only --bundle exports a time range)");
+                 }
                  ASSIGN_OR_RETURN(std::string content,
                                   controller::ExportIncident(
                                       *store_, request->incident_id(),

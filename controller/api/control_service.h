@@ -45,6 +45,16 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
       const std::string& receiver, std::function<void(absl::StatusOr<std::string>)> done)>;
   // Before serving.
   void UseNotificationTest(NotificationTest test) { notification_test_ = std::move(test); }
+  // The audit trail (controller/audit): the chain checked against its signed checkpoints and
+  // the caller's witness, and offline bundles. Without them VerifyAudit checks the hash chain
+  // alone and bundle exports are unavailable. Before serving.
+  struct AuditHooks {
+    std::function<absl::StatusOr<v1::VerifyAuditResponse>(const v1::VerifyAuditRequest&,
+                                                           const std::string& caller)>
+        verify;
+    std::function<absl::StatusOr<std::string>(const v1::ExportIncidentRequest&)> bundle;
+  };
+  void UseAudit(AuditHooks hooks) { audit_ = std::move(hooks); }
 
   // Watch streams open, ended for falling behind, and bytes they hold (for /metrics).
   WatchHub::Stats watch_stats() const { return watch_.stats(); }
@@ -136,6 +146,7 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
   const SuggestionBook* suggestions_ = nullptr;
   std::function<bool(const std::string& agent, const std::string& action)> offers_;
   NotificationTest notification_test_;
+  AuditHooks audit_;
   Authenticator auth_;
   WatchHub watch_;
   // Last, so destroyed first: queued reads run to the end while what they use is still here.

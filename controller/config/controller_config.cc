@@ -154,6 +154,16 @@ const std::vector<Key>& Keys() {
       Text("policy", [](ControllerSettings& s) -> std::string& { return s.options.policy_path; }),
       Text("signing_key",
            [](ControllerSettings& s) -> std::string& { return s.options.signing_key_path; }),
+      Text("audit_key",
+           [](ControllerSettings& s) -> std::string& { return s.options.audit_key_path; }),
+      Span("checkpoint_every",
+           [](ControllerSettings& s) -> absl::Duration& { return s.options.checkpoints.every; }),
+      Count(
+          "checkpoint_every_events",
+          [](ControllerSettings& s) -> size_t& { return s.options.checkpoints.every_events; }, 1,
+          100'000'000),
+      Text("checkpoint_log",
+           [](ControllerSettings& s) -> std::string& { return s.options.checkpoints.log_path; }),
       LogLevel(),
       Span("result_patience",
            [](ControllerSettings& s) -> absl::Duration& {

@@ -508,6 +508,9 @@ void AgentServiceImpl::Handle(Work& work) {
       if (std::optional<v1::AgentInfo> info = fleet_->Info(stream.agent_id)) {
         observer_->OnConnected(*info);
       }
+      if (hello.has_audit_checkpoint()) {
+        observer_->OnWitness(stream.agent_id, hello.audit_checkpoint());
+      }
     }
     stream.ReadNext();
     return;

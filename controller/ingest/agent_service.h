@@ -41,6 +41,8 @@ class IngestObserver {
                                std::function<void()> acknowledge) {}
   // The agent's series are about to be freed (it is gone): drop every pointer to them.
   virtual void OnEvicting(const std::string& agent_id) {}
+  // The audit checkpoint a newly connected agent holds (its Hello's; bounded, not verified).
+  virtual void OnWitness(const std::string& agent_id, const v1::AuditCheckpoint& checkpoint) {}
 };
 
 class AgentStream;

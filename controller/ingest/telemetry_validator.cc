@@ -169,6 +169,21 @@ absl::Status ValidateHello(const v1::Hello& hello, const IngestLimits& limits) {
   if (auto s = CheckLabels("hello.labels", hello.labels(), limits); !s.ok()) {
     return s;
   }
+  // The audit checkpoint the agent witnesses: bounded here, its signature checked by the
+  // auditor (one the audit key did not sign is only noted).
+  if (hello.has_audit_checkpoint()) {
+    const v1::AuditCheckpoint& checkpoint = hello.audit_checkpoint();
+    if (auto s = CheckLength("hello.audit_checkpoint.hash", checkpoint.hash(), 64); !s.ok()) {
+      return s;
+    }
+    if (auto s = CheckLength("hello.audit_checkpoint.signature", checkpoint.signature(), 128);
+        !s.ok()) {
+      return s;
+    }
+    if (auto s = CheckLength("hello.audit_checkpoint.key_id", checkpoint.key_id(), 64); !s.ok()) {
+      return s;
+    }
+  }
   constexpr int kMaxNames = 256;
   if (hello.collectors_size() > kMaxNames || hello.actions_size() > kMaxNames) {
     return Invalid("hello", absl::StrCat("more than ", kMaxNames, " collectors or actions"));

@@ -146,8 +146,22 @@ void TimelineWriter::NoteFailure(const absl::Status& status) {
   }
 }
 
+void TimelineWriter::SetHold(std::optional<absl::Status> reason) {
+  absl::MutexLock lock(&mu_);
+  hold_ = std::move(reason);
+}
+
+std::optional<absl::Status> TimelineWriter::hold() const {
+  absl::MutexLock lock(&mu_);
+  return hold_;
+}
+
 absl::Status TimelineWriter::CommitAndApply(Transaction& txn, size_t units) {
   txn.Seal();
+  if (!txn.writes().empty()) {
+    absl::MutexLock lock(&mu_);
+    if (hold_.has_value()) return *hold_;
+  }
   if (batch_hook_) {
     batch_hook_(txn.writes());
   }

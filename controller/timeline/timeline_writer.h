@@ -24,6 +24,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -99,6 +100,12 @@ class TimelineWriter {
   // before Start (loading state at start-up) or on the writer thread.
   absl::Status RunNow(const Work& work);
 
+  // While a hold is set, every unit that would write is refused with `reason` and changes
+  // nothing (the audit trail's rollback hold: controller/audit/auditor.h); std::nullopt lifts it.
+  // Units that write nothing still run. Any thread.
+  void SetHold(std::optional<absl::Status> reason);
+  std::optional<absl::Status> hold() const;
+
   Stats stats() const;
   // True while the last commit failed (the store is refusing writes).
   bool failing() const;
@@ -137,6 +144,7 @@ class TimelineWriter {
   int next_listener_ ABSL_GUARDED_BY(mu_) = 1;
   Stats stats_ ABSL_GUARDED_BY(mu_);
   bool failing_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<absl::Status> hold_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 

@@ -471,7 +471,7 @@ class SqliteStore final : public Store {
     absl::Status status = WriteLocked([&]() -> absl::Status {
       // The head is read inside the transaction: the chain continues from what is stored.
       if (batch.events() > 0) {
-        ASSIGN_OR_RETURN(ChainHead head, ReadHeadLocked());
+        ASSIGN_OR_RETURN(StoredHead head, ReadHeadLocked());
         seq = head.seq;
         hash = std::move(head.hash);
       }
@@ -686,6 +686,14 @@ class SqliteStore final : public Store {
     absl::Status status = ReadChainIn(reader.db(), after_seq, up_to_seq, snapshot, visit);
     Exec(reader.db(), "COMMIT;").IgnoreError();
     return Annotated("read the chain", status);
+  }
+
+  absl::StatusOr<std::pair<uint64_t, std::string>> ChainHead() override {
+    ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
+    Statement st(reader.db(), "SELECT seq, hash FROM timeline ORDER BY seq DESC LIMIT 1");
+    ASSIGN_OR_RETURN(bool row, Annotated("read the chain's head", st.Step()));
+    if (!row) return std::make_pair(uint64_t{0}, std::string(audit::kGenesisHash));
+    return std::make_pair(static_cast<uint64_t>(st.Int(0)), st.Text(1));
   }
 
   absl::Status AddCheckpoint(const v1::AuditCheckpoint& checkpoint) override {
@@ -1006,13 +1014,13 @@ class SqliteStore final : public Store {
     return *st;
   }
 
-  struct ChainHead {
+  struct StoredHead {
     uint64_t seq = 0;
     std::string hash{audit::kGenesisHash};
   };
-  absl::StatusOr<ChainHead> ReadHeadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+  absl::StatusOr<StoredHead> ReadHeadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
     Statement& st = Cached(kReadHead);
-    ChainHead head;
+    StoredHead head;
     absl::StatusOr<bool> row = st.Step();
     if (row.ok() && *row) {
       head.seq = static_cast<uint64_t>(st.Int(0));

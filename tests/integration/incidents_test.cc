@@ -6,6 +6,8 @@
 #include <arpa/inet.h>
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
+
+#include <filesystem>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -614,14 +616,124 @@ TEST_F(IncidentsTest, WatchSurvivesRestartAndAuditNamesTheEditedEvent) {
   CommandResult edit = RunCommand(
       {"sqlite3", db(), "UPDATE timeline SET summary = 'nothing happened' WHERE seq = 2;"});
   ASSERT_EQ(edit.exit_code, 0) << edit.output;
-  verify = Cli({"audit", "verify"});
+  // The check is incremental from the newest checkpoint a full check verified: an edit before
+  // it is the full check's to find, which re-hashes from event 1 and names the row.
+  v1::VerifyAuditResponse incremental;
+  verify = Cli({"audit", "verify", "-o", "json"});
+  ASSERT_TRUE(ParseJson(verify.stdout_text, &incremental)) << verify.stdout_text;
+  EXPECT_GE(incremental.verified_from_seq(), 2u);
+  if (incremental.verified_from_seq() > 2) {
+    EXPECT_TRUE(incremental.ok()) << incremental.problem();
+  }
+  verify = Cli({"audit", "verify", "--full"});
   EXPECT_EQ(verify.exit_code, 1) << verify.stdout_text;
   EXPECT_TRUE(absl::StrContains(verify.output, "2")) << verify.stdout_text << verify.output;
   v1::VerifyAuditResponse response;
-  CommandResult verify_json = Cli({"audit", "verify", "-o", "json"});
+  CommandResult verify_json = Cli({"audit", "verify", "--full", "-o", "json"});
   ASSERT_TRUE(ParseJson(verify_json.stdout_text, &response)) << verify_json.stdout_text;
   EXPECT_FALSE(response.ok());
   EXPECT_EQ(response.first_bad_seq(), 2u);
+}
+
+// The audit trail as an auditor and an attacker see it: a bundle that verifies with no
+// controller (the CLI's verifier and an independent one written from the README), a tampered
+// bundle that does not, and a database put back to an older copy that the checkpoint log and
+// the CLI (witnesses) expose, holding the timeline until an admin accepts it with a reason.
+TEST_F(IncidentsTest, AuditBundlesVerifyOfflineAndARolledBackDatabaseIsCaught) {
+  extra_flags_ = {"--checkpoint-log=" + dir_.File("checkpoints.log"), "--checkpoint-every=1s"};
+  StartController();
+  Alertmanager alertmanager(dir_, http_port_, webhook_token_);
+  ASSERT_TRUE(WaitUntil([&] { return alertmanager.Ready(); }, absl::Seconds(15)))
+      << alertmanager.Output();
+  ASSERT_TRUE(alertmanager.Fire(R"({"alertname": "DiskFull", "instance": "files-1:9100"})",
+                                "disk 99 %"));
+  std::vector<v1::Incident> incidents;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        incidents = Incidents();
+        return incidents.size() == 1;
+      },
+      absl::Seconds(15)))
+      << alertmanager.Output() << controller_->Output();
+  const std::string id = incidents[0].id();
+  ASSERT_EQ(Cli({"incident", "note", id, "first look"}).exit_code, 0);
+
+  // Within a second the head is signed; the CLI checks that signature itself and keeps it.
+  CommandResult verify;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        verify = Cli({"audit", "verify"});
+        return verify.exit_code == 0 &&
+               absl::StrContains(verify.stdout_text, "signed by audit key");
+      },
+      absl::Seconds(5)))
+      << verify.output;
+
+  // A bundle of the incident, checked with no controller by two verifiers.
+  const std::string bundle = dir_.File("bundle.json");
+  const std::string public_key = dir_.File("controller-audit.pub");
+  CommandResult exported = Cli({"audit", "export", id, "--bundle", "--out", bundle});
+  ASSERT_EQ(exported.exit_code, 0) << exported.output;
+  CommandResult offline = RunCommand({BinaryPath("vigil"), "audit", "verify", "--bundle", bundle,
+                                      "--public-key", public_key});
+  EXPECT_EQ(offline.exit_code, 0) << offline.output;
+  EXPECT_TRUE(absl::StrContains(offline.stdout_text, "bundle OK")) << offline.stdout_text;
+  EXPECT_TRUE(absl::StrContains(offline.stdout_text, "incident " + id)) << offline.stdout_text;
+  const std::string independent = testing::SourcePath("tests/integration/tools/verify_bundle.py");
+  CommandResult third_party = RunCommand({"python3", independent, bundle, public_key});
+  EXPECT_EQ(third_party.exit_code, 0) << third_party.output;
+  EXPECT_TRUE(absl::StartsWith(third_party.stdout_text, "OK ")) << third_party.output;
+
+  std::string tampered = testing::ReadFileOrEmpty(bundle);
+  const size_t at = tampered.find("first look");
+  ASSERT_NE(at, std::string::npos);
+  tampered.replace(at, 10, "final look");
+  testing::WriteFile(dir_.File("tampered.json"), tampered);
+  offline = RunCommand({BinaryPath("vigil"), "audit", "verify", "--bundle",
+                        dir_.File("tampered.json"), "--public-key", public_key});
+  EXPECT_EQ(offline.exit_code, 1) << offline.output;
+  EXPECT_TRUE(absl::StrContains(offline.stdout_text, "was changed")) << offline.stdout_text;
+  third_party = RunCommand({"python3", independent, dir_.File("tampered.json"), public_key});
+  EXPECT_EQ(third_party.exit_code, 1) << third_party.output;
+  // Without the key apart from the bundle there is nothing to check against.
+  EXPECT_EQ(RunCommand({BinaryPath("vigil"), "audit", "verify", "--bundle", bundle}).exit_code, 2);
+
+  // A copy of the database is kept; the timeline goes on and is witnessed.
+  controller_->Stop();
+  std::filesystem::copy_file(db(), dir_.File("old.db"));
+  StartController();
+  ASSERT_EQ(Cli({"incident", "note", id, "second look"}).exit_code, 0);
+  ASSERT_EQ(Cli({"audit", "verify"}).exit_code, 0);
+  controller_->Stop();
+
+  // Someone puts the old copy back: it is a consistent chain of its own.
+  std::filesystem::copy_file(dir_.File("old.db"), db(),
+                             std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::remove(db() + "-wal");
+  std::filesystem::remove(db() + "-shm");
+  StartController();
+  EXPECT_TRUE(WaitUntil(
+      [&] { return absl::StrContains(controller_->Output(), "rollback detected"); },
+      absl::Seconds(5)))
+      << controller_->Output();
+  verify = Cli({"audit", "verify"});
+  EXPECT_EQ(verify.exit_code, 1) << verify.output;
+  EXPECT_TRUE(absl::StrContains(verify.stdout_text, "rollback")) << verify.stdout_text;
+  CommandResult refused = Cli({"incident", "note", id, "during the hold"});
+  EXPECT_NE(refused.exit_code, 0) << refused.output;
+  EXPECT_TRUE(absl::StrContains(refused.output, "accept-rollback")) << refused.output;
+
+  CommandResult accepted =
+      RunCommand({BinaryPath("vigil-controller"), "audit", "accept-rollback", "--db", db(),
+                  "--reason", "restored from the nightly copy after a disk failure"});
+  ASSERT_EQ(accepted.exit_code, 0) << accepted.output;
+  EXPECT_TRUE(WaitUntil([&] { return Cli({"incident", "note", id, "after"}).exit_code == 0; },
+                        absl::Seconds(5)));
+  // The chain verifies again; the CLI's older witness is superseded by the acceptance, which
+  // it names.
+  verify = Cli({"audit", "verify", "--full"});
+  EXPECT_EQ(verify.exit_code, 0) << verify.output;
+  EXPECT_TRUE(absl::StrContains(verify.output, "rollback was accepted")) << verify.output;
 }
 
 }  // namespace

@@ -131,6 +131,9 @@ class FaultInjectingStore final : public storage::Store {
     }
     return real_->ReadChain(after_seq, up_to_seq, snapshot, visit);
   }
+  absl::StatusOr<std::pair<uint64_t, std::string>> ChainHead() override {
+    return real_->ChainHead();
+  }
   absl::Status AddCheckpoint(const v1::AuditCheckpoint& checkpoint) override {
     {
       // Fails while commits fail (not counted among them, nor counting down their budget).

@@ -24,6 +24,10 @@ namespace {
 
 pid_t Spawn(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
             const std::string& out_path, const std::string& err_path) {
+  // What the CLI remembers per controller (its audit witness) stays with this test process:
+  // ports are reused across tests, and another test's controller must not look like a
+  // rolled-back one.
+  const std::string state_dir = absl::StrCat("/tmp/vigil-test-state-", getpid());
   pid_t pid = fork();
   if (pid != 0) {
     return pid;
@@ -37,6 +41,7 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::map<std::string, st
   dup2(in, 0);
   dup2(out, 1);
   dup2(err, 2);
+  setenv("VIGIL_STATE_DIR", state_dir.c_str(), 1);
   for (const auto& [k, v] : env) {
     setenv(k.c_str(), v.c_str(), 1);
   }
