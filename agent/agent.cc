@@ -48,6 +48,8 @@ Agent::Agent(AgentConfig config, AgentOptions options, const Clock* clock)
   stream_options.spool_dir = config_.spool_dir;
   stream_options.spool_max_bytes = config_.spool_max_bytes;
   stream_ = std::make_unique<StreamClient>(std::move(stream_options), clock_);
+  witness_ = CheckpointWitness::Open({.path = CheckpointPath(config_), .clock = clock_});
+  stream_->SetCheckpointWitness(witness_.get());
   stream_->SetDiagnosticsHandler(
       [this](const v1::CollectDiagnostics& request) { OnCollectDiagnostics(request); });
 

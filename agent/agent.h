@@ -8,6 +8,7 @@
 
 #include "agent/actions/action.h"
 #include "agent/agent_config.h"
+#include "agent/checkpoint_witness.h"
 #include "agent/collector_runner.h"
 #include "agent/command_executor.h"
 #include "agent/result_journal.h"
@@ -40,6 +41,8 @@ class Agent {
   void Stop();  // safe from a signal-watching thread
 
   StreamClient& stream() { return *stream_; }
+  // The audit checkpoint this agent holds as a witness of the controller's chain.
+  const CheckpointWitness& witness() const { return *witness_; }
   // The thresholds watched between rounds (nullptr until the controller sent some).
   std::shared_ptr<const ThresholdSet> watched() const { return watch_.Current(); }
   // Early snapshots sent by all collectors since start.
@@ -54,6 +57,7 @@ class Agent {
   const Clock* clock_;
   std::unique_ptr<ResultJournal> results_;  // before stream_ and executor_: they use it
   ThresholdWatch watch_;  // before stream_ and runners_: both use it
+  std::unique_ptr<CheckpointWitness> witness_;  // before stream_: it uses it
   std::unique_ptr<StreamClient> stream_;
   std::vector<std::unique_ptr<CollectorRunner>> runners_;
   std::unique_ptr<CommandExecutor> executor_;

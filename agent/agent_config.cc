@@ -97,7 +97,8 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
       root, file, "the agent config",
       {"id", "labels", "controller", "interval", "collectors", "actions", "service_manager",
        "controller_public_key", "journal", "max_command_lifetime", "spool_dir",
-       "spool_max_bytes", "result_journal", "result_journal_max_bytes", "tls"}));
+       "spool_max_bytes", "result_journal", "result_journal_max_bytes", "audit_checkpoint",
+       "tls"}));
   ASSIGN_OR_RETURN(config.id, YamlString(root, "id", file, false, Hostname()));
   if (config.id.empty()) {
     return absl::InvalidArgumentError(
@@ -201,6 +202,14 @@ absl::StatusOr<AgentConfig> Build(const YAML::Node& root, absl::string_view file
                            static_cast<int64_t>(config.result_journal_max_bytes), int64_t{64} << 10,
                            int64_t{1} << 30));
   config.result_journal_max_bytes = static_cast<uint64_t>(result_bytes);
+  ASSIGN_OR_RETURN(config.checkpoint_path, YamlString(root, "audit_checkpoint", file));
+  if (!config.checkpoint_path.empty() && (config.checkpoint_path == config.journal_path ||
+                                          config.checkpoint_path == ResultJournalPath(config))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(YamlWhere(file, root["audit_checkpoint"]),
+                     ": key 'audit_checkpoint' names the command or result journal ",
+                     config.checkpoint_path));
+  }
   ASSIGN_OR_RETURN(config.max_command_lifetime,
                    YamlDuration(root, "max_command_lifetime", file, config.max_command_lifetime));
   if (config.max_command_lifetime < absl::Seconds(1) ||
@@ -229,6 +238,21 @@ std::string ResultJournalPath(const AgentConfig& config) {
     return absl::StrCat(journal.substr(0, journal.size() - 8), ".results");
   }
   return absl::StrCat(journal, "-results");
+}
+
+std::string CheckpointPath(const AgentConfig& config) {
+  if (!config.checkpoint_path.empty()) {
+    return config.checkpoint_path;
+  }
+  // Not "JOURNAL.checkpoint", for the reason given in ResultJournalPath.
+  const absl::string_view journal = config.journal_path;
+  if (journal.empty()) {
+    return "";
+  }
+  if (absl::EndsWith(journal, ".journal")) {
+    return absl::StrCat(journal.substr(0, journal.size() - 8), ".checkpoint");
+  }
+  return absl::StrCat(journal, "-checkpoint");
 }
 
 absl::StatusOr<AgentConfig> ParseAgentConfig(absl::string_view text, absl::string_view name,

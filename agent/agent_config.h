@@ -43,6 +43,9 @@ struct AgentConfig {
   // Empty: beside the command journal (see ResultJournalPath).
   std::string result_journal_path;
   uint64_t result_journal_max_bytes = 4 << 20;
+  // The newest audit checkpoint the controller sent (the agent is a witness of its audit chain).
+  // Empty: beside the command journal (see CheckpointPath).
+  std::string checkpoint_path;
   // Commands that would stay valid longer than this (expiry minus now) are refused.
   absl::Duration max_command_lifetime = absl::Minutes(15);
   // What the actions reuse from the collectors' config.
@@ -75,6 +78,9 @@ std::string DefaultSpoolDir(const std::string& journal_path, const std::string& 
 // Where the result journal is: `result_journal`, or beside the command journal
 // (/var/lib/vigil/ID.journal -> /var/lib/vigil/ID.results).
 std::string ResultJournalPath(const AgentConfig& config);
+// Where the audit checkpoint is kept: `audit_checkpoint`, or beside the command journal
+// (/var/lib/vigil/ID.journal -> /var/lib/vigil/ID.checkpoint); "" with no journal (in memory).
+std::string CheckpointPath(const AgentConfig& config);
 // The config used without --config: this host, the host collector only.
 absl::StatusOr<AgentConfig> DefaultAgentConfig(const CollectorRegistry& registry);
 

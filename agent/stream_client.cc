@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -324,6 +325,9 @@ void StreamClient::Run() {
   }
   SpoolPending(rest);
   spdlog::info("{}", TotalsLine());
+  if (witness_ != nullptr) {
+    spdlog::info("{}", witness_->StatusLine());
+  }
 }
 
 void StreamClient::DropRefusedBatch(const grpc::ClientContext& context,
@@ -398,6 +402,11 @@ absl::Status StreamClient::RunStream() {
 
   v1::AgentMessage hello;
   *hello.mutable_hello() = options_.hello;
+  if (witness_ != nullptr) {
+    if (std::optional<v1::AuditCheckpoint> held = witness_->Held(); held.has_value()) {
+      *hello.mutable_hello()->mutable_audit_checkpoint() = std::move(*held);
+    }
+  }
   bool ok = stream->Write(hello);
 
   std::thread reader([&] {
@@ -433,6 +442,12 @@ absl::Status StreamClient::RunStream() {
         case v1::ControllerMessage::kWatchThresholds:
           if (watch_handler_) {
             watch_handler_(message.watch_thresholds());
+          }
+          break;
+        case v1::ControllerMessage::kAuditCheckpoint:
+          // Kept and synced on this thread: one small file per checkpoint the controller signs.
+          if (witness_ != nullptr) {
+            witness_->Offer(message.audit_checkpoint());
           }
           break;
         default:

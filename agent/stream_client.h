@@ -8,7 +8,8 @@
 // jittered backoff (at most a second between attempts, and waits on the channel so a stream
 // starts the moment the controller answers), logging once per change of state. Thread-safe:
 // producers call Push*/Send from any thread; Run owns one thread and starts a reader thread per
-// stream.
+// stream. With a CheckpointWitness, every Hello carries the audit checkpoint it holds, and the
+// checkpoints the controller sends are offered to it.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -24,6 +25,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/checkpoint_witness.h"
 #include "agent/collector.h"
 #include "agent/result_journal.h"
 #include "agent/series_dictionary.h"
@@ -69,6 +71,9 @@ class StreamClient {
   void SetWatchHandler(WatchHandler handler) { watch_handler_ = std::move(handler); }
   // Sends the command results recorded in `results` (not owned; outlives the client). Before Run.
   void SetResultJournal(ResultJournal* results) { results_ = results; }
+  // Reports the checkpoint `witness` holds in every Hello and offers it the controller's
+  // (not owned; outlives the client). Before Run.
+  void SetCheckpointWitness(CheckpointWitness* witness) { witness_ = witness; }
   // A result was recorded in the result journal: send it. Any thread.
   void ResultRecorded();
 
@@ -130,6 +135,7 @@ class StreamClient {
   CommandHandler command_handler_;
   WatchHandler watch_handler_;
   ResultJournal* results_ = nullptr;
+  CheckpointWitness* witness_ = nullptr;
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

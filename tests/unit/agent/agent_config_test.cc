@@ -234,6 +234,27 @@ TEST_F(AgentConfigTest, ResultJournalSitsBesideTheCommandJournalUnlessNamed) {
   EXPECT_TRUE(absl::StrContains(s.message(), "name the same file /x/j")) << s;
 }
 
+TEST_F(AgentConfigTest, AuditCheckpointSitsBesideTheCommandJournalUnlessNamed) {
+  auto config = ParseAgentConfig("id: web-1\ncollectors: {host: {}}\n", "agent.yaml", registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(CheckpointPath(*config), "/var/lib/vigil/web-1.checkpoint");
+  config = ParseAgentConfig("collectors: {host: {}}\njournal: /state/j\n", "agent.yaml",
+                            registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  // Not /state/j.checkpoint: a file named JOURNAL.* is evidence of an earlier command journal.
+  EXPECT_EQ(CheckpointPath(*config), "/state/j-checkpoint");
+  config = ParseAgentConfig("collectors: {host: {}}\naudit_checkpoint: /o/web-1.checkpoint\n",
+                            "agent.yaml", registry_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(CheckpointPath(*config), "/o/web-1.checkpoint");
+  AgentConfig in_memory;
+  EXPECT_EQ(CheckpointPath(in_memory), "");
+  absl::Status s = Error("collectors: {host: {}}\njournal: /x/j\naudit_checkpoint: /x/j\n");
+  EXPECT_TRUE(absl::StrContains(s.message(), "agent.yaml:3: key 'audit_checkpoint'")) << s;
+  s = Error("collectors: {host: {}}\nresult_journal: /x/r\naudit_checkpoint: /x/r\n");
+  EXPECT_TRUE(absl::StrContains(s.message(), "names the command or result journal /x/r")) << s;
+}
+
 TEST_F(AgentConfigTest, NamesItsTlsFilesWithTheirLines) {
   auto config = ParseAgentConfig(
       "collectors: {host: {}}\ntls:\n  ca: /etc/vigil/tls/ca.pem\n  cert: /etc/vigil/tls/a.pem\n"

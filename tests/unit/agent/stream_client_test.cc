@@ -1,6 +1,7 @@
 // The stream client's command results against a small in-process controller: unacknowledged
 // results are resent in order after every reconnect until acknowledged, and a controller that
-// does not acknowledge results gets each one once.
+// does not acknowledge results gets each one once. And the audit checkpoint the controller sends
+// comes back in the agent's next Hello, after a reconnect and after a restart.
 #include "agent/stream_client.h"
 
 #include <grpcpp/grpcpp.h>
@@ -8,9 +9,11 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <optional>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "agent/checkpoint_witness.h"
 #include "agent/result_journal.h"
 #include "common/clock.h"
 #include "common/wire_metadata.h"
@@ -39,6 +42,9 @@ class FakeController final : public v1::AgentService::Service {
     {
       absl::MutexLock lock(&mu_);
       hellos_.push_back(absl::Now());
+      hello_checkpoints_.push_back(message.hello().has_audit_checkpoint()
+                                       ? std::optional(message.hello().audit_checkpoint())
+                                       : std::nullopt);
       if (busy_streams_ > 0) {
         --busy_streams_;
         context->AddTrailingMetadata(std::string(kRetryAfterMsKey),
@@ -56,6 +62,16 @@ class FakeController final : public v1::AgentService::Service {
     welcome.mutable_welcome()->set_acks_results(acks_results_);
     welcome.mutable_welcome()->set_heartbeat_timeout_ms(30'000);
     stream->Write(welcome);
+    std::optional<v1::AuditCheckpoint> checkpoint;
+    {
+      absl::MutexLock lock(&mu_);
+      checkpoint = checkpoint_;
+    }
+    if (checkpoint.has_value()) {
+      v1::ControllerMessage sent;
+      *sent.mutable_audit_checkpoint() = *checkpoint;
+      stream->Write(sent);
+    }
     while (stream->Read(&message)) {
       bool ack = false;
       {
@@ -116,6 +132,16 @@ class FakeController final : public v1::AgentService::Service {
     absl::MutexLock lock(&mu_);
     return hellos_;
   }
+  // The audit checkpoint each Hello carried.
+  std::vector<std::optional<v1::AuditCheckpoint>> HelloCheckpoints() {
+    absl::MutexLock lock(&mu_);
+    return hello_checkpoints_;
+  }
+  // Sent to every stream after its Welcome, as the controller sends its newest checkpoint.
+  void SendCheckpoint(v1::AuditCheckpoint checkpoint) {
+    absl::MutexLock lock(&mu_);
+    checkpoint_ = std::move(checkpoint);
+  }
 
  private:
   const bool acks_results_;
@@ -127,6 +153,8 @@ class FakeController final : public v1::AgentService::Service {
   int busy_streams_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Duration retry_after_ ABSL_GUARDED_BY(mu_);
   std::vector<absl::Time> hellos_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::optional<v1::AuditCheckpoint>> hello_checkpoints_ ABSL_GUARDED_BY(mu_);
+  std::optional<v1::AuditCheckpoint> checkpoint_ ABSL_GUARDED_BY(mu_);
 };
 
 class StreamClientResultsTest : public ::testing::Test {
@@ -165,6 +193,9 @@ class StreamClientResultsTest : public ::testing::Test {
     options.max_backoff = absl::Milliseconds(100);
     client_ = std::make_unique<StreamClient>(std::move(options), RealClock::Get());
     client_->SetResultJournal(journal_.get());
+    if (witness_ != nullptr) {
+      client_->SetCheckpointWitness(witness_.get());
+    }
     runner_ = std::thread([this] { client_->Run(); });
   }
 
@@ -187,6 +218,7 @@ class StreamClientResultsTest : public ::testing::Test {
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::unique_ptr<ResultJournal> journal_;
+  std::unique_ptr<CheckpointWitness> witness_;
   std::unique_ptr<StreamClient> client_;
   std::thread runner_;
 };
@@ -292,6 +324,51 @@ TEST_F(StreamClientResultsTest, ABusyControllersRetryHintIsHonoured) {
     EXPECT_GE(hellos[i] - hellos[i - 1], absl::Milliseconds(600)) << "attempt " << i;
     EXPECT_LE(hellos[i] - hellos[i - 1], absl::Milliseconds(1200 + 300)) << "attempt " << i;
   }
+}
+
+v1::AuditCheckpoint SentCheckpoint(uint64_t seq, char digit) {
+  v1::AuditCheckpoint c;
+  c.set_seq(seq);
+  c.set_hash(std::string(64, digit));
+  c.set_time_unix_ms(1'700'000'000'000);
+  c.set_signature(std::string(64, 's'));
+  c.set_key_id("0123456789abcdef");
+  return c;
+}
+
+TEST_F(StreamClientResultsTest, TheControllersCheckpointComesBackInTheNextHello) {
+  StartController(/*acks_results=*/true);
+  OpenJournal();
+  witness_ = CheckpointWitness::Open({.path = dir_.File("web-1.checkpoint")});
+  controller_->SendCheckpoint(SentCheckpoint(7, 'a'));
+  StartClient();
+  ASSERT_TRUE(WaitFor([&] { return witness_->Held().has_value(); }));
+  EXPECT_EQ(witness_->Held()->seq(), 7u);
+  // The first Hello had none; after a reconnect the Hello carries it.
+  controller_->EndCurrentStream();
+  ASSERT_TRUE(WaitFor([&] { return controller_->streams() == 2; }));
+  std::vector<std::optional<v1::AuditCheckpoint>> hellos = controller_->HelloCheckpoints();
+  ASSERT_EQ(hellos.size(), 2u);
+  EXPECT_FALSE(hellos[0].has_value());
+  ASSERT_TRUE(hellos[1].has_value());
+  EXPECT_EQ(hellos[1]->SerializeAsString(), SentCheckpoint(7, 'a').SerializeAsString());
+
+  // A controller restored from an older database sends an older checkpoint: the agent keeps
+  // reporting the newer one, across a restart of the agent too.
+  controller_->SendCheckpoint(SentCheckpoint(5, 'b'));
+  controller_->EndCurrentStream();
+  ASSERT_TRUE(WaitFor([&] { return witness_->stats().older >= 1; }));
+  client_->Stop();
+  runner_.join();
+  client_.reset();
+  witness_ = CheckpointWitness::Open({.path = dir_.File("web-1.checkpoint")});
+  const size_t before = controller_->HelloCheckpoints().size();
+  StartClient();
+  ASSERT_TRUE(WaitFor([&] { return controller_->HelloCheckpoints().size() > before; }));
+  hellos = controller_->HelloCheckpoints();
+  ASSERT_TRUE(hellos.back().has_value());
+  EXPECT_EQ(hellos.back()->seq(), 7u);
+  EXPECT_EQ(hellos.back()->hash(), std::string(64, 'a'));
 }
 
 }  // namespace
