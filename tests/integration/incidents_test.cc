@@ -736,5 +736,59 @@ TEST_F(IncidentsTest, AuditBundlesVerifyOfflineAndARolledBackDatabaseIsCaught) {
   EXPECT_TRUE(absl::StrContains(verify.output, "rollback was accepted")) << verify.output;
 }
 
+// Agents are witnesses: each keeps the newest checkpoint it was sent beside its journal and
+// reports it when it connects, so a controller started on an older copy of its database hears
+// of it from the first agent that comes back.
+TEST_F(IncidentsTest, AgentsWitnessTheAuditChainAcrossARollback) {
+  extra_flags_ = {"--checkpoint-every=1s"};
+  StartController();
+  const std::string config = absl::StrCat("id: web-1\nlabels: {role: api}\ncollectors:\n  host: {}\n",
+                                          "journal: ", dir_.File("web-1.journal"), "\n",
+                                          "spool_dir: ", dir_.File("web-1.spool"), "\n");
+  std::unique_ptr<Subprocess> agent = StartAgent("web-1", config);
+  ASSERT_TRUE(WaitUntil([&] { return absl::StrContains(controller_->Output(), "web-1"); },
+                        absl::Seconds(10)))
+      << controller_->Output();
+  controller_->Stop();
+  std::filesystem::copy_file(db(), dir_.File("old.db"));
+  StartController();
+  // The timeline moves on (an incident), is signed, and the agent is sent the checkpoint.
+  Alertmanager alertmanager(dir_, http_port_, webhook_token_);
+  ASSERT_TRUE(WaitUntil([&] { return alertmanager.Ready(); }, absl::Seconds(15)))
+      << alertmanager.Output();
+  ASSERT_TRUE(alertmanager.Fire(R"({"alertname": "DiskFull", "instance": "files-1:9100"})",
+                                "disk 99 %"));
+  ASSERT_TRUE(WaitUntil([&] { return Incidents().size() == 1; }, absl::Seconds(15)))
+      << controller_->Output();
+  const std::string witness = dir_.File("web-1.checkpoint");
+  uint64_t held = 0;
+  v1::VerifyAuditResponse before;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        CommandResult v = Cli({"audit", "verify", "-o", "json"});
+        if (!ParseJson(v.stdout_text, &before) || !before.has_latest_checkpoint()) return false;
+        held = before.latest_checkpoint().seq();
+        return std::filesystem::exists(witness) && held == before.head_seq();
+      },
+      absl::Seconds(10)))
+      << controller_->Output() << agent->Output();
+  absl::SleepFor(absl::Seconds(1));  // the broadcast reaches the agent's disk
+  controller_->Stop();
+  std::filesystem::copy_file(dir_.File("old.db"), db(),
+                             std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::remove(db() + "-wal");
+  std::filesystem::remove(db() + "-shm");
+  StartController();
+  EXPECT_TRUE(WaitUntil(
+      [&] { return absl::StrContains(controller_->Output(), "detected: agent web-1"); },
+      absl::Seconds(15)))
+      << controller_->Output() << agent->Output();
+  v1::VerifyAuditResponse after;
+  CommandResult v = Cli({"audit", "verify", "-o", "json"});
+  ASSERT_TRUE(ParseJson(v.stdout_text, &after)) << v.output;
+  EXPECT_FALSE(after.ok());
+  EXPECT_TRUE(after.rollback_detected());
+}
+
 }  // namespace
 }  // namespace vigil

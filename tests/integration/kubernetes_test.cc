@@ -173,7 +173,8 @@ std::vector<std::string> PathsNamed(const std::string& binary, const std::string
     }
   };
   if (binary == "vigil-agent") {
-    for (const char* key : {"journal", "spool_dir", "result_journal", "controller_public_key"}) {
+    for (const char* key : {"journal", "spool_dir", "result_journal", "audit_checkpoint",
+                            "controller_public_key"}) {
       take(At(root, {key}));
     }
     for (const char* key : {"ca", "cert", "key"}) take(At(root, {"tls", key}));

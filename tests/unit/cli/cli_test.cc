@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -27,6 +28,8 @@
 #include "cli/actions_cmd.h"
 #include "cli/audit_cmd.h"
 #include "cli/output.h"
+#include "common/audit/checkpoint.h"
+#include "common/ed25519.h"
 #include "common/clock.h"
 #include "tests/unit/cli/fake_controller.h"
 
@@ -165,12 +168,19 @@ class CliTest : public ::testing::Test {
       unsetenv(name);
     }
     ASSERT_TRUE(controller_.ok());
+    // What `audit verify` remembers stays with this test.
+    state_dir_ = ::testing::TempDir() + "/vigil_cli_state_XXXXXX";
+    ASSERT_NE(mkdtemp(state_dir_.data()), nullptr);
+    setenv("VIGIL_STATE_DIR", state_dir_.c_str(), 1);
   }
   void TearDown() override {
-    for (const char* name : {"VIGIL_INSECURE", "VIGIL_TLS_CA", "VIGIL_TLS_CERT", "VIGIL_TLS_KEY"}) {
+    for (const char* name : {"VIGIL_INSECURE", "VIGIL_TLS_CA", "VIGIL_TLS_CERT", "VIGIL_TLS_KEY",
+                             "VIGIL_STATE_DIR"}) {
       unsetenv(name);
     }
+    std::filesystem::remove_all(state_dir_);
   }
+  std::string state_dir_;
 
   // Runs `vigil --controller=<fake> --insecure args...` (the fake serves plain text on loopback).
   int Run(std::vector<std::string> args) {
@@ -758,9 +768,13 @@ TEST_F(CliTest, AuditVerifyReportsOkOrBroken) {
   v1::VerifyAuditResponse ok;
   ok.set_ok(true);
   ok.set_events_checked(1234);
+  ok.set_verified_from_seq(1);
+  ok.set_head_seq(1234);
   fake().SetResponse("VerifyAudit", ok);
   EXPECT_EQ(Run({"audit", "verify"}), 0);
-  EXPECT_EQ(out_.str(), "audit chain OK: 1234 events\n");
+  EXPECT_EQ(out_.str(),
+            "audit chain OK: 1234 events checked (the whole chain), head 1234, no signed "
+            "checkpoint yet\n");
 
   v1::VerifyAuditResponse broken;
   broken.set_ok(false);
@@ -772,6 +786,58 @@ TEST_F(CliTest, AuditVerifyReportsOkOrBroken) {
   EXPECT_EQ(out_.str(), "audit chain BROKEN at seq 41: hash mismatch (event edited?)\n");
   EXPECT_EQ(Run({"-o", "json", "audit", "verify"}), 1);
   EXPECT_THAT(out_.str(), HasSubstr("\"first_bad_seq\": \"41\""));
+}
+
+// The CLI as a witness: it checks the controller's newest checkpoint with the key it saw first,
+// keeps it, sends it with the next check, and refuses an older checkpoint or another key.
+TEST_F(CliTest, AuditVerifyKeepsTheNewestCheckpointAndRefusesAnOlderOneOrAnotherKey) {
+  auto key = Ed25519PrivateKey::Generate();
+  audit::CheckpointSigner signer(*std::move(key));
+  const std::string hash(64, 'a');
+  v1::VerifyAuditResponse response;
+  response.set_ok(true);
+  response.set_events_checked(20);
+  response.set_head_seq(20);
+  response.set_audit_public_key_pem(signer.public_key_pem());
+  *response.mutable_latest_checkpoint() = *signer.Sign(20, hash, kNowMs);
+  fake().SetResponse("VerifyAudit", response);
+  ASSERT_EQ(Run({"audit", "verify"}), 0) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("newest checkpoint 20"));
+  // The next check carries it as the witness.
+  ASSERT_EQ(Run({"audit", "verify"}), 0) << err_.str();
+  EXPECT_EQ(fake().LastRequest<v1::VerifyAuditRequest>("VerifyAudit").witness().seq(), 20u);
+
+  // A controller whose newest checkpoint is older than the one kept: a rollback.
+  *response.mutable_latest_checkpoint() = *signer.Sign(12, hash, kNowMs - 1000);
+  fake().SetResponse("VerifyAudit", response);
+  EXPECT_EQ(Run({"audit", "verify"}), 1);
+  EXPECT_THAT(out_.str(), HasSubstr("NOT TRUSTED: rollback"));
+  // A checkpoint the key did not sign.
+  v1::AuditCheckpoint forged = *signer.Sign(30, hash, kNowMs);
+  forged.set_seq(31);
+  *response.mutable_latest_checkpoint() = forged;
+  fake().SetResponse("VerifyAudit", response);
+  EXPECT_EQ(Run({"audit", "verify"}), 1);
+  EXPECT_THAT(out_.str(), HasSubstr("bad signature"));
+  // Another key than the one seen first.
+  auto stranger_key = Ed25519PrivateKey::Generate();
+  audit::CheckpointSigner stranger(*std::move(stranger_key));
+  response.set_audit_public_key_pem(stranger.public_key_pem());
+  *response.mutable_latest_checkpoint() = *stranger.Sign(40, hash, kNowMs);
+  fake().SetResponse("VerifyAudit", response);
+  EXPECT_EQ(Run({"audit", "verify"}), 1);
+  EXPECT_THAT(out_.str(), HasSubstr("not the one this CLI verified before"));
+}
+
+TEST_F(CliTest, AuditVerifyOfABundleNeedsNoControllerButItsKey) {
+  // No --controller, no transport: an auditor's machine.
+  EXPECT_EQ(RunRaw({"audit", "verify", "--bundle", state_dir_ + "/none.json"}), 2);
+  EXPECT_THAT(err_.str(), HasSubstr("--public-key"));
+  std::ofstream(state_dir_ + "/key.pem") << "not a key";
+  EXPECT_EQ(RunRaw({"audit", "verify", "--bundle", state_dir_ + "/none.json", "--public-key",
+                    state_dir_ + "/key.pem"}),
+            1);
+  EXPECT_THAT(err_.str(), HasSubstr("key.pem"));
 }
 
 class AuditExportTest : public CliTest {
