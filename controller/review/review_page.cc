@@ -362,7 +362,18 @@ http::HttpResponse ReviewPage::IncidentPage(const http::HttpRequest& request,
                                       : "Incident unavailable",
                                   page.status().message()));
   }
-  return Html(200, RenderIncidentPage(context, *page, options_.verify_audit()));
+  return Html(200, RenderIncidentPage(context, *page, VerifyAudit()));
+}
+
+absl::StatusOr<v1::VerifyAuditResponse> ReviewPage::VerifyAudit() {
+  const uint64_t arrived = verify_arrivals_.fetch_add(1) + 1;
+  absl::MutexLock lock(&verify_mu_);
+  if (verified_.has_value() && verify_started_ >= arrived) {
+    return *verified_;  // began after this request arrived: as fresh as checking now
+  }
+  verify_started_ = verify_arrivals_.load();
+  verified_ = options_.verify_audit();
+  return *verified_;
 }
 
 http::HttpResponse ReviewPage::Export(const http::HttpRequest& request) {

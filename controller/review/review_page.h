@@ -4,8 +4,8 @@
 // over TLS, Path=/review) then stands for them, and every request checks their user again, so a
 // disabled user or a rotated token loses the session on the next request (the controller's
 // Authenticator forgets a user changed through the API at once, and one changed by another
-// process within its refresh, about a second). Failed sign-ins are limited per peer address. Nothing here changes anything: besides signing in and out, only GET
-// and HEAD are served.
+// process within its refresh, about a second). Failed sign-ins are limited per peer address.
+// Nothing here changes anything: besides signing in and out, only GET and HEAD are served.
 //
 // What it shows comes through Options (the incidents, the audit verification, the exports), so
 // this folder depends on no other controller module but auth's Caller.
@@ -16,10 +16,12 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "common/http/http_message.h"
 #include "common/http/http_server.h"
@@ -80,6 +82,10 @@ class ReviewPage {
   http::HttpResponse ListPage(const http::HttpRequest& request, const Visitor& visitor);
   http::HttpResponse IncidentPage(const http::HttpRequest& request, const Visitor& visitor);
   http::HttpResponse Export(const http::HttpRequest& request);
+  // Options::verify_audit, one call at a time: a request that waited while another verification
+  // ran takes the answer of one that started after the request arrived (never an older one), so
+  // page loads at once cost one check of the chain, not one each.
+  absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit();
   // The signed-in visitor, or the response that sends them to sign in.
   absl::StatusOr<Visitor> Authenticated(const http::HttpRequest& request,
                                         http::HttpResponse* refusal);
@@ -91,6 +97,10 @@ class ReviewPage {
   const Options options_;
   SessionStore sessions_;
   SignInLimiter limiter_;
+  std::atomic<uint64_t> verify_arrivals_{0};
+  absl::Mutex verify_mu_;
+  uint64_t verify_started_ ABSL_GUARDED_BY(verify_mu_) = 0;  // arrivals when the last one began
+  std::optional<absl::StatusOr<v1::VerifyAuditResponse>> verified_ ABSL_GUARDED_BY(verify_mu_);
   std::atomic<uint64_t> sign_ins_accepted_{0};
   std::atomic<uint64_t> sign_ins_refused_{0};
   std::atomic<uint64_t> sign_ins_limited_{0};

@@ -130,7 +130,10 @@ class ReviewPageTest : public ::testing::Test {
       }
       return HostileIncident();
     };
-    options.verify_audit = [this] { return absl::StatusOr<v1::VerifyAuditResponse>(audit_); };
+    options.verify_audit = [this] {
+      ++verifications_;
+      return absl::StatusOr<v1::VerifyAuditResponse>(audit_);
+    };
     options.export_incident = [this](absl::string_view id, absl::string_view format) {
       exported_ = absl::StrCat(id, "/", format);
       return absl::StatusOr<std::string>(absl::StrCat("# ", id, "\n"));
@@ -173,6 +176,7 @@ class ReviewPageTest : public ::testing::Test {
   std::unique_ptr<ReviewPage> page_;
   std::string listed_state_;
   std::string exported_;
+  int verifications_ = 0;
 };
 
 TEST_F(ReviewPageTest, SignInSetsAStrictHttpOnlySecureCookieAndShowsTheList) {
@@ -373,6 +377,12 @@ TEST_F(ReviewPageTest, TheIncidentPageShowsTimelineDiagnosticsActionsAndTheVerif
   EXPECT_THAT(r.body, HasSubstr("First bad event: #3"));
   EXPECT_THAT(r.body, HasSubstr("hash mismatch &lt;b&gt;"));
   EXPECT_THAT(r.body, Not(HasSubstr("data-status=\"verified\"")));
+
+  // Each page load after a change sees it: nothing older than the request is reused.
+  audit_.set_ok(true);
+  EXPECT_THAT(Request("GET", "/review/incident?id=INC-7", "", cookie).body,
+              HasSubstr("data-status=\"verified\""));
+  EXPECT_EQ(verifications_, 3);
 
   EXPECT_EQ(Request("GET", "/review/incident?id=INC-9", "", cookie).status, 404);
   EXPECT_EQ(Request("GET", "/review/incident?id=", "", cookie).status, 400);
