@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <iterator>
 #include <set>
 #include <utility>
 
@@ -328,7 +329,8 @@ http::HttpResponse ReviewPage::ListPage(const http::HttpRequest& request, const 
     return Html(HttpStatusOf(incidents.status()),
                 RenderMessagePage(&context, "Incidents unavailable", incidents.status().message()));
   }
-  std::vector<v1::Incident> all(incidents->incidents().begin(), incidents->incidents().end());
+  std::vector<v1::Incident> all(std::make_move_iterator(incidents->mutable_incidents()->begin()),
+                                std::make_move_iterator(incidents->mutable_incidents()->end()));
   return Html(200, RenderIncidentList(context, filters, all));
 }
 
