@@ -15,9 +15,12 @@
 #include "common/logging.h"
 #include "common/metric_schema.h"
 #include "common/status.h"
+#include "controller/api/incident_pages.h"
 #include "controller/http/alertmanager_webhook.h"
 #include "controller/audit/bundle_export.h"
+#include "controller/incidents/incident_report.h"
 #include "controller/notify/router.h"
+#include "controller/review/review_pages.h"
 #include "controller/rules/thresholds.h"
 #include "storage/sqlite/sqlite_store.h"
 
@@ -344,6 +347,49 @@ absl::Status Controller::Start() {
     } else {
       // No token, no page: loopback alone would still show the whole fleet to every local user.
       spdlog::info("{} is off: no fleet_metrics_token_file", kFleetMetricsPath);
+    }
+    review::ReviewPage::Options review_options;
+    review_options.tls = !options_.http_tls_cert.empty();
+    review_options.loopback = IsLoopbackAddress(options_.http_listen);
+    review_options.clock = clock_;
+    review_options.authenticate = [this](absl::string_view token_hash) {
+      return control_service_->authenticator().AuthenticateTokenHash(token_hash);
+    };
+    using ListAnswer = absl::StatusOr<v1::ListIncidentsResponse>;
+    review_options.list_incidents = [this](const v1::ListIncidentsRequest& request) -> ListAnswer {
+      ASSIGN_OR_RETURN(std::vector<v1::Incident> found, store_->ListIncidents(request.state()));
+      v1::ListIncidentsResponse response;
+      for (v1::Incident& incident : found) {
+        *response.add_incidents() = std::move(incident);
+      }
+      return response;
+    };
+    review_options.get_incident = [this](const v1::GetIncidentRequest& request) {
+      return LoadIncidentPage(*store_, request);
+    };
+    // A full check against the signed checkpoints: the auditor's mark covers every event, not
+    // just those since the last check (concurrent page loads share one check).
+    review_options.verify_audit = [this] {
+      v1::VerifyAuditRequest request;
+      request.set_full(true);
+      return auditor_->Verify(request, "the review page");
+    };
+    review_options.export_incident = [this](absl::string_view incident_id,
+                                            absl::string_view format) {
+      return ExportIncident(*store_, incident_id, format);
+    };
+    review_ = std::make_unique<review::ReviewPage>(std::move(review_options));
+    review_->Register(*http_);
+    if (!review_->served()) {
+      spdlog::warn(
+          "the review page ({}) is not served: the HTTP port is plain HTTP on {}, not loopback; "
+          "give it --http-tls-cert and --http-tls-key",
+          review::kReviewRoot, options_.http_listen);
+    } else {
+      spdlog::info("the review page is served at {}://{}{}{}",
+                   options_.http_tls_cert.empty() ? "http" : "https", options_.http_listen,
+                   review::kReviewRoot,
+                   options_.http_tls_cert.empty() ? " (plain HTTP: loopback only)" : "");
     }
     if (absl::Status s = http_->Start(options_.http_listen); !s.ok()) {
       writer_->Stop();
@@ -773,6 +819,9 @@ std::string Controller::MetricsPage() {
   }
   if (fleet_endpoint_ != nullptr) {
     fleet_endpoint_->AppendMetrics(&page);
+  }
+  if (review_ != nullptr) {
+    review_->AppendMetrics(&page);
   }
   return page;
 }

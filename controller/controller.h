@@ -1,7 +1,8 @@
 // The controller process: opens the store, restores the agent registry and the active incidents,
-// serves AgentService and ControlService on one gRPC port and /metrics plus the Alertmanager
-// webhook on an HTTP port. Telemetry flows ingest thread -> rule engine -> incident manager; one
-// housekeeping thread ticks the rules and persists registry changes.
+// serves AgentService and ControlService on one gRPC port and /metrics, the Alertmanager
+// webhook and the review page for auditors (/review) on an HTTP port. Telemetry flows ingest
+// thread -> rule engine -> incident manager; one housekeeping thread ticks the rules and persists
+// registry changes.
 // Start/Stop/Reload from one thread; the services inside are thread-safe.
 #pragma once
 
@@ -30,6 +31,7 @@
 #include "controller/ingest/agent_service.h"
 #include "controller/ingest/fleet_state.h"
 #include "controller/remediation/remediation_manager.h"
+#include "controller/review/review_page.h"
 #include "controller/rules/rule_engine.h"
 #include "storage/db_lock.h"
 #include "storage/store.h"
@@ -168,6 +170,7 @@ class Controller {
   void RefreshUsers();
   std::unique_ptr<AlertmanagerReceiver> webhook_;
   std::unique_ptr<FleetMetricsEndpoint> fleet_endpoint_;  // null: no token configured
+  std::unique_ptr<review::ReviewPage> review_;  // with the HTTP port: /review for auditors
   // Incident notifications: the outbox's sender (null without receivers).
   std::unique_ptr<HttpTransport> notify_transport_;
   std::unique_ptr<Notifier> notifier_;

@@ -103,7 +103,8 @@ int main(int argc, char** argv) {
   app.add_option("--db", options.db_path,
                  "SQLite database file (created with its folder; default /var/lib/vigil/vigil.db)");
   app.add_option("--http-listen", options.http_listen,
-                 "HTTP address for /metrics and the Alertmanager webhook; \"off\": none");
+                 "HTTP address for /metrics, the Alertmanager webhook and the review page "
+                 "(/review; over plain HTTP on loopback only); \"off\": none");
   app.add_option("--http-tls-cert", options.http_tls_cert,
                  "TLS certificate chain (PEM) for the HTTP port; with --http-tls-key");
   app.add_option("--http-tls-key", options.http_tls_key, "TLS key (PEM) for the HTTP port");

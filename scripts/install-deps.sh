@@ -14,6 +14,9 @@ SERVERS=(postgresql redis-server nginx-light logrotate supervisor sqlite3 procps
   prometheus-alertmanager iproute2 nftables)
 # A real Prometheus (and its promtool) scraping the fleet page.
 SERVERS+=(prometheus)
+# The review page's test and screenshots: headless Chromium driven over its DevTools protocol
+# (scripts/chromium_cdp.py), a font for its pages, and curl for scripts/review-screenshots.sh.
+SERVERS+=(chromium python3-websocket fonts-dejavu-core curl)
 # Writes real journal files for the journal_vacuum action's test (journalctl --directory).
 SERVERS+=(systemd-journal-remote)
 # Checking the Debian packages (tests/packaging).

@@ -3,6 +3,8 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -78,6 +80,18 @@ absl::StatusOr<Caller> Authenticator::Authenticate(absl::string_view authorizati
   }
   return Cached(
       *hash, [&] { return store_->FindUserByTokenHash(*hash); }, "unknown token",
+      /*check_expiry=*/true);
+}
+
+absl::StatusOr<Caller> Authenticator::AuthenticateTokenHash(absl::string_view token_hash) const {
+  // Only a digest is a key of the token cache ("cn:..." keys are certificates').
+  auto lower_hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); };
+  if (token_hash.size() != 64 || !std::all_of(token_hash.begin(), token_hash.end(), lower_hex)) {
+    return absl::UnauthenticatedError("malformed token hash");
+  }
+  const std::string hash(token_hash);
+  return Cached(
+      hash, [&] { return store_->FindUserByTokenHash(hash); }, "unknown token",
       /*check_expiry=*/true);
 }
 

@@ -57,6 +57,9 @@ class Authenticator {
   // (no token, a malformed header, a caller seen lately); nullopt when the store must be asked.
   // Cheap: fit for a gRPC thread.
   std::optional<absl::StatusOr<Caller>> AuthenticateCached(absl::string_view authorization) const;
+  // Authenticate() for a token known only by its hash (TokenHash), e.g. one a web session
+  // signed in with and checks again on each request: the same answers, the same cache.
+  absl::StatusOr<Caller> AuthenticateTokenHash(absl::string_view token_hash) const;
   // The user named by a client certificate's common name that the TLS layer verified (never call
   // it with a name the peer merely claims). Unauthenticated when no user has that name or the
   // user is disabled; the token's expiry does not apply (the certificate carries its own).

@@ -61,6 +61,31 @@ TEST(Auth, VerifiedCertificateNamesAUser) {
   EXPECT_TRUE(absl::IsUnauthenticated(auth.AuthenticateCertificate("").status()));
 }
 
+TEST(Auth, ATokenHashAuthenticatesLikeItsToken) {
+  testing::TempDir dir;
+  auto store = storage::OpenSqliteStore(dir.File("vigil.db"));
+  ASSERT_TRUE(store.ok());
+  auto token = AddUser(**store, "victor", "viewer", 1);
+  ASSERT_TRUE(token.ok());
+  ASSERT_TRUE(AddUser(**store, "alertmanager", "responder", 1).ok());
+  Authenticator auth(store->get());
+  auto caller = auth.AuthenticateTokenHash(TokenHash(*token));
+  ASSERT_TRUE(caller.ok()) << caller.status();
+  EXPECT_EQ(caller->name, "victor");
+  EXPECT_EQ(caller->role, Role::kViewer);
+  EXPECT_THAT(std::string(auth.AuthenticateTokenHash(TokenHash("vgt_nope")).status().message()),
+              HasSubstr("unknown token"));
+  // Only digests: never a key of the certificates' entries in the same cache.
+  ASSERT_TRUE(auth.AuthenticateCertificate("alertmanager").ok());
+  EXPECT_TRUE(absl::IsUnauthenticated(auth.AuthenticateTokenHash("cn:alertmanager").status()));
+  EXPECT_TRUE(absl::IsUnauthenticated(auth.AuthenticateTokenHash(*token).status()));
+  EXPECT_TRUE(absl::IsUnauthenticated(auth.AuthenticateTokenHash("").status()));
+  ASSERT_TRUE((*store)->SetUserDisabled("victor", 2).ok());
+  auth.Forget();
+  EXPECT_THAT(std::string(auth.AuthenticateTokenHash(TokenHash(*token)).status().message()),
+              HasSubstr("disabled"));
+}
+
 TEST(Auth, BadUsersAreRefused) {
   testing::TempDir dir;
   auto store = storage::OpenSqliteStore(dir.File("vigil.db"));

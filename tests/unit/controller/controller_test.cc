@@ -190,6 +190,38 @@ TEST(ControllerRestoreTest, StoredRuleAlertsAreTakenBackAtStart) {
 namespace vigil::controller {
 namespace {
 
+// The review page rides on the HTTP port: over plain HTTP it is served on loopback (and says
+// so), and refused on any other address; its counters are on /metrics.
+TEST(ControllerReviewPage, PlainHttpIsServedOnLoopbackOnly) {
+  for (const std::string listen : {"127.0.0.1:0", "0.0.0.0:0"}) {
+    SCOPED_TRACE(listen);
+    testing::TempDir dir;
+    ControllerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.http_listen = listen;
+    options.db_path = dir.File("data/vigil.db");
+    options.transport.insecure = true;
+    Controller controller(options, RealClock::Get());
+    ASSERT_TRUE(controller.Start().ok());
+    std::string body;
+    const int status =
+        testing::HttpGet(controller.http_port(), "/review/login", absl::Seconds(5), &body);
+    if (listen.rfind("127.", 0) == 0) {
+      EXPECT_EQ(status, 200);
+      EXPECT_THAT(body, HasSubstr("id=\"plain-http\""));
+      EXPECT_THAT(body, HasSubstr("name=\"token\""));
+    } else {
+      EXPECT_EQ(status, 403);
+      EXPECT_THAT(body, HasSubstr("not served here"));
+    }
+    std::string metrics;
+    EXPECT_EQ(testing::HttpGet(controller.http_port(), "/metrics", absl::Seconds(5), &metrics),
+              200);
+    EXPECT_THAT(metrics, HasSubstr("vigil_review_sessions 0\n"));
+    controller.Stop();
+  }
+}
+
 TEST(DatabaseEvidence, AMissingDatabaseThatExistedIsRefusedUnlessInit) {
   testing::TempDir dir;
   const std::string db = dir.File("vigil.db");
