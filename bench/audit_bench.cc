@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -57,7 +58,9 @@ v1::TimelineEvent MakeEvent(size_t i, const std::string& incident) {
   return e;
 }
 
-// `count` events from number `from` on, in batches; `incident` "" alternates INC-BIG and others.
+// `count` events from number `from` on, committed straight to the store in batches of 1,000,
+// each batch then signed (`checkpointer`: a checkpoint every 1,000 events, as the controller's
+// default); `incident` "" alternates INC-BIG and others.
 void Append(storage::Store& store, size_t from, size_t count, const std::string& incident,
             controller::Checkpointer* checkpointer) {
   for (size_t done = 0; done < count;) {
@@ -71,9 +74,7 @@ void Append(storage::Store& store, size_t from, size_t count, const std::string&
     }
     absl::StatusOr<std::vector<v1::TimelineEvent>> stored = store.Commit(batch);
     if (!stored.ok()) Die(std::string(stored.status().message()));
-    if (checkpointer != nullptr) {
-      for (const v1::TimelineEvent& e : *stored) checkpointer->OnEvent(e);
-    }
+    if (checkpointer != nullptr && !checkpointer->CheckpointNow().ok()) Die("checkpoint");
     done += n;
   }
 }
@@ -121,30 +122,47 @@ int main(int argc, char** argv) {
   auto signer = audit::CheckpointSigner::LoadOrCreate(folder + "/audit.key", folder + "/audit.pub");
   if (!signer.ok()) Die(std::string(signer.status().message()));
   controller::Checkpointer::Options options;  // every 1,000 events, every 10 s
-  controller::Checkpointer checkpointer(&store, &clock, *std::move(signer), options);
+  // As the controller runs them: periodic checkpoints ride in the writer's group commits.
+  controller::TimelineWriter writer(&store, &clock);
+  controller::Checkpointer checkpointer(&store, &clock, *std::move(signer), options, &writer);
   if (!checkpointer.Start().ok()) Die("checkpointer");
 
-  // 1. Append rate, alternating rounds of 100,000 events.
+  // 1. Append rate through the timeline writer (one unit per event, as the controller's
+  // incidents submit them), alternating rounds of 100,000 events without and with checkpointing.
+  std::atomic<bool> checkpointing{false};
+  writer.AddListener([&](const v1::TimelineEvent& e) {
+    if (checkpointing.load()) checkpointer.OnEvent(e);
+  });
+  writer.Start();
   constexpr size_t kRound = 100'000;
   size_t seq = 0;
   std::vector<double> plain, checkpointed;
   for (int r = 0; r < rounds; ++r) {
     for (bool with : {false, true}) {
+      checkpointing = with;
       const absl::Time start = absl::Now();
-      Append(store, seq, kRound, "INC-OTHER", with ? &checkpointer : nullptr);
+      for (size_t i = 0; i < kRound; ++i) {
+        writer.Submit([e = MakeEvent(seq + i, "INC-OTHER")](controller::Transaction& txn) {
+          txn.Append(e.incident_id(), e.kind(), e.actor(), e.summary(), e.details_json(), nullptr);
+          return absl::OkStatus();
+        });
+      }
+      writer.Flush();
       const double rate = kRound / absl::ToDoubleSeconds(absl::Now() - start);
       (with ? checkpointed : plain).push_back(rate);
       seq += kRound;
     }
   }
+  checkpointing = false;
+  writer.Stop();
   const controller::Checkpointer::Stats stats = checkpointer.stats();
-  std::printf("append, batches of %zu, %d rounds of %zu events each way (medians):\n", kBatch,
+  std::printf("append through the timeline writer, %d rounds of %zu events each way (medians):\n",
               rounds, kRound);
   std::printf("  without checkpoints %9.0f events/s\n", Median(plain));
   std::printf("  with checkpoints    %9.0f events/s  (%.1f %% of the rate without; %llu "
-              "checkpoints signed)\n",
+              "checkpoints signed, every %zu events)\n",
               Median(checkpointed), 100 * Median(checkpointed) / Median(plain),
-              static_cast<unsigned long long>(stats.signed_checkpoints));
+              static_cast<unsigned long long>(stats.signed_checkpoints), options.every_events);
 
   // 2. The chain up to `events`, the last 2 x incident_events alternating with INC-BIG.
   const size_t tail = 2 * incident_events;
@@ -172,7 +190,6 @@ int main(int argc, char** argv) {
     });
     if (!read.ok()) Die(std::string(read.message()));
   }
-  controller::TimelineWriter writer(&store, &clock);
   controller::Auditor auditor(&store, &writer, &clock);
   if (!auditor.Init(checkpointer.public_key_pem()).ok()) Die("auditor");
   std::vector<double> full_runs;

@@ -186,7 +186,7 @@ absl::Status Controller::Start() {
                                 .max_queue_delay = options_.admission_max_delay});
   writer_ = std::make_unique<TimelineWriter>(store_.get(), clock_);
   checkpointer_ = std::make_unique<Checkpointer>(store_.get(), clock_, std::move(audit_signer),
-                                                 options_.checkpoints);
+                                                 options_.checkpoints, writer_.get());
   writer_->AddListener([this](const v1::TimelineEvent& event) { checkpointer_->OnEvent(event); });
   auditor_ = std::make_unique<Auditor>(store_.get(), writer_.get(), clock_);
   RETURN_IF_ERROR(auditor_->Init(checkpointer_->public_key_pem()));

@@ -66,11 +66,18 @@ class WriteBatch {
   struct AddNotification {
     v1::Notification notification;
   };
-  using Op = std::variant<SaveIncident, SaveAlert, SaveProposal, AppendEvent, AddNotification>;
+  // Stores a signed checkpoint of an event committed before (see Store::AddCheckpoint): with a
+  // batch, it costs no transaction of its own.
+  struct StoreCheckpoint {
+    v1::AuditCheckpoint checkpoint;
+  };
+  using Op = std::variant<SaveIncident, SaveAlert, SaveProposal, AppendEvent, AddNotification,
+                          StoreCheckpoint>;
 
   void Save(const v1::Incident& incident) { ops_.push_back(SaveIncident{incident}); }
   void Save(const v1::Alert& alert) { ops_.push_back(SaveAlert{alert}); }
   void Save(const v1::ActionProposal& proposal) { ops_.push_back(SaveProposal{proposal}); }
+  void Add(v1::AuditCheckpoint checkpoint) { ops_.push_back(StoreCheckpoint{std::move(checkpoint)}); }
   void Notify(v1::Notification notification) {
     ops_.push_back(AddNotification{std::move(notification)});
   }

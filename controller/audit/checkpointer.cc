@@ -18,8 +18,18 @@
 namespace vigil::controller {
 
 Checkpointer::Checkpointer(storage::Store* store, const Clock* clock,
-                           std::unique_ptr<audit::CheckpointSigner> signer, Options options)
-    : store_(store), clock_(clock), signer_(std::move(signer)), options_(std::move(options)) {}
+                           std::unique_ptr<audit::CheckpointSigner> signer, Options options,
+                           TimelineWriter* writer)
+    : store_(store),
+      clock_(clock),
+      signer_(std::move(signer)),
+      options_(std::move(options)),
+      writer_(writer) {
+  if (writer_ != nullptr) {
+    writer_->AddBatchHook([this](storage::WriteBatch& batch) { AttachTo(batch); },
+                          [this](bool committed) { AfterCommit(committed); });
+  }
+}
 
 Checkpointer::~Checkpointer() { Stop(); }
 
@@ -31,9 +41,17 @@ absl::Status Checkpointer::Start() {
   if (!read.ok()) {
     return absl::Status(read.code(), absl::StrCat("audit checkpoints: ", read.message()));
   }
+  // A head left unsigned (a crash before the shutdown checkpoint) is signed at the first tick.
+  absl::StatusOr<std::pair<uint64_t, std::string>> head = store_->ChainHead();
+  if (!head.ok()) {
+    return absl::Status(head.status().code(),
+                        absl::StrCat("audit checkpoints: ", head.status().message()));
+  }
   {
     absl::MutexLock lock(&mu_);
     if (!snapshot.checkpoints.empty()) latest_ = snapshot.checkpoints.back();
+    head_seq_ = head->first;
+    head_hash_ = head->second;
   }
   thread_ = std::thread([this] { Loop(); });
   return absl::OkStatus();
@@ -53,9 +71,11 @@ void Checkpointer::Stop() {
   }
 }
 
-void Checkpointer::OnEvent(const v1::TimelineEvent&) {
+void Checkpointer::OnEvent(const v1::TimelineEvent& event) {
   absl::MutexLock lock(&mu_);
   ++events_since_;
+  head_seq_ = event.seq();
+  head_hash_ = event.hash();
 }
 
 std::optional<v1::AuditCheckpoint> Checkpointer::latest() const {
@@ -91,15 +111,85 @@ absl::StatusOr<v1::AuditCheckpoint> Checkpointer::CheckpointNow() {
   if (absl::Status stored = store_->AddCheckpoint(*checkpoint); !stored.ok()) {
     return failed(stored);
   }
+  Stored(*checkpoint);
+  return checkpoint;
+}
+
+void Checkpointer::Stored(const v1::AuditCheckpoint& checkpoint) {
   {
     absl::MutexLock lock(&mu_);
-    latest_ = *checkpoint;
+    if (latest_.has_value() && latest_->seq() > checkpoint.seq()) return;  // a newer one won
+    latest_ = checkpoint;
     events_since_ = 0;
     ++stats_.signed_checkpoints;
   }
-  AppendToLog(*checkpoint);
-  if (publish_) publish_(*checkpoint);
-  return checkpoint;
+  AppendToLog(checkpoint);
+  if (publish_) publish_(checkpoint);
+}
+
+void Checkpointer::Periodic() {
+  if (writer_ == nullptr) {
+    absl::StatusOr<v1::AuditCheckpoint> signed_checkpoint = CheckpointNow();
+    if (!signed_checkpoint.ok() &&
+        signed_checkpoint.status().code() != absl::StatusCode::kNotFound) {
+      if (uint64_t suppressed = 0; failure_log_.Allow(absl::Now(), &suppressed)) {
+        spdlog::error("cannot sign an audit checkpoint: {} (retried; {} similar not logged)",
+                      signed_checkpoint.status().message(), suppressed);
+      }
+      absl::MutexLock lock(&mu_);
+      events_since_ = 0;  // not at once again: a full disk would spin
+    }
+    return;
+  }
+  uint64_t seq = 0;
+  std::string hash;
+  {
+    absl::MutexLock lock(&mu_);
+    events_since_ = 0;
+    if (pending_.has_value() || head_seq_ == 0) return;
+    if (latest_.has_value() && latest_->seq() >= head_seq_) return;
+    seq = head_seq_;
+    hash = head_hash_;
+  }
+  absl::StatusOr<v1::AuditCheckpoint> checkpoint =
+      signer_->Sign(seq, hash, absl::ToUnixMillis(clock_->Now()));
+  {
+    absl::MutexLock lock(&mu_);
+    if (!checkpoint.ok()) {
+      ++stats_.failures;
+      return;
+    }
+    pending_ = *std::move(checkpoint);
+  }
+  // The next batch takes it (AttachTo); an idle timeline gets one of its own. Outside mu_: the
+  // writer calls OnEvent with its own lock held.
+  writer_->Submit([](Transaction&) { return absl::OkStatus(); });
+}
+
+void Checkpointer::AttachTo(storage::WriteBatch& batch) {
+  absl::MutexLock lock(&mu_);
+  if (pending_.has_value() && !attached_) {
+    batch.Add(*pending_);
+    attached_ = true;
+  }
+}
+
+void Checkpointer::AfterCommit(bool committed) {
+  std::optional<v1::AuditCheckpoint> stored;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!attached_) return;
+    attached_ = false;
+    // Not attached again when the batch failed: its units are retried alone, and a checkpoint
+    // the store refuses must not sink them. The next occasion signs anew.
+    if (committed) {
+      stored = std::move(pending_);
+    } else {
+      ++stats_.failures;
+    }
+    pending_.reset();
+  }
+  if (stored.has_value()) Stored(*stored);
 }
 
 void Checkpointer::Loop() {
@@ -116,16 +206,7 @@ void Checkpointer::Loop() {
       if (stopping_) return;
     }
     next = absl::Now() + every;
-    absl::StatusOr<v1::AuditCheckpoint> signed_checkpoint = CheckpointNow();
-    if (!signed_checkpoint.ok() && signed_checkpoint.status().code() != absl::StatusCode::kNotFound) {
-      if (uint64_t suppressed = 0; failure_log_.Allow(absl::Now(), &suppressed)) {
-        spdlog::error("cannot sign an audit checkpoint: {} (retried; {} similar not logged)",
-                      signed_checkpoint.status().message(), suppressed);
-      }
-      // Not at once again: a full disk would spin.
-      absl::MutexLock lock(&mu_);
-      events_since_ = 0;
-    }
+    Periodic();
   }
 }
 

@@ -2,8 +2,10 @@
 // `every_events` events and every `every`, on demand (an export wants one that covers it) and
 // on shutdown; stores each checkpoint, appends it to the optional append-only log, and hands it
 // to whoever keeps copies off the box (the agents, through Publish). A checkpoint is only ever
-// of a head the store holds: AddCheckpoint checks the hash in its own transaction.
-// Thread-safe.
+// of a head the store holds: the store checks the hash in the transaction that stores it.
+// With a timeline writer, the periodic checkpoints ride in its next group commit (no fsync of
+// their own: checkpointing costs the append rate almost nothing); on demand and at shutdown
+// they are written at once. Thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +22,7 @@
 #include "common/audit/checkpoint.h"
 #include "common/clock.h"
 #include "common/logging.h"
+#include "controller/timeline/timeline_writer.h"
 #include "storage/store.h"
 
 namespace vigil::controller {
@@ -40,8 +43,11 @@ class Checkpointer {
   };
   using Publish = std::function<void(const v1::AuditCheckpoint&)>;
 
+  // `writer`: the timeline writer whose events OnEvent hears (its batch hooks are added here,
+  // so before it starts); null: checkpoints are written in transactions of their own.
   Checkpointer(storage::Store* store, const Clock* clock,
-               std::unique_ptr<audit::CheckpointSigner> signer, Options options);
+               std::unique_ptr<audit::CheckpointSigner> signer, Options options,
+               TimelineWriter* writer = nullptr);
   ~Checkpointer();
 
   // Reads the newest stored checkpoint and starts the signing thread.
@@ -61,12 +67,20 @@ class Checkpointer {
 
  private:
   void Loop();
+  // The periodic checkpoint: through the writer's next batch when there is a writer.
+  void Periodic();
+  // The writer's batch hooks: the pending checkpoint joins a batch, and is stored with it.
+  void AttachTo(storage::WriteBatch& batch);
+  void AfterCommit(bool committed);
+  // A checkpoint is stored: the newest now, logged and published.
+  void Stored(const v1::AuditCheckpoint& checkpoint);
   void AppendToLog(const v1::AuditCheckpoint& checkpoint);
 
   storage::Store* const store_;
   const Clock* const clock_;
   const std::unique_ptr<audit::CheckpointSigner> signer_;
   const Options options_;
+  TimelineWriter* const writer_;
   Publish publish_;
   RateLimitedLog failure_log_{3, absl::Minutes(1)};
 
@@ -74,6 +88,12 @@ class Checkpointer {
   mutable absl::Mutex mu_;
   std::optional<v1::AuditCheckpoint> latest_ ABSL_GUARDED_BY(mu_);
   uint64_t events_since_ ABSL_GUARDED_BY(mu_) = 0;
+  // The head as the writer's listener last heard it (seq 0: not yet).
+  uint64_t head_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string head_hash_ ABSL_GUARDED_BY(mu_);
+  // Signed, waiting for the writer's next batch (attached_: in the batch being committed).
+  std::optional<v1::AuditCheckpoint> pending_ ABSL_GUARDED_BY(mu_);
+  bool attached_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   Stats stats_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;

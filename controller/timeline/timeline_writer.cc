@@ -162,12 +162,15 @@ absl::Status TimelineWriter::CommitAndApply(Transaction& txn, size_t units) {
     absl::MutexLock lock(&mu_);
     if (hold_.has_value()) return *hold_;
   }
-  if (batch_hook_) {
-    batch_hook_(txn.writes());
+  for (const Hooks& hooks : batch_hooks_) {
+    if (hooks.before) hooks.before(txn.writes());
   }
   const absl::Time start = absl::Now();
   absl::StatusOr<std::vector<v1::TimelineEvent>> stored = store_->Commit(txn.writes());
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  for (const Hooks& hooks : batch_hooks_) {
+    if (hooks.after) hooks.after(stored.ok());
+  }
   if (!stored.ok()) {
     NoteFailure(stored.status());
     return stored.status();

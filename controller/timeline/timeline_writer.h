@@ -91,7 +91,12 @@ class TimelineWriter {
   // notification outbox: a notification exists exactly when its event does). Runs on the writer
   // thread and must not block. Before Start.
   using BatchHook = std::function<void(storage::WriteBatch& batch)>;
-  void SetBatchHook(BatchHook hook) { batch_hook_ = std::move(hook); }
+  void SetBatchHook(BatchHook hook) { AddBatchHook(std::move(hook)); }
+  // Several hooks run in the order added. `after`, when given, runs on the writer thread once
+  // the commit of the writes `before` added is known: true when they are stored.
+  void AddBatchHook(BatchHook before, std::function<void(bool committed)> after = nullptr) {
+    batch_hooks_.push_back({std::move(before), std::move(after)});
+  }
 
   int AddListener(Listener listener);
   void RemoveListener(int id);
@@ -130,7 +135,11 @@ class TimelineWriter {
   const Clock* const clock_;
   const Options options_;
   RateLimitedLog failure_log_{5, absl::Minutes(1)};
-  BatchHook batch_hook_;
+  struct Hooks {
+    BatchHook before;
+    std::function<void(bool committed)> after;
+  };
+  std::vector<Hooks> batch_hooks_;  // set before Start
   absl::Time last_maintain_ = absl::InfinitePast();  // writer thread
 
   absl::Mutex refuse_mu_;

@@ -495,6 +495,8 @@ class SqliteStore final : public Store {
                               .Bind(3, n.time_unix_ms())
                               .BindBlob(4, n.SerializeAsString())
                               .Run());
+        } else if (const auto* stored_checkpoint = std::get_if<WriteBatch::StoreCheckpoint>(&op)) {
+          RETURN_IF_ERROR(InsertCheckpointLocked(stored_checkpoint->checkpoint));
         } else if (const auto* append = std::get_if<WriteBatch::AppendEvent>(&op)) {
           v1::TimelineEvent event = append->event;
           event.set_seq(++seq);
@@ -697,25 +699,8 @@ class SqliteStore final : public Store {
   }
 
   absl::Status AddCheckpoint(const v1::AuditCheckpoint& checkpoint) override {
-    return Write("store an audit checkpoint", [&]() -> absl::Status {
-      Statement event(writer_, "SELECT hash FROM timeline WHERE seq = ?1");
-      event.Bind(1, static_cast<int64_t>(checkpoint.seq()));
-      ASSIGN_OR_RETURN(bool found, event.Step());
-      if (!found || event.Text(0) != checkpoint.hash()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "checkpoint ", checkpoint.seq(), " does not match the stored chain (event ",
-            checkpoint.seq(), found ? " has another hash)" : " is not stored)"));
-      }
-      Statement st(writer_,
-                   "INSERT INTO checkpoints(seq, hash, time_unix_ms, key_id, signature) "
-                   "VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(seq) DO NOTHING");
-      return st.Bind(1, static_cast<int64_t>(checkpoint.seq()))
-          .Bind(2, checkpoint.hash())
-          .Bind(3, checkpoint.time_unix_ms())
-          .Bind(4, checkpoint.key_id())
-          .BindBlob(5, checkpoint.signature())
-          .Run();
-    });
+    return Write("store an audit checkpoint",
+                 [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return InsertCheckpointLocked(checkpoint); });
   }
 
   absl::Status AddUser(const UserRecord& user) override {
@@ -1045,6 +1030,28 @@ class SqliteStore final : public Store {
         .Bind(7, event.details_json())
         .Bind(8, event.prev_hash())
         .Bind(9, event.hash())
+        .Run();
+  }
+
+  // A checkpoint of a stored event: refused (FailedPrecondition) unless event `seq` has `hash`.
+  absl::Status InsertCheckpointLocked(const v1::AuditCheckpoint& checkpoint)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    Statement event(writer_, "SELECT hash FROM timeline WHERE seq = ?1");
+    event.Bind(1, static_cast<int64_t>(checkpoint.seq()));
+    ASSIGN_OR_RETURN(bool found, event.Step());
+    if (!found || event.Text(0) != checkpoint.hash()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint ", checkpoint.seq(), " does not match the stored chain (event ",
+          checkpoint.seq(), found ? " has another hash)" : " is not stored)"));
+    }
+    Statement st(writer_,
+                 "INSERT INTO checkpoints(seq, hash, time_unix_ms, key_id, signature) "
+                 "VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(seq) DO NOTHING");
+    return st.Bind(1, static_cast<int64_t>(checkpoint.seq()))
+        .Bind(2, checkpoint.hash())
+        .Bind(3, checkpoint.time_unix_ms())
+        .Bind(4, checkpoint.key_id())
+        .BindBlob(5, checkpoint.signature())
         .Run();
   }
 

@@ -50,7 +50,7 @@ class AuditTrailTest : public ::testing::Test {
     options.every = absl::Hours(1);  // only by count, on demand and at Stop here
     options.log_path = dir_.File("checkpoints.log");
     checkpointer_ = std::make_unique<Checkpointer>(store_.get(), &clock_, *std::move(signer),
-                                                   options);
+                                                   options, writer_.get());
     writer_->AddListener([this](const v1::TimelineEvent& e) { checkpointer_->OnEvent(e); });
     auditor_ = std::make_unique<Auditor>(store_.get(), writer_.get(), &clock_);
     ASSERT_TRUE(auditor_->Init(checkpointer_->public_key_pem()).ok());
