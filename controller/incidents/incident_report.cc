@@ -210,6 +210,9 @@ std::string Json(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
   options.add_whitespace = true;
+  // Every field, zeros and empty strings too: a reader need not know proto3's defaults to tell
+  // "not done" or "exit 0" from a missing field.
+  options.always_print_primitive_fields = true;
   if (!google::protobuf::util::MessageToJsonString(message, &json, options).ok()) {
     return "null";
   }
@@ -509,7 +512,8 @@ void AppendDiagnostics(std::string* md, const v1::GetIncidentResponse& report) {
                       table.collected_unix_ms() != 0
                           ? absl::StrCat(", collected ", Time(table.collected_unix_ms()))
                           : "",
-                      ", ", table.rows_size(), " rows.\n\n");
+                      table.error().empty() ? absl::StrCat(", ", table.rows_size(), " rows") : "",
+                      ".\n\n");
       AppendDiagnosticTable(md, table);
     }
   }

@@ -27,8 +27,10 @@ absl::StatusOr<v1::GetIncidentResponse> LoadIncident(storage::Store& store,
 // escaped: table cells cannot end their cell, row or table, and neither cells nor code blocks
 // (an agent's output) carry live markdown, HTML or control characters.
 //
-// format "json": one object; embedded messages use protobuf's JSON mapping with the proto field
-// names (snake_case), times are Unix milliseconds, an absent value is null:
+// format "json": one object. Embedded messages use protobuf's JSON mapping with the proto field
+// names (snake_case) and every field printed, defaults included (64-bit integers are strings
+// there, as the mapping says); the export's own fields are plain JSON numbers. Times are Unix
+// milliseconds; an absent value is null:
 //   {
 //     "export_version": 2,
 //     "incident_id": "INC-0001",

@@ -498,7 +498,8 @@ TEST_F(IncidentManagerTest, ExportIsCompleteForAnAuditorAndHostileTextStaysInert
       "\\[l\\](j:s)";
   EXPECT_THAT(md, HasSubstr("| 4242 | " + kHostileShown + " |\n| 4243 | SELECT pg\\_sleep(30) |"));
   EXPECT_THAT(md, HasSubstr("### pg\\_lock\\_waits from db-1"));
-  EXPECT_THAT(md, HasSubstr("Not collected: permission denied for pg\\_locks"));
+  EXPECT_THAT(md, HasSubstr("### pg\\_lock\\_waits from db-1\n\nEvent #2, received 2023-11-14 "
+                            "22:13:20 UTC.\n\nNot collected: permission denied for pg\\_locks\n"));
   // The hostile note on the timeline, escaped the same way.
   EXPECT_THAT(md, HasSubstr("| note | alice | " + kHostileShown + " |"));
   EXPECT_THAT(md, Not(HasSubstr("\x1b")));
@@ -581,6 +582,9 @@ TEST_F(IncidentManagerTest, ExportIsCompleteForAnAuditorAndHostileTextStaysInert
   const auto& checklist = fields.at("checklist").list_value();
   ASSERT_EQ(checklist.values_size(), 5);
   EXPECT_EQ(checklist.values(0).struct_value().fields().at("done_by").string_value(), "alice");
+  // Every field is printed, defaults too: an item not done says so.
+  ASSERT_TRUE(checklist.values(1).struct_value().fields().contains("done"));
+  EXPECT_FALSE(checklist.values(1).struct_value().fields().at("done").bool_value());
   const auto& signed_checkpoint =
       fields.at("audit").struct_value().fields().at("latest_checkpoint").struct_value().fields();
   EXPECT_EQ(signed_checkpoint.at("key_id").string_value(), "0123456789abcdef");
