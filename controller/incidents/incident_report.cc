@@ -3,6 +3,8 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
+#include <functional>
+#include <map>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -305,10 +307,28 @@ std::vector<DiagnosticsEntry> DiagnosticsOf(const v1::GetIncidentResponse& repor
   return out;
 }
 
-// Whether `e` is about proposal `id`: remediation events' summaries start "ID: ".
-bool IsAbout(const v1::TimelineEvent& e, absl::string_view id) {
-  return absl::StartsWith(e.kind(), "action_") && e.summary().size() > id.size() + 1 &&
-         absl::StartsWith(e.summary(), id) && e.summary()[id.size()] == ':';
+// The remediation events of the timeline by proposal id: their summaries start "ID: ". Points
+// into the report, which outlives it.
+using ActionEvents = std::map<std::string, std::vector<const v1::TimelineEvent*>, std::less<>>;
+
+ActionEvents IndexActionEvents(const v1::GetIncidentResponse& report) {
+  ActionEvents out;
+  for (const v1::TimelineEvent& e : report.timeline()) {
+    if (!absl::StartsWith(e.kind(), "action_")) {
+      continue;
+    }
+    if (const size_t colon = e.summary().find(':'); colon != std::string::npos && colon > 0) {
+      out[e.summary().substr(0, colon)].push_back(&e);
+    }
+  }
+  return out;
+}
+
+const std::vector<const v1::TimelineEvent*>& EventsOf(const ActionEvents& index,
+                                                      absl::string_view proposal_id) {
+  static const std::vector<const v1::TimelineEvent*> kNone;
+  auto it = index.find(proposal_id);
+  return it == index.end() ? kNone : it->second;
 }
 
 struct Review {
@@ -317,13 +337,14 @@ struct Review {
   const v1::TimelineEvent* event = nullptr;  // null: named by the proposal, not on the timeline
 };
 
-// Who approved or rejected `p`, and when, from the timeline; anyone the proposal names who has
+// Who approved or rejected `p`, and when, from its events; anyone the proposal names who has
 // no event (an older store) is listed without a time.
-std::vector<Review> ReviewsOf(const v1::ActionProposal& p, const v1::GetIncidentResponse& report) {
+std::vector<Review> ReviewsOf(const v1::ActionProposal& p,
+                              const std::vector<const v1::TimelineEvent*>& events) {
   std::vector<Review> out;
-  for (const v1::TimelineEvent& e : report.timeline()) {
-    if ((e.kind() == "action_approved" || e.kind() == "action_rejected") && IsAbout(e, p.id())) {
-      out.push_back({e.kind() == "action_approved" ? "approved" : "rejected", e.actor(), &e});
+  for (const v1::TimelineEvent* e : events) {
+    if (e->kind() == "action_approved" || e->kind() == "action_rejected") {
+      out.push_back({e->kind() == "action_approved" ? "approved" : "rejected", e->actor(), e});
     }
   }
   auto listed = [&out](absl::string_view decision, absl::string_view by) {
@@ -342,15 +363,14 @@ std::vector<Review> ReviewsOf(const v1::ActionProposal& p, const v1::GetIncident
   return out;
 }
 
-// When the agent's result for its run of `p` landed on the timeline (the last one: a late
-// result after an unknown outcome counts); 0 when none did.
-int64_t ResultTime(const v1::ActionProposal& p, const v1::ActionRun& run,
-                   const v1::GetIncidentResponse& report) {
+// When the agent's result for `run` landed on the timeline (the last one: a late result after
+// an unknown outcome counts); 0 when none did.
+int64_t ResultTime(const v1::ActionRun& run, const std::vector<const v1::TimelineEvent*>& events) {
   int64_t at = 0;
-  for (const v1::TimelineEvent& e : report.timeline()) {
-    if ((e.kind() == "action_finished" || e.kind() == "action_refused") &&
-        e.actor() == run.agent_id() && IsAbout(e, p.id())) {
-      at = e.time_unix_ms();
+  for (const v1::TimelineEvent* e : events) {
+    if ((e->kind() == "action_finished" || e->kind() == "action_refused") &&
+        e->actor() == run.agent_id()) {
+      at = e->time_unix_ms();
     }
   }
   return at;
@@ -520,7 +540,7 @@ void AppendDiagnostics(std::string* md, const v1::GetIncidentResponse& report) {
 }
 
 void AppendAction(std::string* md, const v1::ActionProposal& p,
-                  const v1::GetIncidentResponse& report) {
+                  const std::vector<const v1::TimelineEvent*>& events) {
   absl::StrAppend(md, "### ", Inline(p.id()), ": ", Inline(p.action()), " (",
                   ProposalStateName(p.state()), ")\n\n| | |\n|---|---|\n");
   std::vector<std::pair<std::string, std::string>> params;
@@ -547,7 +567,7 @@ void AppendAction(std::string* md, const v1::ActionProposal& p,
   absl::StrAppend(md, "| Approvals required | ", p.approvals_required(), " |\n");
   absl::StrAppend(md, "| Expires | ", Time(p.expires_unix_ms()), " |\n\n");
 
-  const std::vector<Review> reviews = ReviewsOf(p, report);
+  const std::vector<Review> reviews = ReviewsOf(p, events);
   if (reviews.empty()) {
     absl::StrAppend(md, "Nobody approved or rejected it.\n\n");
   } else {
@@ -570,7 +590,7 @@ void AppendAction(std::string* md, const v1::ActionProposal& p,
     AppendTableRow(md, {Cell(run.agent_id()), absl::StrCat(run.wave()), Cell(run.state()),
                         Cell(Outcome(run)),
                         run.state() == "finished" ? absl::StrCat(run.duration_ms(), " ms") : "-",
-                        Time(run.sent_unix_ms()), Time(ResultTime(p, run, report)),
+                        Time(run.sent_unix_ms()), Time(ResultTime(run, events)),
                         Cell(run.reason())});
   }
   absl::StrAppend(md, "\n");
@@ -639,8 +659,9 @@ std::string Markdown(const v1::GetIncidentResponse& report, const v1::VerifyAudi
   if (report.actions().empty()) {
     absl::StrAppend(&md, "No actions were proposed.\n");
   }
+  const ActionEvents action_events = IndexActionEvents(report);
   for (const v1::ActionProposal& p : report.actions()) {
-    AppendAction(&md, p, report);
+    AppendAction(&md, p, EventsOf(action_events, p.id()));
   }
 
   absl::StrAppend(&md, "\n## Post-incident checklist\n\n");
@@ -744,9 +765,11 @@ std::string JsonDocument(const v1::GetIncidentResponse& report,
   absl::StrAppend(&json, "\"diagnostics\": [", absl::StrJoin(diagnostics, ",\n"), "],\n");
 
   std::vector<std::string> actions;
+  const ActionEvents action_events = IndexActionEvents(report);
   for (const v1::ActionProposal& p : report.actions()) {
+    const std::vector<const v1::TimelineEvent*>& events = EventsOf(action_events, p.id());
     std::vector<std::string> reviews;
-    for (const Review& r : ReviewsOf(p, report)) {
+    for (const Review& r : ReviewsOf(p, events)) {
       reviews.push_back(absl::StrCat(
           "{\"decision\": ", JsonQuote(r.decision), ", \"by\": ", JsonQuote(r.by),
           ", \"time_unix_ms\": ",
@@ -756,7 +779,7 @@ std::string JsonDocument(const v1::GetIncidentResponse& report,
     std::vector<std::string> outcomes;
     for (const v1::ActionRun& run : p.runs()) {
       const Tail tail = TailOf(run.output_tail());
-      const int64_t result_at = ResultTime(p, run, report);
+      const int64_t result_at = ResultTime(run, events);
       outcomes.push_back(absl::StrCat(
           "{\"agent_id\": ", JsonQuote(run.agent_id()), ", \"wave\": ", run.wave(),
           ", \"state\": ", JsonQuote(run.state()), ", \"outcome\": ", JsonQuote(Outcome(run)),
