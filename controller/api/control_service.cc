@@ -371,11 +371,11 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ExportIncident(
                  }
                  // The verification the export reports (chain head, latest checkpoint).
                  ASSIGN_OR_RETURN(v1::VerifyAuditResponse audit, store_->VerifyChain());
-                 ASSIGN_OR_RETURN(std::string content,
-                                  controller::ExportIncident(
-                                      *store_, request->incident_id(),
-                                      request->format().empty() ? "markdown" : request->format(),
-                                      audit));
+                 ASSIGN_OR_RETURN(
+                     std::string content,
+                     controller::ExportIncident(
+                         *store_, request->incident_id(),
+                         request->format().empty() ? "markdown" : request->format(), audit));
                  response->set_content(std::move(content));
                  return absl::OkStatus();
                }));

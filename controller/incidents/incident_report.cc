@@ -348,9 +348,8 @@ std::vector<Review> ReviewsOf(const v1::ActionProposal& p,
     }
   }
   auto listed = [&out](absl::string_view decision, absl::string_view by) {
-    return std::any_of(out.begin(), out.end(), [&](const Review& r) {
-      return r.decision == decision && r.by == by;
-    });
+    return std::any_of(out.begin(), out.end(),
+                       [&](const Review& r) { return r.decision == decision && r.by == by; });
   };
   for (const std::string& by : p.approved_by()) {
     if (!listed("approved", by)) {
@@ -522,8 +521,8 @@ void AppendDiagnostics(std::string* md, const v1::GetIncidentResponse& report) {
       continue;
     }
     if (entry.diagnostics->tables().empty()) {
-      absl::StrAppend(md, "Event #", e.seq(), ", ", Time(e.time_unix_ms()), ": ",
-                      Inline(e.actor()), " sent none of the requested tables.\n\n");
+      absl::StrAppend(md, "Event #", e.seq(), ", ", Time(e.time_unix_ms()), ": ", Inline(e.actor()),
+                      " sent none of the requested tables.\n\n");
       continue;
     }
     for (const v1::DiagnosticTable& table : entry.diagnostics->tables()) {
@@ -573,9 +572,9 @@ void AppendAction(std::string* md, const v1::ActionProposal& p,
   } else {
     AppendTableHeader(md, {"Decision", "By", "At", "Event"});
     for (const Review& r : reviews) {
-      AppendTableRow(md, {r.decision, Cell(r.by),
-                          r.event != nullptr ? Time(r.event->time_unix_ms()) : "-",
-                          r.event != nullptr ? absl::StrCat("#", r.event->seq()) : "-"});
+      AppendTableRow(
+          md, {r.decision, Cell(r.by), r.event != nullptr ? Time(r.event->time_unix_ms()) : "-",
+               r.event != nullptr ? absl::StrCat("#", r.event->seq()) : "-"});
     }
     absl::StrAppend(md, "\n");
   }
@@ -584,14 +583,13 @@ void AppendAction(std::string* md, const v1::ActionProposal& p,
     absl::StrAppend(md, "It never ran.\n\n");
     return;
   }
-  AppendTableHeader(md, {"Agent", "Wave", "State", "Outcome", "Duration", "Sent", "Result at",
-                         "Reason"});
+  AppendTableHeader(
+      md, {"Agent", "Wave", "State", "Outcome", "Duration", "Sent", "Result at", "Reason"});
   for (const v1::ActionRun& run : p.runs()) {
-    AppendTableRow(md, {Cell(run.agent_id()), absl::StrCat(run.wave()), Cell(run.state()),
-                        Cell(Outcome(run)),
-                        run.state() == "finished" ? absl::StrCat(run.duration_ms(), " ms") : "-",
-                        Time(run.sent_unix_ms()), Time(ResultTime(run, events)),
-                        Cell(run.reason())});
+    AppendTableRow(
+        md, {Cell(run.agent_id()), absl::StrCat(run.wave()), Cell(run.state()), Cell(Outcome(run)),
+             run.state() == "finished" ? absl::StrCat(run.duration_ms(), " ms") : "-",
+             Time(run.sent_unix_ms()), Time(ResultTime(run, events)), Cell(run.reason())});
   }
   absl::StrAppend(md, "\n");
   for (const v1::ActionRun& run : p.runs()) {
@@ -601,9 +599,8 @@ void AppendAction(std::string* md, const v1::ActionProposal& p,
     const Tail tail = TailOf(run.output_tail());
     absl::StrAppend(md, "Output of ", Inline(run.agent_id()),
                     tail.truncated
-                        ? absl::StrCat(" (its end: the last ", kOutputTailLines,
-                                       " lines, at most ", kOutputTailBytes, " bytes, of ",
-                                       tail.lines_total, " lines)")
+                        ? absl::StrCat(" (its end: the last ", kOutputTailLines, " lines, at most ",
+                                       kOutputTailBytes, " bytes, of ", tail.lines_total, " lines)")
                         : "",
                     ":\n\n", CodeBlock(tail.text), "\n");
   }
@@ -617,9 +614,10 @@ std::string Markdown(const v1::GetIncidentResponse& report, const v1::VerifyAudi
   absl::StrAppend(&md, "| Severity | ", SeverityName(incident.severity()), " |\n");
   absl::StrAppend(&md, "| State | ", IncidentStateName(incident.state()), " |\n");
   absl::StrAppend(&md, "| Opened | ", Time(incident.opened_unix_ms()), " |\n");
-  absl::StrAppend(&md, "| Acknowledged | ", Time(incident.acknowledged_unix_ms()),
-                  incident.acknowledged_by().empty() ? "" : " by " + Inline(incident.acknowledged_by()),
-                  " |\n");
+  absl::StrAppend(
+      &md, "| Acknowledged | ", Time(incident.acknowledged_unix_ms()),
+      incident.acknowledged_by().empty() ? "" : " by " + Inline(incident.acknowledged_by()),
+      " |\n");
   absl::StrAppend(&md, "| Mitigated | ", Time(incident.mitigated_unix_ms()), " |\n");
   absl::StrAppend(&md, "| Resolved | ", Time(incident.resolved_unix_ms()), " |\n");
   absl::StrAppend(&md, "| Hosts | ", Cell(absl::StrJoin(incident.agents(), ", ")), " |\n");
@@ -633,9 +631,9 @@ std::string Markdown(const v1::GetIncidentResponse& report, const v1::VerifyAudi
   const bool resolved = incident.state() == v1::INCIDENT_RESOLVED;
   for (const Milestone& m : Milestones(report)) {
     if (m.from_opened_ms.has_value()) {
-      AppendTableRow(&md, {m.name, Seconds(*m.from_opened_ms),
-                           absl::FormatDuration(absl::Milliseconds(*m.from_opened_ms)),
-                           Time(m.at_unix_ms)});
+      AppendTableRow(
+          &md, {m.name, Seconds(*m.from_opened_ms),
+                absl::FormatDuration(absl::Milliseconds(*m.from_opened_ms)), Time(m.at_unix_ms)});
     } else {
       // Resolved without this step: it will never come.
       const char* absent = resolved ? "never" : "not yet";
@@ -686,10 +684,10 @@ std::string Markdown(const v1::GetIncidentResponse& report, const v1::VerifyAudi
 
   absl::StrAppend(&md, "\n## Audit\n\n");
   if (audit.ok()) {
-    absl::StrAppend(&md, "The audit chain verifies: ", audit.events_checked(),
-                    " events checked", audit.verified_from_seq() > 1
-                                           ? absl::StrCat(" from event #", audit.verified_from_seq())
-                                           : "",
+    absl::StrAppend(&md, "The audit chain verifies: ", audit.events_checked(), " events checked",
+                    audit.verified_from_seq() > 1
+                        ? absl::StrCat(" from event #", audit.verified_from_seq())
+                        : "",
                     ".\n\n");
   } else {
     absl::StrAppend(&md, "**The audit chain does NOT verify**: event #", audit.first_bad_seq(),
@@ -703,32 +701,33 @@ std::string Markdown(const v1::GetIncidentResponse& report, const v1::VerifyAudi
       last_hash = e.hash();
     }
   }
-  absl::StrAppend(&md, "| Incident's last event | ",
-                  last == 0 ? "-" : absl::StrCat("#", last, last_hash.empty() ? "" : " ",
-                                                 Inline(last_hash)),
-                  " |\n");
+  absl::StrAppend(
+      &md, "| Incident's last event | ",
+      last == 0 ? "-" : absl::StrCat("#", last, last_hash.empty() ? "" : " ", Inline(last_hash)),
+      " |\n");
   absl::StrAppend(&md, "| Chain head | ",
                   audit.head_seq() == 0 && audit.head_hash().empty()
                       ? "not reported by the verification"
                       : absl::StrCat("#", audit.head_seq(), " ", Cell(audit.head_hash())),
                   " |\n");
   if (audit.rollback_detected()) {
-    absl::StrAppend(&md, "| Rollback | **detected**: a witness holds a checkpoint this database "
-                         "lacks |\n");
+    absl::StrAppend(&md,
+                    "| Rollback | **detected**: a witness holds a checkpoint this database "
+                    "lacks |\n");
   }
   if (HasCheckpoint(audit)) {
     const v1::AuditCheckpoint& c = audit.latest_checkpoint();
     absl::StrAppend(&md, "| Latest signed checkpoint | #", c.seq(), " ", Cell(c.hash()),
                     ", signed ", Time(c.time_unix_ms()), " with key ", Cell(c.key_id()),
                     audit.ok() ? "" : " (not verified: the chain does not verify)", " |\n");
-    absl::StrAppend(
-        &md, "| Covers this incident | ",
-        Covered(report, audit)
-            ? absl::StrCat("yes: checkpoint #", c.seq(), " is at or after the incident's last "
-                           "event #", last)
-            : absl::StrCat("**no**: the incident's last event #", last,
-                           " is after checkpoint #", c.seq()),
-        " |\n");
+    absl::StrAppend(&md, "| Covers this incident | ",
+                    Covered(report, audit) ? absl::StrCat("yes: checkpoint #", c.seq(),
+                                                          " is at or after the incident's last "
+                                                          "event #",
+                                                          last)
+                                           : absl::StrCat("**no**: the incident's last event #",
+                                                          last, " is after checkpoint #", c.seq()),
+                    " |\n");
   } else {
     absl::StrAppend(&md, "| Latest signed checkpoint | none |\n",
                     "| Covers this incident | **no**: no signed checkpoint covers it yet |\n");
@@ -783,8 +782,7 @@ std::string JsonDocument(const v1::GetIncidentResponse& report,
       outcomes.push_back(absl::StrCat(
           "{\"agent_id\": ", JsonQuote(run.agent_id()), ", \"wave\": ", run.wave(),
           ", \"state\": ", JsonQuote(run.state()), ", \"outcome\": ", JsonQuote(Outcome(run)),
-          ", \"exit_code\": ",
-          run.state() == "finished" ? absl::StrCat(run.exit_code()) : "null",
+          ", \"exit_code\": ", run.state() == "finished" ? absl::StrCat(run.exit_code()) : "null",
           ", \"duration_ms\": ", run.duration_ms(), ", \"sent_unix_ms\": ",
           JsonNumberOrNull(run.sent_unix_ms() != 0 ? std::optional<int64_t>(run.sent_unix_ms())
                                                    : std::nullopt),
@@ -806,10 +804,10 @@ std::string JsonDocument(const v1::GetIncidentResponse& report,
   absl::StrAppend(&json, "\"checklist\": [", absl::StrJoin(checklist, ", "), "],\n");
 
   absl::StrAppend(&json, "\"audit\": ", Json(audit), ",\n");
-  absl::StrAppend(
-      &json, "\"coverage\": {\"last_event_seq\": ", LastEventSeq(report), ", \"checkpoint_seq\": ",
-      HasCheckpoint(audit) ? absl::StrCat(audit.latest_checkpoint().seq()) : "null",
-      ", \"covered\": ", Covered(report, audit) ? "true" : "false", "}\n}\n");
+  absl::StrAppend(&json, "\"coverage\": {\"last_event_seq\": ", LastEventSeq(report),
+                  ", \"checkpoint_seq\": ",
+                  HasCheckpoint(audit) ? absl::StrCat(audit.latest_checkpoint().seq()) : "null",
+                  ", \"covered\": ", Covered(report, audit) ? "true" : "false", "}\n}\n");
   return json;
 }
 

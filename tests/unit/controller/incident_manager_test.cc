@@ -26,9 +26,9 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 using ::testing::Not;
 using ::testing::SizeIs;
-using ::testing::IsEmpty;
 using ::testing::UnorderedElementsAre;
 
 v1::Alert MakeAlert(const std::string& id, const std::string& rule, const std::string& agent,
@@ -449,17 +449,19 @@ TEST_F(IncidentManagerTest, ExportIsCompleteForAnAuditorAndHostileTextStaysInert
     e.set_time_unix_ms(at);
     return e;
   };
-  ASSERT_TRUE(store_->AppendEvent(event("action_proposed", "bob",
-                                        "act-1: restart_service proposed by bob", t0 + 130'000))
+  ASSERT_TRUE(store_
+                  ->AppendEvent(event("action_proposed", "bob",
+                                      "act-1: restart_service proposed by bob", t0 + 130'000))
                   .ok());
-  auto approved = store_->AppendEvent(event(
-      "action_approved", "alice", "act-1: restart_service approved by alice (1 of 1)",
-      t0 + 140'000));
+  auto approved =
+      store_->AppendEvent(event("action_approved", "alice",
+                                "act-1: restart_service approved by alice (1 of 1)", t0 + 140'000));
   ASSERT_TRUE(approved.ok());
-  ASSERT_TRUE(store_->AppendEvent(event("action_finished", "db-1",
-                                        "act-1: restart_service on db-1 finished: exit 0",
-                                        t0 + 152'000))
-                  .ok());
+  ASSERT_TRUE(
+      store_
+          ->AppendEvent(event("action_finished", "db-1",
+                              "act-1: restart_service on db-1 finished: exit 0", t0 + 152'000))
+          .ok());
 
   clock_.Advance(absl::Seconds(60));  // 185 s after opening
   ASSERT_TRUE(Update("INC-0001", Op::MITIGATE, "bob", "restarted").ok());
@@ -514,8 +516,9 @@ TEST_F(IncidentManagerTest, ExportIsCompleteForAnAuditorAndHostileTextStaysInert
                                          approved->seq(), " |")));
   EXPECT_THAT(md, HasSubstr("| db-1 | 1 | finished | exit 0 | 1500 ms | 2023-11-14 22:15:50 UTC | "
                             "2023-11-14 22:15:52 UTC | - |"));
-  EXPECT_THAT(md, HasSubstr("| db-2 | 1 | unknown | outcome unknown | - | 2023-11-14 22:15:50 UTC | "
-                            "- | no result from the agent within 5m; whether it ran is unknown |"));
+  EXPECT_THAT(md,
+              HasSubstr("| db-2 | 1 | unknown | outcome unknown | - | 2023-11-14 22:15:50 UTC | "
+                        "- | no result from the agent within 5m; whether it ran is unknown |"));
   // The output's tail: the last 20 lines, in a fence its backticks cannot close, controls shown.
   EXPECT_THAT(md, HasSubstr("Output of db-1 (its end: the last 20 lines, at most 4096 bytes, of "
                             "33 lines):\n\n````text\nline 14\n"));
@@ -525,14 +528,15 @@ TEST_F(IncidentManagerTest, ExportIsCompleteForAnAuditorAndHostileTextStaysInert
   EXPECT_THAT(md, HasSubstr("- [x] root\\_cause\\_identified (alice, 2023-11-14 22:32:25 UTC)"));
   EXPECT_THAT(md, HasSubstr("- [ ] metrics\\_back\\_to\\_normal\n"));
   // The audit: the head and checkpoint the caller passed, and whether the checkpoint covers.
-  EXPECT_THAT(md, HasSubstr(absl::StrCat("| Chain head | #", last, " ", events.back().hash(), " |")));
-  EXPECT_THAT(md, HasSubstr(absl::StrCat("| Latest signed checkpoint | #", last, " ",
-                                         events.back().hash(),
-                                         ", signed 2023-11-14 22:33:20 UTC with key "
-                                         "0123456789abcdef |")));
-  EXPECT_THAT(md, HasSubstr(absl::StrCat("| Covers this incident | yes: checkpoint #", last,
-                                         " is at or after the incident's last event #", last,
-                                         " |")));
+  EXPECT_THAT(md,
+              HasSubstr(absl::StrCat("| Chain head | #", last, " ", events.back().hash(), " |")));
+  EXPECT_THAT(
+      md, HasSubstr(absl::StrCat("| Latest signed checkpoint | #", last, " ", events.back().hash(),
+                                 ", signed 2023-11-14 22:33:20 UTC with key "
+                                 "0123456789abcdef |")));
+  EXPECT_THAT(md,
+              HasSubstr(absl::StrCat("| Covers this incident | yes: checkpoint #", last,
+                                     " is at or after the incident's last event #", last, " |")));
 
   auto json = ExportIncident(*store_, "INC-0001", "json", audit);
   ASSERT_TRUE(json.ok()) << json.status();
