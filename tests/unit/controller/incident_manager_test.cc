@@ -618,6 +618,54 @@ TEST_F(IncidentManagerTest, ExportIsCompleteForAnAuditorAndHostileTextStaysInert
       ParseJson(*json).fields().at("coverage").struct_value().fields().at("covered").bool_value());
 }
 
+TEST_F(IncidentManagerTest, ExportedOutputIsCutToFourKibOnACharacter) {
+  Fire(MakeAlert("a1", "HighAPILatency", "api-1", kApi));
+  v1::ActionProposal p;
+  p.set_id("act-9");
+  p.set_incident_id("INC-0001");
+  p.set_action("reload_nginx");
+  p.add_agents("api-1");
+  p.set_state(v1::SUCCEEDED);
+  v1::ActionRun* run = p.add_runs();
+  run->set_agent_id("api-1");
+  run->set_state("finished");
+  std::string euros;
+  for (int i = 0; i < 5000; ++i) {
+    euros += "\u20ac";  // three bytes each: 4096 bytes from the end falls inside one
+  }
+  run->set_output_tail(euros + "\n");
+  ASSERT_TRUE(store_->SaveProposal(p).ok());
+  const v1::VerifyAuditResponse audit = *store_->VerifyChain();
+
+  auto json = ExportIncident(*store_, "INC-0001", "json", audit);
+  ASSERT_TRUE(json.ok()) << json.status();
+  const google::protobuf::Struct document = ParseJson(*json);
+  const auto& outcome = document.fields()
+                            .at("actions")
+                            .list_value()
+                            .values(0)
+                            .struct_value()
+                            .fields()
+                            .at("outcomes")
+                            .list_value()
+                            .values(0)
+                            .struct_value()
+                            .fields();
+  const std::string tail = outcome.at("output_tail").string_value();
+  EXPECT_EQ(tail.size(), 4095u);
+  EXPECT_EQ(tail, euros.substr(euros.size() - 4095));
+  EXPECT_TRUE(outcome.at("output_tail_truncated").bool_value());
+  EXPECT_EQ(outcome.at("outcome").string_value(), "exit 0");
+
+  auto markdown = ExportIncident(*store_, "INC-0001", "markdown", audit);
+  ASSERT_TRUE(markdown.ok());
+  EXPECT_THAT(*markdown, HasSubstr("Output of api-1 (its end: the last 20 lines, at most 4096 "
+                                   "bytes, of 1 lines):\n\n```text\n" +
+                                   tail + "\n```\n"));
+  EXPECT_THAT(*markdown, HasSubstr("| Approvals required | 0 |"));
+  EXPECT_THAT(*markdown, HasSubstr("Nobody approved or rejected it."));
+}
+
 }  // namespace
 }  // namespace vigil::controller
 
