@@ -51,7 +51,8 @@ absl::StatusOr<v1::GetIncidentResponse> LoadIncident(storage::Store& store,
 //     "checklist": [ChecklistItem],
 //     "audit": VerifyAuditResponse,         // as the caller passed it
 //     "coverage": {"last_event_seq": N, "checkpoint_seq": N|null, "covered": bool}
-//   }
+//   }                                       // covered: checkpoint_seq >= last_event_seq (the
+//                                           // checkpoint itself is verified only if audit.ok)
 // "output_tail" is the last 20 lines and at most 4 KiB of the agent's output (the whole stored
 // tail is in report.actions[].runs[].output_tail).
 absl::StatusOr<std::string> ExportIncident(storage::Store& store, absl::string_view incident_id,
