@@ -362,6 +362,7 @@ TEST_F(ControlServiceTest, ExportRendersTheChainCheckAndRefusesAnUnknownFormat) 
   EXPECT_THAT(response.content(), HasSubstr("# INC-0001: slow API"));
   EXPECT_THAT(response.content(), HasSubstr("| 30 | "));
   EXPECT_THAT(response.content(), HasSubstr("The audit chain verifies: 30 events checked"));
+  EXPECT_THAT(response.content(), HasSubstr("| Chain head | #30 "));  // the caller's check
   request.set_format("pdf");
   status =
       CallAs(stub_.get(), token_, &v1::ControlService::Stub::ExportIncident, request, &response);
