@@ -374,9 +374,14 @@ absl::Status Controller::Start() {
       request.set_full(true);
       return auditor_->Verify(request, "the review page");
     };
-    review_options.export_incident = [this](absl::string_view incident_id,
-                                            absl::string_view format) {
-      return ExportIncident(*store_, incident_id, format);
+    review_options.export_incident = [this](
+                                         absl::string_view incident_id,
+                                         absl::string_view format) -> absl::StatusOr<std::string> {
+      // The export reports the same full check against the signed checkpoints as the page.
+      v1::VerifyAuditRequest full;
+      full.set_full(true);
+      ASSIGN_OR_RETURN(v1::VerifyAuditResponse audit, auditor_->Verify(full, "the review page"));
+      return ExportIncident(*store_, incident_id, format, audit);
     };
     review_ = std::make_unique<review::ReviewPage>(std::move(review_options));
     review_->Register(*http_);

@@ -369,10 +369,13 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ExportIncident(
                    return absl::InvalidArgumentError(
                        "an incident id is needed (only --bundle exports a time range)");
                  }
-                 ASSIGN_OR_RETURN(std::string content,
-                                  controller::ExportIncident(
-                                      *store_, request->incident_id(),
-                                      request->format().empty() ? "markdown" : request->format()));
+                 // The verification the export reports (chain head, latest checkpoint).
+                 ASSIGN_OR_RETURN(v1::VerifyAuditResponse audit, store_->VerifyChain());
+                 ASSIGN_OR_RETURN(
+                     std::string content,
+                     controller::ExportIncident(
+                         *store_, request->incident_id(),
+                         request->format().empty() ? "markdown" : request->format(), audit));
                  response->set_content(std::move(content));
                  return absl::OkStatus();
                }));

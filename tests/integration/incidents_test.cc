@@ -390,6 +390,16 @@ TEST_F(IncidentsTest, SlowApiAndLockedDatabaseBecomeOneIncidentWithTheDatabaseAs
   EXPECT_EQ(shown.incident().acknowledged_by(), "tester");
   CommandResult table = Cli({"incident", "show", id});
   EXPECT_TRUE(absl::StrContains(table.stdout_text, "db-1")) << table.stdout_text;
+  // The export holds the agents' tables as collected, and the response so far.
+  CommandResult exported = Cli({"audit", "export", id, "--format=markdown"});
+  ASSERT_EQ(exported.exit_code, 0) << exported.output;
+  const std::string& report = exported.stdout_text;
+  EXPECT_TRUE(absl::StrContains(report, "### pg\\_lock\\_waits from db-1")) << report;
+  EXPECT_TRUE(absl::StrContains(report, "pg\\_sleep")) << report;
+  EXPECT_TRUE(absl::StrContains(report, "/api/search")) << report;
+  EXPECT_FALSE(absl::StrContains(report, "| acknowledge | not yet |")) << report;
+  EXPECT_TRUE(absl::StrContains(report, "| resolve | not yet | not yet | - |")) << report;
+  EXPECT_TRUE(absl::StrContains(report, "- [x] root\\_cause\\_identified (tester, ")) << report;
 
   // The live stream saw the incident open.
   ASSERT_TRUE(WaitUntil([&] { return absl::StrContains(watch.Output(), "\"kind\":\"note\""); },

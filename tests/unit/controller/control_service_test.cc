@@ -351,6 +351,25 @@ TEST_F(ControlServiceTest, GetIncidentPagesAndRefusesABadPageSizeByName) {
   EXPECT_THAT(refused.error_message(), HasSubstr("page_size 10001"));
 }
 
+TEST_F(ControlServiceTest, ExportRendersTheChainCheckAndRefusesAnUnknownFormat) {
+  Serve(ReadPool::Options{});
+  v1::ExportIncidentRequest request;
+  request.set_incident_id("INC-0001");  // no format: markdown
+  v1::ExportIncidentResponse response;
+  grpc::Status status =
+      CallAs(stub_.get(), token_, &v1::ControlService::Stub::ExportIncident, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_THAT(response.content(), HasSubstr("# INC-0001: slow API"));
+  EXPECT_THAT(response.content(), HasSubstr("| 30 | "));
+  EXPECT_THAT(response.content(), HasSubstr("The audit chain verifies: 30 events checked"));
+  EXPECT_THAT(response.content(), HasSubstr("| Chain head | #30 "));  // the caller's check
+  request.set_format("pdf");
+  status =
+      CallAs(stub_.get(), token_, &v1::ControlService::Stub::ExportIncident, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("'pdf' is not one of: markdown, json"));
+}
+
 TEST_F(ControlServiceTest, WatchAdmitsATokenNotCachedYetOffTheGrpcThread) {
   Serve(ReadPool::Options{});
   // A fresh service has no token cached: the hub's reader checks it before the stream starts.
