@@ -285,7 +285,8 @@ absl::Status Controller::Start() {
                                    .since_unix_ms = request.since_unix_ms(),
                                    .until_unix_ms = request.until_unix_ms()},
                 absl::ToUnixMillis(clock_->Now()));
-          }});
+          },
+      .for_export = [this](const std::string& caller) { return AuditForExport(caller); }});
   control_service_->UseNotificationTest(
       [this](const std::string& receiver,
              std::function<void(absl::StatusOr<std::string>)> done) {
@@ -377,10 +378,7 @@ absl::Status Controller::Start() {
     review_options.export_incident = [this](
                                          absl::string_view incident_id,
                                          absl::string_view format) -> absl::StatusOr<std::string> {
-      // The export reports the same full check against the signed checkpoints as the page.
-      v1::VerifyAuditRequest full;
-      full.set_full(true);
-      ASSIGN_OR_RETURN(v1::VerifyAuditResponse audit, auditor_->Verify(full, "the review page"));
+      ASSIGN_OR_RETURN(v1::VerifyAuditResponse audit, AuditForExport("the review page"));
       return ExportIncident(*store_, incident_id, format, audit);
     };
     review_ = std::make_unique<review::ReviewPage>(std::move(review_options));
@@ -844,6 +842,17 @@ absl::Status Controller::StoreExternalAlerts(std::vector<v1::Alert> alerts) {
     return absl::UnavailableError("the store did not answer within 10 s");
   }
   return *result;
+}
+
+absl::StatusOr<v1::VerifyAuditResponse> Controller::AuditForExport(const std::string& caller) {
+  // A checkpoint of the head first, so the one the report names covers every exported event.
+  if (absl::StatusOr<v1::AuditCheckpoint> signed_head = checkpointer_->CheckpointNow();
+      !signed_head.ok() && signed_head.status().code() != absl::StatusCode::kNotFound) {
+    spdlog::warn("no checkpoint before an export: {}", signed_head.status().message());
+  }
+  v1::VerifyAuditRequest full;
+  full.set_full(true);
+  return auditor_->Verify(full, caller);
 }
 
 std::string AuditKeyPath(const ControllerOptions& options) {

@@ -166,6 +166,8 @@ class Controller {
   absl::Status AuthorizeWebhook(const http::HttpRequest& request);
   absl::Status StoreExternalAlerts(std::vector<v1::Alert> alerts);
 
+  // What an incident report states about the chain (the API's export and the review page's).
+  absl::StatusOr<v1::VerifyAuditResponse> AuditForExport(const std::string& caller);
   // Drops cached callers when another process changed the users table (housekeeping, 1/s).
   void RefreshUsers();
   std::unique_ptr<AlertmanagerReceiver> webhook_;

@@ -53,6 +53,9 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
                                                            const std::string& caller)>
         verify;
     std::function<absl::StatusOr<std::string>(const v1::ExportIncidentRequest&)> bundle;
+    // What a report states about the chain: a full check after a checkpoint of the head, so
+    // the checkpoint it names covers everything exported.
+    std::function<absl::StatusOr<v1::VerifyAuditResponse>(const std::string& caller)> for_export;
   };
   void UseAudit(AuditHooks hooks) { audit_ = std::move(hooks); }
 

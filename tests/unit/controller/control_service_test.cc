@@ -367,7 +367,7 @@ TEST_F(ControlServiceTest, ExportRendersTheChainCheckAndRefusesAnUnknownFormat) 
   status =
       CallAs(stub_.get(), token_, &v1::ControlService::Stub::ExportIncident, request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_THAT(status.error_message(), HasSubstr("'pdf' is not one of: markdown, json"));
+  EXPECT_THAT(status.error_message(), HasSubstr("'pdf' is not one of: markdown, json, bundle"));
 }
 
 TEST_F(ControlServiceTest, WatchAdmitsATokenNotCachedYetOffTheGrpcThread) {
