@@ -16,22 +16,6 @@ namespace {
 
 constexpr char kMe[] = "vigil-controller: ";
 
-std::string JsonQuoted(absl::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      absl::StrAppend(&out, "\\u00", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
-    } else {
-      out.push_back(c);
-    }
-  }
-  out.push_back('"');
-  return out;
-}
-
 std::string Operator(const AuditCommand& command) {
   if (!command.by.empty()) return command.by;
   for (const char* name : {"SUDO_USER", "USER"}) {
@@ -90,7 +74,7 @@ int RunAuditCommand(CLI::App& audit, const AuditCommand& command, const std::str
   event.set_actor(by);
   event.set_time_unix_ms(now_unix_ms);
   event.set_summary(absl::StrCat("rollback accepted by ", by, ": ", reason));
-  event.set_details_json(absl::StrCat("{\"reason\":", JsonQuoted(reason),
+  event.set_details_json(absl::StrCat("{\"reason\":", AuditJsonString(reason),
                                       ",\"detected_seq\":", found.seq(), "}"));
   absl::StatusOr<v1::TimelineEvent> stored = store.AppendEvent(event);
   if (!stored.ok()) {

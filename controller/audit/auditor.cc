@@ -10,9 +10,8 @@
 #include "common/status.h"
 
 namespace vigil::controller {
-namespace {
 
-std::string JsonString(absl::string_view s) {
+std::string AuditJsonString(absl::string_view s) {
   std::string out = "\"";
   for (char c : s) {
     if (c == '"' || c == '\\') {
@@ -27,8 +26,6 @@ std::string JsonString(absl::string_view s) {
   out.push_back('"');
   return out;
 }
-
-}  // namespace
 
 Auditor::Auditor(storage::Store* store, TimelineWriter* writer, const Clock* clock)
     : store_(store), writer_(writer), clock_(clock) {}
@@ -160,8 +157,8 @@ std::optional<std::string> Auditor::CheckWitness(const std::string& witness,
   }
   Hold(problem);
   const std::string details = absl::StrCat(
-      "{\"witness\":", JsonString(witness), ",\"checkpoint_seq\":", checkpoint.seq(),
-      ",\"checkpoint_hash\":", JsonString(checkpoint.hash()),
+      "{\"witness\":", AuditJsonString(witness), ",\"checkpoint_seq\":", checkpoint.seq(),
+      ",\"checkpoint_hash\":", AuditJsonString(checkpoint.hash()),
       ",\"checkpoint_time_unix_ms\":", checkpoint.time_unix_ms(), "}");
   // Recorded first, then the hold: the record is the last write until an admin accepts.
   writer_->Submit(

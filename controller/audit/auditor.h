@@ -28,6 +28,9 @@ namespace vigil::controller {
 inline constexpr char kRollbackDetectedKind[] = "audit.rollback_detected";
 inline constexpr char kRollbackAcceptedKind[] = "audit.rollback_accepted";
 
+// `s` as a JSON string (quotes, escapes): the audit events' details are JSON.
+std::string AuditJsonString(absl::string_view s);
+
 class Auditor {
  public:
   // `writer` records rollbacks and holds the timeline; `public_key_pem`: the audit key's.
