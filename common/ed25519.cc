@@ -122,7 +122,9 @@ absl::StatusOr<std::unique_ptr<Ed25519PrivateKey>> Ed25519PrivateKey::LoadOrCrea
         absl::StrCat("cannot read ", key_path, ": ", std::strerror(errno)));
   }
   absl::StatusOr<std::unique_ptr<Ed25519PrivateKey>> key = Generate();
-  if (!key.ok()) return key.status();
+  if (!key.ok()) {
+    return key.status();
+  }
   if (absl::Status s = WriteFileMode(key_path, (*key)->PrivatePem(), 0600); !s.ok()) {
     return s;
   }
@@ -160,8 +162,7 @@ absl::StatusOr<std::string> Ed25519PrivateKey::Sign(absl::string_view message) c
   return signature;
 }
 
-absl::StatusOr<std::unique_ptr<Ed25519PublicKey>> Ed25519PublicKey::FromPem(
-    absl::string_view pem) {
+absl::StatusOr<std::unique_ptr<Ed25519PublicKey>> Ed25519PublicKey::FromPem(absl::string_view pem) {
   BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
   EVP_PKEY* key = PEM_read_bio_PUBKEY(bio, nullptr, nullptr, nullptr);
   BIO_free(bio);
@@ -179,7 +180,8 @@ absl::StatusOr<std::unique_ptr<Ed25519PublicKey>> Ed25519PublicKey::FromPem(
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int length = 0;
     EVP_Digest(der, static_cast<size_t>(der_size), digest, &length, EVP_sha256(), nullptr);
-    key_id = HexEncode(absl::string_view(reinterpret_cast<const char*>(digest), length)).substr(0, 16);
+    key_id =
+        HexEncode(absl::string_view(reinterpret_cast<const char*>(digest), length)).substr(0, 16);
   }
   OPENSSL_free(der);
   return std::unique_ptr<Ed25519PublicKey>(new Ed25519PublicKey(key, std::move(key_id)));

@@ -10,7 +10,9 @@
 namespace vigil::audit {
 
 bool BundleScope::Contains(const v1::TimelineEvent& event) const {
-  if (!incident_id.empty()) return event.incident_id() == incident_id;
+  if (!incident_id.empty()) {
+    return event.incident_id() == incident_id;
+  }
   return event.time_unix_ms() >= since_unix_ms &&
          (until_unix_ms == 0 || event.time_unix_ms() < until_unix_ms);
 }
@@ -30,7 +32,9 @@ BundleBuilder::BundleBuilder(BundleScope scope, uint64_t format2_from_seq,
 void BundleBuilder::Add(const v1::TimelineEvent& event) {
   const bool in_scope = scope_.Contains(event);
   // Nothing before the first event in scope: the chain is proven from its prev_hash on.
-  if (!in_scope && in_scope_ == 0) return;
+  if (!in_scope && in_scope_ == 0) {
+    return;
+  }
   v1::AuditBundle::Entry* entry = bundle_.add_entries();
   entry->set_seq(event.seq());
   entry->set_in_scope(in_scope);
@@ -40,7 +44,9 @@ void BundleBuilder::Add(const v1::TimelineEvent& event) {
   } else {
     entry->set_content_hash(hasher_.ContentHash(event));
   }
-  if (in_scope) ++in_scope_;
+  if (in_scope) {
+    ++in_scope_;
+  }
 }
 
 absl::StatusOr<v1::AuditBundle> BundleBuilder::Finish(
@@ -48,13 +54,14 @@ absl::StatusOr<v1::AuditBundle> BundleBuilder::Finish(
   if (in_scope_ == 0) {
     return absl::NotFoundError("no timeline event is in the bundle's scope");
   }
-  std::sort(checkpoints.begin(), checkpoints.end(),
-            [](const v1::AuditCheckpoint& a, const v1::AuditCheckpoint& b) {
-              return a.seq() < b.seq();
-            });
+  std::sort(
+      checkpoints.begin(), checkpoints.end(),
+      [](const v1::AuditCheckpoint& a, const v1::AuditCheckpoint& b) { return a.seq() < b.seq(); });
   const uint64_t first = bundle_.entries(0).seq();
   for (v1::AuditCheckpoint& checkpoint : checkpoints) {
-    if (checkpoint.seq() >= first) *bundle_.add_checkpoints() = std::move(checkpoint);
+    if (checkpoint.seq() >= first) {
+      *bundle_.add_checkpoints() = std::move(checkpoint);
+    }
   }
   return std::move(bundle_);
 }
@@ -71,7 +78,9 @@ BundleReport VerifyBundle(const v1::AuditBundle& bundle, const Ed25519PublicKey&
     return fail(0, absl::StrCat("not an audit bundle of format ", kBundleFormat, " (format '",
                                 bundle.format().substr(0, 64), "')"));
   }
-  if (bundle.entries().empty()) return fail(0, "the bundle holds no events");
+  if (bundle.entries().empty()) {
+    return fail(0, "the bundle holds no events");
+  }
   if (bundle.checkpoints().empty()) {
     return fail(0, "the bundle holds no signed checkpoint: nothing vouches for its events");
   }
@@ -80,7 +89,8 @@ BundleReport VerifyBundle(const v1::AuditBundle& bundle, const Ed25519PublicKey&
         Ed25519PublicKey::FromPem(bundle.public_key_pem());
     if (!own.ok() || (*own)->key_id() != key.key_id()) {
       return fail(0, absl::StrCat("the bundle's public key is not the key it is checked against (",
-                                  key.key_id(), "): it was exported by another controller or "
+                                  key.key_id(),
+                                  "): it was exported by another controller or "
                                   "changed"));
     }
   }
@@ -97,8 +107,9 @@ BundleReport VerifyBundle(const v1::AuditBundle& bundle, const Ed25519PublicKey&
   }
   const v1::AuditBundle::Entry& head = bundle.entries(0);
   if (!head.has_event()) {
-    return fail(head.seq(), absl::StrCat("the bundle's first entry (event ", head.seq(),
-                                         ") must be a whole event: its prev_hash starts the chain"));
+    return fail(head.seq(),
+                absl::StrCat("the bundle's first entry (event ", head.seq(),
+                             ") must be a whole event: its prev_hash starts the chain"));
   }
   report.first_seq = head.seq();
   std::string prev = head.event().prev_hash();
@@ -131,9 +142,9 @@ BundleReport VerifyBundle(const v1::AuditBundle& bundle, const Ed25519PublicKey&
       event.set_chain_format(format);
       hash = hasher.Hash(event);
       if (!event.hash().empty() && event.hash() != hash) {
-        return fail(seq, absl::StrCat("event ", seq, " (", event.kind(), ", incident ",
-                                      event.incident_id(),
-                                      ") was changed: its content no longer matches its hash"));
+        return fail(
+            seq, absl::StrCat("event ", seq, " (", event.kind(), ", incident ", event.incident_id(),
+                              ") was changed: its content no longer matches its hash"));
       }
       if (entry.in_scope()) {
         BundleScope scope{bundle.incident_id(), bundle.since_unix_ms(), bundle.until_unix_ms()};
@@ -144,8 +155,8 @@ BundleReport VerifyBundle(const v1::AuditBundle& bundle, const Ed25519PublicKey&
       }
     } else {
       if (format != 2) {
-        return fail(seq, absl::StrCat("event ", seq,
-                                      " is of chain format 1: its whole content is needed"));
+        return fail(
+            seq, absl::StrCat("event ", seq, " is of chain format 1: its whole content is needed"));
       }
       if (!IsHexHash(entry.content_hash())) {
         return fail(seq, absl::StrCat("entry ", seq, " has neither an event nor a content hash"));
@@ -160,9 +171,9 @@ BundleReport VerifyBundle(const v1::AuditBundle& bundle, const Ed25519PublicKey&
       const v1::AuditCheckpoint& checkpoint = bundle.checkpoints(next_checkpoint++);
       if (checkpoint.hash() != hash) {
         return fail(report.first_seq,
-                    absl::StrCat("the chain does not reach the signed ", DescribeCheckpoint(checkpoint),
-                                 ": events from ", report.first_seq, " to ", seq,
-                                 " were changed, added, removed or renumbered"));
+                    absl::StrCat("the chain does not reach the signed ",
+                                 DescribeCheckpoint(checkpoint), ": events from ", report.first_seq,
+                                 " to ", seq, " were changed, added, removed or renumbered"));
       }
       report.covering_checkpoint = checkpoint;
     }
@@ -172,12 +183,15 @@ BundleReport VerifyBundle(const v1::AuditBundle& bundle, const Ed25519PublicKey&
   }
   const v1::AuditCheckpoint& last = bundle.checkpoints(bundle.checkpoints_size() - 1);
   if (report.covering_checkpoint.seq() != last.seq() || last.seq() != report.last_seq) {
-    return fail(report.last_seq,
-                absl::StrCat("the bundle's events end at ", report.last_seq, " but its last ",
-                             DescribeCheckpoint(last),
-                             " is elsewhere: the bundle must end at the checkpoint that covers it"));
+    return fail(
+        report.last_seq,
+        absl::StrCat("the bundle's events end at ", report.last_seq, " but its last ",
+                     DescribeCheckpoint(last),
+                     " is elsewhere: the bundle must end at the checkpoint that covers it"));
   }
-  if (report.events_in_scope == 0) return fail(0, "no event of the bundle is in its scope");
+  if (report.events_in_scope == 0) {
+    return fail(0, "no event of the bundle is in its scope");
+  }
   report.ok = true;
   return report;
 }
@@ -199,8 +213,8 @@ absl::StatusOr<v1::AuditBundle> BundleFromJson(absl::string_view json, absl::str
   const auto status = google::protobuf::util::JsonStringToMessage(
       google::protobuf::StringPiece(json.data(), json.size()), &bundle, options);
   if (!status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(origin, ": not an audit bundle: ",
-                                                   std::string(status.message())));
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": not an audit bundle: ", std::string(status.message())));
   }
   return bundle;
 }

@@ -18,9 +18,9 @@ inline constexpr absl::string_view kBundleFormat = "vigil-audit-bundle/1";
 
 // What a bundle covers: one incident, or a time range of every incident.
 struct BundleScope {
-  std::string incident_id;     // "" for a time range
+  std::string incident_id;  // "" for a time range
   int64_t since_unix_ms = 0;
-  int64_t until_unix_ms = 0;   // 0: no end
+  int64_t until_unix_ms = 0;  // 0: no end
   bool Contains(const v1::TimelineEvent& event) const;
 };
 
@@ -44,9 +44,9 @@ class BundleBuilder {
 
 struct BundleReport {
   bool ok = false;
-  std::string problem;          // when not ok: what, naming the seq
+  std::string problem;  // when not ok: what, naming the seq
   uint64_t first_bad_seq = 0;
-  uint64_t first_seq = 0;       // the range the bundle's chain covers
+  uint64_t first_seq = 0;  // the range the bundle's chain covers
   uint64_t last_seq = 0;
   uint64_t events_in_scope = 0;
   v1::AuditCheckpoint covering_checkpoint;

@@ -101,9 +101,13 @@ std::string TimelineContentHash(const v1::TimelineEvent& event) {
 }
 
 bool IsHexHash(absl::string_view s) {
-  if (s.size() != 64) return false;
+  if (s.size() != 64) {
+    return false;
+  }
   for (char c : s) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return false;
+    }
   }
   return true;
 }

@@ -10,20 +10,17 @@ namespace vigil::audit {
 ChainVerifier::ChainVerifier(Options options) : options_(std::move(options)) {
   result_.set_ok(true);
   std::vector<v1::AuditCheckpoint>& checkpoints = options_.checkpoints;
-  std::sort(checkpoints.begin(), checkpoints.end(),
-            [](const v1::AuditCheckpoint& a, const v1::AuditCheckpoint& b) {
-              return a.seq() < b.seq();
-            });
+  std::sort(
+      checkpoints.begin(), checkpoints.end(),
+      [](const v1::AuditCheckpoint& a, const v1::AuditCheckpoint& b) { return a.seq() < b.seq(); });
   if (options_.anchor.has_value()) {
     expected_seq_ = options_.anchor->seq();
     at_anchor_ = true;
     // Checkpoints before the anchor were checked when the anchor was.
-    checkpoints.erase(checkpoints.begin(),
-                      std::lower_bound(checkpoints.begin(), checkpoints.end(),
-                                       options_.anchor->seq(),
-                                       [](const v1::AuditCheckpoint& c, uint64_t seq) {
-                                         return c.seq() < seq;
-                                       }));
+    checkpoints.erase(
+        checkpoints.begin(),
+        std::lower_bound(checkpoints.begin(), checkpoints.end(), options_.anchor->seq(),
+                         [](const v1::AuditCheckpoint& c, uint64_t seq) { return c.seq() < seq; }));
   }
   result_.set_verified_from_seq(expected_seq_);
   for (size_t i = 0; i < checkpoints.size() && result_.ok(); ++i) {
@@ -49,14 +46,18 @@ uint64_t ChainVerifier::LastGoodPoint() const {
 }
 
 void ChainVerifier::Fail(uint64_t seq, std::string problem) {
-  if (!result_.ok()) return;
+  if (!result_.ok()) {
+    return;
+  }
   result_.set_ok(false);
   result_.set_first_bad_seq(seq);
   result_.set_problem(std::move(problem));
 }
 
 bool ChainVerifier::Add(v1::TimelineEvent event) {
-  if (!result_.ok()) return false;
+  if (!result_.ok()) {
+    return false;
+  }
   event.set_chain_format(event.seq() >= options_.format2_from_seq ? 2 : 1);
   result_.set_events_checked(result_.events_checked() + 1);
   const uint64_t seq = event.seq();
@@ -89,9 +90,10 @@ bool ChainVerifier::Add(v1::TimelineEvent event) {
     const v1::AuditCheckpoint& checkpoint = checkpoints[next_checkpoint_++];
     if (checkpoint.hash() != event.hash()) {
       const uint64_t from = LastGoodPoint() + 1;
-      Fail(from, absl::StrCat("event ", seq, " differs from the signed ",
-                              DescribeCheckpoint(checkpoint), ": events ", from, "-", seq,
-                              " were changed, inserted, removed or renumbered after it was signed"));
+      Fail(from,
+           absl::StrCat("event ", seq, " differs from the signed ", DescribeCheckpoint(checkpoint),
+                        ": events ", from, "-", seq,
+                        " were changed, inserted, removed or renumbered after it was signed"));
       return false;
     }
     last_matched_checkpoint_ = seq;
@@ -110,24 +112,24 @@ v1::VerifyAuditResponse ChainVerifier::Finish(
     std::optional<std::pair<uint64_t, std::string>> recorded_head) {
   const uint64_t last = expected_seq_ - 1;
   if (result_.ok() && at_anchor_) {
-    Fail(expected_seq_, absl::StrCat("event ", expected_seq_, " of ",
-                                     DescribeCheckpoint(*options_.anchor),
-                                     ", verified before, is gone: the chain was cut short"));
+    Fail(expected_seq_,
+         absl::StrCat("event ", expected_seq_, " of ", DescribeCheckpoint(*options_.anchor),
+                      ", verified before, is gone: the chain was cut short"));
   }
   if (result_.ok() && next_checkpoint_ < options_.checkpoints.size()) {
     const v1::AuditCheckpoint& newest = options_.checkpoints.back();
-    Fail(last + 1, absl::StrCat("events ", last + 1, "-", newest.seq(), " are missing: the chain ",
-                                any_event_ || last > 0 ? absl::StrCat("ends at event ", last)
-                                                       : std::string("is empty"),
-                                " but the signed ", DescribeCheckpoint(newest), " covers event ",
-                                newest.seq(),
-                                " (truncated, or the database is older than its checkpoints)"));
+    Fail(last + 1,
+         absl::StrCat("events ", last + 1, "-", newest.seq(), " are missing: the chain ",
+                      any_event_ || last > 0 ? absl::StrCat("ends at event ", last)
+                                             : std::string("is empty"),
+                      " but the signed ", DescribeCheckpoint(newest), " covers event ",
+                      newest.seq(), " (truncated, or the database is older than its checkpoints)"));
   }
   if (result_.ok() && recorded_head.has_value() &&
-      (recorded_head->first != last ||
-       (last > 0 && recorded_head->second != expected_prev_))) {
-    Fail(last + 1, absl::StrCat("the chain ends at event ", last, " but its recorded head is event ",
-                                recorded_head->first, ": events at the end were removed or changed"));
+      (recorded_head->first != last || (last > 0 && recorded_head->second != expected_prev_))) {
+    Fail(last + 1,
+         absl::StrCat("the chain ends at event ", last, " but its recorded head is event ",
+                      recorded_head->first, ": events at the end were removed or changed"));
   }
   return result_;
 }

@@ -27,7 +27,9 @@ std::string CheckpointSignedBytes(const v1::AuditCheckpoint& checkpoint) {
 CheckpointSigner::CheckpointSigner(std::unique_ptr<Ed25519PrivateKey> key) : key_(std::move(key)) {
   absl::StatusOr<std::unique_ptr<Ed25519PublicKey>> public_key =
       Ed25519PublicKey::FromPem(key_->public_key_pem());
-  if (public_key.ok()) key_id_ = (*public_key)->key_id();
+  if (public_key.ok()) {
+    key_id_ = (*public_key)->key_id();
+  }
 }
 
 absl::StatusOr<std::unique_ptr<CheckpointSigner>> CheckpointSigner::LoadOrCreate(
@@ -50,8 +52,8 @@ absl::StatusOr<v1::AuditCheckpoint> CheckpointSigner::Sign(uint64_t seq, absl::s
   checkpoint.set_key_id(key_id_);
   absl::StatusOr<std::string> signature = key_->Sign(CheckpointSignedBytes(checkpoint));
   if (!signature.ok()) {
-    return absl::InternalError(absl::StrCat("cannot sign checkpoint ", seq, ": ",
-                                            signature.status().message()));
+    return absl::InternalError(
+        absl::StrCat("cannot sign checkpoint ", seq, ": ", signature.status().message()));
   }
   checkpoint.set_signature(*std::move(signature));
   return checkpoint;
@@ -69,10 +71,9 @@ absl::Status VerifyCheckpoint(const Ed25519PublicKey& key, const v1::AuditCheckp
                      ", not the key it is checked against (", key.key_id(), ")"));
   }
   if (!key.Verify(CheckpointSignedBytes(checkpoint), checkpoint.signature())) {
-    return absl::PermissionDeniedError(
-        absl::StrCat(DescribeCheckpoint(checkpoint),
-                     " has a bad signature: it was not signed by audit key ", key.key_id(),
-                     " or was changed"));
+    return absl::PermissionDeniedError(absl::StrCat(
+        DescribeCheckpoint(checkpoint), " has a bad signature: it was not signed by audit key ",
+        key.key_id(), " or was changed"));
   }
   return absl::OkStatus();
 }

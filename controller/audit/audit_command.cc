@@ -17,9 +17,13 @@ namespace {
 constexpr char kMe[] = "vigil-controller: ";
 
 std::string Operator(const AuditCommand& command) {
-  if (!command.by.empty()) return command.by;
+  if (!command.by.empty()) {
+    return command.by;
+  }
   for (const char* name : {"SUDO_USER", "USER"}) {
-    if (const char* value = std::getenv(name); value != nullptr && *value != '\0') return value;
+    if (const char* value = std::getenv(name); value != nullptr && *value != '\0') {
+      return value;
+    }
   }
   return "unknown";
 }
@@ -63,7 +67,8 @@ int RunAuditCommand(CLI::App& audit, const AuditCommand& command, const std::str
     err << kMe << (detected.ok() ? accepted.status() : detected.status()).message() << '\n';
     return 1;
   }
-  if (detected->empty() || (!accepted->empty() && accepted->front().seq() > detected->front().seq())) {
+  if (detected->empty() ||
+      (!accepted->empty() && accepted->front().seq() > detected->front().seq())) {
     err << kMe << "no rollback to accept: the audit trail is not on hold\n";
     return 1;
   }

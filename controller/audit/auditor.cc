@@ -41,13 +41,14 @@ absl::Status Auditor::Init(const std::string& public_key_pem) {
   if (!detected.empty() && detected.front().seq() > accepted.second) {
     hold_ = detected.front().summary();
     hold_seq_ = detected.front().seq();
-    spdlog::critical("the audit trail is on hold since event {}: {}; the timeline takes no "
-                     "writes until an admin runs `vigil-controller audit accept-rollback --reason "
-                     "...`",
-                     hold_seq_, *hold_);
-    writer_->SetHold(absl::FailedPreconditionError(absl::StrCat(
-        "the audit trail is on hold: ", *hold_,
-        "; an admin must run `vigil-controller audit accept-rollback --reason ...`")));
+    spdlog::critical(
+        "the audit trail is on hold since event {}: {}; the timeline takes no "
+        "writes until an admin runs `vigil-controller audit accept-rollback --reason "
+        "...`",
+        hold_seq_, *hold_);
+    writer_->SetHold(absl::FailedPreconditionError(
+        absl::StrCat("the audit trail is on hold: ", *hold_,
+                     "; an admin must run `vigil-controller audit accept-rollback --reason ...`")));
   }
   return absl::OkStatus();
 }
@@ -55,7 +56,9 @@ absl::Status Auditor::Init(const std::string& public_key_pem) {
 absl::StatusOr<std::pair<int64_t, uint64_t>> Auditor::LatestAcceptance() {
   ASSIGN_OR_RETURN(std::vector<v1::TimelineEvent> accepted,
                    store_->ListIncidentEventsOfKind("", kRollbackAcceptedKind, 1));
-  if (accepted.empty()) return std::make_pair(int64_t{0}, uint64_t{0});
+  if (accepted.empty()) {
+    return std::make_pair(int64_t{0}, uint64_t{0});
+  }
   return std::make_pair(accepted.front().time_unix_ms(), accepted.front().seq());
 }
 
@@ -66,7 +69,9 @@ std::optional<std::string> Auditor::hold() const {
 
 absl::StatusOr<v1::VerifyAuditResponse> Auditor::Verify(const v1::VerifyAuditRequest& request,
                                                         const std::string& caller) {
-  if (request.has_witness()) CheckWitness(absl::StrCat("user ", caller), request.witness());
+  if (request.has_witness()) {
+    CheckWitness(absl::StrCat("user ", caller), request.witness());
+  }
   std::optional<v1::AuditCheckpoint> anchor;
   if (!request.full()) {
     absl::MutexLock lock(&mu_);
@@ -75,7 +80,9 @@ absl::StatusOr<v1::VerifyAuditResponse> Auditor::Verify(const v1::VerifyAuditReq
   storage::ChainSnapshot snapshot;
   std::optional<audit::ChainVerifier> verifier;
   auto start = [&] {
-    if (verifier.has_value()) return;
+    if (verifier.has_value()) {
+      return;
+    }
     audit::ChainVerifier::Options options;
     options.key = key_.get();
     options.checkpoints = std::move(snapshot.checkpoints);
@@ -116,8 +123,12 @@ std::optional<std::string> Auditor::CheckWitness(const std::string& witness,
   const std::string id = absl::StrCat(checkpoint.seq(), ":", checkpoint.hash());
   {
     absl::MutexLock lock(&mu_);
-    if (consistent_.contains(id)) return std::nullopt;
-    if (hold_.has_value()) return hold_;
+    if (consistent_.contains(id)) {
+      return std::nullopt;
+    }
+    if (hold_.has_value()) {
+      return hold_;
+    }
   }
   if (absl::Status valid = audit::VerifyCheckpoint(*key_, checkpoint); !valid.ok()) {
     // Nobody without the audit key can raise the alarm: a hostile peer's fake is only noted.
@@ -131,7 +142,8 @@ std::optional<std::string> Auditor::CheckWitness(const std::string& witness,
       return std::nullopt;  // from before a rollback an admin accepted
     }
   }
-  absl::StatusOr<std::vector<v1::TimelineEvent>> at = store_->ListEvents("", checkpoint.seq() - 1, 1);
+  absl::StatusOr<std::vector<v1::TimelineEvent>> at =
+      store_->ListEvents("", checkpoint.seq() - 1, 1);
   if (!at.ok()) {
     spdlog::warn("cannot compare the audit checkpoint {} holds with the database: {}", witness,
                  at.status().message());
@@ -151,7 +163,9 @@ std::optional<std::string> Auditor::CheckWitness(const std::string& witness,
                            " has another hash: the chain was rewritten at or before it");
   } else {
     absl::MutexLock lock(&mu_);
-    if (consistent_.size() >= 4096) consistent_.clear();
+    if (consistent_.size() >= 4096) {
+      consistent_.clear();
+    }
     consistent_.insert(id);
     return std::nullopt;
   }
@@ -166,7 +180,7 @@ std::optional<std::string> Auditor::CheckWitness(const std::string& witness,
         txn.Append("", kRollbackDetectedKind, "controller", problem, details, nullptr);
         return absl::OkStatus();
       },
-      [this, problem](absl::Status status) {
+      [this, problem](const absl::Status& status) {
         if (!status.ok()) {
           spdlog::error("cannot record the rollback on the timeline: {}", status.message());
         }
@@ -178,9 +192,10 @@ std::optional<std::string> Auditor::CheckWitness(const std::string& witness,
 }
 
 void Auditor::Hold(const std::string& problem) {
-  spdlog::critical("{}; the timeline takes no writes until an admin runs `vigil-controller audit "
-                   "accept-rollback --reason ...`",
-                   problem);
+  spdlog::critical(
+      "{}; the timeline takes no writes until an admin runs `vigil-controller audit "
+      "accept-rollback --reason ...`",
+      problem);
   absl::MutexLock lock(&mu_);
   hold_ = problem;
   hold_seq_ = 0;
@@ -190,20 +205,26 @@ void Auditor::PollAcceptance() {
   uint64_t hold_seq;
   {
     absl::MutexLock lock(&mu_);
-    if (!hold_.has_value()) return;
+    if (!hold_.has_value()) {
+      return;
+    }
     hold_seq = hold_seq_;
   }
   if (hold_seq == 0) {
     // The record's seq, once stored.
     absl::StatusOr<std::vector<v1::TimelineEvent>> detected =
         store_->ListIncidentEventsOfKind("", kRollbackDetectedKind, 1);
-    if (!detected.ok() || detected->empty()) return;
+    if (!detected.ok() || detected->empty()) {
+      return;
+    }
     hold_seq = detected->front().seq();
     absl::MutexLock lock(&mu_);
     hold_seq_ = hold_seq;
   }
   absl::StatusOr<std::pair<int64_t, uint64_t>> accepted = LatestAcceptance();
-  if (!accepted.ok() || accepted->second <= hold_seq) return;
+  if (!accepted.ok() || accepted->second <= hold_seq) {
+    return;
+  }
   {
     absl::MutexLock lock(&mu_);
     hold_.reset();

@@ -17,20 +17,21 @@ absl::StatusOr<std::string> ExportAuditBundle(storage::Store& store, Checkpointe
   std::optional<audit::BundleBuilder> builder;
   auto start = [&] {
     if (!builder.has_value()) {
-      builder.emplace(scope, snapshot.format2_from_seq, checkpointer.public_key_pem(),
-                      now_unix_ms);
+      builder.emplace(scope, snapshot.format2_from_seq, checkpointer.public_key_pem(), now_unix_ms);
     }
   };
-  RETURN_IF_ERROR(store.ReadChain(0, covering.seq(), &snapshot,
-                                  [&](const v1::TimelineEvent& event) {
-                                    start();
-                                    builder->Add(event);
-                                    return true;
-                                  }));
+  RETURN_IF_ERROR(
+      store.ReadChain(0, covering.seq(), &snapshot, [&](const v1::TimelineEvent& event) {
+        start();
+        builder->Add(event);
+        return true;
+      }));
   start();
   std::vector<v1::AuditCheckpoint> checkpoints;
   for (v1::AuditCheckpoint& checkpoint : snapshot.checkpoints) {
-    if (checkpoint.seq() <= covering.seq()) checkpoints.push_back(std::move(checkpoint));
+    if (checkpoint.seq() <= covering.seq()) {
+      checkpoints.push_back(std::move(checkpoint));
+    }
   }
   absl::StatusOr<v1::AuditBundle> bundle = builder->Finish(std::move(checkpoints));
   if (!bundle.ok()) {

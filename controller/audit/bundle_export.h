@@ -14,7 +14,6 @@ namespace vigil::controller {
 
 // The bundle as JSON. NotFound when no event is in `scope` (naming the incident or the range).
 absl::StatusOr<std::string> ExportAuditBundle(storage::Store& store, Checkpointer& checkpointer,
-                                              const audit::BundleScope& scope,
-                                              int64_t now_unix_ms);
+                                              const audit::BundleScope& scope, int64_t now_unix_ms);
 
 }  // namespace vigil::controller

@@ -36,8 +36,8 @@ Checkpointer::~Checkpointer() { Stop(); }
 absl::Status Checkpointer::Start() {
   storage::ChainSnapshot snapshot;
   // Events after the newest checkpoint are not needed: only the checkpoints are.
-  absl::Status read = store_->ReadChain(UINT64_MAX, 0, &snapshot,
-                                        [](const v1::TimelineEvent&) { return false; });
+  absl::Status read =
+      store_->ReadChain(UINT64_MAX, 0, &snapshot, [](const v1::TimelineEvent&) { return false; });
   if (!read.ok()) {
     return absl::Status(read.code(), absl::StrCat("audit checkpoints: ", read.message()));
   }
@@ -49,7 +49,9 @@ absl::Status Checkpointer::Start() {
   }
   {
     absl::MutexLock lock(&mu_);
-    if (!snapshot.checkpoints.empty()) latest_ = snapshot.checkpoints.back();
+    if (!snapshot.checkpoints.empty()) {
+      latest_ = snapshot.checkpoints.back();
+    }
     head_seq_ = head->first;
     head_hash_ = head->second;
   }
@@ -60,7 +62,9 @@ absl::Status Checkpointer::Start() {
 void Checkpointer::Stop() {
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_ || !thread_.joinable()) return;
+    if (stopping_ || !thread_.joinable()) {
+      return;
+    }
     stopping_ = true;
   }
   thread_.join();
@@ -96,8 +100,12 @@ absl::StatusOr<v1::AuditCheckpoint> Checkpointer::CheckpointNow() {
     return s;
   };
   absl::StatusOr<std::pair<uint64_t, std::string>> head = store_->ChainHead();
-  if (!head.ok()) return failed(head.status());
-  if (head->first == 0) return absl::NotFoundError("the timeline is empty: nothing to sign");
+  if (!head.ok()) {
+    return failed(head.status());
+  }
+  if (head->first == 0) {
+    return absl::NotFoundError("the timeline is empty: nothing to sign");
+  }
   {
     absl::MutexLock lock(&mu_);
     if (latest_.has_value() && latest_->seq() == head->first && latest_->hash() == head->second) {
@@ -107,7 +115,9 @@ absl::StatusOr<v1::AuditCheckpoint> Checkpointer::CheckpointNow() {
   }
   absl::StatusOr<v1::AuditCheckpoint> checkpoint =
       signer_->Sign(head->first, head->second, absl::ToUnixMillis(clock_->Now()));
-  if (!checkpoint.ok()) return failed(checkpoint.status());
+  if (!checkpoint.ok()) {
+    return failed(checkpoint.status());
+  }
   if (absl::Status stored = store_->AddCheckpoint(*checkpoint); !stored.ok()) {
     return failed(stored);
   }
@@ -118,13 +128,17 @@ absl::StatusOr<v1::AuditCheckpoint> Checkpointer::CheckpointNow() {
 void Checkpointer::Stored(const v1::AuditCheckpoint& checkpoint) {
   {
     absl::MutexLock lock(&mu_);
-    if (latest_.has_value() && latest_->seq() > checkpoint.seq()) return;  // a newer one won
+    if (latest_.has_value() && latest_->seq() > checkpoint.seq()) {
+      return;  // a newer one won
+    }
     latest_ = checkpoint;
     events_since_ = 0;
     ++stats_.signed_checkpoints;
   }
   AppendToLog(checkpoint);
-  if (publish_) publish_(checkpoint);
+  if (publish_) {
+    publish_(checkpoint);
+  }
 }
 
 void Checkpointer::Periodic() {
@@ -146,8 +160,12 @@ void Checkpointer::Periodic() {
   {
     absl::MutexLock lock(&mu_);
     events_since_ = 0;
-    if (pending_.has_value() || head_seq_ == 0) return;
-    if (latest_.has_value() && latest_->seq() >= head_seq_) return;
+    if (pending_.has_value() || head_seq_ == 0) {
+      return;
+    }
+    if (latest_.has_value() && latest_->seq() >= head_seq_) {
+      return;
+    }
     seq = head_seq_;
     hash = head_hash_;
   }
@@ -178,7 +196,9 @@ void Checkpointer::AfterCommit(bool committed) {
   std::optional<v1::AuditCheckpoint> stored;
   {
     absl::MutexLock lock(&mu_);
-    if (!attached_) return;
+    if (!attached_) {
+      return;
+    }
     attached_ = false;
     // Not attached again when the batch failed: its units are retried alone, and a checkpoint
     // the store refuses must not sink them. The next occasion signs anew.
@@ -189,7 +209,9 @@ void Checkpointer::AfterCommit(bool committed) {
     }
     pending_.reset();
   }
-  if (stored.has_value()) Stored(*stored);
+  if (stored.has_value()) {
+    Stored(*stored);
+  }
 }
 
 void Checkpointer::Loop() {
@@ -203,7 +225,9 @@ void Checkpointer::Loop() {
         return stopping_ || events_since_ >= options_.every_events;
       };
       mu_.AwaitWithDeadline(absl::Condition(&due), next);
-      if (stopping_) return;
+      if (stopping_) {
+        return;
+      }
     }
     next = absl::Now() + every;
     Periodic();
@@ -230,7 +254,9 @@ absl::StatusOr<v1::AuditCheckpoint> ParseCheckpointLogLine(absl::string_view lin
 }
 
 void Checkpointer::AppendToLog(const v1::AuditCheckpoint& checkpoint) {
-  if (options_.log_path.empty()) return;
+  if (options_.log_path.empty()) {
+    return;
+  }
   const std::string line = CheckpointLogLine(checkpoint);
   const int fd = open(options_.log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
   bool ok = fd >= 0;
@@ -238,7 +264,9 @@ void Checkpointer::AppendToLog(const v1::AuditCheckpoint& checkpoint) {
     ok = write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && fsync(fd) == 0;
   }
   const std::string why = std::strerror(errno);
-  if (fd >= 0) close(fd);
+  if (fd >= 0) {
+    close(fd);
+  }
   if (!ok) {
     {
       absl::MutexLock lock(&mu_);
@@ -254,8 +282,11 @@ void Checkpointer::AppendToLog(const v1::AuditCheckpoint& checkpoint) {
 absl::StatusOr<v1::AuditCheckpoint> LastLoggedCheckpoint(const std::string& path) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat(path, " does not exist"));
-    return absl::PermissionDeniedError(absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
+    if (errno == ENOENT) {
+      return absl::NotFoundError(absl::StrCat(path, " does not exist"));
+    }
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
   }
   struct stat st;
   std::string tail;
@@ -271,7 +302,9 @@ absl::StatusOr<v1::AuditCheckpoint> LastLoggedCheckpoint(const std::string& path
   // The last line that parses: a torn last write (a crash mid-append) is skipped, not trusted.
   for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
     absl::StatusOr<v1::AuditCheckpoint> checkpoint = ParseCheckpointLogLine(*it);
-    if (checkpoint.ok()) return checkpoint;
+    if (checkpoint.ok()) {
+      return checkpoint;
+    }
   }
   return absl::NotFoundError(absl::StrCat(path, " holds no checkpoint"));
 }
