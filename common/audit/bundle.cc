@@ -196,12 +196,17 @@ BundleReport VerifyBundle(const v1::AuditBundle& bundle, const Ed25519PublicKey&
   return report;
 }
 
-std::string BundleToJson(const v1::AuditBundle& bundle) {
+absl::StatusOr<std::string> BundleToJson(const v1::AuditBundle& bundle) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
   options.add_whitespace = false;
   std::string out;
-  (void)google::protobuf::util::MessageToJsonString(bundle, &out, options);
+  // Fails on a string field that is not UTF-8 (an event stored by an older version, or edited).
+  if (const auto status = google::protobuf::util::MessageToJsonString(bundle, &out, options);
+      !status.ok()) {
+    return absl::InternalError(
+        absl::StrCat("cannot write the bundle as JSON: ", std::string(status.message())));
+  }
   out.push_back('\n');
   return out;
 }

@@ -60,7 +60,7 @@ BundleReport VerifyBundle(const v1::AuditBundle& bundle, const Ed25519PublicKey&
 
 // The bundle as written to a file (protobuf JSON, proto field names), and back. Parsing errors
 // name `origin` (the file).
-std::string BundleToJson(const v1::AuditBundle& bundle);
+absl::StatusOr<std::string> BundleToJson(const v1::AuditBundle& bundle);
 absl::StatusOr<v1::AuditBundle> BundleFromJson(absl::string_view json, absl::string_view origin);
 
 }  // namespace vigil::audit

@@ -238,7 +238,10 @@ std::string CheckpointLogLine(const v1::AuditCheckpoint& checkpoint) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
   std::string line;
-  (void)google::protobuf::util::MessageToJsonString(checkpoint, &line, options);
+  // A checkpoint's fields are ASCII; an empty line says the conversion failed all the same.
+  if (!google::protobuf::util::MessageToJsonString(checkpoint, &line, options).ok()) {
+    return "";
+  }
   line.push_back('\n');
   return line;
 }
@@ -258,7 +261,10 @@ void Checkpointer::AppendToLog(const v1::AuditCheckpoint& checkpoint) {
     return;
   }
   const std::string line = CheckpointLogLine(checkpoint);
-  const int fd = open(options_.log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  errno = EINVAL;  // what a line that could not be made reports
+  const int fd = line.empty() ? -1
+                              : open(options_.log_path.c_str(),
+                                     O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
   bool ok = fd >= 0;
   if (ok) {
     ok = write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && fsync(fd) == 0;

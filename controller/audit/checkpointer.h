@@ -99,7 +99,8 @@ class Checkpointer {
   std::thread thread_;
 };
 
-// The checkpoint as one line of the append-only log (protobuf JSON, field names kept), and back.
+// The checkpoint as one line of the append-only log (protobuf JSON, field names kept; empty when
+// it cannot be written so), and back.
 std::string CheckpointLogLine(const v1::AuditCheckpoint& checkpoint);
 absl::StatusOr<v1::AuditCheckpoint> ParseCheckpointLogLine(absl::string_view line);
 // The last checkpoint in the log at `path` (reads at most its last 64 KiB). NotFound when the file

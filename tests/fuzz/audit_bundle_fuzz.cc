@@ -52,7 +52,7 @@ const Fixture& TheFixture() {
       builder.Add(e);
       if (seq % 6 == 0) checkpoints.push_back(*signer.Sign(seq, e.hash(), 5000));
     }
-    f->valid_json = audit::BundleToJson(*builder.Finish(checkpoints));
+    f->valid_json = *audit::BundleToJson(*builder.Finish(checkpoints));
     return f;
   }();
   return *fixture;

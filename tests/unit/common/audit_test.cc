@@ -227,7 +227,9 @@ TEST_F(AuditChainTest, ABundleOfOneIncidentVerifiesWithContentHashesOfTheOthers)
   EXPECT_EQ(whole_out_of_scope, 3);  // b's events 3, 5, 7 are of format 1
   EXPECT_EQ(hashes_only, 4);         // 9, 11, 13, 15
   // Through JSON, as a file would carry it.
-  auto parsed = BundleFromJson(BundleToJson(*bundle), "bundle.json");
+  auto json = BundleToJson(*bundle);
+  ASSERT_TRUE(json.ok()) << json.status();
+  auto parsed = BundleFromJson(*json, "bundle.json");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   BundleReport report = VerifyBundle(*parsed, *public_key_);
   EXPECT_TRUE(report.ok) << report.problem;
