@@ -32,7 +32,7 @@ HTTP_PORT=$(free_port)
 BASE=https://127.0.0.1:$HTTP_PORT
 "$BUILD/controller/vigil-controller" --listen="$GRPC" --db="$DB" --insecure \
   --http-listen="127.0.0.1:$HTTP_PORT" --http-tls-cert="$WORK/tls/controller.pem" \
-  --http-tls-key="$WORK/tls/controller.key" >"$WORK/controller.log" 2>&1 &
+  --http-tls-key="$WORK/tls/controller.key" --checkpoint-every=1s >"$WORK/controller.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
   curl -sf --cacert "$WORK/tls/ca.pem" "$BASE/review/login" >/dev/null && break
@@ -59,6 +59,7 @@ for _ in $(seq 50); do
 done
 "${cli[@]}" incident ack "$first" >/dev/null
 "${cli[@]}" incident note "$first" "nginx upstream timeouts on web-1 and web-2; checking the database" >/dev/null
+sleep 2  # the head is signed (--checkpoint-every=1s): the page shows the checkpoint it verifies
 
 CDP=(/usr/bin/python3 "$ROOT/scripts/chromium_cdp.py")
 "${CDP[@]}" launch "$WORK/chromium" >"$WORK/chromium.log" 2>&1 &
