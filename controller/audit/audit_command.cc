@@ -2,7 +2,6 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdlib>
-#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -50,12 +49,8 @@ int RunAuditCommand(CLI::App& audit, const AuditCommand& command, const std::str
     err << kMe << "audit accept-rollback: --reason must say why\n";
     return 2;
   }
-  std::error_code ec;
-  if (!std::filesystem::exists(db_path, ec)) {
-    err << kMe << db_path << ": no database there (pass --db with the controller's)\n";
-    return 1;
-  }
-  absl::StatusOr<std::unique_ptr<storage::Store>> opened = storage::OpenSqliteStore(db_path);
+  absl::StatusOr<std::unique_ptr<storage::Store>> opened =
+      storage::OpenExistingSqliteStore(db_path);
   if (!opened.ok()) {
     err << kMe << opened.status().message() << '\n';
     return 1;

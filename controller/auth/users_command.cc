@@ -3,7 +3,6 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <CLI/CLI.hpp>
-#include <filesystem>
 #include <memory>
 #include <system_error>
 
@@ -99,12 +98,8 @@ int RunUsersCommand(CLI::App& users, const UsersCommand& command, const std::str
   }
   // Only `add` may create a database: anywhere else a missing file is a wrong --db, and an empty
   // database made there would only hide it.
-  std::error_code ec;
-  if (verb != "add" && !std::filesystem::exists(db_path, ec)) {
-    err << kMe << db_path << ": no database there (pass --db with the controller's)\n";
-    return 1;
-  }
-  absl::StatusOr<std::unique_ptr<storage::Store>> opened = storage::OpenSqliteStore(db_path);
+  absl::StatusOr<std::unique_ptr<storage::Store>> opened =
+      verb == "add" ? storage::OpenSqliteStore(db_path) : storage::OpenExistingSqliteStore(db_path);
   if (!opened.ok()) {
     err << kMe << opened.status().message() << '\n';
     return 1;

@@ -1178,6 +1178,15 @@ class SqliteStore final : public Store {
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<Store>> OpenExistingSqliteStore(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    return absl::NotFoundError(
+        absl::StrCat(path, ": no database there (pass --db with the controller's)"));
+  }
+  return OpenSqliteStore(path);
+}
+
 absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
   auto store = std::make_unique<SqliteStore>(path);
   RETURN_IF_ERROR(store->Open());

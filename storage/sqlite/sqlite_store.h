@@ -18,4 +18,9 @@ inline constexpr int kSqliteSchemaVersion = 5;
 // Opens (creating file and folder when missing) and migrates. Errors name the path.
 absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);
 
+// For the commands that work on a controller's database (`vigil-controller users`, `audit`):
+// opens it only when it exists; a missing file is NotFound naming it (a wrong --db, which an
+// empty database made there would only hide).
+absl::StatusOr<std::unique_ptr<Store>> OpenExistingSqliteStore(const std::string& path);
+
 }  // namespace vigil::storage
