@@ -169,7 +169,9 @@ std::optional<std::string> Auditor::CheckWitness(const std::string& witness,
     consistent_.insert(id);
     return std::nullopt;
   }
-  Hold(problem);
+  if (!Hold(problem)) {
+    return hold();
+  }
   const std::string details = absl::StrCat(
       "{\"witness\":", AuditJsonString(witness), ",\"checkpoint_seq\":", checkpoint.seq(),
       ",\"checkpoint_hash\":", AuditJsonString(checkpoint.hash()),
@@ -191,14 +193,20 @@ std::optional<std::string> Auditor::CheckWitness(const std::string& witness,
   return problem;
 }
 
-void Auditor::Hold(const std::string& problem) {
+bool Auditor::Hold(const std::string& problem) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (hold_.has_value()) {
+      return false;  // two witnesses at once: the first one's record stands
+    }
+    hold_ = problem;
+    hold_seq_ = 0;
+  }
   spdlog::critical(
       "{}; the timeline takes no writes until an admin runs `vigil-controller audit "
       "accept-rollback --reason ...`",
       problem);
-  absl::MutexLock lock(&mu_);
-  hold_ = problem;
-  hold_seq_ = 0;
+  return true;
 }
 
 void Auditor::PollAcceptance() {

@@ -58,7 +58,8 @@ class Auditor {
  private:
   // The newest acceptance's time (ms) and seq, 0 when none.
   absl::StatusOr<std::pair<int64_t, uint64_t>> LatestAcceptance();
-  void Hold(const std::string& problem);
+  // Sets the hold; false when one was already set (then nothing is recorded again).
+  bool Hold(const std::string& problem);
 
   storage::Store* const store_;
   TimelineWriter* const writer_;
