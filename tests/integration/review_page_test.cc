@@ -104,8 +104,10 @@ class ReviewPageTest : public ::testing::Test {
     page.text = f.contains("text") ? f.at("text").string_value() : "";
     page.js = f.contains("js") && f.at("js").bool_value();
     std::string errors;
-    if (f.contains("errors")) {
-      (void)google::protobuf::util::MessageToJsonString(f.at("errors"), &errors);
+    // Errors the browser reported fail the test; ones that cannot be printed must too.
+    if (f.contains("errors") &&
+        !google::protobuf::util::MessageToJsonString(f.at("errors"), &errors).ok()) {
+      errors = "<the browser's errors could not be read>";
     }
     page.errors = errors;
     return page;
