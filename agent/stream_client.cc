@@ -8,6 +8,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/agent_channel.h"
+#include "common/heartbeat.h"
 #include "common/logging.h"
 #include "common/status.h"
 #include "common/wire_metadata.h"
@@ -19,23 +21,9 @@ using Stream = grpc::ClientReaderWriter<v1::AgentMessage, v1::ControllerMessage>
 
 std::shared_ptr<grpc::Channel> MakeChannel(
     const std::string& controller, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
-  grpc::ChannelArguments args;
-  // Keepalive must match the controller's policy (it permits pings every 5 s without data),
-  // or the controller answers too_many_pings and drops the agent.
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10'000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5'000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  // The channel's own reconnect attempts are what bring a stream back after a controller
-  // restart (the client waits on them): keep them frequent, so the fleet is back within 2 s.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
-  // gRPC takes this as the connect timeout (20 s by default): a connect lost in a partition
-  // must not hold the channel in CONNECTING that long.
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 2'000);
-  args.SetMaxReceiveMessageSize(16 << 20);
   return grpc::CreateCustomChannel(
-      controller, credentials ? credentials : grpc::InsecureChannelCredentials(), args);
+      controller, credentials ? credentials : grpc::InsecureChannelCredentials(),
+      AgentChannelArguments());
 }
 
 std::string Describe(const absl::Status& status) {
@@ -488,10 +476,7 @@ absl::Status StreamClient::RunStream() {
     }
     failed_attempts_ = 0;
     last_error_.clear();
-    absl::Duration heartbeat = options_.heartbeat;
-    if (heartbeat_timeout_ms > 0) {
-      heartbeat = std::min(heartbeat, absl::Milliseconds(heartbeat_timeout_ms.load()) / 3);
-    }
+    const absl::Duration heartbeat = HeartbeatPeriod(options_.heartbeat, heartbeat_timeout_ms);
     // Resend what the controller has not acknowledged, then stream.
     for (const TelemetrySpool::Entry& entry : spool_->entries()) {
       SendSpoolEntry(entry, stream.get(), &ok);

@@ -39,7 +39,9 @@ struct StreamClientOptions {
   std::string controller;  // host:port
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   v1::Hello hello;  // sent first on every stream
-  absl::Duration heartbeat = absl::Seconds(1);
+  // The longest gap between writes; the controller's Welcome usually asks for less (see
+  // common/heartbeat.h).
+  absl::Duration heartbeat = absl::Seconds(2);
   absl::Duration welcome_timeout = absl::Seconds(10);
   // Between attempts: a uniform wait in [0, backoff], backoff doubling from initial to max.
   // Kept short so that a fleet is streaming again within 2 s of its controller answering.

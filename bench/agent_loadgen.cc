@@ -66,6 +66,10 @@ int main(int argc, char** argv) {
   app.add_option("--histograms", o.histograms, "latency histograms among the series (5)");
   app.add_option("--snapshots", o.snapshots, "snapshots per batch: larger batches (1)");
   app.add_option("--interval", interval, "seconds between rounds (1)");
+  double heartbeat = 2;
+  app.add_option("--heartbeat", heartbeat,
+                 "seconds: the longest gap between writes, as the agent's own cap (2); the "
+                 "controller's Welcome usually asks for less (common/heartbeat.h)");
   app.add_option("--mode", o.mode,
                  "start: every agent's first attempt within --ramp; restart: agents connect "
                  "over --pre-ramp, then the controller is killed and started again under them");
@@ -90,6 +94,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   o.interval = Seconds(interval);
+  o.heartbeat = Seconds(heartbeat);
   o.ramp = Seconds(ramp);
   o.pre_ramp = Seconds(pre_ramp);
   o.pre_timeout = Seconds(pre_timeout);

@@ -411,6 +411,10 @@ absl::Status Controller::Start() {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30'000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10'000);
   builder.SetMaxReceiveMessageSize(16 << 20);
+  // No bandwidth-delay probing (the agents turn it off too, common/agent_channel.cc): a PING
+  // after every message received, for thousands of agents sending a few kilobytes a second,
+  // cost more system calls than the messages themselves.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
     if (http_ != nullptr) {

@@ -8,6 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/loadgen/reconnect_backoff.h"
+#include "common/agent_channel.h"
+#include "common/heartbeat.h"
 #include "common/wire_metadata.h"
 #include "vigil/v1/agent_service.grpc.pb.h"
 
@@ -200,11 +202,7 @@ class SimAgent {
       backoff_.Reset();
       next_sequence_ = std::max(next_sequence_, message.welcome().last_sequence() + 1);
       declared_ = false;  // a new stream, a new series dictionary
-      heartbeat_ = o.heartbeat;
-      if (message.welcome().heartbeat_timeout_ms() > 0) {
-        heartbeat_ = std::min(heartbeat_,
-                              absl::Milliseconds(message.welcome().heartbeat_timeout_ms()) / 3);
-      }
+      heartbeat_ = HeartbeatPeriod(o.heartbeat, message.welcome().heartbeat_timeout_ms());
       const absl::Time now = absl::Now();
       last_write_ = now;
       const int64_t step = absl::ToInt64Milliseconds(o.interval);
@@ -322,16 +320,7 @@ class SimAgent {
 
   void MakeChannel() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const FleetOptions& o = fleet_->options();
-    grpc::ChannelArguments args;
-    // The agent's own settings (agent/stream_client.cc).
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10'000);
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5'000);
-    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 2'000);
-    args.SetMaxReceiveMessageSize(16 << 20);
+    grpc::ChannelArguments args = AgentChannelArguments();  // the agent's own settings
     // Channel tracing costs every connection attempt in a process holding thousands of them;
     // a real agent's single channel would not notice it.
     args.SetInt(GRPC_ARG_ENABLE_CHANNELZ, 0);

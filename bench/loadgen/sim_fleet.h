@@ -68,7 +68,7 @@ struct FleetOptions {
   int total_agents = 0;           // across every fleet, for the ramp
   absl::Duration interval = absl::Seconds(1);
   // The stream client's defaults (agent/stream_client.h).
-  absl::Duration heartbeat = absl::Seconds(1);
+  absl::Duration heartbeat = absl::Seconds(2);
   absl::Duration welcome_timeout = absl::Seconds(10);
   absl::Duration initial_backoff = absl::Milliseconds(100);
   absl::Duration max_backoff = absl::Seconds(1);

@@ -139,6 +139,7 @@ bool RaiseFileLimit(rlim_t wanted) {
   fleet.id_prefix = o.id_prefix;
   fleet.total_agents = o.agents;
   fleet.interval = o.interval;
+  fleet.heartbeat = o.heartbeat;
   fleet.gauges = o.series - o.histograms;
   fleet.histograms = o.histograms;
   fleet.snapshots = o.snapshots;

@@ -24,6 +24,7 @@ struct StormOptions {
   int histograms = 5;
   int snapshots = 1;  // per batch
   absl::Duration interval = absl::Seconds(1);
+  absl::Duration heartbeat = absl::Seconds(2);  // the agent's cap on the gap between writes
   // "start": every agent makes its first attempt within `ramp` of the start.
   // "restart": agents connect over `pre_ramp` (up to `pre_timeout`), then the controller is
   // killed with `restart_signal` and started again under them; the storm is timed from then.
