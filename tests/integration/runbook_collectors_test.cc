@@ -189,6 +189,16 @@ TEST_F(PostgresDetailTest, ConnectionsByStateAndTopStatementsOfRealSessions) {
 
   auto created = server_->Psql("CREATE EXTENSION pg_stat_statements");
   ASSERT_EQ(created.exit_code, 0) << created.output;
+  // The sleeper above ended with its client; its backend may still be finishing pg_sleep(5),
+  // and would then be counted as the top statement. Wait for it, then count from zero.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto left = server_->Psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(5)'");
+        return left.exit_code == 0 && absl::StripAsciiWhitespace(left.stdout_text) == "0";
+      },
+      absl::Seconds(15)));
+  ASSERT_EQ(server_->Psql("SELECT pg_stat_statements_reset()").exit_code, 0);
   for (int i = 0; i < 3; ++i) {
     ASSERT_EQ(server_->Psql("SELECT pg_sleep(0.2)", "app").exit_code, 0);
   }
