@@ -6,7 +6,9 @@ BUILD=(build-essential cmake ninja-build pkg-config ccache
   protobuf-compiler libprotobuf-dev protobuf-compiler-grpc libgrpc++-dev libgrpc-dev
   libabsl-dev libspdlog-dev libfmt-dev libsqlite3-dev libyaml-cpp-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev libssl-dev zlib1g-dev libpqxx-dev libhiredis-dev
-  libre2-dev)
+  libre2-dev
+  # libpq's own static helpers (libpgcommon_shlib.a, libpgport_shlib.a) for the portable agent.
+  postgresql-server-dev-15)
 # The fuzzing build (scripts/fuzz.sh): clang with its libFuzzer and sanitizer runtimes.
 FUZZ=(clang libclang-rt-14-dev)
 # Real servers the integration tests start on loopback, and the tools they drive.

@@ -49,11 +49,17 @@ dpkg-deb --ctrl-tarfile "${deb[vigil-controller]}" | tar -xO ./conffiles |
 for p in vigil-agent vigil-controller vigil; do
   [[ "$(dpkg-deb -f "${deb[$p]}" Depends)" == *"libc6 "* ]] || fail "$p does not depend on libc6"
 done
-# The portable agent (VIGIL_PORTABLE_AGENT) needs glibc and libpq alone: everything else is in it.
+# The portable agent (VIGIL_PORTABLE_AGENT) needs glibc alone (and libpq, when it is linked
+# shared): everything else is in it.
 agent_depends=$(dpkg-deb -f "${deb[vigil-agent]}" Depends)
 if grep -q '^VIGIL_PORTABLE_AGENT:BOOL=ON' "$BUILD/CMakeCache.txt"; then
-  [[ "$agent_depends" == *libpq5* ]] || fail "vigil-agent does not depend on libpq5: $agent_depends"
-  for lib in libgrpc libprotobuf libabsl libssl libyaml-cpp libhiredis libpqxx libstdc++6; do
+  in_binary="libgrpc libprotobuf libabsl libssl libyaml-cpp libhiredis libpqxx libstdc++6"
+  if grep -q '^VIGIL_PORTABLE_LIBPQ_MODE:STRING=shared' "$BUILD/CMakeCache.txt"; then
+    [[ "$agent_depends" == *libpq5* ]] || fail "vigil-agent does not depend on libpq5: $agent_depends"
+  else
+    in_binary+=" libpq5 libkrb5 libgssapi libldap libgnutls"
+  fi
+  for lib in $in_binary; do
     [[ "$agent_depends" != *"$lib"* ]] || fail "the portable vigil-agent depends on $lib: $agent_depends"
   done
 fi

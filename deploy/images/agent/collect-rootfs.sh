@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Collects what vigil-agent needs to run into a root filesystem folder, and nothing else: the
-# binary (stripped), and exactly the shared libraries `ldd` says it loads (the dynamic loader, glibc,
-# libpq and libpq's chain), each at the path the loader looks for it. Meant for the portable
+# binary (stripped), and exactly the shared libraries `ldd` says it loads (for the portable agent
+# the dynamic loader and glibc's libc and libm), each at the path the loader looks for it. Meant for the portable
 # agent (VIGIL_PORTABLE_AGENT, the default), whose closure is that small; any binary works.
 # Usage: collect-rootfs.sh AGENT_BINARY ROOTFS_DIR   (then: podman build -f Containerfile ROOTFS_DIR/..)
 set -euo pipefail
