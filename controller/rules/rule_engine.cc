@@ -564,7 +564,7 @@ RuleEngine::Restoration RuleEngine::Restore(std::vector<v1::Alert> alerts, absl:
 void RuleEngine::AdoptLocked(std::string key, Instance instance, absl::Time now) {
   auto existing = instances_.find(key);
   if (existing == instances_.end()) {
-    instances_.emplace(std::move(key), std::move(instance));
+    EmplaceInstanceLocked(std::move(key), std::move(instance));
     return;
   }
   if (Newer(existing->second.alert, instance.alert)) {
@@ -572,7 +572,40 @@ void RuleEngine::AdoptLocked(std::string key, Instance instance, absl::Time now)
     return;
   }
   Supersede(existing->second, instance.alert.id(), now);
-  existing->second = std::move(instance);
+  EraseInstanceLocked(existing);  // the same key, but the index goes by the alert's agent
+  EmplaceInstanceLocked(std::move(key), std::move(instance));
+}
+
+std::unordered_map<std::string, RuleEngine::Instance>::iterator RuleEngine::EmplaceInstanceLocked(
+    std::string key, Instance instance) {
+  instance_keys_by_agent_[instance.alert.agent_id()].insert(key);
+  return instances_.emplace(std::move(key), std::move(instance)).first;
+}
+
+void RuleEngine::EraseInstanceLocked(std::unordered_map<std::string, Instance>::iterator it) {
+  if (auto keys = instance_keys_by_agent_.find(it->second.alert.agent_id());
+      keys != instance_keys_by_agent_.end()) {
+    keys->second.erase(it->first);
+    if (keys->second.empty()) {
+      instance_keys_by_agent_.erase(keys);
+    }
+  }
+  instances_.erase(it);
+}
+
+RuleEngine::Instance RuleEngine::ExtractInstanceLocked(const std::string& key) {
+  auto it = instances_.find(key);
+  Instance instance = std::move(it->second);
+  EraseInstanceLocked(it);
+  return instance;
+}
+
+std::vector<std::string> RuleEngine::InstanceKeysOfLocked(const std::string& agent_id) const {
+  auto keys = instance_keys_by_agent_.find(agent_id);
+  if (keys == instance_keys_by_agent_.end()) {
+    return {};
+  }
+  return std::vector<std::string>(keys->second.begin(), keys->second.end());
 }
 
 void RuleEngine::Supersede(Instance& loser, const std::string& kept_id, absl::Time now) {
@@ -586,13 +619,13 @@ void RuleEngine::Supersede(Instance& loser, const std::string& kept_id, absl::Ti
 void RuleEngine::RekeyProvisionalLocked(const std::string& agent_id, const Labels& agent_labels,
                                         absl::Time now) {
   std::vector<std::string> keys;
-  for (const auto& [key, instance] : instances_) {
-    if (instance.provisional && instance.alert.agent_id() == agent_id) {
-      keys.push_back(key);
+  for (std::string& key : InstanceKeysOfLocked(agent_id)) {
+    if (instances_.at(key).provisional) {
+      keys.push_back(std::move(key));
     }
   }
   for (const std::string& old_key : keys) {
-    Instance instance = std::move(instances_.extract(old_key).mapped());
+    Instance instance = ExtractInstanceLocked(old_key);
     // The series' labels are those the agent does not carry itself (series labels win on a
     // clash when an alert is born, so one with the agent's very value cannot be told apart).
     Labels series_labels;
@@ -620,12 +653,9 @@ void RuleEngine::RekeyProvisionalLocked(const std::string& agent_id, const Label
 void RuleEngine::OnDisconnected(const std::string& agent_id) {
   const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
-  for (auto it = instances_.begin(); it != instances_.end();) {
-    auto current = it++;
+  for (const std::string& key : InstanceKeysOfLocked(agent_id)) {
+    auto current = instances_.find(key);
     Instance& instance = current->second;
-    if (instance.alert.agent_id() != agent_id) {
-      continue;
-    }
     if (instance.alert.state() == v1::PENDING) {
       Resolve(current, now);  // never fired: dropped, not stale
     } else if (instance.alert.state() == v1::FIRING) {
@@ -1021,7 +1051,7 @@ bool RuleEngine::Update(const Rule& rule, const std::string& key, const std::str
     a.set_runbook(rule.runbook);
     a.set_source("rules");
     a.set_active_since_unix_ms(at_ms);
-    it = instances_.emplace(key, std::move(instance)).first;
+    it = EmplaceInstanceLocked(key, std::move(instance));
   }
   Instance& instance = it->second;
   instance.last_data = now;
@@ -1077,7 +1107,7 @@ void RuleEngine::Resolve(std::unordered_map<std::string, Instance>::iterator it,
   a.set_state(v1::RESOLVED);
   a.set_resolved_unix_ms(absl::ToUnixMillis(now));
   sink_->OnAlertChange(a, it->second.rule);
-  instances_.erase(it);
+  EraseInstanceLocked(it);
 }
 
 void RuleEngine::Tick() {

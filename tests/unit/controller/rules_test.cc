@@ -693,6 +693,72 @@ TEST(RuleEngine, AgentLabelsThatChangeOnReconnectAreMatchedAgain) {
   EXPECT_EQ(sink.last.labels().at("env"), "prod");
 }
 
+TEST(RuleEngine, ADisconnectTouchesOnlyThatAgentsAlertsThroughEveryChangeOfThem) {
+  SimulatedClock clock;
+  RecordingSink sink;
+  RuleEngine engine(Rules(R"(rules:
+  - alert: DiskFull
+    expr: host_disk_used_ratio > 0.8
+  - alert: DiskFilling
+    expr: host_disk_used_ratio{mount="/data"} > 0.5
+    for: 1h
+)"),
+                    &clock, &sink);
+  // 40 agents, each with a firing and a pending alert on two disks.
+  std::vector<std::unique_ptr<FakeAgent>> agents;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 40; ++i) {
+    const std::string id = absl::StrCat("a-", i);
+    ids.push_back(id);
+    engine.OnConnected(id, {});
+    agents.push_back(std::make_unique<FakeAgent>(id, &engine, &clock));
+    agents.back()->Gauge("host_disk_used_ratio", 0.9, {{"mount", "/"}});
+    agents.back()->Gauge("host_disk_used_ratio", 0.6, {{"mount", "/data"}});
+  }
+  // Half of them see their pending alert resolve first (the index must forget those keys).
+  for (int i = 0; i < 40; i += 2) {
+    agents[i]->Gauge("host_disk_used_ratio", 0.1, {{"mount", "/data"}});
+  }
+  auto states_of = [&](const std::string& agent) {
+    std::multiset<std::string> states;
+    for (const v1::Alert& a : engine.ActiveAlerts()) {
+      if (a.agent_id() == agent) {
+        states.insert(absl::StrCat(a.rule(), ":", v1::AlertState_Name(a.state())));
+      }
+    }
+    return states;
+  };
+  using States = std::multiset<std::string>;
+  for (int i = 0; i < 40; i += 4) {  // every fourth, both kinds (resolved pending, or not)
+    engine.OnDisconnected(ids[i]);
+    engine.OnDisconnected(ids[i + 1]);
+  }
+  for (int i = 0; i < 40; ++i) {
+    const std::string& id = ids[i];
+    const bool gone = i % 4 == 0 || i % 4 == 1;
+    if (gone) {
+      // Firing went stale; pending was dropped, not kept.
+      EXPECT_EQ(states_of(id), States({"DiskFull:STALE"})) << id;
+    } else if (i % 2 == 0) {
+      EXPECT_EQ(states_of(id), States({"DiskFull:FIRING"})) << id;
+    } else {
+      EXPECT_EQ(states_of(id), States({"DiskFull:FIRING", "DiskFilling:PENDING"})) << id;
+    }
+  }
+  // Back again: data brings the stale alert back to firing, and a second disconnect finds it.
+  engine.OnConnected(ids[0], {});
+  clock.Advance(absl::Seconds(1));
+  agents[0]->Gauge("host_disk_used_ratio", 0.9, {{"mount", "/"}});
+  EXPECT_EQ(states_of(ids[0]), States({"DiskFull:FIRING"}));
+  engine.OnDisconnected(ids[0]);
+  EXPECT_EQ(states_of(ids[0]), States({"DiskFull:STALE"}));
+  // An agent never seen, or with no alert, changes nothing.
+  const size_t before = sink.changes.size();
+  engine.OnDisconnected("nobody");
+  engine.OnDisconnected(ids[2] + "x");
+  EXPECT_EQ(sink.changes.size(), before);
+}
+
 TEST(RuleEngine, EvictionFreesTheAgentsSlotsAndContributions) {
   SimulatedClock clock;
   RecordingSink sink;
