@@ -377,7 +377,7 @@ for u in vigil-agent vigil-controller; do
   [ "$(show $u.service Result)" = success ] || fail "$u stopped with result $(show $u.service Result)"
   [ "$(show $u.service ExecMainCode)" = 1 ] && [ "$(show $u.service ExecMainStatus)" = 0 ] ||
     fail "$u did not exit 0 on SIGTERM (code $(show $u.service ExecMainCode), status $(show $u.service ExecMainStatus))"
-  in_sd kill -0 "$pid" 2>/dev/null && fail "$u's process $pid is still there after stop"
+  [ "$pid" -gt 0 ] && in_sd kill -0 "$pid" 2>/dev/null && fail "$u's process $pid is still there after stop"
   left=$(in_sd sh -c "cat /sys/fs/cgroup/system.slice/$u.service/cgroup.procs 2>/dev/null || true" | wc -l)
   [ "$left" = 0 ] || fail "$left process(es) left in $u's cgroup"
 done
