@@ -2,10 +2,11 @@
 # The Ansible collection (deploy/ansible) on three hosts that share no filesystem state: each is a
 # network namespace on a bridge of this test's own (10.213.N.0/24, nothing leaves the machine),
 # with a PID and mount namespace whose root is an overlay over this machine's / with a private,
-# empty upper layer (a package installed on one host is on no other), running sshd and
-# supervisord. PID 1 here is not systemd, so the hosts run the services under supervisord
-# (vigil_service_manager: supervisor); the systemd units are checked by packages_test.sh with
-# systemd-analyze only. ansible-playbook connects to the hosts over SSH and:
+# empty upper layer (a package installed on one host is on no other), running sshd. vigil-h1's
+# PID 1 is this machine's systemd, booted in its namespaces (tests/packaging/boot_systemd.sh), and
+# the roles run its services with the packaged units (vigil_service_manager: systemd); vigil-h2
+# and vigil-h3 run them under supervisord (vigil_service_manager: supervisor), the way of hosts
+# whose PID 1 is no service manager. ansible-playbook connects to the hosts over SSH and:
 #   1. deploys: CA-signed keys made on each host, the controller on h1, agents on h1..h3; every
 #      agent connects over mutual TLS with its own certificate;
 #   2. a second run changes nothing (changed=0 for every host);
@@ -23,6 +24,14 @@ for tool in ansible-playbook sshd supervisord cpack; do
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] ||
     { echo "SKIP: $tool is not installed (scripts/install-deps.sh installs it)"; exit 77; }
 done
+# vigil-h1's systemd: a cgroup of its own in the cgroup2 hierarchy (beside cgroup v1 or alone).
+CG2=
+for d in /sys/fs/cgroup /sys/fs/cgroup/unified; do
+  [ "$(stat -fc %T "$d" 2>/dev/null)" = cgroup2fs ] && { CG2=$d; break; }
+done
+[ -n "$CG2" ] && [ -x /lib/systemd/systemd ] ||
+  { echo "SKIP: vigil-h1 boots systemd: needs /lib/systemd/systemd and a cgroup2 hierarchy"; exit 77; }
+CG=$CG2/vigil-ansible-h1-$$
 
 W=$(mktemp -d /tmp/vigil-ansible.XXXXXX)
 TAG=$$
@@ -38,6 +47,12 @@ cleanup() {
   for i in 1 2 3; do
     ip netns del "vg$TAG-h$i" 2>/dev/null
     umount -l "$W/h$i" 2>/dev/null
+  done
+  # The cgroups vigil-h1's systemd made, deepest first (they empty as its processes die).
+  for _ in $(seq 50); do
+    [ -d "$CG" ] || break
+    find "$CG" -depth -type d -exec rmdir {} + 2>/dev/null
+    sleep 0.1
   done
   ip link del "$BR" 2>/dev/null
   rm -rf "$W"
@@ -114,8 +129,27 @@ mount -t tmpfs tmpfs \$M/tmp
 mkdir -p \$M/run/sshd \$M/run/lock
 exec chroot \$M /bin/sh -c 'hostname $h 2>/dev/null || true; supervisord -c /etc/supervisor/supervisord.conf && exec /usr/sbin/sshd -D -e -f /etc/vigil-test/sshd_config'
 BOOT
-  ip netns exec "$ns" unshare -m -p -u --fork --kill-child --propagation private \
-    sh "$W/boot-h$i.sh" >"$W/boot-h$i.log" 2>&1 &
+  if [ "$i" = 1 ]; then
+    # systemd as PID 1 (tests/packaging/boot_systemd.sh), starting sshd as a unit of its own.
+    mkdir -p "$root/upper/etc/systemd/system"
+    cat >"$root/upper/etc/systemd/system/vigil-test-sshd.service" <<UNIT
+[Unit]
+Description=sshd of the deployment test
+[Service]
+ExecStart=/usr/sbin/sshd -D -e -f /etc/vigil-test/sshd_config
+RuntimeDirectory=sshd
+UNIT
+    mkdir "$CG"
+    # Into the cgroup before ip netns exec, whose fresh /sys has no cgroup mounts.
+    (
+      echo "$BASHPID" >"$CG/cgroup.procs"
+      exec ip netns exec "$ns" unshare -C -m -p -u --fork --kill-child --propagation private \
+        sh "$SRC/tests/packaging/boot_systemd.sh" "$root" - vigil-test-sshd.service
+    ) >"$W/boot-h$i.log" 2>&1 &
+  else
+    ip netns exec "$ns" unshare -m -p -u --fork --kill-child --propagation private \
+      sh "$W/boot-h$i.sh" >"$W/boot-h$i.log" 2>&1 &
+  fi
   PID[$h]=$!
 done
 
@@ -136,14 +170,14 @@ all:
   children:
     vigil_controller:
       hosts:
-        vigil-h1: {ansible_host: $NET.11}
+        vigil-h1: {ansible_host: $NET.11, vigil_service_manager: systemd}
     vigil_agents:
       vars:
         vigil_agent_labels: {env: test}
         vigil_agent_actions:
           clean_old_logs: {dirs: [/var/log], min_age: 2h}
       hosts:
-        vigil-h1: {ansible_host: $NET.11}
+        vigil-h1: {ansible_host: $NET.11, vigil_service_manager: systemd}
         vigil-h2: {ansible_host: $NET.12, vigil_agent_labels: {env: test, role: web}}
         vigil-h3:
           ansible_host: $NET.13
@@ -158,7 +192,7 @@ export ANSIBLE_SSH_ARGS="-o UserKnownHostsFile=/dev/null -o StrictHostKeyCheckin
 export ANSIBLE_NOCOLOR=1 ANSIBLE_RETRY_FILES_ENABLED=False
 
 for i in 1 2 3; do
-  for _ in $(seq 50); do
+  for _ in $(seq 150); do
     ssh -i "$W/id" $ANSIBLE_SSH_ARGS "root@$NET.1$i" true 2>/dev/null && break
     sleep 0.1
   done
@@ -193,7 +227,13 @@ connected() {  # the ids the controller lists as connected, sorted, on one line
   agents_json | python3 -c 'import json,sys
 print(" ".join(sorted(a["agent_id"] for a in json.load(sys.stdin)["agents"] if a["state"] == "CONNECTED")))'
 }
-agent_pid() { on "$1" supervisorctl pid vigil-agent; }
+agent_pid() {
+  if [ "$1" = vigil-h1 ]; then
+    on "$1" systemctl show -p MainPID --value vigil-agent.service
+  else
+    on "$1" supervisorctl pid vigil-agent
+  fi
+}
 
 # 1. The first deployment; a new fleet's agents may all go at once.
 play deploy.log -e vigil_agent_serial=3 || { tail -40 "$W/deploy.log" >&2; fail "the first deployment failed"; }
@@ -222,6 +262,13 @@ on vigil-h2 dpkg-query -W vigil-controller >/dev/null 2>&1 && fail "vigil-h1's p
 on vigil-h3 grep -q 'access_log: /var/log/nginx/access.log' /etc/vigil/agent.yaml ||
   fail "vigil-h3's collectors are not in its agent.yaml"
 on vigil-h2 grep -q 'role: web' /etc/vigil/agent.yaml || fail "vigil-h2's labels are not in its agent.yaml"
+# vigil-h1: the daemons run under its systemd, from the packaged units the role enabled.
+[ "$(on vigil-h1 cat /proc/1/comm)" = systemd ] || fail "vigil-h1's PID 1 is not systemd"
+for u in vigil-controller vigil-agent; do
+  [ "$(on vigil-h1 systemctl is-active $u.service)" = active ] || fail "$u.service is not active on vigil-h1"
+  [ "$(on vigil-h1 systemctl is-enabled $u.service)" = enabled ] || fail "$u.service is not enabled on vigil-h1"
+done
+on vigil-h1 test -e /etc/supervisor/conf.d/vigil-agent.conf && fail "vigil-h1 has a supervisord program"
 echo "deployed, 3 agents connected: $(elapsed) s"
 
 # 2. Nothing to change the second time. (VIGIL_ANSIBLE_TEST_QUICK=1 skips 2 and the --check
