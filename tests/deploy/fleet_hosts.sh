@@ -92,6 +92,11 @@ fleet_boot() {
     mount -t tmpfs -o size=1g,mode=0755 "tmpfs-$h" "$root"
     mkdir -p "$root"/{upper,work,merged} "$root/upper/etc/vigil-test"
     echo "$h" >"$root/upper/etc/hostname"
+    # root's shell as on a new Debian host: sshd runs every command through it, and bash reads
+    # ~/.bashrc then, so whatever this machine's root has there (a pyenv init costs a second and
+    # more) would be paid on every Ansible task.
+    install -d -m 0700 "$root/upper/root"
+    install -m 0644 /etc/skel/.bashrc /etc/skel/.profile "$root/upper/root/"
     cp "$W/hostkey" "$root/upper/etc/vigil-test/host_key"
     cp "$W/id.pub" "$root/upper/etc/vigil-test/authorized_keys"
     cat >"$root/upper/etc/vigil-test/sshd_config" <<SSHD
