@@ -27,6 +27,7 @@ done
 
 W=$(mktemp -d /tmp/vigil-ansible.XXXXXX)
 . "$SRC/tests/deploy/fleet_hosts.sh"
+FLEET_LOGS=${VIGIL_ANSIBLE_TEST_LOGS:-}  # a folder: the playbooks' logs are kept there
 trap fleet_cleanup EXIT
 fleet_init vg 10.213 3
 started=$(date +%s.%N)

@@ -6,7 +6,7 @@
 # under supervisord (vigil_service_manager: supervisor).
 #
 #   W=$(mktemp -d ...); SRC=...; . tests/deploy/fleet_hosts.sh
-#   trap fleet_cleanup EXIT
+#   trap fleet_cleanup EXIT        # FLEET_LOGS=DIR: the playbooks' logs are kept there
 #   fleet_init PREFIX NET N     # e.g. vg 10.213 3: namespaces PREFIX<pid>-hI, hosts vigil-h1..hN
 #   fleet_packages BUILD        # $W/debs: this build's packages (V1) and the same re-versioned (V2)
 #   fleet_keys; fleet_boot; fleet_ansible_env; fleet_wait_ssh
@@ -31,8 +31,9 @@ fleet_init() {  # PREFIX NET N
 
 fleet_ip() { echo "$NET.$((10 + ${1#vigil-h}))"; }  # HOST (vigil-hI): its address, NET.(10+I)
 
-fleet_cleanup() {
+fleet_cleanup() {  # ends the hosts; keeps the playbooks' logs in $FLEET_LOGS if set
   set +e
+  [ -n "${FLEET_LOGS:-}" ] && mkdir -p "$FLEET_LOGS" && cp "$W"/*.log "$FLEET_LOGS/" 2>/dev/null
   # unshare --fork ignores SIGTERM; SIGKILL takes its child, the PID namespace and all in it.
   for h in "${!FLEET_PID[@]}"; do kill -9 "${FLEET_PID[$h]}" 2>/dev/null; done
   wait 2>/dev/null
