@@ -164,6 +164,9 @@ all:
     vigil_service_manager: supervisor
     vigil_controller_host: vigil-h1
     vigil_controller_address: $(fleet_ip vigil-h1):7443
+    # The controller's audit key lands in this run's folder, not beside the playbook in the
+    # source tree, where runs at the same time would overwrite each other's.
+    vigil_audit_public_key_dest: $W/audit-keys/{{ inventory_hostname }}.pub
   hosts:
     ca: {ansible_connection: local}
   children:
