@@ -161,15 +161,16 @@ ratio() { echo "scale=2; $1 / $2" | bc | sed 's/^\./0./'; }
 row() {  # LABEL STEP PEER_STEP
   local t=${T[$2]} tasks=${TASKS[$2]} vs=-
   [ -n "${3:-}" ] && vs="$(ratio "$t" "${T[$3]}")x"
-  printf '| %-58s | %7.1f | %8s | %5s | %8s |\n' "$1" "$t" "$(per "$t")" "$tasks" "$vs"
+  printf '| %-63s | %7.1f | %8s | %5s | %7s |\n' "$1" "$t" "$(per "$t")" "$tasks" "$vs"
 }
 echo
 echo "Rollout to N=$N hosts over SSH, one run (several are too slow here; the seconds move with"
 echo "the machine's load, the ratios come from this one run). Per host: total / N. Tasks: run per"
-echo "host (recap ok=). vs peer: Vigil over the node exporter playbook doing the same step."
+echo "host (recap ok=, mean over the hosts; vigil-h1 also runs the controller's). vs peer: Vigil"
+echo "over the node exporter playbook doing the same step."
 echo
-printf '| %-58s | %7s | %8s | %5s | %8s |\n' step "total s" "per host" tasks "vs peer"
-printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..60})" ---------: ----------: ------: ---------:
+printf '| %-63s | %7s | %8s | %5s | %7s |\n' step "total s" "per host" tasks "vs peer"
+printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..65})" --------: ---------: ------: --------:
 row "Vigil: first deployment (controller, agents, certs, connected)" vigil_deploy peer_install
 row "Vigil: second run (changed=0)" vigil_again peer_again
 row "Vigil: rolling upgrade (serial 1, reconnected before the next)" vigil_upgrade peer_upgrade
