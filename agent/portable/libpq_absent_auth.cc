@@ -29,7 +29,8 @@ constexpr OM_uint32 GSS_S_UNAVAILABLE = 16u << 16;
 
 static char kGssMessage[] =
     "GSSAPI (Kerberos) is not built into this portable vigil-agent; use password, SCRAM or "
-    "certificate authentication, or an agent built with -DVIGIL_PORTABLE_AGENT=OFF (Debian's shared libpq)";
+    "certificate authentication, or an agent built with -DVIGIL_PORTABLE_AGENT=OFF (Debian's "
+    "shared libpq)";
 
 // A non-null OID for libpq to pass back to gss_import_name, which fails anyway.
 static struct {
@@ -60,9 +61,9 @@ static void Clear(gss_buffer_t buffer) {
   }
 }
 
-OM_uint32 gss_acquire_cred(OM_uint32* minor, void* name, OM_uint32 time_req, void* mechs,
-                           int usage, void** cred, void** actual_mechs, OM_uint32* time_rec) {
-  (void)name, (void)time_req, (void)mechs, (void)usage, (void)actual_mechs, (void)time_rec;
+OM_uint32 gss_acquire_cred(OM_uint32* minor, void* /*name*/, OM_uint32 /*time_req*/,
+                           void* /*mechs*/, int /*usage*/, void** cred, void** /*actual_mechs*/,
+                           OM_uint32* /*time_rec*/) {
   if (cred != nullptr) {
     *cred = nullptr;
   }
@@ -70,27 +71,24 @@ OM_uint32 gss_acquire_cred(OM_uint32* minor, void* name, OM_uint32 time_req, voi
   return GSS_S_FAILURE;
 }
 
-OM_uint32 gss_import_name(OM_uint32* minor, gss_buffer_t name, void* type, void** out) {
-  (void)name, (void)type;
+OM_uint32 gss_import_name(OM_uint32* minor, gss_buffer_t /*name*/, void* /*type*/, void** out) {
   if (out != nullptr) {
     *out = nullptr;
   }
   return Unavailable(minor);
 }
 
-OM_uint32 gss_init_sec_context(OM_uint32* minor, void* cred, void** context, void* target,
-                               void* mech, OM_uint32 flags, OM_uint32 time_req, void* bindings,
-                               gss_buffer_t input, void** actual_mech, gss_buffer_t output,
-                               OM_uint32* ret_flags, OM_uint32* time_rec) {
-  (void)cred, (void)context, (void)target, (void)mech, (void)flags, (void)time_req,
-      (void)bindings, (void)input, (void)actual_mech, (void)ret_flags, (void)time_rec;
+OM_uint32 gss_init_sec_context(OM_uint32* minor, void* /*cred*/, void** /*context*/,
+                               void* /*target*/, void* /*mech*/, OM_uint32 /*flags*/,
+                               OM_uint32 /*time_req*/, void* /*bindings*/, gss_buffer_t /*input*/,
+                               void** /*actual_mech*/, gss_buffer_t output,
+                               OM_uint32* /*ret_flags*/, OM_uint32* /*time_rec*/) {
   Clear(output);
   return Unavailable(minor);
 }
 
-OM_uint32 gss_display_status(OM_uint32* minor, OM_uint32 status, int type, void* mech,
+OM_uint32 gss_display_status(OM_uint32* minor, OM_uint32 /*status*/, int /*type*/, void* /*mech*/,
                              OM_uint32* message_context, gss_buffer_t text) {
-  (void)status, (void)type, (void)mech;
   Complete(minor);
   if (message_context != nullptr) {
     *message_context = 0;  // one message: libpq's loop ends
@@ -129,23 +127,20 @@ OM_uint32 gss_delete_sec_context(OM_uint32* minor, void** context, gss_buffer_t 
   return Complete(minor);
 }
 
-OM_uint32 gss_wrap(OM_uint32* minor, void* context, int conf, OM_uint32 qop, gss_buffer_t in,
-                   int* conf_state, gss_buffer_t out) {
-  (void)context, (void)conf, (void)qop, (void)in, (void)conf_state;
+OM_uint32 gss_wrap(OM_uint32* minor, void* /*context*/, int /*conf*/, OM_uint32 /*qop*/,
+                   gss_buffer_t /*in*/, int* /*conf_state*/, gss_buffer_t out) {
   Clear(out);
   return Unavailable(minor);
 }
 
-OM_uint32 gss_unwrap(OM_uint32* minor, void* context, gss_buffer_t in, gss_buffer_t out,
-                     int* conf_state, OM_uint32* qop) {
-  (void)context, (void)in, (void)conf_state, (void)qop;
+OM_uint32 gss_unwrap(OM_uint32* minor, void* /*context*/, gss_buffer_t /*in*/, gss_buffer_t out,
+                     int* /*conf_state*/, OM_uint32* /*qop*/) {
   Clear(out);
   return Unavailable(minor);
 }
 
-OM_uint32 gss_wrap_size_limit(OM_uint32* minor, void* context, int conf, OM_uint32 qop,
-                              OM_uint32 req_output_size, OM_uint32* max_input_size) {
-  (void)context, (void)conf, (void)qop, (void)req_output_size;
+OM_uint32 gss_wrap_size_limit(OM_uint32* minor, void* /*context*/, int /*conf*/, OM_uint32 /*qop*/,
+                              OM_uint32 /*req_output_size*/, OM_uint32* max_input_size) {
   if (max_input_size != nullptr) {
     *max_input_size = 0;
   }
@@ -155,57 +150,32 @@ OM_uint32 gss_wrap_size_limit(OM_uint32* minor, void* context, int conf, OM_uint
 // OpenLDAP: libpq calls these only for an ldap:// service URL, and ldap_init comes first.
 constexpr int LDAP_UNAVAILABLE = 0x34;
 
-void* ldap_init(const char* host, int port) {
-  (void)host, (void)port;
-  return nullptr;
-}
-char* ldap_err2string(int error) {
-  (void)error;
+void* ldap_init(const char* /*host*/, int /*port*/) { return nullptr; }
+char* ldap_err2string(int /*error*/) {
   return const_cast<char*>("LDAP is not built into this portable vigil-agent");
 }
-int ldap_set_option(void* ld, int option, const void* value) {
-  (void)ld, (void)option, (void)value;
+int ldap_set_option(void* /*ld*/, int /*option*/, const void* /*value*/) {
   return LDAP_UNAVAILABLE;
 }
-int ldap_simple_bind(void* ld, const char* who, const char* password) {
-  (void)ld, (void)who, (void)password;
-  return -1;
-}
-int ldap_search_st(void* ld, const char* base, int scope, const char* filter, char** attrs,
-                   int attrsonly, void* timeout, void** result) {
-  (void)ld, (void)base, (void)scope, (void)filter, (void)attrs, (void)attrsonly, (void)timeout;
+int ldap_simple_bind(void* /*ld*/, const char* /*who*/, const char* /*password*/) { return -1; }
+int ldap_search_st(void* /*ld*/, const char* /*base*/, int /*scope*/, const char* /*filter*/,
+                   char** /*attrs*/, int /*attrsonly*/, void* /*timeout*/, void** result) {
   if (result != nullptr) {
     *result = nullptr;
   }
   return LDAP_UNAVAILABLE;
 }
-int ldap_result(void* ld, int msgid, int all, void* timeout, void** result) {
-  (void)ld, (void)msgid, (void)all, (void)timeout;
+int ldap_result(void* /*ld*/, int /*msgid*/, int /*all*/, void* /*timeout*/, void** result) {
   if (result != nullptr) {
     *result = nullptr;
   }
   return -1;
 }
-int ldap_count_entries(void* ld, void* chain) {
-  (void)ld, (void)chain;
-  return -1;
-}
-void* ldap_first_entry(void* ld, void* chain) {
-  (void)ld, (void)chain;
-  return nullptr;
-}
-void** ldap_get_values_len(void* ld, void* entry, const char* attr) {
-  (void)ld, (void)entry, (void)attr;
-  return nullptr;
-}
-void ldap_value_free_len(void** values) { (void)values; }
-int ldap_msgfree(void* message) {
-  (void)message;
-  return 0;
-}
-int ldap_unbind(void* ld) {
-  (void)ld;
-  return 0;
-}
+int ldap_count_entries(void* /*ld*/, void* /*chain*/) { return -1; }
+void* ldap_first_entry(void* /*ld*/, void* /*chain*/) { return nullptr; }
+void** ldap_get_values_len(void* /*ld*/, void* /*entry*/, const char* /*attr*/) { return nullptr; }
+void ldap_value_free_len(void** /*values*/) {}
+int ldap_msgfree(void* /*message*/) { return 0; }
+int ldap_unbind(void* /*ld*/) { return 0; }
 
 }  // extern "C"
