@@ -11,6 +11,7 @@
 #include <cstring>
 #include <exception>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -378,7 +379,8 @@ absl::StatusOr<absl::Duration> ParseDurationText(absl::string_view text) {
     return d;
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("bad duration '", text, "' (write e.g. 500ms, 30s, 5m, 1h, 2d)"));
+      // Escaped: a value YAML folded over lines must not break the one-line "FILE:LINE: key" form.
+      absl::StrCat("bad duration '", absl::CHexEscape(text), "' (write e.g. 500ms, 30s, 5m, 1h, 2d)"));
 }
 
 absl::StatusOr<absl::Duration> YamlDuration(const YAML::Node& node, absl::string_view key,

@@ -6,6 +6,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -272,8 +273,16 @@ absl::Status Apply(const YAML::Node& root, absl::string_view file, const GivenOn
         *name == "notifications" || *name == "webhook_self_alerts" || !given(FlagForKey(*name));
     if (absl::Status s = key->read(root, file, apply, settings); !s.ok()) {
       // A section (notifications, webhook_self_alerts) reports each problem on a line of its own.
+      bool first = true;
       for (absl::string_view line : absl::StrSplit(s.message(), '\n')) {
-        errors.emplace_back(line);
+        // A problem's own text may hold a newline (a value YAML folded over lines): it stays on
+        // the line of its problem, which starts with the file's name.
+        if (!first && !absl::StartsWith(line, file)) {
+          absl::StrAppend(&errors.back(), "\\n", line);
+        } else {
+          errors.emplace_back(line);
+        }
+        first = false;
       }
       continue;
     }

@@ -189,6 +189,23 @@ TEST(ControllerConfigTest, UnknownKeysAreRefusedWithTheirLine) {
       << status;
 }
 
+TEST(ControllerConfigTest, AValueFoldedOverLinesStaysOnItsProblemsLine) {
+  ControllerSettings s;
+  // YAML folds the indented "- x" into the plain scalar: the value holds a newline.
+  absl::Status status = Apply(
+      "notifications:\n"
+      "  external_url: https://vigil.example.com\n"
+      "  resend_interval: 0m\n"
+      "  \n"
+      "    - x\n",
+      s);
+  ASSERT_FALSE(status.ok());
+  const std::string m(status.message());
+  EXPECT_EQ(std::count(m.begin(), m.end(), '\n'), 0) << m;
+  EXPECT_TRUE(absl::StartsWith(m, "controller.yaml:")) << m;
+  EXPECT_TRUE(absl::StrContains(m, "bad duration '0m\\n- x'")) << m;
+}
+
 TEST(ControllerConfigTest, WrongTypesAndRangesNameFileLineAndKey) {
   ControllerSettings s;
   absl::Status status = Apply(
