@@ -332,13 +332,14 @@ TEST_F(SensingRunnerTest, ANewSetStartsFromTheLastRoundsValues) {
   EXPECT_EQ(Clients(Sunk()[1]), 45);
 }
 
-// Context switches of all this process's threads so far: each sleep that ends is one.
+// Voluntary context switches of all this process's threads so far: each sleep that ends is one.
 int64_t ProcessSwitches() {
   int64_t total = 0;
   for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
     std::istringstream status(testing::ReadFileOrEmpty(task.path().string() + "/status"));
     for (std::string line; std::getline(status, line);) {
-      if (line.find("ctxt_switches:") != std::string::npos) {
+      // Voluntary only: how often a loaded machine preempts us is not the runner's doing.
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) {
         total += std::stoll(line.substr(line.find(':') + 1));
       }
     }
@@ -367,18 +368,19 @@ TEST(SleepingRunnerTest, SleepsToItsDeadlineAndWakesAtOnceForWork) {
   watch.Replace(Build({Threshold("redis_connected_clients", v1::WatchThreshold::GREATER, 20)}));
   ASSERT_TRUE(testing::WaitUntil([&] { return runner.thresholds_taken() == 1; },
                                  absl::Seconds(5), absl::Milliseconds(1)));
-  EXPECT_LT(absl::Now() - replaced, absl::Milliseconds(500));
+  // The runner waits an hour between rounds: these bounds only tell waking from waiting.
+  EXPECT_LT(absl::Now() - replaced, absl::Seconds(3));
 
   std::atomic<bool> answered{false};
   const absl::Time asked = absl::Now();
   runner.RequestDiagnostics({}, [&](std::vector<v1::DiagnosticTable>) { answered = true; });
   ASSERT_TRUE(testing::WaitUntil([&] { return answered.load(); }, absl::Seconds(5),
                                  absl::Milliseconds(1)));
-  EXPECT_LT(absl::Now() - asked, absl::Milliseconds(500));
+  EXPECT_LT(absl::Now() - asked, absl::Seconds(3));
 
   const absl::Time stopping = absl::Now();
   runner.Stop();
-  EXPECT_LT(absl::Now() - stopping, absl::Milliseconds(500));
+  EXPECT_LT(absl::Now() - stopping, absl::Seconds(3));
   EXPECT_EQ(state->rounds.load(), 0);
   EXPECT_EQ(state->senses.load(), 0);  // the next check was an hour away
 }

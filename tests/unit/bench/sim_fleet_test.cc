@@ -53,7 +53,7 @@ class ScriptedController final : public v1::AgentService::Service {
       }
       absl::MutexLock lock(&mu_);
       if (in.telemetry().sequence() == 0) {
-        ++heartbeats_;
+        heartbeat_times_.push_back(absl::Now());
         continue;
       }
       ++batches;
@@ -82,9 +82,9 @@ class ScriptedController final : public v1::AgentService::Service {
     absl::MutexLock lock(&mu_);
     return declared_[id];
   }
-  int heartbeats() {
+  std::vector<absl::Time> HeartbeatTimes() {
     absl::MutexLock lock(&mu_);
-    return heartbeats_;
+    return heartbeat_times_;
   }
 
  private:
@@ -93,7 +93,7 @@ class ScriptedController final : public v1::AgentService::Service {
   std::map<std::string, std::vector<absl::Time>> attempts_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> declared_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> drop_once_ ABSL_GUARDED_BY(mu_);
-  int heartbeats_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<absl::Time> heartbeat_times_ ABSL_GUARDED_BY(mu_);
 };
 
 class SimFleetTest : public ::testing::Test {
@@ -158,7 +158,8 @@ TEST_F(SimFleetTest, HonoursTheRetryHintThenStreams) {
     // The hint plus a jitter of at most the initial backoff (100 ms).
     const absl::Duration gap = attempts[1] - attempts[0];
     EXPECT_GE(gap, absl::Milliseconds(400)) << i;
-    EXPECT_LE(gap, absl::Milliseconds(400 + 100 + 250)) << i;  // 250 ms of scheduling slack
+    // Not the reconnect backoff's later steps (seconds): slack for a loaded machine.
+    EXPECT_LE(gap, absl::Milliseconds(400 + 100 + 1000)) << i;
   }
   // Streaming at once: batches flow and are acknowledged; each stream declared its 10 series.
   ASSERT_TRUE(WaitFor([&] { return counters.batches_acked.load() >= 9; }));
@@ -187,21 +188,29 @@ TEST_F(SimFleetTest, AStreamEndedAfterItsWelcomeIsADropAndTheAgentComesBack) {
   fleet.Stop();
 }
 
-TEST_F(SimFleetTest, HeartbeatsFillRoundsLongerThanAThirdOfTheSilenceTimeout) {
-  // The Welcome's 2.5 s silence timeout asks for a message every 833 ms; rounds every 10 s
-  // leave heartbeats (sequence 0) to keep the stream alive, as the agent does.
+TEST_F(SimFleetTest, HeartbeatsFillRoundsLongerThanTheHeartbeatPeriod) {
+  // The Welcome's 2.5 s silence timeout asks for a message every 1.125 s (45 %); rounds every
+  // 10 s leave heartbeats (sequence 0) to keep the stream alive, as the agent does. The
+  // configured period (10 s) would let the stream die: only the Welcome's timeout paces them.
   StartServer(/*retry_after_ms=*/0);
   FleetOptions options = Options(1);
   options.interval = absl::Seconds(10);
+  options.heartbeat = absl::Seconds(10);
   FleetCounters counters;
   Fleet fleet(options, &counters);
   fleet.Start(absl::Now(), absl::ZeroDuration());
   ASSERT_TRUE(WaitFor([&] { return counters.streaming.load() == 1; }));
-  const absl::Time welcomed = absl::Now();
-  ASSERT_TRUE(WaitFor([&] { return service_->heartbeats() >= 2; }));
-  // Two heartbeats take about 1.7 s; well under the 2.5 s after which the controller gives up.
-  EXPECT_LT(absl::Now() - welcomed, absl::Milliseconds(2500));
-  EXPECT_GE(counters.heartbeats.load(), static_cast<uint64_t>(service_->heartbeats()));
+  // Three heartbeats inside the 10 s wait: a sim paced by its configured 10 s sends at most
+  // one. Only the lower bound on each gap is exact; how late a loaded machine delivers them is
+  // not this test's business.
+  ASSERT_TRUE(WaitFor([&] { return service_->HeartbeatTimes().size() >= 3; }));
+  const std::vector<absl::Time> times = service_->HeartbeatTimes();
+  for (size_t i = 1; i < times.size(); ++i) {
+    // Not earlier than the period, less a little for the write's path through gRPC.
+    EXPECT_GE(times[i] - times[i - 1], absl::Milliseconds(1125 - 100)) << i;
+  }
+  EXPECT_GE(counters.heartbeats.load(), times.size());
+  EXPECT_EQ(counters.drops.load(), 0u);
   fleet.Stop();
 }
 

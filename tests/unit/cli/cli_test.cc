@@ -438,10 +438,10 @@ TEST_F(CliTest, UnimplementedFailsCleanly) {
 
 TEST_F(CliTest, SlowControllerHitsTheDeadline) {
   fake().SetResponse("ListAgents", SampleAgents());
-  fake().SetDelay(absl::Seconds(1));
+  fake().SetDelay(absl::Seconds(3));
   absl::Time start = absl::Now();
   EXPECT_EQ(Run({"--timeout=200ms", "agents"}), 1);
-  EXPECT_LT(absl::Now() - start, absl::Milliseconds(900));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2)) << "gave up at its deadline, not the answer";
   EXPECT_EQ(err_.str(), "vigil: controller at " + controller_.address() +
                             " did not answer ListAgents within 200ms (see --timeout)\n");
 }
