@@ -31,8 +31,23 @@ phase_done fuzz
 # The fleet deployment test (label deploy: Ansible over SSH to three namespace hosts, about half
 # an hour here) runs on its own: scripts/test-deploy.sh.
 ctest_status=0
-ctest --test-dir "$BUILD_DIR" --output-on-failure -j2 --timeout 300 -LE deploy || ctest_status=$?
+ctest_log=$(mktemp "${TMPDIR:-/tmp}/vigil-ctest-log.XXXXXX")
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j2 --timeout 300 -LE deploy 2>&1 |
+  tee "$ctest_log" || ctest_status=$?
 phase_done ctest
+# ctest shows the output of failed tests only: a skipped one says here why it could not run on
+# this machine (the test's own words and the last lines it printed), so a skip is never silent.
+sed -n '/^The following tests did not run:/,/^$/p' "$ctest_log" |
+  sed -n 's/^[[:space:]]*[0-9]* - \(.*\) (Skipped)$/\1/p' | while read -r name; do
+  echo "test: $name was skipped; the end of what it printed:"
+  awk -v t="$name" '
+    $0 ~ /^[0-9]+\/[0-9]+ Test: / { sub(/^[0-9]+\/[0-9]+ Test: /, ""); cur = $0; next }
+    cur == t && /^Output:$/ { grab = 1; n = 0; getline; next }
+    grab && /^<end of output>$/ { grab = 0; next }
+    grab { lines[n++] = $0 }
+    END { for (i = (n > 40 ? n - 40 : 0); i < n; i++) print "  " lines[i] }
+  ' "$BUILD_DIR/Testing/Temporary/LastTest.log"
+done
 if [ "$ctest_status" != 0 ]; then
   exit "$ctest_status"
 fi
