@@ -54,7 +54,8 @@ v1::TimelineEvent MakeEvent(size_t i, const std::string& incident) {
   e.set_actor(absl::StrCat("api-", i % 1000));
   e.set_summary(absl::StrCat("HighAPILatency on api-", i % 1000,
                              ": nginx_request_duration_seconds p95 > 2 (value 2.41)"));
-  e.set_details_json(absl::StrCat(R"({"alert":"al-)", i, R"(","value":2.41,"rule":"HighAPILatency"})"));
+  e.set_details_json(
+      absl::StrCat(R"({"alert":"al-)", i, R"(","value":2.41,"rule":"HighAPILatency"})"));
   return e;
 }
 
@@ -72,7 +73,7 @@ void Append(storage::Store& store, size_t from, size_t count, const std::string&
       if (of.empty()) of = number % 2 == 0 ? "INC-BIG" : "INC-OTHER";
       batch.Append(MakeEvent(number, of));
     }
-    absl::StatusOr<std::vector<v1::TimelineEvent>> stored = store.Commit(batch);
+    absl::StatusOr<std::vector<v1::TimelineEvent>> stored = store.Commit(std::move(batch));
     if (!stored.ok()) Die(std::string(stored.status().message()));
     if (checkpointer != nullptr && !checkpointer->CheckpointNow().ok()) Die("checkpoint");
     done += n;
@@ -159,10 +160,11 @@ int main(int argc, char** argv) {
   std::printf("append through the timeline writer, %d rounds of %zu events each way (medians):\n",
               rounds, kRound);
   std::printf("  without checkpoints %9.0f events/s\n", Median(plain));
-  std::printf("  with checkpoints    %9.0f events/s  (%.1f %% of the rate without; %llu "
-              "checkpoints signed, every %zu events)\n",
-              Median(checkpointed), 100 * Median(checkpointed) / Median(plain),
-              static_cast<unsigned long long>(stats.signed_checkpoints), options.every_events);
+  std::printf(
+      "  with checkpoints    %9.0f events/s  (%.1f %% of the rate without; %llu "
+      "checkpoints signed, every %zu events)\n",
+      Median(checkpointed), 100 * Median(checkpointed) / Median(plain),
+      static_cast<unsigned long long>(stats.signed_checkpoints), options.every_events);
 
   // 2. The chain up to `events`, the last 2 x incident_events alternating with INC-BIG.
   const size_t tail = 2 * incident_events;
@@ -221,9 +223,10 @@ int main(int argc, char** argv) {
   std::printf("  incremental  %7.3f s  (%llu events from the checkpoint at %llu)\n",
               incremental_seconds, static_cast<unsigned long long>(incremental->events_checked()),
               static_cast<unsigned long long>(incremental->verified_from_seq()));
-  std::printf("  sha256sum    %7.3f s  %7.1f MB/s  over the same bytes (median of 3): verify takes "
-              "%.1fx its time\n",
-              sha_chain, mb / sha_chain, Median(full_runs) / sha_chain);
+  std::printf(
+      "  sha256sum    %7.3f s  %7.1f MB/s  over the same bytes (median of 3): verify takes "
+      "%.1fx its time\n",
+      sha_chain, mb / sha_chain, Median(full_runs) / sha_chain);
 
   // 3. A bundle of INC-BIG.
   const absl::Time export_start = absl::Now();
@@ -250,13 +253,15 @@ int main(int argc, char** argv) {
   const double sha_bundle = Sha256sumSeconds(bundle_file);
   std::printf("bundle of an incident with %llu events (%.1f MB):\n",
               static_cast<unsigned long long>(in_scope), bundle_mb);
-  std::printf("  export       %7.3f s (a checkpoint, then the chain from the incident's first event)\n",
-              export_seconds);
+  std::printf(
+      "  export       %7.3f s (a checkpoint, then the chain from the incident's first event)\n",
+      export_seconds);
   std::printf("  verify       %7.3f s  %7.1f MB/s  (parse and check, median of 3)\n",
               Median(verify_runs), bundle_mb / Median(verify_runs));
-  std::printf("  sha256sum    %7.3f s  %7.1f MB/s  over the bundle file: verify takes %.1fx its "
-              "time\n",
-              sha_bundle, bundle_mb / sha_bundle, Median(verify_runs) / sha_bundle);
+  std::printf(
+      "  sha256sum    %7.3f s  %7.1f MB/s  over the bundle file: verify takes %.1fx its "
+      "time\n",
+      sha_bundle, bundle_mb / sha_bundle, Median(verify_runs) / sha_bundle);
   checkpointer.Stop();
   opened->reset();
   std::filesystem::remove_all(folder);

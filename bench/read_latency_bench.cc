@@ -28,12 +28,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "bench/child_process.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/child_process.h"
 #include "storage/sqlite/sqlite_store.h"
 #include "vigil/v1/control_service.grpc.pb.h"
 
@@ -54,7 +54,6 @@ int FreePort() {
   return port;
 }
 
-
 // Runs `argv` to its end; the exit status, or -1.
 int Run(const std::vector<std::string>& argv, const std::string& log) {
   const pid_t pid = vigil::bench::SpawnLogged(argv, log);
@@ -66,8 +65,8 @@ int Run(const std::vector<std::string>& argv, const std::string& log) {
 }
 
 std::string AddUser(const std::string& binary, const std::string& db, const std::string& log) {
-  const std::string command = absl::StrCat("'", binary, "' users add bench --role viewer --db '",
-                                           db, "' 2>>'", log, "'");
+  const std::string command =
+      absl::StrCat("'", binary, "' users add bench --role viewer --db '", db, "' 2>>'", log, "'");
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) {
     return "";
@@ -115,7 +114,8 @@ bool Seed(const std::string& db, int events, int show_events) {
       e.set_details_json(R"({"host":"web-1","value":0.97})");
       batch.Append(std::move(e));
     }
-    if (absl::StatusOr<std::vector<vigil::v1::TimelineEvent>> stored = (*store)->Commit(batch);
+    if (absl::StatusOr<std::vector<vigil::v1::TimelineEvent>> stored =
+            (*store)->Commit(std::move(batch));
         !stored.ok()) {
       std::fprintf(stderr, "seed: %s\n", std::string(stored.status().message()).c_str());
       return false;
@@ -204,8 +204,8 @@ int main(int argc, char** argv) {
   const std::string address = absl::StrCat("127.0.0.1:", FreePort());
   const pid_t controller =
       vigil::bench::SpawnLogged({controller_bin, "--listen=" + address, "--db=" + db, "--insecure",
-             "--http-listen=off", "--log-level=warn"},
-            log);
+                                 "--http-listen=off", "--log-level=warn"},
+                                log);
   const std::vector<std::string> cli = {cli_bin, "--controller=" + address, "--insecure",
                                         "--token=" + token};
   std::vector<std::string> show = cli;
@@ -245,8 +245,8 @@ int main(int argc, char** argv) {
         context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
         vigil::v1::VerifyAuditResponse response;
         const absl::Time start = absl::Now();
-        grpc::Status status = stub->VerifyAudit(&context, vigil::v1::VerifyAuditRequest(),
-                                                &response);
+        grpc::Status status =
+            stub->VerifyAudit(&context, vigil::v1::VerifyAuditRequest(), &response);
         absl::MutexLock lock(&mu);
         if (status.ok()) {
           verify_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
@@ -279,9 +279,10 @@ int main(int argc, char** argv) {
   row("GetIncident call, idle", idle_calls);
   row(absl::StrFormat("GetIncident call, VerifyAudit x%d", verifiers).c_str(), busy_calls);
   absl::MutexLock lock(&mu);
-  std::printf("VerifyAudit: %zu completed (%d failed), %llu events each, p50 %.0f ms, max %.0f ms\n",
-              verify_ms.size(), verify_failed, static_cast<unsigned long long>(checked),
-              Percentile(verify_ms, 0.5), Percentile(verify_ms, 1.0));
+  std::printf(
+      "VerifyAudit: %zu completed (%d failed), %llu events each, p50 %.0f ms, max %.0f ms\n",
+      verify_ms.size(), verify_failed, static_cast<unsigned long long>(checked),
+      Percentile(verify_ms, 0.5), Percentile(verify_ms, 1.0));
   std::filesystem::remove_all(dir);
   return 0;
 }

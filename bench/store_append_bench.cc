@@ -47,8 +47,8 @@ double CpuSeconds() {
 }
 
 void Print(const char* what, size_t batch, const Result& r) {
-  std::printf("%-56s batch %5zu %9.0f /s %7.2f ms/commit %5.2f us CPU/row (%zu in %.2f s)\n",
-              what, batch, r.rows / r.seconds, r.seconds * 1000 / static_cast<double>(r.commits),
+  std::printf("%-56s batch %5zu %9.0f /s %7.2f ms/commit %5.2f us CPU/row (%zu in %.2f s)\n", what,
+              batch, r.rows / r.seconds, r.seconds * 1000 / static_cast<double>(r.commits),
               r.cpu_seconds * 1e6 / static_cast<double>(r.rows), r.rows, r.seconds);
 }
 
@@ -114,8 +114,7 @@ Result StoreRun(const Settings& settings, bool alerts) {
   Result r;
   const double cpu_start = CpuSeconds();
   const absl::Time start = absl::Now();
-  while (r.rows < settings.max_events &&
-         absl::Now() - start < absl::Seconds(settings.seconds)) {
+  while (r.rows < settings.max_events && absl::Now() - start < absl::Seconds(settings.seconds)) {
     storage::WriteBatch batch;
     for (size_t i = 0; i < settings.batch; ++i) {
       if (alerts) {
@@ -124,7 +123,7 @@ Result StoreRun(const Settings& settings, bool alerts) {
       // As the writer seals a batch: the incident rides on its last event.
       batch.Append(StormEvent(r.rows + i), i + 1 == settings.batch ? &incident : nullptr);
     }
-    absl::StatusOr<std::vector<v1::TimelineEvent>> stored = (*store)->Commit(batch);
+    absl::StatusOr<std::vector<v1::TimelineEvent>> stored = (*store)->Commit(std::move(batch));
     if (!stored.ok() || stored->size() != settings.batch) {
       std::fprintf(stderr, "commit failed: %s\n", std::string(stored.status().message()).c_str());
       std::exit(1);
@@ -183,8 +182,7 @@ Result CeilingRun(const Settings& settings, size_t batch) {
   Result r;
   const double cpu_start = CpuSeconds();
   const absl::Time start = absl::Now();
-  while (r.rows < settings.max_events &&
-         absl::Now() - start < absl::Seconds(settings.seconds)) {
+  while (r.rows < settings.max_events && absl::Now() - start < absl::Seconds(settings.seconds)) {
     Exec(db, "BEGIN IMMEDIATE");
     for (size_t i = 0; i < batch; ++i) {
       sqlite3_bind_int64(insert, 1, static_cast<int64_t>(r.rows + i + 1));

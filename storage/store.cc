@@ -31,26 +31,26 @@ void WriteBatch::InsertSave(size_t index, v1::Incident incident) {
 absl::Status Store::SaveIncident(const v1::Incident& incident) {
   WriteBatch batch;
   batch.Save(incident);
-  return Commit(batch).status();
+  return Commit(std::move(batch)).status();
 }
 
 absl::Status Store::SaveAlert(const v1::Alert& alert) {
   WriteBatch batch;
   batch.Save(alert);
-  return Commit(batch).status();
+  return Commit(std::move(batch)).status();
 }
 
 absl::Status Store::SaveProposal(const v1::ActionProposal& proposal) {
   WriteBatch batch;
   batch.Save(proposal);
-  return Commit(batch).status();
+  return Commit(std::move(batch)).status();
 }
 
 absl::StatusOr<v1::TimelineEvent> Store::AppendEvent(v1::TimelineEvent event,
                                                      const v1::Incident* incident) {
   WriteBatch batch;
   batch.Append(std::move(event), incident);
-  absl::StatusOr<std::vector<v1::TimelineEvent>> stored = Commit(batch);
+  absl::StatusOr<std::vector<v1::TimelineEvent>> stored = Commit(std::move(batch));
   if (!stored.ok()) {
     return stored.status();
   }

@@ -77,7 +77,9 @@ class WriteBatch {
   void Save(const v1::Incident& incident) { ops_.push_back(SaveIncident{incident}); }
   void Save(const v1::Alert& alert) { ops_.push_back(SaveAlert{alert}); }
   void Save(const v1::ActionProposal& proposal) { ops_.push_back(SaveProposal{proposal}); }
-  void Add(v1::AuditCheckpoint checkpoint) { ops_.push_back(StoreCheckpoint{std::move(checkpoint)}); }
+  void Add(v1::AuditCheckpoint checkpoint) {
+    ops_.push_back(StoreCheckpoint{std::move(checkpoint)});
+  }
   void Notify(v1::Notification notification) {
     ops_.push_back(AddNotification{std::move(notification)});
   }
@@ -95,6 +97,7 @@ class WriteBatch {
 
   void Reserve(size_t ops) { ops_.reserve(ops); }
   const std::vector<Op>& ops() const { return ops_; }
+  std::vector<Op>& mutable_ops() { return ops_; }
   bool empty() const { return ops_.empty(); }
   size_t size() const { return ops_.size(); }
   size_t events() const;
@@ -120,10 +123,12 @@ class Store {
   // Applies `batch` in one transaction and returns the appended events as stored (seq, hashes),
   // in order. On error nothing is written; the status says why (RESOURCE_EXHAUSTED for a full
   // disk, UNAVAILABLE for a busy or unreachable database, DATA_LOSS for a damaged one).
-  virtual absl::StatusOr<std::vector<v1::TimelineEvent>> Commit(const WriteBatch& batch) = 0;
+  // The batch's events become the stored ones (moved, not copied: pass the batch with std::move
+  // unless it is needed again).
+  virtual absl::StatusOr<std::vector<v1::TimelineEvent>> Commit(WriteBatch batch) = 0;
   // One-write conveniences over Commit.
-  absl::Status SaveIncident(const v1::Incident& incident);  // upsert by id
-  absl::Status SaveAlert(const v1::Alert& alert);           // upsert by id
+  absl::Status SaveIncident(const v1::Incident& incident);        // upsert by id
+  absl::Status SaveAlert(const v1::Alert& alert);                 // upsert by id
   absl::Status SaveProposal(const v1::ActionProposal& proposal);  // upsert by id
   absl::StatusOr<v1::TimelineEvent> AppendEvent(v1::TimelineEvent event,
                                                 const v1::Incident* incident = nullptr);
@@ -145,8 +150,9 @@ class Store {
       absl::string_view incident_id) = 0;
 
   // --- the timeline: one append-only SHA-256 chain across all incidents ---
-  // (Appended through Commit: each event's seq, prev_hash and hash follow common/audit/chain_hash.h.)
-  // Events with seq > after_seq, oldest first; incident_id "" means every incident.
+  // (Appended through Commit: each event's seq, prev_hash and hash follow
+  // common/audit/chain_hash.h.) Events with seq > after_seq, oldest first; incident_id "" means
+  // every incident.
   virtual absl::StatusOr<std::vector<v1::TimelineEvent>> ListEvents(absl::string_view incident_id,
                                                                     uint64_t after_seq,
                                                                     int limit) = 0;

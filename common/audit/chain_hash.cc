@@ -1,5 +1,6 @@
 #include "common/audit/chain_hash.h"
 
+#include <endian.h>
 #include <openssl/evp.h>
 
 #include <cstdint>
@@ -10,11 +11,8 @@ namespace vigil::audit {
 namespace {
 
 void AppendU64(std::string& out, uint64_t v) {
-  char bytes[8];
-  for (int i = 7; i >= 0; --i) {
-    bytes[7 - i] = static_cast<char>((v >> (8 * i)) & 0xff);
-  }
-  out.append(bytes, sizeof(bytes));
+  const uint64_t big_endian = htobe64(v);
+  out.append(reinterpret_cast<const char*>(&big_endian), sizeof(big_endian));
 }
 
 // Length-prefixed, so "ab"+"c" and "a"+"bc" differ.

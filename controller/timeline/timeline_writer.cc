@@ -133,9 +133,10 @@ void TimelineWriter::NoteFailure(const absl::Status& status) {
   }
   const absl::Time now = absl::Now();
   if (uint64_t suppressed = 0; failure_log_.Allow(now, &suppressed)) {
-    spdlog::error("cannot write to the database: {}; nothing was changed ({} similar failures "
-                  "not logged)",
-                  status.message(), suppressed);
+    spdlog::error(
+        "cannot write to the database: {}; nothing was changed ({} similar failures "
+        "not logged)",
+        status.message(), suppressed);
   }
   // Give the store a chance to free space (a checkpoint truncates SQLite's WAL).
   if (now - last_maintain_ >= absl::Seconds(1)) {
@@ -165,8 +166,10 @@ absl::Status TimelineWriter::CommitAndApply(Transaction& txn, size_t units) {
   for (const Hooks& hooks : batch_hooks_) {
     if (hooks.before) hooks.before(txn.writes());
   }
+  const bool wrote = !txn.writes().empty();
   const absl::Time start = absl::Now();
-  absl::StatusOr<std::vector<v1::TimelineEvent>> stored = store_->Commit(txn.writes());
+  // The writes go to the store (a failed commit is run again from its units, never from them).
+  absl::StatusOr<std::vector<v1::TimelineEvent>> stored = store_->Commit(std::move(txn.writes()));
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   for (const Hooks& hooks : batch_hooks_) {
     if (hooks.after) hooks.after(stored.ok());
@@ -181,7 +184,7 @@ absl::Status TimelineWriter::CommitAndApply(Transaction& txn, size_t units) {
     failing_ = false;
     spdlog::info("writes to the database succeed again");
   }
-  if (!txn.writes().empty()) {
+  if (wrote) {
     ++stats_.commits;
     stats_.commit_seconds.Add(seconds);
   }

@@ -16,11 +16,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "common/audit/chain_hash.h"
+#include "common/audit/chain_verifier.h"
 #include "common/model_names.h"
 #include "common/status.h"
 #include "storage/sqlite/reader_connections.h"
-#include "common/audit/chain_hash.h"
-#include "common/audit/chain_verifier.h"
+#include "storage/sqlite/wal_checkpointer.h"
 
 namespace vigil::storage {
 namespace {
@@ -271,6 +272,7 @@ class SqliteStore final : public Store {
  public:
   explicit SqliteStore(std::string path) : path_(std::move(path)) {}
   ~SqliteStore() override {
+    checkpointer_.reset();
     {
       absl::MutexLock lock(&write_mu_);
       for (std::unique_ptr<Statement>& st : cached_) {
@@ -326,13 +328,13 @@ class SqliteStore final : public Store {
       Statement meta(writer_, "SELECT format2_from_seq FROM chain_meta WHERE id = 1");
       absl::StatusOr<bool> row = meta.Step();
       if (!row.ok() || !*row) {
-        return Fail("read the chain's format", row.ok() ? absl::DataLossError(
-                                                             "the chain_meta row is missing")
-                                                       : row.status());
+        return Fail("read the chain's format",
+                    row.ok() ? absl::DataLossError("the chain_meta row is missing") : row.status());
       }
       format2_from_seq_ = static_cast<uint64_t>(meta.Int(0));
     }
     readers_ = std::make_unique<ReaderConnections>(path_, ReaderConnections::Options{});
+    ASSIGN_OR_RETURN(checkpointer_, WalCheckpointer::Start(writer_, path_, {}));
     return absl::OkStatus();
   }
 
@@ -436,7 +438,7 @@ class SqliteStore final : public Store {
     return QueryAlerts("SELECT body FROM alerts WHERE incident_id = ?1", incident_id);
   }
 
-  absl::StatusOr<std::vector<v1::TimelineEvent>> Commit(const WriteBatch& batch) override {
+  absl::StatusOr<std::vector<v1::TimelineEvent>> Commit(WriteBatch batch) override {
     std::vector<v1::TimelineEvent> stored;
     if (batch.empty()) {
       return stored;
@@ -476,9 +478,9 @@ class SqliteStore final : public Store {
         hash = std::move(head.hash);
       }
       audit::TimelineHasher hasher;
-      const std::vector<WriteBatch::Op>& ops = batch.ops();
+      std::vector<WriteBatch::Op>& ops = batch.mutable_ops();
       for (size_t i = 0; i < ops.size(); ++i) {
-        const WriteBatch::Op& op = ops[i];
+        WriteBatch::Op& op = ops[i];
         if (const auto* save = std::get_if<WriteBatch::SaveIncident>(&op)) {
           if (!superseded[i]) {
             RETURN_IF_ERROR(SaveIncidentLocked(save->incident, save->incident.last_event_seq()));
@@ -497,8 +499,8 @@ class SqliteStore final : public Store {
                               .Run());
         } else if (const auto* stored_checkpoint = std::get_if<WriteBatch::StoreCheckpoint>(&op)) {
           RETURN_IF_ERROR(InsertCheckpointLocked(stored_checkpoint->checkpoint));
-        } else if (const auto* append = std::get_if<WriteBatch::AppendEvent>(&op)) {
-          v1::TimelineEvent event = append->event;
+        } else if (auto* append = std::get_if<WriteBatch::AppendEvent>(&op)) {
+          v1::TimelineEvent event = std::move(append->event);  // the batch is ours
           event.set_seq(++seq);
           event.set_chain_format(ChainFormat(seq));
           event.set_prev_hash(std::move(hash));
@@ -624,9 +626,9 @@ class SqliteStore final : public Store {
       }
     }
     if (!problems.empty()) {
-      return absl::DataLossError(absl::StrCat(
-          path_, " is damaged (SQLite quick_check: ", absl::StrJoin(problems, "; "),
-          "); restore it from a backup, or move it aside and start anew with --init"));
+      return absl::DataLossError(
+          absl::StrCat(path_, " is damaged (SQLite quick_check: ", absl::StrJoin(problems, "; "),
+                       "); restore it from a backup, or move it aside and start anew with --init"));
     }
     return absl::OkStatus();
   }
@@ -699,8 +701,9 @@ class SqliteStore final : public Store {
   }
 
   absl::Status AddCheckpoint(const v1::AuditCheckpoint& checkpoint) override {
-    return Write("store an audit checkpoint",
-                 [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return InsertCheckpointLocked(checkpoint); });
+    return Write("store an audit checkpoint", [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return InsertCheckpointLocked(checkpoint);
+    });
   }
 
   absl::Status AddUser(const UserRecord& user) override {
@@ -944,6 +947,9 @@ class SqliteStore final : public Store {
   // BEGIN IMMEDIATE, `body`, COMMIT; on any error ROLLBACK, so a failed write changes nothing.
   absl::Status WriteLocked(const std::function<absl::Status()>& body)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    if (checkpointer_ != nullptr) {
+      checkpointer_->BeforeWrite();  // a log grown too long waits for its checkpoint first
+    }
     RETURN_IF_ERROR(Cached(kBegin).Run());
     absl::Status s = body();
     if (s.ok()) {
@@ -1040,9 +1046,9 @@ class SqliteStore final : public Store {
     event.Bind(1, static_cast<int64_t>(checkpoint.seq()));
     ASSIGN_OR_RETURN(bool found, event.Step());
     if (!found || event.Text(0) != checkpoint.hash()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "checkpoint ", checkpoint.seq(), " does not match the stored chain (event ",
-          checkpoint.seq(), found ? " has another hash)" : " is not stored)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("checkpoint ", checkpoint.seq(), " does not match the stored chain (event ",
+                       checkpoint.seq(), found ? " has another hash)" : " is not stored)"));
     }
     Statement st(writer_,
                  "INSERT INTO checkpoints(seq, hash, time_unix_ms, key_id, signature) "
@@ -1174,6 +1180,8 @@ class SqliteStore final : public Store {
   std::unique_ptr<Statement> cached_[kCachedCount] ABSL_GUARDED_BY(write_mu_);
   // Several read-only connections, one per concurrent read: no read waits on another.
   std::unique_ptr<ReaderConnections> readers_;
+  // Declared after the writer it hooks into; reset first in the destructor.
+  std::unique_ptr<WalCheckpointer> checkpointer_;
 };
 
 }  // namespace

@@ -24,23 +24,24 @@ class FaultInjectingStore final : public storage::Store {
   explicit FaultInjectingStore(storage::Store* real) : real_(real) {}
 
   // Every Commit fails with `error` until Heal().
-  void FailWrites(absl::Status error = absl::ResourceExhaustedError(
-                      "database or disk is full (injected)")) {
+  void FailWrites(
+      absl::Status error = absl::ResourceExhaustedError("database or disk is full (injected)")) {
     absl::MutexLock lock(&mu_);
     error_ = std::move(error);
     fail_after_ = 0;
     fail_count_ = 0;
   }
   // The next `n` commits succeed, then every one fails with `error`.
-  void FailAfter(int n, absl::Status error = absl::ResourceExhaustedError(
-                            "database or disk is full (injected)")) {
+  void FailAfter(int n, absl::Status error =
+                            absl::ResourceExhaustedError("database or disk is full (injected)")) {
     absl::MutexLock lock(&mu_);
     error_ = std::move(error);
     fail_after_ = n;
     fail_count_ = 0;
   }
   // The next `n` commits fail with `error`, then writes work again.
-  void FailNext(int n, absl::Status error = absl::UnavailableError("database is locked (injected)")) {
+  void FailNext(int n,
+                absl::Status error = absl::UnavailableError("database is locked (injected)")) {
     absl::MutexLock lock(&mu_);
     error_ = std::move(error);
     fail_after_ = 0;
@@ -68,7 +69,7 @@ class FaultInjectingStore final : public storage::Store {
   uint64_t failed_commits() const { return failed_.load(); }
   uint64_t maintenance_calls() const { return maintain_.load(); }
 
-  absl::StatusOr<std::vector<v1::TimelineEvent>> Commit(const storage::WriteBatch& batch) override {
+  absl::StatusOr<std::vector<v1::TimelineEvent>> Commit(storage::WriteBatch batch) override {
     {
       absl::MutexLock lock(&mu_);
       if (error_.has_value()) {
@@ -85,7 +86,7 @@ class FaultInjectingStore final : public storage::Store {
       }
     }
     ++commits_;
-    return real_->Commit(batch);
+    return real_->Commit(std::move(batch));
   }
   absl::Status Maintain() override {
     ++maintain_;

@@ -241,7 +241,7 @@ class RacingStore final : public storage::Store {
   }
   absl::Status UpsertAgents(const std::vector<v1::AgentInfo>&) override { return Unused(); }
   absl::StatusOr<std::vector<v1::AgentInfo>> ListAgents() override { return Unused(); }
-  absl::StatusOr<std::vector<v1::TimelineEvent>> Commit(const storage::WriteBatch&) override {
+  absl::StatusOr<std::vector<v1::TimelineEvent>> Commit(storage::WriteBatch) override {
     return Unused();
   }
   absl::StatusOr<std::optional<v1::Incident>> GetIncident(absl::string_view) override {
