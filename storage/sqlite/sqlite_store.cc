@@ -1196,6 +1196,11 @@ absl::StatusOr<std::unique_ptr<Store>> OpenExistingSqliteStore(const std::string
 }
 
 absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
+  // SQLite's memory statistics take a process-wide mutex around every allocation it makes
+  // (several per row written); nothing here reads them. Settable only before SQLite's first use:
+  // later it answers SQLITE_MISUSE and keeps them, which only costs that time.
+  static const int kNoMemoryStatistics = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  (void)kNoMemoryStatistics;
   auto store = std::make_unique<SqliteStore>(path);
   RETURN_IF_ERROR(store->Open());
   return std::unique_ptr<Store>(std::move(store));
