@@ -66,10 +66,10 @@ ProbableCause DescribeCause(const v1::Alert& best, const std::vector<std::string
   if (dependents > first.size()) {
     absl::StrAppend(&names, " and ", dependents - first.size(), " more");
   }
-  out.reason = absl::StrCat(ComponentOf(best), " on ", HostOf(best), " is depended on by ",
-                            dependents, " of the ", agents, " hosts on this incident (", names,
-                            "); ", best.rule(), " fired there at ",
-                            TimeOfDay(best.fired_unix_ms()), " UTC");
+  out.reason =
+      absl::StrCat(ComponentOf(best), " on ", HostOf(best), " is depended on by ", dependents,
+                   " of the ", agents, " hosts on this incident (", names, "); ", best.rule(),
+                   " fired there at ", TimeOfDay(best.fired_unix_ms()), " UTC");
   return out;
 }
 
@@ -150,8 +150,8 @@ struct ActiveIncident::CauseIndex {
     std::string host;
     bool own = false;  // an agent's alert: its agent id (== host) is one of its names
     std::set<std::pair<int64_t, std::string>> alerts;  // (fired, id)
-    int64_t outside = 0;  // |D(host) \ U_C| when own
-    int64_t excluded = 0;  // host in U_C or D(own)
+    int64_t outside = 0;                               // |D(host) \ U_C| when own
+    int64_t excluded = 0;                              // host in U_C or D(own)
     std::optional<RankKey> placed;
     int64_t extra() const { return outside - excluded; }
   };
@@ -169,7 +169,7 @@ struct ActiveIncident::CauseIndex {
   std::map<std::string, std::set<std::string>> depends_of;   // host -> names it depends on
   std::map<RankKey, Class*> ranked;
   std::map<std::string, Group*> group_of_alert;
-  std::map<int, int64_t> severity_count;  // severity rank -> alerts
+  std::map<int, int64_t> severity_count;                      // severity rank -> alerts
   std::map<std::string, std::set<std::string>> stale_by_key;  // AlertKey -> stale alert ids
   // The last cause described, and what it was described from.
   using Described = std::tuple<const Group*, RankKey, int, std::string>;
@@ -204,7 +204,8 @@ struct ActiveIncident::CauseIndex {
   }
 
   void Recount(Group& g, const Dependents& d) {
-    g.excluded = (InUnion(*g.cls, d, g.host) || (g.own && DependsOnName(d, g.host, g.host))) ? 1 : 0;
+    g.excluded =
+        (InUnion(*g.cls, d, g.host) || (g.own && DependsOnName(d, g.host, g.host))) ? 1 : 0;
   }
 
   Group& GroupOf(Class& c, const std::string& host, bool own, const Dependents& d) {
@@ -380,8 +381,8 @@ bool ActiveIncident::AddMembers(const std::string& host, const std::string& serv
     LoadIncident(v1::Incident(incident_));  // edited directly: mirror the lists again
   }
   using List = google::protobuf::RepeatedPtrField<std::string>;
-  auto add = [this](std::set<std::string> ActiveIncident::*listed,
-                    List* (v1::Incident::*list)(), const std::string& value) {
+  auto add = [this](std::set<std::string> ActiveIncident::*listed, List* (v1::Incident::*list)(),
+                    const std::string& value) {
     if (!(this->*listed).insert(value).second) {
       return false;
     }
@@ -501,8 +502,7 @@ void ActiveIncident::UndoTo(Mark mark) {
 v1::Severity ActiveIncident::WorstSeverity() const {
   const CauseIndex& index = Index();
   v1::Severity worst = incident_.severity();
-  if (!index.severity_count.empty() &&
-      index.severity_count.begin()->first < SeverityRank(worst)) {
+  if (!index.severity_count.empty() && index.severity_count.begin()->first < SeverityRank(worst)) {
     const int rank = index.severity_count.begin()->first;
     worst = rank == SeverityRank(v1::SEVERITY_UNSPECIFIED) ? v1::SEVERITY_UNSPECIFIED
                                                            : static_cast<v1::Severity>(rank);
@@ -577,42 +577,154 @@ ProbableCause ActiveIncident::FindProbableCause() const {
   index.described.emplace(std::move(key), cause);
   return cause;
 }
-std::string Correlate(const std::map<std::string, ActiveIncident>& active, const v1::Alert& alert,
-                      absl::Time now, absl::Duration window, std::string* reason) {
-  const std::string host = HostOf(alert);
-  const std::vector<std::string> provides = ProvidedNames(alert);
-  const std::vector<std::string> depends = DependsOn(alert);
-  const ActiveIncident* best = nullptr;
-  std::string best_id;
-  for (const auto& [id, incident] : active) {
-    if (now - incident.last_activity() > window) {
-      continue;
-    }
-    std::string why;
-    if (incident.hosts().contains(host)) {
-      why = absl::StrCat(host, " is already on this incident");
-    } else if (auto rule = incident.host_of_rule().find(alert.rule());
-               rule != incident.host_of_rule().end()) {
-      why = absl::StrCat(alert.rule(), " is already firing on ", rule->second);
-    }
-    for (size_t i = 0; why.empty() && i < provides.size(); ++i) {
-      if (auto it = incident.dependents().find(provides[i]);
-          it != incident.dependents().end() && !it->second.empty()) {
-        why = absl::StrCat(*it->second.begin(), " depends on ", provides[i]);
-      }
-    }
-    for (size_t i = 0; why.empty() && i < depends.size(); ++i) {
-      if (auto it = incident.provider_host().find(depends[i]); it != incident.provider_host().end()) {
-        why = absl::StrCat(ComponentOf(alert), " depends on ", depends[i], " (", it->second, ")");
-      }
-    }
-    if (!why.empty() && (best == nullptr || incident.last_activity() > best->last_activity())) {
-      best = &incident;
-      best_id = id;
-      *reason = why;
+namespace {
+
+// What an alert can correlate by, computed once per alert.
+struct AlertTraits {
+  explicit AlertTraits(const v1::Alert& alert)
+      : host(HostOf(alert)), provides(ProvidedNames(alert)), depends(DependsOn(alert)) {}
+  std::string host;
+  std::vector<std::string> provides;
+  std::vector<std::string> depends;
+};
+
+// Why `alert` belongs to `incident`, or "" when it does not (the window aside).
+std::string WhyJoin(const ActiveIncident& incident, const v1::Alert& alert,
+                    const AlertTraits& traits) {
+  if (incident.hosts().contains(traits.host)) {
+    return absl::StrCat(traits.host, " is already on this incident");
+  }
+  if (auto rule = incident.host_of_rule().find(alert.rule());
+      rule != incident.host_of_rule().end()) {
+    return absl::StrCat(alert.rule(), " is already firing on ", rule->second);
+  }
+  for (const std::string& name : traits.provides) {
+    if (auto it = incident.dependents().find(name);
+        it != incident.dependents().end() && !it->second.empty()) {
+      return absl::StrCat(*it->second.begin(), " depends on ", name);
     }
   }
-  return best_id;
+  for (const std::string& name : traits.depends) {
+    if (auto it = incident.provider_host().find(name); it != incident.provider_host().end()) {
+      return absl::StrCat(ComponentOf(alert), " depends on ", name, " (", it->second, ")");
+    }
+  }
+  return "";
+}
+
+// Candidates are visited in id order; the most recently active one with a reason wins.
+class BestIncident {
+ public:
+  BestIncident(const v1::Alert& alert, absl::Time now, absl::Duration window)
+      : alert_(alert), traits_(alert), now_(now), window_(window) {}
+  void Consider(const std::string& id, const ActiveIncident& incident) {
+    if (now_ - incident.last_activity() > window_ ||
+        (best_ != nullptr && incident.last_activity() <= best_->last_activity())) {
+      return;
+    }
+    if (std::string why = WhyJoin(incident, alert_, traits_); !why.empty()) {
+      best_ = &incident;
+      id_ = id;
+      why_ = std::move(why);
+    }
+  }
+  std::string Take(std::string* reason) {
+    if (best_ != nullptr) {
+      *reason = std::move(why_);
+    }
+    return std::move(id_);
+  }
+
+ private:
+  const v1::Alert& alert_;
+  const AlertTraits traits_;
+  const absl::Time now_;
+  const absl::Duration window_;
+  const ActiveIncident* best_ = nullptr;
+  std::string id_;
+  std::string why_;
+};
+
+// Keys: what an incident's alert offers, and what a new alert looks for to match it.
+std::string HostKey(absl::string_view host) { return absl::StrCat("host\x1f", host); }
+std::string RuleKey(absl::string_view rule) { return absl::StrCat("rule\x1f", rule); }
+std::string ProvidesKey(absl::string_view name) { return absl::StrCat("provides\x1f", name); }
+std::string DependsKey(absl::string_view name) { return absl::StrCat("depends\x1f", name); }
+
+}  // namespace
+
+void CorrelationCandidates::Link(const std::string& id, std::string key) {
+  if (keys_of_[id].insert(key).second) {
+    ids_by_key_[std::move(key)].insert(id);
+  }
+}
+
+void CorrelationCandidates::Add(const std::string& id, const v1::Alert& alert) {
+  Link(id, HostKey(HostOf(alert)));
+  Link(id, RuleKey(alert.rule()));
+  for (const std::string& name : ProvidedNames(alert)) {
+    Link(id, ProvidesKey(name));
+  }
+  for (const std::string& name : DependsOn(alert)) {
+    Link(id, DependsKey(name));
+  }
+}
+
+void CorrelationCandidates::Remove(const std::string& id) {
+  auto keys = keys_of_.find(id);
+  if (keys == keys_of_.end()) {
+    return;
+  }
+  for (const std::string& key : keys->second) {
+    if (auto ids = ids_by_key_.find(key); ids != ids_by_key_.end()) {
+      ids->second.erase(id);
+      if (ids->second.empty()) {
+        ids_by_key_.erase(ids);
+      }
+    }
+  }
+  keys_of_.erase(keys);
+}
+
+std::set<std::string> CorrelationCandidates::For(const v1::Alert& alert) const {
+  std::set<std::string> out;
+  const auto collect = [&](const std::string& key) {
+    if (auto ids = ids_by_key_.find(key); ids != ids_by_key_.end()) {
+      out.insert(ids->second.begin(), ids->second.end());
+    }
+  };
+  // The same matches WhyJoin looks for: the host, the rule, an incident depending on what this
+  // alert provides, an incident providing what it depends on.
+  collect(HostKey(HostOf(alert)));
+  collect(RuleKey(alert.rule()));
+  for (const std::string& name : ProvidedNames(alert)) {
+    collect(DependsKey(name));
+  }
+  for (const std::string& name : DependsOn(alert)) {
+    collect(ProvidesKey(name));
+  }
+  return out;
+}
+
+std::string Correlate(const std::map<std::string, ActiveIncident>& active, const v1::Alert& alert,
+                      absl::Time now, absl::Duration window, std::string* reason) {
+  BestIncident best(alert, now, window);
+  for (const auto& [id, incident] : active) {
+    best.Consider(id, incident);
+  }
+  return best.Take(reason);
+}
+
+std::string Correlate(const std::map<std::string, ActiveIncident>& active,
+                      const CorrelationCandidates& candidates, const v1::Alert& alert,
+                      absl::Time now, absl::Duration window, std::string* reason) {
+  BestIncident best(alert, now, window);
+  for (const std::string& id : candidates.For(alert)) {
+    if (auto it = active.find(id); it != active.end()) {
+      best.Consider(id, it->second);
+    }
+  }
+  return best.Take(reason);
 }
 
 v1::Severity WorstSeverityByScan(const ActiveIncident& active) {

@@ -14,13 +14,15 @@
 
 #include <cstdint>
 #include <functional>
-#include <memory>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/time/time.h"
 #include "vigil/v1/incident.pb.h"
 
@@ -126,9 +128,36 @@ std::string Label(const v1::Alert& alert, const std::string& name);
 // "rule on host: expr (value v)", for timelines.
 std::string DescribeAlert(const v1::Alert& alert);
 
+// Which active incidents could take an alert: those that share a host, a rule, or a name one
+// depends on and the other provides with it, keyed by what their alerts brought. A superset: an
+// incident is listed from its first alert with a key until it leaves the active set (a change
+// taken back may leave its keys listed), so Correlate checks each candidate as it would without
+// the index. It makes an alert's correlation cost grow with the incidents that share something
+// with it, not with every active one (thousands of unrelated incidents, each new alert a scan).
+class CorrelationCandidates {
+ public:
+  // `alert` is on the incident `id` (the keys ActiveIncident::AddAlert indexes).
+  void Add(const std::string& id, const v1::Alert& alert);
+  // The incident left the active set: none of its keys list it any more.
+  void Remove(const std::string& id);
+  // Ids, in order, of the incidents that may take `alert` (some may have left since).
+  std::set<std::string> For(const v1::Alert& alert) const;
+  size_t incidents() const { return keys_of_.size(); }
+
+ private:
+  void Link(const std::string& id, std::string key);
+  absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> ids_by_key_;
+  absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> keys_of_;  // by incident id
+};
+
 // The incident `alert` should join among `active`, with the reason; "" when none (a new
-// incident). The most recently active candidate wins.
+// incident). The most recently active candidate wins (the first by id among equals).
 std::string Correlate(const std::map<std::string, ActiveIncident>& active, const v1::Alert& alert,
+                      absl::Time now, absl::Duration window, std::string* reason);
+// The same, visiting only the incidents `candidates` lists: equal to the above whenever
+// `candidates` lists every incident of `active` that has a key of `alert`.
+std::string Correlate(const std::map<std::string, ActiveIncident>& active,
+                      const CorrelationCandidates& candidates, const v1::Alert& alert,
                       absl::Time now, absl::Duration window, std::string* reason);
 
 // The probable cause and worst severity computed from scratch over every alert of the incident:

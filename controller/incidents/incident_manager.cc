@@ -95,6 +95,7 @@ absl::Status IncidentManager::Start() {
                  ToJson(alert));
         }
         active.AddAlert(alert, {});
+        candidates_.Add(incident.id(), alert);
         if (alert.state() != v1::RESOLVED) {
           txn.AfterCommit([this, alert] {
             absl::MutexLock lock(&mu_);
@@ -191,9 +192,8 @@ void IncidentManager::SubmitBacklog() {
       [this, handled](const absl::Status& status) {
         backlog_in_flight_ = false;
         if (status.ok()) {
-          backlog_.erase(backlog_.begin(),
-                         backlog_.begin() + static_cast<ptrdiff_t>(
-                                                std::min(*handled, backlog_.size())));
+          backlog_.erase(backlog_.begin(), backlog_.begin() + static_cast<ptrdiff_t>(std::min(
+                                                                  *handled, backlog_.size())));
           if (backlog_.empty()) {
             spdlog::info("alerts that waited for the database are all recorded");
           } else {
@@ -318,9 +318,8 @@ ActiveIncident* IncidentManager::EditCurrent(Transaction& txn, const std::string
     return nullptr;
   }
   ActiveIncident& resolved = it->second->mapped();
-  txn.OnRollback([node = it->second, mark = resolved.JournalMark()] {
-    node->mapped().UndoTo(mark);
-  });
+  txn.OnRollback(
+      [node = it->second, mark = resolved.JournalMark()] { node->mapped().UndoTo(mark); });
   return &resolved;
 }
 
@@ -447,14 +446,13 @@ void IncidentManager::HandleFiring(Transaction& txn, const v1::Alert& alert,
   // The same alert again (flapping, or after a restart): back to the incident it was on.
   if (auto by_key = incident_of_key_.find(AlertKey(alert)); by_key != incident_of_key_.end()) {
     if (active_.contains(by_key->second)) {
-      Join(txn, Edit(txn, by_key->second), alert, diagnostics,
-           "the same alert fired here before");
+      Join(txn, Edit(txn, by_key->second), alert, diagnostics, "the same alert fired here before");
       return;
     }
   }
   std::string reason;
   if (std::string id =
-          Correlate(active_, alert, txn.now(), options_.correlation_window, &reason);
+          Correlate(active_, candidates_, alert, txn.now(), options_.correlation_window, &reason);
       !id.empty()) {
     Join(txn, Edit(txn, id), alert, diagnostics, reason);
     return;
@@ -485,6 +483,7 @@ void IncidentManager::Open(Transaction& txn, const v1::Alert& fired,
   incident.set_probable_cause_reason("the first alert of the incident");
   active.AddMembers(HostOf(alert), ComponentOf(alert), alert.rule());
   active.AddAlert(alert, diagnostics);
+  candidates_.Add(id, alert);
   txn.PreserveKey(incident_of_alert_, alert.id());
   std::string key = AlertKey(alert);
   txn.PreserveKey(incident_of_key_, key);
@@ -512,6 +511,7 @@ void IncidentManager::Join(Transaction& txn, ActiveIncident& active, const v1::A
   const std::string host = HostOf(alert);
   const bool new_host = active.AddMembers(host, ComponentOf(alert), alert.rule());
   active.AddAlert(alert, diagnostics);
+  candidates_.Add(incident.id(), alert);
   txn.PreserveKey(incident_of_alert_, alert.id());
   std::string key = AlertKey(alert);
   txn.PreserveKey(incident_of_key_, key);
@@ -543,8 +543,8 @@ void IncidentManager::RequestDiagnostics(Transaction& txn, const std::string& in
   // Asked only once the incident is stored: an agent never answers for an incident that is not.
   txn.AfterCommit([this, request, agent_id, incident_id] {
     if (!send_diagnostics_(agent_id, request)) {
-      const std::string why = absl::StrCat(
-          "cannot ask ", agent_id, " for diagnostics: no agent with that id is connected");
+      const std::string why = absl::StrCat("cannot ask ", agent_id,
+                                           " for diagnostics: no agent with that id is connected");
       writer_->Submit([this, incident_id, why](Transaction& txn) {
         return Record(txn, incident_id, "diagnostics", "controller", why, "");
       });
@@ -609,8 +609,9 @@ void IncidentManager::Reassess(Transaction& txn, ActiveIncident& active) {
   }
 }
 
-absl::StatusOr<v1::Incident> IncidentManager::HandleUpdate(
-    Transaction& txn, const v1::UpdateIncidentRequest& request, const std::string& actor) {
+absl::StatusOr<v1::Incident> IncidentManager::HandleUpdate(Transaction& txn,
+                                                           const v1::UpdateIncidentRequest& request,
+                                                           const std::string& actor) {
   using Op = v1::UpdateIncidentRequest;
   v1::Incident stored;
   v1::Incident* incident = nullptr;
@@ -736,7 +737,10 @@ absl::StatusOr<v1::Incident> IncidentManager::HandleUpdate(
     resolving_[request.incident_id()] = node;
     txn.OnRollback([this, node] { active_.insert(std::move(*node)); });
     txn.OnRollback([this, id = request.incident_id()] { resolving_.erase(id); });
-    txn.AfterCommit([this, id = request.incident_id()] { resolving_.erase(id); });
+    txn.AfterCommit([this, id = request.incident_id()] {
+      resolving_.erase(id);
+      candidates_.Remove(id);  // only now: a rollback puts the incident back, keys and all
+    });
     txn.AfterCommit([this] {
       absl::MutexLock lock(&mu_);
       active_count_ = active_.size();

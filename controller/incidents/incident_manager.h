@@ -141,6 +141,7 @@ class IncidentManager final : public AlertSink {
 
   // Writer-thread state.
   std::map<std::string, ActiveIncident> active_;          // by incident id
+  CorrelationCandidates candidates_;  // which of active_ may take an alert (see Correlate)
   using ActiveNode = std::map<std::string, ActiveIncident>::node_type;
   // Incidents resolved in the batch being written, until it commits (or rolls back).
   std::map<std::string, std::shared_ptr<ActiveNode>> resolving_;

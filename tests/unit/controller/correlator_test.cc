@@ -3,9 +3,9 @@
 // changes and undos; and the journal: an undo leaves the incident exactly as it was.
 #include "controller/incidents/correlator.h"
 
+#include <gmock/gmock.h>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
-#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <map>
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
 namespace vigil::controller {
@@ -39,8 +40,7 @@ std::string Snapshot(const ActiveIncident& a) {
   std::string out = Bytes(a.incident());
   absl::StrAppend(&out, "|", absl::ToUnixNanos(a.last_activity()));
   for (const auto& [id, ref] : a.alerts()) {
-    absl::StrAppend(&out, "|", id, "=", Bytes(ref.alert), "/",
-                    absl::StrJoin(ref.diagnostics, ","));
+    absl::StrAppend(&out, "|", id, "=", Bytes(ref.alert), "/", absl::StrJoin(ref.diagnostics, ","));
   }
   absl::StrAppend(&out, "|hosts:", absl::StrJoin(a.hosts(), ","));
   for (const auto& [rule, host] : a.host_of_rule()) {
@@ -72,10 +72,10 @@ class World {
   explicit World(uint32_t seed) : rng_(seed) {}
 
   v1::Alert NewAlert() {
-    static const std::vector<std::string> kAgents = {"web-1", "web-2", "db-1", "db-2", "cache",
-                                                     "postgres", "", ""};
-    static const std::vector<std::string> kNames = {"", "api", "postgres", "redis", "cache",
-                                                    "db-1", "web"};
+    static const std::vector<std::string> kAgents = {"web-1", "web-2",    "db-1", "db-2",
+                                                     "cache", "postgres", "",     ""};
+    static const std::vector<std::string> kNames = {"",      "api",  "postgres", "redis",
+                                                    "cache", "db-1", "web"};
     static const std::vector<std::string> kRules = {"HighCPU", "SlowQueries", "DiskFull"};
     v1::Alert a;
     a.set_id(absl::StrCat("a", next_id_++));
@@ -174,11 +174,13 @@ TEST(CorrelatorTest, IncrementalCauseAndSeverityEqualTheScanOverRandomSequences)
         active.AddAlert(a, {"top_processes"});
         known.push_back(a);
       } else if (op <= 7) {  // a known alert changes
-        v1::Alert& a = known[static_cast<size_t>(world.Uniform(0, static_cast<int>(known.size()) - 1))];
+        v1::Alert& a =
+            known[static_cast<size_t>(world.Uniform(0, static_cast<int>(known.size()) - 1))];
         a = world.Change(a);
         active.UpdateAlert(a);
       } else if (op == 8) {  // the same alert joins again (flapping): replaced and re-indexed
-        v1::Alert a = known[static_cast<size_t>(world.Uniform(0, static_cast<int>(known.size()) - 1))];
+        v1::Alert a =
+            known[static_cast<size_t>(world.Uniform(0, static_cast<int>(known.size()) - 1))];
         a.set_state(v1::FIRING);
         active.AddAlert(a, {});
       } else {  // people set the severity
@@ -221,8 +223,8 @@ TEST(CorrelatorTest, UndoRestoresExactlyAndTheIndexFollows) {
           active.AddAlert(a, {});
           known.push_back(a);
         } else {
-          v1::Alert& a = known[static_cast<size_t>(
-              world.Uniform(0, static_cast<int>(known.size()) - 1))];
+          v1::Alert& a =
+              known[static_cast<size_t>(world.Uniform(0, static_cast<int>(known.size()) - 1))];
           v1::Alert changed = world.Change(a);
           active.UpdateAlert(changed);
         }
@@ -251,6 +253,99 @@ TEST(CorrelatorTest, UndoRestoresExactlyAndTheIndexFollows) {
       }
     }
   }
+}
+
+// The candidate index gives Correlate's answer and reason exactly, over random fleets of active
+// incidents: joins, incidents opened, units taken back (their keys stay listed: a superset),
+// incidents resolved (their keys go), and last activities far apart and equal (ties).
+TEST(CorrelatorTest, CandidatesGiveTheScansAnswerOverRandomIncidents) {
+  for (uint32_t seed = 200; seed < 260; ++seed) {
+    World world(seed);
+    std::map<std::string, ActiveIncident> active;
+    CorrelationCandidates candidates;
+    int next = 1;
+    const absl::Duration window = absl::Seconds(30);
+    size_t joined = 0;
+    for (int step = 0; step < 200; ++step) {
+      const std::string where = absl::StrCat("seed ", seed, " step ", step);
+      const absl::Time now = absl::FromUnixSeconds(1000 + step);
+      v1::Alert alert = world.NewAlert();
+      std::string by_scan_reason;
+      std::string by_index_reason;
+      const std::string by_scan = Correlate(active, alert, now, window, &by_scan_reason);
+      const std::string by_index =
+          Correlate(active, candidates, alert, now, window, &by_index_reason);
+      ASSERT_EQ(by_index, by_scan) << where;
+      ASSERT_EQ(by_index_reason, by_scan_reason) << where;
+      std::string id = by_scan;
+      if (id.empty()) {
+        id = absl::StrFormat("INC-%04d", next++);
+        v1::Incident incident;
+        incident.set_id(id);
+        active[id].LoadIncident(incident);
+      } else {
+        ++joined;
+      }
+      ActiveIncident& incident = active.at(id);
+      const ActiveIncident::Mark mark = incident.JournalMark();
+      // Seconds apart or the same second: ties between incidents on purpose.
+      incident.SetLastActivity(now - absl::Seconds(world.Uniform(0, 1) * world.Uniform(0, 40)));
+      incident.AddMembers(HostOf(alert), ComponentOf(alert), alert.rule());
+      incident.AddAlert(alert, {});
+      candidates.Add(id, alert);
+      const int fate = world.Uniform(0, 9);
+      if (fate == 0) {
+        incident.UndoTo(mark);  // the unit failed: its keys may stay listed
+        if (incident.alerts().empty()) {
+          active.erase(id);
+        }
+      } else if (fate == 1) {
+        active.erase(id);  // resolved
+        candidates.Remove(id);
+      } else {
+        incident.ForgetJournal();
+      }
+    }
+    // Both answers were exercised: alerts joined incidents, and others opened new ones.
+    EXPECT_GT(joined, 0u) << "seed " << seed;
+    EXPECT_GT(next, 2) << "seed " << seed;
+  }
+}
+
+// Unrelated incidents cost nothing: an alert from a new host with a new rule visits none of
+// ten thousand incidents, and one sharing a host visits that incident alone.
+TEST(CorrelatorTest, AnAlertVisitsOnlyTheIncidentsThatShareSomethingWithIt) {
+  std::map<std::string, ActiveIncident> active;
+  CorrelationCandidates candidates;
+  for (int i = 0; i < 10'000; ++i) {
+    v1::Alert alert;
+    alert.set_id(absl::StrCat("a", i));
+    alert.set_agent_id(absl::StrCat("host-", i));
+    alert.set_rule(absl::StrCat("Rule", i));
+    const std::string id = absl::StrFormat("INC-%05d", i);
+    active[id].AddAlert(alert, {});
+    active[id].SetLastActivity(absl::FromUnixSeconds(100));
+    candidates.Add(id, alert);
+  }
+  v1::Alert stranger;
+  stranger.set_agent_id("host-new");
+  stranger.set_rule("RuleNew");
+  EXPECT_TRUE(candidates.For(stranger).empty());
+  std::string reason;
+  EXPECT_EQ(Correlate(active, candidates, stranger, absl::FromUnixSeconds(101), absl::Minutes(1),
+                      &reason),
+            "");
+  v1::Alert neighbour;
+  neighbour.set_agent_id("host-4242");
+  neighbour.set_rule("RuleNew");
+  EXPECT_EQ(candidates.For(neighbour), std::set<std::string>({"INC-04242"}));
+  EXPECT_EQ(Correlate(active, candidates, neighbour, absl::FromUnixSeconds(101), absl::Minutes(1),
+                      &reason),
+            "INC-04242");
+  EXPECT_EQ(reason, "host-4242 is already on this incident");
+  candidates.Remove("INC-04242");
+  EXPECT_TRUE(candidates.For(neighbour).empty());
+  EXPECT_EQ(candidates.incidents(), 9'999u);
 }
 
 TEST(CorrelatorTest, TheComponentMostDependedOnIsTheCause) {

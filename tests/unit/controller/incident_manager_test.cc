@@ -168,6 +168,28 @@ TEST_F(IncidentManagerTest, SameAlertOnOtherHostsAndDependenciesJoinOneIncident)
   EXPECT_EQ(requests_[2].second.incident_id(), "INC-0001");
 }
 
+TEST_F(IncidentManagerTest, EveryHostThatJoinedBringsItsOtherAlertsUntilTheIncidentIsResolved) {
+  Fire(MakeAlert("a1", "HighAPILatency", "api-1", kApi));
+  clock_.Advance(absl::Seconds(2));
+  Fire(MakeAlert("a2", "HighAPILatency", "api-2", kApi));  // joins by its rule
+  clock_.Advance(absl::Seconds(2));
+  Fire(MakeAlert("c2", "HighCPU", "api-2", kBatch));  // joins by its host, which joined above
+  ASSERT_THAT(Incidents(), SizeIs(1));
+  // After a restart the incident's hosts are known again.
+  Close();
+  Open();
+  clock_.Advance(absl::Seconds(2));
+  Fire(MakeAlert("m2", "HighMemory", "api-2", kBatch));
+  ASSERT_THAT(Incidents(), SizeIs(1));
+  EXPECT_THAT(Incidents()[0].agents(), ElementsAre("api-1", "api-2"));
+  // Resolved, it takes nothing more: the same host opens a new incident.
+  ASSERT_TRUE(Update("INC-0001", v1::UpdateIncidentRequest::RESOLVE, "alice").ok());
+  clock_.Advance(absl::Seconds(2));
+  Fire(MakeAlert("d2", "DiskFull", "api-2", kBatch));
+  ASSERT_THAT(Incidents(), SizeIs(2));
+  EXPECT_EQ(Incidents()[0].id(), "INC-0002");
+}
+
 TEST_F(IncidentManagerTest, UnrelatedAlertsOpenTheirOwnIncidents) {
   Fire(MakeAlert("a1", "HighAPILatency", "api-1", kApi));
   Fire(MakeAlert("b1", "HighCPU", "batch-1", kBatch));
