@@ -304,6 +304,15 @@ class SqliteStore final : public Store {
           absl::StrCat(path_, ": schema version ", *version, " is newer than this build's ",
                        kSqliteSchemaVersion, "; run a newer vigil-controller or restore a backup"));
     }
+    // 16 KiB pages for a new database (an existing one keeps its size: changing it means a
+    // VACUUM outside WAL mode): timeline rows are appended, so fewer, larger pages mean fewer
+    // B-tree steps, log frames and writes per event. store_append_bench: 3.85 against 4.7 us of
+    // CPU per event with 4 KiB pages, 7-16 % more events/s.
+    if (*version == 0) {
+      if (absl::Status s = Exec(writer_, "PRAGMA page_size=16384;"); !s.ok()) {
+        return Fail("set the page size", s);
+      }
+    }
     if (absl::Status s = Exec(writer_, "PRAGMA journal_mode=WAL;"); !s.ok()) {
       return Fail("enable WAL", s);
     }

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace vigil::storage {
@@ -27,17 +29,29 @@ absl::StatusOr<std::unique_ptr<WalCheckpointer>> WalCheckpointer::Start(sqlite3*
     sqlite3_close_v2(own);
     return error;
   }
-  return std::unique_ptr<WalCheckpointer>(new WalCheckpointer(writer, own, options));
+  int64_t page_size = 4096;
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(own, "PRAGMA page_size", -1, &st, nullptr) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0) {
+    page_size = sqlite3_column_int64(st, 0);
+  }
+  sqlite3_finalize(st);
+  return std::unique_ptr<WalCheckpointer>(new WalCheckpointer(writer, own, options, page_size));
 }
 
-WalCheckpointer::WalCheckpointer(sqlite3* writer, sqlite3* own, Options options)
-    : writer_(writer), own_(own), options_(options) {
+WalCheckpointer::WalCheckpointer(sqlite3* writer, sqlite3* own, Options options,
+                                 int64_t page_size)
+    : writer_(writer),
+      own_(own),
+      start_frames_(static_cast<int>(std::max<int64_t>(1, options.start_bytes / page_size))),
+      stall_frames_(static_cast<int>(std::max<int64_t>(1, options.stall_bytes / page_size))) {
+  stats_.page_size = page_size;
   sqlite3_wal_hook(writer_, &WalCheckpointer::OnCommit, this);
   thread_ = std::thread([this] { Loop(); });
 }
 
 WalCheckpointer::~WalCheckpointer() {
-  sqlite3_wal_autocheckpoint(writer_, options_.start_frames);  // replaces our hook
+  sqlite3_wal_autocheckpoint(writer_, 1000);  // SQLite's default; replaces our hook
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
@@ -57,7 +71,7 @@ int WalCheckpointer::OnCommit(void* self, sqlite3* /*db*/, const char* /*schema*
   if (frames < since) {
     since = 0;
   }
-  if (frames - since >= checkpointer->options_.start_frames) {
+  if (frames - since >= checkpointer->start_frames_) {
     ++checkpointer->asked_;
     since = frames;
   }
@@ -66,7 +80,7 @@ int WalCheckpointer::OnCommit(void* self, sqlite3* /*db*/, const char* /*schema*
 
 void WalCheckpointer::BeforeWrite() {
   absl::MutexLock lock(&mu_);
-  if (stats_.last_log_frames < options_.stall_frames || done_ >= asked_) {
+  if (stats_.last_log_frames < stall_frames_ || done_ >= asked_) {
     return;
   }
   ++stats_.writer_stalls;

@@ -30,18 +30,19 @@ namespace vigil::storage {
 class WalCheckpointer {
  public:
   struct Options {
-    // A pass starts once this many pages were logged since the last one was asked for
-    // (SQLite's own threshold).
-    int start_frames = 1000;
-    // At this many pages the writer waits for a pass before its next transaction (32 MiB of
-    // 4 KiB pages: a few of the timeline writer's largest batches).
-    int stall_frames = 8000;
+    // A pass starts once this much was logged since the last one was asked for (SQLite's own
+    // threshold is 1,000 pages: 4 MiB of 4 KiB pages).
+    int64_t start_bytes = 4 << 20;
+    // With this much in the log the writer waits for a pass before its next transaction (a few
+    // of the timeline writer's largest batches). A longer log makes every page lookup slower.
+    int64_t stall_bytes = 32 << 20;
   };
   struct Stats {
     uint64_t passes = 0;
     uint64_t failed_passes = 0;  // errors other than another checkpoint being under way
     uint64_t writer_stalls = 0;
     int last_log_frames = 0;  // the log's size after the writer's last commit, in pages
+    int64_t page_size = 0;
     std::string last_error;
   };
 
@@ -61,13 +62,15 @@ class WalCheckpointer {
   Stats stats() const;
 
  private:
-  WalCheckpointer(sqlite3* writer, sqlite3* own, Options options);
+  WalCheckpointer(sqlite3* writer, sqlite3* own, Options options, int64_t page_size);
   static int OnCommit(void* self, sqlite3* db, const char* schema, int frames);
   void Loop();
 
   sqlite3* const writer_;
   sqlite3* const own_;
-  const Options options_;
+  // The options in pages of this database.
+  const int start_frames_;
+  const int stall_frames_;
   mutable absl::Mutex mu_;
   uint64_t asked_ ABSL_GUARDED_BY(mu_) = 0;  // passes asked for
   int frames_when_asked_ ABSL_GUARDED_BY(mu_) = 0;

@@ -74,7 +74,8 @@ class WalCheckpointerTest : public ::testing::Test {
 };
 
 TEST_F(WalCheckpointerTest, TheLogStaysBoundedUnderWritesThatNeverPause) {
-  const WalCheckpointer::Options options{.start_frames = 100, .stall_frames = 400};
+  const WalCheckpointer::Options options{.start_bytes = 100 * 4096, .stall_bytes = 400 * 4096};
+  const int stall_frames = 400;
   auto checkpointer = WalCheckpointer::Start(writer_, path_, options);
   ASSERT_TRUE(checkpointer.ok()) << checkpointer.status();
   int64_t largest = 0;
@@ -85,10 +86,11 @@ TEST_F(WalCheckpointerTest, TheLogStaysBoundedUnderWritesThatNeverPause) {
   const WalCheckpointer::Stats stats = (*checkpointer)->stats();
   EXPECT_GT(stats.passes, 0u);
   EXPECT_EQ(stats.failed_passes, 0u);
+  EXPECT_EQ(stats.page_size, 4096) << "the database's own";
   // Far more was written (300 commits of about 8 pages) than the log ever held: it started
   // over. At most the stall size and the commit that crossed it.
   EXPECT_GT(300 * 8, 4 * largest);
-  EXPECT_LE(largest, options.stall_frames + kSlackPages) << "pages in the log at its largest";
+  EXPECT_LE(largest, stall_frames + kSlackPages) << "pages in the log at its largest";
   EXPECT_EQ(Int(writer_, "SELECT count(*) FROM t"), 300 * kRowsPerCommit);
   // Everything is in the database file proper once the log is copied back: another connection
   // reads it all.
@@ -105,7 +107,8 @@ TEST_F(WalCheckpointerTest, TheLogStaysBoundedUnderWritesThatNeverPause) {
 }
 
 TEST_F(WalCheckpointerTest, AReaderOnAnOldSnapshotNeverBlocksTheWriter) {
-  const WalCheckpointer::Options options{.start_frames = 100, .stall_frames = 400};
+  const WalCheckpointer::Options options{.start_bytes = 100 * 4096, .stall_bytes = 400 * 4096};
+  const int stall_frames = 400;
   auto checkpointer = WalCheckpointer::Start(writer_, path_, options);
   ASSERT_TRUE(checkpointer.ok()) << checkpointer.status();
   sqlite3* reader = nullptr;
@@ -118,17 +121,17 @@ TEST_F(WalCheckpointerTest, AReaderOnAnOldSnapshotNeverBlocksTheWriter) {
   for (; commits <= 100; ++commits) {
     Commit(checkpointer->get());
   }
-  EXPECT_GT(LogPages(), options.stall_frames) << "the reader's snapshot holds the log";
+  EXPECT_GT(LogPages(), stall_frames) << "the reader's snapshot holds the log";
   EXPECT_GT((*checkpointer)->stats().writer_stalls, 0u);
   EXPECT_EQ(Int(reader, "SELECT count(*) FROM t"), kRowsPerCommit) << "its snapshot still";
   Sql(reader, "COMMIT;");
   sqlite3_close(reader);
   // Reader gone: the next passes catch up and the log starts over (journal_size_limit=0 cuts
   // the file back when it does).
-  for (int i = 0; i < 10 && LogPages() > options.stall_frames; ++i, ++commits) {
+  for (int i = 0; i < 10 && LogPages() > stall_frames; ++i, ++commits) {
     Commit(checkpointer->get());
   }
-  EXPECT_LE(LogPages(), options.stall_frames + kSlackPages);
+  EXPECT_LE(LogPages(), stall_frames + kSlackPages);
   EXPECT_EQ(Int(writer_, "SELECT count(*) FROM t"), commits * kRowsPerCommit);
 }
 
