@@ -6,12 +6,12 @@
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
-#include <stdlib.h>
 
 #include <filesystem>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "tests/support/process.h"
 
 namespace vigil::storage {
 namespace {
@@ -23,18 +23,12 @@ constexpr int kSlackPages = 40;  // a few commits' pages: how far past a bound t
 class WalCheckpointerTest : public ::testing::Test {
  protected:
   WalCheckpointerTest() {
-    char dir[] = "/tmp/vigil-checkpointer-test-XXXXXX";
-    dir_ = mkdtemp(dir);
-    path_ = dir_ + "/vigil.db";
     EXPECT_EQ(sqlite3_open(path_.c_str(), &writer_), SQLITE_OK);
     Sql(writer_,
         "PRAGMA journal_mode=WAL; PRAGMA journal_size_limit=0;"
         "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);");
   }
-  ~WalCheckpointerTest() override {
-    sqlite3_close(writer_);
-    std::filesystem::remove_all(dir_);
-  }
+  ~WalCheckpointerTest() override { sqlite3_close(writer_); }
 
   static void Sql(sqlite3* db, const std::string& sql) {
     char* error = nullptr;
@@ -69,7 +63,8 @@ class WalCheckpointerTest : public ::testing::Test {
     return ec ? 0 : static_cast<int64_t>(bytes / 4096);
   }
 
-  std::string dir_, path_;
+  testing::TempDir dir_;
+  const std::string path_ = dir_.File("vigil.db");
   sqlite3* writer_ = nullptr;
 };
 
@@ -152,9 +147,9 @@ TEST_F(WalCheckpointerTest, WithoutItTheWritersOwnAutoCheckpointIsBack) {
 }
 
 TEST_F(WalCheckpointerTest, ADatabaseItCannotOpenIsNamed) {
-  auto checkpointer = WalCheckpointer::Start(writer_, dir_ + "/missing/vigil.db", {});
+  auto checkpointer = WalCheckpointer::Start(writer_, dir_.File("missing/vigil.db"), {});
   ASSERT_FALSE(checkpointer.ok());
-  EXPECT_NE(checkpointer.status().message().find(dir_ + "/missing/vigil.db"), std::string::npos)
+  EXPECT_NE(checkpointer.status().message().find(dir_.File("missing/vigil.db")), std::string::npos)
       << checkpointer.status();
 }
 
