@@ -5,7 +5,7 @@
 // waits for.
 //
 // The log must still shrink: SQLite starts it over only when a write transaction begins after a
-// checkpoint has caught up with it. So a writer that finds the log at `stall_frames` or more waits
+// checkpoint has caught up with it. So a writer that finds the log at `stall_bytes` or more waits
 // (BeforeWrite) for the pass that its last commit asked for; below that, passes overlap its work.
 // A pass that cannot finish (a reader still on an old snapshot, a full disk) ends all the same,
 // and the writer goes on: the log grows, as it would under SQLite's own checkpointing.
