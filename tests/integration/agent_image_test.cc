@@ -95,6 +95,12 @@ TEST_F(AgentImageTest, TheRootfsHoldsTheAgentAndExactlyItsLibraries) {
 }
 
 TEST_F(AgentImageTest, TheAgentRunsFromTheRootfsAloneAndNeedsEveryLibraryInIt) {
+#if VIGIL_SANITIZED_BUILD
+  // The image is a release artifact. AddressSanitizer's runtime reads the stack's bounds from
+  // /proc, which a container runtime mounts and this bare chroot does not: it reports a stack
+  // overflow that is not there (google/sanitizers#189).
+  GTEST_SKIP() << "a sanitizer build's agent needs /proc, which the rootfs under chroot lacks";
+#endif
   CommandResult version = RunCommand(InRoot(root_, {"/usr/bin/vigil-agent", "--version"}));
   EXPECT_EQ(version.exit_code, 0) << version.output;
   EXPECT_EQ(version.stdout_text, absl::StrCat("vigil-agent ", VIGIL_VERSION, "\n"));
