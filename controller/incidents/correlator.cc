@@ -653,9 +653,9 @@ std::string DependsKey(absl::string_view name) { return absl::StrCat("depends\x1
 
 }  // namespace
 
-void CorrelationCandidates::Link(const std::string& id, std::string key) {
+void CorrelationCandidates::Link(const std::string& id, const std::string& key) {
   if (keys_of_[id].insert(key).second) {
-    ids_by_key_[std::move(key)].insert(id);
+    ids_by_key_[key].insert(id);
   }
 }
 

@@ -145,7 +145,7 @@ class CorrelationCandidates {
   size_t incidents() const { return keys_of_.size(); }
 
  private:
-  void Link(const std::string& id, std::string key);
+  void Link(const std::string& id, const std::string& key);
   absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> ids_by_key_;
   absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> keys_of_;  // by incident id
 };
