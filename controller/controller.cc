@@ -778,6 +778,20 @@ std::string Controller::MetricsPage() {
   }
     metric("vigil_store_writable", "gauge", "1 while the last store write succeeded, 0 while failing.",
          writer_->failing() ? 0 : 1);
+  const storage::StoreLogHealth log = store_->LogHealth();
+  metric("vigil_store_log_bytes", "gauge",
+         "The database's write-ahead log after the last commit (long: a reader on an old "
+         "snapshot, or checkpoints failing).",
+         static_cast<double>(log.log_bytes));
+  metric("vigil_store_checkpoints_total", "counter",
+         "Passes that copied the write-ahead log into the database.",
+         static_cast<double>(log.checkpoints));
+  metric("vigil_store_checkpoint_failures_total", "counter",
+         "Checkpoint passes that failed (the log grows until one succeeds).",
+         static_cast<double>(log.checkpoint_failures));
+  metric("vigil_store_writer_waits_total", "counter",
+         "Writes that waited for a checkpoint because the log had grown too long.",
+         static_cast<double>(log.writer_waits));
   metric("vigil_alerts_waiting_for_store", "gauge",
          "Rule alerts kept in order until the store takes writes again.",
          static_cast<double>(incidents_->alert_backlog()));

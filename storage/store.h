@@ -44,6 +44,15 @@ struct ChainSnapshot {
   std::optional<std::pair<uint64_t, std::string>> recorded_head;
 };
 
+// How the store's log and its checkpoints fare (for /metrics): a log that keeps growing means a
+// reader holds an old snapshot or checkpoints fail.
+struct StoreLogHealth {
+  int64_t log_bytes = 0;             // the write-ahead log after the last commit
+  uint64_t checkpoints = 0;          // checkpoint passes run
+  uint64_t checkpoint_failures = 0;  // passes that failed (a full disk, say)
+  uint64_t writer_waits = 0;         // writes that waited for a pass: the log was too long
+};
+
 // Writes applied in order, in one transaction.
 class WriteBatch {
  public:
@@ -139,6 +148,8 @@ class Store {
   virtual absl::Status Maintain() { return absl::OkStatus(); }
   // A quick consistency check of the database (at start): DATA_LOSS naming what is damaged.
   virtual absl::Status CheckIntegrity() { return absl::OkStatus(); }
+  // Zero where the store keeps no log of its own.
+  virtual StoreLogHealth LogHealth() { return {}; }
 
   // --- incidents and alerts ---
   virtual absl::StatusOr<std::optional<v1::Incident>> GetIncident(absl::string_view id) = 0;

@@ -535,6 +535,17 @@ class SqliteStore final : public Store {
     return stored;
   }
 
+  StoreLogHealth LogHealth() override {
+    if (checkpointer_ == nullptr) {
+      return {};
+    }
+    const WalCheckpointer::Stats stats = checkpointer_->stats();
+    return StoreLogHealth{.log_bytes = stats.last_log_frames * stats.page_size,
+                          .checkpoints = stats.passes,
+                          .checkpoint_failures = stats.failed_passes,
+                          .writer_waits = stats.writer_stalls};
+  }
+
   absl::Status Maintain() override {
     absl::MutexLock lock(&write_mu_);
     // TRUNCATE: the WAL's pages go into the database and the log file shrinks to nothing, which

@@ -416,6 +416,11 @@ TEST_F(IncidentsTest, SlowApiAndLockedDatabaseBecomeOneIncidentWithTheDatabaseAs
   EXPECT_TRUE(absl::StrContains(metrics_page, "vigil_agents_connected 6")) << metrics_page;
   EXPECT_TRUE(absl::StrContains(metrics_page, "vigil_incidents_active 1")) << metrics_page;
   EXPECT_TRUE(absl::StrContains(metrics_page, "vigil_store_commit_seconds_count")) << metrics_page;
+  EXPECT_TRUE(absl::StrContains(metrics_page, "\nvigil_store_checkpoint_failures_total 0\n"))
+      << metrics_page;
+  EXPECT_TRUE(absl::StrContains(metrics_page, "\nvigil_store_writer_waits_total 0\n"))
+      << metrics_page;
+  EXPECT_TRUE(absl::StrContains(metrics_page, "\nvigil_store_log_bytes ")) << metrics_page;
 
   // The database's agent dies while its alerts fire: they turn stale on the timeline.
   agents.back()->Kill();

@@ -93,6 +93,7 @@ class FaultInjectingStore final : public storage::Store {
     return real_->Maintain();
   }
   absl::Status CheckIntegrity() override { return real_->CheckIntegrity(); }
+  storage::StoreLogHealth LogHealth() override { return real_->LogHealth(); }
 
   absl::Status UpsertAgents(const std::vector<v1::AgentInfo>& agents) override {
     return real_->UpsertAgents(agents);

@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/audit/chain_hash.h"
+#include "tests/support/process.h"
 
 namespace vigil::storage {
 namespace {
@@ -147,6 +148,30 @@ v1::Notification Outbox(const std::string& receiver, const std::string& incident
   return n;
 }
 
+TEST_F(SqliteStoreTest, TheLogIsCheckpointedAndItsHealthReported) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->LogHealth().checkpoints, 0u);
+  // About 8 MiB of events: past the 4 MiB at which the checkpointer starts a pass.
+  const std::string details = absl::StrCat("{\"text\":\"", std::string(1000, 'x'), "\"}");
+  for (int b = 0; b < 16; ++b) {
+    WriteBatch batch;
+    for (int i = 0; i < 500; ++i) {
+      v1::TimelineEvent e = Event("inc-1", "a note");
+      e.set_details_json(details);
+      batch.Append(std::move(e));
+    }
+    ASSERT_TRUE(store->Commit(std::move(batch)).ok());
+  }
+  EXPECT_GT(store->LogHealth().log_bytes, 0);
+  ASSERT_TRUE(testing::WaitUntil([&] { return store->LogHealth().checkpoints > 0; },
+                                 absl::Seconds(10), absl::Milliseconds(10)));
+  EXPECT_EQ(store->LogHealth().checkpoint_failures, 0u);
+  auto head = store->ChainHead();
+  ASSERT_TRUE(head.ok()) << head.status();
+  EXPECT_EQ(head->first, 16u * 500u);
+}
+
 TEST_F(SqliteStoreTest, OutboxRowsCommitWithTheBatchAndStayPendingUntilMarked) {
   auto store = Open();
   ASSERT_NE(store, nullptr);
@@ -219,9 +244,9 @@ TEST_F(SqliteStoreTest, DeliveredOutboxRowsArePrunedAWeekLater) {
   ASSERT_EQ(pending->size(), 2u);
   ASSERT_TRUE(store->MarkNotificationDelivered((*pending)[1].id(), t0 + 8 * day).ok());
   EXPECT_EQ(SqlInt("SELECT COUNT(*) FROM notifications"), 3);
-  EXPECT_EQ(SqlInt(absl::StrCat("SELECT COUNT(*) FROM notifications WHERE id = ",
-                                (*pending)[0].id())),
-            1);
+  EXPECT_EQ(
+      SqlInt(absl::StrCat("SELECT COUNT(*) FROM notifications WHERE id = ", (*pending)[0].id())),
+      1);
   EXPECT_EQ(store->CountPendingNotifications()->at("hook"), 1);
   // A new row after the prune gets a fresh id, above every earlier one.
   WriteBatch again;
@@ -291,8 +316,13 @@ TEST_F(SqliteStoreTest, UsersAreDisabledRotatedListedAndEveryChangeMovesTheVersi
   auto store = Open();
   ASSERT_NE(store, nullptr);
   const int64_t v0 = *store->UsersVersion();
-  ASSERT_TRUE(store->AddUser({.name = "bob", .role = "viewer", .token_hash = "h1",
-                              .created_unix_ms = 10, .expires_unix_ms = 500}).ok());
+  ASSERT_TRUE(store
+                  ->AddUser({.name = "bob",
+                             .role = "viewer",
+                             .token_hash = "h1",
+                             .created_unix_ms = 10,
+                             .expires_unix_ms = 500})
+                  .ok());
   ASSERT_TRUE(store->AddUser({"alice", "admin", "h2", 20}).ok());
   const int64_t v1 = *store->UsersVersion();
   EXPECT_GT(v1, v0);
