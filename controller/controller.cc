@@ -776,8 +776,8 @@ std::string Controller::MetricsPage() {
     absl::StrAppendFormat(&page, "vigil_breaker_refusals_total{action=\"%s\"} %d\n", action,
                           count);
   }
-    metric("vigil_store_writable", "gauge", "1 while the last store write succeeded, 0 while failing.",
-         writer_->failing() ? 0 : 1);
+  metric("vigil_store_writable", "gauge",
+         "1 while the last store write succeeded, 0 while failing.", writer_->failing() ? 0 : 1);
   const storage::StoreLogHealth log = store_->LogHealth();
   metric("vigil_store_log_bytes", "gauge",
          "The database's write-ahead log after the last commit (long: a reader on an old "
