@@ -1218,9 +1218,17 @@ absl::StatusOr<std::unique_ptr<Store>> OpenExistingSqliteStore(const std::string
 absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
   // SQLite's memory statistics take a process-wide mutex around every allocation it makes
   // (several per row written); nothing here reads them. Settable only before SQLite's first use:
-  // later it answers SQLITE_MISUSE and keeps them, which only costs that time.
-  static const int kNoMemoryStatistics = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-  (void)kNoMemoryStatistics;
+  // later it answers SQLITE_MISUSE and keeps them, which costs only time, so it is said once.
+  static const bool kNoMemoryStatistics = [] {
+    if (const int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); rc != SQLITE_OK) {
+      spdlog::info("SQLite was in use before the store opened ({}): its memory statistics stay "
+                   "on, writes are a little slower",
+                   sqlite3_errstr(rc));
+      return false;
+    }
+    return true;
+  }();
+  static_cast<void>(kNoMemoryStatistics);  // evaluated once, for its effect and its log line
   auto store = std::make_unique<SqliteStore>(path);
   RETURN_IF_ERROR(store->Open());
   return std::unique_ptr<Store>(std::move(store));
