@@ -36,6 +36,12 @@ size_t HistogramGrowthBound(const SeriesState* s, const v1::Histogram& h) {
                            : window->GrowthBound(h);
 }
 
+// The series FillLive reads.
+bool IsHeadline(absl::string_view name) {
+  return name == "host_cpu_usage_ratio" || name == "host_memory_used_ratio" ||
+         name == "host_disk_used_ratio";
+}
+
 std::string FormatTime(int64_t ms) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(ms), absl::UTCTimeZone());
 }
@@ -188,6 +194,9 @@ absl::StatusOr<bool> FleetState::Apply(const std::string& agent_id, const v1::Te
       slot = std::make_unique<SeriesState>(keys[i]);
       slot->accounted_bytes = static_cast<uint32_t>(slot->bytes());
       agent->bytes += slot->bytes() + kIndexSlotBytes + key_bytes;
+      if (IsHeadline(slot->name())) {
+        agent->headline.push_back(slot.get());
+      }
     }
     // ValidateBatch keeps ids dense and below the stream cap: this grows by one at most.
     if (def.id() >= dictionary.size()) {
@@ -371,6 +380,7 @@ bool FleetState::Evict(const std::string& agent_id, absl::Time cutoff) {
     return false;
   }
   const bool had = !agent->series.empty() || !agent->diagnostics.empty();
+  agent->headline.clear();
   agent->series.clear();
   agent->diagnostics.clear();
   agent->bytes = 0;
@@ -421,7 +431,7 @@ void FleetState::SetDiagnostics(const std::string& agent_id, const v1::Diagnosti
 
 void FleetState::FillLive(const Agent& agent, v1::AgentInfo& info) {
   double cpu = -1, memory = -1, disk = -1;
-  for (const auto& [key, s] : agent.series) {
+  for (const SeriesState* s : agent.headline) {
     if (s->count() == 0) {
       continue;
     }

@@ -177,6 +177,9 @@ class FleetState {
     int64_t last_message_ms ABSL_GUARDED_BY(mu) = 0;
     // By interned key: one pointer per series, no string of its own.
     absl::flat_hash_map<const SeriesKey*, std::unique_ptr<SeriesState>> series ABSL_GUARDED_BY(mu);
+    // The series AgentInfo's live figures come from (CPU, memory, disks), found when they are
+    // added: listing the fleet reads these, not every series of every agent.
+    std::vector<const SeriesState*> headline ABSL_GUARDED_BY(mu);
     std::map<std::string, v1::DiagnosticTable> diagnostics ABSL_GUARDED_BY(mu);
     // Its last Hello's scraped metrics (validated: bounded, unique names).
     std::vector<v1::MetricDeclaration> declared ABSL_GUARDED_BY(mu);

@@ -5,7 +5,9 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
+#include <tuple>
 
 #include "common/histogram.h"
 #include "controller/ingest/fleet_state.h"
@@ -532,6 +534,42 @@ TEST_F(FleetStateTest, GoneAgentsAreEvictedAndLiveOnesKept) {
   EXPECT_EQ(fleet_.AgentBytesForTest("web-1"), 0u);
   EXPECT_EQ(fleet_.GetMetrics("web-1", "")->metrics_size(), 0);
   EXPECT_EQ(fleet_.ListAgents().size(), 1u) << "the registry row stays";
+}
+
+TEST_F(FleetStateTest, AgentInfoShowsTheLatestCpuMemoryAndFullestDisk) {
+  auto live = [this] {
+    std::optional<v1::AgentInfo> info = fleet_.Info("web-1");
+    EXPECT_TRUE(info.has_value());
+    const std::vector<v1::AgentInfo> listed = fleet_.ListAgents();
+    EXPECT_EQ(listed.size(), 1u);
+    EXPECT_EQ(listed[0].disk_used_ratio(), info->disk_used_ratio());
+    return std::tuple(info->cpu_usage_ratio(), info->memory_used_ratio(),
+                      info->disk_used_ratio());
+  };
+  EXPECT_EQ(live(), std::tuple(-1.0, -1.0, -1.0)) << "nothing known yet";
+  v1::TelemetryBatch batch = Batch(1);
+  Define(batch, 0, "host_load1");
+  Define(batch, 1, "host_disk_used_ratio", {{"mount", "/"}});
+  Define(batch, 2, "host_cpu_usage_ratio");
+  Define(batch, 3, "host_disk_used_ratio", {{"mount", "/var"}});
+  Define(batch, 4, "host_memory_used_ratio");
+  v1::Snapshot* s = Snap(batch);
+  Gauge(s, 0, 9.0);
+  Gauge(s, 1, 0.4);
+  Gauge(s, 2, 0.25);
+  Gauge(s, 3, 0.85);
+  ASSERT_TRUE(Apply(batch).ok());
+  EXPECT_EQ(live(), std::tuple(0.25, -1.0, 0.85)) << "memory defined but never sampled";
+  v1::TelemetryBatch next = Batch(2);
+  v1::Snapshot* later = Snap(next, kNowMs + 1'000);
+  Gauge(later, 2, 0.5);
+  Gauge(later, 3, 0.1);
+  Gauge(later, 4, 0.75);
+  ASSERT_TRUE(Apply(next).ok());
+  EXPECT_EQ(live(), std::tuple(0.5, 0.75, 0.4)) << "the fullest disk now";
+  fleet_.Disconnect("web-1", 1, kNow);
+  ASSERT_TRUE(fleet_.Evict("web-1", kNow + absl::Hours(2)));
+  EXPECT_EQ(live(), std::tuple(-1.0, -1.0, -1.0)) << "its series are gone";
 }
 
 TEST(HistogramBoundsTest, AddClampsAndFromProtoRefusesOutOfRange) {
