@@ -187,14 +187,14 @@ class Bench {
                 " = %.0f\n",
                 gauge_state / gauges, index, dictionary, RuleEngine::kSlotBytes,
                 gauge_state / gauges + index + dictionary + RuleEngine::kSlotBytes);
-    std::printf("  histogram: state %.0f + window %.0f (60 intervals + running merge) + agent "
+    std::printf("  histogram: state %.0f + window %.0f (a minute in 5 s slots + running merge) + agent "
                 "index %.0f + stream dictionary %.0f + rule slot %zu = %.0f\n",
                 histogram_state / histograms, window / histograms, index, dictionary,
                 RuleEngine::kSlotBytes,
                 histogram_state / histograms + window / histograms + index + dictionary +
                     RuleEngine::kSlotBytes);
     const double n = static_cast<double>(histograms);
-    std::printf("  histogram window by part: encoded intervals %.0f + their index %.0f + running "
+    std::printf("  histogram window by part: encoded slots %.0f + their index %.0f + running "
                 "merge %.0f + slack %.0f + object %zu\n",
                 usage.encoded / n, usage.index / n, usage.views / n, usage.slack / n,
                 sizeof(HistogramWindow));

@@ -1,6 +1,7 @@
 // The controller's in-memory picture of the fleet: every agent it knows (connected or not), its
 // labels, and per series the latest value and a short rolling window (histograms are kept per
-// interval and merged on demand, so fleet-wide percentiles are exact to the bucket).
+// slot of a few intervals and merged on demand, so fleet-wide percentiles are exact to the
+// bucket).
 // Thread-safe: the ingest thread writes, API threads read; one mutex per agent plus one for the
 // map.
 //
@@ -14,11 +15,14 @@
 //   a series a rate() rule reads, also its rate windows in the rule engine: about 420 bytes per
 //     distinct range whatever the range and the sample rate (RuleEngine::rate_usage; with the
 //     default rules, nginx_requests_per_second only: under 9 bytes per series on average).
-//   histogram, the same plus its window: 60 one-second intervals, about one byte per occupied
-//     bucket (4.5 KB for 100 requests a second) and 8 bytes of index each (480), one running merge
-//     per rule window, 8 bytes per bucket of the range it covers (1.8 KB), up to a seventh of
-//     slack (0.7 KB), and the counters since start for the fleet endpoint (CumulativeHistogram,
-//     232 bytes): about 8 KB in all with 100 requests a second, 1.2 KB or so with a few.
+//   histogram, the same plus its window: the intervals merged by slots of a twelfth of the
+//     shortest rule window reading it (5 s for a minute; HistogramWindow::slot_ms), about one
+//     byte per occupied bucket of a slot (1.7 KB for a minute at 100 requests a second, 4.5 KB
+//     as 60 separate intervals before a rule reads it) and 8 bytes of index each (104), one
+//     running merge per rule window, 8 bytes per bucket of the range it covers (1.8 KB), up to a
+//     seventh of slack (0.3 KB), and the counters since start for the fleet endpoint
+//     (CumulativeHistogram, 232 bytes): about 4.5 KB in all with 100 requests a second, 1.2 KB or
+//     so with a few.
 // AgentBytesForTest() and the budget Apply checks count all of this (the window exactly, from
 // HistogramWindow::bytes()); the agent's own row (AgentInfo, labels, mutex) is not counted.
 #pragma once

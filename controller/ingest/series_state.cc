@@ -43,24 +43,97 @@ size_t VarintSize(uint64_t v) {
 // 0ddd cccc; anything else is kLongForm followed by two varints.
 constexpr uint8_t kLongForm = 0x80;
 
+// Writes the occupied buckets of an encoding, in increasing index order.
+class EntryWriter {
+ public:
+  explicit EntryWriter(std::vector<uint8_t>& out) : out_(out) {}
+  void Put(int index, uint64_t count) {
+    const int gap = index - previous_;
+    if (gap >= 1 && gap <= 8 && count <= 15) {
+      out_.push_back(static_cast<uint8_t>((gap - 1) << 4 | static_cast<int>(count)));
+    } else {
+      out_.push_back(kLongForm);
+      PutVarint(out_, static_cast<uint64_t>(gap));
+      PutVarint(out_, count);
+    }
+    previous_ = index;
+  }
+
+ private:
+  std::vector<uint8_t>& out_;
+  int previous_ = LogHistogram::kMinIndex;
+};
+
+// Reads the occupied buckets of an encoding [p, end) whose zero count was read already.
+class EntryReader {
+ public:
+  EntryReader(const uint8_t* p, const uint8_t* end) : p_(p), end_(end) {}
+  // False at the end (or at an index past the schema, never written so; kept safe).
+  bool Next(int* index, uint64_t* count) {
+    if (p_ >= end_) {
+      return false;
+    }
+    const uint8_t tag = *p_++;
+    if (tag == kLongForm) {
+      index_ += static_cast<int64_t>(GetVarint(p_, end_));
+      *count = GetVarint(p_, end_);
+    } else {
+      index_ += (tag >> 4) + 1;
+      *count = tag & 0x0f;
+    }
+    if (index_ > LogHistogram::kMaxIndex) {
+      p_ = end_;
+      return false;
+    }
+    *index = static_cast<int>(index_);
+    return true;
+  }
+
+ private:
+  const uint8_t* p_;
+  const uint8_t* end_;
+  int64_t index_ = LogHistogram::kMinIndex;
+};
+
 void Encode(const LogHistogram& h, std::vector<uint8_t>& out) {
   PutVarint(out, h.zero_count());
-  int previous = LogHistogram::kMinIndex;
+  EntryWriter writer(out);
+  const std::vector<uint64_t>& counts = h.counts();
+  for (size_t i = 0; i < counts.size(); ++i) {
+    if (counts[i] != 0) {
+      writer.Put(h.offset() + static_cast<int>(i), counts[i]);
+    }
+  }
+}
+
+// Encodes the sum of the encoding [p, end) and h, exactly as Encode() would encode the sum:
+// one pass over both, in the number of occupied buckets (no histogram decoded in between).
+void EncodeSum(const uint8_t* p, const uint8_t* end, const LogHistogram& h,
+               std::vector<uint8_t>& out) {
+  PutVarint(out, GetVarint(p, end) + h.zero_count());
+  EntryWriter writer(out);
+  EntryReader reader(p, end);
+  int old_index = 0;
+  uint64_t old_count = 0;
+  bool has_old = reader.Next(&old_index, &old_count);
   const std::vector<uint64_t>& counts = h.counts();
   for (size_t i = 0; i < counts.size(); ++i) {
     if (counts[i] == 0) {
       continue;
     }
     const int index = h.offset() + static_cast<int>(i);
-    const int gap = index - previous;
-    if (gap >= 1 && gap <= 8 && counts[i] <= 15) {
-      out.push_back(static_cast<uint8_t>((gap - 1) << 4 | static_cast<int>(counts[i])));
-    } else {
-      out.push_back(kLongForm);
-      PutVarint(out, static_cast<uint64_t>(gap));
-      PutVarint(out, counts[i]);
+    for (; has_old && old_index < index; has_old = reader.Next(&old_index, &old_count)) {
+      writer.Put(old_index, old_count);
     }
-    previous = index;
+    uint64_t count = counts[i];
+    if (has_old && old_index == index) {
+      count += old_count;
+      has_old = reader.Next(&old_index, &old_count);
+    }
+    writer.Put(index, count);
+  }
+  for (; has_old; has_old = reader.Next(&old_index, &old_count)) {
+    writer.Put(old_index, old_count);
   }
 }
 
@@ -155,22 +228,11 @@ void HistogramWindow::Apply(uint64_t seq, int sign, LogHistogram& h) const {
   if (zero > 0) {
     sign > 0 ? h.AddToZero(zero) : h.RemoveFromZero(zero);
   }
-  int64_t index = LogHistogram::kMinIndex;
-  while (p < end) {
-    const uint8_t tag = *p++;
-    uint64_t n = 0;
-    if (tag == kLongForm) {
-      index += static_cast<int64_t>(GetVarint(p, end));
-      n = GetVarint(p, end);
-    } else {
-      index += (tag >> 4) + 1;
-      n = tag & 0x0f;
-    }
-    if (index > LogHistogram::kMaxIndex) {
-      break;  // never written so; kept safe
-    }
-    sign > 0 ? h.AddToBucket(static_cast<int>(index), n)
-             : h.RemoveFromBucket(static_cast<int>(index), n);
+  EntryReader reader(p, end);
+  int index = 0;
+  uint64_t n = 0;
+  while (reader.Next(&index, &n)) {
+    sign > 0 ? h.AddToBucket(index, n) : h.RemoveFromBucket(index, n);
   }
 }
 
@@ -197,7 +259,24 @@ void HistogramWindow::Add(int64_t ms, const LogHistogram& h, int64_t keep_ms) {
   }
   static thread_local std::vector<uint8_t> encoded;
   encoded.clear();
-  Encode(h, encoded);
+  if (JoinsBack(ms)) {
+    // The newest interval is encoded again in its place, merged with h: its sequence number
+    // stays, so the views that hold it take h in directly and the others find the merge when
+    // they move on.
+    const uint64_t back = end_seq() - 1;
+    const size_t i = static_cast<size_t>(back - sequence_base_);
+    const size_t start = i == 0 ? 0 : intervals_[i - 1].end;
+    EncodeSum(bytes_.data() + start, bytes_.data() + intervals_[i].end, h, encoded);
+    for (View& v : views_) {
+      if (v.first <= back && back < v.end) {
+        v.merged.Merge(h);
+      }
+    }
+    bytes_.resize(start);
+    intervals_.pop_back();
+  } else {
+    Encode(h, encoded);
+  }
   // Compact only when a buffer is full: the slack left by the last compaction (a seventh) is used
   // up before the next, and a buffer never doubles (a window filling up grows by sevenths too).
   if (bytes_.size() + encoded.size() > bytes_.capacity() ||
@@ -207,6 +286,27 @@ void HistogramWindow::Add(int64_t ms, const LogHistogram& h, int64_t keep_ms) {
   bytes_.insert(bytes_.end(), encoded.begin(), encoded.end());
   intervals_.push_back(
       Interval{.ms_offset = Offset(ms, base_ms_), .end = static_cast<uint32_t>(bytes_.size())});
+}
+
+int64_t HistogramWindow::slot_ms() const {
+  int64_t shortest = 0;
+  for (const View& v : views_) {
+    if (v.window_ms > 0 && (shortest == 0 || v.window_ms < shortest)) {
+      shortest = v.window_ms;
+    }
+  }
+  return shortest / kSlotsPerWindow;
+}
+
+bool HistogramWindow::JoinsBack(int64_t ms) const {
+  const int64_t slot = slot_ms();
+  if (slot <= 0 || empty()) {
+    return false;
+  }
+  const int64_t back = back_ms();
+  // Floor division: the same slot whatever the sign of the times.
+  auto slot_of = [slot](int64_t t) { return t / slot - (t % slot < 0 ? 1 : 0); };
+  return slot_of(ms) == slot_of(back);
 }
 
 HistogramWindow::Usage HistogramWindow::usage() const {
@@ -317,8 +417,11 @@ size_t HistogramWindow::bytes() const {
 }
 
 size_t HistogramWindow::GrowthBound(const v1::Histogram& h) const {
-  // The encoding's exact size, as Encode() writes it.
-  size_t encoded = VarintSize(h.zero_count());
+  // The encoding's exact size, as Encode() writes it. When the interval may join the newest one,
+  // a bound of what the merge adds: each of h's buckets a new entry or a bigger count, in the
+  // long form with a count of up to ten bytes (gaps only shrink when entries come between).
+  const bool may_join = slot_ms() > 0 && !empty();
+  size_t encoded = may_join ? 10 : VarintSize(h.zero_count());
   int64_t previous = LogHistogram::kMinIndex;
   for (int i = 0; i < h.counts_size(); ++i) {
     const uint64_t count = h.counts(i);
@@ -327,9 +430,13 @@ size_t HistogramWindow::GrowthBound(const v1::Histogram& h) const {
     }
     const int64_t index = int64_t{h.offset()} + i;
     const int64_t gap = index - previous;
-    encoded += gap >= 1 && gap <= 8 && count <= 15
-                   ? 1
-                   : 1 + VarintSize(static_cast<uint64_t>(gap)) + VarintSize(count);
+    if (may_join) {
+      encoded += 1 + VarintSize(static_cast<uint64_t>(gap)) + 10;
+    } else {
+      encoded += gap >= 1 && gap <= 8 && count <= 15
+                     ? 1
+                     : 1 + VarintSize(static_cast<uint64_t>(gap)) + VarintSize(count);
+    }
     previous = index;
   }
   // Add() compacts when either buffer is full, and a compaction sizes both anew (from what is

@@ -96,6 +96,14 @@ class HistogramWindow {
 
   // Views beyond this many window lengths are not kept: Windowed() then recomputes.
   static constexpr size_t kMaxViews = 4;
+  // Intervals are kept merged by slots of this fraction of the shortest window a view reads
+  // (aligned to the epoch; no merging before a view asks, or when a slot is shorter than the
+  // intervals): a window then holds about this many encodings however often the agent collects,
+  // and reads up to one slot more than its length (its oldest slot leaves when all of it is at
+  // or before the cutoff).
+  static constexpr int64_t kSlotsPerWindow = 12;
+  // The slot length in ms; 0 while nothing is merged.
+  int64_t slot_ms() const;
 
  private:
   struct Interval {
@@ -109,6 +117,8 @@ class HistogramWindow {
     LogHistogram merged;
   };
   uint64_t first_seq() const { return sequence_base_ + dead_intervals_; }
+  // True when an interval measured at `ms` joins the newest one (the same slot).
+  bool JoinsBack(int64_t ms) const;
   uint64_t end_seq() const { return sequence_base_ + intervals_.size(); }
   int64_t ms_of(uint64_t seq) const;
   // Adds (sign > 0) or takes back (sign < 0) interval `seq` into `h`.

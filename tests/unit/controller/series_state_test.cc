@@ -17,14 +17,22 @@ namespace vigil::controller {
 namespace {
 
 // The window as it was kept before: whole histograms in a deque, merged newest first while
-// after the cutoff. The reference the compact window is held to.
+// after the cutoff. The reference the compact window is held to. `slot_ms` > 0 merges an
+// interval into the newest one when both fall in the same slot (aligned to the epoch), which
+// then carries the later time.
 class ReferenceWindow {
  public:
-  void Add(int64_t ms, const LogHistogram& h, int64_t keep_ms) {
-    histograms_.emplace_back(ms, h);
+  void Add(int64_t ms, const LogHistogram& h, int64_t keep_ms, int64_t slot_ms = 0) {
     while (!histograms_.empty() && histograms_.front().first <= ms - keep_ms) {
       histograms_.pop_front();
     }
+    if (slot_ms > 0 && !histograms_.empty() &&
+        histograms_.back().first / slot_ms == ms / slot_ms) {
+      histograms_.back().first = ms;
+      histograms_.back().second.Merge(h);
+      return;
+    }
+    histograms_.emplace_back(ms, h);
   }
   LogHistogram MergeAfter(int64_t cutoff) const {
     LogHistogram merged;
@@ -74,16 +82,20 @@ TEST(HistogramWindowTest, RunningMergesEqualRecomputationOnRandomData) {
     HistogramWindow window;
     ReferenceWindow reference;
     const int64_t keep_ms = 60'000;
-    // More window lengths than views are kept, so the recomputing fallback is used too.
-    const std::vector<int64_t> windows = {1'000, 5'000, 10'000, 30'000, 60'000, 300'000};
+    // More window lengths than views are kept, so the recomputing fallback is used too. With
+    // odd seeds the shortest window is a second (slots too short to merge intervals a second
+    // apart); with even ones 30 s (slots of 2.5 s: most intervals join the one before).
+    const std::vector<int64_t> windows =
+        seed % 2 == 1 ? std::vector<int64_t>{1'000, 5'000, 10'000, 30'000, 60'000, 300'000}
+                      : std::vector<int64_t>{30'000, 60'000, 90'000, 120'000, 300'000};
     int64_t ms = 1'700'000'000'000;
     for (int step = 0; step < 400; ++step) {
       // Mostly one interval a second; sometimes several at the same time, or a long gap.
       const uint64_t r = rng() % 20;
       ms += r == 0 ? 0 : r == 1 ? 70'000 : r == 2 ? 15'000 : 1'000;
       const LogHistogram h = RandomHistogram(rng);
+      reference.Add(ms, h, keep_ms, window.slot_ms());
       window.Add(ms, h, keep_ms);
-      reference.Add(ms, h, keep_ms);
       ASSERT_EQ(window.size(), reference.size());
       for (int probe = 0; probe < 3; ++probe) {
         const int64_t w = windows[rng() % windows.size()];
@@ -125,7 +137,9 @@ TEST(HistogramWindowTest, DroppedIntervalsLeaveTheViewsAndMemoryStaysBounded) {
       peak = std::max(peak, window.bytes());
     }
   }
-  EXPECT_EQ(window.size(), 60u);
+  // The 2 min view makes slots of 10 s: the last minute's six and the one just begun.
+  EXPECT_EQ(window.slot_ms(), 10'000);
+  EXPECT_EQ(window.size(), 7u);
   LogHistogram all;
   window.MergeAfter(std::numeric_limits<int64_t>::min(), &all);
   EXPECT_EQ(window.Windowed(120'000, 2'000'000 - 120'000).count(), all.count());
@@ -136,6 +150,46 @@ TEST(HistogramWindowTest, DroppedIntervalsLeaveTheViewsAndMemoryStaysBounded) {
     late_peak = std::max(late_peak, window.bytes());
   }
   EXPECT_LE(late_peak, peak * 3 / 2);
+}
+
+TEST(HistogramWindowTest, SlotsOfATwelfthOfTheShortestWindowKeepAMinuteInTwelveEncodings) {
+  std::mt19937_64 rng(11);
+  HistogramWindow slotted;    // read through a one-minute view: slots of 5 s
+  HistogramWindow unslotted;  // never read through a view: an encoding per interval
+  EXPECT_EQ(slotted.slot_ms(), 0);
+  std::vector<LogHistogram> added(601);  // by second
+  for (int64_t s = 1; s <= 600; ++s) {
+    added[s] = RandomHistogram(rng);
+    slotted.Add(s * 1'000, added[s], 60'000);
+    unslotted.Add(s * 1'000, added[s], 60'000);
+    slotted.Windowed(60'000, s * 1'000 - 60'000);
+  }
+  auto merged = [&added](int64_t from_s, int64_t to_s) {
+    LogHistogram m;
+    for (int64_t s = from_s; s <= to_s; ++s) {
+      m.Merge(added[s]);
+    }
+    return m;
+  };
+  EXPECT_EQ(slotted.slot_ms(), 5'000);
+  EXPECT_EQ(unslotted.size(), 60u);
+  // 541..600 s are in the slots [540, 545) .. [595, 600) and [600, 605).
+  EXPECT_EQ(slotted.size(), 13u);
+  EXPECT_LT(slotted.usage().encoded, unslotted.usage().encoded * 3 / 4);
+  EXPECT_LT(slotted.usage().index, unslotted.usage().index / 4);
+  // At 600 s the minute's view still holds all of the slot [540, 545), 540 s included: a
+  // window reads up to one slot more than its length, never less.
+  ExpectSame(slotted.Windowed(60'000, 540'000), merged(540, 600), "slotted view at 600 s");
+  LogHistogram minute;
+  unslotted.MergeAfter(540'000, &minute);
+  ExpectSame(minute, merged(541, 600), "unslotted window at 600 s");
+  // Once 544 s is at the cutoff the whole slot leaves.
+  slotted.Add(604'000, added[1], 60'000);
+  ExpectSame(slotted.Windowed(60'000, 544'000), [&] {
+    LogHistogram m = merged(545, 600);
+    m.Merge(added[1]);
+    return m;
+  }(), "slotted view at 604 s");
 }
 
 TEST(HistogramWindowTest, GrowthBoundCoversWhatAnAddTakes) {
