@@ -1,5 +1,6 @@
 #include "controller/api/control_service.h"
 
+#include <google/protobuf/arena.h>
 #include <spdlog/spdlog.h>
 
 #include <set>
@@ -64,7 +65,25 @@ ControlServiceImpl::ControlServiceImpl(FleetState* fleet, storage::Store* store,
                  },
                  .unsubscribe = [incidents](int id) { incidents->RemoveListener(id); }},
              watch),
-      readers_(readers) {}
+      readers_(readers) {
+  SetMessageAllocatorFor_ListAgents(&list_agents_allocator_);
+}
+
+grpc::MessageHolder<v1::ListAgentsRequest, v1::ListAgentsResponse>*
+ControlServiceImpl::ArenaListAgents::AllocateMessages() {
+  class Holder final : public grpc::MessageHolder<v1::ListAgentsRequest, v1::ListAgentsResponse> {
+   public:
+    Holder() {
+      set_request(google::protobuf::Arena::CreateMessage<v1::ListAgentsRequest>(&arena_));
+      set_response(google::protobuf::Arena::CreateMessage<v1::ListAgentsResponse>(&arena_));
+    }
+    void Release() override { delete this; }
+
+   private:
+    google::protobuf::Arena arena_;
+  };
+  return new Holder;
+}
 
 ControlServiceImpl::Body ControlServiceImpl::Answer(
     std::function<absl::Status(const Caller&)> answer) {
@@ -128,9 +147,7 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ListAgents(grpc::CallbackServerCon
                                                          v1::ListAgentsResponse* response) {
   return Serve(context, Role::kViewer, "listing agents", Work::kMemory,
                Answer([this, response](const Caller&) {
-                 for (v1::AgentInfo& info : fleet_->ListAgents()) {
-                   *response->add_agents() = std::move(info);
-                 }
+                 fleet_->AppendAgents(response->mutable_agents());
                  return absl::OkStatus();
                }));
 }

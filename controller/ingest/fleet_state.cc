@@ -429,7 +429,7 @@ void FleetState::SetDiagnostics(const std::string& agent_id, const v1::Diagnosti
   }
 }
 
-void FleetState::FillLive(const Agent& agent, v1::AgentInfo& info) {
+void FleetState::FillLive(const Agent& agent, v1::AgentInfo& info) const {
   double cpu = -1, memory = -1, disk = -1;
   for (const SeriesState* s : agent.headline) {
     if (s->count() == 0) {
@@ -448,6 +448,9 @@ void FleetState::FillLive(const Agent& agent, v1::AgentInfo& info) {
   info.set_cpu_usage_ratio(cpu);
   info.set_memory_used_ratio(memory);
   info.set_disk_used_ratio(disk);
+  if (options_.acknowledge_when_stored) {
+    info.set_last_sequence(agent.stored_sequence);
+  }
 }
 
 std::optional<v1::AgentInfo> FleetState::Info(const std::string& agent_id) const {
@@ -458,9 +461,6 @@ std::optional<v1::AgentInfo> FleetState::Info(const std::string& agent_id) const
   absl::MutexLock lock(&agent->mu);
   v1::AgentInfo info = agent->info;
   FillLive(*agent, info);
-  if (options_.acknowledge_when_stored) {
-    info.set_last_sequence(agent->stored_sequence);
-  }
   return info;
 }
 
@@ -472,11 +472,19 @@ std::vector<v1::AgentInfo> FleetState::ListAgents() const {
     absl::MutexLock agent_lock(&agent->mu);
     out.push_back(agent->info);
     FillLive(*agent, out.back());
-    if (options_.acknowledge_when_stored) {
-      out.back().set_last_sequence(agent->stored_sequence);
-    }
   }
   return out;
+}
+
+void FleetState::AppendAgents(google::protobuf::RepeatedPtrField<v1::AgentInfo>* out) const {
+  absl::MutexLock lock(&mu_);
+  out->Reserve(out->size() + static_cast<int>(agents_.size()));
+  for (const auto& [id, agent] : agents_) {
+    absl::MutexLock agent_lock(&agent->mu);
+    v1::AgentInfo* info = out->Add();
+    *info = agent->info;
+    FillLive(*agent, *info);
+  }
 }
 
 absl::StatusOr<v1::GetMetricsResponse> FleetState::GetMetrics(const std::string& agent_id,

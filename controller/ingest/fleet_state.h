@@ -108,6 +108,8 @@ class FleetState {
   std::optional<v1::AgentInfo> Info(const std::string& agent_id) const;
   // Snapshot for ListAgents, sorted by id, with the live columns filled in.
   std::vector<v1::AgentInfo> ListAgents() const;
+  // The same, appended to `out`: into a response on an arena, the copies take no malloc.
+  void AppendAgents(google::protobuf::RepeatedPtrField<v1::AgentInfo>* out) const;
   // NotFound for an unknown agent.
   absl::StatusOr<v1::GetMetricsResponse> GetMetrics(const std::string& agent_id,
                                                     absl::string_view name_prefix) const;
@@ -193,7 +195,9 @@ class FleetState {
   };
   Agent* Find(const std::string& agent_id) const;
   Agent& FindOrAdd(const std::string& agent_id);
-  static void FillLive(const Agent& agent, v1::AgentInfo& info)
+  // The columns that change while the agent streams: CPU, memory and disk, and, when
+  // acknowledging stored telemetry, the stored sequence.
+  void FillLive(const Agent& agent, v1::AgentInfo& info) const
       ABSL_SHARED_LOCKS_REQUIRED(agent.mu);
 
   const Options options_;
