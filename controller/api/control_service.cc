@@ -286,11 +286,12 @@ grpc::ServerUnaryReactor* ControlServiceImpl::TestNotification(
                  // Answered from the receiver's own thread once it has replied.
                  notification_test_(request->receiver(), [reactor, request, response](
                                                              absl::StatusOr<std::string> result) {
+                   const absl::Status status = result.status();  // before the value moves out
                    if (result.ok()) {
                      response->set_receiver(request->receiver());
                      response->set_result(*std::move(result));
                    }
-                   reactor->Finish(ToGrpcStatus(result.status()));
+                   reactor->Finish(ToGrpcStatus(status));
                  });
                });
 }
