@@ -700,6 +700,10 @@ std::string Controller::MetricsPage() {
          "Watchdog ticks that found a quarter of the fleet silent at once and held off cutting "
          "them (the controller, not the agents, was behind).",
          static_cast<double>(agent_service_->mass_silence_ticks()));
+  metric("vigil_ingest_storm_ticks_total", "counter",
+         "Watchdog ticks during a storm of new agent streams, when silent streams were given four "
+         "silence timeouts (gRPC's threads busy with handshakes read streaming agents late).",
+         static_cast<double>(agent_service_->storm_ticks()));
   metric("vigil_ingest_queue_delay_seconds", "gauge",
          "How long the oldest agent message not yet handled has waited.",
          absl::ToDoubleSeconds(agent_service_->queue_delay()));

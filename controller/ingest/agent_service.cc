@@ -627,6 +627,10 @@ void AgentServiceImpl::EvictGone(absl::Time now) {
 
 void AgentServiceImpl::WatchdogLoop() {
   absl::Time next_eviction = absl::InfinitePast();
+  // (tick, streams opened by then), back to four silence timeouts ago; from the start, so a
+  // storm at start (a restarted controller) counts from its first stream.
+  std::deque<std::pair<int64_t, uint64_t>> opened_by = {
+      {absl::ToUnixMillis(clock_->Now()), next_session_.load()}};
   while (true) {
     {
       absl::MutexLock lock(&mu_);
@@ -641,7 +645,18 @@ void AgentServiceImpl::WatchdogLoop() {
       next_eviction = now + absl::Seconds(10);
       Enqueue({nullptr, nullptr});
     }
-    int64_t cutoff_ms = absl::ToUnixMillis(now - options_.silence_timeout);
+    const int64_t now_ms = absl::ToUnixMillis(now);
+    const int64_t timeout_ms = absl::ToInt64Milliseconds(options_.silence_timeout);
+    // Opened within four timeouts: the storm is judged over only once the streams it welcomed
+    // last have had as long to be read as the cutoff it set gives them.
+    const uint64_t opened = next_session_.load();
+    opened_by.emplace_back(now_ms, opened);
+    while (opened_by.size() > 1 &&
+           opened_by[1].first <= now_ms - kMassSilenceFactor * timeout_ms) {
+      opened_by.pop_front();
+    }
+    const uint64_t opened_lately = opened - opened_by.front().second;
+    int64_t cutoff_ms = now_ms - timeout_ms;
     auto silent = [&cutoff_ms](const AgentStream& stream) {
       const int64_t since = stream.waiting_since_ms();
       return since != 0 && since < cutoff_ms;
@@ -654,7 +669,23 @@ void AgentServiceImpl::WatchdogLoop() {
       for (const auto& [agent_id, stream] : streams_) {
         silent_streams += silent(*stream) ? 1 : 0;
       }
-      if (silent_streams >= 8 && silent_streams * 4 >= streams_.size()) {
+      const bool storm = opened_lately >= std::max<uint64_t>(options_.storm_streams,
+                                                             streams_.size() / 8);
+      if (storm) {
+        // Handshakes keep gRPC's threads from reading streams that did speak: the storm's own
+        // newcomers, cut off and reconnecting, would only feed it (seen with mutual TLS: 2,670 of
+        // 3,000 agents cut off once welcomed). Only streams silent for far longer are ended.
+        cutoff_ms = now_ms - kMassSilenceFactor * timeout_ms;
+        ++storm_ticks_;
+        static RateLimitedLog limiter(1, absl::Minutes(1));
+        if (uint64_t suppressed = 0; limiter.Allow(absl::Now(), &suppressed)) {
+          spdlog::warn("{} agent streams opened within {}: ending only streams silent for {} while "
+                       "the storm lasts ({} similar not logged)",
+                       opened_lately, absl::FormatDuration(options_.silence_timeout),
+                       absl::FormatDuration(kMassSilenceFactor * options_.silence_timeout),
+                       suppressed);
+        }
+      } else if (silent_streams >= 8 && silent_streams * 4 >= streams_.size()) {
         // A quarter of the fleet silent in the same 250 ms is this process falling behind
         // (starved of CPU, gRPC's threads busy with a storm of handshakes), not that many
         // agents failing at once: cutting them off would only feed the storm. Only streams
@@ -686,14 +717,17 @@ void AgentServiceImpl::WatchdogLoop() {
       if (!stream->MarkSilent()) {
         continue;  // already cancelled; its end is on its way to the ingest thread
       }
+      // How long it was silent (the cutoff is longer while the controller is behind).
+      const int64_t since = stream->waiting_since_ms();
+      const std::string silent_for = absl::FormatDuration(absl::Trunc(
+          absl::Milliseconds(now_ms - (since == 0 ? cutoff_ms : since)), absl::Milliseconds(100)));
       if (!agent_id.empty()) {
         // Shown disconnected now, whatever the stream does next.
         fleet_->Disconnect(agent_id, stream->session(), now);
-        spdlog::warn("agent '{}' silent for {}: marking it disconnected", agent_id,
-                     absl::FormatDuration(options_.silence_timeout));
+        spdlog::warn("agent '{}' silent for {}: marking it disconnected", agent_id, silent_for);
       } else {
         spdlog::debug("peer {} opened an agent stream and said nothing for {}: ending it",
-                      stream->peer(), absl::FormatDuration(options_.silence_timeout));
+                      stream->peer(), silent_for);
       }
       stream->Cancel();
     }

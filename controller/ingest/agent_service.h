@@ -63,6 +63,10 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
     // are never starved into silence by it.
     size_t max_pending_hellos = 512;
     absl::Duration max_queue_delay = absl::Milliseconds(500);
+    // A storm: at least this many streams (and an eighth of those open) opened within four
+    // silence timeouts. gRPC's threads then spend themselves on handshakes (TLS above all) and
+    // read streaming agents late; silent streams are given four timeouts meanwhile.
+    uint64_t storm_streams = 64;
   };
   // Streams ended for breaking the wire contract, by what they sent (for /metrics).
   struct Refusals {
@@ -77,6 +81,8 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
   // Watchdog ticks that found a large share of the fleet silent at once and so judged the
   // controller, not the agents, to be behind (for /metrics).
   uint64_t mass_silence_ticks() const { return mass_silence_ticks_.load(); }
+  // Watchdog ticks during a storm of new streams (Options::storm_streams), for /metrics.
+  uint64_t storm_ticks() const { return storm_ticks_.load(); }
   // How long the oldest message not yet handled has waited (for /metrics).
   absl::Duration queue_delay() const;
   AgentServiceImpl(FleetState* fleet, const Clock* clock, Options options);
@@ -136,6 +142,7 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
   std::atomic<uint64_t> evicted_{0};
   std::atomic<uint64_t> refused_busy_{0};
   std::atomic<uint64_t> mass_silence_ticks_{0};
+  std::atomic<uint64_t> storm_ticks_{0};
   // Enqueue time of the oldest message of the batch the ingest thread is handling; 0: idle.
   std::atomic<int64_t> handling_since_ms_{0};
 

@@ -207,6 +207,40 @@ TEST_F(AgentServiceTest, AFleetSilentAllAtOnceIsGivenLonger) {
       absl::Seconds(10)));
 }
 
+// Many streams opened within a few silence timeouts are a storm: gRPC's threads busy with
+// handshakes read agents late, so silent streams are given four timeouts, even when too few of
+// them are silent for the quarter-of-the-fleet rule (it needs eight).
+TEST_F(AgentServiceTest, AStormOfNewStreamsGivesSilentOnesLonger) {
+  Start({.silence_timeout = absl::Milliseconds(400), .storm_streams = 5});
+  observer_.Release();
+  std::vector<std::unique_ptr<HostileAgent>> agents;
+  for (int i = 0; i < 6; ++i) {
+    agents.push_back(std::make_unique<HostileAgent>(address_, Hello("new-" + std::to_string(i))));
+    ASSERT_TRUE(agents.back()->AwaitWelcome());
+  }
+  const absl::Time welcomed = absl::Now();
+  absl::SleepFor(absl::Milliseconds(900));  // over twice the timeout: no one is cut off yet
+  EXPECT_GT(service_->storm_ticks(), 0u);
+  EXPECT_EQ(service_->mass_silence_ticks(), 0u) << "six silent streams are not a mass silence";
+  // Judged only when this thread woke in time (a loaded machine may sleep past 1.6 s).
+  if (absl::Now() - welcomed < absl::Milliseconds(1400)) {
+    for (int i = 0; i < 6; ++i) {
+      EXPECT_EQ(fleet_.Info("new-" + std::to_string(i))->state(), v1::CONNECTED) << i;
+    }
+  }
+  EXPECT_TRUE(::vigil::testing::WaitUntil(
+      [&] {
+        for (int i = 0; i < 6; ++i) {
+          if (fleet_.Info("new-" + std::to_string(i))->state() != v1::DISCONNECTED) {
+            return false;
+          }
+        }
+        return true;
+      },
+      absl::Seconds(10)))
+      << "past four timeouts they are cut off";
+}
+
 TEST_F(AgentServiceTest, AStreamThatNeverSaysHelloIsEnded) {
   Start({.silence_timeout = absl::Milliseconds(500)});
   auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
