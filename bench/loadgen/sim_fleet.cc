@@ -203,6 +203,9 @@ class SimAgent {
       next_sequence_ = std::max(next_sequence_, message.welcome().last_sequence() + 1);
       declared_ = false;  // a new stream, a new series dictionary
       heartbeat_ = HeartbeatPeriod(o.heartbeat, message.welcome().heartbeat_timeout_ms());
+      if (message.welcome().heartbeat_timeout_ms() > 0) {
+        silence_timeout_ = absl::Milliseconds(message.welcome().heartbeat_timeout_ms());
+      }
       const absl::Time now = absl::Now();
       last_write_ = now;
       const int64_t step = absl::ToInt64Milliseconds(o.interval);
@@ -259,6 +262,9 @@ class SimAgent {
       switch (status.error_code()) {
         case grpc::StatusCode::CANCELLED:
           c.drops_cancelled.fetch_add(1, std::memory_order_relaxed);
+          if (now - last_write_ >= silence_timeout_) {
+            c.drops_cancelled_own_gap.fetch_add(1, std::memory_order_relaxed);
+          }
           break;
         case grpc::StatusCode::UNAVAILABLE:
           c.drops_unavailable.fetch_add(1, std::memory_order_relaxed);
@@ -389,6 +395,8 @@ class SimAgent {
   bool declared_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time next_round_ ABSL_GUARDED_BY(mu_);
   absl::Time last_write_ ABSL_GUARDED_BY(mu_);
+  // The controller's silence timeout, from its Welcome.
+  absl::Duration silence_timeout_ ABSL_GUARDED_BY(mu_) = absl::Milliseconds(2500);
   absl::Duration heartbeat_ ABSL_GUARDED_BY(mu_) = absl::Seconds(1);
   std::deque<uint64_t> in_flight_ ABSL_GUARDED_BY(mu_);  // sequences sent, not yet acknowledged
 

@@ -37,6 +37,9 @@ struct FleetCounters {
   // Welcomed streams ended by the controller (not by us), by status.
   std::atomic<uint64_t> drops{0};
   std::atomic<uint64_t> drops_cancelled{0};    // the controller cancelled it (silence watchdog)
+  // ... of which the simulated agent itself had written nothing for the controller's silence
+  // timeout (a starved simulator, not a late controller).
+  std::atomic<uint64_t> drops_cancelled_own_gap{0};
   std::atomic<uint64_t> drops_unavailable{0};  // the controller went away
   std::atomic<uint64_t> drops_other{0};
   std::atomic<uint64_t> drop_agents{0};  // distinct agents dropped since the phase changed

@@ -64,7 +64,8 @@ struct Shared {
 // The sum of every process's counters at one instant.
 struct Totals {
   int64_t streaming = 0, ever_welcomed = 0;
-  uint64_t attempts = 0, phase_attempted = 0, welcomes = 0, drops = 0, drops_cancelled = 0, drops_unavailable = 0,
+  uint64_t attempts = 0, phase_attempted = 0, welcomes = 0, drops = 0, drops_cancelled = 0,
+           drops_cancelled_own_gap = 0, drops_unavailable = 0,
            drops_other = 0, drop_agents = 0, refused_exhausted = 0, retry_hints = 0,
            retry_hint_ms_total = 0, welcome_timeouts = 0, failed_unavailable = 0, failed_cancelled = 0,
            failed_other = 0, fresh_channels = 0, batches_sent = 0, batches_acked = 0,
@@ -83,6 +84,7 @@ Totals Sum(const Shared& shared, int processes) {
     t.welcomes += c.welcomes.load();
     t.drops += c.drops.load();
     t.drops_cancelled += c.drops_cancelled.load();
+    t.drops_cancelled_own_gap += c.drops_cancelled_own_gap.load();
     t.drops_unavailable += c.drops_unavailable.load();
     t.drops_other += c.drops_other.load();
     t.drop_agents += c.drop_agents.load();
@@ -585,7 +587,8 @@ int Coordinator::Run() {
   std::printf(
       "storm%s mode=%s agents=%d processes=%d ramp_ms=%s timeout_s=%.0f converged=%s "
       "converge_s=%s all_attempted_s=%s streaming_end=%lld min_streaming_after_converged=%lld welcomed_ever=%lld "
-      "drops=%llu drop_agents=%llu drops_cancelled=%llu drops_unavailable=%llu "
+      "drops=%llu drop_agents=%llu drops_cancelled=%llu drops_cancelled_own_gap=%llu "
+      "drops_unavailable=%llu "
       "drops_other=%llu attempts=%llu reconnects=%lld refused_exhausted=%llu retry_hints=%llu "
       "retry_hint_mean_ms=%.0f welcome_timeouts=%llu failed_unavailable=%llu failed_cancelled=%llu "
       "failed_other=%llu "
@@ -606,6 +609,7 @@ int Coordinator::Run() {
       static_cast<unsigned long long>(after.drops - base.drops),
       static_cast<unsigned long long>(after.drop_agents - base.drop_agents),
       static_cast<unsigned long long>(after.drops_cancelled - base.drops_cancelled),
+      static_cast<unsigned long long>(after.drops_cancelled_own_gap - base.drops_cancelled_own_gap),
       static_cast<unsigned long long>(after.drops_unavailable - base.drops_unavailable),
       static_cast<unsigned long long>(after.drops_other - base.drops_other),
       static_cast<unsigned long long>(after.attempts - base.attempts),
