@@ -89,6 +89,20 @@ class AgentServiceTest : public ::testing::Test {
     return batch;
   }
 
+  // True once agents PREFIX0 .. PREFIX(n-1) all show disconnected, within `wait`.
+  bool AllDisconnectedWithin(const std::string& prefix, int n, absl::Duration wait) {
+    return ::vigil::testing::WaitUntil(
+        [&] {
+          for (int i = 0; i < n; ++i) {
+            if (fleet_.Info(prefix + std::to_string(i))->state() != v1::DISCONNECTED) {
+              return false;
+            }
+          }
+          return true;
+        },
+        wait);
+  }
+
   RealClock clock_;
   FleetState fleet_;
   HoldingObserver observer_{"holder"};
@@ -194,17 +208,7 @@ TEST_F(AgentServiceTest, AFleetSilentAllAtOnceIsGivenLonger) {
       EXPECT_EQ(fleet_.Info("quiet-" + std::to_string(i))->state(), v1::CONNECTED) << i;
     }
   }
-  // Past four timeouts they are.
-  EXPECT_TRUE(::vigil::testing::WaitUntil(
-      [&] {
-        for (int i = 0; i < 10; ++i) {
-          if (fleet_.Info("quiet-" + std::to_string(i))->state() != v1::DISCONNECTED) {
-            return false;
-          }
-        }
-        return true;
-      },
-      absl::Seconds(10)));
+  EXPECT_TRUE(AllDisconnectedWithin("quiet-", 10, absl::Seconds(10))) << "past four timeouts";
 }
 
 // Many streams opened within a few silence timeouts are a storm: gRPC's threads busy with
@@ -228,17 +232,7 @@ TEST_F(AgentServiceTest, AStormOfNewStreamsGivesSilentOnesLonger) {
       EXPECT_EQ(fleet_.Info("new-" + std::to_string(i))->state(), v1::CONNECTED) << i;
     }
   }
-  EXPECT_TRUE(::vigil::testing::WaitUntil(
-      [&] {
-        for (int i = 0; i < 6; ++i) {
-          if (fleet_.Info("new-" + std::to_string(i))->state() != v1::DISCONNECTED) {
-            return false;
-          }
-        }
-        return true;
-      },
-      absl::Seconds(10)))
-      << "past four timeouts they are cut off";
+  EXPECT_TRUE(AllDisconnectedWithin("new-", 6, absl::Seconds(10))) << "past four timeouts";
 }
 
 TEST_F(AgentServiceTest, AStreamThatNeverSaysHelloIsEnded) {
