@@ -681,7 +681,8 @@ void AgentServiceImpl::WatchdogLoop() {
         if (uint64_t suppressed = 0; limiter.Allow(absl::Now(), &suppressed)) {
           spdlog::warn("{} agent streams opened within {}: ending only streams silent for {} while "
                        "the storm lasts ({} similar not logged)",
-                       opened_lately, absl::FormatDuration(options_.silence_timeout),
+                       opened_lately,
+                       absl::FormatDuration(kMassSilenceFactor * options_.silence_timeout),
                        absl::FormatDuration(kMassSilenceFactor * options_.silence_timeout),
                        suppressed);
         }
