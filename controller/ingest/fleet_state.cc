@@ -514,7 +514,7 @@ absl::StatusOr<v1::GetMetricsResponse> FleetState::GetMetrics(const std::string&
     m->set_time_unix_ms(s->latest_ms());
     m->set_value(s->latest());
     m->set_is_histogram(s->is_histogram());
-    m->set_window_ms(s->latest_ms() - s->oldest_ms());
+    m->set_window_ms(s->latest_ms() - s->first_ms());
     m->set_window_count(s->count());
     if (const HistogramWindow* window = s->histograms(); window != nullptr) {
       // The last histogram_window of the options (a minute), however long rules make the

@@ -7,10 +7,10 @@
 //
 // Memory budget per series (x86-64; bench/series_memory_bench, 10,000 agents x 45 gauges + 5
 // histograms, default rules; series storage is in series_state.h):
-//   gauge, 272 bytes: SeriesState 184 (interned key pointer 16, histogram window pointer 8, base
-//     time and latest value 16, the ring's 32 int32 time offsets 128, ring indexes, rule slot and
-//     budget bookkeeping 16) + its slot in the agent's index ~24 + the stream's dictionary entry 8
-//     + the rule engine's slot 56 (RuleEngine::kSlotBytes). Name and labels are interned: one copy
+//   gauge, 152 bytes: SeriesState 64 (interned key pointer 16, histogram window pointer 8, first
+//     and latest time and latest value 24, point count, rule slot and budget bookkeeping 12) + its
+//     slot in the agent's index ~24 + the stream's dictionary entry 8 + the rule engine's slot 56
+//     (RuleEngine::kSlotBytes). Name and labels are interned: one copy
 //     for every agent that has the series (they cost the first agent that brings them).
 //   a series a rate() rule reads, also its rate windows in the rule engine: about 420 bytes per
 //     distinct range whatever the range and the sample rate (RuleEngine::rate_usage; with the
@@ -110,7 +110,9 @@ class FleetState {
   std::vector<v1::AgentInfo> ListAgents() const;
   // The same, appended to `out`: into a response on an arena, the copies take no malloc.
   void AppendAgents(google::protobuf::RepeatedPtrField<v1::AgentInfo>* out) const;
-  // NotFound for an unknown agent.
+  // NotFound for an unknown agent. A gauge's window_count and window_ms are its points since the
+  // controller first had the series and their span; a histogram's, the observations over the
+  // controller's histogram window and that window's span.
   absl::StatusOr<v1::GetMetricsResponse> GetMetrics(const std::string& agent_id,
                                                     absl::string_view name_prefix) const;
   // Agents disconnected since before `cutoff` that still hold series: their ids. Frees nothing.

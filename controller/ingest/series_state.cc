@@ -475,29 +475,15 @@ size_t HistogramWindow::GrowthBound(const v1::Histogram& h) const {
 
 bool SeriesState::AddValue(int64_t ms, double value) {
   if (count_ == 0) {
-    base_ms_ = ms;
-    head_ = 0;
-    offset_ms_[0] = 0;
-    latest_ = value;
-    count_ = 1;
-    return true;
-  }
-  if (ms < point_ms(head_)) {
+    first_ms_ = ms;
+  } else if (ms < latest_ms_) {
     return false;
   }
-  if (!FitsOffset(ms, base_ms_)) {
-    // Rebase onto the new point; points more than 24 days older saturate, so such a window
-    // reads as 24 days long (its count stays right).
-    const int64_t old_base = base_ms_;
-    base_ms_ = ms;
-    for (int i = 0; i < kWindowPoints; ++i) {
-      offset_ms_[i] = Offset(old_base + offset_ms_[i], base_ms_);
-    }
-  }
-  head_ = static_cast<uint8_t>((head_ + 1) % kWindowPoints);
-  offset_ms_[head_] = Offset(ms, base_ms_);
+  latest_ms_ = ms;
   latest_ = value;
-  count_ = static_cast<uint8_t>(std::min<int>(count_ + 1, kWindowPoints));
+  if (count_ < std::numeric_limits<uint32_t>::max()) {
+    ++count_;
+  }
   return true;
 }
 
@@ -510,13 +496,6 @@ bool SeriesState::AddHistogram(int64_t ms, const LogHistogram& h, int64_t keep_m
   }
   histograms_->Add(ms, h, keep_ms);
   return true;
-}
-
-int64_t SeriesState::oldest_ms() const {
-  if (count_ == 0) {
-    return 0;
-  }
-  return point_ms((head_ - count_ + 1 + kWindowPoints) % kWindowPoints);
 }
 
 size_t SeriesState::bytes() const {

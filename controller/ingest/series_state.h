@@ -140,7 +140,6 @@ class HistogramWindow {
 // One series of one agent.
 class SeriesState {
  public:
-  static constexpr int kWindowPoints = 32;
   explicit SeriesState(std::shared_ptr<const SeriesKey> key) : key_(std::move(key)) {}
 
   const SeriesKey& key() const { return *key_; }
@@ -149,19 +148,21 @@ class SeriesState {
   const std::string& name() const { return key_->name; }
   const Labels& labels() const { return key_->labels; }
 
-  // Appends a point; false (nothing changed) when `ms` is older than the newest point, so the
-  // window stays in time order.
+  // Takes a point as the latest; false (nothing changed) when `ms` is older than the latest
+  // point, so the series stays in time order.
   bool AddValue(int64_t ms, double value);
   // A histogram interval: its observation count becomes the series' point, and the interval
   // joins the window (intervals at or before ms - keep_ms drop out). False (nothing changed)
-  // when `ms` is older than the newest point.
+  // when `ms` is older than the latest point.
   bool AddHistogram(int64_t ms, const LogHistogram& h, int64_t keep_ms);
 
   double latest() const { return count_ == 0 ? 0 : latest_; }
-  int64_t latest_ms() const { return count_ == 0 ? 0 : point_ms(head_); }
-  // Time of the oldest point kept (of the last kWindowPoints); 0 when empty.
-  int64_t oldest_ms() const;
-  int count() const { return count_; }
+  int64_t latest_ms() const { return count_ == 0 ? 0 : latest_ms_; }
+  // Time of the first point taken; 0 when empty.
+  int64_t first_ms() const { return count_ == 0 ? 0 : first_ms_; }
+  // Points taken since the first (saturating). Rules read only the latest value; vigil metrics
+  // shows this count and the span since the first.
+  uint32_t count() const { return count_; }
   bool is_histogram() const { return histograms_ != nullptr; }
   // Null for a gauge.
   HistogramWindow* histograms() { return histograms_.get(); }
@@ -177,17 +178,12 @@ class SeriesState {
   uint32_t accounted_bytes = 0;
 
  private:
-  int64_t point_ms(int i) const { return base_ms_ + offset_ms_[i]; }
-
   std::shared_ptr<const SeriesKey> key_;
   std::unique_ptr<HistogramWindow> histograms_;
-  int64_t base_ms_ = 0;
+  int64_t first_ms_ = 0;
+  int64_t latest_ms_ = 0;
   double latest_ = 0;
-  // Times of the last kWindowPoints points, from base_ms_, a ring: vigil metrics shows the
-  // window's span and count; rules read only the latest value.
-  int32_t offset_ms_[kWindowPoints] = {};
-  uint8_t count_ = 0;  // points in the ring (<= kWindowPoints)
-  uint8_t head_ = 0;   // index of the newest point
+  uint32_t count_ = 0;
 };
 
 }  // namespace vigil::controller

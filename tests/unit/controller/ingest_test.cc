@@ -394,7 +394,7 @@ TEST_F(FleetStateTest, NonFiniteAndOutOfOrderValuesAreDroppedAndCounted) {
   EXPECT_EQ(fleet_.dropped().non_finite, 2u);
   EXPECT_EQ(fleet_.dropped().out_of_order, 1u);
   EXPECT_EQ(dictionary_[0]->latest(), 2.0);
-  EXPECT_EQ(dictionary_[0]->count(), 1);
+  EXPECT_EQ(dictionary_[0]->count(), 1u);
 }
 
 TEST_F(FleetStateTest, LostBatchesAccumulateOnTheAgentAndTheCounters) {

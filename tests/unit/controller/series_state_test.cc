@@ -207,39 +207,38 @@ TEST(HistogramWindowTest, GrowthBoundCoversWhatAnAddTakes) {
   }
 }
 
-TEST(SeriesStateTest, GaugeRingKeepsTheLastPointsInOrder) {
+TEST(SeriesStateTest, AGaugeKeepsItsLatestPointInOrderAndCountsPoints) {
   SeriesState s(MakeSeriesKey("host_load1"));
-  EXPECT_EQ(s.count(), 0);
+  EXPECT_EQ(s.count(), 0u);
   EXPECT_EQ(s.latest_ms(), 0);
+  EXPECT_EQ(s.first_ms(), 0);
   for (int i = 1; i <= 40; ++i) {
     ASSERT_TRUE(s.AddValue(i * 1'000, i));
   }
-  EXPECT_EQ(s.count(), SeriesState::kWindowPoints);
+  EXPECT_EQ(s.count(), 40u);
   EXPECT_EQ(s.latest(), 40);
   EXPECT_EQ(s.latest_ms(), 40'000);
-  EXPECT_EQ(s.oldest_ms(), 9'000);  // the 32 newest: 9 s .. 40 s
+  EXPECT_EQ(s.first_ms(), 1'000);
   EXPECT_FALSE(s.AddValue(39'999, 1)) << "older than the newest point";
   EXPECT_EQ(s.latest(), 40);
+  EXPECT_EQ(s.count(), 40u);
   EXPECT_TRUE(s.AddValue(40'000, 41)) << "the same time is in order";
+  EXPECT_EQ(s.latest(), 41);
   EXPECT_FALSE(s.is_histogram());
 }
 
-TEST(SeriesStateTest, GapsBeyondTheOffsetRangeRebase) {
+TEST(SeriesStateTest, PointsFarApartKeepTheirExactTimes) {
   SeriesState s(MakeSeriesKey("host_load1"));
   const int64_t day = 86'400'000;
   ASSERT_TRUE(s.AddValue(1'000, 1));
-  ASSERT_TRUE(s.AddValue(2'000, 2));
   ASSERT_TRUE(s.AddValue(40 * day, 3));  // past int32 milliseconds from the first point
   EXPECT_EQ(s.latest_ms(), 40 * day);
-  EXPECT_EQ(s.count(), 3);
-  ASSERT_TRUE(s.AddValue(40 * day + 500, 4));
-  EXPECT_EQ(s.latest_ms(), 40 * day + 500);
-  // The oldest points read as 24.8 days old at most (int32 milliseconds before the rebase).
-  EXPECT_EQ(s.oldest_ms(), 40 * day + std::numeric_limits<int32_t>::min());
-  EXPECT_FALSE(s.AddValue(40 * day + 499, 5));
+  EXPECT_EQ(s.first_ms(), 1'000);
+  EXPECT_FALSE(s.AddValue(40 * day - 1, 5));
+  EXPECT_EQ(s.count(), 2u);
 }
 
-TEST(SeriesStateTest, HistogramIntervalsJoinTheWindowAndTheRing) {
+TEST(SeriesStateTest, HistogramIntervalsJoinTheWindowInOrder) {
   SeriesState s(MakeSeriesKey("nginx_request_duration_seconds"));
   LogHistogram h;
   h.Add(0.1, 10);
@@ -250,12 +249,12 @@ TEST(SeriesStateTest, HistogramIntervalsJoinTheWindowAndTheRing) {
   EXPECT_EQ(s.histograms()->size(), 1u);
 }
 
-TEST(SeriesStateTest, AGaugeCostsAFewHundredBytes) {
+TEST(SeriesStateTest, AGaugeCostsAFewDozenBytes) {
   SeriesState s(MakeSeriesKey("host_disk_used_ratio", {{"mount", "/var/lib/postgresql"}}));
   for (int i = 0; i < 100; ++i) {
     s.AddValue(i * 1'000, 0.5);
   }
-  EXPECT_LE(s.bytes(), 200u);
+  EXPECT_LE(s.bytes(), 64u) << "its key is shared; the series keeps the latest point only";
 }
 
 TEST(SeriesKeyTableTest, AgentsShareOneKeyPerNameAndLabels) {
