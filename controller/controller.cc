@@ -630,15 +630,11 @@ std::string Controller::MetricsPage() {
     absl::StrAppendFormat(&page, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type,
                           name, value);
   };
-  const std::vector<v1::AgentInfo> agents = fleet_.ListAgents();
-  size_t connected = 0;
-  for (const v1::AgentInfo& a : agents) {
-    connected += a.state() == v1::CONNECTED ? 1 : 0;
-  }
+  // Counted, not listed: a scrape copies no agent's row.
   metric("vigil_agents_connected", "gauge", "Agents with a live stream.",
-         static_cast<double>(connected));
+         static_cast<double>(fleet_.connected_count()));
   metric("vigil_agents_known", "gauge", "Agents in the registry, connected or not.",
-         static_cast<double>(agents.size()));
+         static_cast<double>(fleet_.known_count()));
   metric("vigil_samples_ingested_total", "counter", "Telemetry samples applied since start.",
          static_cast<double>(fleet_.samples_ingested()));
   metric("vigil_agent_messages_total", "counter", "Messages received from agents since start.",

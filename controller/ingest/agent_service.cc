@@ -679,12 +679,11 @@ void AgentServiceImpl::WatchdogLoop() {
         ++storm_ticks_;
         static RateLimitedLog limiter(1, absl::Minutes(1));
         if (uint64_t suppressed = 0; limiter.Allow(absl::Now(), &suppressed)) {
+          const std::string longer =
+              absl::FormatDuration(kMassSilenceFactor * options_.silence_timeout);
           spdlog::warn("{} agent streams opened within {}: ending only streams silent for {} while "
                        "the storm lasts ({} similar not logged)",
-                       opened_lately,
-                       absl::FormatDuration(kMassSilenceFactor * options_.silence_timeout),
-                       absl::FormatDuration(kMassSilenceFactor * options_.silence_timeout),
-                       suppressed);
+                       opened_lately, longer, longer, suppressed);
         }
       } else if (silent_streams >= 8 && silent_streams * 4 >= streams_.size()) {
         // A quarter of the fleet silent in the same 250 ms is this process falling behind

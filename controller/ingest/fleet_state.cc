@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
 
 #include "absl/strings/match.h"
@@ -465,15 +466,9 @@ std::optional<v1::AgentInfo> FleetState::Info(const std::string& agent_id) const
 }
 
 std::vector<v1::AgentInfo> FleetState::ListAgents() const {
-  std::vector<v1::AgentInfo> out;
-  absl::MutexLock lock(&mu_);
-  out.reserve(agents_.size());
-  for (const auto& [id, agent] : agents_) {
-    absl::MutexLock agent_lock(&agent->mu);
-    out.push_back(agent->info);
-    FillLive(*agent, out.back());
-  }
-  return out;
+  google::protobuf::RepeatedPtrField<v1::AgentInfo> infos;
+  AppendAgents(&infos);
+  return {std::make_move_iterator(infos.begin()), std::make_move_iterator(infos.end())};
 }
 
 void FleetState::AppendAgents(google::protobuf::RepeatedPtrField<v1::AgentInfo>* out) const {
@@ -675,6 +670,11 @@ size_t FleetState::connected_count() const {
     n += agent->session != 0 ? 1 : 0;
   }
   return n;
+}
+
+size_t FleetState::known_count() const {
+  absl::MutexLock lock(&mu_);
+  return agents_.size();
 }
 
 uint64_t FleetState::samples_ingested() const { return samples_.load(); }

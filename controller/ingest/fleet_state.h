@@ -171,6 +171,8 @@ class FleetState {
   std::optional<std::vector<std::string>> AgentActions(const std::string& agent_id) const;
 
   size_t connected_count() const;
+  // Agents in the registry, connected or not.
+  size_t known_count() const;
   bool acknowledge_when_stored() const { return options_.acknowledge_when_stored; }
   uint64_t samples_ingested() const;
   DropCounts dropped() const;
