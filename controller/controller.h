@@ -136,8 +136,10 @@ class Controller {
  private:
   class Observer;
   void HousekeepingLoop();
-  // Saves the registry rows that changed and acknowledges the telemetry they cover.
-  void FlushRegistry();
+  // Saves the registry rows that changed and acknowledges the telemetry they cover; of the rows
+  // whose only change is telemetry progress, this flush's share (RegistryFlushSpread), or all of
+  // them when `everything` (on the way out).
+  void FlushRegistry(bool everything = false);
   std::string MetricsPage();
   // The fleet endpoint's help text of families: the schema's, else what a connected agent
   // declared (a per-second rate says it is one).
@@ -184,6 +186,8 @@ class Controller {
   absl::Time started_at_;
   absl::Notification stop_;
   bool started_ = false;
+  uint64_t registry_flushes_ = 0;  // housekeeping thread (and Stop, after it is joined)
+  std::atomic<uint32_t> registry_spread_{1};
   std::atomic<uint64_t> reloads_ok_{0};
   std::atomic<uint64_t> reloads_failed_{0};
   std::atomic<uint64_t> rules_undeclared_metric_{0};

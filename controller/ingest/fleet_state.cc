@@ -55,11 +55,19 @@ FleetState::Agent* FleetState::Find(const std::string& agent_id) const {
   return it == agents_.end() ? nullptr : it->second.get();
 }
 
+uint32_t RegistryFlushSpread(size_t connected_agents) {
+  constexpr size_t kAgentsPerFlush = 2'000;
+  constexpr uint32_t kMaxSpread = 5;
+  const size_t spread = (connected_agents + kAgentsPerFlush - 1) / kAgentsPerFlush;
+  return static_cast<uint32_t>(std::clamp<size_t>(spread, 1, kMaxSpread));
+}
+
 FleetState::Agent& FleetState::FindOrAdd(const std::string& agent_id) {
   absl::MutexLock lock(&mu_);
   std::unique_ptr<Agent>& slot = agents_[agent_id];
   if (slot == nullptr) {
     slot = std::make_unique<Agent>();
+    slot->flush_turn = agents_added_++;
   }
   return *slot;
 }
@@ -116,6 +124,7 @@ absl::StatusOr<uint64_t> FleetState::Connect(const v1::Hello& hello, const std::
   agent.session = session;
   agent.last_message_ms = now_ms;
   agent.dirty = true;
+  agent.row_changed = true;
   return options_.acknowledge_when_stored ? agent.stored_sequence : info.last_sequence();
 }
 
@@ -131,6 +140,7 @@ void FleetState::Disconnect(const std::string& agent_id, uint64_t session, absl:
   agent->session = 0;
   agent->info.set_state(v1::DISCONNECTED);
   agent->dirty = true;
+  agent->row_changed = true;
 }
 
 void FleetState::Touch(const std::string& agent_id, absl::Time now) {
@@ -622,7 +632,7 @@ std::vector<FleetState::ExposedAgent> FleetState::ExposeConnected() const {
   return out;
 }
 
-std::vector<v1::AgentInfo> FleetState::TakeDirty() {
+std::vector<v1::AgentInfo> FleetState::TakeDirty(uint64_t flush_number, uint32_t spread) {
   std::vector<v1::AgentInfo> out;
   absl::MutexLock lock(&mu_);
   for (const auto& [id, agent] : agents_) {
@@ -630,7 +640,11 @@ std::vector<v1::AgentInfo> FleetState::TakeDirty() {
     if (!agent->dirty) {
       continue;
     }
+    if (!agent->row_changed && spread > 1 && agent->flush_turn % spread != flush_number % spread) {
+      continue;
+    }
     agent->dirty = false;
+    agent->row_changed = false;
     out.push_back(agent->info);
   }
   return out;
@@ -658,6 +672,7 @@ void FleetState::MarkDirty(const std::vector<v1::AgentInfo>& rows) {
     if (Agent* agent = Find(row.agent_id()); agent != nullptr) {
       absl::MutexLock lock(&agent->mu);
       agent->dirty = true;
+      agent->row_changed = true;  // retried at the next flush, not at the agent's next turn
     }
   }
 }

@@ -49,6 +49,14 @@
 
 namespace vigil::controller {
 
+// How many registry flushes an agent's telemetry progress alone waits between two stores, and so
+// between two acknowledgements (FleetState::TakeDirty's spread): 1 up to 2,000 connected agents,
+// one more for each 2,000 more, at most 5. Each acknowledgement is a write on the agent's own
+// connection and each stored row an UPSERT: at 10,000 agents, 10,000 of each a second become
+// 2,000. The agents keep what is not yet acknowledged a few seconds longer in their spools; if
+// the controller dies in between they send it again, and a batch already applied is ignored.
+uint32_t RegistryFlushSpread(size_t connected_agents);
+
 class FleetState {
  public:
   struct Options {
@@ -122,8 +130,11 @@ class FleetState {
   // same agent (call both from the ingest thread): streams hold pointers into the series.
   bool Evict(const std::string& agent_id, absl::Time cutoff);
 
-  // Registry rows changed since the last call (for the store writer).
-  std::vector<v1::AgentInfo> TakeDirty();
+  // Registry rows to store now (for the store writer): every row changed beyond its sequence
+  // (connected, disconnected, a failed store to retry), and rows whose only change is telemetry
+  // progress when it is their turn, one flush in `spread` by a turn fixed when the agent is
+  // first seen, so each flush takes an even share of a streaming fleet. spread <= 1: all.
+  std::vector<v1::AgentInfo> TakeDirty(uint64_t flush_number = 0, uint32_t spread = 1);
   // The rows TakeDirty gave are stored: returns (agent, sequence) pairs now safe to acknowledge.
   std::vector<std::pair<std::string, uint64_t>> MarkStored(const std::vector<v1::AgentInfo>& rows);
   // Storing them failed: they are dirty again, to be tried with the next flush.
@@ -195,6 +206,9 @@ class FleetState {
     std::vector<v1::MetricDeclaration> declared ABSL_GUARDED_BY(mu);
     size_t bytes ABSL_GUARDED_BY(mu) = 0;  // estimate of what `series` holds, for the budget
     bool dirty ABSL_GUARDED_BY(mu) = false;
+    // Changed beyond its sequence: stored with the next flush, whatever the spread.
+    bool row_changed ABSL_GUARDED_BY(mu) = false;
+    uint32_t flush_turn = 0;  // set once when added; see TakeDirty
     uint64_t stored_sequence ABSL_GUARDED_BY(mu) = 0;  // in the stored registry row
   };
   Agent* Find(const std::string& agent_id) const;
@@ -208,6 +222,7 @@ class FleetState {
   SeriesKeyTable keys_;  // names and labels, shared by every agent that has them
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Agent>> agents_ ABSL_GUARDED_BY(mu_);
+  uint32_t agents_added_ ABSL_GUARDED_BY(mu_) = 0;  // hands out flush turns
   std::atomic<int64_t> histogram_keep_ms_;
   std::atomic<uint64_t> samples_{0};
   std::atomic<uint64_t> dropped_non_finite_{0};

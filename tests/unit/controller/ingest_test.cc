@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -418,6 +419,68 @@ TEST_F(FleetStateTest, LostBatchesAccumulateOnTheAgentAndTheCounters) {
   FleetState restarted;
   restarted.Restore(dirty);
   EXPECT_EQ(restarted.ListAgents()[0].lost_batches(), 7u);
+}
+
+TEST(RegistryFlushSpreadTest, GrowsWithTheFleetAndIsBounded) {
+  EXPECT_EQ(RegistryFlushSpread(0), 1u);
+  EXPECT_EQ(RegistryFlushSpread(2'000), 1u);
+  EXPECT_EQ(RegistryFlushSpread(2'001), 2u);
+  EXPECT_EQ(RegistryFlushSpread(10'000), 5u);
+  EXPECT_EQ(RegistryFlushSpread(1'000'000), 5u);
+}
+
+// With a spread of 3, each flush stores a third of the agents whose only change is telemetry
+// progress, each agent once in three flushes; a connection or disconnection is stored at the next
+// flush whatever the turn, and a failed store is retried at the next one too.
+TEST(FleetStateSpreadTest, ProgressWaitsForItsTurnRowChangesDoNot) {
+  FleetState fleet;
+  std::vector<std::vector<SeriesState*>> dictionaries(6);
+  auto ids = [](const std::vector<v1::AgentInfo>& rows) {
+    std::vector<std::string> out;
+    for (const v1::AgentInfo& row : rows) out.push_back(row.agent_id());
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(fleet.Connect(MakeHello(absl::StrCat("a", i)), "peer", i + 1, kNow).ok());
+  }
+  EXPECT_EQ(fleet.TakeDirty(0, 3).size(), 6u) << "connections are stored at once";
+  uint64_t flush = 1;
+  for (uint64_t sequence = 1; sequence <= 3; ++sequence) {
+    for (int i = 0; i < 6; ++i) {
+      ASSERT_TRUE(fleet.Apply(absl::StrCat("a", i), Batch(sequence), dictionaries[i], kNow).ok());
+    }
+    // Every flush is one turn: three of them store each agent once, two a flush.
+    std::vector<std::string> stored;
+    for (int turn = 0; turn < 3; ++turn, ++flush) {
+      const std::vector<v1::AgentInfo> rows = fleet.TakeDirty(flush, 3);
+      EXPECT_EQ(rows.size(), 2u) << "flush " << flush;
+      for (const v1::AgentInfo& row : rows) {
+        EXPECT_EQ(row.last_sequence(), sequence);
+        stored.push_back(row.agent_id());
+      }
+    }
+    std::sort(stored.begin(), stored.end());
+    EXPECT_EQ(stored, (std::vector<std::string>{"a0", "a1", "a2", "a3", "a4", "a5"}));
+  }
+  // Progress of all six, then a0 disconnects: the next flush stores a0 whatever its turn, and
+  // only the agents whose turn it is besides.
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(fleet.Apply(absl::StrCat("a", i), Batch(4), dictionaries[i], kNow).ok());
+  }
+  fleet.Disconnect("a0", 1, kNow);
+  std::vector<v1::AgentInfo> rows = fleet.TakeDirty(flush + 1, 3);  // a0's turn is flush % 3 == 0
+  std::vector<std::string> taken = ids(rows);
+  EXPECT_EQ(taken.size(), 3u);
+  EXPECT_TRUE(std::binary_search(taken.begin(), taken.end(), "a0"));
+  // The store failed: the three are taken by the very next flush, not at their next turn (a3's
+  // turn is that flush's too).
+  fleet.MarkDirty(rows);
+  EXPECT_EQ(ids(fleet.TakeDirty(flush + 2, 3)),
+            (std::vector<std::string>{"a0", "a2", "a3", "a5"}));
+  // Everything (spread 1, the way out) takes what is left.
+  EXPECT_EQ(ids(fleet.TakeDirty(flush + 3, 1)), (std::vector<std::string>{"a1", "a4"}));
+  EXPECT_TRUE(fleet.TakeDirty(flush + 4, 1).empty());
 }
 
 TEST_F(FleetStateTest, MemoryBudgetRefusesAndChangesNothing) {
