@@ -66,23 +66,6 @@ ControlServiceImpl::ControlServiceImpl(FleetState* fleet, storage::Store* store,
                  .unsubscribe = [incidents](int id) { incidents->RemoveListener(id); }},
              watch),
       readers_(readers) {
-  SetMessageAllocatorFor_ListAgents(&list_agents_allocator_);
-}
-
-grpc::MessageHolder<v1::ListAgentsRequest, v1::ListAgentsResponse>*
-ControlServiceImpl::ArenaListAgents::AllocateMessages() {
-  class Holder final : public grpc::MessageHolder<v1::ListAgentsRequest, v1::ListAgentsResponse> {
-   public:
-    Holder() {
-      set_request(google::protobuf::Arena::CreateMessage<v1::ListAgentsRequest>(&arena_));
-      set_response(google::protobuf::Arena::CreateMessage<v1::ListAgentsResponse>(&arena_));
-    }
-    void Release() override { delete this; }
-
-   private:
-    google::protobuf::Arena arena_;
-  };
-  return new Holder;
 }
 
 ControlServiceImpl::Body ControlServiceImpl::Answer(
@@ -143,11 +126,22 @@ grpc::ServerUnaryReactor* ControlServiceImpl::Serve(grpc::CallbackServerContext*
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::ListAgents(grpc::CallbackServerContext* context,
-                                                         const v1::ListAgentsRequest* request,
-                                                         v1::ListAgentsResponse* response) {
+                                                         const grpc::ByteBuffer* request,
+                                                         grpc::ByteBuffer* response) {
   return Serve(context, Role::kViewer, "listing agents", Work::kMemory,
-               Answer([this, response](const Caller&) {
-                 fleet_->AppendAgents(response->mutable_agents());
+               Answer([this, request, response](const Caller&) -> absl::Status {
+                 // Parsed as the typed method would, so a malformed request is refused the same.
+                 grpc::ByteBuffer copy(*request);
+                 v1::ListAgentsRequest parsed;
+                 if (!grpc::SerializationTraits<v1::ListAgentsRequest>::Deserialize(&copy,
+                                                                                    &parsed)
+                          .ok()) {
+                   return absl::InvalidArgumentError("ListAgentsRequest: cannot be parsed");
+                 }
+                 std::string listing;
+                 fleet_->AppendListing(&listing);
+                 grpc::Slice slice(listing);
+                 *response = grpc::ByteBuffer(&slice, 1);
                  return absl::OkStatus();
                }));
 }

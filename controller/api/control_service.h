@@ -25,7 +25,11 @@
 
 namespace vigil::controller {
 
-class ControlServiceImpl final : public v1::ControlService::CallbackService {
+// ListAgents is served raw (bytes in, bytes out): the fleet's rows are written serialized by
+// FleetState::AppendListing, not copied into a response message for gRPC to serialize again.
+class ControlServiceImpl final
+    : public v1::ControlService::WithRawCallbackMethod_ListAgents<
+          v1::ControlService::CallbackService> {
  public:
   ControlServiceImpl(FleetState* fleet, storage::Store* store, IncidentManager* incidents,
                      RemediationManager* remediation, WatchHub::Options watch = {},
@@ -65,8 +69,8 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
   ReadPool::Stats read_stats() const { return readers_.stats(); }
 
   grpc::ServerUnaryReactor* ListAgents(grpc::CallbackServerContext* context,
-                                       const v1::ListAgentsRequest* request,
-                                       v1::ListAgentsResponse* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetMetrics(grpc::CallbackServerContext* context,
                                        const v1::GetMetricsRequest* request,
                                        v1::GetMetricsResponse* response) override;
@@ -142,17 +146,6 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
   // An Answer for a call that changes users: the cache forgets every caller once it is done.
   Body ChangeUsers(std::function<absl::Status(const Caller&)> change);
 
-  // ListAgents' request and response on an arena of their own: a fleet of thousands is copied
-  // into the response, listed every few hundred milliseconds by a watching CLI, and an arena
-  // makes the copies and their destruction cost no malloc or free each.
-  class ArenaListAgents final
-      : public grpc::MessageAllocator<v1::ListAgentsRequest, v1::ListAgentsResponse> {
-    grpc::MessageHolder<v1::ListAgentsRequest, v1::ListAgentsResponse>* AllocateMessages()
-        override;
-  };
-
-  // The server is shut down before this service goes, so no call outlives the allocator.
-  ArenaListAgents list_agents_allocator_;
   FleetState* fleet_;
   storage::Store* store_;
   IncidentManager* incidents_;

@@ -37,10 +37,12 @@ size_t HistogramGrowthBound(const SeriesState* s, const v1::Histogram& h) {
                            : window->GrowthBound(h);
 }
 
-// The series FillLive reads.
-bool IsHeadline(absl::string_view name) {
-  return name == "host_cpu_usage_ratio" || name == "host_memory_used_ratio" ||
-         name == "host_disk_used_ratio";
+void AppendVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
 }
 
 std::string FormatTime(int64_t ms) {
@@ -79,6 +81,7 @@ void FleetState::Restore(const std::vector<v1::AgentInfo>& agents) {
     agent.info = stored;
     agent.info.set_state(v1::DISCONNECTED);
     agent.stored_sequence = stored.last_sequence();
+    SerializeFixedFields(agent);
   }
 }
 
@@ -125,6 +128,7 @@ absl::StatusOr<uint64_t> FleetState::Connect(const v1::Hello& hello, const std::
   agent.last_message_ms = now_ms;
   agent.dirty = true;
   agent.row_changed = true;
+  SerializeFixedFields(agent);
   return options_.acknowledge_when_stored ? agent.stored_sequence : info.last_sequence();
 }
 
@@ -205,8 +209,12 @@ absl::StatusOr<bool> FleetState::Apply(const std::string& agent_id, const v1::Te
       slot = std::make_unique<SeriesState>(keys[i]);
       slot->accounted_bytes = static_cast<uint32_t>(slot->bytes());
       agent->bytes += slot->bytes() + kIndexSlotBytes + key_bytes;
-      if (IsHeadline(slot->name())) {
-        agent->headline.push_back(slot.get());
+      if (slot->name() == "host_cpu_usage_ratio") {
+        agent->headline.emplace_back(Headline::kCpu, slot.get());
+      } else if (slot->name() == "host_memory_used_ratio") {
+        agent->headline.emplace_back(Headline::kMemory, slot.get());
+      } else if (slot->name() == "host_disk_used_ratio") {
+        agent->headline.emplace_back(Headline::kDisk, slot.get());
       }
     }
     // ValidateBatch keeps ids dense and below the stream cap: this grows by one at most.
@@ -442,18 +450,20 @@ void FleetState::SetDiagnostics(const std::string& agent_id, const v1::Diagnosti
 
 void FleetState::FillLive(const Agent& agent, v1::AgentInfo& info) const {
   double cpu = -1, memory = -1, disk = -1;
-  for (const SeriesState* s : agent.headline) {
+  for (const auto& [headline, s] : agent.headline) {
     if (s->count() == 0) {
       continue;
     }
-    if (s->name() == "host_cpu_usage_ratio") {
-      cpu = s->latest();
-    }
-    if (s->name() == "host_memory_used_ratio") {
-      memory = s->latest();
-    }
-    if (s->name() == "host_disk_used_ratio") {
-      disk = std::max(disk, s->latest());
+    switch (headline) {
+      case Headline::kCpu:
+        cpu = s->latest();
+        break;
+      case Headline::kMemory:
+        memory = s->latest();
+        break;
+      case Headline::kDisk:
+        disk = std::max(disk, s->latest());
+        break;
     }
   }
   info.set_cpu_usage_ratio(cpu);
@@ -479,6 +489,50 @@ std::vector<v1::AgentInfo> FleetState::ListAgents() const {
   google::protobuf::RepeatedPtrField<v1::AgentInfo> infos;
   AppendAgents(&infos);
   return {std::make_move_iterator(infos.begin()), std::make_move_iterator(infos.end())};
+}
+
+v1::AgentInfo FleetState::LiveFields(const Agent& agent) const {
+  v1::AgentInfo live;
+  live.set_state(agent.info.state());
+  live.set_last_seen_unix_ms(agent.info.last_seen_unix_ms());
+  live.set_last_sequence(agent.info.last_sequence());
+  live.set_lost_batches(agent.info.lost_batches());
+  FillLive(agent, live);
+  return live;
+}
+
+void FleetState::SerializeFixedFields(Agent& agent) {
+  // A copy without what LiveFields writes: a field added to AgentInfo later is fixed (and
+  // listed) unless it is cleared here too.
+  v1::AgentInfo fixed = agent.info;
+  fixed.clear_state();
+  fixed.clear_last_seen_unix_ms();
+  fixed.clear_last_sequence();
+  fixed.clear_lost_batches();
+  fixed.clear_cpu_usage_ratio();
+  fixed.clear_memory_used_ratio();
+  fixed.clear_disk_used_ratio();
+  agent.listed_fixed.clear();
+  fixed.AppendToString(&agent.listed_fixed);
+}
+
+void FleetState::AppendListing(std::string* out) const {
+  // ListAgentsResponse is `repeated AgentInfo agents = 1`: per agent, the field's tag, the
+  // row's length and its bytes. A message's fields may come in any order on the wire (parsers
+  // merge them), so the live fields follow the fixed ones.
+  constexpr char kAgentsTag = (1 << 3) | 2;  // field 1, length-delimited
+  std::string live_bytes;
+  absl::MutexLock lock(&mu_);
+  out->reserve(out->size() + agents_.size() * 256);
+  for (const auto& [id, agent] : agents_) {
+    absl::MutexLock agent_lock(&agent->mu);
+    live_bytes.clear();
+    LiveFields(*agent).AppendToString(&live_bytes);
+    out->push_back(kAgentsTag);
+    AppendVarint(out, agent->listed_fixed.size() + live_bytes.size());
+    out->append(agent->listed_fixed);
+    out->append(live_bytes);
+  }
 }
 
 void FleetState::AppendAgents(google::protobuf::RepeatedPtrField<v1::AgentInfo>* out) const {

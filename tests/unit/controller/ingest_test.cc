@@ -10,6 +10,8 @@
 #include <string>
 #include <tuple>
 
+#include <google/protobuf/util/message_differencer.h>
+
 #include "common/histogram.h"
 #include "controller/ingest/fleet_state.h"
 #include "controller/ingest/telemetry_validator.h"
@@ -356,6 +358,20 @@ TEST(ValidateDiagnosticsTest, BoundsTablesRowsAndCells) {
   EXPECT_THAT(ValidateCommandResult(r, IngestLimits{}).message(), HasSubstr("output_tail"));
 }
 
+// The serialized listing (what ListAgents sends) parses to the rows ListAgents gives.
+void ExpectListingMatches(const FleetState& fleet) {
+  std::string bytes;
+  fleet.AppendListing(&bytes);
+  v1::ListAgentsResponse parsed;
+  ASSERT_TRUE(parsed.ParseFromString(bytes));
+  v1::ListAgentsResponse expected;
+  for (v1::AgentInfo& info : fleet.ListAgents()) {
+    *expected.add_agents() = std::move(info);
+  }
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(parsed, expected))
+      << "listed:\n" << parsed.DebugString() << "expected:\n" << expected.DebugString();
+}
+
 class FleetStateTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -606,6 +622,7 @@ TEST_F(FleetStateTest, AgentInfoShowsTheLatestCpuMemoryAndFullestDisk) {
     const std::vector<v1::AgentInfo> listed = fleet_.ListAgents();
     EXPECT_EQ(listed.size(), 1u);
     EXPECT_EQ(listed[0].disk_used_ratio(), info->disk_used_ratio());
+    ExpectListingMatches(fleet_);
     return std::tuple(info->cpu_usage_ratio(), info->memory_used_ratio(),
                       info->disk_used_ratio());
   };
@@ -633,6 +650,59 @@ TEST_F(FleetStateTest, AgentInfoShowsTheLatestCpuMemoryAndFullestDisk) {
   fleet_.Disconnect("web-1", 1, kNow);
   ASSERT_TRUE(fleet_.Evict("web-1", kNow + absl::Hours(2)));
   EXPECT_EQ(live(), std::tuple(-1.0, -1.0, -1.0)) << "its series are gone";
+}
+
+// Every column of every kind of row: connected with labels, collectors and actions; telemetry
+// stored or not (the stored sequence when acknowledging so); lost batches; disconnected; restored
+// from the store and never connected since; reconnected with other labels and another peer.
+TEST(FleetListingTest, SerializedRowsAreTheRowsListAgentsGives) {
+  FleetState fleet(FleetState::Options{.histogram_window = absl::Seconds(60),
+                                       .max_series_per_agent = 10'000,
+                                       .limits = IngestLimits{},
+                                       .acknowledge_when_stored = true});
+  ExpectListingMatches(fleet);  // empty
+  v1::AgentInfo stored;
+  stored.set_agent_id("db-1");
+  stored.set_hostname("db-1.example");
+  stored.set_first_seen_unix_ms(kNowMs - 86'400'000);
+  stored.set_last_seen_unix_ms(kNowMs - 3'600'000);
+  stored.set_last_sequence(41);
+  stored.set_lost_batches(2);
+  (*stored.mutable_labels())["role"] = "db";
+  fleet.Restore({stored});
+  ExpectListingMatches(fleet);
+
+  v1::Hello hello = MakeHello("web-1");
+  hello.add_collectors("host");
+  hello.add_collectors("nginx");
+  hello.add_actions()->set_name("reload_nginx");
+  ASSERT_TRUE(fleet.Connect(hello, "ipv4:127.0.0.1:1", 1, kNow).ok());
+  std::vector<SeriesState*> dictionary;
+  v1::TelemetryBatch batch = Batch(1);
+  Define(batch, 0, "host_cpu_usage_ratio");
+  Gauge(Snap(batch), 0, 0.5);
+  ASSERT_TRUE(fleet.Apply("web-1", batch, dictionary, kNow).ok());
+  ASSERT_TRUE(fleet.Apply("web-1", Batch(5), dictionary, kNow).ok());  // 2..4 lost
+  ExpectListingMatches(fleet);
+  fleet.MarkStored(fleet.TakeDirty());
+  ExpectListingMatches(fleet);
+
+  fleet.Disconnect("web-1", 1, kNow + absl::Seconds(1));
+  ExpectListingMatches(fleet);
+  v1::Hello again = MakeHello("web-1");
+  (*again.mutable_labels())["role"] = "canary";
+  ASSERT_TRUE(fleet.Connect(again, "ipv4:127.0.0.1:2", 2, kNow + absl::Seconds(2)).ok());
+  ExpectListingMatches(fleet);
+  std::string bytes;
+  fleet.AppendListing(&bytes);
+  v1::ListAgentsResponse parsed;
+  ASSERT_TRUE(parsed.ParseFromString(bytes));
+  ASSERT_EQ(parsed.agents_size(), 2);
+  EXPECT_EQ(parsed.agents(1).labels().at("role"), "canary");
+  EXPECT_EQ(parsed.agents(1).peer(), "ipv4:127.0.0.1:2");
+  EXPECT_EQ(parsed.agents(1).collectors_size(), 0) << "the new Hello named none";
+  EXPECT_EQ(parsed.agents(1).cpu_usage_ratio(), 0.5);
+  EXPECT_EQ(parsed.agents(0).last_sequence(), 41u);
 }
 
 TEST(HistogramBoundsTest, AddClampsAndFromProtoRefusesOutOfRange) {
