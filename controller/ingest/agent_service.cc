@@ -657,18 +657,23 @@ void AgentServiceImpl::WatchdogLoop() {
     }
     const uint64_t opened_lately = opened - opened_by.front().second;
     int64_t cutoff_ms = now_ms - timeout_ms;
-    auto silent = [&cutoff_ms](const AgentStream& stream) {
-      const int64_t since = stream.waiting_since_ms();
-      return since != 0 && since < cutoff_ms;
+    // (agent id, stream, waiting since); no id for a stream whose Hello was not accepted yet.
+    struct Quiet {
+      std::string agent_id;
+      std::shared_ptr<AgentStream> stream;
+      int64_t since_ms;
     };
-    // (agent id, stream); no id for a stream whose Hello was not accepted yet.
-    std::vector<std::pair<std::string, std::shared_ptr<AgentStream>>> quiet;
+    std::vector<Quiet> quiet;
     {
       absl::MutexLock lock(&mu_);
-      size_t silent_streams = 0;
+      // One walk of the streams: those silent for the timeout are few unless the controller is
+      // behind, and the longer cutoffs below only take some of them back.
       for (const auto& [agent_id, stream] : streams_) {
-        silent_streams += silent(*stream) ? 1 : 0;
+        if (const int64_t since = stream->waiting_since_ms(); since != 0 && since < cutoff_ms) {
+          quiet.push_back({agent_id, stream, since});
+        }
       }
+      const size_t silent_streams = quiet.size();
       const bool storm = opened_lately >= std::max<uint64_t>(options_.storm_streams,
                                                              streams_.size() / 8);
       if (storm) {
@@ -702,25 +707,24 @@ void AgentServiceImpl::WatchdogLoop() {
                        suppressed);
         }
       }
-      for (const auto& [agent_id, stream] : streams_) {
-        if (silent(*stream)) {
-          quiet.emplace_back(agent_id, stream);
-        }
+      if (cutoff_ms < now_ms - timeout_ms) {
+        std::erase_if(quiet, [cutoff_ms](const Quiet& q) { return q.since_ms >= cutoff_ms; });
       }
       for (const auto& [session, opening] : opening_) {
-        if (std::shared_ptr<AgentStream> stream = opening.lock(); stream && silent(*stream)) {
-          quiet.emplace_back("", std::move(stream));
+        if (std::shared_ptr<AgentStream> stream = opening.lock(); stream != nullptr) {
+          if (const int64_t since = stream->waiting_since_ms(); since != 0 && since < cutoff_ms) {
+            quiet.push_back({"", std::move(stream), since});
+          }
         }
       }
     }
-    for (const auto& [agent_id, stream] : quiet) {
+    for (const auto& [agent_id, stream, since_ms] : quiet) {
       if (!stream->MarkSilent()) {
         continue;  // already cancelled; its end is on its way to the ingest thread
       }
       // How long it was silent (the cutoff is longer while the controller is behind).
-      const int64_t since = stream->waiting_since_ms();
-      const std::string silent_for = absl::FormatDuration(absl::Trunc(
-          absl::Milliseconds(now_ms - (since == 0 ? cutoff_ms : since)), absl::Milliseconds(100)));
+      const std::string silent_for = absl::FormatDuration(
+          absl::Trunc(absl::Milliseconds(now_ms - since_ms), absl::Milliseconds(100)));
       if (!agent_id.empty()) {
         // Shown disconnected now, whatever the stream does next.
         fleet_->Disconnect(agent_id, stream->session(), now);

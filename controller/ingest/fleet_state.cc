@@ -53,8 +53,8 @@ std::string FormatTime(int64_t ms) {
 
 FleetState::Agent* FleetState::Find(const std::string& agent_id) const {
   absl::MutexLock lock(&mu_);
-  auto it = agents_.find(agent_id);
-  return it == agents_.end() ? nullptr : it->second.get();
+  auto it = by_id_.find(agent_id);
+  return it == by_id_.end() ? nullptr : it->second;
 }
 
 uint32_t RegistryFlushSpread(size_t connected_agents) {
@@ -66,12 +66,13 @@ uint32_t RegistryFlushSpread(size_t connected_agents) {
 
 FleetState::Agent& FleetState::FindOrAdd(const std::string& agent_id) {
   absl::MutexLock lock(&mu_);
-  std::unique_ptr<Agent>& slot = agents_[agent_id];
-  if (slot == nullptr) {
-    slot = std::make_unique<Agent>();
-    slot->flush_turn = agents_added_++;
+  auto [it, added] = agents_.try_emplace(agent_id);
+  if (added) {
+    it->second = std::make_unique<Agent>();
+    it->second->flush_turn = agents_added_++;
+    by_id_.emplace(it->first, it->second.get());
   }
-  return *slot;
+  return *it->second;
 }
 
 void FleetState::Restore(const std::vector<v1::AgentInfo>& agents) {
