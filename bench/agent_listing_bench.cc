@@ -77,7 +77,7 @@ const FleetState& FleetOf(int agents) {
     const std::string id = absl::StrCat("api-", a);
     std::vector<SeriesState*> dictionary;
     if (!fleet->Connect(SimulatedHello(id), absl::StrCat("ipv4:10.0.", a / 250, ".", a % 250, ":4711"),
-                        static_cast<uint64_t>(a + 1), now)
+                        static_cast<uint64_t>(a) + 1, now)
              .ok() ||
         !fleet->Apply(id, batch, dictionary, now).ok()) {
       std::fprintf(stderr, "agent_listing_bench: agent %s was refused\n", id.c_str());

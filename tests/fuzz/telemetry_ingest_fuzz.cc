@@ -3,6 +3,8 @@
 // (a default Hello is used when the first message is not one, and a later Hello starts a new
 // stream with a fresh dictionary), each TelemetryBatch is applied with the stream's series
 // dictionary, Diagnostics are stored. The fleet is then read as the API would.
+#include <google/protobuf/util/message_differencer.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -13,6 +15,7 @@
 #include "tests/fuzz/delimited.h"
 #include "tests/fuzz/fuzz_check.h"
 #include "vigil/v1/agent_service.pb.h"
+#include "vigil/v1/control_service.pb.h"
 
 namespace {
 
@@ -89,11 +92,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   });
 
-  for (const vigil::v1::AgentInfo& info : fleet.ListAgents()) {
+  const std::vector<vigil::v1::AgentInfo> agents = fleet.ListAgents();
+  for (const vigil::v1::AgentInfo& info : agents) {
     auto metrics = fleet.GetMetrics(info.agent_id(), "");
     FUZZ_CHECK(metrics.ok());
     (void)fleet.GetMetrics(info.agent_id(), "nginx_");
   }
+  // What ListAgents sends (rows kept serialized) parses to the rows themselves.
+  std::string listing;
+  fleet.AppendListing(&listing);
+  vigil::v1::ListAgentsResponse listed;
+  FUZZ_CHECK(listed.ParseFromString(listing));
+  FUZZ_CHECK(listed.agents_size() == static_cast<int>(agents.size()));
+  for (int i = 0; i < listed.agents_size(); ++i) {
+    FUZZ_CHECK(google::protobuf::util::MessageDifferencer::Equals(
+        listed.agents(i), agents[static_cast<size_t>(i)]));
+  }
+  (void)fleet.TakeDirty(1, 3);
   (void)fleet.TakeDirty();
   return 0;
 }
