@@ -62,6 +62,10 @@ int main(int argc, char** argv) {
                  "(plain text); instead of --target");
   app.add_option("--agents", o.agents, "simulated agents (1000)");
   app.add_option("--processes", o.processes, "simulator processes sharing the agents (4)");
+  app.add_option("--sim-nice", o.simulator_nice,
+                 "niceness of the simulator processes; the coordinator and its CLI probe keep "
+                 "this process's (0)")
+      ->check(CLI::Range(0, 19));
   app.add_option("--series", o.series, "series per agent, histograms included (50)");
   app.add_option("--histograms", o.histograms, "latency histograms among the series (5)");
   app.add_option("--snapshots", o.snapshots, "snapshots per batch: larger batches (1)");

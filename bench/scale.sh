@@ -28,8 +28,11 @@ HOLD=${SCALE_HOLD:-10}
 STEADY=${SCALE_STEADY:-30}
 PROCS=${SCALE_PROCESSES:-4}
 # In a real fleet the agents run on other hosts. Here they share the controller's 2 cores, so the
-# simulator runs at a lower priority (nice) and the controller at the normal one: the controller
-# is measured, not the simulator's share of the cores. SCALE_SIM_NICE=0 puts them on equal terms.
+# simulator's processes run at a lower priority (nice) and the controller at the normal one: the
+# controller is measured, not the simulator's share of the cores. The coordinator, which runs the
+# CLI probe, stays at the normal priority too, as a commander's CLI would (before 2026-12-01 late
+# it ran at the simulator's, so CLI p99 included the simulator's own starvation).
+# SCALE_SIM_NICE=0 puts them all on equal terms.
 SIM_NICE=${SCALE_SIM_NICE:-10}
 
 for f in "$CTL" "$LG"; do
@@ -81,12 +84,13 @@ run() {
     tls_ctl=(--tls-ca="$W/tls/ca.pem" --tls-cert="$W/tls/controller.pem" --tls-key="$W/tls/controller.key")
     auth+=(--tls-ca="$W/tls/ca.pem" --tls-ca-key="$W/tls/ca.key" --tls-cert="$W/tls/user-bench.pem" --tls-key="$W/tls/user-bench.key")
   fi
-  local cmd="nice -n -$SIM_NICE '$CTL' --listen=127.0.0.1:$p --db='$dir/vigil.db' ${tls_ctl[*]} --log-level=warn --http-listen=off 2>>'$dir/controller.log'"
+  local cmd="'$CTL' --listen=127.0.0.1:$p --db='$dir/vigil.db' ${tls_ctl[*]} --log-level=warn --http-listen=off 2>>'$dir/controller.log'"
   local pre=${SCALE_PRE_RAMP:-$(( (agents + 99) / 100 ))}
   echo "scale.sh: $name: $agents agents, $transport, $MODE storm (timelines in $dir/timeline.txt)" >&2
   # The tool bounds itself; timeout(1) only guards against a hang.
-  timeout --kill-after=10 $(( TIMEOUT + HOLD + STEADY + pre + 150 )) nice -n "$SIM_NICE" "$LG" \
+  timeout --kill-after=10 $(( TIMEOUT + HOLD + STEADY + pre + 150 )) "$LG" \
     --target="127.0.0.1:$p" --controller-cmd="$cmd" --agents="$agents" --processes="$PROCS" \
+    --sim-nice="$SIM_NICE" \
     --mode="$MODE" --ramp=1 --pre-ramp="$pre" --pre-timeout="$TIMEOUT" --timeout="$TIMEOUT" \
     --hold="$HOLD" --steady="$STEADY" --label="$transport" "${auth[@]}" \
     >"$dir/report.txt" 2>"$dir/timeline.txt" &
@@ -112,7 +116,7 @@ if [ "$MODE" = restart ]; then
 else
   echo "storm: every agent's first attempt within 1 s of a running controller; converge bound ${TIMEOUT} s, then ${HOLD} s held; steady: ${STEADY} s window after the storm"
 fi
-echo "50 series per agent (45 gauges + 5 histograms) every 1 s; each agent its own TCP connection; simulator in $PROCS processes on the same cores, at nice $SIM_NICE (the controller at 0)"
+echo "50 series per agent (45 gauges + 5 histograms) every 1 s; each agent its own TCP connection; simulator in $PROCS processes on the same cores, at nice $SIM_NICE (the controller and the CLI probe at 0)"
 echo
 printf "| %-6s | %-9s | %6s | %-22s | %-15s | %-21s | %9s | %9s | %8s | %-41s |\n" \
   run transport agents "converged (all N streaming)" "dropped (agents)" "CLI p99" "ctl CPU pk" "ctl RSS pk" "sim CPU" "steady: samples/s, ctl CPU share, RSS/agent"

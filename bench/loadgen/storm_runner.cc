@@ -12,7 +12,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <new>
@@ -133,6 +135,15 @@ bool RaiseFileLimit(rlim_t wanted) {
 // A simulator process: its share of the agents, from go to stop. Never returns.
 [[noreturn]] void RunSimulator(const StormOptions& o, Shared* shared, int process) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the coordinator
+  if (o.simulator_nice > 0) {
+    errno = 0;
+    if (nice(o.simulator_nice) == -1 && errno != 0) {
+      std::fprintf(stderr, "loadgen process %d: cannot lower its priority (nice %d): %s\n",
+                   process, o.simulator_nice, std::strerror(errno));
+      shared->failed.fetch_add(1);
+      _exit(1);
+    }
+  }
   // One mutex per agent: Debian's abseil checks lock order by default, and its graph of
   // thousands of mutexes would cost more than the agents themselves.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);

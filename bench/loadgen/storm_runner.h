@@ -20,6 +20,10 @@ struct StormOptions {
   std::string controller_cmd;  // or: a shell command that starts it (measured, restartable)
   int agents = 1000;
   int processes = 4;  // simulator processes sharing the agents
+  // Niceness the simulator processes take (0: this process's). The coordinator, which also runs
+  // the CLI probe, keeps its own: a commander's CLI does not run at the simulated fleet's
+  // priority, so the probe measures the controller rather than the simulator's starvation.
+  int simulator_nice = 0;
   int series = 50;
   int histograms = 5;
   int snapshots = 1;  // per batch
