@@ -6,6 +6,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
@@ -88,8 +89,9 @@ class ControlServiceTest : public ::testing::Test {
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
-    stub_ = v1::ControlService::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+    target_ = absl::StrCat("127.0.0.1:", port);
+    stub_ = v1::ControlService::NewStub(
+        grpc::CreateChannel(target_, grpc::InsecureChannelCredentials()));
   }
 
   void Prepare(grpc::ClientContext& context, absl::Duration deadline = absl::Seconds(5)) {
@@ -136,6 +138,7 @@ class ControlServiceTest : public ::testing::Test {
   std::unique_ptr<testing::FaultInjectingStore> faults_;
   std::string token_;
   FleetState fleet_;
+  std::string target_;  // the server's address, once served
   std::unique_ptr<TimelineWriter> writer_;
   std::unique_ptr<IncidentManager> incidents_;
   std::unique_ptr<RemediationManager> remediation_;
@@ -297,6 +300,47 @@ TEST_F(ControlServiceTest, AFullReadQueueIsRefusedWithARetryHint) {
   }
   v1::GetIncidentResponse after;
   EXPECT_TRUE(GetIncident(&after).ok());
+}
+
+// ListAgents is served as bytes (FleetState::AppendListing): a typed client reads the rows as it
+// always did, and a request that does not parse is refused as the typed method would refuse it.
+TEST_F(ControlServiceTest, TheFleetListingIsServedAsBytesAndAGarbledRequestIsRefused) {
+  Serve(ReadPool::Options{.threads = 2, .max_queued = 16});
+  v1::Hello hello;
+  hello.set_agent_id("web-1");
+  hello.set_hostname("web-1.example");
+  (*hello.mutable_labels())["role"] = "api";
+  hello.add_collectors("nginx");
+  ASSERT_TRUE(fleet_.Connect(hello, "ipv4:127.0.0.1:9", 1, absl::Now()).ok());
+  grpc::ClientContext context;
+  Prepare(context);
+  v1::ListAgentsResponse response;
+  ASSERT_TRUE(stub_->ListAgents(&context, v1::ListAgentsRequest(), &response).ok());
+  ASSERT_EQ(response.agents_size(), 1);
+  EXPECT_EQ(response.agents(0).agent_id(), "web-1");
+  EXPECT_EQ(response.agents(0).hostname(), "web-1.example");
+  EXPECT_EQ(response.agents(0).labels().at("role"), "api");
+  EXPECT_EQ(response.agents(0).collectors(0), "nginx");
+  EXPECT_EQ(response.agents(0).state(), v1::CONNECTED);
+  EXPECT_EQ(response.agents(0).cpu_usage_ratio(), -1) << "no CPU sample yet";
+
+  grpc::GenericStub generic(grpc::CreateChannel(target_, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext raw;
+  Prepare(raw);
+  const std::string garbage("\x0a\xff\xff\xff\x0f", 5);  // field 1 with a length past the end
+  grpc::Slice slice(garbage);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer answer;
+  absl::Notification done;
+  grpc::Status status;
+  generic.UnaryCall(&raw, "/vigil.v1.ControlService/ListAgents", grpc::StubOptions(), &request,
+                    &answer, [&](grpc::Status s) {
+                      status = std::move(s);
+                      done.Notify();
+                    });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("ListAgentsRequest"));
 }
 
 TEST_F(ControlServiceTest, UnknownAndNewTokensAreJudgedOnTheReaders) {
