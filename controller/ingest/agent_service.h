@@ -53,7 +53,7 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
     // With the watchdog's 250 ms tick, a silent agent is shown disconnected within 3 s of its
     // last message; agents send at least every silence_timeout / 3.
     absl::Duration silence_timeout = absl::Milliseconds(2500);
-    IngestLimits limits;
+    IngestLimits limits{};  // {}: designated initializers may leave it out without a warning
     // Series and diagnostics of agents disconnected this long are freed (the registry stays).
     absl::Duration evict_after = absl::Hours(1);
     // Admission: new streams whose first message would wait behind this many others' are

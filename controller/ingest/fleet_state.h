@@ -64,7 +64,7 @@ class FleetState {
     absl::Duration histogram_window = absl::Seconds(60);
     // Series one agent may hold across all its streams; beyond, its stream is refused.
     size_t max_series_per_agent = 10'000;
-    IngestLimits limits;
+    IngestLimits limits{};  // {}: designated initializers may leave it out without a warning
     // Telemetry is acknowledged only once the registry row naming its sequence is stored
     // (MarkStored), so a controller killed in between asks the agent for it again instead of
     // having forgotten it. Welcome and ListAgents then say the stored sequence.
