@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -108,7 +109,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(google::protobuf::util::MessageDifferencer::Equals(
         listed.agents(i), agents[static_cast<size_t>(i)]));
   }
-  (void)fleet.TakeDirty(1, 3);
-  (void)fleet.TakeDirty();
+  // A flush in turns, then one of everything: together they store each changed row once, and
+  // only rows of agents the fleet lists.
+  std::vector<vigil::v1::AgentInfo> stored = fleet.TakeDirty(1, 3);
+  for (vigil::v1::AgentInfo& row : fleet.TakeDirty()) {
+    stored.push_back(std::move(row));
+  }
+  FUZZ_CHECK(stored.size() <= agents.size());
+  std::set<std::string> stored_ids;
+  for (const vigil::v1::AgentInfo& row : stored) {
+    FUZZ_CHECK(stored_ids.insert(row.agent_id()).second);
+  }
   return 0;
 }
