@@ -51,6 +51,7 @@ absl::Status Checkpointer::Start() {
     absl::MutexLock lock(&mu_);
     if (!snapshot.checkpoints.empty()) {
       latest_ = snapshot.checkpoints.back();
+      covered_seq_ = latest_->seq();
     }
     head_seq_ = head->first;
     head_hash_ = head->second;
@@ -77,7 +78,6 @@ void Checkpointer::Stop() {
 
 void Checkpointer::OnEvent(const v1::TimelineEvent& event) {
   absl::MutexLock lock(&mu_);
-  ++events_since_;
   head_seq_ = event.seq();
   head_hash_ = event.hash();
 }
@@ -109,7 +109,6 @@ absl::StatusOr<v1::AuditCheckpoint> Checkpointer::CheckpointNow() {
   {
     absl::MutexLock lock(&mu_);
     if (latest_.has_value() && latest_->seq() == head->first && latest_->hash() == head->second) {
-      events_since_ = 0;
       return *latest_;
     }
   }
@@ -132,7 +131,7 @@ void Checkpointer::Stored(const v1::AuditCheckpoint& checkpoint) {
       return;  // a newer one won
     }
     latest_ = checkpoint;
-    events_since_ = 0;
+    covered_seq_ = std::max(covered_seq_, checkpoint.seq());
     ++stats_.signed_checkpoints;
   }
   AppendToLog(checkpoint);
@@ -151,7 +150,7 @@ void Checkpointer::Periodic() {
                       signed_checkpoint.status().message(), suppressed);
       }
       absl::MutexLock lock(&mu_);
-      events_since_ = 0;  // not at once again: a full disk would spin
+      covered_seq_ = std::max(covered_seq_, head_seq_);  // not at once again: a full disk spins
     }
     return;
   }
@@ -159,7 +158,6 @@ void Checkpointer::Periodic() {
   std::string hash;
   {
     absl::MutexLock lock(&mu_);
-    events_since_ = 0;
     if (pending_.has_value() || head_seq_ == 0) {
       return;
     }
@@ -173,6 +171,8 @@ void Checkpointer::Periodic() {
       signer_->Sign(seq, hash, absl::ToUnixMillis(clock_->Now()));
   {
     absl::MutexLock lock(&mu_);
+    // Covered from here on whether or not it lands: a refused one is not re-signed at once.
+    covered_seq_ = std::max(covered_seq_, seq);
     if (!checkpoint.ok()) {
       ++stats_.failures;
       return;
@@ -222,7 +222,8 @@ void Checkpointer::Loop() {
     {
       absl::MutexLock lock(&mu_);
       auto due = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || events_since_ >= options_.every_events;
+        return stopping_ ||
+               (!pending_.has_value() && head_seq_ >= covered_seq_ + options_.every_events);
       };
       mu_.AwaitWithDeadline(absl::Condition(&due), next);
       if (stopping_) {

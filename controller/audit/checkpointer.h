@@ -87,7 +87,10 @@ class Checkpointer {
   absl::Mutex sign_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // one signing at a time
   mutable absl::Mutex mu_;
   std::optional<v1::AuditCheckpoint> latest_ ABSL_GUARDED_BY(mu_);
-  uint64_t events_since_ ABSL_GUARDED_BY(mu_) = 0;
+  // The seq the newest signed checkpoint covers, stored or still pending (or one whose signing
+  // failed, so a full disk is retried after the next run of events, not at once). The count of
+  // "every N events" runs from here, so events that arrive while one is pending are not lost.
+  uint64_t covered_seq_ ABSL_GUARDED_BY(mu_) = 0;
   // The head as the writer's listener last heard it (seq 0: not yet).
   uint64_t head_seq_ ABSL_GUARDED_BY(mu_) = 0;
   std::string head_hash_ ABSL_GUARDED_BY(mu_);
