@@ -99,6 +99,8 @@ run() {
   LGPID=""
   grep -c "silent for" "$dir/controller.log" >"$dir/silent.txt" 2>/dev/null || echo 0 >"$dir/silent.txt"
   grep -m3 -E "^(storm|steady)|^loadgen:" "$dir/report.txt" "$dir/timeline.txt" >&2 || true
+  # A run that did not converge: what its agents not streaming were doing at the bound.
+  grep -h "agents not streaming" "$dir/timeline.txt" >&2 || true
 }
 
 for transport in $TRANSPORTS; do

@@ -2,7 +2,24 @@
 
 #include <string>
 
+#include "google/protobuf/arena.h"
+
 namespace vigil::loadgen {
+
+namespace {
+
+// The answer is parsed into an arena in a few large blocks: at 10,000 agents it is 2.4 MB of
+// ~100,000 small objects, and parsing them one malloc each made this probe, beside the
+// controller on the same cores, cost a third of a core (mostly malloc growing and trimming the
+// heap) and count its own allocations into the latency it reports.
+google::protobuf::ArenaOptions ArenaBlocks() {
+  google::protobuf::ArenaOptions options;
+  options.start_block_size = 64 << 10;
+  options.max_block_size = 1 << 20;
+  return options;
+}
+
+}  // namespace
 
 CliProbe::CliProbe(std::shared_ptr<grpc::Channel> channel, std::string token,
                    absl::Duration period, absl::Duration deadline)
@@ -45,7 +62,9 @@ void CliProbe::Issue() {
   struct Call {
     grpc::ClientContext context;
     v1::ListAgentsRequest request;
-    v1::ListAgentsResponse response;
+    google::protobuf::Arena arena{ArenaBlocks()};
+    v1::ListAgentsResponse* response =
+        google::protobuf::Arena::CreateMessage<v1::ListAgentsResponse>(&arena);
     absl::Time sent;
   };
   auto* call = new Call;
@@ -59,12 +78,12 @@ void CliProbe::Issue() {
     ++in_flight_;
   }
   stub_->async()->ListAgents(
-      &call->context, &call->request, &call->response, [this, call](grpc::Status status) {
+      &call->context, &call->request, call->response, [this, call](grpc::Status status) {
         ProbeSample sample;
         sample.sent = call->sent;
         sample.ok = status.ok();
         sample.latency_ms = absl::ToDoubleMilliseconds(absl::Now() - call->sent);
-        sample.agents = call->response.agents_size();
+        sample.agents = call->response->agents_size();
         absl::MutexLock lock(&mu_);
         if (!status.ok() && first_error_.empty()) {
           first_error_ = std::to_string(status.error_code()) + ": " + status.error_message();

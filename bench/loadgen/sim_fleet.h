@@ -98,6 +98,9 @@ class Fleet {
   void Start(absl::Time start, absl::Duration ramp);
   // Ends every stream (not counted as drops) and waits for them and the threads to finish.
   void Stop();
+  // One line on what the agents not streaming are doing (waiting to retry, watching their
+  // channel, connecting), with how long the oldest has been at it: why a run did not converge.
+  std::string Census() const;
 
   // For SimAgent.
   enum class EventKind { kAttempt, kRound, kWelcomeDeadline };

@@ -60,6 +60,7 @@ struct Shared {
   std::atomic<int64_t> ramp_ms{0};
   std::atomic<int> stop{0};
   std::atomic<uint32_t> phase{0};
+  std::atomic<int> census{0};  // raised: each process says what its agents not streaming do
   FleetCounters counters[kMaxProcesses];
 };
 
@@ -215,7 +216,13 @@ bool RaiseFileLimit(rlim_t wanted) {
       agents.Start(absl::FromUnixMillis(shared->go_unix_ms.load()),
                    absl::Milliseconds(shared->ramp_ms.load()));
     }
+    int census = 0;
     while (shared->stop.load() == 0) {
+      if (const int wanted = shared->census.load(); wanted != census) {
+        census = wanted;
+        std::fprintf(stderr, "loadgen process %d, agents not streaming: %s\n", process,
+                     agents.Census().c_str());
+      }
       absl::SleepFor(absl::Milliseconds(20));
     }
     agents.Stop();
@@ -557,6 +564,9 @@ int Coordinator::Run() {
   // The storm: until every agent streams, or the bound.
   const std::optional<absl::Time> converged = WaitConverged(storm_start + o_.timeout, base);
   absl::Time storm_end = converged ? *converged : absl::Now();
+  if (!converged) {
+    shared_->census.fetch_add(1);  // why not: each process says in its log
+  }
   int64_t min_after = o_.agents;
   if (converged) {
     // Held: does anyone get dropped once all are in?
