@@ -302,6 +302,9 @@ absl::StatusOr<bool> FleetState::Apply(const std::string& agent_id, const v1::Te
     }
   }
   samples_ += samples;
+  if (samples > 0) {
+    RefreshHeadline(*agent);
+  }
   if (non_finite + out_of_order > 0) {
     dropped_non_finite_ += non_finite;
     dropped_out_of_order_ += out_of_order;
@@ -403,6 +406,7 @@ bool FleetState::Evict(const std::string& agent_id, absl::Time cutoff) {
   }
   const bool had = !agent->series.empty() || !agent->diagnostics.empty();
   agent->headline.clear();
+  RefreshHeadline(*agent);  // nothing to show now
   agent->series.clear();
   agent->diagnostics.clear();
   agent->bytes = 0;
@@ -451,7 +455,7 @@ void FleetState::SetDiagnostics(const std::string& agent_id, const v1::Diagnosti
   }
 }
 
-void FleetState::FillLive(const Agent& agent, v1::AgentInfo& info) const {
+void FleetState::RefreshHeadline(Agent& agent) {
   double cpu = -1, memory = -1, disk = -1;
   for (const auto& [headline, s] : agent.headline) {
     if (s->count() == 0) {
@@ -469,9 +473,15 @@ void FleetState::FillLive(const Agent& agent, v1::AgentInfo& info) const {
         break;
     }
   }
-  info.set_cpu_usage_ratio(cpu);
-  info.set_memory_used_ratio(memory);
-  info.set_disk_used_ratio(disk);
+  agent.live_cpu = cpu;
+  agent.live_memory = memory;
+  agent.live_disk = disk;
+}
+
+void FleetState::FillLive(const Agent& agent, v1::AgentInfo& info) const {
+  info.set_cpu_usage_ratio(agent.live_cpu);
+  info.set_memory_used_ratio(agent.live_memory);
+  info.set_disk_used_ratio(agent.live_disk);
   if (options_.acknowledge_when_stored) {
     info.set_last_sequence(agent.stored_sequence);
   }
