@@ -714,6 +714,13 @@ std::string Controller::MetricsPage() {
          static_cast<double>(agent_service_->agents_evicted()));
   metric("vigil_rule_evaluations_total", "counter", "Rule evaluations since start.",
          static_cast<double>(rule_engine_->evaluations()));
+  metric("vigil_rule_fleet_evaluations_deferred_total", "counter",
+         "Evaluations of fleet-wide rules put off to keep them within their share of the ingest "
+         "thread.",
+         static_cast<double>(rule_engine_->aggregates_deferred()));
+  metric("vigil_rule_fleet_evaluation_seconds", "gauge",
+         "What the last evaluation of the fleet-wide rules took.",
+         absl::ToDoubleSeconds(rule_engine_->aggregate_cost()));
   metric("vigil_rules_loaded", "gauge", "Alert rules in force.",
          static_cast<double>(rule_engine_->rule_count()));
   std::set<std::string> declared_names;

@@ -7,6 +7,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -816,9 +817,19 @@ void RuleEngine::OnTelemetry(const std::string& agent_id, const v1::TelemetryBat
       visit(point.series_id());
     }
   }
-  if (aggregates_dirty_ && (now - last_aggregate_ >= options_.aggregate_every || merge_pending_)) {
+  if (aggregates_dirty_ && (now - last_aggregate_ >= options_.aggregate_every || merge_pending_) &&
+      AggregateBudgetAllowsLocked()) {
     EvaluateAggregates(now, /*read_series=*/true);
   }
+}
+
+bool RuleEngine::AggregateBudgetAllowsLocked() {
+  if (aggregate_cost_ < options_.aggregate_hold_from ||
+      absl::Now() - aggregate_ended_ >= aggregate_cost_ * options_.aggregate_cost_share) {
+    return true;
+  }
+  ++aggregates_deferred_;
+  return false;
 }
 
 void RuleEngine::Evaluate(SeriesSlot& slot, size_t i, const AgentEntry& agent,
@@ -951,6 +962,11 @@ void RuleEngine::GroupValuesLocked(size_t id, absl::Time now, bool read_series,
 }
 
 void RuleEngine::EvaluateAggregates(absl::Time now, bool read_series) {
+  const absl::Time began = absl::Now();
+  absl::Cleanup cost = [this, began]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    aggregate_ended_ = absl::Now();
+    aggregate_cost_ = aggregate_ended_ - began;
+  };
   aggregates_dirty_ = false;
   merge_pending_ = false;
   last_aggregate_ = now;
@@ -1113,7 +1129,8 @@ void RuleEngine::Resolve(std::unordered_map<std::string, Instance>::iterator it,
 void RuleEngine::Tick() {
   const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
-  if (aggregates_dirty_ || now - last_aggregate_ >= absl::Seconds(1)) {
+  if ((aggregates_dirty_ || now - last_aggregate_ >= absl::Seconds(1)) &&
+      AggregateBudgetAllowsLocked()) {
     EvaluateAggregates(now, /*read_series=*/false);
   }
   for (auto it = instances_.begin(); it != instances_.end();) {
@@ -1145,6 +1162,16 @@ std::vector<v1::Alert> RuleEngine::ActiveAlerts() const {
     return a.active_since_unix_ms() < b.active_since_unix_ms();
   });
   return alerts;
+}
+
+uint64_t RuleEngine::aggregates_deferred() const {
+  absl::MutexLock lock(&mu_);
+  return aggregates_deferred_;
+}
+
+absl::Duration RuleEngine::aggregate_cost() const {
+  absl::MutexLock lock(&mu_);
+  return aggregate_cost_;
 }
 
 uint64_t RuleEngine::evaluations() const {

@@ -80,6 +80,11 @@ class RuleEngine {
  public:
   struct Options {
     absl::Duration aggregate_every = absl::Milliseconds(200);
+    // Fleet-wide rules walk every member: after a walk that took `aggregate_hold_from` or more,
+    // the next waits until `aggregate_cost_share` times its cost has passed (a 2 % share of the
+    // ingest thread; 10,000 agents' walk takes milliseconds).
+    absl::Duration aggregate_hold_from = absl::Milliseconds(1);
+    int aggregate_cost_share = 50;
     absl::Duration no_data_stale_after = absl::Seconds(30);
     absl::Duration stale_resolve_after = absl::Hours(1);
     absl::Duration pending_checkpoint_every = absl::Seconds(10);
@@ -155,6 +160,10 @@ class RuleEngine {
   size_t rule_count() const;
   std::vector<v1::Alert> ActiveAlerts() const;  // pending, firing and stale
   uint64_t evaluations() const;
+  // Evaluations of the fleet-wide rules put off because the last one's cost held them to its
+  // share of the ingest thread, and what that last one cost.
+  uint64_t aggregates_deferred() const;
+  absl::Duration aggregate_cost() const;
   size_t firing_count() const;
   // Series slots in use, and the bytes the engine holds per series (for budgets and benchmarks).
   size_t slots_in_use() const;
@@ -277,6 +286,10 @@ class RuleEngine {
   // Judges every fleet-wide rule. `read_series`: on the ingest thread, so quantiles are merged
   // afresh (see the header comment).
   void EvaluateAggregates(absl::Time now, bool read_series) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // False (and counted) while the last evaluation's cost says to wait (Options::
+  // aggregate_cost_share). Walks shorter than aggregate_hold_from are never held, so small fleets
+  // (and tests on a fake clock) evaluate exactly as `aggregate_every` says.
+  bool AggregateBudgetAllowsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Appends the values of fleet-wide operand `id` by group (groups without a value left out;
   // merged quantiles whose members left since the last merge, off the ingest thread, unknown).
   void GroupValuesLocked(size_t id, absl::Time now, bool read_series, std::vector<GroupValue>* out)
@@ -361,7 +374,14 @@ class RuleEngine {
   // A Tick() left a rule for the next merge: the next batch evaluates, whatever aggregate_every.
   bool merge_pending_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_aggregate_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // What the last evaluation of the fleet-wide rules cost (wall time) and when it ended. They
+  // walk every member, so their pace is held to a small share of the ingest thread
+  // (AggregateBudgetAllowsLocked): at 10,000 agents one walk takes milliseconds, and six a
+  // second took about 5 % of the controller's CPU.
+  absl::Duration aggregate_cost_ ABSL_GUARDED_BY(mu_);
+  absl::Time aggregate_ended_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   uint64_t evaluations_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t aggregates_deferred_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace vigil::controller

@@ -892,6 +892,43 @@ TEST(RuleEngine, FleetWideSumAndGroups) {
   EXPECT_EQ(sink.changes[2].value, 60);
 }
 
+// A fleet-wide walk that cost something holds the next one back for `aggregate_cost_share`
+// times that cost (wall time), whatever the rule clock says; it is counted, and the change is
+// judged once the share allows.
+TEST(RuleEngine, FleetWideEvaluationsAreHeldToTheirShareOfTheIngestThread) {
+  const std::string rules = R"(rules:
+  - alert: LowThroughput
+    expr: sum(nginx_requests_per_second) < 100
+)";
+  for (const int share : {1'000'000'000, 1}) {
+    SCOPED_TRACE(share);
+    SimulatedClock clock;
+    RecordingSink sink;
+    RuleEngine engine(Rules(rules), &clock, &sink,
+                      RuleEngine::Options{.aggregate_every = absl::ZeroDuration(),
+                                          .aggregate_hold_from = absl::ZeroDuration(),
+                                          .aggregate_cost_share = share});
+    FakeAgent a("a", &engine, &clock), b("b", &engine, &clock);
+    a.Gauge("nginx_requests_per_second", 60);
+    ASSERT_THAT(sink.changes, SizeIs(1));
+    EXPECT_EQ(sink.changes[0].state, v1::FIRING);
+    ASSERT_GT(engine.aggregate_cost(), absl::ZeroDuration());
+    absl::SleepFor(absl::Milliseconds(20));  // far more than one walk of two agents costs
+    b.Gauge("nginx_requests_per_second", 50);  // 110: resolved when judged
+    if (share == 1) {
+      ASSERT_THAT(sink.changes, SizeIs(2)) << "a cheap walk is not held";
+      EXPECT_EQ(sink.changes[1].state, v1::RESOLVED);
+      EXPECT_EQ(engine.aggregates_deferred(), 0u);
+    } else {
+      EXPECT_THAT(sink.changes, SizeIs(1)) << "held: its cost times the share has not passed";
+      EXPECT_EQ(engine.aggregates_deferred(), 1u);
+      engine.Tick();
+      EXPECT_THAT(sink.changes, SizeIs(1));
+      EXPECT_EQ(engine.aggregates_deferred(), 2u);
+    }
+  }
+}
+
 TEST(RuleEngine, AvgMinMaxCount) {
   SimulatedClock clock;
   RecordingSink sink;
