@@ -913,7 +913,7 @@ TEST(RuleEngine, FleetWideEvaluationsAreHeldToTheirShareOfTheIngestThread) {
     ASSERT_THAT(sink.changes, SizeIs(1));
     EXPECT_EQ(sink.changes[0].state, v1::FIRING);
     ASSERT_GT(engine.aggregate_cost(), absl::ZeroDuration());
-    absl::SleepFor(absl::Milliseconds(20));  // far more than one walk of two agents costs
+    absl::SleepFor(absl::Milliseconds(20));    // far more than one walk of two agents costs
     b.Gauge("nginx_requests_per_second", 50);  // 110: resolved when judged
     if (share == 1) {
       ASSERT_THAT(sink.changes, SizeIs(2)) << "a cheap walk is not held";
