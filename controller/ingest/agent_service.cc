@@ -337,7 +337,13 @@ std::optional<absl::Duration> AgentServiceImpl::AdmitNewStream(Work work) {
   absl::MutexLock lock(&mu_);
   RollAdmissionWindow(now_ms);
   const int64_t delay_ms = QueueDelayMsLocked(now_ms);
-  const bool behind = delay_ms > absl::ToInt64Milliseconds(options_.max_queue_delay);
+  bool behind = delay_ms > absl::ToInt64Milliseconds(options_.max_queue_delay);
+  if (behind && delay_ms <= absl::ToInt64Milliseconds(options_.behind_admission_ceiling) &&
+      behind_admitted_in_window_ < options_.behind_admissions_per_second &&
+      pending_hellos_ < options_.max_pending_hellos) {
+    ++behind_admitted_in_window_;
+    behind = false;  // one of the few let in while behind
+  }
   if (!stopping_ && (pending_hellos_ >= options_.max_pending_hellos || behind)) {
     ++refused_in_window_;
     ++refused_busy_;
@@ -367,6 +373,7 @@ void AgentServiceImpl::RollAdmissionWindow(int64_t now_ms) {
   refused_last_window_ = consecutive ? refused_in_window_ : 0;
   admitted_in_window_ = 0;
   refused_in_window_ = 0;
+  behind_admitted_in_window_ = 0;
   window_start_ms_ = now_ms;
 }
 

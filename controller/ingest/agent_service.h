@@ -63,6 +63,12 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
     // are never starved into silence by it.
     size_t max_pending_hellos = 512;
     absl::Duration max_queue_delay = absl::Milliseconds(500);
+    // ... except a few a second while that wait stays under behind_admission_ceiling: a
+    // controller running at capacity (its queue always about one pass over the fleet behind)
+    // would otherwise lock the last agents of a storm out for as long as it stays there. Beyond
+    // the ceiling, where streaming agents' messages near the silence timeout, none.
+    uint32_t behind_admissions_per_second = 10;
+    absl::Duration behind_admission_ceiling = absl::Seconds(2);
     // A storm: at least this many streams (and an eighth of those open) opened within four
     // silence timeouts. gRPC's threads then spend themselves on handshakes (TLS above all) and
     // read streaming agents late; silent streams are given four timeouts meanwhile.
@@ -159,6 +165,7 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
   int64_t window_start_ms_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t admitted_in_window_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t refused_in_window_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t behind_admitted_in_window_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t admitted_last_window_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t refused_last_window_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread ingest_thread_;

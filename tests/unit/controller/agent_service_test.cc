@@ -9,8 +9,10 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/clock.h"
 #include "common/wire_metadata.h"
@@ -135,7 +137,9 @@ TEST_F(AgentServiceTest, NewStreamsBeyondTheAdmissionQueueAreToldWhenToComeBack)
 }
 
 TEST_F(AgentServiceTest, NewStreamsWaitWhileTheIngestQueueIsBehind) {
-  Start({.max_pending_hellos = 1000, .max_queue_delay = absl::Milliseconds(200)});
+  Start({.max_pending_hellos = 1000,
+         .max_queue_delay = absl::Milliseconds(200),
+         .behind_admissions_per_second = 0});
   HostileAgent streaming(address_, Hello("streaming"));
   ASSERT_TRUE(streaming.AwaitWelcome());
   HostileAgent holder(address_, Hello("holder"));
@@ -154,6 +158,45 @@ TEST_F(AgentServiceTest, NewStreamsWaitWhileTheIngestQueueIsBehind) {
 
   observer_.Release();
   EXPECT_TRUE(streaming.AwaitAck(1)) << "the batch that waited was lost";
+}
+
+// A controller at capacity is always about one pass over the fleet behind: a few new streams a
+// second still get in, so the last agents of a storm are not locked out; beyond the ceiling none.
+TEST_F(AgentServiceTest, BehindButUnderTheCeilingAFewNewStreamsASecondStillGetIn) {
+  Start({.max_pending_hellos = 1000,
+         .max_queue_delay = absl::Milliseconds(200),
+         .behind_admissions_per_second = 1,
+         .behind_admission_ceiling = absl::Milliseconds(1500)});
+  HostileAgent streaming(address_, Hello("streaming"));
+  ASSERT_TRUE(streaming.AwaitWelcome());
+  HostileAgent holder(address_, Hello("holder"));
+  ASSERT_TRUE(holder.AwaitWelcome());
+  observer_.WaitUntilHolding();
+  ASSERT_TRUE(streaming.SendBatch(Batch(1)));  // waits in the queue from now on
+  absl::SleepFor(absl::Milliseconds(400));      // behind (200 ms), under the ceiling
+
+  HostileAgent let_in(address_, Hello("let-in"));  // the first while behind: always let in
+  absl::SleepFor(absl::Milliseconds(100));
+  // Three more at once: one a second, so at most one of them (should a new second of the
+  // admission window begin among them) gets in too.
+  std::vector<std::unique_ptr<HostileAgent>> burst;
+  for (int i = 0; i < 3; ++i) {
+    burst.push_back(std::make_unique<HostileAgent>(address_, Hello(absl::StrCat("burst-", i))));
+  }
+  int refused = 0;
+  for (auto& agent : burst) {
+    refused += agent->Finish(absl::Milliseconds(300)).error_code() ==
+               grpc::StatusCode::RESOURCE_EXHAUSTED;
+  }
+  EXPECT_GE(refused, 2);
+  absl::SleepFor(absl::Milliseconds(1500));  // the queue's wait is over the ceiling now
+  HostileAgent over(address_, Hello("over"));
+  EXPECT_EQ(over.Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(service_->streams_refused_busy(), static_cast<uint64_t>(refused) + 1);
+
+  observer_.Release();
+  EXPECT_TRUE(let_in.AwaitWelcome()) << "let in while behind means served once it catches up";
+  EXPECT_TRUE(streaming.AwaitAck(1));
 }
 
 TEST_F(AgentServiceTest, TelemetryWaitingBehindABusyIngestThreadIsNotSilence) {
