@@ -824,8 +824,10 @@ void RuleEngine::OnTelemetry(const std::string& agent_id, const v1::TelemetryBat
 }
 
 bool RuleEngine::AggregateBudgetAllowsLocked() {
-  if (aggregate_cost_ < options_.aggregate_hold_from ||
-      absl::Now() - aggregate_ended_ >= aggregate_cost_ * options_.aggregate_cost_share) {
+  // The smaller of the last two walks: one the scheduler preempted does not hold the next.
+  const absl::Duration cost = std::min(aggregate_cost_, previous_aggregate_cost_);
+  if (aggregate_members_ < options_.aggregate_hold_from_members ||
+      absl::Now() - aggregate_ended_ >= cost * options_.aggregate_cost_share) {
     return true;
   }
   ++aggregates_deferred_;
@@ -963,9 +965,12 @@ void RuleEngine::GroupValuesLocked(size_t id, absl::Time now, bool read_series,
 
 void RuleEngine::EvaluateAggregates(absl::Time now, bool read_series) {
   const absl::Time began = absl::Now();
-  absl::Cleanup cost = [this, began]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  size_t members = 0;
+  absl::Cleanup cost = [this, began, &members]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     aggregate_ended_ = absl::Now();
+    previous_aggregate_cost_ = aggregate_cost_;
     aggregate_cost_ = aggregate_ended_ - began;
+    aggregate_members_ = members;
   };
   aggregates_dirty_ = false;
   merge_pending_ = false;
@@ -978,8 +983,10 @@ void RuleEngine::EvaluateAggregates(absl::Time now, bool read_series) {
     }
     values.clear();
     denominators.clear();
+    members += contributions_[OperandId(index, 0)].size();
     GroupValuesLocked(OperandId(index, 0), now, read_series, &values);
     if (rule.expr.denominator.has_value()) {
+      members += contributions_[OperandId(index, 1)].size();
       GroupValuesLocked(OperandId(index, 1), now, read_series, &denominators);
       // One to one, by the groups' labels; no partner or a zero denominator: no value (PromQL:
       // no sample, or NaN, which compares false).

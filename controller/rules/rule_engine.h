@@ -80,10 +80,11 @@ class RuleEngine {
  public:
   struct Options {
     absl::Duration aggregate_every = absl::Milliseconds(200);
-    // Fleet-wide rules walk every member: after a walk that took `aggregate_hold_from` or more,
-    // the next waits until `aggregate_cost_share` times its cost has passed (a 2 % share of the
-    // ingest thread; 10,000 agents' walk takes milliseconds).
-    absl::Duration aggregate_hold_from = absl::Milliseconds(1);
+    // Fleet-wide rules walk every member: after a walk over `aggregate_hold_from_members` or
+    // more, the next waits until `aggregate_cost_share` times its cost has passed (a 2 % share
+    // of the ingest thread; 10,000 agents' walk takes milliseconds). Counted in members, not
+    // time, so a small fleet's walk is never held whatever a cold start or a preemption costs it.
+    size_t aggregate_hold_from_members = 1000;
     int aggregate_cost_share = 50;
     absl::Duration no_data_stale_after = absl::Seconds(30);
     absl::Duration stale_resolve_after = absl::Hours(1);
@@ -287,8 +288,8 @@ class RuleEngine {
   // afresh (see the header comment).
   void EvaluateAggregates(absl::Time now, bool read_series) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // False (and counted) while the last evaluation's cost says to wait (Options::
-  // aggregate_cost_share). Walks shorter than aggregate_hold_from are never held, so small fleets
-  // (and tests on a fake clock) evaluate exactly as `aggregate_every` says.
+  // aggregate_cost_share). Walks over fewer than aggregate_hold_from_members are never held, so
+  // small fleets (and tests on a fake clock) evaluate exactly as `aggregate_every` says.
   bool AggregateBudgetAllowsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Appends the values of fleet-wide operand `id` by group (groups without a value left out;
   // merged quantiles whose members left since the last merge, off the ingest thread, unknown).
@@ -379,6 +380,8 @@ class RuleEngine {
   // (AggregateBudgetAllowsLocked): at 10,000 agents one walk takes milliseconds, and six a
   // second took about 5 % of the controller's CPU.
   absl::Duration aggregate_cost_ ABSL_GUARDED_BY(mu_);
+  absl::Duration previous_aggregate_cost_ ABSL_GUARDED_BY(mu_);
+  size_t aggregate_members_ ABSL_GUARDED_BY(mu_) = 0;  // walked by the last evaluation
   absl::Time aggregate_ended_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   uint64_t evaluations_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t aggregates_deferred_ ABSL_GUARDED_BY(mu_) = 0;

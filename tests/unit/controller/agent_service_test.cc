@@ -105,6 +105,30 @@ class AgentServiceTest : public ::testing::Test {
         wait);
   }
 
+  // An agent streaming with one batch waiting in the ingest queue, and the ingest thread held
+  // by `holder`'s Hello until observer_.Release(): the queue is behind from now on. Null (with a
+  // test failure) when either was not welcomed.
+  std::unique_ptr<HostileAgent> HoldTheIngestThreadWithABatchQueued(
+      std::unique_ptr<HostileAgent>* holder) {
+    // In this order: once the holder's Hello is handled, the ingest thread handles nothing.
+    auto streaming = std::make_unique<HostileAgent>(address_, Hello("streaming"));
+    if (!streaming->AwaitWelcome()) {
+      ADD_FAILURE() << "the streaming agent was not welcomed";
+      return nullptr;
+    }
+    *holder = std::make_unique<HostileAgent>(address_, Hello("holder"));
+    if (!(*holder)->AwaitWelcome()) {
+      ADD_FAILURE() << "the holder was not welcomed";
+      return nullptr;
+    }
+    observer_.WaitUntilHolding();
+    if (!streaming->SendBatch(Batch(1))) {
+      ADD_FAILURE() << "the streaming agent could not send its batch";
+      return nullptr;
+    }
+    return streaming;
+  }
+
   RealClock clock_;
   FleetState fleet_;
   HoldingObserver observer_{"holder"};
@@ -140,12 +164,9 @@ TEST_F(AgentServiceTest, NewStreamsWaitWhileTheIngestQueueIsBehind) {
   Start({.max_pending_hellos = 1000,
          .max_queue_delay = absl::Milliseconds(200),
          .behind_admissions_per_second = 0});
-  HostileAgent streaming(address_, Hello("streaming"));
-  ASSERT_TRUE(streaming.AwaitWelcome());
-  HostileAgent holder(address_, Hello("holder"));
-  ASSERT_TRUE(holder.AwaitWelcome());
-  observer_.WaitUntilHolding();
-  ASSERT_TRUE(streaming.SendBatch(Batch(1)));  // waits in the queue from now on
+  std::unique_ptr<HostileAgent> holder;
+  std::unique_ptr<HostileAgent> streaming = HoldTheIngestThreadWithABatchQueued(&holder);
+  ASSERT_NE(streaming, nullptr);
   absl::SleepFor(absl::Milliseconds(600));
 
   HostileAgent late(address_, Hello("late"));
@@ -157,7 +178,7 @@ TEST_F(AgentServiceTest, NewStreamsWaitWhileTheIngestQueueIsBehind) {
   EXPECT_GE(retry_after_ms, 1000);
 
   observer_.Release();
-  EXPECT_TRUE(streaming.AwaitAck(1)) << "the batch that waited was lost";
+  EXPECT_TRUE(streaming->AwaitAck(1)) << "the batch that waited was lost";
 }
 
 // A controller at capacity is always about one pass over the fleet behind: a few new streams a
@@ -167,12 +188,9 @@ TEST_F(AgentServiceTest, BehindButUnderTheCeilingAFewNewStreamsASecondStillGetIn
          .max_queue_delay = absl::Milliseconds(200),
          .behind_admissions_per_second = 1,
          .behind_admission_ceiling = absl::Milliseconds(1500)});
-  HostileAgent streaming(address_, Hello("streaming"));
-  ASSERT_TRUE(streaming.AwaitWelcome());
-  HostileAgent holder(address_, Hello("holder"));
-  ASSERT_TRUE(holder.AwaitWelcome());
-  observer_.WaitUntilHolding();
-  ASSERT_TRUE(streaming.SendBatch(Batch(1)));  // waits in the queue from now on
+  std::unique_ptr<HostileAgent> holder;
+  std::unique_ptr<HostileAgent> streaming = HoldTheIngestThreadWithABatchQueued(&holder);
+  ASSERT_NE(streaming, nullptr);
   absl::SleepFor(absl::Milliseconds(400));      // behind (200 ms), under the ceiling
 
   HostileAgent let_in(address_, Hello("let-in"));  // the first while behind: always let in
@@ -196,7 +214,7 @@ TEST_F(AgentServiceTest, BehindButUnderTheCeilingAFewNewStreamsASecondStillGetIn
 
   observer_.Release();
   EXPECT_TRUE(let_in.AwaitWelcome()) << "let in while behind means served once it catches up";
-  EXPECT_TRUE(streaming.AwaitAck(1));
+  EXPECT_TRUE(streaming->AwaitAck(1));
 }
 
 TEST_F(AgentServiceTest, TelemetryWaitingBehindABusyIngestThreadIsNotSilence) {

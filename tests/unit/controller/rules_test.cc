@@ -892,9 +892,9 @@ TEST(RuleEngine, FleetWideSumAndGroups) {
   EXPECT_EQ(sink.changes[2].value, 60);
 }
 
-// A fleet-wide walk that cost something holds the next one back for `aggregate_cost_share`
-// times that cost (wall time), whatever the rule clock says; it is counted, and the change is
-// judged once the share allows.
+// Fleet-wide walks over enough members hold the next one back for `aggregate_cost_share` times
+// the smaller of the last two walks' cost (wall time), whatever the rule clock says; a held one
+// is counted, and the change is judged once the share allows.
 TEST(RuleEngine, FleetWideEvaluationsAreHeldToTheirShareOfTheIngestThread) {
   const std::string rules = R"(rules:
   - alert: LowThroughput
@@ -906,24 +906,28 @@ TEST(RuleEngine, FleetWideEvaluationsAreHeldToTheirShareOfTheIngestThread) {
     RecordingSink sink;
     RuleEngine engine(Rules(rules), &clock, &sink,
                       RuleEngine::Options{.aggregate_every = absl::ZeroDuration(),
-                                          .aggregate_hold_from = absl::ZeroDuration(),
+                                          .aggregate_hold_from_members = 0,
                                           .aggregate_cost_share = share});
     FakeAgent a("a", &engine, &clock), b("b", &engine, &clock);
     a.Gauge("nginx_requests_per_second", 60);
     ASSERT_THAT(sink.changes, SizeIs(1));
     EXPECT_EQ(sink.changes[0].state, v1::FIRING);
+    // Only one walk so far: nothing to compare it with, so the second is not held.
+    b.Gauge("nginx_requests_per_second", 50);  // 110
+    ASSERT_THAT(sink.changes, SizeIs(2));
+    EXPECT_EQ(sink.changes[1].state, v1::RESOLVED);
     ASSERT_GT(engine.aggregate_cost(), absl::ZeroDuration());
-    absl::SleepFor(absl::Milliseconds(20));    // far more than one walk of two agents costs
-    b.Gauge("nginx_requests_per_second", 50);  // 110: resolved when judged
+    absl::SleepFor(absl::Milliseconds(20));    // far more than a walk of two agents costs
+    b.Gauge("nginx_requests_per_second", 30);  // 90: fires when judged
     if (share == 1) {
-      ASSERT_THAT(sink.changes, SizeIs(2)) << "a cheap walk is not held";
-      EXPECT_EQ(sink.changes[1].state, v1::RESOLVED);
+      ASSERT_THAT(sink.changes, SizeIs(3)) << "the share allowed it";
+      EXPECT_EQ(sink.changes[2].state, v1::FIRING);
       EXPECT_EQ(engine.aggregates_deferred(), 0u);
     } else {
-      EXPECT_THAT(sink.changes, SizeIs(1)) << "held: its cost times the share has not passed";
+      EXPECT_THAT(sink.changes, SizeIs(2)) << "held: the cost times the share has not passed";
       EXPECT_EQ(engine.aggregates_deferred(), 1u);
       engine.Tick();
-      EXPECT_THAT(sink.changes, SizeIs(1));
+      EXPECT_THAT(sink.changes, SizeIs(2));
       EXPECT_EQ(engine.aggregates_deferred(), 2u);
     }
   }
