@@ -644,7 +644,9 @@ void RuleEngine::RekeyProvisionalLocked(const std::string& agent_id, const Label
     for (const auto& [k, v] : series_labels) {
       instance.alert.add_key_labels(k);
     }
-    AdoptLocked(InstanceKey(*instance.rule, agent_id, series_labels), std::move(instance), now);
+    // The key first: the arguments' order of evaluation is unspecified, and `instance` is moved.
+    std::string key = InstanceKey(*instance.rule, agent_id, series_labels);
+    AdoptLocked(std::move(key), std::move(instance), now);
   }
   if (!keys.empty()) {
     MayAlertAgainLocked(&agents_[AgentIndex(agent_id)]);
