@@ -4,8 +4,9 @@
 // serialized by FleetState::AppendListing (how it is served). Agents say what the scale
 // benchmark's simulated agents say in their Hello (three labels, four collectors, four actions)
 // and stream CPU, memory and two disks, so every live column is filled.
-//   build/bench/agent_listing_bench --benchmark_repetitions=5 \
+//   build/bench/agent_listing_bench --benchmark_repetitions=5
 //       --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true
+//   (one command line)
 #include <benchmark/benchmark.h>
 #include <google/protobuf/arena.h>
 

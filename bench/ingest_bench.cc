@@ -3,8 +3,7 @@
 // FleetState with and without ValidateBatch in front, in the same run. The ratio of the two is
 // the validation's share of ingest CPU.
 //   build/bench/ingest_bench --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true
-//   \
-//       --benchmark_report_aggregates_only=true
+//       --benchmark_report_aggregates_only=true   (one command line)
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
@@ -71,7 +70,10 @@ Fleet& TheFleet() {
       f->ids.push_back(absl::StrCat("api-", a));
       v1::Hello hello;
       hello.set_agent_id(f->ids.back());
-      f->state.Connect(hello, "bench", static_cast<uint64_t>(a + 1), now);
+      if (!f->state.Connect(hello, "bench", static_cast<uint64_t>(a + 1), now).ok()) {
+        std::fprintf(stderr, "ingest_bench: %s was refused\n", f->ids.back().c_str());
+        std::exit(1);
+      }
       if (!f->state.Apply(f->ids.back(), f->definitions, f->dictionaries[a], now).ok()) {
         std::fprintf(stderr, "ingest_bench: the definitions of %s were refused\n",
                      f->ids.back().c_str());

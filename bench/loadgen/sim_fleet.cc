@@ -179,14 +179,16 @@ class SimAgent {
     AttemptLocked();
   }
 
+  enum class State { kWaiting, kWatching, kConnecting, kStreaming, kStopped };
   struct StateNow {
-    int state = 0;  // State as an int: 0 waiting, 1 watching, 2 connecting, 3 streaming, 4 stopped
+    State state = State::kWaiting;
     absl::Time since;
-    absl::Time next;  // waiting: when the next attempt is due
+    absl::Time next;         // kWaiting: when the next attempt is due
+    bool attempted = false;  // false: its first attempt is still to come
   };
   StateNow Now() {
     absl::MutexLock lock(&mu_);
-    return StateNow{static_cast<int>(state_), state_since_, next_attempt_};
+    return StateNow{state_, state_since_, next_attempt_, attempted_};
   }
 
   void Stop() {
@@ -338,8 +340,6 @@ class SimAgent {
   }
 
  private:
-  enum class State { kWaiting, kWatching, kConnecting, kStreaming, kStopped };
-
   void SetState(State state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     state_ = state;
     state_since_ = absl::Now();
@@ -559,32 +559,42 @@ void Fleet::Stop() {
 }
 
 std::string Fleet::Census() const {
-  constexpr const char* kNames[] = {"waiting to retry", "watching the channel", "connecting"};
-  int count[3] = {0, 0, 0};
-  absl::Duration oldest[3] = {};
-  absl::Duration latest_due = absl::ZeroDuration();  // waiting: the furthest next attempt
+  using State = SimAgent::State;
+  struct Tally {
+    State state;
+    bool attempted;
+    const char* name;
+    int count = 0;
+    absl::Duration longest = absl::ZeroDuration();
+  };
+  Tally tallies[] = {{State::kWaiting, true, "waiting to retry"},
+                     {State::kWaiting, false, "not tried yet"},
+                     {State::kWatching, true, "watching the channel"},
+                     {State::kConnecting, true, "connecting"}};
+  absl::Duration furthest_retry;  // the latest next attempt of those waiting to retry
   const absl::Time now = absl::Now();
   for (const auto& agent : agents_) {
     const SimAgent::StateNow s = agent->Now();
-    if (s.state < 0 || s.state > 2) {
-      continue;  // streaming or stopped
+    for (Tally& t : tallies) {
+      if (t.state == s.state && (t.attempted == s.attempted || s.state != State::kWaiting)) {
+        ++t.count;
+        t.longest = std::max(t.longest, now - s.since);
+      }
     }
-    ++count[s.state];
-    oldest[s.state] = std::max(oldest[s.state], now - s.since);
-    if (s.state == 0) {
-      latest_due = std::max(latest_due, s.next - now);
+    if (s.state == State::kWaiting && s.attempted) {
+      furthest_retry = std::max(furthest_retry, s.next - now);
     }
   }
   std::string out;
-  for (int i = 0; i < 3; ++i) {
-    if (count[i] > 0) {
-      absl::StrAppend(&out, out.empty() ? "" : ", ", count[i], " ", kNames[i], " (longest ",
-                      absl::FormatDuration(absl::Trunc(oldest[i], absl::Milliseconds(100))), ")");
+  for (const Tally& t : tallies) {
+    if (t.count > 0) {
+      absl::StrAppend(&out, out.empty() ? "" : ", ", t.count, " ", t.name, " (longest ",
+                      absl::FormatDuration(absl::Trunc(t.longest, absl::Milliseconds(100))), ")");
     }
   }
-  if (count[0] > 0) {
+  if (tallies[0].count > 0) {
     absl::StrAppend(&out, "; furthest retry due in ",
-                    absl::FormatDuration(absl::Trunc(latest_due, absl::Milliseconds(100))));
+                    absl::FormatDuration(absl::Trunc(furthest_retry, absl::Milliseconds(100))));
   }
   return out.empty() ? "every agent streaming" : out;
 }

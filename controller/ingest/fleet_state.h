@@ -114,13 +114,15 @@ class FleetState {
   // One agent's row with the live columns filled in, as ListAgents gives it; nullopt for an
   // agent never seen. Costs nothing in the size of the fleet (a Hello calls it).
   std::optional<v1::AgentInfo> Info(const std::string& agent_id) const;
-  // Snapshot for ListAgents, sorted by id, with the live columns filled in.
+  // Every agent's row, sorted by id, with the live columns filled in, as messages: what the
+  // ListAgents RPC answers (it is served by AppendListing), for callers that want the rows.
   std::vector<v1::AgentInfo> ListAgents() const;
-  // The same, appended to `out`: into a response on an arena, the copies take no malloc.
+  // The same, appended to `out` (agent_listing_bench's baseline: how the RPC was served before).
   void AppendAgents(google::protobuf::RepeatedPtrField<v1::AgentInfo>* out) const;
-  // The same as a serialized v1::ListAgentsResponse, appended to `out`: each row's fields that
-  // only a Hello changes are kept serialized (Connect, Restore) and copied as bytes, the live
-  // ones written after them, so listing 10,000 agents copies no message and no string.
+  // The same as a serialized v1::ListAgentsResponse, appended to `out` (the RPC's answer): each
+  // row's fields that only a Hello changes are kept serialized (Connect, Restore) and copied as
+  // bytes, the live ones written after them, so listing 10,000 agents copies no message and no
+  // string.
   void AppendListing(std::string* out) const;
   // NotFound for an unknown agent. A gauge's window_count and window_ms are its points since the
   // controller first had the series and their span; a histogram's, the observations over the
