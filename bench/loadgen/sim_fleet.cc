@@ -241,14 +241,14 @@ class SimAgent {
     }
   }
 
-  void OnStreamDone(SimStream* stream, const grpc::Status& status,
-                    const std::multimap<grpc::string_ref, grpc::string_ref>& trailers) {
+  // The fleet to tell StreamGone() once the stream itself is destroyed (null: not this agent's
+  // current stream). Once the count is zero, Fleet::Stop returns and the fleet, this agent and
+  // its channel may be destroyed, so nothing of the stream (its ClientContext above all) may
+  // outlive that call.
+  Fleet* OnStreamDone(SimStream* stream, const grpc::Status& status,
+                      const std::multimap<grpc::string_ref, grpc::string_ref>& trailers) {
     Fleet* const fleet = fleet_;
-    if (StreamDone(stream, status, trailers)) {
-      // Last, with this agent's lock released: once the count is zero, Fleet::Stop returns and
-      // the fleet (this agent, its counters) may be destroyed.
-      fleet->StreamGone();
-    }
+    return StreamDone(stream, status, trailers) ? fleet : nullptr;
   }
 
  private:
@@ -504,8 +504,11 @@ void SimStream::OnReadDone(bool ok) {
 }
 
 void SimStream::OnDone(const grpc::Status& status) {
-  agent_->OnStreamDone(this, status, context_.GetServerTrailingMetadata());
-  delete this;
+  Fleet* const gone = agent_->OnStreamDone(this, status, context_.GetServerTrailingMetadata());
+  delete this;  // before the fleet may go: its ClientContext must not outlive the channel
+  if (gone != nullptr) {
+    gone->StreamGone();
+  }
 }
 
 Fleet::Fleet(FleetOptions options, FleetCounters* counters)
