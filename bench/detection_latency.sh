@@ -60,7 +60,7 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+free_port() { "$PWD/scripts/free-port"; }
 
 # ---- Redis ----
 REDIS_PORT=$(free_port)

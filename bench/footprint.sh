@@ -18,7 +18,7 @@ W=$(mktemp -d /tmp/vigil-footprint.XXXX); chmod 755 "$W"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$W"; }
 trap cleanup EXIT
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+port() { "$PWD/scripts/free-port"; }
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 # Voluntary and involuntary context switches summed over the process's threads.

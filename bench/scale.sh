@@ -61,7 +61,7 @@ cleanup() {
   if [ "${SCALE_KEEP:-0}" = 1 ]; then echo "scale.sh: logs kept in $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+port() { "$PWD/scripts/free-port"; }
 # Value of key $2 in the report line starting with $1 in file $3 ("" when absent).
 field() { awk -v kind="$1" -v key="$2" '$1==kind { for (i=2;i<=NF;i++) { split($i,kv,"="); if (kv[1]==key) print substr($i, length(key)+2) } }' "$3"; }
 

@@ -21,7 +21,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { "$PWD/scripts/free-port"; }
 
 scripts/dev-ca.sh "$WORK/tls" >/dev/null
 DB=$WORK/vigil.db

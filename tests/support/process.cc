@@ -14,7 +14,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <random>
+#include <set>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -136,17 +140,61 @@ int Subprocess::Stop(absl::Duration timeout) {
 
 std::string Subprocess::Output() const { return ReadFileOrEmpty(log_path_); }
 
-uint16_t FreeLoopbackPort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+namespace {
+
+// The kernel's range for ports it picks itself (outgoing connections, binds to port 0).
+std::pair<int, int> EphemeralPortRange() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 32768;
+  int high = 60999;
+  in >> low >> high;
+  return {low, high};
+}
+
+bool CanBindLoopback(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return false;
+  }
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  addr.sin_port = htons(port);
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
   close(fd);
-  return ntohs(addr.sin_port);
+  return ok;
+}
+
+}  // namespace
+
+// Ports come from below the ephemeral range: a port the kernel handed out for `bind(0)` goes
+// back into the pool it also draws every outgoing connection from, and another test's client
+// (or the controller's own connection to a receiver) took one such port between this call and
+// the controller's bind in one CI run. Below the range only another explicit bind can take it.
+// A process never gets the same port twice, and a random start keeps concurrent test
+// processes apart.
+uint16_t FreeLoopbackPort() {
+  static std::mutex mu;
+  static std::set<uint16_t> handed_out;
+  const auto [ephemeral_low, ephemeral_high] = EphemeralPortRange();
+  int low = 10000;
+  int high = ephemeral_low - 1;
+  if (high - low < 1000) {  // an unusual range: use what lies above it
+    low = ephemeral_high + 1;
+    high = 65535;
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  std::mt19937 random(std::random_device{}() ^ static_cast<unsigned>(getpid()));
+  std::uniform_int_distribution<int> pick(low, high);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const auto port = static_cast<uint16_t>(pick(random));
+    if (!handed_out.contains(port) && CanBindLoopback(port)) {
+      handed_out.insert(port);
+      return port;
+    }
+  }
+  ADD_FAILURE() << "no free loopback port in " << low << "-" << high;
+  return 0;
 }
 
 TempDir::TempDir() {

@@ -44,7 +44,8 @@ class Subprocess {
   bool reaped_ = false;
 };
 
-// A port on 127.0.0.1 that was free a moment ago.
+// A port on 127.0.0.1 that was free a moment ago, outside the range the kernel picks from for
+// outgoing connections, and not returned before by this process.
 uint16_t FreeLoopbackPort();
 
 // mkdtemp under /tmp, removed recursively unless VIGIL_KEEP_TEMP is set.
