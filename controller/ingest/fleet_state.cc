@@ -52,7 +52,7 @@ std::string FormatTime(int64_t ms) {
 }  // namespace
 
 FleetState::Agent* FleetState::Find(const std::string& agent_id) const {
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&mu_);
   auto it = by_id_.find(agent_id);
   return it == by_id_.end() ? nullptr : it->second;
 }
@@ -384,7 +384,7 @@ uint64_t FleetState::LastSequence(const std::string& agent_id) const {
 std::vector<std::string> FleetState::GoneSince(absl::Time cutoff) const {
   const int64_t cutoff_ms = absl::ToUnixMillis(cutoff);
   std::vector<std::string> gone;
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&mu_);
   for (const auto& [id, agent] : agents_) {
     absl::MutexLock agent_lock(&agent->mu);
     if (agent->session == 0 && agent->last_message_ms < cutoff_ms &&
@@ -535,7 +535,7 @@ void FleetState::AppendListing(std::string* out) const {
   // merge them), so the live fields follow the fixed ones.
   constexpr char kAgentsTag = (1 << 3) | 2;  // field 1, length-delimited
   std::string live_bytes;
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&mu_);
   out->reserve(out->size() + agents_.size() * 256);
   for (const auto& [id, agent] : agents_) {
     absl::MutexLock agent_lock(&agent->mu);
@@ -549,7 +549,7 @@ void FleetState::AppendListing(std::string* out) const {
 }
 
 void FleetState::AppendAgents(google::protobuf::RepeatedPtrField<v1::AgentInfo>* out) const {
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&mu_);
   out->Reserve(out->size() + static_cast<int>(agents_.size()));
   for (const auto& [id, agent] : agents_) {
     absl::MutexLock agent_lock(&agent->mu);
@@ -614,7 +614,7 @@ absl::StatusOr<v1::GetMetricsResponse> FleetState::GetMetrics(const std::string&
 
 std::vector<FleetState::Declared> FleetState::ConnectedDeclarations() const {
   std::map<std::pair<std::string, int>, Declared> by_name;
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&mu_);
   for (const auto& [id, agent] : agents_) {
     absl::MutexLock agent_lock(&agent->mu);
     if (agent->session == 0) {
@@ -648,7 +648,7 @@ std::vector<FleetState::ExposedAgent> FleetState::ExposeConnected() const {
   // stay valid once the map's lock is released.
   std::vector<std::pair<std::string, const Agent*>> listed;
   {
-    absl::MutexLock lock(&mu_);
+    absl::ReaderMutexLock lock(&mu_);
     listed.reserve(agents_.size());
     for (const auto& [id, agent] : agents_) {
       listed.emplace_back(id, agent.get());
@@ -701,7 +701,7 @@ std::vector<FleetState::ExposedAgent> FleetState::ExposeConnected() const {
 
 std::vector<v1::AgentInfo> FleetState::TakeDirty(uint64_t flush_number, uint32_t spread) {
   std::vector<v1::AgentInfo> out;
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&mu_);
   for (const auto& [id, agent] : agents_) {
     absl::MutexLock agent_lock(&agent->mu);
     if (!agent->dirty) {
@@ -746,7 +746,7 @@ void FleetState::MarkDirty(const std::vector<v1::AgentInfo>& rows) {
 
 size_t FleetState::connected_count() const {
   size_t n = 0;
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&mu_);
   for (const auto& [id, agent] : agents_) {
     absl::MutexLock agent_lock(&agent->mu);
     n += agent->session != 0 ? 1 : 0;
@@ -755,7 +755,7 @@ size_t FleetState::connected_count() const {
 }
 
 size_t FleetState::known_count() const {
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&mu_);
   return agents_.size();
 }
 

@@ -239,6 +239,9 @@ class FleetState {
 
   const Options options_;
   SeriesKeyTable keys_;  // names and labels, shared by every agent that has them
+  // Only FindOrAdd changes the map (agents are never removed): everything else takes it shared,
+  // so a listing's walk (about 2 ms at 10,000 agents) never holds up the ingest thread's Find.
+  // Each agent's own state is behind its own `mu`, taken after this one.
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Agent>> agents_ ABSL_GUARDED_BY(mu_);  // listed in order
   // The same agents by id for Find (every batch asks): one hash, not a walk of a tree of 10,000
