@@ -203,6 +203,17 @@ class NginxCollectorTest : public ::testing::Test {
     EXPECT_TRUE(c.ok()) << c.status();
     return std::move(*c);
   }
+  // nginx writes a request's log line after its response, so the client can be done first:
+  // waits until the access log holds `lines` lines (a fixed pause was too short on a busy host).
+  void WaitForLogLines(size_t lines) {
+    ASSERT_TRUE(testing::WaitUntil(
+        [&] {
+          const std::string log = testing::ReadFileOrEmpty(nginx_.access_log());
+          return static_cast<size_t>(std::count(log.begin(), log.end(), '\n')) >= lines;
+        },
+        absl::Seconds(10)))
+        << "nginx logged fewer than " << lines << " requests";
+  }
   testing::TempDir dir_;
   testing::HttpUpstream upstream_;
   testing::NginxServer nginx_{dir_.path(), upstream_.port()};
@@ -217,8 +228,7 @@ TEST_F(NginxCollectorTest, KnownLatencyMixGivesItsP95) {
   for (int i = 0; i < 400; ++i) paths.push_back(i % 10 == 0 ? "/slow" : "/fast");
   auto statuses = testing::HttpLoad(nginx_.port(), paths, 8);
   ASSERT_EQ(statuses[200], 400);
-  // nginx writes the log line after the response; give it a moment.
-  absl::SleepFor(absl::Milliseconds(200));
+  WaitForLogLines(400);
   Collection c;
   collector->Collect(absl::Now(), c);
   ASSERT_EQ(c.histograms.size(), 1u);
@@ -251,7 +261,7 @@ TEST_F(NginxCollectorTest, BurstOf5xxRaisesTheErrorRatio) {
   for (int i = 0; i < 200; ++i) paths.push_back(i % 4 == 0 ? "/fail" : "/fast");
   auto statuses = testing::HttpLoad(nginx_.port(), paths, 4);
   ASSERT_EQ(statuses[503], 50);
-  absl::SleepFor(absl::Milliseconds(200));
+  WaitForLogLines(200);
   Collection c;
   collector->Collect(absl::Now(), c);
   std::map<std::string, double> g;

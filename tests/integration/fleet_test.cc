@@ -121,7 +121,9 @@ TEST_F(FleetTest, ThreeAgentsAppearConnectedWithHostMetrics) {
   std::set<std::string> names;
   for (const auto& m : response.metrics()) {
     names.insert(m.name());
-    if (m.name() == "host_disk_used_ratio") EXPECT_FALSE(m.labels().at("mount").empty());
+    if (m.name() == "host_disk_used_ratio") {
+      EXPECT_FALSE(m.labels().at("mount").empty());
+    }
   }
   for (const char* name :
        {"host_cpu_usage_ratio", "host_memory_used_ratio", "host_disk_used_ratio", "host_load1"}) {

@@ -6,13 +6,12 @@
 #include <arpa/inet.h>
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
-
-#include <filesystem>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <set>
 #include <thread>
 
@@ -21,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/checkpoint_witness.h"
 #include "agent/collectors/log_format.h"
 #include "common/http/http_client.h"
 #include "tests/support/proto_json.h"
@@ -783,11 +783,13 @@ TEST_F(IncidentsTest, AgentsWitnessTheAuditChainAcrossARollback) {
         CommandResult v = Cli({"audit", "verify", "-o", "json"});
         if (!ParseJson(v.stdout_text, &before) || !before.has_latest_checkpoint()) return false;
         held = before.latest_checkpoint().seq();
-        return std::filesystem::exists(witness) && held == before.head_seq();
+        if (held != before.head_seq()) return false;
+        // The broadcast reached the agent's disk: its witness holds that checkpoint.
+        auto kept = agent::DecodeCheckpointFile(testing::ReadFileOrEmpty(witness), witness);
+        return kept.ok() && kept->seq() == held;
       },
       absl::Seconds(10)))
       << controller_->Output() << agent->Output();
-  absl::SleepFor(absl::Seconds(1));  // the broadcast reaches the agent's disk
   controller_->Stop();
   std::filesystem::copy_file(dir_.File("old.db"), db(),
                              std::filesystem::copy_options::overwrite_existing);

@@ -75,8 +75,9 @@ TEST(ServiceMetrics, VigilMetricsShowsEveryCollector) {
       EXPECT_LT(m.p95(), 1.0);
       EXPECT_GE(m.p99(), m.p95());
     }
-    if (m.name() == "pg_up" || m.name() == "redis_up" || m.name() == "nginx_up")
+    if (m.name() == "pg_up" || m.name() == "redis_up" || m.name() == "nginx_up") {
       EXPECT_EQ(m.value(), 1) << m.name();
+    }
   }
   auto table = testing::RunCommand({BinaryPath("vigil"), "--controller=" + address, "--insecure",
                                     "--token=" + token, "metrics", "web-1"});
