@@ -165,6 +165,21 @@ bool CanBindLoopback(uint16_t port) {
   return ok;
 }
 
+uint16_t KernelPickedPort() {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return 0;
+  }
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+                  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+  close(fd);
+  return ok ? ntohs(addr.sin_port) : 0;
+}
+
 }  // namespace
 
 // Ports come from below the ephemeral range: a port the kernel handed out for `bind(0)` goes
@@ -184,6 +199,16 @@ uint16_t FreeLoopbackPort() {
     high = 65535;
   }
   std::lock_guard<std::mutex> lock(mu);
+  if (high - low < 1000) {  // the kernel's range is nearly every port: let it pick
+    for (int attempt = 0; attempt < 1000; ++attempt) {
+      const uint16_t port = KernelPickedPort();
+      if (port != 0 && handed_out.insert(port).second) {
+        return port;
+      }
+    }
+    ADD_FAILURE() << "no free loopback port from the kernel";
+    return 0;
+  }
   std::mt19937 random(std::random_device{}() ^ static_cast<unsigned>(getpid()));
   std::uniform_int_distribution<int> pick(low, high);
   for (int attempt = 0; attempt < 1000; ++attempt) {
