@@ -2,17 +2,20 @@
 // that acknowledges results, the agent resends the results of a command it ran after each
 // restart, with the same sequences, until they are acknowledged; a resent command id is answered
 // DUPLICATE and does not run again.
-#include <grpcpp/grpcpp.h>
 #include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
 #include <deque>
+#include <filesystem>
 #include <map>
+#include <system_error>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "agent/result_journal.h"
 #include "common/command_signing.h"
 #include "tests/support/process.h"
 #include "vigil/v1/agent_service.grpc.pb.h"
@@ -173,7 +176,20 @@ TEST(ResultResendTest, ResultsOutliveKillNineUntilAcknowledgedAndAResendIsADupli
   agent->Kill();
   agent = start_agent();
   ASSERT_TRUE(wait_for(2, 2)) << agent->Output();
-  absl::SleepFor(absl::Milliseconds(500));  // the acknowledgements reach the agent's journal
+  // The acknowledgements reached the agent's journal: a copy of its file holds nothing pending
+  // (the copy, so the running agent's file is only read).
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        const std::string copy = dir.File("results-copy");
+        std::error_code error;
+        std::filesystem::copy_file(dir.File("state/web-1.results"), copy,
+                                   std::filesystem::copy_options::overwrite_existing, error);
+        if (error) return false;
+        auto journal = agent::ResultJournal::Open({.path = copy});
+        return journal.ok() && (*journal)->PendingAfter(0, 10).empty();
+      },
+      absl::Seconds(10)))
+      << agent->Output();
   agent->Kill();
   agent = start_agent();
   ASSERT_TRUE(WaitUntil([&] { return controller.streams() >= 4; }, absl::Seconds(20)))
