@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "absl/cleanup/cleanup.h"
 #include "common/logging.h"
 
 namespace vigil::agent {
@@ -75,6 +76,8 @@ void CollectorRunner::TakeThresholds(std::shared_ptr<const ThresholdSet> set, ab
 }
 
 void CollectorRunner::Sense(absl::Time now) {
+  // Counted on every way out, once the check is over (tests wait for it, not for the reading).
+  const absl::Cleanup count_when_done = [this] { checks_.fetch_add(1); };
   Collection sensed;
   sensed.time = now;
   collector_->Sense(now, sensed_, sensed);

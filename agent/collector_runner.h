@@ -57,6 +57,8 @@ class CollectorRunner {
   uint64_t early_held_back() const { return held_back_.load(); }
   // Threshold sets taken from the watch (each a new set from the controller, or none).
   uint64_t thresholds_taken() const { return taken_.load(); }
+  // Checks between rounds done, each to its end (an early snapshot it sent is with the sink).
+  uint64_t checks_done() const { return checks_.load(); }
 
  private:
   struct DiagnosticsRequest {
@@ -92,6 +94,7 @@ class CollectorRunner {
   std::atomic<uint64_t> early_{0};
   std::atomic<uint64_t> held_back_{0};
   std::atomic<uint64_t> taken_{0};
+  std::atomic<uint64_t> checks_{0};
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
