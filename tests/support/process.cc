@@ -151,21 +151,9 @@ std::pair<int, int> EphemeralPortRange() {
   return {low, high};
 }
 
-bool CanBindLoopback(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    return false;
-  }
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return ok;
-}
-
-uint16_t KernelPickedPort() {
+// Binds a socket on 127.0.0.1 to `port` (0: the kernel picks) and closes it: the port bound,
+// or 0 when the bind failed.
+uint16_t BindLoopback(uint16_t port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     return 0;
@@ -173,6 +161,7 @@ uint16_t KernelPickedPort() {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
   socklen_t len = sizeof(addr);
   const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
                   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
@@ -186,8 +175,8 @@ uint16_t KernelPickedPort() {
 // back into the pool it also draws every outgoing connection from, and another test's client
 // (or the controller's own connection to a receiver) took one such port between this call and
 // the controller's bind in one CI run. Below the range only another explicit bind can take it.
-// A process never gets the same port twice, and a random start keeps concurrent test
-// processes apart.
+// A process never gets the same port twice, and random picks keep concurrent test processes
+// apart.
 uint16_t FreeLoopbackPort() {
   static std::mutex mu;
   static std::set<uint16_t> handed_out;
@@ -201,7 +190,7 @@ uint16_t FreeLoopbackPort() {
   std::lock_guard<std::mutex> lock(mu);
   if (high - low < 1000) {  // the kernel's range is nearly every port: let it pick
     for (int attempt = 0; attempt < 1000; ++attempt) {
-      const uint16_t port = KernelPickedPort();
+      const uint16_t port = BindLoopback(0);
       if (port != 0 && handed_out.insert(port).second) {
         return port;
       }
@@ -209,11 +198,11 @@ uint16_t FreeLoopbackPort() {
     ADD_FAILURE() << "no free loopback port from the kernel";
     return 0;
   }
-  std::mt19937 random(std::random_device{}() ^ static_cast<unsigned>(getpid()));
+  static std::mt19937 random(std::random_device{}() ^ static_cast<unsigned>(getpid()));
   std::uniform_int_distribution<int> pick(low, high);
   for (int attempt = 0; attempt < 1000; ++attempt) {
     const auto port = static_cast<uint16_t>(pick(random));
-    if (!handed_out.contains(port) && CanBindLoopback(port)) {
+    if (!handed_out.contains(port) && BindLoopback(port) == port) {
       handed_out.insert(port);
       return port;
     }
