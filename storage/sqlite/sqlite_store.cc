@@ -1220,7 +1220,10 @@ absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) 
   // (several per row written); nothing here reads them. Settable only before SQLite's first use:
   // later it answers SQLITE_MISUSE and keeps them, which costs only time, so it is said once.
   static const bool kNoMemoryStatistics = [] {
-    if (const int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); rc != SQLITE_OK) {
+    // sqlite3_memory_used() stays 0 while the statistics are off, so a program that turned them
+    // off itself before its own first use of SQLite is not told they are on.
+    if (const int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+        rc != SQLITE_OK && sqlite3_memory_used() != 0) {
       spdlog::info("SQLite was in use before the store opened ({}): its memory statistics stay "
                    "on, writes are a little slower",
                    sqlite3_errstr(rc));
