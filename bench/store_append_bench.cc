@@ -41,6 +41,8 @@ struct Result {
   size_t commits = 0;
   double seconds = 0;
   double cpu_seconds = 0;  // user + system time over the run: the process's, or the committer's
+  uint64_t checkpoints = 0;   // the store's checkpoint passes
+  uint64_t writer_waits = 0;  // commits that waited for one (the log at its longest)
 };
 
 double Seconds(const rusage& usage) {
@@ -65,6 +67,11 @@ void Print(const char* what, size_t batch, const Result& r) {
   std::printf("%-56s batch %5zu %9.0f /s %7.2f ms/commit %5.2f us CPU/row (%zu in %.2f s)\n", what,
               batch, r.rows / r.seconds, r.seconds * 1000 / static_cast<double>(r.commits),
               r.cpu_seconds * 1e6 / static_cast<double>(r.rows), r.rows, r.seconds);
+  if (r.checkpoints > 0) {
+    std::printf("%-56s %llu checkpoint passes, %llu of %zu commits waited for one\n", "",
+                static_cast<unsigned long long>(r.checkpoints),
+                static_cast<unsigned long long>(r.writer_waits), r.commits);
+  }
 }
 
 std::string TempFolder() {
@@ -202,6 +209,9 @@ Result StoreRun(const Settings& settings, bool alerts) {
     r.seconds = absl::ToDoubleSeconds(absl::Now() - start);
     r.cpu_seconds = ThreadCpuSeconds() - cpu_start;
   }
+  const storage::StoreLogHealth log = (*store)->LogHealth();
+  r.checkpoints = log.checkpoints;
+  r.writer_waits = log.writer_waits;
   store->reset();
   std::filesystem::remove_all(folder);
   return r;
