@@ -5,7 +5,7 @@
 // 1,000 (and of the writer's size, for a like-for-like figure).
 //   build/bench/store_append_bench [--events=N] [--seconds=S] [--batch=N] [--only=store|ceiling]
 // Prints events/s (or rows/s), the time per commit and the CPU per row for each run (for the
-// store, the committing thread's: the batches are built on another thread, as in the controller).
+// store, the committing thread's: the batches are built on another thread).
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -115,9 +115,10 @@ v1::Alert StormAlert(size_t i) {
   return a;
 }
 
-// Builds the batches on a thread of its own, two ahead of the committer, as the controller's
-// incident and remediation threads build events while the timeline writer commits: the store's
-// rate is the committing thread's, not the cost of making up its input.
+// Builds the batches on a thread of its own, two ahead of the committer, so the store's rate is
+// what Store::Commit takes, not the cost of making up its input. (In the controller the units of
+// work build their events on the timeline writer's thread before its commit;
+// alert_storm_bench measures that whole path.)
 class BatchProducer {
  public:
   BatchProducer(size_t batch_size, bool alerts, const v1::Incident& incident)
