@@ -14,7 +14,7 @@
 # (scripts/build.sh) and scripts/install-bench-deps.sh. Exit status 1 when a part failed to run;
 # aims not met are reported in the table, not by the exit status.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 BUILD=${VIGIL_BUILD_DIR:-build}
 DETECT_N=${DETECT_N:-40}
 for f in "$BUILD/bench/alert_storm_bench" "$BUILD/bench/store_append_bench"; do
@@ -27,6 +27,7 @@ if [ "${1:-}" = --from ]; then
   [ -f "$OUT/scale.txt" ] || { echo "scale_report.sh: $OUT holds no earlier run" >&2; exit 2; }
 else
   OUT=$(mktemp -d /tmp/vigil-scale-report.XXXX)
+  git rev-parse --short HEAD >"$OUT/commit.txt" 2>/dev/null || echo "?" >"$OUT/commit.txt"
   part() {  # part NAME COMMAND...: runs one part, its output to $OUT/NAME.txt
     local name=$1; shift
     echo "scale_report.sh: $name ($(date -u +%H:%M:%S))" >&2
@@ -44,7 +45,7 @@ fi
 # The scale runs' own reports (scale.sh keeps its folder with SCALE_KEEP=1 and says where).
 SCALE_DIR=$(sed -n 's/^scale.sh: logs kept in //p' "$OUT/scale.txt" | tail -1)
 
-python3 - "$OUT" "$SCALE_DIR" "$(nproc)" "$(git rev-parse --short HEAD 2>/dev/null || echo ?)" <<'PY'
+python3 - "$OUT" "$SCALE_DIR" "$(nproc)" "$(cat "$OUT/commit.txt" 2>/dev/null || echo ?)" <<'PY'
 import os, re, sys
 
 out, scale_dir, cores, commit = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
@@ -82,6 +83,8 @@ if scale_dir and os.path.isdir(scale_dir):
             if storm:
                 runs.append((int(name.split("-")[1]), storm, steady))
 runs.sort(key=lambda run: run[0])
+if not runs:
+    rows.append(("(1) storms, (2) steady", "no result (see scale.txt)", "", met(False)))
 for n, storm, steady in runs:
     converged = storm.get("converged") == "yes"
     figure = (f"converged in {storm.get('converge_s')} s" if converged
