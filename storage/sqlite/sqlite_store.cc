@@ -494,7 +494,7 @@ class SqliteStore final : public Store {
       audit::TimelineHasher hasher;
       std::vector<WriteBatch::Op>& ops = batch.mutable_ops();
       // A large batch in chain format 2 has its content hashes computed on another core while
-      // this thread links and inserts (audit/content_hash_ahead.h).
+      // this thread links and inserts (common/audit/content_hash_ahead.h).
       std::optional<audit::ContentHashAhead> ahead;
       if (batch.events() >= kHashAheadMinEvents && ChainFormat(seq + 1) == 2) {
         std::vector<const v1::TimelineEvent*> events;
