@@ -54,7 +54,13 @@ TEST(ContentHashAhead, EveryHashIsTheContentHashWhenTakenAsFastAsPossible) {
 TEST(ContentHashAhead, TheHelperHashesAheadOfASlowCaller) {
   std::vector<v1::TimelineEvent> events = Events(400);
   ContentHashAhead ahead(Pointers(events));
-  // A caller slower than a digest (the store inserts a row meanwhile): the helper gets ahead.
+  // A caller slower than a digest (the store inserts a row meanwhile): once the helper thread
+  // runs, it gets ahead. Waiting for its first hash (bounded) keeps a busy host's late scheduling
+  // from turning this into a test of the scheduler.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (ahead.hashed_ahead() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   for (size_t i = 0; i < events.size(); ++i) {
     std::this_thread::sleep_for(std::chrono::microseconds(50));
     ASSERT_EQ(ahead.Take(i), TimelineContentHash(events[i])) << "event " << i;
