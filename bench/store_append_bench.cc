@@ -318,9 +318,9 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  // As the store sets it when it opens first, which in the controller it does: without memory
-  // statistics (a process-wide mutex per allocation), for the ceiling's runs too.
-  if (sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) != SQLITE_OK) {
+  // As in the controller, where the store opens before anything else uses SQLite: for the
+  // ceiling's runs too.
+  if (!storage::TurnOffSqliteMemoryStatistics()) {
     std::fprintf(stderr, "cannot turn SQLite's memory statistics off\n");
     return 1;
   }

@@ -1238,13 +1238,13 @@ absl::StatusOr<std::unique_ptr<Store>> OpenExistingSqliteStore(const std::string
   return OpenSqliteStore(path);
 }
 
-absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
+bool TurnOffSqliteMemoryStatistics() {
   // SQLite's memory statistics take a process-wide mutex around every allocation it makes
   // (several per row written); nothing here reads them. Settable only before SQLite's first use:
   // later it answers SQLITE_MISUSE and keeps them, which costs only time, so it is said once.
-  static const bool kNoMemoryStatistics = [] {
-    // sqlite3_memory_used() stays 0 while the statistics are off, so a program that turned them
-    // off itself before its own first use of SQLite is not told they are on.
+  static const bool kOff = [] {
+    // sqlite3_memory_used() stays 0 while the statistics are off: a second call, or a program
+    // that turned them off itself, is not told they are on.
     if (const int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
         rc != SQLITE_OK && sqlite3_memory_used() != 0) {
       spdlog::info("SQLite was in use before the store opened ({}): its memory statistics stay "
@@ -1254,7 +1254,11 @@ absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) 
     }
     return true;
   }();
-  static_cast<void>(kNoMemoryStatistics);  // evaluated once, for its effect and its log line
+  return kOff;
+}
+
+absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
+  TurnOffSqliteMemoryStatistics();
   auto store = std::make_unique<SqliteStore>(path);
   RETURN_IF_ERROR(store->Open());
   return std::unique_ptr<Store>(std::move(store));
