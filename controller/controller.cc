@@ -456,6 +456,8 @@ void Controller::Stop() {
   if (http_ != nullptr) {
     http_->Stop();
   }
+  // Silence from here on is the shutdown's, not the agents'.
+  agent_service_->StopWatchdog();
   // A deadline, or Shutdown waits for agent streams that never end by themselves.
   server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
   agent_service_->Shutdown();

@@ -294,6 +294,16 @@ void AgentServiceImpl::Start() {
   watchdog_thread_ = std::thread([this] { WatchdogLoop(); });
 }
 
+void AgentServiceImpl::StopWatchdog() {
+  {
+    absl::MutexLock lock(&mu_);
+    watchdog_stopping_ = true;
+  }
+  if (watchdog_thread_.joinable()) {
+    watchdog_thread_.join();
+  }
+}
+
 void AgentServiceImpl::Shutdown() {
   std::vector<std::shared_ptr<AgentStream>> streams;
   {
@@ -641,7 +651,9 @@ void AgentServiceImpl::WatchdogLoop() {
   while (true) {
     {
       absl::MutexLock lock(&mu_);
-      auto stopping = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_; };
+      auto stopping = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return stopping_ || watchdog_stopping_;
+      };
       if (mu_.AwaitWithTimeout(absl::Condition(&stopping), absl::Milliseconds(250))) {
         return;
       }

@@ -98,6 +98,11 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
   void Start();
   // Ends every stream (agents reconnect elsewhere or later) and stops the threads.
   void Shutdown();
+  // The server is going away: from now on streams fall quiet because it stops reading them, not
+  // because their agents are silent, so none is marked disconnected for silence (at 10,000
+  // agents a shutdown logged hundreds of agents "silent" that were not). Stops the watchdog;
+  // call it before the server's Shutdown, and not while Shutdown runs on another thread.
+  void StopWatchdog();
 
   // Sends a message to a connected agent; false when it has no stream.
   bool SendTo(const std::string& agent_id, v1::ControllerMessage message);
@@ -155,6 +160,7 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
   mutable absl::Mutex mu_;
   std::deque<Work> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool watchdog_stopping_ ABSL_GUARDED_BY(mu_) = false;
   // Streams by agent id, once their Hello was accepted.
   std::unordered_map<std::string, std::shared_ptr<AgentStream>> streams_ ABSL_GUARDED_BY(mu_);
   // Streams whose Hello is not accepted yet, by session (watched for silence too).

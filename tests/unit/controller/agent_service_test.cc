@@ -296,6 +296,22 @@ TEST_F(AgentServiceTest, AStormOfNewStreamsGivesSilentOnesLonger) {
   EXPECT_TRUE(AllDisconnectedWithin("new-", 6, absl::Seconds(10))) << "past four timeouts";
 }
 
+// Once the server is going away, streams fall quiet because it stops reading them: none is
+// marked disconnected for silence.
+TEST_F(AgentServiceTest, NoAgentIsCutOffForSilenceOnceTheWatchdogIsStopped) {
+  Start({.silence_timeout = absl::Milliseconds(300)});
+  HostileAgent quiet(address_, Hello("quiet"));
+  ASSERT_TRUE(quiet.AwaitWelcome());
+  observer_.Release();
+  service_->StopWatchdog();
+  absl::SleepFor(absl::Milliseconds(1500));  // five timeouts: cut off by now if it were running
+  std::optional<v1::AgentInfo> info = fleet_.Info("quiet");
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->state(), v1::CONNECTED);
+  service_->Shutdown();  // still ends the stream
+  EXPECT_EQ(quiet.Finish(absl::Seconds(5)).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
 TEST_F(AgentServiceTest, AStreamThatNeverSaysHelloIsEnded) {
   Start({.silence_timeout = absl::Milliseconds(500)});
   auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
