@@ -93,6 +93,9 @@ int main(int argc, char** argv) {
                  "the CA's key (PEM): each agent gets its own certificate, signed here");
   app.add_option("--tls-cert", o.tls_cert, "the probe's client certificate (PEM)");
   app.add_option("--tls-key", o.tls_key, "the probe's client key (PEM)");
+  app.add_option("--client", o.client,
+                 "the simulated agents' client: h2 (one event loop per process, plain text) or "
+                 "grpc (gRPC's client per agent, as vigil-agent); default h2, grpc with TLS");
   app.add_option("--id-prefix", o.id_prefix, "agent ids are PREFIX-N (sim)");
   app.add_option("--label", o.label, "a word printed in the report lines");
   CLI11_PARSE(app, argc, argv);

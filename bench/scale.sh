@@ -18,6 +18,8 @@
 # Environment: SCALE_SIZES, SCALE_TLS (0 | 1 | both), SCALE_MODE (start | restart),
 # SCALE_TIMEOUT (60), SCALE_HOLD (10), SCALE_STEADY (30), SCALE_PROCESSES (4),
 # SCALE_PRE_RAMP (restart mode: seconds to connect before the kill; default agents/100),
+# SCALE_CLIENT (h2 | grpc: the simulated agents' client; default h2 for plain text, which costs
+# the shared cores about a tenth of gRPC's client per agent, and grpc for mutual TLS),
 # SCALE_KEEP=1 keeps the work folder (logs, timelines). Needs a build (scripts/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,8 @@ TIMEOUT=${SCALE_TIMEOUT:-60}
 HOLD=${SCALE_HOLD:-10}
 STEADY=${SCALE_STEADY:-30}
 PROCS=${SCALE_PROCESSES:-4}
+CLIENT=${SCALE_CLIENT:-}
+case "$CLIENT" in "" | h2 | grpc) ;; *) echo "scale.sh: SCALE_CLIENT is h2 or grpc" >&2; exit 2 ;; esac
 # In a real fleet the agents run on other hosts. Here they share the controller's 2 cores, so the
 # simulator's processes run at a lower priority (nice) and the controller at the normal one: the
 # controller is measured, not the simulator's share of the cores. The coordinator, which runs the
@@ -94,7 +98,7 @@ run() {
   # The tool bounds itself; timeout(1) only guards against a hang.
   timeout --kill-after=10 $(( TIMEOUT + HOLD + STEADY + pre + 150 )) "$LG" \
     --target="127.0.0.1:$p" --controller-cmd="$cmd" --agents="$agents" --processes="$PROCS" \
-    --sim-nice="$SIM_NICE" \
+    --sim-nice="$SIM_NICE" ${CLIENT:+--client="$CLIENT"} \
     --mode="$MODE" --ramp=1 --pre-ramp="$pre" --pre-timeout="$TIMEOUT" --timeout="$TIMEOUT" \
     --hold="$HOLD" --steady="$STEADY" --label="$transport" "${auth[@]}" \
     >"$dir/report.txt" 2>"$dir/timeline.txt" &
@@ -122,7 +126,7 @@ if [ "$MODE" = restart ]; then
 else
   echo "storm: every agent's first attempt within 1 s of a running controller; converge bound ${TIMEOUT} s, then ${HOLD} s held; steady: ${STEADY} s window after the storm"
 fi
-echo "50 series per agent (45 gauges + 5 histograms) every 1 s; each agent its own TCP connection; simulator in $PROCS processes on the same cores, at nice $SIM_NICE (the controller and the CLI probe at 0)"
+echo "50 series per agent (45 gauges + 5 histograms) every 1 s; each agent its own TCP connection; simulator in $PROCS processes on the same cores, at nice $SIM_NICE (the controller and the CLI probe at 0); simulator's client: ${CLIENT:-h2 for plain text, grpc for mTLS}"
 echo
 printf "| %-6s | %-9s | %6s | %-22s | %-15s | %-21s | %9s | %9s | %8s | %-41s |\n" \
   run transport agents "converged (all N streaming)" "dropped (agents)" "CLI p99" "ctl CPU pk" "ctl RSS pk" "sim CPU" "steady: samples/s, ctl CPU share, RSS/agent"

@@ -7,6 +7,8 @@ BUILD=(build-essential cmake ninja-build pkg-config ccache
   libabsl-dev libspdlog-dev libfmt-dev libsqlite3-dev libyaml-cpp-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev libssl-dev zlib1g-dev libpqxx-dev libhiredis-dev
   libre2-dev
+  # The storm simulator's HTTP/2 client (bench/loadgen/h2_fleet.cc).
+  libnghttp2-dev
   # libpq's own static helpers (libpgcommon_shlib.a, libpgport_shlib.a) for the portable agent.
   postgresql-server-dev-15)
 # The fuzzing build (scripts/fuzz.sh): clang with its libFuzzer and sanitizer runtimes.

@@ -22,6 +22,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "bench/loadgen/agent_fleet.h"
 #include "bench/loadgen/telemetry_model.h"
 
 namespace vigil::loadgen {
@@ -89,18 +90,15 @@ struct FleetOptions {
 
 class SimAgent;
 
-class Fleet {
+// The agents on gRPC's client: each its own channel.
+class Fleet final : public AgentFleet {
  public:
   Fleet(FleetOptions options, FleetCounters* counters);
-  ~Fleet();  // Stop()
+  ~Fleet() override;  // Stop()
 
-  // Agent with global index g makes its first attempt at start + ramp * g / total_agents.
-  void Start(absl::Time start, absl::Duration ramp);
-  // Ends every stream (not counted as drops) and waits for them and the threads to finish.
-  void Stop();
-  // One line on what the agents not streaming are doing (waiting to retry, watching their
-  // channel, connecting), with how long the oldest has been at it: why a run did not converge.
-  std::string Census() const;
+  void Start(absl::Time start, absl::Duration ramp) override;
+  void Stop() override;
+  std::string Census() const override;
 
   // For SimAgent.
   enum class EventKind { kAttempt, kRound, kWelcomeDeadline };

@@ -28,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "bench/loadgen/agent_certs.h"
 #include "bench/loadgen/cli_probe.h"
+#include "bench/loadgen/h2_fleet.h"
 #include "bench/loadgen/latency_stats.h"
 #include "bench/loadgen/proc_usage.h"
 #include "bench/loadgen/sim_fleet.h"
@@ -38,6 +39,11 @@ namespace vigil::loadgen {
 namespace {
 
 constexpr int kMaxProcesses = 64;
+
+// The HTTP/2 client unless asked for gRPC's or TLS is wanted (the HTTP/2 one has none).
+bool UsesH2(const StormOptions& o) {
+  return o.client == "h2" || (o.client.empty() && o.tls_ca_key.empty());
+}
 
 // The controller this process started, killed if we are interrupted (a timeout(1) around the
 // benchmark must not leave it running).
@@ -205,7 +211,19 @@ bool RaiseFileLimit(rlim_t wanted) {
   {
     const absl::Time began = absl::Now();
     const size_t count = fleet.indexes.size();
-    Fleet agents(std::move(fleet), counters);
+    std::unique_ptr<AgentFleet> agents;
+    if (UsesH2(o)) {
+      absl::StatusOr<std::unique_ptr<H2Fleet>> made = H2Fleet::Create(std::move(fleet), counters);
+      if (!made.ok()) {
+        std::fprintf(stderr, "loadgen process %d: %s\n", process,
+                     std::string(made.status().message()).c_str());
+        shared->failed.fetch_add(1);
+        _exit(1);
+      }
+      agents = *std::move(made);
+    } else {
+      agents = std::make_unique<Fleet>(std::move(fleet), counters);
+    }
     std::fprintf(stderr, "loadgen process %d: %zu agents and their channels ready in %.2f s\n",
                  process, count, absl::ToDoubleSeconds(absl::Now() - began));
     shared->ready.fetch_add(1);
@@ -213,19 +231,19 @@ bool RaiseFileLimit(rlim_t wanted) {
       absl::SleepFor(absl::Milliseconds(5));
     }
     if (shared->stop.load() == 0) {
-      agents.Start(absl::FromUnixMillis(shared->go_unix_ms.load()),
-                   absl::Milliseconds(shared->ramp_ms.load()));
+      agents->Start(absl::FromUnixMillis(shared->go_unix_ms.load()),
+                    absl::Milliseconds(shared->ramp_ms.load()));
     }
     int census = 0;
     while (shared->stop.load() == 0) {
       if (const int wanted = shared->census.load(); wanted != census) {
         census = wanted;
         std::fprintf(stderr, "loadgen process %d, agents not streaming: %s\n", process,
-                     agents.Census().c_str());
+                     agents->Census().c_str());
       }
       absl::SleepFor(absl::Milliseconds(20));
     }
-    agents.Stop();
+    agents->Stop();
   }
   std::fflush(stderr);
   _exit(0);
@@ -606,8 +624,9 @@ int Coordinator::Run() {
   sim_cpu = storm_samples.empty() ? 0 : sim_cpu / storm_samples.size();
   const std::string label = o_.label.empty() ? "" : absl::StrCat(" label=", o_.label);
   std::printf(
-      "storm%s mode=%s agents=%d processes=%d ramp_ms=%s timeout_s=%.0f converged=%s "
-      "converge_s=%s all_attempted_s=%s streaming_end=%lld min_streaming_after_converged=%lld welcomed_ever=%lld "
+      "storm%s client=%s mode=%s agents=%d processes=%d ramp_ms=%s timeout_s=%.0f converged=%s "
+      "converge_s=%s all_attempted_s=%s streaming_end=%lld min_streaming_after_converged=%lld "
+      "welcomed_ever=%lld "
       "drops=%llu drop_agents=%llu drops_cancelled=%llu drops_cancelled_own_gap=%llu "
       "drops_unavailable=%llu "
       "drops_other=%llu attempts=%llu reconnects=%lld refused_exhausted=%llu retry_hints=%llu "
@@ -615,9 +634,10 @@ int Coordinator::Run() {
       "failed_other=%llu "
       "fresh_channels=%llu batches_sent=%llu batches_unacked=%llu rounds_skipped=%llu "
       "cli_probes=%zu cli_failed=%d cli_p50_ms=%.1f cli_p99_ms=%.1f cli_max_ms=%.1f "
-      "ctl_peak_cpu_pct=%.0f ctl_peak_rss_mb=%.1f ctl_runqueue_wait_pct=%.0f sim_cpu_pct=%.0f sim_peak_rss_mb=%.0f "
+      "ctl_peak_cpu_pct=%.0f ctl_peak_rss_mb=%.1f ctl_runqueue_wait_pct=%.0f sim_cpu_pct=%.0f "
+      "sim_peak_rss_mb=%.0f "
       "controller_ready_ms=%s\n",
-      label.c_str(), o_.mode.c_str(), o_.agents, o_.processes,
+      label.c_str(), UsesH2(o_) ? "h2" : "grpc", o_.mode.c_str(), o_.agents, o_.processes,
       Ms(o_.mode == "restart" ? absl::ZeroDuration() : o_.ramp).c_str(),
       absl::ToDoubleSeconds(o_.timeout), converged ? "yes" : "no",
       converged ? absl::StrFormat("%.2f", absl::ToDoubleSeconds(*converged - storm_start)).c_str()
@@ -649,8 +669,8 @@ int Coordinator::Run() {
       static_cast<unsigned long long>(after.fresh_channels - base.fresh_channels),
       static_cast<unsigned long long>(after.batches_sent - base.batches_sent),
       static_cast<unsigned long long>(after.batches_unacked - base.batches_unacked),
-      static_cast<unsigned long long>(after.rounds_skipped - base.rounds_skipped),
-      probes, probe_failed, NearestRank(probe_ms, 0.5), NearestRank(probe_ms, 0.99),
+      static_cast<unsigned long long>(after.rounds_skipped - base.rounds_skipped), probes,
+      probe_failed, NearestRank(probe_ms, 0.5), NearestRank(probe_ms, 0.99),
       NearestRank(probe_ms, 1.0), peak_cpu, peak_rss, mean_wait, sim_cpu, sim_rss,
       o_.mode == "restart" ? Ms(controller_ready).c_str() : "-");
   std::fflush(stdout);
@@ -736,6 +756,16 @@ int RunStorm(const StormOptions& o) {
   }
   if (!o.tls_ca_key.empty() && o.tls_ca.empty()) {
     std::fprintf(stderr, "loadgen: --tls-ca-key needs --tls-ca\n");
+    return 2;
+  }
+  if (!o.client.empty() && o.client != "h2" && o.client != "grpc") {
+    std::fprintf(stderr, "loadgen: --client is h2 or grpc, not '%s'\n", o.client.c_str());
+    return 2;
+  }
+  if (o.client == "h2" && !o.tls_ca_key.empty()) {
+    std::fprintf(stderr,
+                 "loadgen: --client=h2 speaks plain text only; mutual TLS needs "
+                 "--client=grpc\n");
     return 2;
   }
   void* memory = mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,

@@ -50,6 +50,10 @@ struct StormOptions {
   std::string tls_ca_key;  // CA key (PEM file): per-agent certificates are signed with it
   std::string tls_cert;    // the probe's client certificate and key (PEM files)
   std::string tls_key;
+  // The simulated agents' client: "h2" (nghttp2 on one event loop per process: the cheapest,
+  // so the controller gets the cores; plain text only) or "grpc" (gRPC's own client per agent,
+  // as vigil-agent; the only one for mutual TLS). Empty: h2 for plain text, grpc for TLS.
+  std::string client;
   std::string id_prefix = "sim";
   std::string label;  // printed in the report lines (e.g. "plain", "mtls")
 };
