@@ -34,10 +34,11 @@ class HostileAgent {
   // Trailing metadata value of `key` after Finish; empty when absent.
   std::string Trailer(const std::string& key) const;
 
- private:
   // Reads until `wanted` accepts a message (true), the stream ends or `timeout` passes (false).
   bool ReadUntil(const std::function<bool(const v1::ControllerMessage&)>& wanted,
                  absl::Duration timeout);
+
+ private:
   std::unique_ptr<v1::AgentService::Stub> stub_;
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::ControllerMessage>> stream_;

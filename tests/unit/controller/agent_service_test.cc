@@ -237,6 +237,37 @@ TEST_F(AgentServiceTest, TelemetryWaitingBehindABusyIngestThreadIsNotSilence) {
   EXPECT_EQ(info->state(), v1::CONNECTED);
 }
 
+// A stream reads ahead of the ingest thread (up to two messages held): what an agent sends back
+// to back while the ingest thread is busy is still handled once each, in the order sent.
+TEST_F(AgentServiceTest, MessagesSentBackToBackAreHandledInOrderWhileTheIngestThreadIsBusy) {
+  Start({.silence_timeout = absl::Seconds(30)});
+  HostileAgent streaming(address_, Hello("streaming"));
+  ASSERT_TRUE(streaming.AwaitWelcome());
+  HostileAgent holder(address_, Hello("holder"));
+  ASSERT_TRUE(holder.AwaitWelcome());
+  observer_.WaitUntilHolding();
+  constexpr uint64_t kBatches = 50;
+  for (uint64_t sequence = 1; sequence <= kBatches; ++sequence) {
+    ASSERT_TRUE(streaming.SendBatch(Batch(sequence))) << sequence;
+  }
+  observer_.Release();
+  std::vector<uint64_t> acked;
+  ASSERT_TRUE(streaming.ReadUntil(
+      [&](const v1::ControllerMessage& message) {
+        if (message.has_ack() && message.ack().sequence() != 0) {
+          acked.push_back(message.ack().sequence());
+        }
+        return acked.size() == kBatches;
+      },
+      absl::Seconds(10)))
+      << acked.size() << " acknowledged";
+  for (uint64_t i = 0; i < kBatches; ++i) {
+    EXPECT_EQ(acked[i], i + 1) << "acknowledgement " << i;
+  }
+  EXPECT_EQ(fleet_.LastSequence("streaming"), kBatches);
+  EXPECT_EQ(service_->refusals().telemetry, 0u);
+}
+
 TEST_F(AgentServiceTest, AnAgentThatSaysNothingIsCutOff) {
   Start({.silence_timeout = absl::Milliseconds(500)});
   HostileAgent quiet(address_, Hello("quiet"));
