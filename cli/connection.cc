@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "cli/output.h"
+#include "common/control_channel.h"
 
 namespace vigil::cli {
 namespace {
@@ -116,19 +117,8 @@ absl::StatusOr<std::unique_ptr<ControllerClient>> ControllerClient::Create(
   auto credentials = MakeClientCredentials(options.transport, options.controller);
   if (!credentials.ok()) return credentials.status();
   QuietGrpcLogging();
-  grpc::ChannelArguments args;
-  // Reconnect quickly after a controller restart (gRPC's default backoff grows to 120 s).
-  // Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: that one is the connect timeout.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5'000);
-  // Detect a vanished controller under a quiet `vigil watch`; slower than the agents' pings,
-  // which the controller already permits.
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30'000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10'000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
+  grpc::ChannelArguments args = ControlChannelArguments();
   args.SetString(GRPC_ARG_PRIMARY_USER_AGENT_STRING, "vigil-cli/" VIGIL_VERSION);
-  // Exports and audit bundles of long incidents run to tens of megabytes.
-  args.SetMaxReceiveMessageSize(256 << 20);
   auto channel = grpc::CreateCustomChannel(options.controller, *credentials, args);
   return std::unique_ptr<ControllerClient>(new ControllerClient(options, std::move(channel)));
 }

@@ -32,6 +32,7 @@
 #include "bench/loadgen/latency_stats.h"
 #include "bench/loadgen/proc_usage.h"
 #include "bench/loadgen/sim_fleet.h"
+#include "common/control_channel.h"
 
 extern char** environ;
 
@@ -536,8 +537,7 @@ int Coordinator::Run() {
     ssl.pem_private_key = ReadFileOrEmpty(o_.tls_key);
     credentials = grpc::SslCredentials(ssl);
   }
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(256 << 20);
+  grpc::ChannelArguments args = ControlChannelArguments();  // the CLI's own
   probe_ = std::make_unique<CliProbe>(grpc::CreateCustomChannel(o_.target, credentials, args),
                                       o_.token, o_.probe_period, o_.probe_deadline);
   probe_->Start();
