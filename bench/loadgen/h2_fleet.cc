@@ -334,9 +334,10 @@ void H2Agent::StartStream() {
   const int32_t id = nghttp2_submit_request(session_, nullptr, headers,
                                             sizeof(headers) / sizeof(headers[0]), &provider, this);
   if (id < 0) {
+    // After a GOAWAY, say: a new connection, as gRPC's channel would make.
     PrintFailure(absl::StrCat(id_, ": cannot start a stream: ", nghttp2_strerror(id)));
     stream_id_ = -1;
-    CloseConnection(/*count=*/false);
+    ConnectionLost();  // schedules the reconnect
     StreamEnded(kUnavailable, "cannot start a stream");
     return;
   }
@@ -366,8 +367,9 @@ void H2Agent::Round(uint64_t epoch) {
                                message.mutable_telemetry(), o.snapshots);
       Queue(message);
       c.batches_sent.fetch_add(1, std::memory_order_relaxed);
-      c.samples_sent.fetch_add(loop_->model().samples_per_batch() * o.snapshots,
-                               std::memory_order_relaxed);
+      c.samples_sent.fetch_add(
+          static_cast<uint64_t>(loop_->model().samples_per_batch()) * o.snapshots,
+          std::memory_order_relaxed);
       in_flight_.push_back(next_sequence_);
       ++next_sequence_;
       declared_ = true;
@@ -749,8 +751,9 @@ void H2Agent::HandleMessages() {
       while (!in_flight_.empty() && in_flight_.front() <= through) {
         in_flight_.pop_front();
         c.batches_acked.fetch_add(1, std::memory_order_relaxed);
-        c.samples_acked.fetch_add(loop_->model().samples_per_batch() * o.snapshots,
-                                  std::memory_order_relaxed);
+        c.samples_acked.fetch_add(
+            static_cast<uint64_t>(loop_->model().samples_per_batch()) * o.snapshots,
+            std::memory_order_relaxed);
       }
     }
   }
