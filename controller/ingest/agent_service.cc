@@ -204,14 +204,16 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
       Close(grpc::Status::OK);
       return;
     }
+    // Taken out of in_ before the read is marked finished: from then on, the ingest thread's
+    // Handled may ask gRPC to read the next message into in_.
+    auto message = std::make_unique<v1::AgentMessage>();
+    message->Swap(&in_);
     {
       absl::MutexLock lock(&mu_);
       reading_ = false;
       ++held_;
       waiting_since_ms_ = 0;
     }
-    auto message = std::make_unique<v1::AgentMessage>();
-    message->Swap(&in_);
     if (first_read_) {
       // Nothing is read past a Hello until it is welcomed (Handled after the Welcome).
       first_read_ = false;
