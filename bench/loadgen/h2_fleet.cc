@@ -23,8 +23,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/loadgen/agent_policy.h"
 #include "bench/loadgen/reconnect_backoff.h"
-#include "common/heartbeat.h"
 #include "common/wire_metadata.h"
 #include "vigil/v1/agent_service.pb.h"
 
@@ -38,7 +38,6 @@ namespace {
 // gRPC status codes the simulator tells apart (grpc/status.h's numbers, without gRPC here).
 constexpr int kCancelled = 1;
 constexpr int kUnknown = 2;
-constexpr int kResourceExhausted = 8;
 constexpr int kInternal = 13;
 constexpr int kUnavailable = 14;
 
@@ -50,13 +49,6 @@ constexpr absl::Duration kConnectTimeout = absl::Seconds(2);
 constexpr absl::Duration kKeepalive = absl::Seconds(10);
 // A message from the controller larger than this ends the connection (the agent's limit).
 constexpr uint32_t kMaxReceiveMessage = 16u << 20;
-
-std::atomic<int> g_failures_printed{0};
-void PrintFailure(const std::string& what) {
-  if (g_failures_printed.fetch_add(1) < 5) {
-    std::fprintf(stderr, "loadgen: %s\n", what.c_str());
-  }
-}
 
 // Appends `message` with gRPC's length prefix (uncompressed).
 void AppendFramed(const google::protobuf::MessageLite& message, std::string* out) {
@@ -139,7 +131,7 @@ class H2Loop {
 // One simulated agent: its connection, its current stream and its reconnect state.
 class H2Agent {
  public:
-  enum class State : uint8_t { kWaiting, kWatching, kConnecting, kStreaming, kStopped };
+  using State = AgentState;
 
   H2Agent(H2Loop* loop, int index);
   ~H2Agent() { CloseConnection(/*count=*/false); }
@@ -159,17 +151,11 @@ class H2Agent {
   void Stop();
 
   // Published for Census (any thread).
-  struct Published {
-    State state;
-    absl::Time since;
-    absl::Time next;
-    bool attempted;
-  };
-  Published Now() const {
-    return Published{state_.load(std::memory_order_relaxed),
-                     absl::FromUnixNanos(since_ns_.load(std::memory_order_relaxed)),
-                     absl::FromUnixNanos(next_ns_.load(std::memory_order_relaxed)),
-                     attempted_.load(std::memory_order_relaxed)};
+  AgentCensus Now() const {
+    return AgentCensus{state_.load(std::memory_order_relaxed),
+                       absl::FromUnixNanos(since_ns_.load(std::memory_order_relaxed)),
+                       absl::FromUnixNanos(next_ns_.load(std::memory_order_relaxed)),
+                       attempted_.load(std::memory_order_relaxed)};
   }
 
   // nghttp2's callbacks.
@@ -734,27 +720,20 @@ void H2Agent::HandleMessages() {
         c.ever_welcomed.fetch_add(1);
       }
       backoff_.Reset();
-      next_sequence_ = std::max(next_sequence_, message.welcome().last_sequence() + 1);
       declared_ = false;  // a new stream, a new series dictionary
-      heartbeat_period_ = HeartbeatPeriod(o.heartbeat, message.welcome().heartbeat_timeout_ms());
-      if (message.welcome().heartbeat_timeout_ms() > 0) {
-        silence_timeout_ = absl::Milliseconds(message.welcome().heartbeat_timeout_ms());
-      }
       const absl::Time now = absl::Now();
+      const StreamPace pace =
+          Welcomed(o, message.welcome(), now, silence_timeout_, &next_sequence_);
+      heartbeat_period_ = pace.heartbeat;
+      silence_timeout_ = pace.silence_timeout;
+      next_round_ = pace.next_round;
       last_write_ = now;
-      const int64_t step = absl::ToInt64Milliseconds(o.interval);
-      next_round_ = absl::FromUnixMillis((absl::ToUnixMillis(now) / step + 1) * step);
       loop_->Schedule(std::min(next_round_ + send_offset_, last_write_ + heartbeat_period_), this,
                       H2Loop::EventKind::kRound, epoch_);
     } else if (message.has_ack()) {
-      const uint64_t through = message.ack().sequence();
-      while (!in_flight_.empty() && in_flight_.front() <= through) {
-        in_flight_.pop_front();
-        c.batches_acked.fetch_add(1, std::memory_order_relaxed);
-        c.samples_acked.fetch_add(
-            static_cast<uint64_t>(loop_->model().samples_per_batch()) * o.snapshots,
-            std::memory_order_relaxed);
-      }
+      Acknowledged(message.ack().sequence(),
+                   static_cast<uint64_t>(loop_->model().samples_per_batch()) * o.snapshots,
+                   &in_flight_, c);
     }
   }
   in_.erase(0, at);
@@ -822,53 +801,21 @@ void H2Agent::StreamEnded(int code, const std::string& message) {
     return;
   }
   const absl::Time now = absl::Now();
-  absl::Duration hint = absl::ZeroDuration();
-  bool hinted = false;
+  const std::optional<absl::Duration> hinted =
+      CountStreamEnd(StreamEnd{.code = code,
+                               .message = message,
+                               .was_streaming = was_streaming,
+                               .cancelled_for_welcome = cancelled_for_welcome_,
+                               .silent_ourselves = now - last_write_ >= silence_timeout_,
+                               .retry_after = has_retry_after_ ? &retry_after_ : nullptr},
+                     o, id_, &dropped_in_phase_, c);
   if (was_streaming) {
-    c.drops.fetch_add(1, std::memory_order_relaxed);
-    switch (code) {
-      case kCancelled:
-        c.drops_cancelled.fetch_add(1, std::memory_order_relaxed);
-        if (now - last_write_ >= silence_timeout_) {
-          c.drops_cancelled_own_gap.fetch_add(1, std::memory_order_relaxed);
-        }
-        break;
-      case kUnavailable:
-        c.drops_unavailable.fetch_add(1, std::memory_order_relaxed);
-        break;
-      default:
-        c.drops_other.fetch_add(1, std::memory_order_relaxed);
-        PrintFailure(absl::StrCat(id_, " dropped: code ", code, ": ", message));
-    }
-    const uint32_t phase = o.phase != nullptr ? o.phase->load() : 0;
-    if (dropped_in_phase_ != phase + 1) {
-      dropped_in_phase_ = phase + 1;
-      c.drop_agents.fetch_add(1, std::memory_order_relaxed);
-    }
     backoff_.Reset();
     down_since_ = now;
-  } else if (cancelled_for_welcome_) {
-    c.welcome_timeouts.fetch_add(1, std::memory_order_relaxed);
-  } else if (code == kResourceExhausted) {
-    c.refused_exhausted.fetch_add(1, std::memory_order_relaxed);
-    if (has_retry_after_) {
-      if (std::optional<absl::Duration> parsed = ParseRetryAfterMs(retry_after_)) {
-        hint = *parsed;
-        hinted = true;
-        c.retry_hints.fetch_add(1, std::memory_order_relaxed);
-        c.retry_hint_ms_total.fetch_add(absl::ToInt64Milliseconds(hint), std::memory_order_relaxed);
-      }
-    }
-  } else if (code == kUnavailable) {
-    c.failed_unavailable.fetch_add(1, std::memory_order_relaxed);
-  } else if (code == kCancelled) {
-    c.failed_cancelled.fetch_add(1, std::memory_order_relaxed);
-  } else {
-    c.failed_other.fetch_add(1, std::memory_order_relaxed);
-    PrintFailure(absl::StrCat(id_, " refused: code ", code, ": ", message));
   }
+  const absl::Duration hint = hinted.value_or(absl::ZeroDuration());
   ++epoch_;
-  if (link_ == Link::kUp || hinted) {
+  if (link_ == Link::kUp || hinted.has_value()) {
     // Connected, yet the stream failed: the hint, if any, plus full jitter in [0, backoff].
     SetState(State::kWaiting);
     const absl::Time next = now + backoff_.Next(hint, rng_);
@@ -917,6 +864,7 @@ void H2Loop::RequestStart(absl::Time start, absl::Duration ramp) {
     start_ = std::make_pair(start, ramp);
   }
   const uint64_t one = 1;
+  // Fails only when the counter is full, and a full counter already wakes the loop.
   (void)!write(wake_fd_, &one, sizeof(one));
 }
 
@@ -926,6 +874,7 @@ void H2Loop::RequestStop() {
     stop_ = true;
   }
   const uint64_t one = 1;
+  // Fails only when the counter is full, and a full counter already wakes the loop.
   (void)!write(wake_fd_, &one, sizeof(one));
 }
 
@@ -992,6 +941,7 @@ void H2Loop::Run() {
     for (int i = 0; i < n; ++i) {
       if (ready[i].data.ptr == nullptr) {
         uint64_t count = 0;
+        // Only clears the wake-up (EAGAIN: another read cleared it); the requests are in mu_.
         (void)!read(wake_fd_, &count, sizeof(count));
         continue;
       }
@@ -1005,44 +955,12 @@ void H2Loop::Run() {
 }
 
 std::string H2Loop::Census() const {
-  using State = H2Agent::State;
-  struct Tally {
-    State state;
-    bool attempted;
-    const char* name;
-    int count = 0;
-    absl::Duration longest = absl::ZeroDuration();
-  };
-  Tally tallies[] = {{State::kWaiting, true, "waiting to retry"},
-                     {State::kWaiting, false, "not tried yet"},
-                     {State::kWatching, true, "waiting for its connection"},
-                     {State::kConnecting, true, "connecting"}};
-  absl::Duration furthest_retry;
-  const absl::Time now = absl::Now();
+  std::vector<AgentCensus> census;
+  census.reserve(agents_.size());
   for (const auto& agent : agents_) {
-    const H2Agent::Published s = agent->Now();
-    for (Tally& t : tallies) {
-      if (t.state == s.state && (t.attempted == s.attempted || s.state != State::kWaiting)) {
-        ++t.count;
-        t.longest = std::max(t.longest, now - s.since);
-      }
-    }
-    if (s.state == State::kWaiting && s.attempted) {
-      furthest_retry = std::max(furthest_retry, s.next - now);
-    }
+    census.push_back(agent->Now());
   }
-  std::string out;
-  for (const Tally& t : tallies) {
-    if (t.count > 0) {
-      absl::StrAppend(&out, out.empty() ? "" : ", ", t.count, " ", t.name, " (longest ",
-                      absl::FormatDuration(absl::Trunc(t.longest, absl::Milliseconds(100))), ")");
-    }
-  }
-  if (tallies[0].count > 0) {
-    absl::StrAppend(&out, "; furthest retry due in ",
-                    absl::FormatDuration(absl::Trunc(furthest_retry, absl::Milliseconds(100))));
-  }
-  return out.empty() ? "every agent streaming" : out;
+  return DescribeNotStreaming(census, absl::Now());
 }
 
 absl::StatusOr<std::unique_ptr<H2Fleet>> H2Fleet::Create(FleetOptions options,

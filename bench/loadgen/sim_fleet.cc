@@ -7,9 +7,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/loadgen/agent_policy.h"
 #include "bench/loadgen/reconnect_backoff.h"
 #include "common/agent_channel.h"
-#include "common/heartbeat.h"
 #include "common/wire_metadata.h"
 #include "vigil/v1/agent_service.grpc.pb.h"
 
@@ -17,18 +17,6 @@ namespace vigil::loadgen {
 
 using v1::AgentMessage;
 using v1::ControllerMessage;
-
-namespace {
-
-// The first few unexpected failures are printed, per process; the rest only counted.
-std::atomic<int> g_failures_printed{0};
-void PrintFailure(const std::string& what) {
-  if (g_failures_printed.fetch_add(1) < 5) {
-    std::fprintf(stderr, "loadgen: %s\n", what.c_str());
-  }
-}
-
-}  // namespace
 
 // One attempt: a callback stream from Hello to its end. Owned by gRPC from construction until
 // OnDone, which hands the outcome to its agent and deletes it. Its state is guarded by the
@@ -179,16 +167,10 @@ class SimAgent {
     AttemptLocked();
   }
 
-  enum class State { kWaiting, kWatching, kConnecting, kStreaming, kStopped };
-  struct StateNow {
-    State state = State::kWaiting;
-    absl::Time since;
-    absl::Time next;         // kWaiting: when the next attempt is due
-    bool attempted = false;  // false: its first attempt is still to come
-  };
-  StateNow Now() {
+  using State = AgentState;
+  AgentCensus Now() {
     absl::MutexLock lock(&mu_);
-    return StateNow{state_, state_since_, next_attempt_, attempted_};
+    return AgentCensus{state_, state_since_, next_attempt_, attempted_};
   }
 
   void Stop() {
@@ -218,26 +200,20 @@ class SimAgent {
         c.ever_welcomed.fetch_add(1);
       }
       backoff_.Reset();
-      next_sequence_ = std::max(next_sequence_, message.welcome().last_sequence() + 1);
       declared_ = false;  // a new stream, a new series dictionary
-      heartbeat_ = HeartbeatPeriod(o.heartbeat, message.welcome().heartbeat_timeout_ms());
-      if (message.welcome().heartbeat_timeout_ms() > 0) {
-        silence_timeout_ = absl::Milliseconds(message.welcome().heartbeat_timeout_ms());
-      }
       const absl::Time now = absl::Now();
+      const StreamPace pace =
+          Welcomed(o, message.welcome(), now, silence_timeout_, &next_sequence_);
+      heartbeat_ = pace.heartbeat;
+      silence_timeout_ = pace.silence_timeout;
+      next_round_ = pace.next_round;
       last_write_ = now;
-      const int64_t step = absl::ToInt64Milliseconds(o.interval);
-      next_round_ = absl::FromUnixMillis((absl::ToUnixMillis(now) / step + 1) * step);
       fleet_->Schedule(std::min(next_round_ + send_offset_, last_write_ + heartbeat_), this,
                        Fleet::EventKind::kRound, epoch_);
     } else if (message.has_ack()) {
-      const uint64_t through = message.ack().sequence();
-      while (!in_flight_.empty() && in_flight_.front() <= through) {
-        in_flight_.pop_front();
-        c.batches_acked.fetch_add(1, std::memory_order_relaxed);
-        c.samples_acked.fetch_add(fleet_->model().samples_per_batch() * o.snapshots,
-                                  std::memory_order_relaxed);
-      }
+      Acknowledged(message.ack().sequence(),
+                   static_cast<uint64_t>(fleet_->model().samples_per_batch()) * o.snapshots,
+                   &in_flight_, c);
     }
   }
 
@@ -273,59 +249,28 @@ class SimAgent {
       return true;
     }
     const absl::Time now = absl::Now();
-    absl::Duration hint = absl::ZeroDuration();
-    bool hinted = false;
+    std::string retry_after;
+    auto it = trailers.find(grpc::string_ref(kRetryAfterMsKey.data(), kRetryAfterMsKey.size()));
+    if (it != trailers.end()) {
+      retry_after.assign(it->second.data(), it->second.size());
+    }
+    const std::string message = status.error_message();
+    const std::optional<absl::Duration> hinted =
+        CountStreamEnd(StreamEnd{.code = static_cast<int>(status.error_code()),
+                                 .message = message,
+                                 .was_streaming = was_streaming,
+                                 .cancelled_for_welcome = cancelled_for_welcome_,
+                                 .silent_ourselves = now - last_write_ >= silence_timeout_,
+                                 .retry_after = it != trailers.end() ? &retry_after : nullptr},
+                       o, id_, &dropped_in_phase_, c);
     if (was_streaming) {
-      c.drops.fetch_add(1, std::memory_order_relaxed);
-      switch (status.error_code()) {
-        case grpc::StatusCode::CANCELLED:
-          c.drops_cancelled.fetch_add(1, std::memory_order_relaxed);
-          if (now - last_write_ >= silence_timeout_) {
-            c.drops_cancelled_own_gap.fetch_add(1, std::memory_order_relaxed);
-          }
-          break;
-        case grpc::StatusCode::UNAVAILABLE:
-          c.drops_unavailable.fetch_add(1, std::memory_order_relaxed);
-          break;
-        default:
-          c.drops_other.fetch_add(1, std::memory_order_relaxed);
-          PrintFailure(absl::StrCat(id_, " dropped: code ", status.error_code(), ": ",
-                                    status.error_message()));
-      }
-      const uint32_t phase = o.phase != nullptr ? o.phase->load() : 0;
-      if (dropped_in_phase_ != phase + 1) {
-        dropped_in_phase_ = phase + 1;
-        c.drop_agents.fetch_add(1, std::memory_order_relaxed);
-      }
       backoff_.Reset();
       down_since_ = now;
-    } else if (cancelled_for_welcome_) {
-      c.welcome_timeouts.fetch_add(1, std::memory_order_relaxed);
-    } else if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
-      c.refused_exhausted.fetch_add(1, std::memory_order_relaxed);
-      auto it = trailers.find(grpc::string_ref(kRetryAfterMsKey.data(), kRetryAfterMsKey.size()));
-      if (it != trailers.end()) {
-        if (std::optional<absl::Duration> parsed =
-                ParseRetryAfterMs(absl::string_view(it->second.data(), it->second.size()))) {
-          hint = *parsed;
-          hinted = true;
-          c.retry_hints.fetch_add(1, std::memory_order_relaxed);
-          c.retry_hint_ms_total.fetch_add(absl::ToInt64Milliseconds(hint),
-                                          std::memory_order_relaxed);
-        }
-      }
-    } else if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-      c.failed_unavailable.fetch_add(1, std::memory_order_relaxed);
-    } else if (status.error_code() == grpc::StatusCode::CANCELLED) {
-      c.failed_cancelled.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      c.failed_other.fetch_add(1, std::memory_order_relaxed);
-      PrintFailure(absl::StrCat(id_, " refused: code ", status.error_code(), ": ",
-                                status.error_message()));
     }
+    const absl::Duration hint = hinted.value_or(absl::ZeroDuration());
     ++epoch_;
     const grpc_connectivity_state state = channel_->GetState(true);
-    if (state == GRPC_CHANNEL_READY || hinted) {
+    if (state == GRPC_CHANNEL_READY || hinted.has_value()) {
       // Connected, yet the stream failed: the hint, if any, plus full jitter in [0, backoff].
       SetState(State::kWaiting);
       next_attempt_ = now + backoff_.Next(hint, rng_);
@@ -562,44 +507,12 @@ void Fleet::Stop() {
 }
 
 std::string Fleet::Census() const {
-  using State = SimAgent::State;
-  struct Tally {
-    State state;
-    bool attempted;
-    const char* name;
-    int count = 0;
-    absl::Duration longest = absl::ZeroDuration();
-  };
-  Tally tallies[] = {{State::kWaiting, true, "waiting to retry"},
-                     {State::kWaiting, false, "not tried yet"},
-                     {State::kWatching, true, "watching the channel"},
-                     {State::kConnecting, true, "connecting"}};
-  absl::Duration furthest_retry;  // the latest next attempt of those waiting to retry
-  const absl::Time now = absl::Now();
+  std::vector<AgentCensus> census;
+  census.reserve(agents_.size());
   for (const auto& agent : agents_) {
-    const SimAgent::StateNow s = agent->Now();
-    for (Tally& t : tallies) {
-      if (t.state == s.state && (t.attempted == s.attempted || s.state != State::kWaiting)) {
-        ++t.count;
-        t.longest = std::max(t.longest, now - s.since);
-      }
-    }
-    if (s.state == State::kWaiting && s.attempted) {
-      furthest_retry = std::max(furthest_retry, s.next - now);
-    }
+    census.push_back(agent->Now());
   }
-  std::string out;
-  for (const Tally& t : tallies) {
-    if (t.count > 0) {
-      absl::StrAppend(&out, out.empty() ? "" : ", ", t.count, " ", t.name, " (longest ",
-                      absl::FormatDuration(absl::Trunc(t.longest, absl::Milliseconds(100))), ")");
-    }
-  }
-  if (tallies[0].count > 0) {
-    absl::StrAppend(&out, "; furthest retry due in ",
-                    absl::FormatDuration(absl::Trunc(furthest_retry, absl::Milliseconds(100))));
-  }
-  return out.empty() ? "every agent streaming" : out;
+  return DescribeNotStreaming(census, absl::Now());
 }
 
 void Fleet::Schedule(absl::Time when, SimAgent* agent, EventKind kind, uint64_t epoch) {

@@ -309,6 +309,7 @@ class RawPeer {
       }
       connections_.fetch_add(1);
       if (!reply_.empty()) {
+        // A short write only shortens the garbage: the client's handling is under test.
         (void)!write(client, reply_.data(), reply_.size());
       }
       absl::SleepFor(close_after_);
