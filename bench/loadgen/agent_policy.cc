@@ -37,6 +37,15 @@ StreamPace Welcomed(const FleetOptions& options, const v1::Welcome& welcome, abs
   return pace;
 }
 
+void CountWelcome(bool* ever_welcomed, FleetCounters& c) {
+  c.streaming.fetch_add(1);
+  c.welcomes.fetch_add(1, std::memory_order_relaxed);
+  if (!*ever_welcomed) {
+    *ever_welcomed = true;
+    c.ever_welcomed.fetch_add(1);
+  }
+}
+
 void Acknowledged(uint64_t through, uint64_t samples_per_batch, std::deque<uint64_t>* in_flight,
                   FleetCounters& counters) {
   while (!in_flight->empty() && in_flight->front() <= through) {

@@ -31,6 +31,9 @@ struct StreamPace {
 StreamPace Welcomed(const FleetOptions& options, const v1::Welcome& welcome, absl::Time now,
                     absl::Duration silence_timeout, uint64_t* next_sequence);
 
+// Counts a Welcome (the agent's first when *ever_welcomed is false, then set).
+void CountWelcome(bool* ever_welcomed, FleetCounters& counters);
+
 // Settles the batches an Ack for `through` covers.
 void Acknowledged(uint64_t through, uint64_t samples_per_batch, std::deque<uint64_t>* in_flight,
                   FleetCounters& counters);

@@ -713,12 +713,7 @@ void H2Agent::HandleMessages() {
     if (message.has_welcome() && state_.load(std::memory_order_relaxed) == State::kConnecting) {
       SetState(State::kStreaming);
       ++epoch_;
-      c.streaming.fetch_add(1);
-      c.welcomes.fetch_add(1, std::memory_order_relaxed);
-      if (!ever_welcomed_) {
-        ever_welcomed_ = true;
-        c.ever_welcomed.fetch_add(1);
-      }
+      CountWelcome(&ever_welcomed_, c);
       backoff_.Reset();
       declared_ = false;  // a new stream, a new series dictionary
       const absl::Time now = absl::Now();
