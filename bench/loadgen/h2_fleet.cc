@@ -447,7 +447,12 @@ void H2Agent::StartConnect() {
 void H2Agent::ConnectionUp() {
   link_ = Link::kUp;
   reconnect_backoff_ = kReconnectInitial;
-  nghttp2_session_client_new(&session_, loop_->callbacks(), this);
+  if (const int rc = nghttp2_session_client_new(&session_, loop_->callbacks(), this); rc != 0) {
+    session_ = nullptr;
+    PrintFailure(absl::StrCat(id_, ": HTTP/2 session: ", nghttp2_strerror(rc)));
+    ConnectionLost();
+    return;
+  }
   const nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, 1);
   loop_->Schedule(absl::Now() + kKeepalive, this, H2Loop::EventKind::kPing, generation_);
