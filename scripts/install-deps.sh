@@ -9,6 +9,8 @@ BUILD=(build-essential cmake ninja-build pkg-config ccache
   libre2-dev
   # The storm simulator's HTTP/2 client (bench/loadgen/h2_fleet.cc).
   libnghttp2-dev
+  # vigil-controller's allocator (CMakeLists.txt: VIGIL_JEMALLOC).
+  libjemalloc-dev
   # libpq's own static helpers (libpgcommon_shlib.a, libpgport_shlib.a) for the portable agent.
   postgresql-server-dev-15)
 # The fuzzing build (scripts/fuzz.sh): clang with its libFuzzer and sanitizer runtimes.

@@ -67,6 +67,11 @@ fi
   fail "vigil-controller does not depend on libsqlite3-0"
 [[ "$(dpkg-deb -f "${deb[vigil-controller]}" Depends)" == *adduser* ]] ||
   fail "vigil-controller does not depend on adduser (its postinst makes the vigil user)"
+# The controller's allocator (VIGIL_JEMALLOC): a package without it would start on glibc's malloc.
+if grep -q '^VIGIL_JEMALLOC:BOOL=ON' "$BUILD/CMakeCache.txt"; then
+  [[ "$(dpkg-deb -f "${deb[vigil-controller]}" Depends)" == *libjemalloc2* ]] ||
+    fail "vigil-controller does not depend on libjemalloc2"
+fi
 
 # lintian: every error and warning, apart from the overrides the packages ship.
 if command -v lintian >/dev/null; then
