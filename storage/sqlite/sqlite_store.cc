@@ -18,8 +18,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/audit/chain_hash.h"
+#include "common/audit/chain_hash_ahead.h"
 #include "common/audit/chain_verifier.h"
-#include "common/audit/content_hash_ahead.h"
 #include "common/model_names.h"
 #include "common/status.h"
 #include "storage/sqlite/reader_connections.h"
@@ -493,9 +493,10 @@ class SqliteStore final : public Store {
       }
       audit::TimelineHasher hasher;
       std::vector<WriteBatch::Op>& ops = batch.mutable_ops();
-      // A large batch in chain format 2 has its content hashes computed on another core while
-      // this thread links and inserts (common/audit/content_hash_ahead.h).
-      std::optional<audit::ContentHashAhead> ahead;
+      // A large batch in chain format 2 (every event after the first is, formats only go up) has
+      // its hashes computed and linked on another core, from the head just read, while this
+      // thread inserts (common/audit/chain_hash_ahead.h).
+      std::optional<audit::ChainHashAhead> ahead;
       if (batch.events() >= kHashAheadMinEvents && ChainFormat(seq + 1) == 2) {
         std::vector<const v1::TimelineEvent*> events;
         events.reserve(batch.events());
@@ -504,7 +505,7 @@ class SqliteStore final : public Store {
             events.push_back(&append->event);
           }
         }
-        ahead.emplace(std::move(events));
+        ahead.emplace(std::move(events), seq + 1, hash);
       }
       size_t event_index = 0;
       for (size_t i = 0; i < ops.size(); ++i) {
@@ -528,15 +529,15 @@ class SqliteStore final : public Store {
         } else if (const auto* stored_checkpoint = std::get_if<WriteBatch::StoreCheckpoint>(&op)) {
           RETURN_IF_ERROR(InsertCheckpointLocked(stored_checkpoint->checkpoint));
         } else if (auto* append = std::get_if<WriteBatch::AppendEvent>(&op)) {
-          // Taken before the event changes: the helper reads it until then.
-          const std::string content_hash = ahead ? ahead->Take(event_index) : std::string();
+          // Taken before the event changes: the helper reads it until then. It is the hash of
+          // this event at seq + 1 after `hash`, as hasher.Hash gives below.
+          std::string linked = ahead ? ahead->Take(event_index, hash) : std::string();
           ++event_index;
           v1::TimelineEvent event = std::move(append->event);  // the batch is ours
           event.set_seq(++seq);
           event.set_chain_format(ChainFormat(seq));
           event.set_prev_hash(std::move(hash));
-          event.set_hash(ahead ? hasher.Link(event.prev_hash(), event.seq(), content_hash)
-                               : hasher.Hash(event));
+          event.set_hash(ahead ? std::move(linked) : hasher.Hash(event));
           hash = event.hash();
           RETURN_IF_ERROR(InsertEventLocked(event));
           if (append->incident.has_value() && !superseded[i]) {

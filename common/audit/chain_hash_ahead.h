@@ -1,0 +1,73 @@
+// ChainHashAhead: the chain format 2 hashes of a batch of timeline events about to be appended,
+// computed on a thread of its own ahead of a caller that takes them in order. The timeline store
+// links and inserts event i while event i+k is being hashed: its writer thread spent about 12 % of
+// its time in the content digests and another 10 % in the links (`perf` of store_append_bench),
+// work another core can do. The helper links as it goes, from the stored head it is given, so it
+// must be given the chain's head as the caller will continue it.
+//
+// The caller takes event i's hash before it changes event i; from then on the helper no longer
+// reads it. A caller that catches up waits for the helper a little (its thread starting, or the
+// digest it is on), then computes the hash itself: a chain cannot be split, so from there the
+// helper only computes content hashes, which the caller links. A helper that is late, or that
+// could not be started, costs the parallelism and at most one short wait.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "common/audit/chain_hash.h"
+#include "vigil/v1/incident.pb.h"
+
+namespace vigil::audit {
+
+class ChainHashAhead {
+ public:
+  // events[i] is to be stored as seq `first_seq` + i, the first linked after `prev_hash`. The
+  // events must stay alive and unchanged until each one's Take has returned (or this object is
+  // destroyed).
+  // A caller that catches up waits up to `wait_for_helper` for the helper to start on the event
+  // it needs (the default: about a thread's start on an idle host, a hundredth of a commit of the
+  // store's batches).
+  ChainHashAhead(std::vector<const v1::TimelineEvent*> events, uint64_t first_seq,
+                 std::string prev_hash,
+                 std::chrono::microseconds wait_for_helper = std::chrono::microseconds(200));
+  // Stops the helper after the event it is hashing and waits for it.
+  ~ChainHashAhead();
+  ChainHashAhead(const ChainHashAhead&) = delete;
+  ChainHashAhead& operator=(const ChainHashAhead&) = delete;
+
+  // The format 2 hash of events[i] as seq first_seq + i after `prev_hash`, which is what Take
+  // gave for i - 1 (the head given to the constructor for i = 0): TimelineHasher::Link(prev_hash,
+  // first_seq + i, TimelineContentHash(*events[i])). One thread calls it, for i = 0, 1, 2, ... in
+  // order.
+  std::string Take(size_t i, absl::string_view prev_hash);
+
+  // How many hashes the helper computed (the rest the caller did): for tests and figures.
+  size_t hashed_ahead() const { return hashed_ahead_.load(std::memory_order_relaxed); }
+
+ private:
+  // kLinked: hashes_[i] is event i's hash; kContent: its content hash, which the caller links.
+  enum State : uint8_t { kPending, kLinked, kContent };
+
+  void Run();
+
+  const std::vector<const v1::TimelineEvent*> events_;
+  const uint64_t first_seq_;
+  const std::string head_hash_;
+  const std::chrono::microseconds wait_for_helper_;
+  std::vector<std::string> hashes_;              // the helper's, once state_[i] says which
+  std::unique_ptr<std::atomic<State>[]> state_;  // release by the helper, acquire by Take
+  std::atomic<size_t> claimed_{0};               // the next index nobody has started
+  std::atomic<size_t> hashed_ahead_{0};
+  TimelineHasher hasher_;  // the caller's, for the hashes it does itself
+  std::thread helper_;     // last: starts once the rest is built
+};
+
+}  // namespace vigil::audit
