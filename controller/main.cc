@@ -82,11 +82,14 @@ int CheckRules(const std::vector<std::string>& files) {
 
 int main(int argc, char** argv) {
   vigil::UseReleaseMutexChecks();
-  // glibc gives each thread that finds the heap busy an arena of its own, up to 8 per core, and
-  // each keeps its freed pages: with gRPC's threads touching every agent's buffers that is about
-  // a tenth of the controller's memory at 2,500 agents (98.8 -> 90.5 KiB per agent with 2,
-  // bench/scale.sh on 2 cores). One per core suffices for the threads that can run at once.
+#if !VIGIL_JEMALLOC
+  // On glibc's malloc (a build with -DVIGIL_JEMALLOC=OFF): glibc gives each thread that finds the
+  // heap busy an arena of its own, up to 8 per core, and each keeps its freed pages: with gRPC's
+  // threads touching every agent's buffers that is about a tenth of the controller's memory at
+  // 2,500 agents (98.8 -> 90.5 KiB per agent with 2, bench/scale.sh on 2 cores). One per core
+  // suffices for the threads that can run at once. jemalloc has arenas of its own.
   mallopt(M_ARENA_MAX, static_cast<int>(std::max(2u, std::thread::hardware_concurrency())));
+#endif
   // Before any thread: taken out of the environment so nothing the controller starts inherits it.
   const vigil::SdNotifier notifier = vigil::SdNotifier::FromEnvironment();
   // Everything the controller writes (database, keys, the data folder) is its own alone. The
