@@ -36,27 +36,24 @@ ChainHashAhead::~ChainHashAhead() {
 void ChainHashAhead::Run() {
   TimelineHasher hasher;  // the helper's own: a hasher belongs to one thread
   std::string prev = head_hash_;
-  bool linking = true;
-  for (size_t next = 0;; ++next) {
+  for (size_t next = 0;;) {
     const size_t i = claimed_.fetch_add(1, std::memory_order_relaxed);
     if (i >= events_.size()) {
       return;
     }
     if (i != next) {
-      // The caller computed events next..i-1 itself: this thread lacks the hash event i links
-      // to, so from here it hashes contents and the caller links them.
-      linking = false;
-      next = i;
+      // The caller computed event i - 1 (and maybe some before it): link to its hash, which it
+      // publishes before its Take returns, so this waits one digest at most.
+      while (state_[i - 1].load(std::memory_order_acquire) != kByCaller) {
+        std::this_thread::yield();
+      }
+      prev = hashes_[i - 1];
     }
-    std::string content = hasher.ContentHash(*events_[i]);
-    if (linking) {
-      prev = hasher.Link(prev, first_seq_ + i, content);
-      hashes_[i] = prev;
-    } else {
-      hashes_[i] = std::move(content);
-    }
+    prev = hasher.Link(prev, first_seq_ + i, hasher.ContentHash(*events_[i]));
+    hashes_[i] = prev;
     hashed_ahead_.fetch_add(1, std::memory_order_relaxed);
-    state_[i].store(linking ? kLinked : kContent, std::memory_order_release);
+    state_[i].store(kByHelper, std::memory_order_release);
+    next = i + 1;
   }
 }
 
@@ -66,21 +63,27 @@ std::string ChainHashAhead::Take(size_t i, absl::string_view prev_hash) {
     const auto since = std::chrono::steady_clock::now();
     while ((state = state_[i].load(std::memory_order_acquire)) == kPending) {
       // Every index before i is claimed (Take runs in order), so claimed_ is i unless the helper
-      // has started on i (then it is one digest from done).
+      // has started on event i (then it is one link from done). Not started: wait while this
+      // batch's allowance lasts (the helper's thread starting, or a moment off its core), then
+      // compute it here.
       if (claimed_.load(std::memory_order_relaxed) == i &&
-          (!helper_.joinable() || std::chrono::steady_clock::now() - since > wait_for_helper_)) {
+          (!helper_.joinable() ||
+           waited_ + (std::chrono::steady_clock::now() - since) >= wait_for_helper_)) {
         size_t expected = i;
         if (claimed_.compare_exchange_strong(expected, i + 1, std::memory_order_relaxed)) {
-          return hasher_.Link(prev_hash, first_seq_ + i, hasher_.ContentHash(*events_[i]));
+          waited_ += std::chrono::steady_clock::now() - since;
+          std::string hash =
+              hasher_.Link(prev_hash, first_seq_ + i, hasher_.ContentHash(*events_[i]));
+          hashes_[i] = hash;  // the helper links its next event to it
+          state_[i].store(kByCaller, std::memory_order_release);
+          return hash;
         }
       }
       std::this_thread::yield();
     }
+    waited_ += std::chrono::steady_clock::now() - since;
   }
-  if (state == kLinked) {
-    return std::move(hashes_[i]);
-  }
-  return hasher_.Link(prev_hash, first_seq_ + i, hashes_[i]);
+  return std::move(hashes_[i]);  // kByHelper: the helper is done with it
 }
 
 }  // namespace vigil::audit

@@ -1,15 +1,16 @@
 // ChainHashAhead: the chain format 2 hashes of a batch of timeline events about to be appended,
-// computed on a thread of its own ahead of a caller that takes them in order. The timeline store
-// links and inserts event i while event i+k is being hashed: its writer thread spent about 12 % of
-// its time in the content digests and another 10 % in the links (`perf` of store_append_bench),
-// work another core can do. The helper links as it goes, from the stored head it is given, so it
-// must be given the chain's head as the caller will continue it.
+// computed and linked on a thread of its own ahead of a caller that takes them in order. The
+// timeline store inserts event i while event i+k is being hashed: its writer thread spent about
+// 12 % of its time in the content digests and another 10 % in the links (`perf` of
+// store_append_bench), work another core can do. The helper links from the head it is given,
+// which must be the one the caller continues the chain from.
 //
 // The caller takes event i's hash before it changes event i; from then on the helper no longer
-// reads it. A caller that catches up waits for the helper a little (its thread starting, or the
-// digest it is on), then computes the hash itself: a chain cannot be split, so from there the
-// helper only computes content hashes, which the caller links. A helper that is late, or that
-// could not be started, costs the parallelism and at most one short wait.
+// reads it. A caller that catches up waits for the helper, at most kWaitForTheHelper in all
+// per batch (the helper's thread starting, a moment off its core); past that, a hash the helper
+// has not started yet the caller computes itself, and the helper links its next one to the
+// caller's. So a helper that is late, or that could not be started, costs the parallelism and
+// that one allowance.
 #pragma once
 
 #include <atomic>
@@ -29,15 +30,18 @@ namespace vigil::audit {
 
 class ChainHashAhead {
  public:
+  // What a batch's caller may spend waiting for the helper in all: about a thread's start on an
+  // idle host, and 1-2 % of a commit of the timeline writer's largest batches.
+  static constexpr std::chrono::microseconds kWaitForTheHelper{200};
+
   // events[i] is to be stored as seq `first_seq` + i, the first linked after `prev_hash`. The
   // events must stay alive and unchanged until each one's Take has returned (or this object is
   // destroyed).
-  // A caller that catches up waits up to `wait_for_helper` for the helper to start on the event
-  // it needs (the default: about a thread's start on an idle host, a hundredth of a commit of the
-  // store's batches).
+  // `wait_for_helper`: the caller's allowance (tests give 0 to make it take turns with the
+  // helper from the first event).
   ChainHashAhead(std::vector<const v1::TimelineEvent*> events, uint64_t first_seq,
                  std::string prev_hash,
-                 std::chrono::microseconds wait_for_helper = std::chrono::microseconds(200));
+                 std::chrono::microseconds wait_for_helper = kWaitForTheHelper);
   // Stops the helper after the event it is hashing and waits for it.
   ~ChainHashAhead();
   ChainHashAhead(const ChainHashAhead&) = delete;
@@ -53,8 +57,9 @@ class ChainHashAhead {
   size_t hashed_ahead() const { return hashed_ahead_.load(std::memory_order_relaxed); }
 
  private:
-  // kLinked: hashes_[i] is event i's hash; kContent: its content hash, which the caller links.
-  enum State : uint8_t { kPending, kLinked, kContent };
+  // Who computed hashes_[i]: the helper (the caller takes it), or the caller (the helper may
+  // link event i + 1 to it).
+  enum State : uint8_t { kPending, kByHelper, kByCaller };
 
   void Run();
 
@@ -67,6 +72,7 @@ class ChainHashAhead {
   std::atomic<size_t> claimed_{0};               // the next index nobody has started
   std::atomic<size_t> hashed_ahead_{0};
   TimelineHasher hasher_;  // the caller's, for the hashes it does itself
+  std::chrono::steady_clock::duration waited_{};  // the caller's, for its allowance
   std::thread helper_;     // last: starts once the rest is built
 };
 
