@@ -67,8 +67,9 @@ class ChainHashAhead {
   const uint64_t first_seq_;
   const std::string head_hash_;
   const std::chrono::microseconds wait_for_helper_;
-  std::vector<std::string> hashes_;              // the helper's, once state_[i] says which
-  std::unique_ptr<std::atomic<State>[]> state_;  // release by the helper, acquire by Take
+  std::vector<std::string> hashes_;  // event i's hash, once state_[i] says who made it
+  // Stored (release) by whoever made hashes_[i], loaded (acquire) by the other.
+  std::unique_ptr<std::atomic<State>[]> state_;
   std::atomic<size_t> claimed_{0};               // the next index nobody has started
   std::atomic<size_t> hashed_ahead_{0};
   TimelineHasher hasher_;  // the caller's, for the hashes it does itself
