@@ -67,8 +67,12 @@ fi
   fail "vigil-controller does not depend on libsqlite3-0"
 [[ "$(dpkg-deb -f "${deb[vigil-controller]}" Depends)" == *adduser* ]] ||
   fail "vigil-controller does not depend on adduser (its postinst makes the vigil user)"
-# The controller's allocator (VIGIL_JEMALLOC): a package without it would start on glibc's malloc.
-if grep -q '^VIGIL_JEMALLOC:BOOL=ON' "$BUILD/CMakeCache.txt"; then
+# The controller's allocator (VIGIL_JEMALLOC, which sanitized builds turn off): linked, and a
+# dependency of its package, or the package would not start where libjemalloc2 is missing.
+if grep -q '^VIGIL_JEMALLOC:BOOL=ON' "$BUILD/CMakeCache.txt" &&
+  ! grep -q '^VIGIL_SANITIZE:BOOL=ON' "$BUILD/CMakeCache.txt"; then
+  readelf -d "$BUILD/controller/vigil-controller" | grep -q 'NEEDED.*libjemalloc' ||
+    fail "vigil-controller is not linked with jemalloc"
   [[ "$(dpkg-deb -f "${deb[vigil-controller]}" Depends)" == *libjemalloc2* ]] ||
     fail "vigil-controller does not depend on libjemalloc2"
 fi
