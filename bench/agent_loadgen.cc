@@ -88,6 +88,9 @@ int main(int argc, char** argv) {
   app.add_option("--token", o.token, "bearer token for the ListAgents probe");
   app.add_option("--probe-period-ms", probe_period_ms, "ms between ListAgents probes (200)");
   app.add_option("--probe-deadline", probe_deadline, "seconds a probe may take (5)");
+  std::string probe_call = "list-agents";
+  app.add_option("--probe-call", probe_call,
+                 "the CLI probe's call: list-agents (the whole fleet) or list-incidents");
   app.add_option("--tls-ca", o.tls_ca, "CA certificate (PEM): mutual TLS instead of plain text");
   app.add_option("--tls-ca-key", o.tls_ca_key,
                  "the CA's key (PEM): each agent gets its own certificate, signed here");
@@ -110,6 +113,13 @@ int main(int argc, char** argv) {
   o.steady = Seconds(steady);
   o.probe_period = absl::Milliseconds(probe_period_ms);
   o.probe_deadline = Seconds(probe_deadline);
+  if (std::optional<vigil::loadgen::ProbeCall> call = vigil::loadgen::ParseProbeCall(probe_call)) {
+    o.probe_call = *call;
+  } else {
+    std::fprintf(stderr, "--probe-call is list-agents or list-incidents, not '%s'\n",
+                 probe_call.c_str());
+    return 2;
+  }
   if (restart_signal == "KILL") {
     o.restart_signal = SIGKILL;
   } else if (restart_signal == "TERM") {

@@ -21,12 +21,19 @@ google::protobuf::ArenaOptions ArenaBlocks() {
 
 }  // namespace
 
-CliProbe::CliProbe(std::shared_ptr<grpc::Channel> channel, std::string token,
-                   absl::Duration period, absl::Duration deadline)
+std::optional<ProbeCall> ParseProbeCall(absl::string_view name) {
+  if (name == "list-agents") return ProbeCall::kListAgents;
+  if (name == "list-incidents") return ProbeCall::kListIncidents;
+  return std::nullopt;
+}
+
+CliProbe::CliProbe(std::shared_ptr<grpc::Channel> channel, std::string token, absl::Duration period,
+                   absl::Duration deadline, ProbeCall call)
     : stub_(v1::ControlService::NewStub(channel)),
       token_(std::move(token)),
       period_(period),
-      deadline_(deadline) {}
+      deadline_(deadline),
+      call_(call) {}
 
 CliProbe::~CliProbe() { Stop(); }
 
@@ -59,6 +66,10 @@ void CliProbe::Loop() {
 }
 
 void CliProbe::Issue() {
+  if (call_ == ProbeCall::kListIncidents) {
+    IssueListIncidents();
+    return;
+  }
   struct Call {
     grpc::ClientContext context;
     v1::ListAgentsRequest request;
@@ -77,21 +88,49 @@ void CliProbe::Issue() {
     absl::MutexLock lock(&mu_);
     ++in_flight_;
   }
-  stub_->async()->ListAgents(
-      &call->context, &call->request, call->response, [this, call](grpc::Status status) {
-        ProbeSample sample;
-        sample.sent = call->sent;
-        sample.ok = status.ok();
-        sample.latency_ms = absl::ToDoubleMilliseconds(absl::Now() - call->sent);
-        sample.agents = call->response->agents_size();
-        absl::MutexLock lock(&mu_);
-        if (!status.ok() && first_error_.empty()) {
-          first_error_ = std::to_string(status.error_code()) + ": " + status.error_message();
-        }
-        samples_.push_back(sample);
-        --in_flight_;
-        delete call;
-      });
+  stub_->async()->ListAgents(&call->context, &call->request, call->response,
+                             [this, call](grpc::Status status) {
+                               Record(call->sent, status, call->response->agents_size());
+                               delete call;
+                             });
+}
+
+void CliProbe::IssueListIncidents() {
+  struct Call {
+    grpc::ClientContext context;
+    v1::ListIncidentsRequest request;
+    v1::ListIncidentsResponse response;
+    absl::Time sent;
+  };
+  auto* call = new Call;
+  call->sent = absl::Now();
+  call->context.set_deadline(absl::ToChronoTime(call->sent + deadline_));
+  if (!token_.empty()) {
+    call->context.AddMetadata("authorization", "Bearer " + token_);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    ++in_flight_;
+  }
+  stub_->async()->ListIncidents(&call->context, &call->request, &call->response,
+                                [this, call](grpc::Status status) {
+                                  Record(call->sent, status, 0);
+                                  delete call;
+                                });
+}
+
+void CliProbe::Record(absl::Time sent, const grpc::Status& status, int agents) {
+  ProbeSample sample;
+  sample.sent = sent;
+  sample.ok = status.ok();
+  sample.latency_ms = absl::ToDoubleMilliseconds(absl::Now() - sent);
+  sample.agents = agents;
+  absl::MutexLock lock(&mu_);
+  if (!status.ok() && first_error_.empty()) {
+    first_error_ = std::to_string(status.error_code()) + ": " + status.error_message();
+  }
+  samples_.push_back(sample);
+  --in_flight_;
 }
 
 std::vector<ProbeSample> CliProbe::SamplesBetween(absl::Time from, absl::Time to) const {

@@ -539,7 +539,7 @@ int Coordinator::Run() {
   }
   grpc::ChannelArguments args = ControlChannelArguments();  // the CLI's own
   probe_ = std::make_unique<CliProbe>(grpc::CreateCustomChannel(o_.target, credentials, args),
-                                      o_.token, o_.probe_period, o_.probe_deadline);
+                                      o_.token, o_.probe_period, o_.probe_deadline, o_.probe_call);
   probe_->Start();
   std::thread sampler([this] { SamplerLoop(); });
 

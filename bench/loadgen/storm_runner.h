@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "bench/loadgen/cli_probe.h"
 
 namespace vigil::loadgen {
 
@@ -44,6 +45,7 @@ struct StormOptions {
   std::string token;
   absl::Duration probe_period = absl::Milliseconds(200);
   absl::Duration probe_deadline = absl::Seconds(5);
+  ProbeCall probe_call = ProbeCall::kListAgents;
   // Transport: plain text, or mutual TLS with one certificate per agent made here, signed by
   // the CA whose key is given (its SAN is the agent's id, as the controller requires).
   std::string tls_ca;      // CA certificate (PEM file)
