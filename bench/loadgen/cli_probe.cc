@@ -22,8 +22,12 @@ google::protobuf::ArenaOptions ArenaBlocks() {
 }  // namespace
 
 std::optional<ProbeCall> ParseProbeCall(absl::string_view name) {
-  if (name == "list-agents") return ProbeCall::kListAgents;
-  if (name == "list-incidents") return ProbeCall::kListIncidents;
+  if (name == "list-agents") {
+    return ProbeCall::kListAgents;
+  }
+  if (name == "list-incidents") {
+    return ProbeCall::kListIncidents;
+  }
   return std::nullopt;
 }
 
@@ -89,7 +93,7 @@ void CliProbe::Issue() {
     ++in_flight_;
   }
   stub_->async()->ListAgents(&call->context, &call->request, call->response,
-                             [this, call](grpc::Status status) {
+                             [this, call](const grpc::Status& status) {
                                Record(call->sent, status, call->response->agents_size());
                                delete call;
                              });
@@ -113,7 +117,7 @@ void CliProbe::IssueListIncidents() {
     ++in_flight_;
   }
   stub_->async()->ListIncidents(&call->context, &call->request, &call->response,
-                                [this, call](grpc::Status status) {
+                                [this, call](const grpc::Status& status) {
                                   Record(call->sent, status, 0);
                                   delete call;
                                 });
