@@ -69,6 +69,17 @@ void CliProbe::Loop() {
   }
 }
 
+absl::Time CliProbe::Begin(grpc::ClientContext& context) {
+  const absl::Time sent = absl::Now();
+  context.set_deadline(absl::ToChronoTime(sent + deadline_));
+  if (!token_.empty()) {
+    context.AddMetadata("authorization", "Bearer " + token_);
+  }
+  absl::MutexLock lock(&mu_);
+  ++in_flight_;
+  return sent;
+}
+
 void CliProbe::Issue() {
   if (call_ == ProbeCall::kListIncidents) {
     IssueListIncidents();
@@ -83,15 +94,7 @@ void CliProbe::Issue() {
     absl::Time sent;
   };
   auto* call = new Call;
-  call->sent = absl::Now();
-  call->context.set_deadline(absl::ToChronoTime(call->sent + deadline_));
-  if (!token_.empty()) {
-    call->context.AddMetadata("authorization", "Bearer " + token_);
-  }
-  {
-    absl::MutexLock lock(&mu_);
-    ++in_flight_;
-  }
+  call->sent = Begin(call->context);
   stub_->async()->ListAgents(&call->context, &call->request, call->response,
                              [this, call](const grpc::Status& status) {
                                Record(call->sent, status, call->response->agents_size());
@@ -107,15 +110,7 @@ void CliProbe::IssueListIncidents() {
     absl::Time sent;
   };
   auto* call = new Call;
-  call->sent = absl::Now();
-  call->context.set_deadline(absl::ToChronoTime(call->sent + deadline_));
-  if (!token_.empty()) {
-    call->context.AddMetadata("authorization", "Bearer " + token_);
-  }
-  {
-    absl::MutexLock lock(&mu_);
-    ++in_flight_;
-  }
+  call->sent = Begin(call->context);
   stub_->async()->ListIncidents(&call->context, &call->request, &call->response,
                                 [this, call](const grpc::Status& status) {
                                   Record(call->sent, status, 0);

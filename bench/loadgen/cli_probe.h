@@ -54,6 +54,8 @@ class CliProbe {
   void Loop();
   void Issue();
   void IssueListIncidents();
+  // A call's deadline and token, counted in flight; returns when it is sent.
+  absl::Time Begin(grpc::ClientContext& context);
   // Keeps a finished call's sample (and its error, if it is the first).
   void Record(absl::Time sent, const grpc::Status& status, int agents);
 
