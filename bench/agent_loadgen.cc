@@ -85,8 +85,8 @@ int main(int argc, char** argv) {
   app.add_option("--timeout", timeout, "seconds the storm may take to converge (60)");
   app.add_option("--hold", hold, "seconds watched for drops once converged (10)");
   app.add_option("--steady,--duration", steady, "steady-state window in seconds; 0: none (20)");
-  app.add_option("--token", o.token, "bearer token for the ListAgents probe");
-  app.add_option("--probe-period-ms", probe_period_ms, "ms between ListAgents probes (200)");
+  app.add_option("--token", o.token, "bearer token for the CLI probe");
+  app.add_option("--probe-period-ms", probe_period_ms, "ms between CLI probes (200)");
   app.add_option("--probe-deadline", probe_deadline, "seconds a probe may take (5)");
   std::string probe_call = "list-agents";
   app.add_option("--probe-call", probe_call,
