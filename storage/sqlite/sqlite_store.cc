@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "common/audit/chain_hash.h"
 #include "common/audit/chain_hash_ahead.h"
 #include "common/audit/chain_verifier.h"
@@ -35,6 +36,26 @@ constexpr int64_t kPruneDeliveredAtOnce = 1000;
 // Batches of at least this many events hash their contents on a helper thread: below it, starting
 // a thread costs more than the digests it would take over (about 0.3 us each).
 constexpr size_t kHashAheadMinEvents = 256;
+// Events go in this many rows to an INSERT: one statement's run (its cursors opened, its seek from
+// the b-tree's root, its halt) serves them all. 32 rows of 9 values each stay far below SQLite's
+// limit on a statement's parameters (32,766).
+constexpr int kEventsPerInsert = 32;
+constexpr int kEventColumns = 9;
+
+// "INSERT INTO timeline(...) VALUES(?1, ... ?9), (?10, ... ?18), ..." for `rows` rows.
+std::string InsertEventsSql(int rows) {
+  std::string sql =
+      "INSERT INTO timeline(seq, incident_id, time_unix_ms, kind, actor, summary, details_json, "
+      "prev_hash, hash) VALUES";
+  for (int row = 0; row < rows; ++row) {
+    absl::StrAppend(&sql, row == 0 ? "(" : ", (");
+    for (int column = 1; column <= kEventColumns; ++column) {
+      absl::StrAppend(&sql, column == 1 ? "?" : ", ?", row * kEventColumns + column);
+    }
+    absl::StrAppend(&sql, ")");
+  }
+  return sql;
+}
 
 // Numbered migrations: index i brings the schema from version i to i + 1. Never edit a shipped
 // one; append.
@@ -508,6 +529,7 @@ class SqliteStore final : public Store {
         ahead.emplace(std::move(events), seq + 1, hash);
       }
       size_t event_index = 0;
+      size_t inserted = 0;  // of `stored`
       for (size_t i = 0; i < ops.size(); ++i) {
         WriteBatch::Op& op = ops[i];
         if (const auto* save = std::get_if<WriteBatch::SaveIncident>(&op)) {
@@ -539,13 +561,22 @@ class SqliteStore final : public Store {
           event.set_prev_hash(std::move(hash));
           event.set_hash(ahead ? std::move(linked) : hasher.Hash(event));
           hash = event.hash();
-          RETURN_IF_ERROR(InsertEventLocked(event));
           if (append->incident.has_value() && !superseded[i]) {
             RETURN_IF_ERROR(
                 SaveIncidentLocked(*append->incident, static_cast<int64_t>(event.seq())));
           }
+          // Inserted kEventsPerInsert at a time, from `stored` (reserved: the rows SQLite reads
+          // in place do not move). The order of statements within the transaction is not seen
+          // by anyone: it commits or rolls back whole.
           stored.push_back(std::move(event));
+          if (stored.size() - inserted == kEventsPerInsert) {
+            RETURN_IF_ERROR(InsertEventsLocked(absl::MakeConstSpan(stored).subspan(inserted)));
+            inserted = stored.size();
+          }
         }
+      }
+      for (; inserted < stored.size(); ++inserted) {
+        RETURN_IF_ERROR(InsertEventsLocked(absl::MakeConstSpan(&stored[inserted], 1)));
       }
       if (!stored.empty()) {
         Statement& chain = Cached(kUpsertChainHead);
@@ -1012,6 +1043,7 @@ class SqliteStore final : public Store {
     kCommit,
     kReadHead,
     kInsertEvent,
+    kInsertEvents,  // kEventsPerInsert rows
     kUpsertChainHead,
     kUpsertIncident,
     kUpsertAlert,
@@ -1025,6 +1057,7 @@ class SqliteStore final : public Store {
       "SELECT seq, hash FROM timeline ORDER BY seq DESC LIMIT 1",
       "INSERT INTO timeline(seq, incident_id, time_unix_ms, kind, actor, summary, details_json, "
       "prev_hash, hash) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+      nullptr,  // InsertEventsSql(kEventsPerInsert), made once: see Cached
       "INSERT INTO chain_head(id, seq, hash) VALUES(1, ?1, ?2) "
       "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
       "INSERT INTO incidents(id, state, opened_unix_ms, body) VALUES(?1, ?2, ?3, ?4) "
@@ -1043,7 +1076,10 @@ class SqliteStore final : public Store {
   Statement& Cached(CachedStatement which) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
     std::unique_ptr<Statement>& st = cached_[which];
     if (st == nullptr || !st->status().ok()) {
-      st = std::make_unique<Statement>(writer_, kCachedSql[which]);
+      static const std::string* const kInsertEventsSql =
+          new std::string(InsertEventsSql(kEventsPerInsert));
+      st = std::make_unique<Statement>(
+          writer_, which == kInsertEvents ? kInsertEventsSql->c_str() : kCachedSql[which]);
     }
     st->Reset();
     return *st;
@@ -1068,19 +1104,24 @@ class SqliteStore final : public Store {
     return head;
   }
 
-  absl::Status InsertEventLocked(const v1::TimelineEvent& event)
+  // One event, or kEventsPerInsert in one statement. The events must stay put until it ran.
+  absl::Status InsertEventsLocked(absl::Span<const v1::TimelineEvent> events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
-    return Cached(kInsertEvent)
-        .Bind(1, static_cast<int64_t>(event.seq()))
-        .Bind(2, event.incident_id())
-        .Bind(3, event.time_unix_ms())
-        .Bind(4, event.kind())
-        .Bind(5, event.actor())
-        .Bind(6, event.summary())
-        .Bind(7, event.details_json())
-        .Bind(8, event.prev_hash())
-        .Bind(9, event.hash())
-        .Run();
+    Statement& st = Cached(events.size() == 1 ? kInsertEvent : kInsertEvents);
+    for (size_t row = 0; row < events.size(); ++row) {
+      const v1::TimelineEvent& event = events[row];
+      const int first = static_cast<int>(row) * kEventColumns;
+      st.Bind(first + 1, static_cast<int64_t>(event.seq()))
+          .Bind(first + 2, event.incident_id())
+          .Bind(first + 3, event.time_unix_ms())
+          .Bind(first + 4, event.kind())
+          .Bind(first + 5, event.actor())
+          .Bind(first + 6, event.summary())
+          .Bind(first + 7, event.details_json())
+          .Bind(first + 8, event.prev_hash())
+          .Bind(first + 9, event.hash());
+    }
+    return st.Run();
   }
 
   // A checkpoint of a stored event: refused (FailedPrecondition) unless event `seq` has `hash`.

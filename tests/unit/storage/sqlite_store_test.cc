@@ -650,6 +650,77 @@ TEST_F(SqliteStoreTest, ALargeBatchHashedAheadChainsAsEventByEvent) {
   EXPECT_EQ(verdict->events_checked(), 1002u);
 }
 
+TEST_F(SqliteStoreTest, EventsInsertedManyToAStatementReadBackAsCommitted) {
+  // 75 events: two statements of 32 rows and 11 of one (sqlite_store.cc, kEventsPerInsert), an
+  // incident saved between them. Every column of every row must be the event Commit returned.
+  auto store = Open();
+  ASSERT_TRUE(store->AppendEvent(Event("INC-0001", "before")).ok());
+  v1::Incident incident;
+  incident.set_id("INC-0002");
+  incident.set_state(v1::OPEN);
+  WriteBatch batch;
+  for (int i = 0; i < 75; ++i) {
+    v1::TimelineEvent e = Event(i % 3 == 0 ? "INC-0002" : "INC-0001", absl::StrCat("event ", i));
+    e.set_kind(absl::StrCat("kind-", i));
+    e.set_actor(absl::StrCat("actor-", i));
+    e.set_details_json(absl::StrCat(R"({"i":)", i, "}"));
+    batch.Append(std::move(e), i == 40 ? &incident : nullptr);
+  }
+  auto stored = store->Commit(std::move(batch));
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ASSERT_EQ(stored->size(), 75u);
+  auto read = store->ListEvents("", 1, 1000);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_EQ(read->size(), 75u);
+  for (size_t i = 0; i < read->size(); ++i) {
+    const v1::TimelineEvent& want = (*stored)[i];
+    const v1::TimelineEvent& got = (*read)[i];
+    EXPECT_EQ(got.seq(), i + 2);
+    EXPECT_EQ(got.incident_id(), want.incident_id()) << "seq " << got.seq();
+    EXPECT_EQ(got.time_unix_ms(), want.time_unix_ms()) << "seq " << got.seq();
+    EXPECT_EQ(got.kind(), absl::StrCat("kind-", i));
+    EXPECT_EQ(got.actor(), absl::StrCat("actor-", i));
+    EXPECT_EQ(got.summary(), absl::StrCat("event ", i));
+    EXPECT_EQ(got.details_json(), absl::StrCat(R"({"i":)", i, "}"));
+    EXPECT_EQ(got.prev_hash(), want.prev_hash()) << "seq " << got.seq();
+    EXPECT_EQ(got.hash(), want.hash()) << "seq " << got.seq();
+  }
+  auto saved = store->GetIncident("INC-0002");
+  ASSERT_TRUE(saved.ok() && saved->has_value());
+  EXPECT_EQ((*saved)->last_event_seq(), 42);  // the 41st event of the batch, after "before"
+  auto verdict = store->VerifyChain();
+  ASSERT_TRUE(verdict.ok()) << verdict.status();
+  EXPECT_TRUE(verdict->ok()) << verdict->DebugString();
+  EXPECT_EQ(verdict->events_checked(), 76u);
+}
+
+TEST_F(SqliteStoreTest, ABatchRefusedInTheMiddleOfAManyRowInsertLeavesNothing) {
+  // A row the database refuses, inside the second statement of 32: the whole batch rolls back,
+  // the head stays where it was, and the next batch chains on from it.
+  auto store = Open();
+  auto first = store->AppendEvent(Event("INC-0001", "kept"));
+  ASSERT_TRUE(first.ok()) << first.status();
+  Sql("CREATE TRIGGER refuse_poison BEFORE INSERT ON timeline WHEN NEW.summary = 'poison' "
+      "BEGIN SELECT RAISE(ABORT, 'poison refused'); END;");
+  WriteBatch batch;
+  for (int i = 0; i < 70; ++i) {
+    batch.Append(Event("INC-0001", i == 45 ? "poison" : absl::StrCat("event ", i)));
+  }
+  auto refused = store->Commit(std::move(batch));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "poison refused")) << refused.status();
+  EXPECT_EQ(SqlInt("SELECT COUNT(*) FROM timeline"), 1);
+  EXPECT_EQ(SqlInt("SELECT seq FROM chain_head"), 1);
+  Sql("DROP TRIGGER refuse_poison;");
+  auto next = store->AppendEvent(Event("INC-0001", "after"));
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->seq(), 2u);
+  EXPECT_EQ(next->prev_hash(), first->hash());
+  auto verdict = store->VerifyChain();
+  ASSERT_TRUE(verdict.ok()) << verdict.status();
+  EXPECT_TRUE(verdict->ok()) << verdict->DebugString();
+}
+
 TEST_F(SqliteStoreTest, ADamagedFileIsRefusedAtTheIntegrityCheck) {
   {
     auto store = Open();
