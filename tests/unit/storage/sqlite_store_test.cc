@@ -651,15 +651,16 @@ TEST_F(SqliteStoreTest, ALargeBatchHashedAheadChainsAsEventByEvent) {
 }
 
 TEST_F(SqliteStoreTest, EventsInsertedManyToAStatementReadBackAsCommitted) {
-  // 75 events: two statements of 32 rows and 11 of one (sqlite_store.cc, kEventsPerInsert), an
-  // incident saved between them. Every column of every row must be the event Commit returned.
+  // 165 events: a statement of 128 rows, two of 16 and five of one (sqlite_store.cc,
+  // kManyEvents, kSomeEvents), an incident saved among them. Every column of every row must be
+  // the event Commit returned.
   auto store = Open();
   ASSERT_TRUE(store->AppendEvent(Event("INC-0001", "before")).ok());
   v1::Incident incident;
   incident.set_id("INC-0002");
   incident.set_state(v1::OPEN);
   WriteBatch batch;
-  for (int i = 0; i < 75; ++i) {
+  for (int i = 0; i < 165; ++i) {
     v1::TimelineEvent e = Event(i % 3 == 0 ? "INC-0002" : "INC-0001", absl::StrCat("event ", i));
     e.set_kind(absl::StrCat("kind-", i));
     e.set_actor(absl::StrCat("actor-", i));
@@ -668,10 +669,10 @@ TEST_F(SqliteStoreTest, EventsInsertedManyToAStatementReadBackAsCommitted) {
   }
   auto stored = store->Commit(std::move(batch));
   ASSERT_TRUE(stored.ok()) << stored.status();
-  ASSERT_EQ(stored->size(), 75u);
+  ASSERT_EQ(stored->size(), 165u);
   auto read = store->ListEvents("", 1, 1000);
   ASSERT_TRUE(read.ok()) << read.status();
-  ASSERT_EQ(read->size(), 75u);
+  ASSERT_EQ(read->size(), 165u);
   for (size_t i = 0; i < read->size(); ++i) {
     const v1::TimelineEvent& want = (*stored)[i];
     const v1::TimelineEvent& got = (*read)[i];
@@ -691,26 +692,30 @@ TEST_F(SqliteStoreTest, EventsInsertedManyToAStatementReadBackAsCommitted) {
   auto verdict = store->VerifyChain();
   ASSERT_TRUE(verdict.ok()) << verdict.status();
   EXPECT_TRUE(verdict->ok()) << verdict->DebugString();
-  EXPECT_EQ(verdict->events_checked(), 76u);
+  EXPECT_EQ(verdict->events_checked(), 166u);
 }
 
 TEST_F(SqliteStoreTest, ABatchRefusedInTheMiddleOfAManyRowInsertLeavesNothing) {
-  // A row the database refuses, inside the second statement of 32: the whole batch rolls back,
-  // the head stays where it was, and the next batch chains on from it.
+  // A row the database refuses, inside a statement of 128 rows, of 16, or of one (a batch of 150:
+  // 128 + 16 + 6): the whole batch rolls back, the head stays where it was, and the next batch
+  // chains on from it.
   auto store = Open();
   auto first = store->AppendEvent(Event("INC-0001", "kept"));
   ASSERT_TRUE(first.ok()) << first.status();
   Sql("CREATE TRIGGER refuse_poison BEFORE INSERT ON timeline WHEN NEW.summary = 'poison' "
       "BEGIN SELECT RAISE(ABORT, 'poison refused'); END;");
-  WriteBatch batch;
-  for (int i = 0; i < 70; ++i) {
-    batch.Append(Event("INC-0001", i == 45 ? "poison" : absl::StrCat("event ", i)));
+  for (const int poisoned : {100, 140, 147}) {
+    WriteBatch batch;
+    for (int i = 0; i < 150; ++i) {
+      batch.Append(Event("INC-0001", i == poisoned ? "poison" : absl::StrCat("event ", i)));
+    }
+    auto refused = store->Commit(std::move(batch));
+    ASSERT_FALSE(refused.ok()) << "poisoned " << poisoned;
+    EXPECT_TRUE(absl::StrContains(refused.status().message(), "poison refused"))
+        << refused.status();
+    EXPECT_EQ(SqlInt("SELECT COUNT(*) FROM timeline"), 1) << "poisoned " << poisoned;
+    EXPECT_EQ(SqlInt("SELECT seq FROM chain_head"), 1) << "poisoned " << poisoned;
   }
-  auto refused = store->Commit(std::move(batch));
-  ASSERT_FALSE(refused.ok());
-  EXPECT_TRUE(absl::StrContains(refused.status().message(), "poison refused")) << refused.status();
-  EXPECT_EQ(SqlInt("SELECT COUNT(*) FROM timeline"), 1);
-  EXPECT_EQ(SqlInt("SELECT seq FROM chain_head"), 1);
   Sql("DROP TRIGGER refuse_poison;");
   auto next = store->AppendEvent(Event("INC-0001", "after"));
   ASSERT_TRUE(next.ok()) << next.status();
