@@ -70,6 +70,11 @@ int main(int argc, char** argv) {
   app.add_option("--histograms", o.histograms, "latency histograms among the series (5)");
   app.add_option("--snapshots", o.snapshots, "snapshots per batch: larger batches (1)");
   app.add_option("--interval", interval, "seconds between rounds (1)");
+  double send_spread_ms = 20;
+  app.add_option("--send-spread-ms", send_spread_ms,
+                 "each agent sends its round at its own offset in [0, this) after the aligned "
+                 "instant (20)")
+      ->check(CLI::Range(0.0, 60000.0));
   double heartbeat = 2;
   app.add_option("--heartbeat", heartbeat,
                  "seconds: the longest gap between writes, as the agent's own cap (2); the "
@@ -105,6 +110,7 @@ int main(int argc, char** argv) {
 
   o.interval = Seconds(interval);
   o.heartbeat = Seconds(heartbeat);
+  o.send_spread = absl::Milliseconds(send_spread_ms);
   o.ramp = Seconds(ramp);
   o.pre_ramp = Seconds(pre_ramp);
   o.pre_timeout = Seconds(pre_timeout);
