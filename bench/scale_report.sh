@@ -9,7 +9,8 @@
 #   bench/scale_report.sh                        # as root (detection starts Redis, Prometheus, ...)
 #   DETECT_N=20 SCALE_SIZES="1000 3000" bench/scale_report.sh
 #   bench/scale_report.sh --from /tmp/vigil-scale-report.XXXX   # the table again, from its folder
-# Environment: DETECT_N (40), and scale.sh's own (SCALE_SIZES, SCALE_HOLD, SCALE_STEADY, ...).
+# Environment: DETECT_N (40), STORE_ROUNDS (5: rounds of the store and SQLite's ceiling, taken in
+# turn), and scale.sh's own (SCALE_SIZES, SCALE_HOLD, SCALE_STEADY, ...).
 # Every part's full output is kept in the folder printed at the end. Needs a build
 # (scripts/build.sh) and scripts/install-bench-deps.sh. Exit status 1 when a part failed to run;
 # aims not met are reported in the table, not by the exit status.
@@ -17,6 +18,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 BUILD=${VIGIL_BUILD_DIR:-build}
 DETECT_N=${DETECT_N:-40}
+STORE_ROUNDS=${STORE_ROUNDS:-5}
 for f in "$BUILD/bench/alert_storm_bench" "$BUILD/bench/store_append_bench"; do
   [ -x "$f" ] || { echo "scale_report.sh: $f is missing: build first (scripts/build.sh)" >&2; exit 2; }
 done
@@ -39,7 +41,8 @@ else
   part scale env SCALE_KEEP=1 VIGIL_BUILD_DIR="$BUILD" bench/scale.sh
   part detection env BUILD_DIR="$BUILD" bench/detection_latency.sh "$DETECT_N"
   part alert_storm "$BUILD/bench/alert_storm_bench"
-  part store "$BUILD/bench/store_append_bench"
+  # Rounds of (ceiling, store) in turn: the table gives their medians.
+  part store "$BUILD/bench/store_append_bench" --rounds="$STORE_ROUNDS"
 fi
 
 # The scale runs' own reports (scale.sh keeps its folder with SCALE_KEEP=1 and says where).
@@ -134,8 +137,16 @@ else:
     rows.append(("(4) 50,000 series firing at once", "no result (see alert_storm.txt)", "", met(False)))
 store = read("store")
 rate = re.search(r"store append rate: (\d+) events/s", store)
-ceiling = re.search(r"SQLite ceiling: bare INSERTs of 200-byte rows\s+batch\s+1000\s+(\d+) /s", store)
-if rate:
+rounds = re.search(r"the median of (\d+) rounds \((\d+)-(\d+)\); .* ceiling's median, (\d+) rows/s", store)
+ceiling = (re.search(r"1,000-row ceiling, (\d+) rows/s", store)
+           or re.search(r"SQLite ceiling: bare INSERTs of 200-byte rows\s+batch\s+1000\s+(\d+) /s", store))
+if rate and rounds:
+    r = int(rate.group(1))
+    rows.append(("(4) the store's append rate",
+                 f"{r:,} events/s, median of {rounds.group(1)} rounds ({int(rounds.group(2)):,}-{int(rounds.group(3)):,}); "
+                 f"SQLite's ceiling {int(rounds.group(4)):,} rows/s, median of the rounds in turn with them",
+                 ">= 250,000 events/s", met(r >= 250_000)))
+elif rate:
     r = int(rate.group(1))
     rows.append(("(4) the store's append rate", f"{r:,} events/s" + (f" (SQLite's ceiling {int(ceiling.group(1)):,} rows/s in the same run)" if ceiling else ""),
                  ">= 250,000 events/s", met(r >= 250_000)))

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
@@ -34,6 +35,9 @@ struct Settings {
   size_t max_events = 2'000'000;
   double seconds = 4;  // per run
   std::string only;    // "store" or "ceiling": that side alone (profiling)
+  // Rounds of (ceiling, store) taken in turn; the summary gives the medians. One run on a shared
+  // machine moves by 10 % or more from minute to minute.
+  int rounds = 1;
 };
 
 struct Result {
@@ -288,6 +292,13 @@ Result CeilingRun(const Settings& settings, size_t batch) {
   return r;
 }
 
+// The middle value (the mean of the two middle ones for an even count); `values` is not empty.
+double Median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
 bool Flag(absl::string_view arg, absl::string_view name, absl::string_view* value) {
   if (!absl::ConsumePrefix(&arg, name) || !absl::ConsumePrefix(&arg, "=")) {
     return false;
@@ -310,10 +321,14 @@ int Main(int argc, char** argv) {
       ok = value == "store" || value == "ceiling";
     } else if (Flag(argv[i], "--batch", &value)) {
       ok = absl::SimpleAtoi(value, &settings.batch) && settings.batch > 0;
+    } else if (Flag(argv[i], "--rounds", &value)) {
+      ok =
+          absl::SimpleAtoi(value, &settings.rounds) && settings.rounds > 0 && settings.rounds < 100;
     }
     if (!ok) {
       std::fprintf(stderr,
-                   "usage: %s [--events=N] [--seconds=S] [--batch=N] [--only=store|ceiling]\n",
+                   "usage: %s [--events=N] [--seconds=S] [--batch=N] [--rounds=N] "
+                   "[--only=store|ceiling]\n",
                    argv[0]);
       return 2;
     }
@@ -336,20 +351,42 @@ int Main(int argc, char** argv) {
     return 0;
   }
   // Interleaved, so a disk that slows down mid-run weighs on both sides alike.
-  const Result ceiling = CeilingRun(settings, 1000);
-  const Result store = StoreRun(settings, false);
+  std::vector<double> ceiling_rates;
+  std::vector<double> store_rates;
+  for (int round = 1; round <= settings.rounds; ++round) {
+    const Result ceiling = CeilingRun(settings, 1000);
+    const Result store = StoreRun(settings, false);
+    if (settings.rounds > 1) {
+      std::printf("round %d:\n", round);
+    }
+    Print("SQLite ceiling: bare INSERTs of 200-byte rows", 1000, ceiling);
+    Print("store: timeline events of one incident", settings.batch, store);
+    std::fflush(stdout);
+    ceiling_rates.push_back(ceiling.rows / ceiling.seconds);
+    store_rates.push_back(store.rows / store.seconds);
+  }
   const Result ceiling_same = CeilingRun(settings, settings.batch);
   const Result storm = StoreRun(settings, true);
-  Print("SQLite ceiling: bare INSERTs of 200-byte rows", 1000, ceiling);
   Print("SQLite ceiling: bare INSERTs of 200-byte rows", settings.batch, ceiling_same);
-  Print("store: timeline events of one incident", settings.batch, store);
   Print("store: timeline events + their alerts (a storm's joins)", settings.batch, storm);
   const Result build = BuildOnlyRun(settings);
   std::printf("(building the batches, on a thread of their own, costs %.2f us CPU/row)\n",
               build.cpu_seconds * 1e6 / static_cast<double>(build.rows));
-  std::printf("store append rate: %.0f events/s (%.0f%% of the 1,000-row ceiling)\n",
-              store.rows / store.seconds,
-              100 * (store.rows / store.seconds) / (ceiling.rows / ceiling.seconds));
+  const double store_median = Median(store_rates);
+  const double ceiling_median = Median(ceiling_rates);
+  if (settings.rounds == 1) {
+    std::printf("store append rate: %.0f events/s (%.0f%% of the 1,000-row ceiling, %.0f rows/s)\n",
+                store_median, 100 * store_median / ceiling_median, ceiling_median);
+  } else {
+    std::printf(
+        "store append rate: %.0f events/s, the median of %d rounds (%.0f-%.0f); %.0f%% of the "
+        "1,000-row ceiling's median, %.0f rows/s (%.0f-%.0f)\n",
+        store_median, settings.rounds, *std::min_element(store_rates.begin(), store_rates.end()),
+        *std::max_element(store_rates.begin(), store_rates.end()),
+        100 * store_median / ceiling_median, ceiling_median,
+        *std::min_element(ceiling_rates.begin(), ceiling_rates.end()),
+        *std::max_element(ceiling_rates.begin(), ceiling_rates.end()));
+  }
   return 0;
 }
 
