@@ -776,7 +776,9 @@ class SqliteStore final : public Store {
     ASSIGN_OR_RETURN(ReaderConnections::Lease reader, readers_->Acquire());
     Statement st(reader.db(), "SELECT seq, hash FROM timeline ORDER BY seq DESC LIMIT 1");
     ASSIGN_OR_RETURN(bool row, Annotated("read the chain's head", st.Step()));
-    if (!row) return std::make_pair(uint64_t{0}, std::string(audit::kGenesisHash));
+    if (!row) {
+      return std::make_pair(uint64_t{0}, std::string(audit::kGenesisHash));
+    }
     return std::make_pair(static_cast<uint64_t>(st.Int(0)), st.Text(1));
   }
 
@@ -1233,7 +1235,9 @@ class SqliteStore final : public Store {
                           "ORDER BY seq");
     while (true) {
       ASSIGN_OR_RETURN(bool row, checkpoints.Step());
-      if (!row) break;
+      if (!row) {
+        break;
+      }
       v1::AuditCheckpoint& checkpoint = snapshot->checkpoints.emplace_back();
       checkpoint.set_seq(static_cast<uint64_t>(checkpoints.Int(0)));
       checkpoint.set_hash(checkpoints.Text(1));
@@ -1254,7 +1258,9 @@ class SqliteStore final : public Store {
                                                      : std::min<uint64_t>(up_to_seq, INT64_MAX)));
     while (true) {
       ASSIGN_OR_RETURN(bool row, events.Step());
-      if (!row || !visit(EventFromRow(events))) break;
+      if (!row || !visit(EventFromRow(events))) {
+        break;
+      }
     }
     return absl::OkStatus();
   }
