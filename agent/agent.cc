@@ -63,10 +63,12 @@ Agent::Agent(AgentConfig config, AgentOptions options, const Clock* clock)
     // One early snapshot per crossing, and per collector at most four a round.
     sensing.min_early_gap = std::max(options_.sense_every, options_.interval / 4);
   }
+  const absl::Duration phase =
+      options_.aligned_rounds ? absl::ZeroDuration() : RoundPhase(config_.id, options_.interval);
   for (auto& collector : config_.collectors) {
     runners_.push_back(std::make_unique<CollectorRunner>(
         std::move(collector), options_.interval, clock_,
-        [this](Collection c) { stream_->PushTelemetry(std::move(c)); }, sensing));
+        [this](Collection c) { stream_->PushTelemetry(std::move(c)); }, sensing, phase));
   }
   config_.collectors.clear();
 }

@@ -26,6 +26,9 @@ struct AgentOptions {
   // How often the thresholds the controller sends are checked between rounds (--sense-every);
   // zero turns sensing off (detection then waits for the rounds).
   absl::Duration sense_every = absl::Milliseconds(100);
+  // Rounds at the same instant of every interval on every agent (--aligned-rounds) instead of at
+  // the agent's own phase (RoundPhase, collector_runner.h).
+  bool aligned_rounds = false;
 };
 
 class Agent {

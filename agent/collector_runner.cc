@@ -9,13 +9,41 @@
 
 namespace vigil::agent {
 
+namespace {
+
+// `phase` brought into [0, interval), whole milliseconds as the rounds' times are.
+absl::Duration PhaseWithin(absl::Duration phase, absl::Duration interval) {
+  const int64_t step = absl::ToInt64Milliseconds(interval);
+  if (step <= 0) {
+    return absl::ZeroDuration();
+  }
+  const int64_t ms = absl::ToInt64Milliseconds(phase) % step;
+  return absl::Milliseconds(ms < 0 ? ms + step : ms);
+}
+
+}  // namespace
+
+absl::Duration RoundPhase(absl::string_view agent_id, absl::Duration interval) {
+  const int64_t step = absl::ToInt64Milliseconds(interval);
+  if (step <= 0) {
+    return absl::ZeroDuration();
+  }
+  uint64_t hash = 14695981039346656037ULL;
+  for (const char c : agent_id) {
+    hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+  }
+  return absl::Milliseconds(static_cast<int64_t>(hash % static_cast<uint64_t>(step)));
+}
+
 CollectorRunner::CollectorRunner(std::unique_ptr<Collector> collector, absl::Duration interval,
-                                 const Clock* clock, Sink sink, SensingOptions sensing)
+                                 const Clock* clock, Sink sink, SensingOptions sensing,
+                                 absl::Duration phase)
     : collector_(std::move(collector)),
       name_(collector_->name()),
       diagnostic_names_(collector_->DiagnosticNames()),
       sensed_gauges_(collector_->SensedGauges()),
       interval_(interval),
+      phase_(PhaseWithin(phase, interval)),
       clock_(clock),
       sink_(std::move(sink)),
       sensing_(sensing),
@@ -107,10 +135,12 @@ void CollectorRunner::Sense(absl::Time now) {
 }
 
 void CollectorRunner::Loop() {
-  // Rounds are aligned to multiples of the interval so every collector of every agent samples
-  // at about the same instant, which keeps fleet-wide aggregates coherent.
+  // Rounds fall at the agent's phase past each multiple of the interval: every collector of one
+  // agent samples at the same instant, and agents' phases spread over the interval (RoundPhase).
   const int64_t step = absl::ToInt64Milliseconds(interval_);
-  absl::Time next = absl::FromUnixMillis((clock_->NowUnixMillis() / step + 1) * step);
+  const int64_t phase = absl::ToInt64Milliseconds(phase_);
+  absl::Time next =
+      absl::FromUnixMillis(((clock_->NowUnixMillis() - phase) / step + 1) * step + phase);
   while (true) {
     if (sensing_.watch != nullptr && !sensed_gauges_.empty()) {
       if (std::shared_ptr<const ThresholdSet> current = sensing_.watch->Current();
@@ -171,7 +201,7 @@ void CollectorRunner::Loop() {
       continue;
     }
     Collection collection;
-    collection.time = next;  // the aligned instant, not the jittered wake-up
+    collection.time = next;  // the round's instant, not the jittered wake-up
     collector_->Collect(now, collection);
     if (!sensed_gauges_.empty() && sensing_.watch != nullptr) {
       last_round_.clear();

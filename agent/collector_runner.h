@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/collector.h"
@@ -30,6 +31,13 @@ struct SensingOptions {
   absl::Duration min_early_gap = absl::Milliseconds(250);
 };
 
+// Where within each interval an agent's rounds fall: a fixed offset in [0, interval) from its
+// id (FNV-1a, the same on every build and host). A fleet whose clocks agree then spreads its
+// rounds over the interval, as Prometheus spreads its scrapes, instead of every agent sending in
+// the same few milliseconds of each second; a fault still waits half an interval for the next
+// round on average.
+absl::Duration RoundPhase(absl::string_view agent_id, absl::Duration interval);
+
 class CollectorRunner {
  public:
   using Sink = std::function<void(Collection)>;
@@ -37,8 +45,10 @@ class CollectorRunner {
 
   // `sink` receives each round's values; it is called on the runner's thread.
   // `sink` also receives early snapshots (time: when sensed, between two rounds' instants).
+  // Rounds fall at `phase` past each multiple of `interval` since the epoch (RoundPhase).
   CollectorRunner(std::unique_ptr<Collector> collector, absl::Duration interval, const Clock* clock,
-                  Sink sink, SensingOptions sensing = {});
+                  Sink sink, SensingOptions sensing = {},
+                  absl::Duration phase = absl::ZeroDuration());
   ~CollectorRunner();  // stops and joins
 
   void Start();
@@ -76,6 +86,7 @@ class CollectorRunner {
   const std::vector<std::string> diagnostic_names_;
   const std::vector<std::string> sensed_gauges_;
   const absl::Duration interval_;
+  const absl::Duration phase_;  // in [0, interval_)
   const Clock* clock_;
   Sink sink_;
   const SensingOptions sensing_;

@@ -9,12 +9,13 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
-#include <tuple>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
 #include "agent/agent_config.h"
+#include "agent/collector_runner.h"
 #include "agent/state_migration.h"
 #include "common/logging.h"
 #include "common/mutex_checks.h"
@@ -114,6 +115,11 @@ int main(int argc, char** argv) {
                  "how often the thresholds the controller sends are checked between rounds, "
                  "e.g. 100ms (default); 0 turns sensing off");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
+  bool aligned_rounds = false;
+  app.add_flag("--aligned-rounds", aligned_rounds,
+               "collect at the same instant of every interval as every other agent, instead of "
+               "at this agent's own phase within it (from its id), which spreads a fleet's "
+               "rounds over the interval");
   bool init_journal = false;
   app.add_flag("--init-journal", init_journal,
                "start a new command journal where the old one is missing (after a restore "
@@ -180,6 +186,7 @@ int main(int argc, char** argv) {
                                                      : "127.0.0.1:7443";
   options.interval = config->interval;
   options.init_journal = init_journal;
+  options.aligned_rounds = aligned_rounds;
   if (!interval_text.empty()) {
     auto interval = vigil::ParseDurationText(interval_text);
     if (!interval.ok() || *interval < absl::Milliseconds(100)) {
@@ -293,9 +300,13 @@ int main(int argc, char** argv) {
     }
   });
   watcher.detach();
-  spdlog::info("vigil-agent {} '{}' with {} collector(s) every {} and {} action(s), controller {}",
-               VIGIL_VERSION, agent_id, collectors, absl::FormatDuration(options.interval),
-               action_count, options.controller);
+  spdlog::info(
+      "vigil-agent {} '{}' with {} collector(s) every {} at +{} and {} action(s), controller {}",
+      VIGIL_VERSION, agent_id, collectors, absl::FormatDuration(options.interval),
+      absl::FormatDuration(options.aligned_rounds
+                               ? absl::ZeroDuration()
+                               : vigil::agent::RoundPhase(agent_id, options.interval)),
+      action_count, options.controller);
   // Config, actions, journal and results are loaded: the agent serves from here on (connecting
   // is its own business, retried for as long as it runs).
   notifier.Ready();

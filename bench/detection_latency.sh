@@ -303,10 +303,12 @@ hz = $(getconf CLK_TCK); secs = $FAULTS_T1 - $FAULTS_T0
 cpu = ($AGENT_TICKS1 - $AGENT_TICKS0) / hz
 print(f'vigil-agent CPU over the faults: {cpu:.2f} s in {secs:.0f} s ({100 * cpu / secs:.2f} % of one core;'
       f' sensing every ${SENSE_EVERY:-100ms (default)})')"
-# Both sides sample on a 1 s grid: the agent on whole seconds of the wall clock, Prometheus at
-# offsets chosen when it started, kept on its monotonic timers (so they move if the wall clock is
-# stepped). The offsets explain most of the spread of the ratio from one run to the next.
-python3 - "$PP" <<'PY' || true
+# Both sides sample on a 1 s grid: the agent at its phase within each second of the wall clock
+# (from its id; its first log line says it), Prometheus at offsets chosen when it started, kept on
+# its monotonic timers (so they move if the wall clock is stepped). The offsets explain most of
+# the spread of the ratio from one run to the next.
+AGENT_PHASE=$(sed -n 's/.* every [^ ]* at +\([^ ]*\) .*/\1/p' "$W/agent.log" | head -1)
+python3 - "$PP" "${AGENT_PHASE:-?}" <<'PY' || true
 import json, re, sys, urllib.request
 def get(path):
     with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}{path}", timeout=2) as r:
@@ -316,8 +318,8 @@ def phase(ts):
     return f".{round((float(m.group(1)) % 1) * 1000):03d}" if m else "?"
 scrape = get("/api/v1/targets")["activeTargets"][0]["lastScrape"]
 evaluation = get("/api/v1/rules")["groups"][0]["lastEvaluation"]
-print(f"phase within the second at the end: vigil agent collects at .000; prometheus scrapes"
-      f" at {phase(scrape)}, evaluates rules at {phase(evaluation)}")
+print(f"phase within the second at the end: vigil agent collects at +{sys.argv[2]}; prometheus"
+      f" scrapes at {phase(scrape)}, evaluates rules at {phase(evaluation)}")
 PY
 if [ "$FAILED_DETECTIONS" -gt 0 ]; then
   echo "$FAILED_DETECTIONS failed detection(s); controller log: $W/controller.log" >&2

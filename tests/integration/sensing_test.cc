@@ -80,14 +80,15 @@ TEST(Sensing, AFaultBetweenRoundsFiresBeforeTheNextRound) {
   };
   ASSERT_TRUE(WaitUntil([&] { return cli({"agents"}).exit_code == 0; }, absl::Seconds(10)))
       << controller.Output();
-  // Rounds every 5 s; cache-1 checks the thresholds every 100 ms between them, cache-2 never.
+  // Rounds every 5 s, both agents at the same instants (--aligned-rounds: the test places the
+  // fault between them); cache-1 checks the thresholds every 100 ms between them, cache-2 never.
   testing::Subprocess sensing(
       {BinaryPath("vigil-agent"), "--controller=" + address, "--config=" + dir.File("cache-1.yaml"),
-       "--insecure", "--interval=5s", "--sense-every=100ms"},
+       "--insecure", "--interval=5s", "--sense-every=100ms", "--aligned-rounds"},
       {}, dir.File("cache-1.log"));
   testing::Subprocess rounds_only(
       {BinaryPath("vigil-agent"), "--controller=" + address, "--config=" + dir.File("cache-2.yaml"),
-       "--insecure", "--interval=5s", "--sense-every=0"},
+       "--insecure", "--interval=5s", "--sense-every=0", "--aligned-rounds"},
       {}, dir.File("cache-2.log"));
   ASSERT_TRUE(WaitUntil(
       [&] {

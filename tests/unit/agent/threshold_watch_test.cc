@@ -349,6 +349,62 @@ int64_t ProcessSwitches() {
   return total;
 }
 
+TEST(RoundPhase, FixedByTheIdWithinTheIntervalAndSpreadOverIt) {
+  const absl::Duration interval = absl::Seconds(1);
+  // FNV-1a of the id: the same on every build and host, so an agent keeps its phase across
+  // restarts and upgrades.
+  EXPECT_EQ(RoundPhase("web-1", interval), absl::Milliseconds(439));
+  EXPECT_EQ(RoundPhase("web-1", interval), RoundPhase("web-1", interval));
+  EXPECT_EQ(RoundPhase("cache-1", absl::Seconds(2)), absl::Milliseconds(315));
+  EXPECT_EQ(RoundPhase("web-1", absl::ZeroDuration()), absl::ZeroDuration());
+  // 1,000 agents fill every tenth of the interval, none with more than twice its share.
+  std::map<int64_t, int> tenths;
+  for (int i = 0; i < 1000; ++i) {
+    const absl::Duration phase = RoundPhase(absl::StrCat("web-", i), interval);
+    ASSERT_GE(phase, absl::ZeroDuration());
+    ASSERT_LT(phase, interval);
+    ++tenths[absl::ToInt64Milliseconds(phase) / 100];
+  }
+  ASSERT_EQ(tenths.size(), 10u);
+  for (const auto& [tenth, agents] : tenths) {
+    EXPECT_LE(agents, 200) << "tenth " << tenth;
+  }
+}
+
+TEST(PhasedRunner, RoundsFallAtThePhasePastEachInterval) {
+  const absl::Time t0 = absl::FromUnixSeconds(1'700'000'000);
+  SimulatedClock clock(t0 + absl::Milliseconds(50));
+  absl::Mutex mu;
+  std::vector<absl::Time> rounds;
+  CollectorRunner runner(
+      std::make_unique<FakeGaugeCollector>(std::make_shared<GaugeState>()), absl::Seconds(1),
+      &clock,
+      [&](Collection c) {
+        absl::MutexLock lock(&mu);
+        rounds.push_back(c.time);
+      },
+      SensingOptions{}, absl::Milliseconds(300));
+  runner.Start();
+  auto count = [&] {
+    absl::MutexLock lock(&mu);
+    return rounds.size();
+  };
+  // Not before its phase: at T0 + 250 ms nothing yet.
+  clock.Set(t0 + absl::Milliseconds(250));
+  absl::SleepFor(absl::Milliseconds(150));
+  EXPECT_EQ(count(), 0u);
+  clock.Set(t0 + absl::Milliseconds(300));
+  ASSERT_TRUE(
+      testing::WaitUntil([&] { return count() == 1; }, absl::Seconds(5), absl::Milliseconds(5)));
+  clock.Set(t0 + absl::Milliseconds(1310));
+  ASSERT_TRUE(
+      testing::WaitUntil([&] { return count() == 2; }, absl::Seconds(5), absl::Milliseconds(5)));
+  runner.Stop();
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(rounds[0], t0 + absl::Milliseconds(300));
+  EXPECT_EQ(rounds[1], t0 + absl::Milliseconds(1300));  // the round's instant, not the wake-up
+}
+
 // With the real clock a runner sleeps to its next deadline instead of polling, yet a new
 // threshold set, a diagnostics request and Stop each wake it at once.
 TEST(SleepingRunnerTest, SleepsToItsDeadlineAndWakesAtOnceForWork) {
@@ -532,8 +588,12 @@ TEST(AgentSensing, ACrossingBetweenRoundsReachesTheControllerBeforeTheNextRound)
                          absl::Seconds(10), absl::Milliseconds(5)));
   const WatchingController::Value round = controller.values().back();
   EXPECT_EQ(round.value, 5);
-  EXPECT_EQ(absl::ToUnixMillis(round.sampled) % absl::ToInt64Milliseconds(interval), 0)
-      << "rounds are aligned";
+  // Rounds fall at the agent's own phase past each interval.
+  EXPECT_EQ((absl::ToUnixMillis(round.sampled) -
+             absl::ToInt64Milliseconds(RoundPhase("cache-1", interval))) %
+                absl::ToInt64Milliseconds(interval),
+            0)
+      << "rounds at the agent's phase";
   const absl::Time next_round = round.sampled + interval;
   // The fault, right after the round.
   state->value = 30;
