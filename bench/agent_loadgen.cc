@@ -70,10 +70,11 @@ int main(int argc, char** argv) {
   app.add_option("--histograms", o.histograms, "latency histograms among the series (5)");
   app.add_option("--snapshots", o.snapshots, "snapshots per batch: larger batches (1)");
   app.add_option("--interval", interval, "seconds between rounds (1)");
-  double send_spread_ms = 20;
+  double send_spread_ms = 0;
   app.add_option("--send-spread-ms", send_spread_ms,
-                 "each agent sends its round at its own offset in [0, this) after the aligned "
-                 "instant (20)")
+                 "each agent's rounds fall at its own offset in [0, this) ms past each interval "
+                 "(default: the interval, as vigil-agent phases its rounds; about 20 for agents "
+                 "run with --aligned-rounds)")
       ->check(CLI::Range(0.0, 60000.0));
   double heartbeat = 2;
   app.add_option("--heartbeat", heartbeat,

@@ -23,8 +23,8 @@
 # grpc for mutual TLS),
 # SCALE_PROBE_CALL (list-agents | list-incidents: what the CLI probe calls; default list-agents,
 # the whole fleet's listing, 2.4 MB at 10,000 agents),
-# SCALE_SEND_SPREAD_MS (each agent sends its round at its own offset in [0, this) ms after the
-# aligned instant; default 20),
+# SCALE_SEND_SPREAD_MS (each agent's rounds fall at its own offset in [0, this) ms past each
+# interval; default: the interval, as vigil-agent phases its rounds; 20 models --aligned-rounds),
 # SCALE_KEEP=1 keeps the work folder (logs, timelines). Needs a build (scripts/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +40,7 @@ STEADY=${SCALE_STEADY:-30}
 PROCS=${SCALE_PROCESSES:-4}
 CLIENT=${SCALE_CLIENT:-}
 PROBE_CALL=${SCALE_PROBE_CALL:-list-agents}
-SEND_SPREAD_MS=${SCALE_SEND_SPREAD_MS:-20}
+SEND_SPREAD_MS=${SCALE_SEND_SPREAD_MS:-0}
 case "$PROBE_CALL" in list-agents | list-incidents) ;; *) echo "scale.sh: SCALE_PROBE_CALL is list-agents or list-incidents" >&2; exit 2 ;; esac
 case "$CLIENT" in "" | h2 | grpc) ;; *) echo "scale.sh: SCALE_CLIENT is h2 or grpc" >&2; exit 2 ;; esac
 # In a real fleet the agents run on other hosts. Here they share the controller's 2 cores, so the

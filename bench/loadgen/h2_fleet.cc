@@ -349,7 +349,7 @@ void H2Agent::Round(uint64_t epoch) {
       AgentMessage& message = loop_->scratch();
       message.Clear();
       loop_->model().FillBatch(static_cast<uint64_t>(index_), next_sequence_,
-                               absl::ToUnixMillis(next_round_), !declared_,
+                               absl::ToUnixMillis(next_round_ + send_offset_), !declared_,
                                message.mutable_telemetry(), o.snapshots);
       Queue(message);
       c.batches_sent.fetch_add(1, std::memory_order_relaxed);

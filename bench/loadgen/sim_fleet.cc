@@ -102,7 +102,7 @@ class SimAgent {
       AgentMessage message;
       message.set_allocated_telemetry(stream_->TakeBatch().release());
       fleet_->model().FillBatch(static_cast<uint64_t>(index_), next_sequence_,
-                                absl::ToUnixMillis(next_round_), !declared_,
+                                absl::ToUnixMillis(next_round_ + send_offset_), !declared_,
                                 message.mutable_telemetry(), o.snapshots);
       if (stream_->Write(std::move(message))) {
         const int samples = fleet_->model().samples_per_batch() * o.snapshots;

@@ -77,9 +77,11 @@ struct FleetOptions {
   absl::Duration initial_backoff = absl::Milliseconds(100);
   absl::Duration max_backoff = absl::Seconds(1);
   absl::Duration fresh_channel_after = absl::Seconds(5);
-  // Rounds are aligned to the interval like the agent's collector; each agent sends at its own
-  // small offset after the aligned instant (collection time), drawn in [0, send_spread).
-  absl::Duration send_spread = absl::Milliseconds(20);
+  // Each agent's rounds fall at its own offset past each multiple of the interval, drawn once in
+  // [0, send_spread), and carry that instant as their time: the interval, as vigil-agent phases
+  // its rounds (agent/collector_runner.h, RoundPhase); 20 ms or so for agents run with
+  // --aligned-rounds, which send within a few milliseconds of each other.
+  absl::Duration send_spread = absl::Seconds(1);
   int gauges = 45;
   int histograms = 5;
   int snapshots = 1;  // snapshots per batch (larger batches, as an agent catching up sends)

@@ -161,7 +161,7 @@ bool RaiseFileLimit(rlim_t wanted) {
   fleet.total_agents = o.agents;
   fleet.interval = o.interval;
   fleet.heartbeat = o.heartbeat;
-  fleet.send_spread = o.send_spread;
+  fleet.send_spread = o.send_spread > absl::ZeroDuration() ? o.send_spread : o.interval;
   fleet.gauges = o.series - o.histograms;
   fleet.histograms = o.histograms;
   fleet.snapshots = o.snapshots;

@@ -30,9 +30,9 @@ struct StormOptions {
   int snapshots = 1;  // per batch
   absl::Duration interval = absl::Seconds(1);
   absl::Duration heartbeat = absl::Seconds(2);  // the agent's cap on the gap between writes
-  // Each agent sends its round this long at most after the aligned instant (its own offset,
-  // drawn once): a fleet whose clocks agree sends within a few milliseconds of each other.
-  absl::Duration send_spread = absl::Milliseconds(20);
+  // Each agent's rounds fall at its own offset in [0, send_spread) past each multiple of the
+  // interval (FleetOptions::send_spread); zero or less: the interval, as vigil-agent phases them.
+  absl::Duration send_spread = absl::ZeroDuration();
   // "start": every agent makes its first attempt within `ramp` of the start.
   // "restart": agents connect over `pre_ramp` (up to `pre_timeout`), then the controller is
   // killed with `restart_signal` and started again under them; the storm is timed from then.
