@@ -322,13 +322,14 @@ void BM_FleetMerge(benchmark::State& state) {
   for (auto _ : state) {
     group.Clear();
     for (SimAgent& agent : fleet.agents()) {
-      const LogHistogram& view =
+      const CompactHistogram& view =
           agent.series[histogram_index]->histograms()->Windowed(60'000, cutoff);
       if (copy) {
-        LogHistogram member = view;
+        LogHistogram member;
+        view.AddTo(&member);
         group.Merge(member);
       } else {
-        group.Merge(view);
+        view.AddTo(&group);
       }
     }
     benchmark::DoNotOptimize(group.Quantile(0.95));

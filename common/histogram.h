@@ -57,6 +57,10 @@ class LogHistogram {
   // zero bucket. The sum is left alone: windows built this way answer quantiles and counts.
   void AddToBucket(int index, uint64_t n);
   void AddToZero(uint64_t n);
+  // Adds counts[i] to bucket offset + i for i < n, growing the buckets once: a merge from buckets
+  // kept in another width (a running window's). Buckets outside the schema are ignored.
+  template <typename Count>
+  void AddToBuckets(int offset, const Count* counts, size_t n);
   // Takes back observations an earlier add put there; a count never goes below zero.
   void RemoveFromBucket(int index, uint64_t n);
   void RemoveFromZero(uint64_t n);
@@ -79,5 +83,28 @@ class LogHistogram {
   uint64_t count_ = 0;
   double sum_ = 0;
 };
+
+template <typename Count>
+void LogHistogram::AddToBuckets(int offset, const Count* counts, size_t n) {
+  if (n == 0) {
+    return;
+  }
+  const int64_t last = int64_t{offset} + static_cast<int64_t>(n) - 1;
+  if (offset < kMinIndex || last > kMaxIndex) {
+    for (size_t i = 0; i < n; ++i) {
+      AddToBucket(offset + static_cast<int>(i), counts[i]);
+    }
+    return;
+  }
+  Grow(offset);
+  Grow(static_cast<int>(last));
+  uint64_t* to = counts_.data() + (offset - offset_);
+  uint64_t added = 0;
+  for (size_t i = 0; i < n; ++i) {
+    to[i] += counts[i];
+    added += counts[i];
+  }
+  count_ += added;
+}
 
 }  // namespace vigil

@@ -19,9 +19,10 @@
 //     shortest rule window reading it (5 s for a minute; HistogramWindow::slot_ms), about one
 //     byte per occupied bucket of a slot (1.7 KB for a minute at 100 requests a second, 4.5 KB
 //     as 60 separate intervals before a rule reads it) and 8 bytes of index each (104), one
-//     running merge per rule window, 8 bytes per bucket of the range it covers (1.8 KB), up to a
-//     seventh of slack (0.3 KB), and the counters since start for the fleet endpoint
-//     (CumulativeHistogram, 232 bytes): about 4.5 KB in all with 100 requests a second, 1.2 KB or
+//     running merge per rule window, 2 bytes per bucket of the range it covers while no count
+//     passes 65,535 (CompactHistogram: 0.45 KB; 4 or 8 bytes beyond), up to a seventh of slack
+//     (0.3 KB), and the counters since start for the fleet endpoint (CumulativeHistogram, 232
+//     bytes, inside the object's 336): about 3.0 KB in all with 100 requests a second, 1 KB or
 //     so with a few.
 // AgentBytesForTest() and the budget Apply checks count all of this (the window exactly, from
 // HistogramWindow::bytes()); the agent's own row (AgentInfo, labels, mutex) is not counted.

@@ -1,7 +1,9 @@
 #include "controller/ingest/series_state.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 
@@ -210,6 +212,274 @@ size_t SeriesKeyTable::EntriesForTest() const {
   return keys_.size();
 }
 
+// ---- CompactHistogram ----
+
+namespace {
+
+template <typename Count>
+constexpr uint64_t MaxOf() {
+  return std::numeric_limits<Count>::max();
+}
+
+// Makes room for `index` in `counts` (whose first bucket is `offset`).
+template <typename Count>
+inline void GrowTo(std::vector<Count>& counts, int& offset, int index) {
+  if (counts.empty()) {
+    offset = index;
+    counts.assign(1, 0);
+  } else if (index < offset) {
+    counts.insert(counts.begin(), static_cast<size_t>(offset - index), 0);
+    offset = index;
+  } else if (index >= offset + static_cast<int>(counts.size())) {
+    counts.resize(static_cast<size_t>(index - offset) + 1, 0);
+  }
+}
+
+// The buckets [begin, end) of `from` in a vector of Count (every count fits).
+template <typename Count, typename From>
+std::vector<Count> CopyAs(const std::vector<From>& from, size_t begin, size_t end) {
+  std::vector<Count> out;
+  out.reserve(end - begin);
+  for (size_t i = begin; i < end; ++i) {
+    out.push_back(static_cast<Count>(from[i]));
+  }
+  return out;
+}
+
+}  // namespace
+
+void CompactHistogram::Widen(uint64_t largest) {
+  std::visit(
+      [&](auto& counts) {
+        using Count = typename std::decay_t<decltype(counts)>::value_type;
+        if (largest <= MaxOf<Count>()) {
+          return;
+        }
+        if (largest <= MaxOf<uint32_t>()) {
+          counts_ = CopyAs<uint32_t>(counts, 0, counts.size());
+        } else {
+          counts_ = CopyAs<uint64_t>(counts, 0, counts.size());
+        }
+      },
+      counts_);
+}
+
+template <typename Count>
+inline bool CompactHistogram::AddIn(Buckets<Count>& counts, int index, uint64_t n) {
+  if (n == 0 || index < LogHistogram::kMinIndex || index > LogHistogram::kMaxIndex) {
+    return true;
+  }
+  GrowTo(counts, offset_, index);
+  Count& c = counts[static_cast<size_t>(index - offset_)];
+  if (n > MaxOf<Count>() - c) {
+    return false;
+  }
+  c = static_cast<Count>(c + n);
+  count_ += n;
+  return true;
+}
+
+template <typename Count>
+void CompactHistogram::RemoveIn(Buckets<Count>& counts, int index, uint64_t n) {
+  if (counts.empty() || index < offset_ || index >= offset_ + static_cast<int>(counts.size())) {
+    return;
+  }
+  Count& c = counts[static_cast<size_t>(index - offset_)];
+  const uint64_t taken = std::min<uint64_t>(n, c);
+  c = static_cast<Count>(c - taken);
+  count_ -= std::min(taken, count_);
+}
+
+void CompactHistogram::AddToBucket(int index, uint64_t n) {
+  if (std::visit([&](auto& counts) { return AddIn(counts, index, n); }, counts_)) {
+    return;
+  }
+  // The count would not fit this width: widen to one that holds it (n and the counts are bounded
+  // far below 2^64: LogHistogram::kMaxCount), then add.
+  const uint64_t current = std::visit(
+      [&](const auto& counts) -> uint64_t { return counts[static_cast<size_t>(index - offset_)]; },
+      counts_);
+  Widen(current + n);
+  std::visit([&](auto& counts) { AddIn(counts, index, n); }, counts_);
+}
+
+void CompactHistogram::Add(const LogHistogram& h) {
+  AddToZero(h.zero_count());
+  const std::vector<uint64_t>& added = h.counts();
+  if (added.empty()) {
+    return;
+  }
+  const int first = h.offset();
+  const int last = first + static_cast<int>(added.size()) - 1;
+  // One dispatch on the width for all of h, and the range grown once; a count that does not fit
+  // widens the buckets and the rest goes on in the new width.
+  size_t i = 0;
+  while (i < added.size()) {
+    const bool overflow = std::visit(
+        [&](auto& counts) {
+          using Count = typename std::decay_t<decltype(counts)>::value_type;
+          GrowTo(counts, offset_, first);
+          GrowTo(counts, offset_, last);
+          Count* to = counts.data() + (first - offset_);
+          for (; i < added.size(); ++i) {
+            if (added[i] > MaxOf<Count>() - to[i]) {
+              return true;
+            }
+            to[i] = static_cast<Count>(to[i] + added[i]);
+            count_ += added[i];
+          }
+          return false;
+        },
+        counts_);
+    if (overflow) {
+      AddToBucket(first + static_cast<int>(i), added[i]);
+      ++i;
+    }
+  }
+}
+
+void CompactHistogram::AddToZero(uint64_t n) {
+  zero_count_ += n;
+  count_ += n;
+}
+
+void CompactHistogram::RemoveFromBucket(int index, uint64_t n) {
+  std::visit([&](auto& counts) { RemoveIn(counts, index, n); }, counts_);
+}
+
+void CompactHistogram::ApplyEncoded(int sign, const uint8_t* p, const uint8_t* end) {
+  EntryReader reader(p, end);
+  int index = 0;
+  uint64_t n = 0;
+  bool stopped_at_overflow = true;
+  while (stopped_at_overflow) {
+    stopped_at_overflow = std::visit(
+        [&](auto& counts) {
+          while (reader.Next(&index, &n)) {
+            if (sign < 0) {
+              RemoveIn(counts, index, n);
+            } else if (!AddIn(counts, index, n)) {
+              return true;
+            }
+          }
+          return false;
+        },
+        counts_);
+    if (stopped_at_overflow) {
+      AddToBucket(index, n);  // widens; the rest goes on in the new width
+    }
+  }
+}
+
+void CompactHistogram::RemoveFromZero(uint64_t n) {
+  n = std::min(n, zero_count_);
+  zero_count_ -= n;
+  count_ -= std::min(n, count_);
+}
+
+double CompactHistogram::Quantile(double q) const {
+  if (count_ == 0) {
+    return 0;
+  }
+  q = std::clamp(q, 0.0, 1.0);
+  // As LogHistogram::Quantile: the nearest rank, 0-based.
+  const double wanted = std::ceil(q * static_cast<double>(count_));
+  uint64_t rank = wanted >= static_cast<double>(count_) ? count_ : static_cast<uint64_t>(wanted);
+  if (rank > 0) {
+    --rank;
+  }
+  if (rank < zero_count_) {
+    return 0;
+  }
+  return std::visit(
+      [&](const auto& counts) {
+        uint64_t seen = zero_count_;
+        for (size_t i = 0; i < counts.size(); ++i) {
+          seen += counts[i];
+          if (seen > rank) {
+            return LogHistogram::BucketValue(offset_ + static_cast<int>(i));
+          }
+        }
+        return LogHistogram::BucketValue(offset_ + static_cast<int>(counts.size()) - 1);
+      },
+      counts_);
+}
+
+void CompactHistogram::AddTo(LogHistogram* out) const {
+  if (zero_count_ > 0) {
+    out->AddToZero(zero_count_);
+  }
+  std::visit([&](const auto& counts) { out->AddToBuckets(offset_, counts.data(), counts.size()); },
+             counts_);
+}
+
+void CompactHistogram::Trim() {
+  std::visit(
+      [&](auto& counts) {
+        size_t begin = 0, end = counts.size();
+        while (begin < end && counts[begin] == 0) {
+          ++begin;
+        }
+        while (end > begin && counts[end - 1] == 0) {
+          --end;
+        }
+        const size_t used = end - begin;
+        if ((counts.capacity() - used) * 4 <= used + 32) {
+          return;
+        }
+        uint64_t largest = 0;
+        for (size_t i = begin; i < end; ++i) {
+          largest = std::max<uint64_t>(largest, counts[i]);
+        }
+        const int offset = used == 0 ? 0 : offset_ + static_cast<int>(begin);
+        // Assigning counts_ destroys `counts`: nothing reads it after.
+        if (largest <= MaxOf<uint16_t>()) {
+          counts_ = CopyAs<uint16_t>(counts, begin, end);
+        } else if (largest <= MaxOf<uint32_t>()) {
+          counts_ = CopyAs<uint32_t>(counts, begin, end);
+        } else {
+          counts_ = CopyAs<uint64_t>(counts, begin, end);
+        }
+        offset_ = offset;
+      },
+      counts_);
+}
+
+size_t CompactHistogram::width() const {
+  return std::visit(
+      [](const auto& counts) {
+        return sizeof(typename std::decay_t<decltype(counts)>::value_type);
+      },
+      counts_);
+}
+
+size_t CompactHistogram::bucket_bytes() const {
+  return std::visit([](const auto& counts) { return counts.capacity() * sizeof(counts[0]); },
+                    counts_);
+}
+
+size_t CompactHistogram::GrowthBound(int lo, int hi, uint64_t added) const {
+  return std::visit(
+      [&](const auto& counts) -> size_t {
+        using Count = typename std::decay_t<decltype(counts)>::value_type;
+        int64_t extra = int64_t{hi} - lo + 1;
+        if (!counts.empty()) {
+          const int64_t last = offset_ + static_cast<int64_t>(counts.size()) - 1;
+          extra = std::max<int64_t>(0, offset_ - int64_t{lo}) + std::max<int64_t>(0, hi - last);
+        }
+        // No bucket holds more than count_, so none can overflow below this.
+        const bool may_widen = count_ + added > MaxOf<Count>();
+        if (extra <= 0 && !may_widen) {
+          return 0;
+        }
+        // Bytes after the add: at most the range grown by `extra` in 64 bits when it may widen,
+        // in a buffer up to twice its size (a vector's growth).
+        const size_t width = may_widen ? sizeof(uint64_t) : sizeof(Count);
+        return 2 * (counts.size() + static_cast<size_t>(extra)) * width;
+      },
+      counts_);
+}
+
 // ---- HistogramWindow ----
 
 int64_t HistogramWindow::ms_of(uint64_t seq) const {
@@ -220,7 +490,8 @@ int64_t HistogramWindow::front_ms() const { return empty() ? 0 : ms_of(first_seq
 
 int64_t HistogramWindow::back_ms() const { return empty() ? 0 : ms_of(end_seq() - 1); }
 
-void HistogramWindow::Apply(uint64_t seq, int sign, LogHistogram& h) const {
+template <typename Histogram>
+void HistogramWindow::Apply(uint64_t seq, int sign, Histogram& h) const {
   const size_t i = static_cast<size_t>(seq - sequence_base_);
   const uint8_t* p = bytes_.data() + (i == 0 ? 0 : intervals_[i - 1].end);
   const uint8_t* end = bytes_.data() + intervals_[i].end;
@@ -228,11 +499,15 @@ void HistogramWindow::Apply(uint64_t seq, int sign, LogHistogram& h) const {
   if (zero > 0) {
     sign > 0 ? h.AddToZero(zero) : h.RemoveFromZero(zero);
   }
-  EntryReader reader(p, end);
-  int index = 0;
-  uint64_t n = 0;
-  while (reader.Next(&index, &n)) {
-    sign > 0 ? h.AddToBucket(index, n) : h.RemoveFromBucket(index, n);
+  if constexpr (std::is_same_v<Histogram, CompactHistogram>) {
+    h.ApplyEncoded(sign, p, end);
+  } else {
+    EntryReader reader(p, end);
+    int index = 0;
+    uint64_t n = 0;
+    while (reader.Next(&index, &n)) {
+      sign > 0 ? h.AddToBucket(index, n) : h.RemoveFromBucket(index, n);
+    }
   }
 }
 
@@ -269,7 +544,7 @@ void HistogramWindow::Add(int64_t ms, const LogHistogram& h, int64_t keep_ms) {
     EncodeSum(bytes_.data() + start, bytes_.data() + intervals_[i].end, h, encoded);
     for (View& v : views_) {
       if (v.first <= back && back < v.end) {
-        v.merged.Merge(h);
+        v.merged.Add(h);
       }
     }
     bytes_.resize(start);
@@ -358,17 +633,21 @@ void HistogramWindow::Compact(size_t incoming_bytes) {
   bytes_ = std::move(bytes);
 }
 
-void HistogramWindow::MergeAfter(int64_t cutoff_ms, LogHistogram* out) const {
+uint64_t HistogramWindow::FirstAfter(int64_t cutoff_ms) const {
   uint64_t first = end_seq();
   while (first > first_seq() && ms_of(first - 1) > cutoff_ms) {
     --first;
   }
-  for (uint64_t seq = first; seq < end_seq(); ++seq) {
+  return first;
+}
+
+void HistogramWindow::MergeAfter(int64_t cutoff_ms, LogHistogram* out) const {
+  for (uint64_t seq = FirstAfter(cutoff_ms); seq < end_seq(); ++seq) {
     Apply(seq, +1, *out);
   }
 }
 
-const LogHistogram& HistogramWindow::Windowed(int64_t window_ms, int64_t cutoff_ms) {
+const CompactHistogram& HistogramWindow::Windowed(int64_t window_ms, int64_t cutoff_ms) {
   View* view = nullptr;
   for (View& v : views_) {
     if (v.window_ms == window_ms) {
@@ -377,9 +656,11 @@ const LogHistogram& HistogramWindow::Windowed(int64_t window_ms, int64_t cutoff_
   }
   if (view == nullptr) {
     if (views_.size() >= kMaxViews) {
-      static thread_local LogHistogram scratch;
-      scratch.Clear();
-      MergeAfter(cutoff_ms, &scratch);
+      static thread_local CompactHistogram scratch;
+      scratch = CompactHistogram();
+      for (uint64_t seq = FirstAfter(cutoff_ms); seq < end_seq(); ++seq) {
+        Apply(seq, +1, scratch);
+      }
       return scratch;
     }
     view = &views_.emplace_back();
@@ -400,7 +681,7 @@ const LogHistogram& HistogramWindow::Windowed(int64_t window_ms, int64_t cutoff_
     Apply(v.first, +1, v.merged);
   }
   if (v.merged.empty() && v.merged.bucket_bytes() > 0) {
-    v.merged = LogHistogram();  // an idle series gives its buckets back
+    v.merged = CompactHistogram();  // an idle series gives its buckets back
   } else {
     v.merged.Trim();  // buckets the window slid away from
   }
@@ -453,19 +734,14 @@ size_t HistogramWindow::GrowthBound(const v1::Histogram& h) const {
                  : 0);
   }
   if (h.counts_size() > 0) {
-    const int64_t lo = h.offset();
-    const int64_t hi = lo + h.counts_size() - 1;
+    uint64_t added = 0;
+    for (const uint64_t count : h.counts()) {
+      added += count;
+    }
+    const int lo = h.offset();
+    const int hi = lo + h.counts_size() - 1;
     for (const View& v : views_) {
-      const std::vector<uint64_t>& counts = v.merged.counts();
-      int64_t extra = hi - lo + 1;
-      if (!counts.empty()) {
-        const int64_t vlo = v.merged.offset();
-        const int64_t vhi = vlo + static_cast<int64_t>(counts.size()) - 1;
-        extra = std::max<int64_t>(0, vlo - lo) + std::max<int64_t>(0, hi - vhi);
-      }
-      if (extra > 0) {
-        bound += v.merged.bucket_bytes() + 2 * static_cast<size_t>(extra) * sizeof(uint64_t);
-      }
+      bound += v.merged.GrowthBound(lo, hi, added);
     }
   }
   return bound;

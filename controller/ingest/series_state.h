@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -55,6 +56,59 @@ class SeriesKeyTable {
   size_t sweep_at_ ABSL_GUARDED_BY(mu_) = 1024;
 };
 
+// A running merge's buckets, each count in the narrowest unsigned width that holds the largest
+// (16, 32 or 64 bits): a minute of a series at 100 requests a second needs 16, a quarter of what
+// LogHistogram's 64-bit buckets take. A count that would not fit widens them all; they narrow
+// again when Trim() rebuilds them. Keeps counts, not the sum; quantiles as LogHistogram's.
+class CompactHistogram {
+ public:
+  void AddToBucket(int index, uint64_t n);
+  void AddToZero(uint64_t n);
+  // Takes back observations an earlier add put there; a count never goes below zero.
+  void RemoveFromBucket(int index, uint64_t n);
+  void RemoveFromZero(uint64_t n);
+  // Adds every bucket of `h` (its sum is not kept).
+  void Add(const LogHistogram& h);
+
+  uint64_t count() const { return count_; }
+  uint64_t zero_count() const { return zero_count_; }
+  bool empty() const { return count_ == 0; }
+  // The q-quantile exactly as LogHistogram::Quantile answers it for the same buckets.
+  double Quantile(double q) const;
+  // Adds every bucket into `out` (its sum is left alone).
+  void AddTo(LogHistogram* out) const;
+  // Drops empty buckets at both ends and spare capacity once they exceed a quarter of the
+  // occupied range (as LogHistogram::Trim), in the narrowest width the counts left allow.
+  void Trim();
+
+  size_t bucket_bytes() const;
+  // Bytes per count: 2, 4 or 8.
+  size_t width() const;
+  // An upper bound of what bucket_bytes() may grow by when buckets lo..hi take `added`
+  // observations in all (growth of the range, widening, a vector's doubling).
+  size_t GrowthBound(int lo, int hi, uint64_t added) const;
+
+ private:
+  friend class HistogramWindow;
+  template <typename Count>
+  using Buckets = std::vector<Count>;
+  // Adds n to bucket `index` in `counts` (the current width); false, with only the range grown,
+  // when the count would not fit it.
+  template <typename Count>
+  bool AddIn(Buckets<Count>& counts, int index, uint64_t n);
+  template <typename Count>
+  void RemoveIn(Buckets<Count>& counts, int index, uint64_t n);
+  // Adds (sign > 0) or takes back the buckets of one of HistogramWindow's encoded intervals
+  // [p, end), its zero count read already: one dispatch on the width per interval, not per bucket.
+  void ApplyEncoded(int sign, const uint8_t* p, const uint8_t* end);
+  void Widen(uint64_t largest);
+
+  int offset_ = 0;  // bucket index of the first count
+  std::variant<Buckets<uint16_t>, Buckets<uint32_t>, Buckets<uint64_t>> counts_;
+  uint64_t zero_count_ = 0;
+  uint64_t count_ = 0;
+};
+
 // The per-interval histograms of one series within its window, oldest first, and running merges
 // of their newest part ("views"), one per window length asked for.
 class HistogramWindow {
@@ -80,7 +134,7 @@ class HistogramWindow {
   // each): moving the cutoff adds the intervals that entered and takes back those that left, so
   // the cost is the number of intervals that changed, not the window's length. The reference
   // stays valid until the next non-const call.
-  const LogHistogram& Windowed(int64_t window_ms, int64_t cutoff_ms);
+  const CompactHistogram& Windowed(int64_t window_ms, int64_t cutoff_ms);
 
   // Heap bytes held: the encoded intervals, their index and the views' buckets.
   size_t bytes() const;
@@ -114,15 +168,19 @@ class HistogramWindow {
     int64_t window_ms = 0;
     uint64_t first = 0;  // sequence numbers: [first, end) are merged
     uint64_t end = 0;
-    LogHistogram merged;
+    CompactHistogram merged;
   };
   uint64_t first_seq() const { return sequence_base_ + dead_intervals_; }
   // True when an interval measured at `ms` joins the newest one (the same slot).
   bool JoinsBack(int64_t ms) const;
   uint64_t end_seq() const { return sequence_base_ + intervals_.size(); }
   int64_t ms_of(uint64_t seq) const;
-  // Adds (sign > 0) or takes back (sign < 0) interval `seq` into `h`.
-  void Apply(uint64_t seq, int sign, LogHistogram& h) const;
+  // The first interval measured after `cutoff_ms` (end_seq() when none is).
+  uint64_t FirstAfter(int64_t cutoff_ms) const;
+  // Adds (sign > 0) or takes back (sign < 0) interval `seq` into `h` (a LogHistogram or a
+  // CompactHistogram).
+  template <typename Histogram>
+  void Apply(uint64_t seq, int sign, Histogram& h) const;
   void DropFront();
   // Drops the dropped intervals' bytes, leaving room for `incoming_bytes` more.
   void Compact(size_t incoming_bytes);

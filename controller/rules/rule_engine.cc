@@ -45,7 +45,7 @@ bool SeriesValue(const Operand& operand, absl::Duration rule_window, SeriesState
   if (window == nullptr || window->empty()) {
     return false;
   }
-  const LogHistogram& merged = window->Windowed(window_ms, cutoff);
+  const CompactHistogram& merged = window->Windowed(window_ms, cutoff);
   if (merged.empty()) {
     return false;
   }
@@ -877,7 +877,7 @@ void RuleEngine::MergeQuantilesLocked(size_t id, absl::Time now) {
       continue;
     }
     // The member's running merge over the window, added in place: no copy per member.
-    q.merged.Merge(window->Windowed(window_ms, cutoff));
+    window->Windowed(window_ms, cutoff).AddTo(&q.merged);
   }
   absl::erase_if(merges.groups, [round](const auto& entry) { return entry.second.round != round; });
   for (auto& [group, q] : merges.groups) {

@@ -48,6 +48,25 @@ TEST(LogHistogramTest, MergeEqualsSingleHistogramOverAllValues) {
   EXPECT_DOUBLE_EQ(a.sum(), all.sum());
 }
 
+TEST(LogHistogramTest, AddToBucketsEqualsAddingEachBucket) {
+  LogHistogram bulk, one_by_one;
+  bulk.Add(0.5, 3);
+  one_by_one.Add(0.5, 3);
+  const uint16_t narrow[] = {4, 0, 9, 1};
+  bulk.AddToBuckets(-300, narrow, 4);  // below the range held: grows it downwards
+  const uint64_t wide[] = {uint64_t{1} << 35, 2};
+  bulk.AddToBuckets(600, wide, 2);  // above it
+  const uint32_t straddling[] = {5, 6, 7};
+  bulk.AddToBuckets(LogHistogram::kMaxIndex - 1, straddling, 3);  // the last is past the schema
+  for (int i = 0; i < 4; ++i) one_by_one.AddToBucket(-300 + i, narrow[i]);
+  for (int i = 0; i < 2; ++i) one_by_one.AddToBucket(600 + i, wide[i]);
+  for (int i = 0; i < 3; ++i)
+    one_by_one.AddToBucket(LogHistogram::kMaxIndex - 1 + i, straddling[i]);
+  EXPECT_EQ(bulk.count(), one_by_one.count());
+  EXPECT_EQ(bulk.count(), 3u + 14 + (uint64_t{1} << 35) + 2 + 5 + 6);
+  for (double q : {0.0, 0.1, 0.5, 0.99, 1.0}) EXPECT_EQ(bulk.Quantile(q), one_by_one.Quantile(q));
+}
+
 TEST(LogHistogramTest, ProtoRoundTripAndMergeProto) {
   LogHistogram h;
   h.Add(0.0);    // zero bucket

@@ -55,6 +55,18 @@ void ExpectSame(const LogHistogram& actual, const LogHistogram& expected, const 
   }
 }
 
+void ExpectSame(const CompactHistogram& actual, const LogHistogram& expected,
+                const std::string& where) {
+  ASSERT_EQ(actual.count(), expected.count()) << where;
+  ASSERT_EQ(actual.zero_count(), expected.zero_count()) << where;
+  for (double q : {0.0, 0.01, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0}) {
+    ASSERT_EQ(actual.Quantile(q), expected.Quantile(q)) << where << " q=" << q;
+  }
+  LogHistogram copied;
+  actual.AddTo(&copied);
+  ExpectSame(copied, expected, where + " (AddTo)");
+}
+
 LogHistogram RandomHistogram(std::mt19937_64& rng) {
   LogHistogram h;
   std::lognormal_distribution<double> latency(std::log(0.08), 1.0);
@@ -74,6 +86,69 @@ LogHistogram RandomHistogram(std::mt19937_64& rng) {
     h.Add(1.5, uint64_t{1} << 38);  // counts of many bytes
   }
   return h;
+}
+
+TEST(CompactHistogramTest, CountsAsLogHistogramInTheNarrowestWidthThatHoldsThem) {
+  CompactHistogram compact;
+  LogHistogram reference;
+  EXPECT_EQ(compact.width(), 2u);
+  auto add = [&](int index, uint64_t n) {
+    compact.AddToBucket(index, n);
+    reference.AddToBucket(index, n);
+  };
+  auto remove = [&](int index, uint64_t n) {
+    compact.RemoveFromBucket(index, n);
+    reference.RemoveFromBucket(index, n);
+  };
+  for (int i = 0; i < 100; ++i) {
+    add(i, 100 + static_cast<uint64_t>(i));
+  }
+  compact.AddToZero(7);
+  reference.AddToZero(7);
+  ExpectSame(compact, reference, "small counts");
+  EXPECT_EQ(compact.width(), 2u);
+  EXPECT_LE(compact.bucket_bytes(), 2u * 128);  // 100 counts, a vector's doubling
+
+  add(50, 70'000);  // past 16 bits
+  EXPECT_EQ(compact.width(), 4u);
+  ExpectSame(compact, reference, "one count past 16 bits");
+  add(200, uint64_t{1} << 33);  // past 32 bits, at a new end
+  EXPECT_EQ(compact.width(), 8u);
+  ExpectSame(compact, reference, "one count past 32 bits");
+
+  // Taken back, the big counts leave; a trim that rebuilds the buckets narrows them again.
+  remove(200, uint64_t{1} << 33);
+  remove(50, 70'000);
+  remove(-5, 3);      // outside the range: nothing
+  remove(10, 1'000);  // more than the bucket holds: it empties, never wraps
+  reference.Trim();
+  compact.Trim();
+  EXPECT_EQ(compact.width(), 2u);
+  ExpectSame(compact, reference, "after the big counts left");
+  EXPECT_EQ(compact.bucket_bytes(), 2u * 100);
+
+  add(LogHistogram::kMaxIndex + 1, 5);  // outside the schema: ignored, as LogHistogram does
+  ExpectSame(compact, reference, "outside the schema");
+}
+
+TEST(CompactHistogramTest, GrowthBoundCoversRangeGrowthAndWidening) {
+  std::mt19937_64 rng(9);
+  CompactHistogram compact;
+  for (int step = 0; step < 2'000; ++step) {
+    const int lo = static_cast<int>(rng() % 400) - 200;
+    const int hi = lo + static_cast<int>(rng() % 40);
+    // Mostly small counts, sometimes ones that widen the buckets.
+    const uint64_t n = rng() % 50 == 0 ? (uint64_t{1} << (16 + rng() % 24)) : rng() % 30;
+    const size_t before = compact.bucket_bytes();
+    const size_t bound = compact.GrowthBound(lo, hi, n * static_cast<uint64_t>(hi - lo + 1));
+    for (int i = lo; i <= hi; ++i) {
+      compact.AddToBucket(i, n);
+    }
+    ASSERT_LE(compact.bucket_bytes(), before + bound) << "step " << step;
+    if (rng() % 3 == 0) {
+      compact.Trim();
+    }
+  }
 }
 
 TEST(HistogramWindowTest, RunningMergesEqualRecomputationOnRandomData) {
