@@ -122,20 +122,7 @@ void LogHistogram::Clear() {
 }
 
 double LogHistogram::Quantile(double q) const {
-  if (count_ == 0) return 0;
-  q = std::clamp(q, 0.0, 1.0);
-  // Rank of the wanted observation, 0-based, as "nearest rank" on the sorted values.
-  // Clamped in double before the cast: near 2^64 observations q * count rounds past the range.
-  const double wanted = std::ceil(q * static_cast<double>(count_));
-  uint64_t rank = wanted >= static_cast<double>(count_) ? count_ : static_cast<uint64_t>(wanted);
-  if (rank > 0) --rank;
-  if (rank < zero_count_) return 0;
-  uint64_t seen = zero_count_;
-  for (size_t i = 0; i < counts_.size(); ++i) {
-    seen += counts_[i];
-    if (seen > rank) return BucketValue(offset_ + static_cast<int>(i));
-  }
-  return BucketValue(offset_ + static_cast<int>(counts_.size()) - 1);
+  return QuantileOfBuckets(counts_.data(), counts_.size(), offset_, zero_count_, count_, q);
 }
 
 void LogHistogram::ToProto(v1::Histogram* out) const {

@@ -3,6 +3,9 @@
 // percentiles fleet-wide. Not thread-safe: one owner at a time.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -10,6 +13,14 @@
 #include "vigil/v1/telemetry.pb.h"
 
 namespace vigil {
+
+// The q-quantile (0 <= q <= 1, clamped) of `count` observations, `zero_count` of them in the zero
+// bucket and the rest in buckets offset + i holding counts[i] (i < n), as "nearest rank" on the
+// sorted values: LogHistogram's rule, shared with windows that keep their counts in other widths.
+// 0 when count is 0.
+template <typename Count>
+double QuantileOfBuckets(const Count* counts, size_t n, int offset, uint64_t zero_count,
+                         uint64_t count, double q);
 
 class LogHistogram {
  public:
@@ -83,6 +94,33 @@ class LogHistogram {
   uint64_t count_ = 0;
   double sum_ = 0;
 };
+
+template <typename Count>
+double QuantileOfBuckets(const Count* counts, size_t n, int offset, uint64_t zero_count,
+                         uint64_t count, double q) {
+  if (count == 0) {
+    return 0;
+  }
+  q = std::clamp(q, 0.0, 1.0);
+  // Rank of the wanted observation, 0-based. Clamped in double before the cast: near 2^64
+  // observations q * count rounds past the range.
+  const double wanted = std::ceil(q * static_cast<double>(count));
+  uint64_t rank = wanted >= static_cast<double>(count) ? count : static_cast<uint64_t>(wanted);
+  if (rank > 0) {
+    --rank;
+  }
+  if (rank < zero_count) {
+    return 0;
+  }
+  uint64_t seen = zero_count;
+  for (size_t i = 0; i < n; ++i) {
+    seen += counts[i];
+    if (seen > rank) {
+      return LogHistogram::BucketValue(offset + static_cast<int>(i));
+    }
+  }
+  return LogHistogram::BucketValue(offset + static_cast<int>(n) - 1);
+}
 
 template <typename Count>
 void LogHistogram::AddToBuckets(int offset, const Count* counts, size_t n) {

@@ -1,7 +1,6 @@
 #include "controller/ingest/series_state.h"
 
 #include <algorithm>
-#include <cmath>
 #include <limits>
 #include <type_traits>
 
@@ -378,29 +377,9 @@ void CompactHistogram::RemoveFromZero(uint64_t n) {
 }
 
 double CompactHistogram::Quantile(double q) const {
-  if (count_ == 0) {
-    return 0;
-  }
-  q = std::clamp(q, 0.0, 1.0);
-  // As LogHistogram::Quantile: the nearest rank, 0-based.
-  const double wanted = std::ceil(q * static_cast<double>(count_));
-  uint64_t rank = wanted >= static_cast<double>(count_) ? count_ : static_cast<uint64_t>(wanted);
-  if (rank > 0) {
-    --rank;
-  }
-  if (rank < zero_count_) {
-    return 0;
-  }
   return std::visit(
       [&](const auto& counts) {
-        uint64_t seen = zero_count_;
-        for (size_t i = 0; i < counts.size(); ++i) {
-          seen += counts[i];
-          if (seen > rank) {
-            return LogHistogram::BucketValue(offset_ + static_cast<int>(i));
-          }
-        }
-        return LogHistogram::BucketValue(offset_ + static_cast<int>(counts.size()) - 1);
+        return QuantileOfBuckets(counts.data(), counts.size(), offset_, zero_count_, count_, q);
       },
       counts_);
 }
