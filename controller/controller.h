@@ -95,6 +95,14 @@ std::string SigningKeyPath(const ControllerOptions& options);
 // The audit key in use: --audit-key, or controller-audit.key beside the database.
 std::string AuditKeyPath(const ControllerOptions& options);
 
+// The GRPC_EXPERIMENTS value the controller runs gRPC with, from the environment's (null when
+// unset): gRPC 1.51's fixed 8 KiB read chunks turned off ("-tcp_read_chunks"), unless the
+// environment names that experiment itself. Each agent's connection holds its read buffer while
+// it waits for the agent's next message; with the chunks off that buffer follows what the
+// connection reads (an agent's message of 50 series is about 1.4 KB), see the server's
+// GRPC_ARG_TCP_READ_CHUNK_SIZE. main() sets it before gRPC reads it, at its first call.
+std::string GrpcExperimentsForController(const char* from_environment);
+
 // Refuses to create `db_path` anew when files beside it show a database existed (its WAL, its
 // lock file, the signing key at `key_path`), unless `init`; logs when a database is created.
 absl::Status CheckDatabaseEvidence(const std::string& db_path, const std::string& key_path,

@@ -7,23 +7,24 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <csignal>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 #include <tuple>
 
 #include "common/logging.h"
+#include "common/mutex_checks.h"
 #include "common/sd_notify.h"
 #include "common/transport.h"
 #include "common/yaml_util.h"
+#include "controller/audit/audit_command.h"
 #include "controller/auth/auth.h"
+#include "controller/auth/users_command.h"
 #include "controller/config/config_check.h"
 #include "controller/config/controller_config.h"
-#include "controller/audit/audit_command.h"
-#include "controller/auth/users_command.h"
 #include "controller/controller.h"
 #include "controller/rules/rule.h"
 #include "storage/sqlite/sqlite_store.h"
-#include "common/mutex_checks.h"
 
 namespace {
 
@@ -90,6 +91,9 @@ int main(int argc, char** argv) {
   // suffices for the threads that can run at once. jemalloc has arenas of its own.
   mallopt(M_ARENA_MAX, static_cast<int>(std::max(2u, std::thread::hardware_concurrency())));
 #endif
+  // Read by gRPC at its first call, so before any.
+  setenv("GRPC_EXPERIMENTS",
+         vigil::controller::GrpcExperimentsForController(getenv("GRPC_EXPERIMENTS")).c_str(), 1);
   // Before any thread: taken out of the environment so nothing the controller starts inherits it.
   const vigil::SdNotifier notifier = vigil::SdNotifier::FromEnvironment();
   // Everything the controller writes (database, keys, the data folder) is its own alone. The

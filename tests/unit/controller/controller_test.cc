@@ -28,6 +28,19 @@ constexpr char kTwoRules[] = R"(rules:
     expr: host_cpu_usage_ratio > 0.9
 )";
 
+TEST(GrpcExperimentsTest, TurnsOffFixedReadChunksAndKeepsTheOperatorsOwn) {
+  EXPECT_EQ(GrpcExperimentsForController(nullptr), "-tcp_read_chunks");
+  EXPECT_EQ(GrpcExperimentsForController(""), "-tcp_read_chunks");
+  EXPECT_EQ(GrpcExperimentsForController("tcp_rcv_lowat"), "tcp_rcv_lowat,-tcp_read_chunks");
+  // Naming the experiment either way is the operator's decision, left as it is.
+  EXPECT_EQ(GrpcExperimentsForController("tcp_read_chunks"), "tcp_read_chunks");
+  EXPECT_EQ(GrpcExperimentsForController("tcp_rcv_lowat, -tcp_read_chunks"),
+            "tcp_rcv_lowat, -tcp_read_chunks");
+  // A longer name that starts the same is another experiment.
+  EXPECT_EQ(GrpcExperimentsForController("tcp_read_chunks_v2"),
+            "tcp_read_chunks_v2,-tcp_read_chunks");
+}
+
 class ControllerReloadTest : public ::testing::Test {
  protected:
   void Start(bool with_files) {
