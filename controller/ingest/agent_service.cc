@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <list>
 #include <set>
 
 #include "absl/base/const_init.h"
@@ -308,7 +309,9 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
 
   absl::Mutex mu_;
   std::shared_ptr<AgentStream> self_ ABSL_GUARDED_BY(mu_);
-  std::deque<v1::ControllerMessage> outbox_ ABSL_GUARDED_BY(mu_);
+  // The front is being written (StartWrite keeps its address). A list, not a deque: empty almost
+  // always, and an empty deque still holds a 512-byte block and its map, per agent.
+  std::list<v1::ControllerMessage> outbox_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_pending_ ABSL_GUARDED_BY(mu_) = false;
