@@ -22,19 +22,7 @@ double LogHistogram::BucketValue(int index) {
   return 2.0 * std::pow(kGamma, index) / (kGamma + 1.0);
 }
 
-void LogHistogram::Grow(int index) {
-  if (counts_.empty()) {
-    offset_ = index;
-    counts_.assign(1, 0);
-    return;
-  }
-  if (index < offset_) {
-    counts_.insert(counts_.begin(), static_cast<size_t>(offset_ - index), 0);
-    offset_ = index;
-  } else if (index >= offset_ + static_cast<int>(counts_.size())) {
-    counts_.resize(static_cast<size_t>(index - offset_) + 1, 0);
-  }
-}
+void LogHistogram::Grow(int index) { buckets::GrowTo(counts_, offset_, index); }
 
 void LogHistogram::Add(double value, uint64_t n) {
   if (!(value >= 0) || std::isinf(value) || n == 0) return;  // drops NaN, infinities, negatives
@@ -103,11 +91,9 @@ void LogHistogram::Subtract(const LogHistogram& other) {
 }
 
 void LogHistogram::Trim() {
-  size_t begin = 0, end = counts_.size();
-  while (begin < end && counts_[begin] == 0) ++begin;
-  while (end > begin && counts_[end - 1] == 0) --end;
+  const auto [begin, end] = buckets::Occupied(counts_);
   const size_t used = end - begin;
-  if ((counts_.capacity() - used) * 4 <= used + 32) return;
+  if (!buckets::TrimPays(counts_.capacity(), used)) return;
   std::vector<uint64_t> trimmed(counts_.begin() + static_cast<std::ptrdiff_t>(begin),
                                 counts_.begin() + static_cast<std::ptrdiff_t>(end));
   offset_ = used == 0 ? 0 : offset_ + static_cast<int>(begin);
@@ -128,9 +114,7 @@ double LogHistogram::Quantile(double q) const {
 void LogHistogram::ToProto(v1::Histogram* out) const {
   out->Clear();
   // Trim empty buckets at both ends so the wire carries only the occupied range.
-  size_t begin = 0, end = counts_.size();
-  while (begin < end && counts_[begin] == 0) ++begin;
-  while (end > begin && counts_[end - 1] == 0) --end;
+  const auto [begin, end] = buckets::Occupied(counts_);
   out->set_offset(offset_ + static_cast<int>(begin));
   for (size_t i = begin; i < end; ++i) out->add_counts(counts_[i]);
   out->set_zero_count(zero_count_);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -21,6 +22,21 @@ namespace vigil {
 template <typename Count>
 double QuantileOfBuckets(const Count* counts, size_t n, int offset, uint64_t zero_count,
                          uint64_t count, double q);
+
+// Bucket vectors as LogHistogram keeps them (bucket offset + i holds counts[i]), whatever the
+// count's width: shared with the controller's running windows, which keep narrower counts.
+namespace buckets {
+// Makes room for bucket `index` in `counts`, whose first bucket is `offset` (moved when the
+// buckets grow downwards, or set when they were empty).
+template <typename Count>
+void GrowTo(std::vector<Count>& counts, int& offset, int index);
+// [begin, end) of `counts` without its empty buckets at both ends; begin == end when all are.
+template <typename Count>
+std::pair<size_t, size_t> Occupied(const std::vector<Count>& counts);
+// Whether `used` buckets in a vector of `capacity` leave enough spare (more than a quarter of
+// what is used plus 8 buckets) to be worth a reallocation that drops it.
+inline bool TrimPays(size_t capacity, size_t used) { return (capacity - used) * 4 > used + 32; }
+}  // namespace buckets
 
 class LogHistogram {
  public:
@@ -121,6 +137,35 @@ double QuantileOfBuckets(const Count* counts, size_t n, int offset, uint64_t zer
   }
   return LogHistogram::BucketValue(offset + static_cast<int>(n) - 1);
 }
+
+namespace buckets {
+
+template <typename Count>
+void GrowTo(std::vector<Count>& counts, int& offset, int index) {
+  if (counts.empty()) {
+    offset = index;
+    counts.assign(1, 0);
+  } else if (index < offset) {
+    counts.insert(counts.begin(), static_cast<size_t>(offset - index), 0);
+    offset = index;
+  } else if (index >= offset + static_cast<int>(counts.size())) {
+    counts.resize(static_cast<size_t>(index - offset) + 1, 0);
+  }
+}
+
+template <typename Count>
+std::pair<size_t, size_t> Occupied(const std::vector<Count>& counts) {
+  size_t begin = 0, end = counts.size();
+  while (begin < end && counts[begin] == 0) {
+    ++begin;
+  }
+  while (end > begin && counts[end - 1] == 0) {
+    --end;
+  }
+  return {begin, end};
+}
+
+}  // namespace buckets
 
 template <typename Count>
 void LogHistogram::AddToBuckets(int offset, const Count* counts, size_t n) {

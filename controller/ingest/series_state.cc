@@ -220,20 +220,6 @@ constexpr uint64_t MaxOf() {
   return std::numeric_limits<Count>::max();
 }
 
-// Makes room for `index` in `counts` (whose first bucket is `offset`).
-template <typename Count>
-inline void GrowTo(std::vector<Count>& counts, int& offset, int index) {
-  if (counts.empty()) {
-    offset = index;
-    counts.assign(1, 0);
-  } else if (index < offset) {
-    counts.insert(counts.begin(), static_cast<size_t>(offset - index), 0);
-    offset = index;
-  } else if (index >= offset + static_cast<int>(counts.size())) {
-    counts.resize(static_cast<size_t>(index - offset) + 1, 0);
-  }
-}
-
 // The buckets [begin, end) of `from` in a vector of Count (every count fits).
 template <typename Count, typename From>
 std::vector<Count> CopyAs(const std::vector<From>& from, size_t begin, size_t end) {
@@ -268,7 +254,7 @@ inline bool CompactHistogram::AddIn(Buckets<Count>& counts, int index, uint64_t 
   if (n == 0 || index < LogHistogram::kMinIndex || index > LogHistogram::kMaxIndex) {
     return true;
   }
-  GrowTo(counts, offset_, index);
+  buckets::GrowTo(counts, offset_, index);
   Count& c = counts[static_cast<size_t>(index - offset_)];
   if (n > MaxOf<Count>() - c) {
     return false;
@@ -317,8 +303,8 @@ void CompactHistogram::Add(const LogHistogram& h) {
     const bool overflow = std::visit(
         [&](auto& counts) {
           using Count = typename std::decay_t<decltype(counts)>::value_type;
-          GrowTo(counts, offset_, first);
-          GrowTo(counts, offset_, last);
+          buckets::GrowTo(counts, offset_, first);
+          buckets::GrowTo(counts, offset_, last);
           Count* to = counts.data() + (first - offset_);
           for (; i < added.size(); ++i) {
             if (added[i] > MaxOf<Count>() - to[i]) {
@@ -395,15 +381,9 @@ void CompactHistogram::AddTo(LogHistogram* out) const {
 void CompactHistogram::Trim() {
   std::visit(
       [&](auto& counts) {
-        size_t begin = 0, end = counts.size();
-        while (begin < end && counts[begin] == 0) {
-          ++begin;
-        }
-        while (end > begin && counts[end - 1] == 0) {
-          --end;
-        }
+        const auto [begin, end] = buckets::Occupied(counts);
         const size_t used = end - begin;
-        if ((counts.capacity() - used) * 4 <= used + 32) {
+        if (!buckets::TrimPays(counts.capacity(), used)) {
           return;
         }
         uint64_t largest = 0;

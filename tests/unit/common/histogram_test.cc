@@ -16,6 +16,37 @@ double ExactQuantile(std::vector<double> v, double q) {
   return v[rank == 0 ? 0 : rank - 1];
 }
 
+TEST(HistogramBucketsTest, GrowToKeepsEveryBucketWhereItWasInAnyWidth) {
+  std::vector<uint16_t> counts;
+  int offset = 0;
+  buckets::GrowTo(counts, offset, 5);
+  EXPECT_EQ(offset, 5);
+  ASSERT_EQ(counts.size(), 1u);
+  counts[0] = 7;
+  buckets::GrowTo(counts, offset, 2);  // downwards: the old bucket 5 moves to slot 3
+  EXPECT_EQ(offset, 2);
+  ASSERT_EQ(counts.size(), 4u);
+  EXPECT_EQ(counts[3], 7);
+  buckets::GrowTo(counts, offset, 9);  // upwards
+  EXPECT_EQ(offset, 2);
+  EXPECT_EQ(counts.size(), 8u);
+  buckets::GrowTo(counts, offset, 4);  // inside: nothing moves
+  EXPECT_EQ(counts.size(), 8u);
+  EXPECT_EQ(counts[3], 7);
+}
+
+TEST(HistogramBucketsTest, OccupiedSkipsEmptyEndsAndTrimPaysOnlyForRealSpare) {
+  EXPECT_EQ(buckets::Occupied(std::vector<uint32_t>{0, 0, 3, 0, 4, 0}),
+            (std::pair<size_t, size_t>{2, 5}));
+  const auto [begin, end] = buckets::Occupied(std::vector<uint64_t>{0, 0, 0});
+  EXPECT_EQ(begin, end);
+  // Spare must exceed a quarter of what is used plus 8 buckets.
+  EXPECT_FALSE(buckets::TrimPays(8, 0));
+  EXPECT_TRUE(buckets::TrimPays(9, 0));
+  EXPECT_FALSE(buckets::TrimPays(83, 60));  // 23 spare: 60 / 4 + 8 = 23
+  EXPECT_TRUE(buckets::TrimPays(84, 60));
+}
+
 TEST(LogHistogramTest, QuantilesWithinOnePercentOnLogNormalLatencies) {
   std::mt19937 rng(42);
   std::lognormal_distribution<double> dist(-3.0, 1.2);  // ~50 ms median, long tail
