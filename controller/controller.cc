@@ -186,7 +186,8 @@ absl::Status Controller::Start() {
                                 .limits = options_.ingest_limits,
                                 .evict_after = options_.evict_after,
                                 .max_pending_hellos = options_.admission_queue,
-                                .max_queue_delay = options_.admission_max_delay});
+                                .max_queue_delay = options_.admission_max_delay,
+                                .ingest_nice = options_.ingest_nice});
   writer_ = std::make_unique<TimelineWriter>(store_.get(), clock_);
   checkpointer_ = std::make_unique<Checkpointer>(store_.get(), clock_, std::move(audit_signer),
                                                  options_.checkpoints, writer_.get());

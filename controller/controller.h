@@ -78,6 +78,7 @@ struct ControllerOptions {
   // Admission of new agent streams (see AgentServiceImpl::Options).
   size_t admission_queue = 512;
   absl::Duration admission_max_delay = absl::Milliseconds(500);
+  int ingest_nice = 5;  // nice levels the ingest thread runs below gRPC's (0: equal)
   absl::Duration rule_tick = absl::Milliseconds(250);
   IncidentManager::Options incidents;
   RemediationManager::Options remediation;

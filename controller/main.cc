@@ -173,6 +173,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1'000'000));
   app.add_option("--admission-max-delay", admission_delay,
                  "admit no new agent stream while queued telemetry waits longer than this (500ms)");
+  app.add_option("--ingest-nice", options.ingest_nice,
+                 "run the ingest thread this many nice levels below the threads that answer the "
+                 "CLI and read agents, so they come first when the controller is saturated; 0 "
+                 "keeps them equal (5)")
+      ->check(CLI::Range(0, 19));
   vigil::AddTransportFlags(app, options.transport);
   std::string config_path;
   app.add_option("--config", config_path,

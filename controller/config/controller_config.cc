@@ -41,15 +41,24 @@ Key Text(const std::string& name, Field<std::string> field) {
           }};
 }
 
-Key Count(const std::string& name, Field<size_t> field, int64_t min, int64_t max) {
+template <typename N>
+Key Number(const std::string& name, Field<N> field, int64_t min, int64_t max) {
   return {name, [name, field, min, max](const YAML::Node& root, absl::string_view file, bool apply,
                                         ControllerSettings& s) -> absl::Status {
             ASSIGN_OR_RETURN(int64_t value, YamlInt(root, name, file, 0, min, max));
             if (apply) {
-              field(s) = static_cast<size_t>(value);
+              field(s) = static_cast<N>(value);
             }
             return absl::OkStatus();
           }};
+}
+
+Key Count(const std::string& name, Field<size_t> field, int64_t min, int64_t max) {
+  return Number(name, field, min, max);
+}
+
+Key Level(const std::string& name, Field<int> field, int64_t min, int64_t max) {
+  return Number(name, field, min, max);
 }
 
 Key Span(const std::string& name, Field<absl::Duration> field) {
@@ -143,10 +152,9 @@ const std::vector<Key>& Keys() {
           [](ControllerSettings& s) -> size_t& { return s.options.webhook.max_alerts_per_minute; },
           1, 100'000'000),
       SelfAlerts(),
-      Text("fleet_metrics_token_file",
-           [](ControllerSettings& s) -> std::string& {
-             return s.options.fleet_metrics_token_file;
-           }),
+      Text(
+          "fleet_metrics_token_file",
+          [](ControllerSettings& s) -> std::string& { return s.options.fleet_metrics_token_file; }),
       Text("rules", [](ControllerSettings& s) -> std::string& { return s.options.rules_path; }),
       Span("correlation_window",
            [](ControllerSettings& s) -> absl::Duration& {
@@ -174,16 +182,19 @@ const std::vector<Key>& Keys() {
            [](ControllerSettings& s) -> absl::Duration& {
              return s.options.ingest_limits.max_future_skew;
            }),
-      Span("telemetry_max_age",
-           [](ControllerSettings& s) -> absl::Duration& { return s.options.ingest_limits.max_age; }),
+      Span(
+          "telemetry_max_age",
+          [](ControllerSettings& s) -> absl::Duration& { return s.options.ingest_limits.max_age; }),
       Span("evict_after",
            [](ControllerSettings& s) -> absl::Duration& { return s.options.evict_after; }),
       Count(
           "admission_queue",
-          [](ControllerSettings& s) -> size_t& { return s.options.admission_queue; }, 1,
-          1'000'000),
+          [](ControllerSettings& s) -> size_t& { return s.options.admission_queue; }, 1, 1'000'000),
       Span("admission_max_delay",
            [](ControllerSettings& s) -> absl::Duration& { return s.options.admission_max_delay; }),
+      Level(
+          "ingest_nice", [](ControllerSettings& s) -> int& { return s.options.ingest_nice; }, 0,
+          19),
       Switch("insecure",
              [](ControllerSettings& s) -> bool& { return s.options.transport.insecure; }),
       Text("tls_ca", [](ControllerSettings& s) -> std::string& { return s.options.transport.ca; }),

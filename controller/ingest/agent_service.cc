@@ -1,9 +1,14 @@
 #include "controller/ingest/agent_service.h"
 
 #include <grpc/grpc_security_constants.h>
+#include <pthread.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <list>
 #include <set>
 
@@ -458,7 +463,32 @@ void AgentServiceImpl::Enqueue(Work work) {
   queue_.push_back(std::move(work));
 }
 
+namespace {
+
+// Runs the calling thread `steps` nice levels below the thread that made it (Linux gives each
+// thread its own nice value), at most 19. Unprivileged, it cannot be undone: nothing needs to.
+void LowerCallingThreadPriority(int steps) {
+  const auto tid = static_cast<id_t>(gettid());
+  errno = 0;
+  const int base = getpriority(PRIO_PROCESS, tid);
+  if (base == -1 && errno != 0) {
+    spdlog::warn("ingest thread keeps its priority: getpriority: {}", std::strerror(errno));
+    return;
+  }
+  const int target = std::min(base + steps, 19);
+  if (setpriority(PRIO_PROCESS, tid, target) != 0) {
+    spdlog::warn("ingest thread keeps its priority: setpriority({}): {}", target,
+                 std::strerror(errno));
+  }
+}
+
+}  // namespace
+
 void AgentServiceImpl::IngestLoop() {
+  pthread_setname_np(pthread_self(), "vigil-ingest");  // as top -H and perf show it
+  if (options_.ingest_nice > 0) {
+    LowerCallingThreadPriority(options_.ingest_nice);
+  }
   while (true) {
     std::deque<Work> batch;
     {

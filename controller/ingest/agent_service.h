@@ -73,6 +73,11 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
     // silence timeouts. gRPC's threads then spend themselves on handshakes (TLS above all) and
     // read streaming agents late; silent streams are given four timeouts meanwhile.
     uint64_t storm_streams = 64;
+    // The ingest thread runs this many nice levels below gRPC's threads. On a saturated
+    // controller (a reconnect storm of thousands) those then answer the CLI and read streaming
+    // agents first, and the ingest queue waits, which costs nothing: silence is judged from
+    // arrival and admission paces new streams by that wait. 0 keeps it equal.
+    int ingest_nice = 5;
   };
   // Streams ended for breaking the wire contract, by what they sent (for /metrics).
   struct Refusals {

@@ -223,6 +223,11 @@ grep -q '^CapBnd:[[:space:]]*0000000000000000$' <<<"$status" ||
   fail "vigil-controller keeps capabilities: $(grep ^CapBnd <<<"$status")"
 grep -q '^NoNewPrivs:[[:space:]]*1$' <<<"$status" || fail "vigil-controller may gain privileges"
 grep -q '^Seccomp:[[:space:]]*2$' <<<"$status" || fail "vigil-controller runs without its system call filter"
+# ... which lets the ingest thread run its 5 nice levels below the others (--ingest-nice).
+main_nice=$(in_sd ps -o ni= -p "$CPID" | tr -d ' ' || true)
+ingest_nice=$(in_sd ps -L -o comm=,ni= -p "$CPID" | awk '$1 == "vigil-ingest" {print $2}' || true)
+[ -n "$main_nice" ] && [ "$ingest_nice" = "$((main_nice + 5))" ] ||
+  fail "vigil-controller's ingest thread runs at nice '$ingest_nice', not 5 below its main thread's '$main_nice'"
 # LimitNOFILE=65536, or as near as this machine lets root go (the booted systemd keeps the hard
 # limit this test has: without CAP_SYS_RESOURCE it cannot raise it).
 hard=$(ulimit -Hn)

@@ -6,9 +6,14 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -384,6 +389,43 @@ TEST_F(AgentServiceTest, NoAgentIsCutOffForSilenceOnceTheWatchdogIsStopped) {
   EXPECT_EQ(info->state(), v1::CONNECTED);
   service_->Shutdown();  // still ends the stream
   EXPECT_EQ(quiet.Finish(absl::Seconds(5)).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+// The nice value of this process's thread named `name` (as top -H shows it), if there is one.
+std::optional<int> NiceOfThread(const std::string& name) {
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string line;
+    if (std::getline(comm, line) && line == name) {
+      errno = 0;
+      const int nice =
+          getpriority(PRIO_PROCESS, static_cast<id_t>(std::stoi(task.path().filename())));
+      if (nice != -1 || errno == 0) {
+        return nice;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+TEST_F(AgentServiceTest, TheIngestThreadRunsBelowTheThreadsThatAnswer) {
+  const int base = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
+  const int expected = std::min(base + 3, 19);
+  Start({.ingest_nice = 3});
+  EXPECT_TRUE(::vigil::testing::WaitUntil([&] { return NiceOfThread("vigil-ingest") == expected; },
+                                          absl::Seconds(5)))
+      << "ingest thread's nice: " << NiceOfThread("vigil-ingest").value_or(-100)
+      << ", this thread's " << base;
+  EXPECT_EQ(getpriority(PRIO_PROCESS, static_cast<id_t>(gettid())), base)
+      << "only the ingest thread is lowered";
+}
+
+TEST_F(AgentServiceTest, AnIngestNiceOfZeroLeavesTheIngestThreadEqual) {
+  const int base = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
+  Start({.ingest_nice = 0});
+  ASSERT_TRUE(::vigil::testing::WaitUntil([&] { return NiceOfThread("vigil-ingest").has_value(); },
+                                          absl::Seconds(5)));
+  EXPECT_EQ(NiceOfThread("vigil-ingest"), base);
 }
 
 TEST_F(AgentServiceTest, AStreamThatNeverSaysHelloIsEnded) {

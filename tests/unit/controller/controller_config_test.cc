@@ -134,6 +134,7 @@ TEST(ControllerConfigTest, ReadsEveryKindOfSetting) {
                     "tls_cert: /etc/vigil/tls/controller.pem\n"
                     "tls_key: /etc/vigil/tls/controller.key\n"
                     "admission_queue: 2048\n"
+                    "ingest_nice: 0\n"
                     "webhook_max_alerts: 50\n"
                     "telemetry_max_skew: 5s\n"
                     "correlation_window: 20m\n"
@@ -152,6 +153,7 @@ TEST(ControllerConfigTest, ReadsEveryKindOfSetting) {
   EXPECT_EQ(s.options.transport.cert, "/etc/vigil/tls/controller.pem");
   EXPECT_EQ(s.options.transport.key, "/etc/vigil/tls/controller.key");
   EXPECT_EQ(s.options.admission_queue, 2048u);
+  EXPECT_EQ(s.options.ingest_nice, 0);
   EXPECT_EQ(s.options.webhook.max_alerts_per_request, 50u);
   EXPECT_EQ(s.options.ingest_limits.max_future_skew, absl::Seconds(5));
   EXPECT_EQ(s.options.incidents.correlation_window, absl::Minutes(20));
@@ -214,7 +216,8 @@ TEST(ControllerConfigTest, WrongTypesAndRangesNameFileLineAndKey) {
       "telemetry_max_skew: 5 minutes\n"
       "insecure: maybe\n"
       "webhook_max_alerts: 0\n"
-      "log_level: loud\n",
+      "log_level: loud\n"
+      "ingest_nice: 20\n",
       s);
   ASSERT_FALSE(status.ok());
   const std::string m(status.message());
@@ -229,7 +232,10 @@ TEST(ControllerConfigTest, WrongTypesAndRangesNameFileLineAndKey) {
       << m;
   EXPECT_TRUE(absl::StrContains(m, "controller.yaml:5: key 'webhook_max_alerts'")) << m;
   EXPECT_TRUE(absl::StrContains(m, "controller.yaml:6: key 'log_level': 'loud'")) << m;
-  EXPECT_EQ(std::count(m.begin(), m.end(), '\n'), 5) << m;
+  EXPECT_TRUE(absl::StrContains(
+      m, "controller.yaml:7: key 'ingest_nice' must be a whole number from 0 to 19"))
+      << m;
+  EXPECT_EQ(std::count(m.begin(), m.end(), '\n'), 6) << m;
 }
 
 TEST(ControllerConfigTest, RepeatedEmptyAndCommandLineOnlyKeysAreRefused) {
