@@ -13,6 +13,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -129,8 +130,11 @@ long MeasureSessions(size_t n) {
   const size_t before = HeapInUse();
   for (size_t i = 0; i < n; ++i) {
     states[i] = {&server_bodies, i};
-    nghttp2_session_client_new2(&pairs[i].client, client_callbacks, nullptr, option);
-    nghttp2_session_server_new2(&pairs[i].server, server_callbacks, &states[i], option);
+    if (nghttp2_session_client_new2(&pairs[i].client, client_callbacks, nullptr, option) != 0 ||
+        nghttp2_session_server_new2(&pairs[i].server, server_callbacks, &states[i], option) != 0) {
+      std::fprintf(stderr, "cannot create the sessions of connection %zu\n", i);
+      return -1;
+    }
     nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 16}};
     nghttp2_submit_settings(pairs[i].server, NGHTTP2_FLAG_NONE, settings, 1);
     nghttp2_submit_settings(pairs[i].client, NGHTTP2_FLAG_NONE, nullptr, 0);
@@ -167,8 +171,6 @@ long MeasureSessions(size_t n) {
   return held;
 }
 
-}  // namespace
-
 // Heap of a server session that has seen nothing yet, averaged over 10,000.
 double BareSessionBytes() {
   nghttp2_session_callbacks* callbacks = nullptr;
@@ -176,7 +178,10 @@ double BareSessionBytes() {
   std::vector<nghttp2_session*> sessions(10000);
   const size_t before = HeapInUse();
   for (nghttp2_session*& s : sessions) {
-    nghttp2_session_server_new(&s, callbacks, nullptr);
+    if (nghttp2_session_server_new(&s, callbacks, nullptr) != 0) {
+      std::fprintf(stderr, "nghttp2_session_server_new failed\n");
+      std::exit(1);
+    }
   }
   const double each = static_cast<double>(HeapInUse() - before) / sessions.size();
   for (nghttp2_session* s : sessions) {
@@ -185,6 +190,8 @@ double BareSessionBytes() {
   nghttp2_session_callbacks_del(callbacks);
   return each;
 }
+
+}  // namespace
 
 int main() {
   std::printf("a server session before any byte: %.0f bytes\n", BareSessionBytes());
