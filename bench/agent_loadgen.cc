@@ -51,7 +51,10 @@ int main(int argc, char** argv) {
   double interval = 1, ramp = 1, pre_ramp = 10, pre_timeout = 60, timeout = 60, hold = 10,
          steady = 20, probe_period_ms = 200, probe_deadline = 5;
   std::string restart_signal = "KILL";
-  app.add_option("--target", o.target, "controller address HOST:PORT");
+  app.add_option("--target", o.target, "controller address HOST:PORT the agents dial");
+  app.add_option("--probe-target", o.probe_target,
+                 "controller address HOST:PORT the CLI probe dials (default: --target), e.g. "
+                 "--listen when the agents dial the controller's --agent-listen");
   app.add_option("--controller-pid", o.controller_pid,
                  "pid of the controller at --target, whose CPU and RSS are sampled");
   app.add_option("--controller-cmd", o.controller_cmd,

@@ -25,6 +25,9 @@
 # the whole fleet's listing, 2.4 MB at 10,000 agents),
 # SCALE_SEND_SPREAD_MS (each agent's rounds fall at its own offset in [0, this) ms past each
 # interval; default: the interval, as vigil-agent phases its rounds; 20 models --aligned-rounds),
+# SCALE_AGENT_LISTEN (1: the agents dial the controller's --agent-listen, whose accept queue is
+# SCALE_AGENT_BACKLOG (default: the controller's, 64) connections, and the CLI probe its --listen;
+# 0: everything on --listen with the system's queue, as before 2026-12-03),
 # SCALE_KEEP=1 keeps the work folder (logs, timelines). Needs a build (scripts/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +44,9 @@ PROCS=${SCALE_PROCESSES:-4}
 CLIENT=${SCALE_CLIENT:-}
 PROBE_CALL=${SCALE_PROBE_CALL:-list-agents}
 SEND_SPREAD_MS=${SCALE_SEND_SPREAD_MS:-0}
+AGENT_LISTEN=${SCALE_AGENT_LISTEN:-1}
+AGENT_BACKLOG=${SCALE_AGENT_BACKLOG:-}
+case "$AGENT_LISTEN" in 0 | 1) ;; *) echo "scale.sh: SCALE_AGENT_LISTEN is 0 or 1" >&2; exit 2 ;; esac
 case "$PROBE_CALL" in list-agents | list-incidents) ;; *) echo "scale.sh: SCALE_PROBE_CALL is list-agents or list-incidents" >&2; exit 2 ;; esac
 case "$CLIENT" in "" | h2 | grpc) ;; *) echo "scale.sh: SCALE_CLIENT is h2 or grpc" >&2; exit 2 ;; esac
 # In a real fleet the agents run on other hosts. Here they share the controller's 2 cores, so the
@@ -100,12 +106,18 @@ run() {
     tls_ctl=(--tls-ca="$W/tls/ca.pem" --tls-cert="$W/tls/controller.pem" --tls-key="$W/tls/controller.key")
     auth+=(--tls-ca="$W/tls/ca.pem" --tls-ca-key="$W/tls/ca.key" --tls-cert="$W/tls/user-bench.pem" --tls-key="$W/tls/user-bench.key")
   fi
-  local cmd="'$CTL' --listen=127.0.0.1:$p --db='$dir/vigil.db' ${tls_ctl[*]} --log-level=warn --http-listen=off 2>>'$dir/controller.log'"
+  # The agents' own address (--agent-listen), or the CLI's.
+  local agent_target="127.0.0.1:$p" agent_flags=""
+  if [ "$AGENT_LISTEN" = 1 ]; then
+    agent_target="127.0.0.1:$(port)"
+    agent_flags="--agent-listen=$agent_target${AGENT_BACKLOG:+ --agent-listen-backlog=$AGENT_BACKLOG}"
+  fi
+  local cmd="'$CTL' --listen=127.0.0.1:$p $agent_flags --db='$dir/vigil.db' ${tls_ctl[*]} --log-level=warn --http-listen=off 2>>'$dir/controller.log'"
   local pre=${SCALE_PRE_RAMP:-$(( (agents + 99) / 100 ))}
   echo "scale.sh: $name: $agents agents, $transport, $MODE storm (timelines in $dir/timeline.txt)" >&2
   # The tool bounds itself; timeout(1) only guards against a hang.
   timeout --kill-after=10 $(( TIMEOUT + HOLD + STEADY + pre + 150 )) "$LG" \
-    --target="127.0.0.1:$p" --controller-cmd="$cmd" --agents="$agents" --processes="$PROCS" \
+    --target="$agent_target" --probe-target="127.0.0.1:$p" --controller-cmd="$cmd" --agents="$agents" --processes="$PROCS" \
     --sim-nice="$SIM_NICE" ${CLIENT:+--client="$CLIENT"} --probe-call="$PROBE_CALL" \
     --send-spread-ms="$SEND_SPREAD_MS" \
     --mode="$MODE" --ramp=1 --pre-ramp="$pre" --pre-timeout="$TIMEOUT" --timeout="$TIMEOUT" \
@@ -134,6 +146,11 @@ if [ "$MODE" = restart ]; then
   echo "storm: the controller killed (SIGKILL) and restarted under N streaming agents, timed from the restart; converge bound ${TIMEOUT} s, then ${HOLD} s held; steady: ${STEADY} s window after the storm"
 else
   echo "storm: every agent's first attempt within 1 s of a running controller; converge bound ${TIMEOUT} s, then ${HOLD} s held; steady: ${STEADY} s window after the storm"
+fi
+if [ "$AGENT_LISTEN" = 1 ]; then
+  echo "agents dial the controller's --agent-listen (accept queue ${AGENT_BACKLOG:-64}), the CLI probe its --listen"
+else
+  echo "agents and the CLI probe dial the controller's --listen (accept queue: net.core.somaxconn, $(cat /proc/sys/net/core/somaxconn))"
 fi
 echo "50 series per agent (45 gauges + 5 histograms) every 1 s; each agent its own TCP connection; simulator in $PROCS processes on the same cores, at nice $SIM_NICE (the controller and the CLI probe at 0); simulator's client: ${CLIENT:-h2 for plain text, grpc for mTLS}"
 echo

@@ -18,6 +18,7 @@
 #include "common/logging.h"
 #include "common/metric_schema.h"
 #include "common/status.h"
+#include "controller/accept_queue.h"
 #include "controller/api/incident_pages.h"
 #include "controller/audit/bundle_export.h"
 #include "controller/http/alertmanager_webhook.h"
@@ -156,6 +157,10 @@ Controller::~Controller() { Stop(); }
 
 absl::Status Controller::Start() {
   ASSIGN_OR_RETURN(auto credentials, MakeServerCredentials(options_.transport, options_.listen));
+  if (!options_.agent_listen.empty()) {
+    // Plain text is refused off loopback on the agents' address as on the other.
+    RETURN_IF_ERROR(MakeServerCredentials(options_.transport, options_.agent_listen).status());
+  }
   ASSIGN_OR_RETURN(std::vector<Rule> rules, LoadRules(options_.rules_path));
   const size_t rule_count = rules.size();
   ASSIGN_OR_RETURN(Policy policy, LoadPolicy(options_.policy_path));
@@ -407,6 +412,9 @@ absl::Status Controller::Start() {
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, credentials, &port_);
+  if (!options_.agent_listen.empty()) {
+    builder.AddListeningPort(options_.agent_listen, credentials, &agent_port_);
+  }
   builder.RegisterService(agent_service_.get());
   builder.RegisterService(control_service_.get());
   // Agents ping every 10 s on idle streams; allow it, or gRPC answers too_many_pings.
@@ -428,13 +436,41 @@ absl::Status Controller::Start() {
   // (five runs each, 2026-12-02), the controller's CPU share within the runs' spread.
   builder.AddChannelArgument(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1024);
   server_ = builder.BuildAndStart();
-  if (server_ == nullptr || port_ == 0) {
+  std::string bind_error;
+  if (server_ == nullptr || port_ == 0 || (!options_.agent_listen.empty() && agent_port_ == 0)) {
+    bind_error = absl::StrCat("cannot listen on ", options_.listen);
+    if (!options_.agent_listen.empty()) {
+      absl::StrAppend(&bind_error, " or ", options_.agent_listen, " (agent_listen)");
+    }
+    absl::StrAppend(&bind_error, " (address in use, or not an address of this host)");
+  } else if (agent_port_ == port_) {
+    // gRPC binds with SO_REUSEPORT: one port twice would split connections between two queues
+    // and shorten the CLI's too.
+    bind_error = absl::StrCat("agent_listen ", options_.agent_listen, " has the port of listen ",
+                              options_.listen, ": give the agents a port of their own");
+  }
+  if (!bind_error.empty()) {
+    if (server_ != nullptr) {
+      server_->Shutdown();
+      server_->Wait();
+    }
     if (http_ != nullptr) {
       http_->Stop();
     }
     writer_->Stop();
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen on ", options_.listen, " (address in use, or not an address of this host)"));
+    return absl::UnavailableError(bind_error);
+  }
+  std::string agents_at = "the same port";
+  if (agent_port_ != 0) {
+    agents_at = absl::StrCat(options_.agent_listen, " (port ", agent_port_, ")");
+    // Only the queue's length changes: a failure here leaves the system's length, named.
+    if (absl::StatusOr<int> set = SetAcceptQueue(agent_port_, options_.agent_listen_backlog);
+        set.ok()) {
+      absl::StrAppend(&agents_at, ", accept queue ", options_.agent_listen_backlog);
+    } else {
+      spdlog::warn("agent_listen {}: the accept queue stays net.core.somaxconn's: {}",
+                   options_.agent_listen, set.status().message());
+    }
   }
   agent_service_->Start();
   if (notifier_ != nullptr) {
@@ -444,10 +480,10 @@ absl::Status Controller::Start() {
   housekeeping_ = std::thread([this] { HousekeepingLoop(); });
   started_ = true;
   spdlog::info(
-      "vigil-controller {} listening on {} (port {}), HTTP {}, store {} with {} known agent(s), "
-      "{} rule(s) from {}, {} active incident(s)",
+      "vigil-controller {} listening on {} (port {}), HTTP {}, agents on {}, store {} with {} "
+      "known agent(s), {} rule(s) from {}, {} active incident(s)",
       VIGIL_VERSION, options_.listen, port_,
-      http_ == nullptr ? "off" : absl::StrCat("port ", http_->port()), options_.db_path,
+      http_ == nullptr ? "off" : absl::StrCat("port ", http_->port()), agents_at, options_.db_path,
       registry.size(), rule_count,
       options_.rules_path.empty() ? "the built-in set" : options_.rules_path,
       incidents_->active_incidents());

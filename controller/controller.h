@@ -40,6 +40,13 @@ namespace vigil::controller {
 
 struct ControllerOptions {
   std::string listen = "127.0.0.1:7443";
+  // A second gRPC address for the agents (empty: none; they use `listen` with the CLI). Its
+  // accept queue is kept at `agent_listen_backlog` connections, so a reconnect storm of
+  // thousands of agents waits in their own SYN retries rather than in the queues the CLI's calls
+  // share: bench/scale.sh at 10,000 agents, README "Reconnect storms and scale". Both addresses
+  // serve every RPC with the same authentication and roles; only the queue differs.
+  std::string agent_listen;
+  int agent_listen_backlog = 64;
   std::string db_path = "/var/lib/vigil/vigil.db";  // packaged installs; run.sh passes ./data
   // Prometheus /metrics and the Alertmanager webhook; empty: no HTTP port.
   std::string http_listen = "127.0.0.1:9464";
@@ -131,6 +138,7 @@ class Controller {
   absl::Status Reload();
 
   int port() const { return port_; }
+  int agent_port() const { return agent_port_; }  // 0 without ControllerOptions::agent_listen
   int http_port() const { return http_ != nullptr ? http_->port() : 0; }
   IncidentManager& incidents() { return *incidents_; }
   TimelineWriter& timeline_writer() { return *writer_; }
@@ -191,6 +199,7 @@ class Controller {
   std::unique_ptr<ControlServiceImpl> control_service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  int agent_port_ = 0;
   std::thread housekeeping_;
   absl::Time started_at_;
   absl::Notification stop_;

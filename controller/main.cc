@@ -106,7 +106,16 @@ int main(int argc, char** argv) {
                        "print the version and exit");
   vigil::controller::ControllerOptions options;
   std::string log_level = "info";
-  app.add_option("--listen", options.listen, "gRPC address for agents and the CLI (HOST:PORT)");
+  app.add_option("--listen", options.listen,
+                 "gRPC address for the CLI, and for agents without --agent-listen (HOST:PORT)");
+  app.add_option("--agent-listen", options.agent_listen,
+                 "a second gRPC address for agents (HOST:PORT), whose accept queue is kept short "
+                 "(--agent-listen-backlog) so that a reconnect storm of agents waits in their own "
+                 "connection retries and the CLI on --listen keeps answering");
+  app.add_option("--agent-listen-backlog", options.agent_listen_backlog,
+                 "connections --agent-listen queues before the controller accepts them; the "
+                 "kernel caps it at net.core.somaxconn (64)")
+      ->check(CLI::Range(1, 65535));
   app.add_option("--db", options.db_path,
                  "SQLite database file (created with its folder; default /var/lib/vigil/vigil.db)");
   app.add_option("--http-listen", options.http_listen,

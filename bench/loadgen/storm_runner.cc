@@ -539,7 +539,8 @@ int Coordinator::Run() {
     credentials = grpc::SslCredentials(ssl);
   }
   grpc::ChannelArguments args = ControlChannelArguments();  // the CLI's own
-  probe_ = std::make_unique<CliProbe>(grpc::CreateCustomChannel(o_.target, credentials, args),
+  const std::string& probe_target = o_.probe_target.empty() ? o_.target : o_.probe_target;
+  probe_ = std::make_unique<CliProbe>(grpc::CreateCustomChannel(probe_target, credentials, args),
                                       o_.token, o_.probe_period, o_.probe_deadline, o_.probe_call);
   probe_->Start();
   std::thread sampler([this] { SamplerLoop(); });

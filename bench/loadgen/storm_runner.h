@@ -16,7 +16,8 @@
 namespace vigil::loadgen {
 
 struct StormOptions {
-  std::string target;          // controller address, host:port
+  std::string target;          // controller address the agents dial, host:port
+  std::string probe_target;    // the address the CLI probe dials (empty: `target`)
   pid_t controller_pid = 0;    // a controller started elsewhere, measured (0: none)
   std::string controller_cmd;  // or: a shell command that starts it (measured, restartable)
   int agents = 1000;

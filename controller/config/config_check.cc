@@ -4,10 +4,12 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/command_signing.h"
 #include "common/tls_files.h"
+#include "common/transport.h"
 #include "common/yaml_util.h"
 #include "controller/http/fleet_endpoint.h"
 #include "controller/remediation/policy.h"
@@ -30,6 +32,35 @@ void Collect(const absl::Status& status, std::vector<std::string>& errors) {
   }
 }
 
+// The port of a gRPC listening address ("HOST:PORT", "[V6]:PORT"), or "" when it has none.
+absl::string_view PortOf(absl::string_view address) {
+  const size_t colon = address.rfind(':');
+  if (colon == absl::string_view::npos || absl::EndsWith(address, "]")) {
+    return "";
+  }
+  return address.substr(colon + 1);
+}
+
+// The agents' own address: plain text on loopback only, as for `listen`, and a port of its own
+// (gRPC binds both with SO_REUSEPORT, so a shared port would split connections between them).
+absl::Status CheckAgentListen(const ControllerSettings& settings) {
+  const ControllerOptions& o = settings.options;
+  const TransportFlags& t = o.transport;
+  if (t.ca.empty() && t.cert.empty() && t.key.empty() && t.insecure &&
+      !IsLoopbackAddress(o.agent_listen)) {
+    return absl::InvalidArgumentError(absl::StrCat(NameOf(settings, "agent_listen"),
+                                                   ": --insecure is refused for ", o.agent_listen,
+                                                   ": plain text is allowed on loopback only"));
+  }
+  const absl::string_view port = PortOf(o.agent_listen);
+  if (!port.empty() && port != "0" && port == PortOf(o.listen)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        NameOf(settings, "agent_listen"), ": ", o.agent_listen, " has the port of ",
+        NameOf(settings, "listen"), " (", o.listen, "): give the agents a port of their own"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::vector<std::string> CheckControllerSettings(const ControllerSettings& settings) {
@@ -44,6 +75,9 @@ std::vector<std::string> CheckControllerSettings(const ControllerSettings& setti
                                             .key = NameOf(settings, "tls_key")},
                                o.listen),
           errors);
+  if (!o.agent_listen.empty()) {
+    Collect(CheckAgentListen(settings), errors);
+  }
   if (!o.http_listen.empty()) {
     const TlsFileNames names{.ca = NameOf(settings, "http_tls_ca"),
                              .cert = NameOf(settings, "http_tls_cert"),

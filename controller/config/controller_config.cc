@@ -195,6 +195,11 @@ const std::vector<Key>& Keys() {
       Level(
           "ingest_nice", [](ControllerSettings& s) -> int& { return s.options.ingest_nice; }, 0,
           19),
+      Text("agent_listen",
+           [](ControllerSettings& s) -> std::string& { return s.options.agent_listen; }),
+      Level(
+          "agent_listen_backlog",
+          [](ControllerSettings& s) -> int& { return s.options.agent_listen_backlog; }, 1, 65535),
       Switch("insecure",
              [](ControllerSettings& s) -> bool& { return s.options.transport.insecure; }),
       Text("tls_ca", [](ControllerSettings& s) -> std::string& { return s.options.transport.ca; }),

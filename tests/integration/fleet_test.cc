@@ -33,23 +33,25 @@ class FleetTest : public ::testing::Test {
                        "labels: {role: api, env: test}\ncollectors:\n  host: {}\n");
   }
 
-  void StartController() {
+  void StartController(const std::vector<std::string>& extra = {}) {
     if (token_.empty()) {
       token_ = testing::AddVigilUser(dir_.File("data/vigil.db"), "tester", "viewer");
     }
+    std::vector<std::string> argv{BinaryPath("vigil-controller"), "--listen=" + address_,
+                                  "--db=" + dir_.File("data/vigil.db"), "--insecure",
+                                  "--http-listen=off"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
     controller_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{BinaryPath("vigil-controller"), "--listen=" + address_,
-                                 "--db=" + dir_.File("data/vigil.db"), "--insecure",
-                                 "--http-listen=off"},
-        std::map<std::string, std::string>{},
+        argv, std::map<std::string, std::string>{},
         dir_.File(absl::StrCat("controller-", ++controllers_, ".log")));
     ASSERT_TRUE(WaitUntil([&] { return Cli({"agents"}).exit_code == 0; }, absl::Seconds(10)))
         << controller_->Output();
   }
 
-  Subprocess& StartAgent(const std::string& id) {
+  Subprocess& StartAgent(const std::string& id, const std::string& controller = "") {
     agents_.push_back(std::make_unique<Subprocess>(
-        std::vector<std::string>{BinaryPath("vigil-agent"), "--controller=" + address_,
+        std::vector<std::string>{BinaryPath("vigil-agent"),
+                                 "--controller=" + (controller.empty() ? address_ : controller),
                                  "--config=" + dir_.File("agent.yaml"), "--id=" + id, "--insecure"},
         std::map<std::string, std::string>{},
         dir_.File(absl::StrCat("agent-", id, "-", agents_.size(), ".log"))));
@@ -202,6 +204,48 @@ TEST_F(FleetTest, SecondControllerOnTheSameDatabaseRefusesToStart) {
   // Short-lived tools still work beside the running server, and it keeps serving.
   EXPECT_FALSE(testing::AddVigilUser(dir_.File("data/vigil.db"), "another", "viewer").empty());
   EXPECT_EQ(Cli({"agents"}).exit_code, 0);
+}
+
+// The accept queue (Send-Q of a listening socket in ss) of whatever listens on 127.0.0.1:PORT.
+std::string AcceptQueueOf(int port) {
+  CommandResult ss = RunCommand({"ss", "-Hltn", absl::StrCat("sport = :", port)});
+  std::vector<std::string> fields = absl::StrSplit(ss.stdout_text, ' ', absl::SkipWhitespace());
+  return fields.size() >= 3 && fields[0] == "LISTEN" ? fields[2] : "ss: " + ss.output;
+}
+
+TEST_F(FleetTest, AgentsOnTheirOwnAddressWaitInAShortQueueAndTheCliKeepsItsOwn) {
+  const std::string agents = absl::StrCat("127.0.0.1:", testing::FreeLoopbackPort());
+  StartController({"--agent-listen=" + agents, "--agent-listen-backlog=3"});
+  StartAgent("web-1", agents);
+  ASSERT_TRUE(WaitUntil([&] { return Connected("web-1"); }, absl::Seconds(15)))
+      << controller_->Output();
+  const int agent_port = std::stoi(agents.substr(agents.rfind(':') + 1));
+  EXPECT_EQ(AcceptQueueOf(agent_port), "3");
+  const std::string cli_queue = AcceptQueueOf(port_);
+  EXPECT_NE(cli_queue, "3");
+  EXPECT_GT(std::atoi(cli_queue.c_str()), 3) << cli_queue;
+  EXPECT_TRUE(absl::StrContains(controller_->Output(), "accept queue 3")) << controller_->Output();
+
+  // One port for both is refused at start (gRPC would split its connections between two queues).
+  CommandResult same = RunCommand(
+      {BinaryPath("vigil-controller"), "--listen=127.0.0.1:0", "--agent-listen=127.0.0.1:0",
+       "--db=" + dir_.File("other/vigil.db"), "--insecure", "--http-listen=off", "--check-config"},
+      absl::Seconds(15));
+  EXPECT_EQ(same.exit_code, 0) << "port 0 is two ports: " << same.output;
+  same = RunCommand(
+      {BinaryPath("vigil-controller"), "--listen=" + address_,
+       "--agent-listen=localhost:" + std::to_string(port_), "--db=" + dir_.File("other/vigil.db"),
+       "--insecure", "--http-listen=off", "--check-config"},
+      absl::Seconds(15));
+  EXPECT_EQ(same.exit_code, 1) << same.output;
+  EXPECT_TRUE(absl::StrContains(same.output, "give the agents a port of their own")) << same.output;
+  // Plain text stays on loopback on the agents' address too.
+  CommandResult open = RunCommand(
+      {BinaryPath("vigil-controller"), "--listen=127.0.0.1:0", "--agent-listen=0.0.0.0:7444",
+       "--db=" + dir_.File("other/vigil.db"), "--insecure", "--http-listen=off"},
+      absl::Seconds(15));
+  EXPECT_EQ(open.exit_code, 1) << open.output;
+  EXPECT_TRUE(absl::StrContains(open.output, "0.0.0.0:7444")) << open.output;
 }
 
 TEST_F(FleetTest, DuplicateIdIsRefusedOnBothSides) {

@@ -140,10 +140,14 @@ TEST(ControllerConfigTest, ReadsEveryKindOfSetting) {
                     "correlation_window: 20m\n"
                     "result_patience: 2h\n"
                     "insecure: false\n"
-                    "log_level: debug\n",
+                    "log_level: debug\n"
+                    "agent_listen: 0.0.0.0:7444\n"
+                    "agent_listen_backlog: 32\n",
                     s)
                   .ok());
   EXPECT_EQ(s.options.listen, "0.0.0.0:7443");
+  EXPECT_EQ(s.options.agent_listen, "0.0.0.0:7444");
+  EXPECT_EQ(s.options.agent_listen_backlog, 32);
   EXPECT_EQ(s.options.db_path, "/srv/vigil/vigil.db");
   EXPECT_EQ(s.options.http_listen, "") << "'off' turns the HTTP port off, as the flag does";
   EXPECT_EQ(s.options.rules_path, "/etc/vigil/rules.yaml");
