@@ -324,6 +324,64 @@ TEST(KubernetesManifests, ControllerArgumentsAreFlagsTheControllerAccepts) {
   EXPECT_GE(checked, 1);
 }
 
+// "host:port" -> port; "" when the text has no port after its last colon.
+std::string PortOf(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  return colon == std::string::npos ? "" : address.substr(colon + 1);
+}
+
+// Where an agent's --controller lands: through the Service its host names
+// (NAME.NAMESPACE.svc), the Service port it dials, that port's targetPort by name on the
+// controller's container, and the ConfigMap's listen and agent_listen. The agents must land on
+// agent_listen, a port the CLI's listen is not.
+TEST(KubernetesManifests, AgentsDialTheControllersAgentPortThroughTheService) {
+  const std::vector<Object> objects = LoadManifests();
+  std::string listen_port, agent_port;
+  std::map<std::string, std::string> container_ports;  // name -> containerPort
+  ForEachContainer(objects, [&](const Object&, const YAML::Node& pod, const YAML::Node& container,
+                                const std::string& binary) {
+    if (binary != "vigil-controller") return;
+    const YAML::Node config = YAML::Load(ConfigOf(objects, pod, container));
+    listen_port = PortOf(At(config, {"listen"}).as<std::string>(""));
+    agent_port = PortOf(At(config, {"agent_listen"}).as<std::string>(""));
+    for (const YAML::Node& port : container["ports"]) {
+      container_ports[port["name"].as<std::string>()] = port["containerPort"].as<std::string>();
+    }
+  });
+  ASSERT_FALSE(agent_port.empty()) << "the controller's ConfigMap sets no agent_listen port";
+  EXPECT_NE(agent_port, listen_port) << "the agents' port is the CLI's";
+
+  int agents = 0;
+  ForEachContainer(objects, [&](const Object& o, const YAML::Node&, const YAML::Node& container,
+                                const std::string& binary) {
+    if (binary != "vigil-agent") return;
+    std::string controller;
+    for (const std::string& arg : Args(container)) {
+      if (FlagOf(arg) == "--controller") controller = ValueOf(arg);
+    }
+    const std::string where = absl::StrCat(o.name(), ": --controller=", controller);
+    const std::vector<std::string> host =
+        absl::StrSplit(controller.substr(0, controller.rfind(':')), '.');
+    ASSERT_EQ(host.size(), 3u) << where << " is not SERVICE.NAMESPACE.svc:PORT";
+    EXPECT_EQ(host[2], "svc") << where;
+    const Object* service = Find(objects, "Service", host[0]);
+    ASSERT_NE(service, nullptr) << where << ": no Service " << host[0];
+    EXPECT_EQ(service->node["metadata"]["namespace"].as<std::string>(""), host[1]) << where;
+    std::string target;
+    for (const YAML::Node& port : service->node["spec"]["ports"]) {
+      if (port["port"].as<std::string>() == PortOf(controller)) {
+        target = port["targetPort"].as<std::string>();
+      }
+    }
+    ASSERT_FALSE(target.empty()) << where << ": the Service has no port " << PortOf(controller);
+    EXPECT_EQ(container_ports[target], agent_port)
+        << where << ": the Service sends it to container port '" << target << "' ("
+        << container_ports[target] << "), not to agent_listen's " << agent_port;
+    ++agents;
+  });
+  EXPECT_EQ(agents, 2) << "the DaemonSet's agent and the sidecar";
+}
+
 TEST(KubernetesManifests, ConfigMapsLoadAsTheBinariesReadThem) {
   const std::vector<Object> objects = LoadManifests();
   int checked = 0;
