@@ -3,7 +3,8 @@
 # 2-core machine: installs the packages it needs, builds, then runs deploy/ansible's playbook over
 # SSH against three hosts made of network, mount and PID namespaces (tests/deploy/ansible_test.sh):
 # first deployment, a second run that changes nothing, a rolling upgrade, a broken config refused
-# by validate:, and an agent that cannot reconnect stopping the rollout. Run as root.
+# by validate:, an agent that cannot reconnect stopping the rollout, and the agents moved to a
+# port of their own. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/as-root.sh scripts/install-deps.sh --deploy

@@ -15,7 +15,8 @@
 #      then rolled host by host, each agent connected again before the next host;
 #   4. a config vigil-agent refuses (validate:) fails the first host and stops the rollout; the
 #      agent there keeps running with its old config and stays connected;
-#   5. an agent that does not reconnect (its controller address a closed port) stops it too.
+#   5. an agent that does not reconnect (its controller address a closed port) stops it too;
+#   6. the agents move to a port of their own (vigil_controller_agent_port), controller first.
 #   tests/deploy/ansible_test.sh BUILD_DIR        (root; exit 77: cannot run here)
 set -euo pipefail
 BUILD=$(cd "$1" && pwd)
@@ -157,4 +158,25 @@ grep -qE '^fatal: \[vigil-h1( -> vigil-h1)?\]: FAILED.*"attempts"' "$W/lost.log"
 sed -n '/^PLAY \[Vigil agents/,/^PLAY RECAP/p' "$W/lost.log" | grep -qE '\[vigil-h[23]' &&
   fail "the rollout went on past the host that did not reconnect"
 on vigil-h2 grep -q "controller: $NET.11:7443" /etc/vigil/agent.yaml || fail "vigil-h2 was changed"
+echo "an agent that did not reconnect stopped the rollout: $(elapsed) s"
+
+# 6. The agents moved to a port of their own (vigil_controller_agent_port): the controller first,
+# then serving both ports, then each agent dialing the new one (vigil-h1's, left on a closed port
+# by 5, comes back). The CLI and the health check stay on 7443; the agents' queue is short.
+play agent-port.log -e vigil_version=$V2 -e vigil_controller_agent_port=7444 \
+  -e vigil_controller_address=$NET.11:7444 ||
+  { tail -40 "$W/agent-port.log" >&2; fail "moving the agents to port 7444 failed"; }
+on vigil-h1 grep -qx "agent_listen: 0.0.0.0:7444" /etc/vigil/controller.yaml ||
+  fail "controller.yaml has no agent_listen: $(on vigil-h1 grep agent_listen /etc/vigil/controller.yaml)"
+for h in "${HOSTS[@]}"; do
+  on "$h" grep -q "controller: $NET.11:7444" /etc/vigil/agent.yaml || fail "$h does not dial port 7444"
+done
+[ "$(connected)" = "vigil-h1 vigil-h2 vigil-h3" ] || fail "on port 7444: '$(connected)'"
+# Each agent's stream on the agents' port (ss lists the controller's side: local port 7444).
+on_7444=$(on vigil-h1 ss -Htn state established '( sport = :7444 )' | wc -l)
+[ "$on_7444" -ge 3 ] || fail "$on_7444 connections on port 7444, want the 3 agents'"
+# A listener's Send-Q is its accept queue's length: 64 on the agents' port, the system's on 7443.
+queue() { on vigil-h1 ss -Hltn "( sport = :$1 )" | awk '{print $3}' | sort -u | head -1; }
+[ "$(queue 7444)" = 64 ] || fail "port 7444's accept queue is $(queue 7444), want 64"
+[ "$(queue 7443)" != 64 ] || fail "port 7443's accept queue was shortened too"
 echo "PASS: $(elapsed) s"
