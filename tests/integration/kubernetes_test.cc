@@ -340,7 +340,9 @@ TEST(KubernetesManifests, AgentsDialTheControllersAgentPortThroughTheService) {
   std::map<std::string, std::string> container_ports;  // name -> containerPort
   ForEachContainer(objects, [&](const Object&, const YAML::Node& pod, const YAML::Node& container,
                                 const std::string& binary) {
-    if (binary != "vigil-controller") return;
+    if (binary != "vigil-controller") {
+      return;
+    }
     const YAML::Node config = YAML::Load(ConfigOf(objects, pod, container));
     listen_port = PortOf(At(config, {"listen"}).as<std::string>(""));
     agent_port = PortOf(At(config, {"agent_listen"}).as<std::string>(""));
@@ -354,10 +356,14 @@ TEST(KubernetesManifests, AgentsDialTheControllersAgentPortThroughTheService) {
   int agents = 0;
   ForEachContainer(objects, [&](const Object& o, const YAML::Node&, const YAML::Node& container,
                                 const std::string& binary) {
-    if (binary != "vigil-agent") return;
+    if (binary != "vigil-agent") {
+      return;
+    }
     std::string controller;
     for (const std::string& arg : Args(container)) {
-      if (FlagOf(arg) == "--controller") controller = ValueOf(arg);
+      if (FlagOf(arg) == "--controller") {
+        controller = ValueOf(arg);
+      }
     }
     const std::string where = absl::StrCat(o.name(), ": --controller=", controller);
     const std::vector<std::string> host =
