@@ -51,8 +51,11 @@ for p in vigil-agent vigil-controller vigil; do
 done
 # The portable agent (VIGIL_PORTABLE_AGENT) needs glibc alone (and libpq, when it is linked
 # shared): everything else is in it.
+# Sanitized builds link the agent as any other binary whatever the cache says (CMakeLists.txt
+# turns VIGIL_PORTABLE_AGENT off for them), so its Depends then lists the libraries too.
 agent_depends=$(dpkg-deb -f "${deb[vigil-agent]}" Depends)
-if grep -q '^VIGIL_PORTABLE_AGENT:BOOL=ON' "$BUILD/CMakeCache.txt"; then
+if grep -q '^VIGIL_PORTABLE_AGENT:BOOL=ON' "$BUILD/CMakeCache.txt" &&
+  ! grep -q '^VIGIL_SANITIZE:BOOL=ON' "$BUILD/CMakeCache.txt"; then
   in_binary="libgrpc libprotobuf libabsl libssl libyaml-cpp libhiredis libpqxx libstdc++6"
   if grep -q '^VIGIL_PORTABLE_LIBPQ_MODE:STRING=shared' "$BUILD/CMakeCache.txt"; then
     [[ "$agent_depends" == *libpq5* ]] || fail "vigil-agent does not depend on libpq5: $agent_depends"
