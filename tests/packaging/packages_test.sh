@@ -5,9 +5,12 @@
 # lintian (apart from the documented overrides in packaging/debian) and its unit passes
 # `systemd-analyze verify` with the packaged binaries in place (an overlay on /usr/bin in a
 # mount namespace of this test's own, so the host is untouched).
-#   tests/packaging/packages_test.sh BUILD_DIR
+#   VIGIL_PORTABLE_AGENT=0|1 VIGIL_JEMALLOC=0|1 tests/packaging/packages_test.sh BUILD_DIR
+# (ctest passes the build's own settings: sanitized builds turn both off, whatever the cache says)
 set -euo pipefail
 BUILD=$(cd "$1" && pwd)
+PORTABLE_AGENT=${VIGIL_PORTABLE_AGENT:?the build setting VIGIL_PORTABLE_AGENT, 0 or 1 (ctest sets it)}
+JEMALLOC=${VIGIL_JEMALLOC:?the build setting VIGIL_JEMALLOC, 0 or 1 (ctest sets it)}
 W=$(mktemp -d /tmp/vigil-packages.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 failures=0
@@ -51,11 +54,8 @@ for p in vigil-agent vigil-controller vigil; do
 done
 # The portable agent (VIGIL_PORTABLE_AGENT) needs glibc alone (and libpq, when it is linked
 # shared): everything else is in it.
-# Sanitized builds link the agent as any other binary whatever the cache says (CMakeLists.txt
-# turns VIGIL_PORTABLE_AGENT off for them), so its Depends then lists the libraries too.
 agent_depends=$(dpkg-deb -f "${deb[vigil-agent]}" Depends)
-if grep -q '^VIGIL_PORTABLE_AGENT:BOOL=ON' "$BUILD/CMakeCache.txt" &&
-  ! grep -q '^VIGIL_SANITIZE:BOOL=ON' "$BUILD/CMakeCache.txt"; then
+if [ "$PORTABLE_AGENT" = 1 ]; then
   in_binary="libgrpc libprotobuf libabsl libssl libyaml-cpp libhiredis libpqxx libstdc++6"
   if grep -q '^VIGIL_PORTABLE_LIBPQ_MODE:STRING=shared' "$BUILD/CMakeCache.txt"; then
     [[ "$agent_depends" == *libpq5* ]] || fail "vigil-agent does not depend on libpq5: $agent_depends"
@@ -72,8 +72,7 @@ fi
   fail "vigil-controller does not depend on adduser (its postinst makes the vigil user)"
 # The controller's allocator (VIGIL_JEMALLOC, which sanitized builds turn off): linked, and a
 # dependency of its package, or the package would not start where libjemalloc2 is missing.
-if grep -q '^VIGIL_JEMALLOC:BOOL=ON' "$BUILD/CMakeCache.txt" &&
-  ! grep -q '^VIGIL_SANITIZE:BOOL=ON' "$BUILD/CMakeCache.txt"; then
+if [ "$JEMALLOC" = 1 ]; then
   readelf -d "$BUILD/controller/vigil-controller" | grep -q 'NEEDED.*libjemalloc' ||
     fail "vigil-controller is not linked with jemalloc"
   [[ "$(dpkg-deb -f "${deb[vigil-controller]}" Depends)" == *libjemalloc2* ]] ||
