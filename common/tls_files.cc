@@ -36,13 +36,12 @@ std::string DescribeFile(const std::string& name, const std::string& path) {
                                       : absl::StrCat(name, ": ", path);
 }
 
-namespace {
-
 absl::Status CheckPlainText(const TransportFlags& files, absl::string_view address) {
   if (!files.insecure) {
     return absl::InvalidArgumentError(
         "no transport security: name the CA, certificate and key (--tls-ca, --tls-cert and "
-        "--tls-key, or in the config file), or --insecure for plain text on loopback");
+        "--tls-key, or in the config file; scripts/dev-ca.sh makes a development set), or "
+        "--insecure for plain text on loopback");
   }
   if (!IsLoopbackAddress(address)) {
     return absl::InvalidArgumentError(absl::StrCat("--insecure is refused for ", address,
@@ -50,6 +49,8 @@ absl::Status CheckPlainText(const TransportFlags& files, absl::string_view addre
   }
   return absl::OkStatus();
 }
+
+namespace {
 
 bool NoFiles(const TransportFlags& files) {
   return files.ca.empty() && files.cert.empty() && files.key.empty();

@@ -25,6 +25,9 @@ struct TlsFileNames {
 // way round.
 absl::Status CheckTlsFiles(const TransportFlags& files, const TlsFileNames& names = {});
 
+// Plain text only when asked for (`insecure`) and only on loopback: OK, or an error saying which.
+absl::Status CheckPlainText(const TransportFlags& files, absl::string_view address);
+
 // What MakeClientCredentials and MakeServerCredentials would refuse, found without making
 // credentials or logging (for --check-config): plain text without --insecure or off loopback,
 // a missing CA, an incomplete set (the server needs all three), files that cannot be read, do

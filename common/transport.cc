@@ -16,22 +16,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/logging.h"
+#include "common/tls_files.h"
 
 namespace vigil {
 namespace {
-
-absl::Status CheckPlainText(const TransportFlags& flags, absl::string_view address) {
-  if (!flags.insecure) {
-    return absl::InvalidArgumentError(
-        "no transport security: give --tls-ca, --tls-cert and --tls-key (scripts/dev-ca.sh makes "
-        "a development set), or --insecure for plain text on loopback");
-  }
-  if (!IsLoopbackAddress(address)) {
-    return absl::InvalidArgumentError(absl::StrCat("--insecure is refused for ", address,
-                                                   ": plain text is allowed on loopback only"));
-  }
-  return absl::OkStatus();
-}
 
 // A decimal port number, 0 to 65535.
 bool IsPort(absl::string_view text) {

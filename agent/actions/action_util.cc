@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "common/yaml_util.h"
 #include "spdlog/spdlog.h"
@@ -33,6 +34,10 @@ std::string FirstLine(absl::string_view output) {
 }
 
 }  // namespace
+
+std::string OneLine(absl::string_view text) {
+  return absl::StrReplaceAll(absl::StripAsciiWhitespace(text), {{"\n", " "}});
+}
 
 std::string Tail(absl::string_view text, size_t max_bytes) {
   if (text.size() <= max_bytes) {

@@ -30,6 +30,9 @@ inline constexpr int kExitKilled = -1;        // timed out or killed by a signal
 // The last `max_bytes` of `text`, starting on a UTF-8 character boundary.
 std::string Tail(absl::string_view text, size_t max_bytes = kOutputTailBytes);
 
+// `text` on one line: trimmed, its newlines made spaces (a server's message in a result).
+std::string OneLine(absl::string_view text);
+
 // A failed result; `reason` must not be empty.
 ActionResult Failure(std::string reason, absl::string_view output = "",
                      int exit_code = kExitFailed);

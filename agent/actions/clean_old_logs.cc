@@ -26,7 +26,7 @@
 namespace vigil::agent {
 namespace {
 
-constexpr char kName[] = "clean_old_logs";
+constexpr char kCleanOldLogs[] = "clean_old_logs";
 constexpr char kDefaultPattern[] = "*.log.*";
 // How deep `recursive: yes` descends below the requested folder.
 constexpr int kMaxDepth = 16;
@@ -58,29 +58,29 @@ class CleanOldLogs final : public Action {
  public:
   explicit CleanOldLogs(std::vector<AllowedDir> dirs) : dirs_(std::move(dirs)) {}
 
-  absl::string_view name() const override { return kName; }
+  absl::string_view name() const override { return kCleanOldLogs; }
 
   absl::Status Check(const ActionParams& params) const override {
-    RETURN_IF_ERROR(CheckActionParams(kName, params));
+    RETURN_IF_ERROR(CheckActionParams(kCleanOldLogs, params));
     if (auto it = params.find("pattern");
         it != params.end() && absl::StrContains(it->second, "/")) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(kName, ": pattern '", it->second, "' must be a file name glob (no '/')"));
+      return absl::InvalidArgumentError(absl::StrCat(kCleanOldLogs, ": pattern '", it->second,
+                                                     "' must be a file name glob (no '/')"));
     }
     ASSIGN_OR_RETURN(absl::Duration older_than, ParseDurationText(params.at("older_than")));
     ASSIGN_OR_RETURN(std::string real, CheckDir(params.at("dir")));
     const AllowedDir& allowed = *Entry(real);
     if (older_than < allowed.min_age) {
       return absl::PermissionDeniedError(
-          absl::StrCat(kName, ": older_than ", params.at("older_than"), " is below the limit ",
-                       absl::FormatDuration(allowed.min_age), " (min_age",
+          absl::StrCat(kCleanOldLogs, ": older_than ", params.at("older_than"),
+                       " is below the limit ", absl::FormatDuration(allowed.min_age), " (min_age",
                        dirs_.size() > 1 ? " of " : "", dirs_.size() > 1 ? allowed.dir : "", ")"));
     }
     const std::string pattern = Pattern(params, allowed);
     if (!allowed.patterns.empty() && std::find(allowed.patterns.begin(), allowed.patterns.end(),
                                                pattern) == allowed.patterns.end()) {
       return absl::PermissionDeniedError(
-          absl::StrCat(kName, ": pattern '", pattern, "' is not allowed in ", allowed.dir,
+          absl::StrCat(kCleanOldLogs, ": pattern '", pattern, "' is not allowed in ", allowed.dir,
                        " (patterns: ", absl::StrJoin(allowed.patterns, ", "), ")"));
     }
     return absl::OkStatus();
@@ -90,7 +90,7 @@ class CleanOldLogs final : public Action {
     if (absl::Status s = Check(params); !s.ok()) {
       return Failure(std::string(s.message()));
     }
-    StepRunner steps(kName, nullptr, timeout);
+    StepRunner steps(kCleanOldLogs, nullptr, timeout);
     const absl::Duration older_than = *ParseDurationText(params.at("older_than"));
     absl::StatusOr<std::string> dir = CheckDir(params.at("dir"));
     if (!dir.ok()) {
@@ -99,18 +99,21 @@ class CleanOldLogs final : public Action {
     const std::string pattern = Pattern(params, *Entry(*dir));
     const int fd = open(dir->c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
-      return Failure(absl::StrCat(kName, ": cannot open ", *dir, ": ", std::strerror(errno)));
+      return Failure(
+          absl::StrCat(kCleanOldLogs, ": cannot open ", *dir, ": ", std::strerror(errno)));
     }
     // The directory really opened, wherever a symlink swapped in since the check points.
     absl::StatusOr<std::string> opened = RealPath(absl::StrCat("/proc/self/fd/", fd));
     if (!opened.ok() || !Allowed(*opened)) {
       close(fd);
-      return Failure(absl::StrCat(kName, ": ", *dir, " changed while being opened: refused"));
+      return Failure(
+          absl::StrCat(kCleanOldLogs, ": ", *dir, " changed while being opened: refused"));
     }
     struct stat top;
     if (fstat(fd, &top) != 0) {
       close(fd);
-      return Failure(absl::StrCat(kName, ": cannot stat ", *dir, ": ", std::strerror(errno)));
+      return Failure(
+          absl::StrCat(kCleanOldLogs, ": cannot stat ", *dir, ": ", std::strerror(errno)));
     }
     Sweep sweep;
     sweep.pattern = pattern;
@@ -120,7 +123,7 @@ class CleanOldLogs final : public Action {
     sweep.steps = &steps;
     // SweepDir closes the descriptor it is given.
     if (absl::Status listed = SweepDir(fd, "", 0, sweep); !listed.ok()) {
-      return Failure(absl::StrCat(kName, ": ", *dir, ": ", listed.message()));
+      return Failure(absl::StrCat(kCleanOldLogs, ": ", *dir, ": ", listed.message()));
     }
     const int removed = sweep.removed;
     const uint64_t bytes = sweep.bytes;
@@ -131,7 +134,7 @@ class CleanOldLogs final : public Action {
       steps.Note(absl::StrCat("skipped ", sweep.skipped_deep, " folders deeper than ",
                               kMaxDepth, " levels"));
     }
-    spdlog::info("{}: removed {} files, {} bytes, from {}", kName, removed, bytes, *dir);
+    spdlog::info("{}: removed {} files, {} bytes, from {}", kCleanOldLogs, removed, bytes, *dir);
     if (sweep.timed_out) {
       steps.Fail(absl::StrCat(TimedOutAfter(timeout), " after removing ", removed, " files"),
                  kExitKilled);
@@ -272,23 +275,23 @@ class CleanOldLogs final : public Action {
         dirs_, ", ", [](std::string* out, const AllowedDir& a) { out->append(a.dir); });
     if (!absl::StartsWith(dir, "/")) {
       return absl::InvalidArgumentError(
-          absl::StrCat(kName, ": dir '", dir, "' must be an absolute path"));
+          absl::StrCat(kCleanOldLogs, ": dir '", dir, "' must be an absolute path"));
     }
     absl::StatusOr<std::string> real = RealPath(dir);
     if (!real.ok()) {
-      return absl::NotFoundError(absl::StrCat(kName, ": dir '", dir, "' cannot be resolved (",
-                                              real.status().message(), ")"));
+      return absl::NotFoundError(absl::StrCat(
+          kCleanOldLogs, ": dir '", dir, "' cannot be resolved (", real.status().message(), ")"));
     }
     if (!Allowed(*real)) {
       return absl::PermissionDeniedError(
-          absl::StrCat(kName, ": dir '", dir, "' is not inside an allowed directory",
+          absl::StrCat(kCleanOldLogs, ": dir '", dir, "' is not inside an allowed directory",
                        *real == dir ? "" : absl::StrCat(" (it resolves to ", *real, ")"),
                        " (allowed: ", allowed, ")"));
     }
     struct stat st;
     if (stat(real->c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
       return absl::InvalidArgumentError(
-          absl::StrCat(kName, ": dir '", dir, "' is not a directory"));
+          absl::StrCat(kCleanOldLogs, ": dir '", dir, "' is not a directory"));
     }
     return real;
   }
@@ -301,7 +304,7 @@ class CleanOldLogs final : public Action {
 absl::StatusOr<std::unique_ptr<Action>> NewCleanOldLogsAction(const YAML::Node& options,
                                                               const ActionContext& context,
                                                               absl::string_view file) {
-  ActionOptions o(options, file, kName);
+  ActionOptions o(options, file, kCleanOldLogs);
   RETURN_IF_ERROR(o.CheckKeys({"dirs", "min_age"}));
   ASSIGN_OR_RETURN(absl::Duration min_age, o.Duration("min_age", absl::Hours(1)));
   const YAML::Node listed = options.IsMap() ? options["dirs"] : YAML::Node();
@@ -318,16 +321,16 @@ absl::StatusOr<std::unique_ptr<Action>> NewCleanOldLogsAction(const YAML::Node& 
   for (const YAML::Node& entry : listed) {
     auto error = [&](const YAML::Node& at, absl::string_view what) {
       return absl::InvalidArgumentError(
-          absl::StrCat(YamlWhere(file, at), ": actions.", kName, ".dirs: ", what));
+          absl::StrCat(YamlWhere(file, at), ": actions.", kCleanOldLogs, ".dirs: ", what));
     };
     AllowedDir allowed{"", {}, min_age};
     if (entry.IsScalar()) {
       allowed.dir = entry.Scalar();
     } else if (entry.IsMap()) {
       // A folder with its own patterns and age, e.g. backups: {dir, patterns: ["*.sql.gz"]}.
-      RETURN_IF_ERROR(YamlCheckKeys(entry, file, absl::StrCat("actions.", kName, ".dirs"),
+      RETURN_IF_ERROR(YamlCheckKeys(entry, file, absl::StrCat("actions.", kCleanOldLogs, ".dirs"),
                                     {"dir", "patterns", "min_age"}));
-      ActionOptions e(entry, file, absl::StrCat(kName, ".dirs"));
+      ActionOptions e(entry, file, absl::StrCat(kCleanOldLogs, ".dirs"));
       ASSIGN_OR_RETURN(allowed.dir, e.String("dir", ""));
       if (allowed.dir.empty()) {
         return error(entry, "an entry needs 'dir'");

@@ -18,10 +18,10 @@
 namespace vigil::agent {
 namespace {
 
-constexpr char kName[] = "docker_prune";
+constexpr char kDockerPrune[] = "docker_prune";
 constexpr char kDefaultSocket[] = "/var/run/docker.sock";
 // A host with thousands of images answers with a long list.
-constexpr size_t kMaxAnswerBytes = 8 * 1024 * 1024;
+constexpr size_t kMaxDockerAnswerBytes = 8 * 1024 * 1024;
 
 struct PruneStep {
   const char* what;
@@ -39,18 +39,18 @@ class DockerPrune final : public Action {
  public:
   explicit DockerPrune(std::string socket) : socket_(std::move(socket)) {}
 
-  absl::string_view name() const override { return kName; }
+  absl::string_view name() const override { return kDockerPrune; }
 
   absl::Status Check(const ActionParams& params) const override {
-    RETURN_IF_ERROR(CheckActionParams(kName, params));
+    RETURN_IF_ERROR(CheckActionParams(kDockerPrune, params));
     struct stat st;
     if (stat(socket_.c_str(), &st) != 0) {
-      return absl::FailedPreconditionError(absl::StrCat(kName, ": no Docker socket at ", socket_,
-                                                        " (socket): ", std::strerror(errno)));
+      return absl::FailedPreconditionError(absl::StrCat(
+          kDockerPrune, ": no Docker socket at ", socket_, " (socket): ", std::strerror(errno)));
     }
     if (!S_ISSOCK(st.st_mode)) {
       return absl::FailedPreconditionError(
-          absl::StrCat(kName, ": ", socket_, " is not a unix socket (socket)"));
+          absl::StrCat(kDockerPrune, ": ", socket_, " is not a unix socket (socket)"));
     }
     return absl::OkStatus();
   }
@@ -59,7 +59,7 @@ class DockerPrune final : public Action {
     if (absl::Status s = Check(params); !s.ok()) {
       return Failure(std::string(s.message()));
     }
-    StepRunner steps(kName, nullptr, timeout);
+    StepRunner steps(kDockerPrune, nullptr, timeout);
     int64_t total = 0;
     for (const PruneStep& step : kSteps) {
       const absl::Duration left = steps.remaining();
@@ -72,7 +72,7 @@ class DockerPrune final : public Action {
       options.unix_socket = socket_;
       options.timeout = left;
       options.connect_timeout = std::min(left, absl::Seconds(5));
-      options.max_response_bytes = kMaxAnswerBytes;
+      options.max_response_bytes = kMaxDockerAnswerBytes;
       options.headers = {{"User-Agent", "vigil-agent"}};
       // The host part only fills the Host header: the connection goes to the socket.
       const std::string url = absl::StrCat("http://docker", step.target);
@@ -103,7 +103,7 @@ class DockerPrune final : public Action {
     steps.Note(absl::StrCat("total reclaimed: ", total, " bytes"));
     const ActionResult result = steps.Finish();
     if (result.exit_code == 0) {
-      spdlog::info("{}: {} bytes reclaimed", kName, total);
+      spdlog::info("{}: {} bytes reclaimed", kDockerPrune, total);
     } else {
       spdlog::warn("{}", result.reason);
     }
@@ -119,7 +119,7 @@ class DockerPrune final : public Action {
 absl::StatusOr<std::unique_ptr<Action>> NewDockerPruneAction(const YAML::Node& options,
                                                              const ActionContext& context,
                                                              absl::string_view file) {
-  ActionOptions o(options, file, kName);
+  ActionOptions o(options, file, kDockerPrune);
   RETURN_IF_ERROR(o.CheckKeys({"socket"}));
   ASSIGN_OR_RETURN(std::string socket, o.Path("socket", kDefaultSocket));
   return std::make_unique<DockerPrune>(std::move(socket));

@@ -19,7 +19,7 @@
 namespace vigil::agent {
 namespace {
 
-constexpr char kName[] = "drop_caches";
+constexpr char kDropCaches[] = "drop_caches";
 constexpr char kDefaultPath[] = "/proc/sys/vm/drop_caches";
 
 // "Cached:" of /proc/meminfo, or "" when it cannot be read.
@@ -40,17 +40,17 @@ class DropCaches final : public Action {
  public:
   DropCaches(CommandRunner* runner, std::string path) : runner_(runner), path_(std::move(path)) {}
 
-  absl::string_view name() const override { return kName; }
+  absl::string_view name() const override { return kDropCaches; }
 
   absl::Status Check(const ActionParams& params) const override {
-    return CheckActionParams(kName, params);
+    return CheckActionParams(kDropCaches, params);
   }
 
   ActionResult Run(const ActionParams& params, absl::Duration timeout) override {
     if (absl::Status s = Check(params); !s.ok()) {
       return Failure(std::string(s.message()));
     }
-    StepRunner steps(kName, runner_, timeout);
+    StepRunner steps(kDropCaches, runner_, timeout);
     const std::string before = CachedMemory();
     // Dirty pages are written first: only clean pages can be dropped.
     if (!steps.Run({"sync"})) {
@@ -73,7 +73,7 @@ class DropCaches final : public Action {
       steps.Note(before.empty()
                      ? "caches dropped"
                      : absl::StrCat("page cache: ", before, " before, ", after, " after"));
-      spdlog::info("{}: done ({})", kName, path_);
+      spdlog::info("{}: done ({})", kDropCaches, path_);
     } else {
       spdlog::warn("{}", steps.Finish().reason);
     }
@@ -90,7 +90,7 @@ class DropCaches final : public Action {
 absl::StatusOr<std::unique_ptr<Action>> NewDropCachesAction(const YAML::Node& options,
                                                             const ActionContext& context,
                                                             absl::string_view file) {
-  ActionOptions o(options, file, kName);
+  ActionOptions o(options, file, kDropCaches);
   RETURN_IF_ERROR(o.CheckKeys({"path"}));
   ASSIGN_OR_RETURN(std::string path, o.Path("path", kDefaultPath));
   return std::make_unique<DropCaches>(context.runner, std::move(path));

@@ -13,22 +13,22 @@
 namespace vigil::agent {
 namespace {
 
-constexpr char kName[] = "journal_vacuum";
+constexpr char kJournalVacuum[] = "journal_vacuum";
 
 class JournalVacuum final : public Action {
  public:
   JournalVacuum(CommandRunner* runner, absl::Duration min_age, std::string directory)
       : runner_(runner), min_age_(min_age), directory_(std::move(directory)) {}
 
-  absl::string_view name() const override { return kName; }
+  absl::string_view name() const override { return kJournalVacuum; }
 
   absl::Status Check(const ActionParams& params) const override {
-    RETURN_IF_ERROR(CheckActionParams(kName, params));
+    RETURN_IF_ERROR(CheckActionParams(kJournalVacuum, params));
     ASSIGN_OR_RETURN(absl::Duration older_than, ParseDurationText(params.at("older_than")));
     if (older_than < min_age_) {
       return absl::PermissionDeniedError(
-          absl::StrCat(kName, ": older_than ", params.at("older_than"), " is below the limit ",
-                       absl::FormatDuration(min_age_), " (min_age)"));
+          absl::StrCat(kJournalVacuum, ": older_than ", params.at("older_than"),
+                       " is below the limit ", absl::FormatDuration(min_age_), " (min_age)"));
     }
     return absl::OkStatus();
   }
@@ -44,9 +44,9 @@ class JournalVacuum final : public Action {
     }
     // Whole seconds: journalctl reads "604800s" whatever its locale.
     argv.push_back(absl::StrCat("--vacuum-time=", absl::ToInt64Seconds(older_than), "s"));
-    StepRunner steps(kName, runner_, timeout);
+    StepRunner steps(kJournalVacuum, runner_, timeout);
     if (steps.Run(argv)) {
-      spdlog::info("{}: journals older than {} vacuumed", kName, params.at("older_than"));
+      spdlog::info("{}: journals older than {} vacuumed", kJournalVacuum, params.at("older_than"));
     } else {
       spdlog::warn("{}", steps.Finish().reason);
     }
@@ -64,7 +64,7 @@ class JournalVacuum final : public Action {
 absl::StatusOr<std::unique_ptr<Action>> NewJournalVacuumAction(const YAML::Node& options,
                                                                const ActionContext& context,
                                                                absl::string_view file) {
-  ActionOptions o(options, file, kName);
+  ActionOptions o(options, file, kJournalVacuum);
   RETURN_IF_ERROR(o.CheckKeys({"min_age", "directory"}));
   ASSIGN_OR_RETURN(absl::Duration min_age, o.Duration("min_age", absl::Hours(24)));
   if (min_age <= absl::ZeroDuration()) {

@@ -28,7 +28,7 @@ constexpr char kDefaultTokenFile[] = "/var/run/secrets/kubernetes.io/serviceacco
 constexpr char kDefaultCaFile[] = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
 constexpr char kMergePatch[] = "application/merge-patch+json";
 constexpr size_t kMaxTokenBytes = 64 * 1024;
-constexpr size_t kMaxAnswerBytes = 1024 * 1024;
+constexpr size_t kMaxK8sAnswerBytes = 1024 * 1024;
 constexpr int64_t kMaxReplicas = 10000;
 
 // RFC 1123 label: what a namespace must be.
@@ -219,7 +219,7 @@ class K8sAction final : public Action {
     http::HttpClientOptions options;
     options.timeout = left;
     options.connect_timeout = std::min(left, absl::Seconds(5));
-    options.max_response_bytes = kMaxAnswerBytes;
+    options.max_response_bytes = kMaxK8sAnswerBytes;
     options.tls_ca_file = endpoint_.ca_file;
     options.headers = {{"Authorization", absl::StrCat("Bearer ", bearer)},
                        {"Accept", "application/json"},

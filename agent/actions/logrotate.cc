@@ -15,7 +15,7 @@
 namespace vigil::agent {
 namespace {
 
-constexpr char kName[] = "logrotate";
+constexpr char kLogrotate[] = "logrotate";
 
 class Logrotate final : public Action {
  public:
@@ -26,15 +26,15 @@ class Logrotate final : public Action {
         configs_(std::move(configs)),
         state_(std::move(state)) {}
 
-  absl::string_view name() const override { return kName; }
+  absl::string_view name() const override { return kLogrotate; }
 
   absl::Status Check(const ActionParams& params) const override {
-    RETURN_IF_ERROR(CheckActionParams(kName, params));
+    RETURN_IF_ERROR(CheckActionParams(kLogrotate, params));
     auto it = params.find("config");
     if (it != params.end() &&
         std::find(configs_.begin(), configs_.end(), it->second) == configs_.end()) {
       return absl::PermissionDeniedError(
-          absl::StrCat(kName, ": config '", it->second,
+          absl::StrCat(kLogrotate, ": config '", it->second,
                        "' is not allowed (allowed: ", absl::StrJoin(configs_, ", "), ")"));
     }
     return absl::OkStatus();
@@ -51,10 +51,10 @@ class Logrotate final : public Action {
       argv.insert(argv.end(), {"-s", state_});
     }
     argv.push_back(config);
-    StepRunner steps(kName, runner_, timeout);
+    StepRunner steps(kLogrotate, runner_, timeout);
     if (steps.Run(argv)) {
       steps.Note(absl::StrCat("rotated the logs of ", config));
-      spdlog::info("{}: rotated the logs of {}", kName, config);
+      spdlog::info("{}: rotated the logs of {}", kLogrotate, config);
     }
     return steps.Finish();
   }
@@ -71,7 +71,7 @@ class Logrotate final : public Action {
 absl::StatusOr<std::unique_ptr<Action>> NewLogrotateAction(const YAML::Node& options,
                                                            const ActionContext& context,
                                                            absl::string_view file) {
-  ActionOptions o(options, file, kName);
+  ActionOptions o(options, file, kLogrotate);
   RETURN_IF_ERROR(o.CheckKeys({"configs", "state", "logrotate"}));
   ASSIGN_OR_RETURN(std::vector<std::string> configs,
                    o.List("configs", /*required=*/true, {"/etc/logrotate.conf"}));

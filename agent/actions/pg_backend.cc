@@ -12,8 +12,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
-#include "absl/strings/strip.h"
 #include "agent/actions/action_util.h"
 #include "common/action_schema.h"
 #include "common/own_backends.h"
@@ -28,11 +26,6 @@ namespace {
 constexpr char kApplicationName[] = "vigil-agent-action";
 
 enum class BackendSignal { kTerminate, kCancel };
-
-std::string OneLine(absl::string_view text) {
-  std::string line = absl::StrReplaceAll(absl::StripAsciiWhitespace(text), {{"\n", " "}});
-  return line;
-}
 
 class PgBackend final : public Action {
  public:

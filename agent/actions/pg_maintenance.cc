@@ -11,7 +11,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "agent/actions/action_util.h"
@@ -65,10 +64,6 @@ absl::Status CheckIdentifier(absl::string_view part, absl::string_view whole,
     }
   }
   return absl::OkStatus();
-}
-
-std::string OneLine(absl::string_view text) {
-  return absl::StrReplaceAll(absl::StripAsciiWhitespace(text), {{"\n", " "}});
 }
 
 bool SystemSchema(absl::string_view schema) {

@@ -24,7 +24,7 @@
 namespace vigil::agent {
 namespace {
 
-constexpr char kName[] = "redis_config_set";
+constexpr char kRedisConfigSet[] = "redis_config_set";
 
 class RedisConfigSet final : public Action {
  public:
@@ -32,10 +32,10 @@ class RedisConfigSet final : public Action {
                  std::map<std::string, std::vector<std::string>> allowed)
       : host_(std::move(host)), port_(port), allowed_(std::move(allowed)) {}
 
-  absl::string_view name() const override { return kName; }
+  absl::string_view name() const override { return kRedisConfigSet; }
 
   absl::Status Check(const ActionParams& params) const override {
-    RETURN_IF_ERROR(CheckActionParams(kName, params));
+    RETURN_IF_ERROR(CheckActionParams(kRedisConfigSet, params));
     const std::string parameter = absl::AsciiStrToLower(params.at("parameter"));
     auto it = allowed_.find(parameter);
     if (it == allowed_.end()) {
@@ -44,13 +44,13 @@ class RedisConfigSet final : public Action {
         names.push_back(name);
       }
       return absl::PermissionDeniedError(
-          absl::StrCat(kName, ": parameter '", params.at("parameter"),
+          absl::StrCat(kRedisConfigSet, ": parameter '", params.at("parameter"),
                        "' is not allowed (parameters: ", absl::StrJoin(names, ", "), ")"));
     }
     const std::string& value = params.at("value");
     if (std::find(it->second.begin(), it->second.end(), value) == it->second.end()) {
       return absl::PermissionDeniedError(
-          absl::StrCat(kName, ": value '", value, "' is not allowed for ", parameter,
+          absl::StrCat(kRedisConfigSet, ": value '", value, "' is not allowed for ", parameter,
                        " (values: ", absl::StrJoin(it->second, ", "), ")"));
     }
     return absl::OkStatus();
@@ -62,7 +62,7 @@ class RedisConfigSet final : public Action {
     }
     const std::string parameter = absl::AsciiStrToLower(params.at("parameter"));
     const std::string& value = params.at("value");
-    StepRunner steps(kName, nullptr, timeout);
+    StepRunner steps(kRedisConfigSet, nullptr, timeout);
     {
       RedisSession session(host_, port_, timeout, steps);
       if (session.ok()) {
@@ -71,7 +71,7 @@ class RedisConfigSet final : public Action {
     }
     const ActionResult result = steps.Finish();
     if (result.exit_code == 0) {
-      spdlog::info("{}: {} = {} on {}:{}", kName, parameter, value, host_, port_);
+      spdlog::info("{}: {} = {} on {}:{}", kRedisConfigSet, parameter, value, host_, port_);
     } else {
       spdlog::warn("{}", result.reason);
     }
@@ -124,7 +124,7 @@ class RedisConfigSet final : public Action {
 absl::StatusOr<std::unique_ptr<Action>> NewRedisConfigSetAction(const YAML::Node& options,
                                                                 const ActionContext& context,
                                                                 absl::string_view file) {
-  ActionOptions o(options, file, kName);
+  ActionOptions o(options, file, kRedisConfigSet);
   RETURN_IF_ERROR(o.CheckKeys({"parameters"}));
   const YAML::Node parameters = options.IsMap() ? options["parameters"] : YAML::Node();
   if (!parameters.IsDefined() || parameters.IsNull()) {
@@ -135,9 +135,10 @@ absl::StatusOr<std::unique_ptr<Action>> NewRedisConfigSetAction(const YAML::Node
   }
   std::map<std::string, std::vector<std::string>> allowed;
   for (const auto& kv : parameters) {
-    ASSIGN_OR_RETURN(const std::string parameter,
-                     YamlKey(kv.first, file, absl::StrCat("actions.", kName, ".parameters")));
-    const std::string key = absl::StrCat("actions.", kName, ".parameters.", parameter);
+    ASSIGN_OR_RETURN(
+        const std::string parameter,
+        YamlKey(kv.first, file, absl::StrCat("actions.", kRedisConfigSet, ".parameters")));
+    const std::string key = absl::StrCat("actions.", kRedisConfigSet, ".parameters.", parameter);
     auto error = [&](absl::string_view what) {
       return absl::InvalidArgumentError(
           absl::StrCat(YamlWhere(file, kv.second), ": ", key, ": ", what));
@@ -160,7 +161,7 @@ absl::StatusOr<std::unique_ptr<Action>> NewRedisConfigSetAction(const YAML::Node
     allowed[absl::AsciiStrToLower(parameter)] = std::move(values);
   }
   ASSIGN_OR_RETURN(const RedisEndpoint redis,
-                   RedisEndpointFor(context.redis_address, options, file, kName));
+                   RedisEndpointFor(context.redis_address, options, file, kRedisConfigSet));
   return std::make_unique<RedisConfigSet>(redis.host, redis.port, std::move(allowed));
 }
 

@@ -21,22 +21,22 @@
 namespace vigil::agent {
 namespace {
 
-constexpr char kName[] = "redis_flushdb";
+constexpr char kRedisFlushdb[] = "redis_flushdb";
 
 class RedisFlushdb final : public Action {
  public:
   RedisFlushdb(std::string host, int port, std::vector<int> databases)
       : host_(std::move(host)), port_(port), databases_(std::move(databases)) {}
 
-  absl::string_view name() const override { return kName; }
+  absl::string_view name() const override { return kRedisFlushdb; }
 
   absl::Status Check(const ActionParams& params) const override {
-    RETURN_IF_ERROR(CheckActionParams(kName, params));
+    RETURN_IF_ERROR(CheckActionParams(kRedisFlushdb, params));
     int db = -1;
     if (!absl::SimpleAtoi(params.at("db"), &db) ||
         std::find(databases_.begin(), databases_.end(), db) == databases_.end()) {
       return absl::PermissionDeniedError(
-          absl::StrCat(kName, ": db ", params.at("db"),
+          absl::StrCat(kRedisFlushdb, ": db ", params.at("db"),
                        " is not allowed (allowed: ", absl::StrJoin(databases_, ", "), ")"));
     }
     return absl::OkStatus();
@@ -47,7 +47,7 @@ class RedisFlushdb final : public Action {
       return Failure(std::string(s.message()));
     }
     const int db = std::stoi(params.at("db"));
-    StepRunner steps(kName, nullptr, timeout);
+    StepRunner steps(kRedisFlushdb, nullptr, timeout);
     {
       RedisSession session(host_, port_, timeout, steps);
       if (session.ok()) {
@@ -56,7 +56,7 @@ class RedisFlushdb final : public Action {
     }
     const ActionResult result = steps.Finish();
     if (result.exit_code == 0) {
-      spdlog::info("{}: flushed db {} of {}:{}", kName, db, host_, port_);
+      spdlog::info("{}: flushed db {} of {}:{}", kRedisFlushdb, db, host_, port_);
     } else {
       spdlog::warn("{}", result.reason);
     }
@@ -96,7 +96,7 @@ class RedisFlushdb final : public Action {
 absl::StatusOr<std::unique_ptr<Action>> NewRedisFlushdbAction(const YAML::Node& options,
                                                               const ActionContext& context,
                                                               absl::string_view file) {
-  ActionOptions o(options, file, kName);
+  ActionOptions o(options, file, kRedisFlushdb);
   RETURN_IF_ERROR(o.CheckKeys({"databases"}));
   ASSIGN_OR_RETURN(std::vector<std::string> listed, o.List("databases", /*required=*/true));
   std::vector<int> databases;
@@ -108,7 +108,7 @@ absl::StatusOr<std::unique_ptr<Action>> NewRedisFlushdbAction(const YAML::Node& 
     databases.push_back(db);
   }
   ASSIGN_OR_RETURN(const RedisEndpoint redis,
-                   RedisEndpointFor(context.redis_address, options, file, kName));
+                   RedisEndpointFor(context.redis_address, options, file, kRedisFlushdb));
   return std::make_unique<RedisFlushdb>(redis.host, redis.port, std::move(databases));
 }
 

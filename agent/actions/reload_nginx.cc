@@ -8,24 +8,24 @@
 namespace vigil::agent {
 namespace {
 
-constexpr char kName[] = "reload_nginx";
+constexpr char kReloadNginx[] = "reload_nginx";
 
 class ReloadNginx final : public Action {
  public:
   ReloadNginx(CommandRunner* runner, NginxCommands nginx)
       : runner_(runner), nginx_(std::move(nginx)) {}
 
-  absl::string_view name() const override { return kName; }
+  absl::string_view name() const override { return kReloadNginx; }
 
   absl::Status Check(const ActionParams& params) const override {
-    return CheckActionParams(kName, params);
+    return CheckActionParams(kReloadNginx, params);
   }
 
   ActionResult Run(const ActionParams& params, absl::Duration timeout) override {
     if (absl::Status s = Check(params); !s.ok()) {
       return Failure(std::string(s.message()));
     }
-    StepRunner steps(kName, runner_, timeout);
+    StepRunner steps(kReloadNginx, runner_, timeout);
     if (!steps.Run(nginx_.TestArgv())) {
       steps.Note("configuration test failed: nginx not reloaded");
       spdlog::warn("{}; nginx not reloaded", steps.Finish().reason);
@@ -33,7 +33,7 @@ class ReloadNginx final : public Action {
     }
     if (steps.Run(nginx_.ReloadArgv())) {
       steps.Note("nginx reloaded");
-      spdlog::info("{}: nginx reloaded ({})", kName, nginx_.config);
+      spdlog::info("{}: nginx reloaded ({})", kReloadNginx, nginx_.config);
     }
     return steps.Finish();
   }
@@ -55,7 +55,7 @@ absl::StatusOr<NginxCommands> ReadNginxCommands(const ActionOptions& options) {
 absl::StatusOr<std::unique_ptr<Action>> NewReloadNginxAction(const YAML::Node& options,
                                                              const ActionContext& context,
                                                              absl::string_view file) {
-  ActionOptions o(options, file, kName);
+  ActionOptions o(options, file, kReloadNginx);
   RETURN_IF_ERROR(o.CheckKeys({"config", "nginx"}));
   ASSIGN_OR_RETURN(NginxCommands commands, ReadNginxCommands(o));
   return std::make_unique<ReloadNginx>(context.runner, std::move(commands));

@@ -15,7 +15,7 @@
 namespace vigil::agent {
 namespace {
 
-constexpr char kName[] = "restart_service";
+constexpr char kRestartService[] = "restart_service";
 constexpr char kUnitPlaceholder[] = "{unit}";
 
 bool ValidUnitName(absl::string_view unit) {
@@ -36,22 +36,24 @@ class RestartService final : public Action {
                  std::vector<std::string> restart_template)
       : runner_(runner), units_(std::move(units)), template_(std::move(restart_template)) {}
 
-  absl::string_view name() const override { return kName; }
+  absl::string_view name() const override { return kRestartService; }
 
   absl::Status Check(const ActionParams& params) const override {
-    RETURN_IF_ERROR(CheckActionParams(kName, params));
+    RETURN_IF_ERROR(CheckActionParams(kRestartService, params));
     const std::string& unit = params.at("unit");
     if (!ValidUnitName(unit)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          kName, ": unit '", unit, "' is not a valid unit name (letters, digits, @._:-)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(kRestartService, ": unit '", unit,
+                       "' is not a valid unit name (letters, digits, @._:-)"));
     }
     for (const std::string& glob : units_) {
       if (GlobMatches(glob, unit)) {
         return absl::OkStatus();
       }
     }
-    return absl::PermissionDeniedError(absl::StrCat(
-        kName, ": unit '", unit, "' is not allowed (allowed: ", absl::StrJoin(units_, ", "), ")"));
+    return absl::PermissionDeniedError(
+        absl::StrCat(kRestartService, ": unit '", unit,
+                     "' is not allowed (allowed: ", absl::StrJoin(units_, ", "), ")"));
   }
 
   ActionResult Run(const ActionParams& params, absl::Duration timeout) override {
@@ -59,10 +61,10 @@ class RestartService final : public Action {
       return Failure(std::string(s.message()));
     }
     const std::string& unit = params.at("unit");
-    StepRunner steps(kName, runner_, timeout);
+    StepRunner steps(kRestartService, runner_, timeout);
     if (steps.Run(RestartArgv(template_, unit))) {
       steps.Note(absl::StrCat("restarted ", unit));
-      spdlog::info("{}: restarted {}", kName, unit);
+      spdlog::info("{}: restarted {}", kRestartService, unit);
     } else {
       spdlog::warn("{}", steps.Finish().reason);
     }
@@ -142,7 +144,7 @@ std::vector<std::string> RestartArgv(const std::vector<std::string>& restart_tem
 absl::StatusOr<std::unique_ptr<Action>> NewRestartServiceAction(const YAML::Node& options,
                                                                 const ActionContext& context,
                                                                 absl::string_view file) {
-  ActionOptions o(options, file, kName);
+  ActionOptions o(options, file, kRestartService);
   RETURN_IF_ERROR(o.CheckKeys({"units"}));
   ASSIGN_OR_RETURN(std::vector<std::string> units, o.List("units", /*required=*/true));
   ASSIGN_OR_RETURN(std::vector<std::string> restart_template,

@@ -21,7 +21,7 @@
 namespace vigil::agent {
 namespace {
 
-constexpr char kName[] = "set_nginx_upstream";
+constexpr char kSetNginxUpstream[] = "set_nginx_upstream";
 
 struct ServerLine {
   size_t line = 0;  // index into the file's lines
@@ -169,19 +169,20 @@ class SetNginxUpstream final : public Action {
         upstreams_(std::move(upstreams)),
         unix_sockets_(std::move(unix_sockets)) {}
 
-  absl::string_view name() const override { return kName; }
+  absl::string_view name() const override { return kSetNginxUpstream; }
 
   absl::Status Check(const ActionParams& params) const override {
-    RETURN_IF_ERROR(CheckActionParams(kName, params));
+    RETURN_IF_ERROR(CheckActionParams(kSetNginxUpstream, params));
     const std::string& upstream = params.at("upstream");
     const std::string& server = params.at("server");
     if (!ValidName(upstream)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          kName, ": upstream '", upstream, "' is not a valid name (letters, digits, _-.)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(kSetNginxUpstream, ": upstream '", upstream,
+                       "' is not a valid name (letters, digits, _-.)"));
     }
     if (!ValidServer(server)) {
       return absl::InvalidArgumentError(
-          absl::StrCat(kName, ": server '", server,
+          absl::StrCat(kSetNginxUpstream, ": server '", server,
                        "' is not a valid address (host:port, [v6]:port or unix:/path)"));
     }
     // A unix: server sends traffic to any local socket (a database's, the agent's): only the
@@ -190,7 +191,8 @@ class SetNginxUpstream final : public Action {
       const std::string path = server.substr(5);
       if (std::find(unix_sockets_.begin(), unix_sockets_.end(), path) == unix_sockets_.end()) {
         return absl::PermissionDeniedError(absl::StrCat(
-            kName, ": server '", server, "' is a unix socket not listed in the action's config (",
+            kSetNginxUpstream, ": server '", server,
+            "' is a unix socket not listed in the action's config (",
             unix_sockets_.empty() ? "no unix_sockets are allowed"
                                   : absl::StrCat("allowed: ", absl::StrJoin(unix_sockets_, ", ")),
             ")"));
@@ -199,7 +201,7 @@ class SetNginxUpstream final : public Action {
     if (!upstreams_.empty() &&
         std::find(upstreams_.begin(), upstreams_.end(), upstream) == upstreams_.end()) {
       return absl::PermissionDeniedError(
-          absl::StrCat(kName, ": upstream '", upstream,
+          absl::StrCat(kSetNginxUpstream, ": upstream '", upstream,
                        "' is not allowed (allowed: ", absl::StrJoin(upstreams_, ", "), ")"));
     }
     return absl::OkStatus();
@@ -212,7 +214,7 @@ class SetNginxUpstream final : public Action {
     const std::string& upstream = params.at("upstream");
     const std::string& server = params.at("server");
     const std::string& state = params.at("state");
-    StepRunner steps(kName, runner_, timeout);
+    StepRunner steps(kSetNginxUpstream, runner_, timeout);
     const std::string path = ResolvedPath();
     absl::StatusOr<std::string> before = ReadWholeFile(path);
     if (!before.ok()) {
@@ -238,8 +240,8 @@ class SetNginxUpstream final : public Action {
                             upstream, "'"));
     if (steps.Run(nginx_.TestArgv()) && steps.Run(nginx_.ReloadArgv())) {
       steps.Note("nginx reloaded");
-      spdlog::info("{}: {} server {} in upstream '{}'; nginx reloaded", kName, state, server,
-                   upstream);
+      spdlog::info("{}: {} server {} in upstream '{}'; nginx reloaded", kSetNginxUpstream, state,
+                   server, upstream);
       return steps.Finish();
     }
     // Validation or reload failed: the running nginx still has the old upstreams; so must the file.
@@ -360,7 +362,7 @@ absl::StatusOr<std::string> EditUpstreamsFile(absl::string_view text, absl::stri
 absl::StatusOr<std::unique_ptr<Action>> NewSetNginxUpstreamAction(const YAML::Node& options,
                                                                   const ActionContext& context,
                                                                   absl::string_view file) {
-  ActionOptions o(options, file, kName);
+  ActionOptions o(options, file, kSetNginxUpstream);
   RETURN_IF_ERROR(o.CheckKeys({"upstreams_file", "config", "nginx", "upstreams", "unix_sockets"}));
   ASSIGN_OR_RETURN(NginxCommands nginx, ReadNginxCommands(o));
   ASSIGN_OR_RETURN(std::string upstreams_file,

@@ -10,13 +10,6 @@
 
 namespace vigil::loadgen {
 
-namespace {
-// gRPC's status codes the counters tell apart.
-constexpr int kCancelled = 1;
-constexpr int kResourceExhausted = 8;
-constexpr int kUnavailable = 14;
-}  // namespace
-
 void PrintFailure(const std::string& what) {
   static std::atomic<int> printed{0};
   if (printed.fetch_add(1) < 5) {

@@ -17,6 +17,13 @@
 
 namespace vigil::loadgen {
 
+// gRPC status codes the simulator tells apart (grpc/status.h's numbers, without gRPC here).
+constexpr int kCancelled = 1;
+constexpr int kUnknown = 2;
+constexpr int kResourceExhausted = 8;
+constexpr int kInternal = 13;
+constexpr int kUnavailable = 14;
+
 enum class AgentState { kWaiting, kWatching, kConnecting, kStreaming, kStopped };
 
 // A stream's pace, set by its Welcome.

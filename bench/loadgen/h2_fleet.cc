@@ -35,12 +35,6 @@ using v1::ControllerMessage;
 
 namespace {
 
-// gRPC status codes the simulator tells apart (grpc/status.h's numbers, without gRPC here).
-constexpr int kCancelled = 1;
-constexpr int kUnknown = 2;
-constexpr int kInternal = 13;
-constexpr int kUnavailable = 14;
-
 // The agent's channel arguments (common/agent_channel.cc): reconnects from 100 ms to 500 ms, a
 // 2 s connect timeout, a keepalive PING every 10 s.
 constexpr absl::Duration kReconnectInitial = absl::Milliseconds(100);

@@ -8,12 +8,12 @@
 #include "common/ids.h"
 
 namespace vigil::audit {
-namespace {
-
 void AppendU64(std::string& out, uint64_t v) {
   const uint64_t big_endian = htobe64(v);
   out.append(reinterpret_cast<const char*>(&big_endian), sizeof(big_endian));
 }
+
+namespace {
 
 // Length-prefixed, so "ab"+"c" and "a"+"bc" differ.
 void AppendField(std::string& out, absl::string_view s) {

@@ -25,6 +25,9 @@ namespace vigil::audit {
 inline constexpr absl::string_view kGenesisHash =
     "0000000000000000000000000000000000000000000000000000000000000000";
 
+// Appends `v` as 8 bytes, most significant first: how the chain and checkpoints encode integers.
+void AppendU64(std::string& out, uint64_t v);
+
 // Keeps its digest context and encoding buffer between events (a batch being appended, a chain
 // being verified) instead of setting them up for each one.
 class TimelineHasher {

@@ -5,16 +5,6 @@
 #include "common/audit/chain_hash.h"
 
 namespace vigil::audit {
-namespace {
-
-void AppendU64(std::string& out, uint64_t v) {
-  for (int i = 7; i >= 0; --i) {
-    out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-  }
-}
-
-}  // namespace
-
 std::string CheckpointSignedBytes(const v1::AuditCheckpoint& checkpoint) {
   std::string out = "vigil.checkpoint.v1";
   AppendU64(out, checkpoint.seq());

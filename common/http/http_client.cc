@@ -17,7 +17,6 @@
 #include <cerrno>
 #include <climits>
 #include <memory>
-#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -30,22 +29,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/http/error_text.h"
 
 namespace vigil::http {
 namespace {
-
-std::string ErrnoText(int err) { return std::error_code(err, std::generic_category()).message(); }
-
-std::string SslErrorText() {
-  unsigned long code = ERR_get_error();
-  ERR_clear_error();
-  if (code == 0) {
-    return "connection closed";
-  }
-  char text[256];
-  ERR_error_string_n(code, text, sizeof(text));
-  return text;
-}
 
 // Waits until `fd` is ready for `events` or the deadline passes; false on the deadline.
 bool WaitFor(int fd, short events, absl::Time deadline) {
@@ -421,7 +408,7 @@ absl::StatusOr<HttpClientResponse> HttpFetch(absl::string_view method, absl::str
     ERR_clear_error();
     ctx.reset(SSL_CTX_new(TLS_client_method()));
     if (ctx == nullptr) {
-      return absl::InternalError(absl::StrCat(where, ": TLS: ", SslErrorText()));
+      return absl::InternalError(absl::StrCat(where, ": TLS: ", SslErrorText("connection closed")));
     }
     SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
     SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE);
@@ -429,18 +416,19 @@ absl::StatusOr<HttpClientResponse> HttpFetch(absl::string_view method, absl::str
                                              : SSL_CTX_load_verify_locations(
                                                    ctx.get(), options.tls_ca_file.c_str(), nullptr);
     if (loaded != 1) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: TLS CA %s: %s", where,
-          options.tls_ca_file.empty() ? "(system)" : options.tls_ca_file, SslErrorText()));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: TLS CA %s: %s", where,
+                          options.tls_ca_file.empty() ? "(system)" : options.tls_ca_file,
+                          SslErrorText("connection closed")));
     }
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
     if (!options.tls_cert_file.empty() &&
         (SSL_CTX_use_certificate_chain_file(ctx.get(), options.tls_cert_file.c_str()) != 1 ||
          SSL_CTX_use_PrivateKey_file(ctx.get(), options.tls_key_file.c_str(), SSL_FILETYPE_PEM) !=
              1)) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s: TLS client certificate %s / key %s: %s", where,
-                          options.tls_cert_file, options.tls_key_file, SslErrorText()));
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: TLS client certificate %s / key %s: %s", where, options.tls_cert_file,
+          options.tls_key_file, SslErrorText("connection closed")));
     }
     ssl.reset(SSL_new(ctx.get()));
     SSL_set_fd(ssl.get(), fd.fd);
@@ -465,7 +453,8 @@ absl::StatusOr<HttpClientResponse> HttpFetch(absl::string_view method, absl::str
         return absl::UnauthenticatedError(
             absl::StrCat(where, ": server certificate: ", X509_verify_cert_error_string(verify)));
       }
-      return absl::UnavailableError(absl::StrCat(where, ": TLS handshake: ", SslErrorText()));
+      return absl::UnavailableError(
+          absl::StrCat(where, ": TLS handshake: ", SslErrorText("connection closed")));
     }
   }
 
@@ -507,7 +496,8 @@ absl::StatusOr<HttpClientResponse> HttpFetch(absl::string_view method, absl::str
       }
       int err = SSL_get_error(ssl.get(), n);
       if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
-        return absl::UnavailableError(absl::StrCat(where, ": TLS write: ", SslErrorText()));
+        return absl::UnavailableError(
+            absl::StrCat(where, ": TLS write: ", SslErrorText("connection closed")));
       }
       wait = err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
     }
@@ -549,7 +539,8 @@ absl::StatusOr<HttpClientResponse> HttpFetch(absl::string_view method, absl::str
         } else if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
           n = 0;  // closed without close_notify: what we have is what there is
         } else {
-          return absl::UnavailableError(absl::StrCat(where, ": TLS read: ", SslErrorText()));
+          return absl::UnavailableError(
+              absl::StrCat(where, ": TLS read: ", SslErrorText("connection closed")));
         }
       }
     }

@@ -22,7 +22,6 @@
 #include <deque>
 #include <exception>
 #include <optional>
-#include <system_error>
 #include <unordered_map>
 #include <utility>
 
@@ -33,6 +32,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/http/error_text.h"
 #include "common/http/request_parser.h"
 #include "common/logging.h"
 #include "spdlog/spdlog.h"
@@ -51,20 +51,6 @@ constexpr int kMaxEvents = 256;
 // epoll tags that are not connection ids.
 constexpr uint64_t kListenTag = 0;
 constexpr uint64_t kWakeTag = 1;
-
-std::string ErrnoText(int err) { return std::error_code(err, std::generic_category()).message(); }
-
-// The first queued OpenSSL error as text (and the queue cleared).
-std::string SslErrorText() {
-  unsigned long code = ERR_get_error();
-  ERR_clear_error();
-  if (code == 0) {
-    return "unknown TLS error";
-  }
-  char text[256];
-  ERR_error_string_n(code, text, sizeof(text));
-  return text;
-}
 
 std::string PeerText(const sockaddr_storage& addr) {
   char host[INET6_ADDRSTRLEN] = "?";
@@ -351,17 +337,17 @@ absl::Status HttpServer::Loop::SetUpTls() {
   ERR_clear_error();
   tls_ = SSL_CTX_new(TLS_server_method());
   if (tls_ == nullptr) {
-    return absl::InternalError(absl::StrCat("HTTP TLS: ", SslErrorText()));
+    return absl::InternalError(absl::StrCat("HTTP TLS: ", SslErrorText("unknown TLS error")));
   }
   SSL_CTX_set_min_proto_version(tls_, TLS1_2_VERSION);
   SSL_CTX_set_mode(tls_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   if (SSL_CTX_use_certificate_chain_file(tls_, options_.tls_cert_file.c_str()) != 1) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("HTTP TLS certificate %s: %s", options_.tls_cert_file, SslErrorText()));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "HTTP TLS certificate %s: %s", options_.tls_cert_file, SslErrorText("unknown TLS error")));
   }
   if (SSL_CTX_use_PrivateKey_file(tls_, options_.tls_key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("HTTP TLS key %s: %s", options_.tls_key_file, SslErrorText()));
+    return absl::InvalidArgumentError(absl::StrFormat("HTTP TLS key %s: %s", options_.tls_key_file,
+                                                      SslErrorText("unknown TLS error")));
   }
   if (SSL_CTX_check_private_key(tls_) != 1) {
     return absl::InvalidArgumentError(
@@ -370,8 +356,8 @@ absl::Status HttpServer::Loop::SetUpTls() {
   }
   if (!options_.tls_ca_file.empty()) {
     if (SSL_CTX_load_verify_locations(tls_, options_.tls_ca_file.c_str(), nullptr) != 1) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("HTTP TLS CA %s: %s", options_.tls_ca_file, SslErrorText()));
+      return absl::InvalidArgumentError(absl::StrFormat("HTTP TLS CA %s: %s", options_.tls_ca_file,
+                                                        SslErrorText("unknown TLS error")));
     }
     STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(options_.tls_ca_file.c_str());
     if (names != nullptr) {
@@ -549,7 +535,8 @@ void HttpServer::Loop::AcceptAll() {
     if (tls_ != nullptr) {
       c->ssl = SSL_new(tls_);
       if (c->ssl == nullptr || SSL_set_fd(c->ssl, fd) != 1) {
-        spdlog::error("HTTP server: cannot set up TLS for {}: {}", c->peer, SslErrorText());
+        spdlog::error("HTTP server: cannot set up TLS for {}: {}", c->peer,
+                      SslErrorText("unknown TLS error"));
         if (c->ssl != nullptr) {
           SSL_free(c->ssl);
         }
@@ -653,7 +640,7 @@ void HttpServer::Loop::Handshake(Conn* c) {
     return;
   }
   counters_->tls_failures.fetch_add(1, std::memory_order_relaxed);
-  std::string why = err == SSL_ERROR_SSL ? SslErrorText() : "connection closed";
+  std::string why = err == SSL_ERROR_SSL ? SslErrorText("unknown TLS error") : "connection closed";
   ERR_clear_error();
   if (uint64_t suppressed = 0; log_limit_.Allow(absl::Now(), &suppressed)) {
     spdlog::warn("HTTP server: TLS handshake with {} failed: {}", c->peer, why);

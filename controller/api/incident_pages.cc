@@ -9,15 +9,6 @@
 #include "common/status.h"
 
 namespace vigil::controller {
-namespace {
-
-// Sequences are SQL integers: a cursor above this would wrap to a negative one.
-constexpr uint64_t kMaxSeq = std::numeric_limits<int64_t>::max();
-// Longer ids than this are not ids; refused before they reach a query.
-constexpr size_t kMaxIncidentIdBytes = 256;
-
-}  // namespace
-
 absl::StatusOr<v1::GetIncidentResponse> LoadIncidentPage(storage::Store& store,
                                                          const v1::GetIncidentRequest& request) {
   const std::string& id = request.incident_id();

@@ -4,12 +4,19 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <limits>
 
 #include "absl/status/statusor.h"
 #include "storage/store.h"
 #include "vigil/v1/control_service.pb.h"
 
 namespace vigil::controller {
+
+// Sequences are SQL integers: a cursor or resume point above this would wrap to a negative one.
+constexpr uint64_t kMaxSeq = std::numeric_limits<int64_t>::max();
+// Longer ids than this are not ids; refused before they reach a query.
+constexpr size_t kMaxIncidentIdBytes = 256;
 
 inline constexpr int kDefaultIncidentPageSize = 1000;  // events, when the request says 0
 inline constexpr int kMaxIncidentPageSize = 10000;

@@ -10,15 +10,12 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "common/wire_metadata.h"
+#include "controller/api/incident_pages.h"
 
 namespace vigil::controller {
 namespace {
 
 constexpr uint64_t kEverything = std::numeric_limits<uint64_t>::max();
-// Sequences are SQL integers: anything above this would wrap to a negative resume point.
-constexpr uint64_t kMaxSeq = std::numeric_limits<int64_t>::max();
-// Longer ids than this are not ids; refused before they reach a query.
-constexpr size_t kMaxIncidentIdBytes = 256;
 
 size_t Footprint(const v1::TimelineEvent& e) { return e.ByteSizeLong() + sizeof(e); }
 
