@@ -34,6 +34,9 @@
 namespace vigil::http {
 namespace {
 
+// What a TLS failure with no OpenSSL error queued means here: the peer went away.
+constexpr char kPeerClosed[] = "connection closed";
+
 // Waits until `fd` is ready for `events` or the deadline passes; false on the deadline.
 bool WaitFor(int fd, short events, absl::Time deadline) {
   while (true) {
@@ -408,7 +411,7 @@ absl::StatusOr<HttpClientResponse> HttpFetch(absl::string_view method, absl::str
     ERR_clear_error();
     ctx.reset(SSL_CTX_new(TLS_client_method()));
     if (ctx == nullptr) {
-      return absl::InternalError(absl::StrCat(where, ": TLS: ", SslErrorText("connection closed")));
+      return absl::InternalError(absl::StrCat(where, ": TLS: ", SslErrorText(kPeerClosed)));
     }
     SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
     SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE);
@@ -419,16 +422,16 @@ absl::StatusOr<HttpClientResponse> HttpFetch(absl::string_view method, absl::str
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: TLS CA %s: %s", where,
                           options.tls_ca_file.empty() ? "(system)" : options.tls_ca_file,
-                          SslErrorText("connection closed")));
+                          SslErrorText(kPeerClosed)));
     }
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
     if (!options.tls_cert_file.empty() &&
         (SSL_CTX_use_certificate_chain_file(ctx.get(), options.tls_cert_file.c_str()) != 1 ||
          SSL_CTX_use_PrivateKey_file(ctx.get(), options.tls_key_file.c_str(), SSL_FILETYPE_PEM) !=
              1)) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: TLS client certificate %s / key %s: %s", where, options.tls_cert_file,
-          options.tls_key_file, SslErrorText("connection closed")));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: TLS client certificate %s / key %s: %s", where,
+                          options.tls_cert_file, options.tls_key_file, SslErrorText(kPeerClosed)));
     }
     ssl.reset(SSL_new(ctx.get()));
     SSL_set_fd(ssl.get(), fd.fd);
@@ -454,7 +457,7 @@ absl::StatusOr<HttpClientResponse> HttpFetch(absl::string_view method, absl::str
             absl::StrCat(where, ": server certificate: ", X509_verify_cert_error_string(verify)));
       }
       return absl::UnavailableError(
-          absl::StrCat(where, ": TLS handshake: ", SslErrorText("connection closed")));
+          absl::StrCat(where, ": TLS handshake: ", SslErrorText(kPeerClosed)));
     }
   }
 
@@ -497,7 +500,7 @@ absl::StatusOr<HttpClientResponse> HttpFetch(absl::string_view method, absl::str
       int err = SSL_get_error(ssl.get(), n);
       if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
         return absl::UnavailableError(
-            absl::StrCat(where, ": TLS write: ", SslErrorText("connection closed")));
+            absl::StrCat(where, ": TLS write: ", SslErrorText(kPeerClosed)));
       }
       wait = err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
     }
@@ -540,7 +543,7 @@ absl::StatusOr<HttpClientResponse> HttpFetch(absl::string_view method, absl::str
           n = 0;  // closed without close_notify: what we have is what there is
         } else {
           return absl::UnavailableError(
-              absl::StrCat(where, ": TLS read: ", SslErrorText("connection closed")));
+              absl::StrCat(where, ": TLS read: ", SslErrorText(kPeerClosed)));
         }
       }
     }

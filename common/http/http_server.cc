@@ -40,6 +40,9 @@
 namespace vigil::http {
 namespace {
 
+// A TLS failure with no OpenSSL error queued.
+constexpr char kNoTlsErrorQueued[] = "unknown TLS error";
+
 constexpr size_t kReadChunk = 16 * 1024;
 // After the response, unread request bytes are drained for this long (at most kDrainBytes) so that
 // closing does not reset the connection before the client has read the response.
@@ -337,17 +340,17 @@ absl::Status HttpServer::Loop::SetUpTls() {
   ERR_clear_error();
   tls_ = SSL_CTX_new(TLS_server_method());
   if (tls_ == nullptr) {
-    return absl::InternalError(absl::StrCat("HTTP TLS: ", SslErrorText("unknown TLS error")));
+    return absl::InternalError(absl::StrCat("HTTP TLS: ", SslErrorText(kNoTlsErrorQueued)));
   }
   SSL_CTX_set_min_proto_version(tls_, TLS1_2_VERSION);
   SSL_CTX_set_mode(tls_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   if (SSL_CTX_use_certificate_chain_file(tls_, options_.tls_cert_file.c_str()) != 1) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "HTTP TLS certificate %s: %s", options_.tls_cert_file, SslErrorText("unknown TLS error")));
+        "HTTP TLS certificate %s: %s", options_.tls_cert_file, SslErrorText(kNoTlsErrorQueued)));
   }
   if (SSL_CTX_use_PrivateKey_file(tls_, options_.tls_key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
     return absl::InvalidArgumentError(absl::StrFormat("HTTP TLS key %s: %s", options_.tls_key_file,
-                                                      SslErrorText("unknown TLS error")));
+                                                      SslErrorText(kNoTlsErrorQueued)));
   }
   if (SSL_CTX_check_private_key(tls_) != 1) {
     return absl::InvalidArgumentError(
@@ -357,7 +360,7 @@ absl::Status HttpServer::Loop::SetUpTls() {
   if (!options_.tls_ca_file.empty()) {
     if (SSL_CTX_load_verify_locations(tls_, options_.tls_ca_file.c_str(), nullptr) != 1) {
       return absl::InvalidArgumentError(absl::StrFormat("HTTP TLS CA %s: %s", options_.tls_ca_file,
-                                                        SslErrorText("unknown TLS error")));
+                                                        SslErrorText(kNoTlsErrorQueued)));
     }
     STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(options_.tls_ca_file.c_str());
     if (names != nullptr) {
@@ -536,7 +539,7 @@ void HttpServer::Loop::AcceptAll() {
       c->ssl = SSL_new(tls_);
       if (c->ssl == nullptr || SSL_set_fd(c->ssl, fd) != 1) {
         spdlog::error("HTTP server: cannot set up TLS for {}: {}", c->peer,
-                      SslErrorText("unknown TLS error"));
+                      SslErrorText(kNoTlsErrorQueued));
         if (c->ssl != nullptr) {
           SSL_free(c->ssl);
         }
@@ -640,7 +643,7 @@ void HttpServer::Loop::Handshake(Conn* c) {
     return;
   }
   counters_->tls_failures.fetch_add(1, std::memory_order_relaxed);
-  std::string why = err == SSL_ERROR_SSL ? SslErrorText("unknown TLS error") : "connection closed";
+  std::string why = err == SSL_ERROR_SSL ? SslErrorText(kNoTlsErrorQueued) : "connection closed";
   ERR_clear_error();
   if (uint64_t suppressed = 0; log_limit_.Allow(absl::Now(), &suppressed)) {
     spdlog::warn("HTTP server: TLS handshake with {} failed: {}", c->peer, why);
