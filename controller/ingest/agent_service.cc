@@ -23,14 +23,16 @@
 #include "controller/ingest/telemetry_validator.h"
 
 namespace vigil::controller {
-namespace {
 
 // What an agent's TLS client certificate vouches for: its DNS subjectAltNames and its common
 // name. `tls` is false on plain text (--insecure, loopback only), where nothing is vouched for.
+// Outside the anonymous namespace: AgentStream, which has linkage, holds one.
 struct PeerIdentity {
   bool tls = false;
   std::vector<std::string> names;
 };
+
+namespace {
 
 PeerIdentity IdentityOf(const grpc::CallbackServerContext& context) {
   PeerIdentity identity;

@@ -19,12 +19,14 @@ const std::array<double, CumulativeHistogram::kBounds>& CumulativeHistogram::Bou
   return kList;
 }
 
-size_t CumulativeHistogram::CoarseBucket(int index) {
-  // One entry per fine bucket of the schema, computed once: Add costs a lookup per bucket.
+namespace {
+
+// The coarse bucket of every fine bucket of the schema, kMinIndex first, computed once.
+const uint8_t* CoarseTable() {
   static const std::vector<uint8_t>* const kTable = [] {
     auto* table = new std::vector<uint8_t>();
     table->reserve(LogHistogram::kMaxIndex - LogHistogram::kMinIndex + 1);
-    const auto& bounds = Bounds();
+    const auto& bounds = CumulativeHistogram::Bounds();
     for (int i = LogHistogram::kMinIndex; i <= LogHistogram::kMaxIndex; ++i) {
       const double value = LogHistogram::BucketValue(i);
       table->push_back(static_cast<uint8_t>(std::lower_bound(bounds.begin(), bounds.end(), value) -
@@ -32,8 +34,14 @@ size_t CumulativeHistogram::CoarseBucket(int index) {
     }
     return table;
   }();
+  return kTable->data();
+}
+
+}  // namespace
+
+size_t CumulativeHistogram::CoarseBucket(int index) {
   const int clamped = std::clamp(index, LogHistogram::kMinIndex, LogHistogram::kMaxIndex);
-  return (*kTable)[static_cast<size_t>(clamped - LogHistogram::kMinIndex)];
+  return CoarseTable()[clamped - LogHistogram::kMinIndex];
 }
 
 void CumulativeHistogram::Add(const LogHistogram& h) {
@@ -41,9 +49,14 @@ void CumulativeHistogram::Add(const LogHistogram& h) {
   uint64_t added = h.zero_count();
   counts_[0] += h.zero_count();
   const std::vector<uint64_t>& fine = h.counts();
+  // The table once per histogram, not per bucket (Add runs for every interval of every
+  // histogram series: 50,000 a second at 10,000 agents).
+  const uint8_t* coarse = CoarseTable();
   for (size_t i = 0; i < fine.size(); ++i) {
     if (fine[i] != 0) {
-      counts_[CoarseBucket(h.offset() + static_cast<int>(i))] += fine[i];
+      const int index = std::clamp(h.offset() + static_cast<int>(i), LogHistogram::kMinIndex,
+                                   LogHistogram::kMaxIndex);
+      counts_[coarse[index - LogHistogram::kMinIndex]] += fine[i];
       added += fine[i];
     }
   }

@@ -48,19 +48,24 @@ constexpr uint8_t kLongForm = 0x80;
 class EntryWriter {
  public:
   explicit EntryWriter(std::vector<uint8_t>& out) : out_(out) {}
-  void Put(int index, uint64_t count) {
+  // Inlined into the encoding loops, the long form kept out of line: most entries are short.
+  [[gnu::always_inline]] void Put(int index, uint64_t count) {
     const int gap = index - previous_;
-    if (gap >= 1 && gap <= 8 && count <= 15) {
-      out_.push_back(static_cast<uint8_t>((gap - 1) << 4 | static_cast<int>(count)));
-    } else {
-      out_.push_back(kLongForm);
-      PutVarint(out_, static_cast<uint64_t>(gap));
-      PutVarint(out_, count);
-    }
     previous_ = index;
+    if (gap >= 1 && gap <= 8 && count <= 15) [[likely]] {
+      out_.push_back(static_cast<uint8_t>((gap - 1) << 4 | static_cast<int>(count)));
+      return;
+    }
+    PutLong(gap, count);
   }
 
  private:
+  [[gnu::noinline]] void PutLong(int gap, uint64_t count) {
+    out_.push_back(kLongForm);
+    PutVarint(out_, static_cast<uint64_t>(gap));
+    PutVarint(out_, count);
+  }
+
   std::vector<uint8_t>& out_;
   int previous_ = LogHistogram::kMinIndex;
 };
@@ -663,11 +668,13 @@ size_t HistogramWindow::GrowthBound(const v1::Histogram& h) const {
   const bool may_join = slot_ms() > 0 && !empty();
   size_t encoded = may_join ? 10 : VarintSize(h.zero_count());
   int64_t previous = LogHistogram::kMinIndex;
+  uint64_t added = 0;  // observations in the buckets, for the views
   for (int i = 0; i < h.counts_size(); ++i) {
     const uint64_t count = h.counts(i);
     if (count == 0) {
       continue;
     }
+    added += count;
     const int64_t index = int64_t{h.offset()} + i;
     const int64_t gap = index - previous;
     if (may_join) {
@@ -693,10 +700,6 @@ size_t HistogramWindow::GrowthBound(const v1::Histogram& h) const {
                  : 0);
   }
   if (h.counts_size() > 0) {
-    uint64_t added = 0;
-    for (const uint64_t count : h.counts()) {
-      added += count;
-    }
     const int lo = h.offset();
     const int hi = lo + h.counts_size() - 1;
     for (const View& v : views_) {
