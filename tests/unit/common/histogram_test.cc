@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -122,6 +123,61 @@ TEST(LogHistogramTest, MalformedProtoCannotInflateCount) {
   LogHistogram h;
   h.FromProto(wire);
   EXPECT_EQ(h.count(), 2u);
+}
+
+// FromProto refuses exactly what CheckProto refuses and is left empty, whatever it held (the
+// controller decodes every histogram point into one reused per thread).
+TEST(LogHistogramTest, FromProtoRefusesWhatCheckProtoRefusesAndIsLeftEmpty) {
+  auto wire = [](int offset, std::vector<uint64_t> counts, uint64_t zero, double sum) {
+    v1::Histogram w;
+    w.set_offset(offset);
+    for (uint64_t c : counts) w.add_counts(c);
+    w.set_zero_count(zero);
+    w.set_sum(sum);
+    return w;
+  };
+  const uint64_t max = LogHistogram::kMaxCount;
+  const std::vector<v1::Histogram> refused = {
+      wire(LogHistogram::kMinIndex - 1, {1}, 0, 1),
+      wire(LogHistogram::kMaxIndex, {1, 1}, 0, 1),
+      wire(0, {1}, max + 1, 1),
+      wire(0, {max, 1}, 0, 1),
+      wire(0, {1, max}, 1, 1),
+      wire(0, {1}, 0, std::nan("")),
+      wire(0, {1}, 0, -1),
+      wire(0, {1}, 0, std::numeric_limits<double>::infinity()),
+  };
+  for (size_t i = 0; i < refused.size(); ++i) {
+    ASSERT_FALSE(LogHistogram::CheckProto(refused[i]).ok()) << i;
+    LogHistogram h;
+    h.Add(0.5, 5);
+    EXPECT_FALSE(h.FromProto(refused[i])) << i;
+    EXPECT_TRUE(h.empty()) << i;
+    EXPECT_TRUE(h.counts().empty()) << i;
+    EXPECT_EQ(h.zero_count(), 0u) << i;
+    EXPECT_EQ(h.sum(), 0.0) << i;
+  }
+  // What it accepts, it holds exactly as a merge into an empty histogram would, at the edges of
+  // the schema and of the count too.
+  const std::vector<v1::Histogram> accepted = {
+      wire(LogHistogram::kMinIndex, {3, 0, 4}, 2, 1.5),
+      wire(LogHistogram::kMaxIndex - 1, {0, 9}, 0, 0),
+      wire(0, {max - 1}, 1, 7),
+      wire(5, {}, 4, 0),
+  };
+  for (size_t i = 0; i < accepted.size(); ++i) {
+    ASSERT_TRUE(LogHistogram::CheckProto(accepted[i]).ok()) << i;
+    LogHistogram copied;
+    copied.Add(2.0, 3);
+    ASSERT_TRUE(copied.FromProto(accepted[i])) << i;
+    LogHistogram merged;
+    ASSERT_TRUE(merged.MergeProto(accepted[i])) << i;
+    EXPECT_EQ(copied.counts(), merged.counts()) << i;
+    EXPECT_EQ(copied.offset(), merged.offset()) << i;
+    EXPECT_EQ(copied.zero_count(), merged.zero_count()) << i;
+    EXPECT_EQ(copied.count(), merged.count()) << i;
+    EXPECT_EQ(copied.sum(), merged.sum()) << i;
+  }
 }
 
 TEST(LogHistogramTest, IgnoresNegativeAndNaN) {
