@@ -37,12 +37,15 @@ const uint8_t* CoarseTable() {
   return kTable->data();
 }
 
+// Fine bucket `index`'s entry of `table` (CoarseTable()), clamped to the schema.
+size_t CoarseIn(const uint8_t* table, int index) {
+  const int clamped = std::clamp(index, LogHistogram::kMinIndex, LogHistogram::kMaxIndex);
+  return table[clamped - LogHistogram::kMinIndex];
+}
+
 }  // namespace
 
-size_t CumulativeHistogram::CoarseBucket(int index) {
-  const int clamped = std::clamp(index, LogHistogram::kMinIndex, LogHistogram::kMaxIndex);
-  return CoarseTable()[clamped - LogHistogram::kMinIndex];
-}
+size_t CumulativeHistogram::CoarseBucket(int index) { return CoarseIn(CoarseTable(), index); }
 
 void CumulativeHistogram::Add(const LogHistogram& h) {
   // The zero bucket holds observations at or below 1 microsecond: under the first bound.
@@ -54,9 +57,7 @@ void CumulativeHistogram::Add(const LogHistogram& h) {
   const uint8_t* coarse = CoarseTable();
   for (size_t i = 0; i < fine.size(); ++i) {
     if (fine[i] != 0) {
-      const int index = std::clamp(h.offset() + static_cast<int>(i), LogHistogram::kMinIndex,
-                                   LogHistogram::kMaxIndex);
-      counts_[coarse[index - LogHistogram::kMinIndex]] += fine[i];
+      counts_[CoarseIn(coarse, h.offset() + static_cast<int>(i))] += fine[i];
       added += fine[i];
     }
   }
