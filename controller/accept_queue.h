@@ -2,7 +2,7 @@
 // socket's queue from net.core.somaxconn and offers no setting for it; Linux lets a process call
 // listen() again on a socket that is listening, which changes only the queue's length. The
 // controller keeps its agents' port short so that a reconnect storm waits in the agents' own SYN
-// retries instead of in gRPC's shared queues, ahead of the CLI (README, "Reconnect storms").
+// retries instead of in gRPC's shared queues, ahead of the CLI (measured in docs/scale-log.md).
 #pragma once
 
 #include "absl/status/statusor.h"

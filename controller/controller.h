@@ -43,7 +43,7 @@ struct ControllerOptions {
   // A second gRPC address for the agents (empty: none; they use `listen` with the CLI). Its
   // accept queue is kept at `agent_listen_backlog` connections, so a reconnect storm of
   // thousands of agents waits in their own SYN retries rather than in the queues the CLI's calls
-  // share: bench/scale.sh at 10,000 agents, README "Reconnect storms and scale". Both addresses
+  // share: bench/scale.sh at 10,000 agents, docs/scale-log.md. Both addresses
   // serve every RPC with the same authentication and roles; only the queue differs.
   std::string agent_listen;
   int agent_listen_backlog = 64;
