@@ -89,7 +89,8 @@ int main(int argc, char** argv) {
   app.add_option("--ramp", ramp, "seconds over which the agents make their first attempt (1)");
   app.add_option("--pre-ramp", pre_ramp, "restart mode: seconds to connect before the kill (10)");
   app.add_option("--pre-timeout", pre_timeout,
-                 "restart mode: longest wait for all to stream before the kill (60)");
+                 "restart mode: longest wait, once --pre-ramp is over, for all to stream "
+                 "before the kill (60)");
   app.add_option("--restart-signal", restart_signal, "KILL or TERM (KILL)");
   app.add_option("--timeout", timeout, "seconds the storm may take to converge (60)");
   app.add_option("--hold", hold, "seconds watched for drops once converged (10)");

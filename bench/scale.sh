@@ -210,6 +210,10 @@ for transport in $TRANSPORTS; do
     d="$W/$transport-$n"
     [ -f "$d/report.txt" ] || continue
     echo "  $transport-$n: every agent tried by $(field storm all_attempted_s "$d/report.txt") s, controller waiting for a CPU $(field storm ctl_runqueue_wait_pct "$d/report.txt") % of a core (mean), silent=$(cat "$d/silent.txt") (of which the simulated agent had itself written nothing for the timeout: $(field storm drops_cancelled_own_gap "$d/report.txt")) refused_exhausted=$(field storm refused_exhausted "$d/report.txt") retry_hints=$(field storm retry_hints "$d/report.txt") welcome_timeouts=$(field storm welcome_timeouts "$d/report.txt") reconnects=$(field storm reconnects "$d/report.txt") unacked_batches=$(field storm batches_unacked "$d/report.txt") cli_failed=$(field storm cli_failed "$d/report.txt")/$(field storm cli_probes "$d/report.txt")"
+    before=$(field storm streaming_before_restart "$d/report.txt")
+    if [ "$MODE" = restart ] && [ -n "$before" ] && [ "$before" != "$n" ]; then
+      echo "  $transport-$n: only $before of $n agents streamed before the kill: this storm is not one of $n (SCALE_PRE_RAMP, SCALE_TIMEOUT)"
+    fi
   done
 done
 echo "controller over time (every 5 s from the start of each run: streaming agents, CPU % of one core, RSS MB):"

@@ -356,6 +356,8 @@ class Coordinator {
   std::unique_ptr<CliProbe> probe_;
   std::atomic<bool> sampling_{true};
   std::optional<absl::Time> all_attempted_;
+  // Restart mode: agents streaming when the controller was killed (the storm's real size).
+  int64_t streaming_before_restart_ = 0;
   absl::Time began_ = absl::Now();
 
   absl::Mutex mu_;
@@ -551,8 +553,13 @@ int Coordinator::Run() {
   if (o_.mode == "restart") {
     shared_->ramp_ms = absl::ToInt64Milliseconds(o_.pre_ramp);
     shared_->go_unix_ms = absl::ToUnixMillis(absl::Now() + absl::Milliseconds(100));
-    std::optional<absl::Time> before = WaitConverged(absl::Now() + o_.pre_timeout, Totals{});
+    // The wait runs from the ramp's end: a bound counted from its start killed the controller
+    // while agents were still making their first attempts (10,000 agents ramp over 100 s), and
+    // the "storm" then timed the rest of the ramp.
+    std::optional<absl::Time> before =
+        WaitConverged(absl::Now() + o_.pre_ramp + o_.pre_timeout, Totals{});
     const Totals pre = Sum(*shared_, o_.processes);
+    streaming_before_restart_ = pre.streaming;
     std::fprintf(stderr, "loadgen: before the restart %lld/%d agents streaming (%s)\n",
                  static_cast<long long>(pre.streaming), o_.agents,
                  before ? "all connected" : "pre-timeout reached");
@@ -638,7 +645,7 @@ int Coordinator::Run() {
       "cli_probes=%zu cli_failed=%d cli_p50_ms=%.1f cli_p99_ms=%.1f cli_max_ms=%.1f "
       "ctl_peak_cpu_pct=%.0f ctl_peak_rss_mb=%.1f ctl_runqueue_wait_pct=%.0f sim_cpu_pct=%.0f "
       "sim_peak_rss_mb=%.0f "
-      "controller_ready_ms=%s\n",
+      "controller_ready_ms=%s streaming_before_restart=%s\n",
       label.c_str(), UsesH2(o_) ? "h2" : "grpc", o_.mode.c_str(), o_.agents, o_.processes,
       Ms(o_.mode == "restart" ? absl::ZeroDuration() : o_.ramp).c_str(),
       absl::ToDoubleSeconds(o_.timeout), converged ? "yes" : "no",
@@ -674,7 +681,8 @@ int Coordinator::Run() {
       static_cast<unsigned long long>(after.rounds_skipped - base.rounds_skipped), probes,
       probe_failed, NearestRank(probe_ms, 0.5), NearestRank(probe_ms, 0.99),
       NearestRank(probe_ms, 1.0), peak_cpu, peak_rss, mean_wait, sim_cpu, sim_rss,
-      o_.mode == "restart" ? Ms(controller_ready).c_str() : "-");
+      o_.mode == "restart" ? Ms(controller_ready).c_str() : "-",
+      o_.mode == "restart" ? absl::StrCat(streaming_before_restart_).c_str() : "-");
   std::fflush(stdout);
   if (!probe_->first_error().empty()) {
     std::fprintf(stderr, "loadgen: first CLI probe failure: %s\n", probe_->first_error().c_str());

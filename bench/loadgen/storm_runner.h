@@ -35,8 +35,9 @@ struct StormOptions {
   // interval (FleetOptions::send_spread); zero or less: the interval, as vigil-agent phases them.
   absl::Duration send_spread = absl::ZeroDuration();
   // "start": every agent makes its first attempt within `ramp` of the start.
-  // "restart": agents connect over `pre_ramp` (up to `pre_timeout`), then the controller is
-  // killed with `restart_signal` and started again under them; the storm is timed from then.
+  // "restart": agents connect over `pre_ramp` (and up to `pre_timeout` after it, until all
+  // stream), then the controller is killed with `restart_signal` and started again under them;
+  // the storm is timed from then.
   std::string mode = "start";
   absl::Duration ramp = absl::Seconds(1);
   absl::Duration pre_ramp = absl::Seconds(10);
