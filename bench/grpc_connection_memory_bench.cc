@@ -40,8 +40,11 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/notification.h"
+#include "common/record_file.h"
 
 namespace {
+
+using vigil::WriteAll;
 
 constexpr char kStreamMethod[] = "/vigil.bench.Bench/Stream";
 constexpr char kUnaryMethod[] = "/vigil.bench.Bench/Unary";
@@ -96,21 +99,6 @@ int64_t CpuMicros() {
   getrusage(RUSAGE_SELF, &usage);
   return (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1'000'000LL + usage.ru_utime.tv_usec +
          usage.ru_stime.tv_usec;
-}
-
-bool WriteAll(int fd, const std::string& s) {
-  size_t done = 0;
-  while (done < s.size()) {
-    const ssize_t n = write(fd, s.data() + done, s.size() - done);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      return false;
-    }
-    done += static_cast<size_t>(n);
-  }
-  return true;
 }
 
 // One line from `fd` (without its newline); empty at end of file.
